@@ -1,0 +1,140 @@
+"""One exception tree for everything that can go wrong with a send.
+
+Vendor modules translate httpx errors and vendor answer codes into these classes at the boundary, so the
+pipeline decides what to do (retry, slow the account, pause it, dead-letter) from the class alone and never
+sees an ``httpx`` exception or a vendor's envelope::
+
+    BroadcastError
+    ├── MessageError                 bad input: the message, its XML or its variables (never retried)
+    │   └── UnsafeXMLError           XML with a DTD/entities, or over the size cap
+    ├── ConfigError                  an account or setting that cannot work
+    └── VendorError                  the vendor call failed; ``error_class`` says how
+        ├── TransientError           not sent; retry with backoff          ("transient")
+        │   └── ThrottledError       the vendor says "too fast"; slow the account, retry  ("throttled")
+        ├── VendorFailure            vendor's generic "failed", no detail; retry a few times  ("failure")
+        ├── AmbiguousError           the request left and no answer came back: may have been sent  ("ambiguous")
+        ├── AccountDownError         token invalid, offline, unknown device: pause the account  ("account_down")
+        ├── PermanentError           bad parameters, not a friend, daily cap: dead-letter  ("permanent")
+        └── UnsupportedError         this vendor cannot do that (e.g. revoke on gewe-legacy)  ("unsupported")
+
+Error messages never contain tokens: vendor modules build them from the vendor's answer text, and
+:func:`redact` scrubs anything that looks like a configured secret before an error is stored or logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class BroadcastError(Exception):
+    """Root of every error this product raises on purpose."""
+
+
+class MessageError(BroadcastError, ValueError):
+    """The message cannot be sent as given; ``field`` names the offending input."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnsafeXMLError(MessageError):
+    """XML refused before or while parsing: DTD, entity declarations, size cap, or not well-formed."""
+
+
+class ConfigError(BroadcastError):
+    """An account or setting that cannot work (unknown vendor, missing instance...)."""
+
+
+class VendorError(BroadcastError):
+    """A vendor call that did not succeed. ``error_class`` drives the retry policy."""
+
+    error_class = "vendor"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        vendor: str = "",
+        code: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.vendor = vendor
+        self.code = code
+        self.http_status = http_status
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-safe summary for attempt histories and API answers."""
+        return {
+            "error_class": self.error_class,
+            "type": type(self).__name__,
+            "message": str(self),
+            "vendor": self.vendor,
+            "code": self.code,
+            "http_status": self.http_status,
+        }
+
+
+class TransientError(VendorError):
+    """Not sent (connection refused, 5xx without an envelope, unparseable body): safe to retry."""
+
+    error_class = "transient"
+
+
+class ThrottledError(TransientError):
+    """The vendor says the account sends too fast: slow the whole account, then retry."""
+
+    error_class = "throttled"
+
+
+class VendorFailure(VendorError):
+    """The vendor's generic failure without a reason: retry a small bounded number of times."""
+
+    error_class = "failure"
+
+
+class AmbiguousError(VendorError):
+    """The request left but no answer arrived: the message may be out. Never resend blindly."""
+
+    error_class = "ambiguous"
+
+
+class AccountDownError(VendorError):
+    """Token invalid or expired, account offline, unknown device: every send from it will fail."""
+
+    error_class = "account_down"
+
+
+class PermanentError(VendorError):
+    """Bad parameters, recipient not a friend, daily cap: retrying cannot help."""
+
+    error_class = "permanent"
+
+
+class UnsupportedError(VendorError):
+    """The vendor has no documented way to do this."""
+
+    error_class = "unsupported"
+
+
+ERROR_CLASSES: dict[str, type[VendorError]] = {
+    cls.error_class: cls
+    for cls in (
+        TransientError,
+        ThrottledError,
+        VendorFailure,
+        AmbiguousError,
+        AccountDownError,
+        PermanentError,
+        UnsupportedError,
+    )
+}
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every occurrence of a secret (longer than 3 chars) with ``***``."""
+    for secret in secrets:
+        if secret and len(secret) > 3:
+            text = text.replace(secret, "***")
+    return text

@@ -1,0 +1,286 @@
+"""What every vendor backend is, and the one place httpx errors become our errors.
+
+A backend is built per account from a :class:`VendorAccount` and an injected ``httpx.Client``. The client
+is *sync* on purpose: measured on this kind of machine against a local server, one sync ``httpx.Client``
+made ≈860 calls/s while ``httpx.AsyncClient`` made 220-550 (slower with more concurrency), and Celery's
+prefork workers run sync code anyway. Tests inject a ``MockTransport`` or point the client at the
+simulator.
+
+Error translation follows ``vendors.md``: an error before the request left (connect refused, DNS, pool
+timeout) is *transient*; a read timeout or dropped connection after it left is *ambiguous* (the message
+may be out); HTTP 429 is *throttled*; a 5xx or body without a JSON envelope is *transient*; the vendor's
+own failure texts are classified by :func:`classify_vendor_text`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from worker.errors import (
+    AccountDownError,
+    AmbiguousError,
+    ConfigError,
+    PermanentError,
+    ThrottledError,
+    TransientError,
+    VendorError,
+    VendorFailure,
+    redact,
+)
+from worker.messages import AppMsgMessage, MiniProgramMessage, TextMessage
+
+AnyMessage = TextMessage | MiniProgramMessage | AppMsgMessage
+
+VENDOR_NAMES = ("gewe", "gewe-legacy", "ecloud", "ohwxapi")
+
+#: Vendor clients use 15-60 s timeouts because GeWe fetches media by URL itself; 30 s read is the middle.
+DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=10.0, pool=5.0)
+
+
+class VendorAccount(BaseModel):
+    """How to reach one sending account at its vendor. The token is a SecretStr: it never prints."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vendor: str = Field(pattern="^(gewe|gewe-legacy|ecloud|ohwxapi)$")
+    base_url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://")
+    token: SecretStr = SecretStr("")
+    #: The vendor's account id: GeWe appId, legacy appid, E云 wId, ohwxapi sender wxid.
+    instance: str = Field(min_length=1, max_length=256)
+    #: Vendor quirks, e.g. ``{"ecloud_app_endpoint": "sendApp"}`` for E云 deployments without sendApplet.
+    options: dict[str, str] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """A vendor's answer to a successful send, normalized. Ids are exact Python ints (64-bit safe)."""
+
+    vendor: str
+    to: str
+    endpoint: str
+    msg_id: int | None = None
+    new_msg_id: int | None = None
+    client_msg_id: str | None = None
+    create_time: int | None = None
+    msg_type: int | None = None
+
+    @property
+    def has_ids(self) -> bool:
+        """False when the vendor answered success without ids (E云 ``/sendApp``: ``data: null``)."""
+        return self.new_msg_id is not None or self.msg_id is not None or self.client_msg_id is not None
+
+    def ids_as_strings(self) -> dict[str, str | None]:
+        """Ids as strings, for JSON consumers that would round 64-bit numbers."""
+        return {
+            "msg_id": _str_or_none(self.msg_id),
+            "new_msg_id": _str_or_none(self.new_msg_id),
+            "client_msg_id": self.client_msg_id,
+            "create_time": _str_or_none(self.create_time),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, ids as strings."""
+        data = asdict(self)
+        data.update(self.ids_as_strings())
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SendResult:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            vendor=str(data["vendor"]),
+            to=str(data["to"]),
+            endpoint=str(data["endpoint"]),
+            msg_id=as_int(data.get("msg_id")),
+            new_msg_id=as_int(data.get("new_msg_id")),
+            client_msg_id=None if data.get("client_msg_id") is None else str(data["client_msg_id"]),
+            create_time=as_int(data.get("create_time")),
+            msg_type=as_int(data.get("msg_type")),
+        )
+
+
+def _str_or_none(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def as_int(value: Any) -> int | None:
+    """An exact int from a vendor field (int or digit string). Floats above 2**53 are already wrong: None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.lstrip("-").isdigit():
+            return int(stripped)
+        return None
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return None
+
+
+@runtime_checkable
+class VendorBackend(Protocol):
+    """One sending account at one vendor."""
+
+    name: ClassVar[str]
+
+    def send(self, to: str, message: AnyMessage) -> SendResult:
+        """Send one message to one recipient (wxid or ``…@chatroom``)."""
+        ...
+
+    def revoke(self, sent: SendResult) -> None:
+        """Take back a message this account sent (vendors allow about two minutes)."""
+        ...
+
+    def check_online(self) -> bool | None:
+        """True/False when the vendor can tell; None when it has no documented check."""
+        ...
+
+
+# --- failure classification ------------------------------------------------------------------------
+
+_ACCOUNT_DOWN = (
+    "不可用或已过期",
+    "已过期",
+    "已离线",
+    "离线",
+    "设备不存在",
+    "未登录",
+    "登录失效",
+    "请先登录",
+    "token 无效",
+    "invalid token",
+)
+_THROTTLED = ("频率过快", "过于频繁", "操作频繁", "频繁", "rate limit", "too many")
+_PERMANENT = (
+    "不是你的好友",
+    "不是好友",
+    "非好友",
+    "不在群",
+    "不是群成员",
+    "群不存在",
+    "参数错误",
+    "参数",
+    "上限",
+    "拉黑",
+    "拒收",
+    "xml",
+    "XML",
+    "不能为空",
+    "invalid",
+)
+
+
+def classify_vendor_text(text: str) -> type[VendorError]:
+    """Map a vendor's failure text (usually Chinese) to an error class; unknown text is a generic failure."""
+    lowered = text.lower()
+    for markers, cls in (
+        (_ACCOUNT_DOWN, AccountDownError),
+        (_THROTTLED, ThrottledError),
+        (_PERMANENT, PermanentError),
+    ):
+        if any(marker.lower() in lowered for marker in markers):
+            return cls
+    return VendorFailure
+
+
+class HttpBackend:
+    """Shared HTTP plumbing: one POST, httpx errors translated, JSON envelope parsed exactly."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, account: VendorAccount, client: httpx.Client) -> None:
+        if account.vendor != self.name:
+            raise ConfigError(f"account is for vendor {account.vendor!r}, not {self.name!r}")
+        self.account = account
+        self.client = client
+        self._base = account.base_url.rstrip("/")
+
+    def _headers(self) -> dict[str, str]:
+        return {}
+
+    def _fail(self, cls: type[VendorError], text: str, **kw: Any) -> VendorError:
+        secret = self.account.token.get_secret_value()
+        return cls(redact(text, [secret]), vendor=self.name, **kw)
+
+    def failure(self, text: str, *, code: str | None = None) -> VendorError:
+        """The error for a vendor failure answer, classified from its text."""
+        return self._fail(classify_vendor_text(text), text or "vendor reported failure", code=code)
+
+    def post(self, path: str, body: Mapping[str, Any], *, params: Mapping[str, str] | None = None) -> Any:
+        """POST JSON, return the decoded JSON envelope (ints exact) or raise a classified VendorError."""
+        url = f"{self._base}{path}"
+        content = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        headers = {"Content-Type": "application/json", **self._headers()}
+        try:
+            response = self.client.post(url, content=content, headers=headers, params=params)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise self._fail(TransientError, f"{path}: not sent, {type(exc).__name__}: {exc}") from None
+        except (httpx.WriteTimeout, httpx.WriteError) as exc:
+            # the body did not get out whole: the vendor cannot have acted on it
+            raise self._fail(TransientError, f"{path}: request not fully sent, {type(exc).__name__}") from None
+        except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
+            raise self._fail(
+                AmbiguousError, f"{path}: request sent, no answer ({type(exc).__name__}): outcome unknown"
+            ) from None
+        except httpx.TransportError as exc:
+            raise self._fail(TransientError, f"{path}: {type(exc).__name__}: {exc}") from None
+        return self._decode(path, response)
+
+    def _decode(self, path: str, response: httpx.Response) -> Any:
+        status = response.status_code
+        if status == 429:
+            raise self._fail(ThrottledError, f"{path}: HTTP 429 too many requests", http_status=status)
+        try:
+            data = json.loads(response.content)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            if status in (401, 403):
+                raise self._fail(AccountDownError, f"{path}: HTTP {status} unauthorized", http_status=status)
+            if status == 404:
+                raise self._fail(PermanentError, f"{path}: HTTP 404, check base_url", http_status=status)
+            if 400 <= status < 500:
+                raise self._fail(PermanentError, f"{path}: HTTP {status} without envelope", http_status=status)
+            raise self._fail(TransientError, f"{path}: HTTP {status} without a JSON envelope", http_status=status)
+        return data
+
+
+BackendFactory = Callable[[VendorAccount, httpx.Client], VendorBackend]
+_REGISTRY: dict[str, BackendFactory] = {}
+
+
+def register(name: str) -> Callable[[type[HttpBackend]], type[HttpBackend]]:
+    """Class decorator: make a backend available by vendor name."""
+
+    def decorate(cls: type[HttpBackend]) -> type[HttpBackend]:
+        cls.name = name
+        _REGISTRY[name] = cls  # type: ignore[assignment]
+        return cls
+
+    return decorate
+
+
+def backend_for(account: VendorAccount, client: httpx.Client) -> VendorBackend:
+    """Build the backend for an account's vendor."""
+    import worker.vendors  # noqa: F401  (registers the four backends)
+
+    try:
+        factory = _REGISTRY[account.vendor]
+    except KeyError:
+        raise ConfigError(f"unknown vendor {account.vendor!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+    return factory(account, client)
+
+
+def registered_vendors() -> list[str]:
+    """Names of the registered backends."""
+    import worker.vendors  # noqa: F401
+
+    return sorted(_REGISTRY)

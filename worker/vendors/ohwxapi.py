@@ -1,0 +1,78 @@
+"""OHwxapi "MagicCgi" gateways (``ohwxapi``, seed 002).
+
+Every call is ``POST /v2/api?funcname=MagicCgi&timeout=N&wxid=<sender>`` with ``{"CgiCmd": N,
+"CgiRequest": {...}}``; the numbers are WeChat's internal command ids: 522 text, 222 app message (links,
+files, video channel, mini-programs: structured cards are converted to type-33 XML), 594 revoke (probable:
+its fields are undocumented, so we send the ids we have). No auth header is documented; a deployment that
+adds one sets the token, sent as ``Authorization: Bearer``. Success iff ``CgiBaseResponse.Ret == 0``.
+No online check is documented.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.messages import TextMessage
+from worker.vendors.base import AnyMessage, HttpBackend, SendResult, as_int, register
+
+CGI_SEND_APP = 222
+CGI_SEND_TEXT = 522
+CGI_REVOKE = 594
+
+
+@register("ohwxapi")
+class OhwxapiBackend(HttpBackend):
+    """MagicCgi protocol."""
+
+    def _headers(self) -> dict[str, str]:
+        token = self.account.token.get_secret_value()
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _cgi(self, cmd: int, request: dict[str, Any]) -> dict[str, Any]:
+        timeout = self.account.options.get("cgi_timeout", "10")
+        params = {"funcname": "MagicCgi", "timeout": timeout, "wxid": self.account.instance}
+        envelope = self.post("/v2/api", {"CgiCmd": cmd, "CgiRequest": request}, params=params)
+        base = envelope.get("CgiBaseResponse")
+        ret = as_int(base.get("Ret")) if isinstance(base, dict) else None
+        if ret != 0:
+            text = str(base.get("ErrMsg") or "") if isinstance(base, dict) else "no CgiBaseResponse"
+            raise self.failure(text, code=str(ret))
+        data = envelope.get("ResponseData")
+        return data if isinstance(data, dict) else {}
+
+    def send(self, to: str, message: AnyMessage) -> SendResult:
+        """CgiCmd 522 for text, 222 for every XML kind."""
+        if isinstance(message, TextMessage):
+            cmd = CGI_SEND_TEXT
+            request: dict[str, Any] = {"ToUserName": to, "Content": message.text, "MsgType": 1}
+            at = ["notify@all"] if message.mention_all else list(message.mentions)
+            if at:
+                request["AtUsers"] = ",".join(at)
+        else:
+            cmd = CGI_SEND_APP
+            request = {"ToUserName": to, "AppMsgXml": message.appmsg_xml(), "MsgType": 49}
+        data = self._cgi(cmd, request)
+        client_msg_id = data.get("ClientMsgId")
+        return SendResult(
+            vendor=self.name,
+            to=to,
+            endpoint=f"CgiCmd{cmd}",
+            msg_id=as_int(data.get("MsgId")),
+            new_msg_id=as_int(data.get("NewMsgId")),
+            client_msg_id=None if client_msg_id in (None, "") else str(client_msg_id),
+            create_time=as_int(data.get("CreateTime")),
+            msg_type=1 if cmd == CGI_SEND_TEXT else 49,
+        )
+
+    def revoke(self, sent: SendResult) -> None:
+        """CgiCmd 594 with the ids the send returned (field names inferred, not documented)."""
+        request: dict[str, Any] = {"ToUserName": sent.to, "NewMsgId": sent.new_msg_id}
+        if sent.client_msg_id is not None:
+            request["ClientMsgId"] = sent.client_msg_id
+        if sent.create_time is not None:
+            request["CreateTime"] = sent.create_time
+        self._cgi(CGI_REVOKE, request)
+
+    def check_online(self) -> bool | None:
+        """Not documented by the gateway."""
+        return None
