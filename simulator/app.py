@@ -1,0 +1,141 @@
+"""The simulator's ASGI app: the vendors' real paths plus a small admin API under `/_sim`.
+
+Plain Starlette routes (no FastAPI, no middleware, no per-request logging) keep the per-request cost
+at a few dozen microseconds. GeWe v2 is mounted twice, under the hosted prefix `/gewe/v2/api` and the
+self-hosted `/v2/api`; the exact path `/v2/api` is MagicCgi (ohwxapi), so both coexist as they would
+behind one reverse proxy.
+
+The admin API needs no auth: the simulator is a test double bound to loopback by default.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from simulator.protocols import Handlers, JSONResponse, read_json_object
+from simulator.state import SimAccount, SimState
+
+GEWE_PREFIXES = ("/gewe/v2/api", "/v2/api")
+
+
+def _bad_request(message: str, status_code: int = 400) -> Response:
+    return JSONResponse({"error": message}, status_code=status_code)
+
+
+class Admin:
+    """The `/_sim` endpoints, bound to one `SimState`."""
+
+    def __init__(self, state: SimState) -> None:
+        self.state = state
+
+    async def health(self, request: Request) -> Response:
+        """GET /_sim/health."""
+        return JSONResponse({"ok": True})
+
+    async def sends(self, request: Request) -> Response:
+        """GET /_sim/sends?vendor=&instance=&to=&since_seq=."""
+        query = request.query_params
+        since_raw = query.get("since_seq")
+        since_seq: int | None = None
+        if since_raw:
+            try:
+                since_seq = int(since_raw)
+            except ValueError:
+                return _bad_request("since_seq must be an integer")
+        records = self.state.sends(
+            vendor=query.get("vendor") or None,
+            instance=query.get("instance") or None,
+            to=query.get("to") or None,
+            since_seq=since_seq,
+        )
+        return JSONResponse({"sends": [r.to_json() for r in records]})
+
+    async def list_accounts(self, request: Request) -> Response:
+        """GET /_sim/accounts (tokens masked)."""
+        return JSONResponse({"accounts": [a.public() for a in self.state.accounts()]})
+
+    async def put_account(self, request: Request) -> Response:
+        """POST /_sim/accounts: register or replace one account."""
+        body = await read_json_object(request)
+        if body is None:
+            return _bad_request("body must be a JSON object")
+        try:
+            account = SimAccount.from_json(body)
+        except ValueError as exc:
+            return _bad_request(str(exc))
+        self.state.add_account(account)
+        return JSONResponse({"account": account.public()})
+
+    async def add_fault(self, request: Request) -> Response:
+        """POST /_sim/faults → {"id": n}."""
+        body = await read_json_object(request)
+        if body is None:
+            return _bad_request("body must be a JSON object")
+        try:
+            fault = self.state.add_fault_json(body)
+        except ValueError as exc:
+            return _bad_request(str(exc))
+        return JSONResponse({"id": fault.id})
+
+    async def list_faults(self, request: Request) -> Response:
+        """GET /_sim/faults."""
+        return JSONResponse({"faults": [f.to_json() for f in self.state.faults()]})
+
+    async def clear_faults(self, request: Request) -> Response:
+        """DELETE /_sim/faults."""
+        return JSONResponse({"removed": self.state.clear_faults()})
+
+    async def remove_fault(self, request: Request) -> Response:
+        """DELETE /_sim/faults/{id}."""
+        fault_id: int = request.path_params["fault_id"]
+        if not self.state.remove_fault(fault_id):
+            return _bad_request(f"no fault {fault_id}", status_code=404)
+        return JSONResponse({"removed": 1})
+
+    async def reset(self, request: Request) -> Response:
+        """POST /_sim/reset: clear sends and faults, keep accounts."""
+        self.state.reset()
+        return JSONResponse({"ok": True})
+
+
+def create_app(state: SimState) -> Starlette:
+    """Build the simulator app serving all four vendor protocols over `state`."""
+    h = Handlers(state)
+    admin = Admin(state)
+    post = ["POST"]
+    routes: list[BaseRoute] = []
+    for prefix in GEWE_PREFIXES:
+        routes += [
+            Route(f"{prefix}/message/postText", h.gewe_post_text, methods=post),
+            Route(f"{prefix}/message/postAppMsg", h.gewe_post_app_msg, methods=post),
+            Route(f"{prefix}/message/postMiniApp", h.gewe_post_mini_app, methods=post),
+            Route(f"{prefix}/message/forwardMiniApp", h.gewe_forward_mini_app, methods=post),
+            Route(f"{prefix}/message/revokeMsg", h.gewe_revoke, methods=post),
+            Route(f"{prefix}/login/checkOnline", h.gewe_check_online, methods=post),
+        ]
+    routes += [
+        Route("/v2/api", h.ohwx_magic_cgi, methods=post),
+        Route("/api/message/sendapp", h.legacy_send_app, methods=post),
+        Route("/api/message/sendmsg", h.legacy_send_msg, methods=post),
+        Route("/sendText", h.ecloud_send_text, methods=post),
+        Route("/sendApp", h.ecloud_send_app, methods=post),
+        Route("/sendApplet", h.ecloud_send_applet, methods=post),
+        Route("/sendApplets", h.ecloud_send_applets, methods=post),
+        Route("/revokeMsg", h.ecloud_revoke, methods=post),
+        Route("/isOnline", h.ecloud_is_online, methods=post),
+        Route("/_sim/health", admin.health, methods=["GET"]),
+        Route("/_sim/sends", admin.sends, methods=["GET"]),
+        Route("/_sim/accounts", admin.list_accounts, methods=["GET"]),
+        Route("/_sim/accounts", admin.put_account, methods=post),
+        Route("/_sim/faults", admin.list_faults, methods=["GET"]),
+        Route("/_sim/faults", admin.add_fault, methods=post),
+        Route("/_sim/faults", admin.clear_faults, methods=["DELETE"]),
+        Route("/_sim/faults/{fault_id:int}", admin.remove_fault, methods=["DELETE"]),
+        Route("/_sim/reset", admin.reset, methods=post),
+    ]
+    app = Starlette(routes=routes)
+    app.state.sim = state
+    return app
