@@ -53,3 +53,116 @@ def account_for(sim: SimulatorServer, vendor: str, **overrides: object) -> Vendo
     }
     fields.update(overrides)
     return VendorAccount.model_validate(fields)
+
+
+# --- Redis, worker and scheduler ---------------------------------------------------------------------
+
+import itertools  # noqa: E402
+import os  # noqa: E402
+import uuid  # noqa: E402
+
+import redis as redis_lib  # noqa: E402
+
+from tests.procs import Proc, RedisServer, wait_for  # noqa: E402
+from worker.accounts import AccountSpec, AccountStore  # noqa: E402
+from worker.ledger import TERMINAL, Job, Ledger  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A private redis-server for the whole run (BROADCAST_TEST_REDIS_URL uses an existing one instead;
+    tests then isolate themselves by key prefix and never flush it)."""
+    given = os.environ.get("BROADCAST_TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    server = RedisServer()
+    yield server.url
+    server.stop()
+
+
+_counter = itertools.count()
+
+#: Fast-test settings: short backoffs, leases and vendor timeouts so failure paths finish in seconds.
+FAST_ENV = {
+    "BROADCAST_RETRY_BASE_S": "0.05",
+    "BROADCAST_RETRY_MAX_S": "0.5",
+    "BROADCAST_QUICK_RETRY_MAX_WAIT_S": "0.05",
+    "BROADCAST_LEASE_TTL_S": "3",
+    "BROADCAST_VENDOR_READ_TIMEOUT_S": "1.5",
+    "BROADCAST_DISPATCH_IDLE_S": "0.02",
+    "BROADCAST_BATCH_MAX_S": "5",
+}
+
+
+class Stack:
+    """A key prefix of its own, with accounts on the simulator, and real worker/scheduler processes."""
+
+    def __init__(self, redis_url: str, sim: SimulatorServer, tmp: Path, **env: str) -> None:
+        self.prefix = f"t{next(_counter)}{uuid.uuid4().hex[:6]}"
+        self.sim = sim
+        self.tmp = tmp
+        self.env = {"BROADCAST_REDIS_URL": redis_url, "BROADCAST_KEY_PREFIX": self.prefix, **FAST_ENV, **env}
+        self.redis = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+        self.ledger = Ledger(self.redis, self.prefix)
+        self.accounts = AccountStore(self.redis, self.prefix)
+        self.procs: list[Proc] = []
+
+    def add_account(self, account_id: str, vendor: str, *, instance: str | None = None, **limits: object) -> str:
+        """An account on the simulator; a fresh simulator instance when ``instance`` is given."""
+        demo_instance, token = demo(vendor)
+        if instance is not None:
+            token = f"tok-{instance}-secret"
+            with httpx.Client(base_url=self.sim.url) as admin:
+                admin.post(
+                    "/_sim/accounts",
+                    json={"vendor": vendor, "instance": instance, "token": token if vendor != "ohwxapi" else ""},
+                ).raise_for_status()
+            if vendor == "ohwxapi":
+                token = ""
+        spec = AccountSpec.model_validate(
+            {
+                "vendor": vendor,
+                "base_url": self.sim.url + VENDOR_PREFIX[vendor],
+                "token": token,
+                "instance": instance or demo_instance,
+                "limits": {"per_minute": 0, **limits},
+            }
+        )
+        self.accounts.put(account_id, spec)
+        return account_id
+
+    def start(self, what: str, *args: str) -> Proc:
+        proc = Proc([what, *args], self.env, self.tmp / f"{what}-{len(self.procs)}.log")
+        self.procs.append(proc)
+        return proc
+
+    def start_worker(self, *args: str) -> Proc:
+        return self.start("worker", "-c", "2", "--without-gossip", "--without-mingle", *args)
+
+    def wait_terminal(self, job_ids: list[str], timeout: float = 60) -> list[Job]:
+        def done() -> bool:
+            return all(j is not None and j.state in TERMINAL for j in self.ledger.get_many(job_ids))
+
+        try:
+            wait_for(done, timeout=timeout, what=f"{len(job_ids)} jobs to finish", interval=0.1)
+        except TimeoutError as exc:
+            states = [j.state if j else None for j in self.ledger.get_many(job_ids)]
+            raise TimeoutError(
+                f"not terminal: {[s for s in states if s not in TERMINAL][:20]}; logs:\n{self.logs()[-4000:]}"
+            ) from exc
+        return [j for j in self.ledger.get_many(job_ids) if j is not None]
+
+    def logs(self) -> str:
+        return "\n".join(p.output() for p in self.procs)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+
+
+@pytest.fixture
+def stack(redis_url: str, sim: SimulatorServer, tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(redis_url, sim, tmp_path)
+    yield s
+    s.stop()

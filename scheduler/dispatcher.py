@@ -1,0 +1,95 @@
+"""The dispatcher: decides what runs when, and hands it to Celery.
+
+One leader at a time (a ``SET NX PX`` lock, renewed every tick; a second ``broadcast scheduler`` is a
+hot standby). Each tick: move due jobs (scheduled pushes, retry backoffs) into their account queues,
+recover batches whose worker died, and give every idle, active account with ready jobs one batch — a
+Celery message carrying only ids, run at once. Producers and workers push to a ``wake`` list, so a tick
+follows new work within milliseconds instead of waiting for a poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+import redis
+from celery import Celery
+
+from worker.ledger import Claim, Ledger
+from worker.settings import Settings
+
+log = logging.getLogger("broadcast.dispatcher")
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+
+class Dispatcher:
+    """Releases ready jobs to Celery as per-account batches."""
+
+    def __init__(self, settings: Settings, client: redis.Redis, celery: Celery, ledger: Ledger | None = None) -> None:
+        self.settings = settings
+        self.redis = client
+        self.celery = celery
+        self.ledger = ledger or Ledger(client, settings.key_prefix)
+        self.identity = uuid.uuid4().hex
+        self._renew = client.register_script(_RENEW)
+        self._last_recover = 0.0
+        self.leader_ttl_ms = 5000
+
+    def is_leader(self) -> bool:
+        """Take or keep the leader lock."""
+        return bool(self._renew(keys=[self.ledger.keys.leader], args=[self.identity, self.leader_ttl_ms]))
+
+    def tick(self) -> int:
+        """One round; returns how many batches were published."""
+        now = time.time()
+        self.ledger.promote_due(now)
+        if now - self._last_recover >= 0.5:
+            self._last_recover = now
+            requeued, unknown = self.ledger.recover()
+            if requeued or unknown:
+                log.warning("recovered dead batches: %d jobs requeued, %d unknown outcomes", requeued, unknown)
+        claims = self.ledger.claim(lease_ttl_s=self.settings.lease_ttl_s, batch_size=self.settings.batch_size)
+        for claim in claims:
+            self.publish(claim)
+        return len(claims)
+
+    def publish(self, claim: Claim) -> None:
+        """Send one batch to Celery. If this fails the lease expires and the batch is recovered."""
+        self.celery.send_task(
+            "broadcast.send_batch",
+            args=[claim.account, claim.token, claim.job_ids],
+            kwargs={"info": {"jobs": len(claim.job_ids)}},
+            queue=self.settings.celery_queue,
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until ``stop`` is set."""
+        leader = False
+        while not stop.is_set():
+            try:
+                if not self.is_leader():
+                    if leader:
+                        log.warning("lost the dispatcher lock; standing by")
+                    leader = False
+                    stop.wait(1.0)
+                    continue
+                if not leader:
+                    log.info("dispatcher is leader (%s)", self.identity[:8])
+                leader = True
+                if self.tick() == 0:
+                    self.ledger.wait_for_wake(self.settings.dispatch_idle_s)
+            except redis.ConnectionError as exc:
+                log.error("redis unavailable: %s; retrying", exc)
+                stop.wait(1.0)
+        self.redis.eval(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+            1,
+            self.ledger.keys.leader,
+            self.identity,
+        )

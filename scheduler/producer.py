@@ -1,0 +1,81 @@
+"""Submitting work: validate everything first, then store the job in one atomic step.
+
+Used by the CLI and tests now, and by the HTTP API. Nothing is stored unless the account exists, the
+message is valid and every placeholder has a value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from worker.accounts import AccountStore
+from worker.errors import MessageError
+from worker.ledger import Ledger
+from worker.messages import AppMsgMessage, MiniProgramMessage, TextMessage, parse_message
+
+RECIPIENT = re.compile(r"^[A-Za-z0-9_@.\-]{1,128}$")
+
+
+class UnknownAccountError(MessageError):
+    """The job names an account that is not configured."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """The answer to a submission."""
+
+    id: str
+    status: str
+    created: bool
+
+
+def validate_recipient(to: str, field: str = "to") -> str:
+    """A wxid, a ``…@chatroom`` id or ``filehelper``."""
+    if not isinstance(to, str) or not RECIPIENT.fullmatch(to):
+        raise MessageError(f"{field}: not a WeChat id (wxid, …@chatroom)", field=field)
+    return to
+
+
+class Producer:
+    """Validates and stores messages."""
+
+    def __init__(self, ledger: Ledger, accounts: AccountStore) -> None:
+        self.ledger = ledger
+        self.accounts = accounts
+
+    def submit_message(
+        self,
+        *,
+        account: str,
+        to: str,
+        message: Mapping[str, Any] | TextMessage | MiniProgramMessage | AppMsgMessage,
+        variables: Mapping[str, str] | None = None,
+        send_at: float | None = None,
+        idempotency_key: str | None = None,
+        priority: str = "normal",
+    ) -> Submitted:
+        """Submit one message to one recipient from a configured account."""
+        if self.accounts.get(account) is None:
+            raise UnknownAccountError(f"account: no account {account!r} is configured", field="account")
+        validate_recipient(to)
+        parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
+        missing = parsed.missing_variables(dict(variables or {}))
+        if missing:
+            names = ", ".join(sorted(missing))
+            raise MessageError(f"vars: no value for placeholder(s) {names}", field="vars")
+        if variables:
+            parsed.render(dict(variables))  # proves the template renders before anything is stored
+        job_id, created = self.ledger.submit(
+            account=account,
+            to=to,
+            message=parsed,
+            variables=variables,
+            send_at=send_at,
+            idempotency_key=idempotency_key,
+            priority=priority,
+        )
+        job = self.ledger.get(job_id)
+        return Submitted(id=job_id, status=job.state if job else "queued", created=created)

@@ -1,0 +1,208 @@
+"""Sending accounts: vendor connection, pacing limits and status, kept in Redis.
+
+An account is the unit of pacing and of failure: a throttling answer slows it, an "account down" answer
+pauses it (status ``down`` with the vendor's reason) and keeps its jobs. Accounts come from the HTTP API
+or, at start, from a TOML file (``BROADCAST_ACCOUNTS_FILE``)::
+
+    [[accounts]]
+    id = "shop-gewe"
+    vendor = "gewe"
+    base_url = "http://api.geweapi.com/gewe/v2/api"
+    token = "…"
+    instance = "wx_…"          # GeWe appId / E云 wId / MagicCgi wxid
+    limits = { per_minute = 30 }
+
+The token is stored in Redis (the state store) and leaves this module only inside a
+:class:`~worker.vendors.base.VendorAccount`, whose SecretStr never prints.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import redis
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from worker.errors import ConfigError
+from worker.keys import Keys
+from worker.vendors.base import VendorAccount
+
+Status = Literal["active", "paused", "down"]
+_ACCOUNT_ID = r"^[A-Za-z0-9_.@-]{1,64}$"
+
+
+class QuietHours(BaseModel):
+    """A daily window without sends, in the account's timezone (``22:00``-``08:00`` wraps midnight)."""
+
+    model_config = ConfigDict(extra="forbid")
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class Limits(BaseModel):
+    """Pacing limits. Defaults follow the vendors' advice: 20-40 a minute, ≥1 s apart, 2-5 s for groups."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: Messages a minute; 0 switches pacing off for this account (tests, benchmarks).
+    per_minute: int = Field(default=30, ge=0, le=100_000)
+    #: Minimum gap between two sends to private chats, plus a random extra up to ``jitter_s``.
+    min_interval_s: float = Field(default=1.0, ge=0, le=3600)
+    jitter_s: float = Field(default=1.0, ge=0, le=3600)
+    #: Minimum gap and jitter before a send to a group (``…@chatroom``): random 2-5 s by default.
+    group_min_interval_s: float = Field(default=2.0, ge=0, le=3600)
+    group_jitter_s: float = Field(default=3.0, ge=0, le=3600)
+    #: Sends per day in ``timezone``; 0 = no cap.
+    daily_cap: int = Field(default=0, ge=0, le=10_000_000)
+    quiet_hours: QuietHours | None = None
+    timezone: str = "Asia/Shanghai"
+
+
+class AccountSpec(BaseModel):
+    """What a user configures for an account (PUT /v1/accounts/{id} and the TOML file)."""
+
+    model_config = ConfigDict(extra="forbid")
+    vendor: Literal["gewe", "gewe-legacy", "ecloud", "ohwxapi"]
+    base_url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://\S+$")
+    token: SecretStr = SecretStr("")
+    instance: str = Field(min_length=1, max_length=256)
+    limits: Limits = Field(default_factory=Limits)
+    options: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+
+class Account(BaseModel):
+    """An account as stored, with its status. ``public()`` is what may be shown anywhere."""
+
+    id: str
+    spec: AccountSpec
+    status: Status = "active"
+    status_reason: str = ""
+    status_changed: float = 0.0
+
+    def vendor_account(self) -> VendorAccount:
+        """The connection details a vendor backend needs."""
+        return VendorAccount(
+            vendor=self.spec.vendor,
+            base_url=self.spec.base_url,
+            token=self.spec.token,
+            instance=self.spec.instance,
+            options=self.spec.options,
+        )
+
+    def public(self) -> dict[str, Any]:
+        """Everything but the token (never echoed)."""
+        return {
+            "id": self.id,
+            "vendor": self.spec.vendor,
+            "base_url": self.spec.base_url,
+            "instance": self.spec.instance,
+            "token_set": bool(self.spec.token.get_secret_value()),
+            "limits": self.spec.limits.model_dump(),
+            "options": self.spec.options,
+            "status": self.status,
+            "status_reason": self.status_reason,
+            "status_changed": self.status_changed,
+        }
+
+
+class AccountStore:
+    """CRUD and status of accounts in Redis."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.redis = client
+        self.keys = Keys(prefix)
+
+    def put(self, account_id: str, spec: AccountSpec) -> Account:
+        """Create or update; an update keeps the status and, when no token is given, the old token."""
+        if not _valid_id(account_id):
+            raise ConfigError(f"account id {account_id!r} must match {_ACCOUNT_ID}")
+        key = self.keys.account(account_id)
+        existing = self.get(account_id)
+        if existing and not spec.token.get_secret_value():
+            spec = spec.model_copy(update={"token": existing.spec.token})
+        mapping: dict[str, str] = {
+            "vendor": spec.vendor,
+            "base_url": spec.base_url,
+            "token": spec.token.get_secret_value(),
+            "instance": spec.instance,
+            "limits": spec.limits.model_dump_json(),
+            "options": json.dumps(spec.options),
+        }
+        pipe = self.redis.pipeline()
+        pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+        if existing is None:
+            pipe.hset(key, mapping={"status": "active", "status_reason": "", "status_changed": f"{time.time():.3f}"})
+        pipe.sadd(self.keys.accounts, account_id)
+        pipe.execute()
+        account = self.get(account_id)
+        assert account is not None
+        return account
+
+    def get(self, account_id: str) -> Account | None:
+        """One account, or None."""
+        data = cast(dict[str, str], self.redis.hgetall(self.keys.account(account_id)))
+        if not data or "vendor" not in data:
+            return None
+        spec = AccountSpec(
+            vendor=data["vendor"],
+            base_url=data["base_url"],
+            token=SecretStr(data.get("token", "")),
+            instance=data["instance"],
+            limits=Limits.model_validate_json(data.get("limits") or "{}"),
+            options=json.loads(data.get("options") or "{}"),
+        )
+        return Account(
+            id=account_id,
+            spec=spec,
+            status=data.get("status", "active"),
+            status_reason=data.get("status_reason", ""),
+            status_changed=float(data.get("status_changed") or 0),
+        )
+
+    def all(self) -> list[Account]:
+        """Every account, sorted by id."""
+        ids = sorted(str(x) for x in self.redis.smembers(self.keys.accounts))
+        return [a for a in (self.get(i) for i in ids) if a is not None]
+
+    def set_status(self, account_id: str, status: Status, reason: str = "") -> None:
+        """Pause, resume or mark an account down (with the vendor's reason)."""
+        self.redis.hset(
+            self.keys.account(account_id),
+            mapping={"status": status, "status_reason": reason, "status_changed": f"{time.time():.3f}"},
+        )
+        if status == "active":
+            pipe = self.redis.pipeline()
+            pipe.sadd(self.keys.ready, account_id)
+            pipe.lpush(self.keys.wake, "1")
+            pipe.execute()
+
+    def load_file(self, path: Path) -> list[str]:
+        """Create/update every account of a TOML file; returns their ids."""
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"accounts file {path}: {exc}") from None
+        ids: list[str] = []
+        for n, entry in enumerate(data.get("accounts", [])):
+            entry = dict(entry)
+            account_id = str(entry.pop("id", ""))
+            try:
+                self.put(account_id, AccountSpec.model_validate(entry))
+            except ValueError as exc:
+                raise ConfigError(f"accounts file {path}, accounts[{n}] ({account_id}): {exc}") from None
+            ids.append(account_id)
+        return ids
+
+
+def _valid_id(account_id: str) -> bool:
+    import re
+
+    return bool(re.fullmatch(_ACCOUNT_ID, account_id))

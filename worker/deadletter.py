@@ -1,0 +1,109 @@
+"""The dead-letter store: jobs that will not be sent without a person deciding.
+
+A dead job keeps its id, its reason (``permanent``, ``retries_exhausted``, ``unknown_outcome``,
+``invalid_message``, ``account_missing``), the error class and its whole attempt history. Replay puts it
+back in its account's queue under the same id; the ledger's state machine guarantees it is sent at most
+once. An ``unknown_outcome`` may already be in the recipient's chat, so replaying one needs ``force``.
+"""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass
+from typing import Any
+
+from worker.ledger import Job, Ledger
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One dead job as listed."""
+
+    job: Job
+    dead_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        f = self.job.fields
+        return {
+            "id": self.job.id,
+            "account": self.job.account,
+            "to": self.job.to,
+            "campaign": self.job.campaign,
+            "reason": f.get("reason", ""),
+            "error_class": f.get("error_class", ""),
+            "error": f.get("error", ""),
+            "attempts": self.job.attempts,
+            "dead_at": self.dead_at,
+        }
+
+
+class DeadLetters:
+    """List, inspect, replay and delete dead jobs."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.redis = ledger.redis
+        self.key = ledger.keys.dlq
+
+    def count(self) -> int:
+        return int(self.redis.zcard(self.key))
+
+    def list(
+        self,
+        *,
+        account: str | None = None,
+        campaign: str | None = None,
+        reason: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> builtins.list[DeadLetter]:
+        """Newest first, filtered; scans in pages so a large store stays cheap on memory."""
+        out: builtins.list[DeadLetter] = []
+        skipped = 0
+        start = 0
+        page = 500
+        while len(out) < limit:
+            chunk: builtins.list[tuple[str, float]] = self.redis.zrevrange(
+                self.key, start, start + page - 1, withscores=True
+            )  # type: ignore[assignment]
+            if not chunk:
+                break
+            start += page
+            jobs = self.ledger.get_many(job_id for job_id, _ in chunk)
+            for (_, score), job in zip(chunk, jobs, strict=True):
+                if job is None or job.state != "dead":
+                    continue
+                if account and job.account != account:
+                    continue
+                if campaign and job.campaign != campaign:
+                    continue
+                if reason and job.fields.get("reason") != reason:
+                    continue
+                if skipped < offset:
+                    skipped += 1
+                    continue
+                out.append(DeadLetter(job, score))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def inspect(self, job_id: str) -> dict[str, Any] | None:
+        """A dead job with its full attempt history."""
+        job = self.ledger.get(job_id)
+        if job is None or job.state != "dead":
+            return None
+        score = self.redis.zscore(self.key, job_id)
+        entry = DeadLetter(job, float(score or 0)).to_dict()
+        entry["history"] = self.ledger.history(job_id)
+        return entry
+
+    def replay(self, job_ids: builtins.list[str], *, force: bool = False) -> dict[str, str]:
+        """Replay each job; the answer maps id -> 'ok' or why not."""
+        return {job_id: self.ledger.replay(job_id, force=force) for job_id in job_ids}
+
+    def delete(self, job_id: str) -> bool:
+        """Drop a dead job from the store (its record stays, ``dead``, for the campaign's books)."""
+        removed = int(self.redis.zrem(self.key, job_id))
+        if removed:
+            self.redis.hset(self.ledger.keys.job(job_id), "dismissed", "1")
+        return bool(removed)

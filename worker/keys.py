@@ -1,0 +1,101 @@
+"""Every Redis key name, built from templates in one place (like ``rq/registry.py``).
+
+All keys share a prefix (``BROADCAST_KEY_PREFIX``, default ``bc``) so deployments and test runs can share
+one Redis without touching each other's data.
+
+=====================  ======  ==================================================================
+key                    type    holds
+=====================  ======  ==================================================================
+job:{id}               hash    one job: state, account, recipient, message or campaign ref, ids
+job:{id}:h             list    attempt history, one JSON entry per attempt
+q:{account}            list    ready job ids of an account, normal priority (FIFO)
+qh:{account}           list    ready job ids of an account, high priority (taken first)
+ready                  set     accounts whose queues may hold ready jobs
+due                    zset    scheduled and backing-off job ids, scored by due time (epoch s)
+lease:{account}        string  the token of the batch in flight for an account (PX TTL)
+claimed:{account}      list    job ids handed to the batch in flight (recovered if its lease dies)
+leased                 set     accounts that have a ``claimed`` list to watch
+dlq                    zset    dead-lettered job ids, scored by time
+account:{id}           hash    account config (vendor, base_url, token, instance, limits), status
+accounts               set     account ids
+campaign:{id}          hash    campaign: name, message template, total, per-state counts
+campaign:{id}:jobs     list    the campaign's job ids in recipient order
+campaigns              zset    campaign ids by creation time
+idem:{key}             string  idempotency key -> the id answered the first time
+wake                   list    nudges for the dispatcher (new work, finished batch)
+dispatcher:leader      string  leader lock of the dispatcher (SET NX PX)
+=====================  ======  ==================================================================
+"""
+
+from __future__ import annotations
+
+
+class Keys:
+    """Key builder for one prefix."""
+
+    __slots__ = ("p",)
+
+    def __init__(self, prefix: str) -> None:
+        self.p = prefix
+
+    def job(self, job_id: str) -> str:
+        return f"{self.p}:job:{job_id}"
+
+    def history(self, job_id: str) -> str:
+        return f"{self.p}:job:{job_id}:h"
+
+    def queue(self, account: str) -> str:
+        return f"{self.p}:q:{account}"
+
+    def queue_high(self, account: str) -> str:
+        return f"{self.p}:qh:{account}"
+
+    def lease(self, account: str) -> str:
+        return f"{self.p}:lease:{account}"
+
+    def claimed(self, account: str) -> str:
+        return f"{self.p}:claimed:{account}"
+
+    def account(self, account: str) -> str:
+        return f"{self.p}:account:{account}"
+
+    def campaign(self, campaign_id: str) -> str:
+        return f"{self.p}:campaign:{campaign_id}"
+
+    def campaign_jobs(self, campaign_id: str) -> str:
+        return f"{self.p}:campaign:{campaign_id}:jobs"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.p}:idem:{key}"
+
+    @property
+    def ready(self) -> str:
+        return f"{self.p}:ready"
+
+    @property
+    def due(self) -> str:
+        return f"{self.p}:due"
+
+    @property
+    def leased(self) -> str:
+        return f"{self.p}:leased"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.p}:dlq"
+
+    @property
+    def accounts(self) -> str:
+        return f"{self.p}:accounts"
+
+    @property
+    def campaigns(self) -> str:
+        return f"{self.p}:campaigns"
+
+    @property
+    def wake(self) -> str:
+        return f"{self.p}:wake"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.p}:dispatcher:leader"

@@ -1,0 +1,320 @@
+"""The job store and send ledger: durable jobs, their state machine, and the vendor ids of every send.
+
+A job is one message to one recipient from one account. It is written to Redis (a hash, plus an attempt
+history list) before the producer answers, so an accepted job is a stored job. States::
+
+    scheduled ──due──▶ queued ──claim/begin──▶ sending ──▶ sent
+        │                ▲  ▲                     │
+        │                │  └──── retrying ◀──────┤  (transient / throttled / generic failure, bounded)
+        └── cancelled ◀──┘                         └──▶ dead  (permanent, retries exhausted, unknown outcome)
+
+All transitions are Lua scripts (:mod:`worker.scripts`), so each is atomic with its queue and counter
+writes. Ids are stored as decimal strings: exact for 64-bit values, and safe for JavaScript readers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+
+from worker import scripts
+from worker.keys import Keys
+from worker.messages import MESSAGE_ADAPTER, AppMsgMessage, MiniProgramMessage, TextMessage
+from worker.vendors.base import SendResult
+
+STATES = ("queued", "scheduled", "sending", "sent", "retrying", "dead", "cancelled")
+TERMINAL = frozenset({"sent", "dead", "cancelled"})
+#: How long an idempotency key remembers its first answer.
+IDEMPOTENCY_TTL_S = 7 * 24 * 3600
+
+AnyMessage = TextMessage | MiniProgramMessage | AppMsgMessage
+
+
+def new_id(prefix: str = "j") -> str:
+    """A random, URL-safe id (time-ordered prefix keeps listings roughly chronological)."""
+    return f"{prefix}{int(time.time() * 1000):x}{uuid.uuid4().hex[:10]}"
+
+
+@dataclass(slots=True)
+class Job:
+    """A job as read back from Redis."""
+
+    id: str
+    state: str
+    account: str
+    to: str
+    fields: dict[str, str] = field(default_factory=dict)
+    campaign_message: str = ""
+
+    @property
+    def campaign(self) -> str | None:
+        return self.fields.get("campaign") or None
+
+    @property
+    def attempts(self) -> int:
+        return int(self.fields.get("attempts", "0"))
+
+    def error_count(self, error_class: str) -> int:
+        """How many long retries this job already spent on an error class."""
+        return int(self.fields.get(f"n_{error_class}", "0"))
+
+    @property
+    def variables(self) -> dict[str, str]:
+        raw = self.fields.get("vars")
+        return dict(json.loads(raw)) if raw else {}
+
+    def message(self) -> AnyMessage:
+        """The message template (the job's own, or its campaign's), not yet personalised."""
+        raw = self.fields.get("message") or self.campaign_message
+        return MESSAGE_ADAPTER.validate_json(raw)
+
+    def result(self) -> dict[str, str | None] | None:
+        """The vendor ids of a sent job, as strings."""
+        if self.state != "sent":
+            return None
+        return {name: self.fields.get(name) for name in ("msg_id", "new_msg_id", "client_msg_id", "create_time")}
+
+    @classmethod
+    def from_hash(cls, job_id: str, data: Mapping[str, str], campaign_message: str = "") -> Job:
+        return cls(
+            id=job_id,
+            state=data.get("state", ""),
+            account=data.get("account", ""),
+            to=data.get("to", ""),
+            fields=dict(data),
+            campaign_message=campaign_message,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    """What :meth:`Ledger.begin` found: ``go`` with the job, or why not."""
+
+    status: str  # go | lost | paused | skip
+    job: Job | None = None
+    why: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A batch handed out by the dispatcher."""
+
+    account: str
+    token: str
+    job_ids: list[str]
+
+
+def _pairs(mapping: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    for key, value in mapping.items():
+        if value is None:
+            continue
+        out.extend(
+            (
+                key,
+                value
+                if isinstance(value, str)
+                else json.dumps(value)
+                if isinstance(value, dict | list)
+                else str(value),
+            )
+        )
+    return out
+
+
+class Ledger:
+    """All job state in Redis, behind methods that each run one atomic script."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.redis = client
+        self.keys = Keys(prefix)
+        self.prefix = prefix
+        self._submit = client.register_script(scripts.SUBMIT)
+        self._promote = client.register_script(scripts.PROMOTE_DUE)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._begin = client.register_script(scripts.BEGIN)
+        self._finish = client.register_script(scripts.FINISH)
+        self._release = client.register_script(scripts.RELEASE)
+        self._recover = client.register_script(scripts.RECOVER)
+        self._replay = client.register_script(scripts.REPLAY)
+        self._cancel = client.register_script(scripts.CANCEL)
+
+    # --- producer side -------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        *,
+        account: str,
+        to: str,
+        message: AnyMessage | None = None,
+        campaign: str | None = None,
+        variables: Mapping[str, str] | None = None,
+        send_at: float | None = None,
+        idempotency_key: str | None = None,
+        priority: str = "normal",
+        job_id: str | None = None,
+    ) -> tuple[str, bool]:
+        """Store and enqueue one job. Returns (job id, created); an old idempotency key returns its job."""
+        job_id = job_id or new_id()
+        now = time.time()
+        fields: dict[str, Any] = {
+            "account": account,
+            "to": to,
+            "created": f"{now:.6f}",
+            "updated": f"{now:.6f}",
+            "attempts": "0",
+            "priority": priority,
+            "campaign": campaign,
+            "message": message.model_dump_json() if message is not None else None,
+            "vars": dict(variables) if variables else None,
+            "send_at": f"{send_at:.3f}" if send_at else None,
+            "idempotency_key": idempotency_key,
+        }
+        due_at = f"{send_at:.3f}" if send_at and send_at > now else ""
+        created, answered_id = self._submit(
+            args=[
+                self.prefix,
+                job_id,
+                idempotency_key or "",
+                IDEMPOTENCY_TTL_S,
+                f"{now:.6f}",
+                due_at,
+                account,
+                priority,
+                *_pairs(fields),
+            ]
+        )
+        return str(answered_id), bool(created)
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel a job that has not started sending; returns the state it was in."""
+        return str(self._cancel(args=[self.prefix, job_id, f"{time.time():.6f}"]))
+
+    # --- dispatcher side ----------------------------------------------------------------------------
+
+    def promote_due(self, now: float | None = None, limit: int = 1000) -> int:
+        """Move due scheduled/retrying jobs to their account's queue."""
+        return int(self._promote(args=[self.prefix, f"{now or time.time():.6f}", limit]))
+
+    def claim(self, *, lease_ttl_s: float, batch_size: int) -> list[Claim]:
+        """Hand the ready jobs of every idle, active account to a new batch."""
+        flat = self._claim(
+            args=[self.prefix, uuid.uuid4().hex, int(lease_ttl_s * 1000), batch_size, f"{time.time():.6f}"]
+        )
+        claims: list[Claim] = []
+        i = 0
+        while i < len(flat):
+            account, token, count = str(flat[i]), str(flat[i + 1]), int(flat[i + 2])
+            claims.append(Claim(account, token, [str(x) for x in flat[i + 3 : i + 3 + count]]))
+            i += 3 + count
+        return claims
+
+    def recover(self) -> tuple[int, int]:
+        """Recover batches whose lease died: (jobs requeued, sends turned into unknown outcomes)."""
+        requeued, unknown = self._recover(args=[self.prefix, f"{time.time():.6f}"])
+        return int(requeued), int(unknown)
+
+    # --- worker side --------------------------------------------------------------------------------
+
+    def begin(self, account: str, token: str, job_id: str, *, lease_ttl_s: float) -> Begin:
+        """Mark a job ``sending`` right before its vendor call (or say why it must not be sent)."""
+        reply = self._begin(args=[self.prefix, account, token, job_id, f"{time.time():.6f}", int(lease_ttl_s * 1000)])
+        status = str(reply[0])
+        if status != "go":
+            return Begin(status=status, why=str(reply[1]))
+        template = str(reply[1])
+        flat = [str(x) for x in reply[2:]]
+        data = dict(zip(flat[::2], flat[1::2], strict=True))
+        return Begin(status="go", job=Job.from_hash(job_id, data, template))
+
+    def finish_sent(self, account: str, token: str, job_id: str, result: SendResult, history: dict[str, Any]) -> str:
+        """Record a successful send with its vendor ids."""
+        ids = result.ids_as_strings()
+        fields = {
+            "vendor": result.vendor,
+            "endpoint": result.endpoint,
+            "msg_type": result.msg_type,
+            "has_ids": "1" if result.has_ids else "0",
+            **ids,
+        }
+        return self._finish_call(account, token, job_id, "sent", history, _pairs(fields))
+
+    def finish_retry(
+        self,
+        account: str,
+        token: str,
+        job_id: str,
+        *,
+        due_at: float,
+        error_class: str,
+        error: str,
+        history: dict[str, Any],
+    ) -> str:
+        """Send the job back through the due set to be tried again later."""
+        return self._finish_call(account, token, job_id, "retry", history, [f"{due_at:.6f}", error_class, error])
+
+    def finish_dead(
+        self,
+        account: str,
+        token: str,
+        job_id: str,
+        *,
+        reason: str,
+        error_class: str,
+        error: str,
+        history: dict[str, Any],
+    ) -> str:
+        """Dead-letter the job with its reason."""
+        return self._finish_call(account, token, job_id, "dead", history, [reason, error_class, error])
+
+    def finish_requeue(
+        self, account: str, token: str, job_id: str, *, error_class: str, error: str, history: dict[str, Any]
+    ) -> str:
+        """Put the job back at the head of its queue without counting the attempt (account down)."""
+        return self._finish_call(account, token, job_id, "requeue", history, [error_class, error])
+
+    def _finish_call(
+        self, account: str, token: str, job_id: str, outcome: str, history: dict[str, Any], extra: Sequence[str]
+    ) -> str:
+        now = f"{time.time():.6f}"
+        return str(self._finish(args=[self.prefix, account, token, job_id, now, outcome, json.dumps(history), *extra]))
+
+    def release(self, account: str, token: str) -> int:
+        """End a batch; its unprocessed jobs go back to the head of the queue."""
+        return int(self._release(args=[self.prefix, account, token]))
+
+    # --- reads -----------------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        """One job, or None."""
+        data = cast(dict[str, str], self.redis.hgetall(self.keys.job(job_id)))
+        if not data:
+            return None
+        return Job.from_hash(job_id, data)
+
+    def get_many(self, job_ids: Iterable[str]) -> list[Job | None]:
+        """Several jobs in one round trip."""
+        ids = list(job_ids)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self.keys.job(job_id))
+        return [Job.from_hash(i, d) if d else None for i, d in zip(ids, pipe.execute(), strict=True)]
+
+    def history(self, job_id: str) -> list[dict[str, Any]]:
+        """The attempt history, oldest first."""
+        return [json.loads(raw) for raw in self.redis.lrange(self.keys.history(job_id), 0, -1)]
+
+    def replay(self, job_id: str, *, force: bool = False) -> str:
+        """Put a dead job back in its queue with the same id and history ('ok' or why not)."""
+        reply = self._replay(args=[self.prefix, job_id, f"{time.time():.6f}", "1" if force else "0"])
+        return str(reply[0])
+
+    def wait_for_wake(self, timeout_s: float) -> None:
+        """Block until a producer or worker nudges the dispatcher, or the timeout passes."""
+        self.redis.blpop([self.keys.wake], timeout=timeout_s)

@@ -1,0 +1,307 @@
+"""The Lua scripts that move jobs between states, atomically.
+
+Every state change happens inside one script, together with the queue/set/counter writes it implies, so
+a crash between two Redis calls can never leave a job half-moved, and campaign counts always add up to
+the campaign's total (each transition decrements the old state's counter and increments the new one).
+
+The scripts build key names from the prefix (see :mod:`worker.keys` for the layout): this product runs on
+one Redis (or a Sentinel-managed primary), not Redis Cluster.
+
+Crash safety rests on two facts. A job is ``sending`` only between :data:`BEGIN` and :data:`FINISH`; and
+every job a batch holds is listed in ``claimed:{account}`` under a lease with a TTL. When a lease dies
+(worker SIGKILLed), :data:`RECOVER` puts the untouched jobs back at the head of their queue and turns the
+``sending`` one into an *unknown outcome* for review: it may have reached WeChat, so it is never resent
+blindly. A late ``FINISH`` that brings a success for such a job still records its ids.
+"""
+
+from __future__ import annotations
+
+PRELUDE = r"""
+local p = ARGV[1]
+local function jkey(id) return p .. ':job:' .. id end
+local function move(jk, from, to)
+  redis.call('HSET', jk, 'state', to)
+  local camp = redis.call('HGET', jk, 'campaign')
+  if camp and camp ~= '' then
+    local ck = p .. ':campaign:' .. camp
+    redis.call('HINCRBY', ck, 'n:' .. from, -1)
+    redis.call('HINCRBY', ck, 'n:' .. to, 1)
+  end
+end
+local function enqueue(account, id, priority, front)
+  local q
+  if priority == 'high' then q = p .. ':qh:' .. account else q = p .. ':q:' .. account end
+  if front then redis.call('LPUSH', q, id) else redis.call('RPUSH', q, id) end
+  redis.call('SADD', p .. ':ready', account)
+end
+local function dead_letter(jk, id, from, reason, class, err, now)
+  move(jk, from, 'dead')
+  redis.call('HSET', jk, 'reason', reason, 'error_class', class, 'error', err, 'dead_at', now, 'updated', now)
+  redis.call('ZADD', p .. ':dlq', now, id)
+end
+"""
+
+#: ARGV: prefix, job_id, idem_key|'', idem_ttl_s, now, due_at|'', account, priority, field, value, ...
+SUBMIT = (
+    PRELUDE
+    + r"""
+local id, idem, now, due_at, account, priority = ARGV[2], ARGV[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+if idem ~= '' then
+  local existing = redis.call('GET', p .. ':idem:' .. idem)
+  if existing then return {0, existing} end
+  redis.call('SET', p .. ':idem:' .. idem, id, 'EX', tonumber(ARGV[4]))
+end
+local jk = jkey(id)
+local fields = {}
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', jk, unpack(fields))
+if due_at ~= '' then
+  redis.call('HSET', jk, 'state', 'scheduled')
+  redis.call('ZADD', p .. ':due', due_at, id)
+else
+  redis.call('HSET', jk, 'state', 'queued')
+  enqueue(account, id, priority, false)
+  redis.call('LPUSH', p .. ':wake', '1')
+  redis.call('LTRIM', p .. ':wake', 0, 9)
+end
+return {1, id}
+"""
+)
+
+#: ARGV: prefix, now, limit. Moves due scheduled/retrying jobs to their account's queue.
+PROMOTE_DUE = (
+    PRELUDE
+    + r"""
+local now, limit = ARGV[2], tonumber(ARGV[3])
+local ids = redis.call('ZRANGEBYSCORE', p .. ':due', '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(ids) do
+  redis.call('ZREM', p .. ':due', id)
+  local jk = jkey(id)
+  local st, account, priority = unpack(redis.call('HMGET', jk, 'state', 'account', 'priority'))
+  if st == 'scheduled' or st == 'retrying' then
+    move(jk, st, 'queued')
+    redis.call('HSET', jk, 'updated', now)
+    enqueue(account, id, priority, false)
+  end
+end
+return #ids
+"""
+)
+
+#: ARGV: prefix, token_base, lease_ttl_ms, batch_size, now. Hands ready jobs of idle, active accounts
+#: to new batches. Returns a flat list: account, token, n, id1..idn, account, token, n, ...
+CLAIM = (
+    PRELUDE
+    + r"""
+local token_base, ttl, batch = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local out = {}
+for _, a in ipairs(redis.call('SMEMBERS', p .. ':ready')) do
+  if redis.call('EXISTS', p .. ':lease:' .. a) == 0 then
+    local status = redis.call('HGET', p .. ':account:' .. a, 'status')
+    if status ~= 'paused' and status ~= 'down' then
+      local ids = redis.call('LPOP', p .. ':qh:' .. a, batch) or {}
+      if #ids < batch then
+        local more = redis.call('LPOP', p .. ':q:' .. a, batch - #ids) or {}
+        for _, id in ipairs(more) do ids[#ids + 1] = id end
+      end
+      if #ids == 0 then
+        redis.call('SREM', p .. ':ready', a)
+      else
+        local token = token_base .. ':' .. a
+        redis.call('SET', p .. ':lease:' .. a, token, 'PX', ttl)
+        redis.call('RPUSH', p .. ':claimed:' .. a, unpack(ids))
+        redis.call('SADD', p .. ':leased', a)
+        out[#out + 1] = a
+        out[#out + 1] = token
+        out[#out + 1] = #ids
+        for _, id in ipairs(ids) do out[#out + 1] = id end
+      end
+    end
+  end
+end
+return out
+"""
+)
+
+#: ARGV: prefix, account, token, job_id, now, lease_ttl_ms. Marks one job ``sending`` just before the
+#: vendor call. Returns {'go', campaign_message|'', field, value, ...} or {'lost'|'paused'|'skip', why}.
+BEGIN = (
+    PRELUDE
+    + r"""
+local a, token, id, now, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local lk = p .. ':lease:' .. a
+if redis.call('GET', lk) ~= token then return {'lost', ''} end
+redis.call('PEXPIRE', lk, ttl)
+local status = redis.call('HGET', p .. ':account:' .. a, 'status')
+if status == 'paused' or status == 'down' then return {'paused', status} end
+local jk = jkey(id)
+local st = redis.call('HGET', jk, 'state')
+if not st then
+  redis.call('LREM', p .. ':claimed:' .. a, 0, id)
+  return {'skip', 'missing'}
+end
+if st == 'sending' then
+  dead_letter(jk, id, 'sending', 'unknown_outcome', 'ambiguous',
+    'a worker died during the vendor call; the message may have been sent', now)
+  redis.call('LREM', p .. ':claimed:' .. a, 0, id)
+  return {'skip', 'unknown_outcome'}
+end
+if st ~= 'queued' then
+  redis.call('LREM', p .. ':claimed:' .. a, 0, id)
+  return {'skip', st}
+end
+move(jk, 'queued', 'sending')
+redis.call('HSET', jk, 'lease', token, 'started', now, 'updated', now)
+redis.call('HINCRBY', jk, 'attempts', 1)
+local camp = redis.call('HGET', jk, 'campaign')
+local template = ''
+if camp and camp ~= '' then template = redis.call('HGET', p .. ':campaign:' .. camp, 'message') or '' end
+local out = {'go', template}
+for _, v in ipairs(redis.call('HGETALL', jk)) do out[#out + 1] = v end
+return out
+"""
+)
+
+#: ARGV: prefix, account, token, job_id, now, outcome, history_json, then by outcome:
+#:   sent:    field, value, ...             (vendor ids)
+#:   retry:   due_at, error_class, error
+#:   dead:    reason, error_class, error
+#:   requeue: error_class, error            (account down: back to the head of the queue, not counted)
+#: Returns 'ok', or 'stale' when the job is no longer this batch's (its history entry is kept anyway).
+FINISH = (
+    PRELUDE
+    + r"""
+local a, token, id, now, outcome = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local jk = jkey(id)
+redis.call('RPUSH', p .. ':job:' .. id .. ':h', ARGV[7])
+local st, lease, priority = unpack(redis.call('HMGET', jk, 'state', 'lease', 'priority'))
+if lease ~= token then return 'stale' end
+redis.call('LREM', p .. ':claimed:' .. a, 0, id)
+if st == 'dead' and outcome == 'sent' and redis.call('HGET', jk, 'reason') == 'unknown_outcome' then
+  -- recovered as an unknown outcome while this call was still running: now we know it went out
+  redis.call('ZREM', p .. ':dlq', id)
+  redis.call('HDEL', jk, 'reason', 'error_class', 'error', 'dead_at')
+elseif st ~= 'sending' then
+  return 'stale'
+end
+redis.call('HSET', jk, 'updated', now)
+if outcome == 'sent' then
+  move(jk, st, 'sent')
+  local fields = {}
+  for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+  redis.call('HSET', jk, 'sent_at', now, unpack(fields))
+  redis.call('HDEL', jk, 'last_error')
+elseif outcome == 'retry' then
+  move(jk, st, 'retrying')
+  redis.call('HSET', jk, 'last_error', ARGV[10], 'last_error_class', ARGV[9])
+  redis.call('HINCRBY', jk, 'n_' .. ARGV[9], 1)
+  redis.call('ZADD', p .. ':due', ARGV[8], id)
+elseif outcome == 'dead' then
+  dead_letter(jk, id, st, ARGV[8], ARGV[9], ARGV[10], now)
+elseif outcome == 'requeue' then
+  move(jk, st, 'queued')
+  redis.call('HINCRBY', jk, 'attempts', -1)
+  redis.call('HSET', jk, 'last_error', ARGV[9], 'last_error_class', ARGV[8])
+  enqueue(a, id, priority, true)
+end
+return 'ok'
+"""
+)
+
+#: ARGV: prefix, account, token. Ends a batch: unprocessed jobs go back to the head of their queue.
+RELEASE = (
+    PRELUDE
+    + r"""
+local a, token = ARGV[2], ARGV[3]
+local lk = p .. ':lease:' .. a
+if redis.call('GET', lk) ~= token then return 0 end
+local ck = p .. ':claimed:' .. a
+local ids = redis.call('LRANGE', ck, 0, -1)
+for i = #ids, 1, -1 do
+  local jk = jkey(ids[i])
+  local st, priority = unpack(redis.call('HMGET', jk, 'state', 'priority'))
+  if st == 'queued' then enqueue(a, ids[i], priority, true) end
+end
+redis.call('DEL', ck, lk)
+redis.call('SREM', p .. ':leased', a)
+redis.call('SADD', p .. ':ready', a)
+redis.call('LPUSH', p .. ':wake', '1')
+redis.call('LTRIM', p .. ':wake', 0, 9)
+return #ids
+"""
+)
+
+#: ARGV: prefix, now. For every account whose lease expired with jobs still claimed: untouched jobs go
+#: back to the head of the queue, a ``sending`` job becomes an unknown outcome (dead-lettered for review).
+RECOVER = (
+    PRELUDE
+    + r"""
+local now = ARGV[2]
+local requeued, unknown = 0, 0
+for _, a in ipairs(redis.call('SMEMBERS', p .. ':leased')) do
+  if redis.call('EXISTS', p .. ':lease:' .. a) == 0 then
+    local ck = p .. ':claimed:' .. a
+    local ids = redis.call('LRANGE', ck, 0, -1)
+    for i = #ids, 1, -1 do
+      local jk = jkey(ids[i])
+      local st, priority = unpack(redis.call('HMGET', jk, 'state', 'priority'))
+      if st == 'sending' then
+        dead_letter(jk, ids[i], 'sending', 'unknown_outcome', 'ambiguous',
+          'the worker holding this send died; the message may have been sent', now)
+        unknown = unknown + 1
+      elseif st == 'queued' then
+        enqueue(a, ids[i], priority, true)
+        requeued = requeued + 1
+      end
+    end
+    redis.call('DEL', ck)
+    redis.call('SREM', p .. ':leased', a)
+    redis.call('SADD', p .. ':ready', a)
+  end
+end
+return {requeued, unknown}
+"""
+)
+
+#: ARGV: prefix, job_id, now, force ('1' allows replaying an unknown outcome). Dead job -> queued, same id.
+REPLAY = (
+    PRELUDE
+    + r"""
+local id, now, force = ARGV[2], ARGV[3], ARGV[4]
+local jk = jkey(id)
+local st, reason, account, priority = unpack(redis.call('HMGET', jk, 'state', 'reason', 'account', 'priority'))
+if not st then return {'missing'} end
+if st ~= 'dead' then return {'not_dead', st} end
+if reason == 'unknown_outcome' and force ~= '1' then return {'unknown_outcome'} end
+if redis.call('HEXISTS', jk, 'new_msg_id') == 1 or redis.call('HEXISTS', jk, 'sent_at') == 1 then
+  return {'already_sent'}
+end
+redis.call('ZREM', p .. ':dlq', id)
+move(jk, 'dead', 'queued')
+redis.call('HDEL', jk, 'reason', 'error_class', 'error', 'dead_at', 'n_transient', 'n_throttled', 'n_failure')
+redis.call('HINCRBY', jk, 'replays', 1)
+redis.call('HSET', jk, 'updated', now)
+local entry = cjson.encode({event = 'replayed', at = tonumber(now), from_reason = reason})
+redis.call('RPUSH', p .. ':job:' .. id .. ':h', entry)
+enqueue(account, id, priority, false)
+redis.call('LPUSH', p .. ':wake', '1')
+redis.call('LTRIM', p .. ':wake', 0, 9)
+return {'ok'}
+"""
+)
+
+#: ARGV: prefix, job_id, now. Cancels a job that has not started sending. Returns the previous state.
+CANCEL = (
+    PRELUDE
+    + r"""
+local id, now = ARGV[2], ARGV[3]
+local jk = jkey(id)
+local st = redis.call('HGET', jk, 'state')
+if st == 'queued' or st == 'scheduled' or st == 'retrying' then
+  move(jk, st, 'cancelled')
+  redis.call('HSET', jk, 'updated', now, 'cancelled_at', now)
+  redis.call('ZREM', p .. ':due', id)
+end
+return st or ''
+"""
+)

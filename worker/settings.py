@@ -1,0 +1,82 @@
+"""One typed settings object, read from ``BROADCAST_*`` environment variables.
+
+Every default is documented beside its field. Tests and ``broadcast dev`` change behaviour only through
+these variables, so a worker subprocess sees exactly what its parent configured.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Secrets are SecretStr so they never print."""
+
+    model_config = SettingsConfigDict(env_prefix="BROADCAST_", extra="ignore")
+
+    #: Broker and state store. ``broadcast dev`` starts a private Redis when this is unset.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Prefix of every Redis key and of the Celery queue, so several deployments (or tests) share a Redis.
+    key_prefix: str = Field(default="bc", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    #: ``dev`` allows the API to start without API tokens; ``prod`` refuses.
+    env: Literal["dev", "prod"] = "prod"
+    #: Bearer tokens accepted by ``/v1`` (comma-separated: several keys allow rotation).
+    api_token: SecretStr = SecretStr("")
+    #: TOML file of sending accounts loaded at start (``[[accounts]]`` tables).
+    accounts_file: Path | None = None
+
+    # --- vendor HTTP ---------------------------------------------------------------------------------
+    #: Vendor clients use 15-60 s; GeWe fetches media by URL itself, so sends can be slow.
+    vendor_read_timeout_s: float = 30.0
+    vendor_connect_timeout_s: float = 5.0
+    #: Quick retries inside one attempt, for errors where the request provably did not leave.
+    quick_retries: int = Field(default=3, ge=1, le=10)
+    quick_retry_max_wait_s: float = 2.0
+
+    # --- long retries (re-scheduled through the due set, never by sleeping in a worker) ----------------
+    retry_base_s: float = 5.0
+    retry_max_s: float = 600.0
+    max_attempts_transient: int = 8
+    max_attempts_throttled: int = 10
+    max_attempts_failure: int = 3
+    #: ``dead`` (default): an unknown outcome goes to a person; ``retry`` resends (may double-send).
+    ambiguous_policy: Literal["dead", "retry"] = "dead"
+
+    # --- dispatch -----------------------------------------------------------------------------------
+    #: Jobs of one account handed to one Celery task when pacing allows several (pacing off).
+    batch_size: int = Field(default=50, ge=1, le=1000)
+    #: A task stops taking jobs from its batch after this long and gives the rest back.
+    batch_max_s: float = 20.0
+    #: How long an account's in-flight lease lives without a heartbeat. Must exceed one vendor call.
+    lease_ttl_s: float = 45.0
+    #: Dispatcher idle poll when nothing wakes it.
+    dispatch_idle_s: float = 0.05
+
+    # --- Celery --------------------------------------------------------------------------------------
+    task_soft_time_limit_s: int = 240
+    #: Hard limit, below the broker visibility timeout so a stuck task dies before it is redelivered.
+    task_time_limit_s: int = 300
+    visibility_timeout_s: int = 3600
+
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    def api_tokens(self) -> list[str]:
+        """The accepted API tokens (empty list when none is configured)."""
+        return [t.strip() for t in self.api_token.get_secret_value().split(",") if t.strip()]
+
+    @property
+    def celery_queue(self) -> str:
+        """The Celery queue name, prefixed so deployments sharing a Redis stay apart."""
+        return f"{self.key_prefix}.send"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()

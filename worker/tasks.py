@@ -1,0 +1,35 @@
+"""Celery tasks: thin wrappers that hand ids to :class:`worker.pipeline.BatchRunner`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.accounts import AccountStore
+from worker.celery_app import app
+from worker.connections import redis_client, vendor_http_client
+from worker.ledger import Ledger
+from worker.pipeline import BatchRunner
+from worker.settings import get_settings
+
+_runner: BatchRunner | None = None
+
+
+def runner() -> BatchRunner:
+    """The process's batch runner, built on first use (after the fork)."""
+    global _runner
+    if _runner is None:
+        settings = get_settings()
+        client = redis_client(settings.redis_url)
+        _runner = BatchRunner(
+            settings,
+            Ledger(client, settings.key_prefix),
+            AccountStore(client, settings.key_prefix),
+            vendor_http_client(settings),
+        )
+    return _runner
+
+
+@app.task(name="broadcast.send_batch", acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+def send_batch(account: str, lease: str, job_ids: list[str], info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Send a batch of one account's jobs, one at a time. ``info`` is for operators (Flower) only."""
+    return runner().run(account, lease, job_ids).summary()
