@@ -8,8 +8,11 @@ key                    type    holds
 =====================  ======  ==================================================================
 job:{id}               hash    one job: state, account, recipient, message or campaign ref, ids
 job:{id}:h             list    attempt history, one JSON entry per attempt
-q:{account}            list    ready job ids of an account, normal priority (FIFO)
+q:{account}            list    ready single-message job ids of an account (FIFO)
 qh:{account}           list    ready job ids of an account, high priority (taken first)
+cq:{cid}:{account}     list    ready job ids of one campaign for one account
+cst:{cid}:{account}    list    a campaign's job ids staged until it goes live
+src:{account}          zset    the account's sources ('s', 'c:{cid}') in round-robin order
 ready                  set     accounts whose queues may hold ready jobs
 due                    zset    scheduled and backing-off job ids, scored by due time (epoch s)
 lease:{account}        string  the token of the batch in flight for an account (PX TTL)
@@ -21,6 +24,7 @@ accounts               set     account ids
 campaign:{id}          hash    campaign: name, message template, total, per-state counts
 campaign:{id}:jobs     list    the campaign's job ids in recipient order
 campaigns              zset    campaign ids by creation time
+due_campaigns          zset    scheduled campaigns by start time
 idem:{key}             string  idempotency key -> the id answered the first time
 wake                   list    nudges for the dispatcher (new work, finished batch)
 dispatcher:leader      string  leader lock of the dispatcher (SET NX PX)
@@ -49,6 +53,15 @@ class Keys:
 
     def queue_high(self, account: str) -> str:
         return f"{self.p}:qh:{account}"
+
+    def sources(self, account: str) -> str:
+        return f"{self.p}:src:{account}"
+
+    def campaign_queue(self, campaign_id: str, account: str) -> str:
+        return f"{self.p}:cq:{campaign_id}:{account}"
+
+    def campaign_staging(self, campaign_id: str, account: str) -> str:
+        return f"{self.p}:cst:{campaign_id}:{account}"
 
     def lease(self, account: str) -> str:
         return f"{self.p}:lease:{account}"
@@ -91,6 +104,10 @@ class Keys:
     @property
     def campaigns(self) -> str:
         return f"{self.p}:campaigns"
+
+    @property
+    def due_campaigns(self) -> str:
+        return f"{self.p}:due_campaigns"
 
     @property
     def wake(self) -> str:

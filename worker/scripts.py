@@ -28,11 +28,37 @@ local function move(jk, from, to)
     redis.call('HINCRBY', ck, 'n:' .. to, 1)
   end
 end
-local function enqueue(account, id, priority, front)
+-- Ready jobs live in one list per source: an account's single messages ('s' -> q:{a}) and each
+-- campaign ('c:{cid}' -> cq:{cid}:{a}); src:{a} orders the sources for round robin. High priority
+-- jobs (qh:{a}) always go first.
+local function source_key(account, name)
+  if name == 's' then return p .. ':q:' .. account end
+  return p .. ':cq:' .. string.sub(name, 3) .. ':' .. account
+end
+local function add_source(account, name)
+  local sk = p .. ':src:' .. account
+  if redis.call('ZSCORE', sk, name) then return end
+  local top = redis.call('ZREVRANGE', sk, 0, 0, 'WITHSCORES')
+  local score = 0
+  if top[2] then score = tonumber(top[2]) + 1 end
+  redis.call('ZADD', sk, score, name)
+end
+local function enqueue(account, id, priority, front, camp)
   local q
-  if priority == 'high' then q = p .. ':qh:' .. account else q = p .. ':q:' .. account end
+  if priority == 'high' then
+    q = p .. ':qh:' .. account
+  else
+    local name = 's'
+    if camp and camp ~= '' then name = 'c:' .. camp end
+    q = source_key(account, name)
+    add_source(account, name)
+  end
   if front then redis.call('LPUSH', q, id) else redis.call('RPUSH', q, id) end
   redis.call('SADD', p .. ':ready', account)
+end
+local function wake()
+  redis.call('LPUSH', p .. ':wake', '1')
+  redis.call('LTRIM', p .. ':wake', 0, 9)
 end
 local function dead_letter(jk, id, from, reason, class, err, now)
   move(jk, from, 'dead')
@@ -60,9 +86,8 @@ if due_at ~= '' then
   redis.call('ZADD', p .. ':due', due_at, id)
 else
   redis.call('HSET', jk, 'state', 'queued')
-  enqueue(account, id, priority, false)
-  redis.call('LPUSH', p .. ':wake', '1')
-  redis.call('LTRIM', p .. ':wake', 0, 9)
+  enqueue(account, id, priority, false, '')
+  wake()
 end
 return {1, id}
 """
@@ -77,11 +102,11 @@ local ids = redis.call('ZRANGEBYSCORE', p .. ':due', '-inf', now, 'LIMIT', 0, li
 for _, id in ipairs(ids) do
   redis.call('ZREM', p .. ':due', id)
   local jk = jkey(id)
-  local st, account, priority = unpack(redis.call('HMGET', jk, 'state', 'account', 'priority'))
+  local st, account, priority, camp = unpack(redis.call('HMGET', jk, 'state', 'account', 'priority', 'campaign'))
   if st == 'scheduled' or st == 'retrying' then
     move(jk, st, 'queued')
     redis.call('HSET', jk, 'updated', now)
-    enqueue(account, id, priority, false)
+    enqueue(account, id, priority, false, camp)
   end
 end
 return #ids
@@ -89,7 +114,9 @@ return #ids
 )
 
 #: ARGV: prefix, token_base, lease_ttl_ms, batch_size, now. Hands ready jobs of idle, active accounts
-#: to new batches. Returns a flat list: account, token, n, id1..idn, account, token, n, ...
+#: to new batches: high priority first, then the account's sources in round-robin order (a source that
+#: gave jobs moves to the back), skipping paused campaigns. Returns a flat list:
+#: account, token, n, id1..idn, account, token, n, ...
 CLAIM = (
     PRELUDE
     + r"""
@@ -100,12 +127,40 @@ for _, a in ipairs(redis.call('SMEMBERS', p .. ':ready')) do
     local status = redis.call('HGET', p .. ':account:' .. a, 'status')
     if status ~= 'paused' and status ~= 'down' then
       local ids = redis.call('LPOP', p .. ':qh:' .. a, batch) or {}
-      if #ids < batch then
-        local more = redis.call('LPOP', p .. ':q:' .. a, batch - #ids) or {}
-        for _, id in ipairs(more) do ids[#ids + 1] = id end
+      local sk = p .. ':src:' .. a
+      local sources = redis.call('ZRANGE', sk, 0, -1, 'WITHSCORES')
+      local top = 0
+      if #sources > 0 then top = tonumber(sources[#sources]) end
+      local held = false
+      for i = 1, #sources, 2 do
+        if #ids >= batch then break end
+        local name = sources[i]
+        local usable = true
+        if name ~= 's' then
+          local cstatus = redis.call('HGET', p .. ':campaign:' .. string.sub(name, 3), 'status')
+          if cstatus == 'paused' then
+            usable = false
+            held = true
+          elseif cstatus ~= 'active' then
+            usable = false
+            if cstatus ~= 'scheduled' and cstatus ~= 'creating' then redis.call('ZREM', sk, name) else held = true end
+          end
+        end
+        if usable then
+          local got = redis.call('LPOP', source_key(a, name), batch - #ids)
+          if not got then
+            redis.call('ZREM', sk, name)
+          else
+            for _, id in ipairs(got) do ids[#ids + 1] = id end
+            top = top + 1
+            redis.call('ZADD', sk, top, name)
+          end
+        end
       end
       if #ids == 0 then
-        redis.call('SREM', p .. ':ready', a)
+        if not held and redis.call('LLEN', p .. ':qh:' .. a) == 0 and redis.call('ZCARD', sk) == 0 then
+          redis.call('SREM', p .. ':ready', a)
+        end
       else
         local token = token_base .. ':' .. a
         redis.call('SET', p .. ':lease:' .. a, token, 'PX', ttl)
@@ -150,12 +205,23 @@ if st ~= 'queued' then
   redis.call('LREM', p .. ':claimed:' .. a, 0, id)
   return {'skip', st}
 end
+local camp = redis.call('HGET', jk, 'campaign')
+local template = ''
+if camp and camp ~= '' then
+  local ck = p .. ':campaign:' .. camp
+  local cstatus = redis.call('HGET', ck, 'status')
+  if cstatus == 'paused' then return {'held', 'campaign_paused'} end
+  if cstatus == 'cancelled' then
+    move(jk, 'queued', 'cancelled')
+    redis.call('HSET', jk, 'updated', now, 'cancelled_at', now)
+    redis.call('LREM', p .. ':claimed:' .. a, 0, id)
+    return {'skip', 'cancelled'}
+  end
+  template = redis.call('HGET', ck, 'message') or ''
+end
 move(jk, 'queued', 'sending')
 redis.call('HSET', jk, 'lease', token, 'started', now, 'updated', now)
 redis.call('HINCRBY', jk, 'attempts', 1)
-local camp = redis.call('HGET', jk, 'campaign')
-local template = ''
-if camp and camp ~= '' then template = redis.call('HGET', p .. ':campaign:' .. camp, 'message') or '' end
 local out = {'go', template}
 for _, v in ipairs(redis.call('HGETALL', jk)) do out[#out + 1] = v end
 return out
@@ -174,7 +240,7 @@ FINISH = (
 local a, token, id, now, outcome = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local jk = jkey(id)
 redis.call('RPUSH', p .. ':job:' .. id .. ':h', ARGV[7])
-local st, lease, priority = unpack(redis.call('HMGET', jk, 'state', 'lease', 'priority'))
+local st, lease, priority, camp = unpack(redis.call('HMGET', jk, 'state', 'lease', 'priority', 'campaign'))
 if lease ~= token then return 'stale' end
 redis.call('LREM', p .. ':claimed:' .. a, 0, id)
 if st == 'dead' and outcome == 'sent' and redis.call('HGET', jk, 'reason') == 'unknown_outcome' then
@@ -202,7 +268,7 @@ elseif outcome == 'requeue' then
   move(jk, st, 'queued')
   redis.call('HINCRBY', jk, 'attempts', -1)
   redis.call('HSET', jk, 'last_error', ARGV[9], 'last_error_class', ARGV[8])
-  enqueue(a, id, priority, true)
+  enqueue(a, id, priority, true, camp)
 end
 return 'ok'
 """
@@ -219,14 +285,13 @@ local ck = p .. ':claimed:' .. a
 local ids = redis.call('LRANGE', ck, 0, -1)
 for i = #ids, 1, -1 do
   local jk = jkey(ids[i])
-  local st, priority = unpack(redis.call('HMGET', jk, 'state', 'priority'))
-  if st == 'queued' then enqueue(a, ids[i], priority, true) end
+  local st, priority, camp = unpack(redis.call('HMGET', jk, 'state', 'priority', 'campaign'))
+  if st == 'queued' then enqueue(a, ids[i], priority, true, camp) end
 end
 redis.call('DEL', ck, lk)
 redis.call('SREM', p .. ':leased', a)
 redis.call('SADD', p .. ':ready', a)
-redis.call('LPUSH', p .. ':wake', '1')
-redis.call('LTRIM', p .. ':wake', 0, 9)
+wake()
 return #ids
 """
 )
@@ -244,13 +309,13 @@ for _, a in ipairs(redis.call('SMEMBERS', p .. ':leased')) do
     local ids = redis.call('LRANGE', ck, 0, -1)
     for i = #ids, 1, -1 do
       local jk = jkey(ids[i])
-      local st, priority = unpack(redis.call('HMGET', jk, 'state', 'priority'))
+      local st, priority, camp = unpack(redis.call('HMGET', jk, 'state', 'priority', 'campaign'))
       if st == 'sending' then
         dead_letter(jk, ids[i], 'sending', 'unknown_outcome', 'ambiguous',
           'the worker holding this send died; the message may have been sent', now)
         unknown = unknown + 1
       elseif st == 'queued' then
-        enqueue(a, ids[i], priority, true)
+        enqueue(a, ids[i], priority, true, camp)
         requeued = requeued + 1
       end
     end
@@ -269,7 +334,8 @@ REPLAY = (
     + r"""
 local id, now, force = ARGV[2], ARGV[3], ARGV[4]
 local jk = jkey(id)
-local st, reason, account, priority = unpack(redis.call('HMGET', jk, 'state', 'reason', 'account', 'priority'))
+local st, reason, account, priority, camp =
+  unpack(redis.call('HMGET', jk, 'state', 'reason', 'account', 'priority', 'campaign'))
 if not st then return {'missing'} end
 if st ~= 'dead' then return {'not_dead', st} end
 if reason == 'unknown_outcome' and force ~= '1' then return {'unknown_outcome'} end
@@ -283,9 +349,8 @@ redis.call('HINCRBY', jk, 'replays', 1)
 redis.call('HSET', jk, 'updated', now)
 local entry = cjson.encode({event = 'replayed', at = tonumber(now), from_reason = reason})
 redis.call('RPUSH', p .. ':job:' .. id .. ':h', entry)
-enqueue(account, id, priority, false)
-redis.call('LPUSH', p .. ':wake', '1')
-redis.call('LTRIM', p .. ':wake', 0, 9)
+enqueue(account, id, priority, false, camp)
+wake()
 return {'ok'}
 """
 )
@@ -303,5 +368,129 @@ if st == 'queued' or st == 'scheduled' or st == 'retrying' then
   redis.call('ZREM', p .. ':due', id)
 end
 return st or ''
+"""
+)
+
+# --- campaigns -------------------------------------------------------------------------------------------
+# A campaign's jobs are written in chunks first (hashes, the campaign's job list, one staging list per
+# account), invisible to the dispatcher; COMMIT then makes the whole campaign live in one atomic step.
+
+#: ARGV: prefix, cid, idem_key|'', idem_ttl_s, now, status (active|scheduled), send_at|'', total, accounts...
+CAMPAIGN_COMMIT = (
+    PRELUDE
+    + r"""
+local cid, idem, now, status, send_at, total = ARGV[2], ARGV[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+if idem ~= '' then
+  local existing = redis.call('GET', p .. ':idem:' .. idem)
+  if existing then return {0, existing} end
+  redis.call('SET', p .. ':idem:' .. idem, cid, 'EX', tonumber(ARGV[4]))
+end
+local ck = p .. ':campaign:' .. cid
+local counter = 'n:queued'
+if status == 'scheduled' then counter = 'n:scheduled' end
+redis.call('HSET', ck, 'status', status, counter, total, 'committed', now)
+redis.call('ZADD', p .. ':campaigns', now, cid)
+if status == 'active' then
+  for i = 9, #ARGV do
+    local a = ARGV[i]
+    local staging = p .. ':cst:' .. cid .. ':' .. a
+    if redis.call('EXISTS', staging) == 1 then
+      redis.call('RENAME', staging, source_key(a, 'c:' .. cid))
+      add_source(a, 'c:' .. cid)
+      redis.call('SADD', p .. ':ready', a)
+    end
+  end
+  wake()
+else
+  redis.call('ZADD', p .. ':due_campaigns', send_at, cid)
+end
+return {1, cid}
+"""
+)
+
+#: ARGV: prefix, cid, now, start, stop. Scheduled -> queued for one slice of a campaign's jobs.
+CAMPAIGN_ACTIVATE_CHUNK = (
+    PRELUDE
+    + r"""
+local cid, now = ARGV[2], ARGV[3]
+local n = 0
+for _, id in ipairs(redis.call('LRANGE', p .. ':campaign:' .. cid .. ':jobs', ARGV[4], ARGV[5])) do
+  local jk = jkey(id)
+  if redis.call('HGET', jk, 'state') == 'scheduled' then
+    move(jk, 'scheduled', 'queued')
+    n = n + 1
+  end
+end
+return n
+"""
+)
+
+#: ARGV: prefix, cid, now, accounts... Makes a scheduled campaign's staged jobs dispatchable.
+CAMPAIGN_ACTIVATE_FINAL = (
+    PRELUDE
+    + r"""
+local cid, now = ARGV[2], ARGV[3]
+local ck = p .. ':campaign:' .. cid
+if redis.call('HGET', ck, 'status') ~= 'scheduled' then return 0 end
+for i = 4, #ARGV do
+  local a = ARGV[i]
+  local staging = p .. ':cst:' .. cid .. ':' .. a
+  if redis.call('EXISTS', staging) == 1 then
+    redis.call('RENAME', staging, source_key(a, 'c:' .. cid))
+    add_source(a, 'c:' .. cid)
+    redis.call('SADD', p .. ':ready', a)
+  end
+end
+redis.call('HSET', ck, 'status', 'active', 'activated', now)
+redis.call('ZREM', p .. ':due_campaigns', cid)
+wake()
+return 1
+"""
+)
+
+#: ARGV: prefix, cid, action (pause|resume|cancel), now, accounts... Returns the previous status, or
+#: '!' .. status when the action does not apply.
+CAMPAIGN_STATUS = (
+    PRELUDE
+    + r"""
+local cid, action, now = ARGV[2], ARGV[3], ARGV[4]
+local ck = p .. ':campaign:' .. cid
+local st = redis.call('HGET', ck, 'status')
+if not st then return '!missing' end
+if action == 'pause' then
+  if st ~= 'active' and st ~= 'scheduled' then return '!' .. st end
+  redis.call('HSET', ck, 'status', 'paused', 'paused_from', st, 'updated', now)
+elseif action == 'resume' then
+  if st ~= 'paused' then return '!' .. st end
+  local back = redis.call('HGET', ck, 'paused_from') or 'active'
+  redis.call('HSET', ck, 'status', back, 'updated', now)
+  for i = 5, #ARGV do redis.call('SADD', p .. ':ready', ARGV[i]) end
+  wake()
+elseif action == 'cancel' then
+  if st == 'cancelled' then return '!' .. st end
+  redis.call('HSET', ck, 'status', 'cancelled', 'cancelled_at', now, 'updated', now)
+  redis.call('ZREM', p .. ':due_campaigns', cid)
+end
+return st
+"""
+)
+
+#: ARGV: prefix, cid, now, start, stop. Cancels the unsent jobs of one slice of a cancelled campaign.
+CAMPAIGN_CANCEL_CHUNK = (
+    PRELUDE
+    + r"""
+local cid, now = ARGV[2], ARGV[3]
+local n = 0
+for _, id in ipairs(redis.call('LRANGE', p .. ':campaign:' .. cid .. ':jobs', ARGV[4], ARGV[5])) do
+  local jk = jkey(id)
+  local st = redis.call('HGET', jk, 'state')
+  if st == 'queued' or st == 'scheduled' or st == 'retrying' then
+    move(jk, st, 'cancelled')
+    redis.call('HSET', jk, 'cancelled_at', now)
+    redis.call('ZREM', p .. ':due', id)
+    n = n + 1
+  end
+end
+return n
 """
 )
