@@ -47,6 +47,34 @@ def _stores() -> tuple[Any, Any, Any]:
     return settings, ledger, accounts
 
 
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """The producer HTTP API (FastAPI): accounts, messages, campaigns, dead letters, /healthz, /metrics."""
+    import uvicorn
+
+    from scheduler.api import create_app
+    from worker.errors import ConfigError
+    from worker.logs import setup_logging
+
+    settings = _settings()
+    setup_logging(settings.log_level, settings.log_json)
+    try:
+        application = create_app(settings)
+    except ConfigError as exc:
+        err.print(f"[red]cannot start the API:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if workers > 1:
+        uvicorn.run(
+            "scheduler.api:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning"
+        )
+    else:
+        uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def worker(ctx: typer.Context) -> None:
     """A Celery worker consuming send batches (extra arguments go to Celery, e.g. -c 4 -P threads)."""
@@ -55,6 +83,24 @@ def worker(ctx: typer.Context) -> None:
     settings = _settings()
     args = ["worker", "-Q", settings.celery_queue, "--loglevel", settings.log_level, "-E", *ctx.args]
     celery_app.worker_main(args)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def flower(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(help="Flower's HTTP port")] = 5555,
+    address: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+) -> None:
+    """Flower for our workers (basic auth from FLOWER_BASIC_AUTH=user:password; extra args go to Flower)."""
+    import os
+
+    from worker.celery_app import app as celery_app
+
+    args = ["flower", f"--port={port}", f"--address={address}", *ctx.args]
+    basic_auth = os.environ.get("FLOWER_BASIC_AUTH")
+    if basic_auth:
+        args.append(f"--basic-auth={basic_auth}")
+    celery_app.start(["celery", *args][1:])
 
 
 @app.command()
@@ -153,11 +199,15 @@ def dl_list(
 
     _, ledger, _ = _stores()
     items = DeadLetters(ledger).list(account=account, campaign=campaign, reason=reason, limit=limit)
-    table = Table("id", "account", "to", "reason", "class", "attempts", "error")
+    widest = max((len(item.job.id) for item in items), default=2)
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=widest)  # whole ids: operators copy them into replay
+    for name in ("account", "to", "reason", "class", "attempts", "error"):
+        table.add_column(name, overflow="fold")
     for item in items:
         d = item.to_dict()
         table.add_row(
-            d["id"], d["account"], d["to"], d["reason"], d["error_class"], str(d["attempts"]), d["error"][:60]
+            d["id"], d["account"], d["to"], d["reason"], d["error_class"], str(d["attempts"]), d["error"][:40]
         )
     console.print(table)
     console.print(f"{len(items)} shown")

@@ -17,6 +17,8 @@ import uuid
 import redis
 from celery import Celery
 
+from scheduler.campaigns import Campaigns
+from worker.accounts import AccountStore
 from worker.ledger import Claim, Ledger
 from worker.settings import Settings
 
@@ -36,6 +38,7 @@ class Dispatcher:
         self.redis = client
         self.celery = celery
         self.ledger = ledger or Ledger(client, settings.key_prefix)
+        self.campaigns = Campaigns(self.ledger, AccountStore(client, settings.key_prefix))
         self.identity = uuid.uuid4().hex
         self._renew = client.register_script(_RENEW)
         self._last_recover = 0.0
@@ -48,12 +51,11 @@ class Dispatcher:
     def tick(self) -> int:
         """One round; returns how many batches were published."""
         now = time.time()
+        self.campaigns.activate_due(now)
         self.ledger.promote_due(now)
-        if now - self._last_recover >= 0.5:
-            self._last_recover = now
-            requeued, unknown = self.ledger.recover()
-            if requeued or unknown:
-                log.warning("recovered dead batches: %d jobs requeued, %d unknown outcomes", requeued, unknown)
+        requeued, unknown = self.ledger.recover()
+        if requeued or unknown:
+            log.warning("recovered dead batches: %d jobs requeued, %d unknown outcomes", requeued, unknown)
         claims = self.ledger.claim(lease_ttl_s=self.settings.lease_ttl_s, batch_size=self.settings.batch_size)
         for claim in claims:
             self.publish(claim)

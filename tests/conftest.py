@@ -166,3 +166,41 @@ def stack(redis_url: str, sim: SimulatorServer, tmp_path: Path) -> Iterator[Stac
     s = Stack(redis_url, sim, tmp_path)
     yield s
     s.stop()
+
+
+API_TOKEN = "test-api-token-7f3e2a91"
+
+
+class ApiStack(Stack):
+    """A Stack with the HTTP API served by a real `broadcast api` process."""
+
+    def __init__(self, redis_url: str, sim: SimulatorServer, tmp: Path) -> None:
+        super().__init__(redis_url, sim, tmp, BROADCAST_API_TOKEN=f"other-key,{API_TOKEN}")
+        from scheduler.embedded import free_port
+
+        self.api_port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.start("api", "--port", str(self.api_port))
+        wait_for(self._api_up, timeout=30, what="the API")
+        self.http = httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30)
+
+    def _api_up(self) -> bool:
+        try:
+            return httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stored_keys(self) -> int:
+        """How many keys this stack's prefix holds (to prove a refused request stored nothing)."""
+        return sum(1 for _ in self.redis.scan_iter(match=f"{self.prefix}:*", count=1000))
+
+    def stop(self) -> None:
+        self.http.close()
+        super().stop()
+
+
+@pytest.fixture
+def api_stack(redis_url: str, sim: SimulatorServer, tmp_path: Path) -> Iterator[ApiStack]:
+    s = ApiStack(redis_url, sim, tmp_path)
+    yield s
+    s.stop()

@@ -196,7 +196,7 @@ class AccountStore:
             account_id = str(entry.pop("id", ""))
             try:
                 self.put(account_id, AccountSpec.model_validate(entry))
-            except ValueError as exc:
+            except (ValueError, ConfigError) as exc:
                 raise ConfigError(f"accounts file {path}, accounts[{n}] ({account_id}): {exc}") from None
             ids.append(account_id)
         return ids

@@ -90,7 +90,7 @@ class DeadLetters:
     def inspect(self, job_id: str) -> dict[str, Any] | None:
         """A dead job with its full attempt history."""
         job = self.ledger.get(job_id)
-        if job is None or job.state != "dead":
+        if job is None or job.state != "dead" or job.fields.get("dismissed"):
             return None
         score = self.redis.zscore(self.key, job_id)
         entry = DeadLetter(job, float(score or 0)).to_dict()

@@ -26,6 +26,7 @@ campaign:{id}:jobs     list    the campaign's job ids in recipient order
 campaigns              zset    campaign ids by creation time
 due_campaigns          zset    scheduled campaigns by start time
 idem:{key}             string  idempotency key -> the id answered the first time
+stats:{name}           hash    counters for Prometheus (sends, errors, latency buckets)
 wake                   list    nudges for the dispatcher (new work, finished batch)
 dispatcher:leader      string  leader lock of the dispatcher (SET NX PX)
 =====================  ======  ==================================================================
@@ -104,6 +105,9 @@ class Keys:
     @property
     def campaigns(self) -> str:
         return f"{self.p}:campaigns"
+
+    def stat(self, name: str) -> str:
+        return f"{self.p}:stats:{name}"
 
     @property
     def due_campaigns(self) -> str:

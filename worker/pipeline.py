@@ -23,6 +23,7 @@ from worker.ledger import Ledger
 from worker.logs import REDACTOR
 from worker.retry import RetryPolicy, call_with_quick_retries
 from worker.settings import Settings
+from worker.stats import record_attempt
 from worker.vendors.base import VendorBackend, backend_for
 
 log = logging.getLogger("broadcast.send")
@@ -130,11 +131,14 @@ class BatchRunner:
         try:
             result = call_with_quick_retries(lambda: backend.send(job.to, message), self.settings, sleep=self.sleep)
         except VendorError as error:
-            return self._failed(account_id, vendor, token, job, error, entry, started, report)
+            stop = self._failed(account_id, vendor, token, job, error, entry, started, report)
+            self._count(account_id, vendor, message.kind, entry["outcome"], entry["latency_ms"], error.error_class)
+            return stop
         ended = time.time()
         entry.update(ended=round(ended, 6), latency_ms=round((ended - started) * 1000, 2), outcome="sent")
         entry.update({k: v for k, v in result.ids_as_strings().items() if v is not None})
         self.ledger.finish_sent(account_id, token, job_id, result, entry)
+        self._count(account_id, vendor, message.kind, "sent", entry["latency_ms"])
         report.sent += 1
         report.job_outcomes[job_id] = "sent"
         self._log(job_id, account_id, vendor, "sent", started, ids=result.ids_as_strings())
@@ -198,6 +202,14 @@ class BatchRunner:
                 error=f"account {account_id!r} is not configured", history=entry,
             )  # fmt: skip
             report.dead += 1
+
+    def _count(
+        self, account: str, vendor: str, kind: str, outcome: str, latency_ms: float, error_class: str | None = None
+    ) -> None:
+        record_attempt(
+            self.ledger.redis, self.ledger.keys, account=account, vendor=vendor, kind=kind, outcome=outcome,
+            latency_ms=latency_ms, error_class=error_class,
+        )  # fmt: skip
 
     @staticmethod
     def _log(job_id: str, account: str, vendor: str, outcome: str, started: float, **extra: Any) -> None:

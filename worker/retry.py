@@ -52,7 +52,7 @@ def call_with_quick_retries(
     retrying = Retrying(
         retry=retry_if_exception(_is_quick_retryable),
         stop=stop_after_attempt(settings.quick_retries),
-        wait=wait_exponential_jitter(initial=0.1, max=settings.quick_retry_max_wait_s, jitter=0.2),
+        wait=wait_exponential_jitter(multiplier=0.1, max=settings.quick_retry_max_wait_s, jitter=0.2),
         reraise=True,
     )
     if sleep is not None:

@@ -123,7 +123,8 @@ CLAIM = (
 local token_base, ttl, batch = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 for _, a in ipairs(redis.call('SMEMBERS', p .. ':ready')) do
-  if redis.call('EXISTS', p .. ':lease:' .. a) == 0 then
+  -- an account still in 'leased' has a batch in flight, or a dead one RECOVER has not cleaned up yet
+  if redis.call('EXISTS', p .. ':lease:' .. a) == 0 and redis.call('SISMEMBER', p .. ':leased', a) == 0 then
     local status = redis.call('HGET', p .. ':account:' .. a, 'status')
     if status ~= 'paused' and status ~= 'down' then
       local ids = redis.call('LPOP', p .. ':qh:' .. a, batch) or {}
@@ -338,13 +339,15 @@ local st, reason, account, priority, camp =
   unpack(redis.call('HMGET', jk, 'state', 'reason', 'account', 'priority', 'campaign'))
 if not st then return {'missing'} end
 if st ~= 'dead' then return {'not_dead', st} end
+if redis.call('HGET', jk, 'dismissed') == '1' then return {'deleted'} end
 if reason == 'unknown_outcome' and force ~= '1' then return {'unknown_outcome'} end
 if redis.call('HEXISTS', jk, 'new_msg_id') == 1 or redis.call('HEXISTS', jk, 'sent_at') == 1 then
   return {'already_sent'}
 end
 redis.call('ZREM', p .. ':dlq', id)
 move(jk, 'dead', 'queued')
-redis.call('HDEL', jk, 'reason', 'error_class', 'error', 'dead_at', 'n_transient', 'n_throttled', 'n_failure')
+redis.call('HDEL', jk, 'reason', 'error_class', 'error', 'dead_at', 'n_transient', 'n_throttled', 'n_failure',
+  'n_ambiguous')
 redis.call('HINCRBY', jk, 'replays', 1)
 redis.call('HSET', jk, 'updated', now)
 local entry = cjson.encode({event = 'replayed', at = tonumber(now), from_reason = reason})

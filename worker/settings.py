@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Runtime configuration. Secrets are SecretStr so they never print."""
 
-    model_config = SettingsConfigDict(env_prefix="BROADCAST_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="BROADCAST_", extra="ignore", env_ignore_empty=True)
 
     #: Broker and state store. ``broadcast dev`` starts a private Redis when this is unset.
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     #: Vendor clients use 15-60 s; GeWe fetches media by URL itself, so sends can be slow.
     vendor_read_timeout_s: float = 30.0
     vendor_connect_timeout_s: float = 5.0
-    #: Quick retries inside one attempt, for errors where the request provably did not leave.
+    #: Tries (first one included) inside one attempt, for errors where the request provably did not leave.
     quick_retries: int = Field(default=3, ge=1, le=10)
     quick_retry_max_wait_s: float = 2.0
 

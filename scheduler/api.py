@@ -1,0 +1,547 @@
+"""The producer HTTP API (``broadcast api``): validate, store, answer. Nothing here waits on a vendor.
+
+Every ``/v1`` route needs ``Authorization: Bearer <token>``, compared in constant time against each
+configured key (``BROADCAST_API_TOKEN``, comma-separated for rotation). With no key configured the API
+refuses to start unless ``BROADCAST_ENV=dev``. Errors are ``{"error": {"code", "message", "field"}}``
+with a 4xx status naming the offending field; nothing is stored when a request is refused.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import redis
+from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
+
+from scheduler.campaigns import (
+    CampaignNotFound,
+    Campaigns,
+    CampaignStateError,
+    recipients_from_csv,
+    recipients_from_jsonl,
+)
+from scheduler.producer import Producer
+from worker.accounts import AccountSpec, AccountStore
+from worker.connections import redis_client
+from worker.deadletter import DeadLetters
+from worker.errors import ConfigError, MessageError
+from worker.ledger import STATES, Ledger
+from worker.messages import Message
+from worker.settings import Settings, get_settings
+
+#: JSON bodies above this are refused with 413 before they are read into memory.
+MAX_JSON_BODY = 10 * 1024 * 1024
+#: Recipient uploads (CSV/JSONL, multipart) may be larger; they are spooled to disk by the parser.
+MAX_UPLOAD_BODY = 200 * 1024 * 1024
+Priority = Literal["normal", "high"]
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {...}}`` with its status code."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+# --- request / response models ------------------------------------------------------------------------------
+
+
+class MessageIn(BaseModel):
+    """``POST /v1/messages``."""
+
+    model_config = ConfigDict(extra="forbid")
+    account: str = Field(min_length=1, max_length=64)
+    to: str = Field(min_length=1, max_length=128)
+    message: Message
+    vars: dict[str, str] | None = None
+    send_at: AwareDatetime | None = None
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    priority: Priority = "normal"
+
+
+class Accepted(BaseModel):
+    """A stored job."""
+
+    id: str
+    status: str
+
+
+class RecipientIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: str = Field(min_length=1, max_length=128)
+    account: str | None = Field(default=None, min_length=1, max_length=64)
+    vars: dict[str, str | int | float] | None = None
+
+
+class CampaignIn(BaseModel):
+    """``POST /v1/campaigns``. Recipients without an account use ``account``, or are spread over ``accounts``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    account: str | None = Field(default=None, min_length=1, max_length=64)
+    accounts: list[str] | None = Field(default=None, min_length=1, max_length=1000)
+    recipients: list[RecipientIn] = Field(min_length=1, max_length=200_000)
+    message: Message
+    send_at: AwareDatetime | None = None
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    priority: Priority = "normal"
+
+
+class CampaignSpecIn(BaseModel):
+    """The ``spec`` part of a multipart campaign upload (recipients come as a file)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    account: str | None = Field(default=None, min_length=1, max_length=64)
+    accounts: list[str] | None = Field(default=None, min_length=1, max_length=1000)
+    message: Message
+    send_at: AwareDatetime | None = None
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    priority: Priority = "normal"
+
+
+class CampaignAccepted(BaseModel):
+    id: str
+    total: int
+    duplicates: int
+    status: str
+
+
+class ReplayIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[str] = Field(min_length=1, max_length=10_000)
+    force: bool = False
+
+
+# --- app -------------------------------------------------------------------------------------------------------
+
+
+class BodyLimit:
+    """Refuse bodies over the limit (413) by Content-Length and while streaming, before parsing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = MAX_UPLOAD_BODY if scope["path"].endswith("/upload") else MAX_JSON_BODY
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await _too_large(scope, receive, send, limit)
+            return
+        seen = 0
+
+        async def limited() -> AsgiMessage:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLarge:
+            await _too_large(scope, receive, send, limit)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    response = _error(413, "body_too_large", f"request body over {limit} bytes", None)
+    await response(scope, receive, send)
+
+
+def _error(status: int, code: str, message: str, field: str | None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "field": field}}, status_code=status)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    """``("body", "message", "text", "text")`` → ``message.text`` (drops "body" and the union tag)."""
+    parts: list[str] = []
+    previous: Any = None
+    for part in loc:
+        if part == "body" and previous is None:
+            previous = part
+            continue
+        if part in ("text", "miniprogram", "appmsg") and previous == "message":
+            previous = part + "#tag"
+            continue
+        if isinstance(part, int):
+            parts[-1:] = [f"{parts[-1]}[{part}]"] if parts else [f"[{part}]"]
+        else:
+            parts.append(str(part))
+        previous = part
+    return ".".join(parts)
+
+
+def create_app(settings: Settings | None = None, client: redis.Redis | None = None) -> FastAPI:
+    """Build the API. Raises ConfigError when no API token is configured outside ``dev``."""
+    settings = settings or get_settings()
+    tokens = [t.encode() for t in settings.api_tokens()]
+    if not tokens and settings.env != "dev":
+        raise ConfigError("BROADCAST_API_TOKEN is not set: refusing to start without API keys (or BROADCAST_ENV=dev)")
+    client = client or redis_client(settings.redis_url)
+    ledger = Ledger(client, settings.key_prefix)
+    accounts = AccountStore(client, settings.key_prefix)
+    producer = Producer(ledger, accounts)
+    campaigns = Campaigns(ledger, accounts)
+    dead = DeadLetters(ledger)
+    if settings.accounts_file:
+        accounts.load_file(settings.accounts_file)
+
+    app = FastAPI(
+        title="wechat-broadcast",
+        version="1",
+        description="Producer API: accounts, messages, campaigns, dead letters. Ids are strings (64-bit exact).",
+    )
+    app.add_middleware(BodyLimit)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message, exc.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        field = _loc(tuple(first.get("loc", ())))
+        if first.get("type") == "json_invalid":
+            return _error(400, "invalid_json", "body is not valid JSON", "body")
+        details = [{"field": _loc(tuple(e.get("loc", ()))), "message": e.get("msg", "")} for e in errors[:20]]
+        response = _error(422, "invalid", f"{field}: {first.get('msg')}", field or None)
+        body = json.loads(bytes(response.body))
+        body["error"]["details"] = details
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(MessageError)
+    async def _message_error(_: Request, exc: MessageError) -> JSONResponse:
+        return _error(422, "invalid", str(exc), exc.field)
+
+    @app.exception_handler(CampaignNotFound)
+    async def _no_campaign(_: Request, exc: CampaignNotFound) -> JSONResponse:
+        return _error(404, "not_found", f"no campaign {exc.args[0]!r}", None)
+
+    @app.exception_handler(CampaignStateError)
+    async def _campaign_state(_: Request, exc: CampaignStateError) -> JSONResponse:
+        return _error(409, "conflict", str(exc), None)
+
+    @app.exception_handler(redis.ConnectionError)
+    async def _redis_down(_: Request, exc: redis.ConnectionError) -> JSONResponse:
+        return _error(503, "store_unavailable", "the job store (Redis) is unreachable; nothing was stored", None)
+
+    def authorize(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if tokens:
+            given = presented.strip().encode()
+            ok = scheme.lower() == "bearer" and any(hmac.compare_digest(given, t) for t in tokens)
+            if not ok:
+                raise ApiError(401, "unauthorized", "missing or invalid bearer token", "Authorization")
+
+    auth = [Depends(authorize)]
+
+    def epoch(value: datetime | None) -> float | None:
+        return value.timestamp() if value else None
+
+    # --- health and metrics ------------------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, Any]:
+        """Liveness and Redis reachability (no auth)."""
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            raise ApiError(503, "store_unavailable", "Redis unreachable", None) from exc
+        return {"ok": True}
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    def metrics() -> Response:
+        """Prometheus metrics."""
+        from scheduler.metrics import render
+
+        body, content_type = render(client, settings)
+        return Response(body, media_type=content_type)
+
+    # --- accounts -----------------------------------------------------------------------------------------
+
+    def _account_or_404(account_id: str) -> dict[str, Any]:
+        account = accounts.get(account_id)
+        if account is None:
+            raise ApiError(404, "not_found", f"no account {account_id!r}", "account_id")
+        return account.public()
+
+    @app.put("/v1/accounts/{account_id}", dependencies=auth, tags=["accounts"])
+    def put_account(
+        account_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")], spec: AccountSpec
+    ) -> dict[str, Any]:
+        """Create or update an account. The token is write-only: never echoed; omit it to keep the old one."""
+        try:
+            return accounts.put(account_id, spec).public()
+        except ConfigError as exc:
+            raise ApiError(422, "invalid", str(exc), "account_id") from None
+
+    @app.get("/v1/accounts", dependencies=auth, tags=["accounts"])
+    def list_accounts() -> dict[str, Any]:
+        return {"accounts": [a.public() for a in accounts.all()]}
+
+    @app.get("/v1/accounts/{account_id}", dependencies=auth, tags=["accounts"])
+    def get_account(account_id: str) -> dict[str, Any]:
+        """The account with its status (``active | paused | down``) and the reason."""
+        return _account_or_404(account_id)
+
+    @app.post("/v1/accounts/{account_id}/pause", dependencies=auth, tags=["accounts"])
+    def pause_account(account_id: str) -> dict[str, Any]:
+        _account_or_404(account_id)
+        accounts.set_status(account_id, "paused", "paused by operator")
+        return _account_or_404(account_id)
+
+    @app.post("/v1/accounts/{account_id}/resume", dependencies=auth, tags=["accounts"])
+    def resume_account(account_id: str, check_online: bool = True) -> dict[str, Any]:
+        """Resume sending; by default asks the vendor first whether the account is online."""
+        account = accounts.get(account_id)
+        if account is None:
+            raise ApiError(404, "not_found", f"no account {account_id!r}", "account_id")
+        if check_online:
+            from worker.connections import vendor_http_client
+            from worker.errors import VendorError
+            from worker.vendors import backend_for
+
+            try:
+                online = backend_for(account.vendor_account(), vendor_http_client(settings)).check_online()
+            except VendorError as exc:
+                raise ApiError(409, "account_offline", f"online check failed: {exc}", None) from None
+            if online is False:
+                raise ApiError(409, "account_offline", "the vendor reports the account offline", None)
+        accounts.set_status(account_id, "active", "")
+        return _account_or_404(account_id)
+
+    # --- messages -----------------------------------------------------------------------------------------
+
+    @app.post("/v1/messages", dependencies=auth, status_code=202, tags=["messages"])
+    def post_message(body: MessageIn, response: Response) -> Accepted:
+        """Store one message for sending; answers at once (202). The same idempotency_key answers the same."""
+        submitted = producer.submit_message(
+            account=body.account,
+            to=body.to,
+            message=body.message,
+            variables=body.vars,
+            send_at=epoch(body.send_at),
+            idempotency_key=body.idempotency_key,
+            priority=body.priority,
+        )
+        if not submitted.created:
+            response.headers["Idempotent-Replayed"] = "true"
+        return Accepted(id=submitted.id, status=submitted.status)
+
+    @app.get("/v1/messages/{job_id}", dependencies=auth, tags=["messages"])
+    def get_message(job_id: str) -> dict[str, Any]:
+        """A job's state, vendor ids (strings) and attempt errors."""
+        job = ledger.get(job_id)
+        if job is None:
+            raise ApiError(404, "not_found", f"no message {job_id!r}", "id")
+        history = ledger.history(job_id)
+        f = job.fields
+        return {
+            "id": job.id,
+            "status": job.state,
+            "account": job.account,
+            "to": job.to,
+            "campaign": job.campaign,
+            "attempts": job.attempts,
+            "result": job.result(),
+            "vendor": f.get("vendor"),
+            "has_ids": f.get("has_ids") == "1" if job.state == "sent" else None,
+            "errors": [h for h in history if h.get("error")],
+            "history": history,
+            "reason": f.get("reason"),
+            "created": float(f["created"]) if f.get("created") else None,
+            "sent_at": float(f["sent_at"]) if f.get("sent_at") else None,
+        }
+
+    @app.post("/v1/messages/{job_id}/cancel", dependencies=auth, tags=["messages"])
+    def cancel_message(job_id: str) -> dict[str, Any]:
+        """Cancel a message that has not started sending (scheduled, queued or retrying)."""
+        previous = ledger.cancel(job_id)
+        if not previous:
+            raise ApiError(404, "not_found", f"no message {job_id!r}", "id")
+        if previous not in ("queued", "scheduled", "retrying"):
+            raise ApiError(409, "conflict", f"cannot cancel a message that is {previous}", None)
+        return {"id": job_id, "status": "cancelled"}
+
+    # --- campaigns ----------------------------------------------------------------------------------------
+
+    def _campaign_answer(created: Any, response: Response) -> CampaignAccepted:
+        if not created.created:
+            response.headers["Idempotent-Replayed"] = "true"
+        return CampaignAccepted(
+            id=created.id, total=created.total, duplicates=created.duplicates, status=created.status
+        )
+
+    @app.post("/v1/campaigns", dependencies=auth, status_code=202, tags=["campaigns"])
+    def post_campaign(body: CampaignIn, response: Response) -> CampaignAccepted:
+        """Store a campaign atomically: all recipients queued, or nothing stored and the bad field named."""
+        created = campaigns.create(
+            name=body.name,
+            message=body.message,
+            recipients=(r.model_dump(exclude_none=True) for r in body.recipients),
+            account=body.account,
+            accounts=body.accounts,
+            send_at=epoch(body.send_at),
+            idempotency_key=body.idempotency_key,
+            priority=body.priority,
+        )
+        return _campaign_answer(created, response)
+
+    @app.post("/v1/campaigns/upload", dependencies=auth, status_code=202, tags=["campaigns"])
+    def upload_campaign(
+        spec: Annotated[str, Form(description="JSON: name, account|accounts, message, send_at?, idempotency_key?")],
+        recipients: Annotated[UploadFile, File(description="CSV (to, account?, variables…) or JSONL")],
+        response: Response,
+    ) -> CampaignAccepted:
+        """A campaign whose recipients come as a CSV or JSONL file, streamed from disk."""
+        try:
+            parsed = CampaignSpecIn.model_validate_json(spec)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = "spec." + _loc(tuple(first["loc"]))
+            raise ApiError(422, "invalid", f"{field}: {first['msg']}", field) from None
+        name = (recipients.filename or "").lower()
+        lines = codecs.iterdecode(_iter_lines(recipients), "utf-8-sig")
+        rows = recipients_from_jsonl(lines) if name.endswith((".jsonl", ".ndjson")) else recipients_from_csv(lines)
+        try:
+            created = campaigns.create(
+                name=parsed.name,
+                message=parsed.message,
+                recipients=rows,
+                account=parsed.account,
+                accounts=parsed.accounts,
+                send_at=epoch(parsed.send_at),
+                idempotency_key=parsed.idempotency_key,
+                priority=parsed.priority,
+            )
+        except UnicodeDecodeError:
+            raise ApiError(422, "invalid", "recipients: file is not UTF-8 text", "recipients") from None
+        return _campaign_answer(created, response)
+
+    @app.get("/v1/campaigns", dependencies=auth, tags=["campaigns"])
+    def list_campaigns(
+        limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0
+    ) -> dict[str, Any]:
+        return {"campaigns": campaigns.recent(limit, offset)}
+
+    @app.get("/v1/campaigns/{campaign_id}", dependencies=auth, tags=["campaigns"])
+    def get_campaign(campaign_id: str) -> dict[str, Any]:
+        """Progress: status, total and per-state counts (they always add up to the total)."""
+        return campaigns.get(campaign_id)
+
+    @app.get("/v1/campaigns/{campaign_id}/deliveries", dependencies=auth, tags=["campaigns"], response_model=None)
+    def get_deliveries(
+        campaign_id: str,
+        status: Annotated[Literal[STATES] | None, Query()] = None,  # type: ignore[valid-type]
+        cursor: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        format: Annotated[Literal["json", "jsonl", "csv"], Query()] = "json",
+    ) -> dict[str, Any] | StreamingResponse:
+        """Per-recipient results, paged (``next_cursor``); ``format=csv|jsonl`` streams the whole export."""
+        if format != "json":
+            campaigns.get(campaign_id)
+            media = "text/csv" if format == "csv" else "application/x-ndjson"
+            stream: Iterator[str] = campaigns.export(campaign_id, status=status, fmt=format)
+            filename = f"{campaign_id}-deliveries.{format}"
+            return StreamingResponse(
+                stream, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+            )
+        items, next_cursor = campaigns.deliveries(campaign_id, status=status, cursor=cursor, limit=limit)
+        return {"deliveries": items, "next_cursor": next_cursor}
+
+    def _steer(campaign_id: str, action: str) -> dict[str, Any]:
+        return campaigns.set_status(campaign_id, action)
+
+    @app.post("/v1/campaigns/{campaign_id}/pause", dependencies=auth, tags=["campaigns"])
+    def pause_campaign(campaign_id: str) -> dict[str, Any]:
+        """Hold every unsent job; a send already in flight finishes."""
+        return _steer(campaign_id, "pause")
+
+    @app.post("/v1/campaigns/{campaign_id}/resume", dependencies=auth, tags=["campaigns"])
+    def resume_campaign(campaign_id: str) -> dict[str, Any]:
+        """Continue where it stopped; nothing already sent is sent again."""
+        return _steer(campaign_id, "resume")
+
+    @app.post("/v1/campaigns/{campaign_id}/cancel", dependencies=auth, tags=["campaigns"])
+    def cancel_campaign(campaign_id: str) -> dict[str, Any]:
+        """Cancel every unsent job at once."""
+        return _steer(campaign_id, "cancel")
+
+    # --- dead letters -------------------------------------------------------------------------------------
+
+    @app.get("/v1/dead-letters", dependencies=auth, tags=["dead letters"])
+    def list_dead_letters(
+        account: str | None = None,
+        campaign: str | None = None,
+        reason: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        items = dead.list(account=account, campaign=campaign, reason=reason, limit=limit, offset=offset)
+        return {"dead_letters": [d.to_dict() for d in items], "total": dead.count()}
+
+    @app.get("/v1/dead-letters/{job_id}", dependencies=auth, tags=["dead letters"])
+    def get_dead_letter(job_id: str) -> dict[str, Any]:
+        """A dead job with its reason, error class and full attempt history."""
+        entry = dead.inspect(job_id)
+        if entry is None:
+            raise ApiError(404, "not_found", f"{job_id!r} is not a dead letter", "id")
+        return entry
+
+    def _replay(ids: list[str], force: bool) -> dict[str, Any]:
+        results = dead.replay(ids, force=force)
+        return {"results": results, "replayed": sum(1 for v in results.values() if v == "ok")}
+
+    @app.post("/v1/dead-letters/{job_id}/replay", dependencies=auth, tags=["dead letters"])
+    def replay_one(job_id: str, force: bool = False) -> dict[str, Any]:
+        """Queue a dead job again under the same id. ``force`` also replays an unknown outcome."""
+        result = _replay([job_id], force)
+        outcome = result["results"][job_id]
+        if outcome == "missing":
+            raise ApiError(404, "not_found", f"no message {job_id!r}", "id")
+        if outcome != "ok":
+            raise ApiError(409, outcome, f"cannot replay {job_id}: {outcome}", None)
+        return result
+
+    @app.post("/v1/dead-letters/replay", dependencies=auth, tags=["dead letters"])
+    def replay_many(body: ReplayIn) -> dict[str, Any]:
+        """Replay several dead jobs; each id answers ``ok`` or why not."""
+        return _replay(body.ids, body.force)
+
+    @app.delete("/v1/dead-letters/{job_id}", dependencies=auth, tags=["dead letters"])
+    def delete_dead_letter(job_id: str) -> dict[str, Any]:
+        if not dead.delete(job_id):
+            raise ApiError(404, "not_found", f"{job_id!r} is not a dead letter", "id")
+        return {"deleted": job_id}
+
+    app.state.started = time.time()
+    return app
+
+
+def _iter_lines(upload: UploadFile) -> Iterator[bytes]:
+    """Lines of an uploaded file, read from its spooled temp file without loading it whole."""
+    upload.file.seek(0)
+    yield from upload.file

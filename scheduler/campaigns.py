@@ -1,0 +1,420 @@
+"""Campaigns: one message to many recipients, accepted atomically, tracked to the last delivery.
+
+Submission validates every recipient before anything is written (the error names ``recipients[i].field``),
+then writes the jobs in pipelined chunks that the dispatcher cannot see (hashes, the campaign's job list,
+one staging list per account) and finally makes the whole campaign live in one Lua step
+(:data:`worker.scripts.CAMPAIGN_COMMIT`), which also claims the idempotency key. A failure before that
+step deletes what was written; so a campaign is either wholly stored and queued, or not at all.
+
+Memory stays bounded for 100,000 recipients: recipients are consumed as an iterator and written in
+chunks; a pending job is a small hash (state, account, recipient, campaign, vars) plus two list entries.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+from scheduler.producer import RECIPIENT, UnknownAccountError
+from worker import scripts
+from worker.accounts import AccountStore
+from worker.errors import MessageError
+from worker.keys import Keys
+from worker.ledger import IDEMPOTENCY_TTL_S, STATES, TERMINAL, Job, Ledger, new_id
+from worker.messages import AppMsgMessage, MiniProgramMessage, TextMessage, parse_message
+
+AnyMessage = TextMessage | MiniProgramMessage | AppMsgMessage
+CHUNK = 2000
+MAX_RECIPIENTS = 1_000_000
+
+
+class CampaignNotFound(LookupError):
+    """No campaign with that id."""
+
+
+class CampaignStateError(ValueError):
+    """The action does not apply in the campaign's current status."""
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignCreated:
+    """The answer to a campaign submission."""
+
+    id: str
+    total: int
+    duplicates: int
+    status: str
+    created: bool
+
+
+def _str_vars(raw: Any, field: str) -> dict[str, str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise MessageError(f"{field}: must be an object of name -> text", field=field)
+    out: dict[str, str] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise MessageError(f"{field}: {key!r} is not a valid placeholder name", field=field)
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise MessageError(f"{field}.{key}: must be text or a number", field=f"{field}.{key}")
+        out[key] = str(value)
+    return out
+
+
+def recipients_from_csv(text: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """CSV with a ``to`` column, an optional ``account`` column; every other column is a variable."""
+    reader = csv.DictReader(text)
+    if reader.fieldnames is None or "to" not in reader.fieldnames:
+        raise MessageError("recipients: CSV needs a header row with a 'to' column", field="recipients")
+    for row in reader:
+        to = (row.pop("to") or "").strip()
+        account = (row.pop("account", None) or "").strip() or None
+        variables = {k: v for k, v in row.items() if k is not None and v is not None}
+        yield {"to": to, "account": account, "vars": variables or None}
+
+
+def recipients_from_jsonl(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """One JSON object per line: ``{"to": …, "account"?: …, "vars"?: {…}}``."""
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            raise MessageError(f"recipients[{n}]: not a JSON object", field=f"recipients[{n}]") from None
+        yield item
+
+
+class Campaigns:
+    """Create, observe and steer campaigns."""
+
+    def __init__(self, ledger: Ledger, accounts: AccountStore) -> None:
+        self.ledger = ledger
+        self.accounts = accounts
+        self.redis: redis.Redis = ledger.redis
+        self.keys: Keys = ledger.keys
+        self.prefix = ledger.prefix
+        self._commit = self.redis.register_script(scripts.CAMPAIGN_COMMIT)
+        self._activate_chunk = self.redis.register_script(scripts.CAMPAIGN_ACTIVATE_CHUNK)
+        self._activate_final = self.redis.register_script(scripts.CAMPAIGN_ACTIVATE_FINAL)
+        self._status = self.redis.register_script(scripts.CAMPAIGN_STATUS)
+        self._cancel_chunk = self.redis.register_script(scripts.CAMPAIGN_CANCEL_CHUNK)
+
+    # --- create ------------------------------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        name: str,
+        message: Mapping[str, Any] | AnyMessage,
+        recipients: Iterable[Mapping[str, Any]],
+        account: str | None = None,
+        accounts: list[str] | None = None,
+        send_at: float | None = None,
+        idempotency_key: str | None = None,
+        priority: str = "normal",
+    ) -> CampaignCreated:
+        """Validate everything, then store the campaign atomically. Raises MessageError naming the field."""
+        if idempotency_key:
+            existing = self.redis.get(self.keys.idempotency(idempotency_key))
+            if existing:
+                return self._answer(str(existing), created=False)
+        parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
+        known = {a.id for a in self.accounts.all()}
+        pool = list(accounts or ([account] if account else []))
+        for n, acct in enumerate(pool):
+            if acct not in known:
+                field = "account" if account and not accounts else f"accounts[{n}]"
+                raise UnknownAccountError(f"{field}: no account {acct!r} is configured", field=field)
+        placeholders = parsed.placeholders()
+        validated = self._validate(recipients, pool, known, placeholders)
+        cid = new_id("c")
+        now = time.time()
+        scheduled = bool(send_at and send_at > now)
+        try:
+            # validation runs inside the writes (streamed); a bad recipient discards what was written
+            total, duplicates, used_accounts = self._write(cid, validated, scheduled)
+            if total == 0:
+                raise MessageError("recipients: the campaign has no recipients", field="recipients")
+            self.redis.hset(
+                self.keys.campaign(cid),
+                mapping={
+                    "name": name,
+                    "message": parsed.model_dump_json(),
+                    "accounts": json.dumps(sorted(used_accounts)),
+                    "total": total,
+                    "duplicates": duplicates,
+                    "created": f"{now:.3f}",
+                    "send_at": f"{send_at:.3f}" if send_at else "",
+                    "priority": priority,
+                    "idempotency_key": idempotency_key or "",
+                },
+            )
+            created, answered = self._commit(
+                args=[
+                    self.prefix,
+                    cid,
+                    idempotency_key or "",
+                    IDEMPOTENCY_TTL_S,
+                    f"{now:.6f}",
+                    "scheduled" if scheduled else "active",
+                    f"{send_at:.3f}" if scheduled and send_at else "",
+                    total,
+                    *sorted(used_accounts),
+                ]
+            )
+        except BaseException:
+            self._discard(cid)
+            raise
+        if not created:  # a concurrent twin with the same idempotency key won
+            self._discard(cid)
+            return self._answer(str(answered), created=False)
+        return CampaignCreated(cid, total, duplicates, "scheduled" if scheduled else "active", True)
+
+    def _answer(self, cid: str, *, created: bool) -> CampaignCreated:
+        data = cast(dict[str, str], self.redis.hgetall(self.keys.campaign(cid)))
+        return CampaignCreated(
+            cid, int(data.get("total", 0)), int(data.get("duplicates", 0)), data.get("status", ""), created
+        )
+
+    def _validate(
+        self, recipients: Iterable[Mapping[str, Any]], pool: list[str], known: set[str], placeholders: set[str]
+    ) -> Iterator[tuple[str, str, str | None]]:
+        """(to, account, vars JSON) per recipient, lazily, in order; the first bad recipient raises."""
+        for n, item in enumerate(recipients):
+            field = f"recipients[{n}]"
+            if n >= MAX_RECIPIENTS:
+                raise MessageError(f"recipients: more than {MAX_RECIPIENTS} recipients", field="recipients")
+            if not isinstance(item, Mapping):
+                raise MessageError(f"{field}: must be an object with 'to'", field=field)
+            unknown_fields = set(item) - {"to", "account", "vars"}
+            if unknown_fields:
+                name = sorted(unknown_fields)[0]
+                raise MessageError(f"{field}.{name}: unknown field", field=f"{field}.{name}")
+            to = item.get("to")
+            if not isinstance(to, str) or not RECIPIENT.fullmatch(to):
+                raise MessageError(f"{field}.to: not a WeChat id (wxid, …@chatroom)", field=f"{field}.to")
+            acct = item.get("account")
+            if acct is None:
+                if not pool:
+                    raise MessageError(
+                        f"{field}.account: no account for this recipient and no campaign account",
+                        field=f"{field}.account",
+                    )
+                acct = pool[zlib.crc32(to.encode()) % len(pool)]
+            elif not isinstance(acct, str) or acct not in known:
+                raise UnknownAccountError(
+                    f"{field}.account: no account {acct!r} is configured", field=f"{field}.account"
+                )
+            variables = _str_vars(item.get("vars"), f"{field}.vars")
+            missing = placeholders - set(variables or {})
+            if missing:
+                raise MessageError(
+                    f"{field}.vars: no value for placeholder(s) {', '.join(sorted(missing))}", field=f"{field}.vars"
+                )
+            yield to, acct, json.dumps(variables, ensure_ascii=False) if variables else None
+
+    def _write(
+        self, cid: str, validated: Iterable[tuple[str, str, str | None]], scheduled: bool
+    ) -> tuple[int, int, set[str]]:
+        seen: set[str] = set()
+        state = "scheduled" if scheduled else "queued"
+        used: set[str] = set()
+        total = duplicates = 0
+        pipe = self.redis.pipeline(transaction=False)
+        pending = 0
+        for to, acct, variables in validated:
+            if to in seen:
+                duplicates += 1
+                continue
+            seen.add(to)
+            job_id = f"{cid}-{total:x}"
+            fields = {"state": state, "account": acct, "to": to, "campaign": cid}
+            if variables:
+                fields["vars"] = variables
+            pipe.hset(self.keys.job(job_id), mapping=fields)  # type: ignore[arg-type]
+            pipe.rpush(self.keys.campaign_jobs(cid), job_id)
+            pipe.rpush(self.keys.campaign_staging(cid, acct), job_id)
+            used.add(acct)
+            total += 1
+            pending += 1
+            if pending >= CHUNK:
+                pipe.execute()
+                pending = 0
+        pipe.execute()
+        return total, duplicates, used
+
+    def _discard(self, cid: str) -> None:
+        """Delete a campaign that never went live (best effort, chunked)."""
+        jobs_key = self.keys.campaign_jobs(cid)
+        while True:
+            ids = cast(list[str], self.redis.lrange(jobs_key, 0, CHUNK - 1))
+            if not ids:
+                break
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.delete(self.keys.job(job_id))
+            pipe.ltrim(jobs_key, len(ids), -1)
+            pipe.execute()
+        for key in self.redis.scan_iter(match=f"{self.prefix}:cst:{cid}:*", count=1000):
+            self.redis.delete(key)
+        self.redis.delete(self.keys.campaign(cid), jobs_key)
+
+    # --- read ----------------------------------------------------------------------------------------------
+
+    def get(self, cid: str) -> dict[str, Any]:
+        """The campaign with its per-state counts; ``status`` is ``finished`` once every job is terminal."""
+        data = cast(dict[str, str], self.redis.hgetall(self.keys.campaign(cid)))
+        if not data or data.get("status") in (None, "creating"):
+            raise CampaignNotFound(cid)
+        counts = {state: max(0, int(data.get(f"n:{state}", 0))) for state in STATES}
+        total = int(data.get("total", 0))
+        terminal = sum(counts[s] for s in TERMINAL)
+        status = data["status"]
+        finished = terminal >= total
+        if finished and status in ("active", "scheduled", "paused"):
+            status = "finished"
+        elif finished and status == "cancelled":
+            status = "cancelled"
+        return {
+            "id": cid,
+            "name": data.get("name", ""),
+            "status": status,
+            "finished": finished,
+            "total": total,
+            "duplicates": int(data.get("duplicates", 0)),
+            "counts": counts,
+            "accounts": json.loads(data.get("accounts") or "[]"),
+            "created": float(data.get("created") or 0),
+            "send_at": float(data["send_at"]) if data.get("send_at") else None,
+            "priority": data.get("priority", "normal"),
+            "message": json.loads(data.get("message") or "{}"),
+        }
+
+    def recent(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Newest campaigns first (without their message template)."""
+        ids = cast(list[str], self.redis.zrevrange(self.keys.campaigns, offset, offset + limit - 1))
+        out = []
+        for cid in ids:
+            try:
+                item = self.get(cid)
+            except CampaignNotFound:
+                continue
+            item.pop("message", None)
+            out.append(item)
+        return out
+
+    def deliveries(
+        self, cid: str, *, status: str | None = None, cursor: int = 0, limit: int = 100
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """A page of per-recipient results in recipient order; returns (items, next cursor or None)."""
+        self.get(cid)
+        key = self.keys.campaign_jobs(cid)
+        items: list[dict[str, Any]] = []
+        position = cursor
+        page = max(limit, 200) if status else limit
+        while len(items) < limit:
+            ids = cast(list[str], self.redis.lrange(key, position, position + page - 1))
+            if not ids:
+                return items, None
+            for offset, job in enumerate(self.ledger.get_many(ids)):
+                if job is None or (status and job.state != status):
+                    continue
+                items.append(delivery(job))
+                if len(items) >= limit:
+                    next_cursor = position + offset + 1
+                    more = self.redis.llen(key) > next_cursor
+                    return items, next_cursor if more else None
+            position += len(ids)
+        return items, position
+
+    def export(self, cid: str, *, status: str | None = None, fmt: str = "jsonl") -> Iterator[str]:
+        """Every delivery as JSONL lines or CSV rows, streamed page by page."""
+        cursor: int | None = 0
+        if fmt == "csv":
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=DELIVERY_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            yield buffer.getvalue()
+        while cursor is not None:
+            items, cursor = self.deliveries(cid, status=status, cursor=cursor, limit=1000)
+            if fmt == "csv":
+                buffer = io.StringIO()
+                writer = csv.DictWriter(buffer, fieldnames=DELIVERY_COLUMNS, extrasaction="ignore")
+                for item in items:
+                    writer.writerow({**item, **(item.pop("result") or {})})
+                yield buffer.getvalue()
+            else:
+                yield "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items)
+
+    # --- steer ---------------------------------------------------------------------------------------------
+
+    def _accounts_of(self, cid: str) -> list[str]:
+        return list(json.loads(cast(str, self.redis.hget(self.keys.campaign(cid), "accounts")) or "[]"))
+
+    def set_status(self, cid: str, action: str) -> dict[str, Any]:
+        """pause | resume | cancel. Cancel stops every unsent job at once and marks them cancelled."""
+        accounts = self._accounts_of(cid)
+        previous = str(self._status(args=[self.prefix, cid, action, f"{time.time():.6f}", *accounts]))
+        if previous == "!missing":
+            raise CampaignNotFound(cid)
+        if previous.startswith("!"):
+            raise CampaignStateError(f"cannot {action} a campaign that is {previous[1:]}")
+        if action == "cancel":
+            self._cancel_jobs(cid, accounts)
+        return self.get(cid)
+
+    def _cancel_jobs(self, cid: str, accounts: list[str]) -> int:
+        total = int(self.redis.llen(self.keys.campaign_jobs(cid)))
+        cancelled = 0
+        for start in range(0, total, 5000):
+            now = f"{time.time():.6f}"
+            cancelled += int(self._cancel_chunk(args=[self.prefix, cid, now, start, start + 4999]))
+        pipe = self.redis.pipeline(transaction=False)
+        for acct in accounts:
+            pipe.delete(self.keys.campaign_queue(cid, acct), self.keys.campaign_staging(cid, acct))
+        pipe.execute()
+        return cancelled
+
+    def activate_due(self, now: float | None = None) -> int:
+        """Start scheduled campaigns whose time has come (called by the dispatcher)."""
+        now = now or time.time()
+        due = cast(list[str], self.redis.zrangebyscore(self.keys.due_campaigns, "-inf", now, start=0, num=10))
+        for cid in due:
+            total = int(self.redis.llen(self.keys.campaign_jobs(cid)))
+            for start in range(0, total, 5000):
+                self._activate_chunk(args=[self.prefix, cid, f"{now:.6f}", start, start + 4999])
+            self._activate_final(args=[self.prefix, cid, f"{now:.6f}", *self._accounts_of(cid)])
+        return len(due)
+
+
+DELIVERY_COLUMNS = [
+    "id", "to", "account", "status", "attempts", "msg_id", "new_msg_id", "client_msg_id", "create_time",
+    "vendor", "sent_at", "reason", "error",
+]  # fmt: skip
+
+
+def delivery(job: Job) -> dict[str, Any]:
+    """One recipient's outcome; ids as strings (64-bit exact for JavaScript readers)."""
+    f = job.fields
+    return {
+        "id": job.id,
+        "to": job.to,
+        "account": job.account,
+        "status": job.state,
+        "attempts": job.attempts,
+        "result": job.result(),
+        "vendor": f.get("vendor"),
+        "sent_at": float(f["sent_at"]) if f.get("sent_at") else None,
+        "reason": f.get("reason"),
+        "error": f.get("error") or f.get("last_error"),
+    }

@@ -1,0 +1,332 @@
+"""HTTP edge cases of the four vendor backends, with respx: transport errors, odd bodies, exact ids."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from worker.errors import (
+    AccountDownError,
+    AmbiguousError,
+    PermanentError,
+    ThrottledError,
+    TransientError,
+    VendorError,
+    VendorFailure,
+)
+from worker.messages import TextMessage
+from worker.vendors import SendResult, VendorAccount, VendorBackend, backend_for
+
+VENDORS = ["gewe", "gewe-legacy", "ecloud", "ohwxapi"]
+BASE = "http://vendor.invalid"
+PREFIX = {"gewe": "/gewe/v2/api", "gewe-legacy": "", "ecloud": "", "ohwxapi": ""}
+#: The path each vendor posts a text message to.
+TEXT_PATH = {
+    "gewe": "/message/postText",
+    "gewe-legacy": "/api/message/sendmsg",
+    "ecloud": "/sendText",
+    "ohwxapi": "/v2/api",
+}
+TOKEN = "SEKRIT-tok-8f3a9c41d2"
+TO = "wxid_friend_001"
+BIG_ID = 7645748705605226305
+MESSAGE = TextMessage(text="你好")
+
+
+def success_body(vendor: str, new_msg_id: Any = BIG_ID) -> dict[str, Any]:
+    """A vendor's success envelope carrying ``new_msg_id`` as given (int, str, float...)."""
+    if vendor == "gewe":
+        data = {"toWxid": TO, "createTime": 1700000000, "msgId": 769533801, "newMsgId": new_msg_id, "type": 1}
+        return {"ret": 200, "msg": "操作成功", "data": data}
+    if vendor == "ecloud":
+        data = {"wcId": TO, "createTime": 1700000000, "msgId": 769533801, "newMsgId": new_msg_id, "type": 1}
+        return {"code": "1000", "message": "处理成功", "data": data}
+    if vendor == "gewe-legacy":
+        entry = {
+            "Ret": 0,
+            "ToUsetName": {"string": TO},
+            "MsgId": 769533801,
+            "NewMsgId": new_msg_id,
+            "Createtime": 1700000000,
+            "NewClientMsgid": 1700000000123,
+            "Type": 1,
+        }
+        return {"ret": 0, "msg": "ok", "data": {"Count": 1, "List": [entry]}}
+    data = {"MsgId": 769533801, "NewMsgId": new_msg_id, "ClientMsgId": "c-1", "CreateTime": 1700000000}
+    return {"CgiBaseResponse": {"Ret": 0, "ErrMsg": ""}, "ResponseData": data}
+
+
+def failure_body(vendor: str, text: str) -> dict[str, Any]:
+    """A vendor's failure envelope with ``text`` as its reason."""
+    if vendor == "gewe":
+        return {"ret": 500, "msg": text, "data": None}
+    if vendor == "ecloud":
+        return {"code": "1001", "message": text, "data": None}
+    if vendor == "gewe-legacy":
+        return {"ret": -1, "msg_err": text}
+    return {"CgiBaseResponse": {"Ret": -1, "ErrMsg": text}}
+
+
+@pytest.fixture
+def router() -> Iterator[respx.Router]:
+    with respx.mock(assert_all_called=False, assert_all_mocked=True) as mock:
+        yield mock
+
+
+def make_backend(vendor: str, token: str = TOKEN) -> tuple[VendorBackend, httpx.Client]:
+    account = VendorAccount(vendor=vendor, base_url=BASE + PREFIX[vendor], token=token, instance="inst_42")  # type: ignore[arg-type]
+    client = httpx.Client(timeout=5)
+    return backend_for(account, client), client
+
+
+def send_with(router: respx.Router, vendor: str, **mock: Any) -> SendResult:
+    route = router.post(BASE + PREFIX[vendor] + TEXT_PATH[vendor])
+    route.mock(**mock)
+    backend, client = make_backend(vendor)
+    with client:
+        result = backend.send(TO, MESSAGE)
+    assert route.call_count == 1
+    return result
+
+
+def send_error(router: respx.Router, vendor: str, **mock: Any) -> VendorError:
+    with pytest.raises(VendorError) as info:
+        send_with(router, vendor, **mock)
+    assert info.value.vendor == vendor
+    assert TOKEN not in str(info.value)
+    assert TOKEN not in json.dumps(info.value.to_dict(), ensure_ascii=False)
+    return info.value
+
+
+# --- the happy path over respx, and what was sent -----------------------------------------------------
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_success_gives_exact_int_ids_and_the_request_carries_the_token(router: respx.Router, vendor: str) -> None:
+    route = router.post(BASE + PREFIX[vendor] + TEXT_PATH[vendor]).respond(200, json=success_body(vendor))
+    backend, client = make_backend(vendor)
+    with client:
+        result = backend.send(TO, MESSAGE)
+
+    assert (result.vendor, result.to, result.new_msg_id, result.msg_id) == (vendor, TO, BIG_ID, 769533801)
+    assert result.create_time == 1700000000
+    assert result.ids_as_strings()["new_msg_id"] == "7645748705605226305"
+    request = route.calls.last.request
+    body = json.loads(request.content)
+    auth = {
+        "gewe": ("X-GEWE-TOKEN", TOKEN),
+        "gewe-legacy": ("X-GEWE-TOKEN", TOKEN),
+        "ecloud": ("Authorization", TOKEN),
+        "ohwxapi": ("Authorization", f"Bearer {TOKEN}"),
+    }[vendor]
+    assert request.headers[auth[0]] == auth[1]
+    assert "你好" in json.dumps(body, ensure_ascii=False)
+    if vendor == "ohwxapi":
+        assert request.url.params["funcname"] == "MagicCgi" and request.url.params["wxid"] == "inst_42"
+        assert body["CgiCmd"] == 522
+
+
+# --- transport errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_http_200_with_an_html_body_is_transient(router: respx.Router, vendor: str) -> None:
+    error = send_error(
+        router, vendor, return_value=httpx.Response(200, text="<html><body>502 Bad Gateway</body></html>")
+    )
+    assert type(error) is TransientError
+    assert error.http_status == 200
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_http_500_with_an_html_body_is_transient(router: respx.Router, vendor: str) -> None:
+    error = send_error(router, vendor, return_value=httpx.Response(500, text="<html>oops</html>"))
+    assert type(error) is TransientError and error.http_status == 500
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_read_timeout_is_ambiguous(router: respx.Router, vendor: str) -> None:
+    error = send_error(router, vendor, side_effect=httpx.ReadTimeout)
+    assert type(error) is AmbiguousError
+    assert "outcome unknown" in str(error)
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_remote_protocol_error_is_ambiguous(router: respx.Router, vendor: str) -> None:
+    error = send_error(router, vendor, side_effect=httpx.RemoteProtocolError("peer closed connection"))
+    assert type(error) is AmbiguousError
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_connect_error_is_transient(router: respx.Router, vendor: str) -> None:
+    error = send_error(router, vendor, side_effect=httpx.ConnectError)
+    assert type(error) is TransientError
+    assert "not sent" in str(error)
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_connect_timeout_and_pool_timeout_are_transient(router: respx.Router, vendor: str) -> None:
+    assert type(send_error(router, vendor, side_effect=httpx.ConnectTimeout)) is TransientError
+    router.reset()
+    assert type(send_error(router, vendor, side_effect=httpx.PoolTimeout)) is TransientError
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_http_429_is_throttled(router: respx.Router, vendor: str) -> None:
+    error = send_error(router, vendor, return_value=httpx.Response(429, text="slow down"))
+    assert type(error) is ThrottledError and error.http_status == 429
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_http_429_is_throttled_even_with_a_json_body(router: respx.Router, vendor: str) -> None:
+    error = send_error(router, vendor, return_value=httpx.Response(429, json=success_body(vendor)))
+    assert type(error) is ThrottledError
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+@pytest.mark.parametrize("status", [401, 403])
+def test_plain_http_401_and_403_mean_account_down(router: respx.Router, vendor: str, status: int) -> None:
+    error = send_error(router, vendor, return_value=httpx.Response(status, text="Unauthorized"))
+    assert type(error) is AccountDownError and error.http_status == status
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_plain_http_404_is_permanent(router: respx.Router, vendor: str) -> None:
+    error = send_error(router, vendor, return_value=httpx.Response(404, text="Not Found"))
+    assert type(error) is PermanentError and error.http_status == 404
+    assert "base_url" in str(error)
+
+
+# --- vendor envelopes ---------------------------------------------------------------------------------
+
+
+def test_ecloud_accepts_code_1000_as_an_int(router: respx.Router) -> None:
+    body = success_body("ecloud")
+    body["code"] = 1000
+    result = send_with(router, "ecloud", return_value=httpx.Response(200, json=body))
+    assert result.new_msg_id == BIG_ID and result.has_ids
+
+
+def test_ecloud_success_with_null_data_is_a_success_without_ids(router: respx.Router) -> None:
+    result = send_with(router, "ecloud", return_value=httpx.Response(200, json={"code": 1000, "data": None}))
+    assert result.has_ids is False and result.to == TO and result.endpoint == "sendText"
+
+
+def test_ecloud_code_as_int_1001_is_still_a_failure(router: respx.Router) -> None:
+    error = send_error(
+        router, "ecloud", return_value=httpx.Response(200, json={"code": 1001, "message": "不是你的好友"})
+    )
+    assert type(error) is PermanentError and error.code == "1001"
+
+
+def test_gewe_new_msg_id_as_a_digit_string_is_parsed_exactly(router: respx.Router) -> None:
+    body = success_body("gewe", new_msg_id="7645748705605226305")
+    body["data"]["msgId"] = "769533801"
+    result = send_with(router, "gewe", return_value=httpx.Response(200, json=body))
+    assert result.new_msg_id == 7645748705605226305
+    assert result.msg_id == 769533801
+    assert result.ids_as_strings()["new_msg_id"] == "7645748705605226305"
+
+
+def test_gewe_ret_as_a_string_is_accepted(router: respx.Router) -> None:
+    body = success_body("gewe")
+    body["ret"] = "200"
+    assert send_with(router, "gewe", return_value=httpx.Response(200, json=body)).new_msg_id == BIG_ID
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_big_ids_as_json_integers_are_exact(router: respx.Router, vendor: str) -> None:
+    raw = json.dumps(success_body(vendor, new_msg_id=BIG_ID))
+    assert "7645748705605226305" in raw
+    result = send_with(router, vendor, return_value=httpx.Response(200, content=raw.encode()))
+    assert result.new_msg_id == BIG_ID
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_float_ids_beyond_2_53_are_not_trusted(router: respx.Router, vendor: str) -> None:
+    raw = json.dumps(success_body(vendor, new_msg_id="__ID__")).replace('"__ID__"', "7645748705605226305.0")
+    result = send_with(router, vendor, return_value=httpx.Response(200, content=raw.encode()))
+    assert result.new_msg_id is None  # 7.645748705605226e18 is already a different number
+    assert result.msg_id == 769533801
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_small_integral_float_ids_are_kept(router: respx.Router, vendor: str) -> None:
+    result = send_with(router, vendor, return_value=httpx.Response(200, json=success_body(vendor, 123456789.0)))
+    assert result.new_msg_id == 123456789
+
+
+def test_legacy_recipient_ret_nonzero_raises_even_when_the_envelope_says_ok(router: respx.Router) -> None:
+    body = success_body("gewe-legacy")
+    body["data"]["List"][0].update(Ret=-44, ErrMsg="对方不是你的好友")
+    error = send_error(router, "gewe-legacy", return_value=httpx.Response(200, json=body))
+    assert type(error) is PermanentError and error.code == "-44"
+
+
+def test_legacy_recipient_ret_nonzero_with_unknown_text_is_a_generic_failure(router: respx.Router) -> None:
+    body = success_body("gewe-legacy")
+    body["data"]["List"][0].update(Ret="-1", ErrMsg="")
+    error = send_error(router, "gewe-legacy", return_value=httpx.Response(200, json=body))
+    assert type(error) is VendorFailure and error.code == "-1"
+
+
+def test_legacy_picks_the_entry_of_its_own_recipient(router: respx.Router) -> None:
+    body = success_body("gewe-legacy")
+    other = {"Ret": -44, "ErrMsg": "不是好友", "ToUsetName": {"string": "wxid_other"}, "NewMsgId": 1}
+    body["data"]["List"].insert(0, other)
+    result = send_with(router, "gewe-legacy", return_value=httpx.Response(200, json=body))
+    assert result.new_msg_id == BIG_ID and result.client_msg_id == "1700000000123"
+
+
+@pytest.mark.parametrize(
+    ("vendor", "text", "expected"),
+    [
+        ("gewe", "微信已离线", AccountDownError),
+        ("ecloud", "操作过于频繁", ThrottledError),
+        ("gewe-legacy", "群不存在", PermanentError),
+        ("ohwxapi", "系统繁忙", VendorFailure),
+    ],
+)
+def test_vendor_failure_texts_are_classified(
+    router: respx.Router, vendor: str, text: str, expected: type[VendorError]
+) -> None:
+    error = send_error(router, vendor, return_value=httpx.Response(200, json=failure_body(vendor, text)))
+    assert type(error) is expected
+    assert text in str(error)
+
+
+# --- the token never leaks into an error ------------------------------------------------------------------
+
+
+ECHOES: dict[str, Callable[[str], dict[str, Any]]] = {
+    "envelope": lambda vendor: {
+        "return_value": httpx.Response(200, json=failure_body(vendor, f"token {TOKEN} 已过期"))
+    },
+    "envelope-unknown": lambda vendor: {
+        "return_value": httpx.Response(200, json=failure_body(vendor, f"bad request from {TOKEN}"))
+    },
+    "connect": lambda vendor: {"side_effect": httpx.ConnectError(f"cannot reach, header was {TOKEN}")},
+    "transport": lambda vendor: {"side_effect": httpx.UnsupportedProtocol(f"weird {TOKEN}")},
+    "read-timeout": lambda vendor: {"side_effect": httpx.ReadTimeout(f"timed out {TOKEN}")},
+    "401-echo": lambda vendor: {"return_value": httpx.Response(401, text=f"token {TOKEN} rejected")},
+}
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+@pytest.mark.parametrize("case", sorted(ECHOES))
+def test_error_messages_never_contain_the_token(router: respx.Router, vendor: str, case: str) -> None:
+    error = send_error(router, vendor, **ECHOES[case](vendor))  # send_error asserts the token is absent
+    assert str(error)  # and the error still says something
+
+
+def test_vendor_text_echoing_the_token_is_redacted_not_dropped(router: respx.Router) -> None:
+    error = send_error(
+        router, "ecloud", return_value=httpx.Response(200, json=failure_body("ecloud", f"Authorization {TOKEN} 已过期"))
+    )
+    assert type(error) is AccountDownError
+    assert str(error) == "Authorization *** 已过期"
