@@ -134,6 +134,35 @@ def simulator(
 
 
 @app.command()
+def dev(
+    api_port: Annotated[int, typer.Option(help="API port (0 = any free port)")] = 8000,
+    flower_port: Annotated[int, typer.Option(help="Flower port (0 = any free port)")] = 5555,
+    sim_port: Annotated[int, typer.Option(help="simulator port (0 = any free port)")] = 8899,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 2,
+    demo: Annotated[bool, typer.Option(help="send the demo campaigns once everything is up")] = False,
+) -> None:
+    """Everything on an embedded default: private Redis, vendor simulator, API, worker, scheduler, Flower."""
+    from scheduler.devstack import run_dev
+
+    code = run_dev(
+        api_port=api_port, flower_port=flower_port, sim_port=sim_port, workers=workers, demo=demo,
+        say=lambda line: console.print(line, highlight=False, soft_wrap=True),
+    )  # fmt: skip
+    raise typer.Exit(code)
+
+
+@app.command(name="demo")
+def demo_command(
+    url: Annotated[str, typer.Option(envvar="BROADCAST_API_URL", help="API base URL")] = "http://127.0.0.1:8000",
+    token: Annotated[str, typer.Option(envvar="BROADCAST_API_TOKEN", help="API bearer token")] = "",
+) -> None:
+    """Send one small demo campaign per message kind and show every delivery's msgIds."""
+    from scheduler.demo import run_demo
+
+    run_demo(url, token.split(",")[0])
+
+
+@app.command()
 def send(
     account: Annotated[str, typer.Option(help="sending account id")],
     to: Annotated[str, typer.Option(help="recipient wxid or …@chatroom")],

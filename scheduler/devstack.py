@@ -1,0 +1,211 @@
+"""``broadcast dev``: the whole product on one machine with nothing installed but this package.
+
+Starts, as child processes in their own process groups: a private Redis (unless ``BROADCAST_REDIS_URL``
+is set), the vendor simulator with one demo account per vendor, the API, a worker, the scheduler and
+Flower. Prints the URLs and an API token generated for this run. Ctrl-C (or SIGTERM) stops every child
+and waits for it, so no stray process is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from scheduler.embedded import EmbeddedRedis, free_port
+
+
+def _port_or_free(preferred: int) -> int:
+    if preferred == 0:
+        return free_port()
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
+
+
+@dataclass
+class DevStack:
+    """The processes of a development stack and how to reach them."""
+
+    api_port: int = 8000
+    flower_port: int = 5555
+    sim_port: int = 8899
+    workers: int = 2
+    log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="broadcast-dev-")))
+    redis: EmbeddedRedis | None = None
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    token: str = ""
+    redis_url: str = ""
+    prefix: str = "bc"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.sim_port}"
+
+    @property
+    def flower_url(self) -> str:
+        return f"http://127.0.0.1:{self.flower_port}"
+
+    def start(self, say: Callable[[str], None]) -> None:
+        """Start everything and wait until the API answers."""
+        self.api_port = _port_or_free(self.api_port)
+        self.flower_port = _port_or_free(self.flower_port)
+        self.sim_port = _port_or_free(self.sim_port)
+        self.redis_url = os.environ.get("BROADCAST_REDIS_URL", "")
+        if not self.redis_url:
+            self.redis = EmbeddedRedis(appendonly=True)
+            self.redis_url = self.redis.url
+            say(f"private Redis on {self.redis_url} (AOF on, data in {self.redis.dir})")
+        self.token = os.environ.get("BROADCAST_API_TOKEN", "").split(",")[0] or secrets.token_urlsafe(24)
+        self.prefix = os.environ.get("BROADCAST_KEY_PREFIX", "bc")
+        env = {
+            "BROADCAST_REDIS_URL": self.redis_url,
+            "BROADCAST_API_TOKEN": os.environ.get("BROADCAST_API_TOKEN") or self.token,
+            "BROADCAST_ENV": "dev",
+            "BROADCAST_KEY_PREFIX": self.prefix,
+        }
+        self._spawn("simulator", ["simulator", "--port", str(self.sim_port)], env)
+        self._wait(f"{self.sim_url}/_sim/health", "simulator")
+        self._demo_accounts()
+        self._spawn("api", ["api", "--port", str(self.api_port)], env)
+        self._spawn("worker", ["worker", "-c", str(self.workers), "--without-gossip", "--without-mingle"], env)
+        self._spawn("scheduler", ["scheduler"], env)
+        self._spawn("flower", ["flower", "--port", str(self.flower_port)], env)
+        self._wait(f"{self.api_url}/healthz", "API")
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "scheduler.cli", *args],
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def _wait(self, url: str, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.log_dir / (name + '.log')}")
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{what} did not come up within {timeout}s; logs in {self.log_dir}")
+
+    def _demo_accounts(self) -> None:
+        """One account per vendor on the simulator (its demo credentials), paced fast for a demo."""
+        from simulator.state import DEMO_ACCOUNTS
+        from worker.accounts import AccountSpec, AccountStore
+        from worker.connections import redis_client
+
+        store = AccountStore(redis_client(self.redis_url), self.prefix)
+        prefixes = {"gewe": "/gewe/v2/api", "gewe-legacy": "", "ecloud": "", "ohwxapi": ""}
+        for demo in DEMO_ACCOUNTS:
+            spec = AccountSpec.model_validate(
+                {
+                    "vendor": demo.vendor,
+                    "base_url": self.sim_url + prefixes[demo.vendor],
+                    "token": demo.token,
+                    "instance": demo.instance,
+                    "limits": DEMO_LIMITS,
+                }
+            )
+            store.put(f"demo-{demo.vendor}", spec)
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs.values())
+
+    def stop(self) -> None:
+        """SIGTERM every process group, wait, then SIGKILL whatever is left; stop the private Redis."""
+        for proc in self.procs.values():
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.1, deadline - time.monotonic()))
+        for proc in self.procs.values():
+            _signal_group(proc, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+        if self.redis is not None:
+            self.redis.stop()
+
+
+#: Demo pacing: fast enough to watch a campaign finish in seconds, still one send at a time per account.
+DEMO_LIMITS = {
+    "per_minute": 600,
+    "min_interval_s": 0.05,
+    "jitter_s": 0.05,
+    "group_min_interval_s": 0.1,
+    "group_jitter_s": 0.1,
+}
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def run_dev(
+    *, api_port: int, flower_port: int, sim_port: int, workers: int, demo: bool, say: Callable[[str], None]
+) -> int:
+    """Run the stack until Ctrl-C/SIGTERM; with ``demo`` send the demo campaigns once it is up."""
+    stack = DevStack(api_port=api_port, flower_port=flower_port, sim_port=sim_port, workers=workers)
+    stop = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stack.start(say)
+        say("")
+        say("wechat-broadcast is running / 已启动")
+        say(f"  API        {stack.api_url}   (docs: {stack.api_url}/docs)")
+        say(f"  API token  {stack.token}")
+        say(f"  Flower     {stack.flower_url}")
+        say(f"  simulator  {stack.sim_url}   (records: {stack.sim_url}/_sim/sends)")
+        say(f"  logs       {stack.log_dir}")
+        say(f"  try: broadcast demo --url {stack.api_url} --token {stack.token}")
+        say("Ctrl-C stops everything / 按 Ctrl-C 退出")
+        if demo:
+            from scheduler.demo import run_demo
+
+            run_demo(stack.api_url, stack.token, say=say, stop=stop)
+        while not stop.wait(0.5):
+            if not stack.alive():
+                dead = [n for n, p in stack.procs.items() if p.poll() is not None]
+                say(f"a process exited ({', '.join(dead)}); stopping. Logs: {stack.log_dir}")
+                return 1
+        return 0
+    finally:
+        say("stopping…")
+        stack.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        say("stopped.")
