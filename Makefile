@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 
 ## Everything on an embedded default: private Redis, vendor simulator, API, worker, scheduler, Flower.
 dev: install
-	$(BIN)/broadcast dev
+	$(BIN)/broadcast dev --demo
 
 ## The whole test suite (starts its own redis-server, simulator, workers).
 test: install
