@@ -18,6 +18,7 @@ import redis
 from celery import Celery
 
 from scheduler.campaigns import Campaigns
+from scheduler.pacing import Pacer
 from worker.accounts import AccountStore
 from worker.ledger import Claim, Ledger
 from worker.settings import Settings
@@ -39,6 +40,8 @@ class Dispatcher:
         self.celery = celery
         self.ledger = ledger or Ledger(client, settings.key_prefix)
         self.campaigns = Campaigns(self.ledger, AccountStore(client, settings.key_prefix))
+        self.pacer = Pacer(client, settings)
+        self.next_delay: float | None = None
         self.identity = uuid.uuid4().hex
         self._renew = client.register_script(_RENEW)
         self._last_recover = 0.0
@@ -56,10 +59,21 @@ class Dispatcher:
         requeued, unknown = self.ledger.recover()
         if requeued or unknown:
             log.warning("recovered dead batches: %d jobs requeued, %d unknown outcomes", requeued, unknown)
-        claims = self.ledger.claim(lease_ttl_s=self.settings.lease_ttl_s, batch_size=self.settings.batch_size)
+        verdict = self.pacer.verdict()
+        self.next_delay = None if verdict.next_check is None else verdict.next_check - verdict.now
+        claims = self.ledger.claim(
+            lease_ttl_s=self.settings.lease_ttl_s, candidates=verdict.candidates, now=verdict.now
+        )
         for claim in claims:
             self.publish(claim)
         return len(claims)
+
+    def idle_wait(self) -> float:
+        """How long to wait for a wake-up: until the next account becomes sendable, at most the idle poll."""
+        wait = self.settings.dispatch_idle_s
+        if self.next_delay is not None:
+            wait = min(wait, self.next_delay)
+        return max(0.001, wait)
 
     def publish(self, claim: Claim) -> None:
         """Send one batch to Celery. If this fails the lease expires and the batch is recovered."""
@@ -85,7 +99,7 @@ class Dispatcher:
                     log.info("dispatcher is leader (%s)", self.identity[:8])
                 leader = True
                 if self.tick() == 0:
-                    self.ledger.wait_for_wake(self.settings.dispatch_idle_s)
+                    self.ledger.wait_for_wake(self.idle_wait())
             except redis.ConnectionError as exc:
                 log.error("redis unavailable: %s; retrying", exc)
                 stop.wait(1.0)

@@ -18,6 +18,11 @@ due                    zset    scheduled and backing-off job ids, scored by due 
 lease:{account}        string  the token of the batch in flight for an account (PX TTL)
 claimed:{account}      list    job ids handed to the batch in flight (recovered if its lease dies)
 leased                 set     accounts that have a ``claimed`` list to watch
+pace:{account}         hash    pacing state: last_end, jitter fraction r, slow-down factor
+pace:{account}:win     zset    end times of recent sends (per-minute window)
+pace:{account}:day:{d} string  sends on local day d (daily cap)
+vpace:{vendor}         zset    end times of recent sends per vendor (vendor rate)
+vendor_limits          hash    vendor -> sends per second across its accounts
 dlq                    zset    dead-lettered job ids, scored by time
 account:{id}           hash    account config (vendor, base_url, token, instance, limits), status
 accounts               set     account ids
@@ -66,6 +71,22 @@ class Keys:
 
     def lease(self, account: str) -> str:
         return f"{self.p}:lease:{account}"
+
+    def pace(self, account: str) -> str:
+        return f"{self.p}:pace:{account}"
+
+    def pace_window(self, account: str) -> str:
+        return f"{self.p}:pace:{account}:win"
+
+    def pace_day(self, account: str, day: str) -> str:
+        return f"{self.p}:pace:{account}:day:{day}"
+
+    def vendor_pace(self, vendor: str) -> str:
+        return f"{self.p}:vpace:{vendor}"
+
+    @property
+    def vendor_limits(self) -> str:
+        return f"{self.p}:vendor_limits"
 
     def claimed(self, account: str) -> str:
         return f"{self.p}:claimed:{account}"

@@ -202,11 +202,30 @@ class Ledger:
         """Move due scheduled/retrying jobs to their account's queue."""
         return int(self._promote(args=[self.prefix, f"{now or time.time():.6f}", limit]))
 
-    def claim(self, *, lease_ttl_s: float, batch_size: int) -> list[Claim]:
-        """Hand the ready jobs of every idle, active account to a new batch."""
-        flat = self._claim(
-            args=[self.prefix, uuid.uuid4().hex, int(lease_ttl_s * 1000), batch_size, f"{time.time():.6f}"]
-        )
+    def claim(
+        self,
+        *,
+        lease_ttl_s: float,
+        batch_size: int = 1,
+        candidates: Sequence[tuple[str, int, float, float]] | None = None,
+        now: float | None = None,
+    ) -> list[Claim]:
+        """Hand ready jobs to new batches. ``candidates``: (account, batch, private_at, group_at) from the
+        pacing verdict; without it every ready account may take ``batch_size`` jobs now (pacing off)."""
+        if candidates is None:
+            ready = sorted(str(a) for a in cast(set[str], self.redis.smembers(self.keys.ready)))
+            candidates = [(a, batch_size, 0.0, 0.0) for a in ready]
+        if not candidates:
+            return []
+        args: list[str | int | float] = [
+            self.prefix,
+            uuid.uuid4().hex,
+            int(lease_ttl_s * 1000),
+            f"{now or time.time():.6f}",
+        ]
+        for account, batch, private_at, group_at in candidates:
+            args += [account, batch, f"{private_at:.6f}", f"{group_at:.6f}"]
+        flat = self._claim(args=args)
         claims: list[Claim] = []
         i = 0
         while i < len(flat):
@@ -285,9 +304,37 @@ class Ledger:
         now = f"{time.time():.6f}"
         return str(self._finish(args=[self.prefix, account, token, job_id, now, outcome, json.dumps(history), *extra]))
 
-    def release(self, account: str, token: str) -> int:
-        """End a batch; its unprocessed jobs go back to the head of the queue."""
-        return int(self._release(args=[self.prefix, account, token]))
+    def release(
+        self,
+        account: str,
+        token: str,
+        *,
+        attempted: int = 0,
+        sent: int = 0,
+        local_day: str = "",
+        throttled: bool = False,
+        jitter_fraction: float = 0.0,
+        windowed: bool = False,
+        vendor: str = "",
+    ) -> int:
+        """End a batch: unprocessed jobs go back to the head of the queue, and the account's pacing state
+        records the batch (end time, per-minute window, daily count, throttling)."""
+        return int(
+            self._release(
+                args=[
+                    self.prefix,
+                    account,
+                    token,
+                    attempted,
+                    sent,
+                    local_day or "none",
+                    "1" if throttled else "0",
+                    f"{jitter_fraction:.6f}",
+                    "1" if windowed else "0",
+                    vendor,
+                ]
+            )
+        )
 
     # --- reads -----------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ stops it and gives the rest back.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from worker.accounts import AccountStore
 from worker.errors import AccountDownError, MessageError, ThrottledError, VendorError
 from worker.ledger import Ledger
 from worker.logs import REDACTOR
+from worker.ratelimit import local_day
 from worker.retry import RetryPolicy, call_with_quick_retries
 from worker.settings import Settings
 from worker.stats import record_attempt
@@ -34,6 +36,8 @@ class BatchReport:
     """What a batch did, returned by the task (Flower shows it)."""
 
     account: str
+    attempted: int = 0
+    throttled: bool = False
     sent: int = 0
     retrying: int = 0
     dead: int = 0
@@ -75,6 +79,7 @@ class BatchRunner:
         self.backend_factory = backend_factory
         self.policy = policy or RetryPolicy(settings)
         self.sleep = sleep
+        self.rng = random.Random()
 
     def run(self, account_id: str, token: str, job_ids: list[str]) -> BatchReport:
         """Send the batch's jobs in order; always gives unprocessed jobs back unless the lease was lost."""
@@ -99,7 +104,19 @@ class BatchRunner:
                     break
         finally:
             if report.stopped != "lease_lost":
-                self.ledger.release(account_id, token)
+                limits = account.spec.limits
+                vendor_limited = bool(self.ledger.redis.hexists(self.ledger.keys.vendor_limits, account.spec.vendor))
+                self.ledger.release(
+                    account_id,
+                    token,
+                    attempted=report.attempted,
+                    sent=report.sent,
+                    local_day=local_day(time.time() + self.settings.clock_offset_s, limits.timezone),
+                    throttled=report.throttled,
+                    jitter_fraction=self.rng.random(),
+                    windowed=limits.per_minute > 0,
+                    vendor=account.spec.vendor if vendor_limited else "",
+                )
         return report
 
     def _one(
@@ -115,6 +132,7 @@ class BatchRunner:
             report.job_outcomes[job_id] = "skipped:" + begin.why
             return ""
         job = begin.job
+        report.attempted += 1
         started = time.time()
         entry: dict[str, Any] = {"n": job.attempts, "started": round(started, 6), "account": account_id}
         try:
@@ -188,6 +206,7 @@ class BatchRunner:
             self.accounts.set_status(account_id, "down", str(error))
             return "account_down"
         if isinstance(error, ThrottledError):
+            report.throttled = True
             return "throttled"
         return ""
 

@@ -113,65 +113,91 @@ return #ids
 """
 )
 
-#: ARGV: prefix, token_base, lease_ttl_ms, batch_size, now. Hands ready jobs of idle, active accounts
-#: to new batches: high priority first, then the account's sources in round-robin order (a source that
-#: gave jobs moves to the back), skipping paused campaigns. Returns a flat list:
-#: account, token, n, id1..idn, account, token, n, ...
+#: ARGV: prefix, token_base, lease_ttl_ms, now, then per candidate account (the dispatcher's pacing
+#: verdict): account, batch, private_at, group_at. Hands an idle, active account's next jobs to a new
+#: batch when its next job may start now (the group gap applies when the next recipient is a
+#: ``…@chatroom``): high priority first, then the account's sources in round-robin order (a source that
+#: gave a job moves to the back), skipping paused campaigns.
+#: Returns a flat list: account, token, n, id1..idn, account, token, n, ...
 CLAIM = (
     PRELUDE
     + r"""
-local token_base, ttl, batch = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local token_base, ttl, now = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
-for _, a in ipairs(redis.call('SMEMBERS', p .. ':ready')) do
+local function is_group(id)
+  local to = redis.call('HGET', jkey(id), 'to') or ''
+  return string.sub(to, -9) == '@chatroom'
+end
+for c = 5, #ARGV, 4 do
+  local a, batch = ARGV[c], tonumber(ARGV[c + 1])
+  local private_at, group_at = tonumber(ARGV[c + 2]), tonumber(ARGV[c + 3])
+  local status = redis.call('HGET', p .. ':account:' .. a, 'status')
   -- an account still in 'leased' has a batch in flight, or a dead one RECOVER has not cleaned up yet
-  if redis.call('EXISTS', p .. ':lease:' .. a) == 0 and redis.call('SISMEMBER', p .. ':leased', a) == 0 then
-    local status = redis.call('HGET', p .. ':account:' .. a, 'status')
-    if status ~= 'paused' and status ~= 'down' then
-      local ids = redis.call('LPOP', p .. ':qh:' .. a, batch) or {}
-      local sk = p .. ':src:' .. a
-      local sources = redis.call('ZRANGE', sk, 0, -1, 'WITHSCORES')
-      local top = 0
-      if #sources > 0 then top = tonumber(sources[#sources]) end
-      local held = false
-      for i = 1, #sources, 2 do
-        if #ids >= batch then break end
-        local name = sources[i]
-        local usable = true
-        if name ~= 's' then
-          local cstatus = redis.call('HGET', p .. ':campaign:' .. string.sub(name, 3), 'status')
-          if cstatus == 'paused' then
-            usable = false
-            held = true
-          elseif cstatus ~= 'active' then
-            usable = false
-            if cstatus ~= 'scheduled' and cstatus ~= 'creating' then redis.call('ZREM', sk, name) else held = true end
-          end
-        end
-        if usable then
-          local got = redis.call('LPOP', source_key(a, name), batch - #ids)
-          if not got then
-            redis.call('ZREM', sk, name)
-          else
-            for _, id in ipairs(got) do ids[#ids + 1] = id end
-            top = top + 1
-            redis.call('ZADD', sk, top, name)
-          end
+  if batch > 0 and status ~= 'paused' and status ~= 'down'
+     and redis.call('EXISTS', p .. ':lease:' .. a) == 0 and redis.call('SISMEMBER', p .. ':leased', a) == 0 then
+    local function allowed(id)
+      if is_group(id) then return now >= group_at end
+      return now >= private_at
+    end
+    local ids = {}
+    local blocked = false
+    local qh = p .. ':qh:' .. a
+    while #ids < batch do
+      local head = redis.call('LINDEX', qh, 0)
+      if not head then break end
+      if not allowed(head) then blocked = true break end
+      ids[#ids + 1] = redis.call('LPOP', qh)
+    end
+    local sk = p .. ':src:' .. a
+    local sources = redis.call('ZRANGE', sk, 0, -1, 'WITHSCORES')
+    local top = 0
+    if #sources > 0 then top = tonumber(sources[#sources]) end
+    local held = false
+    for i = 1, #sources, 2 do
+      if #ids >= batch or blocked then break end
+      local name = sources[i]
+      local usable = true
+      if name ~= 's' then
+        local cstatus = redis.call('HGET', p .. ':campaign:' .. string.sub(name, 3), 'status')
+        if cstatus == 'paused' or cstatus == 'scheduled' or cstatus == 'creating' then
+          usable = false
+          held = true
+        elseif cstatus ~= 'active' then
+          usable = false
+          redis.call('ZREM', sk, name)
         end
       end
-      if #ids == 0 then
-        if not held and redis.call('LLEN', p .. ':qh:' .. a) == 0 and redis.call('ZCARD', sk) == 0 then
-          redis.call('SREM', p .. ':ready', a)
+      if usable then
+        local key = source_key(a, name)
+        local took = 0
+        while #ids < batch do
+          local head = redis.call('LINDEX', key, 0)
+          if not head then break end
+          if not allowed(head) then blocked = true break end
+          ids[#ids + 1] = redis.call('LPOP', key)
+          took = took + 1
         end
-      else
-        local token = token_base .. ':' .. a
-        redis.call('SET', p .. ':lease:' .. a, token, 'PX', ttl)
-        redis.call('RPUSH', p .. ':claimed:' .. a, unpack(ids))
-        redis.call('SADD', p .. ':leased', a)
-        out[#out + 1] = a
-        out[#out + 1] = token
-        out[#out + 1] = #ids
-        for _, id in ipairs(ids) do out[#out + 1] = id end
+        if redis.call('LLEN', key) == 0 then
+          redis.call('ZREM', sk, name)
+        elseif took > 0 then
+          top = top + 1
+          redis.call('ZADD', sk, top, name)
+        end
       end
+    end
+    if #ids == 0 then
+      if not blocked and not held and redis.call('LLEN', qh) == 0 and redis.call('ZCARD', sk) == 0 then
+        redis.call('SREM', p .. ':ready', a)
+      end
+    else
+      local token = token_base .. ':' .. a
+      redis.call('SET', p .. ':lease:' .. a, token, 'PX', ttl)
+      redis.call('RPUSH', p .. ':claimed:' .. a, unpack(ids))
+      redis.call('SADD', p .. ':leased', a)
+      out[#out + 1] = a
+      out[#out + 1] = token
+      out[#out + 1] = #ids
+      for _, id in ipairs(ids) do out[#out + 1] = id end
     end
   end
 end
@@ -275,11 +301,15 @@ return 'ok'
 """
 )
 
-#: ARGV: prefix, account, token. Ends a batch: unprocessed jobs go back to the head of their queue.
+#: ARGV: prefix, account, token, attempted, sent, local_day, throttled (0|1), jitter_fraction, windowed
+#: (0|1), vendor ('' = no vendor limit). Ends a batch: unprocessed jobs go back to the head of their queue,
+#: and the account's pacing state records when this batch ended (Redis TIME, one clock for all workers).
 RELEASE = (
     PRELUDE
     + r"""
 local a, token = ARGV[2], ARGV[3]
+local attempted, sent, day = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local throttled, fraction, windowed, vendor = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local lk = p .. ':lease:' .. a
 if redis.call('GET', lk) ~= token then return 0 end
 local ck = p .. ':claimed:' .. a
@@ -288,6 +318,34 @@ for i = #ids, 1, -1 do
   local jk = jkey(ids[i])
   local st, priority, camp = unpack(redis.call('HMGET', jk, 'state', 'priority', 'campaign'))
   if st == 'queued' then enqueue(a, ids[i], priority, true, camp) end
+end
+if attempted > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local pk = p .. ':pace:' .. a
+  redis.call('HSET', pk, 'last_end', string.format('%.6f', now), 'r', fraction)
+  if windowed == '1' then
+    local wk = pk .. ':win'
+    for i = 1, attempted do redis.call('ZADD', wk, now, string.format('%.6f', now) .. ':' .. i .. ':' .. token) end
+    redis.call('ZREMRANGEBYSCORE', wk, '-inf', now - 120)
+    redis.call('EXPIRE', wk, 180)
+  end
+  if sent > 0 then
+    redis.call('INCRBY', pk .. ':day:' .. day, sent)
+    redis.call('EXPIRE', pk .. ':day:' .. day, 3 * 86400)
+  end
+  if throttled == '1' then
+    local old = tonumber(redis.call('HGET', pk, 'slow') or '1')
+    local old_at = tonumber(redis.call('HGET', pk, 'slow_at') or '0')
+    local current = math.max(1, old / (2 ^ math.floor(math.max(0, now - old_at) / 60)))
+    redis.call('HSET', pk, 'slow', math.min(16, current * 2), 'slow_at', string.format('%.6f', now))
+  end
+  if vendor ~= '' then
+    local vk = p .. ':vpace:' .. vendor
+    for i = 1, attempted do redis.call('ZADD', vk, now, string.format('%.6f', now) .. ':' .. i .. ':' .. token) end
+    redis.call('ZREMRANGEBYSCORE', vk, '-inf', now - 5)
+    redis.call('EXPIRE', vk, 10)
+  end
 end
 redis.call('DEL', ck, lk)
 redis.call('SREM', p .. ':leased', a)

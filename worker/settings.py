@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     task_time_limit_s: int = 300
     visibility_timeout_s: int = 3600
 
+    #: Testing aid: seconds added to the wall clock for pacing decisions (daily cap days, quiet hours).
+    clock_offset_s: float = 0.0
+
     log_json: bool = False
     log_level: str = "INFO"
 
