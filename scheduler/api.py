@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import redis
 from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, UploadFile
@@ -32,6 +32,7 @@ from scheduler.campaigns import (
     recipients_from_jsonl,
 )
 from scheduler.producer import Producer
+from scheduler.schedules import Schedules, ScheduleSpec
 from worker.accounts import AccountSpec, AccountStore
 from worker.connections import redis_client
 from worker.deadletter import DeadLetters
@@ -119,6 +120,11 @@ class CampaignAccepted(BaseModel):
     status: str
 
 
+class VendorLimitIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    per_second: float = Field(ge=0, le=10_000)
+
+
 class ReplayIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ids: list[str] = Field(min_length=1, max_length=10_000)
@@ -204,6 +210,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     producer = Producer(ledger, accounts)
     campaigns = Campaigns(ledger, accounts)
     dead = DeadLetters(ledger)
+    schedules = Schedules(client, settings.key_prefix, producer, campaigns)
     if settings.accounts_file:
         accounts.load_file(settings.accounts_file)
 
@@ -536,6 +543,48 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         if not dead.delete(job_id):
             raise ApiError(404, "not_found", f"{job_id!r} is not a dead letter", "id")
         return {"deleted": job_id}
+
+    # --- recurring schedules -----------------------------------------------------------------------------
+
+    @app.post("/v1/schedules", dependencies=auth, status_code=201, tags=["schedules"])
+    def create_schedule(body: ScheduleSpec) -> dict[str, Any]:
+        """A cron schedule (5 fields, or 6 with seconds last) in a timezone, sending a message or campaign."""
+        return schedules.create(body)
+
+    @app.get("/v1/schedules", dependencies=auth, tags=["schedules"])
+    def list_schedules() -> dict[str, Any]:
+        return {"schedules": schedules.all()}
+
+    @app.get("/v1/schedules/{schedule_id}", dependencies=auth, tags=["schedules"])
+    def get_schedule(schedule_id: str) -> dict[str, Any]:
+        found = schedules.get(schedule_id)
+        if found is None:
+            raise ApiError(404, "not_found", f"no schedule {schedule_id!r}", "id")
+        return found
+
+    @app.delete("/v1/schedules/{schedule_id}", dependencies=auth, tags=["schedules"])
+    def delete_schedule(schedule_id: str) -> dict[str, Any]:
+        if not schedules.delete(schedule_id):
+            raise ApiError(404, "not_found", f"no schedule {schedule_id!r}", "id")
+        return {"deleted": schedule_id}
+
+    # --- vendor limits -----------------------------------------------------------------------------------
+
+    @app.put("/v1/vendor-limits/{vendor}", dependencies=auth, tags=["accounts"])
+    def put_vendor_limit(
+        vendor: Literal["gewe", "gewe-legacy", "ecloud", "ohwxapi"], body: VendorLimitIn
+    ) -> dict[str, Any]:
+        """The vendor API's own rate, across all its accounts, on top of each account's pacing (0 = none)."""
+        if body.per_second <= 0:
+            client.hdel(ledger.keys.vendor_limits, vendor)
+        else:
+            client.hset(ledger.keys.vendor_limits, vendor, str(body.per_second))
+        return {"vendor": vendor, "per_second": body.per_second}
+
+    @app.get("/v1/vendor-limits", dependencies=auth, tags=["accounts"])
+    def get_vendor_limits() -> dict[str, Any]:
+        raw = cast(dict[str, str], client.hgetall(ledger.keys.vendor_limits))
+        return {"vendor_limits": {k: float(v) for k, v in raw.items()}}
 
     app.state.started = time.time()
     return app

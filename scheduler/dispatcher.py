@@ -19,6 +19,8 @@ from celery import Celery
 
 from scheduler.campaigns import Campaigns
 from scheduler.pacing import Pacer
+from scheduler.producer import Producer
+from scheduler.schedules import Schedules
 from worker.accounts import AccountStore
 from worker.ledger import Claim, Ledger
 from worker.settings import Settings
@@ -39,7 +41,9 @@ class Dispatcher:
         self.redis = client
         self.celery = celery
         self.ledger = ledger or Ledger(client, settings.key_prefix)
-        self.campaigns = Campaigns(self.ledger, AccountStore(client, settings.key_prefix))
+        accounts = AccountStore(client, settings.key_prefix)
+        self.campaigns = Campaigns(self.ledger, accounts)
+        self.schedules = Schedules(client, settings.key_prefix, Producer(self.ledger, accounts), self.campaigns)
         self.pacer = Pacer(client, settings)
         self.next_delay: float | None = None
         self.identity = uuid.uuid4().hex
@@ -54,6 +58,7 @@ class Dispatcher:
     def tick(self) -> int:
         """One round; returns how many batches were published."""
         now = time.time()
+        self.schedules.fire_due(now, on_fire=self._announce_firing)
         self.campaigns.activate_due(now)
         self.ledger.promote_due(now)
         requeued, unknown = self.ledger.recover()
@@ -74,6 +79,13 @@ class Dispatcher:
         if self.next_delay is not None:
             wait = min(wait, self.next_delay)
         return max(0.001, wait)
+
+    def _announce_firing(self, schedule_id: str, fire_at: float, result: dict[str, object]) -> None:
+        """A task per firing, so Flower shows recurring schedules as they fire."""
+        log.info("schedule %s fired: %s", schedule_id, result, extra={"schedule": schedule_id})
+        self.celery.send_task(
+            "broadcast.schedule_fired", args=[schedule_id, fire_at, result], queue=self.settings.celery_queue
+        )
 
     def publish(self, claim: Claim) -> None:
         """Send one batch to Celery. If this fails the lease expires and the batch is recovered."""
@@ -102,6 +114,10 @@ class Dispatcher:
                     self.ledger.wait_for_wake(self.idle_wait())
             except redis.ConnectionError as exc:
                 log.error("redis unavailable: %s; retrying", exc)
+                stop.wait(1.0)
+            except Exception:
+                # a bug or a bad record must not stop all dispatching: log it and keep going
+                log.exception("dispatcher tick failed; retrying in 1 s")
                 stop.wait(1.0)
         self.redis.eval(
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",

@@ -31,6 +31,8 @@ campaign:{id}:jobs     list    the campaign's job ids in recipient order
 campaigns              zset    campaign ids by creation time
 due_campaigns          zset    scheduled campaigns by start time
 idem:{key}             string  idempotency key -> the id answered the first time
+schedule:{id}          hash    a recurring schedule: cron, timezone, template, last firing
+schedules              zset    schedule ids by next fire time
 stats:{name}           hash    counters for Prometheus (sends, errors, latency buckets)
 wake                   list    nudges for the dispatcher (new work, finished batch)
 dispatcher:leader      string  leader lock of the dispatcher (SET NX PX)
@@ -126,6 +128,13 @@ class Keys:
     @property
     def campaigns(self) -> str:
         return f"{self.p}:campaigns"
+
+    def schedule(self, schedule_id: str) -> str:
+        return f"{self.p}:schedule:{schedule_id}"
+
+    @property
+    def schedules(self) -> str:
+        return f"{self.p}:schedules"
 
     def stat(self, name: str) -> str:
         return f"{self.p}:stats:{name}"

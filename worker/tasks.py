@@ -29,6 +29,12 @@ def runner() -> BatchRunner:
     return _runner
 
 
+@app.task(name="broadcast.schedule_fired")  # type: ignore[untyped-decorator]
+def schedule_fired(schedule_id: str, fire_at: float, result: dict[str, Any]) -> dict[str, Any]:
+    """Marks a recurring schedule's firing in Flower; the dispatcher already stored what it sent."""
+    return {"schedule": schedule_id, "fire_at": fire_at, **result}
+
+
 @app.task(name="broadcast.send_batch", acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
 def send_batch(account: str, lease: str, job_ids: list[str], info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Send a batch of one account's jobs, one at a time. ``info`` is for operators (Flower) only."""
