@@ -21,6 +21,7 @@ from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, UploadFi
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
@@ -57,6 +58,33 @@ class ApiError(Exception):
 
 
 # --- request / response models ------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx answer: what went wrong and which field."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in (
+        (400, "Body is not valid JSON"),
+        (401, "Missing or invalid bearer token"),
+        (404, "Not found"),
+        (409, "Not possible in the current state"),
+        (413, "Body too large"),
+        (422, "Invalid input; `field` names it"),
+        (503, "Redis unreachable; nothing was stored"),
+    )
+}
 
 
 class MessageIn(BaseModel):
@@ -218,6 +246,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         title="wechat-broadcast",
         version="1",
         description="Producer API: accounts, messages, campaigns, dead letters. Ids are strings (64-bit exact).",
+        responses=ERROR_RESPONSES,
     )
     app.add_middleware(BodyLimit)
 
@@ -237,6 +266,11 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         body = json.loads(bytes(response.body))
         body["error"]["details"] = details
         return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+        return _error(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail), None)
 
     @app.exception_handler(MessageError)
     async def _message_error(_: Request, exc: MessageError) -> JSONResponse:
@@ -450,7 +484,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
 
     @app.get("/v1/campaigns", dependencies=auth, tags=["campaigns"])
     def list_campaigns(
-        limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0
+        limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0
     ) -> dict[str, Any]:
         return {"campaigns": campaigns.recent(limit, offset)}
 
@@ -463,7 +497,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     def get_deliveries(
         campaign_id: str,
         status: Annotated[Literal[STATES] | None, Query()] = None,  # type: ignore[valid-type]
-        cursor: Annotated[int, Query(ge=0)] = 0,
+        cursor: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         format: Annotated[Literal["json", "jsonl", "csv"], Query()] = "json",
     ) -> dict[str, Any] | StreamingResponse:
@@ -505,7 +539,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         campaign: str | None = None,
         reason: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     ) -> dict[str, Any]:
         items = dead.list(account=account, campaign=campaign, reason=reason, limit=limit, offset=offset)
         return {"dead_letters": [d.to_dict() for d in items], "total": dead.count()}

@@ -89,17 +89,16 @@ class Pacer:
                 slowdown=float(pace.get("slow", 1)),
                 slowdown_at=float(pace.get("slow_at", 0)),
             )
-            verdict = allowance(limits, state, local_now, unpaced_batch=self.settings.batch_size)
-            # local-time rules were computed on the shifted clock: bring their times back to Redis time
-            private_at = verdict.private_at - self.settings.clock_offset_s if verdict.private_at else 0.0
-            group_at = verdict.group_at - self.settings.clock_offset_s if verdict.group_at else 0.0
-            batch = verdict.batch
+            verdict = allowance(
+                limits, state, now, unpaced_batch=self.settings.batch_size, clock_offset_s=self.settings.clock_offset_s
+            )
+            private_at, group_at, batch = verdict.private_at, verdict.group_at, verdict.batch
             if vendor in vendor_windows:
                 per_second, vwindow = vendor_windows[vendor]
                 vendor_at = vendor_allowance(per_second, tuple(vwindow), now)
                 private_at, group_at = max(private_at, vendor_at), max(group_at, vendor_at)
-                remaining = max(0, math.floor(per_second) - sum(1 for t in vwindow if t > now - 1.0))
-                batch = min(batch, remaining) if remaining else batch
+                remaining = max(1, math.floor(per_second)) - sum(1 for t in vwindow if t > now - 1.0)
+                batch = max(1, min(batch, remaining))
                 if private_at <= now or group_at <= now:
                     vwindow.append(now)  # this tick's claim counts against the vendor's rate
             if batch <= 0:

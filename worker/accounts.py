@@ -77,6 +77,14 @@ class AccountSpec(BaseModel):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("token")
+    @classmethod
+    def _header_safe(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if len(raw) > 4096 or not all(32 < ord(ch) < 127 for ch in raw):
+            raise ValueError("must be printable ASCII without spaces (it is sent in an HTTP header)")
+        return value
+
 
 class Account(BaseModel):
     """An account as stored, with its status. ``public()`` is what may be shown anywhere."""

@@ -98,30 +98,33 @@ class Allowance:
     why: str = ""
 
 
-def allowance(limits: Limits, state: PaceState, now: float, *, unpaced_batch: int) -> Allowance:
-    """The earliest start of the next send for an account. ``per_minute == 0`` switches pacing off."""
+def allowance(
+    limits: Limits, state: PaceState, now: float, *, unpaced_batch: int, clock_offset_s: float = 0.0
+) -> Allowance:
+    """The earliest start of the next send for an account. ``per_minute == 0`` switches rate pacing off
+    (quiet hours and the daily cap still hold). ``clock_offset_s`` shifts only the local-time rules."""
+    local_now = now + clock_offset_s
+    earliest = 0.0
+    why = ""
+    cap_at = _daily_cap_at(limits, state, local_now)
+    if cap_at is not None:
+        earliest, why = cap_at - clock_offset_s, "daily_cap"
+    quiet_end = quiet_until(limits, local_now)
+    if quiet_end is not None and quiet_end - clock_offset_s > earliest:
+        earliest, why = quiet_end - clock_offset_s, "quiet_hours"
     if limits.per_minute == 0:
-        cap_at = _daily_cap_at(limits, state, now)
-        if cap_at is not None:
-            return Allowance(cap_at, cap_at, 0, "daily_cap")
+        if earliest > now:
+            return Allowance(earliest, earliest, unpaced_batch, why)
         return Allowance(0.0, 0.0, unpaced_batch)
     slow = effective_slowdown(state, now)
     private_gap = (limits.min_interval_s + limits.jitter_s * state.jitter_fraction) * slow
     group_gap = (limits.group_min_interval_s + limits.group_jitter_s * state.jitter_fraction) * slow
-    earliest = 0.0
-    why = ""
     rate = max(1, math.floor(limits.per_minute / slow))
     if len(state.window) >= rate:
         # the send `rate` places back must have ended a full window before this one starts
         window_at = state.window[-rate] + WINDOW_S + WINDOW_MARGIN_S
         if window_at > earliest:
             earliest, why = window_at, "per_minute"
-    cap_at = _daily_cap_at(limits, state, now)
-    if cap_at is not None:
-        earliest, why = max(earliest, cap_at), "daily_cap"
-    quiet_end = quiet_until(limits, now)
-    if quiet_end is not None and quiet_end > earliest:
-        earliest, why = quiet_end, "quiet_hours"
     private_at = max(earliest, state.last_end + private_gap)
     group_at = max(earliest, state.last_end + group_gap)
     return Allowance(private_at, group_at, 1, why or "gap")
@@ -135,9 +138,11 @@ def _daily_cap_at(limits: Limits, state: PaceState, now: float) -> float | None:
 
 def vendor_allowance(per_second: float, window: tuple[float, ...], now: float) -> float:
     """Earliest start under a vendor-wide rate (sends per second across its accounts); 0 = no limit."""
-    if per_second <= 0:
+    if per_second <= 0 or not window:
         return 0.0
-    per_window = max(1, math.floor(per_second))
+    if per_second < 1:
+        return window[-1] + 1.0 / per_second  # slower than one a second: a plain gap
+    per_window = math.floor(per_second)
     if len(window) >= per_window:
         return window[-per_window] + 1.0
     return 0.0

@@ -230,6 +230,9 @@ class HttpBackend:
             raise self._fail(
                 AmbiguousError, f"{path}: request sent, no answer ({type(exc).__name__}): outcome unknown"
             ) from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError, UnicodeEncodeError) as exc:
+            # the request could not even be built: the account's configuration is wrong, retrying cannot help
+            raise self._fail(PermanentError, f"{path}: cannot build the request ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise self._fail(TransientError, f"{path}: {type(exc).__name__}: {exc}") from None
         return self._decode(path, response)
