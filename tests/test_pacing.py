@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,7 +39,7 @@ def records(stack: Stack, instance: str) -> list[dict[str, Any]]:
 
 def gaps(recs: list[dict[str, Any]]) -> list[float]:
     """From the vendor's answer to one send to the arrival of the next: the pause the account had."""
-    return [b["received_at"] - a["sent_at"] for a, b in zip(recs, recs[1:], strict=False)]
+    return [b["received_at"] - a["sent_at"] for a, b in itertools.pairwise(recs)]
 
 
 def max_in_window(recs: list[dict[str, Any]], window: float = 60.0) -> int:
@@ -73,7 +74,7 @@ def test_limits_hold_per_account_across_three_workers(stack: Stack) -> None:
     assert min(gaps(gap_recs)) >= 0.3 - TOLERANCE_S, gaps(gap_recs)
     assert max(gaps(gap_recs)) - min(gaps(gap_recs)) > 0.03, "jitter should vary the gaps"
     grp_recs = records(stack, f"{p}-grp")
-    for before, after in zip(grp_recs, grp_recs[1:], strict=False):
+    for before, after in itertools.pairwise(grp_recs):
         minimum = 0.4 if after["to"].endswith("@chatroom") else 0.05
         assert after["received_at"] - before["sent_at"] >= minimum - TOLERANCE_S, (before["to"], after["to"])
     # no 60 s window holds more than per_minute sends; the rest waited for the window to move on

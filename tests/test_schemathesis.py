@@ -46,7 +46,7 @@ def test_openapi_fuzzing_finds_no_server_error_and_no_schema_violation(api_stack
             "junit",
             "--report-dir",
             str(tmp_path),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=560,
