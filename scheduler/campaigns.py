@@ -150,6 +150,7 @@ class Campaigns:
                 mapping={
                     "name": name,
                     "message": parsed.model_dump_json(),
+                    "kind": parsed.kind,
                     "accounts": json.dumps(sorted(used_accounts)),
                     "total": total,
                     "duplicates": duplicates,

@@ -88,13 +88,35 @@ class Dispatcher:
         )
 
     def publish(self, claim: Claim) -> None:
-        """Send one batch to Celery. If this fails the lease expires and the batch is recovered."""
+        """Send one batch to Celery. If this fails the lease expires and the batch is recovered.
+
+        The task carries ids only; ``info`` (kinds, campaigns, recipients count) is for operators in Flower.
+        """
         self.celery.send_task(
             "broadcast.send_batch",
             args=[claim.account, claim.token, claim.job_ids],
-            kwargs={"info": {"jobs": len(claim.job_ids)}},
+            kwargs={"info": self._describe(claim)},
             queue=self.settings.celery_queue,
         )
+
+    def _describe(self, claim: Claim) -> dict[str, object]:
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in claim.job_ids:
+            pipe.hmget(self.ledger.keys.job(job_id), "campaign", "kind")
+        kinds: set[str] = set()
+        campaigns: set[str] = set()
+        for campaign, kind in pipe.execute():
+            if campaign:
+                campaigns.add(campaign)
+                kind = kind or self.redis.hget(self.ledger.keys.campaign(campaign), "kind")
+            if kind:
+                kinds.add(str(kind))
+        return {
+            "account": claim.account,
+            "jobs": len(claim.job_ids),
+            "kinds": sorted(kinds),
+            "campaigns": sorted(campaigns)[:10],
+        }
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set."""

@@ -172,6 +172,7 @@ class Ledger:
             "priority": priority,
             "campaign": campaign,
             "message": message.model_dump_json() if message is not None else None,
+            "kind": message.kind if message is not None else None,
             "vars": dict(variables) if variables else None,
             "send_at": f"{send_at:.3f}" if send_at else None,
             "idempotency_key": idempotency_key,
