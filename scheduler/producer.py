@@ -7,6 +7,7 @@ message is valid and every placeholder has a value.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,7 @@ class Producer:
     def __init__(self, ledger: Ledger, accounts: AccountStore) -> None:
         self.ledger = ledger
         self.accounts = accounts
+        self._known: dict[str, float] = {}
 
     def submit_message(
         self,
@@ -58,7 +60,7 @@ class Producer:
         priority: str = "normal",
     ) -> Submitted:
         """Submit one message to one recipient from a configured account."""
-        if self.accounts.get(account) is None:
+        if not self._account_exists(account):
             raise UnknownAccountError(f"account: no account {account!r} is configured", field="account")
         validate_recipient(to)
         parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
@@ -68,7 +70,7 @@ class Producer:
             raise MessageError(f"vars: no value for placeholder(s) {names}", field="vars")
         if variables:
             parsed.render(dict(variables))  # proves the template renders before anything is stored
-        job_id, created = self.ledger.submit(
+        job_id, created, state = self.ledger.submit_with_state(
             account=account,
             to=to,
             message=parsed,
@@ -77,5 +79,17 @@ class Producer:
             idempotency_key=idempotency_key,
             priority=priority,
         )
-        job = self.ledger.get(job_id)
-        return Submitted(id=job_id, status=job.state if job else "queued", created=created)
+        if not state:  # an idempotent replay: answer the job's current state
+            job = self.ledger.get(job_id)
+            state = job.state if job else "queued"
+        return Submitted(id=job_id, status=state, created=created)
+
+    def _account_exists(self, account: str) -> bool:
+        """Accounts are never deleted, so a positive answer is cached for a few seconds (hot path)."""
+        now = time.monotonic()
+        if self._known.get(account, 0.0) > now:
+            return True
+        if self.accounts.redis.exists(self.accounts.keys.account(account)):
+            self._known[account] = now + 5.0
+            return True
+        return False

@@ -161,6 +161,26 @@ class Ledger:
         job_id: str | None = None,
     ) -> tuple[str, bool]:
         """Store and enqueue one job. Returns (job id, created); an old idempotency key returns its job."""
+        job_id, created, _ = self.submit_with_state(
+            account=account, to=to, message=message, campaign=campaign, variables=variables, send_at=send_at,
+            idempotency_key=idempotency_key, priority=priority, job_id=job_id,
+        )  # fmt: skip
+        return job_id, created
+
+    def submit_with_state(
+        self,
+        *,
+        account: str,
+        to: str,
+        message: AnyMessage | None = None,
+        campaign: str | None = None,
+        variables: Mapping[str, str] | None = None,
+        send_at: float | None = None,
+        idempotency_key: str | None = None,
+        priority: str = "normal",
+        job_id: str | None = None,
+    ) -> tuple[str, bool, str]:
+        """Like :meth:`submit`, also returning the stored state (one round trip); '' for an old key."""
         job_id = job_id or new_id()
         now = time.time()
         fields: dict[str, Any] = {
@@ -178,7 +198,7 @@ class Ledger:
             "idempotency_key": idempotency_key,
         }
         due_at = f"{send_at:.3f}" if send_at and send_at > now else ""
-        created, answered_id = self._submit(
+        reply = self._submit(
             args=[
                 self.prefix,
                 job_id,
@@ -191,7 +211,8 @@ class Ledger:
                 *_pairs(fields),
             ]
         )
-        return str(answered_id), bool(created)
+        state = str(reply[2]) if len(reply) > 2 else ""
+        return str(reply[1]), bool(reply[0]), state
 
     def cancel(self, job_id: str) -> str:
         """Cancel a job that has not started sending; returns the state it was in."""

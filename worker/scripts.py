@@ -89,7 +89,7 @@ else
   enqueue(account, id, priority, false, '')
   wake()
 end
-return {1, id}
+return {1, id, redis.call('HGET', jk, 'state')}
 """
 )
 

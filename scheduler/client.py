@@ -1,0 +1,334 @@
+"""A small typed client for the producer HTTP API, used by the operator commands of ``broadcast``.
+
+The CLI talks only HTTP, so an operator can run it from any machine that reaches the API. Where to
+connect: ``url`` (``--url``) or ``BROADCAST_API_URL`` (default ``http://127.0.0.1:8000``); the bearer
+token: ``token`` (``--token``) or ``BROADCAST_API_TOKEN``, the first key of a comma-separated list (the
+API's own variable may hold several keys for rotation).
+
+Errors, one root, translated at this boundary so callers never see ``httpx`` exceptions::
+
+    ClientError                 anything that kept a request from succeeding; ``exit_code`` for the CLI
+    ├── InvalidInput            refused before any request (a bad URL, a recipients file of unknown type)
+    ├── ApiError                the API answered 4xx/5xx; ``{"error": {"code", "message", "field"}}``
+    └── UnreachableError        no answer: connection refused, DNS, timeout, broken connection
+
+The token is kept only in the ``Authorization`` header of the underlying ``httpx.Client``; it is never
+part of a message, ``repr`` or exception text.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+URL_ENV = "BROADCAST_API_URL"
+TOKEN_ENV = "BROADCAST_API_TOKEN"  # noqa: S105 - the variable's name, not a secret
+#: States after which a job never changes again.
+TERMINAL = frozenset({"sent", "dead", "cancelled"})
+RECIPIENT_SUFFIXES = {".csv": "text/csv", ".jsonl": "application/x-ndjson", ".ndjson": "application/x-ndjson"}
+CampaignAction = Literal["pause", "resume", "cancel"]
+ExportFormat = Literal["csv", "jsonl"]
+
+
+class ClientError(Exception):
+    """A request that did not succeed. ``exit_code``: 2 when the API refused the input (4xx), else 1."""
+
+    @property
+    def exit_code(self) -> int:
+        return 1
+
+
+class InvalidInput(ClientError):
+    """Input refused before any request was made."""
+
+    @property
+    def exit_code(self) -> int:
+        return 2
+
+
+class ApiError(ClientError):
+    """The API answered with an error status."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if 400 <= self.status < 500 else 1
+
+    def __str__(self) -> str:
+        where = f", field {self.field}" if self.field and not self.message.startswith(f"{self.field}:") else ""
+        return f"{self.message} (HTTP {self.status} {self.code}{where})"
+
+
+class UnreachableError(ClientError):
+    """No answer from the API."""
+
+
+def resolve_url(url: str | None) -> str:
+    """``url``, else ``BROADCAST_API_URL``, else the default; without a trailing slash."""
+    chosen = (url or os.environ.get(URL_ENV) or DEFAULT_URL).strip().rstrip("/")
+    if not chosen.startswith(("http://", "https://")):
+        raise InvalidInput(f"the API URL must start with http:// or https:// (got {chosen!r})")
+    return chosen
+
+
+def resolve_token(token: str | None) -> str:
+    """``token``, else ``BROADCAST_API_TOKEN``; the first of comma-separated keys; may be empty."""
+    raw = token if token is not None else os.environ.get(TOKEN_ENV, "")
+    return next((part.strip() for part in raw.split(",") if part.strip()), "")
+
+
+class Client:
+    """The producer API over HTTP. Every method returns the decoded JSON answer or raises ClientError."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = resolve_url(url)
+        secret = resolve_token(token)
+        if not all(33 <= ord(char) < 127 for char in secret):  # never echoed, not even in an error
+            raise InvalidInput("the API token has characters that cannot go in an HTTP header")
+        self.has_token = bool(secret)
+        headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+
+    def __repr__(self) -> str:
+        return f"Client(url={self.url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- plumbing ----------------------------------------------------------------------------------------
+
+    def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        try:
+            response = self._http.send(request, stream=stream)
+        except httpx.ConnectError as exc:
+            raise UnreachableError(
+                f"cannot connect to the API at {self.url} ({_reason(exc)}); is `broadcast api` running? "
+                f"Set --url or {URL_ENV}"
+            ) from None
+        except httpx.TimeoutException:
+            raise UnreachableError(f"the API at {self.url} did not answer in time") from None
+        except httpx.HTTPError as exc:
+            raise UnreachableError(f"talking to the API at {self.url} failed: {_reason(exc)}") from None
+        if response.status_code >= 400:
+            if stream:
+                response.read()
+                response.close()
+            raise self._error(response)
+        return response
+
+    def _error(self, response: httpx.Response) -> ApiError:
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            code = str(error.get("code") or "error")
+            message = str(error.get("message") or response.reason_phrase)
+            field = error.get("field")
+            if status == 404 and message == "Not Found":  # the router's answer: no such route
+                return self._no_route(response)
+            if status == 401:
+                message = (
+                    f"the API at {self.url} refused the token: set --token or {TOKEN_ENV} to one of its keys"
+                    if self.has_token
+                    else f"no API token given: set --token or {TOKEN_ENV}"
+                )
+            return ApiError(status, code, message, str(field) if field else None)
+        detail = body.get("detail") if isinstance(body, dict) else None
+        if status == 404 and detail == "Not Found":
+            return self._no_route(response)
+        text = detail if isinstance(detail, str) else response.text.strip()[:200] or response.reason_phrase
+        return ApiError(status, "http_error", f"{self.url} answered: {text}")
+
+    def _no_route(self, response: httpx.Response) -> ApiError:
+        path = response.request.url.path
+        return ApiError(404, "no_route", f"the API at {self.url} has no route {path} (an older version?)")
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | None = None,
+        files: Any = None,
+    ) -> Any:
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        request = self._http.build_request(method, path, params=clean, json=json, data=data, files=files)
+        response = self._send(request)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(
+                response.status_code, "bad_answer", f"{self.url}{path} answered something not JSON"
+            ) from None
+
+    # --- accounts -----------------------------------------------------------------------------------------
+
+    def accounts(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/accounts")["accounts"])
+
+    def account(self, account_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/accounts/{_seg(account_id)}"))
+
+    def put_account(self, account_id: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Create or replace; a spec without ``token`` keeps the stored token."""
+        return dict(self._call("PUT", f"/v1/accounts/{_seg(account_id)}", json=dict(spec)))
+
+    def pause_account(self, account_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/accounts/{_seg(account_id)}/pause"))
+
+    def resume_account(self, account_id: str, *, check_online: bool = True) -> dict[str, Any]:
+        params = {"check_online": str(check_online).lower()}
+        return dict(self._call("POST", f"/v1/accounts/{_seg(account_id)}/resume", params=params))
+
+    # --- messages -----------------------------------------------------------------------------------------
+
+    def send_message(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /v1/messages`` → ``{id, status}``."""
+        return dict(self._call("POST", "/v1/messages", json=dict(body)))
+
+    def message(self, job_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/messages/{_seg(job_id)}"))
+
+    def cancel_message(self, job_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/messages/{_seg(job_id)}/cancel"))
+
+    # --- campaigns ----------------------------------------------------------------------------------------
+
+    def upload_campaign(self, spec: Mapping[str, Any], recipients: Path) -> dict[str, Any]:
+        """``POST /v1/campaigns/upload``: the spec as JSON, the recipients file streamed from disk."""
+        import json
+
+        media = RECIPIENT_SUFFIXES.get(recipients.suffix.lower())
+        if media is None:
+            raise InvalidInput(f"recipients: {recipients.name} must end in .csv, .jsonl or .ndjson")
+        with recipients.open("rb") as handle:
+            files = {"recipients": (recipients.name, handle, media)}
+            data = {"spec": json.dumps(dict(spec), ensure_ascii=False)}
+            return dict(self._call("POST", "/v1/campaigns/upload", data=data, files=files))
+
+    def campaigns(self, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/campaigns", params={"limit": limit, "offset": offset})["campaigns"])
+
+    def campaign(self, campaign_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/campaigns/{_seg(campaign_id)}"))
+
+    def campaign_action(self, campaign_id: str, action: CampaignAction) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/campaigns/{_seg(campaign_id)}/{action}"))
+
+    def deliveries(
+        self, campaign_id: str, *, status: str | None = None, cursor: int = 0, limit: int = 100
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """One page of per-recipient results and the next cursor (None at the end)."""
+        params = {"status": status, "cursor": cursor, "limit": limit}
+        page = self._call("GET", f"/v1/campaigns/{_seg(campaign_id)}/deliveries", params=params)
+        return list(page["deliveries"]), page.get("next_cursor")
+
+    @contextmanager
+    def export(self, campaign_id: str, fmt: ExportFormat, *, status: str | None = None) -> Iterator[Iterator[bytes]]:
+        """The whole export as a stream of bytes (``with client.export(...) as chunks: ...``)."""
+        params = {"format": fmt, **({"status": status} if status else {})}
+        request = self._http.build_request("GET", f"/v1/campaigns/{_seg(campaign_id)}/deliveries", params=params)
+        response = self._send(request, stream=True)
+        try:
+            yield _chunks(response, self.url)
+        finally:
+            response.close()
+
+    # --- dead letters -------------------------------------------------------------------------------------
+
+    def dead_letters(
+        self,
+        *,
+        account: str | None = None,
+        campaign: str | None = None,
+        reason: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        """``{dead_letters: [...], total}`` (``total`` counts the whole store, unfiltered)."""
+        params = {"account": account, "campaign": campaign, "reason": reason, "limit": limit, "offset": offset}
+        return dict(self._call("GET", "/v1/dead-letters", params=params))
+
+    def dead_letter(self, job_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/dead-letters/{_seg(job_id)}"))
+
+    def replay(self, job_ids: list[str], *, force: bool = False) -> dict[str, str]:
+        """Each id → ``ok`` or why not (``not_dead``, ``missing``, ``unknown_outcome`` …)."""
+        answer = self._call("POST", "/v1/dead-letters/replay", json={"ids": job_ids, "force": force})
+        return {str(k): str(v) for k, v in answer["results"].items()}
+
+    def delete_dead_letter(self, job_id: str) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"/v1/dead-letters/{_seg(job_id)}"))
+
+    # --- recurring schedules ------------------------------------------------------------------------------
+
+    def schedules(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/schedules")["schedules"])
+
+    def schedule(self, schedule_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/schedules/{_seg(schedule_id)}"))
+
+    def create_schedule(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", "/v1/schedules", json=dict(body)))
+
+    def delete_schedule(self, schedule_id: str) -> Any:
+        return self._call("DELETE", f"/v1/schedules/{_seg(schedule_id)}")
+
+    # --- discovery ----------------------------------------------------------------------------------------
+
+    def has_route(self, path: str) -> bool:
+        """Whether the API's OpenAPI document lists ``path`` (for features newer than some deployments)."""
+        return path in (self._call("GET", "/openapi.json").get("paths") or {})
+
+
+def _chunks(response: httpx.Response, url: str) -> Iterator[bytes]:
+    try:
+        yield from response.iter_bytes()
+    except httpx.HTTPError as exc:
+        raise UnreachableError(f"the export from {url} broke off: {_reason(exc)}") from None
+
+
+def _seg(value: str) -> str:
+    """One path segment, percent-encoded (ids never contain '/', but a typo must not change the route)."""
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if "Connection refused" in text or "Errno 111" in text:
+        return "connection refused"
+    return text or type(exc).__name__
