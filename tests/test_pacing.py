@@ -169,3 +169,42 @@ def test_scheduled_push_fires_on_time_not_before(stack: Stack) -> None:
 def test_wait_for_is_not_vacuous() -> None:
     with pytest.raises(TimeoutError):
         wait_for(lambda: False, timeout=0.1, what="nothing")
+
+
+def test_campaigns_share_an_account_round_robin_and_high_priority_overtakes(stack: Stack) -> None:
+    from scheduler.campaigns import Campaigns
+
+    instance = f"{stack.prefix}-fair"
+    account = stack.add_account("fair", "gewe", instance=instance, per_minute=6000, min_interval_s=0.02, jitter_s=0)
+    campaigns = Campaigns(stack.ledger, stack.accounts)
+    first = campaigns.create(
+        name="big",
+        account=account,
+        message={"kind": "text", "text": "a"},
+        recipients=[{"to": f"wxid_a{i}"} for i in range(30)],
+    )
+    second = campaigns.create(
+        name="small",
+        account=account,
+        message={"kind": "text", "text": "b"},
+        recipients=[{"to": f"wxid_b{i}"} for i in range(5)],
+    )
+    start_three_workers(stack)
+    wait_for(lambda: len(records(stack, instance)) >= 4, timeout=30, what="first sends")
+    sent_before = len(records(stack, instance))
+    urgent = Producer(stack.ledger, stack.accounts).submit_message(
+        account=account, to="wxid_urgent", message={"kind": "text", "text": "!"}, priority="high"
+    )
+    stack.wait_terminal([urgent.id], timeout=30)
+    wait_for(
+        lambda: campaigns.get(first.id)["finished"] and campaigns.get(second.id)["finished"],
+        timeout=60,
+        what="campaigns",
+    )
+    order = [r["to"] for r in records(stack, instance)]
+    small = [i for i, to in enumerate(order) if to.startswith("wxid_b")]
+    # the small campaign, submitted second, is not starved behind the 30 of the big one: it alternates
+    assert small[-1] < 14, order
+    # the high-priority message went out within a couple of sends of being submitted
+    # (at most the send in flight and one already released may precede it)
+    assert order.index("wxid_urgent") <= sent_before + 2, (sent_before, order)
