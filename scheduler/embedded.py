@@ -65,6 +65,14 @@ class EmbeddedRedis:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start in time")
 
+    def stop_keeping_data(self) -> None:
+        """Terminate the server (it writes its AOF on SIGTERM) and keep its directory for a restart."""
+        own, self._own_dir = self._own_dir, False
+        try:
+            self.stop()
+        finally:
+            self._own_dir = own
+
     def stop(self) -> None:
         """Terminate the server and remove its directory (if we made it)."""
         if self.proc.poll() is None:

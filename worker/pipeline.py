@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import redis
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from worker.accounts import AccountStore
 from worker.errors import AccountDownError, MessageError, ThrottledError, VendorError
@@ -88,7 +90,7 @@ class BatchRunner:
         if account is None:
             report.stopped = "account_missing"
             self._dead_all(account_id, token, job_ids, report)
-            self.ledger.release(account_id, token)
+            self._durable(self.ledger.release, account_id, token)
             return report
         REDACTOR.add(account.spec.token.get_secret_value())
         backend = self.backend_factory(account.vendor_account(), self.http)
@@ -105,8 +107,9 @@ class BatchRunner:
         finally:
             if report.stopped != "lease_lost":
                 limits = account.spec.limits
-                vendor_limited = bool(self.ledger.redis.hexists(self.ledger.keys.vendor_limits, account.spec.vendor))
-                self.ledger.release(
+                vendor_limited = self._vendor_limited(account.spec.vendor)
+                self._durable(
+                    self.ledger.release,
                     account_id,
                     token,
                     attempted=report.attempted,
@@ -139,7 +142,7 @@ class BatchRunner:
             message = job.message().render(job.variables)
         except (MessageError, ValueError) as exc:
             entry.update(ended=round(time.time(), 6), outcome="dead", error_class="invalid_message", error=str(exc))
-            self.ledger.finish_dead(
+            self._durable(self.ledger.finish_dead,
                 account_id, token, job_id, reason="invalid_message", error_class="invalid_message",
                 error=str(exc), history=entry,
             )  # fmt: skip
@@ -155,7 +158,7 @@ class BatchRunner:
         ended = time.time()
         entry.update(ended=round(ended, 6), latency_ms=round((ended - started) * 1000, 2), outcome="sent")
         entry.update({k: v for k, v in result.ids_as_strings().items() if v is not None})
-        self.ledger.finish_sent(account_id, token, job_id, result, entry)
+        self._durable(self.ledger.finish_sent, account_id, token, job_id, result, entry)
         self._count(account_id, vendor, message.kind, "sent", entry["latency_ms"])
         report.sent += 1
         report.job_outcomes[job_id] = "sent"
@@ -184,18 +187,24 @@ class BatchRunner:
             code=error.code,
         )
         if decision.action == "retry":
-            self.ledger.finish_retry(
+            self._durable(self.ledger.finish_retry,
                 account_id, token, job.id, due_at=ended + decision.delay_s, error_class=error.error_class,
                 error=str(error), history=entry,
             )  # fmt: skip
             report.retrying += 1
         elif decision.action == "requeue":
-            self.ledger.finish_requeue(
-                account_id, token, job.id, error_class=error.error_class, error=str(error), history=entry
+            self._durable(
+                self.ledger.finish_requeue,
+                account_id,
+                token,
+                job.id,
+                error_class=error.error_class,
+                error=str(error),
+                history=entry,
             )
             report.requeued += 1
         else:
-            self.ledger.finish_dead(
+            self._durable(self.ledger.finish_dead,
                 account_id, token, job.id, reason=decision.reason, error_class=error.error_class,
                 error=str(error), history=entry,
             )  # fmt: skip
@@ -216,11 +225,30 @@ class BatchRunner:
             if begin.status != "go":
                 continue
             entry = {"n": 1, "started": time.time(), "outcome": "dead", "error_class": "config"}
-            self.ledger.finish_dead(
+            self._durable(self.ledger.finish_dead,
                 account_id, token, job_id, reason="account_missing", error_class="config",
                 error=f"account {account_id!r} is not configured", history=entry,
             )  # fmt: skip
             report.dead += 1
+
+    def _vendor_limited(self, vendor: str) -> bool:
+        try:
+            return bool(self.ledger.redis.hexists(self.ledger.keys.vendor_limits, vendor))
+        except redis.RedisError:
+            return False
+
+    def _durable(self, write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Record an outcome even across a short Redis outage (restart, failover): the vendor call is done
+        and its ids must reach the books. Gives up after the lease TTL; recovery takes over from there."""
+        retrying = Retrying(
+            retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+            stop=stop_after_delay(self.settings.lease_ttl_s),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            reraise=True,
+        )
+        if self.sleep is not None:
+            retrying.sleep = self.sleep
+        return retrying(write, *args, **kwargs)
 
     def _count(
         self, account: str, vendor: str, kind: str, outcome: str, latency_ms: float, error_class: str | None = None
