@@ -317,7 +317,8 @@ def _kv(rows: list[tuple[str, Any]]) -> None:
 
 
 def _message_body(text: str | None, appmsg_file: Path | None, message_json: str | None) -> dict[str, Any]:
-    given = [name for name, v in (("--text", text), ("--appmsg-file", appmsg_file), ("--message", message_json)) if v]
+    options = (("--text", text), ("--appmsg-file", appmsg_file), ("--message", message_json))
+    given = [name for name, value in options if value is not None]
     if len(given) != 1:
         raise _fail(
             "give exactly one of --text, --appmsg-file, --message" + (f" (got {', '.join(given)})" if given else "")
@@ -717,9 +718,14 @@ def campaign_export(
         raise _fail(f"--format: {fmt!r} is not csv or jsonl")
     with _api(url, token) as api, api.export(campaign_id, "csv" if fmt == "csv" else "jsonl", status=status) as chunks:
         if output is None:
-            for chunk in chunks:
-                sys.stdout.buffer.write(chunk)
-            sys.stdout.buffer.flush()
+            try:
+                for chunk in chunks:
+                    sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+            except BrokenPipeError:  # `… | head`: the reader has what it wanted
+                import os
+
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return
         partial = output.with_name(output.name + ".part")  # a broken transfer never looks complete
         written = 0
