@@ -20,7 +20,7 @@ import redis
 from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
@@ -146,6 +146,17 @@ class CampaignAccepted(BaseModel):
     total: int
     duplicates: int
     status: str
+
+
+class AccountPatch(BaseModel):
+    """``PATCH /v1/accounts/{id}``: only the fields given change; limits/options merge key by key."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_url: str | None = None
+    token: SecretStr | None = None
+    instance: str | None = None
+    limits: dict[str, Any] | None = None
+    options: dict[str, str] | None = None
 
 
 class VendorLimitIn(BaseModel):
@@ -338,6 +349,28 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
             return accounts.put(account_id, spec).public()
         except ConfigError as exc:
             raise ApiError(422, "invalid", str(exc), "account_id") from None
+
+    @app.patch("/v1/accounts/{account_id}", dependencies=auth, tags=["accounts"])
+    def patch_account(account_id: str, body: AccountPatch) -> dict[str, Any]:
+        """Change some fields; ``limits`` and ``options`` are merged key by key (one atomic write)."""
+        account = accounts.get(account_id)
+        if account is None:
+            raise ApiError(404, "not_found", f"no account {account_id!r}", "account_id")
+        current = account.spec.model_dump()
+        current["token"] = account.spec.token.get_secret_value()
+        changes = body.model_dump(exclude_unset=True)
+        for key in ("limits", "options"):
+            if key in changes:
+                current[key] = {**current[key], **(changes.pop(key) or {})}
+        if "token" in changes:
+            changes["token"] = body.token.get_secret_value() if body.token else ""
+        try:
+            spec = AccountSpec.model_validate({**current, **changes})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = _loc(tuple(first["loc"]))
+            raise ApiError(422, "invalid", f"{field}: {first['msg']}", field) from None
+        return accounts.put(account_id, spec).public()
 
     @app.get("/v1/accounts", dependencies=auth, tags=["accounts"])
     def list_accounts() -> dict[str, Any]:

@@ -372,3 +372,15 @@ def test_metrics_endpoint_moves_with_sends(api_stack: ApiStack) -> None:
     text = httpx.get(f"{api_stack.api_url}/metrics").text
     assert 'broadcast_sends_total{account="gw",kind="text",outcome="sent",vendor="gewe"} 1.0' in text
     assert "broadcast_vendor_latency_seconds_bucket" in text
+
+
+def test_patch_account_merges_limits_and_keeps_the_token(api_stack: ApiStack) -> None:
+    put_account(api_stack, "gw", "gewe", f"inst-{api_stack.prefix}", min_interval_s=2.5)
+    patched = api_stack.http.patch("/v1/accounts/gw", json={"limits": {"per_minute": 12}})
+    assert patched.status_code == 200, patched.text
+    limits = patched.json()["limits"]
+    assert limits["per_minute"] == 12 and limits["min_interval_s"] == 2.5
+    assert api_stack.accounts.get("gw").spec.token.get_secret_value() == f"tok-inst-{api_stack.prefix}-secret"  # type: ignore[union-attr]
+    bad = api_stack.http.patch("/v1/accounts/gw", json={"limits": {"per_minute": -1}})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "limits.per_minute"
+    assert api_stack.http.get("/v1/accounts/gw").json()["limits"]["per_minute"] == 12
