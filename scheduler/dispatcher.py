@@ -50,6 +50,7 @@ class Dispatcher:
         self._renew = client.register_script(_RENEW)
         self._last_recover = 0.0
         self.leader_ttl_ms = 5000
+        client.hset(self.ledger.keys.config, "retention_s", str(int(settings.retention_days * 86400)))
 
     def is_leader(self) -> bool:
         """Take or keep the leader lock."""

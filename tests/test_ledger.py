@@ -607,3 +607,20 @@ def test_campaign_counters_follow_every_transition(ledger: Ledger) -> None:
     assert ledger.claim(lease_ttl_s=LEASE_S, batch_size=50) == []
     ledger.release("acct1", again.token)
     counters_match(ledger, cid, ids)
+
+
+def test_finished_jobs_expire_after_the_retention_and_replay_clears_it(ledger: Ledger) -> None:
+    ledger.redis.hset(ledger.keys.config, "retention_s", "3600")
+    sent, dead = submit(ledger, 2)
+    batch = claim_one(ledger)
+    for job_id in (sent, dead):
+        assert ledger.begin("acct1", batch.token, job_id, lease_ttl_s=LEASE_S).status == "go"
+    ledger.finish_sent("acct1", batch.token, sent, result(), {"outcome": "sent"})
+    ledger.finish_dead(
+        "acct1", batch.token, dead, reason="permanent", error_class="permanent", error="x", history={"outcome": "dead"}
+    )
+    for job_id in (sent, dead):
+        assert 3500 < ledger.redis.ttl(ledger.keys.job(job_id)) <= 3600
+        assert 3500 < ledger.redis.ttl(ledger.keys.history(job_id)) <= 3600
+    assert ledger.replay(dead) == "ok"
+    assert ledger.redis.ttl(ledger.keys.job(dead)) == -1  # back in play: kept until it finishes again

@@ -34,6 +34,7 @@ idem:{key}             string  idempotency key -> the id answered the first time
 schedule:{id}          hash    a recurring schedule: cron, timezone, template, last firing
 schedules              zset    schedule ids by next fire time
 stats:{name}           hash    counters for Prometheus (sends, errors, latency buckets)
+config                 hash    settings the Lua scripts read (retention_s)
 wake                   list    nudges for the dispatcher (new work, finished batch)
 dispatcher:leader      string  leader lock of the dispatcher (SET NX PX)
 =====================  ======  ==================================================================
@@ -142,6 +143,10 @@ class Keys:
     @property
     def due_campaigns(self) -> str:
         return f"{self.p}:due_campaigns"
+
+    @property
+    def config(self) -> str:
+        return f"{self.p}:config"
 
     @property
     def wake(self) -> str:

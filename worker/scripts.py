@@ -60,10 +60,19 @@ local function wake()
   redis.call('LPUSH', p .. ':wake', '1')
   redis.call('LTRIM', p .. ':wake', 0, 9)
 end
+-- finished jobs keep their record (ids, history) for the configured retention, then expire
+local function retain(jk)
+  local ttl = tonumber(redis.call('HGET', p .. ':config', 'retention_s') or '0')
+  if ttl and ttl > 0 then
+    redis.call('EXPIRE', jk, ttl)
+    redis.call('EXPIRE', jk .. ':h', ttl)
+  end
+end
 local function dead_letter(jk, id, from, reason, class, err, now)
   move(jk, from, 'dead')
   redis.call('HSET', jk, 'reason', reason, 'error_class', class, 'error', err, 'dead_at', now, 'updated', now)
   redis.call('ZADD', p .. ':dlq', now, id)
+  retain(jk)
 end
 """
 
@@ -240,6 +249,7 @@ if camp and camp ~= '' then
   if cstatus == 'paused' then return {'held', 'campaign_paused'} end
   if cstatus == 'cancelled' then
     move(jk, 'queued', 'cancelled')
+    retain(jk)
     redis.call('HSET', jk, 'updated', now, 'cancelled_at', now)
     redis.call('LREM', p .. ':claimed:' .. a, 0, id)
     return {'skip', 'cancelled'}
@@ -284,6 +294,7 @@ if outcome == 'sent' then
   for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
   redis.call('HSET', jk, 'sent_at', now, unpack(fields))
   redis.call('HDEL', jk, 'last_error')
+  retain(jk)
 elseif outcome == 'retry' then
   move(jk, st, 'retrying')
   redis.call('HSET', jk, 'last_error', ARGV[10], 'last_error_class', ARGV[9])
@@ -403,6 +414,8 @@ if redis.call('HEXISTS', jk, 'new_msg_id') == 1 or redis.call('HEXISTS', jk, 'se
   return {'already_sent'}
 end
 redis.call('ZREM', p .. ':dlq', id)
+redis.call('PERSIST', jk)
+redis.call('PERSIST', jk .. ':h')
 move(jk, 'dead', 'queued')
 redis.call('HDEL', jk, 'reason', 'error_class', 'error', 'dead_at', 'n_transient', 'n_throttled', 'n_failure',
   'n_ambiguous')
@@ -425,6 +438,7 @@ local jk = jkey(id)
 local st = redis.call('HGET', jk, 'state')
 if st == 'queued' or st == 'scheduled' or st == 'retrying' then
   move(jk, st, 'cancelled')
+  retain(jk)
   redis.call('HSET', jk, 'updated', now, 'cancelled_at', now)
   redis.call('ZREM', p .. ':due', id)
 end
@@ -547,6 +561,8 @@ for _, id in ipairs(redis.call('LRANGE', p .. ':campaign:' .. cid .. ':jobs', AR
   local st = redis.call('HGET', jk, 'state')
   if st == 'queued' or st == 'scheduled' or st == 'retrying' then
     move(jk, st, 'cancelled')
+    retain(jk)
+  retain(jk)
     redis.call('HSET', jk, 'cancelled_at', now)
     redis.call('ZREM', p .. ':due', id)
     n = n + 1

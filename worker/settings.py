@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     #: Testing aid: seconds added to the wall clock for pacing decisions (daily cap days, quiet hours).
     clock_offset_s: float = 0.0
 
+    #: Finished jobs (sent, dead) keep their record and history this long, then expire (0 = forever).
+    #: Export campaign deliveries before. 30 days by default.
+    retention_days: float = 30.0
+
     log_json: bool = False
     log_level: str = "INFO"
 
