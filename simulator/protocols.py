@@ -408,7 +408,15 @@ class Handlers:
 
     async def gewe_revoke(self, request: Request) -> Response:
         """POST /message/revokeMsg: ids as the send returned them (strings)."""
-        auth = await self.authenticate(GEWE, request, ("appId", "toWxid"))
+        return await self.revoke_recorded(
+            GEWE, "gewe", request, ("appId", "toWxid"), "toWxid", JSONResponse({"ret": 200, "msg": "操作成功"})
+        )
+
+    async def revoke_recorded(
+        self, dialect: Dialect, vendor: str, request: Request, required: tuple[str, ...], to_field: str, ok: Response
+    ) -> Response:
+        """Revoke a recorded send, matching every id exactly (a rounded id is refused, not "revoked")."""
+        auth = await self.authenticate(dialect, request, required)
         if isinstance(auth, Response):
             return auth
         account, body = auth
@@ -416,22 +424,22 @@ class Handlers:
         for name in ("msgId", "newMsgId", "createTime"):
             value = parse_id(body, name)
             if isinstance(value, str):
-                return GEWE.error("param", value)
+                return dialect.error("param", value)
             ids.append(value)
         msg_id, new_msg_id, create_time = ids
-        fault = self.account_fault(account, body["toWxid"])
+        fault = self.account_fault(account, body[to_field])
         if fault is not None:
-            return GEWE.error(_ENVELOPE_FAULTS[fault.kind])
-        record = self.state.find_send("gewe", account.instance, new_msg_id)
+            return dialect.error(_ENVELOPE_FAULTS[fault.kind])
+        record = self.state.find_send(vendor, account.instance, new_msg_id)
         if (
             record is None
-            or record.to != body["toWxid"]
+            or record.to != body[to_field]
             or record.msg_id != msg_id
             or record.create_time != create_time
             or not self.state.revoke(record)
         ):
-            return GEWE.error("revoke")
-        return JSONResponse({"ret": 200, "msg": "操作成功"})
+            return dialect.error("revoke")
+        return ok
 
     async def gewe_check_online(self, request: Request) -> Response:
         """POST /login/checkOnline: `data` true, or false under an `offline` fault."""
@@ -654,30 +662,8 @@ class Handlers:
 
     async def ecloud_revoke(self, request: Request) -> Response:
         """POST /revokeMsg: integer ids, must match a recorded send."""
-        auth = await self.authenticate(ECLOUD, request, ("wId", "wcId"))
-        if isinstance(auth, Response):
-            return auth
-        account, body = auth
-        ids: list[int] = []
-        for name in ("msgId", "newMsgId", "createTime"):
-            value = parse_id(body, name)
-            if isinstance(value, str):
-                return ECLOUD.error("param", value)
-            ids.append(value)
-        msg_id, new_msg_id, create_time = ids
-        fault = self.account_fault(account, body["wcId"])
-        if fault is not None:
-            return ECLOUD.error(_ENVELOPE_FAULTS[fault.kind])
-        record = self.state.find_send("ecloud", account.instance, new_msg_id)
-        if (
-            record is None
-            or record.to != body["wcId"]
-            or record.msg_id != msg_id
-            or record.create_time != create_time
-            or not self.state.revoke(record)
-        ):
-            return ECLOUD.error("revoke")
-        return JSONResponse({"code": "1000", "message": "撤回成功", "data": None})
+        ok = JSONResponse({"code": "1000", "message": "撤回成功", "data": None})
+        return await self.revoke_recorded(ECLOUD, "ecloud", request, ("wId", "wcId"), "wcId", ok)
 
     async def ecloud_is_online(self, request: Request) -> Response:
         """POST /isOnline: code 1000 online, 1001 offline."""

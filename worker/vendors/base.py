@@ -214,6 +214,19 @@ class HttpBackend:
         """The error for a vendor failure answer, classified from its text."""
         return self._fail(classify_vendor_text(text), text or "vendor reported failure", code=code)
 
+    def camel_case_result(self, data: Any, *, to: str, to_key: str, endpoint: str) -> SendResult:
+        """GeWe and E云 answer ``{msgId, newMsgId, createTime, type, <to_key>}``; ``data`` may be null."""
+        data = data if isinstance(data, dict) else {}
+        return SendResult(
+            vendor=self.name,
+            to=str(data.get(to_key) or to),
+            endpoint=endpoint,
+            msg_id=as_int(data.get("msgId")),
+            new_msg_id=as_int(data.get("newMsgId")),
+            create_time=as_int(data.get("createTime")),
+            msg_type=as_int(data.get("type")),
+        )
+
     def post(self, path: str, body: Mapping[str, Any], *, params: Mapping[str, str] | None = None) -> Any:
         """POST JSON, return the decoded JSON envelope (ints exact) or raise a classified VendorError."""
         url = f"{self._base}{path}"

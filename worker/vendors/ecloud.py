@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.messages import MiniProgramMessage, TextMessage
-from worker.vendors.base import AnyMessage, HttpBackend, SendResult, as_int, register
+from worker.vendors.base import AnyMessage, HttpBackend, SendResult, register
 
 SUCCESS = "1000"
 
@@ -60,17 +60,7 @@ class ECloudBackend(HttpBackend):
             cover = message.cover_url if isinstance(message, MiniProgramMessage) else None
             if cover and endpoint == "sendApplet":
                 body["imgUrl"] = cover
-        data = self._call(f"/{endpoint}", body)
-        data = data if isinstance(data, dict) else {}
-        return SendResult(
-            vendor=self.name,
-            to=str(data.get("wcId") or to),
-            endpoint=endpoint,
-            msg_id=as_int(data.get("msgId")),
-            new_msg_id=as_int(data.get("newMsgId")),
-            create_time=as_int(data.get("createTime")),
-            msg_type=as_int(data.get("type")),
-        )
+        return self.camel_case_result(self._call(f"/{endpoint}", body), to=to, to_key="wcId", endpoint=endpoint)
 
     def revoke(self, sent: SendResult) -> None:
         """``/revokeMsg`` takes the ids as integers."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from worker.errors import VendorError
 from worker.messages import AppMsgMessage, MiniProgramMessage, TextMessage
-from worker.vendors.base import AnyMessage, HttpBackend, SendResult, as_int, register
+from worker.vendors.base import AnyMessage, HttpBackend, SendResult, register
 from worker.xmlsafe import wrap_msg
 
 MENTION_ALL = "notify@all"
@@ -70,16 +70,8 @@ class GeweBackend(HttpBackend):
             assert isinstance(message, MiniProgramMessage | AppMsgMessage)
             endpoint = "postAppMsg"
             body = {"appId": app_id, "toWxid": to, "appmsg": message.appmsg_xml()}
-        data = self._call(f"/message/{endpoint}", body)
-        data = data if isinstance(data, dict) else {}
-        return SendResult(
-            vendor=self.name,
-            to=str(data.get("toWxid") or to),
-            endpoint=endpoint,
-            msg_id=as_int(data.get("msgId")),
-            new_msg_id=as_int(data.get("newMsgId")),
-            create_time=as_int(data.get("createTime")),
-            msg_type=as_int(data.get("type")),
+        return self.camel_case_result(
+            self._call(f"/message/{endpoint}", body), to=to, to_key="toWxid", endpoint=endpoint
         )
 
     def revoke(self, sent: SendResult) -> None:
