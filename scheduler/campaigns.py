@@ -73,9 +73,20 @@ def _str_vars(raw: Any, field: str) -> dict[str, str] | None:
 def recipients_from_csv(text: Iterable[str]) -> Iterator[dict[str, Any]]:
     """CSV with a ``to`` column, an optional ``account`` column; every other column is a variable."""
     reader = csv.DictReader(text)
-    if reader.fieldnames is None or "to" not in reader.fieldnames:
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as exc:
+        raise MessageError(f"recipients: not readable as CSV ({exc})", field="recipients") from None
+    if fieldnames is None or "to" not in fieldnames:
         raise MessageError("recipients: CSV needs a header row with a 'to' column", field="recipients")
-    for row in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise MessageError(f"recipients: CSV line {reader.line_num}: {exc}", field="recipients") from None
         to = (row.pop("to") or "").strip()
         account = (row.pop("account", None) or "").strip() or None
         variables = {k: v for k, v in row.items() if k is not None and v is not None}
@@ -125,7 +136,7 @@ class Campaigns:
     ) -> CampaignCreated:
         """Validate everything, then store the campaign atomically. Raises MessageError naming the field."""
         if idempotency_key:
-            existing = self.redis.get(self.keys.idempotency(idempotency_key))
+            existing = self.redis.get(self.keys.idempotency("c", idempotency_key))
             if existing:
                 return self._answer(str(existing), created=False)
         parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
@@ -391,6 +402,9 @@ class Campaigns:
         now = now or time.time()
         due = cast(list[str], self.redis.zrangebyscore(self.keys.due_campaigns, "-inf", now, start=0, num=10))
         for cid in due:
+            if self.redis.hget(self.keys.campaign(cid), "status") != "scheduled":
+                self._activate_final(args=[self.prefix, cid, f"{now:.6f}"])  # drops it from the due set
+                continue
             total = int(self.redis.llen(self.keys.campaign_jobs(cid)))
             for start in range(0, total, 5000):
                 self._activate_chunk(args=[self.prefix, cid, f"{now:.6f}", start, start + 4999])

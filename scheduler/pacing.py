@@ -76,6 +76,14 @@ class Pacer:
             pipe.get(k.pace_day(account, local_day(local_now, limits.timezone)))
         days = dict(zip(limits_by, pipe.execute(), strict=True))
         vendor_windows = self._vendor_windows(vendor_limits, now)
+        if vendor_windows and leased:
+            # a send in flight counts against its vendor's rate until RELEASE records it
+            pipe = self.redis.pipeline(transaction=False)
+            for account in leased:
+                pipe.hget(k.account(account), "vendor")
+            for vendor in pipe.execute():
+                if vendor in vendor_windows:
+                    vendor_windows[vendor][1].append(now)
         candidates: list[tuple[str, int, float, float]] = []
         blocked: dict[str, str] = {}
         next_check: float | None = None

@@ -81,7 +81,7 @@ class Producer:
         )
         if not state:  # an idempotent replay: answer the job's current state
             job = self.ledger.get(job_id)
-            state = job.state if job else "queued"
+            state = job.state if job else "expired"
         return Submitted(id=job_id, status=state, created=created)
 
     def _account_exists(self, account: str) -> bool:

@@ -76,6 +76,14 @@ class ScheduleSpec(BaseModel):
             raise ValueError("not a valid cron expression (5 fields, or 6 with seconds last)")
         return value
 
+    @model_validator(mode="after")
+    def _fires_some_day(self) -> ScheduleSpec:
+        try:
+            next_fire(self.cron, self.timezone, time.time())
+        except Exception:  # noqa: BLE001 - croniter raises several types for dates that never come
+            raise ValueError(f"cron {self.cron!r} never fires") from None
+        return self
+
     @field_validator("timezone")
     @classmethod
     def _valid_tz(cls, value: str) -> str:
@@ -172,8 +180,13 @@ class Schedules:
             if raw is None:
                 self.redis.zrem(self.keys.schedules, schedule_id)
                 continue
-            spec = ScheduleSpec.model_validate_json(raw)
-            upcoming = next_fire(spec.cron, spec.timezone, max(now, fire_at))
+            try:
+                spec = ScheduleSpec.model_validate_json(raw)
+                upcoming = next_fire(spec.cron, spec.timezone, max(now, fire_at))
+            except Exception as exc:  # noqa: BLE001 - a broken record must not stop the dispatcher
+                self.redis.zrem(self.keys.schedules, schedule_id)
+                self.redis.hset(self.keys.schedule(schedule_id), "last_error", f"disabled: {exc}")
+                continue
             # move the schedule forward first: a crash below skips one firing at most, never repeats one
             self.redis.zadd(self.keys.schedules, {schedule_id: upcoming})
             key = f"schedule:{schedule_id}:{int(fire_at)}"

@@ -384,3 +384,16 @@ def test_patch_account_merges_limits_and_keeps_the_token(api_stack: ApiStack) ->
     bad = api_stack.http.patch("/v1/accounts/gw", json={"limits": {"per_minute": -1}})
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "limits.per_minute"
     assert api_stack.http.get("/v1/accounts/gw").json()["limits"]["per_minute"] == 12
+
+
+def test_unreadable_csv_upload_is_a_422_not_a_500(api_stack: ApiStack) -> None:
+    put_account(api_stack, "gw", "gewe", f"inst-{api_stack.prefix}")
+    before = api_stack.stored_keys()
+    huge_field = "to,name\nwxid_a," + "x" * (200 * 1024) + "\n"
+    response = api_stack.http.post(
+        "/v1/campaigns/upload",
+        data={"spec": json.dumps({"name": "csv", "account": "gw", "message": {"kind": "text", "text": "{name}"}})},
+        files={"recipients": ("r.csv", huge_field.encode(), "text/csv")},
+    )
+    assert response.status_code == 422 and response.json()["error"]["field"] == "recipients", response.text
+    assert api_stack.stored_keys() == before

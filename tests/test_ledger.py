@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 import redis as redis_lib
 
-from worker.accounts import AccountStore
+from scheduler.campaigns import Campaigns
+from worker.accounts import AccountSpec, AccountStore
 from worker.deadletter import DeadLetters
 from worker.ledger import STATES, Claim, Ledger
 from worker.messages import TextMessage
@@ -134,7 +135,7 @@ def test_idempotency_key_answers_the_first_id_and_stores_nothing_new(ledger: Led
     assert ledger.get("jdup") is None
     assert ledger.get(first).to == "wxid_a"  # type: ignore[union-attr]
     assert queue(ledger) == [first]
-    assert ledger.redis.get(ledger.keys.idempotency("k1")) == first
+    assert ledger.redis.get(ledger.keys.idempotency("m", "k1")) == first
     # a different key is a different job
     other, created_other = ledger.submit(
         account="acct1", to="wxid_b", message=TextMessage(text="b"), idempotency_key="k2"
@@ -624,3 +625,127 @@ def test_finished_jobs_expire_after_the_retention_and_replay_clears_it(ledger: L
         assert 3500 < ledger.redis.ttl(ledger.keys.history(job_id)) <= 3600
     assert ledger.replay(dead) == "ok"
     assert ledger.redis.ttl(ledger.keys.job(dead)) == -1  # back in play: kept until it finishes again
+
+
+# --- races and edge cases found in review: each scenario once broke a guarantee ---------------------------
+
+
+def counts_add_up(ledger: Ledger, cid: str) -> dict[str, int]:
+    data = ledger.redis.hgetall(ledger.keys.campaign(cid))
+    counts = {s: int(data.get(f"n:{s}", 0)) for s in STATES}
+    jobs = ledger.redis.lrange(ledger.keys.campaign_jobs(cid), 0, -1)
+    real = collections.Counter(state(ledger, j) for j in jobs)
+    assert {k: v for k, v in counts.items() if v} == dict(real)
+    assert sum(counts.values()) == int(data["total"])
+    return counts
+
+
+def make_campaigns(ledger: Ledger) -> Campaigns:
+    store = AccountStore(ledger.redis, ledger.prefix)
+    store.put(
+        "acct1", AccountSpec(vendor="gewe", base_url="http://127.0.0.1:9", instance="i", limits={"per_minute": 0})
+    )  # type: ignore[arg-type]
+    return Campaigns(ledger, store)
+
+
+def test_a_batch_ending_mid_send_leaves_no_job_in_sending(ledger: Ledger) -> None:
+    (job,) = submit(ledger, 1)
+    batch = claim_one(ledger)
+    assert ledger.begin("acct1", batch.token, job, lease_ttl_s=LEASE_S).status == "go"
+    # the worker hit an unexpected error (soft time limit, a bug) and only released the batch
+    ledger.release("acct1", batch.token)
+    assert state(ledger, job) == "dead"
+    assert ledger.get(job).fields["reason"] == "unknown_outcome"  # type: ignore[union-attr]
+    assert ledger.redis.llen(ledger.keys.claimed("acct1")) == 0
+
+
+def test_a_retry_of_a_cancelled_campaign_job_ends_cancelled(ledger: Ledger) -> None:
+    campaigns = make_campaigns(ledger)
+    created = campaigns.create(
+        name="c",
+        account="acct1",
+        message={"kind": "text", "text": "x"},
+        recipients=[{"to": "wxid_1"}, {"to": "wxid_2"}],
+    )
+    batch = claim_one(ledger)
+    first = batch.job_ids[0]
+    assert ledger.begin("acct1", batch.token, first, lease_ttl_s=LEASE_S).status == "go"
+    campaigns.set_status(created.id, "cancel")  # while the first job is in flight
+    ledger.finish_retry(
+        "acct1", batch.token, first, due_at=time.time() - 1, error_class="transient", error="x", history={}
+    )
+    ledger.release("acct1", batch.token)
+    ledger.promote_due()
+    assert state(ledger, first) == "cancelled"
+    counts = counts_add_up(ledger, created.id)
+    assert counts["cancelled"] == 2 and campaigns.get(created.id)["finished"]
+
+
+def test_replay_refuses_a_job_of_a_cancelled_campaign(ledger: Ledger) -> None:
+    campaigns = make_campaigns(ledger)
+    created = campaigns.create(
+        name="c", account="acct1", message={"kind": "text", "text": "x"}, recipients=[{"to": "wxid_1"}]
+    )
+    batch = claim_one(ledger)
+    (job,) = batch.job_ids
+    ledger.begin("acct1", batch.token, job, lease_ttl_s=LEASE_S)
+    ledger.finish_dead("acct1", batch.token, job, reason="permanent", error_class="permanent", error="x", history={})
+    campaigns.set_status(created.id, "cancel")
+    assert ledger.replay(job) == "campaign_cancelled"
+    assert state(ledger, job) == "dead"
+
+
+def test_a_paused_scheduled_campaign_leaves_the_due_set_and_returns_on_resume(ledger: Ledger) -> None:
+    campaigns = make_campaigns(ledger)
+    send_at = time.time() + 0.2
+    created = campaigns.create(
+        name="s", account="acct1", message={"kind": "text", "text": "x"}, recipients=[{"to": "wxid_1"}], send_at=send_at
+    )
+    campaigns.set_status(created.id, "pause")
+    time.sleep(0.3)
+    campaigns.activate_due()
+    assert ledger.redis.zscore(ledger.keys.due_campaigns, created.id) is None
+    assert campaigns.get(created.id)["status"] == "paused"
+    campaigns.set_status(created.id, "resume")
+    assert ledger.redis.zscore(ledger.keys.due_campaigns, created.id) is not None
+    campaigns.activate_due()
+    assert campaigns.get(created.id)["status"] == "active"
+    assert counts_add_up(ledger, created.id)["queued"] == 1
+
+
+def test_messages_and_campaigns_have_separate_idempotency_keys(ledger: Ledger) -> None:
+    campaigns = make_campaigns(ledger)
+    job_id, created = ledger.submit(account="acct1", to="wxid_1", idempotency_key="order-42")
+    campaign = campaigns.create(
+        name="c",
+        account="acct1",
+        message={"kind": "text", "text": "x"},
+        recipients=[{"to": "wxid_2"}],
+        idempotency_key="order-42",
+    )
+    assert created and campaign.created and campaign.total == 1 and campaign.id != job_id
+
+
+def test_deleting_an_expired_dead_letter_leaves_no_stub(ledger: Ledger) -> None:
+    (job,) = submit(ledger, 1)
+    batch = claim_one(ledger)
+    ledger.begin("acct1", batch.token, job, lease_ttl_s=LEASE_S)
+    ledger.finish_dead("acct1", batch.token, job, reason="permanent", error_class="permanent", error="x", history={})
+    ledger.redis.delete(ledger.keys.job(job), ledger.keys.history(job))  # expired after the retention
+    letters = DeadLetters(ledger)
+    assert letters.list() == [] and letters.count() == 0  # the stale index entry was pruned
+    ledger.redis.zadd(ledger.keys.dlq, {job: time.time()})
+    assert letters.delete(job) is True
+    assert ledger.redis.exists(ledger.keys.job(job)) == 0
+
+
+def test_release_after_a_lost_lease_still_records_the_pause(ledger: Ledger) -> None:
+    (job,) = submit(ledger, 1)
+    batch = claim_one(ledger)
+    ledger.begin("acct1", batch.token, job, lease_ttl_s=LEASE_S)
+    ledger.finish_sent("acct1", batch.token, job, result(), {"outcome": "sent"})
+    ledger.redis.delete(ledger.keys.lease("acct1"))  # the lease ran out during a slow call
+    ledger.release("acct1", batch.token, attempted=1, sent=1, local_day="20261122", windowed=True)
+    pace = ledger.redis.hgetall(ledger.keys.pace("acct1"))
+    assert float(pace["last_end"]) > time.time() - 5
+    assert ledger.redis.zcard(ledger.keys.pace_window("acct1")) == 1

@@ -70,8 +70,11 @@ class DeadLetters:
                 break
             start += page
             jobs = self.ledger.get_many(job_id for job_id, _ in chunk)
-            for (_, score), job in zip(chunk, jobs, strict=True):
-                if job is None or job.state != "dead":
+            for (job_id, score), job in zip(chunk, jobs, strict=True):
+                if job is None:  # expired after the retention: prune the index entry
+                    self.redis.zrem(self.key, job_id)
+                    continue
+                if job.state != "dead":
                     continue
                 if account and job.account != account:
                     continue
@@ -104,6 +107,6 @@ class DeadLetters:
     def delete(self, job_id: str) -> bool:
         """Drop a dead job from the store (its record stays, ``dead``, for the campaign's books)."""
         removed = int(self.redis.zrem(self.key, job_id))
-        if removed:
+        if removed and self.redis.exists(self.ledger.keys.job(job_id)):
             self.redis.hset(self.ledger.keys.job(job_id), "dismissed", "1")
         return bool(removed)

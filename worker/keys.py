@@ -30,7 +30,7 @@ campaign:{id}          hash    campaign: name, message template, total, per-stat
 campaign:{id}:jobs     list    the campaign's job ids in recipient order
 campaigns              zset    campaign ids by creation time
 due_campaigns          zset    scheduled campaigns by start time
-idem:{key}             string  idempotency key -> the id answered the first time
+idem:{m|c}:{key}       string  idempotency key -> the message (m) or campaign (c) id answered first
 schedule:{id}          hash    a recurring schedule: cron, timezone, template, last firing
 schedules              zset    schedule ids by next fire time
 stats:{name}           hash    counters for Prometheus (sends, errors, latency buckets)
@@ -103,8 +103,9 @@ class Keys:
     def campaign_jobs(self, campaign_id: str) -> str:
         return f"{self.p}:campaign:{campaign_id}:jobs"
 
-    def idempotency(self, key: str) -> str:
-        return f"{self.p}:idem:{key}"
+    def idempotency(self, kind: str, key: str) -> str:
+        """``kind``: ``m`` for messages, ``c`` for campaigns (separate namespaces)."""
+        return f"{self.p}:idem:{kind}:{key}"
 
     @property
     def ready(self) -> str:

@@ -144,6 +144,7 @@ class Ledger:
         self._recover = client.register_script(scripts.RECOVER)
         self._replay = client.register_script(scripts.REPLAY)
         self._cancel = client.register_script(scripts.CANCEL)
+        self._touch = client.register_script(scripts.TOUCH)
 
     # --- producer side -------------------------------------------------------------------------------
 
@@ -325,6 +326,10 @@ class Ledger:
     ) -> str:
         now = f"{time.time():.6f}"
         return str(self._finish(args=[self.prefix, account, token, job_id, now, outcome, json.dumps(history), *extra]))
+
+    def touch(self, account: str, token: str, *, lease_ttl_s: float) -> bool:
+        """Renew a batch's lease; False when it was lost (recovered by the dispatcher)."""
+        return bool(self._touch(args=[self.prefix, account, token, int(lease_ttl_s * 1000)]))
 
     def release(
         self,

@@ -150,7 +150,12 @@ class BatchRunner:
             self._log(job_id, account_id, vendor, "dead", started, error=str(exc))
             return ""
         try:
-            result = call_with_quick_retries(lambda: backend.send(job.to, message), self.settings, sleep=self.sleep)
+            result = call_with_quick_retries(
+                lambda: backend.send(job.to, message),
+                self.settings,
+                sleep=self.sleep,
+                before_retry=lambda: self.ledger.touch(account_id, token, lease_ttl_s=self.settings.lease_ttl_s),
+            )
         except VendorError as error:
             stop = self._failed(account_id, vendor, token, job, error, entry, started, report)
             self._count(account_id, vendor, message.kind, entry["outcome"], entry["latency_ms"], error.error_class)

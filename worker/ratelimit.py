@@ -113,9 +113,12 @@ def allowance(
     if quiet_end is not None and quiet_end - clock_offset_s > earliest:
         earliest, why = quiet_end - clock_offset_s, "quiet_hours"
     if limits.per_minute == 0:
+        batch = unpaced_batch
+        if limits.daily_cap and cap_at is None:
+            batch = min(batch, limits.daily_cap - state.sent_today)  # never past today's cap
         if earliest > now:
-            return Allowance(earliest, earliest, unpaced_batch, why)
-        return Allowance(0.0, 0.0, unpaced_batch)
+            return Allowance(earliest, earliest, batch, why)
+        return Allowance(0.0, 0.0, batch)
     slow = effective_slowdown(state, now)
     private_gap = (limits.min_interval_s + limits.jitter_s * state.jitter_fraction) * slow
     group_gap = (limits.group_min_interval_s + limits.group_jitter_s * state.jitter_fraction) * slow

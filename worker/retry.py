@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from worker.errors import (
     AccountDownError,
@@ -46,13 +46,27 @@ def _is_quick_retryable(exc: BaseException) -> bool:
 
 
 def call_with_quick_retries(
-    fn: Callable[[], T], settings: Settings, *, sleep: Callable[[float], None] | None = None
+    fn: Callable[[], T],
+    settings: Settings,
+    *,
+    sleep: Callable[[float], None] | None = None,
+    before_retry: Callable[[], bool] | None = None,
 ) -> T:
-    """Run ``fn``, retrying not-sent transient errors a few times (bounded, jittered, sleep injectable)."""
+    """Run ``fn``, retrying not-sent transient errors a few times (bounded, jittered, sleep injectable).
+
+    ``before_retry`` runs before each retry (the worker renews the account's lease there); when it
+    answers False the retries stop and the last error is raised.
+    """
+
+    def renew(state: RetryCallState) -> None:
+        if before_retry is not None and not before_retry() and state.outcome is not None:
+            raise state.outcome.exception()  # type: ignore[misc]
+
     retrying = Retrying(
         retry=retry_if_exception(_is_quick_retryable),
         stop=stop_after_attempt(settings.quick_retries),
         wait=wait_exponential_jitter(multiplier=0.1, max=settings.quick_retry_max_wait_s, jitter=0.2),
+        before_sleep=renew,
         reraise=True,
     )
     if sleep is not None:

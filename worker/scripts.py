@@ -74,6 +74,17 @@ local function dead_letter(jk, id, from, reason, class, err, now)
   redis.call('ZADD', p .. ':dlq', now, id)
   retain(jk)
 end
+-- put a job (back) in its queue, unless its campaign was cancelled meanwhile: then it is cancelled too
+local function place(jk, id, account, priority, front, camp, from)
+  if camp and camp ~= '' and redis.call('HGET', p .. ':campaign:' .. camp, 'status') == 'cancelled' then
+    move(jk, from, 'cancelled')
+    retain(jk)
+    return false
+  end
+  if from ~= 'queued' then move(jk, from, 'queued') end
+  enqueue(account, id, priority, front, camp)
+  return true
+end
 """
 
 #: ARGV: prefix, job_id, idem_key|'', idem_ttl_s, now, due_at|'', account, priority, field, value, ...
@@ -82,9 +93,9 @@ SUBMIT = (
     + r"""
 local id, idem, now, due_at, account, priority = ARGV[2], ARGV[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 if idem ~= '' then
-  local existing = redis.call('GET', p .. ':idem:' .. idem)
+  local existing = redis.call('GET', p .. ':idem:m:' .. idem)
   if existing then return {0, existing} end
-  redis.call('SET', p .. ':idem:' .. idem, id, 'EX', tonumber(ARGV[4]))
+  redis.call('SET', p .. ':idem:m:' .. idem, id, 'EX', tonumber(ARGV[4]))
 end
 local jk = jkey(id)
 local fields = {}
@@ -113,9 +124,8 @@ for _, id in ipairs(ids) do
   local jk = jkey(id)
   local st, account, priority, camp = unpack(redis.call('HMGET', jk, 'state', 'account', 'priority', 'campaign'))
   if st == 'scheduled' or st == 'retrying' then
-    move(jk, st, 'queued')
     redis.call('HSET', jk, 'updated', now)
-    enqueue(account, id, priority, false, camp)
+    place(jk, id, account, priority, false, camp, st)
   end
 end
 return #ids
@@ -265,6 +275,14 @@ return out
 """
 )
 
+#: ARGV: prefix, account, token, ttl_ms. Renews a batch's lease (between quick retries); 1, or 0 if lost.
+TOUCH = r"""
+local lk = ARGV[1] .. ':lease:' .. ARGV[2]
+if redis.call('GET', lk) ~= ARGV[3] then return 0 end
+redis.call('PEXPIRE', lk, tonumber(ARGV[4]))
+return 1
+"""
+
 #: ARGV: prefix, account, token, job_id, now, outcome, history_json, then by outcome:
 #:   sent:    field, value, ...             (vendor ids)
 #:   retry:   due_at, error_class, error
@@ -303,10 +321,9 @@ elseif outcome == 'retry' then
 elseif outcome == 'dead' then
   dead_letter(jk, id, st, ARGV[8], ARGV[9], ARGV[10], now)
 elseif outcome == 'requeue' then
-  move(jk, st, 'queued')
   redis.call('HINCRBY', jk, 'attempts', -1)
   redis.call('HSET', jk, 'last_error', ARGV[9], 'last_error_class', ARGV[8])
-  enqueue(a, id, priority, true, camp)
+  place(jk, id, a, priority, true, camp, st)
 end
 return 'ok'
 """
@@ -321,15 +338,7 @@ RELEASE = (
 local a, token = ARGV[2], ARGV[3]
 local attempted, sent, day = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local throttled, fraction, windowed, vendor = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
-local lk = p .. ':lease:' .. a
-if redis.call('GET', lk) ~= token then return 0 end
-local ck = p .. ':claimed:' .. a
-local ids = redis.call('LRANGE', ck, 0, -1)
-for i = #ids, 1, -1 do
-  local jk = jkey(ids[i])
-  local st, priority, camp = unpack(redis.call('HMGET', jk, 'state', 'priority', 'campaign'))
-  if st == 'queued' then enqueue(a, ids[i], priority, true, camp) end
-end
+-- pacing first, even when the lease was lost meanwhile: these sends happened and the next must wait
 if attempted > 0 then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -356,6 +365,22 @@ if attempted > 0 then
     for i = 1, attempted do redis.call('ZADD', vk, now, string.format('%.6f', now) .. ':' .. i .. ':' .. token) end
     redis.call('ZREMRANGEBYSCORE', vk, '-inf', now - 5)
     redis.call('EXPIRE', vk, 10)
+  end
+end
+local lk = p .. ':lease:' .. a
+if redis.call('GET', lk) ~= token then return 0 end
+local ck = p .. ':claimed:' .. a
+local ids = redis.call('LRANGE', ck, 0, -1)
+local now_s = redis.call('TIME')[1]
+for i = #ids, 1, -1 do
+  local jk = jkey(ids[i])
+  local st, priority, camp = unpack(redis.call('HMGET', jk, 'state', 'priority', 'campaign'))
+  if st == 'queued' then
+    place(jk, ids[i], a, priority, true, camp, 'queued')
+  elseif st == 'sending' then
+    -- the batch ended without recording this send (an unexpected error mid-call): outcome unknown
+    dead_letter(jk, ids[i], 'sending', 'unknown_outcome', 'ambiguous',
+      'the send was interrupted before its outcome was recorded; the message may have been sent', now_s)
   end
 end
 redis.call('DEL', ck, lk)
@@ -385,8 +410,7 @@ for _, a in ipairs(redis.call('SMEMBERS', p .. ':leased')) do
           'the worker holding this send died; the message may have been sent', now)
         unknown = unknown + 1
       elseif st == 'queued' then
-        enqueue(a, ids[i], priority, true, camp)
-        requeued = requeued + 1
+        if place(jk, ids[i], a, priority, true, camp, 'queued') then requeued = requeued + 1 end
       end
     end
     redis.call('DEL', ck)
@@ -410,6 +434,9 @@ if not st then return {'missing'} end
 if st ~= 'dead' then return {'not_dead', st} end
 if redis.call('HGET', jk, 'dismissed') == '1' then return {'deleted'} end
 if reason == 'unknown_outcome' and force ~= '1' then return {'unknown_outcome'} end
+if camp and camp ~= '' and redis.call('HGET', p .. ':campaign:' .. camp, 'status') == 'cancelled' then
+  return {'campaign_cancelled'}
+end
 if redis.call('HEXISTS', jk, 'new_msg_id') == 1 or redis.call('HEXISTS', jk, 'sent_at') == 1 then
   return {'already_sent'}
 end
@@ -456,9 +483,9 @@ CAMPAIGN_COMMIT = (
     + r"""
 local cid, idem, now, status, send_at, total = ARGV[2], ARGV[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 if idem ~= '' then
-  local existing = redis.call('GET', p .. ':idem:' .. idem)
+  local existing = redis.call('GET', p .. ':idem:c:' .. idem)
   if existing then return {0, existing} end
-  redis.call('SET', p .. ':idem:' .. idem, cid, 'EX', tonumber(ARGV[4]))
+  redis.call('SET', p .. ':idem:c:' .. idem, cid, 'EX', tonumber(ARGV[4]))
 end
 local ck = p .. ':campaign:' .. cid
 local counter = 'n:queued'
@@ -506,7 +533,12 @@ CAMPAIGN_ACTIVATE_FINAL = (
     + r"""
 local cid, now = ARGV[2], ARGV[3]
 local ck = p .. ':campaign:' .. cid
-if redis.call('HGET', ck, 'status') ~= 'scheduled' then return 0 end
+local status = redis.call('HGET', ck, 'status')
+if status ~= 'scheduled' then
+  -- paused (resume puts it back) or cancelled: not due any more
+  redis.call('ZREM', p .. ':due_campaigns', cid)
+  return 0
+end
 for i = 4, #ARGV do
   local a = ARGV[i]
   local staging = p .. ':cst:' .. cid .. ':' .. a
@@ -539,6 +571,9 @@ elseif action == 'resume' then
   if st ~= 'paused' then return '!' .. st end
   local back = redis.call('HGET', ck, 'paused_from') or 'active'
   redis.call('HSET', ck, 'status', back, 'updated', now)
+  if back == 'scheduled' then
+    redis.call('ZADD', p .. ':due_campaigns', tonumber(redis.call('HGET', ck, 'send_at') or now) or now, cid)
+  end
   for i = 5, #ARGV do redis.call('SADD', p .. ':ready', ARGV[i]) end
   wake()
 elseif action == 'cancel' then
@@ -562,7 +597,6 @@ for _, id in ipairs(redis.call('LRANGE', p .. ':campaign:' .. cid .. ':jobs', AR
   if st == 'queued' or st == 'scheduled' or st == 'retrying' then
     move(jk, st, 'cancelled')
     retain(jk)
-  retain(jk)
     redis.call('HSET', jk, 'cancelled_at', now)
     redis.call('ZREM', p .. ':due', id)
     n = n + 1

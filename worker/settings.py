@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -72,6 +72,17 @@ class Settings(BaseSettings):
 
     log_json: bool = False
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_call(self) -> Settings:
+        """One vendor try may take connect + read timeouts; the account's lease must outlive it, or the
+        dispatcher would think the worker dead and start another send on the same account."""
+        longest = self.vendor_connect_timeout_s + self.vendor_read_timeout_s
+        if self.lease_ttl_s <= longest:
+            raise ValueError(
+                f"BROADCAST_LEASE_TTL_S ({self.lease_ttl_s}) must exceed connect + read timeouts ({longest})"
+            )
+        return self
 
     def api_tokens(self) -> list[str]:
         """The accepted API tokens (empty list when none is configured)."""
