@@ -53,8 +53,11 @@ def run_demo(
 
     console = Console()
     client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    # one recipient per demo account, so every vendor's protocol carries every kind
+    names = ["小王", "小李", "Alice", "Bob"]
     recipients = [
-        {"to": f"wxid_demo_{i:02d}", "vars": {"name": n}} for i, n in enumerate(["小王", "小李", "Alice", "Bob"])
+        {"to": f"wxid_demo_{i:02d}", "account": account, "vars": {"name": name}}
+        for i, (account, name) in enumerate(zip(DEMO_ACCOUNTS, names, strict=True))
     ]
     campaigns: dict[str, str] = {}
     for kind, message in MESSAGES.items():
