@@ -80,6 +80,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (401, "Missing or invalid bearer token"),
         (404, "Not found"),
         (409, "Not possible in the current state"),
+        (502, "The vendor refused"),
         (413, "Body too large"),
         (422, "Invalid input; `field` names it"),
         (503, "Redis unreachable; nothing was stored"),
@@ -425,6 +426,10 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
             response.headers["Idempotent-Replayed"] = "true"
         return Accepted(id=submitted.id, status=submitted.status)
 
+    def _campaign_created(campaign: str | None) -> float | None:
+        raw = client.hget(ledger.keys.campaign(campaign), "created") if campaign else None
+        return float(raw) if raw else None
+
     @app.get("/v1/messages/{job_id}", dependencies=auth, tags=["messages"])
     def get_message(job_id: str) -> dict[str, Any]:
         """A job's state, vendor ids (strings) and attempt errors."""
@@ -446,9 +451,41 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
             "errors": [h for h in history if h.get("error")],
             "history": history,
             "reason": f.get("reason"),
-            "created": float(f["created"]) if f.get("created") else None,
+            "revoked_at": float(f["revoked_at"]) if f.get("revoked_at") else None,
+            "created": float(f["created"]) if f.get("created") else _campaign_created(job.campaign),
             "sent_at": float(f["sent_at"]) if f.get("sent_at") else None,
         }
+
+    @app.post("/v1/messages/{job_id}/revoke", dependencies=auth, tags=["messages"])
+    def revoke_message(job_id: str) -> dict[str, Any]:
+        """Take back a sent message with its exact ids (vendors allow about two minutes after sending)."""
+        from worker.connections import vendor_http_client
+        from worker.errors import UnsupportedError, VendorError
+        from worker.vendors import SendResult, backend_for
+
+        job = ledger.get(job_id)
+        if job is None:
+            raise ApiError(404, "not_found", f"no message {job_id!r}", "id")
+        if job.state != "sent" or job.fields.get("has_ids") != "1":
+            raise ApiError(
+                409, "not_revocable", f"only a sent message with vendor ids can be revoked ({job.state})", None
+            )
+        if job.fields.get("revoked_at"):
+            raise ApiError(409, "already_revoked", "this message was already revoked", None)
+        account = accounts.get(job.account)
+        if account is None:
+            raise ApiError(409, "account_missing", f"account {job.account!r} is not configured any more", None)
+        sent = SendResult.from_dict({**job.fields, "to": job.to})
+        try:
+            backend_for(account.vendor_account(), vendor_http_client(settings)).revoke(sent)
+        except UnsupportedError as exc:
+            raise ApiError(409, "unsupported", str(exc), None) from None
+        except VendorError as exc:
+            raise ApiError(502, "vendor_error", f"the vendor refused the revoke: {exc}", None) from None
+        now = time.time()
+        client.hset(ledger.keys.job(job_id), "revoked_at", f"{now:.3f}")
+        client.rpush(ledger.keys.history(job_id), json.dumps({"event": "revoked", "at": round(now, 6)}))
+        return {"id": job_id, "revoked": True, "revoked_at": now}
 
     @app.post("/v1/messages/{job_id}/cancel", dependencies=auth, tags=["messages"])
     def cancel_message(job_id: str) -> dict[str, Any]:

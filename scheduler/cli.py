@@ -49,7 +49,9 @@ app = typer.Typer(
     epilog=f"Operator commands talk to the HTTP API: --url / {URL_ENV}, --token / {TOKEN_ENV}. "
     "Exit codes: 0 ok, 1 failed, 2 input refused, 3 finished with messages not sent.",
 )
-message_app = typer.Typer(help="One message: show its ids and attempt history, cancel it.", no_args_is_help=True)
+message_app = typer.Typer(
+    help="One message: show its ids and attempt history, cancel or revoke it.", no_args_is_help=True
+)
 campaign_app = typer.Typer(
     help="Campaigns: create from CSV/JSONL, watch, pause/resume/cancel, export.", no_args_is_help=True
 )
@@ -483,6 +485,13 @@ def message_cancel(job_id: str, url: Url = None, token: Token = None) -> None:
     """Cancel a message that has not started sending (scheduled, queued or retrying)."""
     with _api(url, token) as api:
         _print_json(api.cancel_message(job_id))
+
+
+@message_app.command("revoke")
+def message_revoke(job_id: str, url: Url = None, token: Token = None) -> None:
+    """Take back a sent message with its exact ids (vendors allow about two minutes)."""
+    with _api(url, token) as api:
+        _print_json(api.revoke_message(job_id))
 
 
 @app.command("job", hidden=True)

@@ -224,6 +224,9 @@ class Client:
     def cancel_message(self, job_id: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/v1/messages/{_seg(job_id)}/cancel"))
 
+    def revoke_message(self, job_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/messages/{_seg(job_id)}/revoke"))
+
     # --- campaigns ----------------------------------------------------------------------------------------
 
     def upload_campaign(self, spec: Mapping[str, Any], recipients: Path) -> dict[str, Any]:

@@ -397,3 +397,28 @@ def test_unreadable_csv_upload_is_a_422_not_a_500(api_stack: ApiStack) -> None:
     )
     assert response.status_code == 422 and response.json()["error"]["field"] == "recipients", response.text
     assert api_stack.stored_keys() == before
+
+
+@pytest.mark.parametrize(
+    ("vendor", "revocable"), [("gewe", True), ("ecloud", True), ("ohwxapi", True), ("gewe-legacy", False)]
+)
+def test_revoke_a_sent_message_with_its_exact_ids(api_stack: ApiStack, vendor: str, revocable: bool) -> None:
+    instance = f"inst-{api_stack.prefix}"
+    put_account(api_stack, "acct", vendor, instance)
+    api_stack.start_worker()
+    api_stack.start("scheduler")
+    job = api_stack.http.post(
+        "/v1/messages", json={"account": "acct", "to": "wxid_rv", "message": {"kind": "text", "text": "oops"}}
+    ).json()["id"]
+    wait_for(lambda: api_stack.http.get(f"/v1/messages/{job}").json()["status"] == "sent", timeout=30, what="sent")
+    response = api_stack.http.post(f"/v1/messages/{job}/revoke")
+    if not revocable:
+        assert response.status_code == 409 and response.json()["error"]["code"] == "unsupported"
+        return
+    assert response.status_code == 200, response.text
+    (record,) = sim_sends(api_stack, instance=instance)
+    assert record["revoked"] is True
+    detail = api_stack.http.get(f"/v1/messages/{job}").json()
+    assert detail["revoked_at"] and detail["history"][-1]["event"] == "revoked"
+    again = api_stack.http.post(f"/v1/messages/{job}/revoke")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "already_revoked"

@@ -136,6 +136,8 @@ def test_send_wait_prints_the_vendor_ids_and_message_show_has_them(api_stack: Ap
     assert "attempts" in shown and "wxid_cli1" in shown
     assert one_json(run("message", "show", job_id, "--json")) == api_view
     assert one_json(run("job", job_id, "--json")) == api_view  # the old command, kept as an alias
+    revoked = one_json(run("message", "revoke", job_id))
+    assert revoked["revoked"] is True and sim_sends(api_stack, instance=instance)[0]["revoked"] is True
 
     key_args = ("send", "--account", "gw", "--to", "wxid_cli2", "--text", "x", "--idempotency-key", "order-9")
     first, second = one_json(run(*key_args)), one_json(run(*key_args))

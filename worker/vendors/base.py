@@ -94,9 +94,9 @@ class SendResult:
     def from_dict(cls, data: Mapping[str, Any]) -> SendResult:
         """Inverse of :meth:`to_dict`."""
         return cls(
-            vendor=str(data["vendor"]),
+            vendor=str(data.get("vendor", "")),
             to=str(data["to"]),
-            endpoint=str(data["endpoint"]),
+            endpoint=str(data.get("endpoint", "")),
             msg_id=as_int(data.get("msg_id")),
             new_msg_id=as_int(data.get("new_msg_id")),
             client_msg_id=None if data.get("client_msg_id") is None else str(data["client_msg_id"]),
