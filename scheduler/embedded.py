@@ -45,7 +45,8 @@ class EmbeddedRedis:
         args = [
             redis_server_binary(),
             "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", self.dir,
-            "--appendonly", "yes" if appendonly else "no", "--daemonize", "no", "--loglevel", "warning",
+            "--appendonly", "yes" if appendonly else "no", "--appendfsync", "always",
+            "--daemonize", "no", "--loglevel", "warning",
             "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -65,8 +66,12 @@ class EmbeddedRedis:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start in time")
 
-    def stop_keeping_data(self) -> None:
-        """Terminate the server (it writes its AOF on SIGTERM) and keep its directory for a restart."""
+    def stop_keeping_data(self, *, crash: bool = False) -> None:
+        """Stop the server and keep its directory for a restart: SIGTERM (it flushes its AOF), or with
+        ``crash`` SIGKILL, as a crash of the host would (then only what was fsynced survives)."""
+        if crash and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
         own, self._own_dir = self._own_dir, False
         try:
             self.stop()

@@ -1,4 +1,4 @@
-"""Chaos, bounded for CI: Redis (AOF on) restarted twice while workers send."""
+"""Chaos, bounded for CI: Redis (AOF, fsync always) restarted, then killed, while workers send."""
 
 from __future__ import annotations
 
@@ -34,9 +34,10 @@ def test_redis_restarts_lose_no_job_and_send_none_twice(sim: SimulatorServer, tm
         stack.start_worker()
         stack.start("scheduler")
         rng = random.Random(11)
-        for _ in range(2):
+        for crash in (False, True):
             time.sleep(rng.uniform(1.5, 2.5))
-            server.stop_keeping_data()  # SIGTERM: Redis writes its AOF and exits
+            # first a clean restart (SIGTERM), then a crash (SIGKILL): appendfsync always keeps every write
+            server.stop_keeping_data(crash=crash)
             time.sleep(rng.uniform(0.3, 1.0))
             server = EmbeddedRedis(appendonly=True, port=port, directory=data)
         jobs = stack.wait_terminal(job_ids, timeout=150)
