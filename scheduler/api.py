@@ -612,7 +612,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     ) -> dict[str, Any]:
         items = dead.list(account=account, campaign=campaign, reason=reason, limit=limit, offset=offset)
-        return {"dead_letters": [d.to_dict() for d in items], "total": dead.count()}
+        # total: the whole dead-letter store; count: what this page (with its filters) returned
+        return {"dead_letters": [d.to_dict() for d in items], "count": len(items), "total": dead.count()}
 
     @app.get("/v1/dead-letters/{job_id}", dependencies=auth, tags=["dead letters"])
     def get_dead_letter(job_id: str) -> dict[str, Any]:

@@ -397,6 +397,31 @@ class Campaigns:
         pipe.execute()
         return cancelled
 
+    def expire_finished(self, *, older_than_s: float, now: float | None = None, limit: int = 100) -> int:
+        """Delete finished campaigns created more than ``older_than_s`` ago (their jobs expire on their own
+        after the same retention). Unfinished campaigns are kept whatever their age."""
+        now = now or time.time()
+        old = cast(
+            list[str], self.redis.zrangebyscore(self.keys.campaigns, "-inf", now - older_than_s, start=0, num=limit)
+        )
+        removed = 0
+        for cid in old:
+            try:
+                finished = self.get(cid)["finished"]
+            except CampaignNotFound:
+                finished = True
+            if not finished:
+                continue
+            accounts = self._accounts_of(cid)
+            pipe = self.redis.pipeline()
+            pipe.delete(self.keys.campaign(cid), self.keys.campaign_jobs(cid))
+            for acct in accounts:
+                pipe.delete(self.keys.campaign_queue(cid, acct), self.keys.campaign_staging(cid, acct))
+            pipe.zrem(self.keys.campaigns, cid)
+            pipe.execute()
+            removed += 1
+        return removed
+
     def activate_due(self, now: float | None = None) -> int:
         """Start scheduled campaigns whose time has come (called by the dispatcher)."""
         now = now or time.time()

@@ -50,6 +50,7 @@ class Dispatcher:
         self._renew = client.register_script(_RENEW)
         self._last_recover = 0.0
         self.leader_ttl_ms = 5000
+        self._last_housekeeping = 0.0
         client.hset(self.ledger.keys.config, "retention_s", str(int(settings.retention_days * 86400)))
 
     def is_leader(self) -> bool:
@@ -59,6 +60,9 @@ class Dispatcher:
     def tick(self) -> int:
         """One round; returns how many batches were published."""
         now = time.time()
+        if now - self._last_housekeeping > 60 and self.settings.retention_days > 0:
+            self._last_housekeeping = now
+            self.campaigns.expire_finished(older_than_s=self.settings.retention_days * 86400, now=now)
         self.schedules.fire_due(now, on_fire=self._announce_firing)
         self.campaigns.activate_due(now)
         self.ledger.promote_due(now)

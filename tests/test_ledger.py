@@ -749,3 +749,18 @@ def test_release_after_a_lost_lease_still_records_the_pause(ledger: Ledger) -> N
     pace = ledger.redis.hgetall(ledger.keys.pace("acct1"))
     assert float(pace["last_end"]) > time.time() - 5
     assert ledger.redis.zcard(ledger.keys.pace_window("acct1")) == 1
+
+
+def test_finished_campaigns_past_the_retention_are_deleted_unfinished_kept(ledger: Ledger) -> None:
+    campaigns = make_campaigns(ledger)
+    done = campaigns.create(
+        name="done", account="acct1", message={"kind": "text", "text": "x"}, recipients=[{"to": "wxid_1"}]
+    )
+    running = campaigns.create(
+        name="running", account="acct1", message={"kind": "text", "text": "x"}, recipients=[{"to": "wxid_2"}]
+    )
+    campaigns.set_status(done.id, "cancel")  # finished: every job terminal
+    assert campaigns.expire_finished(older_than_s=3600) == 0  # too young
+    assert campaigns.expire_finished(older_than_s=0, now=time.time() + 1) == 1
+    assert ledger.redis.exists(ledger.keys.campaign(done.id), ledger.keys.campaign_jobs(done.id)) == 0
+    assert [c["id"] for c in campaigns.recent()] == [running.id]
