@@ -70,7 +70,7 @@ class Producer:
             raise MessageError(f"vars: no value for placeholder(s) {names}", field="vars")
         if variables:
             parsed.render(dict(variables))  # proves the template renders before anything is stored
-        job_id, created, state = self.ledger.submit_with_state(
+        job_id, created, state = self.ledger.submit(
             account=account,
             to=to,
             message=parsed,

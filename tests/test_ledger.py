@@ -42,7 +42,7 @@ def accounts(ledger: Ledger) -> AccountStore:
 def submit(ledger: Ledger, n: int, *, account: str = "acct1", **kw: object) -> list[str]:
     ids = []
     for i in range(n):
-        job_id, created = ledger.submit(
+        job_id, created, _ = ledger.submit(
             account=account,
             to=f"wxid_{i:03d}",
             message=TextMessage(text=f"hello {i}"),
@@ -84,7 +84,7 @@ def in_dlq(ledger: Ledger, job_id: str) -> bool:
 
 def test_submit_stores_queued_job_and_enqueues_it(ledger: Ledger) -> None:
     message = TextMessage(text="周末大促")
-    job_id, created = ledger.submit(account="acct1", to="wxid_a", message=message, variables={"x": "1"})
+    job_id, created, _ = ledger.submit(account="acct1", to="wxid_a", message=message, variables={"x": "1"})
 
     assert created is True
     job = ledger.get(job_id)
@@ -125,9 +125,9 @@ def test_future_send_at_is_scheduled_then_promoted_when_due(ledger: Ledger) -> N
 
 
 def test_idempotency_key_answers_the_first_id_and_stores_nothing_new(ledger: Ledger) -> None:
-    first, created = ledger.submit(account="acct1", to="wxid_a", message=TextMessage(text="a"), idempotency_key="k1")
+    first, created, _ = ledger.submit(account="acct1", to="wxid_a", message=TextMessage(text="a"), idempotency_key="k1")
     assert created
-    again, created_again = ledger.submit(
+    again, created_again, _ = ledger.submit(
         account="acct1", to="wxid_b", message=TextMessage(text="b"), idempotency_key="k1", job_id="jdup"
     )
 
@@ -137,7 +137,7 @@ def test_idempotency_key_answers_the_first_id_and_stores_nothing_new(ledger: Led
     assert queue(ledger) == [first]
     assert ledger.redis.get(ledger.keys.idempotency("m", "k1")) == first
     # a different key is a different job
-    other, created_other = ledger.submit(
+    other, created_other, _ = ledger.submit(
         account="acct1", to="wxid_b", message=TextMessage(text="b"), idempotency_key="k2"
     )
     assert created_other and other != first
@@ -543,7 +543,7 @@ def test_campaign_counters_follow_every_transition(ledger: Ledger) -> None:
     )
     ids = []
     for i in range(n):
-        job_id, _ = ledger.submit(account="acct1", to=f"wxid_{i}", campaign=cid, variables={"name": f"n{i}"})
+        job_id, _, _ = ledger.submit(account="acct1", to=f"wxid_{i}", campaign=cid, variables={"name": f"n{i}"})
         ids.append(job_id)
     sent, retried, dead, cancelled, unknown, requeued, left = ids
     counters_match(ledger, cid, ids)
@@ -715,7 +715,7 @@ def test_a_paused_scheduled_campaign_leaves_the_due_set_and_returns_on_resume(le
 
 def test_messages_and_campaigns_have_separate_idempotency_keys(ledger: Ledger) -> None:
     campaigns = make_campaigns(ledger)
-    job_id, created = ledger.submit(account="acct1", to="wxid_1", idempotency_key="order-42")
+    job_id, created, _ = ledger.submit(account="acct1", to="wxid_1", idempotency_key="order-42")
     campaign = campaigns.create(
         name="c",
         account="acct1",

@@ -49,7 +49,7 @@ class Env:
         return account
 
     def submit(self, account: str, to: str = "wxid_friend") -> str:
-        job_id, created = self.ledger.submit(account=account, to=to, message=TextMessage(text="hi"))
+        job_id, created, _ = self.ledger.submit(account=account, to=to, message=TextMessage(text="hi"))
         assert created
         return job_id
 

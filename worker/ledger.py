@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import redis
 
@@ -92,6 +92,14 @@ class Job:
         )
 
 
+class Submission(NamedTuple):
+    """What :meth:`Ledger.submit` stored."""
+
+    id: str
+    created: bool
+    state: str
+
+
 @dataclass(frozen=True, slots=True)
 class Begin:
     """What :meth:`Ledger.begin` found: ``go`` with the job, or why not."""
@@ -160,28 +168,9 @@ class Ledger:
         idempotency_key: str | None = None,
         priority: str = "normal",
         job_id: str | None = None,
-    ) -> tuple[str, bool]:
-        """Store and enqueue one job. Returns (job id, created); an old idempotency key returns its job."""
-        job_id, created, _ = self.submit_with_state(
-            account=account, to=to, message=message, campaign=campaign, variables=variables, send_at=send_at,
-            idempotency_key=idempotency_key, priority=priority, job_id=job_id,
-        )  # fmt: skip
-        return job_id, created
-
-    def submit_with_state(
-        self,
-        *,
-        account: str,
-        to: str,
-        message: AnyMessage | None = None,
-        campaign: str | None = None,
-        variables: Mapping[str, str] | None = None,
-        send_at: float | None = None,
-        idempotency_key: str | None = None,
-        priority: str = "normal",
-        job_id: str | None = None,
-    ) -> tuple[str, bool, str]:
-        """Like :meth:`submit`, also returning the stored state (one round trip); '' for an old key."""
+    ) -> Submission:
+        """Store and enqueue one job in one round trip. An idempotency key seen before answers its first
+        job (``created`` False, ``state`` '')."""
         job_id = job_id or new_id()
         now = time.time()
         fields: dict[str, Any] = {
@@ -213,7 +202,7 @@ class Ledger:
             ]
         )
         state = str(reply[2]) if len(reply) > 2 else ""
-        return str(reply[1]), bool(reply[0]), state
+        return Submission(str(reply[1]), bool(reply[0]), state)
 
     def cancel(self, job_id: str) -> str:
         """Cancel a job that has not started sending; returns the state it was in."""
