@@ -32,7 +32,7 @@ from scheduler.campaigns import (
     recipients_from_csv,
     recipients_from_jsonl,
 )
-from scheduler.producer import Producer
+from scheduler.producer import IdempotencyConflict, Producer
 from scheduler.schedules import Schedules, ScheduleSpec
 from worker.accounts import AccountSpec, AccountStore
 from worker.connections import redis_client
@@ -283,6 +283,10 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
         return _error(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail), None)
+
+    @app.exception_handler(IdempotencyConflict)
+    async def _idempotency_conflict(_: Request, exc: IdempotencyConflict) -> JSONResponse:
+        return _error(409, "idempotency_conflict", str(exc), exc.field)
 
     @app.exception_handler(MessageError)
     async def _message_error(_: Request, exc: MessageError) -> JSONResponse:

@@ -135,11 +135,11 @@ class Campaigns:
         priority: str = "normal",
     ) -> CampaignCreated:
         """Validate everything, then store the campaign atomically. Raises MessageError naming the field."""
+        parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
         if idempotency_key:
             existing = self.redis.get(self.keys.idempotency("c", idempotency_key))
             if existing:
-                return self._answer(str(existing), created=False)
-        parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
+                return self._replayed(str(existing), name, parsed)
         known = {a.id for a in self.accounts.all()}
         pool = list(accounts or ([account] if account else []))
         for n, acct in enumerate(pool):
@@ -189,14 +189,23 @@ class Campaigns:
             raise
         if not created:  # a concurrent twin with the same idempotency key won
             self._discard(cid)
-            return self._answer(str(answered), created=False)
+            return self._replayed(str(answered), name, parsed)
         return CampaignCreated(cid, total, duplicates, "scheduled" if scheduled else "active", True)
 
-    def _answer(self, cid: str, *, created: bool) -> CampaignCreated:
+    def _replayed(self, cid: str, name: str, message: AnyMessage) -> CampaignCreated:
+        """The first answer for a reused idempotency key, if the request is the same campaign."""
         data = cast(dict[str, str], self.redis.hgetall(self.keys.campaign(cid)))
-        return CampaignCreated(
-            cid, int(data.get("total", 0)), int(data.get("duplicates", 0)), data.get("status", ""), created
-        )
+        if data and (data.get("name") != name or data.get("message") != message.model_dump_json()):
+            from scheduler.producer import IdempotencyConflict
+
+            raise IdempotencyConflict(
+                "idempotency_key: already used for a different campaign (name or message)", field="idempotency_key"
+            )
+        try:
+            status = self.get(cid)["status"]
+        except CampaignNotFound:
+            status = "expired"
+        return CampaignCreated(cid, int(data.get("total", 0)), int(data.get("duplicates", 0)), status, False)
 
     def _validate(
         self, recipients: Iterable[Mapping[str, Any]], pool: list[str], known: set[str], placeholders: set[str]
@@ -376,6 +385,8 @@ class Campaigns:
     def set_status(self, cid: str, action: str) -> dict[str, Any]:
         """pause | resume | cancel. Cancel stops every unsent job at once and marks them cancelled."""
         accounts = self._accounts_of(cid)
+        if action == "cancel" and self.get(cid)["finished"]:
+            raise CampaignStateError("cannot cancel a campaign that has finished: every job is already terminal")
         previous = str(self._status(args=[self.prefix, cid, action, f"{time.time():.6f}", *accounts]))
         if previous == "!missing":
             raise CampaignNotFound(cid)

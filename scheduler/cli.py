@@ -824,8 +824,10 @@ def dl_replay(
     if as_json:
         _print_json({"results": results, "replayed": ok})
     else:
-        rows = [[job_id, outcome, REPLAY_HINTS.get(outcome, "")] for job_id, outcome in results.items()]
-        _print_table(["id", "result", "note"], rows, drop=("note",))
+        rows = [[job_id, outcome] for job_id, outcome in results.items()]
+        _print_table(["id", "result"], rows)
+        for outcome in sorted({o for o in results.values() if o in REPLAY_HINTS}):
+            _say(f"{outcome}: {REPLAY_HINTS[outcome]}")  # under the table: never dropped on narrow terminals
         _say(f"replayed {ok} of {len(results)}")
     if ok != len(results):
         raise typer.Exit(1)

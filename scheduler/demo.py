@@ -86,7 +86,9 @@ def run_demo(
             time.sleep(0.3)
     table = Table(title="demo deliveries / 发送结果")
     for column in ("kind", "vendor", "to", "status", "new_msg_id", "create_time"):
-        table.add_column(column, no_wrap=True)
+        # ids are never cut (they are exact, and copied into revokes); the other columns may fold
+        ids = column in ("new_msg_id", "create_time")
+        table.add_column(column, no_wrap=ids, min_width=19 if column == "new_msg_id" else None, overflow="fold")
     deliveries: list[dict[str, Any]] = []
     for kind, cid in campaigns.items():
         for d in client.get(f"/v1/campaigns/{cid}/deliveries").json()["deliveries"]:

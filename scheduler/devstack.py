@@ -74,7 +74,7 @@ class DevStack:
         if not self.redis_url:
             self.redis = EmbeddedRedis(appendonly=True)
             self.redis_url = self.redis.url
-            say(f"private Redis on {self.redis_url} (AOF on, data in {self.redis.dir})")
+            say(f"private Redis on {self.redis_url} (AOF on, temporary data in {self.redis.dir}, removed on exit)")
         self.token = os.environ.get("BROADCAST_API_TOKEN", "").split(",")[0] or secrets.token_urlsafe(24)
         self.prefix = os.environ.get("BROADCAST_KEY_PREFIX", "bc")
         env = {
@@ -166,6 +166,16 @@ DEMO_LIMITS = {
 }
 
 
+def _broadcast_command() -> str:
+    """``broadcast`` when it is on PATH, else its full path in this interpreter's environment."""
+    import shutil
+
+    if shutil.which("broadcast"):
+        return "broadcast"
+    candidate = Path(sys.executable).parent / "broadcast"
+    return str(candidate) if candidate.exists() else f"{sys.executable} -m scheduler.cli"
+
+
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
@@ -188,11 +198,13 @@ def run_dev(
         say("wechat-broadcast is running / 已启动")
         say(f"  API        {stack.api_url}   (docs: {stack.api_url}/docs)")
         say(f"  API token  {stack.token}")
-        say(f"  Flower     {stack.flower_url}")
+        auth = "basic auth from FLOWER_BASIC_AUTH" if os.environ.get("FLOWER_BASIC_AUTH") else "no auth in dev"
+        say(f"  Flower     {stack.flower_url}   ({auth})")
         say(f"  simulator  {stack.sim_url}   (records: {stack.sim_url}/_sim/sends)")
+        say(f"             vendor base_url: gewe {stack.sim_url}/gewe/v2/api, the others {stack.sim_url}")
         say(f"  logs       {stack.log_dir}")
-        say(f"  try: broadcast demo --url {stack.api_url} --token {stack.token}")
-        say("Ctrl-C stops everything / 按 Ctrl-C 退出")
+        say(f"  try: {_broadcast_command()} demo --url {stack.api_url} --token {stack.token}")
+        say("Ctrl-C stops everything / 按 Ctrl-C 停止全部服务")
         if demo:
             from scheduler.demo import run_demo
 

@@ -24,6 +24,10 @@ class UnknownAccountError(MessageError):
     """The job names an account that is not configured."""
 
 
+class IdempotencyConflict(MessageError):
+    """An idempotency key reused with a different request: answering the old job would mislead."""
+
+
 @dataclass(frozen=True, slots=True)
 class Submitted:
     """The answer to a submission."""
@@ -82,6 +86,16 @@ class Producer:
         if not state:  # an idempotent replay: answer the job's current state
             job = self.ledger.get(job_id)
             state = job.state if job else "expired"
+            if job is not None and (
+                job.account != account
+                or job.to != to
+                or job.fields.get("message") != parsed.model_dump_json()
+                or job.variables != dict(variables or {})
+            ):
+                raise IdempotencyConflict(
+                    "idempotency_key: already used for a different message (account, recipient or content)",
+                    field="idempotency_key",
+                )
         return Submitted(id=job_id, status=state, created=created)
 
     def _account_exists(self, account: str) -> bool:

@@ -422,3 +422,42 @@ def test_revoke_a_sent_message_with_its_exact_ids(api_stack: ApiStack, vendor: s
     assert detail["revoked_at"] and detail["history"][-1]["event"] == "revoked"
     again = api_stack.http.post(f"/v1/messages/{job}/revoke")
     assert again.status_code == 409 and again.json()["error"]["code"] == "already_revoked"
+
+
+def test_an_idempotency_key_reused_for_a_different_request_is_a_conflict(api_stack: ApiStack) -> None:
+    put_account(api_stack, "gw", "gewe", f"inst-{api_stack.prefix}")
+    body = {"account": "gw", "to": "wxid_a", "message": {"kind": "text", "text": "x"}, "idempotency_key": "k-1"}
+    first = api_stack.http.post("/v1/messages", json=body).json()["id"]
+    assert api_stack.http.post("/v1/messages", json=body).json()["id"] == first
+    other = api_stack.http.post("/v1/messages", json={**body, "to": "wxid_other"})
+    assert other.status_code == 409 and other.json()["error"]["field"] == "idempotency_key"
+    campaign = {
+        "name": "c",
+        "account": "gw",
+        "recipients": [{"to": "wxid_b"}],
+        "message": {"kind": "text", "text": "x"},
+        "idempotency_key": "k-1",
+    }
+    created = api_stack.http.post("/v1/campaigns", json=campaign)
+    assert created.status_code == 202 and created.json()["id"] != first  # messages and campaigns: separate keys
+    changed = api_stack.http.post("/v1/campaigns", json={**campaign, "message": {"kind": "text", "text": "y"}})
+    assert changed.status_code == 409 and changed.json()["error"]["code"] == "idempotency_conflict"
+
+
+def test_a_finished_campaign_cannot_be_cancelled_and_replays_report_its_status(api_stack: ApiStack) -> None:
+    put_account(api_stack, "gw", "gewe", f"inst-{api_stack.prefix}")
+    api_stack.start_worker()
+    api_stack.start("scheduler")
+    body = {
+        "name": "c",
+        "account": "gw",
+        "recipients": [{"to": "wxid_f"}],
+        "message": {"kind": "text", "text": "x"},
+        "idempotency_key": "fin",
+    }
+    cid = api_stack.http.post("/v1/campaigns", json=body).json()["id"]
+    wait_campaign(api_stack, cid)
+    assert api_stack.http.post("/v1/campaigns", json=body).json()["status"] == "finished"
+    refused = api_stack.http.post(f"/v1/campaigns/{cid}/cancel")
+    assert refused.status_code == 409
+    assert api_stack.http.get(f"/v1/campaigns/{cid}").json()["counts"]["sent"] == 1
