@@ -684,9 +684,12 @@ def test_a_retry_of_a_cancelled_campaign_job_ends_cancelled(ledger: Ledger) -> N
 def test_replay_refuses_a_job_of_a_cancelled_campaign(ledger: Ledger) -> None:
     campaigns = make_campaigns(ledger)
     created = campaigns.create(
-        name="c", account="acct1", message={"kind": "text", "text": "x"}, recipients=[{"to": "wxid_1"}]
+        name="c",
+        account="acct1",
+        message={"kind": "text", "text": "x"},
+        recipients=[{"to": "wxid_1"}, {"to": "wxid_2"}],
     )
-    batch = claim_one(ledger)
+    batch = claim_one(ledger, batch_size=1)
     (job,) = batch.job_ids
     ledger.begin("acct1", batch.token, job, lease_ttl_s=LEASE_S)
     ledger.finish_dead("acct1", batch.token, job, reason="permanent", error_class="permanent", error="x", history={})
