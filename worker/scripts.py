@@ -56,6 +56,15 @@ local function enqueue(account, id, priority, front, camp)
   if front then redis.call('LPUSH', q, id) else redis.call('RPUSH', q, id) end
   redis.call('SADD', p .. ':ready', account)
 end
+-- a campaign's staged jobs for one account become one of the account's sources (O(1) RENAME)
+local function go_live(cid, account)
+  local staging = p .. ':cst:' .. cid .. ':' .. account
+  if redis.call('EXISTS', staging) == 1 then
+    redis.call('RENAME', staging, source_key(account, 'c:' .. cid))
+    add_source(account, 'c:' .. cid)
+    redis.call('SADD', p .. ':ready', account)
+  end
+end
 local function wake()
   redis.call('LPUSH', p .. ':wake', '1')
   redis.call('LTRIM', p .. ':wake', 0, 9)
@@ -493,15 +502,7 @@ if status == 'scheduled' then counter = 'n:scheduled' end
 redis.call('HSET', ck, 'status', status, counter, total, 'committed', now)
 redis.call('ZADD', p .. ':campaigns', now, cid)
 if status == 'active' then
-  for i = 9, #ARGV do
-    local a = ARGV[i]
-    local staging = p .. ':cst:' .. cid .. ':' .. a
-    if redis.call('EXISTS', staging) == 1 then
-      redis.call('RENAME', staging, source_key(a, 'c:' .. cid))
-      add_source(a, 'c:' .. cid)
-      redis.call('SADD', p .. ':ready', a)
-    end
-  end
+  for i = 9, #ARGV do go_live(cid, ARGV[i]) end
   wake()
 else
   redis.call('ZADD', p .. ':due_campaigns', send_at, cid)
@@ -539,15 +540,7 @@ if status ~= 'scheduled' then
   redis.call('ZREM', p .. ':due_campaigns', cid)
   return 0
 end
-for i = 4, #ARGV do
-  local a = ARGV[i]
-  local staging = p .. ':cst:' .. cid .. ':' .. a
-  if redis.call('EXISTS', staging) == 1 then
-    redis.call('RENAME', staging, source_key(a, 'c:' .. cid))
-    add_source(a, 'c:' .. cid)
-    redis.call('SADD', p .. ':ready', a)
-  end
-end
+for i = 4, #ARGV do go_live(cid, ARGV[i]) end
 redis.call('HSET', ck, 'status', 'active', 'activated', now)
 redis.call('ZREM', p .. ':due_campaigns', cid)
 wake()
