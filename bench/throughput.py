@@ -75,13 +75,15 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_broadcast(n: int, accounts: int, redis_url: str, sim_url: str, tmp: Path, concurrency: int) -> dict[str, float]:
-    prefix = "bench"
+def run_broadcast(
+    n: int, accounts: int, redis_url: str, sim_url: str, tmp: Path, concurrency: int, round_no: int = 0
+) -> dict[str, float]:
+    prefix = f"bench{round_no}"
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     ledger, store = Ledger(client, prefix), AccountStore(client, prefix)
     ids = []
     for a in range(accounts):
-        instance = f"bench-{a}"
+        instance = f"bench{round_no}-{a}"
         httpx.post(
             f"{sim_url}/_sim/accounts", json={"vendor": "gewe", "instance": instance, "token": TOKEN}
         ).raise_for_status()
@@ -140,11 +142,13 @@ def run_broadcast(n: int, accounts: int, redis_url: str, sim_url: str, tmp: Path
     }
 
 
-def run_plain_celery(n: int, redis_url: str, sim_url: str, tmp: Path, concurrency: int) -> dict[str, float]:
+def run_plain_celery(
+    n: int, redis_url: str, sim_url: str, tmp: Path, concurrency: int, round_no: int = 0
+) -> dict[str, float]:
     from bench.plain_celery import app, post_text
 
     app.conf.broker_url = redis_url
-    instance = "plain-0"
+    instance = f"plain-{round_no}"
     httpx.post(
         f"{sim_url}/_sim/accounts", json={"vendor": "gewe", "instance": instance, "token": TOKEN}
     ).raise_for_status()
@@ -184,10 +188,9 @@ def run_plain_celery(n: int, redis_url: str, sim_url: str, tmp: Path, concurrenc
     return {"sent": n, "seconds": elapsed, "rate": n / elapsed}
 
 
-async def _aiohttp_loop(n: int, sim_url: str, concurrency: int) -> float:
+async def _aiohttp_loop(n: int, sim_url: str, concurrency: int, instance: str) -> float:
     import aiohttp
 
-    instance = "raw-0"
     url = f"{sim_url}/gewe/v2/api/message/postText"
     counter = iter(range(n))
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
@@ -204,11 +207,12 @@ async def _aiohttp_loop(n: int, sim_url: str, concurrency: int) -> float:
         return time.time() - started
 
 
-def run_aiohttp(n: int, sim_url: str, concurrency: int = 32) -> dict[str, float]:
+def run_aiohttp(n: int, sim_url: str, concurrency: int = 32, round_no: int = 0) -> dict[str, float]:
+    instance = f"raw-{round_no}"
     httpx.post(
-        f"{sim_url}/_sim/accounts", json={"vendor": "gewe", "instance": "raw-0", "token": TOKEN}
+        f"{sim_url}/_sim/accounts", json={"vendor": "gewe", "instance": instance, "token": TOKEN}
     ).raise_for_status()
-    elapsed = asyncio.run(_aiohttp_loop(n, sim_url, concurrency))
+    elapsed = asyncio.run(_aiohttp_loop(n, sim_url, concurrency, instance))
     return {"sent": n, "seconds": elapsed, "rate": n / elapsed}
 
 
@@ -218,43 +222,65 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=8, help="sending accounts (one send in flight each)")
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes (prefork -c)")
     parser.add_argument("--only", choices=["broadcast", "plain", "raw"], action="append")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="rounds; each sender runs once per round, medians reported"
+    )
     args = parser.parse_args()
     import tempfile
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
-    results: dict[str, dict[str, float]] = {}
+    names = {
+        "broadcast": "broadcast (ledger, retries, batches)",
+        "plain": "plain Celery task (peer)",
+        "raw": "raw aiohttp, concurrency 32 (ceiling)",
+    }
+    only = [k for k in names if k in set(args.only or names)]
+    runs: dict[str, list[dict[str, float]]] = {names[k]: [] for k in only}
+    print(f"command: python -m bench.throughput {' '.join(sys.argv[1:])}".rstrip(), f"| cores: {os.cpu_count()}")
     with EmbeddedRedis() as server:
         sim_port = free_port()
         sim = spawn([sys.executable, "-m", "scheduler.cli", "simulator", "--port", str(sim_port)], {}, tmp / "sim.log")
         sim_url = f"http://127.0.0.1:{sim_port}"
         wait_until(lambda: _up(sim_url), timeout=20)
         try:
-            only = set(args.only or ["broadcast", "plain", "raw"])
-            if "broadcast" in only:
-                results["broadcast (ledger, retries, batches)"] = run_broadcast(
-                    args.jobs, args.accounts, server.url, sim_url, tmp, args.concurrency
+            for round_no in range(args.repeat):  # interleaved, so every sender sees the same machine conditions
+                if "broadcast" in only:
+                    runs[names["broadcast"]].append(
+                        run_broadcast(args.jobs, args.accounts, server.url, sim_url, tmp, args.concurrency, round_no)
+                    )
+                if "plain" in only:
+                    runs[names["plain"]].append(
+                        run_plain_celery(args.jobs, server.url, sim_url, tmp, args.concurrency, round_no)
+                    )
+                if "raw" in only:
+                    runs[names["raw"]].append(run_aiohttp(args.jobs, sim_url, round_no=round_no))
+                print(
+                    f"round {round_no + 1}/{args.repeat}: "
+                    + ", ".join(f"{k.split(' ')[0]} {v[-1]['rate']:.0f}/s" for k, v in runs.items()),
+                    file=sys.stderr,
                 )
-            if "plain" in only:
-                results["plain Celery task (peer)"] = run_plain_celery(
-                    args.jobs, server.url, sim_url, tmp, args.concurrency
-                )
-            if "raw" in only:
-                results["raw aiohttp, concurrency 32 (ceiling)"] = run_aiohttp(args.jobs, sim_url)
         finally:
             stop(sim)
-    base = next(iter(results.values()))["rate"]
+
+    def median(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[name])
+
+    base = median(next(iter(runs)), "rate")
     print(
-        f"\n{args.jobs} sends of GeWe postText to the local simulator; {args.accounts} accounts; worker -c {args.concurrency}; {os.cpu_count()} cores"
+        f"\n{args.jobs} sends of GeWe postText to the local simulator; {args.accounts} accounts; worker -c {args.concurrency}; "
+        f"{os.cpu_count()} cores; median of {args.repeat} interleaved rounds"
     )
-    print(f"{'sender':42} {'sends/s':>9} {'ratio':>7} {'p50 ms':>8} {'p99 ms':>8}")
-    for name, r in results.items():
-        p50 = f"{r['p50_ms']:.0f}" if "p50_ms" in r else "-"
-        p99 = f"{r['p99_ms']:.0f}" if "p99_ms" in r else "-"
-        print(f"{name:42} {r['rate']:9.0f} {r['rate'] / base:7.2f} {p50:>8} {p99:>8}")
-    if "broadcast (ledger, retries, batches)" in results:
-        r = results["broadcast (ledger, retries, batches)"]
+    print(f"{'sender':42} {'sends/s':>9} {'min-max':>13} {'ratio':>7} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, rs in runs.items():
+        rate = median(name, "rate")
+        spread = f"{min(r['rate'] for r in rs):.0f}-{max(r['rate'] for r in rs):.0f}"
+        p50 = f"{median(name, 'p50_ms'):.0f}" if "p50_ms" in rs[0] else "-"
+        p99 = f"{median(name, 'p99_ms'):.0f}" if "p99_ms" in rs[0] else "-"
+        print(f"{name:42} {rate:9.0f} {spread:>13} {rate / base:7.2f} {p50:>8} {p99:>8}")
+    if names["broadcast"] in runs:
         print(
-            f"(broadcast: {r['sent']:.0f} sent; producer accepted {r['submit_rate']:.0f} jobs/s; latency = accepted → vendor answered)"
+            f"(broadcast: producer accepted a median {median(names['broadcast'], 'submit_rate'):.0f} jobs/s; "
+            "latency = accepted → vendor answered, all jobs submitted at once)"
         )
     print(f"logs: {tmp}")
 
