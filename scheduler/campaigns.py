@@ -396,12 +396,16 @@ class Campaigns:
             self._cancel_jobs(cid, accounts)
         return self.get(cid)
 
-    def _cancel_jobs(self, cid: str, accounts: list[str]) -> int:
+    def _in_slices(self, cid: str, script: Any, size: int = 5000) -> int:
+        """Run a per-slice script over a campaign's job list: no single Lua call blocks Redis for long."""
         total = int(self.redis.llen(self.keys.campaign_jobs(cid)))
-        cancelled = 0
-        for start in range(0, total, 5000):
-            now = f"{time.time():.6f}"
-            cancelled += int(self._cancel_chunk(args=[self.prefix, cid, now, start, start + 4999]))
+        changed = 0
+        for start in range(0, total, size):
+            changed += int(script(args=[self.prefix, cid, f"{time.time():.6f}", start, start + size - 1]))
+        return changed
+
+    def _cancel_jobs(self, cid: str, accounts: list[str]) -> int:
+        cancelled = self._in_slices(cid, self._cancel_chunk)
         pipe = self.redis.pipeline(transaction=False)
         for acct in accounts:
             pipe.delete(self.keys.campaign_queue(cid, acct), self.keys.campaign_staging(cid, acct))
@@ -441,9 +445,7 @@ class Campaigns:
             if self.redis.hget(self.keys.campaign(cid), "status") != "scheduled":
                 self._activate_final(args=[self.prefix, cid, f"{now:.6f}"])  # drops it from the due set
                 continue
-            total = int(self.redis.llen(self.keys.campaign_jobs(cid)))
-            for start in range(0, total, 5000):
-                self._activate_chunk(args=[self.prefix, cid, f"{now:.6f}", start, start + 4999])
+            self._in_slices(cid, self._activate_chunk)
             self._activate_final(args=[self.prefix, cid, f"{now:.6f}", *self._accounts_of(cid)])
         return len(due)
 
