@@ -6,7 +6,7 @@ rejected the same way whatever faults are installed. A send is recorded only whe
 after the faults that fail before sending, before the ones (`timeout_after`) that fail after.
 
 Vendors answer HTTP 200 for nearly every failure and put the verdict in the JSON envelope; each
-`Dialect` knows how its vendor spells an error. Only the transport faults (`http_500`, `http_429`)
+`Dialect` knows how its vendor spells an error. Only the transport faults (`http_500` = 502, `http_503`, `http_429`)
 answer with a non-200 status and a non-JSON body.
 
 The handlers are deliberately plain (no validation library, orjson when available, no logging) so a
@@ -63,6 +63,11 @@ class JSONResponse(Response):
 def bad_gateway() -> Response:
     """What an nginx in front of a dead vendor backend answers."""
     return Response(b"<html>Bad Gateway</html>", status_code=502, media_type="text/html")
+
+
+def service_unavailable() -> Response:
+    """What a proxy answers when it cannot reach the vendor at all: the request was never passed on."""
+    return Response(b"<html>503 Service Unavailable</html>", status_code=503, media_type="text/html")
 
 
 def too_many_requests() -> Response:
@@ -306,6 +311,8 @@ class Handlers:
         kind = fault.kind
         if kind == "http_500":
             return bad_gateway()
+        if kind == "http_503":
+            return service_unavailable()
         if kind == "http_429":
             return too_many_requests()
         if kind == "slow":
@@ -554,6 +561,8 @@ class Handlers:
             kind = call_fault.kind
             if kind == "http_500":
                 return bad_gateway()
+            if kind == "http_503":
+                return service_unavailable()
             if kind == "http_429":
                 return too_many_requests()
             if kind == "timeout_before":

@@ -29,6 +29,7 @@ VENDORS: Final = ("gewe", "gewe-legacy", "ecloud", "ohwxapi")
 FAULT_KINDS: Final = frozenset(
     {
         "http_500",
+        "http_503",
         "http_429",
         "slow",
         "timeout_before",

@@ -18,7 +18,7 @@ def test_json_logs_have_one_line_per_attempt_with_ids_and_no_token(redis_url: st
         instance = f"inst-{stack.prefix}-log"
         account = stack.add_account("logged", "gewe", instance=instance)
         token = stack.accounts.get(account).spec.token.get_secret_value()  # type: ignore[union-attr]
-        add_fault(stack, kind="http_500", instance=instance, to="wxid_l1", times=3)  # 3 quick tries fail → retry
+        add_fault(stack, kind="http_503", instance=instance, to="wxid_l1", times=3)  # 3 quick tries fail → retry
         producer = Producer(stack.ledger, stack.accounts)
         ids = [
             producer.submit_message(account=account, to=f"wxid_l{i}", message={"kind": "text", "text": "x"}).id

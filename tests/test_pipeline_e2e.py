@@ -70,8 +70,8 @@ def test_transient_faults_every_job_sent_exactly_once(stack: Stack) -> None:
     instance = f"inst-{stack.prefix}-flaky"
     account = stack.add_account("flaky", "gewe", instance=instance)
     other = stack.add_account("flaky2", "ecloud", instance=f"{instance}-2")
-    add_fault(stack, kind="http_500", instance=instance, probability=0.3)
-    add_fault(stack, kind="http_500", instance=f"{instance}-2", probability=0.3)
+    add_fault(stack, kind="http_503", instance=instance, probability=0.3)
+    add_fault(stack, kind="http_503", instance=f"{instance}-2", probability=0.3)
     add_fault(stack, kind="generic", instance=f"{instance}-2", probability=0.1)
     job_ids = submit_many(stack, account, 60) + submit_many(stack, other, 60)
     stack.start_worker()

@@ -422,10 +422,13 @@ def test_gewe_fault_envelopes_exact(client: httpx.Client) -> None:
 @pytest.mark.parametrize("vendor", list(SENDERS))
 def test_http_faults(client: httpx.Client, vendor: str) -> None:
     add_fault(client, kind="http_500", vendor=vendor, times=1)
+    add_fault(client, kind="http_503", vendor=vendor, times=1)
     add_fault(client, kind="http_429", vendor=vendor, times=1)
     r = SENDERS[vendor](client)
     assert r.status_code == 502 and r.headers["content-type"].startswith("text/html")
     assert r.text == "<html>Bad Gateway</html>"
+    r = SENDERS[vendor](client)
+    assert r.status_code == 503 and r.headers["content-type"].startswith("text/html")
     r = SENDERS[vendor](client)
     assert r.status_code == 429 and r.headers["content-type"].startswith("text/plain")
     assert sends(client) == []

@@ -134,19 +134,34 @@ def test_success_gives_exact_int_ids_and_the_request_carries_the_token(router: r
 # --- transport errors ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("vendor", VENDORS)
-def test_http_200_with_an_html_body_is_transient(router: respx.Router, vendor: str) -> None:
-    error = send_error(
-        router, vendor, return_value=httpx.Response(200, text="<html><body>502 Bad Gateway</body></html>")
-    )
-    assert type(error) is TransientError
-    assert error.http_status == 200
+# What may have reached the vendor is an unknown outcome (docs/design.md, "What may have reached the vendor").
+GARBLED_ANSWERS = {
+    "200 html": httpx.Response(200, text="<html><body>502 Bad Gateway</body></html>"),
+    "200 truncated json": httpx.Response(200, text='{"ret": 200, "data": {"newMsgId": 76457'),
+    "200 json from a proxy": httpx.Response(200, json={"error": "upstream reset"}),
+    "502 html": httpx.Response(502, text="<html>Bad Gateway</html>"),
+    "504 html": httpx.Response(504, text="<html>Gateway Time-out</html>"),
+    "504 json from a proxy": httpx.Response(504, json={"message": "gateway timeout"}),
+    "500 html": httpx.Response(500, text="<html>oops</html>"),
+}
 
 
+@pytest.mark.parametrize("answer", list(GARBLED_ANSWERS))
 @pytest.mark.parametrize("vendor", VENDORS)
-def test_http_500_with_an_html_body_is_transient(router: respx.Router, vendor: str) -> None:
-    error = send_error(router, vendor, return_value=httpx.Response(500, text="<html>oops</html>"))
-    assert type(error) is TransientError and error.http_status == 500
+def test_an_answer_without_the_vendors_envelope_is_an_unknown_outcome(
+    router: respx.Router, vendor: str, answer: str
+) -> None:
+    response = GARBLED_ANSWERS[answer]
+    error = send_error(router, vendor, return_value=response)
+    assert type(error) is AmbiguousError, error
+    assert error.http_status == response.status_code and "outcome unknown" in str(error)
+
+
+@pytest.mark.parametrize("status", [503, 408])
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_statuses_answered_before_forwarding_are_transient(router: respx.Router, vendor: str, status: int) -> None:
+    error = send_error(router, vendor, return_value=httpx.Response(status, text="<html>unavailable</html>"))
+    assert type(error) is TransientError and error.http_status == status
 
 
 @pytest.mark.parametrize("vendor", VENDORS)

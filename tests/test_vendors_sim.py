@@ -186,7 +186,8 @@ def test_ecloud_sendapp_success_with_null_data_is_a_success_without_ids(
 # --- faults ------------------------------------------------------------------------------------------
 
 FAULT_CLASSES: dict[str, type[VendorError]] = {
-    "http_500": TransientError,
+    "http_500": AmbiguousError,  # a gateway's 502: the vendor may have sent
+    "http_503": TransientError,  # a proxy that could not reach the vendor
     "http_429": ThrottledError,
     "throttled": ThrottledError,
     "offline": AccountDownError,

@@ -77,6 +77,14 @@ class AccountSpec(BaseModel):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("options")
+    @classmethod
+    def _known_option_values(cls, value: dict[str, str]) -> dict[str, str]:
+        # at-least-once is a deliberate, per-account choice: only the two documented spellings
+        if value.get("unknown_outcome", "dead") not in ("dead", "retry"):
+            raise ValueError("options.unknown_outcome must be 'dead' (default: a person reviews) or 'retry'")
+        return value
+
     @field_validator("token")
     @classmethod
     def _header_safe(cls, value: SecretStr) -> SecretStr:

@@ -82,6 +82,8 @@ class BatchRunner:
         self.policy = policy or RetryPolicy(settings)
         self.sleep = sleep
         self.rng = random.Random()
+        #: per account, the ``unknown_outcome`` option (``retry`` opts into at-least-once)
+        self._unknown_outcome: dict[str, str | None] = {}
 
     def run(self, account_id: str, token: str, job_ids: list[str]) -> BatchReport:
         """Send the batch's jobs in order; always gives unprocessed jobs back unless the lease was lost."""
@@ -93,6 +95,7 @@ class BatchRunner:
             self._durable(self.ledger.release, account_id, token)
             return report
         REDACTOR.add(account.spec.token.get_secret_value())
+        self._unknown_outcome[account_id] = account.spec.options.get("unknown_outcome")
         backend = self.backend_factory(account.vendor_account(), self.http)
         deadline = time.monotonic() + self.settings.batch_max_s
         try:
@@ -182,7 +185,9 @@ class BatchRunner:
         report: BatchReport,
     ) -> str:
         ended = time.time()
-        decision = self.policy.decide(error, job.error_count(error.error_class))
+        decision = self.policy.decide(
+            error, job.error_count(error.error_class), unknown_outcome=self._unknown_outcome.get(account_id)
+        )
         entry.update(
             ended=round(ended, 6),
             latency_ms=round((ended - started) * 1000, 2),

@@ -100,17 +100,17 @@ class RetryPolicy:
             "failure": s.max_attempts_failure,
         }.get(error_class, 1)
 
-    def decide(self, error: VendorError, failures_of_class: int) -> Decision:
-        """``failures_of_class``: earlier long retries of this job for the same error class."""
+    def decide(self, error: VendorError, failures_of_class: int, *, unknown_outcome: str | None = None) -> Decision:
+        """``failures_of_class``: earlier long retries of this job for the same error class.
+        ``unknown_outcome``: the account's ``unknown_outcome`` option (``retry`` = at-least-once), which
+        overrides the ``BROADCAST_AMBIGUOUS_POLICY`` default (``dead``)."""
         if isinstance(error, AccountDownError):
             return Decision("requeue", reason="account_down")
         if isinstance(error, PermanentError | UnsupportedError):
             return Decision("dead", reason="permanent")
         if isinstance(error, AmbiguousError):
-            if (
-                self.settings.ambiguous_policy == "retry"
-                and failures_of_class + 1 < self.settings.max_attempts_transient
-            ):
+            policy = unknown_outcome or self.settings.ambiguous_policy
+            if policy == "retry" and failures_of_class + 1 < self.settings.max_attempts_transient:
                 return Decision("retry", delay_s=backoff_s(self.settings, failures_of_class, rng=self.rng))
             return Decision("dead", reason="unknown_outcome")
         if isinstance(error, ThrottledError | TransientError | VendorFailure):

@@ -6,10 +6,13 @@ made ≈860 calls/s while ``httpx.AsyncClient`` made 220-550 (slower with more c
 prefork workers run sync code anyway. Tests inject a ``MockTransport`` or point the client at the
 simulator.
 
-Error translation follows ``vendors.md``: an error before the request left (connect refused, DNS, pool
-timeout) is *transient*; a read timeout or dropped connection after it left is *ambiguous* (the message
-may be out); HTTP 429 is *throttled*; a 5xx or body without a JSON envelope is *transient*; the vendor's
-own failure texts are classified by :func:`classify_vendor_text`.
+Error translation follows ``docs/design.md`` ("What may have reached the vendor"): only a failure that
+provably happened before the request reached the vendor is *transient* (connect refused, DNS, TLS, pool
+timeout, a body that did not get out whole, HTTP 503/408 or 429 from our side of a proxy). Anything that may
+have left (a read timeout, a connection dropped after the request was written, a call past its overall
+deadline, HTTP 502/504 or any other 5xx without the vendor's envelope, a 2xx whose body is not the vendor's
+JSON) is *ambiguous*: the message may be out, so it is never resent blindly. The vendor's own failure texts
+are classified by :func:`classify_vendor_text`.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ from worker.messages import AppMsgMessage, MiniProgramMessage, TextMessage
 AnyMessage = TextMessage | MiniProgramMessage | AppMsgMessage
 
 VENDOR_NAMES = ("gewe", "gewe-legacy", "ecloud", "ohwxapi")
+
+#: Statuses a proxy or server answers without having passed the request on: safe to retry. 503 (service
+#: unavailable) and 408 (the server gave up reading the request) are answered before any handler ran.
+NOT_FORWARDED = frozenset({408, 503})
 
 #: Vendor clients use 15-60 s timeouts because GeWe fetches media by URL itself; 30 s read is the middle.
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=10.0, pool=5.0)
@@ -195,6 +202,9 @@ class HttpBackend:
     """Shared HTTP plumbing: one POST, httpx errors translated, JSON envelope parsed exactly."""
 
     name: ClassVar[str] = ""
+    #: A key every answer of this vendor carries (``ret``, ``code``…): a JSON body without it came from
+    #: something else (a proxy, a gateway's error page) and says nothing about the send.
+    envelope_key: ClassVar[str] = ""
 
     def __init__(self, account: VendorAccount, client: httpx.Client) -> None:
         if account.vendor != self.name:
@@ -258,15 +268,22 @@ class HttpBackend:
             data = json.loads(response.content)
         except ValueError:
             data = None
-        if not isinstance(data, dict):
-            if status in (401, 403):
-                raise self._fail(AccountDownError, f"{path}: HTTP {status} unauthorized", http_status=status)
-            if status == 404:
-                raise self._fail(PermanentError, f"{path}: HTTP 404, check base_url", http_status=status)
-            if 400 <= status < 500:
-                raise self._fail(PermanentError, f"{path}: HTTP {status} without envelope", http_status=status)
-            raise self._fail(TransientError, f"{path}: HTTP {status} without a JSON envelope", http_status=status)
-        return data
+        if isinstance(data, dict) and (not self.envelope_key or self.envelope_key in data):
+            return data
+        if status in NOT_FORWARDED:
+            raise self._fail(TransientError, f"{path}: HTTP {status}, not forwarded to the vendor", http_status=status)
+        if status in (401, 403):
+            raise self._fail(AccountDownError, f"{path}: HTTP {status} unauthorized", http_status=status)
+        if status == 404:
+            raise self._fail(PermanentError, f"{path}: HTTP 404, check base_url", http_status=status)
+        if 400 <= status < 500:
+            raise self._fail(PermanentError, f"{path}: HTTP {status} without envelope", http_status=status)
+        # 2xx with a garbled body, 502/504 from a gateway, any other 5xx: the vendor may have sent already
+        raise self._fail(
+            AmbiguousError,
+            f"{path}: HTTP {status} without the vendor's JSON envelope: the message may have been sent, outcome unknown",
+            http_status=status,
+        )
 
 
 BackendFactory = Callable[[VendorAccount, httpx.Client], VendorBackend]

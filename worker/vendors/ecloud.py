@@ -21,6 +21,8 @@ SUCCESS = "1000"
 class ECloudBackend(HttpBackend):
     """E云管家 protocol."""
 
+    envelope_key = "code"
+
     def _headers(self) -> dict[str, str]:
         return {"Authorization": self.account.token.get_secret_value()}
 

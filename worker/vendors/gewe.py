@@ -21,6 +21,8 @@ MENTION_ALL = "notify@all"
 class GeweBackend(HttpBackend):
     """GeWe v2 protocol."""
 
+    envelope_key = "ret"
+
     def _headers(self) -> dict[str, str]:
         return {"X-GEWE-TOKEN": self.account.token.get_secret_value()}
 

@@ -19,6 +19,8 @@ from worker.vendors.base import AnyMessage, HttpBackend, SendResult, as_int, reg
 class GeweLegacyBackend(HttpBackend):
     """GeWe legacy protocol."""
 
+    envelope_key = "ret"
+
     def _headers(self) -> dict[str, str]:
         return {"X-GEWE-TOKEN": self.account.token.get_secret_value()}
 

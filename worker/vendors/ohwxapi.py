@@ -24,6 +24,8 @@ CGI_REVOKE = 594
 class OhwxapiBackend(HttpBackend):
     """MagicCgi protocol."""
 
+    envelope_key = "CgiBaseResponse"
+
     def _headers(self) -> dict[str, str]:
         token = self.account.token.get_secret_value()
         return {"Authorization": f"Bearer {token}"} if token else {}
