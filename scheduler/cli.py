@@ -117,12 +117,19 @@ def api(
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def worker(ctx: typer.Context) -> None:
-    """A Celery worker consuming send batches (extra arguments go to Celery, e.g. -c 4 -P threads)."""
+    """A Celery worker sending for hundreds of accounts at once (threads pool, BROADCAST_WORKER_CONCURRENCY
+    sessions; extra arguments go to Celery, e.g. -c 100, or -P prefork)."""
     from worker.celery_app import app as celery_app
 
     settings = _settings()
-    args = ["worker", "-Q", settings.celery_queue, "--loglevel", settings.log_level, "-E", *ctx.args]
-    celery_app.worker_main(args)
+    args = ["worker", "-Q", settings.celery_queue, "--loglevel", settings.log_level, "-E"]
+    given = set(ctx.args)
+    if not given & {"-P", "--pool"} and not any(a.startswith("--pool=") for a in ctx.args):
+        # every send is I/O-bound and accounts are independent: threads, measured in docs/design.md
+        args += ["-P", "threads"]
+    if not given & {"-c", "--concurrency"} and not any(a.startswith("--concurrency=") for a in ctx.args):
+        args += ["-c", str(settings.worker_concurrency)]
+    celery_app.worker_main([*args, *ctx.args])
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

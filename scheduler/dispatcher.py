@@ -2,9 +2,13 @@
 
 One leader at a time (a ``SET NX PX`` lock, renewed every tick; a second ``broadcast scheduler`` is a
 hot standby). Each tick: move due jobs (scheduled pushes, retry backoffs) into their account queues,
-recover batches whose worker died, and give every idle, active account with ready jobs one batch — a
-Celery message carrying only ids, run at once. Producers and workers push to a ``wake`` list, so a tick
-follows new work within milliseconds instead of waiting for a poll.
+recover sessions whose worker died (about once a second), and look at the accounts that are *due* — the
+head of the ``sched`` sorted set, where every idle account with ready jobs waits scored by its next
+sendable moment (the way BullMQ Pro picks its next group). Due accounts the pacing rules allow get a
+session — a Celery message carrying only ids, run at once — up to the free capacity the workers
+announce; the others go back into ``sched`` at the moment they become sendable. A tick's work depends on
+the accounts that are due, never on how many accounts exist. Producers and workers push to a ``wake``
+list, so a tick follows new work within milliseconds instead of waiting for a poll.
 """
 
 from __future__ import annotations
@@ -18,11 +22,11 @@ import redis
 from celery import Celery
 
 from scheduler.campaigns import Campaigns
-from scheduler.pacing import Pacer
 from scheduler.producer import Producer
 from scheduler.schedules import Schedules
 from worker.accounts import AccountStore
 from worker.ledger import Claim, Ledger
+from worker.pacing import Pacer, redis_now
 from worker.settings import Settings
 
 log = logging.getLogger("broadcast.dispatcher")
@@ -48,9 +52,12 @@ class Dispatcher:
         self.next_delay: float | None = None
         self.identity = uuid.uuid4().hex
         self._renew = client.register_script(_RENEW)
-        self._last_recover = 0.0
         self.leader_ttl_ms = 5000
         self._last_housekeeping = 0.0
+        self._last_recover = 0.0
+        #: Dead sessions are found by a scan of the leased accounts; their leases live for seconds.
+        self.recover_every_s = min(1.0, settings.lease_ttl_s / 4)
+        self._capacity: tuple[float, int] = (0.0, 0)
         client.hset(self.ledger.keys.config, "retention_s", str(int(settings.retention_days * 86400)))
 
     def is_leader(self) -> bool:
@@ -58,7 +65,7 @@ class Dispatcher:
         return bool(self._renew(keys=[self.ledger.keys.leader], args=[self.identity, self.leader_ttl_ms]))
 
     def tick(self) -> int:
-        """One round; returns how many batches were published."""
+        """One round; returns how many sessions were published."""
         now = time.time()
         if now - self._last_housekeeping > 60 and self.settings.retention_days > 0:
             self._last_housekeeping = now
@@ -66,17 +73,53 @@ class Dispatcher:
         self.schedules.fire_due(now, on_fire=self._announce_firing)
         self.campaigns.activate_due(now)
         self.ledger.promote_due(now)
-        requeued, unknown = self.ledger.recover()
-        if requeued or unknown:
-            log.warning("recovered dead batches: %d jobs requeued, %d unknown outcomes", requeued, unknown)
-        verdict = self.pacer.verdict()
-        self.next_delay = None if verdict.next_check is None else verdict.next_check - verdict.now
-        claims = self.ledger.claim(
-            lease_ttl_s=self.settings.lease_ttl_s, candidates=verdict.candidates, now=verdict.now
-        )
+        if now - self._last_recover >= self.recover_every_s:
+            self._last_recover = now
+            requeued, unknown = self.ledger.recover()
+            if requeued or unknown:
+                log.warning("recovered dead sessions: %d jobs requeued, %d unknown outcomes", requeued, unknown)
+        claims = self.release_due()
         for claim in claims:
             self.publish(claim)
         return len(claims)
+
+    def release_due(self) -> list[Claim]:
+        """Claim sessions for the due accounts the pacing rules allow, within the workers' free capacity;
+        put the others back into ``sched`` at their next sendable moment."""
+        k = self.ledger.keys
+        free = self.free_capacity()
+        if free <= 0:
+            self.next_delay = None  # a finished session wakes us
+            return []
+        rnow = redis_now(self.redis)
+        due = [str(a) for a in self.redis.zrangebyscore(k.sched, "-inf", rnow, start=0, num=min(free, 1000))]
+        claims: list[Claim] = []
+        if due:
+            verdict = self.pacer.verdict(due, rnow)
+            pipe = self.redis.pipeline(transaction=False)
+            if verdict.later:
+                pipe.zadd(k.sched, verdict.later)
+            if verdict.dropped:
+                pipe.zrem(k.sched, *verdict.dropped)
+            pipe.execute()
+            if verdict.candidates:
+                claims = self.ledger.claim(
+                    lease_ttl_s=self.settings.lease_ttl_s, candidates=verdict.candidates, now=verdict.now
+                )
+        soonest = self.redis.zrange(k.sched, 0, 0, withscores=True)
+        self.next_delay = None if not soonest else max(0.0, float(soonest[0][1]) - rnow)
+        return claims
+
+    def free_capacity(self) -> int:
+        """Sessions the live workers can still take: their announced concurrency minus the leases out."""
+        k = self.ledger.keys
+        checked_at, capacity = self._capacity
+        if time.monotonic() - checked_at > 1.0:
+            live = [str(w) for w in self.redis.zrangebyscore(k.workers, time.time(), "+inf")]
+            caps = self.redis.hmget(k.worker_cap, live) if live else []
+            capacity = sum(int(c or 0) for c in caps)
+            self._capacity = (time.monotonic(), capacity)
+        return capacity - int(self.redis.scard(k.leased))
 
     def idle_wait(self) -> float:
         """How long to wait for a wake-up: until the next account becomes sendable, at most the idle poll."""
@@ -93,35 +136,17 @@ class Dispatcher:
         )
 
     def publish(self, claim: Claim) -> None:
-        """Send one batch to Celery. If this fails the lease expires and the batch is recovered.
+        """Send one session to Celery. If this fails the lease expires and the session is recovered.
 
-        The task carries ids only; ``info`` (kinds, campaigns, recipients count) is for operators in Flower.
-        """
+        The task carries ids only; ``info`` (kinds, campaigns, job count) is for operators in Flower."""
+        info = {"account": claim.account, "jobs": len(claim.job_ids), "kinds": claim.kinds}
+        info["campaigns"] = claim.campaigns[:10]
         self.celery.send_task(
             "broadcast.send_batch",
             args=[claim.account, claim.token, claim.job_ids],
-            kwargs={"info": self._describe(claim)},
+            kwargs={"info": info, "groups": claim.groups},
             queue=self.settings.celery_queue,
         )
-
-    def _describe(self, claim: Claim) -> dict[str, object]:
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in claim.job_ids:
-            pipe.hmget(self.ledger.keys.job(job_id), "campaign", "kind")
-        kinds: set[str] = set()
-        campaigns: set[str] = set()
-        for campaign, kind in pipe.execute():
-            if campaign:
-                campaigns.add(campaign)
-                kind = kind or self.redis.hget(self.ledger.keys.campaign(campaign), "kind")
-            if kind:
-                kinds.add(str(kind))
-        return {
-            "account": claim.account,
-            "jobs": len(claim.job_ids),
-            "kinds": sorted(kinds),
-            "campaigns": sorted(campaigns)[:10],
-        }
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set."""

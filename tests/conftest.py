@@ -89,8 +89,12 @@ FAST_ENV = {
     "BROADCAST_RETRY_MAX_S": "0.5",
     "BROADCAST_QUICK_RETRY_MAX_WAIT_S": "0.05",
     "BROADCAST_LEASE_TTL_S": "3",
+    "BROADCAST_LEASE_MARGIN_S": "0.5",
     "BROADCAST_VENDOR_READ_TIMEOUT_S": "1.5",
     "BROADCAST_VENDOR_CONNECT_TIMEOUT_S": "1",
+    "BROADCAST_VENDOR_POOL_TIMEOUT_S": "0.5",
+    "BROADCAST_VENDOR_DEADLINE_S": "1.5",
+    "BROADCAST_WORKER_CONCURRENCY": "32",
     "BROADCAST_DISPATCH_IDLE_S": "0.02",
     "BROADCAST_BATCH_MAX_S": "5",
 }
@@ -139,7 +143,7 @@ class Stack:
         return proc
 
     def start_worker(self, *args: str) -> Proc:
-        return self.start("worker", "-c", "2", "--without-gossip", "--without-mingle", *args)
+        return self.start("worker", "--without-gossip", "--without-mingle", *args)
 
     def wait_terminal(self, job_ids: list[str], timeout: float = 60) -> list[Job]:
         def done() -> bool:

@@ -102,12 +102,12 @@ def test_set_status_back_to_active_marks_the_account_ready(store: AccountStore) 
     store.set_status("a1", "down", "微信已离线")
     down = store.get("a1")
     assert down is not None and (down.status, down.status_reason) == ("down", "微信已离线")
-    assert not store.redis.sismember(store.keys.ready, "a1")
+    assert store.redis.zscore(store.keys.sched, "a1") is None
 
     store.set_status("a1", "active")
     active = store.get("a1")
     assert active is not None and (active.status, active.status_reason) == ("active", "")
-    assert store.redis.sismember(store.keys.ready, "a1")
+    assert store.redis.zscore(store.keys.sched, "a1") == 0  # the dispatcher looks at it at once
 
 
 @pytest.mark.parametrize("bad_id", ["", "has space", "slash/no", "x" * 65, "semi;colon", "tab\tid"])

@@ -14,7 +14,7 @@ import redis as redis_lib
 from scheduler.campaigns import Campaigns
 from worker.accounts import AccountSpec, AccountStore
 from worker.deadletter import DeadLetters
-from worker.ledger import STATES, Claim, Ledger
+from worker.ledger import STATES, Claim, Ledger, PaceRecord
 from worker.messages import TextMessage
 from worker.vendors.base import SendResult
 
@@ -93,7 +93,7 @@ def test_submit_stores_queued_job_and_enqueues_it(ledger: Ledger) -> None:
     assert job.message() == message
     assert job.variables == {"x": "1"}
     assert queue(ledger) == [job_id]
-    assert ledger.redis.sismember(ledger.keys.ready, "acct1")
+    assert ledger.redis.zscore(ledger.keys.sched, "acct1") == 0  # the dispatcher looks at it at once
     assert ledger.redis.llen(ledger.keys.wake) >= 1
     assert ledger.redis.zcard(ledger.keys.due) == 0
 
@@ -181,7 +181,7 @@ def test_begin_and_finish_sent_record_exact_ids_and_history(ledger: Ledger) -> N
     assert state(ledger, job_id) == "sending"
 
     entry = {"n": 1, "outcome": "sent", "new_msg_id": str(BIG_ID)}
-    assert ledger.finish_sent("acct1", claim.token, job_id, result(), entry) == "ok"
+    assert ledger.finish_sent("acct1", claim.token, job_id, result(), entry).status == "ok"
 
     job = ledger.get(job_id)
     assert job is not None and job.state == "sent"
@@ -205,7 +205,7 @@ def test_begin_on_a_sent_job_skips_it(ledger: Ledger) -> None:
     (job_id,) = submit(ledger, 1)
     claim = claim_one(ledger)
     assert ledger.begin("acct1", claim.token, job_id, lease_ttl_s=LEASE_S).status == "go"
-    assert ledger.finish_sent("acct1", claim.token, job_id, result(), {"outcome": "sent"}) == "ok"
+    assert ledger.finish_sent("acct1", claim.token, job_id, result(), {"outcome": "sent"}).status == "ok"
 
     again = ledger.begin("acct1", claim.token, job_id, lease_ttl_s=LEASE_S)
 
@@ -237,7 +237,7 @@ def test_finish_retry_goes_through_the_due_set_with_per_class_counters(ledger: L
         "acct1", claim.token, job_id, due_at=due_at, error_class="transient", error="HTTP 502", history={"n": 1}
     )
 
-    assert status == "ok"
+    assert status.status == "ok"
     job = ledger.get(job_id)
     assert job is not None and job.state == "retrying"
     assert ledger.redis.zscore(ledger.keys.due, job_id) == pytest.approx(due_at, abs=0.01)
@@ -272,7 +272,7 @@ def test_finish_dead_dead_letters_the_job(ledger: Ledger) -> None:
         history={"outcome": "dead"},
     )  # fmt: skip
 
-    assert status == "ok"
+    assert status.status == "ok"
     job = ledger.get(job_id)
     assert job is not None and job.state == "dead"
     assert (job.fields["reason"], job.fields["error_class"], job.fields["error"]) == (
@@ -291,7 +291,7 @@ def test_finish_requeue_puts_the_job_back_at_the_head_without_counting_the_attem
     status = ledger.finish_requeue(
         "acct1", claim.token, first, error_class="account_down", error="已离线", history={"outcome": "requeue"}
     )
-    assert status == "ok"
+    assert status.status == "ok"
     job = ledger.get(first)
     assert job is not None and job.state == "queued" and job.attempts == 0
     assert queue(ledger) == [first, second]
@@ -301,7 +301,7 @@ def test_finish_with_a_foreign_token_is_stale_and_changes_nothing(ledger: Ledger
     (job_id,) = submit(ledger, 1)
     claim = claim_one(ledger)
     ledger.begin("acct1", claim.token, job_id, lease_ttl_s=LEASE_S)
-    assert ledger.finish_sent("acct1", "not-the-token", job_id, result(), {"outcome": "sent"}) == "stale"
+    assert ledger.finish_sent("acct1", "not-the-token", job_id, result(), {"outcome": "sent"}).status == "stale"
     assert state(ledger, job_id) == "sending"
     assert "new_msg_id" not in ledger.redis.hgetall(ledger.keys.job(job_id))
 
@@ -315,7 +315,7 @@ def test_release_returns_unprocessed_jobs_to_the_head_in_order(ledger: Ledger) -
     ledger.begin("acct1", claim.token, ids[0], lease_ttl_s=LEASE_S)
     ledger.finish_sent("acct1", claim.token, ids[0], result(), {"outcome": "sent"})
 
-    assert ledger.release("acct1", "wrong-token") == 0
+    assert ledger.release("acct1", "wrong-token") == -1
     assert queue(ledger) == [later]
 
     assert ledger.release("acct1", claim.token) == 3
@@ -361,11 +361,11 @@ def test_late_finish_sent_upgrades_an_unknown_outcome_to_sent(ledger: Ledger) ->
     retry = ledger.finish_retry(
         "acct1", claim.token, job_id, due_at=time.time(), error_class="transient", error="x", history={"n": 1}
     )
-    assert retry == "stale"
+    assert retry.status == "stale"
     assert state(ledger, job_id) == "dead" and in_dlq(ledger, job_id)
 
     # ...but a late success proves the message went out
-    assert ledger.finish_sent("acct1", claim.token, job_id, result(), {"outcome": "sent"}) == "ok"
+    assert ledger.finish_sent("acct1", claim.token, job_id, result(), {"outcome": "sent"}).status == "ok"
     job = ledger.get(job_id)
     assert job is not None and job.state == "sent"
     assert job.fields["new_msg_id"] == "7645748705605226305"
@@ -742,16 +742,20 @@ def test_deleting_an_expired_dead_letter_leaves_no_stub(ledger: Ledger) -> None:
     assert ledger.redis.exists(ledger.keys.job(job)) == 0
 
 
-def test_release_after_a_lost_lease_still_records_the_pause(ledger: Ledger) -> None:
+def test_finish_after_a_lost_lease_still_records_the_pacing(ledger: Ledger) -> None:
     (job,) = submit(ledger, 1)
     batch = claim_one(ledger)
     ledger.begin("acct1", batch.token, job, lease_ttl_s=LEASE_S)
     ledger.finish_sent("acct1", batch.token, job, result(), {"outcome": "sent"})
     ledger.redis.delete(ledger.keys.lease("acct1"))  # the lease ran out during a slow call
-    ledger.release("acct1", batch.token, attempted=1, sent=1, local_day="20261122", windowed=True)
+    record = PaceRecord(fraction=0.5, slowdown=None, day="20261122", same_day=False, sent=True, keep=30)
+    late = ledger.finish_sent("acct1", batch.token, job, result(), {"outcome": "sent"}, pace=record)
+    assert late.status == "stale"
+    assert ledger.release("acct1", batch.token) == -1
     pace = ledger.redis.hgetall(ledger.keys.pace("acct1"))
-    assert float(pace["last_end"]) > time.time() - 5
-    assert ledger.redis.zcard(ledger.keys.pace_window("acct1")) == 1
+    assert float(pace["last_end"]) == pytest.approx(late.end)  # the call happened: the next one waits for it
+    assert (pace["day"], pace["day_n"], pace["r"]) == ("20261122", "1", "0.500000")
+    assert ledger.redis.lrange(ledger.keys.pace_window("acct1"), 0, -1) == [f"{late.end:.6f}"]
 
 
 def test_finished_campaigns_past_the_retention_are_deleted_unfinished_kept(ledger: Ledger) -> None:

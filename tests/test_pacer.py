@@ -1,4 +1,4 @@
-"""The dispatcher's pacing verdict against a real Redis: accounts from AccountStore, pace state from RELEASE."""
+"""The dispatcher's pacing verdict against a real Redis: accounts from AccountStore, pace state from FINISH."""
 
 from __future__ import annotations
 
@@ -13,11 +13,21 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis as redis_lib
 
-from scheduler.pacing import Pacer, Verdict, redis_now
 from worker.accounts import AccountSpec, AccountStore, Limits, QuietHours, Status
-from worker.ledger import Ledger
+from worker.ledger import Ledger, PaceRecord
 from worker.messages import TextMessage
-from worker.ratelimit import WINDOW_MARGIN_S, WINDOW_S, local_day, next_local_midnight, quiet_until
+from worker.pacing import (
+    WINDOW_MARGIN_S,
+    WINDOW_S,
+    Pacer,
+    PaceState,
+    Verdict,
+    local_day,
+    next_local_midnight,
+    quiet_until,
+    redis_now,
+    throttled_slowdown,
+)
 from worker.settings import Settings
 from worker.vendors.base import SendResult
 
@@ -32,8 +42,9 @@ class Env:
     ledger: Ledger
     accounts: AccountStore
 
-    def pacer(self, clock_offset_s: float = 0.0) -> Pacer:
-        return Pacer(self.redis, Settings(key_prefix=self.prefix, clock_offset_s=clock_offset_s, batch_size=50))
+    def pacer(self, clock_offset_s: float = 0.0) -> SchedPacer:
+        settings = Settings(key_prefix=self.prefix, clock_offset_s=clock_offset_s, batch_size=50)
+        return SchedPacer(self, Pacer(self.redis, settings))
 
     def add(self, account: str, vendor: str = "gewe", **limits: object) -> str:
         spec = AccountSpec.model_validate(
@@ -71,24 +82,41 @@ class Env:
         token, job_id = claims[0].token, claims[0].job_ids[0]
         begin = self.ledger.begin(account, token, job_id, lease_ttl_s=LEASE_S)
         assert begin.status == "go"
-        result = SendResult(vendor="gewe", to=to, endpoint="/message/postText", new_msg_id=1)
-        assert self.ledger.finish_sent(account, token, job_id, result, {"event": "sent"}) == "ok"
         stored = self.accounts.get(account)
         assert stored is not None
         limits = stored.spec.limits
-        day = local_day(redis_now(self.redis) + clock_offset_s, limits.timezone)
-        self.ledger.release(
-            account,
-            token,
-            attempted=1,
-            sent=1,
-            local_day=day,
-            throttled=throttled,
-            jitter_fraction=jitter_fraction,
-            windowed=limits.per_minute > 0,
+        keys = self.ledger.keys
+        state = PaceState.from_redis(
+            self.redis.hgetall(keys.pace(account)), self.redis.lrange(keys.pace_window(account), 0, -1)
+        )
+        now = redis_now(self.redis)
+        day = local_day(now + clock_offset_s, limits.timezone)
+        record = PaceRecord(
+            fraction=jitter_fraction,
+            slowdown=throttled_slowdown(state, now) if throttled else None,
+            day=day,
+            same_day=state.day == day,
+            sent=True,
+            keep=limits.per_minute,
             vendor=vendor,
         )
+        result = SendResult(vendor="gewe", to=to, endpoint="/message/postText", new_msg_id=1)
+        finished = self.ledger.finish_sent(account, token, job_id, result, {"event": "sent"}, pace=record)
+        assert finished.status == "ok"
+        self.ledger.release(account, token)
         return float(self.redis.hget(self.ledger.keys.pace(account), "last_end") or 0)
+
+
+@dataclass
+class SchedPacer:
+    """The dispatcher's view: the pacing verdict for the accounts waiting in ``sched``."""
+
+    env: Env
+    pacer: Pacer
+
+    def verdict(self) -> Verdict:
+        accounts = [str(a) for a in self.env.redis.zrange(self.env.ledger.keys.sched, 0, -1)]
+        return self.pacer.verdict(accounts)
 
 
 @pytest.fixture
@@ -122,7 +150,7 @@ def test_fresh_account_is_a_candidate_at_once(env: Env) -> None:
     assert candidate_ids(verdict) == [a]
     account, batch, private_at, group_at = verdict.candidates[0]
     assert account == a
-    assert batch == 1
+    assert batch == 30  # a session may take up to per_minute jobs; the worker paces them
     assert private_at <= verdict.now
     assert group_at <= verdict.now
     assert verdict.blocked == {}
@@ -180,8 +208,8 @@ def test_only_the_private_gap_passed_still_a_candidate_with_the_group_time(env: 
     _, _, private_at, group_at = verdict.candidates[0]
     assert private_at == pytest.approx(last_end, abs=MS)
     assert group_at == pytest.approx(last_end + 30, abs=MS)
-    # the dispatcher looks again when groups become sendable
-    assert verdict.next_check == pytest.approx(last_end + 30, abs=MS)
+    # CLAIM takes the private head now; a group head would put the account back at group_at
+    assert verdict.next_check is None
 
 
 def test_leased_account_is_not_a_candidate(env: Env) -> None:
@@ -226,15 +254,15 @@ def test_per_minute_window_blocks_until_the_oldest_send_leaves_it(env: Env) -> N
 
 
 def test_window_entries_count_for_sixty_seconds(env: Env) -> None:
-    """Entries as RELEASE writes them (``{end}:{i}:{token}``), older than the batch just sent."""
+    """Entries as FINISH writes them (end times, newest first), older than the send just made."""
     a = env.add("older", per_minute=2, min_interval_s=0, jitter_s=0, group_min_interval_s=0, group_jitter_s=0)
     env.submit(a)
     now = redis_now(env.redis)
     win = env.ledger.keys.pace_window(a)
-    env.redis.zadd(win, {f"{now - 90:.6f}:1:old": now - 90, f"{now - 75:.6f}:1:old": now - 75})
+    env.redis.lpush(win, f"{now - 90:.6f}", f"{now - 75:.6f}")
     assert candidate_ids(env.pacer().verdict()) == [a]  # both left the window
 
-    env.redis.zadd(win, {f"{now - 45:.6f}:1:tok": now - 45, f"{now - 40:.6f}:1:tok": now - 40})
+    env.redis.lpush(win, f"{now - 45:.6f}", f"{now - 40:.6f}")
     verdict = env.pacer().verdict()
     assert verdict.blocked == {a: "per_minute"}
     assert verdict.next_check == pytest.approx(now - 45 + WINDOW_S + WINDOW_MARGIN_S, abs=MS)
@@ -273,7 +301,8 @@ def test_daily_cap_reached_blocks_until_local_midnight(env: Env, tz: str) -> Non
     assert verdict.blocked == {a: "daily_cap"}
     assert verdict.next_check == pytest.approx(next_local_midnight(verdict.now, tz), abs=MS)
     day = local_day(verdict.now, tz)
-    assert env.redis.get(env.ledger.keys.pace_day(a, day)) == "2"
+    pace = env.redis.hgetall(env.ledger.keys.pace(a))
+    assert (pace["day"], pace["day_n"]) == (day, "2")
 
 
 def test_daily_cap_of_an_unpaced_account_blocks_it(env: Env) -> None:
@@ -306,12 +335,13 @@ def test_vendor_limit_caps_candidates(env: Env) -> None:
 
 
 def test_vendor_window_from_release_blocks_the_vendor(env: Env) -> None:
-    # the waiting account sorts first: the sender stays in `ready` after its release
+    # the waiting account sorts first in sched: it gets the vendor's next slot
     b = env.add("a-waiting", per_minute=0)
     a = env.add("z-sender", per_minute=0)
     env.redis.hset(env.ledger.keys.vendor_limits, "gewe", 1)
     last_end = env.send_one(a, vendor="gewe")
     env.submit(b)
+    env.submit(a)
     assert env.redis.zcard(env.ledger.keys.vendor_pace("gewe")) == 1
     verdict = env.pacer().verdict()
     assert candidate_ids(verdict) == []  # one gewe send ended under a second ago
@@ -334,7 +364,8 @@ def test_claim_respects_group_at_for_a_group_head(env: Env) -> None:
     stored = env.ledger.get(job)
     assert stored is not None
     assert stored.state == "queued"
-    assert env.redis.sismember(env.ledger.keys.ready, a)  # still waiting, not dropped
+    # still waiting, not dropped: back in sched at the moment groups become sendable
+    assert env.redis.zscore(env.ledger.keys.sched, a) == pytest.approx(now + 30, abs=MS)
     claims = env.ledger.claim(lease_ttl_s=LEASE_S, candidates=[(a, 1, now - 1, now - 1)], now=now)
     assert [c.job_ids for c in claims] == [[job]]
 
@@ -342,10 +373,11 @@ def test_claim_respects_group_at_for_a_group_head(env: Env) -> None:
 def test_claim_takes_a_private_head_when_only_private_at_passed(env: Env) -> None:
     a = env.add("prv", per_minute=600)
     private = env.submit(a, to="wxid_friend")
-    env.submit(a, to="12345@chatroom")
+    group = env.submit(a, to="12345@chatroom")
     now = redis_now(env.redis)
     claims = env.ledger.claim(lease_ttl_s=LEASE_S, candidates=[(a, 2, now - 1, now + 30)], now=now)
-    assert [c.job_ids for c in claims] == [[private]]  # stops at the group job
+    # the first job may start now; the session's worker paces the group job (flagged '1') at its own gap
+    assert [(c.job_ids, c.groups) for c in claims] == [([private, group], "01")]
 
 
 def test_verdict_group_time_keeps_claim_from_taking_a_group_job(env: Env) -> None:

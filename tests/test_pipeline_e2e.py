@@ -145,7 +145,10 @@ def test_no_token_in_logs_or_task_arguments(stack: Stack) -> None:
     account = stack.add_account("secretive", "gewe", instance=f"inst-{stack.prefix}-sec")
     token = stack.accounts.get(account).spec.token.get_secret_value()  # type: ignore[union-attr]
     job_ids = submit_many(stack, account, 3)
-    # the scheduler alone first: its Celery messages wait in the broker where we can read them
+    # the scheduler alone first, with a worker's capacity announced: its Celery messages wait in the
+    # broker where we can read them
+    stack.redis.zadd(stack.ledger.keys.workers, {"announced-only": time.time() + 60})
+    stack.redis.hset(stack.ledger.keys.worker_cap, "announced-only", 4)
     stack.start("scheduler")
     from tests.procs import wait_for
 
@@ -205,5 +208,5 @@ def test_sigkill_worker_mid_batch_loses_nothing_and_sends_nothing_twice(stack: S
     # every SIGKILL can leave at most one in-flight send per account as an unknown outcome
     assert states["dead"] <= 4 * len(accounts)
     # and the kills really landed mid-batch: the dispatcher had to recover held batches
-    assert "recovered dead batches" in stack.logs()
-    print(f"states={dict(states)} recoveries={stack.logs().count('recovered dead batches')}")
+    assert "recovered dead sessions" in stack.logs()
+    print(f"states={dict(states)} recoveries={stack.logs().count('recovered dead sessions')}")

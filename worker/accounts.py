@@ -157,6 +157,9 @@ class AccountStore:
         if existing is None:
             pipe.hset(key, mapping={"status": "active", "status_reason": "", "status_changed": f"{time.time():.3f}"})
         pipe.sadd(self.keys.accounts, account_id)
+        if existing is not None:
+            # new limits count at once: an account waiting for its next slot is looked at again now
+            pipe.zadd(self.keys.sched, {account_id: 0}, xx=True)
         pipe.execute()
         account = self.get(account_id)
         assert account is not None
@@ -195,8 +198,9 @@ class AccountStore:
             mapping={"status": status, "status_reason": reason, "status_changed": f"{time.time():.3f}"},
         )
         if status == "active":
+            # the dispatcher looks at it at once (an account with nothing to send leaves sched again)
             pipe = self.redis.pipeline()
-            pipe.sadd(self.keys.ready, account_id)
+            pipe.zadd(self.keys.sched, {account_id: 0}, nx=True)
             pipe.lpush(self.keys.wake, "1")
             pipe.execute()
 

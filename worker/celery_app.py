@@ -7,14 +7,22 @@ ETAs: they live in the ``due`` sorted set and the dispatcher releases jobs when 
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from typing import Any
 
+import redis
 from celery import Celery
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import celeryd_after_setup, setup_logging, worker_process_init, worker_shutdown
 
-from worker.connections import reset_after_fork
+from worker.connections import redis_client, reset_after_fork
+from worker.keys import Keys
 from worker.logs import setup_logging as configure_logging
 from worker.settings import Settings, get_settings
+
+#: A worker announces its capacity this often; the dispatcher forgets it after three silent periods.
+HEARTBEAT_S = 5.0
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -22,6 +30,9 @@ def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery("broadcast", broker=settings.redis_url, include=["worker.tasks"])
     app.conf.update(
+        # kombu's Redis transport, minus a restore-on-close that kills a threads-pool worker when Redis
+        # restarts (worker/broker.py says why that is safe)
+        broker_transport="worker.broker:Transport",
         # JSON only: no pickle, nothing executable in the broker.
         task_serializer="json",
         accept_content=["json"],
@@ -45,7 +56,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_default_queue=settings.celery_queue,
         task_routes={"broadcast.*": {"queue": settings.celery_queue}},
         worker_hijack_root_logger=False,
-        # Replace children now and then so slow leaks in vendor libraries cannot grow forever.
+        # Prefork only (a user's choice): replace children now and then so slow leaks cannot grow forever.
         worker_max_tasks_per_child=10_000,
         enable_utc=True,
     )
@@ -66,3 +77,55 @@ def _our_logging(**_: Any) -> None:
     """Use our formatter and secret redaction instead of Celery's default logging."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
+
+
+class CapacityHeartbeat:
+    """Tells the dispatcher how many sessions this worker can hold at once (its pool's concurrency).
+
+    The dispatcher hands out at most that many leases across the live workers, so a claimed account is
+    picked up at once instead of waiting in the broker while its lease runs down."""
+
+    def __init__(self, hostname: str, capacity: int) -> None:
+        self.hostname = hostname
+        self.capacity = capacity
+        self.stop = threading.Event()
+
+    def beat(self) -> None:
+        settings = get_settings()
+        keys = Keys(settings.key_prefix)
+        client = redis_client(settings.redis_url)
+        pipe = client.pipeline(transaction=False)
+        pipe.hset(keys.worker_cap, self.hostname, self.capacity)
+        pipe.zadd(keys.workers, {self.hostname: time.time() + 3 * HEARTBEAT_S})
+        pipe.execute()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(redis.RedisError):  # Redis down: the next beat tries again
+                self.beat()
+            self.stop.wait(HEARTBEAT_S)
+
+    def leave(self) -> None:
+        self.stop.set()
+        settings = get_settings()
+        keys = Keys(settings.key_prefix)
+        with contextlib.suppress(redis.RedisError):  # it expires by itself
+            redis_client(settings.redis_url).zrem(keys.workers, self.hostname)
+
+
+_heartbeat: CapacityHeartbeat | None = None
+
+
+@celeryd_after_setup.connect  # type: ignore[untyped-decorator]
+def _announce_capacity(sender: str, instance: Any, **_: Any) -> None:
+    """Start the capacity heartbeat in the worker's main process."""
+    global _heartbeat
+    _heartbeat = CapacityHeartbeat(str(sender), int(instance.concurrency or 1))
+    threading.Thread(target=_heartbeat.run, name="broadcast-capacity", daemon=True).start()
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _withdraw_capacity(**_: Any) -> None:
+    """A worker that stops takes its capacity away at once."""
+    if _heartbeat is not None:
+        _heartbeat.leave()

@@ -1,10 +1,22 @@
 """Clients for Redis and the vendors, built on first use in each process (never at import).
 
 Celery's prefork pool forks after import; a socket opened before the fork would be shared by every child.
+
+Vendor calls get one overall deadline. httpx's timeouts bound each socket operation, so a vendor (or a
+proxy) that dribbles its answer a byte at a time holds a call open for as long as it likes, past the
+account's lease — and then a second worker would send for the same account while the first call is still
+open. :class:`DeadlineTransport` gives every request a deadline and the network streams under it shrink
+each connect/read/write timeout to what is left of it, so the call ends (as a timeout, hence an unknown
+outcome) when the deadline passes, whatever the peer does.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+import typing
+
+import httpcore
 import httpx
 import redis
 
@@ -12,6 +24,93 @@ from worker.settings import Settings
 
 _redis: dict[str, redis.Redis] = {}
 _http: httpx.Client | None = None
+
+#: The deadline (``time.monotonic()``) of the vendor call this thread is making. httpx reads a response
+#: body after ``handle_request`` returned, on the same thread, so a thread-local spans the whole call.
+_call = threading.local()
+
+
+def _left(timeout: float | None, error: type[Exception]) -> float:
+    """The socket timeout for the next operation: the operation's own, capped by the call's deadline."""
+    deadline: float | None = getattr(_call, "deadline", None)
+    if deadline is None:
+        return timeout if timeout is not None else 3600.0
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise error("the vendor call passed its overall deadline")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose every operation ends by the call's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: typing.Any,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._inner.start_tls(ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout))
+        )
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's sync network backend, with streams that honour the call's deadline."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: typing.Iterable[typing.Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_tcp(
+            host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class DeadlineTransport(httpx.HTTPTransport):
+    """httpx's own transport (its connection pool, its exception mapping) with a deadline per request."""
+
+    def __init__(self, deadline_s: float, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits, trust_env=False)
+        self.deadline_s = deadline_s
+        # the same pool httpx builds, on a network backend that enforces the deadline
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_DeadlineBackend(),
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        _call.deadline = time.monotonic() + self.deadline_s
+        return super().handle_request(request)
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -23,21 +122,27 @@ def redis_client(url: str) -> redis.Redis:
     return client
 
 
-def vendor_http_client(settings: Settings) -> httpx.Client:
-    """One keep-alive pool for every vendor call of this process (sync: see worker.vendors.base)."""
+def new_vendor_http_client(settings: Settings, *, max_connections: int = 64) -> httpx.Client:
+    """A keep-alive pool for vendor calls, every call bounded by ``vendor_deadline_s`` overall."""
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return httpx.Client(
+        transport=DeadlineTransport(settings.vendor_deadline_s, limits),
+        timeout=httpx.Timeout(
+            connect=settings.vendor_connect_timeout_s,
+            read=settings.vendor_read_timeout_s,
+            write=settings.vendor_write_timeout_s,
+            pool=settings.vendor_pool_timeout_s,
+        ),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def vendor_http_client(settings: Settings, *, max_connections: int = 64) -> httpx.Client:
+    """This process's vendor client (sync: see worker.vendors.base), shared by its sending threads."""
     global _http
     if _http is None:
-        _http = httpx.Client(
-            timeout=httpx.Timeout(
-                connect=settings.vendor_connect_timeout_s,
-                read=settings.vendor_read_timeout_s,
-                write=10.0,
-                pool=settings.vendor_connect_timeout_s,
-            ),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-            follow_redirects=False,
-            trust_env=False,
-        )
+        _http = new_vendor_http_client(settings, max_connections=max_connections)
     return _http
 
 

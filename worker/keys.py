@@ -13,14 +13,17 @@ qh:{account}           list    ready job ids of an account, high priority (taken
 cq:{cid}:{account}     list    ready job ids of one campaign for one account
 cst:{cid}:{account}    list    a campaign's job ids staged until it goes live
 src:{account}          zset    the account's sources ('s', 'c:{cid}') in round-robin order
-ready                  set     accounts whose queues may hold ready jobs
+sched                  zset    idle, active accounts with ready jobs, scored by when the dispatcher
+                               should look at them (their next sendable moment; 0 = now)
 due                    zset    scheduled and backing-off job ids, scored by due time (epoch s)
 lease:{account}        string  the token of the batch in flight for an account (PX TTL)
 claimed:{account}      list    job ids handed to the batch in flight (recovered if its lease dies)
 leased                 set     accounts that have a ``claimed`` list to watch
-pace:{account}         hash    pacing state: last_end, jitter fraction r, slow-down factor
-pace:{account}:win     zset    end times of recent sends (per-minute window)
-pace:{account}:day:{d} string  sends on local day d (daily cap)
+workers                zset    live worker processes (hostname), scored by heartbeat expiry
+worker_cap             hash    hostname -> sends it can hold in flight (its concurrency)
+pace:{account}         hash    pacing state: last_end, jitter fraction r, slow-down factor and time,
+                               local day and sends on it (daily cap)
+pace:{account}:win     list    end times of the last per_minute sends, newest first
 vpace:{vendor}         zset    end times of recent sends per vendor (vendor rate)
 vendor_limits          hash    vendor -> sends per second across its accounts
 dlq                    zset    dead-lettered job ids, scored by time
@@ -81,9 +84,6 @@ class Keys:
     def pace_window(self, account: str) -> str:
         return f"{self.p}:pace:{account}:win"
 
-    def pace_day(self, account: str, day: str) -> str:
-        return f"{self.p}:pace:{account}:day:{day}"
-
     def vendor_pace(self, vendor: str) -> str:
         return f"{self.p}:vpace:{vendor}"
 
@@ -108,8 +108,16 @@ class Keys:
         return f"{self.p}:idem:{kind}:{key}"
 
     @property
-    def ready(self) -> str:
-        return f"{self.p}:ready"
+    def sched(self) -> str:
+        return f"{self.p}:sched"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.p}:workers"
+
+    @property
+    def worker_cap(self) -> str:
+        return f"{self.p}:worker_cap"
 
     @property
     def due(self) -> str:

@@ -26,6 +26,7 @@ import redis
 from worker import scripts
 from worker.keys import Keys
 from worker.messages import MESSAGE_ADAPTER, AppMsgMessage, MiniProgramMessage, TextMessage
+from worker.pacing import PaceState
 from worker.vendors.base import SendResult
 
 STATES = ("queued", "scheduled", "sending", "sent", "retrying", "dead", "cancelled")
@@ -102,20 +103,71 @@ class Submission(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Begin:
-    """What :meth:`Ledger.begin` found: ``go`` with the job, or why not."""
+    """What :meth:`Ledger.begin` found: ``go`` with the job, or why not.
 
-    status: str  # go | lost | paused | skip
+    ``early``: the pacing start has not come yet on Redis's clock (wait ``wait_s``); ``lost``: the lease
+    is gone; ``paused``: the account is paused or down; ``held``: the job's campaign is paused; ``yield``:
+    a high-priority job waits for the account, end the session; ``skip``: the job is not to be sent
+    (cancelled, missing, already finished)."""
+
+    status: str  # go | early | lost | paused | held | yield | skip
     job: Job | None = None
     why: str = ""
+    wait_s: float = 0.0
+    #: Redis TIME when the job was marked ``sending``.
+    redis_now: float = 0.0
+    #: The account's pacing state, when asked for.
+    pace: PaceState | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PaceRecord:
+    """How one vendor call counts for pacing, as :meth:`PaceState.after_call` decided (written by FINISH)."""
+
+    fraction: float
+    slowdown: float | None
+    day: str
+    same_day: bool
+    sent: bool
+    keep: int
+    vendor: str = ""
+
+    def args(self) -> list[str]:
+        return [
+            "1",
+            f"{self.fraction:.6f}",
+            "" if self.slowdown is None else f"{self.slowdown:g}",
+            self.day,
+            "inc" if self.same_day else "set",
+            "1" if self.sent else "0",
+            str(self.keep),
+            self.vendor,
+        ]
+
+
+#: FINISH's pacing arguments for an outcome that involved no vendor call.
+NO_CALL = ["0", "0", "", "", "inc", "0", "0", ""]
+
+
+class Finished(NamedTuple):
+    """FINISH's answer: ``ok`` or ``stale``, and the end time it recorded (Redis TIME)."""
+
+    status: str
+    end: float
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A batch handed out by the dispatcher."""
+    """A session handed out by the dispatcher: one account's jobs under one lease."""
 
     account: str
     token: str
     job_ids: list[str]
+    #: One '1' (a group recipient) or '0' per job id.
+    groups: str = ""
+    #: The campaigns and message kinds among the jobs (for operators, in Flower).
+    campaigns: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
 
 
 def _pairs(mapping: Mapping[str, Any]) -> list[str]:
@@ -225,7 +277,7 @@ class Ledger:
         """Hand ready jobs to new batches. ``candidates``: (account, batch, private_at, group_at) from the
         pacing verdict; without it every ready account may take ``batch_size`` jobs now (pacing off)."""
         if candidates is None:
-            ready = sorted(str(a) for a in cast(set[str], self.redis.smembers(self.keys.ready)))
+            ready = sorted(str(a) for a in cast(list[str], self.redis.zrange(self.keys.sched, 0, -1)))
             candidates = [(a, batch_size, 0.0, 0.0) for a in ready]
         if not candidates:
             return []
@@ -241,9 +293,14 @@ class Ledger:
         claims: list[Claim] = []
         i = 0
         while i < len(flat):
-            account, token, count = str(flat[i]), str(flat[i + 1]), int(flat[i + 2])
-            claims.append(Claim(account, token, [str(x) for x in flat[i + 3 : i + 3 + count]]))
-            i += 3 + count
+            account, token, count, groups = str(flat[i]), str(flat[i + 1]), int(flat[i + 2]), str(flat[i + 3])
+            campaigns, kinds = (
+                [c for c in str(flat[i + 4]).split(",") if c],
+                [k for k in str(flat[i + 5]).split(",") if k],
+            )
+            ids = [str(x) for x in flat[i + 6 : i + 6 + count]]
+            claims.append(Claim(account, token, ids, groups, campaigns, kinds))
+            i += 6 + count
         return claims
 
     def recover(self) -> tuple[int, int]:
@@ -253,19 +310,62 @@ class Ledger:
 
     # --- worker side --------------------------------------------------------------------------------
 
-    def begin(self, account: str, token: str, job_id: str, *, lease_ttl_s: float) -> Begin:
-        """Mark a job ``sending`` right before its vendor call (or say why it must not be sent)."""
-        reply = self._begin(args=[self.prefix, account, token, job_id, f"{time.time():.6f}", int(lease_ttl_s * 1000)])
+    def begin(
+        self,
+        account: str,
+        token: str,
+        job_id: str,
+        *,
+        lease_ttl_s: float,
+        not_before: float = 0.0,
+        want_pace: bool = False,
+        templates: dict[str, str] | None = None,
+    ) -> Begin:
+        """Mark a job ``sending`` right before its vendor call (or say why it must not be sent yet or at
+        all). ``templates`` is the caller's cache of campaign messages: known ones are not sent again."""
+        known = ",".join(templates) if templates else ""
+        reply = self._begin(
+            args=[
+                self.prefix,
+                account,
+                token,
+                job_id,
+                f"{time.time():.6f}",
+                int(lease_ttl_s * 1000),
+                f"{not_before:.6f}",
+                "1" if want_pace else "0",
+                known,
+            ]
+        )
         status = str(reply[0])
+        if status == "early":
+            return Begin(status=status, wait_s=float(reply[1]))
         if status != "go":
             return Begin(status=status, why=str(reply[1]))
-        template = str(reply[1])
-        flat = [str(x) for x in reply[2:]]
+        template, redis_now, pace_flat, window, flat = str(reply[1]), float(reply[2]), reply[3], reply[4], reply[5]
         data = dict(zip(flat[::2], flat[1::2], strict=True))
-        return Begin(status="go", job=Job.from_hash(job_id, data, template))
+        campaign = data.get("campaign") or ""
+        if templates is not None and campaign:
+            if template == "=":
+                template = templates[campaign]
+            else:
+                templates[campaign] = template
+        pace = None
+        if want_pace:
+            pace = PaceState.from_redis(dict(zip(pace_flat[::2], pace_flat[1::2], strict=True)), window)
+        return Begin(status="go", job=Job.from_hash(job_id, data, template), redis_now=redis_now, pace=pace)
 
-    def finish_sent(self, account: str, token: str, job_id: str, result: SendResult, history: dict[str, Any]) -> str:
-        """Record a successful send with its vendor ids."""
+    def finish_sent(
+        self,
+        account: str,
+        token: str,
+        job_id: str,
+        result: SendResult,
+        history: dict[str, Any],
+        *,
+        pace: PaceRecord | None = None,
+    ) -> Finished:
+        """Record a successful send with its vendor ids (and how the call counts for pacing)."""
         ids = result.ids_as_strings()
         fields = {
             "vendor": result.vendor,
@@ -274,7 +374,7 @@ class Ledger:
             "has_ids": "1" if result.has_ids else "0",
             **ids,
         }
-        return self._finish_call(account, token, job_id, "sent", history, _pairs(fields))
+        return self._finish_call(account, token, job_id, "sent", history, _pairs(fields), pace)
 
     def finish_retry(
         self,
@@ -286,9 +386,10 @@ class Ledger:
         error_class: str,
         error: str,
         history: dict[str, Any],
-    ) -> str:
+        pace: PaceRecord | None = None,
+    ) -> Finished:
         """Send the job back through the due set to be tried again later."""
-        return self._finish_call(account, token, job_id, "retry", history, [f"{due_at:.6f}", error_class, error])
+        return self._finish_call(account, token, job_id, "retry", history, [f"{due_at:.6f}", error_class, error], pace)
 
     def finish_dead(
         self,
@@ -300,57 +401,50 @@ class Ledger:
         error_class: str,
         error: str,
         history: dict[str, Any],
-    ) -> str:
+        pace: PaceRecord | None = None,
+    ) -> Finished:
         """Dead-letter the job with its reason."""
-        return self._finish_call(account, token, job_id, "dead", history, [reason, error_class, error])
+        return self._finish_call(account, token, job_id, "dead", history, [reason, error_class, error], pace)
 
     def finish_requeue(
-        self, account: str, token: str, job_id: str, *, error_class: str, error: str, history: dict[str, Any]
-    ) -> str:
+        self,
+        account: str,
+        token: str,
+        job_id: str,
+        *,
+        error_class: str,
+        error: str,
+        history: dict[str, Any],
+        pace: PaceRecord | None = None,
+    ) -> Finished:
         """Put the job back at the head of its queue without counting the attempt (account down)."""
-        return self._finish_call(account, token, job_id, "requeue", history, [error_class, error])
+        return self._finish_call(account, token, job_id, "requeue", history, ["", error_class, error], pace)
 
     def _finish_call(
-        self, account: str, token: str, job_id: str, outcome: str, history: dict[str, Any], extra: Sequence[str]
-    ) -> str:
+        self,
+        account: str,
+        token: str,
+        job_id: str,
+        outcome: str,
+        history: dict[str, Any],
+        extra: Sequence[str],
+        pace: PaceRecord | None,
+    ) -> Finished:
         now = f"{time.time():.6f}"
-        return str(self._finish(args=[self.prefix, account, token, job_id, now, outcome, json.dumps(history), *extra]))
+        pacing = pace.args() if pace is not None else NO_CALL
+        reply = self._finish(
+            args=[self.prefix, account, token, job_id, now, outcome, json.dumps(history), *pacing, *extra]
+        )
+        return Finished(str(reply[0]), float(reply[1]))
 
     def touch(self, account: str, token: str, *, lease_ttl_s: float) -> bool:
         """Renew a batch's lease; False when it was lost (recovered by the dispatcher)."""
         return bool(self._touch(args=[self.prefix, account, token, int(lease_ttl_s * 1000)]))
 
-    def release(
-        self,
-        account: str,
-        token: str,
-        *,
-        attempted: int = 0,
-        sent: int = 0,
-        local_day: str = "",
-        throttled: bool = False,
-        jitter_fraction: float = 0.0,
-        windowed: bool = False,
-        vendor: str = "",
-    ) -> int:
-        """End a batch: unprocessed jobs go back to the head of the queue, and the account's pacing state
-        records the batch (end time, per-minute window, daily count, throttling)."""
-        return int(
-            self._release(
-                args=[
-                    self.prefix,
-                    account,
-                    token,
-                    attempted,
-                    sent,
-                    local_day or "none",
-                    "1" if throttled else "0",
-                    f"{jitter_fraction:.6f}",
-                    "1" if windowed else "0",
-                    vendor,
-                ]
-            )
-        )
+    def release(self, account: str, token: str, *, next_at: float = 0.0) -> int:
+        """End a session: unprocessed jobs go back to the head of their queue, and the account waits in
+        ``sched`` until ``next_at`` (its next sendable moment). -1 when the lease was lost."""
+        return int(self._release(args=[self.prefix, account, token, f"{next_at:.6f}"]))
 
     # --- reads -----------------------------------------------------------------------------------------
 

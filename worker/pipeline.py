@@ -1,52 +1,58 @@
-"""Execute one batch of an account's jobs: the body of the Celery task, kept free of Celery.
+"""Execute one session of an account's jobs: the body of the Celery task, kept free of Celery.
 
-A batch is what the dispatcher handed out under one lease: jobs of one account, sent strictly one after
-another (the vendors' "one call at a time per account" rule). For each job: ``begin`` marks it
-``sending`` in Redis, the vendor is called, ``finish`` records the ids or the failure with the decision of
-the retry policy. A lost lease stops the batch at once (someone recovered it); a paused or down account
-stops it and gives the rest back.
+A session is what the dispatcher handed out under one lease: jobs of one account, sent strictly one after
+another (the vendors' "one call at a time per account" rule). The dispatcher decided that the first may
+start now; this runner paces the later ones itself with the same rules (:func:`worker.pacing.allowance`
+on Redis's clock), waiting between them while the next start is near (``BROADCAST_SESSION_HOLD_S``) and
+handing the account back when it is far. Waiting costs nothing but a sleeping thread: a worker process
+holds hundreds of sessions at once (Celery's threads pool, see ``docs/design.md``).
+
+For each job: ``begin`` marks it ``sending`` in Redis (only once Redis TIME has reached its pacing start),
+the vendor is called, ``finish`` records the ids or the failure with the decision of the retry policy and
+how the call counts for pacing. A lost lease stops the session at once (someone recovered it); a paused
+or down account stops it and gives the rest back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import httpx
 import redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from worker.accounts import AccountStore
-from worker.errors import AccountDownError, MessageError, ThrottledError, VendorError
-from worker.ledger import Ledger
+from worker.accounts import Account, AccountStore
+from worker.errors import AccountDownError, AmbiguousError, MessageError, ThrottledError, VendorError
+from worker.ledger import Begin, Finished, Job, Ledger, PaceRecord
 from worker.logs import REDACTOR
-from worker.ratelimit import local_day
+from worker.pacing import PaceState, allowance, local_day, throttled_slowdown
 from worker.retry import RetryPolicy, call_with_quick_retries
 from worker.settings import Settings
-from worker.stats import record_attempt
-from worker.vendors.base import VendorBackend, backend_for
+from worker.stats import AttemptCounters
+from worker.vendors.base import AnyMessage, VendorBackend, backend_for
 
 log = logging.getLogger("broadcast.send")
 
 
 @dataclass(slots=True)
 class BatchReport:
-    """What a batch did, returned by the task (Flower shows it)."""
+    """What a session did, returned by the task (Flower shows it)."""
 
     account: str
     attempted: int = 0
-    throttled: bool = False
     sent: int = 0
     retrying: int = 0
     dead: int = 0
     requeued: int = 0
     skipped: int = 0
     stopped: str = ""
-    job_outcomes: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -60,8 +66,39 @@ class BatchReport:
         }
 
 
+class RedisClock:
+    """Redis TIME, estimated between round trips: the last reading plus the local monotonic time since."""
+
+    def __init__(self, reading: float) -> None:
+        self.sync(reading)
+
+    def sync(self, reading: float) -> None:
+        self._offset = reading - time.monotonic()
+
+    def now(self) -> float:
+        return time.monotonic() + self._offset
+
+
+@dataclass(slots=True)
+class Session:
+    """One claimed batch: the account, its lease, and its pacing state as this runner advances it."""
+
+    account: Account
+    token: str
+    backend: VendorBackend
+    state: PaceState
+    clock: RedisClock
+    vendor_limited: bool
+    templates: dict[str, str]
+    report: BatchReport
+
+    @property
+    def id(self) -> str:
+        return self.account.id
+
+
 class BatchRunner:
-    """Runs batches for one process; holds the Redis and HTTP clients it was given."""
+    """Runs sessions for one process (from many threads at once); holds the clients it was given."""
 
     def __init__(
         self,
@@ -82,11 +119,13 @@ class BatchRunner:
         self.policy = policy or RetryPolicy(settings)
         self.sleep = sleep
         self.rng = random.Random()
-        #: per account, the ``unknown_outcome`` option (``retry`` opts into at-least-once)
-        self._unknown_outcome: dict[str, str | None] = {}
+        self.counters = AttemptCounters(ledger.redis, ledger.keys)
+        self._vendor_limits: tuple[float, set[str]] = (0.0, set())
+        self._vendor_limits_lock = threading.Lock()
 
-    def run(self, account_id: str, token: str, job_ids: list[str]) -> BatchReport:
-        """Send the batch's jobs in order; always gives unprocessed jobs back unless the lease was lost."""
+    def run(self, account_id: str, token: str, job_ids: list[str], groups: str = "") -> BatchReport:
+        """Send the session's jobs in order, paced; always gives unprocessed jobs back unless the lease
+        was lost. ``groups`` has a '1' per job whose recipient is a group (its gap is the group gap)."""
         report = BatchReport(account=account_id)
         account = self.accounts.get(account_id)
         if account is None:
@@ -95,98 +134,152 @@ class BatchRunner:
             self._durable(self.ledger.release, account_id, token)
             return report
         REDACTOR.add(account.spec.token.get_secret_value())
-        self._unknown_outcome[account_id] = account.spec.options.get("unknown_outcome")
-        backend = self.backend_factory(account.vendor_account(), self.http)
+        session = self._open(account, token, report)
         deadline = time.monotonic() + self.settings.batch_max_s
+        next_at = 0.0
         try:
-            for job_id in job_ids:
-                if time.monotonic() > deadline:
-                    report.stopped = "batch_time"
+            for i, job_id in enumerate(job_ids):
+                group = groups[i : i + 1] == "1"
+                start_at = self._next_start(session, group)
+                wait = start_at - session.clock.now()
+                if i > 0 and (wait > self.settings.session_hold_s or time.monotonic() + wait > deadline):
+                    report.stopped = "paced" if wait > self.settings.session_hold_s else "batch_time"
                     break
-                stop = self._one(account_id, account.spec.vendor, token, job_id, backend, report)
+                stop = self._one(session, job_id, start_at)
                 if stop:
                     report.stopped = stop
                     break
         finally:
             if report.stopped != "lease_lost":
-                limits = account.spec.limits
-                vendor_limited = self._vendor_limited(account.spec.vendor)
-                self._durable(
-                    self.ledger.release,
-                    account_id,
-                    token,
-                    attempted=report.attempted,
-                    sent=report.sent,
-                    local_day=local_day(time.time() + self.settings.clock_offset_s, limits.timezone),
-                    throttled=report.throttled,
-                    jitter_fraction=self.rng.random(),
-                    windowed=limits.per_minute > 0,
-                    vendor=account.spec.vendor if vendor_limited else "",
-                )
+                next_at = min(self._next_start(session, False), self._next_start(session, True))
+                self._durable(self.ledger.release, account_id, token, next_at=next_at)
         return report
 
-    def _one(
-        self, account_id: str, vendor: str, token: str, job_id: str, backend: VendorBackend, report: BatchReport
-    ) -> str:
-        begin = self.ledger.begin(account_id, token, job_id, lease_ttl_s=self.settings.lease_ttl_s)
+    # --- one session ----------------------------------------------------------------------------------
+
+    def _open(self, account: Account, token: str, report: BatchReport) -> Session:
+        """Read the account's pacing state and Redis's clock in one round trip."""
+        keys = self.ledger.keys
+        pipe = self.ledger.redis.pipeline(transaction=False)
+        pipe.time()
+        pipe.hgetall(keys.pace(account.id))
+        pipe.lrange(keys.pace_window(account.id), 0, -1)
+        (seconds, micros), pace, window = self._durable(pipe.execute)
+        return Session(
+            account=account,
+            token=token,
+            backend=self.backend_factory(account.vendor_account(), self.http),
+            state=PaceState.from_redis(pace, window),
+            clock=RedisClock(seconds + micros / 1_000_000),
+            vendor_limited=account.spec.vendor in self._limited_vendors(),
+            templates={},
+            report=report,
+        )
+
+    def _next_start(self, session: Session, group: bool) -> float:
+        """When the account's next send may start (Redis time), by the one set of pacing rules."""
+        got = allowance(
+            session.account.spec.limits,
+            session.state,
+            session.clock.now(),
+            unpaced_batch=self.settings.batch_size,
+            clock_offset_s=self.settings.clock_offset_s,
+        )
+        return got.group_at if group else got.private_at
+
+    def _begin(self, session: Session, job_id: str, start_at: float) -> Begin:
+        """BEGIN once Redis's clock has reached ``start_at`` (it refuses earlier starts and says how much)."""
+        for _ in range(10):
+            wait = start_at - session.clock.now()
+            if wait > 0:
+                self._sleep(wait)
+            begin = self._durable(
+                self.ledger.begin,
+                session.id,
+                session.token,
+                job_id,
+                lease_ttl_s=self.settings.lease_ttl_s,
+                not_before=start_at,
+                templates=session.templates,
+            )
+            if begin.status != "early":
+                return cast(Begin, begin)
+            session.clock.sync(start_at - begin.wait_s)
+        return cast(Begin, begin)
+
+    def _one(self, session: Session, job_id: str, start_at: float) -> str:
+        """One job: begin, send, finish. Returns why the session must stop, or ''."""
+        report = session.report
+        begin = self._begin(session, job_id, start_at)
         if begin.status == "lost":
             return "lease_lost"
         if begin.status == "paused":
             return "account_" + begin.why
+        if begin.status == "yield":
+            return "priority"  # the next session starts with the high-priority job
         if begin.status != "go" or begin.job is None:
             report.skipped += 1
-            report.job_outcomes[job_id] = "skipped:" + begin.why
             return ""
+        session.clock.sync(begin.redis_now)
         job = begin.job
         report.attempted += 1
         started = time.time()
-        entry: dict[str, Any] = {"n": job.attempts, "started": round(started, 6), "account": account_id}
+        entry: dict[str, Any] = {"n": job.attempts, "started": round(started, 6), "account": session.id}
+        vendor = session.account.spec.vendor
         try:
             message = job.message().render(job.variables)
         except (MessageError, ValueError) as exc:
-            entry.update(ended=round(time.time(), 6), outcome="dead", error_class="invalid_message", error=str(exc))
-            self._durable(self.ledger.finish_dead,
-                account_id, token, job_id, reason="invalid_message", error_class="invalid_message",
-                error=str(exc), history=entry,
-            )  # fmt: skip
-            report.dead += 1
-            self._log(job_id, account_id, vendor, "dead", started, error=str(exc))
+            self._invalid(session, job, entry, started, exc)
             return ""
         try:
             result = call_with_quick_retries(
-                lambda: backend.send(job.to, message),
+                lambda: session.backend.send(job.to, message),
                 self.settings,
                 sleep=self.sleep,
-                before_retry=lambda: self.ledger.touch(account_id, token, lease_ttl_s=self.settings.lease_ttl_s),
+                before_retry=lambda: self.ledger.touch(
+                    session.id, session.token, lease_ttl_s=self.settings.lease_ttl_s
+                ),
             )
+        except MessageError as exc:
+            # raised while building the request, before anything was written: never sent
+            self._invalid(session, job, entry, started, exc)
+            return ""
         except VendorError as error:
-            stop = self._failed(account_id, vendor, token, job, error, entry, started, report)
-            self._count(account_id, vendor, message.kind, entry["outcome"], entry["latency_ms"], error.error_class)
-            return stop
+            return self._failed(session, job, message, error, entry, started)
+        except Exception as exc:
+            # a bug reading the vendor's answer: the request did leave, so the outcome is unknown
+            log.exception("unexpected error in a vendor call", extra={"job_id": job.id, "account": session.id})
+            unreadable = AmbiguousError(
+                f"the vendor's answer could not be processed ({type(exc).__name__})", vendor=vendor
+            )
+            return self._failed(session, job, message, unreadable, entry, started)
         ended = time.time()
         entry.update(ended=round(ended, 6), latency_ms=round((ended - started) * 1000, 2), outcome="sent")
         entry.update({k: v for k, v in result.ids_as_strings().items() if v is not None})
-        self._durable(self.ledger.finish_sent, account_id, token, job_id, result, entry)
-        self._count(account_id, vendor, message.kind, "sent", entry["latency_ms"])
+        record = self._pace_record(session, sent=True, throttled=False)
+        finished = self._durable(self.ledger.finish_sent, session.id, session.token, job.id, result, entry, pace=record)
+        self._advance(session, finished, record, throttled=False)
+        self.counters.record(
+            account=session.id, vendor=vendor, kind=message.kind, outcome="sent", latency_ms=entry["latency_ms"]
+        )
         report.sent += 1
-        report.job_outcomes[job_id] = "sent"
-        self._log(job_id, account_id, vendor, "sent", started, ids=result.ids_as_strings())
+        self._log(job.id, session.id, vendor, "sent", started, ids=result.ids_as_strings())
         return ""
 
     def _failed(
         self,
-        account_id: str,
-        vendor: str,
-        token: str,
-        job: Any,
+        session: Session,
+        job: Job,
+        message: AnyMessage,
         error: VendorError,
         entry: dict[str, Any],
         started: float,
-        report: BatchReport,
     ) -> str:
+        report = session.report
         ended = time.time()
+        options = session.account.spec.options
         decision = self.policy.decide(
-            error, job.error_count(error.error_class), unknown_outcome=self._unknown_outcome.get(account_id)
+            error, job.error_count(error.error_class), unknown_outcome=options.get("unknown_outcome")
         )
         entry.update(
             ended=round(ended, 6),
@@ -196,38 +289,97 @@ class BatchRunner:
             error=str(error),
             code=error.code,
         )
+        throttled = isinstance(error, ThrottledError)
+        pace = self._pace_record(session, sent=False, throttled=throttled)
+        common = (session.id, session.token, job.id)
         if decision.action == "retry":
-            self._durable(self.ledger.finish_retry,
-                account_id, token, job.id, due_at=ended + decision.delay_s, error_class=error.error_class,
-                error=str(error), history=entry,
+            finished = self._durable(self.ledger.finish_retry,
+                *common, due_at=ended + decision.delay_s, error_class=error.error_class,
+                error=str(error), history=entry, pace=pace,
             )  # fmt: skip
             report.retrying += 1
         elif decision.action == "requeue":
-            self._durable(
-                self.ledger.finish_requeue,
-                account_id,
-                token,
-                job.id,
-                error_class=error.error_class,
-                error=str(error),
-                history=entry,
-            )
+            finished = self._durable(self.ledger.finish_requeue,
+                *common, error_class=error.error_class, error=str(error), history=entry, pace=pace,
+            )  # fmt: skip
             report.requeued += 1
         else:
-            self._durable(self.ledger.finish_dead,
-                account_id, token, job.id, reason=decision.reason, error_class=error.error_class,
-                error=str(error), history=entry,
+            finished = self._durable(self.ledger.finish_dead,
+                *common, reason=decision.reason, error_class=error.error_class, error=str(error),
+                history=entry, pace=pace,
             )  # fmt: skip
             report.dead += 1
-        report.job_outcomes[job.id] = decision.action
-        self._log(job.id, account_id, vendor, decision.action, started, error=str(error), error_class=error.error_class)
+        self._advance(session, finished, pace, throttled=throttled)
+        vendor = session.account.spec.vendor
+        self.counters.record(
+            account=session.id,
+            vendor=vendor,
+            kind=message.kind,
+            outcome=decision.action,
+            latency_ms=entry["latency_ms"],
+            error_class=error.error_class,
+        )
+        self._log(job.id, session.id, vendor, decision.action, started, error=str(error), error_class=error.error_class)
         if isinstance(error, AccountDownError):
-            self.accounts.set_status(account_id, "down", str(error))
+            self.accounts.set_status(session.id, "down", str(error))
             return "account_down"
-        if isinstance(error, ThrottledError):
-            report.throttled = True
+        if throttled:
             return "throttled"
         return ""
+
+    def _invalid(self, session: Session, job: Job, entry: dict[str, Any], started: float, exc: Exception) -> None:
+        """A message that cannot be built for this vendor: dead, never sent (no vendor call was made)."""
+        error = str(exc) if isinstance(exc, MessageError) else f"the message cannot be built ({type(exc).__name__})"
+        entry.update(ended=round(time.time(), 6), outcome="dead", error_class="invalid_message", error=error)
+        self._durable(self.ledger.finish_dead,
+            session.id, session.token, job.id, reason="invalid_message", error_class="invalid_message",
+            error=error, history=entry, pace=None,
+        )  # fmt: skip
+        session.report.dead += 1
+        self._log(job.id, session.id, session.account.spec.vendor, "dead", started, error=error)
+
+    # --- pacing state -----------------------------------------------------------------------------------
+
+    def _pace_record(self, session: Session, *, sent: bool, throttled: bool) -> PaceRecord:
+        """How the call that just ended counts for pacing; the state advances the same way in _advance."""
+        limits = session.account.spec.limits
+        now = session.clock.now()
+        day = local_day(now + self.settings.clock_offset_s, limits.timezone)
+        slowdown = throttled_slowdown(session.state, now) if throttled else None
+        return PaceRecord(
+            fraction=self.rng.random(),
+            slowdown=slowdown,
+            day=day,
+            same_day=session.state.day == day,
+            sent=sent,
+            keep=limits.per_minute,
+            vendor=session.account.spec.vendor if session.vendor_limited else "",
+        )
+
+    @staticmethod
+    def _advance(session: Session, finished: Finished, record: PaceRecord, *, throttled: bool) -> None:
+        """Advance the session's copy of the pacing state exactly as FINISH advanced Redis's."""
+        session.clock.sync(finished.end)
+        session.state = session.state.after_call(
+            finished.end,
+            sent=record.sent,
+            throttled=throttled,
+            fraction=record.fraction,
+            day=record.day,
+            keep=record.keep,
+        )
+
+    # --- helpers ----------------------------------------------------------------------------------------
+
+    def _limited_vendors(self) -> set[str]:
+        """Vendors with a vendor-wide rate (re-read every few seconds): their sessions take one job."""
+        with self._vendor_limits_lock:
+            read_at, vendors = self._vendor_limits
+            if time.monotonic() - read_at > 5.0:
+                with contextlib.suppress(redis.RedisError):
+                    vendors = {str(v) for v in self.ledger.redis.hkeys(self.ledger.keys.vendor_limits)}
+                self._vendor_limits = (time.monotonic(), vendors)
+            return vendors
 
     def _dead_all(self, account_id: str, token: str, job_ids: list[str], report: BatchReport) -> None:
         for job_id in job_ids:
@@ -241,11 +393,8 @@ class BatchRunner:
             )  # fmt: skip
             report.dead += 1
 
-    def _vendor_limited(self, vendor: str) -> bool:
-        try:
-            return bool(self.ledger.redis.hexists(self.ledger.keys.vendor_limits, vendor))
-        except redis.RedisError:
-            return False
+    def _sleep(self, seconds: float) -> None:
+        (self.sleep or time.sleep)(seconds)
 
     def _durable(self, write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Record an outcome even across a short Redis outage (restart, failover): the vendor call is done
@@ -259,14 +408,6 @@ class BatchRunner:
         if self.sleep is not None:
             retrying.sleep = self.sleep
         return retrying(write, *args, **kwargs)
-
-    def _count(
-        self, account: str, vendor: str, kind: str, outcome: str, latency_ms: float, error_class: str | None = None
-    ) -> None:
-        record_attempt(
-            self.ledger.redis, self.ledger.keys, account=account, vendor=vendor, kind=kind, outcome=outcome,
-            latency_ms=latency_ms, error_class=error_class,
-        )  # fmt: skip
 
     @staticmethod
     def _log(job_id: str, account: str, vendor: str, outcome: str, started: float, **extra: Any) -> None:

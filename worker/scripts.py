@@ -19,14 +19,18 @@ from __future__ import annotations
 PRELUDE = r"""
 local p = ARGV[1]
 local function jkey(id) return p .. ':job:' .. id end
-local function move(jk, from, to)
-  redis.call('HSET', jk, 'state', to)
-  local camp = redis.call('HGET', jk, 'campaign')
+-- a campaign's per-state counters follow each of its jobs' transitions, so they add up to its total
+local function count(camp, from, to)
   if camp and camp ~= '' then
     local ck = p .. ':campaign:' .. camp
     redis.call('HINCRBY', ck, 'n:' .. from, -1)
     redis.call('HINCRBY', ck, 'n:' .. to, 1)
   end
+end
+local function move(jk, from, to, camp)
+  redis.call('HSET', jk, 'state', to)
+  if camp == nil then camp = redis.call('HGET', jk, 'campaign') end
+  count(camp, from, to)
 end
 -- Ready jobs live in one list per source: an account's single messages ('s' -> q:{a}) and each
 -- campaign ('c:{cid}' -> cq:{cid}:{a}); src:{a} orders the sources for round robin. High priority
@@ -43,6 +47,14 @@ local function add_source(account, name)
   if top[2] then score = tonumber(top[2]) + 1 end
   redis.call('ZADD', sk, score, name)
 end
+-- an idle account with ready jobs waits in sched until the dispatcher looks at it (score 0: at once;
+-- an account already waiting there for its next sendable moment keeps that moment). An account with a
+-- batch in flight is not added: RELEASE (or RECOVER) puts it back with its next sendable moment.
+local function schedule(account)
+  if redis.call('SISMEMBER', p .. ':leased', account) == 0 then
+    redis.call('ZADD', p .. ':sched', 'NX', 0, account)
+  end
+end
 local function enqueue(account, id, priority, front, camp)
   local q
   if priority == 'high' then
@@ -54,7 +66,7 @@ local function enqueue(account, id, priority, front, camp)
     add_source(account, name)
   end
   if front then redis.call('LPUSH', q, id) else redis.call('RPUSH', q, id) end
-  redis.call('SADD', p .. ':ready', account)
+  schedule(account)
 end
 -- a campaign's staged jobs for one account become one of the account's sources (O(1) RENAME)
 local function go_live(cid, account)
@@ -62,7 +74,7 @@ local function go_live(cid, account)
   if redis.call('EXISTS', staging) == 1 then
     redis.call('RENAME', staging, source_key(account, 'c:' .. cid))
     add_source(account, 'c:' .. cid)
-    redis.call('SADD', p .. ':ready', account)
+    schedule(account)
   end
 end
 local function wake()
@@ -77,8 +89,8 @@ local function retain(jk)
     redis.call('EXPIRE', jk .. ':h', ttl)
   end
 end
-local function dead_letter(jk, id, from, reason, class, err, now)
-  move(jk, from, 'dead')
+local function dead_letter(jk, id, from, reason, class, err, now, camp)
+  move(jk, from, 'dead', camp)
   redis.call('HSET', jk, 'reason', reason, 'error_class', class, 'error', err, 'dead_at', now, 'updated', now)
   redis.call('ZADD', p .. ':dlq', now, id)
   retain(jk)
@@ -86,11 +98,11 @@ end
 -- put a job (back) in its queue, unless its campaign was cancelled meanwhile: then it is cancelled too
 local function place(jk, id, account, priority, front, camp, from)
   if camp and camp ~= '' and redis.call('HGET', p .. ':campaign:' .. camp, 'status') == 'cancelled' then
-    move(jk, from, 'cancelled')
+    move(jk, from, 'cancelled', camp)
     retain(jk)
     return false
   end
-  if from ~= 'queued' then move(jk, from, 'queued') end
+  if from ~= 'queued' then move(jk, from, 'queued', camp) end
   enqueue(account, id, priority, front, camp)
   return true
 end
@@ -142,89 +154,122 @@ return #ids
 )
 
 #: ARGV: prefix, token_base, lease_ttl_ms, now, then per candidate account (the dispatcher's pacing
-#: verdict): account, batch, private_at, group_at. Hands an idle, active account's next jobs to a new
-#: batch when its next job may start now (the group gap applies when the next recipient is a
-#: ``…@chatroom``): high priority first, then the account's sources in round-robin order (a source that
-#: gave a job moves to the back), skipping paused campaigns.
-#: Returns a flat list: account, token, n, id1..idn, account, token, n, ...
+#: verdict): account, batch, private_at, group_at. Hands an idle, active account's next jobs (up to
+#: ``batch``) to a new session when its first job may start now (the group gap applies when that
+#: recipient is a ``…@chatroom``; the worker paces the session's later jobs itself): high priority first,
+#: then the account's sources in round-robin order (a source that gave a job moves to the back), skipping
+#: paused campaigns. Keeps ``sched`` current: a claimed, paused, held or empty account leaves it, one
+#: whose group head must wait is put back at ``group_at``.
+#: Returns a flat list: account, token, n, flags, campaigns, kinds, id1..idn, ... (flags: one '1'/'0' per
+#: id, '1' = a group; campaigns and kinds comma-separated, for operators in Flower).
 CLAIM = (
     PRELUDE
     + r"""
 local token_base, ttl, now = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
-local function is_group(id)
-  local to = redis.call('HGET', jkey(id), 'to') or ''
-  return string.sub(to, -9) == '@chatroom'
-end
+local sched = p .. ':sched'
 for c = 5, #ARGV, 4 do
   local a, batch = ARGV[c], tonumber(ARGV[c + 1])
   local private_at, group_at = tonumber(ARGV[c + 2]), tonumber(ARGV[c + 3])
   local status = redis.call('HGET', p .. ':account:' .. a, 'status')
   -- an account still in 'leased' has a batch in flight, or a dead one RECOVER has not cleaned up yet
-  if batch > 0 and status ~= 'paused' and status ~= 'down'
-     and redis.call('EXISTS', p .. ':lease:' .. a) == 0 and redis.call('SISMEMBER', p .. ':leased', a) == 0 then
-    local function allowed(id)
-      if is_group(id) then return now >= group_at end
-      return now >= private_at
-    end
-    local ids = {}
+  if batch <= 0 or status == 'paused' or status == 'down'
+     or redis.call('EXISTS', p .. ':lease:' .. a) == 1 or redis.call('SISMEMBER', p .. ':leased', a) == 1 then
+    redis.call('ZREM', sched, a)
+  else
+    local ids, flags, camps, kinds = {}, {}, {}, {}
     local blocked = false
-    local qh = p .. ':qh:' .. a
-    while #ids < batch do
-      local head = redis.call('LINDEX', qh, 0)
-      if not head then break end
-      if not allowed(head) then blocked = true break end
-      ids[#ids + 1] = redis.call('LPOP', qh)
+    -- the first job must be allowed now; the session's later ones are paced by the worker
+    local function take(key)
+      local head = redis.call('LINDEX', key, 0)
+      if not head then return false end
+      local to, camp, kind = unpack(redis.call('HMGET', jkey(head), 'to', 'campaign', 'kind'))
+      local group = string.sub(to or '', -9) == '@chatroom'
+      if #ids == 0 and now < (group and group_at or private_at) then
+        blocked = true
+        return false
+      end
+      ids[#ids + 1] = redis.call('LPOP', key)
+      flags[#flags + 1] = group and '1' or '0'
+      if camp and camp ~= '' then
+        if not camps[camp] then
+          camps[camp] = redis.call('HGET', p .. ':campaign:' .. camp, 'kind') or ''
+        end
+        kind = camps[camp]
+      end
+      if kind and kind ~= '' then kinds[kind] = true end
+      return true
     end
+    local qh = p .. ':qh:' .. a
+    while #ids < batch and take(qh) do end
     local sk = p .. ':src:' .. a
     local sources = redis.call('ZRANGE', sk, 0, -1, 'WITHSCORES')
     local top = 0
     if #sources > 0 then top = tonumber(sources[#sources]) end
     local held = false
+    local usable = {}
     for i = 1, #sources, 2 do
-      if #ids >= batch or blocked then break end
       local name = sources[i]
-      local usable = true
+      local ok = true
       if name ~= 's' then
         local cstatus = redis.call('HGET', p .. ':campaign:' .. string.sub(name, 3), 'status')
-        if cstatus == 'paused' or cstatus == 'scheduled' or cstatus == 'creating' then
-          usable = false
+        if cstatus == 'paused' or cstatus == 'scheduled' then
+          ok = false
           held = true
         elseif cstatus ~= 'active' then
-          usable = false
+          ok = false
           redis.call('ZREM', sk, name)
         end
       end
-      if usable then
-        local key = source_key(a, name)
-        local took = 0
-        while #ids < batch do
-          local head = redis.call('LINDEX', key, 0)
-          if not head then break end
-          if not allowed(head) then blocked = true break end
-          ids[#ids + 1] = redis.call('LPOP', key)
-          took = took + 1
-        end
-        if redis.call('LLEN', key) == 0 then
-          redis.call('ZREM', sk, name)
-        elseif took > 0 then
-          top = top + 1
-          redis.call('ZADD', sk, top, name)
+      if ok then usable[#usable + 1] = {name = name, key = source_key(a, name)} end
+    end
+    -- one job from each source in turn (campaigns sharing an account alternate within a session too);
+    -- a source moves to the back of the order when it gives a job, and leaves it when it runs dry
+    local more = #usable > 0
+    while more and #ids < batch and not blocked do
+      more = false
+      for _, src in ipairs(usable) do
+        if #ids >= batch or blocked then break end
+        if not src.dry then
+          if take(src.key) then
+            more = true
+            top = top + 1
+            src.last = top
+          elseif not blocked then
+            src.dry = true
+            redis.call('ZREM', sk, src.name)
+          end
         end
       end
     end
+    for _, src in ipairs(usable) do
+      if src.last and not src.dry then redis.call('ZADD', sk, src.last, src.name) end
+    end
     if #ids == 0 then
-      if not blocked and not held and redis.call('LLEN', qh) == 0 and redis.call('ZCARD', sk) == 0 then
-        redis.call('SREM', p .. ':ready', a)
+      if blocked then
+        redis.call('ZADD', sched, group_at, a)
+      else
+        -- nothing ready, or only paused campaigns (resuming one puts the account back)
+        redis.call('ZREM', sched, a)
       end
     else
       local token = token_base .. ':' .. a
       redis.call('SET', p .. ':lease:' .. a, token, 'PX', ttl)
       redis.call('RPUSH', p .. ':claimed:' .. a, unpack(ids))
       redis.call('SADD', p .. ':leased', a)
+      redis.call('ZREM', sched, a)
       out[#out + 1] = a
       out[#out + 1] = token
       out[#out + 1] = #ids
+      out[#out + 1] = table.concat(flags)
+      local names = {}
+      for name in pairs(camps) do names[#names + 1] = name end
+      table.sort(names)
+      out[#out + 1] = table.concat(names, ',')
+      local kind_names = {}
+      for name in pairs(kinds) do kind_names[#kind_names + 1] = name end
+      table.sort(kind_names)
+      out[#out + 1] = table.concat(kind_names, ',')
       for _, id in ipairs(ids) do out[#out + 1] = id end
     end
   end
@@ -233,19 +278,31 @@ return out
 """
 )
 
-#: ARGV: prefix, account, token, job_id, now, lease_ttl_ms. Marks one job ``sending`` just before the
-#: vendor call. Returns {'go', campaign_message|'', field, value, ...} or {'lost'|'paused'|'skip', why}.
+#: ARGV: prefix, account, token, job_id, now, lease_ttl_ms, not_before, want_pace (0|1), known campaigns
+#: (comma-separated). Marks one job ``sending`` just before the vendor call, if the session still holds
+#: the account's lease and Redis TIME has reached ``not_before`` (the start the worker's pacing chose).
+#: Returns {'go', template, redis_now, pace, window, job} — ``template`` is the campaign's message, or
+#: '=' when the caller named the campaign as known; ``pace`` (hash, flat) and ``window`` (newest first)
+#: only when asked for, else empty; ``job`` the job hash, flat — or {'early', seconds to wait},
+#: {'lost'|'paused'|'held'|'yield'|'skip', why} ('yield': a high-priority job waits; end the session).
 BEGIN = (
     PRELUDE
     + r"""
 local a, token, id, now, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local not_before, want_pace, known = tonumber(ARGV[7]), ARGV[8], ARGV[9]
 local lk = p .. ':lease:' .. a
 if redis.call('GET', lk) ~= token then return {'lost', ''} end
 redis.call('PEXPIRE', lk, ttl)
+local t = redis.call('TIME')
+local tnow = tonumber(t[1]) + tonumber(t[2]) / 1000000
+if tnow < not_before then return {'early', string.format('%.6f', not_before - tnow)} end
 local status = redis.call('HGET', p .. ':account:' .. a, 'status')
 if status == 'paused' or status == 'down' then return {'paused', status} end
 local jk = jkey(id)
-local st = redis.call('HGET', jk, 'state')
+local job = redis.call('HGETALL', jk)
+local f = {}
+for i = 1, #job, 2 do f[job[i]] = job[i + 1] end
+local st = f['state']
 if not st then
   redis.call('LREM', p .. ':claimed:' .. a, 0, id)
   return {'skip', 'missing'}
@@ -260,7 +317,11 @@ if st ~= 'queued' then
   redis.call('LREM', p .. ':claimed:' .. a, 0, id)
   return {'skip', st}
 end
-local camp = redis.call('HGET', jk, 'campaign')
+if f['priority'] ~= 'high' and redis.call('LLEN', p .. ':qh:' .. a) > 0 then
+  -- a high-priority job arrived for this account: end the session so the next one starts with it
+  return {'yield', 'priority'}
+end
+local camp = f['campaign']
 local template = ''
 if camp and camp ~= '' then
   local ck = p .. ':campaign:' .. camp
@@ -273,14 +334,24 @@ if camp and camp ~= '' then
     redis.call('LREM', p .. ':claimed:' .. a, 0, id)
     return {'skip', 'cancelled'}
   end
-  template = redis.call('HGET', ck, 'message') or ''
+  if string.find(',' .. known .. ',', ',' .. camp .. ',', 1, true) then
+    template = '='
+  else
+    template = redis.call('HGET', ck, 'message') or ''
+  end
 end
-move(jk, 'queued', 'sending')
-redis.call('HSET', jk, 'lease', token, 'started', now, 'updated', now)
-redis.call('HINCRBY', jk, 'attempts', 1)
-local out = {'go', template}
-for _, v in ipairs(redis.call('HGETALL', jk)) do out[#out + 1] = v end
-return out
+local attempts = tonumber(f['attempts'] or '0') + 1
+redis.call('HSET', jk, 'state', 'sending', 'lease', token, 'started', now, 'updated', now, 'attempts', attempts)
+count(camp, 'queued', 'sending')
+f['state'], f['lease'], f['started'], f['updated'], f['attempts'] = 'sending', token, now, now, tostring(attempts)
+local flat = {}
+for k, v in pairs(f) do flat[#flat + 1] = k; flat[#flat + 1] = v end
+local pace, window = {}, {}
+if want_pace == '1' then
+  pace = redis.call('HGETALL', p .. ':pace:' .. a)
+  window = redis.call('LRANGE', p .. ':pace:' .. a .. ':win', 0, -1)
+end
+return {'go', template, string.format('%.6f', tnow), pace, window, flat}
 """
 )
 
@@ -292,92 +363,100 @@ redis.call('PEXPIRE', lk, tonumber(ARGV[4]))
 return 1
 """
 
-#: ARGV: prefix, account, token, job_id, now, outcome, history_json, then by outcome:
+#: ARGV: prefix, account, token, job_id, now, outcome, history_json, then the pacing record of the call
+#: (as :meth:`worker.pacing.PaceState.after_call` computed it): called (0|1: a vendor call was made),
+#: jitter fraction, slow-down ('' = unchanged, else the new factor, stamped now), local day, day mode
+#: (inc|set), sends to add to the day (0|1), window length to keep (0 = no window), vendor ('' = no
+#: vendor-wide rate), then by outcome:
 #:   sent:    field, value, ...             (vendor ids)
 #:   retry:   due_at, error_class, error
 #:   dead:    reason, error_class, error
 #:   requeue: error_class, error            (account down: back to the head of the queue, not counted)
-#: Returns 'ok', or 'stale' when the job is no longer this batch's (its history entry is kept anyway).
+#: The pacing record is written first, even when the lease was lost meanwhile: the call happened and the
+#: next one must wait for it. Its end time is Redis TIME, the one pacing clock.
+#: Returns {'ok' | 'stale', end time}: 'stale' when the job is no longer this batch's (history kept anyway).
 FINISH = (
     PRELUDE
     + r"""
 local a, token, id, now, outcome = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local called, fraction, slow, day, day_mode = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local sent_inc, keep, vendor = tonumber(ARGV[13]), tonumber(ARGV[14]), ARGV[15]
+local X = 16
+local t = redis.call('TIME')
+local tnow = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local tstr = string.format('%.6f', tnow)
+if called == '1' then
+  local pk = p .. ':pace:' .. a
+  local fields = {'last_end', tstr, 'r', fraction}
+  if slow ~= '' then
+    fields[#fields + 1] = 'slow'; fields[#fields + 1] = slow
+    fields[#fields + 1] = 'slow_at'; fields[#fields + 1] = tstr
+  end
+  if day_mode == 'set' then
+    fields[#fields + 1] = 'day'; fields[#fields + 1] = day
+    fields[#fields + 1] = 'day_n'; fields[#fields + 1] = sent_inc
+  elseif sent_inc > 0 then
+    redis.call('HINCRBY', pk, 'day_n', sent_inc)
+  end
+  redis.call('HSET', pk, unpack(fields))
+  if keep > 0 then
+    redis.call('LPUSH', pk .. ':win', tstr)
+    redis.call('LTRIM', pk .. ':win', 0, keep - 1)
+  end
+  if vendor ~= '' then
+    local vk = p .. ':vpace:' .. vendor
+    redis.call('ZADD', vk, tnow, tstr .. ':' .. token)
+    redis.call('ZREMRANGEBYSCORE', vk, '-inf', tnow - 5)
+    redis.call('EXPIRE', vk, 10)
+  end
+end
 local jk = jkey(id)
 redis.call('RPUSH', p .. ':job:' .. id .. ':h', ARGV[7])
-local st, lease, priority, camp = unpack(redis.call('HMGET', jk, 'state', 'lease', 'priority', 'campaign'))
-if lease ~= token then return 'stale' end
+local st, lease, priority, camp, last_error =
+  unpack(redis.call('HMGET', jk, 'state', 'lease', 'priority', 'campaign', 'last_error'))
+if lease ~= token then return {'stale', tstr} end
 redis.call('LREM', p .. ':claimed:' .. a, 0, id)
 if st == 'dead' and outcome == 'sent' and redis.call('HGET', jk, 'reason') == 'unknown_outcome' then
   -- recovered as an unknown outcome while this call was still running: now we know it went out
   redis.call('ZREM', p .. ':dlq', id)
   redis.call('HDEL', jk, 'reason', 'error_class', 'error', 'dead_at')
 elseif st ~= 'sending' then
-  return 'stale'
+  return {'stale', tstr}
 end
-redis.call('HSET', jk, 'updated', now)
 if outcome == 'sent' then
-  move(jk, st, 'sent')
-  local fields = {}
-  for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
-  redis.call('HSET', jk, 'sent_at', now, unpack(fields))
-  redis.call('HDEL', jk, 'last_error')
+  local fields = {'state', 'sent', 'updated', now, 'sent_at', now}
+  for i = X, #ARGV do fields[#fields + 1] = ARGV[i] end
+  redis.call('HSET', jk, unpack(fields))
+  count(camp, st, 'sent')
+  if last_error then redis.call('HDEL', jk, 'last_error') end
   retain(jk)
 elseif outcome == 'retry' then
-  move(jk, st, 'retrying')
-  redis.call('HSET', jk, 'last_error', ARGV[10], 'last_error_class', ARGV[9])
-  redis.call('HINCRBY', jk, 'n_' .. ARGV[9], 1)
-  redis.call('ZADD', p .. ':due', ARGV[8], id)
+  redis.call('HSET', jk, 'state', 'retrying', 'updated', now, 'last_error', ARGV[X + 2],
+    'last_error_class', ARGV[X + 1])
+  count(camp, st, 'retrying')
+  redis.call('HINCRBY', jk, 'n_' .. ARGV[X + 1], 1)
+  redis.call('ZADD', p .. ':due', ARGV[X], id)
 elseif outcome == 'dead' then
-  dead_letter(jk, id, st, ARGV[8], ARGV[9], ARGV[10], now)
+  dead_letter(jk, id, st, ARGV[X], ARGV[X + 1], ARGV[X + 2], now, camp)
 elseif outcome == 'requeue' then
   redis.call('HINCRBY', jk, 'attempts', -1)
-  redis.call('HSET', jk, 'last_error', ARGV[9], 'last_error_class', ARGV[8])
+  redis.call('HSET', jk, 'updated', now, 'last_error', ARGV[X + 2], 'last_error_class', ARGV[X + 1])
   place(jk, id, a, priority, true, camp, st)
 end
-return 'ok'
+return {'ok', tstr}
 """
 )
 
-#: ARGV: prefix, account, token, attempted, sent, local_day, throttled (0|1), jitter_fraction, windowed
-#: (0|1), vendor ('' = no vendor limit). Ends a batch: unprocessed jobs go back to the head of their queue,
-#: and the account's pacing state records when this batch ended (Redis TIME, one clock for all workers).
+#: ARGV: prefix, account, token, next_at. Ends a session: its unprocessed jobs go back to the head of
+#: their queue, and the account waits in ``sched`` until ``next_at`` (its next sendable moment, from the
+#: worker's pacing) if it still has jobs. Returns how many claimed ids were still listed, or -1 when the
+#: lease was lost (RECOVER has already dealt with the batch).
 RELEASE = (
     PRELUDE
     + r"""
-local a, token = ARGV[2], ARGV[3]
-local attempted, sent, day = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local throttled, fraction, windowed, vendor = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
--- pacing first, even when the lease was lost meanwhile: these sends happened and the next must wait
-if attempted > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-  local pk = p .. ':pace:' .. a
-  redis.call('HSET', pk, 'last_end', string.format('%.6f', now), 'r', fraction)
-  if windowed == '1' then
-    local wk = pk .. ':win'
-    for i = 1, attempted do redis.call('ZADD', wk, now, string.format('%.6f', now) .. ':' .. i .. ':' .. token) end
-    redis.call('ZREMRANGEBYSCORE', wk, '-inf', now - 120)
-    redis.call('EXPIRE', wk, 180)
-  end
-  if sent > 0 then
-    redis.call('INCRBY', pk .. ':day:' .. day, sent)
-    redis.call('EXPIRE', pk .. ':day:' .. day, 3 * 86400)
-  end
-  if throttled == '1' then
-    local old = tonumber(redis.call('HGET', pk, 'slow') or '1')
-    local old_at = tonumber(redis.call('HGET', pk, 'slow_at') or '0')
-    local current = math.max(1, old / (2 ^ math.floor(math.max(0, now - old_at) / 60)))
-    redis.call('HSET', pk, 'slow', math.min(16, current * 2), 'slow_at', string.format('%.6f', now))
-  end
-  if vendor ~= '' then
-    local vk = p .. ':vpace:' .. vendor
-    for i = 1, attempted do redis.call('ZADD', vk, now, string.format('%.6f', now) .. ':' .. i .. ':' .. token) end
-    redis.call('ZREMRANGEBYSCORE', vk, '-inf', now - 5)
-    redis.call('EXPIRE', vk, 10)
-  end
-end
+local a, token, next_at = ARGV[2], ARGV[3], ARGV[4]
 local lk = p .. ':lease:' .. a
-if redis.call('GET', lk) ~= token then return 0 end
+if redis.call('GET', lk) ~= token then return -1 end
 local ck = p .. ':claimed:' .. a
 local ids = redis.call('LRANGE', ck, 0, -1)
 local now_s = redis.call('TIME')[1]
@@ -394,8 +473,10 @@ for i = #ids, 1, -1 do
 end
 redis.call('DEL', ck, lk)
 redis.call('SREM', p .. ':leased', a)
-redis.call('SADD', p .. ':ready', a)
-wake()
+if redis.call('LLEN', p .. ':qh:' .. a) > 0 or redis.call('ZCARD', p .. ':src:' .. a) > 0 then
+  redis.call('ZADD', p .. ':sched', next_at, a)
+  wake()
+end
 return #ids
 """
 )
@@ -424,7 +505,7 @@ for _, a in ipairs(redis.call('SMEMBERS', p .. ':leased')) do
     end
     redis.call('DEL', ck)
     redis.call('SREM', p .. ':leased', a)
-    redis.call('SADD', p .. ':ready', a)
+    redis.call('ZADD', p .. ':sched', 0, a)
   end
 end
 return {requeued, unknown}
@@ -567,7 +648,7 @@ elseif action == 'resume' then
   if back == 'scheduled' then
     redis.call('ZADD', p .. ':due_campaigns', tonumber(redis.call('HGET', ck, 'send_at') or now) or now, cid)
   end
-  for i = 5, #ARGV do redis.call('SADD', p .. ':ready', ARGV[i]) end
+  for i = 5, #ARGV do schedule(ARGV[i]) end
   wake()
 elseif action == 'cancel' then
   if st == 'cancelled' then return '!' .. st end

@@ -31,9 +31,17 @@ class Settings(BaseSettings):
     accounts_file: Path | None = None
 
     # --- vendor HTTP ---------------------------------------------------------------------------------
-    #: Vendor clients use 15-60 s; GeWe fetches media by URL itself, so sends can be slow.
+    #: Vendor clients use 15-60 s; GeWe fetches media by URL itself, so sends can be slow. Each httpx
+    #: timeout bounds one operation (one read), so a vendor that dribbles its answer byte by byte never
+    #: trips it: ``vendor_deadline_s`` bounds the whole call.
     vendor_read_timeout_s: float = 30.0
     vendor_connect_timeout_s: float = 5.0
+    vendor_write_timeout_s: float = 10.0
+    #: Waiting for a free connection of this process's pool (before anything is sent).
+    vendor_pool_timeout_s: float = 5.0
+    #: One overall deadline per vendor call, from the start of the request to the last byte of the answer.
+    #: A call past it is an unknown outcome (the request may have reached the vendor), never resent.
+    vendor_deadline_s: float = 45.0
     #: Tries (first one included) inside one attempt, for errors where the request provably did not leave.
     quick_retries: int = Field(default=3, ge=1, le=10)
     quick_retry_max_wait_s: float = 2.0
@@ -48,12 +56,23 @@ class Settings(BaseSettings):
     ambiguous_policy: Literal["dead", "retry"] = "dead"
 
     # --- dispatch -----------------------------------------------------------------------------------
-    #: Jobs of one account handed to one Celery task when pacing allows several (pacing off).
+    #: Jobs of one account handed to one session (one Celery task). Unpaced accounts send them back to
+    #: back; paced ones as their limits allow, while the next start is within ``session_hold_s``.
     batch_size: int = Field(default=50, ge=1, le=1000)
-    #: A task stops taking jobs from its batch after this long and gives the rest back.
+    #: A session stops taking jobs after this long and gives the rest back (other campaigns' turn).
     batch_max_s: float = 20.0
-    #: How long an account's in-flight lease lives without a heartbeat. Must exceed one vendor call.
-    lease_ttl_s: float = 45.0
+    #: A session waits in its worker thread for the account's next send when it is at most this far off;
+    #: further off, it hands the account back to the dispatcher (a sleeping thread is cheap, a claim,
+    #: a Celery message and a release per send are not).
+    session_hold_s: float = Field(default=5.0, ge=0, le=60)
+    #: Sends one worker process holds in flight (threads of ``broadcast worker``'s pool): one per account
+    #: being served, waiting for its vendor or for its next pacing slot.
+    worker_concurrency: int = Field(default=500, ge=1, le=5000)
+    #: How long an account's in-flight lease lives without a heartbeat. Must outlive one vendor call:
+    #: checked at start against ``vendor_deadline_s`` + ``vendor_pool_timeout_s`` + ``lease_margin_s``.
+    lease_ttl_s: float = 60.0
+    #: Slack between the longest vendor call and the lease (Redis round trips, GC pauses, clock steps).
+    lease_margin_s: float = 5.0
     #: Dispatcher idle poll when nothing wakes it.
     dispatch_idle_s: float = 0.05
 
@@ -73,14 +92,26 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
 
+    @property
+    def longest_vendor_call_s(self) -> float:
+        """The longest one vendor call can hold an account: the pool wait, then at most the deadline
+        (connect, write and read all happen inside it, each also bounded by its own timeout)."""
+        within_deadline = min(
+            self.vendor_deadline_s,
+            self.vendor_connect_timeout_s + self.vendor_write_timeout_s + self.vendor_read_timeout_s,
+        )
+        return self.vendor_pool_timeout_s + within_deadline
+
     @model_validator(mode="after")
     def _lease_outlives_a_call(self) -> Settings:
-        """One vendor try may take connect + read timeouts; the account's lease must outlive it, or the
-        dispatcher would think the worker dead and start another send on the same account."""
-        longest = self.vendor_connect_timeout_s + self.vendor_read_timeout_s
-        if self.lease_ttl_s <= longest:
+        """The account's lease must outlive the longest vendor call, or the dispatcher would think the
+        worker dead and start another send on the same account while the first is still open."""
+        needed = self.longest_vendor_call_s + self.lease_margin_s
+        if self.lease_ttl_s <= needed:
             raise ValueError(
-                f"BROADCAST_LEASE_TTL_S ({self.lease_ttl_s}) must exceed connect + read timeouts ({longest})"
+                f"BROADCAST_LEASE_TTL_S ({self.lease_ttl_s}) must exceed the longest vendor call "
+                f"(pool {self.vendor_pool_timeout_s} + deadline {self.vendor_deadline_s}, capped by connect + write"
+                f" + read timeouts) plus BROADCAST_LEASE_MARGIN_S ({self.lease_margin_s}) = {needed}"
             )
         return self
 

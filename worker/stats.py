@@ -1,38 +1,82 @@
 """Counters for Prometheus, kept in Redis so every worker process feeds the same numbers.
 
-One pipelined HINCRBY group per attempt: sends by account/vendor/kind/outcome, failures by error class
-and decision, and a vendor latency histogram (fixed buckets). ``scheduler.metrics`` renders them.
+Sends by account/vendor/kind/outcome, failures by error class and decision, and a vendor latency histogram
+(fixed buckets); ``scheduler.metrics`` renders them. A worker process adds them up in memory and writes the
+sums once a second (one pipelined round trip, a few HINCRBYs whatever the number of sends): counting each
+attempt in Redis on its own cost more Redis work than the send's own bookkeeping. A killed process loses
+at most its last second of counts — metrics, never the books (the ledger records every send itself).
 """
 
 from __future__ import annotations
+
+import collections
+import threading
+import time
 
 import redis
 
 from worker.keys import Keys
 
 LATENCY_BUCKETS_MS = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+#: How often a process writes its sums.
+FLUSH_INTERVAL_S = 1.0
 
 
-def record_attempt(
-    client: redis.Redis,
-    keys: Keys,
-    *,
-    account: str,
-    vendor: str,
-    kind: str,
-    outcome: str,
-    latency_ms: float,
-    error_class: str | None = None,
-) -> None:
-    """Count one attempt (never raises: metrics must not break sending)."""
-    try:
-        pipe = client.pipeline(transaction=False)
-        pipe.hincrby(keys.stat("sends"), f"{account}|{vendor}|{kind}|{outcome}", 1)
-        if error_class:
-            pipe.hincrby(keys.stat("errors"), f"{error_class}|{outcome}", 1)
+class AttemptCounters:
+    """One process's attempt counters, flushed to Redis by a background thread."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, *, interval_s: float = FLUSH_INTERVAL_S) -> None:
+        self.redis = client
+        self.keys = keys
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._latency_ms: dict[str, float] = collections.defaultdict(float)
+        self._flusher: threading.Thread | None = None
+
+    def record(
+        self,
+        *,
+        account: str,
+        vendor: str,
+        kind: str,
+        outcome: str,
+        latency_ms: float,
+        error_class: str | None = None,
+    ) -> None:
+        """Count one attempt (never raises: metrics must not break sending)."""
         bucket = next((str(b) for b in LATENCY_BUCKETS_MS if latency_ms <= b), "inf")
-        pipe.hincrby(keys.stat("latency"), f"{vendor}|{bucket}", 1)
-        pipe.hincrbyfloat(keys.stat("latency"), f"{vendor}|sum_ms", latency_ms)
-        pipe.execute()
-    except redis.RedisError:
-        pass
+        with self._lock:
+            self._counts[(self.keys.stat("sends"), f"{account}|{vendor}|{kind}|{outcome}")] += 1
+            if error_class:
+                self._counts[(self.keys.stat("errors"), f"{error_class}|{outcome}")] += 1
+            self._counts[(self.keys.stat("latency"), f"{vendor}|{bucket}")] += 1
+            self._latency_ms[vendor] += latency_ms
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._run, name="broadcast-stats", daemon=True)
+                self._flusher.start()
+
+    def flush(self) -> None:
+        """Write the sums counted since the last flush."""
+        with self._lock:
+            counts, self._counts = self._counts, collections.Counter()
+            latency, self._latency_ms = self._latency_ms, collections.defaultdict(float)
+        if not counts and not latency:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for (key, field), n in counts.items():
+                pipe.hincrby(key, field, n)
+            for vendor, total in latency.items():
+                pipe.hincrbyfloat(self.keys.stat("latency"), f"{vendor}|sum_ms", total)
+            pipe.execute()
+        except redis.RedisError:
+            with self._lock:  # keep them for the next flush
+                self._counts.update(counts)
+                for vendor, total in latency.items():
+                    self._latency_ms[vendor] += total
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            self.flush()

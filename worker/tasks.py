@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from worker.accounts import AccountStore
@@ -12,21 +13,23 @@ from worker.pipeline import BatchRunner
 from worker.settings import get_settings
 
 _runner: BatchRunner | None = None
+_runner_lock = threading.Lock()
 
 
 def runner() -> BatchRunner:
-    """The process's batch runner, built on first use (after the fork)."""
+    """The process's batch runner, built on first use (after a fork), shared by the pool's threads."""
     global _runner
-    if _runner is None:
-        settings = get_settings()
-        client = redis_client(settings.redis_url)
-        _runner = BatchRunner(
-            settings,
-            Ledger(client, settings.key_prefix),
-            AccountStore(client, settings.key_prefix),
-            vendor_http_client(settings),
-        )
-    return _runner
+    with _runner_lock:
+        if _runner is None:
+            settings = get_settings()
+            client = redis_client(settings.redis_url)
+            _runner = BatchRunner(
+                settings,
+                Ledger(client, settings.key_prefix),
+                AccountStore(client, settings.key_prefix),
+                vendor_http_client(settings, max_connections=settings.worker_concurrency),
+            )
+        return _runner
 
 
 @app.task(name="broadcast.schedule_fired")  # type: ignore[untyped-decorator]
@@ -36,6 +39,9 @@ def schedule_fired(schedule_id: str, fire_at: float, result: dict[str, Any]) -> 
 
 
 @app.task(name="broadcast.send_batch", acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
-def send_batch(account: str, lease: str, job_ids: list[str], info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Send a batch of one account's jobs, one at a time. ``info`` is for operators (Flower) only."""
-    return runner().run(account, lease, job_ids).summary()
+def send_batch(
+    account: str, lease: str, job_ids: list[str], info: dict[str, Any] | None = None, groups: str = ""
+) -> dict[str, Any]:
+    """Send one session of an account's jobs, one at a time, paced. ``info`` is for operators (Flower);
+    ``groups`` marks the jobs whose recipient is a group ('1'), whose pacing gap is the group one."""
+    return runner().run(account, lease, job_ids, groups).summary()

@@ -29,6 +29,7 @@ from worker.errors import (
     AccountDownError,
     AmbiguousError,
     ConfigError,
+    MessageError,
     PermanentError,
     ThrottledError,
     TransientError,
@@ -240,7 +241,11 @@ class HttpBackend:
     def post(self, path: str, body: Mapping[str, Any], *, params: Mapping[str, str] | None = None) -> Any:
         """POST JSON, return the decoded JSON envelope (ints exact) or raise a classified VendorError."""
         url = f"{self._base}{path}"
-        content = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        try:
+            content = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError (a lone surrogate) is a ValueError
+            # raised before anything was written: the message cannot be sent as it is, and never was
+            raise MessageError(f"{path}: the request body cannot be encoded ({type(exc).__name__})") from None
         headers = {"Content-Type": "application/json", **self._headers()}
         try:
             response = self.client.post(url, content=content, headers=headers, params=params)

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from worker.accounts import Limits, QuietHours
-from worker.ratelimit import (
+from worker.pacing import (
     MAX_SLOWDOWN,
     RECOVERY_S,
     WINDOW_MARGIN_S,
