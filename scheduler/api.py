@@ -269,7 +269,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     producer = Producer(ledger, accounts)
     campaigns = Campaigns(ledger, accounts, max_recipients=settings.max_campaign_recipients)
     dead = DeadLetters(ledger)
-    schedules = Schedules(client, settings.key_prefix, producer, campaigns)
+    schedules = Schedules(client, settings.key_prefix, producer, campaigns, settings)
     if settings.accounts_file:
         accounts.load_file(settings.accounts_file)
 
@@ -693,7 +693,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
 
     @app.post("/v1/schedules", dependencies=auth, status_code=201, tags=["schedules"])
     def create_schedule(body: ScheduleSpec) -> dict[str, Any]:
-        """A cron schedule (5 fields, or 6 with seconds last) in a timezone, sending a message or campaign."""
+        """A cron schedule (5 fields, or 6 with seconds last) in a timezone, sending a message or campaign.
+        Validated like a submission; crons firing too often or creating too many jobs an hour get 422."""
         return schedules.create(body)
 
     @app.get("/v1/schedules", dependencies=auth, tags=["schedules"])

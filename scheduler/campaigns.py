@@ -138,9 +138,13 @@ def recipients_from_jsonl(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
 class Campaigns:
     """Create, observe and steer campaigns."""
 
-    def __init__(self, ledger: Ledger, accounts: AccountStore, *, max_recipients: int = MAX_RECIPIENTS) -> None:
+    def __init__(self, ledger: Ledger, accounts: AccountStore, *, max_recipients: int | None = None) -> None:
         self.ledger = ledger
         self.accounts = accounts
+        if max_recipients is None:
+            from worker.settings import get_settings
+
+            max_recipients = get_settings().max_campaign_recipients
         self.max_recipients = max_recipients
         self.redis: redis.Redis = ledger.redis
         self.keys: Keys = ledger.keys
@@ -171,11 +175,7 @@ class Campaigns:
         if idempotency_key:
             check_text(idempotency_key, "idempotency_key")
         known = {a.id for a in self.accounts.all()}
-        pool = list(accounts or ([account] if account else []))
-        for n, acct in enumerate(pool):
-            if acct not in known:
-                field = "account" if account and not accounts else f"accounts[{n}]"
-                raise UnknownAccountError(f"{field}: no account {acct!r} is configured", field=field)
+        pool = _pool(account, accounts, known)
         placeholders = parsed.placeholders()
         plan = parsed.size_plan()
         header = {
@@ -247,6 +247,23 @@ class Campaigns:
             self._discard(cid)
             return self._replayed(str(answered), name, parsed, digest.hexdigest())
         return CampaignCreated(cid, total, duplicates, "scheduled" if scheduled else "active", True)
+
+    def check(
+        self,
+        *,
+        message: Mapping[str, Any] | AnyMessage,
+        recipients: Iterable[Mapping[str, Any]],
+        account: str | None = None,
+        accounts: list[str] | None = None,
+    ) -> int:
+        """Validate a campaign exactly as :meth:`create` would, storing nothing; returns its recipient count."""
+        parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
+        known = {a.id for a in self.accounts.all()}
+        pool = _pool(account, accounts, known)
+        count = sum(1 for _ in self._validate(recipients, pool, known, parsed.placeholders(), parsed.size_plan()))
+        if count == 0:
+            raise MessageError("recipients: the campaign has no recipients", field="recipients")
+        return count
 
     def _replayed(self, cid: str, name: str, message: AnyMessage, digest: str) -> CampaignCreated:
         """The first answer for a reused idempotency key, if the request is the same campaign (409 if not)."""
@@ -519,6 +536,17 @@ class Campaigns:
             self._in_slices(cid, self._activate_chunk)
             self._activate_final(args=[self.prefix, cid, f"{now:.6f}", *self._accounts_of(cid)])
         return len(due)
+
+
+def _pool(account: str | None, accounts: list[str] | None, known: set[str]) -> list[str]:
+    """The campaign's accounts for recipients without one; each must be configured."""
+    pool = list(accounts or ([account] if account else []))
+    for n, acct in enumerate(pool):
+        check_text(acct, "account" if account and not accounts else f"accounts[{n}]")
+        if acct not in known:
+            field = "account" if account and not accounts else f"accounts[{n}]"
+            raise UnknownAccountError(f"{field}: no account {acct!r} is configured", field=field)
+    return pool
 
 
 def _digesting(digest: Any, rows: Iterator[tuple[str, str, str | None]]) -> Iterator[tuple[str, str, str | None]]:
