@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, cast
 
 import redis
 from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -35,6 +36,7 @@ from scheduler.campaigns import (
 )
 from scheduler.producer import IdempotencyConflict, Producer
 from scheduler.schedules import Schedules, ScheduleSpec
+from scheduler.uploads import BodyNotJson, CampaignBody, UploadSlots
 from worker.accounts import AccountSpec, AccountStore, TokenRequiredError
 from worker.connections import redis_client
 from worker.deadletter import DeadLetters
@@ -48,6 +50,10 @@ MAX_JSON_BODY = 10 * 1024 * 1024
 #: Recipient uploads (CSV/JSONL, multipart) may be larger; they are spooled to disk by the parser.
 MAX_UPLOAD_BODY = 200 * 1024 * 1024
 Priority = Literal["normal", "high"]
+#: Recipients in one JSON campaign body (larger lists go through the upload, up to the settings' maximum).
+MAX_JSON_RECIPIENTS = 200_000
+#: The JSON campaign body is parsed by hand (streamed), so its schema is declared in the OpenAPI document.
+CAMPAIGN_REF = {"$ref": "#/components/schemas/CampaignIn"}
 #: Job, campaign and schedule ids: letters, digits, ``-`` and ``_`` only. No ``:``, so an id can never
 #: reach another kind of key (``campaign:{id}:jobs`` is a list, not the campaign's hash).
 OBJECT_ID = r"^[A-Za-z0-9_-]{1,100}$"
@@ -128,7 +134,7 @@ class CampaignIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     account: str | None = Field(default=None, min_length=1, max_length=64)
     accounts: list[str] | None = Field(default=None, min_length=1, max_length=1000)
-    recipients: list[RecipientIn] = Field(min_length=1, max_length=200_000)
+    recipients: list[RecipientIn] = Field(min_length=1, max_length=MAX_JSON_RECIPIENTS)
     message: Message
     send_at: AwareDatetime | None = None
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
@@ -280,6 +286,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         responses=ERROR_RESPONSES,
     )
     app.add_middleware(BodyLimit)
+    app.add_middleware(UploadSlots, slots=settings.max_concurrent_uploads)
+    _declare_schema(app, CampaignIn)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -546,19 +554,47 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
             id=created.id, total=created.total, duplicates=created.duplicates, status=created.status
         )
 
-    @app.post("/v1/campaigns", dependencies=auth, status_code=202, tags=["campaigns"])
-    def post_campaign(body: CampaignIn, response: Response) -> CampaignAccepted:
-        """Store a campaign atomically: all recipients queued, or nothing stored and the bad field named."""
-        created = campaigns.create(
-            name=body.name,
-            message=body.message,
-            recipients=Replayable(lambda: (r.model_dump(exclude_none=True) for r in body.recipients)),
-            account=body.account,
-            accounts=body.accounts,
-            send_at=epoch(body.send_at),
-            idempotency_key=body.idempotency_key,
-            priority=body.priority,
-        )
+    @app.post(
+        "/v1/campaigns",
+        dependencies=auth,
+        status_code=202,
+        tags=["campaigns"],
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": CAMPAIGN_REF}}}},
+    )
+    async def post_campaign(request: Request, response: Response) -> CampaignAccepted:
+        """Store a campaign atomically: all recipients queued, or nothing stored and the bad field named.
+        The body (``CampaignIn``) is read in streaming passes, never as one object tree."""
+        raw = await request.body()
+        return await run_in_threadpool(_campaign_from_json, raw, response)
+
+    def _campaign_from_json(raw: bytes, response: Response) -> CampaignAccepted:
+        try:
+            body = CampaignBody(raw)
+        except BodyNotJson as exc:
+            raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}", "body") from None
+        try:
+            spec = CampaignSpecIn.model_validate(body.header)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = _loc(tuple(first["loc"]))
+            raise ApiError(422, "invalid", f"{field}: {first['msg']}", field) from None
+        if not body.has_recipients:
+            raise ApiError(422, "invalid", "recipients: Field required", "recipients")
+        if not 1 <= body.count <= MAX_JSON_RECIPIENTS:
+            raise ApiError(422, "invalid", f"recipients: between 1 and {MAX_JSON_RECIPIENTS} recipients", "recipients")
+        try:
+            created = campaigns.create(
+                name=spec.name,
+                message=spec.message,
+                recipients=Replayable(lambda: body.recipients(RecipientIn)),
+                account=spec.account,
+                accounts=spec.accounts,
+                send_at=epoch(spec.send_at),
+                idempotency_key=spec.idempotency_key,
+                priority=spec.priority,
+            )
+        except BodyNotJson as exc:
+            raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}", "body") from None
         return _campaign_answer(created, response)
 
     @app.post("/v1/campaigns/upload", dependencies=auth, status_code=202, tags=["campaigns"])
@@ -734,6 +770,25 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
 
     app.state.started = time.time()
     return app
+
+
+def _declare_schema(app: FastAPI, model: type[BaseModel]) -> None:
+    """Add a model that no route parameter names (a body parsed by hand) to the OpenAPI components."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        document = build()
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in schema.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components[model.__name__] = schema
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _iter_lines(upload: UploadFile) -> Iterator[bytes]:
