@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from scheduler.campaigns import Campaigns
 from scheduler.producer import Producer, UnknownAccountError, validate_recipient
-from worker.errors import MessageError
+from worker.errors import BroadcastError, MessageError
 from worker.keys import Keys
 from worker.messages import Message, check_text, check_variables
 from worker.settings import Settings, get_settings
@@ -308,7 +308,9 @@ class Schedules:
                     result = {"campaign": created.id, "created": created.created}
                 error = ""
             except Exception as exc:  # noqa: BLE001 - a broken template must not stop the dispatcher
-                result, error = {}, f"{type(exc).__name__}: {exc}"
+                # our errors name fields, never values; anything else may quote the message: type only
+                detail = f": {exc}" if isinstance(exc, BroadcastError) else ""
+                result, error = {}, f"{type(exc).__name__}{detail}"
             if result.get("created"):
                 self._count_jobs(schedule_id, spec, fire_at)
             mapping: dict[str, str] = {
