@@ -49,8 +49,6 @@ from worker.messages import (
 
 AnyMessage = TextMessage | MiniProgramMessage | AppMsgMessage
 CHUNK = 2000
-#: Default cap on recipients (``BROADCAST_MAX_CAMPAIGN_RECIPIENTS`` sets the API's).
-MAX_RECIPIENTS = 1_000_000
 T = TypeVar("T")
 
 
@@ -542,9 +540,9 @@ def _pool(account: str | None, accounts: list[str] | None, known: set[str]) -> l
     """The campaign's accounts for recipients without one; each must be configured."""
     pool = list(accounts or ([account] if account else []))
     for n, acct in enumerate(pool):
-        check_text(acct, "account" if account and not accounts else f"accounts[{n}]")
+        field = "account" if account and not accounts else f"accounts[{n}]"
+        check_text(acct, field)
         if acct not in known:
-            field = "account" if account and not accounts else f"accounts[{n}]"
             raise UnknownAccountError(f"{field}: no account {acct!r} is configured", field=field)
     return pool
 
