@@ -8,18 +8,26 @@ step deletes what was written; so a campaign is either wholly stored and queued,
 
 Memory stays bounded for 100,000 recipients: recipients are consumed as an iterator and written in
 chunks; a pending job is a small hash (state, account, recipient, campaign, vars) plus two list entries.
+When the recipients can be read twice (a :class:`Replayable`: an uploaded file, a parsed body), a first
+pass validates and counts them all before anything is written, so an over-limit or bad upload leaves
+Redis untouched.
+
+Idempotency: the campaign hash keeps a SHA-256 digest of the whole request (name, message, accounts,
+``send_at``, priority and every recipient). The same key with the same digest answers the first campaign;
+with another digest it is a conflict (409), never a silent replay that drops the new recipients.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import redis
 
@@ -29,11 +37,30 @@ from worker.accounts import AccountStore
 from worker.errors import MessageError
 from worker.keys import Keys
 from worker.ledger import IDEMPOTENCY_TTL_S, STATES, TERMINAL, Job, Ledger, new_id
-from worker.messages import AppMsgMessage, MiniProgramMessage, TextMessage, parse_message
+from worker.messages import (
+    AppMsgMessage,
+    MiniProgramMessage,
+    SizePlan,
+    TextMessage,
+    check_text,
+    check_variables,
+    parse_message,
+)
 
 AnyMessage = TextMessage | MiniProgramMessage | AppMsgMessage
 CHUNK = 2000
-MAX_RECIPIENTS = 1_000_000
+T = TypeVar("T")
+
+
+class Replayable(Generic[T]):
+    """Recipients that can be read more than once (each ``iter()`` starts over), so a campaign can be
+    validated whole before its first write."""
+
+    def __init__(self, factory: Callable[[], Iterator[T]]) -> None:
+        self.factory = factory
+
+    def __iter__(self) -> Iterator[T]:
+        return self.factory()
 
 
 class CampaignNotFound(LookupError):
@@ -67,6 +94,7 @@ def _str_vars(raw: Any, field: str) -> dict[str, str] | None:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise MessageError(f"{field}.{key}: must be text or a number", field=f"{field}.{key}")
         out[key] = str(value)
+    check_variables(out, field)
     return out
 
 
@@ -100,7 +128,7 @@ def recipients_from_jsonl(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
             continue
         try:
             item = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
             raise MessageError(f"recipients[{n}]: not a JSON object", field=f"recipients[{n}]") from None
         yield item
 
@@ -108,9 +136,14 @@ def recipients_from_jsonl(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
 class Campaigns:
     """Create, observe and steer campaigns."""
 
-    def __init__(self, ledger: Ledger, accounts: AccountStore) -> None:
+    def __init__(self, ledger: Ledger, accounts: AccountStore, *, max_recipients: int | None = None) -> None:
         self.ledger = ledger
         self.accounts = accounts
+        if max_recipients is None:
+            from worker.settings import get_settings
+
+            max_recipients = get_settings().max_campaign_recipients
+        self.max_recipients = max_recipients
         self.redis: redis.Redis = ledger.redis
         self.keys: Keys = ledger.keys
         self.prefix = ledger.prefix
@@ -136,24 +169,44 @@ class Campaigns:
     ) -> CampaignCreated:
         """Validate everything, then store the campaign atomically. Raises MessageError naming the field."""
         parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
+        check_text(name, "name")
+        if idempotency_key:
+            check_text(idempotency_key, "idempotency_key")
+        known = {a.id for a in self.accounts.all()}
+        pool = _pool(account, accounts, known)
+        placeholders = parsed.placeholders()
+        plan = parsed.size_plan()
+        header = {
+            "name": name,
+            "message": parsed.model_dump_json(),
+            "account": account,
+            "accounts": accounts,
+            "send_at": f"{send_at:.3f}" if send_at else None,
+            "priority": priority,
+        }
+        digest = hashlib.sha256(json.dumps(header, sort_keys=True, ensure_ascii=False).encode())
+
+        def validated() -> Iterator[tuple[str, str, str | None]]:
+            return self._validate(recipients, pool, known, placeholders, plan)
+
+        replayable = iter(recipients) is not recipients
         if idempotency_key:
             existing = self.redis.get(self.keys.idempotency("c", idempotency_key))
             if existing:
-                return self._replayed(str(existing), name, parsed)
-        known = {a.id for a in self.accounts.all()}
-        pool = list(accounts or ([account] if account else []))
-        for n, acct in enumerate(pool):
-            if acct not in known:
-                field = "account" if account and not accounts else f"accounts[{n}]"
-                raise UnknownAccountError(f"{field}: no account {acct!r} is configured", field=field)
-        placeholders = parsed.placeholders()
-        validated = self._validate(recipients, pool, known, placeholders)
+                _digest_all(digest, validated())
+                return self._replayed(str(existing), name, parsed, digest.hexdigest())
+        if replayable:  # a first pass validates (and counts) every recipient before anything is written
+            if _digest_all(digest, validated()) == 0:
+                raise MessageError("recipients: the campaign has no recipients", field="recipients")
+            rows = validated()
+        else:
+            rows = _digesting(digest, validated())
         cid = new_id("c")
         now = time.time()
         scheduled = bool(send_at and send_at > now)
         try:
-            # validation runs inside the writes (streamed); a bad recipient discards what was written
-            total, duplicates, used_accounts = self._write(cid, validated, scheduled)
+            # one-shot recipients are validated inside the writes (streamed); a bad one discards what was written
+            total, duplicates, used_accounts = self._write(cid, rows, scheduled)
             if total == 0:
                 raise MessageError("recipients: the campaign has no recipients", field="recipients")
             self.redis.hset(
@@ -169,6 +222,7 @@ class Campaigns:
                     "send_at": f"{send_at:.3f}" if send_at else "",
                     "priority": priority,
                     "idempotency_key": idempotency_key or "",
+                    "digest": digest.hexdigest(),
                 },
             )
             created, answered = self._commit(
@@ -189,17 +243,40 @@ class Campaigns:
             raise
         if not created:  # a concurrent twin with the same idempotency key won
             self._discard(cid)
-            return self._replayed(str(answered), name, parsed)
+            return self._replayed(str(answered), name, parsed, digest.hexdigest())
         return CampaignCreated(cid, total, duplicates, "scheduled" if scheduled else "active", True)
 
-    def _replayed(self, cid: str, name: str, message: AnyMessage) -> CampaignCreated:
-        """The first answer for a reused idempotency key, if the request is the same campaign."""
+    def check(
+        self,
+        *,
+        message: Mapping[str, Any] | AnyMessage,
+        recipients: Iterable[Mapping[str, Any]],
+        account: str | None = None,
+        accounts: list[str] | None = None,
+    ) -> int:
+        """Validate a campaign exactly as :meth:`create` would, storing nothing; returns its recipient count."""
+        parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
+        known = {a.id for a in self.accounts.all()}
+        pool = _pool(account, accounts, known)
+        count = sum(1 for _ in self._validate(recipients, pool, known, parsed.placeholders(), parsed.size_plan()))
+        if count == 0:
+            raise MessageError("recipients: the campaign has no recipients", field="recipients")
+        return count
+
+    def _replayed(self, cid: str, name: str, message: AnyMessage, digest: str) -> CampaignCreated:
+        """The first answer for a reused idempotency key, if the request is the same campaign (409 if not)."""
         data = cast(dict[str, str], self.redis.hgetall(self.keys.campaign(cid)))
-        if data and (data.get("name") != name or data.get("message") != message.model_dump_json()):
+        if data.get("digest"):
+            different = data["digest"] != digest
+        else:  # stored before request digests: compare what it kept
+            different = bool(data) and (data.get("name") != name or data.get("message") != message.model_dump_json())
+        if different:
             from scheduler.producer import IdempotencyConflict
 
             raise IdempotencyConflict(
-                "idempotency_key: already used for a different campaign (name or message)", field="idempotency_key"
+                "idempotency_key: already used for a different campaign (name, message, accounts, send_at, "
+                "priority or recipients differ)",
+                field="idempotency_key",
             )
         try:
             status = self.get(cid)["status"]
@@ -208,13 +285,21 @@ class Campaigns:
         return CampaignCreated(cid, int(data.get("total", 0)), int(data.get("duplicates", 0)), status, False)
 
     def _validate(
-        self, recipients: Iterable[Mapping[str, Any]], pool: list[str], known: set[str], placeholders: set[str]
+        self,
+        recipients: Iterable[Mapping[str, Any]],
+        pool: list[str],
+        known: set[str],
+        placeholders: set[str],
+        plan: SizePlan,
     ) -> Iterator[tuple[str, str, str | None]]:
         """(to, account, vars JSON) per recipient, lazily, in order; the first bad recipient raises."""
         for n, item in enumerate(recipients):
             field = f"recipients[{n}]"
-            if n >= MAX_RECIPIENTS:
-                raise MessageError(f"recipients: more than {MAX_RECIPIENTS} recipients", field="recipients")
+            if n >= self.max_recipients:
+                raise MessageError(
+                    f"recipients: more than {self.max_recipients} recipients (BROADCAST_MAX_CAMPAIGN_RECIPIENTS)",
+                    field="recipients",
+                )
             if not isinstance(item, Mapping):
                 raise MessageError(f"{field}: must be an object with 'to'", field=field)
             unknown_fields = set(item) - {"to", "account", "vars"}
@@ -242,6 +327,7 @@ class Campaigns:
                 raise MessageError(
                     f"{field}.vars: no value for placeholder(s) {', '.join(sorted(missing))}", field=f"{field}.vars"
                 )
+            plan.check(variables, field=f"{field}.vars")
             yield to, acct, json.dumps(variables, ensure_ascii=False) if variables else None
 
     def _write(
@@ -448,6 +534,32 @@ class Campaigns:
             self._in_slices(cid, self._activate_chunk)
             self._activate_final(args=[self.prefix, cid, f"{now:.6f}", *self._accounts_of(cid)])
         return len(due)
+
+
+def _pool(account: str | None, accounts: list[str] | None, known: set[str]) -> list[str]:
+    """The campaign's accounts for recipients without one; each must be configured."""
+    pool = list(accounts or ([account] if account else []))
+    for n, acct in enumerate(pool):
+        field = "account" if account and not accounts else f"accounts[{n}]"
+        check_text(acct, field)
+        if acct not in known:
+            raise UnknownAccountError(f"{field}: no account {acct!r} is configured", field=field)
+    return pool
+
+
+def _digesting(digest: Any, rows: Iterator[tuple[str, str, str | None]]) -> Iterator[tuple[str, str, str | None]]:
+    """Pass validated rows through, adding each to the request digest."""
+    for row in rows:
+        digest.update(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+        yield row
+
+
+def _digest_all(digest: Any, rows: Iterator[tuple[str, str, str | None]]) -> int:
+    """Validate and digest every row without storing anything; returns how many there were."""
+    count = 0
+    for _ in _digesting(digest, rows):
+        count += 1
+    return count
 
 
 DELIVERY_COLUMNS = [

@@ -951,7 +951,8 @@ def accounts_put(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Create an account, or update the given fields of an existing one (the rest, token included, kept)."""
+    """Create an account, or update the given fields of an existing one (the rest, token included, kept;
+    a new --base-url or --vendor needs the token again)."""
     given = {"--token-env": token_env, "--token-stdin": token_stdin, "--vendor-token": vendor_token}
     sources = [name for name, value in given.items() if value]
     if len(sources) > 1:

@@ -6,6 +6,8 @@ message is valid and every placeholder has a value.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import time
 from collections.abc import Mapping
@@ -14,8 +16,8 @@ from typing import Any
 
 from worker.accounts import AccountStore
 from worker.errors import MessageError
-from worker.ledger import Ledger
-from worker.messages import AppMsgMessage, MiniProgramMessage, TextMessage, parse_message
+from worker.ledger import Job, Ledger
+from worker.messages import AppMsgMessage, MiniProgramMessage, TextMessage, check_text, check_variables, parse_message
 
 RECIPIENT = re.compile(r"^[A-Za-z0-9_@.\-]{1,128}$")
 
@@ -64,16 +66,20 @@ class Producer:
         priority: str = "normal",
     ) -> Submitted:
         """Submit one message to one recipient from a configured account."""
+        check_text(account, "account")
+        if idempotency_key:
+            check_text(idempotency_key, "idempotency_key")
         if not self._account_exists(account):
             raise UnknownAccountError(f"account: no account {account!r} is configured", field="account")
         validate_recipient(to)
         parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
+        check_variables(variables)
         missing = parsed.missing_variables(dict(variables or {}))
         if missing:
             names = ", ".join(sorted(missing))
             raise MessageError(f"vars: no value for placeholder(s) {names}", field="vars")
         if variables:
-            parsed.render(dict(variables))  # proves the template renders before anything is stored
+            parsed.render(dict(variables))  # proves the template renders (within its limits) before anything is stored
         job_id, created, state = self.ledger.submit(
             account=account,
             to=to,
@@ -86,14 +92,11 @@ class Producer:
         if not state:  # an idempotent replay: answer the job's current state
             job = self.ledger.get(job_id)
             state = job.state if job else "expired"
-            if job is not None and (
-                job.account != account
-                or job.to != to
-                or job.fields.get("message") != parsed.model_dump_json()
-                or job.variables != dict(variables or {})
-            ):
+            asked = _request_digest(account, to, parsed.model_dump_json(), variables, send_at, priority)
+            if job is not None and _stored_digest(job) != asked:
                 raise IdempotencyConflict(
-                    "idempotency_key: already used for a different message (account, recipient or content)",
+                    "idempotency_key: already used for a different message "
+                    "(account, recipient, content, variables, send_at or priority differ)",
                     field="idempotency_key",
                 )
         return Submitted(id=job_id, status=state, created=created)
@@ -107,3 +110,36 @@ class Producer:
             self._known[account] = now + 5.0
             return True
         return False
+
+
+def _request_digest(
+    account: str,
+    to: str,
+    message_json: str | None,
+    variables: Mapping[str, str] | None,
+    send_at: float | None,
+    priority: str,
+) -> str:
+    """SHA-256 of everything a message request asks for: equal digests are the same request."""
+    whole = {
+        "account": account,
+        "to": to,
+        "message": message_json,
+        "vars": dict(variables or {}),
+        "send_at": f"{send_at:.3f}" if send_at else None,
+        "priority": priority or "normal",
+    }
+    return hashlib.sha256(json.dumps(whole, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _stored_digest(job: Job) -> str:
+    """The request digest of a stored job, from the fields the ledger keeps."""
+    send_at = job.fields.get("send_at")
+    return _request_digest(
+        job.account,
+        job.to,
+        job.fields.get("message"),
+        job.variables,
+        float(send_at) if send_at else None,
+        job.fields.get("priority", "normal"),
+    )

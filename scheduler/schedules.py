@@ -8,10 +8,16 @@ dispatcher moves its next fire time forward and submits the message or campaign 
 
 Cron: five fields (minute hour day month weekday), or six with seconds last (``* * * * * */10``),
 evaluated in the schedule's timezone (croniter).
+
+Fan-out is bounded: a schedule is validated at creation exactly as its message or campaign would be at
+submission (accounts, recipients, variables, rendered sizes); a cron firing more often than
+``BROADCAST_SCHEDULE_MIN_INTERVAL_S`` is refused, and so is one whose recipients × firings in an hour pass
+``BROADCAST_SCHEDULE_MAX_JOBS_PER_HOUR``. Both are enforced again when it fires (settings may change).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
@@ -24,9 +30,11 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from scheduler.campaigns import Campaigns
-from scheduler.producer import Producer
+from scheduler.producer import Producer, UnknownAccountError, validate_recipient
+from worker.errors import BroadcastError, MessageError
 from worker.keys import Keys
-from worker.messages import Message
+from worker.messages import Message, check_text, check_variables
+from worker.settings import Settings, get_settings
 
 
 class MessageTemplate(BaseModel):
@@ -100,6 +108,38 @@ class ScheduleSpec(BaseModel):
         return self
 
 
+def _cron_values(field: list[Any], size: int) -> list[int]:
+    return list(range(size)) if field == ["*"] else sorted({int(v) for v in field})
+
+
+def _tightest(values: list[int], size: int) -> int:
+    """The smallest step between two values of a cron field, counting the wrap to the next period."""
+    if len(values) < 2:
+        return size
+    steps = [b - a for a, b in itertools.pairwise(values)]
+    return min([*steps, size - values[-1] + values[0]])
+
+
+def cron_fan_out(cron: str) -> tuple[float, int]:
+    """(shortest possible gap between two firings in seconds, most firings in any one hour).
+
+    Read from the expanded fields, not by sampling: any 3600-second window holds each (minute, second)
+    pair at most once, so firings an hour are at most |minutes| × |seconds|; the gap is set by the finest
+    field with more than one value, assuming the next period follows at once (a safe lower bound)."""
+    expanded = croniter(cron).expanded
+    minutes, hours = _cron_values(expanded[0], 60), _cron_values(expanded[1], 24)
+    seconds = _cron_values(expanded[5], 60) if len(expanded) > 5 else [0]
+    if len(seconds) > 1:
+        gap = _tightest(seconds, 60)
+    elif len(minutes) > 1:
+        gap = 60 * _tightest(minutes, 60)
+    elif len(hours) > 1:
+        gap = 3600 * _tightest(hours, 24)
+    else:
+        gap = 86400
+    return float(gap), len(minutes) * len(seconds)
+
+
 def next_fire(cron: str, timezone: str, after: float) -> float:
     """The first fire time strictly after ``after`` (epoch seconds)."""
     start = datetime.fromtimestamp(after, ZoneInfo(timezone))
@@ -109,20 +149,76 @@ def next_fire(cron: str, timezone: str, after: float) -> float:
 class Schedules:
     """CRUD for schedules and the dispatcher's firing step."""
 
-    def __init__(self, client: redis.Redis, prefix: str, producer: Producer, campaigns: Campaigns) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        producer: Producer,
+        campaigns: Campaigns,
+        settings: Settings | None = None,
+    ) -> None:
         self.redis = client
         self.keys = Keys(prefix)
         self.producer = producer
         self.campaigns = campaigns
+        self.settings = settings or get_settings()
+
+    def check(self, spec: ScheduleSpec) -> int:
+        """Validate the template exactly as a submission would be, and the fan-out; returns jobs a firing
+        creates. Raises :class:`MessageError` naming the field (``message.vars``, ``campaign.recipients[3].to``…)."""
+        gap, per_hour = cron_fan_out(spec.cron)
+        if gap < self.settings.schedule_min_interval_s:
+            raise MessageError(
+                f"cron: fires every {gap:g} s at times, more often than every "
+                f"{self.settings.schedule_min_interval_s:g} s (BROADCAST_SCHEDULE_MIN_INTERVAL_S)",
+                field="cron",
+            )
+        check_text(spec.name, "name")
+        if spec.message is not None:
+            size = self._check_message(spec.message)
+        else:
+            assert spec.campaign is not None
+            size = self._check_campaign(spec.campaign)
+        cap = self.settings.schedule_max_jobs_per_hour
+        if size * per_hour > cap:
+            raise MessageError(
+                f"cron: {size} job(s) × up to {per_hour} firing(s) an hour is over {cap} jobs an hour "
+                "(BROADCAST_SCHEDULE_MAX_JOBS_PER_HOUR)",
+                field="cron",
+            )
+        return size
+
+    def _check_message(self, t: MessageTemplate) -> int:
+        try:
+            check_text(t.account, "account")
+            if self.producer.accounts.get(t.account) is None:
+                raise UnknownAccountError(f"account: no account {t.account!r} is configured", field="account")
+            validate_recipient(t.to)
+            check_variables(t.vars)
+            missing = t.message.missing_variables(t.vars)
+            if missing:
+                raise MessageError(f"vars: no value for placeholder(s) {', '.join(sorted(missing))}", field="vars")
+            if t.vars or t.message.placeholders():
+                t.message.render(t.vars)
+        except MessageError as exc:
+            raise _prefixed(exc, "message") from None
+        return 1
+
+    def _check_campaign(self, c: CampaignTemplate) -> int:
+        try:
+            check_text(c.name, "name")
+            return self.campaigns.check(
+                message=c.message,
+                recipients=[r.model_dump(exclude_none=True) for r in c.recipients],
+                account=c.account,
+                accounts=c.accounts,
+            )
+        except MessageError as exc:
+            raise _prefixed(exc, "campaign") from None
 
     def create(self, spec: ScheduleSpec) -> dict[str, Any]:
-        """Validate the template against the store now (accounts exist), then persist."""
-        if spec.message is not None and self.producer.accounts.get(spec.message.account) is None:
-            from scheduler.producer import UnknownAccountError
-
-            raise UnknownAccountError(
-                f"message.account: no account {spec.message.account!r} is configured", field="message.account"
-            )
+        """Validate the template and its fan-out against the store and settings now, then persist."""
+        self.check(spec)
         schedule_id = "s" + uuid.uuid4().hex[:12]
         now = time.time()
         upcoming = next_fire(spec.cron, spec.timezone, now)
@@ -192,6 +288,7 @@ class Schedules:
             key = f"schedule:{schedule_id}:{int(fire_at)}"
             result: dict[str, Any]
             try:
+                self._within_bounds(schedule_id, spec, fire_at)
                 if spec.message is not None:
                     t = spec.message
                     submitted = self.producer.submit_message(
@@ -211,7 +308,11 @@ class Schedules:
                     result = {"campaign": created.id, "created": created.created}
                 error = ""
             except Exception as exc:  # noqa: BLE001 - a broken template must not stop the dispatcher
-                result, error = {}, f"{type(exc).__name__}: {exc}"
+                # our errors name fields, never values; anything else may quote the message: type only
+                detail = f": {exc}" if isinstance(exc, BroadcastError) else ""
+                result, error = {}, f"{type(exc).__name__}{detail}"
+            if result.get("created"):
+                self._count_jobs(schedule_id, spec, fire_at)
             mapping: dict[str, str] = {
                 "next_at": f"{upcoming:.3f}",
                 "last_fired": f"{fire_at:.3f}",
@@ -226,3 +327,45 @@ class Schedules:
             if on_fire is not None:
                 on_fire(schedule_id, fire_at, {**result, "error": error})
         return fired
+
+    def _within_bounds(self, schedule_id: str, spec: ScheduleSpec, fire_at: float) -> None:
+        """At firing time: not sooner than the minimum interval after the last firing, and not over the
+        hourly job cap (settings may have changed since the schedule was created). Raises to skip."""
+        data = cast(dict[str, str], self.redis.hgetall(self.keys.schedule(schedule_id)))
+        last = float(data.get("last_fired") or 0)
+        if last and fire_at - last < self.settings.schedule_min_interval_s:
+            raise MessageError(
+                f"skipped: {fire_at - last:.0f} s after the last firing (BROADCAST_SCHEDULE_MIN_INTERVAL_S)"
+            )
+        window, used = _window(data, fire_at)
+        if used + _size(spec) > self.settings.schedule_max_jobs_per_hour:
+            raise MessageError(
+                f"skipped: {used} job(s) created since {window:.0f} would pass "
+                f"{self.settings.schedule_max_jobs_per_hour} an hour (BROADCAST_SCHEDULE_MAX_JOBS_PER_HOUR)"
+            )
+
+    def _count_jobs(self, schedule_id: str, spec: ScheduleSpec, fire_at: float) -> None:
+        data = cast(dict[str, str], self.redis.hgetall(self.keys.schedule(schedule_id)))
+        window, used = _window(data, fire_at)
+        self.redis.hset(
+            self.keys.schedule(schedule_id),
+            mapping={"window_start": f"{window:.3f}", "window_jobs": str(used + _size(spec))},
+        )
+
+
+def _window(data: dict[str, str], fire_at: float) -> tuple[float, int]:
+    """(start, jobs created) of the schedule's current one-hour accounting window; a new one after an hour."""
+    start = float(data.get("window_start") or 0)
+    if fire_at - start >= 3600:
+        return fire_at, 0
+    return start, int(data.get("window_jobs") or 0)
+
+
+def _size(spec: ScheduleSpec) -> int:
+    return 1 if spec.message is not None else len(spec.campaign.recipients) if spec.campaign else 0
+
+
+def _prefixed(exc: MessageError, prefix: str) -> MessageError:
+    """The same error with its field under the template's part of the schedule (``message.vars``)."""
+    field = f"{prefix}.{exc.field}" if exc.field else prefix
+    return type(exc)(f"{prefix}.{exc}", field=field)

@@ -97,6 +97,7 @@ FAST_ENV = {
     "BROADCAST_WORKER_CONCURRENCY": "32",
     "BROADCAST_DISPATCH_IDLE_S": "0.02",
     "BROADCAST_BATCH_MAX_S": "5",
+    "BROADCAST_SCHEDULE_MIN_INTERVAL_S": "1",
 }
 
 
@@ -179,8 +180,8 @@ API_TOKEN = "test-api-token-7f3e2a91"
 class ApiStack(Stack):
     """A Stack with the HTTP API served by a real `broadcast api` process."""
 
-    def __init__(self, redis_url: str, sim: SimulatorServer, tmp: Path) -> None:
-        super().__init__(redis_url, sim, tmp, BROADCAST_API_TOKEN=f"other-key,{API_TOKEN}")
+    def __init__(self, redis_url: str, sim: SimulatorServer, tmp: Path, **env: str) -> None:
+        super().__init__(redis_url, sim, tmp, **{"BROADCAST_API_TOKEN": f"other-key,{API_TOKEN}", **env})
         from scheduler.embedded import free_port
 
         self.api_port = free_port()

@@ -287,7 +287,10 @@ def test_campaign_pause_resume_cancel_and_refusals(api_stack: ApiStack, tmp_path
     later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     scheduled = one_json(run(*base, "--name", "tomorrow", "--send-at", later, "--idempotency-key", "k-1"))
     assert scheduled["status"] == "scheduled"
-    assert one_json(run(*base, "--name", "tomorrow", "--idempotency-key", "k-1"))["id"] == scheduled["id"]
+    replayed = run(*base, "--name", "tomorrow", "--send-at", later, "--idempotency-key", "k-1")
+    assert one_json(replayed)["id"] == scheduled["id"]
+    other_time = run(*base, "--name", "tomorrow", "--idempotency-key", "k-1")  # send_at differs: another request
+    assert other_time.returncode == 2 and "idempotency_conflict" in other_time.stderr
     assert api_stack.http.get(f"/v1/campaigns/{scheduled['id']}").json()["send_at"] is not None
     both = run(*base, "--name", "x", "--accounts", "gw")
     assert both.returncode == 2 and "--account or --accounts" in both.stderr

@@ -215,8 +215,19 @@ def test_command_is_a_registered_broadcast_subcommand(name: str) -> None:
 def test_commands_match_the_runbook() -> None:
     assert command(service("api")) == ["broadcast", "api", "--host", "0.0.0.0", "--port", "8000"]
     assert command(service("worker"))[:2] == ["broadcast", "worker"]
-    assert command(service("flower")) == ["broadcast", "flower", "--port", "5555"]
+    assert command(service("flower")) == ["broadcast", "flower", "--address", "0.0.0.0", "--port", "5555"]
     assert command(service("simulator")) == ["broadcast", "simulator", "--host", "0.0.0.0", "--port", "8899"]
+
+
+def test_flower_listens_on_the_container_interface_with_basic_auth() -> None:
+    """Flower binds loopback unless told otherwise: the published port would then reach nothing."""
+    group = typer.main.get_command(app)
+    assert isinstance(group, TyperGroup)
+    argv = command(service("flower"))
+    params = group.commands["flower"].make_context("flower", list(argv[2:])).params
+    assert params["address"] == "0.0.0.0", f"flower must bind the container's interface, got {params['address']!r}"
+    assert params["port"] == 5555
+    assert "FLOWER_BASIC_AUTH" in environment(service("flower")), "basic auth must stay on"
 
 
 def test_redis_is_a_durable_job_store() -> None:

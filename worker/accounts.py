@@ -94,6 +94,13 @@ class AccountSpec(BaseModel):
         return value
 
 
+class TokenRequiredError(ConfigError):
+    """A change of ``base_url`` or ``vendor`` without the token: the stored token must never follow a new
+    address it was not entered for (whoever can edit an account could otherwise read the token off the wire)."""
+
+    field = "token"
+
+
 class Account(BaseModel):
     """An account as stored, with its status. ``public()`` is what may be shown anywhere."""
 
@@ -137,12 +144,18 @@ class AccountStore:
         self.keys = Keys(prefix)
 
     def put(self, account_id: str, spec: AccountSpec) -> Account:
-        """Create or update; an update keeps the status and, when no token is given, the old token."""
+        """Create or update; an update keeps the status and, when no token is given, the old token — unless
+        ``base_url`` or ``vendor`` changes: then the token must come again (:class:`TokenRequiredError`)."""
         if not _valid_id(account_id):
             raise ConfigError(f"account id {account_id!r} must match {_ACCOUNT_ID}")
         key = self.keys.account(account_id)
         existing = self.get(account_id)
-        if existing and not spec.token.get_secret_value():
+        if existing and not spec.token.get_secret_value() and existing.spec.token.get_secret_value():
+            moved = [name for name in ("vendor", "base_url") if getattr(spec, name) != getattr(existing.spec, name)]
+            if moved:
+                raise TokenRequiredError(
+                    f"token: changing {' and '.join(moved)} requires the token again in the same request"
+                )
             spec = spec.model_copy(update={"token": existing.spec.token})
         mapping: dict[str, str] = {
             "vendor": spec.vendor,

@@ -6,20 +6,125 @@ video-channel posts). Pasted XML is parsed safely and normalized to its ``<appms
 so a stored job holds only what the vendor needs, already known to be well-formed.
 
 Personalisation: :meth:`render` fills ``{placeholders}`` from a recipient's variables. Validation of a
-template against a recipient (:meth:`missing_variables`) is cheap, so a campaign can refuse a recipient
-before anything is stored.
+template against a recipient (:meth:`missing_variables`, :meth:`size_plan`) is cheap, so a campaign can
+refuse a recipient before anything is stored, and a small request can never render into a huge message:
+the rendered size is computed from placeholder counts × value lengths *before* any string is built.
+
+Text that cannot travel (C0/C1 control characters other than tab and line breaks, lone surrogates,
+U+FFFE/U+FFFF) is refused in every field and variable: it cannot be encoded as UTF-8 or put into XML, so
+accepting it would only fail later, in the worker, after the job was promised.
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+from annotated_types import MaxLen
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from worker import xmlsafe
 from worker.errors import MessageError
 
 MAX_TEXT_CHARS = 20_000
+
+#: Not encodable (lone surrogates) or not allowed in XML 1.0 / a chat message (controls but tab, CR, LF).
+_UNSENDABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+#: Identifiers and URLs of a mini-program card: no control character at all, line breaks included.
+_UNSENDABLE_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+#: Structured mini-program fields that are identifiers or URLs (one line).
+_ONE_LINE_FIELDS = frozenset({"app_id", "username", "page_path", "cover_url", "icon_url"})
+#: What the XML serializer may turn one character into, at most (``"`` → ``&quot;``): bytes added.
+_XML_ESCAPE_GROWTH = 5
+_XML_ESCAPED = re.compile('[&<>"\t\n\r]')
+
+
+def unsendable(value: str, *, one_line: bool = False) -> str | None:
+    """Why ``value`` cannot be sent (a character and its position), or None. Never quotes the value."""
+    found = (_UNSENDABLE_ONE_LINE if one_line else _UNSENDABLE).search(value)
+    if found is None:
+        return None
+    what = "a lone surrogate" if "\ud800" <= found.group() <= "\udfff" else "a control character"
+    return f"contains {what} (U+{ord(found.group()):04X} at position {found.start()})"
+
+
+def check_text(value: str, field: str, *, one_line: bool = False) -> None:
+    """Raise :class:`MessageError` naming ``field`` when ``value`` holds an unsendable character."""
+    problem = unsendable(value, one_line=one_line)
+    if problem:
+        raise MessageError(f"{field}: {problem}", field=field)
+
+
+def check_variables(variables: Mapping[str, str] | None, field: str = "vars") -> None:
+    """Names and values of a recipient's variables must be sendable text (``field.name`` is named)."""
+    for name, value in (variables or {}).items():
+        check_text(name, field)
+        check_text(value, f"{field}.{name}")
+
+
+def _sendable(value: str | None, *, one_line: bool = False) -> str | None:
+    """A pydantic field validator body: refuse unsendable characters (ValueError names no value)."""
+    if value is not None:
+        problem = unsendable(value, one_line=one_line)
+        if problem:
+            raise ValueError(problem)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _FieldPlan:
+    """One template field: its size without placeholders and how often each placeholder occurs."""
+
+    name: str
+    base: int
+    uses: Counter[str]
+    limit: int
+    xml: bool
+    one_line: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SizePlan:
+    """Checks a recipient's variables against the template's per-field limits without rendering.
+
+    Built once per template (:meth:`_Base.size_plan`); :meth:`check` costs a few additions per placeholder,
+    so a campaign checks every recipient up front. Text sizes are exact (characters); XML sizes are an
+    upper bound in UTF-8 bytes, counting every escapable character at its longest escape."""
+
+    fields: tuple[_FieldPlan, ...]
+
+    def check(self, variables: Mapping[str, str] | None, *, field: str = "vars", prefix: str = "message") -> None:
+        """Raise :class:`MessageError` naming ``field`` when a field would render over its limit."""
+        values = variables or {}
+        for plan in self.fields:
+            size = plan.base
+            for name, count in plan.uses.items():
+                value = values.get(name, "")
+                if plan.one_line and value:
+                    check_text(value, f"{field}.{name}", one_line=True)
+                size += count * (_xml_size(value) if plan.xml else len(value))
+                if size > plan.limit:
+                    unit = "bytes" if plan.xml else "characters"
+                    raise MessageError(
+                        f"{field}: {prefix}.{plan.name} would be over its limit of {plan.limit} {unit} once "
+                        f"placeholders are filled",
+                        field=field,
+                    )
+
+
+def _xml_size(value: str) -> int:
+    """The most UTF-8 bytes ``value`` can take once XML-escaped."""
+    return len(value.encode("utf-8", "surrogatepass")) + _XML_ESCAPE_GROWTH * len(_XML_ESCAPED.findall(value))
+
+
+def _field_limit(model: type[BaseModel], name: str) -> int:
+    for meta in model.model_fields[name].metadata:
+        if isinstance(meta, MaxLen):
+            return int(meta.max_length)
+    return xmlsafe.MAX_XML_BYTES if name == "xml" else MAX_TEXT_CHARS
 
 
 class _Base(BaseModel):
@@ -37,6 +142,39 @@ class _Base(BaseModel):
         """Placeholders this message uses that ``variables`` does not fill."""
         return self.placeholders() - set(variables or {})
 
+    def size_plan(self) -> SizePlan:
+        """What rendering can make of each template field, for :meth:`SizePlan.check`."""
+        plans = []
+        for name, value in self.model_dump(exclude={"kind"}).items():
+            if not isinstance(value, str):
+                continue
+            found = xmlsafe.PLACEHOLDER.findall(value)
+            if not found:
+                continue
+            xml = name == "xml"
+            tokens = sum(len(n) + 2 for n in found)
+            base = len(value.encode("utf-8")) - tokens if xml else len(value) - tokens
+            plans.append(
+                _FieldPlan(name, base, Counter(found), _field_limit(type(self), name), xml, name in _ONE_LINE_FIELDS)
+            )
+        return SizePlan(tuple(plans))
+
+    def _before_render(self, variables: dict[str, str] | None) -> None:
+        """Refuse unsendable variables and over-limit results before any string is built."""
+        check_variables(variables)
+        self.size_plan().check(variables)
+
+    def _after_render(self, rendered: _Base) -> None:
+        """The per-kind limits and character rules hold for the rendered message too."""
+        for name, value in rendered.model_dump(exclude={"kind"}).items():
+            if not isinstance(value, str):
+                continue
+            limit = _field_limit(type(self), name)
+            size = len(value.encode("utf-8")) if name == "xml" else len(value)
+            if size > limit:
+                raise MessageError(f"message.{name}: over its limit of {limit} once rendered", field="vars")
+            check_text(value, f"message.{name}", one_line=name in _ONE_LINE_FIELDS)
+
 
 class TextMessage(_Base):
     """Plain text. ``content`` must itself contain ``@nickname`` for each mention (vendor rule)."""
@@ -46,12 +184,27 @@ class TextMessage(_Base):
     mentions: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list, max_length=500)
     mention_all: bool = False
 
+    @field_validator("text")
+    @classmethod
+    def _text_sendable(cls, value: str) -> str:
+        return _sendable(value) or value
+
+    @field_validator("mentions")
+    @classmethod
+    def _mentions_sendable(cls, value: list[str]) -> list[str]:
+        for mention in value:
+            _sendable(mention, one_line=True)
+        return value
+
     def render(self, variables: dict[str, str] | None) -> TextMessage:
         """The message with placeholders filled."""
         if not variables and not self.placeholders():
             return self
+        self._before_render(variables)
         text = xmlsafe.substitute_text(self.text, variables or {}, field="message.text")
-        return self.model_copy(update={"text": text})
+        rendered = self.model_copy(update={"text": text})
+        self._after_render(rendered)
+        return rendered
 
 
 class MiniProgramMessage(_Base):
@@ -73,6 +226,16 @@ class MiniProgramMessage(_Base):
         if value is None:
             return None
         return _extract(value, "message.xml")
+
+    @field_validator("app_id", "username", "page_path", "cover_url", "icon_url")
+    @classmethod
+    def _one_line_sendable(cls, value: str | None) -> str | None:
+        return _sendable(value, one_line=True)
+
+    @field_validator("title", "display_name")
+    @classmethod
+    def _text_sendable(cls, value: str | None) -> str | None:
+        return _sendable(value)
 
     @model_validator(mode="after")
     def _structured_or_xml(self) -> MiniProgramMessage:
@@ -113,6 +276,7 @@ class MiniProgramMessage(_Base):
         """The message with placeholders filled (values XML-escaped inside XML)."""
         if not self.placeholders():
             return self
+        self._before_render(variables)
         values = variables or {}
         update: dict[str, Any] = {}
         for name, value in self.model_dump(exclude={"kind"}).items():
@@ -123,7 +287,9 @@ class MiniProgramMessage(_Base):
                 update[name] = xmlsafe.substitute_xml(value, values, field=field)
             else:
                 update[name] = xmlsafe.substitute_text(value, values, field=field)
-        return self.model_copy(update=update)
+        rendered = self.model_copy(update=update)
+        self._after_render(rendered)
+        return rendered
 
 
 class AppMsgMessage(_Base):
@@ -145,10 +311,16 @@ class AppMsgMessage(_Base):
         """The message with placeholders filled (values XML-escaped)."""
         if not self.placeholders():
             return self
-        return self.model_copy(update={"xml": xmlsafe.substitute_xml(self.xml, variables or {}, field="message.xml")})
+        self._before_render(variables)
+        rendered = self.model_copy(
+            update={"xml": xmlsafe.substitute_xml(self.xml, variables or {}, field="message.xml")}
+        )
+        self._after_render(rendered)
+        return rendered
 
 
 def _extract(value: str, field: str) -> str:
+    _sendable(value)
     try:
         return xmlsafe.extract_appmsg(value, field=field)
     except MessageError as exc:

@@ -92,6 +92,19 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
 
+    # --- input bounds (API and schedules) ------------------------------------------------------------
+    #: Most recipients one campaign may have (JSON body, upload or schedule); more is refused with 422
+    #: before anything is written to Redis.
+    max_campaign_recipients: int = Field(default=1_000_000, ge=1, le=10_000_000)
+    #: Campaign submissions (JSON or upload) one API process works on at once; more answer 503 with
+    #: Retry-After, so big uploads cannot take all the API's memory and starve small requests.
+    max_concurrent_uploads: int = Field(default=2, ge=1, le=64)
+    #: Shortest gap between two firings of a schedule; a cron that fires more often is refused (422).
+    schedule_min_interval_s: float = Field(default=60.0, ge=0)
+    #: Most jobs one schedule may create in any hour (recipients × firings an hour): refused at creation,
+    #: and a firing that would pass it is skipped.
+    schedule_max_jobs_per_hour: int = Field(default=200_000, ge=1)
+
     @property
     def longest_vendor_call_s(self) -> float:
         """The longest one vendor call can hold an account: the pool wait, then at most the deadline
