@@ -20,6 +20,7 @@ import redis
 from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -32,6 +33,7 @@ from scheduler.campaigns import (
     recipients_from_csv,
     recipients_from_jsonl,
 )
+from scheduler.console import mount_console, sent_today
 from scheduler.producer import IdempotencyConflict, Producer
 from scheduler.schedules import Schedules, ScheduleSpec
 from worker.accounts import AccountSpec, AccountStore
@@ -254,7 +256,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     if settings.accounts_file:
         accounts.load_file(settings.accounts_file)
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, not from a CDN.
+    app = FastAPIOffline(
         title="wechat-broadcast",
         version="1",
         description="Producer API: accounts, messages, campaigns, dead letters. Ids are strings (64-bit exact).",
@@ -339,11 +342,15 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
 
     # --- accounts -----------------------------------------------------------------------------------------
 
+    def _public(account: Any) -> dict[str, Any]:
+        """An account as answered: never its token; ``sent_today`` to set against ``limits.daily_cap``."""
+        return {**account.public(), "sent_today": sent_today(client, settings.key_prefix, account)}
+
     def _account_or_404(account_id: str) -> dict[str, Any]:
         account = accounts.get(account_id)
         if account is None:
             raise ApiError(404, "not_found", f"no account {account_id!r}", "account_id")
-        return account.public()
+        return _public(account)
 
     @app.put("/v1/accounts/{account_id}", dependencies=auth, tags=["accounts"])
     def put_account(
@@ -379,7 +386,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
 
     @app.get("/v1/accounts", dependencies=auth, tags=["accounts"])
     def list_accounts() -> dict[str, Any]:
-        return {"accounts": [a.public() for a in accounts.all()]}
+        return {"accounts": [_public(a) for a in accounts.all()]}
 
     @app.get("/v1/accounts/{account_id}", dependencies=auth, tags=["accounts"])
     def get_account(account_id: str) -> dict[str, Any]:
@@ -695,6 +702,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         raw = cast(dict[str, str], client.hgetall(ledger.keys.vendor_limits))
         return {"vendor_limits": {k: float(v) for k, v in raw.items()}}
 
+    mount_console(app, auth)
     app.state.started = time.time()
     return app
 
