@@ -33,7 +33,7 @@ from scheduler.campaigns import (
     recipients_from_csv,
     recipients_from_jsonl,
 )
-from scheduler.console import mount_console, sent_today
+from scheduler.console import mount_console, sent_today, with_next_firings
 from scheduler.producer import IdempotencyConflict, Producer
 from scheduler.schedules import Schedules, ScheduleSpec
 from worker.accounts import AccountSpec, AccountStore
@@ -669,7 +669,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
 
     @app.get("/v1/schedules", dependencies=auth, tags=["schedules"])
     def list_schedules() -> dict[str, Any]:
-        return {"schedules": schedules.all()}
+        """Every schedule with its next three firings (``next_firings``, epoch seconds)."""
+        return {"schedules": [with_next_firings(s) for s in schedules.all()]}
 
     @app.get("/v1/schedules/{schedule_id}", dependencies=auth, tags=["schedules"])
     def get_schedule(schedule_id: str) -> dict[str, Any]:

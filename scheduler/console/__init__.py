@@ -8,6 +8,7 @@ new-campaign form can show what the product extracted from pasted XML and how a 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,20 @@ def check_message(body: MessageCheckIn) -> dict[str, Any]:
     elif not isinstance(message, TextMessage):
         answer["xml"] = message.xml
     return answer
+
+
+def with_next_firings(schedule: dict[str, Any], count: int = 3, now: float | None = None) -> dict[str, Any]:
+    """A schedule with its next ``count`` fire times (epoch seconds), for people planning around them."""
+    from scheduler.schedules import next_fire
+
+    firings: list[float] = []
+    after = now or time.time()
+    # croniter raises several types for a cron that stops firing: then fewer times are listed
+    with contextlib.suppress(Exception):
+        for _ in range(count):
+            after = next_fire(schedule["cron"], schedule["timezone"], after)
+            firings.append(after)
+    return {**schedule, "next_firings": firings}
 
 
 def sent_today(client: redis.Redis, prefix: str, account: Account, now: float | None = None) -> int:
