@@ -34,6 +34,7 @@ from scheduler.campaigns import (
     recipients_from_jsonl,
 )
 from scheduler.console import mount_console, sent_today, with_next_firings
+from scheduler.exports import export_deliveries
 from scheduler.producer import IdempotencyConflict, Producer
 from scheduler.schedules import Schedules, ScheduleSpec
 from worker.accounts import AccountSpec, AccountStore
@@ -586,13 +587,19 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         if format != "json":
             campaigns.get(campaign_id)
             media = "text/csv" if format == "csv" else "application/x-ndjson"
-            stream: Iterator[str] = campaigns.export(campaign_id, status=status, fmt=format)
+            stream: Iterator[str] = export_deliveries(
+                campaigns, campaign_id, status=status, fmt=format, timezone_of=_account_timezone
+            )
             filename = f"{campaign_id}-deliveries.{format}"
             return StreamingResponse(
                 stream, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
             )
         items, next_cursor = campaigns.deliveries(campaign_id, status=status, cursor=cursor, limit=limit)
         return {"deliveries": items, "next_cursor": next_cursor}
+
+    def _account_timezone(account_id: str) -> str:
+        account = accounts.get(account_id)
+        return account.spec.limits.timezone if account else "UTC"
 
     def _steer(campaign_id: str, action: str) -> dict[str, Any]:
         return campaigns.set_status(campaign_id, action)
