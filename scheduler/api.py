@@ -241,6 +241,17 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
+#: Prefixes pydantic puts before the text of an error raised in a validator: not for our users' eyes.
+_LIBRARY_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def _plain(message: str) -> str:
+    """An error message without a library's prefix (``Value error, …``), also inside ``field: …`` lists."""
+    for prefix in _LIBRARY_PREFIXES:
+        message = message.removeprefix(prefix).replace(f": {prefix}", ": ")
+    return message
+
+
 def create_app(settings: Settings | None = None, client: redis.Redis | None = None) -> FastAPI:
     """Build the API. Raises ConfigError when no API token is configured outside ``dev``."""
     settings = settings or get_settings()
@@ -277,8 +288,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         field = _loc(tuple(first.get("loc", ())))
         if first.get("type") == "json_invalid":
             return _error(400, "invalid_json", "body is not valid JSON", "body")
-        details = [{"field": _loc(tuple(e.get("loc", ()))), "message": e.get("msg", "")} for e in errors[:20]]
-        response = _error(422, "invalid", f"{field}: {first.get('msg')}", field or None)
+        details = [{"field": _loc(tuple(e.get("loc", ()))), "message": _plain(e.get("msg", ""))} for e in errors[:20]]
+        response = _error(422, "invalid", f"{field}: {_plain(str(first.get('msg')))}", field or None)
         body = json.loads(bytes(response.body))
         body["error"]["details"] = details
         return JSONResponse(body, status_code=422)
@@ -294,7 +305,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
 
     @app.exception_handler(MessageError)
     async def _message_error(_: Request, exc: MessageError) -> JSONResponse:
-        return _error(422, "invalid", str(exc), exc.field)
+        return _error(422, "invalid", _plain(str(exc)), exc.field)
 
     @app.exception_handler(CampaignNotFound)
     async def _no_campaign(_: Request, exc: CampaignNotFound) -> JSONResponse:
@@ -382,7 +393,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         except ValidationError as exc:
             first = exc.errors()[0]
             field = _loc(tuple(first["loc"]))
-            raise ApiError(422, "invalid", f"{field}: {first['msg']}", field) from None
+            raise ApiError(422, "invalid", f"{field}: {_plain(first['msg'])}", field) from None
         return accounts.put(account_id, spec).public()
 
     @app.get("/v1/accounts", dependencies=auth, tags=["accounts"])
@@ -545,7 +556,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         except ValidationError as exc:
             first = exc.errors()[0]
             field = "spec." + _loc(tuple(first["loc"]))
-            raise ApiError(422, "invalid", f"{field}: {first['msg']}", field) from None
+            raise ApiError(422, "invalid", f"{field}: {_plain(first['msg'])}", field) from None
         name = (recipients.filename or "").lower()
         lines = codecs.iterdecode(_iter_lines(recipients), "utf-8-sig")
         rows = recipients_from_jsonl(lines) if name.endswith((".jsonl", ".ndjson")) else recipients_from_csv(lines)

@@ -12,6 +12,7 @@ import contextlib
 import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfoNotFoundError
 
 import redis
 from fastapi import FastAPI, params
@@ -76,7 +77,10 @@ def with_next_firings(schedule: dict[str, Any], count: int = 3, now: float | Non
 
 def sent_today(client: redis.Redis, prefix: str, account: Account, now: float | None = None) -> int:
     """Sends counted today (the account's local day) against its daily cap."""
-    day = local_day(now or time.time(), account.spec.limits.timezone)
+    try:
+        day = local_day(now or time.time(), account.spec.limits.timezone)
+    except (ZoneInfoNotFoundError, ValueError):  # a timezone the pacer cannot read either: say nothing sent
+        return 0
     raw = client.get(Keys(prefix).pace_day(account.id, day))
     return int(raw) if raw else 0
 
