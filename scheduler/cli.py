@@ -87,7 +87,9 @@ campaign_app = typer.Typer(
 )
 dead_letters = typer.Typer(help="Dead letters: list, inspect, replay, delete.", no_args_is_help=True)
 accounts_app = typer.Typer(help="Sending accounts: list, show, create/update, pause, resume.", no_args_is_help=True)
-schedules_app = typer.Typer(help="Recurring pushes (cron): list, show, create, delete.", no_args_is_help=True)
+schedules_app = typer.Typer(
+    help="Recurring pushes (cron): list, show, create, pause, resume, delete.", no_args_is_help=True
+)
 app.add_typer(message_app, name="message")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(dead_letters, name="dead-letters")
@@ -1080,7 +1082,7 @@ def schedules_list(as_json: AsJson = False, url: Url = None, token: Token = None
     rows = [
         [
             s["id"], s.get("name") or "", s.get("cron", ""), s.get("timezone", ""), _schedule_kind(s),
-            _when(s.get("next_at"), s.get("timezone")),
+            "paused" if s.get("paused") else _when(s.get("next_at"), s.get("timezone")),
         ]
         for s in items
     ]  # fmt: skip
@@ -1147,6 +1149,22 @@ def schedules_create(
     else:
         next_at = _when(s.get("next_at"), s.get("timezone"))
         _say(f"schedule {s['id']}: {s.get('cron')} ({s.get('timezone')}), next at {next_at}")
+
+
+@schedules_app.command("pause")
+def schedules_pause(schedule_id: str, url: Url = None, token: Token = None) -> None:
+    """Stop a schedule firing, keeping it (resume picks up at the next cron time)."""
+    with _api(url, token) as api:
+        api.steer_schedule(schedule_id, "pause")
+    _say(f"schedule {schedule_id} paused")
+
+
+@schedules_app.command("resume")
+def schedules_resume(schedule_id: str, url: Url = None, token: Token = None) -> None:
+    """Fire a paused schedule again from its next cron time (missed times are skipped)."""
+    with _api(url, token) as api:
+        s = api.steer_schedule(schedule_id, "resume")
+    _say(f"schedule {schedule_id} resumed, next at {_when(s.get('next_at'), s.get('timezone'))}")
 
 
 @schedules_app.command("delete")

@@ -256,6 +256,15 @@ def test_schedules_create_list_next_firings_and_delete(stack: ApiStack, browser:
     by_css(browser, "#schedule-form button[type='submit']").click()
     until(lambda: "cron" in by_css(browser, "#notice").text, "the cron error with its field")
 
+    by_css(browser, f"{row} button[data-op='pause']").click()
+    until(lambda: "已暂停" in by_css(browser, f"{row} .status").text, "the paused schedule")
+    paused = stack.http.get(f"/v1/schedules/{schedule['id']}").json()
+    assert paused["paused"] is True and paused["next_at"] is None
+    assert stack.redis.zscore(f"{stack.prefix}:schedules", schedule["id"]) == float("inf"), "never due"
+    by_css(browser, f"{row} button[data-op='resume']").click()
+    until(lambda: "正常" in by_css(browser, f"{row} .status").text, "the resumed schedule")
+    assert stack.http.get(f"/v1/schedules/{schedule['id']}").json()["next_at"] == schedule["next_at"]
+
     by_css(browser, f"{row} button[data-action='delete-schedule']").click()
     browser.switch_to.alert.accept()
     until(lambda: "没有定时任务" in by_css(browser, "#list").text, "the deletion")

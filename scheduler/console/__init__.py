@@ -66,6 +66,8 @@ def with_next_firings(schedule: dict[str, Any], count: int = 3, now: float | Non
     from scheduler.schedules import next_fire
 
     firings: list[float] = []
+    if schedule.get("paused"):
+        return {**schedule, "next_firings": firings}
     after = now or time.time()
     # croniter raises several types for a cron that stops firing: then fewer times are listed
     with contextlib.suppress(Exception):

@@ -226,6 +226,7 @@ function route() {
   const render = pages[page] || campaignsPage;
   $$("#nav a").forEach((a) => a.classList.toggle("on", a.dataset.page === (page === "campaign" ? "campaigns" : page)));
   clearInterval(pollTimer);
+  if ($("#notice").className !== "ok") $("#notice").hidden = true; // an error belongs to the page it came from
   current = render(decodeURIComponent(arg || ""));
   current.name = page;
   run(() => current.refresh());
@@ -760,13 +761,23 @@ function schedulesPage() {
         <td data-label="${t("next_firings")}" class="muted">${(s.next_firings || []).map((x) => esc(fmtTime(x))).join("<br>")}</td>
         <td data-label="${t("fires")}" class="num">${s.fires}</td>
         <td data-label="${t("last_result")}" class="wrap mono">${esc(s.last_error || s.last_result || "")}</td>
-        <td data-label="${t("actions")}" class="actions"><button class="danger" data-action="delete-schedule" data-id="${esc(s.id)}">${t("delete")}</button></td></tr>`).join("");
+        <td data-label="${t("status")}" class="status">${s.paused ? badge("paused") : badge("active", "acc_")}</td>
+        <td data-label="${t("actions")}" class="actions">${s.paused
+          ? `<button data-action="schedule" data-op="resume" data-id="${esc(s.id)}">${t("resume")}</button>`
+          : `<button data-action="schedule" data-op="pause" data-id="${esc(s.id)}">${t("pause")}</button>`}
+          <button class="danger" data-action="delete-schedule" data-id="${esc(s.id)}">${t("delete")}</button></td></tr>`).join("");
       $("#list").innerHTML = `<div class="tablewrap"><table class="cards"><thead><tr><th>${t("name")}</th><th>${t("kind")}</th>
         <th>${t("cron")}</th><th>${t("timezone")}</th><th>${t("next_firings")}</th><th class="num">${t("fires")}</th>
-        <th>${t("last_result")}</th><th>${t("actions")}</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+        <th>${t("last_result")}</th><th>${t("status")}</th><th>${t("actions")}</th></tr></thead><tbody>${rows}</tbody></table></div>`;
     },
   };
 }
+
+actions.schedule = async (el) => {
+  await api("POST", `/v1/schedules/${encodeURIComponent(el.dataset.id)}/${el.dataset.op}`);
+  notify(`${el.dataset.id}: ${t(el.dataset.op)} ✓`);
+  await current.refresh();
+};
 
 actions["delete-schedule"] = async (el) => {
   if (!confirm(t("confirm_delete_schedule"))) return;
