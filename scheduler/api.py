@@ -697,21 +697,20 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
             raise ApiError(404, "not_found", f"no schedule {schedule_id!r}", "id")
         return found
 
-    @app.post("/v1/schedules/{schedule_id}/pause", dependencies=auth, tags=["schedules"])
-    def pause_schedule(schedule_id: str) -> dict[str, Any]:
-        """Stop firing and keep the schedule (``paused: true``, no ``next_at``)."""
-        found = schedules.pause(schedule_id)
+    def _schedule_or_404(schedule_id: str, found: dict[str, Any] | None) -> dict[str, Any]:
         if found is None:
             raise ApiError(404, "not_found", f"no schedule {schedule_id!r}", "id")
         return found
 
+    @app.post("/v1/schedules/{schedule_id}/pause", dependencies=auth, tags=["schedules"])
+    def pause_schedule(schedule_id: str) -> dict[str, Any]:
+        """Stop firing and keep the schedule (``paused: true``, no ``next_at``)."""
+        return _schedule_or_404(schedule_id, schedules.pause(schedule_id))
+
     @app.post("/v1/schedules/{schedule_id}/resume", dependencies=auth, tags=["schedules"])
     def resume_schedule(schedule_id: str) -> dict[str, Any]:
         """Fire again from the next cron time after now; firings missed while paused are skipped."""
-        found = schedules.resume(schedule_id)
-        if found is None:
-            raise ApiError(404, "not_found", f"no schedule {schedule_id!r}", "id")
-        return found
+        return _schedule_or_404(schedule_id, schedules.resume(schedule_id))
 
     @app.delete("/v1/schedules/{schedule_id}", dependencies=auth, tags=["schedules"])
     def delete_schedule(schedule_id: str) -> dict[str, Any]:
