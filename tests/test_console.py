@@ -1,7 +1,7 @@
 """The operator console (``/console``) driven in a real headless Chromium against a real stack.
 
 One browser and one stack (``broadcast api`` + worker + scheduler on the vendor simulator) for the module.
-The tests run in file order and share the browser's session (the token is typed once, in the first test).
+The tests share the browser's session: the token is typed once (``open_page`` logs in when it must).
 Screenshots of each page land in ``test-output/console/`` for a person to look at.
 """
 
@@ -17,8 +17,9 @@ import pytest
 
 from simulator.server import SimulatorServer
 from tests.browser import browser_session, requested_urls, screenshot
-from tests.conftest import API_TOKEN, ApiStack
+from tests.conftest import API_TOKEN, DATA, ApiStack
 from tests.procs import wait_for
+from tests.test_xmlsafe import XXE
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -71,7 +72,12 @@ def until(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None
 
 
 def open_page(driver: Any, stack: ApiStack, hash_: str) -> None:
+    """Go to a page, logging in first when this browser session has no token yet."""
     driver.get(f"{stack.api_url}/console#{hash_}")
+    until(lambda: by_css(driver, "#view").is_displayed() or by_css(driver, "#login").is_displayed(), "the console")
+    if by_css(driver, "#login").is_displayed():
+        by_css(driver, "#token").send_keys(API_TOKEN)
+        by_css(driver, "#login-form button").click()
     until(lambda: by_css(driver, "#view").is_displayed(), f"the {hash_} page")
 
 
@@ -182,6 +188,28 @@ def test_campaign_from_csv_finishes_and_its_dead_letters_replay(stack: ApiStack,
     assert by_css(browser, "#stat-dead").text == "0"
 
 
+def test_pasted_xml_is_checked_live_showing_what_was_extracted(stack: ApiStack, browser: Any) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    open_page(browser, stack, "new")
+    Select(by_css(browser, "#c-kind")).select_by_value("appmsg")
+    pasted = (DATA / "seed000_callback_fragment.xml").read_text(encoding="utf-8")
+    browser.execute_script(
+        "const x = document.querySelector('#c-xml'); x.value = arguments[0];"
+        "x.dispatchEvent(new Event('input', {bubbles: true}))",
+        pasted,
+    )
+    until(lambda: by_css(browser, "#c-extracted").text.startswith("<appmsg"), "the extracted <appmsg>")
+    assert "校验通过" in by_css(browser, "#c-check").text
+    browser.execute_script(
+        "const x = document.querySelector('#c-xml'); x.value = arguments[0];"
+        "x.dispatchEvent(new Event('input', {bubbles: true}))",
+        XXE,
+    )
+    until(lambda: "message.xml" in by_css(browser, "#c-check").text, "the refusal naming the field")
+    assert not all_css(browser, "#c-extracted")
+
+
 def test_pause_and_resume_a_scheduled_campaign(stack: ApiStack, browser: Any) -> None:
     later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
     created = stack.http.post(
@@ -209,7 +237,8 @@ def test_accounts_pause_resume_and_limits_with_a_write_only_token(stack: ApiStac
     open_page(browser, stack, "accounts")
     row = "tr[data-account='shop']"
     until(lambda: "正常" in by_css(browser, f"{row} .status").text, "the accounts")
-    assert by_css(browser, f"{row} .today").text.startswith("10 /"), "today's sends against the cap"
+    today = stack.http.get("/v1/accounts/shop").json()["sent_today"]
+    assert by_css(browser, f"{row} .today").text == f"{today} / 不限", "today's sends against the cap"
     by_css(browser, f"{row} button[data-op='pause']").click()
     until(lambda: "已暂停" in by_css(browser, f"{row} .status").text, "paused")
     assert "paused by operator" in by_css(browser, f"{row} .reason").text
@@ -222,7 +251,7 @@ def test_accounts_pause_resume_and_limits_with_a_write_only_token(stack: ApiStac
     cap.send_keys("500")
     by_css(browser, "#acc-token").send_keys("a-new-secret-token")
     by_css(browser, "#account-form button[type='submit']").click()
-    until(lambda: "10 / 500" in by_css(browser, f"{row} .today").text, "the new cap")
+    until(lambda: by_css(browser, f"{row} .today").text == f"{today} / 500", "the new cap")
     assert by_css(browser, "#acc-token").get_attribute("value") == ""
     assert "a-new-secret-token" not in browser.page_source
     screenshot(browser, "console", "06-accounts")

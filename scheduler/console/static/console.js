@@ -99,9 +99,15 @@ function esc(value) {
   return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
-function fmtTime(epoch) {
+function fmtTime(epoch, timeZone) {
+  // this browser's timezone, or the given one (a schedule fires in its own), named when given
   if (!epoch) return "";
-  return new Date(epoch * 1000).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB", { hour12: false });
+  const options = { hour12: false, ...(timeZone ? { timeZone, timeZoneName: "short" } : {}) };
+  try {
+    return new Date(epoch * 1000).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB", options);
+  } catch {
+    return new Date(epoch * 1000).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB", { hour12: false });
+  }
 }
 
 function fmtDuration(seconds) {
@@ -758,7 +764,7 @@ function schedulesPage() {
         <td data-label="${t("name")}">${esc(s.name)}<div class="mono muted">${esc(s.id)}</div></td>
         <td data-label="${t("kind")}">${t("schedule_kind_" + s.kind)}</td>
         <td data-label="${t("cron")}" class="mono">${esc(s.cron)}</td><td data-label="${t("timezone")}">${esc(s.timezone)}</td>
-        <td data-label="${t("next_firings")}" class="muted">${(s.next_firings || []).map((x) => esc(fmtTime(x))).join("<br>")}</td>
+        <td data-label="${t("next_firings")}" class="muted">${(s.next_firings || []).map((x) => esc(fmtTime(x, s.timezone))).join("<br>")}</td>
         <td data-label="${t("fires")}" class="num">${s.fires}</td>
         <td data-label="${t("last_result")}" class="wrap mono">${esc(s.last_error || s.last_result || "")}</td>
         <td data-label="${t("status")}" class="status">${s.paused ? badge("paused") : badge("active", "acc_")}</td>
