@@ -210,6 +210,38 @@ def test_pasted_xml_is_checked_live_showing_what_was_extracted(stack: ApiStack, 
     assert not all_css(browser, "#c-extracted")
 
 
+def test_export_downloads_every_delivery_with_iso_times(stack: ApiStack, browser: Any, tmp_path: Path) -> None:
+    import csv
+    import json
+
+    created = stack.http.post(
+        "/v1/campaigns",
+        json={
+            "name": "导出",
+            "account": "shop",
+            "recipients": [{"to": f"wxid_export_{i}"} for i in range(3)],
+            "message": {"kind": "text", "text": "x"},
+        },
+    ).json()
+    wait_for(
+        lambda: stack.http.get(f"/v1/campaigns/{created['id']}").json()["finished"], timeout=60, what="the campaign"
+    )
+    browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)})
+    open_page(browser, stack, f"campaign/{created['id']}")
+    until(lambda: by_css(browser, "#stat-sent").text == "3", "the finished campaign")
+    for fmt in ("csv", "jsonl"):
+        by_css(browser, f"button[data-action='export'][data-format='{fmt}']").click()
+        target = tmp_path / f"{created['id']}-deliveries.{fmt}"
+        until(lambda target=target: target.exists() and target.stat().st_size > 0, f"the {fmt} download")
+    rows = list(csv.DictReader((tmp_path / f"{created['id']}-deliveries.csv").open(encoding="utf-8")))
+    assert sorted(r["to"] for r in rows) == [f"wxid_export_{i}" for i in range(3)]
+    assert all(
+        r["status"] == "sent" and r["sent_at_iso"].endswith("+08:00") and len(r["new_msg_id"]) >= 17 for r in rows
+    )
+    lines = (tmp_path / f"{created['id']}-deliveries.jsonl").read_text(encoding="utf-8").splitlines()
+    assert {json.loads(line)["result"]["new_msg_id"] for line in lines} == {r["new_msg_id"] for r in rows}
+
+
 def test_pause_and_resume_a_scheduled_campaign(stack: ApiStack, browser: Any) -> None:
     later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
     created = stack.http.post(
