@@ -352,3 +352,13 @@ def test_english_switch_and_phone_layout(stack: ApiStack, browser: Any) -> None:
         browser.set_window_size(1280, 900)
         by_css(browser, "#lang").click()
         until(lambda: "群发活动" in by_css(browser, "#view h1").text, "back to Chinese")
+
+
+def test_logout_forgets_the_token(stack: ApiStack, browser: Any) -> None:
+    open_page(browser, stack, "accounts")
+    by_css(browser, "#logout").click()
+    until(lambda: by_css(browser, "#login").is_displayed(), "the login form")
+    assert browser.execute_script("return sessionStorage.getItem('broadcast.token')") is None
+    assert not by_css(browser, "#view").is_displayed() and not by_css(browser, "#nav").is_displayed()
+    time.sleep(2.5)  # a poll period: nothing polls without a token, so no refusal shows up
+    assert not by_css(browser, "#notice").is_displayed() or "Token" not in by_css(browser, "#notice").text

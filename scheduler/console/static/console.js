@@ -188,6 +188,7 @@ function applyLang() {
 }
 
 function showLogin(message) {
+  clearInterval(pollTimer); // no polling without a token: it would only collect 401s
   sessionStorage.removeItem(TOKEN_KEY);
   $("#login").hidden = false;
   $("#view").hidden = true;
