@@ -54,6 +54,19 @@ def all_css(driver: Any, css: str) -> list[Any]:
     return list(driver.find_elements(By.CSS_SELECTOR, css))
 
 
+def click(driver: Any, css: str) -> None:
+    """Click what ``css`` finds; if a poll redrew it between finding and clicking, find it again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(20):
+        try:
+            by_css(driver, css).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    by_css(driver, css).click()
+
+
 def text_of(driver: Any, css: str) -> str:
     found = all_css(driver, css)
     return " ".join(e.text for e in found)
@@ -77,7 +90,7 @@ def open_page(driver: Any, stack: ApiStack, hash_: str) -> None:
     until(lambda: by_css(driver, "#view").is_displayed() or by_css(driver, "#login").is_displayed(), "the console")
     if by_css(driver, "#login").is_displayed():
         by_css(driver, "#token").send_keys(API_TOKEN)
-        by_css(driver, "#login-form button").click()
+        click(driver, "#login-form button")
     until(lambda: by_css(driver, "#view").is_displayed(), f"the {hash_} page")
 
 
@@ -89,12 +102,12 @@ def test_login_refuses_a_wrong_token_then_keeps_the_right_one_out_of_urls(stack:
     screenshot(browser, "console", "01-login")
 
     by_css(browser, "#token").send_keys("not-the-token")
-    by_css(browser, "#login-form button").click()
+    click(browser, "#login-form button")
     until(lambda: "Token 无效" in by_css(browser, "#notice").text, "the refusal")
     assert by_css(browser, "#login").is_displayed()
 
     by_css(browser, "#token").send_keys(API_TOKEN)
-    by_css(browser, "#login-form button").click()
+    click(browser, "#login-form button")
     until(lambda: by_css(browser, "#nav").is_displayed(), "the console after login")
     assert browser.execute_script("return sessionStorage.getItem('broadcast.token')") == API_TOKEN
     assert browser.execute_script("return localStorage.length") == 0 or "token" not in str(
@@ -118,7 +131,7 @@ def test_campaign_from_csv_finishes_and_its_dead_letters_replay(stack: ApiStack,
     open_page(browser, stack, "new")
     until(lambda: len(all_css(browser, "#c-accounts input")) == 2, "the account choices")
     by_css(browser, "#c-name").send_keys("双十一 console")
-    by_css(browser, "#c-accounts input[value='shop']").click()
+    click(browser, "#c-accounts input[value='shop']")
     by_css(browser, "#c-text").send_keys("{name} 你好，双十一快乐")
     by_css(browser, "#c-file").send_keys(str(csv_file))
     until(lambda: "10" in by_css(browser, "#c-preview p").text, "the CSV preview")
@@ -128,7 +141,7 @@ def test_campaign_from_csv_finishes_and_its_dead_letters_replay(stack: ApiStack,
     until(lambda: by_css(browser, "#c-rendered").text == "张三 你好，双十一快乐", "the rendered message")
     screenshot(browser, "console", "02-new-campaign")
 
-    by_css(browser, "#c-submit").click()
+    click(browser, "#c-submit")
     until(lambda: "#campaign/" in browser.current_url, "the campaign page")
     campaign_id = browser.current_url.split("#campaign/")[1]
     until(lambda: by_css(browser, "#stat-remaining").text == "0", "the campaign to finish", timeout=60)
@@ -162,23 +175,23 @@ def test_campaign_from_csv_finishes_and_its_dead_letters_replay(stack: ApiStack,
     assert "unknown_outcome" in text_of(browser, "#list")
     screenshot(browser, "console", "05-dead-letters")
     dead = {d["to"]: d["id"] for d in stack.http.get("/v1/dead-letters").json()["dead_letters"]}
-    by_css(browser, f"tr[data-dead='{dead['wxid_console_blocked']}'] button[data-action='inspect']").click()
+    click(browser, f"tr[data-dead='{dead['wxid_console_blocked']}'] button[data-action='inspect']")
     until(
         lambda: "not_friend" in by_css(browser, "#dead-detail").text or "好友" in by_css(browser, "#dead-detail").text,
         "history",
     )
-    by_css(browser, f"button[data-action='replay'][data-id='{dead['wxid_console_blocked']}']").click()
+    click(browser, f"button[data-action='replay'][data-id='{dead['wxid_console_blocked']}']")
     until(lambda: "已重新排队" in by_css(browser, "#notice").text, "the replay notice")
 
     slow = dead["wxid_console_slow"]
-    by_css(browser, f"button[data-action='replay'][data-id='{slow}']").click()
+    click(browser, f"button[data-action='replay'][data-id='{slow}']")
     until(lambda: browser.switch_to.alert is not None, "the --force confirmation")
     alert = browser.switch_to.alert
     assert "未知" in alert.text
     alert.dismiss()  # declining sends nothing
     time.sleep(0.5)
     assert stack.http.get(f"/v1/messages/{slow}").json()["status"] == "dead"
-    by_css(browser, f"button[data-action='replay'][data-id='{slow}']").click()
+    click(browser, f"button[data-action='replay'][data-id='{slow}']")
     until(lambda: browser.switch_to.alert is not None, "the --force confirmation")
     browser.switch_to.alert.accept()
     until(lambda: "已重新排队" in by_css(browser, "#notice").text, "the forced replay")
@@ -230,7 +243,7 @@ def test_export_downloads_every_delivery_with_iso_times(stack: ApiStack, browser
     open_page(browser, stack, f"campaign/{created['id']}")
     until(lambda: by_css(browser, "#stat-sent").text == "3", "the finished campaign")
     for fmt in ("csv", "jsonl"):
-        by_css(browser, f"button[data-action='export'][data-format='{fmt}']").click()
+        click(browser, f"button[data-action='export'][data-format='{fmt}']")
         target = tmp_path / f"{created['id']}-deliveries.{fmt}"
         until(lambda target=target: target.exists() and target.stat().st_size > 0, f"the {fmt} download")
     rows = list(csv.DictReader((tmp_path / f"{created['id']}-deliveries.csv").open(encoding="utf-8")))
@@ -257,10 +270,10 @@ def test_pause_and_resume_a_scheduled_campaign(stack: ApiStack, browser: Any) ->
     open_page(browser, stack, "campaigns")
     row = f"tr[data-campaign='{created['id']}']"
     until(lambda: "已预约" in by_css(browser, f"{row} .status").text, "the scheduled campaign")
-    by_css(browser, f"{row} button[data-op='pause']").click()
+    click(browser, f"{row} button[data-op='pause']")
     until(lambda: "已暂停" in by_css(browser, f"{row} .status").text, "paused")
     assert stack.http.get(f"/v1/campaigns/{created['id']}").json()["status"] == "paused"
-    by_css(browser, f"{row} button[data-op='resume']").click()
+    click(browser, f"{row} button[data-op='resume']")
     until(lambda: "已预约" in by_css(browser, f"{row} .status").text, "resumed")
     assert stack.http.get(f"/v1/campaigns/{created['id']}").json()["status"] == "scheduled"
 
@@ -271,18 +284,18 @@ def test_accounts_pause_resume_and_limits_with_a_write_only_token(stack: ApiStac
     until(lambda: "正常" in by_css(browser, f"{row} .status").text, "the accounts")
     today = stack.http.get("/v1/accounts/shop").json()["sent_today"]
     assert by_css(browser, f"{row} .today").text == f"{today} / 不限", "today's sends against the cap"
-    by_css(browser, f"{row} button[data-op='pause']").click()
+    click(browser, f"{row} button[data-op='pause']")
     until(lambda: "已暂停" in by_css(browser, f"{row} .status").text, "paused")
     assert "paused by operator" in by_css(browser, f"{row} .reason").text
-    by_css(browser, f"{row} button[data-op='resume']").click()  # with the vendor's online check
+    click(browser, f"{row} button[data-op='resume']")  # with the vendor's online check
     until(lambda: "正常" in by_css(browser, f"{row} .status").text, "resumed")
 
-    by_css(browser, f"{row} button[data-action='edit-account']").click()
+    click(browser, f"{row} button[data-action='edit-account']")
     cap = by_css(browser, "#acc-daily_cap")
     cap.clear()
     cap.send_keys("500")
     by_css(browser, "#acc-token").send_keys("a-new-secret-token")
-    by_css(browser, "#account-form button[type='submit']").click()
+    click(browser, "#account-form button[type='submit']")
     until(lambda: by_css(browser, f"{row} .today").text == f"{today} / 500", "the new cap")
     assert by_css(browser, "#acc-token").get_attribute("value") == ""
     assert "a-new-secret-token" not in browser.page_source
@@ -292,7 +305,7 @@ def test_accounts_pause_resume_and_limits_with_a_write_only_token(stack: ApiStac
     cap.clear()
     cap.send_keys("-5")
     browser.execute_script("document.querySelector('#acc-per_minute').removeAttribute('min')")
-    by_css(browser, "#account-form button[type='submit']").click()
+    click(browser, "#account-form button[type='submit']")
     until(lambda: "limits.per_minute" in by_css(browser, "#notice").text, "the field in the error")
     assert stack.http.get("/v1/accounts/shop").json()["limits"]["per_minute"] == 0
 
@@ -304,7 +317,7 @@ def test_schedules_create_list_next_firings_and_delete(stack: ApiStack, browser:
     by_css(browser, "#s-account").send_keys("shop")
     by_css(browser, "#s-to").send_keys("123@chatroom")
     by_css(browser, "#s-text").send_keys("早上好")
-    by_css(browser, "#schedule-form button[type='submit']").click()
+    click(browser, "#schedule-form button[type='submit']")
     until(lambda: "工作日早报" in by_css(browser, "#list").text, "the new schedule")
     [schedule] = stack.http.get("/v1/schedules").json()["schedules"]
     assert len(schedule["next_firings"]) == 3
@@ -314,19 +327,19 @@ def test_schedules_create_list_next_firings_and_delete(stack: ApiStack, browser:
 
     by_css(browser, "#s-cron").clear()
     by_css(browser, "#s-cron").send_keys("not a cron")
-    by_css(browser, "#schedule-form button[type='submit']").click()
+    click(browser, "#schedule-form button[type='submit']")
     until(lambda: "cron" in by_css(browser, "#notice").text, "the cron error with its field")
 
-    by_css(browser, f"{row} button[data-op='pause']").click()
+    click(browser, f"{row} button[data-op='pause']")
     until(lambda: "已暂停" in by_css(browser, f"{row} .status").text, "the paused schedule")
     paused = stack.http.get(f"/v1/schedules/{schedule['id']}").json()
     assert paused["paused"] is True and paused["next_at"] is None
     assert stack.redis.zscore(f"{stack.prefix}:schedules", schedule["id"]) == float("inf"), "never due"
-    by_css(browser, f"{row} button[data-op='resume']").click()
+    click(browser, f"{row} button[data-op='resume']")
     until(lambda: "正常" in by_css(browser, f"{row} .status").text, "the resumed schedule")
     assert stack.http.get(f"/v1/schedules/{schedule['id']}").json()["next_at"] == schedule["next_at"]
 
-    by_css(browser, f"{row} button[data-action='delete-schedule']").click()
+    click(browser, f"{row} button[data-action='delete-schedule']")
     browser.switch_to.alert.accept()
     until(lambda: "没有定时任务" in by_css(browser, "#list").text, "the deletion")
 
@@ -334,7 +347,7 @@ def test_schedules_create_list_next_firings_and_delete(stack: ApiStack, browser:
 def test_english_switch_and_phone_layout(stack: ApiStack, browser: Any) -> None:
     open_page(browser, stack, "campaigns")
     until(lambda: "群发活动" in by_css(browser, "#view h1").text, "Chinese by default")
-    by_css(browser, "#lang").click()
+    click(browser, "#lang")
     until(lambda: by_css(browser, "#view h1").text == "Campaigns", "English")
     assert "Dead letters" in by_css(browser, "#nav").text and "Finished" not in by_css(browser, "#nav").text
     until(lambda: "finished" in text_of(browser, "#list .status"), "English statuses")
@@ -350,13 +363,13 @@ def test_english_switch_and_phone_layout(stack: ApiStack, browser: Any) -> None:
         screenshot(browser, "console", "09-campaigns-phone")
     finally:
         browser.set_window_size(1280, 900)
-        by_css(browser, "#lang").click()
+        click(browser, "#lang")
         until(lambda: "群发活动" in by_css(browser, "#view h1").text, "back to Chinese")
 
 
 def test_logout_forgets_the_token(stack: ApiStack, browser: Any) -> None:
     open_page(browser, stack, "accounts")
-    by_css(browser, "#logout").click()
+    click(browser, "#logout")
     until(lambda: by_css(browser, "#login").is_displayed(), "the login form")
     assert browser.execute_script("return sessionStorage.getItem('broadcast.token')") is None
     assert not by_css(browser, "#view").is_displayed() and not by_css(browser, "#nav").is_displayed()

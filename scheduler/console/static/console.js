@@ -99,6 +99,18 @@ function esc(value) {
   return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
+const rendered = new WeakMap(); // element -> the HTML last put in it
+
+// `el.html = …` replaces an element's content only when it changed: a poll that finds nothing new leaves the
+// page (and the button under the pointer) alone
+Object.defineProperty(HTMLElement.prototype, "html", {
+  set(html) {
+    if (rendered.get(this) === html) return;
+    rendered.set(this, html);
+    this.innerHTML = html;
+  },
+});
+
 function fmtTime(epoch, timeZone) {
   // this browser's timezone, or the given one (a schedule fires in its own), named when given
   if (!epoch) return "";
@@ -313,7 +325,7 @@ function campaignsPage() {
     async refresh() {
       const { campaigns } = await api("GET", "/v1/campaigns?limit=100");
       if (!campaigns.length) {
-        $("#list").innerHTML = `<p class="muted">${t("no_campaigns")}</p>`;
+        $("#list").html = `<p class="muted">${t("no_campaigns")}</p>`;
         return;
       }
       const rows = campaigns.map((c) => {
@@ -330,7 +342,7 @@ function campaignsPage() {
           <td data-label="${t("created")}">${esc(fmtTime(c.created))}</td>
           <td data-label="${t("actions")}" class="actions">${steerButtons(c)}</td></tr>`;
       }).join("");
-      $("#list").innerHTML = `<div class="tablewrap"><table class="cards"><thead><tr>
+      $("#list").html = `<div class="tablewrap"><table class="cards"><thead><tr>
         <th>${t("name")}</th><th>${t("status")}</th><th>${t("progress")}</th><th class="num">${t("sent")}</th>
         <th class="num">${t("dead")}</th><th class="num">${t("remaining")}</th><th class="num">${t("rate")}</th>
         <th class="num">${t("eta")}</th><th>${t("created")}</th><th>${t("actions")}</th></tr></thead><tbody>${rows}</tbody></table></div>`;
@@ -367,7 +379,7 @@ function campaignPage(id) {
     async refresh() {
       const c = await api("GET", path);
       const p = progressOf(c);
-      $("#head").innerHTML = `<div class="row"><h1>${esc(c.name)}</h1>${badge(c.status)}<span class="spacer"></span>${steerButtons(c)}</div>
+      $("#head").html = `<div class="row"><h1>${esc(c.name)}</h1>${badge(c.status)}<span class="spacer"></span>${steerButtons(c)}</div>
         <div class="mono muted">${esc(c.id)} · ${esc(c.accounts.join(", "))} · ${t("priority")}: ${t(c.priority)}${c.send_at ? " · " + t("send_at") + ": " + esc(fmtTime(c.send_at)) : ""}</div>
         <div class="card stats">
           <div class="stat"><b id="stat-total">${c.total}</b><span>${t("total")}</span></div>
@@ -392,7 +404,7 @@ function campaignPage(id) {
         <td data-label="${t("sent_at")}">${esc(fmtTime(d.sent_at))}</td>
         <td data-label="${t("error")}" class="wrap">${esc(d.reason ? `${d.reason}: ${d.error || ""}` : d.error || "")}</td></tr>`).join("");
       $("#deliveries").className = "tablewrap";
-      $("#deliveries").innerHTML = `<table class="cards"><thead><tr><th>${t("id")}</th><th>${t("to")}</th><th>${t("account")}</th>
+      $("#deliveries").html = `<table class="cards"><thead><tr><th>${t("id")}</th><th>${t("to")}</th><th>${t("account")}</th>
         <th>${t("status")}</th><th class="num">${t("attempts")}</th><th>${t("new_msg_id")}</th><th>${t("msg_id")}</th>
         <th>${t("sent_at")}</th><th>${t("error")}</th></tr></thead><tbody>${rows}</tbody></table>`;
     },
@@ -607,7 +619,7 @@ function accountsPage() {
       const { accounts } = await api("GET", "/v1/accounts");
       current.accounts = accounts;
       if (!accounts.length) {
-        $("#list").innerHTML = `<p class="muted">${t("no_accounts")}</p>`;
+        $("#list").html = `<p class="muted">${t("no_accounts")}</p>`;
         return;
       }
       const rows = accounts.map((a) => `<tr data-account="${esc(a.id)}">
@@ -622,7 +634,7 @@ function accountsPage() {
           ${a.status === "active" ? `<button data-action="account" data-op="pause" data-id="${esc(a.id)}">${t("pause")}</button>`
             : `<button data-action="account" data-op="resume" data-id="${esc(a.id)}">${t("resume")}</button>`}
           <button data-action="edit-account" data-id="${esc(a.id)}">${t("edit")}</button></td></tr>`).join("");
-      $("#list").innerHTML = `<div class="tablewrap"><table class="cards"><thead><tr><th>${t("id")}</th><th>${t("vendor")}</th>
+      $("#list").html = `<div class="tablewrap"><table class="cards"><thead><tr><th>${t("id")}</th><th>${t("vendor")}</th>
         <th>${t("status")}</th><th>${t("reason")}</th><th class="num">${t("per_minute")}</th><th class="num">${t("today")} / ${t("daily_cap")}</th>
         <th>${t("token_set")}</th><th>${t("actions")}</th></tr></thead><tbody>${rows}</tbody></table></div>`;
     },
@@ -678,7 +690,7 @@ function deadPage() {
       for (const f of ["account", "campaign", "reason"]) if ($(`#f-${f}`).value.trim()) query.set(f, $(`#f-${f}`).value.trim());
       const { dead_letters: items, total } = await api("GET", `/v1/dead-letters?${query}`);
       if (!items.length) {
-        $("#list").innerHTML = `<p class="muted">${t("no_dead")} (${total})</p>`;
+        $("#list").html = `<p class="muted">${t("no_dead")} (${total})</p>`;
         return;
       }
       const rows = items.map((d) => `<tr data-dead="${esc(d.id)}">
@@ -691,7 +703,7 @@ function deadPage() {
         <td data-label="${t("dead_at")}">${esc(fmtTime(d.dead_at))}</td>
         <td data-label="${t("actions")}" class="actions"><button data-action="replay" data-id="${esc(d.id)}" data-reason="${esc(d.reason)}">${t("replay")}</button>
           <button class="danger" data-action="delete-dead" data-id="${esc(d.id)}">${t("delete")}</button></td></tr>`).join("");
-      $("#list").innerHTML = `<p class="muted">${items.length} / ${total}</p><div class="tablewrap"><table class="cards"><thead><tr>
+      $("#list").html = `<p class="muted">${items.length} / ${total}</p><div class="tablewrap"><table class="cards"><thead><tr>
         <th>${t("id")}</th><th>${t("account")}</th><th>${t("to")}</th><th>${t("campaign")}</th><th>${t("reason")}</th>
         <th>${t("error")}</th><th class="num">${t("attempts")}</th><th>${t("dead_at")}</th><th>${t("actions")}</th></tr></thead><tbody>${rows}</tbody></table></div>`;
     },
@@ -758,7 +770,7 @@ function schedulesPage() {
     async refresh() {
       const { schedules } = await api("GET", "/v1/schedules");
       if (!schedules.length) {
-        $("#list").innerHTML = `<p class="muted">${t("no_schedules")}</p>`;
+        $("#list").html = `<p class="muted">${t("no_schedules")}</p>`;
         return;
       }
       const rows = schedules.map((s) => `<tr data-schedule="${esc(s.id)}">
@@ -773,7 +785,7 @@ function schedulesPage() {
           ? `<button data-action="schedule" data-op="resume" data-id="${esc(s.id)}">${t("resume")}</button>`
           : `<button data-action="schedule" data-op="pause" data-id="${esc(s.id)}">${t("pause")}</button>`}
           <button class="danger" data-action="delete-schedule" data-id="${esc(s.id)}">${t("delete")}</button></td></tr>`).join("");
-      $("#list").innerHTML = `<div class="tablewrap"><table class="cards"><thead><tr><th>${t("name")}</th><th>${t("kind")}</th>
+      $("#list").html = `<div class="tablewrap"><table class="cards"><thead><tr><th>${t("name")}</th><th>${t("kind")}</th>
         <th>${t("cron")}</th><th>${t("timezone")}</th><th>${t("next_firings")}</th><th class="num">${t("fires")}</th>
         <th>${t("last_result")}</th><th>${t("status")}</th><th>${t("actions")}</th></tr></thead><tbody>${rows}</tbody></table></div>`;
     },
