@@ -21,6 +21,7 @@ from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, UploadFi
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -34,6 +35,8 @@ from scheduler.campaigns import (
     recipients_from_csv,
     recipients_from_jsonl,
 )
+from scheduler.console import mount_console, sent_today, with_next_firings
+from scheduler.exports import export_deliveries
 from scheduler.producer import IdempotencyConflict, Producer
 from scheduler.schedules import Schedules, ScheduleSpec
 from scheduler.uploads import BodyNotJson, CampaignBody, UploadSlots
@@ -263,6 +266,17 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
+#: Prefixes pydantic puts before the text of an error raised in a validator: not for our users' eyes.
+_LIBRARY_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def _plain(message: str) -> str:
+    """An error message without a library's prefix (``Value error, …``), also inside ``field: …`` lists."""
+    for prefix in _LIBRARY_PREFIXES:
+        message = message.removeprefix(prefix).replace(f": {prefix}", ": ")
+    return message
+
+
 def create_app(settings: Settings | None = None, client: redis.Redis | None = None) -> FastAPI:
     """Build the API. Raises ConfigError when no API token is configured outside ``dev``."""
     settings = settings or get_settings()
@@ -279,7 +293,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     if settings.accounts_file:
         accounts.load_file(settings.accounts_file)
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, not from a CDN.
+    app = FastAPIOffline(
         title="wechat-broadcast",
         version="1",
         description="Producer API: accounts, messages, campaigns, dead letters. Ids are strings (64-bit exact).",
@@ -300,8 +315,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         field = _loc(tuple(first.get("loc", ())))
         if first.get("type") == "json_invalid":
             return _error(400, "invalid_json", "body is not valid JSON", "body")
-        details = [{"field": _loc(tuple(e.get("loc", ()))), "message": e.get("msg", "")} for e in errors[:20]]
-        response = _error(422, "invalid", f"{field}: {first.get('msg')}", field or None)
+        details = [{"field": _loc(tuple(e.get("loc", ()))), "message": _plain(e.get("msg", ""))} for e in errors[:20]]
+        response = _error(422, "invalid", f"{field}: {_plain(str(first.get('msg')))}", field or None)
         body = json.loads(bytes(response.body))
         body["error"]["details"] = details
         return JSONResponse(body, status_code=422)
@@ -317,7 +332,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
 
     @app.exception_handler(MessageError)
     async def _message_error(_: Request, exc: MessageError) -> JSONResponse:
-        return _error(422, "invalid", str(exc), exc.field)
+        return _error(422, "invalid", _plain(str(exc)), exc.field)
 
     @app.exception_handler(CampaignNotFound)
     async def _no_campaign(_: Request, exc: CampaignNotFound) -> JSONResponse:
@@ -378,11 +393,15 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
 
     # --- accounts -----------------------------------------------------------------------------------------
 
+    def _public(account: Any) -> dict[str, Any]:
+        """An account as answered: never its token; ``sent_today`` to set against ``limits.daily_cap``."""
+        return {**account.public(), "sent_today": sent_today(client, settings.key_prefix, account)}
+
     def _account_or_404(account_id: AccountId) -> dict[str, Any]:
         account = accounts.get(account_id)
         if account is None:
             raise ApiError(404, "not_found", f"no account {account_id!r}", "account_id")
-        return account.public()
+        return _public(account)
 
     @app.put("/v1/accounts/{account_id}", dependencies=auth, tags=["accounts"])
     def put_account(account_id: AccountId, spec: AccountSpec) -> dict[str, Any]:
@@ -415,7 +434,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         except ValidationError as exc:
             first = exc.errors()[0]
             field = _loc(tuple(first["loc"]))
-            raise ApiError(422, "invalid", f"{field}: {first['msg']}", field) from None
+            raise ApiError(422, "invalid", f"{field}: {_plain(first['msg'])}", field) from None
         try:
             return accounts.put(account_id, spec).public()
         except TokenRequiredError as exc:
@@ -423,7 +442,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
 
     @app.get("/v1/accounts", dependencies=auth, tags=["accounts"])
     def list_accounts() -> dict[str, Any]:
-        return {"accounts": [a.public() for a in accounts.all()]}
+        return {"accounts": [_public(a) for a in accounts.all()]}
 
     @app.get("/v1/accounts/{account_id}", dependencies=auth, tags=["accounts"])
     def get_account(account_id: AccountId) -> dict[str, Any]:
@@ -609,7 +628,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         except ValidationError as exc:
             first = exc.errors()[0]
             field = "spec." + _loc(tuple(first["loc"]))
-            raise ApiError(422, "invalid", f"{field}: {first['msg']}", field) from None
+            raise ApiError(422, "invalid", f"{field}: {_plain(first['msg'])}", field) from None
         name = (recipients.filename or "").lower()
         parse = recipients_from_jsonl if name.endswith((".jsonl", ".ndjson")) else recipients_from_csv
         rows = Replayable(lambda: parse(codecs.iterdecode(_iter_lines(recipients), "utf-8-sig")))
@@ -651,13 +670,19 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         if format != "json":
             campaigns.get(campaign_id)
             media = "text/csv" if format == "csv" else "application/x-ndjson"
-            stream: Iterator[str] = campaigns.export(campaign_id, status=status, fmt=format)
+            stream: Iterator[str] = export_deliveries(
+                campaigns, campaign_id, status=status, fmt=format, timezone_of=_account_timezone
+            )
             filename = f"{campaign_id}-deliveries.{format}"
             return StreamingResponse(
                 stream, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
             )
         items, next_cursor = campaigns.deliveries(campaign_id, status=status, cursor=cursor, limit=limit)
         return {"deliveries": items, "next_cursor": next_cursor}
+
+    def _account_timezone(account_id: str) -> str:
+        account = accounts.get(account_id)
+        return account.spec.limits.timezone if account else "UTC"
 
     def _steer(campaign_id: str, action: str) -> dict[str, Any]:
         return campaigns.set_status(campaign_id, action)
@@ -735,7 +760,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
 
     @app.get("/v1/schedules", dependencies=auth, tags=["schedules"])
     def list_schedules() -> dict[str, Any]:
-        return {"schedules": schedules.all()}
+        """Every schedule with its next three firings (``next_firings``, epoch seconds)."""
+        return {"schedules": [with_next_firings(s) for s in schedules.all()]}
 
     @app.get("/v1/schedules/{schedule_id}", dependencies=auth, tags=["schedules"])
     def get_schedule(schedule_id: ObjectId) -> dict[str, Any]:
@@ -743,6 +769,21 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         if found is None:
             raise ApiError(404, "not_found", f"no schedule {schedule_id!r}", "id")
         return found
+
+    def _schedule_or_404(schedule_id: str, found: dict[str, Any] | None) -> dict[str, Any]:
+        if found is None:
+            raise ApiError(404, "not_found", f"no schedule {schedule_id!r}", "id")
+        return found
+
+    @app.post("/v1/schedules/{schedule_id}/pause", dependencies=auth, tags=["schedules"])
+    def pause_schedule(schedule_id: str) -> dict[str, Any]:
+        """Stop firing and keep the schedule (``paused: true``, no ``next_at``)."""
+        return _schedule_or_404(schedule_id, schedules.pause(schedule_id))
+
+    @app.post("/v1/schedules/{schedule_id}/resume", dependencies=auth, tags=["schedules"])
+    def resume_schedule(schedule_id: str) -> dict[str, Any]:
+        """Fire again from the next cron time after now; firings missed while paused are skipped."""
+        return _schedule_or_404(schedule_id, schedules.resume(schedule_id))
 
     @app.delete("/v1/schedules/{schedule_id}", dependencies=auth, tags=["schedules"])
     def delete_schedule(schedule_id: ObjectId) -> dict[str, Any]:
@@ -768,6 +809,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         raw = cast(dict[str, str], client.hgetall(ledger.keys.vendor_limits))
         return {"vendor_limits": {k: float(v) for k, v in raw.items()}}
 
+    mount_console(app, auth)
     app.state.started = time.time()
     return app
 

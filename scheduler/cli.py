@@ -43,6 +43,36 @@ from scheduler.client import (
     ClientError,
 )
 
+
+def _flags_read_as_flags() -> None:
+    """Typer 0.29's rich help tags every parameter with its Python type, flags too (``--wait <bool>``), which
+    reads as if the flag took a value. On/off flags show nothing; parameters that take a value show what it
+    is the way Click always did (``TEXT``, ``INTEGER``, ``FILE``; ``TEXT…`` when repeatable)."""
+    from typer.core import TyperArgument, TyperOption
+
+    for cls in (TyperOption, TyperArgument):
+        tagged = cls.display_type_rich
+        if getattr(tagged, "_flags_plain", False):
+            continue
+
+        def display_type_rich(self: Any, ctx: Any, tagged: Any = tagged) -> str | None:
+            if getattr(self, "is_flag", False):
+                return None
+            label: str | None = tagged(self, ctx)
+            if not label or not (label.startswith("<") and label.endswith(">")):
+                return label
+            inner = label[1:-1]
+            repeat = inner.startswith("list[")
+            inner = inner.removeprefix("list[").removesuffix("]")
+            plain = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "directory": "DIR"}.get(inner, inner.upper())
+            return plain + ("…" if repeat else "")
+
+        display_type_rich._flags_plain = True  # type: ignore[attr-defined]
+        cls.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_read_as_flags()
+
 app = typer.Typer(
     help="wechat-broadcast: paced, crash-safe WeChat broadcasts through protocol vendors.",
     no_args_is_help=True,
@@ -57,7 +87,9 @@ campaign_app = typer.Typer(
 )
 dead_letters = typer.Typer(help="Dead letters: list, inspect, replay, delete.", no_args_is_help=True)
 accounts_app = typer.Typer(help="Sending accounts: list, show, create/update, pause, resume.", no_args_is_help=True)
-schedules_app = typer.Typer(help="Recurring pushes (cron): list, show, create, delete.", no_args_is_help=True)
+schedules_app = typer.Typer(
+    help="Recurring pushes (cron): list, show, create, pause, resume, delete.", no_args_is_help=True
+)
 app.add_typer(message_app, name="message")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(dead_letters, name="dead-letters")
@@ -185,7 +217,9 @@ def dev(
     api_port: Annotated[int, typer.Option(help="API port (0 = any free port)")] = 8000,
     flower_port: Annotated[int, typer.Option(help="Flower port (0 = any free port)")] = 5555,
     sim_port: Annotated[int, typer.Option(help="simulator port (0 = any free port)")] = 8899,
-    workers: Annotated[int, typer.Option(help="worker processes")] = 2,
+    workers: Annotated[
+        int, typer.Option(help="sends the worker holds in flight (default: BROADCAST_WORKER_CONCURRENCY)")
+    ] = 0,
     demo: Annotated[bool, typer.Option(help="send the demo campaigns once everything is up")] = False,
 ) -> None:
     """Everything on an embedded default: private Redis, vendor simulator, API, worker, scheduler, Flower."""
@@ -287,32 +321,26 @@ def _print_table(
     columns: list[str],
     rows: list[list[str]],
     *,
-    drop: tuple[str, ...] = (),
     right: tuple[str, ...] = (),
     title: str | None = None,
 ) -> None:
-    """A table whose ``id`` column is never wrapped or cut (ids are copied into the next command).
-
-    When the natural width exceeds the terminal, the columns in ``drop`` go first, in that order; what still
-    does not fit folds, except the ids. (Left to itself, rich squeezes narrow columns down to nothing.)
-    """
-    from rich.measure import Measurement
-
-    shown = list(columns)
-    pending = [c for c in drop if c in shown]
-    while True:
-        table = Table(box=box.SIMPLE_HEAD, show_edge=False, title=title, title_justify="left")
-        for name in shown:
-            if name == "id":
-                table.add_column(name, no_wrap=True)
-            else:
-                table.add_column(name, overflow="fold", justify="right" if name in right else "left")
-        for row in rows:
-            table.add_row(*(row[columns.index(name)] for name in shown))
-        natural = Measurement.get(console, console.options.update_width(100_000), table).maximum
-        if not pending or natural <= console.width:
-            break
-        shown.remove(pending.pop(0))
+    """A table that keeps every column at any terminal width: ids are never wrapped or cut (they are copied
+    into the next command); other columns keep at least their header's width (rich would otherwise squeeze
+    a narrow column down to nothing) and fold long values onto more lines."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, title=title, title_justify="left")
+    for index, name in enumerate(columns):
+        widest = max([len(name), *(console.measure(str(row[index])).maximum for row in rows)])
+        if name == "id":
+            table.add_column(name, no_wrap=True, min_width=widest)
+        else:
+            table.add_column(
+                name,
+                overflow="fold",
+                min_width=min(widest, max(len(name), 6)),
+                justify="right" if name in right else "left",
+            )
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 
@@ -473,7 +501,7 @@ def _print_history(history: list[dict[str, Any]]) -> None:
         for entry in history
     ]  # fmt: skip
     columns = ["n", "started", "outcome", "class", "ms", "error / new_msg_id"]
-    _print_table(columns, rows, drop=("ms", "started"), right=("n", "ms"), title="history")
+    _print_table(columns, rows, right=("n", "ms"), title="history")
 
 
 @message_app.command("show")
@@ -644,7 +672,7 @@ def campaign_list(
     ]  # fmt: skip
     columns = ["id", "name", "status", "total", "sent", "dead", "cancelled", "remaining", "created"]
     numbers = ("total", "sent", "dead", "cancelled", "remaining")
-    _print_table(columns, rows, drop=("created", "cancelled", "remaining"), right=numbers)
+    _print_table(columns, rows, right=numbers)
     _say(f"{len(items)} shown")
 
 
@@ -779,7 +807,7 @@ def dl_list(
         [d["id"], d["account"], d["to"], d["reason"], str(d["attempts"]), (d.get("error") or "")[:60]] for d in items
     ]
     columns = ["id", "account", "to", "reason", "tries", "error"]
-    _print_table(columns, rows, drop=("error", "tries", "account"), right=("tries",))
+    _print_table(columns, rows, right=("tries",))
     _say(f"{len(items)} shown ({answer['total']} in the dead-letter store)")
 
 
@@ -908,7 +936,7 @@ def accounts_list(as_json: AsJson = False, url: Url = None, token: Token = None)
         for a in sorted(items, key=lambda a: str(a["id"]))
     ]  # fmt: skip
     columns = ["id", "vendor", "instance", "status", "per_min", "token", "reason"]
-    _print_table(columns, rows, drop=("reason", "token", "per_min"), right=("per_min",))
+    _print_table(columns, rows, right=("per_min",))
 
 
 @accounts_app.command("show")
@@ -1064,11 +1092,11 @@ def schedules_list(as_json: AsJson = False, url: Url = None, token: Token = None
     rows = [
         [
             s["id"], s.get("name") or "", s.get("cron", ""), s.get("timezone", ""), _schedule_kind(s),
-            _when(s.get("next_at"), s.get("timezone")),
+            "paused" if s.get("paused") else _when(s.get("next_at"), s.get("timezone")),
         ]
         for s in items
     ]  # fmt: skip
-    _print_table(["id", "name", "cron", "timezone", "kind", "next_at"], rows, drop=("kind", "name", "timezone"))
+    _print_table(["id", "name", "cron", "timezone", "kind", "next_at"], rows)
     _say(f"{len(items)} shown")
 
 
@@ -1131,6 +1159,22 @@ def schedules_create(
     else:
         next_at = _when(s.get("next_at"), s.get("timezone"))
         _say(f"schedule {s['id']}: {s.get('cron')} ({s.get('timezone')}), next at {next_at}")
+
+
+@schedules_app.command("pause")
+def schedules_pause(schedule_id: str, url: Url = None, token: Token = None) -> None:
+    """Stop a schedule firing, keeping it (resume picks up at the next cron time)."""
+    with _api(url, token) as api:
+        api.steer_schedule(schedule_id, "pause")
+    _say(f"schedule {schedule_id} paused")
+
+
+@schedules_app.command("resume")
+def schedules_resume(schedule_id: str, url: Url = None, token: Token = None) -> None:
+    """Fire a paused schedule again from its next cron time (missed times are skipped)."""
+    with _api(url, token) as api:
+        s = api.steer_schedule(schedule_id, "resume")
+    _say(f"schedule {schedule_id} resumed, next at {_when(s.get('next_at'), s.get('timezone'))}")
 
 
 @schedules_app.command("delete")

@@ -306,6 +306,10 @@ class Client:
     def create_schedule(self, body: Mapping[str, Any]) -> dict[str, Any]:
         return dict(self._call("POST", "/v1/schedules", json=dict(body)))
 
+    def steer_schedule(self, schedule_id: str, action: str) -> dict[str, Any]:
+        """``pause`` or ``resume`` a schedule."""
+        return dict(self._call("POST", f"/v1/schedules/{_seg(schedule_id)}/{action}"))
+
     def delete_schedule(self, schedule_id: str) -> Any:
         return self._call("DELETE", f"/v1/schedules/{_seg(schedule_id)}")
 

@@ -1,9 +1,10 @@
 """``broadcast dev``: the whole product on one machine with nothing installed but this package.
 
-Starts, as child processes in their own process groups: a private Redis (unless ``BROADCAST_REDIS_URL``
-is set), the vendor simulator with one demo account per vendor, the API, a worker, the scheduler and
-Flower. Prints the URLs and an API token generated for this run. Ctrl-C (or SIGTERM) stops every child
-and waits for it, so no stray process is left behind.
+Starts, as child processes each in its own session (so a terminal's Ctrl-C reaches only this process): a
+private Redis (unless ``BROADCAST_REDIS_URL`` is set), the vendor simulator with one demo account per vendor,
+the API, a worker, the scheduler and Flower. Prints the URLs and an API token generated for this run.
+Ctrl-C (or SIGTERM) stops the children one by one, consumers before what they consume: API, scheduler,
+workers, Flower, simulator, and Redis last, so nothing logs a lost connection while shutting down.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from scheduler.embedded import EmbeddedRedis, free_port
 
 
 def _port_or_free(preferred: int) -> int:
+    """``preferred`` when it is free on loopback (0: any free port), else a free one."""
     if preferred == 0:
         return free_port()
     with socket.socket() as sock:
@@ -38,6 +40,10 @@ def _port_or_free(preferred: int) -> int:
     return preferred
 
 
+#: The order of shutdown: whoever calls a service stops before it (Redis, outside ``procs``, goes last).
+STOP_ORDER = ("api", "scheduler", "worker", "flower", "simulator")
+
+
 @dataclass
 class DevStack:
     """The processes of a development stack and how to reach them."""
@@ -45,13 +51,16 @@ class DevStack:
     api_port: int = 8000
     flower_port: int = 5555
     sim_port: int = 8899
-    workers: int = 2
+    #: The worker's concurrency (``-c``); 0 keeps ``broadcast worker``'s default.
+    workers: int = 0
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="broadcast-dev-")))
     redis: EmbeddedRedis | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     token: str = ""
     redis_url: str = ""
     prefix: str = "bc"
+    #: Services whose preferred port was taken: name -> (preferred, used instead).
+    moved: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def api_url(self) -> str:
@@ -67,9 +76,12 @@ class DevStack:
 
     def start(self, say: Callable[[str], None]) -> None:
         """Start everything and wait until the API answers."""
+        wanted = {"API": self.api_port, "Flower": self.flower_port, "simulator": self.sim_port}
         self.api_port = _port_or_free(self.api_port)
         self.flower_port = _port_or_free(self.flower_port)
         self.sim_port = _port_or_free(self.sim_port)
+        got = {"API": self.api_port, "Flower": self.flower_port, "simulator": self.sim_port}
+        self.moved = {name: (port, got[name]) for name, port in wanted.items() if port and got[name] != port}
         self.redis_url = os.environ.get("BROADCAST_REDIS_URL", "")
         if not self.redis_url:
             self.redis = EmbeddedRedis(appendonly=True)
@@ -87,9 +99,12 @@ class DevStack:
         self._wait(f"{self.sim_url}/_sim/health", "simulator")
         self._demo_accounts()
         self._spawn("api", ["api", "--port", str(self.api_port)], env)
-        self._spawn("worker", ["worker", "-c", str(self.workers), "--without-gossip", "--without-mingle"], env)
+        concurrency = ["-c", str(self.workers)] if self.workers else []
+        self._spawn("worker", ["worker", *concurrency, "--without-gossip", "--without-mingle"], env)
         self._spawn("scheduler", ["scheduler"], env)
-        self._spawn("flower", ["flower", "--port", str(self.flower_port)], env)
+        # Flower 2 answers its HTTP API with 401 unless it has auth or this flag: dev has no auth, so say so
+        flower_env = {**env, "FLOWER_UNAUTHENTICATED_API": "false" if os.environ.get("FLOWER_BASIC_AUTH") else "true"}
+        self._spawn("flower", ["flower", "--port", str(self.flower_port)], flower_env)
         self._wait(f"{self.api_url}/healthz", "API")
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
@@ -141,19 +156,27 @@ class DevStack:
         return all(p.poll() is None for p in self.procs.values())
 
     def stop(self) -> None:
-        """SIGTERM every process group, wait, then SIGKILL whatever is left; stop the private Redis."""
-        for proc in self.procs.values():
+        """Stop each service in ``STOP_ORDER`` (SIGTERM to its process group, up to 15 s, then SIGKILL),
+        then the private Redis: every client is gone before the server it talks to."""
+        names = [n for n in STOP_ORDER if n in self.procs] + [n for n in self.procs if n not in STOP_ORDER]
+        for name in names:
+            proc = self.procs[name]
             _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in self.procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(max(0.1, deadline - time.monotonic()))
-        for proc in self.procs.values():
-            _signal_group(proc, signal.SIGKILL)
+                proc.wait(15)
+            _signal_group(proc, signal.SIGKILL)  # stragglers of the group (pool children)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
         if self.redis is not None:
             self.redis.stop()
+
+    def write_token_file(self) -> Path:
+        """The token in a file only this user can read, so a ``try:`` line can load it without it landing
+        in shell history."""
+        path = self.log_dir / "api-token"
+        path.touch(mode=0o600)
+        path.write_text(self.token + "\n")
+        return path
 
 
 #: Demo pacing: fast enough to watch a campaign finish in seconds, still one send at a time per account.
@@ -194,16 +217,24 @@ def run_dev(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         stack.start(say)
+        token_file = stack.write_token_file()
         say("")
+        for name, (wanted, used) in stack.moved.items():
+            say(f"!! PORT {wanted} IS TAKEN: {name} listens on {used} instead (the README's examples use {wanted})")
+            say(f"!! 端口 {wanted} 已被占用：{name} 改用端口 {used}（README 中的示例使用 {wanted}）")
         say("wechat-broadcast is running / 已启动")
         say(f"  API        {stack.api_url}   (docs: {stack.api_url}/docs)")
-        say(f"  API token  {stack.token}")
+        say(f"  console    {stack.api_url}/console   (控制台: paste the token / 粘贴下面的 token)")
+        say(f"  API token  {stack.token}   (also in {token_file})")
         auth = "basic auth from FLOWER_BASIC_AUTH" if os.environ.get("FLOWER_BASIC_AUTH") else "no auth in dev"
         say(f"  Flower     {stack.flower_url}   ({auth})")
         say(f"  simulator  {stack.sim_url}   (records: {stack.sim_url}/_sim/sends)")
         say(f"             vendor base_url: gewe {stack.sim_url}/gewe/v2/api, the others {stack.sim_url}")
         say(f"  logs       {stack.log_dir}")
-        say(f"  try: {_broadcast_command()} demo --url {stack.api_url} --token {stack.token}")
+        say(
+            f'  try: export BROADCAST_API_URL={stack.api_url} BROADCAST_API_TOKEN="$(cat {token_file})"; '
+            f"{_broadcast_command()} demo"
+        )
         say("Ctrl-C stops everything / 按 Ctrl-C 停止全部服务")
         if demo:
             from scheduler.demo import run_demo

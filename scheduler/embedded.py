@@ -49,7 +49,10 @@ class EmbeddedRedis:
             "--daemonize", "no", "--loglevel", "warning",
             "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # its own session: a terminal's Ctrl-C must not stop Redis before the processes that use it
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._wait_ready(10.0)
 

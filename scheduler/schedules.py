@@ -249,7 +249,8 @@ class Schedules:
             "kind": "message" if spec.get("message") else "campaign",
             "template": spec.get("message") or spec.get("campaign"),
             "created": float(data["created"]),
-            "next_at": float(data["next_at"]) if data.get("next_at") else None,
+            "paused": data.get("paused") == "1",
+            "next_at": float(data["next_at"]) if data.get("next_at") and data.get("paused") != "1" else None,
             "fires": int(data.get("fires", 0)),
             "last_fired": float(data["last_fired"]) if data.get("last_fired") else None,
             "last_result": data.get("last_result"),
@@ -259,6 +260,33 @@ class Schedules:
     def all(self) -> list[dict[str, Any]]:
         ids = cast(list[str], self.redis.zrange(self.keys.schedules, 0, -1))
         return [s for s in (self.get(i) for i in ids) if s is not None]
+
+    def pause(self, schedule_id: str) -> dict[str, Any] | None:
+        """Stop firing, keep the schedule: flagged ``paused`` and scored +inf (never due). The dispatcher
+        also reads the flag, so a firing under way when it is set is the last one."""
+        key = self.keys.schedule(schedule_id)
+        if not self.redis.exists(key):
+            return None
+        pipe = self.redis.pipeline()
+        pipe.hset(key, "paused", "1")
+        pipe.zadd(self.keys.schedules, {schedule_id: float("inf")})
+        pipe.execute()
+        return self.get(schedule_id)
+
+    def resume(self, schedule_id: str, now: float | None = None) -> dict[str, Any] | None:
+        """Fire again from the next cron time after now (times missed while paused are skipped)."""
+        key = self.keys.schedule(schedule_id)
+        raw = cast(str | None, self.redis.hget(key, "spec"))
+        if raw is None:
+            return None
+        spec = ScheduleSpec.model_validate_json(raw)
+        upcoming = next_fire(spec.cron, spec.timezone, now or time.time())
+        pipe = self.redis.pipeline()
+        pipe.hdel(key, "paused")
+        pipe.hset(key, "next_at", f"{upcoming:.3f}")
+        pipe.zadd(self.keys.schedules, {schedule_id: upcoming})
+        pipe.execute()
+        return self.get(schedule_id)
 
     def delete(self, schedule_id: str) -> bool:
         pipe = self.redis.pipeline()
@@ -272,9 +300,12 @@ class Schedules:
         due = cast(list[tuple[str, float]], self.redis.zrangebyscore(self.keys.schedules, "-inf", now, withscores=True))
         fired = 0
         for schedule_id, fire_at in due:
-            raw = cast(str | None, self.redis.hget(self.keys.schedule(schedule_id), "spec"))
+            raw, paused = cast(list[str | None], self.redis.hmget(self.keys.schedule(schedule_id), ["spec", "paused"]))
             if raw is None:
                 self.redis.zrem(self.keys.schedules, schedule_id)
+                continue
+            if paused == "1":  # paused while this firing was being read: it waits, scored +inf
+                self.redis.zadd(self.keys.schedules, {schedule_id: float("inf")})
                 continue
             try:
                 spec = ScheduleSpec.model_validate_json(raw)

@@ -251,9 +251,14 @@ def test_campaigns_from_csv_and_jsonl_are_watched_to_the_end_and_exported(api_st
     assert len(table) == 12 and {r["id"] for r in table} == set(deliveries)
     for row in table:
         assert row["status"] == "sent" and row["new_msg_id"] == deliveries[row["id"]]["result"]["new_msg_id"]
+        # ISO 8601 beside the epoch, in the account's timezone (Asia/Shanghai by default)
+        assert row["sent_at_iso"].endswith("+08:00")
+        assert abs(datetime.fromisoformat(row["sent_at_iso"]).timestamp() - float(row["sent_at"])) < 0.001
+    assert list(table[0])[list(table[0]).index("sent_at") + 1] == "sent_at_iso"
     assert not (tmp_path / "out.csv.part").exists()
     streamed = [json.loads(line) for line in ok(run("campaign", "export", cid, "--format", "jsonl")).splitlines()]
-    assert [d["id"] for d in streamed] == list(deliveries) and streamed == list(deliveries.values())
+    assert [d["id"] for d in streamed] == list(deliveries)
+    assert all(d.pop("sent_at_iso").endswith("+08:00") for d in streamed) and streamed == list(deliveries.values())
     only_dead = ok(run("campaign", "export", cid, "--status", "dead"))
     assert only_dead.splitlines()[0].startswith("id,to,account,status") and len(only_dead.splitlines()) == 1
     bad = run("campaign", "export", cid, "--format", "xml")
@@ -325,6 +330,9 @@ def test_dead_letters_list_show_replay_delete(api_stack: ApiStack, tmp_path: Pat
         assert all(job_id in narrow for job_id in ids)  # whole ids even at 80 columns: operators copy them
         assert max(len(line) for line in narrow.splitlines()) <= 80
         assert "3 shown (3 in the dead-letter store)" in narrow and "permanent" in narrow
+        header = narrow.splitlines()[0].split()
+        assert header == ["id", "account", "to", "reason", "tries", "error"], "no column dropped at 80 columns"
+        assert "对方不是" in narrow.replace("\n", "")  # the error, wrapped, not cut off
         listed = one_json(run("dead-letters", "list", "--campaign", cid, "--reason", "permanent", "--json"))
         assert sorted(d["id"] for d in listed) == sorted(ids) and {d["to"] for d in listed} == set(names)
         assert "0 shown" in ok(run("dead-letters", "list", "--reason", "retries_exhausted"))

@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,14 +43,25 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _status(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.HTTPError:
+        return 0
+
+
 @pytest.mark.timeout(240)
 def test_broadcast_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BROADCAST_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BROADCAST_", "FLOWER_"))}
     env["PYTHONUNBUFFERED"] = "1"
     out = (tmp_path / "dev.out").open("wb")
+    squatter = socket.socket()  # someone else holds the port asked for Flower: the banner must say so
+    squatter.bind(("127.0.0.1", 0))
+    taken = squatter.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", "dev", "--api-port", "0", "--flower-port", "0", "--sim-port", "0"],
+        [sys.executable, "-m", "scheduler.cli", "dev", "--api-port", "0", "--flower-port", str(taken), "--sim-port", "0"],
         cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, as in a terminal: Ctrl-C goes to the whole group
     )  # fmt: skip
     try:
         text = lambda: (tmp_path / "dev.out").read_text(errors="replace")  # noqa: E731
@@ -58,8 +70,17 @@ def test_broadcast_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
         api = re.search(r"API\s+(http://127\.0\.0\.1:\d+)", text())
         token = re.search(r"API token\s+(\S+)", text())
         flower = re.search(r"Flower\s+(http://127\.0\.0\.1:\d+)", text())
-        assert api and token and flower, text()
+        logs = re.search(r"logs\s+(\S+)", text())
+        assert api and token and flower and logs, text()
         assert "private Redis" in text()
+        assert f"!! PORT {taken} IS TAKEN: Flower listens on {flower.group(1).rsplit(':', 1)[1]} instead" in text()
+        try_line = next(line for line in text().splitlines() if "try:" in line)
+        assert token.group(1) not in try_line and "BROADCAST_API_TOKEN=" in try_line, try_line
+        token_file = Path(re.search(r"\$\(cat (\S+)\)", try_line).group(1))  # type: ignore[union-attr]
+        assert token_file.read_text().strip() == token.group(1)
+        assert token_file.stat().st_mode & 0o077 == 0, "only its owner can read the token file"
+        assert "no auth in dev" in text()
+        wait_for(lambda: _status(f"{flower.group(1)}/api/workers") == 200, timeout=60, what="Flower's API, no auth")
 
         demo = subprocess.run(
             [sys.executable, "-m", "scheduler.cli", "demo", "--url", api.group(1), "--token", token.group(1)],
@@ -75,9 +96,13 @@ def test_broadcast_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
 
         children = descendants(proc.pid)
         assert len(children) >= 6, "redis, simulator, api, worker (+pool), scheduler, flower"
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         proc.wait(60)
         assert proc.returncode == 0, text()
+        service_logs = {p.name: p.read_text(errors="replace") for p in Path(logs.group(1)).glob("*.log")}
+        assert {"api.log", "scheduler.log", "worker.log", "flower.log"} <= set(service_logs)
+        noisy = {name: log[log.find("Traceback") :][:2000] for name, log in service_logs.items() if "Traceback" in log}
+        assert noisy == {}, f"tracebacks while shutting down: {noisy}"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(alive(pid) for pid in children):
             time.sleep(0.2)
@@ -85,6 +110,7 @@ def test_broadcast_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
         assert survivors == [], f"processes left running: {survivors}"
         assert "stopped." in text()
     finally:
+        squatter.close()
         if proc.poll() is None:
             proc.kill()
         for pid in descendants(proc.pid):

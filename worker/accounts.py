@@ -23,6 +23,7 @@ import time
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -59,6 +60,16 @@ class Limits(BaseModel):
     daily_cap: int = Field(default=0, ge=0, le=10_000_000)
     quiet_hours: QuietHours | None = None
     timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        # the daily cap's day and quiet hours are local times: an unknown zone could never be paced
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (an IANA name such as Asia/Shanghai)") from None
+        return value
 
 
 class AccountSpec(BaseModel):

@@ -1,0 +1,806 @@
+// wechat-broadcast console: plain JavaScript, no build step, no CDN. Every action calls the same /v1 routes
+// as the `broadcast` CLI with the bearer token typed once (sessionStorage: gone when the tab closes, never
+// in a URL). Live numbers come from polling every POLL_MS while the page is visible.
+"use strict";
+
+const POLL_MS = 2000;
+const TOKEN_KEY = "broadcast.token";
+const LANG_KEY = "broadcast.lang";
+
+const I18N = {
+  zh: {
+    console: "控制台", nav_campaigns: "群发", nav_new: "新建群发", nav_accounts: "账号", nav_dead: "死信",
+    nav_schedules: "定时任务", logout: "退出", login_title: "输入 API token", token: "Token", login: "登录",
+    login_hint: "与命令行相同的 BROADCAST_API_TOKEN。只保存在本浏览器标签页的会话中，关闭标签页即清除。",
+    bad_token: "Token 无效或已过期，请重新输入。", field: "字段",
+    campaigns: "群发活动", name: "名称", id: "ID", status: "状态", progress: "进度", sent: "已发送",
+    dead: "死信", remaining: "剩余", cancelled: "已取消", rate: "速率", eta: "预计剩余时间", created: "创建时间",
+    actions: "操作", pause: "暂停", resume: "恢复", cancel: "取消", total: "总数", accounts: "账号",
+    no_campaigns: "还没有群发。", new_campaign: "新建群发", per_s: "条/秒", deliveries: "发送明细",
+    all_statuses: "全部状态", to: "接收人", account: "账号", attempts: "尝试次数", new_msg_id: "newMsgId",
+    msg_id: "msgId", sent_at: "发送时间", error: "错误", prev: "上一页", next: "下一页",
+    export_csv: "导出 CSV", export_jsonl: "导出 JSONL", back: "返回列表", confirm_cancel: "取消该群发中所有未发送的消息？",
+    st_active: "发送中", st_paused: "已暂停", st_scheduled: "已预约", st_finished: "已完成", st_cancelled: "已取消",
+    st_queued: "排队中", st_sending: "发送中", st_sent: "已发送", st_retrying: "重试中", st_dead: "死信",
+    st_down: "掉线", acc_active: "正常", priority: "优先级", normal: "普通", high: "高", send_at: "定时发送（可选）",
+    send_at_hint: "留空立即发送；按本机时区解释", message_kind: "消息类型", kind_text: "文本",
+    kind_mini: "小程序（字段）", kind_mini_xml: "小程序（粘贴 XML）", kind_appmsg: "应用消息（粘贴 XML：链接、文件、视频号）",
+    text: "文本内容", text_hint: "{name} 等占位符由 CSV 的同名列填充", mentions: "@ 的成员 wxid（逗号分隔）",
+    mention_all: "@所有人", xml: "XML", cover_url: "封面图 URL", recipients_csv: "接收人文件（CSV 或 JSONL）",
+    csv_hint: "CSV 表头：to, account（可选）, 其他列作为变量", preview: "预览（前 5 行）", rows: "行",
+    rendered: "第一位接收人看到的内容", check: "校验结果", extracted: "提取出的 <appmsg>", submit: "提交群发",
+    pick_account: "至少选择一个账号", pick_file: "请选择接收人文件", created_ok: "已创建群发",
+    vendor: "服务商", reason: "原因", limits: "限速", per_minute: "每分钟", daily_cap: "每日上限",
+    today: "今日已发", token_set: "Token", edit: "编辑", save: "保存", close: "关闭", unlimited: "不限",
+    min_interval_s: "最小间隔（秒）", jitter_s: "随机抖动（秒）", new_token: "新 Token（只写，不会显示；留空不变）",
+    edit_account: "编辑账号", saved: "已保存", set: "已设置", not_set: "未设置", no_accounts: "还没有账号。",
+    dead_letters: "死信", filter: "筛选", campaign: "群发 ID", error_class: "错误类别", dead_at: "进入死信时间",
+    replay: "重发", delete: "删除", history: "尝试记录", no_dead: "没有死信。",
+    confirm_force: "该消息的发送结果未知（请求可能已到达服务商），重发可能导致对方收到两次。确认强制重发？",
+    confirm_delete: "从死信列表中删除？（发送记录保留）", replayed: "已重新排队", deleted: "已删除",
+    schedules: "定时任务", cron: "Cron 表达式", timezone: "时区", next_at: "下次触发", fires: "已触发次数",
+    last_result: "上次结果", kind: "类型", new_schedule: "新建定时任务", create: "创建", no_schedules: "没有定时任务。",
+    next_firings: "接下来的触发时间", template_json: "消息 JSON（account, to, message）",
+    cron_hint: "5 段（分 时 日 月 周），或 6 段（最后一段为秒）", schedule_created: "已创建定时任务",
+    confirm_delete_schedule: "删除该定时任务？", schedule_kind_message: "单条消息", schedule_kind_campaign: "群发",
+    refresh_note: "每 2 秒自动刷新", loading: "加载中…", checking: "校验中…", check_ok: "校验通过",
+  },
+  en: {
+    console: "console", nav_campaigns: "Campaigns", nav_new: "New campaign", nav_accounts: "Accounts",
+    nav_dead: "Dead letters", nav_schedules: "Schedules", logout: "Log out", login_title: "Enter the API token",
+    token: "Token", login: "Log in",
+    login_hint: "The same BROADCAST_API_TOKEN the CLI uses. Kept only in this tab's session storage; closing the tab forgets it.",
+    bad_token: "The token is invalid or expired; enter it again.", field: "field",
+    campaigns: "Campaigns", name: "Name", id: "ID", status: "Status", progress: "Progress", sent: "Sent",
+    dead: "Dead", remaining: "Remaining", cancelled: "Cancelled", rate: "Rate", eta: "ETA", created: "Created",
+    actions: "Actions", pause: "Pause", resume: "Resume", cancel: "Cancel", total: "Total", accounts: "Accounts",
+    no_campaigns: "No campaigns yet.", new_campaign: "New campaign", per_s: "/s", deliveries: "Deliveries",
+    all_statuses: "All statuses", to: "To", account: "Account", attempts: "Attempts", new_msg_id: "newMsgId",
+    msg_id: "msgId", sent_at: "Sent at", error: "Error", prev: "Previous", next: "Next",
+    export_csv: "Export CSV", export_jsonl: "Export JSONL", back: "Back to list",
+    confirm_cancel: "Cancel every unsent message of this campaign?",
+    st_active: "sending", st_paused: "paused", st_scheduled: "scheduled", st_finished: "finished",
+    st_cancelled: "cancelled", st_queued: "queued", st_sending: "sending", st_sent: "sent", st_retrying: "retrying",
+    st_dead: "dead", st_down: "down", acc_active: "active", priority: "Priority", normal: "normal", high: "high",
+    send_at: "Send at (optional)", send_at_hint: "Empty sends now; read in this computer's timezone",
+    message_kind: "Message kind", kind_text: "Text", kind_mini: "Mini-program (fields)",
+    kind_mini_xml: "Mini-program (pasted XML)", kind_appmsg: "App message (pasted XML: link, file, video channel)",
+    text: "Text", text_hint: "Placeholders like {name} are filled from the CSV column of that name",
+    mentions: "Mention wxids (comma-separated)", mention_all: "Mention everyone", xml: "XML",
+    cover_url: "Cover image URL", recipients_csv: "Recipients file (CSV or JSONL)",
+    csv_hint: "CSV header: to, account (optional), other columns are variables", preview: "Preview (first 5 rows)",
+    rows: "rows", rendered: "What the first recipient sees", check: "Check", extracted: "Extracted <appmsg>",
+    submit: "Submit campaign", pick_account: "Pick at least one account", pick_file: "Choose a recipients file",
+    created_ok: "Campaign created", vendor: "Vendor", reason: "Reason", limits: "Limits", per_minute: "Per minute",
+    daily_cap: "Daily cap", today: "Sent today", token_set: "Token", edit: "Edit", save: "Save", close: "Close",
+    unlimited: "no cap", min_interval_s: "Min interval (s)", jitter_s: "Jitter (s)",
+    new_token: "New token (write-only, never shown; empty keeps it)", edit_account: "Edit account", saved: "Saved",
+    set: "set", not_set: "not set", no_accounts: "No accounts yet.", dead_letters: "Dead letters", filter: "Filter",
+    campaign: "Campaign id", error_class: "Error class", dead_at: "Dead at", replay: "Replay", delete: "Delete",
+    history: "Attempt history", no_dead: "No dead letters.",
+    confirm_force: "The outcome of this send is unknown (the request may have reached the vendor): replaying may deliver it twice. Force the replay?",
+    confirm_delete: "Delete from the dead letters? (the delivery record stays)", replayed: "Queued again",
+    deleted: "Deleted", schedules: "Schedules", cron: "Cron", timezone: "Timezone", next_at: "Next firing",
+    fires: "Fired", last_result: "Last result", kind: "Kind", new_schedule: "New schedule", create: "Create",
+    no_schedules: "No schedules.", next_firings: "Next firings", template_json: "Message JSON (account, to, message)",
+    cron_hint: "5 fields (minute hour day month weekday), or 6 with seconds last", schedule_created: "Schedule created",
+    confirm_delete_schedule: "Delete this schedule?", schedule_kind_message: "message",
+    schedule_kind_campaign: "campaign", refresh_note: "refreshes every 2 s", loading: "Loading…",
+    checking: "Checking…", check_ok: "Valid",
+  },
+};
+
+let lang = localStorage.getItem(LANG_KEY) === "en" ? "en" : "zh";
+const t = (key) => (I18N[lang][key] ?? I18N.zh[key] ?? key);
+const $ = (sel, root = document) => root.querySelector(sel);
+const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+
+function esc(value) {
+  return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+const rendered = new WeakMap(); // element -> the HTML last put in it
+
+// `el.html = …` replaces an element's content only when it changed: a poll that finds nothing new leaves the
+// page (and the button under the pointer) alone
+Object.defineProperty(HTMLElement.prototype, "html", {
+  set(html) {
+    if (rendered.get(this) === html) return;
+    rendered.set(this, html);
+    this.innerHTML = html;
+  },
+});
+
+function fmtTime(epoch, timeZone) {
+  // this browser's timezone, or the given one (a schedule fires in its own), named when given
+  if (!epoch) return "";
+  const options = { hour12: false, ...(timeZone ? { timeZone, timeZoneName: "short" } : {}) };
+  try {
+    return new Date(epoch * 1000).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB", options);
+  } catch {
+    return new Date(epoch * 1000).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB", { hour12: false });
+  }
+}
+
+function fmtDuration(seconds) {
+  if (!isFinite(seconds) || seconds < 0) return "–";
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  return h ? `${h}:${String(m).padStart(2, "0")}:${String(r).padStart(2, "0")}` : `${m}:${String(r).padStart(2, "0")}`;
+}
+
+function badge(status, prefix = "st_") {
+  const label = prefix === "acc_" && status === "active" ? t("acc_active") : t("st_" + status);
+  return `<span class="badge ${esc(status)}">${esc(label)}</span>`;
+}
+
+// --- session and API --------------------------------------------------------------------------------------
+
+const token = () => sessionStorage.getItem(TOKEN_KEY) || "";
+
+class ApiError extends Error {
+  constructor(status, error) {
+    super(error?.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = error?.code;
+    this.field = error?.field;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${token()}` };
+  let payload;
+  if (body instanceof FormData) payload = body;
+  else if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    payload = JSON.stringify(body);
+  }
+  const response = await fetch(path, { method, headers, body: payload, cache: "no-store" });
+  const type = response.headers.get("content-type") || "";
+  const data = type.includes("json") ? await response.json() : await response.text();
+  if (response.status === 401) {
+    showLogin(t("bad_token"));
+    throw new ApiError(401, data.error);
+  }
+  if (!response.ok) throw new ApiError(response.status, data.error || { message: String(data) });
+  return data;
+}
+
+function notify(message, kind = "ok") {
+  const box = $("#notice");
+  box.className = kind;
+  box.textContent = message;
+  box.hidden = false;
+  clearTimeout(notify.timer);
+  if (kind === "ok") notify.timer = setTimeout(() => { box.hidden = true; }, 4000);
+}
+
+function showError(error) {
+  if (error instanceof ApiError) {
+    if (error.status === 401) return;
+    notify(error.field ? `${error.message} (${t("field")}: ${error.field})` : error.message, "error");
+  } else notify(String(error.message || error), "error");
+}
+
+async function run(action) {
+  try {
+    await action();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+// --- shell: login, language, routing, polling ---------------------------------------------------------------
+
+function applyLang() {
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  document.title = `wechat-broadcast ${t("console")}`;
+  $$("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+  $("#lang").textContent = lang === "zh" ? "English" : "中文";
+}
+
+function showLogin(message) {
+  clearInterval(pollTimer); // no polling without a token: it would only collect 401s
+  sessionStorage.removeItem(TOKEN_KEY);
+  $("#login").hidden = false;
+  $("#view").hidden = true;
+  $("#nav").hidden = true;
+  $("#logout").hidden = true;
+  if (message) notify(message, "error");
+  $("#token").value = "";
+  $("#token").focus();
+}
+
+async function login(event) {
+  event.preventDefault();
+  const value = $("#token").value.trim();
+  if (!value) return;
+  sessionStorage.setItem(TOKEN_KEY, value);
+  try {
+    await api("GET", "/v1/accounts");
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 401)) showError(error);
+    return;
+  }
+  $("#token").value = "";
+  $("#notice").hidden = true;
+  enter();
+}
+
+function enter() {
+  $("#login").hidden = true;
+  $("#view").hidden = false;
+  $("#nav").hidden = false;
+  $("#logout").hidden = false;
+  route();
+}
+
+let current = null; // { name, refresh() }
+let pollTimer = null;
+
+function route() {
+  if (!token()) return showLogin();
+  const [page, arg] = (location.hash.slice(1) || "campaigns").split("/");
+  const pages = { campaigns: campaignsPage, campaign: campaignPage, new: newCampaignPage, accounts: accountsPage, dead: deadPage, schedules: schedulesPage };
+  const render = pages[page] || campaignsPage;
+  $$("#nav a").forEach((a) => a.classList.toggle("on", a.dataset.page === (page === "campaign" ? "campaigns" : page)));
+  clearInterval(pollTimer);
+  if ($("#notice").className !== "ok") $("#notice").hidden = true; // an error belongs to the page it came from
+  current = render(decodeURIComponent(arg || ""));
+  current.name = page;
+  run(() => current.refresh());
+  pollTimer = setInterval(() => {
+    if (!document.hidden && current.poll !== false) run(() => current.refresh());
+  }, POLL_MS);
+}
+
+const actions = {}; // data-action name -> handler(element)
+
+document.addEventListener("click", (event) => {
+  const el = event.target.closest("[data-action]");
+  if (!el || el.disabled) return;
+  const handler = actions[el.dataset.action];
+  if (handler) {
+    event.preventDefault();
+    run(() => handler(el));
+  }
+});
+
+actions.lang = () => {
+  lang = lang === "zh" ? "en" : "zh";
+  localStorage.setItem(LANG_KEY, lang);
+  applyLang();
+  if (token()) route();
+};
+actions.logout = () => showLogin();
+
+window.addEventListener("hashchange", () => { if (token()) route(); });
+window.addEventListener("DOMContentLoaded", () => {
+  applyLang();
+  $("#login-form").addEventListener("submit", login);
+  if (token()) enter();
+  else showLogin();
+});
+
+const view = () => $("#view");
+
+// --- campaigns ------------------------------------------------------------------------------------------------
+
+const samples = new Map(); // campaign id -> [[time, done], ...] for the rate
+
+function progressOf(c) {
+  const n = c.counts || {};
+  const done = (n.sent || 0) + (n.dead || 0) + (n.cancelled || 0);
+  const remaining = Math.max(0, c.total - done);
+  const now = Date.now() / 1000;
+  const list = samples.get(c.id) || [];
+  list.push([now, done]);
+  while (list.length > 2 && now - list[0][0] > 30) list.shift();
+  samples.set(c.id, list);
+  const [t0, d0] = list[0];
+  const rate = now - t0 > 0.5 ? (done - d0) / (now - t0) : 0;
+  const eta = remaining === 0 ? 0 : rate > 0 ? remaining / rate : Infinity;
+  return { sent: n.sent || 0, dead: n.dead || 0, cancelled: n.cancelled || 0, remaining, done, rate, eta };
+}
+
+function steerButtons(c) {
+  const b = [];
+  if (["active", "scheduled"].includes(c.status)) b.push(`<button data-action="steer" data-op="pause" data-id="${esc(c.id)}">${t("pause")}</button>`);
+  if (c.status === "paused") b.push(`<button data-action="steer" data-op="resume" data-id="${esc(c.id)}">${t("resume")}</button>`);
+  if (!c.finished && c.status !== "cancelled") b.push(`<button class="danger" data-action="steer" data-op="cancel" data-id="${esc(c.id)}">${t("cancel")}</button>`);
+  return b.join(" ");
+}
+
+actions.steer = async (el) => {
+  if (el.dataset.op === "cancel" && !confirm(t("confirm_cancel"))) return;
+  await api("POST", `/v1/campaigns/${encodeURIComponent(el.dataset.id)}/${el.dataset.op}`);
+  await current.refresh();
+};
+
+function campaignsPage() {
+  view().innerHTML = `<div class="row"><h1>${t("campaigns")}</h1><span class="spacer"></span>
+    <span class="muted">${t("refresh_note")}</span> <a href="#new"><button class="primary">${t("new_campaign")}</button></a></div>
+    <div id="list"><p class="muted">${t("loading")}</p></div>`;
+  return {
+    async refresh() {
+      const { campaigns } = await api("GET", "/v1/campaigns?limit=100");
+      if (!campaigns.length) {
+        $("#list").html = `<p class="muted">${t("no_campaigns")}</p>`;
+        return;
+      }
+      const rows = campaigns.map((c) => {
+        const p = progressOf(c);
+        return `<tr data-campaign="${esc(c.id)}">
+          <td data-label="${t("name")}"><a href="#campaign/${encodeURIComponent(c.id)}">${esc(c.name)}</a><div class="mono muted">${esc(c.id)}</div></td>
+          <td data-label="${t("status")}" class="status">${badge(c.status)}</td>
+          <td data-label="${t("progress")}"><progress max="${c.total}" value="${p.done}"></progress> ${p.done}/${c.total}</td>
+          <td data-label="${t("sent")}" class="num sent">${p.sent}</td>
+          <td data-label="${t("dead")}" class="num dead">${p.dead}</td>
+          <td data-label="${t("remaining")}" class="num remaining">${p.remaining}</td>
+          <td data-label="${t("rate")}" class="num">${p.rate.toFixed(1)} ${t("per_s")}</td>
+          <td data-label="${t("eta")}" class="num">${fmtDuration(p.eta)}</td>
+          <td data-label="${t("created")}">${esc(fmtTime(c.created))}</td>
+          <td data-label="${t("actions")}" class="actions">${steerButtons(c)}</td></tr>`;
+      }).join("");
+      $("#list").html = `<div class="tablewrap"><table class="cards"><thead><tr>
+        <th>${t("name")}</th><th>${t("status")}</th><th>${t("progress")}</th><th class="num">${t("sent")}</th>
+        <th class="num">${t("dead")}</th><th class="num">${t("remaining")}</th><th class="num">${t("rate")}</th>
+        <th class="num">${t("eta")}</th><th>${t("created")}</th><th>${t("actions")}</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+    },
+  };
+}
+
+function campaignPage(id) {
+  const state = { status: "", cursors: [0], page: 0 };
+  const path = `/v1/campaigns/${encodeURIComponent(id)}`;
+  view().innerHTML = `<p><a href="#campaigns">← ${t("back")}</a></p><div id="head"><p class="muted">${t("loading")}</p></div>
+    <h2>${t("deliveries")}</h2>
+    <div class="row"><select id="status-filter"><option value="">${t("all_statuses")}</option>
+      ${["queued", "scheduled", "sending", "retrying", "sent", "dead", "cancelled"].map((s) => `<option value="${s}">${t("st_" + s)}</option>`).join("")}
+    </select><span class="spacer"></span>
+    <button data-action="export" data-format="csv" data-id="${esc(id)}">${t("export_csv")}</button>
+    <button data-action="export" data-format="jsonl" data-id="${esc(id)}">${t("export_jsonl")}</button></div>
+    <div id="deliveries" class="card muted">${t("loading")}</div>
+    <div class="row pager"><button data-action="page" data-dir="-1">${t("prev")}</button>
+    <button data-action="page" data-dir="1">${t("next")}</button><span id="page-no" class="muted"></span></div>`;
+  $("#status-filter").addEventListener("change", (e) => {
+    state.status = e.target.value;
+    state.cursors = [0];
+    state.page = 0;
+    run(() => current.refresh());
+  });
+  actions.page = async (el) => {
+    const next = state.page + Number(el.dataset.dir);
+    if (next < 0 || state.cursors[next] === undefined || state.cursors[next] === null) return;
+    state.page = next;
+    await current.refresh();
+  };
+  return {
+    async refresh() {
+      const c = await api("GET", path);
+      const p = progressOf(c);
+      $("#head").html = `<div class="row"><h1>${esc(c.name)}</h1>${badge(c.status)}<span class="spacer"></span>${steerButtons(c)}</div>
+        <div class="mono muted">${esc(c.id)} · ${esc(c.accounts.join(", "))} · ${t("priority")}: ${t(c.priority)}${c.send_at ? " · " + t("send_at") + ": " + esc(fmtTime(c.send_at)) : ""}</div>
+        <div class="card stats">
+          <div class="stat"><b id="stat-total">${c.total}</b><span>${t("total")}</span></div>
+          <div class="stat"><b id="stat-sent">${p.sent}</b><span>${t("sent")}</span></div>
+          <div class="stat"><b id="stat-dead">${p.dead}</b><span>${t("dead")}</span></div>
+          <div class="stat"><b id="stat-remaining">${p.remaining}</b><span>${t("remaining")}</span></div>
+          <div class="stat"><b>${p.rate.toFixed(1)}</b><span>${t("rate")} (${t("per_s")})</span></div>
+          <div class="stat"><b>${fmtDuration(p.eta)}</b><span>${t("eta")}</span></div>
+          <div class="stat"><progress max="${c.total}" value="${p.done}"></progress></div>
+        </div>`;
+      const query = new URLSearchParams({ cursor: state.cursors[state.page], limit: 50 });
+      if (state.status) query.set("status", state.status);
+      const page = await api("GET", `${path}/deliveries?${query}`);
+      state.cursors[state.page + 1] = page.next_cursor;
+      $("#page-no").textContent = `#${state.page + 1}`;
+      const rows = page.deliveries.map((d) => `<tr>
+        <td data-label="${t("id")}" class="id">${esc(d.id)}</td><td data-label="${t("to")}">${esc(d.to)}</td>
+        <td data-label="${t("account")}">${esc(d.account)}</td><td data-label="${t("status")}">${badge(d.status)}</td>
+        <td data-label="${t("attempts")}" class="num">${d.attempts}</td>
+        <td data-label="${t("new_msg_id")}" class="id new-msg-id">${esc(d.result?.new_msg_id ?? "")}</td>
+        <td data-label="${t("msg_id")}" class="id">${esc(d.result?.msg_id ?? "")}</td>
+        <td data-label="${t("sent_at")}">${esc(fmtTime(d.sent_at))}</td>
+        <td data-label="${t("error")}" class="wrap">${esc(d.reason ? `${d.reason}: ${d.error || ""}` : d.error || "")}</td></tr>`).join("");
+      $("#deliveries").className = "tablewrap";
+      $("#deliveries").html = `<table class="cards"><thead><tr><th>${t("id")}</th><th>${t("to")}</th><th>${t("account")}</th>
+        <th>${t("status")}</th><th class="num">${t("attempts")}</th><th>${t("new_msg_id")}</th><th>${t("msg_id")}</th>
+        <th>${t("sent_at")}</th><th>${t("error")}</th></tr></thead><tbody>${rows}</tbody></table>`;
+    },
+  };
+}
+
+actions.export = async (el) => {
+  const response = await fetch(`/v1/campaigns/${encodeURIComponent(el.dataset.id)}/deliveries?format=${el.dataset.format}`, {
+    headers: { Authorization: `Bearer ${token()}` },
+  });
+  if (!response.ok) throw new ApiError(response.status, (await response.json()).error);
+  const url = URL.createObjectURL(await response.blob());
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = `${el.dataset.id}-deliveries.${el.dataset.format}`;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+};
+
+// --- new campaign -----------------------------------------------------------------------------------------------
+
+function parseCsv(text, maxRows) {
+  // RFC 4180: quoted fields, doubled quotes, CR/LF; stops after maxRows data rows (preview only)
+  const rows = [];
+  let row = [], field = "", quoted = false;
+  text = text.replace(/^\uFEFF/, "");
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (quoted) {
+      if (ch === '"' && text[i + 1] === '"') { field += '"'; i++; }
+      else if (ch === '"') quoted = false;
+      else field += ch;
+    } else if (ch === '"') quoted = true;
+    else if (ch === ",") { row.push(field); field = ""; }
+    else if (ch === "\n" || ch === "\r") {
+      if (ch === "\r" && text[i + 1] === "\n") i++;
+      row.push(field); field = "";
+      if (row.some((v) => v !== "")) rows.push(row);
+      row = [];
+      if (rows.length > maxRows) return rows;
+    } else field += ch;
+  }
+  if (field !== "" || row.length) { row.push(field); rows.push(row); }
+  return rows;
+}
+
+function recipientRows(text, isJsonl) {
+  if (isJsonl) {
+    return text.split(/\r?\n/).filter((l) => l.trim()).slice(0, 5).map((l) => {
+      try { return JSON.parse(l); } catch { return { to: l }; }
+    });
+  }
+  const [header, ...rows] = parseCsv(text, 5);
+  if (!header) return [];
+  return rows.slice(0, 5).map((r) => {
+    const item = { vars: {} };
+    header.forEach((h, i) => {
+      const key = h.trim();
+      if (key === "to" || key === "account") item[key] = r[i] ?? "";
+      else if (key) item.vars[key] = r[i] ?? "";
+    });
+    return item;
+  });
+}
+
+function countLines(text) {
+  return text.split(/\r?\n/).filter((l) => l.trim()).length;
+}
+
+function messageForm(prefix) {
+  return `<label>${t("message_kind")}<select id="${prefix}kind">
+      <option value="text">${t("kind_text")}</option><option value="mini">${t("kind_mini")}</option>
+      <option value="mini_xml">${t("kind_mini_xml")}</option><option value="appmsg">${t("kind_appmsg")}</option></select></label>
+    <div data-kind="text"><label>${t("text")} <span class="hint">${t("text_hint")}</span><textarea class="text" id="${prefix}text"></textarea></label>
+      <div class="grid"><label>${t("mentions")}<input id="${prefix}mentions"></label>
+      <label class="check"><input type="checkbox" id="${prefix}mention_all"> ${t("mention_all")}</label></div></div>
+    <div data-kind="mini" class="grid hidden">${["app_id", "username", "title", "page_path", "cover_url", "display_name", "icon_url"]
+      .map((f) => `<label>${f}<input id="${prefix}mp_${f}"></label>`).join("")}</div>
+    <div data-kind="mini_xml appmsg" class="hidden"><label>${t("xml")}<textarea id="${prefix}xml" spellcheck="false"></textarea></label>
+      <label data-kind="mini_xml">${t("cover_url")}<input id="${prefix}xml_cover"></label></div>`;
+}
+
+function bindKind(prefix, onChange) {
+  const select = $(`#${prefix}kind`);
+  const show = () => {
+    $$("[data-kind]", view()).forEach((el) => el.classList.toggle("hidden", !el.dataset.kind.split(" ").includes(select.value)));
+    onChange();
+  };
+  select.addEventListener("change", show);
+  show();
+}
+
+function readMessage(prefix) {
+  const v = (id) => $(`#${prefix}${id}`).value;
+  const kind = v("kind");
+  if (kind === "text") {
+    const mentions = v("mentions").split(",").map((s) => s.trim()).filter(Boolean);
+    return { kind: "text", text: v("text"), mentions, mention_all: $(`#${prefix}mention_all`).checked };
+  }
+  if (kind === "mini") {
+    const message = { kind: "miniprogram" };
+    ["app_id", "username", "title", "page_path", "cover_url", "display_name", "icon_url"].forEach((f) => {
+      if (v("mp_" + f)) message[f] = v("mp_" + f);
+    });
+    return message;
+  }
+  if (kind === "mini_xml") {
+    const message = { kind: "miniprogram", xml: v("xml") };
+    if (v("xml_cover")) message.cover_url = v("xml_cover");
+    return message;
+  }
+  return { kind: "appmsg", xml: v("xml") };
+}
+
+function newCampaignPage() {
+  const state = { preview: [], checkTimer: null, checkSeq: 0 };
+  view().innerHTML = `<h1>${t("new_campaign")}</h1>
+    <form id="campaign-form" class="card" autocomplete="off">
+      <div class="grid"><label>${t("name")}<input id="c-name" required maxlength="200"></label>
+      <label>${t("priority")}<select id="c-priority"><option value="normal">${t("normal")}</option><option value="high">${t("high")}</option></select></label>
+      <label>${t("send_at")} <span class="hint">${t("send_at_hint")}</span><input type="datetime-local" id="c-send-at"></label></div>
+      <h2>${t("accounts")}</h2><div id="c-accounts" class="row muted">${t("loading")}</div>
+      <h2>${t("message_kind")}</h2>${messageForm("c-")}
+      <div id="c-check" class="muted"></div>
+      <h2>${t("recipients_csv")}</h2><p class="hint">${t("csv_hint")}</p>
+      <input type="file" id="c-file" accept=".csv,.jsonl,.ndjson,text/csv">
+      <div id="c-preview"></div>
+      <p><button type="submit" class="primary" id="c-submit">${t("submit")}</button></p>
+    </form>`;
+  const check = () => {
+    clearTimeout(state.checkTimer);
+    state.checkTimer = setTimeout(() => run(liveCheck), 300);
+  };
+  const liveCheck = async () => {
+    const seq = ++state.checkSeq;
+    const box = $("#c-check");
+    const body = { message: readMessage("c-") };
+    if (state.preview[0]) body.vars = state.preview[0].vars || {};
+    box.textContent = t("checking");
+    try {
+      const answer = await api("POST", "/v1/messages/check", body);
+      if (seq !== state.checkSeq) return;
+      const shown = answer.rendered || answer.message;
+      let html = `<h2>${t("check")}: <span class="check-ok">${t("check_ok")}</span></h2>`;
+      if (answer.rendered && shown.kind === "text") html += `<div class="card"><div class="muted">${t("rendered")}</div><div id="c-rendered">${esc(shown.text)}</div></div>`;
+      if (answer.xml) html += `<div class="muted">${t("extracted")}</div><pre id="c-extracted">${esc(answer.xml)}</pre>`;
+      if (shown.kind === "miniprogram" && !shown.xml) html += `<pre>${esc(JSON.stringify(shown, null, 2))}</pre>`;
+      box.innerHTML = html;
+    } catch (error) {
+      if (seq !== state.checkSeq || !(error instanceof ApiError)) throw error;
+      box.innerHTML = `<h2>${t("check")}: <span class="check-bad">${esc(error.message)}${error.field ? ` (${t("field")}: ${esc(error.field)})` : ""}</span></h2>`;
+    }
+  };
+  bindKind("c-", check);
+  $("#campaign-form").addEventListener("input", (e) => { if (e.target.id !== "c-file") check(); });
+  $("#c-file").addEventListener("change", () => run(async () => {
+    const file = $("#c-file").files[0];
+    if (!file) return;
+    const text = await file.text();
+    const jsonl = /\.(jsonl|ndjson)$/i.test(file.name);
+    state.preview = recipientRows(text, jsonl);
+    const total = jsonl ? countLines(text) : Math.max(0, countLines(text) - 1);
+    const keys = [...new Set(state.preview.flatMap((r) => Object.keys(r.vars || {})))];
+    $("#c-preview").innerHTML = `<p class="muted">${esc(file.name)} · ${total} ${t("rows")} · ${t("preview")}</p>
+      <div class="tablewrap"><table id="c-preview-table"><thead><tr><th>to</th><th>account</th>${keys.map((k) => `<th>${esc(k)}</th>`).join("")}</tr></thead>
+      <tbody>${state.preview.map((r) => `<tr><td>${esc(r.to)}</td><td>${esc(r.account || "")}</td>${keys.map((k) => `<td>${esc(r.vars?.[k] ?? "")}</td>`).join("")}</tr>`).join("")}</tbody></table></div>`;
+    check();
+  }));
+  $("#campaign-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    run(async () => {
+      const accounts = $$("#c-accounts input:checked").map((i) => i.value);
+      if (!accounts.length) throw new Error(t("pick_account"));
+      const file = $("#c-file").files[0];
+      if (!file) throw new Error(t("pick_file"));
+      const spec = { name: $("#c-name").value, accounts, message: readMessage("c-"), priority: $("#c-priority").value };
+      const sendAt = $("#c-send-at").value;
+      if (sendAt) spec.send_at = new Date(sendAt).toISOString();
+      const form = new FormData();
+      form.append("spec", JSON.stringify(spec));
+      form.append("recipients", file, file.name);
+      $("#c-submit").disabled = true;
+      try {
+        const created = await api("POST", "/v1/campaigns/upload", form);
+        notify(`${t("created_ok")}: ${created.id} (${created.total})`);
+        location.hash = `#campaign/${encodeURIComponent(created.id)}`;
+      } finally {
+        $("#c-submit").disabled = false;
+      }
+    });
+  });
+  return {
+    poll: false,
+    async refresh() {
+      const { accounts } = await api("GET", "/v1/accounts");
+      $("#c-accounts").innerHTML = accounts.length
+        ? accounts.map((a) => `<label class="check"><input type="checkbox" name="account" value="${esc(a.id)}"> ${esc(a.id)} <span class="muted">(${esc(a.vendor)})</span> ${badge(a.status, "acc_")}</label>`).join("")
+        : t("no_accounts");
+    },
+  };
+}
+
+// --- accounts -----------------------------------------------------------------------------------------------------
+
+function accountsPage() {
+  view().innerHTML = `<div class="row"><h1>${t("accounts")}</h1><span class="spacer"></span><span class="muted">${t("refresh_note")}</span></div>
+    <div id="list"><p class="muted">${t("loading")}</p></div><div id="editor"></div>`;
+  return {
+    async refresh() {
+      const { accounts } = await api("GET", "/v1/accounts");
+      current.accounts = accounts;
+      if (!accounts.length) {
+        $("#list").html = `<p class="muted">${t("no_accounts")}</p>`;
+        return;
+      }
+      const rows = accounts.map((a) => `<tr data-account="${esc(a.id)}">
+        <td data-label="${t("id")}"><b>${esc(a.id)}</b><div class="muted mono">${esc(a.instance)}</div></td>
+        <td data-label="${t("vendor")}">${esc(a.vendor)}</td>
+        <td data-label="${t("status")}" class="status">${badge(a.status, "acc_")}</td>
+        <td data-label="${t("reason")}" class="wrap reason">${esc(a.status_reason || "")}</td>
+        <td data-label="${t("per_minute")}" class="num">${a.limits.per_minute || "∞"}</td>
+        <td data-label="${t("today")}" class="num today">${a.sent_today ?? 0} / ${a.limits.daily_cap || t("unlimited")}</td>
+        <td data-label="${t("token_set")}">${a.token_set ? t("set") : t("not_set")}</td>
+        <td data-label="${t("actions")}" class="actions">
+          ${a.status === "active" ? `<button data-action="account" data-op="pause" data-id="${esc(a.id)}">${t("pause")}</button>`
+            : `<button data-action="account" data-op="resume" data-id="${esc(a.id)}">${t("resume")}</button>`}
+          <button data-action="edit-account" data-id="${esc(a.id)}">${t("edit")}</button></td></tr>`).join("");
+      $("#list").html = `<div class="tablewrap"><table class="cards"><thead><tr><th>${t("id")}</th><th>${t("vendor")}</th>
+        <th>${t("status")}</th><th>${t("reason")}</th><th class="num">${t("per_minute")}</th><th class="num">${t("today")} / ${t("daily_cap")}</th>
+        <th>${t("token_set")}</th><th>${t("actions")}</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+    },
+  };
+}
+
+actions.account = async (el) => {
+  await api("POST", `/v1/accounts/${encodeURIComponent(el.dataset.id)}/${el.dataset.op}`);
+  notify(`${el.dataset.id}: ${t(el.dataset.op)} ✓`);
+  await current.refresh();
+};
+
+actions["edit-account"] = (el) => {
+  const a = (current.accounts || []).find((x) => x.id === el.dataset.id);
+  if (!a) return;
+  const fields = ["per_minute", "daily_cap", "min_interval_s", "jitter_s"];
+  $("#editor").innerHTML = `<form id="account-form" class="card" autocomplete="off"><h2>${t("edit_account")}: ${esc(a.id)}</h2>
+    <div class="grid">${fields.map((f) => `<label>${t(f)}<input type="number" step="any" min="0" id="acc-${f}" value="${esc(a.limits[f])}"></label>`).join("")}
+    <label>${t("new_token")}<input type="password" id="acc-token" autocomplete="new-password" spellcheck="false"></label></div>
+    <p class="row"><button type="submit" class="primary">${t("save")}</button><button type="button" data-action="close-editor">${t("close")}</button></p></form>`;
+  $("#account-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    run(async () => {
+      const limits = {};
+      fields.forEach((f) => { limits[f] = Number($(`#acc-${f}`).value); });
+      const body = { limits };
+      const secret = $("#acc-token").value;
+      if (secret) body.token = secret;
+      await api("PATCH", `/v1/accounts/${encodeURIComponent(a.id)}`, body);
+      $("#acc-token").value = "";
+      notify(`${a.id}: ${t("saved")}`);
+      await current.refresh();
+    });
+  });
+  $("#account-form").scrollIntoView();
+};
+actions["close-editor"] = () => { $("#editor").innerHTML = ""; };
+
+// --- dead letters ---------------------------------------------------------------------------------------------
+
+function deadPage() {
+  view().innerHTML = `<div class="row"><h1>${t("dead_letters")}</h1><span class="spacer"></span><span class="muted">${t("refresh_note")}</span></div>
+    <form id="dead-filter" class="row card"><label>${t("account")}<input id="f-account"></label>
+      <label>${t("campaign")}<input id="f-campaign"></label>
+      <label>${t("reason")}<input id="f-reason" list="reasons"></label>
+      <datalist id="reasons"><option value="permanent"><option value="unknown_outcome"><option value="failure"><option value="exhausted"></datalist>
+      <button type="submit">${t("filter")}</button></form>
+    <div id="list"><p class="muted">${t("loading")}</p></div><div id="detail"></div>`;
+  $("#dead-filter").addEventListener("submit", (e) => { e.preventDefault(); run(() => current.refresh()); });
+  return {
+    async refresh() {
+      const query = new URLSearchParams({ limit: 200 });
+      for (const f of ["account", "campaign", "reason"]) if ($(`#f-${f}`).value.trim()) query.set(f, $(`#f-${f}`).value.trim());
+      const { dead_letters: items, total } = await api("GET", `/v1/dead-letters?${query}`);
+      if (!items.length) {
+        $("#list").html = `<p class="muted">${t("no_dead")} (${total})</p>`;
+        return;
+      }
+      const rows = items.map((d) => `<tr data-dead="${esc(d.id)}">
+        <td data-label="${t("id")}" class="id"><button class="link" data-action="inspect" data-id="${esc(d.id)}">${esc(d.id)}</button></td>
+        <td data-label="${t("account")}">${esc(d.account)}</td><td data-label="${t("to")}">${esc(d.to)}</td>
+        <td data-label="${t("campaign")}" class="id">${esc(d.campaign || "")}</td>
+        <td data-label="${t("reason")}"><span class="badge dead">${esc(d.reason)}</span></td>
+        <td data-label="${t("error")}" class="wrap">${esc(d.error)}</td>
+        <td data-label="${t("attempts")}" class="num">${d.attempts}</td>
+        <td data-label="${t("dead_at")}">${esc(fmtTime(d.dead_at))}</td>
+        <td data-label="${t("actions")}" class="actions"><button data-action="replay" data-id="${esc(d.id)}" data-reason="${esc(d.reason)}">${t("replay")}</button>
+          <button class="danger" data-action="delete-dead" data-id="${esc(d.id)}">${t("delete")}</button></td></tr>`).join("");
+      $("#list").html = `<p class="muted">${items.length} / ${total}</p><div class="tablewrap"><table class="cards"><thead><tr>
+        <th>${t("id")}</th><th>${t("account")}</th><th>${t("to")}</th><th>${t("campaign")}</th><th>${t("reason")}</th>
+        <th>${t("error")}</th><th class="num">${t("attempts")}</th><th>${t("dead_at")}</th><th>${t("actions")}</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+    },
+  };
+}
+
+actions.inspect = async (el) => {
+  const entry = await api("GET", `/v1/dead-letters/${encodeURIComponent(el.dataset.id)}`);
+  $("#detail").innerHTML = `<div class="card" id="dead-detail"><div class="row"><h2>${t("history")}: <span class="mono">${esc(entry.id)}</span></h2>
+    <span class="spacer"></span><button data-action="close-detail">${t("close")}</button></div>
+    <p>${esc(entry.reason)} · ${esc(entry.error_class)} · ${esc(entry.error)}</p>
+    <div class="tablewrap"><table><thead><tr><th>#</th><th>event</th><th>${t("error")}</th><th>at</th></tr></thead><tbody>
+    ${entry.history.map((h, i) => `<tr><td>${i + 1}</td><td>${esc(h.event || h.outcome || "")}</td><td class="wrap">${esc(h.error || "")}</td>
+      <td>${esc(fmtTime(h.at || h.started))}</td></tr>`).join("")}</tbody></table></div></div>`;
+  $("#detail").scrollIntoView();
+};
+actions["close-detail"] = () => { $("#detail").innerHTML = ""; };
+
+actions.replay = async (el) => {
+  const path = `/v1/dead-letters/${encodeURIComponent(el.dataset.id)}/replay`;
+  try {
+    await api("POST", path);
+  } catch (error) {
+    if (!(error instanceof ApiError && error.code === "unknown_outcome")) throw error;
+    if (!confirm(t("confirm_force"))) return;
+    await api("POST", `${path}?force=true`);
+  }
+  notify(`${el.dataset.id}: ${t("replayed")}`);
+  await current.refresh();
+};
+
+actions["delete-dead"] = async (el) => {
+  if (!confirm(t("confirm_delete"))) return;
+  await api("DELETE", `/v1/dead-letters/${encodeURIComponent(el.dataset.id)}`);
+  notify(`${el.dataset.id}: ${t("deleted")}`);
+  await current.refresh();
+};
+
+// --- schedules ----------------------------------------------------------------------------------------------------
+
+function schedulesPage() {
+  view().innerHTML = `<h1>${t("schedules")}</h1><div id="list"><p class="muted">${t("loading")}</p></div>
+    <form id="schedule-form" class="card" autocomplete="off"><h2>${t("new_schedule")}</h2>
+      <div class="grid"><label>${t("name")}<input id="s-name" maxlength="200"></label>
+      <label>${t("cron")} <span class="hint">${t("cron_hint")}</span><input id="s-cron" required value="0 9 * * 1-5"></label>
+      <label>${t("timezone")}<input id="s-tz" value="Asia/Shanghai"></label>
+      <label>${t("account")}<input id="s-account" required></label><label>${t("to")}<input id="s-to" required></label></div>
+      ${messageForm("s-")}
+      <p><button type="submit" class="primary">${t("create")}</button></p></form>`;
+  bindKind("s-", () => {});
+  $("#schedule-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    run(async () => {
+      const spec = {
+        name: $("#s-name").value, cron: $("#s-cron").value.trim(), timezone: $("#s-tz").value.trim(),
+        message: { account: $("#s-account").value.trim(), to: $("#s-to").value.trim(), message: readMessage("s-") },
+      };
+      const created = await api("POST", "/v1/schedules", spec);
+      notify(`${t("schedule_created")}: ${created.id}`);
+      await current.refresh();
+    });
+  });
+  return {
+    async refresh() {
+      const { schedules } = await api("GET", "/v1/schedules");
+      if (!schedules.length) {
+        $("#list").html = `<p class="muted">${t("no_schedules")}</p>`;
+        return;
+      }
+      const rows = schedules.map((s) => `<tr data-schedule="${esc(s.id)}">
+        <td data-label="${t("name")}">${esc(s.name)}<div class="mono muted">${esc(s.id)}</div></td>
+        <td data-label="${t("kind")}">${t("schedule_kind_" + s.kind)}</td>
+        <td data-label="${t("cron")}" class="mono">${esc(s.cron)}</td><td data-label="${t("timezone")}">${esc(s.timezone)}</td>
+        <td data-label="${t("next_firings")}" class="muted">${(s.next_firings || []).map((x) => esc(fmtTime(x, s.timezone))).join("<br>")}</td>
+        <td data-label="${t("fires")}" class="num">${s.fires}</td>
+        <td data-label="${t("last_result")}" class="wrap mono">${esc(s.last_error || s.last_result || "")}</td>
+        <td data-label="${t("status")}" class="status">${s.paused ? badge("paused") : badge("active", "acc_")}</td>
+        <td data-label="${t("actions")}" class="actions">${s.paused
+          ? `<button data-action="schedule" data-op="resume" data-id="${esc(s.id)}">${t("resume")}</button>`
+          : `<button data-action="schedule" data-op="pause" data-id="${esc(s.id)}">${t("pause")}</button>`}
+          <button class="danger" data-action="delete-schedule" data-id="${esc(s.id)}">${t("delete")}</button></td></tr>`).join("");
+      $("#list").html = `<div class="tablewrap"><table class="cards"><thead><tr><th>${t("name")}</th><th>${t("kind")}</th>
+        <th>${t("cron")}</th><th>${t("timezone")}</th><th>${t("next_firings")}</th><th class="num">${t("fires")}</th>
+        <th>${t("last_result")}</th><th>${t("status")}</th><th>${t("actions")}</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+    },
+  };
+}
+
+actions.schedule = async (el) => {
+  await api("POST", `/v1/schedules/${encodeURIComponent(el.dataset.id)}/${el.dataset.op}`);
+  notify(`${el.dataset.id}: ${t(el.dataset.op)} ✓`);
+  await current.refresh();
+};
+
+actions["delete-schedule"] = async (el) => {
+  if (!confirm(t("confirm_delete_schedule"))) return;
+  await api("DELETE", `/v1/schedules/${encodeURIComponent(el.dataset.id)}`);
+  notify(`${el.dataset.id}: ${t("deleted")}`);
+  await current.refresh();
+};

@@ -1,0 +1,377 @@
+"""The operator console (``/console``) driven in a real headless Chromium against a real stack.
+
+One browser and one stack (``broadcast api`` + worker + scheduler on the vendor simulator) for the module.
+The tests share the browser's session: the token is typed once (``open_page`` logs in when it must).
+Screenshots of each page land in ``test-output/console/`` for a person to look at.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from simulator.server import SimulatorServer
+from tests.browser import browser_session, requested_urls, screenshot
+from tests.conftest import API_TOKEN, DATA, ApiStack
+from tests.procs import wait_for
+from tests.test_xmlsafe import XXE
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    yield from browser_session()
+
+
+@pytest.fixture(scope="module")
+def stack(redis_url: str, sim: SimulatorServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiStack]:
+    s = ApiStack(redis_url, sim, tmp_path_factory.mktemp("console"))
+    s.add_account("shop", "gewe")
+    s.add_account("backup", "ecloud")
+    s.start_worker()
+    s.start("scheduler")
+    yield s
+    with httpx.Client(base_url=sim.url) as admin:
+        admin.delete("/_sim/faults")
+    s.stop()
+
+
+def by_css(driver: Any, css: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, css)
+
+
+def all_css(driver: Any, css: str) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    return list(driver.find_elements(By.CSS_SELECTOR, css))
+
+
+def click(driver: Any, css: str) -> None:
+    """Click what ``css`` finds; if a poll redrew it between finding and clicking, find it again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(20):
+        try:
+            by_css(driver, css).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    by_css(driver, css).click()
+
+
+def text_of(driver: Any, css: str) -> str:
+    found = all_css(driver, css)
+    return " ".join(e.text for e in found)
+
+
+def until(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Wait for what the page shows (the console polls every 2 s)."""
+
+    def safe() -> bool:
+        try:
+            return predicate()
+        except Exception:
+            return False
+
+    wait_for(safe, timeout=timeout, what=what, interval=0.1)
+
+
+def open_page(driver: Any, stack: ApiStack, hash_: str) -> None:
+    """Go to a page, logging in first when this browser session has no token yet."""
+    driver.get(f"{stack.api_url}/console#{hash_}")
+    until(lambda: by_css(driver, "#view").is_displayed() or by_css(driver, "#login").is_displayed(), "the console")
+    if by_css(driver, "#login").is_displayed():
+        by_css(driver, "#token").send_keys(API_TOKEN)
+        click(driver, "#login-form button")
+    until(lambda: by_css(driver, "#view").is_displayed(), f"the {hash_} page")
+
+
+def test_login_refuses_a_wrong_token_then_keeps_the_right_one_out_of_urls(stack: ApiStack, browser: Any) -> None:
+    requested_urls(browser)
+    browser.get(f"{stack.api_url}/console")
+    until(lambda: by_css(browser, "#login").is_displayed(), "the login form")
+    assert "输入 API token" in by_css(browser, "#login h1").text  # Chinese first
+    screenshot(browser, "console", "01-login")
+
+    by_css(browser, "#token").send_keys("not-the-token")
+    click(browser, "#login-form button")
+    until(lambda: "Token 无效" in by_css(browser, "#notice").text, "the refusal")
+    assert by_css(browser, "#login").is_displayed()
+
+    by_css(browser, "#token").send_keys(API_TOKEN)
+    click(browser, "#login-form button")
+    until(lambda: by_css(browser, "#nav").is_displayed(), "the console after login")
+    assert browser.execute_script("return sessionStorage.getItem('broadcast.token')") == API_TOKEN
+    assert browser.execute_script("return localStorage.length") == 0 or "token" not in str(
+        browser.execute_script("return JSON.stringify(localStorage)")
+    )
+    urls = [url for url, _ in requested_urls(browser)]
+    assert urls and all(url.startswith(stack.api_url) for url in urls), urls  # no CDN, nothing else
+    assert all(API_TOKEN not in url for url in urls), "the token never goes into a URL"
+
+
+def test_campaign_from_csv_finishes_and_its_dead_letters_replay(stack: ApiStack, browser: Any, tmp_path: Path) -> None:
+    # two recipients fail once: one is not a friend (permanent), one times out after the request left
+    with httpx.Client(base_url=stack.sim.url) as admin:
+        admin.post("/_sim/faults", json={"kind": "not_friend", "to": "wxid_console_blocked", "times": 1})
+        admin.post("/_sim/faults", json={"kind": "timeout_after", "to": "wxid_console_slow", "times": 1, "delay_s": 3})
+    csv_file = tmp_path / "双十一名单.csv"
+    rows = [("wxid_console_00", "张三"), ("wxid_console_01", "李四"), ("wxid_console_blocked", "王五")]
+    rows += [("wxid_console_slow", "赵六")] + [(f"wxid_console_{i:02d}", f"客户{i}") for i in range(2, 8)]
+    csv_file.write_text("to,name\n" + "".join(f"{to},{name}\n" for to, name in rows), encoding="utf-8")
+
+    open_page(browser, stack, "new")
+    until(lambda: len(all_css(browser, "#c-accounts input")) == 2, "the account choices")
+    by_css(browser, "#c-name").send_keys("双十一 console")
+    click(browser, "#c-accounts input[value='shop']")
+    by_css(browser, "#c-text").send_keys("{name} 你好，双十一快乐")
+    by_css(browser, "#c-file").send_keys(str(csv_file))
+    until(lambda: "10" in by_css(browser, "#c-preview p").text, "the CSV preview")
+    preview = text_of(browser, "#c-preview-table tbody")
+    assert "wxid_console_00" in preview and "张三" in preview and "客户2" in preview
+    assert len(all_css(browser, "#c-preview-table tbody tr")) == 5, "the first five rows"
+    until(lambda: by_css(browser, "#c-rendered").text == "张三 你好，双十一快乐", "the rendered message")
+    screenshot(browser, "console", "02-new-campaign")
+
+    click(browser, "#c-submit")
+    until(lambda: "#campaign/" in browser.current_url, "the campaign page")
+    campaign_id = browser.current_url.split("#campaign/")[1]
+    until(lambda: by_css(browser, "#stat-remaining").text == "0", "the campaign to finish", timeout=60)
+    assert by_css(browser, "#stat-sent").text == "8"
+    assert by_css(browser, "#stat-dead").text == "2"
+    assert "已完成" in by_css(browser, "#head").text
+    # exact 64-bit ids, as the API gave them (strings)
+    api_items = stack.http.get(f"/v1/campaigns/{campaign_id}/deliveries", params={"limit": 50}).json()["deliveries"]
+    expected = {d["result"]["new_msg_id"] for d in api_items if d["status"] == "sent"}
+    until(lambda: len([e for e in all_css(browser, ".new-msg-id") if e.text]) == 8, "the ids in the table")
+    shown = {e.text for e in all_css(browser, ".new-msg-id") if e.text}
+    assert shown == expected and all(len(x) >= 17 for x in shown)
+    screenshot(browser, "console", "03-campaign")
+
+    # the status filter pages through the dead ones only
+    from selenium.webdriver.support.ui import Select
+
+    Select(by_css(browser, "#status-filter")).select_by_value("dead")
+    until(lambda: len(all_css(browser, "#deliveries tbody tr")) == 2, "the dead deliveries")
+
+    # the list shows live progress
+    open_page(browser, stack, "campaigns")
+    until(lambda: campaign_id in text_of(browser, "#list"), "the campaign in the list")
+    row = f"tr[data-campaign='{campaign_id}']"
+    assert by_css(browser, f"{row} .sent").text == "8" and by_css(browser, f"{row} .dead").text == "2"
+    screenshot(browser, "console", "04-campaigns")
+
+    # dead letters: the permanent one replays at once; the unknown outcome asks for --force first
+    open_page(browser, stack, "dead")
+    until(lambda: "wxid_console_blocked" in text_of(browser, "#list"), "the dead letters")
+    assert "unknown_outcome" in text_of(browser, "#list")
+    screenshot(browser, "console", "05-dead-letters")
+    dead = {d["to"]: d["id"] for d in stack.http.get("/v1/dead-letters").json()["dead_letters"]}
+    click(browser, f"tr[data-dead='{dead['wxid_console_blocked']}'] button[data-action='inspect']")
+    until(
+        lambda: "not_friend" in by_css(browser, "#dead-detail").text or "好友" in by_css(browser, "#dead-detail").text,
+        "history",
+    )
+    click(browser, f"button[data-action='replay'][data-id='{dead['wxid_console_blocked']}']")
+    until(lambda: "已重新排队" in by_css(browser, "#notice").text, "the replay notice")
+
+    slow = dead["wxid_console_slow"]
+    click(browser, f"button[data-action='replay'][data-id='{slow}']")
+    until(lambda: browser.switch_to.alert is not None, "the --force confirmation")
+    alert = browser.switch_to.alert
+    assert "未知" in alert.text
+    alert.dismiss()  # declining sends nothing
+    time.sleep(0.5)
+    assert stack.http.get(f"/v1/messages/{slow}").json()["status"] == "dead"
+    click(browser, f"button[data-action='replay'][data-id='{slow}']")
+    until(lambda: browser.switch_to.alert is not None, "the --force confirmation")
+    browser.switch_to.alert.accept()
+    until(lambda: "已重新排队" in by_css(browser, "#notice").text, "the forced replay")
+
+    open_page(browser, stack, f"campaign/{campaign_id}")
+    until(lambda: by_css(browser, "#stat-sent").text == "10", "the replayed sends", timeout=60)
+    assert by_css(browser, "#stat-dead").text == "0"
+
+
+def test_pasted_xml_is_checked_live_showing_what_was_extracted(stack: ApiStack, browser: Any) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    open_page(browser, stack, "new")
+    Select(by_css(browser, "#c-kind")).select_by_value("appmsg")
+    pasted = (DATA / "seed000_callback_fragment.xml").read_text(encoding="utf-8")
+    browser.execute_script(
+        "const x = document.querySelector('#c-xml'); x.value = arguments[0];"
+        "x.dispatchEvent(new Event('input', {bubbles: true}))",
+        pasted,
+    )
+    until(lambda: by_css(browser, "#c-extracted").text.startswith("<appmsg"), "the extracted <appmsg>")
+    assert "校验通过" in by_css(browser, "#c-check").text
+    browser.execute_script(
+        "const x = document.querySelector('#c-xml'); x.value = arguments[0];"
+        "x.dispatchEvent(new Event('input', {bubbles: true}))",
+        XXE,
+    )
+    until(lambda: "message.xml" in by_css(browser, "#c-check").text, "the refusal naming the field")
+    assert not all_css(browser, "#c-extracted")
+
+
+def test_export_downloads_every_delivery_with_iso_times(stack: ApiStack, browser: Any, tmp_path: Path) -> None:
+    import csv
+    import json
+
+    created = stack.http.post(
+        "/v1/campaigns",
+        json={
+            "name": "导出",
+            "account": "shop",
+            "recipients": [{"to": f"wxid_export_{i}"} for i in range(3)],
+            "message": {"kind": "text", "text": "x"},
+        },
+    ).json()
+    wait_for(
+        lambda: stack.http.get(f"/v1/campaigns/{created['id']}").json()["finished"], timeout=60, what="the campaign"
+    )
+    browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)})
+    open_page(browser, stack, f"campaign/{created['id']}")
+    until(lambda: by_css(browser, "#stat-sent").text == "3", "the finished campaign")
+    for fmt in ("csv", "jsonl"):
+        click(browser, f"button[data-action='export'][data-format='{fmt}']")
+        target = tmp_path / f"{created['id']}-deliveries.{fmt}"
+        until(lambda target=target: target.exists() and target.stat().st_size > 0, f"the {fmt} download")
+    rows = list(csv.DictReader((tmp_path / f"{created['id']}-deliveries.csv").open(encoding="utf-8")))
+    assert sorted(r["to"] for r in rows) == [f"wxid_export_{i}" for i in range(3)]
+    assert all(
+        r["status"] == "sent" and r["sent_at_iso"].endswith("+08:00") and len(r["new_msg_id"]) >= 17 for r in rows
+    )
+    lines = (tmp_path / f"{created['id']}-deliveries.jsonl").read_text(encoding="utf-8").splitlines()
+    assert {json.loads(line)["result"]["new_msg_id"] for line in lines} == {r["new_msg_id"] for r in rows}
+
+
+def test_pause_and_resume_a_scheduled_campaign(stack: ApiStack, browser: Any) -> None:
+    later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    created = stack.http.post(
+        "/v1/campaigns",
+        json={
+            "name": "明早推送",
+            "account": "backup",
+            "recipients": [{"to": f"wxid_later_{i}"} for i in range(3)],
+            "message": {"kind": "text", "text": "早上好"},
+            "send_at": later,
+        },
+    ).json()
+    open_page(browser, stack, "campaigns")
+    row = f"tr[data-campaign='{created['id']}']"
+    until(lambda: "已预约" in by_css(browser, f"{row} .status").text, "the scheduled campaign")
+    click(browser, f"{row} button[data-op='pause']")
+    until(lambda: "已暂停" in by_css(browser, f"{row} .status").text, "paused")
+    assert stack.http.get(f"/v1/campaigns/{created['id']}").json()["status"] == "paused"
+    click(browser, f"{row} button[data-op='resume']")
+    until(lambda: "已预约" in by_css(browser, f"{row} .status").text, "resumed")
+    assert stack.http.get(f"/v1/campaigns/{created['id']}").json()["status"] == "scheduled"
+
+
+def test_accounts_pause_resume_and_limits_with_a_write_only_token(stack: ApiStack, browser: Any) -> None:
+    open_page(browser, stack, "accounts")
+    row = "tr[data-account='shop']"
+    until(lambda: "正常" in by_css(browser, f"{row} .status").text, "the accounts")
+    today = stack.http.get("/v1/accounts/shop").json()["sent_today"]
+    assert by_css(browser, f"{row} .today").text == f"{today} / 不限", "today's sends against the cap"
+    click(browser, f"{row} button[data-op='pause']")
+    until(lambda: "已暂停" in by_css(browser, f"{row} .status").text, "paused")
+    assert "paused by operator" in by_css(browser, f"{row} .reason").text
+    click(browser, f"{row} button[data-op='resume']")  # with the vendor's online check
+    until(lambda: "正常" in by_css(browser, f"{row} .status").text, "resumed")
+
+    click(browser, f"{row} button[data-action='edit-account']")
+    cap = by_css(browser, "#acc-daily_cap")
+    cap.clear()
+    cap.send_keys("500")
+    by_css(browser, "#acc-token").send_keys("a-new-secret-token")
+    click(browser, "#account-form button[type='submit']")
+    until(lambda: by_css(browser, f"{row} .today").text == f"{today} / 500", "the new cap")
+    assert by_css(browser, "#acc-token").get_attribute("value") == ""
+    assert "a-new-secret-token" not in browser.page_source
+    screenshot(browser, "console", "06-accounts")
+    # an API error shows its message and the field
+    cap = by_css(browser, "#acc-per_minute")
+    cap.clear()
+    cap.send_keys("-5")
+    browser.execute_script("document.querySelector('#acc-per_minute').removeAttribute('min')")
+    click(browser, "#account-form button[type='submit']")
+    until(lambda: "limits.per_minute" in by_css(browser, "#notice").text, "the field in the error")
+    assert stack.http.get("/v1/accounts/shop").json()["limits"]["per_minute"] == 0
+
+
+def test_schedules_create_list_next_firings_and_delete(stack: ApiStack, browser: Any) -> None:
+    open_page(browser, stack, "schedules")
+    until(lambda: "没有定时任务" in by_css(browser, "#list").text, "the empty list")
+    by_css(browser, "#s-name").send_keys("工作日早报")
+    by_css(browser, "#s-account").send_keys("shop")
+    by_css(browser, "#s-to").send_keys("123@chatroom")
+    by_css(browser, "#s-text").send_keys("早上好")
+    click(browser, "#schedule-form button[type='submit']")
+    until(lambda: "工作日早报" in by_css(browser, "#list").text, "the new schedule")
+    [schedule] = stack.http.get("/v1/schedules").json()["schedules"]
+    assert len(schedule["next_firings"]) == 3
+    row = f"tr[data-schedule='{schedule['id']}']"
+    assert by_css(browser, row).text.count(":") >= 3, "three firing times shown"
+    screenshot(browser, "console", "07-schedules")
+
+    by_css(browser, "#s-cron").clear()
+    by_css(browser, "#s-cron").send_keys("not a cron")
+    click(browser, "#schedule-form button[type='submit']")
+    until(lambda: "cron" in by_css(browser, "#notice").text, "the cron error with its field")
+
+    click(browser, f"{row} button[data-op='pause']")
+    until(lambda: "已暂停" in by_css(browser, f"{row} .status").text, "the paused schedule")
+    paused = stack.http.get(f"/v1/schedules/{schedule['id']}").json()
+    assert paused["paused"] is True and paused["next_at"] is None
+    assert stack.redis.zscore(f"{stack.prefix}:schedules", schedule["id"]) == float("inf"), "never due"
+    click(browser, f"{row} button[data-op='resume']")
+    until(lambda: "正常" in by_css(browser, f"{row} .status").text, "the resumed schedule")
+    assert stack.http.get(f"/v1/schedules/{schedule['id']}").json()["next_at"] == schedule["next_at"]
+
+    click(browser, f"{row} button[data-action='delete-schedule']")
+    browser.switch_to.alert.accept()
+    until(lambda: "没有定时任务" in by_css(browser, "#list").text, "the deletion")
+
+
+def test_english_switch_and_phone_layout(stack: ApiStack, browser: Any) -> None:
+    open_page(browser, stack, "campaigns")
+    until(lambda: "群发活动" in by_css(browser, "#view h1").text, "Chinese by default")
+    click(browser, "#lang")
+    until(lambda: by_css(browser, "#view h1").text == "Campaigns", "English")
+    assert "Dead letters" in by_css(browser, "#nav").text and "Finished" not in by_css(browser, "#nav").text
+    until(lambda: "finished" in text_of(browser, "#list .status"), "English statuses")
+    screenshot(browser, "console", "08-campaigns-en")
+    browser.refresh()
+    until(lambda: by_css(browser, "#view h1").text == "Campaigns", "English kept after reload")
+
+    browser.set_window_size(390, 844)
+    try:
+        until(lambda: by_css(browser, "#list table thead").is_displayed() is False, "the phone layout")
+        width = browser.execute_script("return document.documentElement.scrollWidth")
+        assert width <= 400, f"no sideways scrolling on a phone ({width}px)"
+        screenshot(browser, "console", "09-campaigns-phone")
+    finally:
+        browser.set_window_size(1280, 900)
+        click(browser, "#lang")
+        until(lambda: "群发活动" in by_css(browser, "#view h1").text, "back to Chinese")
+
+
+def test_logout_forgets_the_token(stack: ApiStack, browser: Any) -> None:
+    open_page(browser, stack, "accounts")
+    click(browser, "#logout")
+    until(lambda: by_css(browser, "#login").is_displayed(), "the login form")
+    assert browser.execute_script("return sessionStorage.getItem('broadcast.token')") is None
+    assert not by_css(browser, "#view").is_displayed() and not by_css(browser, "#nav").is_displayed()
+    time.sleep(2.5)  # a poll period: nothing polls without a token, so no refusal shows up
+    assert not by_css(browser, "#notice").is_displayed() or "Token" not in by_css(browser, "#notice").text
