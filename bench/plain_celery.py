@@ -25,7 +25,8 @@ def post_text(url: str, token: str, body: dict[str, str]) -> None:
     """POST GeWe postText, check the envelope, nothing else."""
     global _client
     if _client is None:
-        _client = httpx.Client(timeout=30)
+        # no pool cap below the concurrency: under ``-P threads -c 300`` every thread gets its connection
+        _client = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=None, max_keepalive_connections=None))
     response = _client.post(url, json=body, headers={"X-GEWE-TOKEN": token})
     if response.json().get("ret") != 200:
         raise RuntimeError("send failed")

@@ -95,8 +95,27 @@ class Admin:
             return _bad_request(f"no fault {fault_id}", status_code=404)
         return JSONResponse({"removed": 1})
 
+    async def get_latency(self, request: Request) -> Response:
+        """GET /_sim/latency → {"latency_s", "spread_s"}."""
+        latency, spread = self.state.latency()
+        return JSONResponse({"latency_s": latency, "spread_s": spread})
+
+    async def set_latency(self, request: Request) -> Response:
+        """POST /_sim/latency {"latency_s": 0.3, "spread_s": 0.2}: every send answers after 0.3 ± 0.2 s."""
+        body = await read_json_object(request)
+        if body is None:
+            return _bad_request("body must be a JSON object")
+        unknown = set(body) - {"latency_s", "spread_s"}
+        if unknown:
+            return _bad_request(f"unknown latency field(s): {', '.join(sorted(unknown))}")
+        try:
+            self.state.set_latency(body.get("latency_s", 0.0), body.get("spread_s", 0.0))
+        except ValueError as exc:
+            return _bad_request(str(exc))
+        return await self.get_latency(request)
+
     async def reset(self, request: Request) -> Response:
-        """POST /_sim/reset: clear sends and faults, keep accounts."""
+        """POST /_sim/reset: clear sends, faults and latency, keep accounts."""
         self.state.reset()
         return JSONResponse({"ok": True})
 
@@ -134,6 +153,8 @@ def create_app(state: SimState) -> Starlette:
         Route("/_sim/faults", admin.add_fault, methods=post),
         Route("/_sim/faults", admin.clear_faults, methods=["DELETE"]),
         Route("/_sim/faults/{fault_id:int}", admin.remove_fault, methods=["DELETE"]),
+        Route("/_sim/latency", admin.get_latency, methods=["GET"]),
+        Route("/_sim/latency", admin.set_latency, methods=post),
         Route("/_sim/reset", admin.reset, methods=post),
     ]
     app = Starlette(routes=routes)

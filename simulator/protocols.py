@@ -305,6 +305,7 @@ class Handlers:
 
     async def deliver(self, dialect: Dialect, send: Send, received_at: float, ok: Success) -> Response:
         """Apply at most one fault to a validated send, record it if it went out, and answer."""
+        await self.vendor_time()
         fault = self.state.take_fault(dialect.vendor, send.account.instance, send.to)
         if fault is None:
             return ok(self.record(send, received_at), send)
@@ -326,6 +327,12 @@ class Handlers:
             await asyncio.sleep(fault.delay)
             return ok(record, send)
         return dialect.error(_ENVELOPE_FAULTS[kind])
+
+    async def vendor_time(self) -> None:
+        """Hold the answer for the configured latency; asyncio.sleep, so other requests proceed meanwhile."""
+        delay = self.state.draw_latency()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     def account_fault(self, account: SimAccount, to: str | None) -> Fault | None:
         """The account-level fault (offline / token_invalid) hitting a revoke or online check."""
@@ -540,6 +547,7 @@ class Handlers:
             if at is not None and not (isinstance(at, list) and all(isinstance(a, str) for a in at)):
                 return LEGACY.error("param", "参数错误: at 类型错误")
 
+        await self.vendor_time()
         state = self.state
         entry_faults: list[Fault | None] = []
         call_fault: Fault | None = None  # ends the call without sending

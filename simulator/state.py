@@ -48,6 +48,9 @@ ACCOUNT_FAULT_KINDS: Final = frozenset({"offline", "token_invalid"})
 #: Default sleep for the kinds that delay (seconds).
 DEFAULT_DELAYS: Final = {"slow": 2.0, "timeout_before": 30.0, "timeout_after": 30.0}
 
+#: Upper bound of the configurable answer latency (seconds): vendor clients time out after 15-60 s.
+MAX_LATENCY_S: Final = 600.0
+
 NEW_MSG_ID_MIN: Final = 2**62
 NEW_MSG_ID_MAX: Final = 2**63 - 1
 MSG_ID_MAX: Final = 2**31 - 1
@@ -231,6 +234,7 @@ class SimState:
         self._seq = 0
         self._faults: list[Fault] = []
         self._fault_seq = 0
+        self._latency: tuple[float, float] = (0.0, 0.0)
         for account in accounts:
             self.add_account(account)
 
@@ -463,11 +467,35 @@ class SimState:
                 return fault
             return None
 
+    # -- latency --------------------------------------------------------------------------------
+
+    def set_latency(self, latency_s: float, spread_s: float = 0.0) -> None:
+        """Answer every send after ``latency_s`` ± ``spread_s`` (uniform): real vendors take 0.2-2 s (GeWe
+        fetches media by URL itself), and benchmarks must see that, not a 1 ms loopback answer."""
+        if isinstance(latency_s, bool) or not isinstance(latency_s, int | float) or not 0 <= latency_s <= MAX_LATENCY_S:
+            raise ValueError(f"latency_s must be a number within [0, {MAX_LATENCY_S:g}]")
+        if isinstance(spread_s, bool) or not isinstance(spread_s, int | float) or not 0 <= spread_s <= latency_s:
+            raise ValueError("spread_s must be a number within [0, latency_s]")
+        with self._lock:
+            self._latency = (float(latency_s), float(spread_s))
+
+    def latency(self) -> tuple[float, float]:
+        """The configured (latency_s, spread_s); (0, 0) answers at once."""
+        return self._latency
+
+    def draw_latency(self) -> float:
+        """Seconds to hold the next send's answer: fixed, or uniform within latency ± spread."""
+        latency, spread = self._latency
+        if spread == 0.0:
+            return latency
+        return self._rng.uniform(latency - spread, latency + spread)
+
     # -- whole state ----------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget sends and faults; keep accounts (sequence numbers keep counting up)."""
+        """Forget sends, faults and latency; keep accounts (sequence numbers keep counting up)."""
         with self._lock:
+            self._latency = (0.0, 0.0)
             self._sends.clear()
             self._by_new_msg_id.clear()
             self._faults.clear()

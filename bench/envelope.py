@@ -1,0 +1,512 @@
+"""The real operating envelope: N accounts x k sends, gap g, a vendor answering in L ± s, default settings.
+
+Everything runs on this machine: a private Redis, the bundled simulator (GeWe ``postText``, answering
+every send after L ± s via ``POST /_sim/latency``), and the product exactly as a user starts it:
+``broadcast worker`` with no flags and one ``broadcast scheduler`` (only ``BROADCAST_REDIS_URL`` and
+``BROADCAST_KEY_PREFIX`` are set, so each case gets fresh keys).
+
+Per case and round:
+
+1. The processes start; N accounts (limits ``per_minute``, ``min_interval_s=g``, ``jitter_s=0``) get k
+   private-chat jobs each, all scheduled for one release moment a little ahead (``send_at``), so boot
+   and submission stay out of what is measured.
+2. Just before the release: snapshots of Redis ``INFO commandstats`` / ``INFO cpu`` and of the CPU time
+   (``/proc/<pid>/stat``) of the worker's and the scheduler's process trees.
+3. Wait until the simulator has recorded every send and every job is terminal (bounded by ``--timeout``;
+   on timeout the partial figures are printed and the exit code is non-zero). Snapshots again.
+4. From the simulator's own records (``received_at`` = request arrived, ``sent_at`` = answer left):
+
+   - utilization per account = (sum of (sent_at - received_at) + (k - 1) x g) / (last.sent_at -
+     first.received_at), median and p10 over accounts;
+   - sends/s = sends / (last sent_at - first received_at); the limits allow ≈ N / (g + L);
+   - violations: overlaps (next.received_at < prev.sent_at), gaps under g - 5 ms, 60 s windows over
+     ``per_minute``; duplicates: one (account, recipient) received more than once.
+
+5. Peers at the same latency, same number of sends, no pacing: ``bench.plain_celery`` (the same HTTP call
+   in a plain Celery task) under prefork ``-c 2`` and under ``-P threads -c 300``. A peer stops after
+   ``--peer-budget`` seconds of sending; its rate is what it reached by then.
+
+Exit code 1 when any case shows a violation, a duplicate, a missing send or a timeout.
+
+Run: ``.venv/bin/python -m bench.envelope`` (all cases) or ``--case 300x4-L0.3-g1``, or a custom case:
+``--accounts 30 --sends 3 --gap 1 --latency 0.3 --spread 0.1``. ``--repeat 3`` interleaves rounds and
+reports medians; ``--json out.json`` writes every raw figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import shlex
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from bench._procs import Procs, tree, tree_rss_kb
+from bench.pacing import TEXT, TOKEN, _load, _sim_up, _term, analyse, check_alive, progress, say
+from bench.throughput import spawn
+from scheduler.embedded import EmbeddedRedis, free_port
+from scheduler.producer import Producer
+from worker.accounts import AccountSpec, AccountStore, Limits
+from worker.ledger import TERMINAL, Ledger
+
+PER_MINUTE = 600  # high enough never to bind at the gaps below (a 1 s gap allows 60 a minute)
+POLL_S = 0.5
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+INSTANCE = "env-inst-{:05d}"
+
+
+@dataclass(frozen=True)
+class Case:
+    """N accounts x k sends, gap g, vendor latency L ± spread (seconds)."""
+
+    name: str
+    accounts: int
+    sends: int
+    gap: float
+    latency: float
+    spread: float = 0.0
+
+    def describe(self) -> str:
+        vendor = (
+            f"vendor {self.latency:g} s" + (f" ± {self.spread:g} s" if self.spread else "")
+            if self.latency
+            else "fast vendor"
+        )
+        return f"{self.accounts:,} accounts x {self.sends} sends, {self.gap:g} s gap, {vendor}"
+
+    @property
+    def allowed_rate(self) -> float:
+        """Sends/s the accounts' limits allow in steady state: each account one send per (g + L)."""
+        per_send = self.gap + self.latency
+        return self.accounts / per_send if per_send > 0 else float("inf")
+
+    @property
+    def ideal_span(self) -> float:
+        return self.sends * self.latency + (self.sends - 1) * self.gap
+
+
+CASES = {
+    c.name: c
+    for c in (
+        Case("300x4-L0.3-g1", 300, 4, 1.0, 0.3),
+        Case("5000x2-fast-g20", 5000, 2, 20.0, 0.0),
+        Case("1000x4-fast-g1", 1000, 4, 1.0, 0.0),
+        Case("5000x2-L0.3s0.2-g20", 5000, 2, 20.0, 0.3, 0.2),
+    )
+}
+
+
+# --- measuring ---------------------------------------------------------------------------------------
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, reaped children included) of ``pid``'s process tree."""
+    total = 0
+    for p in tree(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / CLK_TCK
+
+
+def redis_counters(client: redis.Redis) -> tuple[dict[str, int], float]:
+    """(calls per command, Redis CPU seconds) now; the benchmark's own INFO calls excluded."""
+    stats = client.info("commandstats")
+    calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info"}
+    cpu = client.info("cpu")
+    return calls, float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+
+
+class SimSends:
+    """Reads the simulator's send records incrementally (``since_seq``), so polling stays cheap."""
+
+    def __init__(self, sim: httpx.Client) -> None:
+        self.sim = sim
+        self.last_seq = 0
+        self.records: list[dict[str, Any]] = []
+
+    def poll(self, instance: str | None = None) -> int:
+        params: dict[str, Any] = {"since_seq": self.last_seq}
+        if instance:
+            params["instance"] = instance
+        new = self.sim.get("/_sim/sends", params=params).json()["sends"]
+        for r in new:
+            r.pop("body", None)
+        self.records += new
+        if new:
+            self.last_seq = max(self.last_seq, max(r["seq"] for r in new))
+        return len(self.records)
+
+
+def reset_sim(sim: httpx.Client, case: Case) -> None:
+    sim.post("/_sim/reset").raise_for_status()
+    sim.post("/_sim/latency", json={"latency_s": case.latency, "spread_s": case.spread}).raise_for_status()
+
+
+def pctl(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def span_rate(records: list[dict[str, Any]]) -> tuple[float, float]:
+    """(seconds from the first request to the last answer, sends/s over it)."""
+    if not records:
+        return 0.0, 0.0
+    span = max(r["sent_at"] for r in records) - min(r["received_at"] for r in records)
+    return span, (len(records) / span if span > 0 else float("inf"))
+
+
+# --- the product -------------------------------------------------------------------------------------
+
+
+class Registry:
+    """GeWe accounts on the simulator, registered once and reused by every case (``/_sim/reset`` keeps
+    them; registering is O(accounts) per call in the simulator, so 5,000 twice would cost seconds)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def ensure(self, sim: httpx.Client, n: int) -> None:
+        for a in range(self.count, n):
+            body = {"vendor": "gewe", "instance": INSTANCE.format(a), "token": TOKEN}
+            sim.post("/_sim/accounts", json=body).raise_for_status()
+        self.count = max(self.count, n)
+
+
+def run_product(
+    case: Case, args: argparse.Namespace, tag: str, redis_url: str, sim_url: str, registry: Registry,
+    procs: Procs, logdir: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """One round of the product on ``case``; figures from the simulator's records, INFO and /proc."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    prefix = f"env{tag}"
+    ledger, store = Ledger(client, prefix), AccountStore(client, prefix)
+    limits = Limits(per_minute=PER_MINUTE, min_interval_s=case.gap, jitter_s=0.0)
+    with httpx.Client(base_url=sim_url, timeout=120) as sim:
+        registry.ensure(sim, case.accounts)
+        reset_sim(sim, case)
+        accounts = {}
+        for a in range(case.accounts):
+            instance = INSTANCE.format(a)
+            spec = AccountSpec(
+                vendor="gewe", base_url=f"{sim_url}/gewe/v2/api", token=TOKEN, instance=instance, limits=limits
+            )
+            store.put(f"env-acct-{a:05d}", spec)
+            accounts[instance] = f"env-acct-{a:05d}"
+
+        env = {"BROADCAST_REDIS_URL": redis_url, "BROADCAST_KEY_PREFIX": prefix}
+        worker = procs.cli(f"{tag}-worker", ["worker"], env)
+        sched = procs.cli(f"{tag}-scheduler", ["scheduler"], env)
+        total = case.accounts * case.sends
+        release = time.time() + args.boot_wait + total / 1500
+        producer = Producer(ledger, store)
+        job_ids = [
+            producer.submit_message(
+                account=accounts[INSTANCE.format(a)], to=f"wxid_{tag}_{a:05d}_{i}", message=TEXT, send_at=release
+            ).id
+            for i in range(case.sends)
+            for a in range(case.accounts)
+        ]
+        late = time.time() - (release - 1.0)
+        if late > 0:
+            progress(f"{tag}: submission ended {late:.1f}s late: raise --boot-wait (figures include submission)")
+        while time.time() < release - 0.5:
+            check_alive([worker, sched], "product process", logdir)
+            time.sleep(0.1)
+        calls0, rcpu0 = redis_counters(client)
+        wcpu0, scpu0 = cpu_s(worker.pid), cpu_s(sched.pid)
+        progress(
+            f"{tag}: {total} jobs released at the next second; booted worker RSS {tree_rss_kb(worker.pid)[0] / 1024:.0f} MB"
+        )
+
+        sends = SimSends(sim)
+        own_calls = 0  # the benchmark's own HGETs inside the measured window, subtracted
+        timeout = args.timeout or max(300.0, 5 * case.ideal_span + 120)
+        deadline = time.monotonic() + timeout
+        rss_max = 0
+        last_check = last_note = time.monotonic()
+        timed_out = False
+        states: list[str | None] = []
+        while True:
+            seen = sends.poll()
+            rss_max = max(rss_max, tree_rss_kb(worker.pid)[0])
+            now = time.monotonic()
+            if seen >= total or now - last_check > 15:  # a job may end dead, without a send
+                last_check = now
+                calls1, rcpu1 = redis_counters(client)
+                wcpu1, scpu1 = cpu_s(worker.pid), cpu_s(sched.pid)
+                pipe = client.pipeline(transaction=False)
+                for job_id in job_ids:
+                    pipe.hget(f"{prefix}:job:{job_id}", "state")
+                states = pipe.execute()
+                if all(s in TERMINAL for s in states):
+                    break
+                own_calls += len(job_ids)
+            check_alive([worker, sched], "product process", logdir)
+            if now > deadline:
+                timed_out = True
+                calls1, rcpu1 = redis_counters(client)
+                wcpu1, scpu1 = cpu_s(worker.pid), cpu_s(sched.pid)
+                progress(f"{tag}: TIMEOUT after {timeout:.0f}s: {seen}/{total} sends recorded")
+                break
+            if now - last_note > 20:
+                last_note = now
+                progress(f"{tag}: {seen}/{total} sends after {time.time() - release:.0f}s")
+            time.sleep(POLL_S)
+        procs.stop(sched)
+        procs.stop(worker)
+        sends.poll()
+
+    records = [r for r in sends.records if r["instance"] in accounts]
+    by_instance: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_instance[r["instance"]].append(r)
+    utils: list[float] = []  # accounts with all k sends only: a cut-off account's span says nothing
+    overlaps = short = window = 0
+    for recs in by_instance.values():
+        recs.sort(key=lambda r: r["received_at"])
+        m = analyse(recs, limits)
+        overlaps, short, window = overlaps + m["overlaps"], short + m["short"], window + m["window"]
+        if len(recs) < case.sends:
+            continue
+        span = recs[-1]["sent_at"] - recs[0]["received_at"]
+        busy = sum(r["sent_at"] - r["received_at"] for r in recs) + (len(recs) - 1) * case.gap
+        utils.append(busy / span if span > 0 else 1.0)
+    pairs = Counter((r["instance"], r["to"]) for r in records)
+    duplicates = sum(c - 1 for c in pairs.values() if c > 1)
+    span, rate = span_rate(records)
+    n = len(records)
+    calls = {k: v - calls0.get(k, 0) for k, v in calls1.items() if v - calls0.get(k, 0)}
+    calls["hget"] = calls.get("hget", 0) - own_calls
+    commands = sum(calls.values())
+    outcomes = dict(Counter(s or "missing" for s in states)) if not timed_out else {}
+    return {
+        "sends": n,
+        "jobs": total,
+        "timed_out": timed_out,
+        "outcomes": outcomes,
+        "span_s": span,
+        "rate": rate,
+        "accounts_complete": len(utils),
+        "util_median": statistics.median(utils) if utils else float("nan"),
+        "util_p10": pctl(utils, 0.10),
+        "overlaps": overlaps,
+        "short_gaps": short,
+        "windows_over": window,
+        "violations": overlaps + short + window,
+        "duplicates": duplicates,
+        "dispatcher_cpu_ms_per_1k": 1e6 * (scpu1 - scpu0) / n if n else float("nan"),
+        "worker_cpu_ms_per_1k": 1e6 * (wcpu1 - wcpu0) / n if n else float("nan"),
+        "redis_commands_per_send": commands / n if n else float("nan"),
+        "redis_cpu_ms_per_send": 1000 * (rcpu1 - rcpu0) / n if n else float("nan"),
+        "worker_rss_max_mb": rss_max / 1024,
+        "redis_calls": calls,
+        "utilizations": utils,
+    }
+
+
+# --- the peers ---------------------------------------------------------------------------------------
+
+
+def run_peer(
+    case: Case, pool_args: list[str], args: argparse.Namespace, tag: str, redis_url: str, sim_url: str,
+    procs: Procs, logdir: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """A plain Celery task doing the same GeWe postText, no pacing; bounded by ``--peer-budget`` s of sending."""
+    from bench.plain_celery import app, post_text
+
+    app.conf.broker_url = redis_url
+    queue = f"plain-{tag}"  # leftovers of a budget-stopped peer stay in their own queue
+    instance = f"peer-{tag}"
+    total = case.accounts * case.sends
+    with httpx.Client(base_url=sim_url, timeout=120) as sim:
+        reset_sim(sim, case)
+        sim.post("/_sim/accounts", json={"vendor": "gewe", "instance": instance, "token": TOKEN}).raise_for_status()
+        url = f"{sim_url}/gewe/v2/api/message/postText"
+        with app.producer_or_acquire() as producer:
+            for i in range(total):
+                post_text.apply_async(
+                    args=[url, TOKEN, {"appId": instance, "toWxid": f"wxid_{tag}_{i:06d}", "content": "x"}],
+                    producer=producer,
+                    queue=queue,
+                )
+        cmd = [sys.executable, "-m", "celery", "-A", "bench.plain_celery", "worker", *pool_args, "-Q", queue,
+               "--without-gossip", "--without-mingle", "--loglevel", "WARNING", "-n", f"{tag}@%h"]  # fmt: skip
+        worker = spawn(cmd, {"BENCH_REDIS_URL": redis_url}, logdir / f"{tag}.log")
+        procs.running.append(worker)
+        sends = SimSends(sim)
+        boot_deadline = time.monotonic() + 120
+        first: float | None = None
+        while True:
+            seen = sends.poll(instance)
+            now = time.monotonic()
+            if seen and first is None:
+                first = now
+            if seen >= total or (first is not None and now - first > args.peer_budget):
+                break
+            check_alive([worker], "peer worker", logdir)
+            if first is None and now > boot_deadline:
+                raise TimeoutError(f"{tag}: the peer sent nothing in 120 s; see {logdir}")
+            time.sleep(POLL_S)
+        procs.stop(worker)
+        sends.poll(instance)
+    span, rate = span_rate(sends.records)
+    return {"sends": len(sends.records), "of": total, "span_s": span, "rate": rate}
+
+
+# --- report ------------------------------------------------------------------------------------------
+
+PEERS = {"prefork": ["-c", "2"], "threads": ["-P", "threads", "-c", "300"]}
+
+
+def med(values: list[float]) -> str:
+    values = [v for v in values if v == v]
+    if not values:
+        return "-"
+    m = statistics.median(values)
+    text = f"{m:.3g}" if abs(m) < 100 else f"{m:,.0f}"
+    if len(values) > 1:
+        text += f" ({min(values):.3g}-{max(values):.3g})"
+    return text
+
+
+def report(case: Case, rounds: list[dict[str, Any]]) -> bool:
+    """Print one case's table; True when it is clean (no violation, duplicate, missing send, timeout)."""
+    prod = [r["product"] for r in rounds]
+    say()
+    say(f"== {case.name}: {case.describe()}; limits per_minute={PER_MINUTE}, min_interval_s={case.gap:g}, jitter_s=0")
+    say(f"   {len(rounds)} round(s); median (min-max) over rounds")
+
+    def row(label: str, values: list[float], suffix: str = "") -> None:
+        say(f"   {label:46} {med(values)}{suffix}")
+
+    row("per-account utilization, median %", [100 * p["util_median"] for p in prod])
+    row("per-account utilization, p10 %", [100 * p["util_p10"] for p in prod])
+    row("sends/s (first request → last answer)", [p["rate"] for p in prod])
+    say(f"   {'limits allow ≈ N / (g + L), sends/s':46} {case.allowed_rate:,.0f}")
+    row("ratio sends/s ÷ limits allow", [p["rate"] / case.allowed_rate for p in prod])
+    for name, pool in PEERS.items():
+        peer = [r[name] for r in rounds if name in r]
+        if peer:
+            row(f"peer {name} ({' '.join(pool)}): sends/s", [p["rate"] for p in peer],
+                f"   ({peer[-1]['sends']:,} of {peer[-1]['of']:,} sends in the budget)")  # fmt: skip
+            row(f"ratio broadcast ÷ peer {name}",
+                [r["product"]["rate"] / r[name]["rate"] for r in rounds if r[name]["rate"]])  # fmt: skip
+    row("violations: overlaps + short gaps + 60 s windows", [p["violations"] for p in prod],
+        f"   [{sum(p['overlaps'] for p in prod)} / {sum(p['short_gaps'] for p in prod)} / {sum(p['windows_over'] for p in prod)}]")  # fmt: skip
+    row("duplicates", [p["duplicates"] for p in prod])
+    row("dispatcher CPU-ms per 1,000 sends", [p["dispatcher_cpu_ms_per_1k"] for p in prod])
+    row("worker CPU-ms per 1,000 sends", [p["worker_cpu_ms_per_1k"] for p in prod])
+    row("Redis commands per send", [p["redis_commands_per_send"] for p in prod])
+    row("Redis CPU-ms per send", [p["redis_cpu_ms_per_send"] for p in prod])
+    row("worker RSS max (process tree), MB", [p["worker_rss_max_mb"] for p in prod])
+    for i, p in enumerate(prod):
+        state = "TIMEOUT" if p["timed_out"] else f"outcomes {p['outcomes']}"
+        say(
+            f"   round {i + 1}: {p['sends']:,}/{p['jobs']:,} sends recorded in {p['span_s']:.1f}s; {state}; "
+            f"utilization over the {p['accounts_complete']:,} accounts that sent all {case.sends}"
+        )
+    clean = all(
+        not p["timed_out"] and p["violations"] == 0 and p["duplicates"] == 0 and p["sends"] == p["jobs"] for p in prod
+    )
+    if not clean:
+        say("   FAILED: violation, duplicate, missing send or timeout (see above)")
+    return clean
+
+
+# --- main --------------------------------------------------------------------------------------------
+
+
+def selected_cases(args: argparse.Namespace) -> list[Case]:
+    custom = [args.accounts, args.sends, args.gap, args.latency]
+    if any(v is not None for v in custom):
+        if args.case:
+            raise SystemExit(
+                "--case and a custom case (--accounts/--sends/--gap/--latency/--spread) exclude each other"
+            )
+        n, k = args.accounts or 30, args.sends or 3
+        g, lat = 1.0 if args.gap is None else args.gap, 0.0 if args.latency is None else args.latency
+        if args.spread > lat:
+            raise SystemExit("--spread must not exceed --latency")
+        return [Case(f"custom-{n}x{k}-L{lat:g}s{args.spread:g}-g{g:g}", n, k, g, lat, args.spread)]
+    return [CASES[name] for name in (args.case or CASES)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", action="append", choices=list(CASES), help="a named case (repeatable; default all)")
+    parser.add_argument("--accounts", type=int, help="custom case: accounts (N)")
+    parser.add_argument("--sends", type=int, help="custom case: sends per account (k)")
+    parser.add_argument("--gap", type=float, help="custom case: min_interval_s (g)")
+    parser.add_argument("--latency", type=float, help="custom case: vendor latency L, seconds")
+    parser.add_argument("--spread", type=float, default=0.0, help="custom case: latency spread s (uniform L ± s)")
+    parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds; medians reported")
+    parser.add_argument("--peers", choices=["all", "prefork", "threads", "none"], default="all")
+    parser.add_argument("--peer-budget", type=float, default=60.0, help="seconds of sending per peer run")
+    parser.add_argument("--boot-wait", type=float, default=12.0, help="seconds from process start to release")
+    parser.add_argument("--timeout", type=float, help="seconds after release before a case fails (default per case)")
+    parser.add_argument("--json", type=Path, help="write every raw figure here")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _term)
+    cases = selected_cases(args)
+    peers = {k: v for k, v in PEERS.items() if args.peers in ("all", k)}
+
+    exe = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
+    say(f"command: {shlex.join([exe, '-m', 'bench.envelope', *sys.argv[1:]])}")
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    say(f"machine: {os.cpu_count()} cores ({affinity} usable); python {sys.version.split()[0]}; load average {_load()}")
+    say("product: `broadcast worker` (no flags) + `broadcast scheduler`, default settings")
+
+    logdir = Path(tempfile.mkdtemp(prefix="bench-envelope-"))
+    procs = Procs(logdir)
+    results: dict[str, list[dict[str, Any]]] = {c.name: [] for c in cases}
+    clean = True
+    try:
+        with EmbeddedRedis() as server:
+            sim_port = free_port()
+            procs.cli("simulator", ["simulator", "--port", str(sim_port)], {})
+            sim_url = f"http://127.0.0.1:{sim_port}"
+            deadline = time.monotonic() + 30
+            while not _sim_up(sim_url):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the simulator did not start in 30 s")
+                time.sleep(0.1)
+            registry = Registry()
+            for round_no, (ci, case) in itertools.product(range(args.repeat), enumerate(cases)):
+                tag = f"c{ci}r{round_no}"
+                progress(f"{case.name} round {round_no + 1}/{args.repeat}: broadcast")
+                entry = {"product": run_product(case, args, tag, server.url, sim_url, registry, procs, logdir)}
+                for name, pool in peers.items():
+                    progress(f"{case.name} round {round_no + 1}/{args.repeat}: peer {name}")
+                    entry[name] = run_peer(case, pool, args, f"{tag}{name}", server.url, sim_url, procs, logdir)
+                results[case.name].append(entry)
+            procs.stop_all()
+        for case in cases:
+            clean = report(case, results[case.name]) and clean
+        if args.json:
+            raw = {c.name: {"case": asdict(c), "rounds": results[c.name]} for c in cases}
+            args.json.write_text(json.dumps({"command": sys.argv, "cases": raw}, indent=1))
+            say(f"\nraw figures: {args.json}")
+    finally:
+        procs.stop_all()
+        say(f"\nload average at the end {_load()}; logs: {logdir}")
+    if not clean:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
