@@ -31,6 +31,9 @@ from worker.settings import Settings
 
 log = logging.getLogger("broadcast.dispatcher")
 
+#: Due jobs moved to their queues per PROMOTE_DUE call.
+PROMOTE_CHUNK = 1000
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
@@ -72,7 +75,9 @@ class Dispatcher:
             self.campaigns.expire_finished(older_than_s=self.settings.retention_days * 86400, now=now)
         self.schedules.fire_due(now, on_fire=self._announce_firing)
         self.campaigns.activate_due(now)
-        self.ledger.promote_due(now)
+        for _ in range(50):  # everything due, so a session takes all of an account's due jobs at once
+            if self.ledger.promote_due(now) < PROMOTE_CHUNK:
+                break
         if now - self._last_recover >= self.recover_every_s:
             self._last_recover = now
             requeued, unknown = self.ledger.recover()

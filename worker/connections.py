@@ -23,7 +23,7 @@ import redis
 from worker.settings import Settings
 
 _redis: dict[str, redis.Redis] = {}
-_http: httpx.Client | None = None
+_http: list[httpx.Client] | None = None
 
 #: The deadline (``time.monotonic()``) of the vendor call this thread is making. httpx reads a response
 #: body after ``handle_request`` returned, on the same thread, so a thread-local spans the whole call.
@@ -113,11 +113,27 @@ class DeadlineTransport(httpx.HTTPTransport):
         return super().handle_request(request)
 
 
+#: Redis connections one process opens at most. Its threads borrow one per command or script (well under
+#: a millisecond each) and wait for a free one rather than fail: hundreds of sending threads share them.
+REDIS_CONNECTIONS = 64
+#: How long a thread waits for a free Redis connection before it counts as a Redis outage.
+REDIS_POOL_WAIT_S = 10.0
+
+
 def redis_client(url: str) -> redis.Redis:
-    """A shared client (a connection pool) per URL, strings decoded."""
+    """A shared client per URL (a blocking connection pool shared by the process's threads), strings
+    decoded."""
     client = _redis.get(url)
     if client is None:
-        client = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30, socket_keepalive=True)
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=REDIS_POOL_WAIT_S,
+            decode_responses=True,
+            health_check_interval=30,
+            socket_keepalive=True,
+        )
+        client = redis.Redis(connection_pool=pool)
         _redis[url] = client
     return client
 
@@ -138,11 +154,18 @@ def new_vendor_http_client(settings: Settings, *, max_connections: int = 64) -> 
     )
 
 
-def vendor_http_client(settings: Settings, *, max_connections: int = 64) -> httpx.Client:
-    """This process's vendor client (sync: see worker.vendors.base), shared by its sending threads."""
+#: Connections per vendor client: httpcore scans its whole pool on every request, so a process that
+#: holds hundreds of calls open spreads them over several small pools (by account) instead of one big one.
+CONNECTIONS_PER_POOL = 32
+
+
+def vendor_http_clients(settings: Settings, *, max_connections: int = 64) -> list[httpx.Client]:
+    """This process's vendor clients (sync: see worker.vendors.base), shared by its sending threads: one
+    pool of at most CONNECTIONS_PER_POOL connections per slice of ``max_connections``."""
     global _http
     if _http is None:
-        _http = new_vendor_http_client(settings, max_connections=max_connections)
+        shards = max(1, -(-max_connections // CONNECTIONS_PER_POOL))
+        _http = [new_vendor_http_client(settings, max_connections=CONNECTIONS_PER_POOL) for _ in range(shards)]
     return _http
 
 
@@ -151,3 +174,8 @@ def reset_after_fork() -> None:
     global _http
     _redis.clear()
     _http = None
+
+
+def vendor_http_client(settings: Settings) -> httpx.Client:
+    """One vendor client of this process (the API's online checks and revokes)."""
+    return vendor_http_clients(settings)[0]

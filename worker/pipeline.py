@@ -20,7 +20,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -105,7 +106,7 @@ class BatchRunner:
         settings: Settings,
         ledger: Ledger,
         accounts: AccountStore,
-        http: httpx.Client,
+        http: httpx.Client | Sequence[httpx.Client],
         *,
         backend_factory: Callable[..., VendorBackend] = backend_for,
         policy: RetryPolicy | None = None,
@@ -114,7 +115,8 @@ class BatchRunner:
         self.settings = settings
         self.ledger = ledger
         self.accounts = accounts
-        self.http = http
+        #: vendor clients; an account always uses the same one (its keep-alive connections stay warm)
+        self.http = [http] if isinstance(http, httpx.Client) else list(http)
         self.backend_factory = backend_factory
         self.policy = policy or RetryPolicy(settings)
         self.sleep = sleep
@@ -127,14 +129,19 @@ class BatchRunner:
         """Send the session's jobs in order, paced; always gives unprocessed jobs back unless the lease
         was lost. ``groups`` has a '1' per job whose recipient is a group (its gap is the group gap)."""
         report = BatchReport(account=account_id)
-        account = self.accounts.get(account_id)
+        account = self._durable(self.accounts.get, account_id)
         if account is None:
             report.stopped = "account_missing"
             self._dead_all(account_id, token, job_ids, report)
             self._durable(self.ledger.release, account_id, token)
             return report
         REDACTOR.add(account.spec.token.get_secret_value())
-        session = self._open(account, token, report)
+        try:
+            session = self._open(account, token, report)
+        except Exception:
+            # give the jobs back at once rather than when the lease runs out
+            self._durable(self.ledger.release, account_id, token)
+            raise
         deadline = time.monotonic() + self.settings.batch_max_s
         next_at = 0.0
         try:
@@ -168,7 +175,7 @@ class BatchRunner:
         return Session(
             account=account,
             token=token,
-            backend=self.backend_factory(account.vendor_account(), self.http),
+            backend=self.backend_factory(account.vendor_account(), self._http_for(account.id)),
             state=PaceState.from_redis(pace, window),
             clock=RedisClock(seconds + micros / 1_000_000),
             vendor_limited=account.spec.vendor in self._limited_vendors(),
@@ -392,6 +399,9 @@ class BatchRunner:
                 error=f"account {account_id!r} is not configured", history=entry,
             )  # fmt: skip
             report.dead += 1
+
+    def _http_for(self, account_id: str) -> httpx.Client:
+        return self.http[zlib.crc32(account_id.encode()) % len(self.http)]
 
     def _sleep(self, seconds: float) -> None:
         (self.sleep or time.sleep)(seconds)

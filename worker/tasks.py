@@ -7,7 +7,7 @@ from typing import Any
 
 from worker.accounts import AccountStore
 from worker.celery_app import app
-from worker.connections import redis_client, vendor_http_client
+from worker.connections import redis_client, vendor_http_clients
 from worker.ledger import Ledger
 from worker.pipeline import BatchRunner
 from worker.settings import get_settings
@@ -27,7 +27,7 @@ def runner() -> BatchRunner:
                 settings,
                 Ledger(client, settings.key_prefix),
                 AccountStore(client, settings.key_prefix),
-                vendor_http_client(settings, max_connections=settings.worker_concurrency),
+                vendor_http_clients(settings, max_connections=settings.worker_concurrency),
             )
         return _runner
 
