@@ -22,6 +22,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 
 from worker.accounts import AccountStore
 from worker.errors import AccountDownError, MessageError, ThrottledError, VendorError
+from worker.holds import defer_if_held, hold_on_daily_cap
 from worker.ledger import Ledger
 from worker.logs import REDACTOR
 from worker.ratelimit import local_day
@@ -149,6 +150,8 @@ class BatchRunner:
             report.dead += 1
             self._log(job_id, account_id, vendor, "dead", started, error=str(exc))
             return ""
+        if defer_if_held(self.ledger, self.accounts, account_id, token, job_id, message.kind, entry):  # worker/holds.py
+            return ""
         try:
             result = call_with_quick_retries(
                 lambda: backend.send(job.to, message),
@@ -157,6 +160,8 @@ class BatchRunner:
                 before_retry=lambda: self.ledger.touch(account_id, token, lease_ttl_s=self.settings.lease_ttl_s),
             )
         except VendorError as error:
+            if hold_on_daily_cap(self.ledger, self.accounts, account_id, token, job_id, message.kind, error, entry):
+                return ""  # worker/holds.py: the kind waits for the account's next local day, other kinds go on
             stop = self._failed(account_id, vendor, token, job, error, entry, started, report)
             self._count(account_id, vendor, message.kind, entry["outcome"], entry["latency_ms"], error.error_class)
             return stop
