@@ -30,6 +30,7 @@ from worker.errors import MessageError
 from worker.keys import Keys
 from worker.ledger import IDEMPOTENCY_TTL_S, STATES, TERMINAL, Job, Ledger, new_id
 from worker.messages import AppMsgMessage, MiniProgramMessage, TextMessage, parse_message
+from worker.vendors import check_message_for
 
 AnyMessage = TextMessage | MiniProgramMessage | AppMsgMessage
 CHUNK = 2000
@@ -140,12 +141,14 @@ class Campaigns:
             existing = self.redis.get(self.keys.idempotency("c", idempotency_key))
             if existing:
                 return self._replayed(str(existing), name, parsed)
-        known = {a.id for a in self.accounts.all()}
+        vendors = {a.id: a.spec.vendor for a in self.accounts.all()}
+        known = set(vendors)
         pool = list(accounts or ([account] if account else []))
         for n, acct in enumerate(pool):
             if acct not in known:
                 field = "account" if account and not accounts else f"accounts[{n}]"
                 raise UnknownAccountError(f"{field}: no account {acct!r} is configured", field=field)
+            check_message_for(vendors[acct], parsed)  # vendor rules (E云: a pasted mini-program needs a cover)
         placeholders = parsed.placeholders()
         validated = self._validate(recipients, pool, known, placeholders)
         cid = new_id("c")
