@@ -550,3 +550,69 @@ def test_load_accounts(tmp_path: Path) -> None:
     )
     assert load_accounts(path) == (SimAccount("gewe", "wx_1", "t"), SimAccount("ohwxapi", "wxid_2", ""))
     assert len(DEMO_ACCOUNTS) == 4
+
+
+# -- issue 11: answers traceable to the vendors' docs and issues -----------------------------------
+
+
+def test_daily_cap_fault_hits_only_mini_programs(client: httpx.Client) -> None:
+    fault = add_fault(client, kind="daily_cap", vendor="gewe")
+    assert gewe_text(client).json()["ret"] == 200  # text is not capped
+    base = {"appId": "wx_demo_gewe", "toWxid": "g@chatroom"}
+    r = client.post("/gewe/v2/api/message/postAppMsg", headers=GEWE_TOKEN, json={**base, "appmsg": MINI_APPMSG})
+    # Devo919/Gewechat#176
+    assert r.json() == {"ret": 500, "msg": "发送小程序失败", "data": {"code": "-2", "msg": None}}
+    r = client.post("/gewe/v2/api/message/postAppMsg", headers=GEWE_TOKEN, json={**base, "appmsg": APPMSG})
+    assert r.json()["ret"] == 200  # a link card is not a mini-program
+    assert [s["kind"] for s in sends(client)] == ["text", "app"]
+    assert next(f for f in client.get("/_sim/faults").json()["faults"] if f["id"] == fault)["hits"] == 1
+    add_fault(client, kind="daily_cap", vendor="ecloud")
+    r = client.post(
+        "/sendApplet",
+        headers=ECLOUD_TOKEN,
+        json={"wId": "demo-ecloud-wid", "wcId": "g@chatroom", "content": MINI_APPMSG, "imgUrl": "https://i"},
+    )
+    assert r.json() == {"code": "1001", "message": "Too many attempts. Try again later", "data": None}
+
+
+def test_offline_hidden_fails_sends_while_check_online_says_true(client: httpx.Client) -> None:
+    add_fault(client, kind="offline_hidden", vendor="gewe")
+    r = gewe_text(client).json()
+    assert r == {"ret": 500, "msg": "发送消息失败", "data": {"code": "-1", "msg": "微信已离线"}}  # Gewechat#36
+    check = client.post("/gewe/v2/api/login/checkOnline", headers=GEWE_TOKEN, json={"appId": "wx_demo_gewe"})
+    assert check.json() == {"ret": 200, "msg": "操作成功", "data": True}
+    assert gewe_text(client).json()["ret"] == 500  # still offline
+    assert sends(client) == []
+
+
+def test_ecloud_mini_program_cover_and_card_icon(client: httpx.Client) -> None:
+    base = {"wId": "demo-ecloud-wid", "wcId": "g@chatroom"}
+    r = client.post("/sendApplet", headers=ECLOUD_TOKEN, json={**base, "content": MINI_APPMSG})
+    assert r.json() == {"code": "1001", "message": "参数错误: imgUrl 不能为空", "data": None}
+    card = {
+        "displayName": "d",
+        "appId": "wx1",
+        "pagePath": "p",
+        "thumbUrl": "https://t",
+        "title": "t",
+        "userName": "gh_1@app",
+    }
+    assert client.post("/sendApplets", headers=ECLOUD_TOKEN, json={**base, **card}).json()["code"] == "1000"
+    with_empty_icon = {**base, **card, "iconUrl": ""}
+    assert client.post("/sendApplets", headers=ECLOUD_TOKEN, json=with_empty_icon).json()["code"] == "1000"
+    bad_icon = {**base, **card, "iconUrl": 5}
+    assert client.post("/sendApplets", headers=ECLOUD_TOKEN, json=bad_icon).json()["code"] == "1001"
+    assert [s["endpoint"] for s in sends(client)] == ["sendApplets", "sendApplets"]
+
+
+def test_gewe_forward_mini_app_accepts_the_vendor_example_shape(client: httpx.Client) -> None:
+    # GeweAPI-Official/消息模块/转发小程序.md: declaration, <msg>, <appmsg> and its siblings, tabs and newlines
+    xml = (
+        '<?xml version="1.0"?>\n<msg>\n\t<appmsg appid="" sdkver="0">\n\t\t<title>t</title>\n\t\t<type>33</type>\n'
+        "\t</appmsg>\n\t<fromusername>zhangchuan2288</fromusername>\n\t<scene>0</scene>\n\t<appinfo>\n"
+        "\t\t<version>1</version>\n\t\t<appname></appname>\n\t</appinfo>\n\t<commenturl></commenturl>\n</msg>"
+    )
+    body = {"appId": "wx_demo_gewe", "toWxid": "34757816141@chatroom", "xml": xml, "coverImgUrl": "http://c/1"}
+    r = client.post("/gewe/v2/api/message/forwardMiniApp", headers=GEWE_TOKEN, json=body).json()
+    assert r["ret"] == 200 and set(r["data"]) == {"toWxid", "createTime", "msgId", "newMsgId", "type"}
+    assert r["data"]["type"] == 33

@@ -17,8 +17,10 @@ from tests.conftest import DATA, account_for
 from worker.errors import (
     AccountDownError,
     AmbiguousError,
+    DailyCapError,
     MessageError,
     PermanentError,
+    RevokeRefusedError,
     ThrottledError,
     TransientError,
     UnsupportedError,
@@ -324,3 +326,66 @@ def test_online_check_reflects_offline_accounts(
     assert backend.check_online() is True
     sim_admin.post("/_sim/faults", json={"kind": "offline", "vendor": vendor}).raise_for_status()
     assert backend.check_online() is False
+
+
+# --- issue 11, backend against the simulator ----------------------------------------------------------
+
+
+def test_gewe_daily_cap_is_its_own_class_and_spares_other_kinds(
+    sim: SimulatorServer, sim_admin: httpx.Client, http: httpx.Client
+) -> None:
+    sim_admin.post("/_sim/faults", json={"kind": "daily_cap", "vendor": "gewe"}).raise_for_status()
+    backend = backend_for(account_for(sim, "gewe"), http)
+    for case in ("mini-structured", "mini-xml", "mini-msg-cover"):
+        with pytest.raises(DailyCapError) as info:
+            backend.send(GROUP, parse_message(MESSAGES[case]))
+        assert info.value.error_class == "daily_cap" and info.value.code == "-2"
+    backend.send(GROUP, parse_message(MESSAGES["text"]))
+    backend.send(GROUP, parse_message(MESSAGES["appmsg-file"]))
+    assert [r["kind"] for r in sends(sim_admin)] == ["text", "app"]
+
+
+def test_gewe_check_online_true_while_sends_fail(
+    sim: SimulatorServer, sim_admin: httpx.Client, http: httpx.Client
+) -> None:
+    sim_admin.post("/_sim/faults", json={"kind": "offline_hidden", "vendor": "gewe"}).raise_for_status()
+    backend = backend_for(account_for(sim, "gewe"), http)
+    with pytest.raises(AccountDownError, match="微信已离线"):
+        backend.send(TO, parse_message(MESSAGES["text"]))
+    assert backend.check_online() is True  # why worker.holds asks for a probe send
+
+
+def test_gewe_token_echo_reaches_the_error_scrubbed(sim: SimulatorServer, http: httpx.Client) -> None:
+    secret = "wrong-secret-token-987654"
+    backend = backend_for(account_for(sim, "gewe", token=secret), http)
+    with pytest.raises(AccountDownError) as info:
+        backend.send(TO, parse_message(MESSAGES["text"]))
+    assert str(info.value) == "HTTP HEADER: X-GEWE-TOKEN=*** 不可用或已过期"
+
+
+@pytest.mark.parametrize(
+    ("vendor", "blank"),
+    [
+        ("gewe", {"create_time": 0}),
+        ("gewe", {"new_msg_id": None}),
+        ("ecloud", {"msg_id": None}),
+        ("ohwxapi", {"new_msg_id": None}),
+    ],
+)
+def test_revoke_without_ids_never_reaches_the_vendor(
+    sim: SimulatorServer, sim_admin: httpx.Client, http: httpx.Client, vendor: str, blank: dict[str, Any]
+) -> None:
+    backend = backend_for(account_for(sim, vendor), http)
+    result = backend.send(TO, parse_message(MESSAGES["text"]))
+    with pytest.raises(RevokeRefusedError):
+        backend.revoke(dataclasses.replace(result, **blank))
+    assert sends(sim_admin)[0]["revoked"] is False
+    backend.revoke(result)
+    assert sends(sim_admin)[0]["revoked"] is True
+
+
+def test_gewe_post_app_msg_answers_the_documented_type(
+    sim: SimulatorServer, sim_admin: httpx.Client, http: httpx.Client
+) -> None:
+    result = backend_for(account_for(sim, "gewe"), http).send(TO, parse_message(MESSAGES["appmsg-file"]))
+    assert (result.endpoint, result.msg_type) == ("postAppMsg", 0)  # GeweAPI-Official/发送appmsg消息.md
