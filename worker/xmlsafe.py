@@ -102,7 +102,7 @@ def extract_msg_or_appmsg(xml: str, *, field: str = "xml") -> str:
 
 def is_msg_document(xml: str) -> bool:
     """True for what :func:`extract_msg_or_appmsg` kept as a whole ``<msg>`` document."""
-    return xml.startswith("<msg")
+    return xml.startswith(("<msg>", "<msg "))
 
 
 def placeholders(text: str) -> set[str]:
@@ -127,7 +127,9 @@ def substitute_xml(appmsg_xml: str, variables: Mapping[str, str], *, field: str)
     if not PLACEHOLDER.search(appmsg_xml):
         return appmsg_xml
     # a whole <msg> document (kept for GeWe's forwardMiniApp) is filled and kept whole
-    element = _pasted_msg(parse_untrusted(appmsg_xml, field=field)) or find_appmsg(appmsg_xml, field=field)
+    element = _pasted_msg(parse_untrusted(appmsg_xml, field=field))
+    if element is None:
+        element = find_appmsg(appmsg_xml, field=field)
     for node in element.iter():
         if node.text and PLACEHOLDER.search(node.text):
             node.text = substitute_text(node.text, variables, field=field)
