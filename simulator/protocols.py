@@ -81,6 +81,10 @@ async def read_json_object(request: Request) -> JSONDict | None:
 
 
 # -- error texts -------------------------------------------------------------------------------
+# Sources (docs/vendors.md has the full table): the steering vendors.md error list for 设备不存在, 微信已离线
+# (also Devo919/Gewechat#36), 发送频率过快 and a not-a-friend answer. The vendors document no text for a
+# failed revoke or a malformed parameter: 撤回失败 and the 参数错误 texts are the simulator's own wording,
+# only ever used for requests the vendor would also refuse.
 
 TEXT_DEVICE: Final = "设备不存在"
 TEXT_REVOKE_FAILED: Final = "撤回失败"
