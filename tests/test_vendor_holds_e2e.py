@@ -16,6 +16,7 @@ import httpx
 from tests.conftest import ApiStack
 from tests.procs import wait_for
 from tests.test_api import put_account
+from tests.test_cli_ops import cli_runner
 from tests.test_pipeline_e2e import sim_sends
 from tests.test_vendors_sim import MESSAGES
 from worker.holds import next_local_midnight
@@ -119,6 +120,10 @@ def test_the_daily_mini_program_cap_holds_that_kind_until_the_next_local_day(api
         assert detail["history"][-1]["outcome"] == "held" and detail["history"][-1]["error_class"] == "daily_cap"
         assert float(api_stack.redis.zscore(api_stack.ledger.keys.due, job) or 0) == hold["until"]
     remove_fault(api_stack, cap)
+    # the operator sees why on the account
+    shown = cli_runner(api_stack)("accounts", "show", "gw")
+    assert shown.returncode == 0, shown.stderr
+    assert "miniprogram until" in shown.stdout and "发送小程序失败" in shown.stdout
 
 
 def test_gewe_token_echo_is_redacted_everywhere(api_stack: ApiStack) -> None:
