@@ -519,7 +519,9 @@ class Handlers:
         problem = check_xml(body, "xml", "<appmsg")
         if problem is not None:
             return LEGACY.error("param", problem)
-        send = Send(account, "sendapp", body["to_wxid"], appmsg_kind(body["xml"]), body, 49, client_msg_id=True)
+        # seed 004's answer: MsgId 0 and Type 1 (sic, also for sendapp)
+        kind = appmsg_kind(body["xml"])
+        send = Send(account, "sendapp", body["to_wxid"], kind, body, 1, msg_id="zero", client_msg_id=True)
         return await self.deliver(
             LEGACY, send, received_at, lambda record, s: self.legacy_ok([self.legacy_entry(record, s)])
         )
@@ -625,7 +627,7 @@ class Handlers:
                 text = "失败" if fault.kind == "generic" else LEGACY.fault_reason_text(_ENVELOPE_FAULTS[fault.kind], "")
                 results.append(self.legacy_failed_entry(to, text))
                 continue
-            send = Send(account, "sendmsg", to, "text", body, 1, client_msg_id=True)
+            send = Send(account, "sendmsg", to, "text", body, 1, msg_id="zero", client_msg_id=True)  # seed 004
             results.append(self.legacy_entry(self.record(send, received_at), send))
         if delay_fault is not None and delay_fault.kind == "timeout_after":
             await asyncio.sleep(delay_fault.delay)

@@ -224,7 +224,9 @@ def test_legacy_sendapp(client: httpx.Client) -> None:
     assert data["ret"] == 0 and data["msg"] == "success"
     assert data["data"]["BaseResponse"] == {"ret": 0, "errMsg": {}} and data["data"]["Count"] == 1
     (entry,) = data["data"]["List"]
-    assert entry["Ret"] == 0 and entry["ToUsetName"] == {"string": "wxid_a"} and entry["Type"] == 49
+    # seed 004's example: MsgId 0, Type 1 (even for sendapp)
+    assert entry["Ret"] == 0 and entry["ToUsetName"] == {"string": "wxid_a"} and entry["Type"] == 1
+    assert entry["MsgId"] == 0
     (record,) = sends(client)
     assert record["new_msg_id"] == entry["NewMsgId"] > 2**53
     assert record["client_msg_id"] == entry["NewClientMsgid"]
