@@ -230,3 +230,19 @@ def test_gewe_forward_mini_app_receives_the_whole_pasted_document(api_stack: Api
     xml = record["body"]["xml"]
     assert xml.startswith('<?xml version="1.0"?>\n<msg>') and "<fromusername>wxid_sender</fromusername>" in xml
     assert api_stack.http.get(f"/v1/messages/{job}").json()["result"]["new_msg_id"] == str(record["new_msg_id"])
+
+
+def test_a_revoke_refused_for_the_token_answers_without_it(api_stack: ApiStack) -> None:
+    instance = f"inst-{api_stack.prefix}"
+    put_account(api_stack, "gw", "gewe", instance)
+    api_stack.start_worker()
+    api_stack.start("scheduler")
+    job = post(api_stack, "gw", "wxid_rt", {"kind": "text", "text": "oops"})
+    wait_for(lambda: status(api_stack, job) == "sent", timeout=30, what="sent")
+    secret = f"rotated-token-{api_stack.prefix}-0815"
+    assert api_stack.http.patch("/v1/accounts/gw", json={"token": secret}).status_code == 200
+    refused = api_stack.http.post(f"/v1/messages/{job}/revoke")
+    assert refused.status_code == 502, refused.text
+    assert secret not in refused.text
+    assert "X-GEWE-TOKEN=*** 不可用或已过期" in refused.json()["error"]["message"]
+    assert secret not in api_stack.logs()
