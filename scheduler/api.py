@@ -461,18 +461,18 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         account = accounts.get(account_id)
         if account is None:
             raise ApiError(404, "not_found", f"no account {account_id!r}", "account_id")
+        note = ""
         if check_online:
             from worker.connections import vendor_http_client
-            from worker.errors import VendorError
+            from worker.holds import confirm_back_online
             from worker.vendors import backend_for
 
-            try:
-                online = backend_for(account.vendor_account(), vendor_http_client(settings)).check_online()
-            except VendorError as exc:
-                raise ApiError(409, "account_offline", f"online check failed: {exc}", None) from None
-            if online is False:
-                raise ApiError(409, "account_offline", "the vendor reports the account offline", None)
-        accounts.set_status(account_id, "active", "")
+            # a down account also needs a successful probe send: one "online" answer is weak evidence
+            verdict = confirm_back_online(backend_for(account.vendor_account(), vendor_http_client(settings)), account)
+            if not verdict.ok:
+                raise ApiError(409, "account_offline", verdict.reason, None)
+            note = verdict.reason
+        accounts.set_status(account_id, "active", note)
         return _account_or_404(account_id)
 
     # --- messages -----------------------------------------------------------------------------------------
@@ -527,7 +527,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     def revoke_message(job_id: ObjectId) -> dict[str, Any]:
         """Take back a sent message with its exact ids (vendors allow about two minutes after sending)."""
         from worker.connections import vendor_http_client
-        from worker.errors import UnsupportedError, VendorError
+        from worker.errors import RevokeRefusedError, UnsupportedError, VendorError
         from worker.vendors import SendResult, backend_for
 
         job = ledger.get(job_id)
@@ -547,6 +547,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
             backend_for(account.vendor_account(), vendor_http_client(settings)).revoke(sent)
         except UnsupportedError as exc:
             raise ApiError(409, "unsupported", str(exc), None) from None
+        except RevokeRefusedError as exc:  # an id the vendor needs is missing or 0: nothing was sent
+            raise ApiError(409, "not_revocable", str(exc), None) from None
         except VendorError as exc:
             raise ApiError(502, "vendor_error", f"the vendor refused the revoke: {exc}", None) from None
         now = time.time()

@@ -46,6 +46,7 @@ from worker.messages import (
     check_variables,
     parse_message,
 )
+from worker.vendors import check_message_for
 
 AnyMessage = TextMessage | MiniProgramMessage | AppMsgMessage
 CHUNK = 2000
@@ -172,8 +173,12 @@ class Campaigns:
         check_text(name, "name")
         if idempotency_key:
             check_text(idempotency_key, "idempotency_key")
-        known = {a.id for a in self.accounts.all()}
+        configured = self.accounts.all()
+        known = {a.id for a in configured}
         pool = _pool(account, accounts, known)
+        vendors = {a.id: a.spec.vendor for a in configured}
+        for acct in pool:
+            check_message_for(vendors[acct], parsed)  # vendor rules (E云: a pasted mini-program needs a cover)
         placeholders = parsed.placeholders()
         plan = parsed.size_plan()
         header = {

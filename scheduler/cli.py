@@ -909,6 +909,12 @@ def _show_account(a: dict[str, Any]) -> None:
             ("token", "set" if a.get("token_set") else "not set"),
             ("status", a["status"] + (f" ({a['status_reason']})" if a.get("status_reason") else "")),
             ("since", _when(a.get("status_changed"))),
+            # kinds held for the day (GeWe's daily mini-program cap), with the vendor's reason
+            (
+                "holds",
+                "; ".join(f"{k} until {_when(h['until'])}: {h['reason']}" for k, h in (a.get("holds") or {}).items())
+                or "none",
+            ),
             ("per_minute", limits.get("per_minute")),
             ("min_interval", f"{limits.get('min_interval_s')} s + jitter {limits.get('jitter_s')} s"),
             ("group_interval", f"{limits.get('group_min_interval_s')} s + jitter {limits.get('group_jitter_s')} s"),

@@ -18,6 +18,7 @@ from worker.accounts import AccountStore
 from worker.errors import MessageError
 from worker.ledger import Job, Ledger
 from worker.messages import AppMsgMessage, MiniProgramMessage, TextMessage, check_text, check_variables, parse_message
+from worker.vendors import check_message_for
 
 RECIPIENT = re.compile(r"^[A-Za-z0-9_@.\-]{1,128}$")
 
@@ -74,6 +75,8 @@ class Producer:
         validate_recipient(to)
         parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
         check_variables(variables)
+        if parsed.kind == "miniprogram":  # vendor rules (E云: a pasted mini-program needs a cover)
+            check_message_for(str(self.accounts.redis.hget(self.accounts.keys.account(account), "vendor")), parsed)
         missing = parsed.missing_variables(dict(variables or {}))
         if missing:
             names = ", ".join(sorted(missing))

@@ -25,7 +25,7 @@ from typing import Any, Final, Literal
 from starlette.requests import Request
 from starlette.responses import Response
 
-from simulator.state import ACCOUNT_FAULT_KINDS, Fault, JSONDict, SendRecord, SimAccount, SimState
+from simulator.state import ACCOUNT_FAULT_KINDS, FAULT_KINDS, Fault, JSONDict, SendRecord, SimAccount, SimState
 
 try:
     import orjson
@@ -86,6 +86,10 @@ async def read_json_object(request: Request) -> JSONDict | None:
 
 
 # -- error texts -------------------------------------------------------------------------------
+# Sources (docs/vendors.md has the full table): the steering vendors.md error list for 设备不存在, 微信已离线
+# (also Devo919/Gewechat#36), 发送频率过快 and a not-a-friend answer. The vendors document no text for a
+# failed revoke or a malformed parameter: 撤回失败 and the 参数错误 texts are the simulator's own wording,
+# only ever used for requests the vendor would also refuse.
 
 TEXT_DEVICE: Final = "设备不存在"
 TEXT_REVOKE_FAILED: Final = "撤回失败"
@@ -93,8 +97,12 @@ TEXT_OFFLINE: Final = "微信已离线"
 TEXT_NOT_FRIEND: Final = "对方不是你的好友"
 TEXT_THROTTLED: Final = "发送频率过快"
 TEXT_BAD_BODY: Final = "参数错误: 请求体必须是 JSON 对象"
+#: GeWe's mini-program failure; with `data.code "-2"` it is the daily cap (Devo919/Gewechat#176).
+TEXT_MINI_APP_FAILED: Final = "发送小程序失败"
+#: WeChat's own words once an account hit the mini-program cap (wechaty/python-wechaty#133).
+TEXT_TOO_MANY_ATTEMPTS: Final = "Too many attempts. Try again later"
 
-Reason = Literal["param", "token", "device", "revoke", "throttled", "offline", "not_friend", "generic"]
+Reason = Literal["param", "token", "device", "revoke", "throttled", "offline", "not_friend", "daily_cap", "generic"]
 
 
 def missing_text(name: str) -> str:
@@ -127,6 +135,21 @@ def check_xml(body: JSONDict, name: str, prefix: str) -> str | None:
     if isinstance(value, str) and value.lstrip().startswith(prefix):
         return None
     return f"参数错误: {name} 必须以 {prefix} 开头"
+
+
+_XML_DECLARATION: Final = re.compile(r"^\s*<\?xml[^>]*\?>")
+
+
+def check_msg_document(body: JSONDict, name: str) -> str | None:
+    """Error text unless the field is a whole `<msg>` callback document holding an `<appmsg>`.
+
+    The vendor's own example (GeweAPI-Official/消息模块/转发小程序.md) starts with `<?xml version="1.0"?>`.
+    """
+    value = body[name]
+    rest = _XML_DECLARATION.sub("", value, count=1).lstrip() if isinstance(value, str) else ""
+    if rest.startswith("<msg") and "<appmsg" in rest and rest.rstrip().endswith("</msg>"):
+        return None
+    return f"参数错误: {name} 必须是完整的 <msg> 文档"
 
 
 def parse_id(body: JSONDict, name: str) -> int | str:
@@ -166,7 +189,7 @@ class Dialect:
     throttled_text: str
 
     def error(self, reason: Reason, text: str = "") -> Response:
-        """The vendor's failure envelope for `reason` (`text` for `param`)."""
+        """The vendor's failure envelope for `reason` (`text`: the message for `param`, the token for `token`)."""
         raise NotImplementedError
 
     def fault_reason_text(self, reason: Reason, text: str) -> str:
@@ -183,6 +206,8 @@ class Dialect:
             return TEXT_OFFLINE
         if reason == "not_friend":
             return TEXT_NOT_FRIEND
+        if reason == "daily_cap":
+            return TEXT_TOO_MANY_ATTEMPTS
         return text
 
 
@@ -191,7 +216,17 @@ class GeweDialect(Dialect):
     """GeWe v2: `ret` 200 on success, 500 with `msg` (and sometimes `data.msg`) on failure."""
 
     def error(self, reason: Reason, text: str = "") -> Response:
-        """GeWe failure envelope."""
+        """GeWe failure envelope.
+
+        The token error echoes the header's value and has no `data` (Devo919/Gewechat#263, #234); a missing
+        header is `header:X-GEWE-TOKEN 不可为空` (hanfangyuan4396/dify-on-wechat#340). The daily
+        mini-program cap is `发送小程序失败` with `data: {"code": "-2", "msg": null}` (Devo919/Gewechat#176).
+        """
+        if reason == "token":
+            msg = f"HTTP HEADER: X-GEWE-TOKEN={text} 不可用或已过期" if text else "header:X-GEWE-TOKEN 不可为空"
+            return JSONResponse({"ret": 500, "msg": msg})
+        if reason == "daily_cap":
+            return JSONResponse({"ret": 500, "msg": TEXT_MINI_APP_FAILED, "data": {"code": "-2", "msg": None}})
         if reason in ("offline", "not_friend", "throttled"):
             detail = {"code": "-1", "msg": self.fault_reason_text(reason, text)}
             return JSONResponse({"ret": 500, "msg": "发送消息失败", "data": detail})
@@ -244,7 +279,12 @@ _ENVELOPE_FAULTS: Final[dict[str, Reason]] = {
     "token_invalid": "token",
     "not_friend": "not_friend",
     "generic": "generic",
+    "offline_hidden": "offline",
+    "daily_cap": "daily_cap",
 }
+
+#: Kinds a send that is not a mini-program can hit: the daily cap only refuses mini-programs.
+_NOT_MINIAPP_FAULTS: Final = FAULT_KINDS - {"daily_cap"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +346,8 @@ class Handlers:
     async def deliver(self, dialect: Dialect, send: Send, received_at: float, ok: Success) -> Response:
         """Apply at most one fault to a validated send, record it if it went out, and answer."""
         await self.vendor_time()
-        fault = self.state.take_fault(dialect.vendor, send.account.instance, send.to)
+        kinds = None if send.kind == "miniapp" else _NOT_MINIAPP_FAULTS
+        fault = self.state.take_fault(dialect.vendor, send.account.instance, send.to, kinds)
         if fault is None:
             return ok(self.record(send, received_at), send)
         kind = fault.kind
@@ -326,7 +367,7 @@ class Handlers:
             record = self.record(send, received_at)
             await asyncio.sleep(fault.delay)
             return ok(record, send)
-        return dialect.error(_ENVELOPE_FAULTS[kind])
+        return dialect.error(_ENVELOPE_FAULTS[kind], send.account.token)
 
     async def vendor_time(self) -> None:
         """Hold the answer for the configured latency; asyncio.sleep, so other requests proceed meanwhile."""
@@ -344,7 +385,7 @@ class Handlers:
         """Token, then body and required string fields, then the account (GeWe, legacy, E云)."""
         token = request.headers.get(dialect.token_header)
         if not self.state.token_known(dialect.vendor, token):
-            return dialect.error("token")
+            return dialect.error("token", token or "")
         body = await read_json_object(request)
         if body is None:
             return dialect.error("param", TEXT_BAD_BODY)
@@ -393,7 +434,8 @@ class Handlers:
         problem = check_xml(body, "appmsg", "<appmsg")
         if problem is not None:
             return GEWE.error("param", problem)
-        send = Send(account, "postAppMsg", body["toWxid"], appmsg_kind(body["appmsg"]), body, 49)
+        # the documented answer's `type` is 0 (GeweAPI-Official/消息模块/发送appmsg消息.md)
+        send = Send(account, "postAppMsg", body["toWxid"], appmsg_kind(body["appmsg"]), body, 0)
         return await self.deliver(GEWE, send, received_at, self.gewe_ok)
 
     async def gewe_post_mini_app(self, request: Request) -> Response:
@@ -414,20 +456,30 @@ class Handlers:
         if isinstance(auth, Response):
             return auth
         account, body = auth
-        problem = check_xml(body, "xml", "<msg")
+        problem = check_msg_document(body, "xml")
         if problem is not None:
             return GEWE.error("param", problem)
         send = Send(account, "forwardMiniApp", body["toWxid"], "miniapp", body, 33)
         return await self.deliver(GEWE, send, received_at, self.gewe_ok)
 
     async def gewe_revoke(self, request: Request) -> Response:
-        """POST /message/revokeMsg: ids as the send returned them (strings)."""
-        return await self.revoke_recorded(
-            GEWE, "gewe", request, ("appId", "toWxid"), "toWxid", JSONResponse({"ret": 200, "msg": "操作成功"})
-        )
+        """POST /message/revokeMsg: ids as the send returned them (strings).
+
+        Like the vendor, a revoke with a wrong or rounded id answers "操作成功" and revokes nothing
+        (Devo919/Gewechat#70, #166): only the record's `revoked` flag tells.
+        """
+        ok = JSONResponse({"ret": 200, "msg": "操作成功"})
+        return await self.revoke_recorded(GEWE, "gewe", request, ("appId", "toWxid"), "toWxid", ok, mismatch=ok)
 
     async def revoke_recorded(
-        self, dialect: Dialect, vendor: str, request: Request, required: tuple[str, ...], to_field: str, ok: Response
+        self,
+        dialect: Dialect,
+        vendor: str,
+        request: Request,
+        required: tuple[str, ...],
+        to_field: str,
+        ok: Response,
+        mismatch: Response | None = None,
     ) -> Response:
         """Revoke a recorded send, matching every id exactly (a rounded id is refused, not "revoked")."""
         auth = await self.authenticate(dialect, request, required)
@@ -443,15 +495,16 @@ class Handlers:
         msg_id, new_msg_id, create_time = ids
         fault = self.account_fault(account, body[to_field])
         if fault is not None:
-            return dialect.error(_ENVELOPE_FAULTS[fault.kind])
+            return dialect.error(_ENVELOPE_FAULTS[fault.kind], account.token)
         record = self.state.find_send(vendor, account.instance, new_msg_id)
         if (
             record is None
             or record.to != body[to_field]
             or record.msg_id != msg_id
             or record.create_time != create_time
-            or not self.state.revoke(record)
         ):
+            return mismatch or dialect.error("revoke")
+        if not self.state.revoke(record):
             return dialect.error("revoke")
         return ok
 
@@ -463,7 +516,9 @@ class Handlers:
         account, _ = auth
         fault = self.account_fault(account, None)
         if fault is not None and fault.kind == "token_invalid":
-            return GEWE.error("token")
+            return GEWE.error("token", account.token)
+        # an `offline_hidden` fault is not seen here: checkOnline says true while sends fail with 微信已离线
+        # (Devo919/Gewechat#36, #224)
         return JSONResponse({"ret": 200, "msg": "操作成功", "data": fault is None})
 
     # -- GeWe legacy ----------------------------------------------------------------------------
@@ -478,7 +533,9 @@ class Handlers:
         problem = check_xml(body, "xml", "<appmsg")
         if problem is not None:
             return LEGACY.error("param", problem)
-        send = Send(account, "sendapp", body["to_wxid"], appmsg_kind(body["xml"]), body, 49, client_msg_id=True)
+        # seed 004's answer: MsgId 0 and Type 1 (sic, also for sendapp)
+        kind = appmsg_kind(body["xml"])
+        send = Send(account, "sendapp", body["to_wxid"], kind, body, 1, msg_id="zero", client_msg_id=True)
         return await self.deliver(
             LEGACY, send, received_at, lambda record, s: self.legacy_ok([self.legacy_entry(record, s)])
         )
@@ -553,7 +610,7 @@ class Handlers:
         call_fault: Fault | None = None  # ends the call without sending
         delay_fault: Fault | None = None  # slow / timeout_after: still sends
         for entry in entries:
-            fault = state.take_fault(LEGACY.vendor, account.instance, entry["to_wxid"])
+            fault = state.take_fault(LEGACY.vendor, account.instance, entry["to_wxid"], _NOT_MINIAPP_FAULTS)
             if fault is None:
                 entry_faults.append(None)
             elif fault.kind == "not_friend" or (fault.kind in ("throttled", "generic") and fault.to):
@@ -587,7 +644,7 @@ class Handlers:
                 text = "失败" if fault.kind == "generic" else LEGACY.fault_reason_text(_ENVELOPE_FAULTS[fault.kind], "")
                 results.append(self.legacy_failed_entry(to, text))
                 continue
-            send = Send(account, "sendmsg", to, "text", body, 1, client_msg_id=True)
+            send = Send(account, "sendmsg", to, "text", body, 1, msg_id="zero", client_msg_id=True)  # seed 004
             results.append(self.legacy_entry(self.record(send, received_at), send))
         if delay_fault is not None and delay_fault.kind == "timeout_after":
             await asyncio.sleep(delay_fault.delay)
@@ -651,29 +708,26 @@ class Handlers:
             return auth
         account, body = auth
         problem = check_optional_string(body, "imgUrl") or check_xml(body, "content", "<appmsg")
+        kind = appmsg_kind(body["content"]) if problem is None else "app"
+        if problem is None and kind == "miniapp" and not body.get("imgUrl"):
+            problem = missing_text("imgUrl")  # the mini-program cover (seed 001)
         if problem is not None:
             return ECLOUD.error("param", problem)
-        send = Send(account, "sendApplet", body["wcId"], appmsg_kind(body["content"]), body, 0)
+        send = Send(account, "sendApplet", body["wcId"], kind, body, 0)
         return await self.deliver(ECLOUD, send, received_at, self.ecloud_ok("发送小程序成功"))
 
     async def ecloud_send_applets(self, request: Request) -> Response:
         """POST /sendApplets: structured mini-program card."""
         received_at = time.time()
-        fields = (
-            "wId",
-            "wcId",
-            "displayName",
-            "iconUrl",
-            "appId",
-            "pagePath",
-            "thumbUrl",
-            "title",
-            "userName",
-        )
+        # iconUrl is marked unused by the vendor's doc (wkteam.cn 发送小程序): optional, a string when given
+        fields = ("wId", "wcId", "displayName", "appId", "pagePath", "thumbUrl", "title", "userName")
         auth = await self.authenticate(ECLOUD, request, fields)
         if isinstance(auth, Response):
             return auth
         account, body = auth
+        problem = check_optional_string(body, "iconUrl")
+        if problem is not None:
+            return ECLOUD.error("param", problem)
         send = Send(account, "sendApplets", body["wcId"], "miniapp", body, 33)
         return await self.deliver(ECLOUD, send, received_at, self.ecloud_ok("发送成功"))
 
@@ -683,28 +737,25 @@ class Handlers:
         return await self.revoke_recorded(ECLOUD, "ecloud", request, ("wId", "wcId"), "wcId", ok)
 
     async def ecloud_is_online(self, request: Request) -> Response:
-        """POST /isOnline: code 1000 online, 1001 offline."""
+        """POST /isOnline: code "1000" with `data.isOnline` true or false (offline is a successful call).
+
+        2048537793/WkApi `api-wen-dang/wei-xin-guan-li/cha-xun-wei-xin-shi-fou-zai-xian.md`.
+        """
         auth = await self.authenticate(ECLOUD, request, ("wId",))
         if isinstance(auth, Response):
             return auth
         account, _ = auth
         fault = self.account_fault(account, None)
-        if fault is None:
-            return JSONResponse({"code": "1000", "message": "在线", "data": None})
-        if fault.kind == "token_invalid":
-            return ECLOUD.error("token")
-        return JSONResponse({"code": "1001", "message": "离线", "data": None})
+        if fault is not None and fault.kind == "token_invalid":
+            return ECLOUD.error("token", account.token)
+        return JSONResponse({"message": "成功", "code": "1000", "data": {"isOnline": fault is None}})
 
     # -- OHwxapi MagicCgi -----------------------------------------------------------------------
 
     @staticmethod
     def ohwx_ok(record: SendRecord, send: Send) -> Response:
-        """MagicCgi send success envelope (ClientMsgId is a string on the wire)."""
-        data = {
-            "NewMsgId": record.new_msg_id,
-            "ClientMsgId": str(record.client_msg_id),
-            "CreateTime": record.create_time,
-        }
+        """MagicCgi send success: only `NewMsgId` and `ClientMsgId` (a string), as seed 002 documents."""
+        data = {"NewMsgId": record.new_msg_id, "ClientMsgId": str(record.client_msg_id)}
         return JSONResponse({"CgiBaseResponse": {"ErrMsg": "", "Ret": 0}, "ResponseData": data})
 
     async def ohwx_magic_cgi(self, request: Request) -> Response:
@@ -720,7 +771,7 @@ class Handlers:
         if account is None:
             return OHWX.error("device")
         if account.token and request.headers.get("authorization") != f"Bearer {account.token}":
-            return OHWX.error("token")
+            return OHWX.error("token", request.headers.get("authorization") or "")
         body = await read_json_object(request)
         if body is None:
             return OHWX.error("param", TEXT_BAD_BODY)
@@ -760,29 +811,37 @@ class Handlers:
         return None
 
     def ohwx_revoke(self, account: SimAccount, cgi: JSONDict) -> Response:
-        """CgiCmd 594: revoke by NewMsgId (ClientMsgId / CreateTime must match when given)."""
+        """CgiCmd 594, undocumented by the vendor: the fields SZUEA/AJBot `EAbotoy/action.py` sends.
+
+        `{OpCode: 0, MsgId, NewMsgId, ToUserName}`; `NewMsgId` finds the send, `MsgId` must match it when
+        given (sends answer none, seed 002). Other fields are refused so tests prove what the backend sends.
+        """
+        unknown = set(cgi) - {"OpCode", "MsgId", "NewMsgId", "ToUserName"}
+        if unknown:
+            return OHWX.error("param", f"参数错误: unknown field(s) {', '.join(sorted(unknown))}")
+        op_code = cgi.get("OpCode")
+        if isinstance(op_code, bool) or op_code != 0:
+            return OHWX.error("param", "参数错误: OpCode 必须为 0")
         problem = check_strings(cgi, ("ToUserName",))
         if problem is not None:
             return OHWX.error("param", problem)
         new_msg_id = parse_id(cgi, "NewMsgId")
         if isinstance(new_msg_id, str):
             return OHWX.error("param", new_msg_id)
-        optional: dict[str, int] = {}
-        for name in ("ClientMsgId", "CreateTime"):
-            if cgi.get(name) is not None:
-                value = parse_id(cgi, name)
-                if isinstance(value, str):
-                    return OHWX.error("param", value)
-                optional[name] = value
+        msg_id: int | None = None
+        if cgi.get("MsgId") is not None:
+            parsed = parse_id(cgi, "MsgId")
+            if isinstance(parsed, str):
+                return OHWX.error("param", parsed)
+            msg_id = parsed
         fault = self.account_fault(account, cgi["ToUserName"])
         if fault is not None:
-            return OHWX.error(_ENVELOPE_FAULTS[fault.kind])
+            return OHWX.error(_ENVELOPE_FAULTS[fault.kind], account.token)
         record = self.state.find_send("ohwxapi", account.instance, new_msg_id)
         if (
             record is None
             or record.to != cgi["ToUserName"]
-            or optional.get("ClientMsgId", record.client_msg_id) != record.client_msg_id
-            or optional.get("CreateTime", record.create_time) != record.create_time
+            or (msg_id is not None and msg_id != record.msg_id)
             or not self.state.revoke(record)
         ):
             return OHWX.error("revoke")

@@ -39,6 +39,10 @@ FAULT_KINDS: Final = frozenset(
         "token_invalid",
         "not_friend",
         "generic",
+        # the account is offline but the vendor's online check still says online (Devo919/Gewechat#36, #224)
+        "offline_hidden",
+        # the daily mini-program cap: only mini-program sends hit it (Devo919/Gewechat#176)
+        "daily_cap",
     }
 )
 

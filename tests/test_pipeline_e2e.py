@@ -42,12 +42,14 @@ def submit_many(stack: Stack, account: str, n: int, *, kind: str = "text", tag: 
 
 
 def test_all_vendors_and_kinds_end_sent_with_the_simulators_exact_ids(stack: Stack) -> None:
-    cases = ["text", "mini-structured", "mini-xml", "mini-xml-cover", "appmsg-file"]
+    cases = ["text", "mini-structured", "mini-xml", "mini-xml-cover", "mini-msg-cover", "appmsg-file"]
     job_ids: list[str] = []
     producer = Producer(stack.ledger, stack.accounts)
     for vendor in ("gewe", "gewe-legacy", "ecloud", "ohwxapi"):
         account = stack.add_account(f"acct-{vendor}", vendor, instance=f"inst-{stack.prefix}-{vendor}")
         for case in cases:
+            if vendor == "ecloud" and case == "mini-xml":
+                continue  # a pasted mini-program without a cover is refused for E云 at the door (issue 11)
             to = f"wxid_{vendor}_{case}".replace("-", "_")
             job_ids.append(producer.submit_message(account=account, to=to, message=MESSAGES[case]).id)
     stack.start_worker()
@@ -61,7 +63,9 @@ def test_all_vendors_and_kinds_end_sent_with_the_simulators_exact_ids(stack: Sta
         assert len(records) == 1, (job.id, records)
         assert job.fields["new_msg_id"] == str(records[0]["new_msg_id"])
         assert int(job.fields["new_msg_id"]) > 2**53
-        assert job.fields["create_time"] == str(records[0]["create_time"])
+        # MagicCgi answers no CreateTime (seed 002): none is recorded rather than one made up
+        expected_time = None if job.fields.get("vendor") == "ohwxapi" else str(records[0]["create_time"])
+        assert job.fields.get("create_time") == expected_time
         history = stack.ledger.history(job.id)
         assert history[-1]["outcome"] == "sent" and history[-1]["new_msg_id"] == job.fields["new_msg_id"]
 

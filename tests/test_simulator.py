@@ -121,7 +121,8 @@ def test_gewe_post_text_recorded_with_exact_ids(client: httpx.Client, prefix: st
 def test_gewe_app_and_mini_program_sends(client: httpx.Client) -> None:
     base = {"appId": "wx_demo_gewe", "toWxid": "g@chatroom"}
     r = client.post("/v2/api/message/postAppMsg", headers=GEWE_TOKEN, json={**base, "appmsg": MINI_APPMSG})
-    assert r.json()["ret"] == 200 and r.json()["data"]["type"] == 49
+    # the documented answer's type is 0 (GeweAPI-Official/消息模块/发送appmsg消息.md)
+    assert r.json()["ret"] == 200 and r.json()["data"]["type"] == 0
     mini = {
         "miniAppId": "wx1",
         "displayName": "d",
@@ -132,9 +133,16 @@ def test_gewe_app_and_mini_program_sends(client: httpx.Client) -> None:
     }
     r = client.post("/gewe/v2/api/message/postMiniApp", headers=GEWE_TOKEN, json={**base, **mini})
     assert r.json()["data"]["type"] == 33 and r.json()["data"]["msgId"] > 0
-    fwd = {**base, "xml": "<msg><appmsg/></msg>", "coverImgUrl": "https://c"}
+    fwd = {
+        **base,
+        "xml": '<?xml version="1.0"?>\n<msg><appmsg/><fromusername>u</fromusername></msg>',
+        "coverImgUrl": "https://c",
+    }
     r = client.post("/gewe/v2/api/message/forwardMiniApp", headers=GEWE_TOKEN, json=fwd)
     assert r.json()["data"]["type"] == 33
+    for not_whole in ("<appmsg><type>33</type></appmsg>", "<msg></msg>"):
+        r = client.post("/gewe/v2/api/message/forwardMiniApp", headers=GEWE_TOKEN, json={**fwd, "xml": not_whole})
+        assert r.json() == {"ret": 500, "msg": "参数错误: xml 必须是完整的 <msg> 文档", "data": None}
     assert [(s["endpoint"], s["kind"]) for s in sends(client)] == [
         ("postAppMsg", "miniapp"),
         ("postMiniApp", "miniapp"),
@@ -147,10 +155,12 @@ def test_gewe_app_and_mini_program_sends(client: httpx.Client) -> None:
 
 def test_gewe_rejections_are_not_recorded(client: httpx.Client) -> None:
     body = {"appId": "wx_demo_gewe", "toWxid": "wxid_a", "content": "x"}
+    # the vendor echoes the refused token (Devo919/Gewechat#263) and says so when there is none (#340 of
+    # hanfangyuan4396/dify-on-wechat)
     r = client.post("/gewe/v2/api/message/postText", headers={"X-GEWE-TOKEN": "nope"}, json=body)
-    assert r.json() == {"ret": 500, "msg": "X-GEWE-TOKEN 不可用或已过期", "data": None}
+    assert r.json() == {"ret": 500, "msg": "HTTP HEADER: X-GEWE-TOKEN=nope 不可用或已过期"}
     r = client.post("/gewe/v2/api/message/postText", json=body)
-    assert r.json()["msg"] == "X-GEWE-TOKEN 不可用或已过期"
+    assert r.json() == {"ret": 500, "msg": "header:X-GEWE-TOKEN 不可为空"}
     r = client.post("/gewe/v2/api/message/postText", headers=GEWE_TOKEN, json={**body, "appId": "wx_other"})
     assert r.json() == {"ret": 500, "msg": "设备不存在", "data": None}
     r = client.post("/gewe/v2/api/message/postText", headers=GEWE_TOKEN, json={**body, "content": ""})
@@ -163,7 +173,7 @@ def test_gewe_rejections_are_not_recorded(client: httpx.Client) -> None:
     # bad token wins over faults
     add_fault(client, kind="http_500")
     r = client.post("/gewe/v2/api/message/postText", headers={"X-GEWE-TOKEN": "nope"}, json=body)
-    assert r.status_code == 200 and r.json()["msg"] == "X-GEWE-TOKEN 不可用或已过期"
+    assert r.status_code == 200 and r.json()["msg"] == "HTTP HEADER: X-GEWE-TOKEN=nope 不可用或已过期"
     assert sends(client) == []
 
 
@@ -178,7 +188,9 @@ def test_gewe_revoke(client: httpx.Client) -> None:
         "createTime": str(sent["createTime"]),
     }
     url = "/gewe/v2/api/message/revokeMsg"
-    assert client.post(url, headers=GEWE_TOKEN, json=revoke).json() == {"ret": 500, "msg": "撤回失败"}
+    # like the vendor, a rounded id "succeeds" and revokes nothing (Devo919/Gewechat#70, #166)
+    assert client.post(url, headers=GEWE_TOKEN, json=revoke).json() == {"ret": 200, "msg": "操作成功"}
+    assert sends(client)[0]["revoked"] is False
     revoke["newMsgId"] = str(sent["newMsgId"])
     assert client.post(url, headers=GEWE_TOKEN, json=revoke).json() == {"ret": 200, "msg": "操作成功"}
     assert sends(client)[0]["revoked"] is True
@@ -200,7 +212,8 @@ def test_gewe_check_online(client: httpx.Client) -> None:
     assert client.post(url, headers=GEWE_TOKEN, json=body).json()["data"] is False
     assert client.post(url, headers=GEWE_TOKEN, json=body).json()["data"] is True
     add_fault(client, kind="token_invalid", vendor="gewe")
-    assert client.post(url, headers=GEWE_TOKEN, json=body).json()["msg"] == "X-GEWE-TOKEN 不可用或已过期"
+    r = client.post(url, headers=GEWE_TOKEN, json=body).json()
+    assert r == {"ret": 500, "msg": "HTTP HEADER: X-GEWE-TOKEN=demo-gewe-token 不可用或已过期"}
 
 
 # -- GeWe legacy ---------------------------------------------------------------------------------
@@ -211,7 +224,9 @@ def test_legacy_sendapp(client: httpx.Client) -> None:
     assert data["ret"] == 0 and data["msg"] == "success"
     assert data["data"]["BaseResponse"] == {"ret": 0, "errMsg": {}} and data["data"]["Count"] == 1
     (entry,) = data["data"]["List"]
-    assert entry["Ret"] == 0 and entry["ToUsetName"] == {"string": "wxid_a"} and entry["Type"] == 49
+    # seed 004's example: MsgId 0, Type 1 (even for sendapp)
+    assert entry["Ret"] == 0 and entry["ToUsetName"] == {"string": "wxid_a"} and entry["Type"] == 1
+    assert entry["MsgId"] == 0
     (record,) = sends(client)
     assert record["new_msg_id"] == entry["NewMsgId"] > 2**53
     assert record["client_msg_id"] == entry["NewClientMsgid"]
@@ -317,11 +332,14 @@ def test_ecloud_revoke_and_is_online(client: httpx.Client) -> None:
     assert client.post("/revokeMsg", headers=ECLOUD_TOKEN, json=revoke).json()["code"] == "1000"
     assert sends(client)[0]["revoked"] is True
 
+    # an offline account is a successful call with isOnline false
+    # (2048537793/WkApi api-wen-dang/wei-xin-guan-li/cha-xun-wei-xin-shi-fou-zai-xian.md)
     online = {"wId": "demo-ecloud-wid"}
-    assert client.post("/isOnline", headers=ECLOUD_TOKEN, json=online).json()["code"] == "1000"
+    r = client.post("/isOnline", headers=ECLOUD_TOKEN, json=online).json()
+    assert r == {"message": "成功", "code": "1000", "data": {"isOnline": True}}
     add_fault(client, kind="offline", vendor="ecloud", instance="demo-ecloud-wid")
     r = client.post("/isOnline", headers=ECLOUD_TOKEN, json=online).json()
-    assert r["code"] == "1001" and r["message"] == "离线"
+    assert r == {"message": "成功", "code": "1000", "data": {"isOnline": False}}
     assert error_text("ecloud", ecloud_text(client).json()) == "微信已离线"
 
 
@@ -337,10 +355,15 @@ def test_ohwx_sends_and_revoke(client: httpx.Client) -> None:
     assert client.post(OHWX_PATH, json=app).json()["CgiBaseResponse"]["Ret"] == 0
     first, second = sends(client, vendor="ohwxapi")
     assert first["new_msg_id"] == answer["NewMsgId"] and str(first["client_msg_id"]) == answer["ClientMsgId"]
-    assert first["create_time"] == answer["CreateTime"] and first["endpoint"] == "CgiCmd522"
+    assert set(answer) == {"NewMsgId", "ClientMsgId"} and first["endpoint"] == "CgiCmd522"  # seed 002: no CreateTime
     assert second["endpoint"] == "CgiCmd222" and second["kind"] == "miniapp"
 
-    revoke = {"CgiCmd": 594, "CgiRequest": {"ToUserName": "wxid_a", "NewMsgId": answer["NewMsgId"]}}
+    # CgiCmd 594 as SZUEA/AJBot EAbotoy/action.py sends it
+    cgi = {"OpCode": 0, "NewMsgId": answer["NewMsgId"], "ToUserName": "wxid_a"}
+    for wrong in ({**cgi, "OpCode": 1}, {**cgi, "ClientMsgId": answer["ClientMsgId"]}, {**cgi, "MsgId": 5}):
+        assert client.post(OHWX_PATH, json={"CgiCmd": 594, "CgiRequest": wrong}).json()["CgiBaseResponse"]["Ret"] == -1
+    assert sends(client)[0]["revoked"] is False
+    revoke = {"CgiCmd": 594, "CgiRequest": cgi}
     assert client.post(OHWX_PATH, json=revoke).json()["CgiBaseResponse"]["Ret"] == 0
     assert sends(client)[0]["revoked"] is True
     r = client.post(OHWX_PATH, json=revoke).json()["CgiBaseResponse"]
@@ -384,9 +407,10 @@ ENVELOPE_FAULTS = {
         "ohwxapi": "发送消息过于频繁",
     },
     "offline": dict.fromkeys(SENDERS, "微信已离线"),
+    "offline_hidden": dict.fromkeys(SENDERS, "微信已离线"),
     "not_friend": dict.fromkeys(SENDERS, "对方不是你的好友"),
     "token_invalid": {
-        "gewe": "X-GEWE-TOKEN 不可用或已过期",
+        "gewe": "HTTP HEADER: X-GEWE-TOKEN=demo-gewe-token 不可用或已过期",
         "gewe-legacy": "X-GEWE-TOKEN 不可用或已过期",
         "ecloud": "Authorization 不可用或已过期",
         "ohwxapi": "token 不可用或已过期",
@@ -531,3 +555,69 @@ def test_load_accounts(tmp_path: Path) -> None:
     )
     assert load_accounts(path) == (SimAccount("gewe", "wx_1", "t"), SimAccount("ohwxapi", "wxid_2", ""))
     assert len(DEMO_ACCOUNTS) == 4
+
+
+# -- issue 11: answers traceable to the vendors' docs and issues -----------------------------------
+
+
+def test_daily_cap_fault_hits_only_mini_programs(client: httpx.Client) -> None:
+    fault = add_fault(client, kind="daily_cap", vendor="gewe")
+    assert gewe_text(client).json()["ret"] == 200  # text is not capped
+    base = {"appId": "wx_demo_gewe", "toWxid": "g@chatroom"}
+    r = client.post("/gewe/v2/api/message/postAppMsg", headers=GEWE_TOKEN, json={**base, "appmsg": MINI_APPMSG})
+    # Devo919/Gewechat#176
+    assert r.json() == {"ret": 500, "msg": "发送小程序失败", "data": {"code": "-2", "msg": None}}
+    r = client.post("/gewe/v2/api/message/postAppMsg", headers=GEWE_TOKEN, json={**base, "appmsg": APPMSG})
+    assert r.json()["ret"] == 200  # a link card is not a mini-program
+    assert [s["kind"] for s in sends(client)] == ["text", "app"]
+    assert next(f for f in client.get("/_sim/faults").json()["faults"] if f["id"] == fault)["hits"] == 1
+    add_fault(client, kind="daily_cap", vendor="ecloud")
+    r = client.post(
+        "/sendApplet",
+        headers=ECLOUD_TOKEN,
+        json={"wId": "demo-ecloud-wid", "wcId": "g@chatroom", "content": MINI_APPMSG, "imgUrl": "https://i"},
+    )
+    assert r.json() == {"code": "1001", "message": "Too many attempts. Try again later", "data": None}
+
+
+def test_offline_hidden_fails_sends_while_check_online_says_true(client: httpx.Client) -> None:
+    add_fault(client, kind="offline_hidden", vendor="gewe")
+    r = gewe_text(client).json()
+    assert r == {"ret": 500, "msg": "发送消息失败", "data": {"code": "-1", "msg": "微信已离线"}}  # Gewechat#36
+    check = client.post("/gewe/v2/api/login/checkOnline", headers=GEWE_TOKEN, json={"appId": "wx_demo_gewe"})
+    assert check.json() == {"ret": 200, "msg": "操作成功", "data": True}
+    assert gewe_text(client).json()["ret"] == 500  # still offline
+    assert sends(client) == []
+
+
+def test_ecloud_mini_program_cover_and_card_icon(client: httpx.Client) -> None:
+    base = {"wId": "demo-ecloud-wid", "wcId": "g@chatroom"}
+    r = client.post("/sendApplet", headers=ECLOUD_TOKEN, json={**base, "content": MINI_APPMSG})
+    assert r.json() == {"code": "1001", "message": "参数错误: imgUrl 不能为空", "data": None}
+    card = {
+        "displayName": "d",
+        "appId": "wx1",
+        "pagePath": "p",
+        "thumbUrl": "https://t",
+        "title": "t",
+        "userName": "gh_1@app",
+    }
+    assert client.post("/sendApplets", headers=ECLOUD_TOKEN, json={**base, **card}).json()["code"] == "1000"
+    with_empty_icon = {**base, **card, "iconUrl": ""}
+    assert client.post("/sendApplets", headers=ECLOUD_TOKEN, json=with_empty_icon).json()["code"] == "1000"
+    bad_icon = {**base, **card, "iconUrl": 5}
+    assert client.post("/sendApplets", headers=ECLOUD_TOKEN, json=bad_icon).json()["code"] == "1001"
+    assert [s["endpoint"] for s in sends(client)] == ["sendApplets", "sendApplets"]
+
+
+def test_gewe_forward_mini_app_accepts_the_vendor_example_shape(client: httpx.Client) -> None:
+    # GeweAPI-Official/消息模块/转发小程序.md: declaration, <msg>, <appmsg> and its siblings, tabs and newlines
+    xml = (
+        '<?xml version="1.0"?>\n<msg>\n\t<appmsg appid="" sdkver="0">\n\t\t<title>t</title>\n\t\t<type>33</type>\n'
+        "\t</appmsg>\n\t<fromusername>zhangchuan2288</fromusername>\n\t<scene>0</scene>\n\t<appinfo>\n"
+        "\t\t<version>1</version>\n\t\t<appname></appname>\n\t</appinfo>\n\t<commenturl></commenturl>\n</msg>"
+    )
+    body = {"appId": "wx_demo_gewe", "toWxid": "34757816141@chatroom", "xml": xml, "coverImgUrl": "http://c/1"}
+    r = client.post("/gewe/v2/api/message/forwardMiniApp", headers=GEWE_TOKEN, json=body).json()
+    assert r["ret"] == 200 and set(r["data"]) == {"toWxid", "createTime", "msgId", "newMsgId", "type"}
+    assert r["data"]["type"] == 33

@@ -13,14 +13,18 @@ import respx
 from worker.errors import (
     AccountDownError,
     AmbiguousError,
+    DailyCapError,
+    MessageError,
     PermanentError,
+    RevokeRefusedError,
     ThrottledError,
     TransientError,
     VendorError,
     VendorFailure,
 )
-from worker.messages import TextMessage
-from worker.vendors import SendResult, VendorAccount, VendorBackend, backend_for
+from worker.messages import AppMsgMessage, TextMessage, parse_message
+from worker.vendors import SendResult, VendorAccount, VendorBackend, backend_for, ecloud
+from worker.vendors.base import classify_vendor_text
 
 VENDORS = ["gewe", "gewe-legacy", "ecloud", "ohwxapi"]
 BASE = "http://vendor.invalid"
@@ -345,3 +349,231 @@ def test_vendor_text_echoing_the_token_is_redacted_not_dropped(router: respx.Rou
     )
     assert type(error) is AccountDownError
     assert str(error) == "Authorization *** 已过期"
+
+
+# --- round 2 (issue 11): the vendors' exact documented answers ------------------------------------------
+
+
+def test_ecloud_is_online_reads_data_is_online(router: respx.Router) -> None:
+    """2048537793/WkApi api-wen-dang/wei-xin-guan-li/cha-xun-wei-xin-shi-fou-zai-xian.md: both answers are 1000."""
+    route = router.post(f"{BASE}/isOnline")
+    backend, client = make_backend("ecloud")
+    with client:
+        route.respond(200, json={"message": "成功", "code": "1000", "data": {"isOnline": True}})
+        assert backend.check_online() is True
+        route.respond(200, json={"message": "成功", "code": "1000", "data": {"isOnline": False}})
+        assert backend.check_online() is False
+        # a failure code is the check failing, not "offline": it raises
+        route.respond(200, json={"message": "失败", "code": "1001", "data": None})
+        with pytest.raises(VendorFailure):
+            backend.check_online()
+    assert json.loads(route.calls.last.request.content) == {"wId": "inst_42"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a recipient who has not accepted the friend request yet: permanent despite 频繁
+        ("发送消息过于频繁，等待对方接收你的好友请求后再发", PermanentError),
+        ("消息发送频率过高", ThrottledError),
+        ("超过群发言频率限制", ThrottledError),
+        ("频率限制", ThrottledError),
+        ("你已被移出该群", PermanentError),
+        ("被禁言", PermanentError),
+        ("群已解散", PermanentError),
+        ("已解散", PermanentError),
+        ("Too many attempts. Try again later", DailyCapError),
+    ],
+)
+def test_round2_failure_texts(router: respx.Router, text: str, expected: type[VendorError]) -> None:
+    for vendor in ("gewe", "ecloud"):
+        router.routes.clear()
+        error = send_error(router, vendor, return_value=httpx.Response(200, json=failure_body(vendor, text)))
+        assert type(error) is expected, (vendor, text)
+
+
+def test_classifier_checks_permanent_before_throttled() -> None:
+    assert classify_vendor_text("发送消息过于频繁，等待对方接收你的好友请求后再发") is PermanentError
+    assert classify_vendor_text("操作过于频繁") is ThrottledError
+
+
+def test_gewe_mini_program_daily_cap_needs_code_minus_2(router: respx.Router) -> None:
+    """Devo919/Gewechat#176: ``{"ret":500,"msg":"发送小程序失败","data":{"code":"-2","msg":null}}``."""
+    capped = {"ret": 500, "msg": "发送小程序失败", "data": {"code": "-2", "msg": None}}
+    error = send_error(router, "gewe", return_value=httpx.Response(200, json=capped))
+    assert type(error) is DailyCapError and error.error_class == "daily_cap" and error.code == "-2"
+    router.routes.clear()
+    other = {"ret": 500, "msg": "发送小程序失败", "data": {"code": "-1", "msg": None}}
+    assert type(send_error(router, "gewe", return_value=httpx.Response(200, json=other))) is VendorFailure
+
+
+def test_gewe_token_echo_is_redacted_even_for_a_token_we_did_not_send(router: respx.Router) -> None:
+    """Devo919/Gewechat#263: ``{"ret":500,"msg":"HTTP HEADER: X-GEWE-TOKEN=<token> 不可用或已过期"}``."""
+    echo = {"ret": 500, "msg": f"HTTP HEADER: X-GEWE-TOKEN={TOKEN} 不可用或已过期"}
+    error = send_error(router, "gewe", return_value=httpx.Response(200, json=echo))
+    assert type(error) is AccountDownError
+    assert str(error) == "HTTP HEADER: X-GEWE-TOKEN=*** 不可用或已过期"
+    router.routes.clear()
+    stale = {"ret": 500, "msg": "HTTP HEADER: X-GEWE-TOKEN=an-older-token-4711 不可用或已过期"}
+    error = send_error(router, "gewe", return_value=httpx.Response(200, json=stale))
+    assert "an-older-token-4711" not in str(error) and "X-GEWE-TOKEN=***" in str(error)
+
+
+def _sent(vendor: str, **ids: int | None) -> SendResult:
+    base: dict[str, Any] = {"msg_id": 769533801, "new_msg_id": BIG_ID, "create_time": 1700000000}
+    base.update(ids)
+    return SendResult(vendor=vendor, to=TO, endpoint="x", **base)
+
+
+@pytest.mark.parametrize(
+    ("vendor", "ids", "missing"),
+    [
+        ("gewe", {"new_msg_id": None}, ("newMsgId",)),
+        ("gewe", {"create_time": 0}, ("createTime",)),  # what GeWe's image sends answer
+        ("gewe", {"msg_id": None}, ("msgId",)),
+        ("ecloud", {"msg_id": None}, ("msgId",)),
+        ("ecloud", {"new_msg_id": 0, "create_time": None}, ("newMsgId", "createTime")),
+        ("ohwxapi", {"new_msg_id": None}, ("NewMsgId",)),
+        ("ohwxapi", {"new_msg_id": 0}, ("NewMsgId",)),
+    ],
+)
+def test_revoke_without_the_ids_is_refused_before_sending(
+    router: respx.Router, vendor: str, ids: dict[str, int | None], missing: tuple[str, ...]
+) -> None:
+    route = router.post(url__startswith=BASE)
+    backend, client = make_backend(vendor)
+    with client, pytest.raises(RevokeRefusedError) as info:
+        backend.revoke(_sent(vendor, **ids))
+    assert info.value.missing == missing and all(name in str(info.value) for name in missing)
+    assert route.call_count == 0  # never a guess on the wire
+
+
+def test_gewe_revoke_sends_the_ids_as_strings_and_accepts_msg_id_zero_for_text(router: respx.Router) -> None:
+    """GeWe answers msgId 0 for text; revokeMsg takes every id as a string (撤回消息)."""
+    route = router.post(f"{BASE}/gewe/v2/api/message/revokeMsg").respond(200, json={"ret": 200, "msg": "操作成功"})
+    backend, client = make_backend("gewe")
+    with client:
+        backend.revoke(_sent("gewe", msg_id=0))
+    assert json.loads(route.calls.last.request.content) == {
+        "appId": "inst_42",
+        "toWxid": TO,
+        "msgId": "0",
+        "newMsgId": str(BIG_ID),
+        "createTime": "1700000000",
+    }
+
+
+def test_ecloud_revoke_sends_integers(router: respx.Router) -> None:
+    route = router.post(f"{BASE}/revokeMsg").respond(200, json={"code": "1000", "message": "撤回成功", "data": None})
+    backend, client = make_backend("ecloud")
+    with client:
+        backend.revoke(_sent("ecloud"))
+    assert json.loads(route.calls.last.request.content) == {
+        "wId": "inst_42",
+        "wcId": TO,
+        "msgId": 769533801,
+        "newMsgId": BIG_ID,
+        "createTime": 1700000000,
+    }
+
+
+@pytest.mark.parametrize("msg_id", [None, 0, 769533801])
+def test_magiccgi_revoke_is_what_the_public_client_sends(router: respx.Router, msg_id: int | None) -> None:
+    """CgiCmd 594 as SZUEA/AJBot EAbotoy/action.py sends it: {OpCode: 0, MsgId, NewMsgId, ToUserName}."""
+    ok = {"CgiBaseResponse": {"ErrMsg": "", "Ret": 0}, "ResponseData": None}
+    route = router.post(f"{BASE}/v2/api").respond(200, json=ok)
+    backend, client = make_backend("ohwxapi")
+    with client:
+        backend.revoke(_sent("ohwxapi", msg_id=msg_id, create_time=None))
+    request = json.loads(route.calls.last.request.content)
+    expected: dict[str, Any] = {"OpCode": 0, "NewMsgId": BIG_ID, "ToUserName": TO}
+    if msg_id:
+        expected["MsgId"] = msg_id  # only an id the send returned; never a 0 or null guess
+    assert request == {"CgiCmd": 594, "CgiRequest": expected}
+
+
+def test_magiccgi_send_answer_without_create_time(router: respx.Router) -> None:
+    """Seed 002 documents ResponseData as ``{NewMsgId, ClientMsgId}`` only."""
+    answer = {"CgiBaseResponse": {"ErrMsg": "", "Ret": 0}, "ResponseData": {"NewMsgId": BIG_ID, "ClientMsgId": "17"}}
+    result = send_with(router, "ohwxapi", return_value=httpx.Response(200, json=answer))
+    assert (result.new_msg_id, result.client_msg_id, result.create_time, result.msg_id) == (BIG_ID, "17", None, None)
+
+
+def test_gewe_post_app_msg_answer_type_0_is_read(router: respx.Router) -> None:
+    """GeweAPI-Official/消息模块/发送appmsg消息.md answers ``type: 0``."""
+    answer = {
+        "ret": 200,
+        "msg": "操作成功",
+        "data": {"toWxid": TO, "createTime": 1703842453, "msgId": 769523712, "newMsgId": BIG_ID, "type": 0},
+    }
+    router.post(f"{BASE}/gewe/v2/api/message/postAppMsg").respond(200, json=answer)
+    backend, client = make_backend("gewe")
+    with client:
+        result = backend.send(TO, AppMsgMessage(xml="<appmsg><title>t</title><type>5</type></appmsg>"))
+    assert (result.endpoint, result.msg_type, result.new_msg_id) == ("postAppMsg", 0, BIG_ID)
+
+
+MSG_DOCUMENT = (
+    '<?xml version="1.0"?>\n<msg>\n\t<appmsg appid="" sdkver="0"><title>t</title><type>33</type>'
+    "<weappinfo><username><![CDATA[gh_1@app]]></username></weappinfo></appmsg>\n"
+    "\t<fromusername>wxid_sender</fromusername>\n\t<scene>0</scene>\n"
+    "\t<appinfo>\n\t\t<version>1</version>\n\t\t<appname></appname>\n\t</appinfo>\n</msg>"
+)
+
+
+def test_gewe_forward_mini_app_gets_the_whole_pasted_document(router: respx.Router) -> None:
+    """GeweAPI-Official/消息模块/转发小程序.md: ``xml`` is the whole ``<msg>``; the answer's type is 33."""
+    answer = {
+        "ret": 200,
+        "msg": "操作成功",
+        "data": {"toWxid": TO, "createTime": 1704163145, "msgId": 769533801, "newMsgId": BIG_ID, "type": 33},
+    }
+    route = router.post(f"{BASE}/gewe/v2/api/message/forwardMiniApp").respond(200, json=answer)
+    backend, client = make_backend("gewe")
+    message = parse_message({"kind": "miniprogram", "xml": MSG_DOCUMENT, "cover_url": "https://c.example/1.jpg"})
+    with client:
+        result = backend.send(TO, message)
+    body = json.loads(route.calls.last.request.content)
+    assert set(body) == {"appId", "toWxid", "xml", "coverImgUrl"}
+    # the paste as pasted, re-serialized by the safe parser (an empty element comes back self-closed)
+    assert body["xml"] == MSG_DOCUMENT.replace("<appname></appname>", "<appname/>")
+    assert (result.endpoint, result.msg_type) == ("forwardMiniApp", 33)
+
+
+def test_gewe_mini_program_without_a_whole_document_uses_post_app_msg(router: respx.Router) -> None:
+    ok = {"ret": 200, "msg": "操作成功", "data": {"toWxid": TO, "createTime": 1, "msgId": 1, "newMsgId": 2, "type": 0}}
+    route = router.post(f"{BASE}/gewe/v2/api/message/postAppMsg").respond(200, json=ok)
+    backend, client = make_backend("gewe")
+    bare = "<appmsg><title>t</title><type>33</type></appmsg>"
+    with client:
+        backend.send(TO, parse_message({"kind": "miniprogram", "xml": bare, "cover_url": "https://c.example/1.jpg"}))
+        backend.send(TO, parse_message({"kind": "miniprogram", "xml": MSG_DOCUMENT}))  # whole, but no cover
+    first, second = (json.loads(call.request.content) for call in route.calls)
+    assert first["appmsg"] == bare and second["appmsg"].startswith("<appmsg") and "fromusername" not in second["appmsg"]
+
+
+def test_ecloud_structured_card_without_icon_uses_send_applets(router: respx.Router) -> None:
+    ok = {"code": "1000", "message": "发送成功", "data": {"type": 33, "msgId": 1, "newMsgId": BIG_ID, "createTime": 1}}
+    route = router.post(f"{BASE}/sendApplets").respond(200, json=ok)
+    backend, client = make_backend("ecloud")
+    card = {
+        "kind": "miniprogram",
+        "app_id": "wx1",
+        "username": "gh_1@app",
+        "title": "t",
+        "page_path": "p/index.html",
+        "cover_url": "https://c.example/1.jpg",
+        "display_name": "d",
+    }
+    with client:
+        backend.send(TO, parse_message(card))
+    body = json.loads(route.calls.last.request.content)
+    assert body["iconUrl"] == "" and body["thumbUrl"] == "https://c.example/1.jpg"
+
+
+def test_ecloud_refuses_a_pasted_mini_program_without_cover() -> None:
+    pasted = parse_message({"kind": "miniprogram", "xml": "<appmsg><title>t</title><type>33</type></appmsg>"})
+    with pytest.raises(MessageError) as info:
+        ecloud.check_message(pasted)
+    assert info.value.field == "message.cover_url"
+    ecloud.check_message(parse_message({"kind": "miniprogram", "xml": MSG_DOCUMENT, "cover_url": "https://c/1.jpg"}))

@@ -17,7 +17,10 @@ from tests.conftest import DATA, account_for
 from worker.errors import (
     AccountDownError,
     AmbiguousError,
+    DailyCapError,
+    MessageError,
     PermanentError,
+    RevokeRefusedError,
     ThrottledError,
     TransientError,
     UnsupportedError,
@@ -25,7 +28,7 @@ from worker.errors import (
     VendorFailure,
 )
 from worker.messages import parse_message
-from worker.vendors import SendResult, VendorAccount, backend_for
+from worker.vendors import SendResult, VendorAccount, backend_for, ecloud
 
 VENDORS = ["gewe", "gewe-legacy", "ecloud", "ohwxapi"]
 TO = "wxid_friend_001"
@@ -60,6 +63,15 @@ MESSAGES: dict[str, dict[str, Any]] = {
         "xml": (DATA / "seed001_miniprogram_appmsg.xml").read_text(),
         "cover_url": "https://example.com/fresh.jpg",
     },
+    "mini-msg-cover": {
+        "kind": "miniprogram",
+        # a whole callback document shaped like GeWe's forwardMiniApp example (GeweAPI-Official/转发小程序.md)
+        "xml": '<?xml version="1.0"?>\n<msg>\n\t'
+        + (DATA / "seed001_miniprogram_appmsg.xml").read_text().strip()
+        + "\n\t<fromusername>wxid_sender</fromusername>\n\t<scene>0</scene>\n\t<appinfo>\n\t\t<version>1</version>"
+        + "\n\t\t<appname></appname>\n\t</appinfo>\n\t<commenturl></commenturl>\n</msg>",
+        "cover_url": "https://example.com/fresh.jpg",
+    },
     "appmsg-file": {"kind": "appmsg", "xml": (DATA / "seed002_file_appmsg.xml").read_text()},
 }
 
@@ -70,11 +82,17 @@ EXPECTED_ENDPOINT = {
         "mini-structured": "postMiniApp",
         "mini-structured-no-icon": "postMiniApp",
         "mini-xml": "postAppMsg",
-        "mini-xml-cover": "forwardMiniApp",
+        "mini-xml-cover": "postAppMsg",  # a bare <appmsg>: forwardMiniApp wants the whole <msg>
+        "mini-msg-cover": "forwardMiniApp",
         "appmsg-file": "postAppMsg",
     },
     "gewe-legacy": {"text": "sendmsg", "default": "sendapp"},
-    "ecloud": {"text": "sendText", "mini-structured": "sendApplets", "default": "sendApplet"},
+    "ecloud": {
+        "text": "sendText",
+        "mini-structured": "sendApplets",
+        "mini-structured-no-icon": "sendApplets",  # iconUrl is unused by the vendor
+        "default": "sendApplet",
+    },
     "ohwxapi": {"text": "CgiCmd522", "default": "CgiCmd222"},
 }
 
@@ -104,7 +122,14 @@ def test_every_vendor_sends_every_kind_with_exact_ids(
     sim: SimulatorServer, sim_admin: httpx.Client, http: httpx.Client, vendor: str, case: str
 ) -> None:
     backend = backend_for(account_for(sim, vendor), http)
-    result = backend.send(GROUP if "mention" in case else TO, parse_message(MESSAGES[case]))
+    message = parse_message(MESSAGES[case])
+    if vendor == "ecloud" and case == "mini-xml":
+        # a pasted mini-program without a cover is refused at the door for E云 (no imgUrl for /sendApplet)
+        with pytest.raises(MessageError) as refused:
+            ecloud.check_message(message)
+        assert refused.value.field == "message.cover_url"
+        return
+    result = backend.send(GROUP if "mention" in case else TO, message)
 
     records = sends(sim_admin)
     assert len(records) == 1, records
@@ -113,7 +138,8 @@ def test_every_vendor_sends_every_kind_with_exact_ids(
     assert result.endpoint == record["endpoint"]
     assert record["new_msg_id"] > 2**53  # would not survive a float
     assert result.new_msg_id == record["new_msg_id"]
-    assert result.create_time == record["create_time"]
+    # MagicCgi answers no CreateTime (seed 002): none is made up
+    assert result.create_time == (None if vendor == "ohwxapi" else record["create_time"])
     if vendor in ("gewe", "ecloud", "gewe-legacy"):
         assert result.msg_id == record["msg_id"]
     if vendor in ("ohwxapi", "gewe-legacy"):
@@ -167,10 +193,13 @@ def test_xml_endpoints_receive_the_bare_appmsg_and_forward_gets_a_msg_document(
 ) -> None:
     gewe = backend_for(account_for(sim, "gewe"), http)
     gewe.send(TO, parse_message(MESSAGES["mini-xml"]))
-    gewe.send(TO, parse_message(MESSAGES["mini-xml-cover"]))
+    gewe.send(TO, parse_message(MESSAGES["mini-msg-cover"]))
     post_appmsg, forward = (r["body"] for r in sends(sim_admin))
     assert post_appmsg["appmsg"].startswith("<appmsg") and "fromusername" not in post_appmsg["appmsg"]
-    assert forward["xml"].startswith("<msg><appmsg") and forward["coverImgUrl"] == "https://example.com/fresh.jpg"
+    # the whole pasted document, re-serialized: declaration, <appmsg> and its siblings
+    assert forward["xml"].startswith('<?xml version="1.0"?>\n<msg>\n\t<appmsg')
+    assert "<fromusername>wxid_sender</fromusername>" in forward["xml"] and "<appinfo>" in forward["xml"]
+    assert forward["coverImgUrl"] == "https://example.com/fresh.jpg"
 
 
 def test_ecloud_sendapp_success_with_null_data_is_a_success_without_ids(
@@ -266,12 +295,17 @@ def test_revoke_uses_the_exact_ids(
 ) -> None:
     backend = backend_for(account_for(sim, vendor), http)
     result = backend.send(TO, parse_message(MESSAGES["appmsg-file"]))
+    # a rounded id (what a float round-trip makes of it) revokes nothing; GeWe even answers "操作成功"
+    # (Devo919/Gewechat#70, #166), the others refuse it
+    rounded = dataclasses.replace(result, new_msg_id=int(float(result.new_msg_id or 0)))
+    if vendor == "gewe":
+        backend.revoke(rounded)
+    else:
+        with pytest.raises(VendorError):
+            backend.revoke(rounded)
+    assert sends(sim_admin)[0]["revoked"] is False
     backend.revoke(result)
     assert sends(sim_admin)[0]["revoked"] is True
-    # a rounded id (what a float round-trip makes of it) is refused, not silently "revoked"
-    rounded = dataclasses.replace(result, new_msg_id=int(float(result.new_msg_id or 0)))
-    with pytest.raises(VendorError):
-        backend.revoke(rounded)
 
 
 def test_legacy_has_no_revoke(sim: SimulatorServer, http: httpx.Client) -> None:
@@ -293,3 +327,66 @@ def test_online_check_reflects_offline_accounts(
     assert backend.check_online() is True
     sim_admin.post("/_sim/faults", json={"kind": "offline", "vendor": vendor}).raise_for_status()
     assert backend.check_online() is False
+
+
+# --- issue 11, backend against the simulator ----------------------------------------------------------
+
+
+def test_gewe_daily_cap_is_its_own_class_and_spares_other_kinds(
+    sim: SimulatorServer, sim_admin: httpx.Client, http: httpx.Client
+) -> None:
+    sim_admin.post("/_sim/faults", json={"kind": "daily_cap", "vendor": "gewe"}).raise_for_status()
+    backend = backend_for(account_for(sim, "gewe"), http)
+    for case in ("mini-structured", "mini-xml", "mini-msg-cover"):
+        with pytest.raises(DailyCapError) as info:
+            backend.send(GROUP, parse_message(MESSAGES[case]))
+        assert info.value.error_class == "daily_cap" and info.value.code == "-2"
+    backend.send(GROUP, parse_message(MESSAGES["text"]))
+    backend.send(GROUP, parse_message(MESSAGES["appmsg-file"]))
+    assert [r["kind"] for r in sends(sim_admin)] == ["text", "app"]
+
+
+def test_gewe_check_online_true_while_sends_fail(
+    sim: SimulatorServer, sim_admin: httpx.Client, http: httpx.Client
+) -> None:
+    sim_admin.post("/_sim/faults", json={"kind": "offline_hidden", "vendor": "gewe"}).raise_for_status()
+    backend = backend_for(account_for(sim, "gewe"), http)
+    with pytest.raises(AccountDownError, match="微信已离线"):
+        backend.send(TO, parse_message(MESSAGES["text"]))
+    assert backend.check_online() is True  # why worker.holds asks for a probe send
+
+
+def test_gewe_token_echo_reaches_the_error_scrubbed(sim: SimulatorServer, http: httpx.Client) -> None:
+    secret = "wrong-secret-token-987654"
+    backend = backend_for(account_for(sim, "gewe", token=secret), http)
+    with pytest.raises(AccountDownError) as info:
+        backend.send(TO, parse_message(MESSAGES["text"]))
+    assert str(info.value) == "HTTP HEADER: X-GEWE-TOKEN=*** 不可用或已过期"
+
+
+@pytest.mark.parametrize(
+    ("vendor", "blank"),
+    [
+        ("gewe", {"create_time": 0}),
+        ("gewe", {"new_msg_id": None}),
+        ("ecloud", {"msg_id": None}),
+        ("ohwxapi", {"new_msg_id": None}),
+    ],
+)
+def test_revoke_without_ids_never_reaches_the_vendor(
+    sim: SimulatorServer, sim_admin: httpx.Client, http: httpx.Client, vendor: str, blank: dict[str, Any]
+) -> None:
+    backend = backend_for(account_for(sim, vendor), http)
+    result = backend.send(TO, parse_message(MESSAGES["text"]))
+    with pytest.raises(RevokeRefusedError):
+        backend.revoke(dataclasses.replace(result, **blank))
+    assert sends(sim_admin)[0]["revoked"] is False
+    backend.revoke(result)
+    assert sends(sim_admin)[0]["revoked"] is True
+
+
+def test_gewe_post_app_msg_answers_the_documented_type(
+    sim: SimulatorServer, sim_admin: httpx.Client, http: httpx.Client
+) -> None:
+    result = backend_for(account_for(sim, "gewe"), http).send(TO, parse_message(MESSAGES["appmsg-file"]))
+    assert (result.endpoint, result.msg_type) == ("postAppMsg", 0)  # GeweAPI-Official/发送appmsg消息.md

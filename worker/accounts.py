@@ -120,6 +120,8 @@ class Account(BaseModel):
     status: Status = "active"
     status_reason: str = ""
     status_changed: float = 0.0
+    #: Kinds the account may not send until a time, with the vendor's reason (worker/holds.py).
+    holds: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     def vendor_account(self) -> VendorAccount:
         """The connection details a vendor backend needs."""
@@ -144,6 +146,7 @@ class Account(BaseModel):
             "status": self.status,
             "status_reason": self.status_reason,
             "status_changed": self.status_changed,
+            "holds": self.holds,
         }
 
 
@@ -208,6 +211,7 @@ class AccountStore:
             status=data.get("status", "active"),
             status_reason=data.get("status_reason", ""),
             status_changed=float(data.get("status_changed") or 0),
+            holds=_holds(data),
         )
 
     def all(self) -> list[Account]:
@@ -244,6 +248,12 @@ class AccountStore:
                 raise ConfigError(f"accounts file {path}, accounts[{n}] ({account_id}): {exc}") from None
             ids.append(account_id)
         return ids
+
+
+def _holds(data: dict[str, str]) -> dict[str, dict[str, Any]]:
+    from worker.holds import holds_from_hash  # worker.holds builds on this module
+
+    return {kind: hold.to_dict() for kind, hold in holds_from_hash(data).items()}
 
 
 def _valid_id(account_id: str) -> bool:

@@ -14,8 +14,10 @@ sees an ``httpx`` exception or a vendor's envelope::
         ├── VendorFailure            vendor's generic "failed", no detail; retry a few times  ("failure")
         ├── AmbiguousError           the request left and no answer came back: may have been sent  ("ambiguous")
         ├── AccountDownError         token invalid, offline, unknown device: pause the account  ("account_down")
-        ├── PermanentError           bad parameters, not a friend, daily cap: dead-letter  ("permanent")
+        ├── PermanentError           bad parameters, not a friend, removed or muted: dead-letter  ("permanent")
+        ├── DailyCapError            this kind is capped for today (GeWe mini-programs): hold the kind  ("daily_cap")
         └── UnsupportedError         this vendor cannot do that (e.g. revoke on gewe-legacy)  ("unsupported")
+    RevokeRefusedError               a revoke without the exact ids the vendor needs: never sent (a 4xx)
 
 Error messages never contain tokens: vendor modules build them from the vendor's answer text, and
 :func:`redact` scrubs anything that looks like a configured secret before an error is stored or logged.
@@ -107,9 +109,33 @@ class AccountDownError(VendorError):
 
 
 class PermanentError(VendorError):
-    """Bad parameters, recipient not a friend, daily cap: retrying cannot help."""
+    """Bad parameters, recipient not a friend, removed from or muted in a group: retrying cannot help."""
 
     error_class = "permanent"
+
+
+class DailyCapError(VendorError):
+    """The vendor refuses this kind of message from the account until a day has passed.
+
+    GeWe answers ``发送小程序失败`` with ``data.code "-2"`` or "Too many attempts. Try again later" once an
+    account sent about 500 mini-programs to groups in a day (lifts after ~12 h; Devo919/Gewechat#176,
+    wechaty/python-wechaty#133). Other kinds still go out, so only this kind is held, and its jobs are kept.
+    """
+
+    error_class = "daily_cap"
+
+
+class RevokeRefusedError(BroadcastError, ValueError):
+    """A revoke we refuse to send: an id the vendor needs is missing or zero.
+
+    GeWe answers "操作成功" to a revoke with a wrong id and does nothing (Devo919/Gewechat#70, #166), so a
+    guessed id (``"None"``, ``null``, ``0``) would report a revoke that never happened.
+    """
+
+    def __init__(self, message: str, *, vendor: str = "", missing: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.vendor = vendor
+        self.missing = missing
 
 
 class UnsupportedError(VendorError):
@@ -127,6 +153,7 @@ ERROR_CLASSES: dict[str, type[VendorError]] = {
         AmbiguousError,
         AccountDownError,
         PermanentError,
+        DailyCapError,
         UnsupportedError,
     )
 }

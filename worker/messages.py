@@ -225,7 +225,8 @@ class MiniProgramMessage(_Base):
     def _normalize_xml(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        return _extract(value, "message.xml")
+        # a whole pasted <msg> stays whole: GeWe's forwardMiniApp wants the callback document as pasted
+        return _extract(value, "message.xml", keep_msg=True)
 
     @field_validator("app_id", "username", "page_path", "cover_url", "icon_url")
     @classmethod
@@ -270,7 +271,13 @@ class MiniProgramMessage(_Base):
 
     def appmsg_xml(self) -> str:
         """The ``<appmsg>`` node to send through XML-only endpoints."""
-        return self.xml if self.xml is not None else xmlsafe.build_miniprogram_appmsg(self.card())
+        if self.xml is None:
+            return xmlsafe.build_miniprogram_appmsg(self.card())
+        return xmlsafe.extract_appmsg(self.xml) if xmlsafe.is_msg_document(self.xml) else self.xml
+
+    def msg_document(self) -> str | None:
+        """The whole ``<msg>`` callback document when the user pasted one, else None."""
+        return self.xml if self.xml is not None and xmlsafe.is_msg_document(self.xml) else None
 
     def render(self, variables: dict[str, str] | None) -> MiniProgramMessage:
         """The message with placeholders filled (values XML-escaped inside XML)."""
@@ -319,9 +326,11 @@ class AppMsgMessage(_Base):
         return rendered
 
 
-def _extract(value: str, field: str) -> str:
+def _extract(value: str, field: str, *, keep_msg: bool = False) -> str:
     _sendable(value)
     try:
+        if keep_msg:
+            return xmlsafe.extract_msg_or_appmsg(value, field=field)
         return xmlsafe.extract_appmsg(value, field=field)
     except MessageError as exc:
         # pydantic wants ValueError; the message already names the field.

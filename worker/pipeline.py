@@ -30,7 +30,15 @@ import redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from worker.accounts import Account, AccountStore
-from worker.errors import AccountDownError, AmbiguousError, MessageError, ThrottledError, VendorError
+from worker.errors import (
+    AccountDownError,
+    AmbiguousError,
+    DailyCapError,
+    MessageError,
+    ThrottledError,
+    VendorError,
+)
+from worker.holds import KindHold, account_holds, held, held_entry, hold_for_daily_cap
 from worker.ledger import Begin, Finished, Job, Ledger, PaceRecord
 from worker.logs import REDACTOR
 from worker.pacing import PaceState, allowance, local_day, throttled_slowdown
@@ -92,6 +100,8 @@ class Session:
     vendor_limited: bool
     templates: dict[str, str]
     report: BatchReport
+    #: message kinds held for the account (a daily cap), as read at the start and set since
+    holds: dict[str, KindHold]
 
     @property
     def id(self) -> str:
@@ -181,6 +191,7 @@ class BatchRunner:
             vendor_limited=account.spec.vendor in self._limited_vendors(),
             templates={},
             report=report,
+            holds=account_holds(account),
         )
 
     def _next_start(self, session: Session, group: bool) -> float:
@@ -238,6 +249,10 @@ class BatchRunner:
         except (MessageError, ValueError) as exc:
             self._invalid(session, job, entry, started, exc)
             return ""
+        hold = held(session.holds, message.kind)
+        if hold is not None:  # this kind is held for the account (a daily cap): wait for its end, no vendor call
+            self._defer(session, job, entry, hold, None)
+            return ""
         try:
             result = call_with_quick_retries(
                 lambda: session.backend.send(job.to, message),
@@ -252,6 +267,14 @@ class BatchRunner:
             self._invalid(session, job, entry, started, exc)
             return ""
         except VendorError as error:
+            if isinstance(error, DailyCapError):  # the kind waits for the account's next local day; others go on
+                hold = hold_for_daily_cap(
+                    self.accounts, session.account, message.kind, error, clock_offset_s=self.settings.clock_offset_s
+                )
+                session.holds[message.kind] = hold
+                record = self._pace_record(session, sent=False, throttled=False)
+                self._defer(session, job, entry, hold, record, code=error.code)
+                return ""
             return self._failed(session, job, message, error, entry, started)
         except Exception as exc:
             # a bug reading the vendor's answer: the request did leave, so the outcome is unknown
@@ -344,6 +367,30 @@ class BatchRunner:
         )  # fmt: skip
         session.report.dead += 1
         self._log(job.id, session.id, session.account.spec.vendor, "dead", started, error=error)
+
+    def _defer(
+        self,
+        session: Session,
+        job: Job,
+        entry: dict[str, Any],
+        hold: KindHold,
+        record: PaceRecord | None,
+        code: str | None = None,
+    ) -> None:
+        """Send a job of a held kind back through the due set, due when the hold ends (``record``: the
+        vendor call that brought the hold, which counts for pacing)."""
+        error, history = held_entry(entry, hold, code)
+        finished = self._durable(self.ledger.finish_retry,
+            session.id, session.token, job.id, due_at=hold.until, error_class=DailyCapError.error_class,
+            error=error, history=history, pace=record,
+        )  # fmt: skip
+        if record is not None:
+            self._advance(session, finished, record, throttled=False)
+        session.report.retrying += 1
+        log.info(
+            "send held",
+            extra={"job_id": job.id, "account": session.id, "outcome": "held", "error_class": "daily_cap", "error": error},
+        )
 
     # --- pacing state -----------------------------------------------------------------------------------
 

@@ -77,9 +77,32 @@ def extract_appmsg(xml: str, *, field: str = "xml") -> str:
     return serialize(find_appmsg(xml, field=field))
 
 
-def wrap_msg(appmsg_xml: str) -> str:
-    """A ``<msg>`` document around an appmsg node, for endpoints that want the whole callback."""
-    return f"<msg>{appmsg_xml}</msg>"
+def _pasted_msg(root: etree._Element) -> etree._Element | None:
+    """The pasted ``<msg>`` element when the paste is one whole callback document holding an ``<appmsg>``."""
+    elements = [child for child in root if isinstance(child.tag, str)]
+    if len(elements) == 1 and elements[0].tag == "msg" and elements[0].find("appmsg") is not None:
+        return elements[0]
+    return None
+
+
+def extract_msg_or_appmsg(xml: str, *, field: str = "xml") -> str:
+    """A whole pasted ``<msg>`` document re-serialized (GeWe's forwardMiniApp wants it), else the ``<appmsg>``.
+
+    Re-serializing from the safe parse drops any ``<?xml …?>`` declaration, comments outside ``<msg>`` and
+    anything a parser would not keep, so what is stored is known to be well-formed.
+    """
+    root = parse_untrusted(xml, field=field)
+    msg = _pasted_msg(root)
+    if msg is not None:
+        return serialize(msg)
+    for element in root.iter("appmsg"):
+        return serialize(element)
+    raise MessageError(f"{field}: XML has no <appmsg> element", field=field)
+
+
+def is_msg_document(xml: str) -> bool:
+    """True for what :func:`extract_msg_or_appmsg` kept as a whole ``<msg>`` document."""
+    return xml.startswith(("<msg>", "<msg "))
 
 
 def placeholders(text: str) -> set[str]:
@@ -103,7 +126,10 @@ def substitute_xml(appmsg_xml: str, variables: Mapping[str, str], *, field: str)
     """Fill placeholders in text and attribute values of an appmsg; the serializer escapes values."""
     if not PLACEHOLDER.search(appmsg_xml):
         return appmsg_xml
-    element = find_appmsg(appmsg_xml, field=field)
+    # a whole <msg> document (kept for GeWe's forwardMiniApp) is filled and kept whole
+    element = _pasted_msg(parse_untrusted(appmsg_xml, field=field))
+    if element is None:
+        element = find_appmsg(appmsg_xml, field=field)
     for node in element.iter():
         if node.text and PLACEHOLDER.search(node.text):
             node.text = substitute_text(node.text, variables, field=field)

@@ -3,6 +3,7 @@
 from worker.vendors import ecloud, gewe, gewe_legacy, ohwxapi
 from worker.vendors.base import (
     DEFAULT_TIMEOUT,
+    AnyMessage,
     SendResult,
     VendorAccount,
     VendorBackend,
@@ -10,12 +11,20 @@ from worker.vendors.base import (
     registered_vendors,
 )
 
+
+def check_message_for(vendor: str, message: AnyMessage) -> None:
+    """Refuse at the door what this vendor cannot send well (raises MessageError naming the field)."""
+    if vendor == "ecloud":
+        ecloud.check_message(message)
+
+
 __all__ = [
     "DEFAULT_TIMEOUT",
     "SendResult",
     "VendorAccount",
     "VendorBackend",
     "backend_for",
+    "check_message_for",
     "ecloud",
     "gewe",
     "gewe_legacy",

@@ -18,6 +18,7 @@ are classified by :func:`classify_vendor_text`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -29,8 +30,10 @@ from worker.errors import (
     AccountDownError,
     AmbiguousError,
     ConfigError,
+    DailyCapError,
     MessageError,
     PermanentError,
+    RevokeRefusedError,
     ThrottledError,
     TransientError,
     VendorError,
@@ -153,6 +156,11 @@ class VendorBackend(Protocol):
 
 
 # --- failure classification ------------------------------------------------------------------------
+# Texts come from the vendors' answers collected in vendors.md (GeWe: Devo919/Gewechat issues #36, #176,
+# #199, #224, #263; E云: wkteam.cn pages; MagicCgi: channg.gitbook.io/ohwxapi). Order matters: a text can
+# carry markers of two classes ("发送消息过于频繁，等待对方接收你的好友请求后再发" is a recipient who is not a
+# friend yet, despite 频繁), so the classes are checked from the most specific verdict to the least:
+# account down, daily cap, permanent, then throttled.
 
 _ACCOUNT_DOWN = (
     "不可用或已过期",
@@ -166,13 +174,20 @@ _ACCOUNT_DOWN = (
     "token 无效",
     "invalid token",
 )
-_THROTTLED = ("频率过快", "过于频繁", "操作频繁", "频繁", "rate limit", "too many")
+#: The mini-program cap (about 500 a day to groups): wechaty/python-wechaty#133. GeWe's own spelling
+#: (``发送小程序失败`` with ``data.code "-2"``) needs the code too and is recognised in gewe.py.
+_DAILY_CAP = ("too many attempts",)
 _PERMANENT = (
+    "等待对方接收你的好友请求",
     "不是你的好友",
     "不是好友",
     "非好友",
     "不在群",
     "不是群成员",
+    "移出该群",
+    "移出群聊",
+    "被禁言",
+    "已解散",
     "群不存在",
     "参数错误",
     "参数",
@@ -180,10 +195,23 @@ _PERMANENT = (
     "拉黑",
     "拒收",
     "xml",
-    "XML",
     "不能为空",
     "invalid",
 )
+_THROTTLED = (
+    "频率过快",
+    "频率过高",
+    "频率限制",
+    "过于频繁",
+    "操作频繁",
+    "频繁",
+    "rate limit",
+    "too many",
+)
+
+#: GeWe echoes the token it refused (``HTTP HEADER: X-GEWE-TOKEN=<token> 不可用或已过期``, Devo919/Gewechat#263);
+#: redaction by value covers the configured token, this covers whatever the header carried.
+_TOKEN_ECHO = re.compile(r"(X-GEWE-TOKEN\s*[=:]\s*)(?!\*\*\*)[^\s,;]+", re.IGNORECASE)
 
 
 def classify_vendor_text(text: str) -> type[VendorError]:
@@ -191,12 +219,34 @@ def classify_vendor_text(text: str) -> type[VendorError]:
     lowered = text.lower()
     for markers, cls in (
         (_ACCOUNT_DOWN, AccountDownError),
-        (_THROTTLED, ThrottledError),
+        (_DAILY_CAP, DailyCapError),
         (_PERMANENT, PermanentError),
+        (_THROTTLED, ThrottledError),
     ):
         if any(marker.lower() in lowered for marker in markers):
             return cls
     return VendorFailure
+
+
+def require_revoke_ids(vendor: str, ids: Mapping[str, int | None], *, zero_ok: tuple[str, ...] = ()) -> None:
+    """Refuse a revoke before it is sent when an id the vendor needs is missing or zero.
+
+    A guessed id is worse than no revoke: GeWe answers "操作成功" to a wrong id and does nothing
+    (Devo919/Gewechat#70, #166). ``zero_ok`` names ids the vendor itself returns as 0 (GeWe text: msgId).
+    """
+    missing = tuple(name for name, value in ids.items() if value is None or (value == 0 and name not in zero_ok))
+    if missing:
+        raise RevokeRefusedError(
+            f"{vendor}: cannot revoke without {', '.join(missing)} (missing or 0 in the send's answer); "
+            "nothing was sent to the vendor",
+            vendor=vendor,
+            missing=missing,
+        )
+
+
+def scrub_token_echo(text: str) -> str:
+    """The text with any echoed ``X-GEWE-TOKEN=…`` value replaced by ``***``."""
+    return _TOKEN_ECHO.sub(r"\1***", text)
 
 
 class HttpBackend:
@@ -221,9 +271,10 @@ class HttpBackend:
         secret = self.account.token.get_secret_value()
         return cls(redact(text, [secret]), vendor=self.name, **kw)
 
-    def failure(self, text: str, *, code: str | None = None) -> VendorError:
-        """The error for a vendor failure answer, classified from its text."""
-        return self._fail(classify_vendor_text(text), text or "vendor reported failure", code=code)
+    def failure(self, text: str, *, code: str | None = None, cls: type[VendorError] | None = None) -> VendorError:
+        """The error for a vendor failure answer, classified from its text unless ``cls`` is given."""
+        text = scrub_token_echo(text)
+        return self._fail(cls or classify_vendor_text(text), text or "vendor reported failure", code=code)
 
     def camel_case_result(self, data: Any, *, to: str, to_key: str, endpoint: str) -> SendResult:
         """GeWe and E云 answer ``{msgId, newMsgId, createTime, type, <to_key>}``; ``data`` may be null."""

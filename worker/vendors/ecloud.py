@@ -3,18 +3,33 @@
 Auth is the raw ``Authorization`` value from ``/member/login``; ``wId`` changes on every re-login, so it is
 account configuration. Success iff ``code == "1000"``, compared as a string (some deployments answer an
 int). ``data`` may be ``null`` on success (``/sendApp``, older ``/sendText``): that is a success without
-ids, recorded as such. Structured mini-programs use ``/sendApplets`` when an icon URL is given (the
-endpoint requires it), else the card is converted to XML for ``/sendApplet`` with the cover as ``imgUrl``.
+ids, recorded as such.
+
+Mini-programs: structured cards always use ``/sendApplets`` (wkteam.cn 发送小程序: ``iconUrl`` is marked
+unused, so a card without an icon goes there too, with an empty ``iconUrl``). Pasted XML goes to
+``/sendApplet`` (seed 001), which needs the cover as ``imgUrl``: :func:`check_message` refuses a pasted
+mini-program without ``cover_url`` at the door instead of sending an incomplete request.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from worker.errors import MessageError
 from worker.messages import MiniProgramMessage, TextMessage
-from worker.vendors.base import AnyMessage, HttpBackend, SendResult, register
+from worker.vendors.base import AnyMessage, HttpBackend, SendResult, register, require_revoke_ids
 
 SUCCESS = "1000"
+
+
+def check_message(message: AnyMessage) -> None:
+    """Refuse what E云 cannot send well: a pasted mini-program without a fresh cover (``imgUrl``, seed 001)."""
+    if isinstance(message, MiniProgramMessage) and not message.is_structured and not message.cover_url:
+        raise MessageError(
+            "message.cover_url: E云 (/sendApplet) needs a cover image URL for a pasted mini-program "
+            "(png/jpg under 50 KB) / E云发送小程序需要封面图 cover_url",
+            field="message.cover_url",
+        )
 
 
 @register("ecloud")
@@ -34,7 +49,7 @@ class ECloudBackend(HttpBackend):
         return envelope.get("data")
 
     def send(self, to: str, message: AnyMessage) -> SendResult:
-        """sendText, sendApplets (structured card with icon) or sendApplet/sendApp (XML)."""
+        """sendText, sendApplets (structured card) or sendApplet/sendApp (XML)."""
         w_id = self.account.instance
         body: dict[str, Any]
         if isinstance(message, TextMessage):
@@ -43,13 +58,13 @@ class ECloudBackend(HttpBackend):
             at = ["notify@all"] if message.mention_all else list(message.mentions)
             if at:
                 body["at"] = ",".join(at)
-        elif isinstance(message, MiniProgramMessage) and message.is_structured and message.icon_url:
+        elif isinstance(message, MiniProgramMessage) and message.is_structured:
             endpoint = "sendApplets"
             body = {
                 "wId": w_id,
                 "wcId": to,
                 "displayName": message.display_name,
-                "iconUrl": message.icon_url,
+                "iconUrl": message.icon_url or "",
                 "appId": message.app_id,
                 "pagePath": message.page_path,
                 "thumbUrl": message.cover_url,
@@ -65,25 +80,20 @@ class ECloudBackend(HttpBackend):
         return self.camel_case_result(self._call(f"/{endpoint}", body), to=to, to_key="wcId", endpoint=endpoint)
 
     def revoke(self, sent: SendResult) -> None:
-        """``/revokeMsg`` takes the ids as integers."""
-        self._call(
-            "/revokeMsg",
-            {
-                "wId": self.account.instance,
-                "wcId": sent.to,
-                "msgId": sent.msg_id,
-                "newMsgId": sent.new_msg_id,
-                "createTime": sent.create_time,
-            },
-        )
+        """``/revokeMsg`` takes the three ids as integers; none of them may be missing or 0."""
+        ids = {"msgId": sent.msg_id, "newMsgId": sent.new_msg_id, "createTime": sent.create_time}
+        require_revoke_ids(self.name, ids)
+        self._call("/revokeMsg", {"wId": self.account.instance, "wcId": sent.to, **ids})
 
     def check_online(self) -> bool | None:
-        """``/isOnline``: code 1000 online, 1001 offline (a failure code here means "no", not an error)."""
-        envelope = self.post("/isOnline", {"wId": self.account.instance})
-        code = str(envelope.get("code"))
-        if code == SUCCESS:
-            return True
-        text = str(envelope.get("message") or "")
-        if code == "1001" and not any(m in text for m in ("不可用或已过期", "设备不存在")):
-            return False
-        raise self.failure(text, code=code)
+        """``/isOnline`` (查询微信是否在线): ``code "1000"`` with ``data.isOnline`` true or false.
+
+        An offline account is a *successful* call with ``isOnline: false`` (2048537793/WkApi
+        ``api-wen-dang/wei-xin-guan-li/cha-xun-wei-xin-shi-fou-zai-xian.md``); a failure code means the check
+        itself failed and is raised, classified like any other failure.
+        """
+        data = self._call("/isOnline", {"wId": self.account.instance})
+        if isinstance(data, dict) and "isOnline" in data:
+            value = data["isOnline"]
+            return value is True or str(value).lower() == "true"
+        return True

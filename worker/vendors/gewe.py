@@ -1,20 +1,32 @@
 """GeWe v2 (``gewe``): hosted ``…/gewe/v2/api`` or self-hosted Gewechat ``…/v2/api`` (seed 003).
 
-Auth is the raw ``X-GEWE-TOKEN`` header; success iff ``ret == 200``. Structured mini-programs go to
-``postMiniApp``; pasted mini-program XML goes to ``forwardMiniApp`` (which wants the whole ``<msg>`` and
-takes a fresh cover) when a cover URL is given, else to ``postAppMsg`` with the bare ``<appmsg>``.
+Auth is the raw ``X-GEWE-TOKEN`` header; success iff ``ret == 200``. Endpoints follow the official docs
+mirrored in Wangnov/gewe-rs ``docs/GeweAPI-Official/消息模块/``:
+
+- structured mini-programs go to ``postMiniApp`` (seed 003);
+- a pasted *whole* ``<msg>`` callback document with a fresh cover goes to ``forwardMiniApp``, which takes
+  that document (``转发小程序.md``: its example starts with ``<?xml version="1.0"?>\\n<msg>``) and a required
+  ``coverImgUrl``;
+- everything else with XML goes to ``postAppMsg`` with the bare ``<appmsg>`` node (``发送appmsg消息.md``).
+
+Failures: the daily mini-program cap is ``ret 500`` + ``msg "发送小程序失败"`` + ``data.code "-2"``
+(Devo919/Gewechat#176); the token error echoes the token (#263) and is scrubbed before it is stored.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from worker.errors import VendorError
+from worker.errors import DailyCapError, VendorError
 from worker.messages import AppMsgMessage, MiniProgramMessage, TextMessage
-from worker.vendors.base import AnyMessage, HttpBackend, SendResult, register
-from worker.xmlsafe import wrap_msg
+from worker.vendors.base import AnyMessage, HttpBackend, SendResult, register, require_revoke_ids
 
 MENTION_ALL = "notify@all"
+#: The declaration the vendor's own forwardMiniApp example starts with (转发小程序.md).
+XML_DECLARATION = '<?xml version="1.0"?>\n'
+#: ``msg`` and ``data.code`` of the daily mini-program cap (Devo919/Gewechat#176).
+MINI_APP_FAILED = "发送小程序失败"
+DAILY_CAP_CODE = "-2"
 
 
 @register("gewe")
@@ -37,7 +49,9 @@ class GeweBackend(HttpBackend):
         detail = data.get("msg") if isinstance(data, dict) else None
         code = data.get("code") if isinstance(data, dict) else None
         text = " / ".join(str(part) for part in (envelope.get("msg"), detail) if part)
-        return self.failure(text, code=str(code if code is not None else envelope.get("ret")))
+        code_text = str(code if code is not None else envelope.get("ret"))
+        capped = envelope.get("msg") == MINI_APP_FAILED and str(code) == DAILY_CAP_CODE
+        return self.failure(text, code=code_text, cls=DailyCapError if capped else None)
 
     def send(self, to: str, message: AnyMessage) -> SendResult:
         """Map the message kind to its GeWe endpoint and read back the ids."""
@@ -60,12 +74,12 @@ class GeweBackend(HttpBackend):
                 "title": message.title,
                 "userName": message.username,
             }
-        elif isinstance(message, MiniProgramMessage) and message.cover_url:
+        elif isinstance(message, MiniProgramMessage) and message.cover_url and message.msg_document():
             endpoint = "forwardMiniApp"
             body = {
                 "appId": app_id,
                 "toWxid": to,
-                "xml": wrap_msg(message.appmsg_xml()),
+                "xml": XML_DECLARATION + (message.msg_document() or ""),
                 "coverImgUrl": message.cover_url,
             }
         else:
@@ -77,18 +91,18 @@ class GeweBackend(HttpBackend):
         )
 
     def revoke(self, sent: SendResult) -> None:
-        """``revokeMsg`` wants the ids as strings, exactly as the send returned them."""
+        """``revokeMsg`` wants the ids as strings, exactly as the send returned them (撤回消息).
+
+        ``msgId`` may be 0 (the vendor answers 0 for text); ``newMsgId`` and ``createTime`` may not: image
+        sends answer ``createTime`` 0, and a revoke with a wrong id answers "操作成功" and does nothing.
+        """
+        ids = {"msgId": sent.msg_id, "newMsgId": sent.new_msg_id, "createTime": sent.create_time}
+        require_revoke_ids(self.name, ids, zero_ok=("msgId",))
         self._call(
             "/message/revokeMsg",
-            {
-                "appId": self.account.instance,
-                "toWxid": sent.to,
-                "msgId": str(sent.msg_id if sent.msg_id is not None else 0),
-                "newMsgId": str(sent.new_msg_id),
-                "createTime": str(sent.create_time),
-            },
+            {"appId": self.account.instance, "toWxid": sent.to, **{name: str(value) for name, value in ids.items()}},
         )
 
     def check_online(self) -> bool | None:
-        """``/login/checkOnline`` answers ``data: true|false``."""
+        """``/login/checkOnline`` answers ``data: true|false``; a ``true`` is weak evidence (see worker.holds)."""
         return bool(self._call("/login/checkOnline", {"appId": self.account.instance}))

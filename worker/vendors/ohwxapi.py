@@ -2,8 +2,11 @@
 
 Every call is ``POST /v2/api?funcname=MagicCgi&timeout=N&wxid=<sender>`` with ``{"CgiCmd": N,
 "CgiRequest": {...}}``; the numbers are WeChat's internal command ids: 522 text, 222 app message (links,
-files, video channel, mini-programs: structured cards are converted to type-33 XML), 594 revoke (probable:
-its fields are undocumented, so we send the ids we have). No auth header is documented; a deployment that
+files, video channel, mini-programs: structured cards are converted to type-33 XML; seed 002 and
+channg.gitbook.io/ohwxapi 发送APP消息), 594 revoke. CgiCmd 594 is undocumented by the vendor: the one public
+client that uses it (SZUEA/AJBot ``EAbotoy/action.py``) sends ``{OpCode: 0, MsgId, NewMsgId, ToUserName}``,
+and so do we. Sends answer only ``NewMsgId`` and ``ClientMsgId`` (seed 002), so ``MsgId`` is sent when a
+send returned one and left out otherwise, never guessed. No auth header is documented; a deployment that
 adds one sets the token, sent as ``Authorization: Bearer``. Success iff ``CgiBaseResponse.Ret == 0``.
 No online check is documented.
 """
@@ -13,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.messages import TextMessage
-from worker.vendors.base import AnyMessage, HttpBackend, SendResult, as_int, register
+from worker.vendors.base import AnyMessage, HttpBackend, SendResult, as_int, register, require_revoke_ids
 
 CGI_SEND_APP = 222
 CGI_SEND_TEXT = 522
@@ -67,12 +70,12 @@ class OhwxapiBackend(HttpBackend):
         )
 
     def revoke(self, sent: SendResult) -> None:
-        """CgiCmd 594 with the ids the send returned (field names inferred, not documented)."""
-        request: dict[str, Any] = {"ToUserName": sent.to, "NewMsgId": sent.new_msg_id}
-        if sent.client_msg_id is not None:
-            request["ClientMsgId"] = sent.client_msg_id
-        if sent.create_time is not None:
-            request["CreateTime"] = sent.create_time
+        """CgiCmd 594 as SZUEA/AJBot sends it: ``{OpCode: 0, MsgId, NewMsgId, ToUserName}``; needs NewMsgId."""
+        require_revoke_ids(self.name, {"NewMsgId": sent.new_msg_id})
+        request: dict[str, Any] = {"OpCode": 0}
+        if sent.msg_id:
+            request["MsgId"] = sent.msg_id
+        request.update(NewMsgId=sent.new_msg_id, ToUserName=sent.to)
         self._cgi(CGI_REVOKE, request)
 
     def check_online(self) -> bool | None:
