@@ -24,15 +24,20 @@ from celery import Celery
 from scheduler.campaigns import Campaigns
 from scheduler.producer import Producer
 from scheduler.schedules import Schedules
+from worker import scripts
 from worker.accounts import AccountStore
 from worker.ledger import Claim, Ledger
-from worker.pacing import Pacer, redis_now
+from worker.pacing import Pacer, RedisClock, redis_now
 from worker.settings import Settings
 
 log = logging.getLogger("broadcast.dispatcher")
 
 #: Due jobs moved to their queues per PROMOTE_DUE call.
 PROMOTE_CHUNK = 1000
+#: The leader lock lives 5 s and is renewed this often.
+LEADER_RENEW_S = 1.0
+#: Recurring schedules and scheduled campaigns are looked at this often (cron has whole seconds).
+TIMERS_EVERY_S = 0.2
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -55,17 +60,26 @@ class Dispatcher:
         self.next_delay: float | None = None
         self.identity = uuid.uuid4().hex
         self._renew = client.register_script(_RENEW)
+        self._tick = client.register_script(scripts.TICK)
         self.leader_ttl_ms = 5000
         self._last_housekeeping = 0.0
         self._last_recover = 0.0
+        self._last_timers = 0.0
+        self._renewed_at = -LEADER_RENEW_S
         #: Dead sessions are found by a scan of the leased accounts; their leases live for seconds.
-        self.recover_every_s = min(1.0, settings.lease_ttl_s / 4)
+        self.recover_every_s = settings.lease_ttl_s / 4
         self._capacity: tuple[float, int] = (0.0, 0)
+        self._clock: RedisClock | None = None
         client.hset(self.ledger.keys.config, "retention_s", str(int(settings.retention_days * 86400)))
 
     def is_leader(self) -> bool:
-        """Take or keep the leader lock."""
-        return bool(self._renew(keys=[self.ledger.keys.leader], args=[self.identity, self.leader_ttl_ms]))
+        """Take or keep the leader lock (renewed about once a second; it lives five)."""
+        if time.monotonic() - self._renewed_at < LEADER_RENEW_S:
+            return True
+        if self._renew(keys=[self.ledger.keys.leader], args=[self.identity, self.leader_ttl_ms]):
+            self._renewed_at = time.monotonic()
+            return True
+        return False
 
     def tick(self) -> int:
         """One round; returns how many sessions were published."""
@@ -73,11 +87,10 @@ class Dispatcher:
         if now - self._last_housekeeping > 60 and self.settings.retention_days > 0:
             self._last_housekeeping = now
             self.campaigns.expire_finished(older_than_s=self.settings.retention_days * 86400, now=now)
-        self.schedules.fire_due(now, on_fire=self._announce_firing)
-        self.campaigns.activate_due(now)
-        for _ in range(50):  # everything due, so a session takes all of an account's due jobs at once
-            if self.ledger.promote_due(now) < PROMOTE_CHUNK:
-                break
+        if now - self._last_timers >= TIMERS_EVERY_S:  # schedules and campaigns due: whole seconds at best
+            self._last_timers = now
+            self.schedules.fire_due(now, on_fire=self._announce_firing)
+            self.campaigns.activate_due(now)
         if now - self._last_recover >= self.recover_every_s:
             self._last_recover = now
             requeued, unknown = self.ledger.recover()
@@ -89,34 +102,45 @@ class Dispatcher:
         return len(claims)
 
     def release_due(self) -> list[Claim]:
-        """Claim sessions for the due accounts the pacing rules allow, within the workers' free capacity;
-        put the others back into ``sched`` at their next sendable moment."""
+        """Promote what is due, then claim sessions for the due accounts the pacing rules allow, within the
+        workers' free capacity; put the others back into ``sched`` at their next sendable moment."""
         k = self.ledger.keys
-        free = self.free_capacity()
-        if free <= 0:
-            self.next_delay = None  # a finished session wakes us
+        rnow = self._redis_time()
+        capacity = self.capacity()
+        for _ in range(50):  # everything due first, so a session takes all of an account's due jobs at once
+            promoted, free, soonest, *due = self._tick(
+                args=[self.ledger.prefix, f"{rnow:.6f}", PROMOTE_CHUNK, capacity, 1000]
+            )
+            if int(promoted) < PROMOTE_CHUNK:
+                break
+        self.next_delay = None if soonest == "" else max(0.0, float(soonest) - rnow)
+        if int(free) <= 0 or not due:
             return []
-        rnow = redis_now(self.redis)
-        due = [str(a) for a in self.redis.zrangebyscore(k.sched, "-inf", rnow, start=0, num=min(free, 1000))]
-        claims: list[Claim] = []
-        if due:
-            verdict = self.pacer.verdict(due, rnow)
-            pipe = self.redis.pipeline(transaction=False)
-            if verdict.later:
-                pipe.zadd(k.sched, verdict.later)
-            if verdict.dropped:
-                pipe.zrem(k.sched, *verdict.dropped)
-            pipe.execute()
-            if verdict.candidates:
-                claims = self.ledger.claim(
-                    lease_ttl_s=self.settings.lease_ttl_s, candidates=verdict.candidates, now=verdict.now
-                )
-        soonest = self.redis.zrange(k.sched, 0, 0, withscores=True)
-        self.next_delay = None if not soonest else max(0.0, float(soonest[0][1]) - rnow)
-        return claims
+        verdict = self.pacer.verdict([str(a) for a in due], rnow)
+        pipe = self.redis.pipeline(transaction=False)
+        if verdict.later:
+            pipe.zadd(k.sched, verdict.later)
+            later = max(0.0, min(verdict.later.values()) - rnow)
+            self.next_delay = later if self.next_delay is None else min(self.next_delay, later)
+        if verdict.dropped:
+            pipe.zrem(k.sched, *verdict.dropped)
+        pipe.execute()
+        if not verdict.candidates:
+            return []
+        return self.ledger.claim(lease_ttl_s=self.settings.lease_ttl_s, candidates=verdict.candidates, now=verdict.now)
 
-    def free_capacity(self) -> int:
-        """Sessions the live workers can still take: their announced concurrency minus the leases out."""
+    def _redis_time(self) -> float:
+        """Redis TIME, read at most once a second and carried forward on the monotonic clock between."""
+        if self._clock is None or time.monotonic() - self._clock.synced_at > 1.0:
+            reading = redis_now(self.redis)
+            if self._clock is None:
+                self._clock = RedisClock(reading)
+            else:
+                self._clock.sync(reading)
+        return self._clock.now()
+
+    def capacity(self) -> int:
+        """Sessions the live workers can hold at once: their announced concurrency (read once a second)."""
         k = self.ledger.keys
         checked_at, capacity = self._capacity
         if time.monotonic() - checked_at > 1.0:
@@ -124,7 +148,7 @@ class Dispatcher:
             caps = self.redis.hmget(k.worker_cap, live) if live else []
             capacity = sum(int(c or 0) for c in caps)
             self._capacity = (time.monotonic(), capacity)
-        return capacity - int(self.redis.scard(k.leased))
+        return capacity
 
     def idle_wait(self) -> float:
         """How long to wait for a wake-up: until the next account becomes sendable, at most the idle poll."""

@@ -16,6 +16,7 @@ from worker.accounts import AccountSpec, AccountStore
 from worker.deadletter import DeadLetters
 from worker.ledger import STATES, Claim, Ledger, PaceRecord
 from worker.messages import TextMessage
+from worker.pacing import redis_now
 from worker.vendors.base import SendResult
 
 BIG_ID = 7645748705605226305  # > 2**53: a float would round it
@@ -390,7 +391,7 @@ def test_paused_account_blocks_begin_and_claim(ledger: Ledger, accounts: Account
     accounts.set_status("acct1", "paused", "operator")
 
     paused = ledger.begin("acct1", claim.token, ids[0], lease_ttl_s=LEASE_S)
-    assert (paused.status, paused.why) == ("paused", "paused")
+    assert (paused.status, paused.why) == ("yield", "changed")  # the session ends at its next job
     assert state(ledger, ids[0]) == "queued"
 
     ledger.release("acct1", claim.token)
@@ -611,7 +612,8 @@ def test_campaign_counters_follow_every_transition(ledger: Ledger) -> None:
 
 
 def test_finished_jobs_expire_after_the_retention_and_replay_clears_it(ledger: Ledger) -> None:
-    ledger.redis.hset(ledger.keys.config, "retention_s", "3600")
+    ledger.redis.hset(ledger.keys.config, "retention_s", "3600")  # what the dispatcher tells the scripts
+    ledger = Ledger(ledger.redis, ledger.prefix, retention_s=3600)  # what a worker finishes jobs with
     sent, dead = submit(ledger, 2)
     batch = claim_one(ledger)
     for job_id in (sent, dead):
@@ -622,7 +624,10 @@ def test_finished_jobs_expire_after_the_retention_and_replay_clears_it(ledger: L
     )
     for job_id in (sent, dead):
         assert 3500 < ledger.redis.ttl(ledger.keys.job(job_id)) <= 3600
-        assert 3500 < ledger.redis.ttl(ledger.keys.history(job_id)) <= 3600
+    assert 3500 < ledger.redis.ttl(ledger.keys.history(dead)) <= 3600
+    # a job sent at its first attempt keeps that entry in its own hash: nothing else to expire
+    assert ledger.redis.exists(ledger.keys.history(sent)) == 0
+    assert ledger.history(sent) == [{"outcome": "sent"}]
     assert ledger.replay(dead) == "ok"
     assert ledger.redis.ttl(ledger.keys.job(dead)) == -1  # back in play: kept until it finishes again
 
@@ -748,12 +753,14 @@ def test_finish_after_a_lost_lease_still_records_the_pacing(ledger: Ledger) -> N
     ledger.begin("acct1", batch.token, job, lease_ttl_s=LEASE_S)
     ledger.finish_sent("acct1", batch.token, job, result(), {"outcome": "sent"})
     ledger.redis.delete(ledger.keys.lease("acct1"))  # the lease ran out during a slow call
-    record = PaceRecord(fraction=0.5, slowdown=None, day="20261122", same_day=False, sent=True, keep=30)
+    ended = redis_now(ledger.redis)
+    record = PaceRecord(ended=ended, fraction=0.5, slowdown=None, day="20261122", day_sends=1, sent=True, keep=30)
     late = ledger.finish_sent("acct1", batch.token, job, result(), {"outcome": "sent"}, pace=record)
     assert late.status == "stale"
     assert ledger.release("acct1", batch.token) == -1
     pace = ledger.redis.hgetall(ledger.keys.pace("acct1"))
     assert float(pace["last_end"]) == pytest.approx(late.end)  # the call happened: the next one waits for it
+    assert late.end == pytest.approx(ended, abs=1e-6)  # the worker's reading of Redis's clock at the answer
     assert (pace["day"], pace["day_n"], pace["r"]) == ("20261122", "1", "0.500000")
     assert ledger.redis.lrange(ledger.keys.pace_window("acct1"), 0, -1) == [f"{late.end:.6f}"]
 

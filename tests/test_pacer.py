@@ -92,10 +92,11 @@ class Env:
         now = redis_now(self.redis)
         day = local_day(now + clock_offset_s, limits.timezone)
         record = PaceRecord(
+            ended=now,
             fraction=jitter_fraction,
             slowdown=throttled_slowdown(state, now) if throttled else None,
             day=day,
-            same_day=state.day == day,
+            day_sends=state.sent_on(day) + 1,
             sent=True,
             keep=limits.per_minute,
             vendor=vendor,

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import redis
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from worker import scripts
 from worker.errors import ConfigError
 from worker.keys import Keys
 from worker.vendors.base import VendorAccount
@@ -156,6 +157,8 @@ class AccountStore:
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.redis = client
         self.keys = Keys(prefix)
+        self.prefix = prefix
+        self._flag_session = client.register_script(scripts.FLAG_SESSION)
 
     def put(self, account_id: str, spec: AccountSpec) -> Account:
         """Create or update; an update keeps the status and, when no token is given, the old token — unless
@@ -188,6 +191,8 @@ class AccountStore:
             # new limits count at once: an account waiting for its next slot is looked at again now
             pipe.zadd(self.keys.sched, {account_id: 0}, xx=True)
         pipe.execute()
+        if existing is not None:
+            self._flag_session(args=[self.prefix, account_id])  # a session in flight ends at its next job
         account = self.get(account_id)
         assert account is not None
         return account
@@ -225,6 +230,7 @@ class AccountStore:
             self.keys.account(account_id),
             mapping={"status": status, "status_reason": reason, "status_changed": f"{time.time():.3f}"},
         )
+        self._flag_session(args=[self.prefix, account_id])  # a session in flight ends at its next job
         if status == "active":
             # the dispatcher looks at it at once (an account with nothing to send leaves sched again)
             pipe = self.redis.pipeline()

@@ -24,9 +24,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, cast
-from zoneinfo import ZoneInfo
+from typing import Any
 
 from worker.accounts import Account, AccountStore
 from worker.errors import DailyCapError, VendorError
@@ -130,7 +128,8 @@ def hold_for_daily_cap(
 def account_holds(account: Account) -> dict[str, KindHold]:
     """The holds an account was read with, as KindHold objects (a session keeps them for its sends)."""
     return {
-        kind: KindHold(kind, float(h["until"]), str(h["reason"]), float(h["since"])) for kind, h in account.holds.items()
+        kind: KindHold(kind, float(h["until"]), str(h["reason"]), float(h["since"]))
+        for kind, h in account.holds.items()
     }
 
 

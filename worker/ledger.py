@@ -26,7 +26,6 @@ import redis
 from worker import scripts
 from worker.keys import Keys
 from worker.messages import MESSAGE_ADAPTER, AppMsgMessage, MiniProgramMessage, TextMessage
-from worker.pacing import PaceState
 from worker.vendors.base import SendResult
 
 STATES = ("queued", "scheduled", "sending", "sent", "retrying", "dead", "cancelled")
@@ -106,28 +105,29 @@ class Begin:
     """What :meth:`Ledger.begin` found: ``go`` with the job, or why not.
 
     ``early``: the pacing start has not come yet on Redis's clock (wait ``wait_s``); ``lost``: the lease
-    is gone; ``paused``: the account is paused or down; ``held``: the job's campaign is paused; ``yield``:
-    a high-priority job waits for the account, end the session; ``skip``: the job is not to be sent
-    (cancelled, missing, already finished)."""
+    is gone; ``yield``: something the session was claimed under changed (a high-priority job arrived, the
+    account or a campaign was paused, cancelled or edited): end it, the next one is claimed afresh;
+    ``skip``: the job is not to be sent (cancelled, missing, already finished)."""
 
-    status: str  # go | early | lost | paused | held | yield | skip
+    status: str  # go | early | lost | yield | skip
     job: Job | None = None
     why: str = ""
     wait_s: float = 0.0
-    #: Redis TIME when the job was marked ``sending``.
+    #: Redis TIME when the job was marked ``sending`` (0 when no pacing start was asked for).
     redis_now: float = 0.0
-    #: The account's pacing state, when asked for.
-    pace: PaceState | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PaceRecord:
     """How one vendor call counts for pacing, as :meth:`PaceState.after_call` decided (written by FINISH)."""
 
+    #: When the answer arrived, on Redis's clock as the worker reads it (FINISH caps it by Redis TIME).
+    ended: float
     fraction: float
     slowdown: float | None
     day: str
-    same_day: bool
+    #: Sends on ``day`` including this one.
+    day_sends: int
     sent: bool
     keep: int
     vendor: str = ""
@@ -135,18 +135,18 @@ class PaceRecord:
     def args(self) -> list[str]:
         return [
             "1",
+            f"{self.ended:.6f}",
             f"{self.fraction:.6f}",
             "" if self.slowdown is None else f"{self.slowdown:g}",
             self.day,
-            "inc" if self.same_day else "set",
-            "1" if self.sent else "0",
+            str(self.day_sends),
             str(self.keep),
             self.vendor,
         ]
 
 
 #: FINISH's pacing arguments for an outcome that involved no vendor call.
-NO_CALL = ["0", "0", "", "", "inc", "0", "0", ""]
+NO_CALL = ["0", "0", "0", "", "", "0", "0", ""]
 
 
 class Finished(NamedTuple):
@@ -191,10 +191,12 @@ def _pairs(mapping: Mapping[str, Any]) -> list[str]:
 class Ledger:
     """All job state in Redis, behind methods that each run one atomic script."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, *, retention_s: float = 30 * 86400) -> None:
         self.redis = client
         self.keys = Keys(prefix)
         self.prefix = prefix
+        #: How long finished jobs keep their record (``BROADCAST_RETENTION_DAYS``; 0 = forever).
+        self.retention_s = str(int(retention_s))
         self._submit = client.register_script(scripts.SUBMIT)
         self._promote = client.register_script(scripts.PROMOTE_DUE)
         self._claim = client.register_script(scripts.CLAIM)
@@ -318,7 +320,6 @@ class Ledger:
         *,
         lease_ttl_s: float,
         not_before: float = 0.0,
-        want_pace: bool = False,
         templates: dict[str, str] | None = None,
     ) -> Begin:
         """Mark a job ``sending`` right before its vendor call (or say why it must not be sent yet or at
@@ -333,7 +334,6 @@ class Ledger:
                 f"{time.time():.6f}",
                 int(lease_ttl_s * 1000),
                 f"{not_before:.6f}",
-                "1" if want_pace else "0",
                 known,
             ]
         )
@@ -342,7 +342,7 @@ class Ledger:
             return Begin(status=status, wait_s=float(reply[1]))
         if status != "go":
             return Begin(status=status, why=str(reply[1]))
-        template, redis_now, pace_flat, window, flat = str(reply[1]), float(reply[2]), reply[3], reply[4], reply[5]
+        template, redis_now, flat = str(reply[1]), str(reply[2]), reply[3]
         data = dict(zip(flat[::2], flat[1::2], strict=True))
         campaign = data.get("campaign") or ""
         if templates is not None and campaign:
@@ -350,10 +350,8 @@ class Ledger:
                 template = templates[campaign]
             else:
                 templates[campaign] = template
-        pace = None
-        if want_pace:
-            pace = PaceState.from_redis(dict(zip(pace_flat[::2], pace_flat[1::2], strict=True)), window)
-        return Begin(status="go", job=Job.from_hash(job_id, data, template), redis_now=redis_now, pace=pace)
+        job = Job.from_hash(job_id, data, template)
+        return Begin(status="go", job=job, redis_now=float(redis_now) if redis_now else 0.0)
 
     def finish_sent(
         self,
@@ -433,9 +431,20 @@ class Ledger:
         now = f"{time.time():.6f}"
         pacing = pace.args() if pace is not None else NO_CALL
         reply = self._finish(
-            args=[self.prefix, account, token, job_id, now, outcome, json.dumps(history), *pacing, *extra]
+            args=[
+                self.prefix,
+                account,
+                token,
+                job_id,
+                now,
+                outcome,
+                json.dumps(history),
+                self.retention_s,
+                *pacing,
+                *extra,
+            ]
         )
-        return Finished(str(reply[0]), float(reply[1]))
+        return Finished(str(reply[0]), float(reply[1] or 0))
 
     def touch(self, account: str, token: str, *, lease_ttl_s: float) -> bool:
         """Renew a batch's lease; False when it was lost (recovered by the dispatcher)."""
@@ -464,8 +473,13 @@ class Ledger:
         return [Job.from_hash(i, d) if d else None for i, d in zip(ids, pipe.execute(), strict=True)]
 
     def history(self, job_id: str) -> list[dict[str, Any]]:
-        """The attempt history, oldest first."""
-        return [json.loads(raw) for raw in self.redis.lrange(self.keys.history(job_id), 0, -1)]
+        """The attempt history, oldest first: a job sent at its first attempt keeps that entry in its hash
+        (``h0``, one write less per send), every other entry is in its history list."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.keys.job(job_id), "h0")
+        pipe.lrange(self.keys.history(job_id), 0, -1)
+        first, rest = pipe.execute()
+        return [json.loads(raw) for raw in ([first] if first else []) + list(rest)]
 
     def replay(self, job_id: str, *, force: bool = False) -> str:
         """Put a dead job back in its queue with the same id and history ('ok' or why not)."""

@@ -27,6 +27,7 @@ Rules, all per account, global across workers because one dispatcher decides fro
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -248,6 +249,21 @@ def redis_now(client: redis.Redis) -> float:
     """Redis server time, the pacing clock shared by every process."""
     seconds, micros = client.time()
     return seconds + micros / 1_000_000
+
+
+class RedisClock:
+    """Redis TIME between readings: the last reading plus the local monotonic time since. It lags the real
+    TIME by the reply's trip from Redis, never leads it, so a pace computed on it is never early."""
+
+    def __init__(self, reading: float) -> None:
+        self.sync(reading)
+
+    def sync(self, reading: float) -> None:
+        self._offset = reading - time.monotonic()
+        self.synced_at = time.monotonic()
+
+    def now(self) -> float:
+        return time.monotonic() + self._offset
 
 
 class Pacer:

@@ -41,7 +41,7 @@ from worker.errors import (
 from worker.holds import KindHold, account_holds, held, held_entry, hold_for_daily_cap
 from worker.ledger import Begin, Finished, Job, Ledger, PaceRecord
 from worker.logs import REDACTOR
-from worker.pacing import PaceState, allowance, local_day, throttled_slowdown
+from worker.pacing import PaceState, RedisClock, allowance, local_day, throttled_slowdown
 from worker.retry import RetryPolicy, call_with_quick_retries
 from worker.settings import Settings
 from worker.stats import AttemptCounters
@@ -73,19 +73,6 @@ class BatchReport:
             "skipped": self.skipped,
             "stopped": self.stopped,
         }
-
-
-class RedisClock:
-    """Redis TIME, estimated between round trips: the last reading plus the local monotonic time since."""
-
-    def __init__(self, reading: float) -> None:
-        self.sync(reading)
-
-    def sync(self, reading: float) -> None:
-        self._offset = reading - time.monotonic()
-
-    def now(self) -> float:
-        return time.monotonic() + self._offset
 
 
 @dataclass(slots=True)
@@ -231,14 +218,13 @@ class BatchRunner:
         begin = self._begin(session, job_id, start_at)
         if begin.status == "lost":
             return "lease_lost"
-        if begin.status == "paused":
-            return "account_" + begin.why
         if begin.status == "yield":
-            return "priority"  # the next session starts with the high-priority job
+            return "changed"  # the next session is claimed under the new state (priority, pause, cancel…)
         if begin.status != "go" or begin.job is None:
             report.skipped += 1
             return ""
-        session.clock.sync(begin.redis_now)
+        if begin.redis_now:
+            session.clock.sync(begin.redis_now)
         job = begin.job
         report.attempted += 1
         started = time.time()
@@ -389,7 +375,13 @@ class BatchRunner:
         session.report.retrying += 1
         log.info(
             "send held",
-            extra={"job_id": job.id, "account": session.id, "outcome": "held", "error_class": "daily_cap", "error": error},
+            extra={
+                "job_id": job.id,
+                "account": session.id,
+                "outcome": "held",
+                "error_class": "daily_cap",
+                "error": error,
+            },
         )
 
     # --- pacing state -----------------------------------------------------------------------------------
@@ -401,10 +393,11 @@ class BatchRunner:
         day = local_day(now + self.settings.clock_offset_s, limits.timezone)
         slowdown = throttled_slowdown(session.state, now) if throttled else None
         return PaceRecord(
+            ended=now,
             fraction=self.rng.random(),
             slowdown=slowdown,
             day=day,
-            same_day=session.state.day == day,
+            day_sends=session.state.sent_on(day) + (1 if sent else 0),
             sent=sent,
             keep=limits.per_minute,
             vendor=session.account.spec.vendor if session.vendor_limited else "",

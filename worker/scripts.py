@@ -55,10 +55,24 @@ local function schedule(account)
     redis.call('ZADD', p .. ':sched', 'NX', 0, account)
   end
 end
+-- a lease value ending in '!' tells the session holding it that something it was claimed under changed
+-- (a high-priority job arrived, the account or one of its campaigns was paused, cancelled or edited): it
+-- ends at its next job and the next session is claimed under the new state. So BEGIN need not re-read the
+-- account's status, its campaigns' status or the high-priority queue for every send.
+local function flag_lease(account)
+  local lk = p .. ':lease:' .. account
+  local cur = redis.call('GET', lk)
+  if cur and string.sub(cur, -1) ~= '!' then redis.call('SET', lk, cur .. '!', 'KEEPTTL') end
+end
+-- the lease is this session's (flagged or not)
+local function holds_lease(cur, token)
+  return cur == token or cur == token .. '!'
+end
 local function enqueue(account, id, priority, front, camp)
   local q
   if priority == 'high' then
     q = p .. ':qh:' .. account
+    flag_lease(account)
   else
     local name = 's'
     if camp and camp ~= '' then name = 'c:' .. camp end
@@ -82,18 +96,18 @@ local function wake()
   redis.call('LTRIM', p .. ':wake', 0, 9)
 end
 -- finished jobs keep their record (ids, history) for the configured retention, then expire
-local function retain(jk)
-  local ttl = tonumber(redis.call('HGET', p .. ':config', 'retention_s') or '0')
+local function retain(jk, ttl, job_only)
+  if ttl == nil then ttl = tonumber(redis.call('HGET', p .. ':config', 'retention_s') or '0') end
   if ttl and ttl > 0 then
     redis.call('EXPIRE', jk, ttl)
-    redis.call('EXPIRE', jk .. ':h', ttl)
+    if not job_only then redis.call('EXPIRE', jk .. ':h', ttl) end
   end
 end
-local function dead_letter(jk, id, from, reason, class, err, now, camp)
+local function dead_letter(jk, id, from, reason, class, err, now, camp, ttl)
   move(jk, from, 'dead', camp)
   redis.call('HSET', jk, 'reason', reason, 'error_class', class, 'error', err, 'dead_at', now, 'updated', now)
   redis.call('ZADD', p .. ':dlq', now, id)
-  retain(jk)
+  retain(jk, ttl)
 end
 -- put a job (back) in its queue, unless its campaign was cancelled meanwhile: then it is cancelled too
 local function place(jk, id, account, priority, front, camp, from)
@@ -105,6 +119,58 @@ local function place(jk, id, account, priority, front, camp, from)
   if from ~= 'queued' then move(jk, from, 'queued', camp) end
   enqueue(account, id, priority, front, camp)
   return true
+end
+-- move due scheduled/retrying jobs to their queues, grouped: one RPUSH per queue, one source and sched
+-- update per account, one counter update per campaign; returns how many ids it took from the due set
+local function promote(now, limit)
+  local due = p .. ':due'
+  local ids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)
+  if #ids == 0 then return 0 end
+  redis.call('ZREM', due, unpack(ids))
+  -- grouped: one RPUSH per queue, one source and sched update per account, one counter update per campaign
+  local queues, order, counts, cstatus = {}, {}, {}, {}
+  for _, id in ipairs(ids) do
+    local jk = jkey(id)
+    local st, account, priority, camp = unpack(redis.call('HMGET', jk, 'state', 'account', 'priority', 'campaign'))
+    if st == 'scheduled' or st == 'retrying' then
+      local name = nil
+      if camp and camp ~= '' then
+        if cstatus[camp] == nil then cstatus[camp] = redis.call('HGET', p .. ':campaign:' .. camp, 'status') or '' end
+        name = 'c:' .. camp
+      end
+      if name and cstatus[camp] == 'cancelled' then
+        move(jk, st, 'cancelled', camp)
+        retain(jk)
+      else
+        redis.call('HSET', jk, 'state', 'queued', 'updated', now)
+        if camp and camp ~= '' then
+          local key = camp .. '|' .. st
+          counts[key] = (counts[key] or 0) + 1
+        end
+        local q
+        if priority == 'high' then q = p .. ':qh:' .. account else q = source_key(account, name or 's') end
+        if not queues[q] then
+          queues[q] = {account = account, name = (priority ~= 'high') and (name or 's') or nil, ids = {}}
+          order[#order + 1] = q
+        end
+        local batch = queues[q].ids
+        batch[#batch + 1] = id
+      end
+    end
+  end
+  for key, n in pairs(counts) do
+    local camp, from = string.match(key, '^(.*)|(.*)$')
+    local ck = p .. ':campaign:' .. camp
+    redis.call('HINCRBY', ck, 'n:' .. from, -n)
+    redis.call('HINCRBY', ck, 'n:queued', n)
+  end
+  for _, q in ipairs(order) do
+    local batch = queues[q]
+    redis.call('RPUSH', q, unpack(batch.ids))
+    if batch.name then add_source(batch.account, batch.name) else flag_lease(batch.account) end
+    schedule(batch.account)
+  end
+  return #ids
 end
 """
 
@@ -135,21 +201,33 @@ return {1, id, redis.call('HGET', jk, 'state')}
 )
 
 #: ARGV: prefix, now, limit. Moves due scheduled/retrying jobs to their account's queue.
+#: ARGV: prefix, now, limit. Moves due scheduled/retrying jobs to their account's queue.
 PROMOTE_DUE = (
     PRELUDE
     + r"""
-local now, limit = ARGV[2], tonumber(ARGV[3])
-local ids = redis.call('ZRANGEBYSCORE', p .. ':due', '-inf', now, 'LIMIT', 0, limit)
-for _, id in ipairs(ids) do
-  redis.call('ZREM', p .. ':due', id)
-  local jk = jkey(id)
-  local st, account, priority, camp = unpack(redis.call('HMGET', jk, 'state', 'account', 'priority', 'campaign'))
-  if st == 'scheduled' or st == 'retrying' then
-    redis.call('HSET', jk, 'updated', now)
-    place(jk, id, account, priority, false, camp, st)
+return promote(ARGV[2], tonumber(ARGV[3]))
+"""
+)
+
+#: ARGV: prefix, now (Redis time), promote limit, capacity (sessions the live workers can hold), most due
+#: accounts to return. The dispatcher's tick in one round trip: promote what is due, then the free
+#: capacity (capacity - sessions out), the accounts due in ``sched`` (at most that many), and when the
+#: next one will be. Returns {promoted, free, next ('' = none), account...}.
+TICK = (
+    PRELUDE
+    + r"""
+local now, limit, capacity, most = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local promoted = promote(now, limit)
+local free = capacity - redis.call('SCARD', p .. ':leased')
+local out = {promoted, free, ''}
+if free > 0 then
+  for _, a in ipairs(redis.call('ZRANGEBYSCORE', p .. ':sched', '-inf', now, 'LIMIT', 0, math.min(free, most))) do
+    out[#out + 1] = a
   end
 end
-return #ids
+local soonest = redis.call('ZRANGE', p .. ':sched', 0, 0, 'WITHSCORES')
+if soonest[2] then out[3] = soonest[2] end
+return out
 """
 )
 
@@ -181,15 +259,24 @@ for c = 5, #ARGV, 4 do
     local blocked = false
     -- the first job must be allowed now; the session's later ones are paced by the worker
     local function take(key)
-      local head = redis.call('LINDEX', key, 0)
-      if not head then return false end
-      local to, camp, kind = unpack(redis.call('HMGET', jkey(head), 'to', 'campaign', 'kind'))
-      local group = string.sub(to or '', -9) == '@chatroom'
-      if #ids == 0 and now < (group and group_at or private_at) then
-        blocked = true
-        return false
+      local head, to, camp, kind, group
+      if #ids == 0 then
+        head = redis.call('LINDEX', key, 0)
+        if not head then return false end
+        to, camp, kind = unpack(redis.call('HMGET', jkey(head), 'to', 'campaign', 'kind'))
+        group = string.sub(to or '', -9) == '@chatroom'
+        if now < (group and group_at or private_at) then
+          blocked = true
+          return false
+        end
+        redis.call('LPOP', key)
+      else
+        head = redis.call('LPOP', key)
+        if not head then return false end
+        to, camp, kind = unpack(redis.call('HMGET', jkey(head), 'to', 'campaign', 'kind'))
+        group = string.sub(to or '', -9) == '@chatroom'
       end
-      ids[#ids + 1] = redis.call('LPOP', key)
+      ids[#ids + 1] = head
       flags[#flags + 1] = group and '1' or '0'
       if camp and camp ~= '' then
         if not camps[camp] then
@@ -278,26 +365,32 @@ return out
 """
 )
 
-#: ARGV: prefix, account, token, job_id, now, lease_ttl_ms, not_before, want_pace (0|1), known campaigns
-#: (comma-separated). Marks one job ``sending`` just before the vendor call, if the session still holds
-#: the account's lease and Redis TIME has reached ``not_before`` (the start the worker's pacing chose).
-#: Returns {'go', template, redis_now, pace, window, job} — ``template`` is the campaign's message, or
-#: '=' when the caller named the campaign as known; ``pace`` (hash, flat) and ``window`` (newest first)
-#: only when asked for, else empty; ``job`` the job hash, flat — or {'early', seconds to wait},
-#: {'lost'|'paused'|'held'|'yield'|'skip', why} ('yield': a high-priority job waits; end the session).
+#: ARGV: prefix, account, token, job_id, now, lease_ttl_ms, not_before (0 = the dispatcher's start), known
+#: campaigns (comma-separated). Marks one job ``sending`` just before the vendor call, if the session still
+#: holds the account's lease, unflagged, and Redis TIME has reached ``not_before`` (the start the worker's
+#: pacing chose). Returns {'go', template, redis_now ('' when not_before is 0), job} — ``template`` is the
+#: campaign's message, or '=' when the caller named the campaign as known; ``job`` the job hash, flat — or
+#: {'early', seconds to wait},
+#: {'lost'|'yield'|'skip', why} ('yield': the lease is flagged, see flag_lease: end the session).
 BEGIN = (
     PRELUDE
     + r"""
 local a, token, id, now, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
-local not_before, want_pace, known = tonumber(ARGV[7]), ARGV[8], ARGV[9]
+local not_before, known = tonumber(ARGV[7]), ARGV[8]
 local lk = p .. ':lease:' .. a
-if redis.call('GET', lk) ~= token then return {'lost', ''} end
+local cur = redis.call('GET', lk)
+if cur ~= token then
+  if cur == token .. '!' then return {'yield', 'changed'} end
+  return {'lost', ''}
+end
 redis.call('PEXPIRE', lk, ttl)
-local t = redis.call('TIME')
-local tnow = tonumber(t[1]) + tonumber(t[2]) / 1000000
-if tnow < not_before then return {'early', string.format('%.6f', not_before - tnow)} end
-local status = redis.call('HGET', p .. ':account:' .. a, 'status')
-if status == 'paused' or status == 'down' then return {'paused', status} end
+local tstr = ''
+if not_before > 0 then
+  local t = redis.call('TIME')
+  local tnow = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  if tnow < not_before then return {'early', string.format('%.6f', not_before - tnow)} end
+  tstr = string.format('%.6f', tnow)
+end
 local jk = jkey(id)
 local job = redis.call('HGETALL', jk)
 local f = {}
@@ -317,27 +410,13 @@ if st ~= 'queued' then
   redis.call('LREM', p .. ':claimed:' .. a, 0, id)
   return {'skip', st}
 end
-if f['priority'] ~= 'high' and redis.call('LLEN', p .. ':qh:' .. a) > 0 then
-  -- a high-priority job arrived for this account: end the session so the next one starts with it
-  return {'yield', 'priority'}
-end
 local camp = f['campaign']
 local template = ''
 if camp and camp ~= '' then
-  local ck = p .. ':campaign:' .. camp
-  local cstatus = redis.call('HGET', ck, 'status')
-  if cstatus == 'paused' then return {'held', 'campaign_paused'} end
-  if cstatus == 'cancelled' then
-    move(jk, 'queued', 'cancelled')
-    retain(jk)
-    redis.call('HSET', jk, 'updated', now, 'cancelled_at', now)
-    redis.call('LREM', p .. ':claimed:' .. a, 0, id)
-    return {'skip', 'cancelled'}
-  end
   if string.find(',' .. known .. ',', ',' .. camp .. ',', 1, true) then
     template = '='
   else
-    template = redis.call('HGET', ck, 'message') or ''
+    template = redis.call('HGET', p .. ':campaign:' .. camp, 'message') or ''
   end
 end
 local attempts = tonumber(f['attempts'] or '0') + 1
@@ -346,90 +425,91 @@ count(camp, 'queued', 'sending')
 f['state'], f['lease'], f['started'], f['updated'], f['attempts'] = 'sending', token, now, now, tostring(attempts)
 local flat = {}
 for k, v in pairs(f) do flat[#flat + 1] = k; flat[#flat + 1] = v end
-local pace, window = {}, {}
-if want_pace == '1' then
-  pace = redis.call('HGETALL', p .. ':pace:' .. a)
-  window = redis.call('LRANGE', p .. ':pace:' .. a .. ':win', 0, -1)
-end
-return {'go', template, string.format('%.6f', tnow), pace, window, flat}
+return {'go', template, tstr, flat}
 """
 )
 
 #: ARGV: prefix, account, token, ttl_ms. Renews a batch's lease (between quick retries); 1, or 0 if lost.
 TOUCH = r"""
 local lk = ARGV[1] .. ':lease:' .. ARGV[2]
-if redis.call('GET', lk) ~= ARGV[3] then return 0 end
+local cur = redis.call('GET', lk)
+if cur ~= ARGV[3] and cur ~= ARGV[3] .. '!' then return 0 end
 redis.call('PEXPIRE', lk, tonumber(ARGV[4]))
 return 1
 """
 
-#: ARGV: prefix, account, token, job_id, now, outcome, history_json, then the pacing record of the call
-#: (as :meth:`worker.pacing.PaceState.after_call` computed it): called (0|1: a vendor call was made),
-#: jitter fraction, slow-down ('' = unchanged, else the new factor, stamped now), local day, day mode
-#: (inc|set), sends to add to the day (0|1), window length to keep (0 = no window), vendor ('' = no
-#: vendor-wide rate), then by outcome:
+#: ARGV: prefix, account, token, job_id, now, outcome, history_json, retention_s, then the pacing record of
+#: the call (as :meth:`worker.pacing.PaceState.after_call` computed it): called (0|1: a vendor call was
+#: made), end (when the answer arrived, on Redis's clock as the worker reads it: its last TIME reading
+#: plus the monotonic time since, which lags the real TIME by the reply's trip, never leads it), jitter
+#: fraction, slow-down ('' = unchanged, else the new factor, stamped at the end), local day, sends on that
+#: day, window length to keep (0 = no window), vendor ('' = no vendor-wide rate), then by outcome:
 #:   sent:    field, value, ...             (vendor ids)
 #:   retry:   due_at, error_class, error
 #:   dead:    reason, error_class, error
-#:   requeue: error_class, error            (account down: back to the head of the queue, not counted)
+#:   requeue: '', error_class, error        (account down: back to the head of the queue, not counted)
 #: The pacing record is written first, even when the lease was lost meanwhile: the call happened and the
-#: next one must wait for it. Its end time is Redis TIME, the one pacing clock.
+#: next one must wait for it.
 #: Returns {'ok' | 'stale', end time}: 'stale' when the job is no longer this batch's (history kept anyway).
 FINISH = (
     PRELUDE
     + r"""
 local a, token, id, now, outcome = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local called, fraction, slow, day, day_mode = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
-local sent_inc, keep, vendor = tonumber(ARGV[13]), tonumber(ARGV[14]), ARGV[15]
-local X = 16
-local t = redis.call('TIME')
-local tnow = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local tstr = string.format('%.6f', tnow)
+local ttl = tonumber(ARGV[8])
+local called, ended, fraction, slow, day, day_n = ARGV[9], tonumber(ARGV[10]), ARGV[11], ARGV[12], ARGV[13], ARGV[14]
+local keep, vendor = tonumber(ARGV[15]), ARGV[16]
+local X = 17
+local tstr = ''
 if called == '1' then
+  local tend = ended
+  tstr = string.format('%.6f', tend)
   local pk = p .. ':pace:' .. a
-  local fields = {'last_end', tstr, 'r', fraction}
+  local fields = {'last_end', tstr, 'r', fraction, 'day', day, 'day_n', day_n}
   if slow ~= '' then
     fields[#fields + 1] = 'slow'; fields[#fields + 1] = slow
     fields[#fields + 1] = 'slow_at'; fields[#fields + 1] = tstr
   end
-  if day_mode == 'set' then
-    fields[#fields + 1] = 'day'; fields[#fields + 1] = day
-    fields[#fields + 1] = 'day_n'; fields[#fields + 1] = sent_inc
-  elseif sent_inc > 0 then
-    redis.call('HINCRBY', pk, 'day_n', sent_inc)
-  end
   redis.call('HSET', pk, unpack(fields))
-  if keep > 0 then
-    redis.call('LPUSH', pk .. ':win', tstr)
+  if keep > 0 and redis.call('LPUSH', pk .. ':win', tstr) > 2 * keep then
     redis.call('LTRIM', pk .. ':win', 0, keep - 1)
   end
   if vendor ~= '' then
     local vk = p .. ':vpace:' .. vendor
-    redis.call('ZADD', vk, tnow, tstr .. ':' .. token)
-    redis.call('ZREMRANGEBYSCORE', vk, '-inf', tnow - 5)
+    redis.call('ZADD', vk, tend, tstr .. ':' .. token)
+    redis.call('ZREMRANGEBYSCORE', vk, '-inf', tend - 5)
     redis.call('EXPIRE', vk, 10)
   end
 end
 local jk = jkey(id)
-redis.call('RPUSH', p .. ':job:' .. id .. ':h', ARGV[7])
-local st, lease, priority, camp, last_error =
-  unpack(redis.call('HMGET', jk, 'state', 'lease', 'priority', 'campaign', 'last_error'))
-if lease ~= token then return {'stale', tstr} end
+local hk = p .. ':job:' .. id .. ':h'
+local st, lease, priority, camp, last_error, attempts, replays =
+  unpack(redis.call('HMGET', jk, 'state', 'lease', 'priority', 'campaign', 'last_error', 'attempts', 'replays'))
+if lease ~= token or (st ~= 'sending' and st ~= 'dead') then
+  redis.call('RPUSH', hk, ARGV[7])  -- the attempt is on the record even when the job is no longer ours
+  return {'stale', tstr}
+end
 redis.call('LREM', p .. ':claimed:' .. a, 0, id)
-if st == 'dead' and outcome == 'sent' and redis.call('HGET', jk, 'reason') == 'unknown_outcome' then
+if st == 'dead' then
+  if outcome ~= 'sent' or redis.call('HGET', jk, 'reason') ~= 'unknown_outcome' then
+    redis.call('RPUSH', hk, ARGV[7])
+    return {'stale', tstr}
+  end
   -- recovered as an unknown outcome while this call was still running: now we know it went out
   redis.call('ZREM', p .. ':dlq', id)
   redis.call('HDEL', jk, 'reason', 'error_class', 'error', 'dead_at')
-elseif st ~= 'sending' then
-  return {'stale', tstr}
 end
+-- the history: a job sent at its first attempt keeps that one entry in its hash (field h0); any other
+-- goes to its history list (Ledger.history reads both)
+local first = outcome == 'sent' and st == 'sending' and attempts == '1' and not replays
+if not first then redis.call('RPUSH', hk, ARGV[7]) end
 if outcome == 'sent' then
   local fields = {'state', 'sent', 'updated', now, 'sent_at', now}
+  if first then fields[#fields + 1] = 'h0'; fields[#fields + 1] = ARGV[7] end
   for i = X, #ARGV do fields[#fields + 1] = ARGV[i] end
   redis.call('HSET', jk, unpack(fields))
   count(camp, st, 'sent')
   if last_error then redis.call('HDEL', jk, 'last_error') end
-  retain(jk)
+  retain(jk, ttl, first)
 elseif outcome == 'retry' then
   redis.call('HSET', jk, 'state', 'retrying', 'updated', now, 'last_error', ARGV[X + 2],
     'last_error_class', ARGV[X + 1])
@@ -437,7 +517,7 @@ elseif outcome == 'retry' then
   redis.call('HINCRBY', jk, 'n_' .. ARGV[X + 1], 1)
   redis.call('ZADD', p .. ':due', ARGV[X], id)
 elseif outcome == 'dead' then
-  dead_letter(jk, id, st, ARGV[X], ARGV[X + 1], ARGV[X + 2], now, camp)
+  dead_letter(jk, id, st, ARGV[X], ARGV[X + 1], ARGV[X + 2], now, camp, ttl)
 elseif outcome == 'requeue' then
   redis.call('HINCRBY', jk, 'attempts', -1)
   redis.call('HSET', jk, 'updated', now, 'last_error', ARGV[X + 2], 'last_error_class', ARGV[X + 1])
@@ -456,7 +536,7 @@ RELEASE = (
     + r"""
 local a, token, next_at = ARGV[2], ARGV[3], ARGV[4]
 local lk = p .. ':lease:' .. a
-if redis.call('GET', lk) ~= token then return -1 end
+if not holds_lease(redis.call('GET', lk), token) then return -1 end
 local ck = p .. ':claimed:' .. a
 local ids = redis.call('LRANGE', ck, 0, -1)
 local now_s = redis.call('TIME')[1]
@@ -641,6 +721,7 @@ if not st then return '!missing' end
 if action == 'pause' then
   if st ~= 'active' and st ~= 'scheduled' then return '!' .. st end
   redis.call('HSET', ck, 'status', 'paused', 'paused_from', st, 'updated', now)
+  for i = 5, #ARGV do flag_lease(ARGV[i]) end
 elseif action == 'resume' then
   if st ~= 'paused' then return '!' .. st end
   local back = redis.call('HGET', ck, 'paused_from') or 'active'
@@ -654,6 +735,7 @@ elseif action == 'cancel' then
   if st == 'cancelled' then return '!' .. st end
   redis.call('HSET', ck, 'status', 'cancelled', 'cancelled_at', now, 'updated', now)
   redis.call('ZREM', p .. ':due_campaigns', cid)
+  for i = 5, #ARGV do flag_lease(ARGV[i]) end
 end
 return st
 """
@@ -677,5 +759,15 @@ for _, id in ipairs(redis.call('LRANGE', p .. ':campaign:' .. cid .. ':jobs', AR
   end
 end
 return n
+"""
+)
+
+#: ARGV: prefix, account. Flags the account's session, if one is in flight, to end at its next job (its
+#: status or limits changed): see flag_lease in the prelude.
+FLAG_SESSION = (
+    PRELUDE
+    + r"""
+flag_lease(ARGV[2])
+return 1
 """
 )

@@ -2,9 +2,9 @@
 
 Sends by account/vendor/kind/outcome, failures by error class and decision, and a vendor latency histogram
 (fixed buckets); ``scheduler.metrics`` renders them. A worker process adds them up in memory and writes the
-sums once a second (one pipelined round trip, a few HINCRBYs whatever the number of sends): counting each
+sums every few seconds (one pipelined round trip, an HINCRBY per counter whatever the number of sends): counting each
 attempt in Redis on its own cost more Redis work than the send's own bookkeeping. A killed process loses
-at most its last second of counts — metrics, never the books (the ledger records every send itself).
+at most its last few seconds of counts — metrics, never the books (the ledger records every send itself).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import redis
 from worker.keys import Keys
 
 LATENCY_BUCKETS_MS = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
-#: How often a process writes its sums.
-FLUSH_INTERVAL_S = 1.0
+#: How often a process writes its sums (Prometheus scrapes every 15-60 s).
+FLUSH_INTERVAL_S = 5.0
 
 
 class AttemptCounters:

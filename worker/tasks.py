@@ -25,7 +25,7 @@ def runner() -> BatchRunner:
             client = redis_client(settings.redis_url)
             _runner = BatchRunner(
                 settings,
-                Ledger(client, settings.key_prefix),
+                Ledger(client, settings.key_prefix, retention_s=settings.retention_days * 86400),
                 AccountStore(client, settings.key_prefix),
                 vendor_http_clients(settings, max_connections=settings.worker_concurrency),
             )
