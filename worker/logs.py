@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterable
 
@@ -16,22 +17,56 @@ _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 class RedactingFilter(logging.Filter):
-    """Scrubs known secrets from the message and every extra field."""
+    """Scrubs known secrets from the message and every extra field.
+
+    A worker knows one token per account it sends for: thousands. Trying each with ``str.replace`` on every
+    field of every record cost milliseconds a line (profiled under ``bench.envelope`` with 5,000 accounts),
+    so secrets are indexed by their first four characters and a text is scanned once: at each position a
+    dict lookup, and a comparison only where a secret could start. Adding a secret is O(1).
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets = {s for s in secrets if s and len(s) > 3}
+        self._lock = threading.Lock()
+        self._by_prefix: dict[str, tuple[str, ...]] = {}
+        self.add(*secrets)
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        return frozenset(s for group in self._by_prefix.values() for s in group)
 
     def add(self, *secrets: str) -> None:
-        self.secrets.update(s for s in secrets if s and len(s) > 3)
+        for secret in secrets:
+            if not secret or len(secret) <= 3:
+                continue
+            group = self._by_prefix.get(secret[:4], ())
+            if secret not in group:
+                with self._lock:  # longest first, so a secret that extends another is scrubbed whole
+                    group = self._by_prefix.get(secret[:4], ())
+                    self._by_prefix[secret[:4]] = tuple(sorted({*group, secret}, key=len, reverse=True))
 
     def _scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        index = self._by_prefix
+        out: list[str] = []
+        i = start = 0
+        end = len(text) - 3
+        while i < end:
+            group = index.get(text[i : i + 4])
+            if group is not None:
+                found = next((s for s in group if text.startswith(s, i)), None)
+                if found is not None:
+                    out.append(text[start:i])
+                    out.append("***")
+                    i = start = i + len(found)
+                    continue
+            i += 1
+        if not out:
+            return text
+        out.append(text[start:])
+        return "".join(out)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
+        if self._by_prefix:
             record.msg = self._scrub(record.getMessage())
             record.args = None
             for key, value in list(record.__dict__.items()):
@@ -82,3 +117,8 @@ def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Celery's own "task received" / "task succeeded" lines repeat what our one line per send says, for
+    # hundreds of sessions a second; Flower shows the tasks. Kept at DEBUG.
+    quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    for name in ("celery.app.trace", "celery.worker.strategy"):
+        logging.getLogger(name).setLevel(quiet)
