@@ -22,6 +22,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -120,7 +121,26 @@ class BatchRunner:
         self.rng = random.Random()
         self.counters = AttemptCounters(ledger.redis, ledger.keys)
         self._vendor_limits: tuple[float, set[str]] = (0.0, set())
+        #: threads for the sessions of a bundle beyond its first (at most the sessions in flight)
+        self._sessions = ThreadPoolExecutor(max_workers=settings.worker_concurrency, thread_name_prefix="session")
         self._vendor_limits_lock = threading.Lock()
+
+    def run_many(self, sessions: Sequence[tuple[str, str, list[str], str]]) -> list[BatchReport]:
+        """Run sessions side by side: the first in the calling thread, the others on this process's session
+        threads; return when all have ended. A session that fails is reported, never fails the others."""
+        if not sessions:
+            return []
+        futures = [self._sessions.submit(self._run_safely, *session) for session in sessions[1:]]
+        first = self._run_safely(*sessions[0])
+        return [first, *(f.result() for f in futures)]
+
+    def _run_safely(self, account_id: str, token: str, job_ids: list[str], groups: str) -> BatchReport:
+        try:
+            return self.run(account_id, token, job_ids, groups)
+        except Exception as exc:
+            # the session released its account if it could; its lease expires otherwise (recovered)
+            log.exception("session failed", extra={"account": account_id})
+            return BatchReport(account=account_id, stopped=f"error: {type(exc).__name__}")
 
     def run(self, account_id: str, token: str, job_ids: list[str], groups: str = "") -> BatchReport:
         """Send the session's jobs in order, paced; always gives unprocessed jobs back unless the lease
@@ -140,7 +160,8 @@ class BatchRunner:
             self._durable(self.ledger.release, account_id, token)
             raise
         deadline = time.monotonic() + self.settings.batch_max_s
-        next_at = 0.0
+        #: the kind (group or not) of the job the account gives back first, when known: its moment is exact
+        next_group: bool | None = None
         try:
             for i, job_id in enumerate(job_ids):
                 group = groups[i : i + 1] == "1"
@@ -148,6 +169,7 @@ class BatchRunner:
                 wait = start_at - session.clock.now()
                 if i > 0 and (wait > self.settings.session_hold_s or time.monotonic() + wait > deadline):
                     report.stopped = "paced" if wait > self.settings.session_hold_s else "batch_time"
+                    next_group = group
                     break
                 stop = self._one(session, job_id, start_at)
                 if stop:
@@ -155,7 +177,10 @@ class BatchRunner:
                     break
         finally:
             if report.stopped != "lease_lost":
-                next_at = min(self._next_start(session, False), self._next_start(session, True))
+                if next_group is None:
+                    next_at = min(self._next_start(session, False), self._next_start(session, True))
+                else:
+                    next_at = self._next_start(session, next_group)
                 self._durable(self.ledger.release, account_id, token, next_at=next_at)
         return report
 

@@ -237,7 +237,7 @@ return out
 #: recipient is a ``…@chatroom``; the worker paces the session's later jobs itself): high priority first,
 #: then the account's sources in round-robin order (a source that gave a job moves to the back), skipping
 #: paused campaigns. Keeps ``sched`` current: a claimed, paused, held or empty account leaves it, one
-#: whose group head must wait is put back at ``group_at``.
+#: whose head must wait is put back at that head's moment (``private_at`` or ``group_at``).
 #: Returns a flat list: account, token, n, flags, campaigns, kinds, id1..idn, ... (flags: one '1'/'0' per
 #: id, '1' = a group; campaigns and kinds comma-separated, for operators in Flower).
 CLAIM = (
@@ -265,8 +265,9 @@ for c = 5, #ARGV, 4 do
         if not head then return false end
         to, camp, kind = unpack(redis.call('HMGET', jkey(head), 'to', 'campaign', 'kind'))
         group = string.sub(to or '', -9) == '@chatroom'
-        if now < (group and group_at or private_at) then
-          blocked = true
+        local start_at = group and group_at or private_at
+        if now < start_at then
+          blocked = start_at
           return false
         end
         redis.call('LPOP', key)
@@ -334,7 +335,8 @@ for c = 5, #ARGV, 4 do
     end
     if #ids == 0 then
       if blocked then
-        redis.call('ZADD', sched, group_at, a)
+        -- the head may start at its own kind's moment (private or group): look again then
+        redis.call('ZADD', sched, blocked, a)
       else
         -- nothing ready, or only paused campaigns (resuming one puts the account back)
         redis.call('ZREM', sched, a)

@@ -38,10 +38,24 @@ def schedule_fired(schedule_id: str, fire_at: float, result: dict[str, Any]) -> 
     return {"schedule": schedule_id, "fire_at": fire_at, **result}
 
 
+@app.task(name="broadcast.send_sessions", acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+def send_sessions(sessions: list[list[Any]], info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the sessions the dispatcher claimed in one round, each an account's jobs under its lease
+    (``[account, lease, job_ids, groups]``), side by side in this process; acknowledged when all ended.
+    One message for many sessions: Celery's own work per message (events, ack) is shared by them all.
+    ``info`` is for operators (Flower): accounts, jobs, kinds, campaigns."""
+    reports = runner().run_many([(str(a), str(t), [str(j) for j in ids], str(g)) for a, t, ids, g in sessions])
+    totals: dict[str, Any] = {"sessions": len(reports)}
+    for key in ("sent", "retrying", "dead", "requeued", "skipped"):
+        totals[key] = sum(int(r.summary()[key]) for r in reports)
+    totals["stopped"] = sorted({r.stopped for r in reports if r.stopped})
+    return totals
+
+
 @app.task(name="broadcast.send_batch", acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
 def send_batch(
     account: str, lease: str, job_ids: list[str], info: dict[str, Any] | None = None, groups: str = ""
 ) -> dict[str, Any]:
-    """Send one session of an account's jobs, one at a time, paced. ``info`` is for operators (Flower);
-    ``groups`` marks the jobs whose recipient is a group ('1'), whose pacing gap is the group one."""
+    """One session (messages published before sessions were bundled): an account's jobs, one at a time,
+    paced. ``groups`` marks the jobs whose recipient is a group ('1'), whose pacing gap is the group one."""
     return runner().run(account, lease, job_ids, groups).summary()
