@@ -149,19 +149,18 @@ def api(
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def worker(ctx: typer.Context) -> None:
-    """A Celery worker sending for hundreds of accounts at once (threads pool, BROADCAST_WORKER_CONCURRENCY
-    sessions; extra arguments go to Celery, e.g. -c 100, or -P prefork)."""
-    from worker.celery_app import app as celery_app
+    """Celery workers sending for hundreds of accounts at once: one process per CPU core, each with a threads
+    pool of BROADCAST_WORKER_CONCURRENCY sessions (extra arguments go to Celery; -P, -c or -n run one
+    process exactly as given, e.g. -P prefork -c 4)."""
+    from worker.launch import celery_argv, processes_for, supervise
 
     settings = _settings()
-    args = ["worker", "-Q", settings.celery_queue, "--loglevel", settings.log_level, "-E"]
-    given = set(ctx.args)
-    if not given & {"-P", "--pool"} and not any(a.startswith("--pool=") for a in ctx.args):
-        # every send is I/O-bound and accounts are independent: threads, measured in docs/design.md
-        args += ["-P", "threads"]
-    if not given & {"-c", "--concurrency"} and not any(a.startswith("--concurrency=") for a in ctx.args):
-        args += ["-c", str(settings.worker_concurrency)]
-    celery_app.worker_main([*args, *ctx.args])
+    count = processes_for(settings, ctx.args)
+    if count > 1:
+        raise typer.Exit(supervise(count, ctx.args))
+    from worker.celery_app import app as celery_app
+
+    celery_app.worker_main(celery_argv(settings, ctx.args))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -27,7 +27,7 @@ from scheduler.schedules import Schedules
 from worker import scripts
 from worker.accounts import AccountStore
 from worker.ledger import Claim, Ledger
-from worker.pacing import Pacer, RedisClock, redis_now
+from worker.pacing import Pacer, RedisClock, read_clock
 from worker.settings import Settings
 
 log = logging.getLogger("broadcast.dispatcher")
@@ -140,12 +140,8 @@ class Dispatcher:
     def _redis_time(self) -> float:
         """Redis TIME, read at most once a second and carried forward on the monotonic clock between."""
         if self._clock is None or time.monotonic() - self._clock.synced_at > 1.0:
-            reading = redis_now(self.redis)
-            if self._clock is None:
-                self._clock = RedisClock(reading)
-            else:
-                self._clock.sync(reading)
-        return self._clock.now()
+            self._clock = read_clock(self.redis)
+        return self._clock.now()  # the earliest it can be: nothing is found due early
 
     def capacity(self) -> int:
         """Sessions the live workers can hold at once: their announced concurrency (read once a second)."""

@@ -95,6 +95,8 @@ FAST_ENV = {
     "BROADCAST_VENDOR_POOL_TIMEOUT_S": "0.5",
     "BROADCAST_VENDOR_DEADLINE_S": "1.5",
     "BROADCAST_WORKER_CONCURRENCY": "32",
+    # one worker process per test stack (faster to start); tests/test_worker_processes.py runs several
+    "BROADCAST_WORKER_PROCESSES": "1",
     "BROADCAST_DISPATCH_IDLE_S": "0.02",
     "BROADCAST_BATCH_MAX_S": "5",
     "BROADCAST_SCHEDULE_MIN_INTERVAL_S": "1",

@@ -252,18 +252,34 @@ def redis_now(client: redis.Redis) -> float:
 
 
 class RedisClock:
-    """Redis TIME between readings: the last reading plus the local monotonic time since. It lags the real
-    TIME by the reply's trip from Redis, never leads it, so a pace computed on it is never early."""
+    """Redis's clock between readings of its TIME, kept as an interval on the local monotonic clock.
 
-    def __init__(self, reading: float) -> None:
-        self.sync(reading)
+    A reading ``r`` from a call that left at local time ``s`` and was answered at ``e`` says the true time at
+    ``e`` lies within ``[r, r + (e - s)]`` (TIME was read somewhere during the round trip). :meth:`now` is the
+    earliest it can be — what "has the moment come?" decisions use, so they are never early — and
+    :meth:`latest` the latest — what an end is recorded as, so the gap after it is never short, however
+    long the reply waited for this process to read it."""
 
-    def sync(self, reading: float) -> None:
-        self._offset = reading - time.monotonic()
-        self.synced_at = time.monotonic()
+    def __init__(self, reading: float, sent: float, received: float) -> None:
+        self.sync(reading, sent, received)
+
+    def sync(self, reading: float, sent: float, received: float) -> None:
+        self._earliest = reading - received
+        self._latest = reading - sent
+        self.synced_at = received
 
     def now(self) -> float:
-        return time.monotonic() + self._offset
+        return time.monotonic() + self._earliest
+
+    def latest(self) -> float:
+        return time.monotonic() + self._latest
+
+
+def read_clock(client: redis.Redis) -> RedisClock:
+    """A fresh reading of Redis's clock."""
+    sent = time.monotonic()
+    reading = redis_now(client)
+    return RedisClock(reading, sent, time.monotonic())
 
 
 class Pacer:

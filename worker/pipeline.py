@@ -193,13 +193,15 @@ class BatchRunner:
         pipe.time()
         pipe.hgetall(keys.pace(account.id))
         pipe.lrange(keys.pace_window(account.id), 0, -1)
+        sent = time.monotonic()
         (seconds, micros), pace, window = self._durable(pipe.execute)
+        received = time.monotonic()
         return Session(
             account=account,
             token=token,
             backend=self.backend_factory(account.vendor_account(), self._http_for(account.id)),
             state=PaceState.from_redis(pace, window),
-            clock=RedisClock(seconds + micros / 1_000_000),
+            clock=RedisClock(seconds + micros / 1_000_000, sent, received),
             vendor_limited=account.spec.vendor in self._limited_vendors(),
             templates={},
             report=report,
@@ -223,6 +225,7 @@ class BatchRunner:
             wait = start_at - session.clock.now()
             if wait > 0:
                 self._sleep(wait)
+            sent = time.monotonic()
             begin = self._durable(
                 self.ledger.begin,
                 session.id,
@@ -232,9 +235,13 @@ class BatchRunner:
                 not_before=start_at,
                 templates=session.templates,
             )
-            if begin.status != "early":
-                return cast(Begin, begin)
-            session.clock.sync(start_at - begin.wait_s)
+            received = time.monotonic()
+            if begin.status == "early":
+                session.clock.sync(start_at - begin.wait_s, sent, received)
+                continue
+            if begin.redis_now:
+                session.clock.sync(begin.redis_now, sent, received)
+            return cast(Begin, begin)
         return cast(Begin, begin)
 
     def _one(self, session: Session, job_id: str, start_at: float) -> str:
@@ -248,8 +255,6 @@ class BatchRunner:
         if begin.status != "go" or begin.job is None:
             report.skipped += 1
             return ""
-        if begin.redis_now:
-            session.clock.sync(begin.redis_now)
         job = begin.job
         report.attempted += 1
         started = time.time()
@@ -414,11 +419,12 @@ class BatchRunner:
     def _pace_record(self, session: Session, *, sent: bool, throttled: bool) -> PaceRecord:
         """How the call that just ended counts for pacing; the state advances the same way in _advance."""
         limits = session.account.spec.limits
-        now = session.clock.now()
-        day = local_day(now + self.settings.clock_offset_s, limits.timezone)
-        slowdown = throttled_slowdown(session.state, now) if throttled else None
+        # the latest Redis's clock can read now: the next send waits its full gap after this end
+        ended = session.clock.latest()
+        day = local_day(ended + self.settings.clock_offset_s, limits.timezone)
+        slowdown = throttled_slowdown(session.state, ended) if throttled else None
         return PaceRecord(
-            ended=now,
+            ended=ended,
             fraction=self.rng.random(),
             slowdown=slowdown,
             day=day,
@@ -431,7 +437,6 @@ class BatchRunner:
     @staticmethod
     def _advance(session: Session, finished: Finished, record: PaceRecord, *, throttled: bool) -> None:
         """Advance the session's copy of the pacing state exactly as FINISH advanced Redis's."""
-        session.clock.sync(finished.end)
         session.state = session.state.after_call(
             finished.end,
             sent=record.sent,

@@ -442,8 +442,9 @@ return 1
 
 #: ARGV: prefix, account, token, job_id, now, outcome, history_json, retention_s, then the pacing record of
 #: the call (as :meth:`worker.pacing.PaceState.after_call` computed it): called (0|1: a vendor call was
-#: made), end (when the answer arrived, on Redis's clock as the worker reads it: its last TIME reading
-#: plus the monotonic time since, which lags the real TIME by the reply's trip, never leads it), jitter
+#: made), end (when the answer arrived, on Redis's clock as the worker reads it: the latest that clock
+#: can read, its last TIME reading plus the local time since that call left: never earlier than the
+#: truth, so the gap after it is never short), jitter
 #: fraction, slow-down ('' = unchanged, else the new factor, stamped at the end), local day, sends on that
 #: day, window length to keep (0 = no window), vendor ('' = no vendor-wide rate), then by outcome:
 #:   sent:    field, value, ...             (vendor ids)
