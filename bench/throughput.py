@@ -3,7 +3,8 @@
 Everything runs on this machine against the bundled simulator (GeWe ``postText``), pacing off:
 
 * **broadcast** — N jobs submitted through the producer, dispatched by ``broadcast scheduler``, sent by
-  ``broadcast worker`` (prefork, ``-c 2``), each with its ledger bookkeeping (state machine, ids, history).
+  ``broadcast worker`` with its defaults (one process per core, a threads pool each), with its ledger
+  bookkeeping (state machine, ids, history).
 * **plain Celery (peer)** — N ``plain.post_text`` tasks on a prefork ``-c 2`` worker, no bookkeeping.
 * **raw aiohttp (ceiling)** — N POSTs from one asyncio loop at concurrency 32.
 
@@ -98,9 +99,7 @@ def run_broadcast(
             sys.executable,
             "-m",
             "scheduler.cli",
-            "worker",
-            "-c",
-            str(concurrency),
+            "worker",  # as users start it: its defaults (one process per core, threads)
             "--without-gossip",
             "--without-mingle",
         ],
@@ -220,7 +219,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--accounts", type=int, default=8, help="sending accounts (one send in flight each)")
-    parser.add_argument("--concurrency", type=int, default=2, help="worker processes (prefork -c)")
+    parser.add_argument("--concurrency", type=int, default=2, help="the plain Celery peer's prefork -c")
     parser.add_argument("--only", choices=["broadcast", "plain", "raw"], action="append")
     parser.add_argument(
         "--repeat", type=int, default=3, help="rounds; each sender runs once per round, medians reported"
@@ -267,7 +266,7 @@ def main() -> None:
 
     base = median(next(iter(runs)), "rate")
     print(
-        f"\n{args.jobs} sends of GeWe postText to the local simulator; {args.accounts} accounts; worker -c {args.concurrency}; "
+        f"\n{args.jobs} sends of GeWe postText to the local simulator; {args.accounts} accounts; broadcast worker with its defaults, peer prefork -c {args.concurrency}; "
         f"{os.cpu_count()} cores; median of {args.repeat} interleaved rounds"
     )
     print(f"{'sender':42} {'sends/s':>9} {'min-max':>13} {'ratio':>7} {'p50 ms':>8} {'p99 ms':>8}")

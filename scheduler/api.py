@@ -551,6 +551,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
             raise ApiError(409, "not_revocable", str(exc), None) from None
         except VendorError as exc:
             raise ApiError(502, "vendor_error", f"the vendor refused the revoke: {exc}", None) from None
+        except MessageError as exc:  # the request could not even be built (the account's fields): not sent
+            raise ApiError(409, "not_revocable", str(exc), None) from None
         now = time.time()
         client.hset(ledger.keys.job(job_id), "revoked_at", f"{now:.3f}")
         client.rpush(ledger.keys.history(job_id), json.dumps({"event": "revoked", "at": round(now, 6)}))

@@ -49,10 +49,10 @@ def test_flower_shows_our_tasks_with_ids_and_no_secrets(stack: Stack) -> None:
         return {
             tid: t
             for tid, t in tasks.items()
-            if t.get("name") == "broadcast.send_batch" and t.get("state") == "SUCCESS"
+            if t.get("name") == "broadcast.send_sessions" and t.get("state") == "SUCCESS"
         }
 
-    wait_for(lambda: bool(our_tasks()), timeout=30, what="Flower to see a send_batch task")
+    wait_for(lambda: bool(our_tasks()), timeout=30, what="Flower to see a send_sessions task")
     tasks = our_tasks()
     text = json.dumps(tasks)
     assert token not in text

@@ -161,7 +161,7 @@ def test_no_token_in_logs_or_task_arguments(stack: Stack) -> None:
     raw = stack.redis.lrange(queue, 0, -1)
     assert raw and all(token not in message for message in raw)
     body = json.loads(raw[0])
-    assert body["headers"]["task"] == "broadcast.send_batch"
+    assert body["headers"]["task"] == "broadcast.send_sessions"
     add_fault(stack, kind="token_invalid", instance=f"inst-{stack.prefix}-sec", times=1)
     stack.start_worker("--loglevel", "DEBUG")
     wait_for(lambda: stack.accounts.get(account).status == "down", timeout=30, what="account down")  # type: ignore[union-attr]

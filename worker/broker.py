@@ -10,6 +10,9 @@ Two changes, both in the channel:
   Redis's unacked index and return after the visibility timeout, as they do after a SIGKILL, and the jobs
   they name are back in their queues long before (their session's lease expired and the dispatcher
   recovered them), so a returning message finds its lease gone and does nothing.
+* **A closed channel says so.** An acknowledgement that arrives after its channel's connection was torn
+  down raises a Redis connection error (which kombu logs and survives), not an AttributeError (which
+  stops the worker).
 * **One Redis client per channel instead of one per operation.** kombu builds a new ``redis.Redis`` for
   every ack and every event it publishes (``conn_or_acquire``); building one costs more than the command
   it sends, and with task events on (Flower) that was the largest single cost of the worker's main loop
@@ -23,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 
 
@@ -41,6 +45,12 @@ class Channel(kombu_redis.Channel):
         if client:
             yield client
             return
+        if getattr(self.connection, "client", None) is None:
+            # the transport was closed under us (a lost connection being torn down while a pool thread
+            # acknowledges): a connection error, which kombu logs, instead of an AttributeError that kills
+            # the worker. The unacknowledged message comes back after the visibility timeout and finds its
+            # lease gone.
+            raise redis.exceptions.ConnectionError("the broker channel was closed")
         pool = self.pool
         shared = self._shared
         if shared is None or shared[0] is not pool:  # a new pool after a reconnect gets a new client

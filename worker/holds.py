@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.accounts import Account, AccountStore
-from worker.errors import DailyCapError, VendorError
+from worker.errors import DailyCapError, MessageError, VendorError
 from worker.messages import TextMessage
 from worker.pacing import next_local_midnight
 from worker.vendors.base import VendorBackend
@@ -58,7 +58,7 @@ def confirm_back_online(backend: VendorBackend, account: Account) -> ResumeCheck
     pass a probe send (one ``true`` from an online check is weak evidence)."""
     try:
         online = backend.check_online()
-    except VendorError as exc:
+    except (VendorError, MessageError) as exc:  # MessageError: the request cannot be built from the account
         return ResumeCheck(False, f"online check failed: {exc}")
     if online is False:
         return ResumeCheck(False, "the vendor reports the account offline")
@@ -68,7 +68,7 @@ def confirm_back_online(backend: VendorBackend, account: Account) -> ResumeCheck
     was = f" (was down: {account.status_reason})" if account.status_reason else ""
     try:
         backend.send(probe_to, TextMessage(text=PROBE_TEXT))
-    except VendorError as exc:
+    except (VendorError, MessageError) as exc:
         check = "the online check says online" if online else "no online check"
         return ResumeCheck(False, f"still down{was}: {check}, but a probe send to {probe_to} failed: {exc}")
     return ResumeCheck(True, f"resumed after a probe send to {probe_to}{was}")

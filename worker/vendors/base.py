@@ -300,15 +300,15 @@ class HttpBackend:
         headers = {"Content-Type": "application/json", **self._headers()}
         # built here and sent with Client.send: the client adds nothing a vendor call needs (no cookies,
         # no auth flow, no redirects), and merging its default headers cost more CPU than the rest
-        request = httpx.Request(
-            "POST",
-            url,
-            params=params,
-            content=content,
-            headers=headers,
-            extensions={"timeout": self.client.timeout.as_dict()},
-        )
         try:
+            request = httpx.Request(
+                "POST",
+                url,
+                params=params,
+                content=content,
+                headers=headers,
+                extensions={"timeout": self.client.timeout.as_dict()},
+            )
             response = self.client.send(request)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise self._fail(TransientError, f"{path}: not sent, {type(exc).__name__}: {exc}") from None
