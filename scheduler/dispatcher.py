@@ -183,7 +183,7 @@ class Dispatcher:
             }
             self.celery.send_task(
                 "broadcast.send_sessions",
-                args=[[[c.account, c.token, c.job_ids, c.groups] for c in bundle]],
+                args=[[c.account, c.token, c.job_ids, c.groups] for c in bundle],
                 kwargs={"info": info},
                 queue=self.settings.celery_queue,
             )

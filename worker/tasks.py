@@ -39,9 +39,10 @@ def schedule_fired(schedule_id: str, fire_at: float, result: dict[str, Any]) -> 
 
 
 @app.task(name="broadcast.send_sessions", acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
-def send_sessions(sessions: list[list[Any]], info: dict[str, Any] | None = None) -> dict[str, Any]:
+def send_sessions(*sessions: list[Any], info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the sessions the dispatcher claimed in one round, each an account's jobs under its lease
-    (``[account, lease, job_ids, groups]``), side by side in this process; acknowledged when all ended.
+    (each argument ``[account, lease, job_ids, groups]``: flat, so Flower shows every id), side by side in
+    this process; acknowledged when all ended.
     One message for many sessions: Celery's own work per message (events, ack) is shared by them all.
     ``info`` is for operators (Flower): accounts, jobs, kinds, campaigns."""
     reports = runner().run_many([(str(a), str(t), [str(j) for j in ids], str(g)) for a, t, ids, g in sessions])
