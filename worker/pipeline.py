@@ -23,7 +23,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import httpx
@@ -90,6 +90,8 @@ class Session:
     report: BatchReport
     #: message kinds held for the account (a daily cap), as read at the start and set since
     holds: dict[str, KindHold]
+    #: message templates parsed so far, by their stored JSON
+    parsed: dict[str, AnyMessage] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -208,6 +210,15 @@ class BatchRunner:
             holds=account_holds(account),
         )
 
+    @staticmethod
+    def _template(session: Session, job: Job) -> AnyMessage:
+        """The job's message before personalisation, parsed once per session (a campaign's jobs share it)."""
+        raw = job.fields.get("message") or job.campaign_message
+        parsed = session.parsed.get(raw)
+        if parsed is None:
+            parsed = session.parsed[raw] = job.message()
+        return parsed
+
     def _next_start(self, session: Session, group: bool) -> float:
         """When the account's next send may start (Redis time), by the one set of pacing rules."""
         got = allowance(
@@ -261,7 +272,7 @@ class BatchRunner:
         entry: dict[str, Any] = {"n": job.attempts, "started": round(started, 6), "account": session.id}
         vendor = session.account.spec.vendor
         try:
-            message = job.message().render(job.variables)
+            message = self._template(session, job).render(job.variables)
         except (MessageError, ValueError) as exc:
             self._invalid(session, job, entry, started, exc)
             return ""
@@ -479,6 +490,10 @@ class BatchRunner:
     def _durable(self, write: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Record an outcome even across a short Redis outage (restart, failover): the vendor call is done
         and its ids must reach the books. Gives up after the lease TTL; recovery takes over from there."""
+        try:  # the usual case, without building tenacity's machinery
+            return write(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError):
+            pass
         retrying = Retrying(
             retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
             stop=stop_after_delay(self.settings.lease_ttl_s),

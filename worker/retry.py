@@ -58,6 +58,21 @@ def call_with_quick_retries(
     answers False the retries stop and the last error is raised.
     """
 
+    try:  # the usual case, a first try that works, without building tenacity's machinery
+        return fn()
+    except TransientError as exc:
+        if not _is_quick_retryable(exc):
+            raise
+        first_failure: BaseException | None = exc
+
+    def attempt() -> T:
+        # tenacity's first attempt replays the failure above, so its counting, waits and hooks are unchanged
+        nonlocal first_failure
+        if first_failure is not None:
+            failure, first_failure = first_failure, None
+            raise failure
+        return fn()
+
     def renew(state: RetryCallState) -> None:
         if before_retry is not None and not before_retry() and state.outcome is not None:
             raise state.outcome.exception()  # type: ignore[misc]
@@ -71,7 +86,7 @@ def call_with_quick_retries(
     )
     if sleep is not None:
         retrying.sleep = sleep
-    return retrying(fn)
+    return retrying(attempt)
 
 
 def backoff_s(
