@@ -662,15 +662,16 @@ def campaign_list(
     if as_json:
         _print_json(items)
         return
+    # short headers, no creation time (`campaign show` has it): every column fits in 80 terminal columns
     rows = [
         [
             c["id"], c["name"], c["status"], str(c["total"]), str(c["counts"]["sent"]), str(c["counts"]["dead"]),
-            str(c["counts"]["cancelled"]), str(int(c["total"]) - _done(c["counts"])), _when(c.get("created")),
+            str(c["counts"]["cancelled"]), str(int(c["total"]) - _done(c["counts"])),
         ]
         for c in items
     ]  # fmt: skip
-    columns = ["id", "name", "status", "total", "sent", "dead", "cancelled", "remaining", "created"]
-    numbers = ("total", "sent", "dead", "cancelled", "remaining")
+    columns = ["id", "name", "status", "total", "sent", "dead", "cancel", "left"]
+    numbers = ("total", "sent", "dead", "cancel", "left")
     _print_table(columns, rows, right=numbers)
     _say(f"{len(items)} shown")
 

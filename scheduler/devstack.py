@@ -33,6 +33,9 @@ def _port_or_free(preferred: int) -> int:
     if preferred == 0:
         return free_port()
     with socket.socket() as sock:
+        # as the servers themselves bind: a port whose old connections linger in TIME_WAIT (a restart a
+        # minute later) is free, not taken
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", preferred))
         except OSError:

@@ -50,7 +50,8 @@ FAULT_KINDS: Final = frozenset(
 ACCOUNT_FAULT_KINDS: Final = frozenset({"offline", "token_invalid"})
 
 #: Default sleep for the kinds that delay (seconds).
-DEFAULT_DELAYS: Final = {"slow": 2.0, "timeout_before": 30.0, "timeout_after": 30.0}
+#: The timeouts outlast the worker's default 30 s read timeout by a margin, so they really time out.
+DEFAULT_DELAYS: Final = {"slow": 2.0, "timeout_before": 40.0, "timeout_after": 40.0}
 
 #: Upper bound of the configurable answer latency (seconds): vendor clients time out after 15-60 s.
 MAX_LATENCY_S: Final = 600.0
