@@ -28,6 +28,16 @@ import httpx
 from scheduler.embedded import EmbeddedRedis, free_port
 
 
+def _how_it_ended(code: int) -> str:
+    """``exit 1`` or ``killed by SIGKILL``: what an operator needs to know first about a dead service."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit {code}"
+
+
 def _port_or_free(preferred: int) -> int:
     """``preferred`` when it is free on loopback (0: any free port), else a free one."""
     if preferred == 0:
@@ -245,7 +255,7 @@ def run_dev(
             run_demo(stack.api_url, stack.token, say=say, stop=stop)
         while not stop.wait(0.5):
             if not stack.alive():
-                dead = [n for n, p in stack.procs.items() if p.poll() is not None]
+                dead = [f"{n}: {_how_it_ended(p.returncode)}" for n, p in stack.procs.items() if p.poll() is not None]
                 say(f"a process exited ({', '.join(dead)}); stopping. Logs: {stack.log_dir}")
                 return 1
         return 0
