@@ -147,6 +147,13 @@ GARBLED_ANSWERS = {
     "504 html": httpx.Response(504, text="<html>Gateway Time-out</html>"),
     "504 json from a proxy": httpx.Response(504, json={"message": "gateway timeout"}),
     "500 html": httpx.Response(500, text="<html>oops</html>"),
+    # a gateway's JSON error page carrying every vendor's own key: a 5xx never proves the send did not happen
+    "504 json with the vendor's keys": httpx.Response(
+        504, json={"ret": 504, "code": 504, "CgiBaseResponse": {"Ret": 504}, "message": "Gateway Time-out"}
+    ),
+    "502 json with the vendor's keys": httpx.Response(
+        502, json={"ret": 502, "code": "502", "CgiBaseResponse": {"Ret": 502}, "msg": "Bad Gateway"}
+    ),
 }
 
 
@@ -577,3 +584,11 @@ def test_ecloud_refuses_a_pasted_mini_program_without_cover() -> None:
         ecloud.check_message(pasted)
     assert info.value.field == "message.cover_url"
     ecloud.check_message(parse_message({"kind": "miniprogram", "xml": MSG_DOCUMENT, "cover_url": "https://c/1.jpg"}))
+
+
+@pytest.mark.parametrize("text", ["请求超时", "发送失败: timeout", "网络异常，请稍后再试"])
+def test_a_vendor_saying_it_timed_out_is_an_unknown_outcome(text: str) -> None:
+    """The vendor's own call to WeChat timed out: it cannot know either, so never a blind resend."""
+    assert classify_vendor_text(text) is AmbiguousError
+    # an explicit refusal still wins over a mention of a timeout
+    assert classify_vendor_text("对方不是你的好友 (timeout)") is PermanentError

@@ -45,7 +45,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_reject_on_worker_lost=True,
         # One message at a time per process: a batch already carries several jobs.
         worker_prefetch_multiplier=1,
-        # Hard limit below the visibility timeout, so a stuck task dies before the broker redelivers it.
+        # Prefork only (the threads pool cannot stop a thread): a hard limit below the visibility timeout.
+        # With threads, every vendor call has its deadline and a session its BROADCAST_BATCH_MAX_S instead.
         task_soft_time_limit=settings.task_soft_time_limit_s,
         task_time_limit=settings.task_time_limit_s,
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},

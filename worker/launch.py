@@ -6,8 +6,9 @@ slot, not for the CPU). Python runs one thread at a time per process, though, an
 about 3 ms of CPU per send (Celery, httpx, Redis scripts, the log line): one process tops out near 330
 sends/s on this kind of machine (``bench.envelope``, 1,000 accounts at a 1 s gap). So by default the
 command starts ``BROADCAST_WORKER_PROCESSES`` (default: the number of CPU cores) such processes, each a
-Celery worker with its own node name, and stays in front of them: it forwards SIGTERM/SIGINT and exits
-when they have. With explicit ``-P``/``-c``/``-n`` options, or one process, Celery runs in this process.
+Celery worker with its own node name, and stays in front of them: it forwards SIGTERM/SIGINT, and when
+one of them ends (killed, crashed) it stops the others and exits with its code, so the process supervisor
+(Docker's restart policy, systemd) starts the whole again at full capacity. With explicit ``-P``/``-c``/``-n`` options, or one process, Celery runs in this process.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from types import FrameType
 
@@ -75,5 +77,10 @@ def supervise(count: int, user_args: Sequence[str]) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
+    # one process gone (killed, crashed) means less capacity than configured: stop the others too and exit
+    # with its code, so whatever supervises this command (Docker, systemd) restarts the whole
+    while all(child.poll() is None for child in children):
+        time.sleep(0.5)
+    forward(signal.SIGTERM, None)
     codes = [child.wait() for child in children]
     return max((abs(c) for c in codes), default=0)

@@ -209,18 +209,25 @@ _THROTTLED = (
     "too many",
 )
 
+#: The vendor itself does not know whether WeChat took the message: its own call timed out or broke.
+#: Retrying such an answer is exactly the blind resend the first promise forbids: an unknown outcome.
+_UNKNOWN = ("超时", "timeout", "timed out", "网络异常")
+
 #: GeWe echoes the token it refused (``HTTP HEADER: X-GEWE-TOKEN=<token> 不可用或已过期``, Devo919/Gewechat#263);
 #: redaction by value covers the configured token, this covers whatever the header carried.
 _TOKEN_ECHO = re.compile(r"(X-GEWE-TOKEN\s*[=:]\s*)(?!\*\*\*)[^\s,;]+", re.IGNORECASE)
 
 
 def classify_vendor_text(text: str) -> type[VendorError]:
-    """Map a vendor's failure text (usually Chinese) to an error class; unknown text is a generic failure."""
+    """Map a vendor's failure text (usually Chinese) to an error class; unknown text is a generic failure.
+    Order matters: account down, daily cap, permanent (it was refused), then "the vendor timed out" (it may
+    have been sent), then throttled."""
     lowered = text.lower()
     for markers, cls in (
         (_ACCOUNT_DOWN, AccountDownError),
         (_DAILY_CAP, DailyCapError),
         (_PERMANENT, PermanentError),
+        (_UNKNOWN, AmbiguousError),
         (_THROTTLED, ThrottledError),
     ):
         if any(marker.lower() in lowered for marker in markers):
@@ -334,6 +341,14 @@ class HttpBackend:
             data = json.loads(response.content)
         except ValueError:
             data = None
+        if status >= 500 and status not in NOT_FORWARDED:
+            # a gateway's 502/504 page may well be JSON, even with the vendor's own key in it: a 5xx never
+            # says the send did not happen
+            raise self._fail(
+                AmbiguousError,
+                f"{path}: HTTP {status} from the vendor or a gateway: the message may have been sent, outcome unknown",
+                http_status=status,
+            )
         if isinstance(data, dict) and (not self.envelope_key or self.envelope_key in data):
             return data
         if status in NOT_FORWARDED:
