@@ -467,8 +467,16 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
             from worker.holds import confirm_back_online
             from worker.vendors import backend_for
 
-            # a down account also needs a successful probe send: one "online" answer is weak evidence
-            verdict = confirm_back_online(backend_for(account.vendor_account(), vendor_http_client(settings)), account)
+            # a down account also needs a successful probe send: one "online" answer is weak evidence. The
+            # check holds the account's lease: never a second call in flight for it, and the pacing counts it
+            try:
+                with accounts.probing(account_id, ttl_s=2 * settings.longest_vendor_call_s) as made_a_call:
+                    made_a_call()
+                    verdict = confirm_back_online(
+                        backend_for(account.vendor_account(), vendor_http_client(settings)), account
+                    )
+            except ConfigError as exc:
+                raise ApiError(409, "account_busy", str(exc), None) from None
             if not verdict.ok:
                 raise ApiError(409, "account_offline", verdict.reason, None)
             note = verdict.reason

@@ -214,3 +214,27 @@ def test_secretstr_in_spec_is_kept_secret_in_model_dumps() -> None:
     s = spec()
     assert isinstance(s.token, SecretStr)
     assert TOKEN not in s.model_dump_json() and TOKEN not in repr(s)
+
+
+def test_a_resume_probe_holds_the_accounts_lease_and_counts_for_pacing(store: AccountStore) -> None:
+    from worker.ledger import Ledger
+    from worker.messages import TextMessage
+
+    store.put("a1", spec())
+    ledger = Ledger(store.redis, store.prefix)
+    with store.probing("a1", ttl_s=30) as made_a_call:
+        # a second probe (a concurrent resume) is refused, and no session can be claimed meanwhile
+        with pytest.raises(ConfigError, match="sending right now"), store.probing("a1", ttl_s=30):
+            pass
+        ledger.submit(account="a1", to="wxid_x", message=TextMessage(text="hi"))
+        assert ledger.claim(lease_ttl_s=30, batch_size=5) == []
+        made_a_call()
+    pace = store.redis.hgetall(store.keys.pace("a1"))
+    assert float(pace["last_end"]) > 0  # the probe's call counts: the next send waits its gap after it
+    assert store.redis.exists(store.keys.lease("a1")) == 0
+    # and a session in flight keeps a probe out
+    store.set_status("a1", "active")
+    (claim,) = ledger.claim(lease_ttl_s=30, batch_size=5)
+    with pytest.raises(ConfigError), store.probing("a1", ttl_s=30):
+        pass
+    ledger.release("a1", claim.token)

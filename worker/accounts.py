@@ -21,6 +21,9 @@ from __future__ import annotations
 import json
 import time
 import tomllib
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -159,6 +162,8 @@ class AccountStore:
         self.keys = Keys(prefix)
         self.prefix = prefix
         self._flag_session = client.register_script(scripts.FLAG_SESSION)
+        self._probe_begin = client.register_script(scripts.PROBE_BEGIN)
+        self._probe_end = client.register_script(scripts.PROBE_END)
 
     def put(self, account_id: str, spec: AccountSpec) -> Account:
         """Create or update; an update keeps the status and, when no token is given, the old token — unless
@@ -223,6 +228,25 @@ class AccountStore:
         """Every account, sorted by id."""
         ids = sorted(str(x) for x in self.redis.smembers(self.keys.accounts))
         return [a for a in (self.get(i) for i in ids) if a is not None]
+
+    @contextmanager
+    def probing(self, account_id: str, *, ttl_s: float) -> Iterator[Callable[[], None]]:
+        """Hold the account's lease while an operator's check talks to the vendor (the resume probe): one
+        call in flight per account, like a send. Yields a function to call once a vendor call was made,
+        so the account's pacing counts it. Raises ConfigError when a session holds the account."""
+        token = f"probe:{uuid.uuid4().hex}"
+        if not self._probe_begin(args=[self.prefix, account_id, token, int(ttl_s * 1000)]):
+            raise ConfigError(f"account {account_id!r} is sending right now; try again in a moment")
+        called = False
+
+        def made_a_call() -> None:
+            nonlocal called
+            called = True
+
+        try:
+            yield made_a_call
+        finally:
+            self._probe_end(args=[self.prefix, account_id, token, "1" if called else "0"])
 
     def set_status(self, account_id: str, status: Status, reason: str = "") -> None:
         """Pause, resume or mark an account down (with the vendor's reason)."""

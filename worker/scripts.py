@@ -774,3 +774,30 @@ flag_lease(ARGV[2])
 return 1
 """
 )
+
+#: ARGV: prefix, account, token, ttl_ms. Takes the account's lease for an operator's probe (the resume
+#: check): only when no session holds it and no dead one awaits recovery, so a probe is never a second
+#: call in flight for the account. Returns 1, or 0 when the account is busy.
+PROBE_BEGIN = r"""
+local p, a = ARGV[1], ARGV[2]
+if redis.call('SISMEMBER', p .. ':leased', a) == 1 then return 0 end
+if redis.call('SET', p .. ':lease:' .. a, ARGV[3], 'NX', 'PX', tonumber(ARGV[4])) then return 1 end
+return 0
+"""
+
+#: ARGV: prefix, account, token, called (0|1). Ends a probe: when it made a vendor call, the account's
+#: pacing records it (end = Redis TIME, after the answer: the next send waits its full gap), then the
+#: lease is freed. Returns 1, or 0 when the lease was no longer the probe's.
+PROBE_END = r"""
+local p, a = ARGV[1], ARGV[2]
+local lk = p .. ':lease:' .. a
+if ARGV[4] == '1' then
+  local t = redis.call('TIME')
+  local now = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
+  redis.call('HSET', p .. ':pace:' .. a, 'last_end', now)
+  redis.call('LPUSH', p .. ':pace:' .. a .. ':win', now)
+end
+if redis.call('GET', lk) ~= ARGV[3] then return 0 end
+redis.call('DEL', lk)
+return 1
+"""
