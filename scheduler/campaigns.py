@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import time
 import zlib
@@ -448,27 +447,6 @@ class Campaigns:
                     return items, next_cursor if more else None
             position += len(ids)
         return items, position
-
-    def export(self, cid: str, *, status: str | None = None, fmt: str = "jsonl") -> Iterator[str]:
-        """Every delivery as JSONL lines or CSV rows, streamed page by page."""
-        cursor: int | None = 0
-        if fmt == "csv":
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=DELIVERY_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            yield buffer.getvalue()
-        while cursor is not None:
-            items, cursor = self.deliveries(cid, status=status, cursor=cursor, limit=1000)
-            if fmt == "csv":
-                buffer = io.StringIO()
-                writer = csv.DictWriter(buffer, fieldnames=DELIVERY_COLUMNS, extrasaction="ignore")
-                for item in items:
-                    writer.writerow({**item, **(item.pop("result") or {})})
-                yield buffer.getvalue()
-            else:
-                yield "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items)
-
-    # --- steer ---------------------------------------------------------------------------------------------
 
     def _accounts_of(self, cid: str) -> list[str]:
         return list(json.loads(cast(str, self.redis.hget(self.keys.campaign(cid), "accounts")) or "[]"))
