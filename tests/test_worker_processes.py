@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -54,5 +55,29 @@ def test_default_worker_runs_one_process_per_core_and_stops_them_all_on_sigterm(
             raise AssertionError("the worker processes did not stop on SIGTERM") from None
         assert code == 0
         assert announced() == {}  # each withdrew its capacity as it stopped
+    finally:
+        stack.stop()
+
+
+def test_when_one_worker_process_dies_the_command_stops_the_others_and_fails(
+    redis_url: str, sim: SimulatorServer, tmp_path: Path
+) -> None:
+    stack = Stack(redis_url, sim, tmp_path, BROADCAST_WORKER_PROCESSES="2", BROADCAST_WORKER_CONCURRENCY="4")
+    try:
+        worker = stack.start("worker")
+        children: list[int] = []
+
+        def two_children() -> bool:
+            children[:] = [
+                int(c) for c in Path(f"/proc/{worker.proc.pid}/task/{worker.proc.pid}/children").read_text().split()
+            ]
+            return len(children) == 2
+
+        wait_for(two_children, timeout=60, what="two worker processes")
+        os.kill(children[0], signal.SIGKILL)  # one crashes (OOM killer, a bug)
+        # the command does not limp on at half capacity: it stops the other and exits non-zero, so a
+        # supervisor (Docker's restart policy, systemd) starts the whole again
+        assert worker.proc.wait(60) != 0
+        assert not Path(f"/proc/{children[1]}").exists() or "zombie" in Path(f"/proc/{children[1]}/status").read_text()
     finally:
         stack.stop()

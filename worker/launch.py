@@ -70,10 +70,14 @@ def supervise(count: int, user_args: Sequence[str]) -> int:
         for i in range(count)
     ]
 
+    stopping = False
+
     def forward(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
+                child.send_signal(signal.SIGTERM)  # once: a second one would cut a warm shutdown short
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
@@ -81,6 +85,7 @@ def supervise(count: int, user_args: Sequence[str]) -> int:
     # with its code, so whatever supervises this command (Docker, systemd) restarts the whole
     while all(child.poll() is None for child in children):
         time.sleep(0.5)
-    forward(signal.SIGTERM, None)
+    if not stopping:
+        forward(signal.SIGTERM, None)
     codes = [child.wait() for child in children]
     return max((abs(c) for c in codes), default=0)
