@@ -119,7 +119,7 @@ class Begin:
 
 @dataclass(frozen=True, slots=True)
 class PaceRecord:
-    """How one vendor call counts for pacing, as :meth:`PaceState.after_call` decided (written by FINISH)."""
+    """How one vendor call counts for pacing (FINISH writes it; the session applies it with :meth:`PaceState.after_call`)."""
 
     #: When the answer arrived, on Redis's clock as the worker reads it (FINISH caps it by Redis TIME).
     ended: float

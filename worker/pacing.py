@@ -79,23 +79,17 @@ class PaceState:
         """Sends counted on local day ``day``."""
         return self.sent_today if not self.day or self.day == day else 0
 
-    def after_call(self, end: float, *, sent: bool, throttled: bool, fraction: float, day: str, keep: int) -> PaceState:
-        """The state once a vendor call ended at ``end``: it counts for the gap and the per-minute window
-        whatever its outcome, for the daily cap only when sent; a throttling answer doubles the slow-down.
-        ``keep`` is how many end times the window needs (``per_minute``)."""
-        slowdown, slowdown_at = self.slowdown, self.slowdown_at
-        if throttled:
-            slowdown, slowdown_at = throttled_slowdown(self, end), end
+    def after_call(
+        self, end: float, *, fraction: float, slowdown: float | None, day: str, day_sends: int, keep: int
+    ) -> PaceState:
+        """The state once a vendor call ended at ``end``, as its PaceRecord says (the record FINISH wrote to
+        Redis): it counts for the gap and the per-minute window whatever its outcome; ``slowdown`` is the
+        new throttle factor after a throttling answer (None: unchanged), ``day_sends`` the day's count
+        including it, ``keep`` how many end times the window needs (``per_minute``)."""
         window = (*self.window, end)[-keep:] if keep > 0 else ()
+        changed = {} if slowdown is None else {"slowdown": slowdown, "slowdown_at": end}
         return replace(
-            self,
-            last_end=end,
-            jitter_fraction=fraction,
-            window=window,
-            sent_today=self.sent_on(day) + (1 if sent else 0),
-            day=day,
-            slowdown=slowdown,
-            slowdown_at=slowdown_at,
+            self, last_end=end, jitter_fraction=fraction, window=window, sent_today=day_sends, day=day, **changed
         )
 
 

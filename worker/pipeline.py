@@ -315,7 +315,7 @@ class BatchRunner:
         entry.update({k: v for k, v in result.ids_as_strings().items() if v is not None})
         record = self._pace_record(session, sent=True, throttled=False)
         finished = self._durable(self.ledger.finish_sent, session.id, session.token, job.id, result, entry, pace=record)
-        self._advance(session, finished, record, throttled=False)
+        self._advance(session, finished, record)
         self.counters.record(
             account=session.id, vendor=vendor, kind=message.kind, outcome="sent", latency_ms=entry["latency_ms"]
         )
@@ -366,7 +366,7 @@ class BatchRunner:
                 history=entry, pace=pace,
             )  # fmt: skip
             report.dead += 1
-        self._advance(session, finished, pace, throttled=throttled)
+        self._advance(session, finished, pace)
         vendor = session.account.spec.vendor
         self.counters.record(
             account=session.id,
@@ -412,7 +412,7 @@ class BatchRunner:
             error=error, history=history, pace=record,
         )  # fmt: skip
         if record is not None:
-            self._advance(session, finished, record, throttled=False)
+            self._advance(session, finished, record)
         session.report.retrying += 1
         log.info(
             "send held",
@@ -446,14 +446,14 @@ class BatchRunner:
         )
 
     @staticmethod
-    def _advance(session: Session, finished: Finished, record: PaceRecord, *, throttled: bool) -> None:
+    def _advance(session: Session, finished: Finished, record: PaceRecord) -> None:
         """Advance the session's copy of the pacing state exactly as FINISH advanced Redis's."""
         session.state = session.state.after_call(
             finished.end,
-            sent=record.sent,
-            throttled=throttled,
             fraction=record.fraction,
+            slowdown=record.slowdown,
             day=record.day,
+            day_sends=record.day_sends,
             keep=record.keep,
         )
 
