@@ -119,7 +119,8 @@ class Begin:
 
 @dataclass(frozen=True, slots=True)
 class PaceRecord:
-    """How one vendor call counts for pacing (FINISH writes it; the session applies it with :meth:`PaceState.after_call`)."""
+    """How one vendor call counts for pacing: FINISH writes it to Redis, the session applies it to its own
+    copy with :meth:`PaceState.after_call`."""
 
     #: When the answer arrived, on Redis's clock as the worker reads it (FINISH caps it by Redis TIME).
     ended: float

@@ -441,7 +441,8 @@ return 1
 """
 
 #: ARGV: prefix, account, token, job_id, now, outcome, history_json, retention_s, then the pacing record of
-#: the call (a :class:`worker.ledger.PaceRecord`, which the worker also applies to its own copy): called (0|1: a vendor call was
+#: the call (a :class:`worker.ledger.PaceRecord`, which the worker also applies to its own copy): called
+#: (0|1: a vendor call was
 #: made), end (when the answer arrived, on Redis's clock as the worker reads it: the latest that clock
 #: can read, its last TIME reading plus the local time since that call left: never earlier than the
 #: truth, so the gap after it is never short), jitter
