@@ -22,10 +22,10 @@ class Procs:
         self.running: list[subprocess.Popen[bytes]] = []
 
     def cli(self, name: str, args: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-        """``python -m scheduler.cli ARGS`` in a new session, output appended to ``{logdir}/{name}.log``."""
+        """``python -m scheduler.cli.app ARGS`` in a new session, output appended to ``{logdir}/{name}.log``."""
         with (self.logdir / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "scheduler.cli", *args],
+                [sys.executable, "-m", "scheduler.cli.app", *args],
                 cwd=ROOT,
                 env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
                 stdout=log,

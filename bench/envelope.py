@@ -57,10 +57,10 @@ import redis
 from bench._procs import Procs, tree, tree_rss_kb
 from bench.pacing import TEXT, TOKEN, _load, _sim_up, _term, analyse, check_alive, progress, say
 from bench.throughput import spawn
-from scheduler.embedded import EmbeddedRedis, free_port
-from scheduler.producer import Producer
-from worker.accounts import AccountSpec, AccountStore, Limits
-from worker.ledger import TERMINAL, Ledger
+from scheduler.devtools.embedded import EmbeddedRedis, free_port
+from scheduler.intake.producer import Producer
+from worker.store.accounts import AccountSpec, AccountStore, Limits
+from worker.store.ledger import TERMINAL, Ledger
 
 PER_MINUTE = 600  # high enough never to bind at the gaps below (a 1 s gap allows 60 a minute)
 POLL_S = 0.5

@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from scheduler.embedded import EmbeddedRedis, free_port
+from scheduler.devtools.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-api-token"
@@ -117,7 +117,7 @@ def main() -> None:
             "BROADCAST_LOG_LEVEL": "WARNING",
         }
         api = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli", "api", "--port", str(port)], cwd=ROOT, env=env,
+            [sys.executable, "-m", "scheduler.cli.app", "api", "--port", str(port)], cwd=ROOT, env=env,
             stdout=(tmp / "api.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"

@@ -47,11 +47,11 @@ import httpx
 import redis
 
 from bench._procs import Procs, tree_rss_kb, wait_until
-from scheduler.campaigns import Campaigns
-from scheduler.embedded import EmbeddedRedis, free_port
-from scheduler.producer import Producer
-from worker.accounts import AccountSpec, AccountStore, Limits
-from worker.ledger import TERMINAL, Ledger
+from scheduler.devtools.embedded import EmbeddedRedis, free_port
+from scheduler.intake.campaigns import Campaigns
+from scheduler.intake.producer import Producer
+from worker.store.accounts import AccountSpec, AccountStore, Limits
+from worker.store.ledger import TERMINAL, Ledger
 
 TOKEN = "bench-token"
 GAP_TOLERANCE_S = 0.005

@@ -26,11 +26,11 @@ from pathlib import Path
 import httpx
 import redis
 
-from scheduler.embedded import EmbeddedRedis, free_port
-from scheduler.producer import Producer
-from worker.accounts import AccountSpec, AccountStore
-from worker.ledger import TERMINAL, Ledger
+from scheduler.devtools.embedded import EmbeddedRedis, free_port
+from scheduler.intake.producer import Producer
 from worker.messages import TextMessage
+from worker.store.accounts import AccountSpec, AccountStore
+from worker.store.ledger import TERMINAL, Ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -98,7 +98,7 @@ def run_broadcast(
         [
             sys.executable,
             "-m",
-            "scheduler.cli",
+            "scheduler.cli.app",
             "worker",  # as users start it: its defaults (one process per core, threads)
             "--without-gossip",
             "--without-mingle",
@@ -106,7 +106,7 @@ def run_broadcast(
         env,
         tmp / "worker.log",
     )
-    sched = spawn([sys.executable, "-m", "scheduler.cli", "scheduler"], env, tmp / "scheduler.log")
+    sched = spawn([sys.executable, "-m", "scheduler.cli.app", "scheduler"], env, tmp / "scheduler.log")
     time.sleep(4)  # worker boot
     producer = Producer(ledger, store)
     message = TextMessage(text="双十一大促, 全场五折")
@@ -238,7 +238,9 @@ def main() -> None:
     print(f"command: python -m bench.throughput {' '.join(sys.argv[1:])}".rstrip(), f"| cores: {os.cpu_count()}")
     with EmbeddedRedis() as server:
         sim_port = free_port()
-        sim = spawn([sys.executable, "-m", "scheduler.cli", "simulator", "--port", str(sim_port)], {}, tmp / "sim.log")
+        sim = spawn(
+            [sys.executable, "-m", "scheduler.cli.app", "simulator", "--port", str(sim_port)], {}, tmp / "sim.log"
+        )
         sim_url = f"http://127.0.0.1:{sim_port}"
         wait_until(lambda: _up(sim_url), timeout=20)
         try:

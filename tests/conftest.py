@@ -64,8 +64,8 @@ import uuid  # noqa: E402
 import redis as redis_lib  # noqa: E402
 
 from tests.procs import Proc, RedisServer, wait_for  # noqa: E402
-from worker.accounts import AccountSpec, AccountStore  # noqa: E402
-from worker.ledger import TERMINAL, Job, Ledger  # noqa: E402
+from worker.store.accounts import AccountSpec, AccountStore  # noqa: E402
+from worker.store.ledger import TERMINAL, Job, Ledger  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -184,7 +184,7 @@ class ApiStack(Stack):
 
     def __init__(self, redis_url: str, sim: SimulatorServer, tmp: Path, **env: str) -> None:
         super().__init__(redis_url, sim, tmp, **{"BROADCAST_API_TOKEN": f"other-key,{API_TOKEN}", **env})
-        from scheduler.embedded import free_port
+        from scheduler.devtools.embedded import free_port
 
         self.api_port = free_port()
         self.api_url = f"http://127.0.0.1:{self.api_port}"

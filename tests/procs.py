@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from scheduler.embedded import EmbeddedRedis
+from scheduler.devtools.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +38,7 @@ class Proc:
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli", *args],
+            [sys.executable, "-m", "scheduler.cli.app", *args],
             cwd=ROOT,
             env=full_env,
             stdout=self.log,

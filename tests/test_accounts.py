@@ -11,8 +11,8 @@ import pytest
 import redis as redis_lib
 from pydantic import SecretStr
 
-from worker.accounts import AccountSpec, AccountStore, Limits
 from worker.errors import ConfigError
+from worker.store.accounts import AccountSpec, AccountStore, Limits
 
 TOKEN = "SEKRIT-acct-token-5c1e77"
 
@@ -217,8 +217,8 @@ def test_secretstr_in_spec_is_kept_secret_in_model_dumps() -> None:
 
 
 def test_a_resume_probe_holds_the_accounts_lease_and_counts_for_pacing(store: AccountStore) -> None:
-    from worker.ledger import Ledger
     from worker.messages import TextMessage
+    from worker.store.ledger import Ledger
 
     store.put("a1", spec())
     ledger = Ledger(store.redis, store.prefix)

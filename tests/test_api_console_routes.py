@@ -101,9 +101,9 @@ def test_errors_carry_no_library_prefix(api: ApiStack) -> None:
 def test_a_paused_schedule_never_fires_and_resumes_at_its_next_cron_time(api: ApiStack) -> None:
     import time
 
-    from scheduler.campaigns import Campaigns
-    from scheduler.producer import Producer
-    from scheduler.schedules import Schedules
+    from scheduler.dispatch.schedules import Schedules
+    from scheduler.intake.campaigns import Campaigns
+    from scheduler.intake.producer import Producer
 
     body = {
         "cron": "* * * * * */5",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.embedded import EmbeddedRedis, free_port
+from scheduler.devtools.embedded import EmbeddedRedis, free_port
 from simulator.server import SimulatorServer
 from tests.conftest import Stack
 from tests.test_pipeline_e2e import add_fault, clear_faults, sim_sends, submit_many

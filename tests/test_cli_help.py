@@ -15,7 +15,7 @@ from tests.procs import ROOT
 def help_text(*command: str) -> str:
     env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1", "PYTHONIOENCODING": "utf-8"}
     done = subprocess.run(
-        [sys.executable, "-m", "scheduler.cli", *command, "--help"],
+        [sys.executable, "-m", "scheduler.cli.app", *command, "--help"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     return done.stdout

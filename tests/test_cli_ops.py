@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from scheduler.embedded import free_port
+from scheduler.devtools.embedded import free_port
 from tests.conftest import API_TOKEN, VENDOR_PREFIX, ApiStack
 from tests.procs import wait_for
 from tests.test_api import all_deliveries, put_account
@@ -52,7 +52,7 @@ def cli_runner(stack: ApiStack) -> Run:
             full["BROADCAST_API_TOKEN"] = token
         full.update(env or {})
         return subprocess.run(
-            [sys.executable, "-m", "scheduler.cli", *args],
+            [sys.executable, "-m", "scheduler.cli.app", *args],
             cwd=ROOT,
             env=full,
             input=stdin,
@@ -100,7 +100,7 @@ def api_has_route(path: str) -> bool:
     """Whether this checkout's API serves ``path``, read from its OpenAPI document (no Redis needed)."""
     import redis
 
-    from scheduler.api import create_app
+    from scheduler.api.app import create_app
     from worker.settings import Settings
 
     try:

@@ -28,7 +28,7 @@ import typer.main
 import yaml
 from typer.core import TyperGroup
 
-from scheduler.cli import app
+from scheduler.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -201,7 +201,9 @@ def test_command_is_a_registered_broadcast_subcommand(name: str) -> None:
     sub = argv[1] if len(argv) > 1 else ""
     assert sub == SUBCOMMANDS[name], f"{name}: runs `broadcast {sub}`, expected `broadcast {SUBCOMMANDS[name]}`"
     registered = registered_commands()
-    assert sub in registered, f"`broadcast {sub}` is not registered on scheduler.cli.app (has: {sorted(registered)})"
+    assert sub in registered, (
+        f"`broadcast {sub}` is not registered on scheduler.cli.app.app (has: {sorted(registered)})"
+    )
     # The arguments must parse as that command's options (nothing is run: make_context only parses).
     group = typer.main.get_command(app)
     assert isinstance(group, TyperGroup)
@@ -364,7 +366,7 @@ def test_accounts_file_is_mounted_read_only() -> None:
 
 
 def test_accounts_example_has_one_commented_account_per_vendor() -> None:
-    from worker.accounts import AccountSpec
+    from worker.store.accounts import AccountSpec
 
     text = ACCOUNTS_EXAMPLE.read_text(encoding="utf-8")
     assert tomllib.loads(text).get("accounts") is None, "every example stays commented out"
@@ -508,7 +510,7 @@ def test_dockerignore_keeps_the_context_small_and_clean() -> None:
 
 
 def test_dockerignore_keeps_what_the_build_needs() -> None:
-    needed = ["pyproject.toml", "worker/settings.py", "scheduler/cli.py", "simulator/app.py"]
+    needed = ["pyproject.toml", "worker/settings.py", "scheduler/cli/app.py", "simulator/app.py"]
     for keyword, args in dockerfile_instructions():
         if keyword == "COPY" and "--from=" not in args:
             sources = [a for a in args.split() if not a.startswith("--")][:-1]

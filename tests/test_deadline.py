@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from scheduler.producer import Producer
+from scheduler.intake.producer import Producer
 from simulator.server import SimulatorServer
 from tests.conftest import Stack
-from worker.accounts import AccountSpec
-from worker.connections import new_vendor_http_client
+from worker.runtime.connections import new_vendor_http_client
 from worker.settings import Settings
+from worker.store.accounts import AccountSpec
 
 DRIBBLE_BYTES = 60
 DRIBBLE_EVERY_S = 0.2  # 60 bytes take 12 s: far past the tests' 3 s lease

@@ -59,7 +59,7 @@ def test_broadcast_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
     squatter.bind(("127.0.0.1", 0))
     taken = squatter.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", "dev", "--api-port", "0", "--flower-port", str(taken), "--sim-port", "0"],
+        [sys.executable, "-m", "scheduler.cli.app", "dev", "--api-port", "0", "--flower-port", str(taken), "--sim-port", "0"],
         cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True,  # its own process group, as in a terminal: Ctrl-C goes to the whole group
     )  # fmt: skip
@@ -83,7 +83,7 @@ def test_broadcast_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
         wait_for(lambda: _status(f"{flower.group(1)}/api/workers") == 200, timeout=60, what="Flower's API, no auth")
 
         demo = subprocess.run(
-            [sys.executable, "-m", "scheduler.cli", "demo", "--url", api.group(1), "--token", token.group(1)],
+            [sys.executable, "-m", "scheduler.cli.app", "demo", "--url", api.group(1), "--token", token.group(1)],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=150,
         )  # fmt: skip
         assert demo.returncode == 0, demo.stdout + demo.stderr

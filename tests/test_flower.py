@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from scheduler.embedded import free_port
-from scheduler.producer import Producer
+from scheduler.devtools.embedded import free_port
+from scheduler.intake.producer import Producer
 from tests.conftest import Stack
 from tests.procs import wait_for
 from tests.test_pipeline_e2e import MESSAGES

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from scheduler.producer import Producer
+from scheduler.intake.producer import Producer
 from simulator.server import SimulatorServer
 from tests.conftest import VENDOR_PREFIX, Stack
 from tests.test_pipeline_e2e import sim_sends
-from worker.accounts import AccountSpec
-from worker.deadletter import DeadLetters
+from worker.store.accounts import AccountSpec
+from worker.store.deadletter import DeadLetters
 
 
 class GarblingProxy:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.schedules import cron_fan_out
+from scheduler.dispatch.schedules import cron_fan_out
 from simulator.server import SimulatorServer
 from tests.conftest import ApiStack
 from tests.procs import wait_for

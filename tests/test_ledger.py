@@ -11,12 +11,12 @@ from collections.abc import Iterator
 import pytest
 import redis as redis_lib
 
-from scheduler.campaigns import Campaigns
-from worker.accounts import AccountSpec, AccountStore
-from worker.deadletter import DeadLetters
-from worker.ledger import STATES, Claim, Ledger, PaceRecord
+from scheduler.intake.campaigns import Campaigns
 from worker.messages import TextMessage
-from worker.pacing import redis_now
+from worker.pacing.rules import redis_now
+from worker.store.accounts import AccountSpec, AccountStore
+from worker.store.deadletter import DeadLetters
+from worker.store.ledger import STATES, Claim, Ledger, PaceRecord
 from worker.vendors.base import SendResult
 
 BIG_ID = 7645748705605226305  # > 2**53: a float would round it

@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from scheduler.producer import Producer
+from scheduler.intake.producer import Producer
 from tests.conftest import Stack
 from tests.test_pipeline_e2e import add_fault, clear_faults
 from worker.logs import JsonFormatter, RedactingFilter

@@ -13,10 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis as redis_lib
 
-from worker.accounts import AccountSpec, AccountStore, Limits, QuietHours, Status
-from worker.ledger import Ledger, PaceRecord
 from worker.messages import TextMessage
-from worker.pacing import (
+from worker.pacing.rules import (
     WINDOW_MARGIN_S,
     WINDOW_S,
     Pacer,
@@ -29,6 +27,8 @@ from worker.pacing import (
     throttled_slowdown,
 )
 from worker.settings import Settings
+from worker.store.accounts import AccountSpec, AccountStore, Limits, QuietHours, Status
+from worker.store.ledger import Ledger, PaceRecord
 from worker.vendors.base import SendResult
 
 LEASE_S = 30.0

@@ -11,11 +11,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.producer import Producer
+from scheduler.intake.producer import Producer
 from tests.conftest import Stack
 from tests.procs import wait_for
 from tests.test_pipeline_e2e import add_fault, clear_faults, sim_sends
-from worker.accounts import AccountSpec
+from worker.store.accounts import AccountSpec
 
 TOLERANCE_S = 0.005
 
@@ -172,7 +172,7 @@ def test_wait_for_is_not_vacuous() -> None:
 
 
 def test_campaigns_share_an_account_round_robin_and_high_priority_overtakes(stack: Stack) -> None:
-    from scheduler.campaigns import Campaigns
+    from scheduler.intake.campaigns import Campaigns
 
     instance = f"{stack.prefix}-fair"
     account = stack.add_account("fair", "gewe", instance=instance, per_minute=6000, min_interval_s=0.02, jitter_s=0)

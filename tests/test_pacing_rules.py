@@ -8,8 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from worker.accounts import Limits, QuietHours
-from worker.pacing import (
+from worker.pacing.rules import (
     MAX_SLOWDOWN,
     RECOVERY_S,
     WINDOW_MARGIN_S,
@@ -23,6 +22,7 @@ from worker.pacing import (
     quiet_until,
     vendor_allowance,
 )
+from worker.store.accounts import Limits, QuietHours
 
 SHANGHAI = "Asia/Shanghai"
 

@@ -10,11 +10,11 @@ import time
 import httpx
 import pytest
 
-from scheduler.producer import Producer
+from scheduler.intake.producer import Producer
 from tests.conftest import Stack
 from tests.test_vendors_sim import MESSAGES
-from worker.deadletter import DeadLetters
 from worker.messages import parse_message
+from worker.store.deadletter import DeadLetters
 
 
 def sim_sends(stack: Stack, **filters: str) -> list[dict]:

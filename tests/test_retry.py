@@ -16,7 +16,7 @@ from worker.errors import (
     VendorError,
     VendorFailure,
 )
-from worker.retry import Decision, RetryPolicy, backoff_s, call_with_quick_retries
+from worker.execution.retry import Decision, RetryPolicy, backoff_s, call_with_quick_retries
 from worker.settings import Settings
 
 

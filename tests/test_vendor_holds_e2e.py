@@ -19,7 +19,7 @@ from tests.test_api import put_account
 from tests.test_cli_ops import cli_runner
 from tests.test_pipeline_e2e import sim_sends
 from tests.test_vendors_sim import MESSAGES
-from worker.holds import next_local_midnight
+from worker.pacing.holds import next_local_midnight
 
 
 def add_fault(stack: ApiStack, **fault: object) -> int:

@@ -353,7 +353,7 @@ def test_gewe_check_online_true_while_sends_fail(
     backend = backend_for(account_for(sim, "gewe"), http)
     with pytest.raises(AccountDownError, match="微信已离线"):
         backend.send(TO, parse_message(MESSAGES["text"]))
-    assert backend.check_online() is True  # why worker.holds asks for a probe send
+    assert backend.check_online() is True  # why worker.pacing.holds asks for a probe send
 
 
 def test_gewe_token_echo_reaches_the_error_scrubbed(sim: SimulatorServer, http: httpx.Client) -> None:

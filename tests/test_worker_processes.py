@@ -8,7 +8,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from scheduler.producer import Producer
+from scheduler.intake.producer import Producer
 from simulator.server import SimulatorServer
 from tests.conftest import Stack
 from tests.procs import wait_for

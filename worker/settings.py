@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     #: Sends one worker process holds in flight (threads of ``broadcast worker``'s pool): one per account
     #: being served, waiting for its vendor or for its next pacing slot.
     worker_concurrency: int = Field(default=500, ge=1, le=5000)
-    #: Worker processes ``broadcast worker`` starts (0 = one per CPU core; see worker/launch.py).
+    #: Worker processes ``broadcast worker`` starts (0 = one per CPU core; see worker/runtime/launch.py).
     worker_processes: int = Field(default=0, ge=0, le=256)
     #: How long an account's in-flight lease lives without a heartbeat. Must outlive one vendor call:
     #: checked at start against ``vendor_deadline_s`` + ``vendor_pool_timeout_s`` + ``lease_margin_s``.

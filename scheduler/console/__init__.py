@@ -19,11 +19,11 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker.accounts import Account
-from worker.keys import Keys
 from worker.messages import Message as MessageModel
 from worker.messages import MiniProgramMessage, TextMessage
-from worker.pacing import PaceState, local_day
+from worker.pacing.rules import PaceState, local_day
+from worker.store.accounts import Account
+from worker.store.keys import Keys
 
 STATIC = Path(__file__).parent / "static"
 
@@ -62,7 +62,7 @@ def check_message(body: MessageCheckIn) -> dict[str, Any]:
 
 def with_next_firings(schedule: dict[str, Any], count: int = 3, now: float | None = None) -> dict[str, Any]:
     """A schedule with its next ``count`` fire times (epoch seconds), for people planning around them."""
-    from scheduler.schedules import next_fire
+    from scheduler.dispatch.schedules import next_fire
 
     firings: list[float] = []
     if schedule.get("paused"):

@@ -104,5 +104,5 @@ class GeweBackend(HttpBackend):
         )
 
     def check_online(self) -> bool | None:
-        """``/login/checkOnline`` answers ``data: true|false``; a ``true`` is weak evidence (see worker.holds)."""
+        """``/login/checkOnline`` answers ``data: true|false``; a ``true`` is weak evidence (see worker.pacing.holds)."""
         return bool(self._call("/login/checkOnline", {"appId": self.account.instance}))

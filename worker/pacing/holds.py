@@ -15,7 +15,7 @@ midnight (:func:`hold_on_daily_cap`), and every later job of that kind is deferr
 call (:func:`defer_if_held`). Jobs are kept (state ``retrying``, due at the end of the hold) and the hold,
 with the vendor's words, shows on the account (``holds`` in the account's public view).
 
-The worker calls these two functions from ``worker/pipeline.py`` (one line each, marked ``worker/holds.py``).
+The worker calls these two functions from ``worker/execution/runner.py`` (one line each, marked ``worker/pacing/holds.py``).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from worker.accounts import Account, AccountStore
 from worker.errors import DailyCapError, MessageError, VendorError
 from worker.messages import TextMessage
-from worker.pacing import next_local_midnight
+from worker.pacing.rules import next_local_midnight
+from worker.store.accounts import HOLD_PREFIX, Account, AccountStore, KindHold
 from worker.vendors.base import VendorBackend
 
 #: The account option naming who receives the resume probe; WeChat's file-transfer helper by default,
@@ -37,7 +37,6 @@ from worker.vendors.base import VendorBackend
 PROBE_TO_OPTION = "probe_to"
 DEFAULT_PROBE_TO = "filehelper"
 PROBE_TEXT = "broadcast: 恢复发送前的在线检查 / online check before resuming"
-HOLD_PREFIX = "hold:"
 
 log = logging.getLogger("broadcast.send")
 
@@ -75,39 +74,6 @@ def confirm_back_online(backend: VendorBackend, account: Account) -> ResumeCheck
 
 
 # --- daily caps per message kind ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class KindHold:
-    """A message kind an account may not send before ``until`` (epoch seconds), and the vendor's reason."""
-
-    kind: str
-    until: float
-    reason: str
-    since: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON view for the account's public answer."""
-        return {"until": self.until, "reason": self.reason, "since": self.since}
-
-
-def holds_from_hash(data: dict[str, str], now: float | None = None) -> dict[str, KindHold]:
-    """The holds still in force among an account hash's fields (``hold:<kind>`` → JSON)."""
-    now = time.time() if now is None else now
-    holds: dict[str, KindHold] = {}
-    for field, raw in data.items():
-        if not field.startswith(HOLD_PREFIX):
-            continue
-        try:
-            value = json.loads(raw)
-            hold = KindHold(
-                field[len(HOLD_PREFIX) :], float(value["until"]), str(value["reason"]), float(value["since"])
-            )
-        except (ValueError, KeyError, TypeError):
-            continue
-        if hold.until > now:
-            holds[hold.kind] = hold
-    return holds
 
 
 def hold_kind(accounts: AccountStore, account_id: str, kind: str, *, until: float, reason: str) -> KindHold:

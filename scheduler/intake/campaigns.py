@@ -3,7 +3,7 @@
 Submission validates every recipient before anything is written (the error names ``recipients[i].field``),
 then writes the jobs in pipelined chunks that the dispatcher cannot see (hashes, the campaign's job list,
 one staging list per account) and finally makes the whole campaign live in one Lua step
-(:data:`worker.scripts.CAMPAIGN_COMMIT`), which also claims the idempotency key. A failure before that
+(:data:`worker.store.scripts.CAMPAIGN_COMMIT`), which also claims the idempotency key. A failure before that
 step deletes what was written; so a campaign is either wholly stored and queued, or not at all.
 
 Memory stays bounded for 100,000 recipients: recipients are consumed as an iterator and written in
@@ -30,12 +30,8 @@ from typing import Any, Generic, TypeVar, cast
 
 import redis
 
-from scheduler.producer import RECIPIENT, UnknownAccountError
-from worker import scripts
-from worker.accounts import AccountStore
+from scheduler.intake.producer import RECIPIENT, UnknownAccountError
 from worker.errors import MessageError
-from worker.keys import Keys
-from worker.ledger import IDEMPOTENCY_TTL_S, STATES, TERMINAL, Job, Ledger, new_id
 from worker.messages import (
     AppMsgMessage,
     MiniProgramMessage,
@@ -45,6 +41,10 @@ from worker.messages import (
     check_variables,
     parse_message,
 )
+from worker.store import scripts
+from worker.store.accounts import AccountStore
+from worker.store.keys import Keys
+from worker.store.ledger import IDEMPOTENCY_TTL_S, STATES, TERMINAL, Job, Ledger, new_id
 from worker.vendors import check_message_for
 
 AnyMessage = TextMessage | MiniProgramMessage | AppMsgMessage
@@ -275,7 +275,7 @@ class Campaigns:
         else:  # stored before request digests: compare what it kept
             different = bool(data) and (data.get("name") != name or data.get("message") != message.model_dump_json())
         if different:
-            from scheduler.producer import IdempotencyConflict
+            from scheduler.intake.producer import IdempotencyConflict
 
             raise IdempotencyConflict(
                 "idempotency_key: already used for a different campaign (name, message, accounts, send_at, "

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.accounts import AccountStore
 from worker.errors import MessageError
-from worker.ledger import Job, Ledger
 from worker.messages import AppMsgMessage, MiniProgramMessage, TextMessage, check_text, check_variables, parse_message
+from worker.store.accounts import AccountStore
+from worker.store.ledger import Job, Ledger
 from worker.vendors import check_message_for
 
 RECIPIENT = re.compile(r"^[A-Za-z0-9_@.\-]{1,128}$")

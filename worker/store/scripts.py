@@ -4,7 +4,7 @@ Every state change happens inside one script, together with the queue/set/counte
 a crash between two Redis calls can never leave a job half-moved, and campaign counts always add up to
 the campaign's total (each transition decrements the old state's counter and increments the new one).
 
-The scripts build key names from the prefix (see :mod:`worker.keys` for the layout): this product runs on
+The scripts build key names from the prefix (see :mod:`worker.store.keys` for the layout): this product runs on
 one Redis (or a Sentinel-managed primary), not Redis Cluster.
 
 Crash safety rests on two facts. A job is ``sending`` only between :data:`BEGIN` and :data:`FINISH`; and
@@ -441,7 +441,7 @@ return 1
 """
 
 #: ARGV: prefix, account, token, job_id, now, outcome, history_json, retention_s, then the pacing record of
-#: the call (a :class:`worker.ledger.PaceRecord`, which the worker also applies to its own copy): called
+#: the call (a :class:`worker.store.ledger.PaceRecord`, which the worker also applies to its own copy): called
 #: (0|1: a vendor call was
 #: made), end (when the answer arrived, on Redis's clock as the worker reads it: the latest that clock
 #: can read, its last TIME reading plus the local time since that call left: never earlier than the

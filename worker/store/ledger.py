@@ -8,7 +8,7 @@ history list) before the producer answers, so an accepted job is a stored job. S
         │                │  └──── retrying ◀──────┤  (transient / throttled / generic failure, bounded)
         └── cancelled ◀──┘                         └──▶ dead  (permanent, retries exhausted, unknown outcome)
 
-All transitions are Lua scripts (:mod:`worker.scripts`), so each is atomic with its queue and counter
+All transitions are Lua scripts (:mod:`worker.store.scripts`), so each is atomic with its queue and counter
 writes. Ids are stored as decimal strings: exact for 64-bit values, and safe for JavaScript readers.
 """
 
@@ -23,9 +23,9 @@ from typing import Any, NamedTuple, cast
 
 import redis
 
-from worker import scripts
-from worker.keys import Keys
 from worker.messages import MESSAGE_ADAPTER, AppMsgMessage, MiniProgramMessage, TextMessage
+from worker.store import scripts
+from worker.store.keys import Keys
 from worker.vendors.base import SendResult
 
 STATES = ("queued", "scheduled", "sending", "sent", "retrying", "dead", "cancelled")

@@ -27,7 +27,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
-from scheduler.campaigns import (
+from scheduler.api.exports import export_deliveries
+from scheduler.console import mount_console, sent_today, with_next_firings
+from scheduler.dispatch.schedules import Schedules, ScheduleSpec
+from scheduler.intake.campaigns import (
     CampaignNotFound,
     Campaigns,
     CampaignStateError,
@@ -35,18 +38,15 @@ from scheduler.campaigns import (
     recipients_from_csv,
     recipients_from_jsonl,
 )
-from scheduler.console import mount_console, sent_today, with_next_firings
-from scheduler.exports import export_deliveries
-from scheduler.producer import IdempotencyConflict, Producer
-from scheduler.schedules import Schedules, ScheduleSpec
-from scheduler.uploads import BodyNotJson, CampaignBody, UploadSlots
-from worker.accounts import AccountSpec, AccountStore, TokenRequiredError
-from worker.connections import redis_client
-from worker.deadletter import DeadLetters
+from scheduler.intake.producer import IdempotencyConflict, Producer
+from scheduler.intake.uploads import BodyNotJson, CampaignBody, UploadSlots
 from worker.errors import ConfigError, MessageError
-from worker.ledger import STATES, Ledger
 from worker.messages import Message
+from worker.runtime.connections import redis_client
 from worker.settings import Settings, get_settings
+from worker.store.accounts import AccountSpec, AccountStore, TokenRequiredError
+from worker.store.deadletter import DeadLetters
+from worker.store.ledger import STATES, Ledger
 
 #: JSON bodies above this are refused with 413 before they are read into memory.
 MAX_JSON_BODY = 10 * 1024 * 1024
@@ -386,7 +386,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     def metrics() -> Response:
         """Prometheus metrics."""
-        from scheduler.metrics import render
+        from scheduler.api.metrics import render
 
         body, content_type = render(client, settings)
         return Response(body, media_type=content_type)
@@ -463,8 +463,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
             raise ApiError(404, "not_found", f"no account {account_id!r}", "account_id")
         note = ""
         if check_online:
-            from worker.connections import vendor_http_client
-            from worker.holds import confirm_back_online
+            from worker.pacing.holds import confirm_back_online
+            from worker.runtime.connections import vendor_http_client
             from worker.vendors import backend_for
 
             # a down account also needs a successful probe send: one "online" answer is weak evidence. The
@@ -534,8 +534,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     @app.post("/v1/messages/{job_id}/revoke", dependencies=auth, tags=["messages"])
     def revoke_message(job_id: ObjectId) -> dict[str, Any]:
         """Take back a sent message with its exact ids (vendors allow about two minutes after sending)."""
-        from worker.connections import vendor_http_client
         from worker.errors import RevokeRefusedError, UnsupportedError, VendorError
+        from worker.runtime.connections import vendor_http_client
         from worker.vendors import SendResult, backend_for
 
         job = ledger.get(job_id)

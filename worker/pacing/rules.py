@@ -1,10 +1,10 @@
 """Pacing: when may an account send next? The one place that decides it.
 
-The rules are pure functions of an account's :class:`~worker.accounts.Limits` and its :class:`PaceState`
+The rules are pure functions of an account's :class:`~worker.store.accounts.Limits` and its :class:`PaceState`
 (kept in Redis, ``pace:{account}`` and ``pace:{account}:win``), evaluated on Redis ``TIME``, the one clock
 every process shares. Two callers apply them: the dispatcher (:class:`Pacer`), for accounts that are due
 in the ``sched`` sorted set, to decide which may start a session now and when to look at the others; and
-the worker (:mod:`worker.pipeline`), between the sends of one session, to decide how long to wait before
+the worker (:mod:`worker.execution.runner`), between the sends of one session, to decide how long to wait before
 the next one. The Lua scripts only store state and compare times these functions computed.
 
 WeChat restricts accounts that send too fast; vendors advise 20-40 messages a minute, at least 1 s between
@@ -35,9 +35,9 @@ from zoneinfo import ZoneInfo
 
 import redis
 
-from worker.accounts import Limits
-from worker.keys import Keys
 from worker.settings import Settings
+from worker.store.accounts import Limits
+from worker.store.keys import Keys
 
 #: Window length for ``per_minute``, with a small margin for clock granularity.
 WINDOW_S = 60.0

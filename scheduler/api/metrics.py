@@ -15,9 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from worker.keys import Keys
 from worker.settings import Settings
-from worker.stats import LATENCY_BUCKETS_MS
+from worker.store.keys import Keys
+from worker.store.stats import LATENCY_BUCKETS_MS
 
 
 class RedisCollector(Collector):

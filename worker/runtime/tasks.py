@@ -1,16 +1,16 @@
-"""Celery tasks: thin wrappers that hand ids to :class:`worker.pipeline.BatchRunner`."""
+"""Celery tasks: thin wrappers that hand ids to :class:`worker.execution.runner.BatchRunner`."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 
-from worker.accounts import AccountStore
-from worker.celery_app import app
-from worker.connections import redis_client, vendor_http_clients
-from worker.ledger import Ledger
-from worker.pipeline import BatchRunner
+from worker.execution.runner import BatchRunner
+from worker.runtime.celery_app import app
+from worker.runtime.connections import redis_client, vendor_http_clients
 from worker.settings import get_settings
+from worker.store.accounts import AccountStore
+from worker.store.ledger import Ledger
 
 _runner: BatchRunner | None = None
 _runner_lock = threading.Lock()

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from scheduler.campaigns import DELIVERY_COLUMNS, Campaigns
+from scheduler.intake.campaigns import DELIVERY_COLUMNS, Campaigns
 
 #: The export's CSV columns: the delivery's, with ``sent_at_iso`` right after ``sent_at``.
 EXPORT_COLUMNS = [c for name in DELIVERY_COLUMNS for c in ((name, "sent_at_iso") if name == "sent_at" else (name,))]

@@ -21,14 +21,14 @@ import uuid
 import redis
 from celery import Celery
 
-from scheduler.campaigns import Campaigns
-from scheduler.producer import Producer
-from scheduler.schedules import Schedules
-from worker import scripts
-from worker.accounts import AccountStore
-from worker.ledger import Claim, Ledger
-from worker.pacing import Pacer, RedisClock, read_clock
+from scheduler.dispatch.schedules import Schedules
+from scheduler.intake.campaigns import Campaigns
+from scheduler.intake.producer import Producer
+from worker.pacing.rules import Pacer, RedisClock, read_clock
 from worker.settings import Settings
+from worker.store import scripts
+from worker.store.accounts import AccountStore
+from worker.store.ledger import Claim, Ledger
 
 log = logging.getLogger("broadcast.dispatcher")
 

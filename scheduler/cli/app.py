@@ -3,7 +3,7 @@
 Process commands: ``api``, ``worker``, ``scheduler``, ``simulator``, ``flower``, ``dev``, ``demo``.
 
 Operator commands (``send``, ``message``, ``campaign``, ``dead-letters``, ``accounts``, ``schedules``) talk
-only to the HTTP API through :mod:`scheduler.client`, so they run from any machine that reaches it:
+only to the HTTP API through :mod:`scheduler.cli.client`, so they run from any machine that reaches it:
 ``--url`` or ``BROADCAST_API_URL``, ``--token`` or ``BROADCAST_API_TOKEN`` (prefer the variable: a value
 on the command line lands in shell history). Tables by default, ``--json`` for scripts; ids are always
 printed whole, whatever the terminal width, because operators copy them into the next command.
@@ -32,7 +32,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from scheduler.client import (
+from scheduler.cli.client import (
     DEFAULT_URL,
     TERMINAL,
     TOKEN_ENV,
@@ -106,9 +106,9 @@ def _settings() -> Any:
 
 
 def _stores() -> tuple[Any, Any, Any]:
-    from worker.accounts import AccountStore
-    from worker.connections import redis_client
-    from worker.ledger import Ledger
+    from worker.runtime.connections import redis_client
+    from worker.store.accounts import AccountStore
+    from worker.store.ledger import Ledger
 
     settings = _settings()
     client = redis_client(settings.redis_url)
@@ -128,7 +128,7 @@ def api(
     """The producer HTTP API (FastAPI): accounts, messages, campaigns, dead letters, /healthz, /metrics."""
     import uvicorn
 
-    from scheduler.api import create_app
+    from scheduler.api.app import create_app
     from worker.errors import ConfigError
     from worker.logs import setup_logging
 
@@ -141,7 +141,7 @@ def api(
         raise typer.Exit(2) from None
     if workers > 1:
         uvicorn.run(
-            "scheduler.api:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning"
+            "scheduler.api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning"
         )
     else:
         uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
@@ -152,13 +152,13 @@ def worker(ctx: typer.Context) -> None:
     """Celery workers sending for hundreds of accounts at once: one process per CPU core, each with a threads
     pool of BROADCAST_WORKER_CONCURRENCY sessions (extra arguments go to Celery; -P, -c or -n run one
     process exactly as given, e.g. -P prefork -c 4)."""
-    from worker.launch import celery_argv, processes_for, supervise
+    from worker.runtime.launch import celery_argv, processes_for, supervise
 
     settings = _settings()
     count = processes_for(settings, ctx.args)
     if count > 1:
         raise typer.Exit(supervise(count, ctx.args))
-    from worker.celery_app import app as celery_app
+    from worker.runtime.celery_app import app as celery_app
 
     celery_app.worker_main(celery_argv(settings, ctx.args))
 
@@ -172,7 +172,7 @@ def flower(
     """Flower for our workers (basic auth from FLOWER_BASIC_AUTH=user:password; extra args go to Flower)."""
     import os
 
-    from worker.celery_app import app as celery_app
+    from worker.runtime.celery_app import app as celery_app
 
     args = ["flower", f"--port={port}", f"--address={address}", *ctx.args]
     basic_auth = os.environ.get("FLOWER_BASIC_AUTH")
@@ -184,9 +184,9 @@ def flower(
 @app.command()
 def scheduler() -> None:
     """The dispatcher: releases due and ready jobs to workers (one leader; others stand by)."""
-    from scheduler.dispatcher import Dispatcher
-    from worker.celery_app import app as celery_app
+    from scheduler.dispatch.dispatcher import Dispatcher
     from worker.logs import setup_logging
+    from worker.runtime.celery_app import app as celery_app
 
     settings, ledger, _ = _stores()
     setup_logging(settings.log_level, settings.log_json)
@@ -222,7 +222,7 @@ def dev(
     demo: Annotated[bool, typer.Option(help="send the demo campaigns once everything is up")] = False,
 ) -> None:
     """Everything on an embedded default: private Redis, vendor simulator, API, worker, scheduler, Flower."""
-    from scheduler.devstack import run_dev
+    from scheduler.devtools.devstack import run_dev
 
     code = run_dev(
         api_port=api_port, flower_port=flower_port, sim_port=sim_port, workers=workers, demo=demo,
@@ -237,7 +237,7 @@ def demo_command(
     token: Annotated[str, typer.Option(envvar="BROADCAST_API_TOKEN", help="API bearer token")] = "",
 ) -> None:
     """Send one small demo campaign per message kind and show every delivery's msgIds."""
-    from scheduler.demo import run_demo
+    from scheduler.devtools.demo import run_demo
 
     run_demo(url, token.split(",")[0])
 
@@ -1192,7 +1192,7 @@ def schedules_delete(schedule_id: str, url: Url = None, token: Token = None) -> 
 
 
 def main() -> None:
-    """Entry point for ``python -m scheduler.cli``."""
+    """Entry point for ``python -m scheduler.cli.app``."""
     app()
 
 

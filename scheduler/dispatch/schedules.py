@@ -29,12 +29,12 @@ import redis
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from scheduler.campaigns import Campaigns
-from scheduler.producer import Producer, UnknownAccountError, validate_recipient
+from scheduler.intake.campaigns import Campaigns
+from scheduler.intake.producer import Producer, UnknownAccountError, validate_recipient
 from worker.errors import BroadcastError, MessageError
-from worker.keys import Keys
 from worker.messages import Message, check_text, check_variables
 from worker.settings import Settings, get_settings
+from worker.store.keys import Keys
 
 
 class MessageTemplate(BaseModel):

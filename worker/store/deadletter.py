@@ -12,7 +12,7 @@ import builtins
 from dataclasses import dataclass
 from typing import Any
 
-from worker.ledger import Job, Ledger
+from worker.store.ledger import Job, Ledger
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,10 @@ import redis
 from celery import Celery
 from celery.signals import celeryd_after_setup, setup_logging, worker_process_init, worker_shutdown
 
-from worker.connections import redis_client, reset_after_fork
-from worker.keys import Keys
 from worker.logs import setup_logging as configure_logging
+from worker.runtime.connections import redis_client, reset_after_fork
 from worker.settings import Settings, get_settings
+from worker.store.keys import Keys
 
 #: A worker announces its capacity this often; the dispatcher forgets it after three silent periods.
 HEARTBEAT_S = 5.0
@@ -28,11 +28,11 @@ HEARTBEAT_S = 5.0
 def create_app(settings: Settings | None = None) -> Celery:
     """Build the Celery app from settings (no connection is opened here)."""
     settings = settings or get_settings()
-    app = Celery("broadcast", broker=settings.redis_url, include=["worker.tasks"])
+    app = Celery("broadcast", broker=settings.redis_url, include=["worker.runtime.tasks"])
     app.conf.update(
         # kombu's Redis transport, minus a restore-on-close that kills a threads-pool worker when Redis
-        # restarts (worker/broker.py says why that is safe)
-        broker_transport="worker.broker:Transport",
+        # restarts (worker/runtime/broker.py says why that is safe)
+        broker_transport="worker.runtime.broker:Transport",
         # JSON only: no pickle, nothing executable in the broker.
         task_serializer="json",
         accept_content=["json"],

@@ -24,6 +24,7 @@ import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -31,9 +32,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import redis
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from worker import scripts
 from worker.errors import ConfigError
-from worker.keys import Keys
+from worker.store import scripts
+from worker.store.keys import Keys
 from worker.vendors.base import VendorAccount
 
 Status = Literal["active", "paused", "down"]
@@ -124,7 +125,7 @@ class Account(BaseModel):
     status: Status = "active"
     status_reason: str = ""
     status_changed: float = 0.0
-    #: Kinds the account may not send until a time, with the vendor's reason (worker/holds.py).
+    #: Kinds the account may not send until a time, with the vendor's reason (worker/pacing/holds.py).
     holds: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     def vendor_account(self) -> VendorAccount:
@@ -281,8 +282,6 @@ class AccountStore:
 
 
 def _holds(data: dict[str, str]) -> dict[str, dict[str, Any]]:
-    from worker.holds import holds_from_hash  # worker.holds builds on this module
-
     return {kind: hold.to_dict() for kind, hold in holds_from_hash(data).items()}
 
 
@@ -290,3 +289,40 @@ def _valid_id(account_id: str) -> bool:
     import re
 
     return bool(re.fullmatch(_ACCOUNT_ID, account_id))
+
+
+#: Account hash fields ``hold:<kind>`` hold a kind the account may not send for now (worker/pacing/holds.py).
+HOLD_PREFIX = "hold:"
+
+
+@dataclass(frozen=True, slots=True)
+class KindHold:
+    """A message kind an account may not send before ``until`` (epoch seconds), and the vendor's reason."""
+
+    kind: str
+    until: float
+    reason: str
+    since: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON view for the account's public answer."""
+        return {"until": self.until, "reason": self.reason, "since": self.since}
+
+
+def holds_from_hash(data: dict[str, str], now: float | None = None) -> dict[str, KindHold]:
+    """The holds still in force among an account hash's fields (``hold:<kind>`` → JSON)."""
+    now = time.time() if now is None else now
+    holds: dict[str, KindHold] = {}
+    for field, raw in data.items():
+        if not field.startswith(HOLD_PREFIX):
+            continue
+        try:
+            value = json.loads(raw)
+            hold = KindHold(
+                field[len(HOLD_PREFIX) :], float(value["until"]), str(value["reason"]), float(value["since"])
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
+        if hold.until > now:
+            holds[hold.kind] = hold
+    return holds

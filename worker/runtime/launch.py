@@ -63,7 +63,7 @@ def supervise(count: int, user_args: Sequence[str]) -> int:
     env = {**os.environ, "BROADCAST_WORKER_PROCESSES": "1"}
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli", "worker", "-n", f"broadcast{i + 1}@%h", *user_args],
+            [sys.executable, "-m", "scheduler.cli.app", "worker", "-n", f"broadcast{i + 1}@%h", *user_args],
             env=env,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )

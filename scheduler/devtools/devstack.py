@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from scheduler.embedded import EmbeddedRedis, free_port
+from scheduler.devtools.embedded import EmbeddedRedis, free_port
 
 
 def _how_it_ended(code: int) -> str:
@@ -123,7 +123,7 @@ class DevStack:
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         log = (self.log_dir / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli", *args],
+            [sys.executable, "-m", "scheduler.cli.app", *args],
             env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -148,8 +148,8 @@ class DevStack:
     def _demo_accounts(self) -> None:
         """One account per vendor on the simulator (its demo credentials), paced fast for a demo."""
         from simulator.state import DEMO_ACCOUNTS
-        from worker.accounts import AccountSpec, AccountStore
-        from worker.connections import redis_client
+        from worker.runtime.connections import redis_client
+        from worker.store.accounts import AccountSpec, AccountStore
 
         store = AccountStore(redis_client(self.redis_url), self.prefix)
         prefixes = {"gewe": "/gewe/v2/api", "gewe-legacy": "", "ecloud": "", "ohwxapi": ""}
@@ -209,7 +209,7 @@ def _broadcast_command() -> str:
     if shutil.which("broadcast"):
         return "broadcast"
     candidate = Path(sys.executable).parent / "broadcast"
-    return str(candidate) if candidate.exists() else f"{sys.executable} -m scheduler.cli"
+    return str(candidate) if candidate.exists() else f"{sys.executable} -m scheduler.cli.app"
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -250,7 +250,7 @@ def run_dev(
         )
         say("Ctrl-C stops everything / 按 Ctrl-C 停止全部服务")
         if demo:
-            from scheduler.demo import run_demo
+            from scheduler.devtools.demo import run_demo
 
             run_demo(stack.api_url, stack.token, say=say, stop=stop)
         while not stop.wait(0.5):

@@ -2,7 +2,7 @@
 
 A session is what the dispatcher handed out under one lease: jobs of one account, sent strictly one after
 another (the vendors' "one call at a time per account" rule). The dispatcher decided that the first may
-start now; this runner paces the later ones itself with the same rules (:func:`worker.pacing.allowance`
+start now; this runner paces the later ones itself with the same rules (:func:`worker.pacing.rules.allowance`
 on Redis's clock), waiting between them while the next start is near (``BROADCAST_SESSION_HOLD_S``) and
 handing the account back when it is far. Waiting costs nothing but a sleeping thread: a worker process
 holds hundreds of sessions at once (Celery's threads pool, see ``docs/design.md``).
@@ -30,7 +30,6 @@ import httpx
 import redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from worker.accounts import Account, AccountStore
 from worker.errors import (
     AccountDownError,
     AmbiguousError,
@@ -39,13 +38,14 @@ from worker.errors import (
     ThrottledError,
     VendorError,
 )
-from worker.holds import KindHold, account_holds, held, held_entry, hold_for_daily_cap
-from worker.ledger import Begin, Finished, Job, Ledger, PaceRecord
+from worker.execution.retry import RetryPolicy, call_with_quick_retries
 from worker.logs import REDACTOR
-from worker.pacing import PaceState, RedisClock, allowance, local_day, throttled_slowdown
-from worker.retry import RetryPolicy, call_with_quick_retries
+from worker.pacing.holds import account_holds, held, held_entry, hold_for_daily_cap
+from worker.pacing.rules import PaceState, RedisClock, allowance, local_day, throttled_slowdown
 from worker.settings import Settings
-from worker.stats import AttemptCounters
+from worker.store.accounts import Account, AccountStore, KindHold
+from worker.store.ledger import Begin, Finished, Job, Ledger, PaceRecord
+from worker.store.stats import AttemptCounters
 from worker.vendors.base import AnyMessage, VendorBackend, backend_for
 
 log = logging.getLogger("broadcast.send")

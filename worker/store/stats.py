@@ -1,7 +1,7 @@
 """Counters for Prometheus, kept in Redis so every worker process feeds the same numbers.
 
 Sends by account/vendor/kind/outcome, failures by error class and decision, and a vendor latency histogram
-(fixed buckets); ``scheduler.metrics`` renders them. A worker process adds them up in memory and writes the
+(fixed buckets); ``scheduler.api.metrics`` renders them. A worker process adds them up in memory and writes the
 sums every few seconds (one pipelined round trip, an HINCRBY per counter whatever the number of sends): counting each
 attempt in Redis on its own cost more Redis work than the send's own bookkeeping. A killed process loses
 at most its last few seconds of counts — metrics, never the books (the ledger records every send itself).
@@ -15,7 +15,7 @@ import time
 
 import redis
 
-from worker.keys import Keys
+from worker.store.keys import Keys
 
 LATENCY_BUCKETS_MS = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 #: How often a process writes its sums (Prometheus scrapes every 15-60 s).

@@ -1,0 +1,1 @@
+"""What goes out when: the dispatcher (due accounts → worker sessions) and recurring schedules."""

@@ -1,0 +1,1 @@
+"""What comes in: validating and storing messages, campaigns and their uploaded recipient lists."""
