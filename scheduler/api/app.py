@@ -44,9 +44,10 @@ from worker.errors import ConfigError, MessageError
 from worker.messages import Message
 from worker.runtime.connections import redis_client
 from worker.settings import Settings, get_settings
-from worker.store.accounts import AccountSpec, AccountStore, TokenRequiredError
+from worker.store.accounts import ACCOUNT_ID_PATTERN, AccountSpec, AccountStore, TokenRequiredError
 from worker.store.deadletter import DeadLetters
 from worker.store.ledger import STATES, Ledger
+from worker.vendors.base import VendorName
 
 #: JSON bodies above this are refused with 413 before they are read into memory.
 MAX_JSON_BODY = 10 * 1024 * 1024
@@ -61,7 +62,7 @@ CAMPAIGN_REF = {"$ref": "#/components/schemas/CampaignIn"}
 #: reach another kind of key (``campaign:{id}:jobs`` is a list, not the campaign's hash).
 OBJECT_ID = r"^[A-Za-z0-9_-]{1,100}$"
 ObjectId = Annotated[str, Path(pattern=OBJECT_ID)]
-AccountId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")]
+AccountId = Annotated[str, Path(pattern=ACCOUNT_ID_PATTERN)]
 
 
 class ApiError(Exception):
@@ -806,9 +807,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     # --- vendor limits -----------------------------------------------------------------------------------
 
     @app.put("/v1/vendor-limits/{vendor}", dependencies=auth, tags=["accounts"])
-    def put_vendor_limit(
-        vendor: Literal["gewe", "gewe-legacy", "ecloud", "ohwxapi"], body: VendorLimitIn
-    ) -> dict[str, Any]:
+    def put_vendor_limit(vendor: VendorName, body: VendorLimitIn) -> dict[str, Any]:
         """The vendor API's own rate, across all its accounts, on top of each account's pacing (0 = none)."""
         if body.per_second <= 0:
             client.hdel(ledger.keys.vendor_limits, vendor)

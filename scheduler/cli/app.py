@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 from rich import box
@@ -42,6 +42,7 @@ from scheduler.cli.client import (
     Client,
     ClientError,
 )
+from worker.vendors.base import VendorName
 
 
 def _flags_read_as_flags() -> None:
@@ -959,7 +960,7 @@ def accounts_show(account_id: str, as_json: AsJson = False, url: Url = None, tok
 @accounts_app.command("put")
 def accounts_put(
     account_id: Annotated[str, typer.Argument(help="account id (letters, digits, _ . @ -)")],
-    vendor: Annotated[str | None, typer.Option(help="gewe | gewe-legacy | ecloud | ohwxapi")] = None,
+    vendor: Annotated[str | None, typer.Option(help=" | ".join(get_args(VendorName)))] = None,
     base_url: Annotated[str | None, typer.Option(help="the vendor's API base URL")] = None,
     instance: Annotated[str | None, typer.Option(help="GeWe appId / E云 wId / MagicCgi wxid")] = None,
     token_env: Annotated[

@@ -35,10 +35,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from worker.errors import ConfigError
 from worker.store import scripts
 from worker.store.keys import Keys
-from worker.vendors.base import VendorAccount
+from worker.vendors.base import VendorAccount, VendorName
 
 Status = Literal["active", "paused", "down"]
-_ACCOUNT_ID = r"^[A-Za-z0-9_.@-]{1,64}$"
+#: What an account id looks like, everywhere (API path, account files, the store).
+ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
 
 
 class QuietHours(BaseModel):
@@ -81,7 +82,7 @@ class AccountSpec(BaseModel):
     """What a user configures for an account (PUT /v1/accounts/{id} and the TOML file)."""
 
     model_config = ConfigDict(extra="forbid")
-    vendor: Literal["gewe", "gewe-legacy", "ecloud", "ohwxapi"]
+    vendor: VendorName
     base_url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://\S+$")
     token: SecretStr = SecretStr("")
     instance: str = Field(min_length=1, max_length=256)
@@ -170,7 +171,7 @@ class AccountStore:
         """Create or update; an update keeps the status and, when no token is given, the old token — unless
         ``base_url`` or ``vendor`` changes: then the token must come again (:class:`TokenRequiredError`)."""
         if not _valid_id(account_id):
-            raise ConfigError(f"account id {account_id!r} must match {_ACCOUNT_ID}")
+            raise ConfigError(f"account id {account_id!r} must match {ACCOUNT_ID_PATTERN}")
         key = self.keys.account(account_id)
         existing = self.get(account_id)
         if existing and not spec.token.get_secret_value() and existing.spec.token.get_secret_value():
@@ -288,7 +289,7 @@ def _holds(data: dict[str, str]) -> dict[str, dict[str, Any]]:
 def _valid_id(account_id: str) -> bool:
     import re
 
-    return bool(re.fullmatch(_ACCOUNT_ID, account_id))
+    return bool(re.fullmatch(ACCOUNT_ID_PATTERN, account_id))
 
 
 #: Account hash fields ``hold:<kind>`` hold a kind the account may not send for now (worker/pacing/holds.py).

@@ -21,7 +21,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -44,7 +44,9 @@ from worker.messages import AppMsgMessage, MiniProgramMessage, TextMessage
 
 AnyMessage = TextMessage | MiniProgramMessage | AppMsgMessage
 
-VENDOR_NAMES = ("gewe", "gewe-legacy", "ecloud", "ohwxapi")
+#: The one list of vendors: each name is a backend module that registers itself under it (``@register``);
+#: a test checks the registry and this list agree. Everything else (API, CLI, account files) derives from it.
+VendorName = Literal["gewe", "gewe-legacy", "ecloud", "ohwxapi"]
 
 #: Statuses a proxy or server answers without having passed the request on: safe to retry. 503 (service
 #: unavailable) and 408 (the server gave up reading the request) are answered before any handler ran.
@@ -59,7 +61,7 @@ class VendorAccount(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    vendor: str = Field(pattern="^(gewe|gewe-legacy|ecloud|ohwxapi)$")
+    vendor: VendorName
     base_url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://")
     token: SecretStr = SecretStr("")
     #: The vendor's account id: GeWe appId, legacy appid, E云 wId, ohwxapi sender wxid.
@@ -371,7 +373,7 @@ BackendFactory = Callable[[VendorAccount, httpx.Client], VendorBackend]
 _REGISTRY: dict[str, BackendFactory] = {}
 
 
-def register(name: str) -> Callable[[type[HttpBackend]], type[HttpBackend]]:
+def register(name: VendorName) -> Callable[[type[HttpBackend]], type[HttpBackend]]:
     """Class decorator: make a backend available by vendor name."""
 
     def decorate(cls: type[HttpBackend]) -> type[HttpBackend]:
@@ -394,7 +396,7 @@ def backend_for(account: VendorAccount, client: httpx.Client) -> VendorBackend:
 
 
 def registered_vendors() -> list[str]:
-    """Names of the registered backends."""
+    """Names of the registered backends (the same as :data:`VendorName`; ``tests/test_layout.py`` checks)."""
     import worker.vendors  # noqa: F401
 
     return sorted(_REGISTRY)
