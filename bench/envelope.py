@@ -60,6 +60,7 @@ from bench.throughput import spawn
 from scheduler.devtools.embedded import EmbeddedRedis, free_port
 from scheduler.intake.producer import Producer
 from worker.store.accounts import AccountSpec, AccountStore, Limits
+from worker.store.keys import Keys
 from worker.store.ledger import TERMINAL, Ledger
 
 PER_MINUTE = 600  # high enough never to bind at the gaps below (a 1 s gap allows 60 a minute)
@@ -251,7 +252,7 @@ def run_product(
                 wcpu1, scpu1 = cpu_s(worker.pid), cpu_s(sched.pid)
                 pipe = client.pipeline(transaction=False)
                 for job_id in job_ids:
-                    pipe.hget(f"{prefix}:job:{job_id}", "state")
+                    pipe.hget(Keys(prefix).job(job_id), "state")
                 states = pipe.execute()
                 if all(s in TERMINAL for s in states):
                     break

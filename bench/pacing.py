@@ -51,6 +51,7 @@ from scheduler.devtools.embedded import EmbeddedRedis, free_port
 from scheduler.intake.campaigns import Campaigns
 from scheduler.intake.producer import Producer
 from worker.store.accounts import AccountSpec, AccountStore, Limits
+from worker.store.keys import Keys
 from worker.store.ledger import TERMINAL, Ledger
 
 TOKEN = "bench-token"
@@ -172,7 +173,7 @@ def phase1(args: argparse.Namespace, redis_url: str, sim_url: str, procs: Procs,
         max_queue = max(max_queue, int(client.llen(queue)))
         pipe = client.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hget(f"{prefix}:job:{job_id}", "state")
+            pipe.hget(Keys(prefix).job(job_id), "state")
         states = pipe.execute()
         terminal = sum(1 for s in states if s in TERMINAL)
         if terminal == len(job_ids):
@@ -281,7 +282,7 @@ def phase2(args: argparse.Namespace, redis_url: str, sim_url: str, procs: Procs,
     queue = f"{prefix}.send"
 
     def sent() -> int:
-        return int(client.hget(f"{prefix}:campaign:{created.id}", "n:sent") or 0)
+        return int(client.hget(Keys(prefix).campaign(created.id), "n:sent") or 0)
 
     def booted() -> bool:
         check_alive([*workers, sched], "phase-2 process", logdir)
@@ -302,10 +303,10 @@ def phase2(args: argparse.Namespace, redis_url: str, sim_url: str, procs: Procs,
             time.sleep(min(0.1, max(0.0, target - time.monotonic())))
         pipe = client.pipeline(transaction=False)
         pipe.llen(queue)
-        pipe.zcard(f"{prefix}:due")
+        pipe.zcard(Keys(prefix).due)
         pipe.scard(f"{prefix}:ready")
-        pipe.scard(f"{prefix}:leased")
-        pipe.hget(f"{prefix}:campaign:{created.id}", "n:sent")
+        pipe.scard(Keys(prefix).leased)
+        pipe.hget(Keys(prefix).campaign(created.id), "n:sent")
         qlen, due, ready, leased, n_sent = pipe.execute()
         samples.append(
             {

@@ -30,6 +30,7 @@ from scheduler.devtools.embedded import EmbeddedRedis, free_port
 from scheduler.intake.producer import Producer
 from worker.messages import TextMessage
 from worker.store.accounts import AccountSpec, AccountStore
+from worker.store.keys import Keys
 from worker.store.ledger import TERMINAL, Ledger
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,7 +120,7 @@ def run_broadcast(
     def done() -> bool:
         pipe = client.pipeline(transaction=False)
         for job_id in job_ids[-200:]:
-            pipe.hget(f"{prefix}:job:{job_id}", "state")
+            pipe.hget(Keys(prefix).job(job_id), "state")
         return all(s in TERMINAL for s in pipe.execute()) and all(
             s in TERMINAL for s in (j.state for j in ledger.get_many(job_ids[::50]) if j)
         )

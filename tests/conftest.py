@@ -65,7 +65,7 @@ import redis as redis_lib  # noqa: E402
 
 from tests.procs import Proc, RedisServer, wait_for  # noqa: E402
 from worker.store.accounts import AccountSpec, AccountStore  # noqa: E402
-from worker.store.ledger import TERMINAL, Job, Ledger  # noqa: E402
+from worker.store.ledger import TERMINAL, Claim, Job, Ledger  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -212,3 +212,10 @@ def api_stack(redis_url: str, sim: SimulatorServer, tmp_path: Path) -> Iterator[
     s = ApiStack(redis_url, sim, tmp_path)
     yield s
     s.stop()
+
+
+def claim_ready(ledger: Ledger, *, lease_ttl_s: float, batch_size: int = 1, now: float | None = None) -> list[Claim]:
+    """A dispatcher round without pacing: promote what is due, then give every due account a session of up
+    to ``batch_size`` jobs (the store's part of the dispatcher, for tests of the store itself)."""
+    due = ledger.tick(now=now).due
+    return ledger.claim(lease_ttl_s=lease_ttl_s, candidates=[(a, batch_size, 0.0, 0.0) for a in sorted(due)], now=now)

@@ -11,6 +11,7 @@ import pytest
 import redis as redis_lib
 from pydantic import SecretStr
 
+from tests.conftest import claim_ready
 from worker.errors import ConfigError
 from worker.store.accounts import AccountSpec, AccountStore, Limits
 
@@ -227,14 +228,14 @@ def test_a_resume_probe_holds_the_accounts_lease_and_counts_for_pacing(store: Ac
         with pytest.raises(ConfigError, match="sending right now"), store.probing("a1", ttl_s=30):
             pass
         ledger.submit(account="a1", to="wxid_x", message=TextMessage(text="hi"))
-        assert ledger.claim(lease_ttl_s=30, batch_size=5) == []
+        assert claim_ready(ledger, lease_ttl_s=30, batch_size=5) == []
         made_a_call()
     pace = store.redis.hgetall(store.keys.pace("a1"))
     assert float(pace["last_end"]) > 0  # the probe's call counts: the next send waits its gap after it
     assert store.redis.exists(store.keys.lease("a1")) == 0
     # and a session in flight keeps a probe out
     store.set_status("a1", "active")
-    (claim,) = ledger.claim(lease_ttl_s=30, batch_size=5)
+    (claim,) = claim_ready(ledger, lease_ttl_s=30, batch_size=5)
     with pytest.raises(ConfigError), store.probing("a1", ttl_s=30):
         pass
     ledger.release("a1", claim.token)

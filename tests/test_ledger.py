@@ -12,6 +12,7 @@ import pytest
 import redis as redis_lib
 
 from scheduler.intake.campaigns import Campaigns
+from tests.conftest import claim_ready
 from worker.messages import TextMessage
 from worker.pacing.rules import redis_now
 from worker.store.accounts import AccountSpec, AccountStore
@@ -55,7 +56,7 @@ def submit(ledger: Ledger, n: int, *, account: str = "acct1", **kw: object) -> l
 
 
 def claim_one(ledger: Ledger, *, batch_size: int = 50) -> Claim:
-    claims = ledger.claim(lease_ttl_s=LEASE_S, batch_size=batch_size)
+    claims = claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=batch_size)
     assert len(claims) == 1, claims
     return claims[0]
 
@@ -114,12 +115,12 @@ def test_future_send_at_is_scheduled_then_promoted_when_due(ledger: Ledger) -> N
     assert state(ledger, job_id) == "scheduled"
     assert ledger.redis.zscore(ledger.keys.due, job_id) == pytest.approx(send_at, abs=0.01)
     assert queue(ledger) == []
-    assert ledger.claim(lease_ttl_s=LEASE_S, batch_size=10) == []
+    assert claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=10) == []
 
-    assert ledger.promote_due(now=send_at - 10) == 0
+    assert ledger.tick(now=send_at - 10).promoted == 0
     assert state(ledger, job_id) == "scheduled"
 
-    assert ledger.promote_due(now=send_at + 1) == 1
+    assert ledger.tick(now=send_at + 1).promoted == 1
     assert state(ledger, job_id) == "queued"
     assert ledger.redis.zscore(ledger.keys.due, job_id) is None
     assert queue(ledger) == [job_id]
@@ -159,14 +160,14 @@ def test_claim_hands_a_leased_batch_and_a_second_claim_gets_nothing(ledger: Ledg
     assert queue(ledger) == [ids[2]]
 
     # the lease lives: the account's third job waits
-    assert ledger.claim(lease_ttl_s=LEASE_S, batch_size=2) == []
+    assert claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=2) == []
     assert queue(ledger) == [ids[2]]
 
 
 def test_claims_are_per_account(ledger: Ledger) -> None:
     (a,) = submit(ledger, 1, account="acct1")
     (b,) = submit(ledger, 1, account="acct2")
-    claims = {c.account: c for c in ledger.claim(lease_ttl_s=LEASE_S, batch_size=5)}
+    claims = {c.account: c for c in claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=5)}
     assert {k: v.job_ids for k, v in claims.items()} == {"acct1": [a], "acct2": [b]}
     assert claims["acct1"].token != claims["acct2"].token
 
@@ -249,8 +250,8 @@ def test_finish_retry_goes_through_the_due_set_with_per_class_counters(ledger: L
     ledger.release("acct1", claim.token)
 
     # not due yet: stays; due: back in the queue, then a throttled failure counts separately
-    assert ledger.promote_due(now=due_at - 60) == 0
-    assert ledger.promote_due(now=due_at + 1) == 1
+    assert ledger.tick(now=due_at - 60).promoted == 0
+    assert ledger.tick(now=due_at + 1).promoted == 1
     assert state(ledger, job_id) == "queued" and queue(ledger) == [job_id]
     claim2 = claim_one(ledger)
     assert ledger.begin("acct1", claim2.token, job_id, lease_ttl_s=LEASE_S).status == "go"
@@ -396,11 +397,11 @@ def test_paused_account_blocks_begin_and_claim(ledger: Ledger, accounts: Account
 
     ledger.release("acct1", claim.token)
     assert queue(ledger) == ids
-    assert ledger.claim(lease_ttl_s=LEASE_S, batch_size=5) == []
+    assert claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=5) == []
     assert queue(ledger) == ids
 
     accounts.set_status("acct1", "down", "已离线")
-    assert ledger.claim(lease_ttl_s=LEASE_S, batch_size=5) == []
+    assert claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=5) == []
 
     accounts.set_status("acct1", "active")
     assert claim_one(ledger, batch_size=5).job_ids == ids
@@ -416,7 +417,7 @@ def test_cancel_works_before_sending_only(ledger: Ledger) -> None:
     assert ledger.cancel(scheduled) == "scheduled"
     assert state(ledger, scheduled) == "cancelled"
     assert ledger.redis.zscore(ledger.keys.due, scheduled) is None
-    assert ledger.promote_due(now=send_at + 1) == 0
+    assert ledger.tick(now=send_at + 1).promoted == 0
     assert state(ledger, scheduled) == "cancelled"
 
     claim = claim_one(ledger)
@@ -440,7 +441,7 @@ def test_cancel_a_retrying_job_removes_it_from_the_due_set(ledger: Ledger) -> No
     )
     assert ledger.cancel(job_id) == "retrying"
     assert ledger.redis.zscore(ledger.keys.due, job_id) is None
-    assert ledger.promote_due(now=time.time() + 10) == 0
+    assert ledger.tick(now=time.time() + 10).promoted == 0
     assert state(ledger, job_id) == "cancelled"
 
 
@@ -513,7 +514,7 @@ def test_no_new_batch_on_an_account_until_its_dead_batch_is_recovered(ledger: Le
     ledger.redis.delete(ledger.keys.lease("acct1"))  # worker SIGKILLed, lease expired
     (later,) = submit(ledger, 1, account="acct1")
 
-    assert ledger.claim(lease_ttl_s=LEASE_S, batch_size=10) == []  # not before recovery
+    assert claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=10) == []  # not before recovery
     assert ledger.recover() == (1, 1)
     assert state(ledger, first) == "dead"
     assert ledger.get(first).fields["reason"] == "unknown_outcome"  # type: ignore[union-attr]
@@ -586,7 +587,7 @@ def test_campaign_counters_follow_every_transition(ledger: Ledger) -> None:
 
     assert ledger.replay(dead) == "ok"
     counters_match(ledger, cid, ids)
-    assert ledger.promote_due(now=time.time() + 10) == 1
+    assert ledger.tick(now=time.time() + 10).promoted == 1
     counters_match(ledger, cid, ids)
 
     final = {i: state(ledger, i) for i in ids}
@@ -606,7 +607,7 @@ def test_campaign_counters_follow_every_transition(ledger: Ledger) -> None:
     # every job put back in a queue by those transitions is claimable again, each exactly once
     again = claim_one(ledger)
     assert sorted(again.job_ids) == sorted([retried, dead, requeued, left])
-    assert ledger.claim(lease_ttl_s=LEASE_S, batch_size=50) == []
+    assert claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=50) == []
     ledger.release("acct1", again.token)
     counters_match(ledger, cid, ids)
 
@@ -680,7 +681,7 @@ def test_a_retry_of_a_cancelled_campaign_job_ends_cancelled(ledger: Ledger) -> N
         "acct1", batch.token, first, due_at=time.time() - 1, error_class="transient", error="x", history={}
     )
     ledger.release("acct1", batch.token)
-    ledger.promote_due()
+    ledger.tick()
     assert state(ledger, first) == "cancelled"
     counts = counts_add_up(ledger, created.id)
     assert counts["cancelled"] == 2 and campaigns.get(created.id)["finished"]

@@ -45,11 +45,6 @@ LEADER_RENEW_S = 1.0
 #: Recurring schedules and scheduled campaigns are looked at this often (cron has whole seconds).
 TIMERS_EVERY_S = 0.2
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
-"""
-
 
 class Dispatcher:
     """Releases ready jobs to Celery as per-account batches."""
@@ -65,8 +60,8 @@ class Dispatcher:
         self.pacer = Pacer(client, settings)
         self.next_delay: float | None = None
         self.identity = uuid.uuid4().hex
-        self._renew = client.register_script(_RENEW)
-        self._tick = client.register_script(scripts.TICK)
+        self._renew = scripts.register(client, "leader_renew")
+        self._resign = scripts.register(client, "leader_resign")
         self.leader_ttl_ms = 5000
         self._last_housekeeping = 0.0
         self._last_recover = 0.0
@@ -82,7 +77,7 @@ class Dispatcher:
         """Take or keep the leader lock (renewed about once a second; it lives five)."""
         if time.monotonic() - self._renewed_at < LEADER_RENEW_S:
             return True
-        if self._renew(keys=[self.ledger.keys.leader], args=[self.identity, self.leader_ttl_ms]):
+        if self._renew(args=[self.ledger.keys.p, self.identity, self.leader_ttl_ms]):
             self._renewed_at = time.monotonic()
             return True
         return False
@@ -113,18 +108,16 @@ class Dispatcher:
         rnow = self._redis_time()
         capacity = self.capacity()
         for _ in range(50):  # everything due first, so a session takes all of an account's due jobs at once
-            promoted, free, soonest, *due = self._tick(
-                args=[self.ledger.prefix, f"{rnow:.6f}", PROMOTE_CHUNK, capacity, 1000]
-            )
-            if int(promoted) < PROMOTE_CHUNK:
+            found = self.ledger.tick(now=rnow, capacity=capacity, promote=PROMOTE_CHUNK)
+            if found.promoted < PROMOTE_CHUNK:
                 break
-        if int(free) <= 0:
+        if found.free <= 0:
             self.next_delay = None  # nothing can start before a session ends, and its end wakes us
             return []
-        self.next_delay = None if soonest == "" else max(0.0, float(soonest) - rnow)
-        if not due:
+        self.next_delay = None if found.soonest is None else max(0.0, found.soonest - rnow)
+        if not found.due:
             return []
-        verdict = self.pacer.verdict([str(a) for a in due], rnow)
+        verdict = self.pacer.verdict(found.due, rnow)
         pipe = self.redis.pipeline(transaction=False)
         if verdict.later:
             pipe.zadd(k.sched, verdict.later)
@@ -214,9 +207,4 @@ class Dispatcher:
                 # a bug or a bad record must not stop all dispatching: log it and keep going
                 log.exception("dispatcher tick failed; retrying in 1 s")
                 stop.wait(1.0)
-        self.redis.eval(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-            1,
-            self.ledger.keys.leader,
-            self.identity,
-        )
+        self._resign(args=[self.ledger.keys.p, self.identity])

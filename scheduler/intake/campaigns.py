@@ -3,7 +3,7 @@
 Submission validates every recipient before anything is written (the error names ``recipients[i].field``),
 then writes the jobs in pipelined chunks that the dispatcher cannot see (hashes, the campaign's job list,
 one staging list per account) and finally makes the whole campaign live in one Lua step
-(:data:`worker.store.scripts.CAMPAIGN_COMMIT`), which also claims the idempotency key. A failure before that
+(``worker/store/lua/campaign_commit.lua``), which also claims the idempotency key. A failure before that
 step deletes what was written; so a campaign is either wholly stored and queued, or not at all.
 
 Memory stays bounded for 100,000 recipients: recipients are consumed as an iterator and written in
@@ -147,11 +147,11 @@ class Campaigns:
         self.redis: redis.Redis = ledger.redis
         self.keys: Keys = ledger.keys
         self.prefix = ledger.prefix
-        self._commit = self.redis.register_script(scripts.CAMPAIGN_COMMIT)
-        self._activate_chunk = self.redis.register_script(scripts.CAMPAIGN_ACTIVATE_CHUNK)
-        self._activate_final = self.redis.register_script(scripts.CAMPAIGN_ACTIVATE_FINAL)
-        self._status = self.redis.register_script(scripts.CAMPAIGN_STATUS)
-        self._cancel_chunk = self.redis.register_script(scripts.CAMPAIGN_CANCEL_CHUNK)
+        self._commit = scripts.register(self.redis, "campaign_commit")
+        self._activate_chunk = scripts.register(self.redis, "campaign_activate_chunk")
+        self._activate_final = scripts.register(self.redis, "campaign_activate_final")
+        self._status = scripts.register(self.redis, "campaign_status")
+        self._cancel_chunk = scripts.register(self.redis, "campaign_cancel_chunk")
 
     # --- create ------------------------------------------------------------------------------------------
 
@@ -376,7 +376,7 @@ class Campaigns:
                 pipe.delete(self.keys.job(job_id))
             pipe.ltrim(jobs_key, len(ids), -1)
             pipe.execute()
-        for key in self.redis.scan_iter(match=f"{self.prefix}:cst:{cid}:*", count=1000):
+        for key in self.redis.scan_iter(match=self.keys.campaign_staging(cid, "*"), count=1000):
             self.redis.delete(key)
         self.redis.delete(self.keys.campaign(cid), jobs_key)
 

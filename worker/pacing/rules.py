@@ -38,6 +38,7 @@ import redis
 from worker.settings import Settings
 from worker.store.accounts import Limits
 from worker.store.keys import Keys
+from worker.store.scripts import SHARED
 
 #: Window length for ``per_minute``, with a small margin for clock granularity.
 WINDOW_S = 60.0
@@ -207,6 +208,13 @@ def _daily_cap_at(limits: Limits, state: PaceState, now: float) -> float | None:
     return None
 
 
+def vendor_lookback(per_second: float) -> float:
+    """How far back a vendor's sends matter for its rate: one second, or one gap when slower than one a second
+    (at most ``SHARED["VENDOR_WINDOW_S"]``, how long finish.lua keeps them)."""
+    gap = 1.0 / per_second if 0 < per_second < 1 else 1.0
+    return min(gap + 0.5, SHARED["VENDOR_WINDOW_S"])
+
+
 def vendor_allowance(per_second: float, window: tuple[float, ...], now: float) -> float:
     """Earliest start under a vendor-wide rate (sends per second across its accounts); 0 = no limit."""
     if per_second <= 0 or not window:
@@ -349,7 +357,9 @@ class Pacer:
         pipe = self.redis.pipeline(transaction=False)
         names = sorted(vendor_limits)
         for vendor in names:
-            pipe.zrangebyscore(self.keys.vendor_pace(vendor), now - 2, "+inf")
+            pipe.zrangebyscore(
+                self.keys.vendor_pace(vendor), now - vendor_lookback(float(vendor_limits[vendor])), "+inf"
+            )
         pipe.smembers(self.keys.leased)
         *windows, leased = pipe.execute()
         out: dict[str, tuple[float, list[float]]] = {}

@@ -163,9 +163,9 @@ class AccountStore:
         self.redis = client
         self.keys = Keys(prefix)
         self.prefix = prefix
-        self._flag_session = client.register_script(scripts.FLAG_SESSION)
-        self._probe_begin = client.register_script(scripts.PROBE_BEGIN)
-        self._probe_end = client.register_script(scripts.PROBE_END)
+        self._flag_session = scripts.register(client, "flag_session")
+        self._probe_begin = scripts.register(client, "probe_begin")
+        self._probe_end = scripts.register(client, "probe_end")
 
     def put(self, account_id: str, spec: AccountSpec) -> Account:
         """Create or update; an update keeps the status and, when no token is given, the old token — unless

@@ -1,4 +1,8 @@
-"""Every Redis key name, built from templates in one place (like ``rq/registry.py``).
+"""Every Redis key name, built from :data:`LAYOUT` in one place (like ``rq/registry.py``).
+
+Python builds keys with :class:`Keys`; the Lua scripts call ``key_<name>(...)`` functions the loader
+(:mod:`worker.store.scripts`) generates from the same table. ``tests/test_layout.py`` fails on a key string
+spelled anywhere else.
 
 All keys share a prefix (``BROADCAST_KEY_PREFIX``, default ``bc``) so deployments and test runs can share
 one Redis without touching each other's data.
@@ -45,6 +49,44 @@ dispatcher:leader      string  leader lock of the dispatcher (SET NX PX)
 
 from __future__ import annotations
 
+from typing import Final
+
+#: name -> template after the prefix (``{}`` = one part). The only place key names are spelled.
+LAYOUT: Final[dict[str, str]] = {
+    "job": "job:{}",
+    "history": "job:{}:h",
+    "queue": "q:{}",
+    "queue_high": "qh:{}",
+    "sources": "src:{}",
+    "campaign_queue": "cq:{}:{}",
+    "campaign_staging": "cst:{}:{}",
+    "lease": "lease:{}",
+    "pace": "pace:{}",
+    "pace_window": "pace:{}:win",
+    "vendor_pace": "vpace:{}",
+    "vendor_limits": "vendor_limits",
+    "claimed": "claimed:{}",
+    "account": "account:{}",
+    "campaign": "campaign:{}",
+    "campaign_jobs": "campaign:{}:jobs",
+    "idempotency": "idem:{}:{}",
+    "sched": "sched",
+    "workers": "workers",
+    "worker_cap": "worker_cap",
+    "due": "due",
+    "leased": "leased",
+    "dlq": "dlq",
+    "accounts": "accounts",
+    "campaigns": "campaigns",
+    "schedule": "schedule:{}",
+    "schedules": "schedules",
+    "stat": "stats:{}",
+    "due_campaigns": "due_campaigns",
+    "config": "config",
+    "wake": "wake",
+    "leader": "dispatcher:leader",
+}
+
 
 class Keys:
     """Key builder for one prefix."""
@@ -54,113 +96,116 @@ class Keys:
     def __init__(self, prefix: str) -> None:
         self.p = prefix
 
+    def _key(self, name: str, *parts: str) -> str:
+        return f"{self.p}:{LAYOUT[name].format(*parts)}"
+
     def job(self, job_id: str) -> str:
-        return f"{self.p}:job:{job_id}"
+        return self._key("job", job_id)
 
     def history(self, job_id: str) -> str:
-        return f"{self.p}:job:{job_id}:h"
+        return self._key("history", job_id)
 
     def queue(self, account: str) -> str:
-        return f"{self.p}:q:{account}"
+        return self._key("queue", account)
 
     def queue_high(self, account: str) -> str:
-        return f"{self.p}:qh:{account}"
+        return self._key("queue_high", account)
 
     def sources(self, account: str) -> str:
-        return f"{self.p}:src:{account}"
+        return self._key("sources", account)
 
     def campaign_queue(self, campaign_id: str, account: str) -> str:
-        return f"{self.p}:cq:{campaign_id}:{account}"
+        return self._key("campaign_queue", campaign_id, account)
 
     def campaign_staging(self, campaign_id: str, account: str) -> str:
-        return f"{self.p}:cst:{campaign_id}:{account}"
+        return self._key("campaign_staging", campaign_id, account)
 
     def lease(self, account: str) -> str:
-        return f"{self.p}:lease:{account}"
+        return self._key("lease", account)
 
     def pace(self, account: str) -> str:
-        return f"{self.p}:pace:{account}"
+        return self._key("pace", account)
 
     def pace_window(self, account: str) -> str:
-        return f"{self.p}:pace:{account}:win"
+        return self._key("pace_window", account)
 
     def vendor_pace(self, vendor: str) -> str:
-        return f"{self.p}:vpace:{vendor}"
+        return self._key("vendor_pace", vendor)
 
     @property
     def vendor_limits(self) -> str:
-        return f"{self.p}:vendor_limits"
+        return self._key("vendor_limits")
 
     def claimed(self, account: str) -> str:
-        return f"{self.p}:claimed:{account}"
+        return self._key("claimed", account)
 
     def account(self, account: str) -> str:
-        return f"{self.p}:account:{account}"
+        return self._key("account", account)
 
     def campaign(self, campaign_id: str) -> str:
-        return f"{self.p}:campaign:{campaign_id}"
+        return self._key("campaign", campaign_id)
 
     def campaign_jobs(self, campaign_id: str) -> str:
-        return f"{self.p}:campaign:{campaign_id}:jobs"
+        return self._key("campaign_jobs", campaign_id)
 
     def idempotency(self, kind: str, key: str) -> str:
         """``kind``: ``m`` for messages, ``c`` for campaigns (separate namespaces)."""
-        return f"{self.p}:idem:{kind}:{key}"
+        return self._key("idempotency", kind, key)
 
     @property
     def sched(self) -> str:
-        return f"{self.p}:sched"
+        return self._key("sched")
 
     @property
     def workers(self) -> str:
-        return f"{self.p}:workers"
+        return self._key("workers")
 
     @property
     def worker_cap(self) -> str:
-        return f"{self.p}:worker_cap"
+        return self._key("worker_cap")
 
     @property
     def due(self) -> str:
-        return f"{self.p}:due"
+        return self._key("due")
 
     @property
     def leased(self) -> str:
-        return f"{self.p}:leased"
+        return self._key("leased")
 
     @property
     def dlq(self) -> str:
-        return f"{self.p}:dlq"
+        return self._key("dlq")
 
     @property
     def accounts(self) -> str:
-        return f"{self.p}:accounts"
+        return self._key("accounts")
 
     @property
     def campaigns(self) -> str:
-        return f"{self.p}:campaigns"
+        return self._key("campaigns")
 
     def schedule(self, schedule_id: str) -> str:
-        return f"{self.p}:schedule:{schedule_id}"
+        return self._key("schedule", schedule_id)
 
     @property
     def schedules(self) -> str:
-        return f"{self.p}:schedules"
+        return self._key("schedules")
 
     def stat(self, name: str) -> str:
-        return f"{self.p}:stats:{name}"
+        return self._key("stat", name)
 
     @property
     def due_campaigns(self) -> str:
-        return f"{self.p}:due_campaigns"
+        return self._key("due_campaigns")
 
     @property
     def config(self) -> str:
-        return f"{self.p}:config"
+        return self._key("config")
 
     @property
     def wake(self) -> str:
-        return f"{self.p}:wake"
+        return self._key("wake")
 
     @property
     def leader(self) -> str:
-        return f"{self.p}:dispatcher:leader"
+        return self._key("leader")

@@ -157,6 +157,16 @@ class Finished(NamedTuple):
     end: float
 
 
+class Tick(NamedTuple):
+    """What one dispatcher round found (:meth:`Ledger.tick`)."""
+
+    promoted: int
+    free: int
+    #: when the soonest account in ``sched`` is due (None: none waits)
+    soonest: float | None
+    due: list[str]
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """A session handed out by the dispatcher: one account's jobs under one lease."""
@@ -198,16 +208,16 @@ class Ledger:
         self.prefix = prefix
         #: How long finished jobs keep their record (``BROADCAST_RETENTION_DAYS``; 0 = forever).
         self.retention_s = str(int(retention_s))
-        self._submit = client.register_script(scripts.SUBMIT)
-        self._promote = client.register_script(scripts.PROMOTE_DUE)
-        self._claim = client.register_script(scripts.CLAIM)
-        self._begin = client.register_script(scripts.BEGIN)
-        self._finish = client.register_script(scripts.FINISH)
-        self._release = client.register_script(scripts.RELEASE)
-        self._recover = client.register_script(scripts.RECOVER)
-        self._replay = client.register_script(scripts.REPLAY)
-        self._cancel = client.register_script(scripts.CANCEL)
-        self._touch = client.register_script(scripts.TOUCH)
+        self._submit = scripts.register(client, "submit")
+        self._tick = scripts.register(client, "tick")
+        self._claim = scripts.register(client, "claim")
+        self._begin = scripts.register(client, "begin")
+        self._finish = scripts.register(client, "finish")
+        self._release = scripts.register(client, "release")
+        self._recover = scripts.register(client, "recover")
+        self._replay = scripts.register(client, "replay")
+        self._cancel = scripts.register(client, "cancel")
+        self._touch = scripts.register(client, "touch")
 
     # --- producer side -------------------------------------------------------------------------------
 
@@ -265,23 +275,26 @@ class Ledger:
 
     # --- dispatcher side ----------------------------------------------------------------------------
 
-    def promote_due(self, now: float | None = None, limit: int = 1000) -> int:
-        """Move due scheduled/retrying jobs to their account's queue."""
-        return int(self._promote(args=[self.prefix, f"{now or time.time():.6f}", limit]))
+    def tick(
+        self, *, now: float | None = None, capacity: int = 1_000_000, most: int = 1000, promote: int = 1000
+    ) -> Tick:
+        """The dispatcher's round in one call: move up to ``promote`` due scheduled/retrying jobs to their
+        queues, then the free capacity (``capacity`` minus sessions out) and up to that many (at most ``most``)
+        accounts due in ``sched``, and when the next one will be."""
+        promoted, free, soonest, *due = self._tick(
+            args=[self.prefix, f"{now or time.time():.6f}", promote, capacity, most]
+        )
+        return Tick(int(promoted), int(free), None if soonest == "" else float(soonest), [str(a) for a in due])
 
     def claim(
         self,
         *,
         lease_ttl_s: float,
-        batch_size: int = 1,
-        candidates: Sequence[tuple[str, int, float, float]] | None = None,
+        candidates: Sequence[tuple[str, int, float, float]],
         now: float | None = None,
     ) -> list[Claim]:
-        """Hand ready jobs to new batches. ``candidates``: (account, batch, private_at, group_at) from the
-        pacing verdict; without it every ready account may take ``batch_size`` jobs now (pacing off)."""
-        if candidates is None:
-            ready = sorted(str(a) for a in cast(list[str], self.redis.zrange(self.keys.sched, 0, -1)))
-            candidates = [(a, batch_size, 0.0, 0.0) for a in ready]
+        """Hand ready jobs to new sessions. ``candidates``: (account, batch, private_at, group_at), the
+        pacing verdict on due accounts (:meth:`worker.pacing.rules.Pacer.verdict`)."""
         if not candidates:
             return []
         args: list[str | int | float] = [

@@ -1,0 +1,59 @@
+--!include prelude
+-- ARGV: prefix, account, token, job_id, now, lease_ttl_ms, not_before (0 = the dispatcher's start), known
+-- campaigns (comma-separated). Marks one job `sending` just before the vendor call, if the session still
+-- holds the account's lease, unflagged, and Redis TIME has reached `not_before` (the start the worker's
+-- pacing chose). Returns {'go', template, redis_now ('' when not_before is 0), job} — `template` is the
+-- campaign's message, or '=' when the caller named the campaign as known; `job` the job hash, flat — or
+-- {'early', seconds to wait},
+-- {'lost'|'yield'|'skip', why} ('yield': the lease is flagged, see flag_lease: end the session).
+local a, token, id, now, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local not_before, known = tonumber(ARGV[7]), ARGV[8]
+local lk = key_lease(a)
+local cur = redis.call('GET', lk)
+if cur ~= token then
+  if cur == token .. '!' then return {'yield', 'changed'} end
+  return {'lost', ''}
+end
+redis.call('PEXPIRE', lk, ttl)
+local tstr = ''
+if not_before > 0 then
+  local t = redis.call('TIME')
+  local tnow = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  if tnow < not_before then return {'early', string.format('%.6f', not_before - tnow)} end
+  tstr = string.format('%.6f', tnow)
+end
+local jk = key_job(id)
+local job = redis.call('HGETALL', jk)
+local f = {}
+for i = 1, #job, 2 do f[job[i]] = job[i + 1] end
+local st = f['state']
+if not st then
+  redis.call('LREM', key_claimed(a), 0, id)
+  return {'skip', 'missing'}
+end
+if st == 'sending' then
+  dead_letter(jk, id, 'sending', 'unknown_outcome', 'ambiguous',
+    'a worker died during the vendor call; the message may have been sent', now)
+  redis.call('LREM', key_claimed(a), 0, id)
+  return {'skip', 'unknown_outcome'}
+end
+if st ~= 'queued' then
+  redis.call('LREM', key_claimed(a), 0, id)
+  return {'skip', st}
+end
+local camp = f['campaign']
+local template = ''
+if camp and camp ~= '' then
+  if string.find(',' .. known .. ',', ',' .. camp .. ',', 1, true) then
+    template = '='
+  else
+    template = redis.call('HGET', key_campaign(camp), 'message') or ''
+  end
+end
+local attempts = tonumber(f['attempts'] or '0') + 1
+redis.call('HSET', jk, 'state', 'sending', 'lease', token, 'started', now, 'updated', now, 'attempts', attempts)
+count(camp, 'queued', 'sending')
+f['state'], f['lease'], f['started'], f['updated'], f['attempts'] = 'sending', token, now, now, tostring(attempts)
+local flat = {}
+for k, v in pairs(f) do flat[#flat + 1] = k; flat[#flat + 1] = v end
+return {'go', template, tstr, flat}

@@ -1,0 +1,27 @@
+--!include prelude
+-- ARGV: prefix, cid, action (pause|resume|cancel), now, accounts... Returns the previous status, or
+-- '!' .. status when the action does not apply.
+local cid, action, now = ARGV[2], ARGV[3], ARGV[4]
+local ck = key_campaign(cid)
+local st = redis.call('HGET', ck, 'status')
+if not st then return '!missing' end
+if action == 'pause' then
+  if st ~= 'active' and st ~= 'scheduled' then return '!' .. st end
+  redis.call('HSET', ck, 'status', 'paused', 'paused_from', st, 'updated', now)
+  for i = 5, #ARGV do flag_lease(ARGV[i]) end
+elseif action == 'resume' then
+  if st ~= 'paused' then return '!' .. st end
+  local back = redis.call('HGET', ck, 'paused_from') or 'active'
+  redis.call('HSET', ck, 'status', back, 'updated', now)
+  if back == 'scheduled' then
+    redis.call('ZADD', key_due_campaigns(), tonumber(redis.call('HGET', ck, 'send_at') or now) or now, cid)
+  end
+  for i = 5, #ARGV do schedule(ARGV[i]) end
+  wake()
+elseif action == 'cancel' then
+  if st == 'cancelled' then return '!' .. st end
+  redis.call('HSET', ck, 'status', 'cancelled', 'cancelled_at', now, 'updated', now)
+  redis.call('ZREM', key_due_campaigns(), cid)
+  for i = 5, #ARGV do flag_lease(ARGV[i]) end
+end
+return st

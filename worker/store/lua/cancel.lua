@@ -1,0 +1,12 @@
+--!include prelude
+-- ARGV: prefix, job_id, now. Cancels a job that has not started sending. Returns the previous state.
+local id, now = ARGV[2], ARGV[3]
+local jk = key_job(id)
+local st = redis.call('HGET', jk, 'state')
+if st == 'queued' or st == 'scheduled' or st == 'retrying' then
+  move(jk, st, 'cancelled')
+  retain(id)
+  redis.call('HSET', jk, 'updated', now, 'cancelled_at', now)
+  redis.call('ZREM', key_due(), id)
+end
+return st or ''

@@ -1,0 +1,155 @@
+-- Helpers every state-changing script shares (scripts that start with `--!include prelude`).
+-- Key names come from worker/store/keys.py: the loader defines key_<name>(...) for the keys a script uses.
+-- a campaign's per-state counters follow each of its jobs' transitions, so they add up to its total
+local function count(camp, from, to)
+  if camp and camp ~= '' then
+    local ck = key_campaign(camp)
+    redis.call('HINCRBY', ck, 'n:' .. from, -1)
+    redis.call('HINCRBY', ck, 'n:' .. to, 1)
+  end
+end
+local function move(jk, from, to, camp)
+  redis.call('HSET', jk, 'state', to)
+  if camp == nil then camp = redis.call('HGET', jk, 'campaign') end
+  count(camp, from, to)
+end
+-- Ready jobs live in one list per source: an account's single messages ('s' -> q:{a}) and each
+-- campaign ('c:{cid}' -> cq:{cid}:{a}); src:{a} orders the sources for round robin. High priority
+-- jobs (qh:{a}) always go first.
+local function source_key(account, name)
+  if name == 's' then return key_queue(account) end
+  return key_campaign_queue(string.sub(name, 3), account)
+end
+local function add_source(account, name)
+  local sk = key_sources(account)
+  if redis.call('ZSCORE', sk, name) then return end
+  local top = redis.call('ZREVRANGE', sk, 0, 0, 'WITHSCORES')
+  local score = 0
+  if top[2] then score = tonumber(top[2]) + 1 end
+  redis.call('ZADD', sk, score, name)
+end
+-- an idle account with ready jobs waits in sched until the dispatcher looks at it (score 0: at once;
+-- an account already waiting there for its next sendable moment keeps that moment). An account with a
+-- batch in flight is not added: RELEASE (or RECOVER) puts it back with its next sendable moment.
+local function schedule(account)
+  if redis.call('SISMEMBER', key_leased(), account) == 0 then
+    redis.call('ZADD', key_sched(), 'NX', 0, account)
+  end
+end
+-- a lease value ending in '!' tells the session holding it that something it was claimed under changed
+-- (a high-priority job arrived, the account or one of its campaigns was paused, cancelled or edited): it
+-- ends at its next job and the next session is claimed under the new state. So BEGIN need not re-read the
+-- account's status, its campaigns' status or the high-priority queue for every send.
+local function flag_lease(account)
+  local lk = key_lease(account)
+  local cur = redis.call('GET', lk)
+  if cur and string.sub(cur, -1) ~= '!' then redis.call('SET', lk, cur .. '!', 'KEEPTTL') end
+end
+-- the lease is this session's (flagged or not)
+local function holds_lease(cur, token)
+  return cur == token or cur == token .. '!'
+end
+local function enqueue(account, id, priority, front, camp)
+  local q
+  if priority == 'high' then
+    q = key_queue_high(account)
+    flag_lease(account)
+  else
+    local name = 's'
+    if camp and camp ~= '' then name = 'c:' .. camp end
+    q = source_key(account, name)
+    add_source(account, name)
+  end
+  if front then redis.call('LPUSH', q, id) else redis.call('RPUSH', q, id) end
+  schedule(account)
+end
+-- a campaign's staged jobs for one account become one of the account's sources (O(1) RENAME)
+local function go_live(cid, account)
+  local staging = key_campaign_staging(cid, account)
+  if redis.call('EXISTS', staging) == 1 then
+    redis.call('RENAME', staging, source_key(account, 'c:' .. cid))
+    add_source(account, 'c:' .. cid)
+    schedule(account)
+  end
+end
+local function wake()
+  redis.call('LPUSH', key_wake(), '1')
+  redis.call('LTRIM', key_wake(), 0, 9)
+end
+-- finished jobs keep their record (ids, history) for the configured retention, then expire
+local function retain(id, ttl, job_only)
+  if ttl == nil then ttl = tonumber(redis.call('HGET', key_config(), 'retention_s') or '0') end
+  if ttl and ttl > 0 then
+    redis.call('EXPIRE', key_job(id), ttl)
+    if not job_only then redis.call('EXPIRE', key_history(id), ttl) end
+  end
+end
+local function dead_letter(jk, id, from, reason, class, err, now, camp, ttl)
+  move(jk, from, 'dead', camp)
+  redis.call('HSET', jk, 'reason', reason, 'error_class', class, 'error', err, 'dead_at', now, 'updated', now)
+  redis.call('ZADD', key_dlq(), now, id)
+  retain(id, ttl)
+end
+-- put a job (back) in its queue, unless its campaign was cancelled meanwhile: then it is cancelled too
+local function place(jk, id, account, priority, front, camp, from)
+  if camp and camp ~= '' and redis.call('HGET', key_campaign(camp), 'status') == 'cancelled' then
+    move(jk, from, 'cancelled', camp)
+    retain(id)
+    return false
+  end
+  if from ~= 'queued' then move(jk, from, 'queued', camp) end
+  enqueue(account, id, priority, front, camp)
+  return true
+end
+-- move due scheduled/retrying jobs to their queues, grouped: one RPUSH per queue, one source and sched
+-- update per account, one counter update per campaign; returns how many ids it took from the due set
+local function promote(now, limit)
+  local due = key_due()
+  local ids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, limit)
+  if #ids == 0 then return 0 end
+  redis.call('ZREM', due, unpack(ids))
+  -- grouped: one RPUSH per queue, one source and sched update per account, one counter update per campaign
+  local queues, order, counts, cstatus = {}, {}, {}, {}
+  for _, id in ipairs(ids) do
+    local jk = key_job(id)
+    local st, account, priority, camp = unpack(redis.call('HMGET', jk, 'state', 'account', 'priority', 'campaign'))
+    if st == 'scheduled' or st == 'retrying' then
+      local name = nil
+      if camp and camp ~= '' then
+        if cstatus[camp] == nil then cstatus[camp] = redis.call('HGET', key_campaign(camp), 'status') or '' end
+        name = 'c:' .. camp
+      end
+      if name and cstatus[camp] == 'cancelled' then
+        move(jk, st, 'cancelled', camp)
+        retain(id)
+      else
+        redis.call('HSET', jk, 'state', 'queued', 'updated', now)
+        if camp and camp ~= '' then
+          local key = camp .. '|' .. st
+          counts[key] = (counts[key] or 0) + 1
+        end
+        local q
+        if priority == 'high' then q = key_queue_high(account) else q = source_key(account, name or 's') end
+        if not queues[q] then
+          queues[q] = {account = account, name = (priority ~= 'high') and (name or 's') or nil, ids = {}}
+          order[#order + 1] = q
+        end
+        local batch = queues[q].ids
+        batch[#batch + 1] = id
+      end
+    end
+  end
+  for key, n in pairs(counts) do
+    local camp, from = string.match(key, '^(.*)|(.*)$')
+    local ck = key_campaign(camp)
+    redis.call('HINCRBY', ck, 'n:' .. from, -n)
+    redis.call('HINCRBY', ck, 'n:queued', n)
+  end
+  for _, q in ipairs(order) do
+    local batch = queues[q]
+    redis.call('RPUSH', q, unpack(batch.ids))
+    if batch.name then add_source(batch.account, batch.name) else flag_lease(batch.account) end
+    schedule(batch.account)
+  end
+  return #ids
+end

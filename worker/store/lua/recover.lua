@@ -1,0 +1,26 @@
+--!include prelude
+-- ARGV: prefix, now. For every account whose lease expired with jobs still claimed: untouched jobs go
+-- back to the head of the queue, a `sending` job becomes an unknown outcome (dead-lettered for review).
+local now = ARGV[2]
+local requeued, unknown = 0, 0
+for _, a in ipairs(redis.call('SMEMBERS', key_leased())) do
+  if redis.call('EXISTS', key_lease(a)) == 0 then
+    local ck = key_claimed(a)
+    local ids = redis.call('LRANGE', ck, 0, -1)
+    for i = #ids, 1, -1 do
+      local jk = key_job(ids[i])
+      local st, priority, camp = unpack(redis.call('HMGET', jk, 'state', 'priority', 'campaign'))
+      if st == 'sending' then
+        dead_letter(jk, ids[i], 'sending', 'unknown_outcome', 'ambiguous',
+          'the worker holding this send died; the message may have been sent', now)
+        unknown = unknown + 1
+      elseif st == 'queued' then
+        if place(jk, ids[i], a, priority, true, camp, 'queued') then requeued = requeued + 1 end
+      end
+    end
+    redis.call('DEL', ck)
+    redis.call('SREM', key_leased(), a)
+    redis.call('ZADD', key_sched(), 0, a)
+  end
+end
+return {requeued, unknown}

@@ -1,0 +1,29 @@
+--!include prelude
+-- ARGV: prefix, job_id, now, force ('1' allows replaying an unknown outcome). Dead job -> queued, same id.
+local id, now, force = ARGV[2], ARGV[3], ARGV[4]
+local jk = key_job(id)
+local st, reason, account, priority, camp =
+  unpack(redis.call('HMGET', jk, 'state', 'reason', 'account', 'priority', 'campaign'))
+if not st then return {'missing'} end
+if st ~= 'dead' then return {'not_dead', st} end
+if redis.call('HGET', jk, 'dismissed') == '1' then return {'deleted'} end
+if reason == 'unknown_outcome' and force ~= '1' then return {'unknown_outcome'} end
+if camp and camp ~= '' and redis.call('HGET', key_campaign(camp), 'status') == 'cancelled' then
+  return {'campaign_cancelled'}
+end
+if redis.call('HEXISTS', jk, 'new_msg_id') == 1 or redis.call('HEXISTS', jk, 'sent_at') == 1 then
+  return {'already_sent'}
+end
+redis.call('ZREM', key_dlq(), id)
+redis.call('PERSIST', jk)
+redis.call('PERSIST', key_history(id))
+move(jk, 'dead', 'queued')
+redis.call('HDEL', jk, 'reason', 'error_class', 'error', 'dead_at', 'n_transient', 'n_throttled', 'n_failure',
+  'n_ambiguous')
+redis.call('HINCRBY', jk, 'replays', 1)
+redis.call('HSET', jk, 'updated', now)
+local entry = cjson.encode({event = 'replayed', at = tonumber(now), from_reason = reason})
+redis.call('RPUSH', key_history(id), entry)
+enqueue(account, id, priority, false, camp)
+wake()
+return {'ok'}

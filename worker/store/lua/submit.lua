@@ -1,0 +1,21 @@
+--!include prelude
+-- ARGV: prefix, job_id, idem_key|'', idem_ttl_s, now, due_at|'', account, priority, field, value, ...
+local id, idem, now, due_at, account, priority = ARGV[2], ARGV[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+if idem ~= '' then
+  local existing = redis.call('GET', key_idempotency('m', idem))
+  if existing then return {0, existing} end
+  redis.call('SET', key_idempotency('m', idem), id, 'EX', tonumber(ARGV[4]))
+end
+local jk = key_job(id)
+local fields = {}
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', jk, unpack(fields))
+if due_at ~= '' then
+  redis.call('HSET', jk, 'state', 'scheduled')
+  redis.call('ZADD', key_due(), due_at, id)
+else
+  redis.call('HSET', jk, 'state', 'queued')
+  enqueue(account, id, priority, false, '')
+  wake()
+end
+return {1, id, redis.call('HGET', jk, 'state')}
