@@ -144,21 +144,6 @@ class UnsupportedError(VendorError):
     error_class = "unsupported"
 
 
-ERROR_CLASSES: dict[str, type[VendorError]] = {
-    cls.error_class: cls
-    for cls in (
-        TransientError,
-        ThrottledError,
-        VendorFailure,
-        AmbiguousError,
-        AccountDownError,
-        PermanentError,
-        DailyCapError,
-        UnsupportedError,
-    )
-}
-
-
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Replace every occurrence of a secret (longer than 3 chars) with ``***``."""
     for secret in secrets:

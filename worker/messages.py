@@ -176,6 +176,10 @@ class _Base(BaseModel):
             check_text(value, f"message.{name}", one_line=name in _ONE_LINE_FIELDS)
 
 
+#: WeChat's id for "everyone in the group" in a mention list.
+MENTION_ALL = "notify@all"
+
+
 class TextMessage(_Base):
     """Plain text. ``content`` must itself contain ``@nickname`` for each mention (vendor rule)."""
 
@@ -183,6 +187,11 @@ class TextMessage(_Base):
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     mentions: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list, max_length=500)
     mention_all: bool = False
+
+    def mention_ids(self) -> list[str]:
+        """The ids to @ as WeChat's protocol spells them: ``notify@all`` mentions everyone in the group
+        (GeWe postText ``ats``, E云 sendText ``at``, seeds 001-003)."""
+        return [MENTION_ALL] if self.mention_all else list(self.mentions)
 
     @field_validator("text")
     @classmethod
@@ -337,11 +346,13 @@ def _extract(value: str, field: str, *, keep_msg: bool = False) -> str:
         raise ValueError(str(exc).removeprefix(f"{field}: ")) from None
 
 
-Message = Annotated[TextMessage | MiniProgramMessage | AppMsgMessage, Field(discriminator="kind")]
-MESSAGE_ADAPTER: TypeAdapter[TextMessage | MiniProgramMessage | AppMsgMessage] = TypeAdapter(Message)
+#: The message kinds, the one list (a new kind is added here and nowhere else).
+AnyMessage = TextMessage | MiniProgramMessage | AppMsgMessage
+Message = Annotated[AnyMessage, Field(discriminator="kind")]
+MESSAGE_ADAPTER: TypeAdapter[AnyMessage] = TypeAdapter(Message)
 
 
-def parse_message(data: Any) -> TextMessage | MiniProgramMessage | AppMsgMessage:
+def parse_message(data: Any) -> AnyMessage:
     """Validate a message from JSON-like data; errors become :class:`MessageError` naming the field."""
     from pydantic import ValidationError
 

@@ -30,13 +30,11 @@ from typing import Any, Generic, TypeVar, cast
 
 import redis
 
-from scheduler.intake.producer import RECIPIENT, UnknownAccountError
+from scheduler.intake.producer import UnknownAccountError, validate_recipient
 from worker.errors import MessageError
 from worker.messages import (
-    AppMsgMessage,
-    MiniProgramMessage,
+    AnyMessage,
     SizePlan,
-    TextMessage,
     check_text,
     check_variables,
     parse_message,
@@ -47,7 +45,6 @@ from worker.store.keys import Keys
 from worker.store.ledger import IDEMPOTENCY_TTL_S, STATES, TERMINAL, Job, Ledger, new_id
 from worker.vendors import check_message_for
 
-AnyMessage = TextMessage | MiniProgramMessage | AppMsgMessage
 CHUNK = 2000
 T = TypeVar("T")
 
@@ -310,9 +307,7 @@ class Campaigns:
             if unknown_fields:
                 name = sorted(unknown_fields)[0]
                 raise MessageError(f"{field}.{name}: unknown field", field=f"{field}.{name}")
-            to = item.get("to")
-            if not isinstance(to, str) or not RECIPIENT.fullmatch(to):
-                raise MessageError(f"{field}.to: not a WeChat id (wxid, …@chatroom)", field=f"{field}.to")
+            to = validate_recipient(item.get("to"), f"{field}.to")
             acct = item.get("account")
             if acct is None:
                 if not pool:
@@ -385,7 +380,7 @@ class Campaigns:
     def get(self, cid: str) -> dict[str, Any]:
         """The campaign with its per-state counts; ``status`` is ``finished`` once every job is terminal."""
         data = cast(dict[str, str], self.redis.hgetall(self.keys.campaign(cid)))
-        if not data or data.get("status") in (None, "creating"):
+        if "status" not in data:  # absent, or a creation that was never committed
             raise CampaignNotFound(cid)
         counts = {state: max(0, int(data.get(f"n:{state}", 0))) for state in STATES}
         total = int(data.get("total", 0))

@@ -40,7 +40,7 @@ class Submitted:
     created: bool
 
 
-def validate_recipient(to: str, field: str = "to") -> str:
+def validate_recipient(to: Any, field: str = "to") -> str:
     """A wxid, a ``…@chatroom`` id or ``filehelper``."""
     if not isinstance(to, str) or not RECIPIENT.fullmatch(to):
         raise MessageError(f"{field}: not a WeChat id (wxid, …@chatroom)", field=field)

@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, cast
 
 import httpx
@@ -40,15 +41,29 @@ from worker.errors import (
 )
 from worker.execution.retry import RetryPolicy, call_with_quick_retries
 from worker.logs import REDACTOR
+from worker.messages import AnyMessage
 from worker.pacing.holds import account_holds, held, held_entry, hold_for_daily_cap
 from worker.pacing.rules import PaceState, RedisClock, allowance, local_day, throttled_slowdown
 from worker.settings import Settings
 from worker.store.accounts import Account, AccountStore, KindHold
-from worker.store.ledger import Begin, Finished, Job, Ledger, PaceRecord
+from worker.store.ledger import Begin, BeginStatus, Finished, Job, Ledger, PaceRecord
 from worker.store.stats import AttemptCounters
-from worker.vendors.base import AnyMessage, VendorBackend, backend_for
+from worker.vendors.base import VendorBackend, backend_for
 
 log = logging.getLogger("broadcast.send")
+
+
+class SessionStop(StrEnum):
+    """Why a session ended before its last job (``stopped`` in its report; none when it sent them all)."""
+
+    LEASE_LOST = "lease_lost"  # recovered meanwhile: its jobs are no longer this session's
+    CHANGED = "changed"  # its lease was flagged (priority, pause, cancel, edit): the next session starts afresh
+    ACCOUNT_DOWN = "account_down"  # the vendor says the account is offline or its token expired
+    THROTTLED = "throttled"  # the vendor asked to slow down: the account waits its slowed gap outside a session
+    PACED = "paced"  # the next start is further away than BROADCAST_SESSION_HOLD_S
+    BATCH_TIME = "batch_time"  # the session has run BROADCAST_BATCH_MAX_S
+    ACCOUNT_MISSING = "account_missing"  # the account was deleted: its jobs are dead-lettered
+    ERROR = "error"  # a bug: logged, the account's jobs are released
 
 
 @dataclass(slots=True)
@@ -142,7 +157,7 @@ class BatchRunner:
         except Exception as exc:
             # the session released its account if it could; its lease expires otherwise (recovered)
             log.exception("session failed", extra={"account": account_id})
-            return BatchReport(account=account_id, stopped=f"error: {type(exc).__name__}")
+            return BatchReport(account=account_id, stopped=f"{SessionStop.ERROR}: {type(exc).__name__}")
 
     def run(self, account_id: str, token: str, job_ids: list[str], groups: str = "") -> BatchReport:
         """Send the session's jobs in order, paced; always gives unprocessed jobs back unless the lease
@@ -150,7 +165,7 @@ class BatchRunner:
         report = BatchReport(account=account_id)
         account = self._durable(self.accounts.get, account_id)
         if account is None:
-            report.stopped = "account_missing"
+            report.stopped = SessionStop.ACCOUNT_MISSING
             self._dead_all(account_id, token, job_ids, report)
             self._durable(self.ledger.release, account_id, token)
             return report
@@ -170,15 +185,17 @@ class BatchRunner:
                 start_at = self._next_start(session, group)
                 wait = start_at - session.clock.now()
                 if i > 0 and (wait > self.settings.session_hold_s or time.monotonic() + wait > deadline):
-                    report.stopped = "paced" if wait > self.settings.session_hold_s else "batch_time"
+                    report.stopped = (
+                        SessionStop.PACED if wait > self.settings.session_hold_s else SessionStop.BATCH_TIME
+                    )
                     next_group = group
                     break
                 stop = self._one(session, job_id, start_at)
-                if stop:
+                if stop is not None:
                     report.stopped = stop
                     break
         finally:
-            if report.stopped != "lease_lost":
+            if report.stopped != SessionStop.LEASE_LOST:
                 if next_group is None:
                     next_at = min(self._next_start(session, False), self._next_start(session, True))
                 else:
@@ -247,7 +264,7 @@ class BatchRunner:
                 templates=session.templates,
             )
             received = time.monotonic()
-            if begin.status == "early":
+            if begin.status is BeginStatus.EARLY:
                 session.clock.sync(start_at - begin.wait_s, sent, received)
                 continue
             if begin.redis_now:
@@ -255,17 +272,17 @@ class BatchRunner:
             return cast(Begin, begin)
         return cast(Begin, begin)
 
-    def _one(self, session: Session, job_id: str, start_at: float) -> str:
-        """One job: begin, send, finish. Returns why the session must stop, or ''."""
+    def _one(self, session: Session, job_id: str, start_at: float) -> SessionStop | None:
+        """One job: begin, send, finish. Returns why the session must stop, or None to go on."""
         report = session.report
         begin = self._begin(session, job_id, start_at)
-        if begin.status == "lost":
-            return "lease_lost"
-        if begin.status == "yield":
-            return "changed"  # the next session is claimed under the new state (priority, pause, cancel…)
-        if begin.status != "go" or begin.job is None:
+        if begin.status is BeginStatus.LOST:
+            return SessionStop.LEASE_LOST
+        if begin.status is BeginStatus.YIELD:
+            return SessionStop.CHANGED  # the next session is claimed under the new state (priority, pause, cancel…)
+        if begin.status is not BeginStatus.GO or begin.job is None:
             report.skipped += 1
-            return ""
+            return None
         job = begin.job
         report.attempted += 1
         started = time.time()
@@ -275,11 +292,11 @@ class BatchRunner:
             message = self._template(session, job).render(job.variables)
         except (MessageError, ValueError) as exc:
             self._invalid(session, job, entry, started, exc)
-            return ""
+            return None
         hold = held(session.holds, message.kind)
         if hold is not None:  # this kind is held for the account (a daily cap): wait for its end, no vendor call
             self._defer(session, job, entry, hold, None)
-            return ""
+            return None
         try:
             result = call_with_quick_retries(
                 lambda: session.backend.send(job.to, message),
@@ -292,7 +309,7 @@ class BatchRunner:
         except MessageError as exc:
             # raised while building the request, before anything was written: never sent
             self._invalid(session, job, entry, started, exc)
-            return ""
+            return None
         except VendorError as error:
             if isinstance(error, DailyCapError):  # the kind waits for the account's next local day; others go on
                 hold = hold_for_daily_cap(
@@ -301,7 +318,7 @@ class BatchRunner:
                 session.holds[message.kind] = hold
                 record = self._pace_record(session, sent=False, throttled=False)
                 self._defer(session, job, entry, hold, record, code=error.code)
-                return ""
+                return None
             return self._failed(session, job, message, error, entry, started)
         except Exception as exc:
             # a bug reading the vendor's answer: the request did leave, so the outcome is unknown
@@ -321,7 +338,7 @@ class BatchRunner:
         )
         report.sent += 1
         self._log(job.id, session.id, vendor, "sent", started, ids=result.ids_as_strings())
-        return ""
+        return None
 
     def _failed(
         self,
@@ -331,7 +348,7 @@ class BatchRunner:
         error: VendorError,
         entry: dict[str, Any],
         started: float,
-    ) -> str:
+    ) -> SessionStop | None:
         report = session.report
         ended = time.time()
         options = session.account.spec.options
@@ -379,10 +396,10 @@ class BatchRunner:
         self._log(job.id, session.id, vendor, decision.action, started, error=str(error), error_class=error.error_class)
         if isinstance(error, AccountDownError):
             self.accounts.set_status(session.id, "down", str(error))
-            return "account_down"
+            return SessionStop.ACCOUNT_DOWN
         if throttled:
-            return "throttled"
-        return ""
+            return SessionStop.THROTTLED
+        return None
 
     def _invalid(self, session: Session, job: Job, entry: dict[str, Any], started: float, exc: Exception) -> None:
         """A message that cannot be built for this vendor: dead, never sent (no vendor call was made)."""
@@ -472,7 +489,7 @@ class BatchRunner:
     def _dead_all(self, account_id: str, token: str, job_ids: list[str], report: BatchReport) -> None:
         for job_id in job_ids:
             begin = self.ledger.begin(account_id, token, job_id, lease_ttl_s=self.settings.lease_ttl_s)
-            if begin.status != "go":
+            if begin.status is not BeginStatus.GO:
                 continue
             entry = {"n": 1, "started": time.time(), "outcome": "dead", "error_class": "config"}
             self._durable(self.ledger.finish_dead,

@@ -19,21 +19,45 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, NamedTuple, cast
 
 import redis
 
-from worker.messages import MESSAGE_ADAPTER, AppMsgMessage, MiniProgramMessage, TextMessage
+from worker.messages import MESSAGE_ADAPTER, AnyMessage
 from worker.store import scripts
 from worker.store.keys import Keys
 from worker.vendors.base import SendResult
 
-STATES = ("queued", "scheduled", "sending", "sent", "retrying", "dead", "cancelled")
-TERMINAL = frozenset({"sent", "dead", "cancelled"})
+
+class JobState(StrEnum):
+    """A job's state (docs/design.md, "States and transitions"); the scripts in ``lua/`` move it."""
+
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    SENT = "sent"
+    RETRYING = "retrying"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+STATES = tuple(state.value for state in JobState)
+TERMINAL = frozenset({JobState.SENT, JobState.DEAD, JobState.CANCELLED})
+
+
+class BeginStatus(StrEnum):
+    """What ``begin.lua`` answers (:class:`Begin`)."""
+
+    GO = "go"  # the job is now ``sending``: call the vendor
+    EARLY = "early"  # the pacing start has not come on Redis's clock: wait ``wait_s``
+    LOST = "lost"  # the lease is gone (recovered): stop without touching anything
+    YIELD = "yield"  # the lease was flagged: something the session was claimed under changed
+    SKIP = "skip"  # not to be sent (cancelled, missing, already finished): go on with the next
+
+
 #: How long an idempotency key remembers its first answer.
 IDEMPOTENCY_TTL_S = 7 * 24 * 3600
-
-AnyMessage = TextMessage | MiniProgramMessage | AppMsgMessage
 
 
 def new_id(prefix: str = "j") -> str:
@@ -102,14 +126,11 @@ class Submission(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Begin:
-    """What :meth:`Ledger.begin` found: ``go`` with the job, or why not.
+    """What :meth:`Ledger.begin` found: :attr:`BeginStatus.GO` with the job, or why not (``why``).
+    ``yield``: a high-priority job arrived, or the account or a campaign was paused, cancelled or edited:
+    the session ends and the next one is claimed under the new state."""
 
-    ``early``: the pacing start has not come yet on Redis's clock (wait ``wait_s``); ``lost``: the lease
-    is gone; ``yield``: something the session was claimed under changed (a high-priority job arrived, the
-    account or a campaign was paused, cancelled or edited): end it, the next one is claimed afresh;
-    ``skip``: the job is not to be sent (cancelled, missing, already finished)."""
-
-    status: str  # go | early | lost | yield | skip
+    status: BeginStatus
     job: Job | None = None
     why: str = ""
     wait_s: float = 0.0
@@ -351,10 +372,10 @@ class Ledger:
                 known,
             ]
         )
-        status = str(reply[0])
-        if status == "early":
+        status = BeginStatus(str(reply[0]))
+        if status is BeginStatus.EARLY:
             return Begin(status=status, wait_s=float(reply[1]))
-        if status != "go":
+        if status is not BeginStatus.GO:
             return Begin(status=status, why=str(reply[1]))
         template, redis_now, flat = str(reply[1]), str(reply[2]), reply[3]
         data = dict(zip(flat[::2], flat[1::2], strict=True))
@@ -365,7 +386,7 @@ class Ledger:
             else:
                 templates[campaign] = template
         job = Job.from_hash(job_id, data, template)
-        return Begin(status="go", job=job, redis_now=float(redis_now) if redis_now else 0.0)
+        return Begin(status=BeginStatus.GO, job=job, redis_now=float(redis_now) if redis_now else 0.0)
 
     def finish_sent(
         self,

@@ -1,9 +1,8 @@
-"""Vendor backends, one module each, registered by name (``gewe``, ``gewe-legacy``, ``ecloud``, ``ohwxapi``)."""
+"""Vendor backends, one module each, registered by name (``VendorName`` in ``base.py`` is the list)."""
 
+from worker.messages import AnyMessage
 from worker.vendors import ecloud, gewe, gewe_legacy, ohwxapi
 from worker.vendors.base import (
-    DEFAULT_TIMEOUT,
-    AnyMessage,
     SendResult,
     VendorAccount,
     VendorBackend,
@@ -19,7 +18,6 @@ def check_message_for(vendor: str, message: AnyMessage) -> None:
 
 
 __all__ = [
-    "DEFAULT_TIMEOUT",
     "SendResult",
     "VendorAccount",
     "VendorBackend",

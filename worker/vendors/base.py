@@ -40,9 +40,7 @@ from worker.errors import (
     VendorFailure,
     redact,
 )
-from worker.messages import AppMsgMessage, MiniProgramMessage, TextMessage
-
-AnyMessage = TextMessage | MiniProgramMessage | AppMsgMessage
+from worker.messages import AnyMessage
 
 #: The one list of vendors: each name is a backend module that registers itself under it (``@register``);
 #: a test checks the registry and this list agree. Everything else (API, CLI, account files) derives from it.
@@ -51,9 +49,6 @@ VendorName = Literal["gewe", "gewe-legacy", "ecloud", "ohwxapi"]
 #: Statuses a proxy or server answers without having passed the request on: safe to retry. 503 (service
 #: unavailable) and 408 (the server gave up reading the request) are answered before any handler ran.
 NOT_FORWARDED = frozenset({408, 503})
-
-#: Vendor clients use 15-60 s timeouts because GeWe fetches media by URL itself; 30 s read is the middle.
-DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=10.0, pool=5.0)
 
 
 class VendorAccount(BaseModel):

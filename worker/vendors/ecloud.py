@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from worker.errors import MessageError
-from worker.messages import MiniProgramMessage, TextMessage
-from worker.vendors.base import AnyMessage, HttpBackend, SendResult, register, require_revoke_ids
+from worker.messages import AnyMessage, MiniProgramMessage, TextMessage
+from worker.vendors.base import HttpBackend, SendResult, register, require_revoke_ids
 
 SUCCESS = "1000"
 
@@ -55,7 +55,7 @@ class ECloudBackend(HttpBackend):
         if isinstance(message, TextMessage):
             endpoint = "sendText"
             body = {"wId": w_id, "wcId": to, "content": message.text}
-            at = ["notify@all"] if message.mention_all else list(message.mentions)
+            at = message.mention_ids()
             if at:
                 body["at"] = ",".join(at)
         elif isinstance(message, MiniProgramMessage) and message.is_structured:

@@ -18,10 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 from worker.errors import DailyCapError, VendorError
-from worker.messages import AppMsgMessage, MiniProgramMessage, TextMessage
-from worker.vendors.base import AnyMessage, HttpBackend, SendResult, register, require_revoke_ids
+from worker.messages import AnyMessage, AppMsgMessage, MiniProgramMessage, TextMessage
+from worker.vendors.base import HttpBackend, SendResult, register, require_revoke_ids
 
-MENTION_ALL = "notify@all"
 #: The declaration the vendor's own forwardMiniApp example starts with (转发小程序.md).
 XML_DECLARATION = '<?xml version="1.0"?>\n'
 #: ``msg`` and ``data.code`` of the daily mini-program cap (Devo919/Gewechat#176).
@@ -59,7 +58,7 @@ class GeweBackend(HttpBackend):
         if isinstance(message, TextMessage):
             endpoint = "postText"
             body: dict[str, Any] = {"appId": app_id, "toWxid": to, "content": message.text}
-            ats = [MENTION_ALL] if message.mention_all else list(message.mentions)
+            ats = message.mention_ids()
             if ats:
                 body["ats"] = ",".join(ats)
         elif isinstance(message, MiniProgramMessage) and message.is_structured:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from worker.errors import UnsupportedError
-from worker.messages import TextMessage
-from worker.vendors.base import AnyMessage, HttpBackend, SendResult, as_int, register
+from worker.messages import AnyMessage, TextMessage
+from worker.vendors.base import HttpBackend, SendResult, as_int, register
 
 
 @register("gewe-legacy")
@@ -29,7 +29,7 @@ class GeweLegacyBackend(HttpBackend):
         appid = self.account.instance
         if isinstance(message, TextMessage):
             endpoint = "sendmsg"
-            at = ["notify@all"] if message.mention_all else list(message.mentions)
+            at = message.mention_ids()
             body: dict[str, Any] = {
                 "appid": appid,
                 "to_wxid_list": [{"to_wxid": to, "content": message.text, "msg_type": 1, "msg_source": "", "at": at}],

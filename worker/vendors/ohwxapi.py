@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.messages import TextMessage
-from worker.vendors.base import AnyMessage, HttpBackend, SendResult, as_int, register, require_revoke_ids
+from worker.messages import AnyMessage, TextMessage
+from worker.vendors.base import HttpBackend, SendResult, as_int, register, require_revoke_ids
 
 CGI_SEND_APP = 222
 CGI_SEND_TEXT = 522
@@ -50,7 +50,7 @@ class OhwxapiBackend(HttpBackend):
         if isinstance(message, TextMessage):
             cmd = CGI_SEND_TEXT
             request: dict[str, Any] = {"ToUserName": to, "Content": message.text, "MsgType": 1}
-            at = ["notify@all"] if message.mention_all else list(message.mentions)
+            at = message.mention_ids()
             if at:
                 request["AtUsers"] = ",".join(at)
         else:
