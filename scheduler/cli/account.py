@@ -1,0 +1,198 @@
+"""``accounts list|show|put|pause|resume``: the sending accounts; a vendor token goes in, never comes out."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any, get_args
+
+import typer
+
+from scheduler.cli.client import ApiError
+from scheduler.cli.options import AsJson, Token, Url, connect, pairs
+from scheduler.cli.render import emit, fail, kv, print_json, print_table, say, when
+from worker.vendors.base import VendorName
+
+app = typer.Typer(help="Sending accounts: list, show, create/update, pause, resume.", no_args_is_help=True)
+
+
+def _print_account(a: dict[str, Any]) -> None:
+    limits = a.get("limits") or {}
+    quiet = limits.get("quiet_hours")
+    kv(
+        [
+            ("id", a["id"]),
+            ("vendor", a["vendor"]),
+            ("base_url", a["base_url"]),
+            ("instance", a["instance"]),
+            ("token", "set" if a.get("token_set") else "not set"),
+            ("status", a["status"] + (f" ({a['status_reason']})" if a.get("status_reason") else "")),
+            ("since", when(a.get("status_changed"))),
+            # kinds held for the day (GeWe's daily mini-program cap), with the vendor's reason
+            (
+                "holds",
+                "; ".join(f"{k} until {when(h['until'])}: {h['reason']}" for k, h in (a.get("holds") or {}).items())
+                or "none",
+            ),
+            ("per_minute", limits.get("per_minute")),
+            ("min_interval", f"{limits.get('min_interval_s')} s + jitter {limits.get('jitter_s')} s"),
+            ("group_interval", f"{limits.get('group_min_interval_s')} s + jitter {limits.get('group_jitter_s')} s"),
+            ("daily_cap", limits.get("daily_cap") or "none"),
+            ("quiet_hours", f"{quiet['start']}-{quiet['end']}" if quiet else "none"),
+            ("timezone", limits.get("timezone")),
+            ("options", ", ".join(f"{k}={v}" for k, v in (a.get("options") or {}).items())),
+        ]
+    )
+
+
+def _print_accounts(items: list[dict[str, Any]]) -> None:
+    rows = [
+        [
+            a["id"], a["vendor"], a["instance"], a["status"], str((a.get("limits") or {}).get("per_minute", "")),
+            "set" if a.get("token_set") else "-", a.get("status_reason") or "",
+        ]
+        for a in sorted(items, key=lambda a: str(a["id"]))
+    ]  # fmt: skip
+    columns = ["id", "vendor", "instance", "status", "per_min", "token", "reason"]
+    print_table(columns, rows, right=("per_min",))
+
+
+@app.command("list")
+def list_(as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
+    """Every account with its status (active, paused, down) and why."""
+    with connect(url, token) as api:
+        items = api.accounts()
+    emit(items, as_json, _print_accounts)
+
+
+@app.command("show")
+def show(account_id: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
+    """One account: connection (token never shown), limits, status."""
+    with connect(url, token) as api:
+        a = api.account(account_id)
+    emit(a, as_json, _print_account)
+
+
+def _vendor_token(token_env: str | None, token_stdin: bool, vendor_token: str | None) -> str | None:
+    """The vendor token from at most one of its three sources; None keeps the stored one."""
+    given = {"--token-env": token_env, "--token-stdin": token_stdin, "--vendor-token": vendor_token}
+    sources = [name for name, value in given.items() if value]
+    if len(sources) > 1:
+        raise fail(f"give one of {', '.join(sources)}")
+    if token_env:
+        import os
+
+        if token_env not in os.environ:
+            raise fail(f"--token-env: the environment variable {token_env} is not set")
+        return os.environ[token_env]
+    if token_stdin:
+        secret = sys.stdin.readline().strip()
+        if not secret:
+            raise fail("--token-stdin: stdin gave no token")
+        return secret
+    return vendor_token
+
+
+def _quiet_hours(raw: str) -> dict[str, str] | None:
+    if raw.lower() in ("none", "off", ""):
+        return None
+    start, sep, end = raw.partition("-")
+    if not sep:
+        raise fail(f"--quiet-hours: expected HH:MM-HH:MM or none, got {raw!r}")
+    return {"start": start.strip(), "end": end.strip()}
+
+
+@app.command("put")
+def put(
+    account_id: Annotated[str, typer.Argument(help="account id (letters, digits, _ . @ -)")],
+    vendor: Annotated[str | None, typer.Option(help=" | ".join(get_args(VendorName)))] = None,
+    base_url: Annotated[str | None, typer.Option(help="the vendor's API base URL")] = None,
+    instance: Annotated[str | None, typer.Option(help="GeWe appId / E云 wId / MagicCgi wxid")] = None,
+    token_env: Annotated[
+        str | None, typer.Option(help="read the vendor token from this environment variable", show_default=False)
+    ] = None,
+    token_stdin: Annotated[
+        bool, typer.Option("--token-stdin", help="read the vendor token from stdin (first line)")
+    ] = False,
+    vendor_token: Annotated[
+        str | None,
+        typer.Option(help="the vendor token itself (lands in shell history: prefer --token-env/--token-stdin)"),
+    ] = None,
+    per_minute: Annotated[int | None, typer.Option(help="sends a minute (0 = unpaced)")] = None,
+    min_interval: Annotated[float | None, typer.Option(help="seconds between private sends")] = None,
+    jitter: Annotated[float | None, typer.Option(help="random extra seconds up to this")] = None,
+    group_min_interval: Annotated[float | None, typer.Option(help="seconds between group sends")] = None,
+    group_jitter: Annotated[float | None, typer.Option(help="random extra for group sends")] = None,
+    daily_cap: Annotated[int | None, typer.Option(help="sends a day (0 = no cap)")] = None,
+    quiet_hours: Annotated[str | None, typer.Option(help="HH:MM-HH:MM without sends, or 'none'")] = None,
+    timezone: Annotated[str | None, typer.Option(help="timezone of the daily cap and quiet hours")] = None,
+    option: Annotated[list[str] | None, typer.Option(help="vendor option NAME=VALUE (repeat)")] = None,
+    as_json: AsJson = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Create an account, or update the given fields of an existing one (the rest, token included, kept;
+    a new --base-url or --vendor needs the token again)."""
+    secret = _vendor_token(token_env, token_stdin, vendor_token)
+    limits: dict[str, Any] = {}
+    for name, value in (
+        ("per_minute", per_minute), ("min_interval_s", min_interval), ("jitter_s", jitter),
+        ("group_min_interval_s", group_min_interval), ("group_jitter_s", group_jitter), ("daily_cap", daily_cap),
+        ("timezone", timezone),
+    ):  # fmt: skip
+        if value is not None:
+            limits[name] = value
+    if quiet_hours is not None:
+        limits["quiet_hours"] = _quiet_hours(quiet_hours)
+    with connect(url, token) as api:
+        try:
+            existing: dict[str, Any] | None = api.account(account_id)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            existing = None
+        spec: dict[str, Any] = {}
+        if existing is not None:
+            spec = {k: existing[k] for k in ("vendor", "base_url", "instance", "options")}
+            spec["limits"] = {**existing["limits"], **limits}
+        else:
+            missing = [
+                o for o, v in (("--vendor", vendor), ("--base-url", base_url), ("--instance", instance)) if not v
+            ]
+            if missing:
+                raise fail(f"{account_id!r} is a new account: give {', '.join(missing)}")
+            if limits:
+                spec["limits"] = limits
+        for name, value in (("vendor", vendor), ("base_url", base_url), ("instance", instance)):
+            if value is not None:
+                spec[name] = value
+        if option:
+            spec["options"] = {**spec.get("options", {}), **pairs("--option", option)}
+        if secret is not None:
+            spec["token"] = secret
+        saved = api.put_account(account_id, spec)
+    if as_json:
+        print_json(saved)
+    else:
+        say(f"account {saved['id']} {'updated' if existing else 'created'}")
+        _print_account(saved)
+
+
+@app.command("pause")
+def pause(account_id: str, url: Url = None, token: Token = None) -> None:
+    """Stop sending from an account; its jobs wait."""
+    with connect(url, token) as api:
+        a = api.pause_account(account_id)
+    say(f"account {a['id']} {a['status']}")
+
+
+@app.command("resume")
+def resume(
+    account_id: str,
+    check_online: Annotated[bool, typer.Option(help="ask the vendor first whether the account is online")] = True,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Send from an account again (by default after the vendor confirms it is online)."""
+    with connect(url, token) as api:
+        a = api.resume_account(account_id, check_online=check_online)
+    say(f"account {a['id']} {a['status']}")

@@ -1,0 +1,122 @@
+"""``dead-letters list|show|replay|delete``: jobs that will not be tried again on their own."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from scheduler.cli.client import ApiError
+from scheduler.cli.options import AsJson, Token, Url, connect
+from scheduler.cli.render import emit, kv, print_history, print_json, print_table, say, when
+
+app = typer.Typer(help="Dead letters: list, inspect, replay, delete.", no_args_is_help=True)
+
+REPLAY_HINTS = {
+    "unknown_outcome": "may already be in the chat: add --force to replay anyway",
+    "not_dead": "not a dead letter (already replayed, sent or never dead)",
+    "missing": "no such message",
+}
+
+
+@app.command("list")
+def list_(
+    account: Annotated[str | None, typer.Option(help="only this account")] = None,
+    campaign: Annotated[str | None, typer.Option(help="only this campaign")] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="permanent, retries_exhausted, unknown_outcome, invalid_message, …")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 50,
+    as_json: AsJson = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Dead jobs, newest first, with whole ids (copy them into `replay`)."""
+    with connect(url, token) as api:
+        answer = api.dead_letters(account=account, campaign=campaign, reason=reason, limit=limit)
+    items: list[dict[str, Any]] = answer["dead_letters"]
+    if as_json:
+        print_json(items)
+        return
+    rows = [
+        [d["id"], d["account"], d["to"], d["reason"], str(d["attempts"]), (d.get("error") or "")[:60]] for d in items
+    ]
+    columns = ["id", "account", "to", "reason", "tries", "error"]
+    print_table(columns, rows, right=("tries",))
+    say(f"{len(items)} shown ({answer['total']} in the dead-letter store)")
+
+
+def _print_dead_letter(entry: dict[str, Any]) -> None:
+    kv(
+        [
+            ("id", entry["id"]),
+            ("account", entry.get("account")),
+            ("to", entry.get("to")),
+            ("campaign", entry.get("campaign")),
+            ("reason", entry.get("reason")),
+            ("class", entry.get("error_class")),
+            ("error", entry.get("error")),
+            ("attempts", entry.get("attempts")),
+            ("dead_at", when(entry.get("dead_at"))),
+        ]
+    )
+    print_history(entry.get("history") or [])
+
+
+@app.command("show")
+def show(job_id: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
+    """A dead job with its reason and full attempt history."""
+    with connect(url, token) as api:
+        entry = api.dead_letter(job_id)
+    emit(entry, as_json, _print_dead_letter)
+
+
+@app.command("replay")
+def replay(
+    job_ids: Annotated[list[str], typer.Argument(help="dead job ids")],
+    force: Annotated[
+        bool, typer.Option("--force", help="also replay unknown outcomes (they may already be sent)")
+    ] = False,
+    as_json: AsJson = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Queue dead jobs again (same id, same history, sent at most once); exit 1 if any did not replay."""
+    with connect(url, token) as api:
+        results = api.replay(job_ids, force=force)
+    ok = sum(1 for v in results.values() if v == "ok")
+    if as_json:
+        print_json({"results": results, "replayed": ok})
+    else:
+        print_table(["id", "result"], [[job_id, outcome] for job_id, outcome in results.items()])
+        for outcome in sorted({o for o in results.values() if o in REPLAY_HINTS}):
+            say(f"{outcome}: {REPLAY_HINTS[outcome]}")  # under the table: never dropped on narrow terminals
+        say(f"replayed {ok} of {len(results)}")
+    if ok != len(results):
+        raise typer.Exit(1)
+
+
+@app.command("delete")
+def delete(
+    job_ids: Annotated[list[str], typer.Argument(help="dead job ids")],
+    as_json: AsJson = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Drop dead jobs from the store (their record stays, dead); exit 1 if any was not a dead letter."""
+    results: dict[str, str] = {}
+    with connect(url, token) as api:
+        for job_id in job_ids:
+            try:
+                api.delete_dead_letter(job_id)
+                results[job_id] = "deleted"
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                results[job_id] = "not_dead_letter"
+    if as_json:
+        print_json(results)
+    else:
+        print_table(["id", "result"], [[job_id, outcome.replace("_", " ")] for job_id, outcome in results.items()])
+    if any(v != "deleted" for v in results.values()):
+        raise typer.Exit(1)

@@ -1,0 +1,143 @@
+"""One message: ``send`` it, then ``message show|cancel|revoke`` (and the hidden ``job`` alias of ``show``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+
+from scheduler.cli.client import TERMINAL
+from scheduler.cli.options import (
+    AppmsgOpt,
+    AsJson,
+    IdemOpt,
+    MessageOpt,
+    PriorityOpt,
+    SendAtOpt,
+    TextOpt,
+    Token,
+    Url,
+    connect,
+    message_body,
+    pairs,
+    parse_send_at,
+)
+from scheduler.cli.render import emit, err, fail, kv, print_history, print_json, when
+
+app = typer.Typer(help="One message: show its ids and attempt history, cancel or revoke it.", no_args_is_help=True)
+
+
+def _outcome(job: dict[str, Any]) -> dict[str, Any]:
+    """What a finished message came to: its ids, or why not."""
+    errors = job.get("errors") or []
+    return {
+        "id": job["id"],
+        "status": job["status"],
+        "result": job.get("result"),
+        "vendor": job.get("vendor"),
+        "attempts": job.get("attempts"),
+        "reason": job.get("reason"),
+        "error": errors[-1].get("error") if errors else None,
+    }
+
+
+def send(
+    account: Annotated[str, typer.Option(help="sending account id")],
+    to: Annotated[str, typer.Option(help="recipient wxid or …@chatroom")],
+    text: TextOpt = None,
+    appmsg_file: AppmsgOpt = None,
+    message_json: MessageOpt = None,
+    var: Annotated[list[str] | None, typer.Option("--var", help="NAME=VALUE for a {placeholder} (repeat)")] = None,
+    send_at: SendAtOpt = None,
+    idempotency_key: IdemOpt = None,
+    priority: PriorityOpt = "normal",
+    wait: Annotated[
+        bool, typer.Option("--wait", help="wait until sent, dead or cancelled and print the vendor ids")
+    ] = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Submit one message; prints {id, status} (with --wait, then the outcome: exit 3 unless sent)."""
+    body: dict[str, Any] = {
+        "account": account,
+        "to": to,
+        "message": message_body(text, appmsg_file, message_json),
+        "priority": priority,
+    }
+    if var:
+        body["vars"] = pairs("--var", var)
+    if send_at:
+        body["send_at"] = parse_send_at(send_at)
+    if idempotency_key:
+        body["idempotency_key"] = idempotency_key
+    with connect(url, token) as api:
+        accepted = api.send_message(body)
+        print_json({"id": accepted["id"], "status": accepted["status"]})
+        if not wait:
+            return
+        job = api.message(accepted["id"])
+        try:
+            with err.status(f"waiting for {accepted['id']} …"):
+                while job["status"] not in TERMINAL:
+                    time.sleep(0.2)
+                    job = api.message(accepted["id"])
+        except KeyboardInterrupt:
+            raise fail(f"stopped waiting; {accepted['id']} is {job['status']} and goes on", 130) from None
+    print_json(_outcome(job))
+    if job["status"] != "sent":
+        raise typer.Exit(3)
+
+
+def _print_message(job: dict[str, Any]) -> None:
+    result = job.get("result") or {}
+    kv(
+        [
+            ("id", job["id"]),
+            ("status", job["status"] + (f" ({job['reason']})" if job.get("reason") else "")),
+            ("account", job.get("account")),
+            ("to", job.get("to")),
+            ("campaign", job.get("campaign")),
+            ("vendor", job.get("vendor")),
+            ("attempts", job.get("attempts")),
+            ("msg_id", result.get("msg_id")),
+            ("new_msg_id", result.get("new_msg_id")),
+            ("client_msg_id", result.get("client_msg_id")),
+            ("create_time", result.get("create_time")),
+            ("created", when(job.get("created"))),
+            ("sent_at", when(job.get("sent_at"))),
+        ]
+    )
+    print_history(job.get("history") or [])
+
+
+@app.command("show")
+def show(
+    job_id: Annotated[str, typer.Argument(help="message (job) id")],
+    as_json: AsJson = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """A message with its vendor ids (msgId, newMsgId, createTime) and attempt history."""
+    with connect(url, token) as api:
+        job = api.message(job_id)
+    emit(job, as_json, _print_message)
+
+
+@app.command("cancel")
+def cancel(job_id: str, url: Url = None, token: Token = None) -> None:
+    """Cancel a message that has not started sending (scheduled, queued or retrying)."""
+    with connect(url, token) as api:
+        print_json(api.cancel_message(job_id))
+
+
+@app.command("revoke")
+def revoke(job_id: str, url: Url = None, token: Token = None) -> None:
+    """Take back a sent message with its exact ids (vendors allow about two minutes)."""
+    with connect(url, token) as api:
+        print_json(api.revoke_message(job_id))
+
+
+def job_alias(job_id: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
+    """Alias of `message show`."""
+    show(job_id, as_json, url, token)

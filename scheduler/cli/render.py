@@ -1,0 +1,144 @@
+"""What every ``broadcast`` noun prints: tables that keep ids whole, key/value grids, JSON, times, errors.
+
+One stdout console and one stderr console for the whole CLI, so every command measures and wraps alike.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+
+def plain_help_types() -> None:
+    """Typer 0.29's rich help tags every parameter with its Python type, flags too (``--wait <bool>``), which
+    reads as if the flag took a value. On/off flags show nothing; parameters that take a value show what it
+    is the way Click always did (``TEXT``, ``INTEGER``, ``FILE``; ``TEXT…`` when repeatable)."""
+    from typer.core import TyperArgument, TyperOption
+
+    for cls in (TyperOption, TyperArgument):
+        tagged = cls.display_type_rich
+        if getattr(tagged, "_flags_plain", False):
+            continue
+
+        def display_type_rich(self: Any, ctx: Any, tagged: Any = tagged) -> str | None:
+            if getattr(self, "is_flag", False):
+                return None
+            label: str | None = tagged(self, ctx)
+            if not label or not (label.startswith("<") and label.endswith(">")):
+                return label
+            inner = label[1:-1]
+            repeat = inner.startswith("list[")
+            inner = inner.removeprefix("list[").removesuffix("]")
+            plain = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "directory": "DIR"}.get(inner, inner.upper())
+            return plain + ("…" if repeat else "")
+
+        display_type_rich._flags_plain = True  # type: ignore[attr-defined]
+        cls.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """One plain line on stderr; the caller raises the returned exit (2: the input was refused)."""
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def say(line: str) -> None:
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    text = json.dumps(data, ensure_ascii=False, indent=2)
+    if console.is_terminal:
+        console.print_json(text)
+    else:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+
+def emit(data: T, as_json: bool, human: Callable[[T], None]) -> None:
+    """``--json`` prints the API's answer as it is; otherwise ``human`` renders it for an operator."""
+    if as_json:
+        print_json(data)
+    else:
+        human(data)
+
+
+def when(value: Any, timezone: str | None = None) -> str:
+    """An epoch (the API's times) as local time, or in ``timezone`` with its name; '-' when unset."""
+    if value in (None, "", 0):
+        return "-"
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return str(value)
+    if timezone:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            return datetime.fromtimestamp(value, ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M:%S %Z")
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return datetime.fromtimestamp(value).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def print_table(
+    columns: list[str],
+    rows: list[list[str]],
+    *,
+    right: tuple[str, ...] = (),
+    title: str | None = None,
+) -> None:
+    """A table that keeps every column at any terminal width: ids are never wrapped or cut (they are copied
+    into the next command); other columns keep at least their header's width (rich would otherwise squeeze
+    a narrow column down to nothing) and fold long values onto more lines."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, title=title, title_justify="left")
+    for index, name in enumerate(columns):
+        widest = max([len(name), *(console.measure(str(row[index])).maximum for row in rows)])
+        if name == "id":
+            table.add_column(name, no_wrap=True, min_width=widest)
+        else:
+            table.add_column(
+                name,
+                overflow="fold",
+                min_width=min(widest, max(len(name), 6)),
+                justify="right" if name in right else "left",
+            )
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def kv(rows: list[tuple[str, Any]]) -> None:
+    """One record as name/value lines; an unset value reads '-'."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for name, value in rows:
+        grid.add_row(name, "-" if value in (None, "") else str(value))
+    console.print(grid)
+
+
+def print_history(history: list[dict[str, Any]]) -> None:
+    """A job's attempts, one row each (``message show`` and ``dead-letters show``)."""
+    if not history:
+        return
+    rows = [
+        [
+            str(entry.get("n", "")), when(entry.get("started")), str(entry.get("outcome", "")),
+            str(entry.get("error_class") or ""), str(entry.get("latency_ms") or ""),
+            str(entry.get("error") or entry.get("new_msg_id") or ""),
+        ]
+        for entry in history
+    ]  # fmt: skip
+    columns = ["n", "started", "outcome", "class", "ms", "error / new_msg_id"]
+    print_table(columns, rows, right=("n", "ms"), title="history")
