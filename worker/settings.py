@@ -107,6 +107,22 @@ class Settings(BaseSettings):
     #: and a firing that would pass it is skipped.
     schedule_max_jobs_per_hour: int = Field(default=200_000, ge=1)
 
+    # --- campaign safety (docs/design.md, "Campaign safety") ----------------------------------------------
+    #: Auto-pause defaults for new campaigns (each campaign may set its own, ``auto_pause``): a campaign
+    #: pauses itself when dead deliveries reach this share of its last ``auto_pause_window`` final outcomes
+    #: (0 = off), once at least ``auto_pause_min_attempts`` are in the window ...
+    auto_pause_ratio: float = Field(default=0.2, ge=0, le=1)
+    auto_pause_window: int = Field(default=50, ge=0, le=10_000)
+    auto_pause_min_attempts: int = Field(default=10, ge=1, le=10_000)
+    #: ... or when this many deliveries in a row went dead (0 = off).
+    auto_pause_streak: int = Field(default=10, ge=0, le=10_000)
+    #: An account pauses itself after this many throttling answers in a row despite its slow-down (0 = off;
+    #: an account's ``limits.pause_after_throttles`` overrides it): that is how accounts get restricted.
+    pause_after_throttles: int = Field(default=5, ge=0, le=1000)
+    #: A draft campaign with more recipients than this cannot start before one of its test sends went out
+    #: (0 = no requirement).
+    require_test_above: int = Field(default=0, ge=0)
+
     @property
     def longest_vendor_call_s(self) -> float:
         """The longest one vendor call can hold an account: the pool wait, then at most the deadline

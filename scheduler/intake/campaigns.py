@@ -12,6 +12,12 @@ When the recipients can be read twice (a :class:`Replayable`: an uploaded file, 
 pass validates and counts them all before anything is written, so an over-limit or bad upload leaves
 Redis untouched.
 
+Safety (docs/design.md, "Campaign safety"): a *draft* is stored like a scheduled campaign (jobs staged,
+invisible to the dispatcher) but is not due until :meth:`Campaigns.start`; a *test send* goes to a few
+internal recipients as ordinary single messages marked ``test_of`` (not the campaign's jobs, not in its
+counts); *auto-pause* thresholds are stored on the campaign (``ap_*``) and checked where each outcome is
+recorded (``worker/store/lua/finish.lua``).
+
 Idempotency: the campaign hash keeps a SHA-256 digest of the whole request (name, message, accounts,
 ``send_at``, priority and every recipient). The same key with the same digest answers the first campaign;
 with another digest it is a conflict (409), never a silent replay that drops the new recipients.
@@ -30,15 +36,17 @@ from typing import Any, Generic, TypeVar, cast
 
 import redis
 
-from scheduler.intake.producer import UnknownAccountError, validate_recipient
+from scheduler.intake.producer import Producer, UnknownAccountError, validate_recipient
 from worker.errors import MessageError
 from worker.messages import (
+    MESSAGE_ADAPTER,
     AnyMessage,
     SizePlan,
     check_text,
     check_variables,
     parse_message,
 )
+from worker.settings import Settings
 from worker.store import scripts
 from worker.store.accounts import AccountStore
 from worker.store.keys import Keys
@@ -47,6 +55,10 @@ from worker.vendors import check_message_for
 
 CHUNK = 2000
 T = TypeVar("T")
+#: Most recipients of one test send (internal people, not an audience).
+MAX_TEST_RECIPIENTS = 10
+#: Test send ids a campaign remembers (its view lists them with their states).
+KEEP_TEST_IDS = 50
 
 
 class Replayable(Generic[T]):
@@ -65,7 +77,82 @@ class CampaignNotFound(LookupError):
 
 
 class CampaignStateError(ValueError):
-    """The action does not apply in the campaign's current status."""
+    """The action does not apply in the campaign's current status (``code`` for the API's answer)."""
+
+    code = "conflict"
+
+
+class UntestedCampaignError(CampaignStateError):
+    """Starting a campaign this large needs a test send that went out first (``BROADCAST_REQUIRE_TEST_ABOVE``)."""
+
+    code = "test_send_required"
+
+
+@dataclass(frozen=True, slots=True)
+class AutoPause:
+    """When a campaign pauses itself; 0 switches a check off. Stored on the campaign (``ap_*``) and applied
+    by ``finish.lua`` where each delivery's outcome is recorded."""
+
+    #: share of dead deliveries among the last ``window`` final outcomes (sent or dead) ...
+    ratio: float
+    window: int
+    #: ... counted once at least this many outcomes are in the window
+    min_attempts: int
+    #: or this many dead deliveries in a row
+    streak: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AutoPause:
+        return cls(
+            settings.auto_pause_ratio,
+            settings.auto_pause_window,
+            settings.auto_pause_min_attempts,
+            settings.auto_pause_streak,
+        )
+
+    def override(self, given: Mapping[str, Any] | None) -> AutoPause:
+        """These defaults with a campaign's own values (a field given as None or 0 switches that check off)."""
+        if given is None:
+            return self
+        unknown = set(given) - {"ratio", "window", "min_attempts", "streak"}
+        if unknown:
+            name = sorted(unknown)[0]
+            raise MessageError(f"auto_pause.{name}: unknown field", field=f"auto_pause.{name}")
+        values: dict[str, Any] = {}
+        for name, kind, top in (("ratio", float, 1), ("window", int, 10_000), ("min_attempts", int, 10_000),
+                                ("streak", int, 10_000)):  # fmt: skip
+            if name not in given:
+                continue
+            raw = given[name]
+            if raw is None:
+                values[name] = 0
+                continue
+            ok = not isinstance(raw, bool) and isinstance(raw, int | float) and (kind is float or raw == int(raw))
+            if not ok or not 0 <= raw <= top:
+                raise MessageError(f"auto_pause.{name}: a number from 0 to {top}", field=f"auto_pause.{name}")
+            values[name] = kind(raw)
+        return AutoPause(**{**self.fields_as_dict(), **values})
+
+    def fields_as_dict(self) -> dict[str, Any]:
+        return {"ratio": self.ratio, "window": self.window, "min_attempts": self.min_attempts, "streak": self.streak}
+
+    def stored(self) -> dict[str, str]:
+        """The campaign hash fields ``finish.lua`` reads."""
+        return {
+            "ap_ratio": f"{self.ratio:g}",
+            "ap_window": str(self.window),
+            "ap_min": str(self.min_attempts),
+            "ap_streak": str(self.streak),
+        }
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, str]) -> AutoPause:
+        return cls(
+            float(data.get("ap_ratio") or 0),
+            int(data.get("ap_window") or 0),
+            int(data.get("ap_min") or 0),
+            int(data.get("ap_streak") or 0),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,14 +220,26 @@ def recipients_from_jsonl(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
 class Campaigns:
     """Create, observe and steer campaigns."""
 
-    def __init__(self, ledger: Ledger, accounts: AccountStore, *, max_recipients: int | None = None) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        accounts: AccountStore,
+        *,
+        max_recipients: int | None = None,
+        settings: Settings | None = None,
+    ) -> None:
         self.ledger = ledger
         self.accounts = accounts
-        if max_recipients is None:
+        if settings is None:
             from worker.settings import get_settings
 
-            max_recipients = get_settings().max_campaign_recipients
-        self.max_recipients = max_recipients
+            settings = get_settings()
+        self.max_recipients = settings.max_campaign_recipients if max_recipients is None else max_recipients
+        #: auto-pause thresholds of a campaign that sets none (``BROADCAST_AUTO_PAUSE_*``)
+        self.auto_pause = AutoPause.from_settings(settings)
+        #: a draft with more recipients needs a test send that went out before it can start (0 = never)
+        self.require_test_above = settings.require_test_above
+        self.producer = Producer(ledger, accounts)
         self.redis: redis.Redis = ledger.redis
         self.keys: Keys = ledger.keys
         self.prefix = ledger.prefix
@@ -149,6 +248,7 @@ class Campaigns:
         self._activate_final = scripts.register(self.redis, "campaign_activate_final")
         self._status = scripts.register(self.redis, "campaign_status")
         self._cancel_chunk = scripts.register(self.redis, "campaign_cancel_chunk")
+        self._start = scripts.register(self.redis, "campaign_start")
 
     # --- create ------------------------------------------------------------------------------------------
 
@@ -163,8 +263,12 @@ class Campaigns:
         send_at: float | None = None,
         idempotency_key: str | None = None,
         priority: str = "normal",
+        draft: bool = False,
+        auto_pause: Mapping[str, Any] | None = None,
     ) -> CampaignCreated:
-        """Validate everything, then store the campaign atomically. Raises MessageError naming the field."""
+        """Validate everything, then store the campaign atomically. Raises MessageError naming the field.
+        ``draft``: stored, nothing released until :meth:`start`. ``auto_pause``: this campaign's thresholds
+        (missing fields take the settings' defaults; None or 0 switches a check off)."""
         parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
         check_text(name, "name")
         if idempotency_key:
@@ -177,7 +281,8 @@ class Campaigns:
             check_message_for(vendors[acct], parsed)  # vendor rules (E云: a pasted mini-program needs a cover)
         placeholders = parsed.placeholders()
         plan = parsed.size_plan()
-        header = {
+        thresholds = self.auto_pause.override(auto_pause)
+        header: dict[str, Any] = {
             "name": name,
             "message": parsed.model_dump_json(),
             "account": account,
@@ -185,6 +290,10 @@ class Campaigns:
             "send_at": f"{send_at:.3f}" if send_at else None,
             "priority": priority,
         }
+        if draft:  # only when set: requests from before drafts existed keep their digest
+            header["draft"] = True
+        if auto_pause is not None:
+            header["auto_pause"] = thresholds.fields_as_dict()
         digest = hashlib.sha256(json.dumps(header, sort_keys=True, ensure_ascii=False).encode())
 
         def validated() -> Iterator[tuple[str, str, str | None]]:
@@ -205,27 +314,27 @@ class Campaigns:
         cid = new_id("c")
         now = time.time()
         scheduled = bool(send_at and send_at > now)
+        status = "draft" if draft else "scheduled" if scheduled else "active"
         try:
             # one-shot recipients are validated inside the writes (streamed); a bad one discards what was written
-            total, duplicates, used_accounts = self._write(cid, rows, scheduled)
+            total, duplicates, used_accounts = self._write(cid, rows, staged=status != "active")
             if total == 0:
                 raise MessageError("recipients: the campaign has no recipients", field="recipients")
-            self.redis.hset(
-                self.keys.campaign(cid),
-                mapping={
-                    "name": name,
-                    "message": parsed.model_dump_json(),
-                    "kind": parsed.kind,
-                    "accounts": json.dumps(sorted(used_accounts)),
-                    "total": total,
-                    "duplicates": duplicates,
-                    "created": f"{now:.3f}",
-                    "send_at": f"{send_at:.3f}" if send_at else "",
-                    "priority": priority,
-                    "idempotency_key": idempotency_key or "",
-                    "digest": digest.hexdigest(),
-                },
-            )
+            fields: dict[str, str | int] = {
+                "name": name,
+                "message": parsed.model_dump_json(),
+                "kind": parsed.kind,
+                "accounts": json.dumps(sorted(used_accounts)),
+                "total": total,
+                "duplicates": duplicates,
+                "created": f"{now:.3f}",
+                "send_at": f"{send_at:.3f}" if send_at else "",
+                "priority": priority,
+                "idempotency_key": idempotency_key or "",
+                "digest": digest.hexdigest(),
+                **thresholds.stored(),
+            }
+            self.redis.hset(self.keys.campaign(cid), mapping=fields)  # type: ignore[arg-type]
             created, answered = self._commit(
                 args=[
                     self.prefix,
@@ -233,8 +342,8 @@ class Campaigns:
                     idempotency_key or "",
                     IDEMPOTENCY_TTL_S,
                     f"{now:.6f}",
-                    "scheduled" if scheduled else "active",
-                    f"{send_at:.3f}" if scheduled and send_at else "",
+                    status,
+                    f"{send_at:.3f}" if status == "scheduled" and send_at else "",
                     total,
                     *sorted(used_accounts),
                 ]
@@ -245,7 +354,7 @@ class Campaigns:
         if not created:  # a concurrent twin with the same idempotency key won
             self._discard(cid)
             return self._replayed(str(answered), name, parsed, digest.hexdigest())
-        return CampaignCreated(cid, total, duplicates, "scheduled" if scheduled else "active", True)
+        return CampaignCreated(cid, total, duplicates, status, True)
 
     def check(
         self,
@@ -330,10 +439,10 @@ class Campaigns:
             yield to, acct, json.dumps(variables, ensure_ascii=False) if variables else None
 
     def _write(
-        self, cid: str, validated: Iterable[tuple[str, str, str | None]], scheduled: bool
+        self, cid: str, validated: Iterable[tuple[str, str, str | None]], *, staged: bool
     ) -> tuple[int, int, set[str]]:
         seen: set[str] = set()
-        state = "scheduled" if scheduled else "queued"
+        state = "scheduled" if staged else "queued"
         used: set[str] = set()
         total = duplicates = 0
         pipe = self.redis.pipeline(transaction=False)
@@ -375,6 +484,74 @@ class Campaigns:
             self.redis.delete(key)
         self.redis.delete(self.keys.campaign(cid), jobs_key)
 
+    # --- draft, test send, start ----------------------------------------------------------------------------
+
+    def send_test(
+        self,
+        cid: str,
+        to: list[str],
+        *,
+        account: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Send the campaign's message to a few internal recipients as ordinary single messages (high
+        priority, marked ``test_of``): rendered with ``variables`` or the first recipient's. They are on
+        the books like any message but are not the campaign's jobs and not in its counts."""
+        data = cast(dict[str, str], self.redis.hgetall(self.keys.campaign(cid)))
+        if "status" not in data:
+            raise CampaignNotFound(cid)
+        if not isinstance(to, list) or not 1 <= len(to) <= MAX_TEST_RECIPIENTS:
+            raise MessageError(f"to: between 1 and {MAX_TEST_RECIPIENTS} recipients", field="to")
+        recipients = list(dict.fromkeys(validate_recipient(t, f"to[{n}]") for n, t in enumerate(to)))
+        first = cast(list[str], self.redis.lrange(self.keys.campaign_jobs(cid), 0, 0))
+        first_job = self.ledger.get(first[0]) if first else None
+        if account is None:
+            if first_job is None:
+                raise MessageError("account: the campaign's first recipient is gone; name an account", field="account")
+            account = first_job.account
+        chosen = _str_vars(variables, "vars") if variables is not None else (first_job.variables if first_job else {})
+        message = MESSAGE_ADAPTER.validate_json(data["message"])
+        sent = []
+        for recipient in recipients:
+            submitted = self.producer.submit_message(
+                account=account, to=recipient, message=message, variables=chosen or None, priority="high",
+                test_of=cid,
+            )  # fmt: skip
+            sent.append(submitted.id)
+        now = time.time()
+        pipe = self.redis.pipeline()
+        pipe.rpush(self.keys.campaign_tests(cid), *sent)
+        pipe.ltrim(self.keys.campaign_tests(cid), -KEEP_TEST_IDS, -1)
+        pipe.hincrby(self.keys.campaign(cid), "tests", 1)
+        pipe.hset(self.keys.campaign(cid), "test_last", f"{now:.3f}")
+        pipe.execute()
+        return {"campaign": cid, "account": account, "vars": chosen, "tests": self._test_jobs(sent)}
+
+    def _test_jobs(self, ids: list[str]) -> list[dict[str, Any]]:
+        return [
+            {"id": job.id, "to": job.to, "account": job.account, "status": job.state}
+            for job in self.ledger.get_many(ids)
+            if job is not None
+        ]
+
+    def start(self, cid: str) -> dict[str, Any]:
+        """Arm a draft: due at its ``send_at`` (scheduled) or now (live at once). 409 when it is not a draft,
+        or when it needs a test send that went out first (``BROADCAST_REQUIRE_TEST_ABOVE``)."""
+        now = time.time()
+        answer = str(self._start(args=[self.prefix, cid, f"{now:.6f}", self.require_test_above]))
+        if answer == "!missing":
+            raise CampaignNotFound(cid)
+        if answer == "!test":
+            raise UntestedCampaignError(
+                f"campaign {cid} has more than {self.require_test_above} recipients: send a test first and let it "
+                "go out (POST /v1/campaigns/{id}/test; BROADCAST_REQUIRE_TEST_ABOVE)"
+            )
+        if answer.startswith("!"):
+            raise CampaignStateError(f"cannot start a campaign that is {answer[1:]}: only a draft can be started")
+        if answer == "now":
+            self._activate(cid, now)
+        return self.get(cid)
+
     # --- read ----------------------------------------------------------------------------------------------
 
     def get(self, cid: str) -> dict[str, Any]:
@@ -404,6 +581,20 @@ class Campaigns:
             "send_at": float(data["send_at"]) if data.get("send_at") else None,
             "priority": data.get("priority", "normal"),
             "message": json.loads(data.get("message") or "{}"),
+            "pause_reason": data.get("pause_reason") or None,
+            "auto_pause": AutoPause.from_stored(data).fields_as_dict(),
+            "tests": self._tests_view(cid, data),
+        }
+
+    def _tests_view(self, cid: str, data: Mapping[str, str]) -> dict[str, Any]:
+        """How many test sends were asked and went out, the last one's time, and the remembered ones."""
+        asked = int(data.get("tests") or 0)
+        ids = cast(list[str], self.redis.lrange(self.keys.campaign_tests(cid), 0, -1)) if asked else []
+        return {
+            "count": asked,
+            "sent": int(data.get("tests_sent") or 0),
+            "last_at": float(data["test_last"]) if data.get("test_last") else None,
+            "jobs": self._test_jobs(ids),
         }
 
     def recent(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
@@ -493,7 +684,12 @@ class Campaigns:
                 continue
             accounts = self._accounts_of(cid)
             pipe = self.redis.pipeline()
-            pipe.delete(self.keys.campaign(cid), self.keys.campaign_jobs(cid))
+            pipe.delete(
+                self.keys.campaign(cid),
+                self.keys.campaign_jobs(cid),
+                self.keys.campaign_outcomes(cid),
+                self.keys.campaign_tests(cid),
+            )
             for acct in accounts:
                 pipe.delete(self.keys.campaign_queue(cid, acct), self.keys.campaign_staging(cid, acct))
             pipe.zrem(self.keys.campaigns, cid)
@@ -509,9 +705,13 @@ class Campaigns:
             if self.redis.hget(self.keys.campaign(cid), "status") != "scheduled":
                 self._activate_final(args=[self.prefix, cid, f"{now:.6f}"])  # drops it from the due set
                 continue
-            self._in_slices(cid, self._activate_chunk)
-            self._activate_final(args=[self.prefix, cid, f"{now:.6f}", *self._accounts_of(cid)])
+            self._activate(cid, now)
         return len(due)
+
+    def _activate(self, cid: str, now: float) -> None:
+        """A scheduled campaign's staged jobs become queued, then its staging lists become live sources."""
+        self._in_slices(cid, self._activate_chunk)
+        self._activate_final(args=[self.prefix, cid, f"{now:.6f}", *self._accounts_of(cid)])
 
 
 def _pool(account: str | None, accounts: list[str] | None, known: set[str]) -> list[str]:

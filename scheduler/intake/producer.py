@@ -65,8 +65,9 @@ class Producer:
         send_at: float | None = None,
         idempotency_key: str | None = None,
         priority: str = "normal",
+        test_of: str | None = None,
     ) -> Submitted:
-        """Submit one message to one recipient from a configured account."""
+        """Submit one message to one recipient from a configured account (``test_of``: a campaign's test send)."""
         check_text(account, "account")
         if idempotency_key:
             check_text(idempotency_key, "idempotency_key")
@@ -91,6 +92,7 @@ class Producer:
             send_at=send_at,
             idempotency_key=idempotency_key,
             priority=priority,
+            test_of=test_of,
         )
         if not state:  # an idempotent replay: answer the job's current state
             job = self.ledger.get(job_id)

@@ -398,8 +398,21 @@ class BatchRunner:
             self.accounts.set_status(session.id, "down", str(error))
             return SessionStop.ACCOUNT_DOWN
         if throttled:
+            self._pause_if_restricted(session, finished, error)
             return SessionStop.THROTTLED
         return None
+
+    def _pause_if_restricted(self, session: Session, finished: Finished, error: VendorError) -> None:
+        """Pause the account after too many throttling answers in a row despite the slow-down: a vendor
+        that keeps saying "too fast" is how an account gets restricted, and a person should look first."""
+        limit = session.account.spec.limits.pause_after_throttles
+        if limit is None:
+            limit = self.settings.pause_after_throttles
+        if limit <= 0 or finished.throttles < limit:
+            return
+        reason = f"auto-paused: {finished.throttles} throttling answers in a row despite the slow-down (last: {error})"
+        self.accounts.set_status(session.id, "paused", reason)
+        log.warning("account auto-paused", extra={"account": session.id, "error": reason})
 
     def _invalid(self, session: Session, job: Job, entry: dict[str, Any], started: float, exc: Exception) -> None:
         """A message that cannot be built for this vendor: dead, never sent (no vendor call was made)."""

@@ -66,6 +66,9 @@ class Limits(BaseModel):
     daily_cap: int = Field(default=0, ge=0, le=10_000_000)
     quiet_hours: QuietHours | None = None
     timezone: str = "Asia/Shanghai"
+    #: Pause the account after this many throttling answers in a row (None: ``BROADCAST_PAUSE_AFTER_THROTTLES``,
+    #: 5 by default; 0 = never).
+    pause_after_throttles: int | None = Field(default=None, ge=0, le=1000)
 
     @field_validator("timezone")
     @classmethod
@@ -258,8 +261,10 @@ class AccountStore:
         )
         self._flag_session(args=[self.prefix, account_id])  # a session in flight ends at its next job
         if status == "active":
-            # the dispatcher looks at it at once (an account with nothing to send leaves sched again)
+            # the dispatcher looks at it at once (an account with nothing to send leaves sched again); a
+            # resumed account starts a new run of throttling answers (the auto-pause counts from zero)
             pipe = self.redis.pipeline()
+            pipe.hset(self.keys.pace(account_id), "throttled_n", 0)
             pipe.zadd(self.keys.sched, {account_id: 0}, nx=True)
             pipe.lpush(self.keys.wake, "1")
             pipe.execute()

@@ -35,6 +35,9 @@ account:{id}           hash    account config (vendor, base_url, token, instance
 accounts               set     account ids
 campaign:{id}          hash    campaign: name, message template, total, per-state counts
 campaign:{id}:jobs     list    the campaign's job ids in recipient order
+campaign:{id}:outcomes list    the campaign's latest outcomes, newest first ('+' sent, 'x<error>' dead),
+                               the auto-pause window (finish.lua)
+campaign:{id}:tests    list    ids of the campaign's test sends, newest last
 campaigns              zset    campaign ids by creation time
 due_campaigns          zset    scheduled campaigns by start time
 idem:{m|c}:{key}       string  idempotency key -> the message (m) or campaign (c) id answered first
@@ -69,6 +72,8 @@ LAYOUT: Final[dict[str, str]] = {
     "account": "account:{}",
     "campaign": "campaign:{}",
     "campaign_jobs": "campaign:{}:jobs",
+    "campaign_outcomes": "campaign:{}:outcomes",
+    "campaign_tests": "campaign:{}:tests",
     "idempotency": "idem:{}:{}",
     "sched": "sched",
     "workers": "workers",
@@ -147,6 +152,12 @@ class Keys:
 
     def campaign_jobs(self, campaign_id: str) -> str:
         return self._key("campaign_jobs", campaign_id)
+
+    def campaign_outcomes(self, campaign_id: str) -> str:
+        return self._key("campaign_outcomes", campaign_id)
+
+    def campaign_tests(self, campaign_id: str) -> str:
+        return self._key("campaign_tests", campaign_id)
 
     def idempotency(self, kind: str, key: str) -> str:
         """``kind``: ``m`` for messages, ``c`` for campaigns (separate namespaces)."""

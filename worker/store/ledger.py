@@ -172,10 +172,12 @@ NO_CALL = ["0", "0", "0", "", "", "0", "0", ""]
 
 
 class Finished(NamedTuple):
-    """FINISH's answer: ``ok`` or ``stale``, and the end time it recorded (Redis TIME)."""
+    """FINISH's answer: ``ok`` or ``stale``, the end time it recorded (Redis TIME), and the account's
+    throttling answers in a row including this call (0 after any other answer)."""
 
     status: str
     end: float
+    throttles: int = 0
 
 
 class Tick(NamedTuple):
@@ -254,9 +256,11 @@ class Ledger:
         idempotency_key: str | None = None,
         priority: str = "normal",
         job_id: str | None = None,
+        test_of: str | None = None,
     ) -> Submission:
         """Store and enqueue one job in one round trip. An idempotency key seen before answers its first
-        job (``created`` False, ``state`` '')."""
+        job (``created`` False, ``state`` ''). ``test_of``: the campaign this job is a test send of (it is
+        not one of the campaign's jobs and not in its counts)."""
         job_id = job_id or new_id()
         now = time.time()
         fields: dict[str, Any] = {
@@ -272,6 +276,7 @@ class Ledger:
             "vars": dict(variables) if variables else None,
             "send_at": f"{send_at:.3f}" if send_at else None,
             "idempotency_key": idempotency_key,
+            "test_of": test_of,
         }
         due_at = f"{send_at:.3f}" if send_at and send_at > now else ""
         reply = self._submit(
@@ -479,7 +484,7 @@ class Ledger:
                 *extra,
             ]
         )
-        return Finished(str(reply[0]), float(reply[1] or 0))
+        return Finished(str(reply[0]), float(reply[1] or 0), int(reply[2] or 0))
 
     def touch(self, account: str, token: str, *, lease_ttl_s: float) -> bool:
         """Renew a batch's lease; False when it was lost (recovered by the dispatcher)."""

@@ -1,5 +1,6 @@
 --!include prelude
--- ARGV: prefix, cid, idem_key|'', idem_ttl_s, now, status (active|scheduled), send_at|'', total, accounts...
+-- ARGV: prefix, cid, idem_key|'', idem_ttl_s, now, status (active|scheduled|draft), send_at|'', total, accounts...
+-- A draft keeps its jobs staged (scheduled, in cst: lists) until campaign_start.lua arms it.
 local cid, idem, now, status, send_at, total = ARGV[2], ARGV[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 if idem ~= '' then
   local existing = redis.call('GET', key_idempotency('c', idem))
@@ -8,13 +9,13 @@ if idem ~= '' then
 end
 local ck = key_campaign(cid)
 local counter = 'n:queued'
-if status == 'scheduled' then counter = 'n:scheduled' end
+if status ~= 'active' then counter = 'n:scheduled' end
 redis.call('HSET', ck, 'status', status, counter, total, 'committed', now)
 redis.call('ZADD', key_campaigns(), now, cid)
 if status == 'active' then
   for i = 9, #ARGV do go_live(cid, ARGV[i]) end
   wake()
-else
+elseif status == 'scheduled' then
   redis.call('ZADD', key_due_campaigns(), send_at, cid)
 end
 return {1, cid}

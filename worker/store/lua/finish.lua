@@ -13,13 +13,86 @@
 -- requeue: '', error_class, error        (account down: back to the head of the queue, not counted)
 -- The pacing record is written first, even when the lease was lost meanwhile: the call happened and the
 -- next one must wait for it.
--- Returns {'ok' | 'stale', end time}: 'stale' when the job is no longer this batch's (history kept anyway).
+-- Returns {'ok' | 'stale', end time, throttles}: 'stale' when the job is no longer this batch's (history
+-- kept anyway); throttles = the account's throttling answers in a row, this call included (the worker
+-- pauses the account past its limit).
+-- the longest prefix of a UTF-8 text within n bytes that does not cut a character
+local function utf8_prefix(text, n)
+  if #text <= n then return text end
+  local cut = n
+  while cut > 0 do
+    local b = string.byte(text, cut + 1)
+    if b < 128 or b >= 192 then break end  -- not a continuation byte: a character starts there
+    cut = cut - 1
+  end
+  return string.sub(text, 1, cut)
+end
+-- Auto-pause (docs/design.md, "Campaign safety"): a campaign keeps its latest final outcomes in a window
+-- ('+' sent, 'x' .. the vendor's text for dead) and its failures in a row. Past a threshold (fields ap_*,
+-- set at creation; 0 = off) an active campaign pauses itself with the reason, as an operator's pause does.
+local function watch_outcome(camp, err, now)
+  if not camp or camp == '' then return end
+  local ck = key_campaign(camp)
+  local ratio, window, streak_at, least, status, fails = unpack(redis.call('HMGET', ck,
+    'ap_ratio', 'ap_window', 'ap_streak', 'ap_min', 'status', 'ap_fails'))
+  ratio, window, streak_at = tonumber(ratio) or 0, tonumber(window) or 0, tonumber(streak_at) or 0
+  least = tonumber(least) or 0
+  if ratio <= 0 then window = 0 end
+  if window <= 0 and streak_at <= 0 then return end
+  local keep = window
+  if keep <= 0 then keep = streak_at end
+  local wk = key_campaign_outcomes(camp)
+  local entry, streak = '+', 0
+  if err then entry = 'x' .. utf8_prefix(err, 120) end
+  local n = redis.call('LPUSH', wk, entry)
+  if err then
+    fails = redis.call('HINCRBY', ck, 'ap_fails', 1)
+    streak = redis.call('HINCRBY', ck, 'ap_streak_n', 1)
+  else
+    fails = tonumber(fails) or 0
+    redis.call('HSET', ck, 'ap_streak_n', 0)
+  end
+  while n > keep do
+    if string.sub(redis.call('RPOP', wk) or '', 1, 1) == 'x' then fails = redis.call('HINCRBY', ck, 'ap_fails', -1) end
+    n = n - 1
+  end
+  if status ~= 'active' then return end
+  local why, span
+  if streak_at > 0 and streak >= streak_at then
+    why, span = streak .. ' in a row failed', math.min(streak, n)
+  elseif window > 0 and n >= least and fails > 0 and fails / n >= ratio then
+    why, span = fails .. ' of the last ' .. n .. ' failed', n
+  else
+    return
+  end
+  -- the vendor's texts among those failures, most frequent first
+  local counts, texts = {}, {}
+  for _, e in ipairs(redis.call('LRANGE', wk, 0, span - 1)) do
+    if string.sub(e, 1, 1) == 'x' then
+      local text = string.sub(e, 2)
+      if text == '' then text = '?' end
+      if not counts[text] then counts[text] = 0; texts[#texts + 1] = text end
+      counts[text] = counts[text] + 1
+    end
+  end
+  table.sort(texts, function(x, y)
+    if counts[x] ~= counts[y] then return counts[x] > counts[y] end
+    return x < y
+  end)
+  local parts = {}
+  for i = 1, math.min(3, #texts) do parts[i] = texts[i] .. ' ×' .. counts[texts[i]] end
+  if #texts > 3 then parts[#parts + 1] = '…' end
+  local reason = 'error threshold — ' .. why .. ': ' .. table.concat(parts, ', ')
+  pause_campaign(camp, 'active', reason, now, cjson.decode(redis.call('HGET', ck, 'accounts') or '[]'))
+  redis.call('HSET', ck, 'auto_paused_at', now)
+end
 local a, token, id, now, outcome = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local ttl = tonumber(ARGV[8])
 local called, ended, fraction, slow, day, day_n = ARGV[9], tonumber(ARGV[10]), ARGV[11], ARGV[12], ARGV[13], ARGV[14]
 local keep, vendor = tonumber(ARGV[15]), ARGV[16]
 local X = 17
 local tstr = ''
+local throttles = 0
 if called == '1' then
   local tend = ended
   tstr = string.format('%.6f', tend)
@@ -28,8 +101,12 @@ if called == '1' then
   if slow ~= '' then
     fields[#fields + 1] = 'slow'; fields[#fields + 1] = slow
     fields[#fields + 1] = 'slow_at'; fields[#fields + 1] = tstr
+  else
+    fields[#fields + 1] = 'throttled_n'; fields[#fields + 1] = '0'  -- any other answer ends the run
   end
   redis.call('HSET', pk, unpack(fields))
+  -- a new slow-down is recorded exactly for a throttling answer: count them in a row
+  if slow ~= '' then throttles = redis.call('HINCRBY', pk, 'throttled_n', 1) end
   if keep > 0 and redis.call('LPUSH', key_pace_window(a), tstr) > 2 * keep then
     redis.call('LTRIM', key_pace_window(a), 0, keep - 1)
   end
@@ -42,17 +119,17 @@ if called == '1' then
 end
 local jk = key_job(id)
 local hk = key_history(id)
-local st, lease, priority, camp, last_error, attempts, replays =
-  unpack(redis.call('HMGET', jk, 'state', 'lease', 'priority', 'campaign', 'last_error', 'attempts', 'replays'))
+local st, lease, priority, camp, last_error, attempts, replays, test_of = unpack(redis.call('HMGET', jk,
+  'state', 'lease', 'priority', 'campaign', 'last_error', 'attempts', 'replays', 'test_of'))
 if lease ~= token or (st ~= 'sending' and st ~= 'dead') then
   redis.call('RPUSH', hk, ARGV[7])  -- the attempt is on the record even when the job is no longer ours
-  return {'stale', tstr}
+  return {'stale', tstr, throttles}
 end
 redis.call('LREM', key_claimed(a), 0, id)
 if st == 'dead' then
   if outcome ~= 'sent' or redis.call('HGET', jk, 'reason') ~= 'unknown_outcome' then
     redis.call('RPUSH', hk, ARGV[7])
-    return {'stale', tstr}
+    return {'stale', tstr, throttles}
   end
   -- recovered as an unknown outcome while this call was still running: now we know it went out
   redis.call('ZREM', key_dlq(), id)
@@ -70,6 +147,11 @@ if outcome == 'sent' then
   count(camp, st, 'sent')
   if last_error then redis.call('HDEL', jk, 'last_error') end
   retain(id, ttl, first)
+  -- a test send of a campaign that went out: starting the campaign may require one
+  if test_of and redis.call('EXISTS', key_campaign(test_of)) == 1 then
+    redis.call('HINCRBY', key_campaign(test_of), 'tests_sent', 1)
+  end
+  watch_outcome(camp, nil, now)
 elseif outcome == 'retry' then
   redis.call('HSET', jk, 'state', 'retrying', 'updated', now, 'last_error', ARGV[X + 2],
     'last_error_class', ARGV[X + 1])
@@ -78,9 +160,10 @@ elseif outcome == 'retry' then
   redis.call('ZADD', key_due(), ARGV[X], id)
 elseif outcome == 'dead' then
   dead_letter(jk, id, st, ARGV[X], ARGV[X + 1], ARGV[X + 2], now, camp, ttl)
+  watch_outcome(camp, ARGV[X + 2], now)
 elseif outcome == 'requeue' then
   redis.call('HINCRBY', jk, 'attempts', -1)
   redis.call('HSET', jk, 'updated', now, 'last_error', ARGV[X + 2], 'last_error_class', ARGV[X + 1])
   place(jk, id, a, priority, true, camp, st)
 end
-return {'ok', tstr}
+return {'ok', tstr, throttles}

@@ -45,6 +45,13 @@ local function flag_lease(account)
   local cur = redis.call('GET', lk)
   if cur and string.sub(cur, -1) ~= '!' then redis.call('SET', lk, cur .. '!', 'KEEPTTL') end
 end
+-- pause a campaign (an operator's pause or an auto-pause, with its reason): CLAIM skips its sources and a
+-- session holding one of its accounts ends at its next job
+local function pause_campaign(cid, from, reason, now, accounts)
+  redis.call('HSET', key_campaign(cid), 'status', 'paused', 'paused_from', from, 'updated', now,
+    'pause_reason', reason)
+  for _, account in ipairs(accounts) do flag_lease(account) end
+end
 -- the lease is this session's (flagged or not)
 local function holds_lease(cur, token)
   return cur == token or cur == token .. '!'
