@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from worker.errors import ConfigError
 from worker.store import scripts
 from worker.store.keys import Keys
-from worker.vendors.base import VendorAccount, VendorName
+from worker.vendors.base import VendorAccount
 
 Status = Literal["active", "paused", "down"]
 #: What an account id looks like, everywhere (API path, account files, the store).
@@ -81,16 +81,11 @@ class Limits(BaseModel):
         return value
 
 
-class AccountSpec(BaseModel):
-    """What a user configures for an account (PUT /v1/accounts/{id} and the TOML file)."""
+class AccountSpec(VendorAccount):
+    """What a user configures for an account (PUT /v1/accounts/{id} and the TOML file): how to reach it at
+    its vendor, and its sending limits."""
 
-    model_config = ConfigDict(extra="forbid")
-    vendor: VendorName
-    base_url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://\S+$")
-    token: SecretStr = SecretStr("")
-    instance: str = Field(min_length=1, max_length=256)
     limits: Limits = Field(default_factory=Limits)
-    options: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("base_url")
     @classmethod
@@ -133,14 +128,8 @@ class Account(BaseModel):
     holds: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     def vendor_account(self) -> VendorAccount:
-        """The connection details a vendor backend needs."""
-        return VendorAccount(
-            vendor=self.spec.vendor,
-            base_url=self.spec.base_url,
-            token=self.spec.token,
-            instance=self.spec.instance,
-            options=self.spec.options,
-        )
+        """The connection details a vendor backend needs (the spec is one, with limits besides)."""
+        return self.spec
 
     def public(self) -> dict[str, Any]:
         """Everything but the token (never echoed)."""

@@ -2,11 +2,8 @@
 -- ARGV: prefix, cid, idem_key|'', idem_ttl_s, now, status (active|scheduled|draft), send_at|'', total, accounts...
 -- A draft keeps its jobs staged (scheduled, in cst: lists) until campaign_start.lua arms it.
 local cid, idem, now, status, send_at, total = ARGV[2], ARGV[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-if idem ~= '' then
-  local existing = redis.call('GET', key_idempotency('c', idem))
-  if existing then return {0, existing} end
-  redis.call('SET', key_idempotency('c', idem), cid, 'EX', tonumber(ARGV[4]))
-end
+local existing = claim_idempotency('c', idem, cid, ARGV[4])
+if existing then return {0, existing} end
 local ck = key_campaign(cid)
 local counter = 'n:queued'
 if status ~= 'active' then counter = 'n:scheduled' end
