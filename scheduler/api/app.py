@@ -31,6 +31,7 @@ from scheduler.api.exports import export_deliveries
 from scheduler.console import mount_console, sent_today, with_next_firings
 from scheduler.dispatch.schedules import Schedules, ScheduleSpec
 from scheduler.intake.campaigns import (
+    MAX_TEST_RECIPIENTS,
     CampaignNotFound,
     Campaigns,
     CampaignStateError,
@@ -131,6 +132,19 @@ class RecipientIn(BaseModel):
     vars: dict[str, str | int | float] | None = None
 
 
+class AutoPauseIn(BaseModel):
+    """A campaign's own auto-pause thresholds; a missing field takes the server's default, null or 0 turns
+    that check off (``"auto_pause": null`` turns both off)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ratio: float | None = Field(default=None, ge=0, le=1, description="share of dead among the window's outcomes")
+    window: int | None = Field(default=None, ge=0, le=10_000, description="latest final outcomes looked at")
+    min_attempts: int | None = Field(
+        default=None, ge=1, le=10_000, description="outcomes needed before the share counts"
+    )
+    streak: int | None = Field(default=None, ge=0, le=10_000, description="dead deliveries in a row")
+
+
 class CampaignIn(BaseModel):
     """``POST /v1/campaigns``. Recipients without an account use ``account``, or are spread over ``accounts``."""
 
@@ -143,6 +157,8 @@ class CampaignIn(BaseModel):
     send_at: AwareDatetime | None = None
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     priority: Priority = "normal"
+    draft: bool = Field(default=False, description="store it, release nothing until POST …/start")
+    auto_pause: AutoPauseIn | None = None
 
 
 class CampaignSpecIn(BaseModel):
@@ -156,6 +172,25 @@ class CampaignSpecIn(BaseModel):
     send_at: AwareDatetime | None = None
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     priority: Priority = "normal"
+    draft: bool = False
+    auto_pause: AutoPauseIn | None = None
+
+    def auto_pause_given(self) -> dict[str, Any] | None:
+        """The thresholds asked for (None: the defaults); ``"auto_pause": null`` switches both checks off."""
+        if "auto_pause" not in self.model_fields_set:
+            return None
+        if self.auto_pause is None:
+            return {"ratio": None, "streak": None}
+        return self.auto_pause.model_dump(exclude_unset=True)
+
+
+class CampaignTestIn(BaseModel):
+    """``POST /v1/campaigns/{id}/test``: a few internal recipients; the first recipient's vars unless given."""
+
+    model_config = ConfigDict(extra="forbid")
+    to: list[str] = Field(min_length=1, max_length=MAX_TEST_RECIPIENTS)
+    account: str | None = Field(default=None, min_length=1, max_length=64)
+    vars: dict[str, str | int | float] | None = None
 
 
 class CampaignAccepted(BaseModel):
@@ -288,7 +323,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     ledger = Ledger(client, settings.key_prefix)
     accounts = AccountStore(client, settings.key_prefix)
     producer = Producer(ledger, accounts)
-    campaigns = Campaigns(ledger, accounts, max_recipients=settings.max_campaign_recipients)
+    campaigns = Campaigns(ledger, accounts, settings=settings)
     dead = DeadLetters(ledger)
     schedules = Schedules(client, settings.key_prefix, producer, campaigns, settings)
     if settings.accounts_file:
@@ -341,7 +376,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
 
     @app.exception_handler(CampaignStateError)
     async def _campaign_state(_: Request, exc: CampaignStateError) -> JSONResponse:
-        return _error(409, "conflict", str(exc), None)
+        return _error(409, exc.code, str(exc), None)
 
     @app.exception_handler(UnicodeEncodeError)
     async def _unencodable(_: Request, exc: UnicodeEncodeError) -> JSONResponse:
@@ -624,6 +659,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
                 send_at=epoch(spec.send_at),
                 idempotency_key=spec.idempotency_key,
                 priority=spec.priority,
+                draft=spec.draft,
+                auto_pause=spec.auto_pause_given(),
             )
         except BodyNotJson as exc:
             raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}", "body") from None
@@ -655,6 +692,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
                 send_at=epoch(parsed.send_at),
                 idempotency_key=parsed.idempotency_key,
                 priority=parsed.priority,
+                draft=parsed.draft,
+                auto_pause=parsed.auto_pause_given(),
             )
         except UnicodeDecodeError:
             raise ApiError(422, "invalid", "recipients: file is not UTF-8 text", "recipients") from None
@@ -714,6 +753,20 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     def cancel_campaign(campaign_id: ObjectId) -> dict[str, Any]:
         """Cancel every unsent job at once."""
         return _steer(campaign_id, "cancel")
+
+    # campaign safety: draft → test send → start (docs/api.md, "Draft, test send, start")
+
+    @app.post("/v1/campaigns/{campaign_id}/test", dependencies=auth, status_code=202, tags=["campaigns"])
+    def test_campaign(campaign_id: ObjectId, body: CampaignTestIn) -> dict[str, Any]:
+        """Send the campaign's message to a few internal recipients (ordinary messages marked ``test_of``,
+        not in the campaign's counts), rendered with ``vars`` or the first recipient's."""
+        return campaigns.send_test(campaign_id, body.to, account=body.account, variables=body.vars)
+
+    @app.post("/v1/campaigns/{campaign_id}/start", dependencies=auth, tags=["campaigns"])
+    def start_campaign(campaign_id: ObjectId) -> dict[str, Any]:
+        """Arm a draft: scheduled if its ``send_at`` is ahead, live now otherwise. ``409 test_send_required``
+        when it has more than ``BROADCAST_REQUIRE_TEST_ABOVE`` recipients and no test send went out."""
+        return campaigns.start(campaign_id)
 
     # --- dead letters -------------------------------------------------------------------------------------
 

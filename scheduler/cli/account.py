@@ -39,9 +39,17 @@ def _print_account(a: dict[str, Any]) -> None:
             ("daily_cap", limits.get("daily_cap") or "none"),
             ("quiet_hours", f"{quiet['start']}-{quiet['end']}" if quiet else "none"),
             ("timezone", limits.get("timezone")),
+            # throttling answers in a row before the account pauses itself ("default": the server's setting)
+            ("pause_after_throttles", _throttle_limit(limits.get("pause_after_throttles"))),
             ("options", ", ".join(f"{k}={v}" for k, v in (a.get("options") or {}).items())),
         ]
     )
+
+
+def _throttle_limit(value: Any) -> str:
+    if value is None:
+        return "default (BROADCAST_PAUSE_AFTER_THROTTLES)"
+    return "never" if value == 0 else str(value)
 
 
 def _print_accounts(items: list[dict[str, Any]]) -> None:
@@ -125,6 +133,9 @@ def put(
     daily_cap: Annotated[int | None, typer.Option(help="sends a day (0 = no cap)")] = None,
     quiet_hours: Annotated[str | None, typer.Option(help="HH:MM-HH:MM without sends, or 'none'")] = None,
     timezone: Annotated[str | None, typer.Option(help="timezone of the daily cap and quiet hours")] = None,
+    pause_after_throttles: Annotated[
+        int | None, typer.Option(help="pause the account after this many throttling answers in a row (0 = never)")
+    ] = None,
     option: Annotated[list[str] | None, typer.Option(help="vendor option NAME=VALUE (repeat)")] = None,
     as_json: AsJson = False,
     url: Url = None,
@@ -137,7 +148,7 @@ def put(
     for name, value in (
         ("per_minute", per_minute), ("min_interval_s", min_interval), ("jitter_s", jitter),
         ("group_min_interval_s", group_min_interval), ("group_jitter_s", group_jitter), ("daily_cap", daily_cap),
-        ("timezone", timezone),
+        ("timezone", timezone), ("pause_after_throttles", pause_after_throttles),
     ):  # fmt: skip
         if value is not None:
             limits[name] = value

@@ -1,4 +1,4 @@
-"""``campaign create|list|show|watch|pause|resume|cancel|export``: many recipients, one message."""
+"""``campaign create|test|start|list|show|watch|pause|resume|cancel|export``: many recipients, one message."""
 
 from __future__ import annotations
 
@@ -23,11 +23,17 @@ from scheduler.cli.options import (
     Url,
     connect,
     message_body,
+    pairs,
     parse_send_at,
 )
 from scheduler.cli.render import emit, err, fail, kv, print_json, print_table, say, when
 
-app = typer.Typer(help="Campaigns: create from CSV/JSONL, watch, pause/resume/cancel, export.", no_args_is_help=True)
+app = typer.Typer(
+    help="Campaigns: create from CSV/JSONL (or as a draft: test, then start), watch, pause/resume/cancel, export.",
+    no_args_is_help=True,
+)
+#: ``--auto-pause`` names (the API's ``auto_pause`` fields)
+AUTO_PAUSE_FIELDS = {"ratio": float, "window": int, "min_attempts": int, "streak": int}
 
 
 def _done(counts: dict[str, int]) -> int:
@@ -38,9 +44,32 @@ def _campaign_line(c: dict[str, Any]) -> str:
     counts = c.get("counts") or {}
     remaining = int(c["total"]) - _done(counts)
     return (
-        f"campaign {c['id']} {c['status']}: {counts.get('sent', 0)} sent, {counts.get('dead', 0)} dead, "
+        f"campaign {c['id']} {_status(c)}: {counts.get('sent', 0)} sent, {counts.get('dead', 0)} dead, "
         f"{counts.get('cancelled', 0)} cancelled, {remaining} remaining of {c['total']}"
     )
+
+
+def _status(c: dict[str, Any]) -> str:
+    """The status, with why it paused itself (``paused: error threshold — …``)."""
+    return f"{c['status']}: {c['pause_reason']}" if c.get("pause_reason") else str(c["status"])
+
+
+def _auto_pause(items: list[str] | None, off: bool) -> dict[str, Any] | None:
+    """``--auto-pause NAME=VALUE`` (``off`` switches that check off) or ``--no-auto-pause`` as the API's field."""
+    if off:
+        return {"ratio": None, "streak": None}
+    if not items:
+        return None
+    out: dict[str, Any] = {}
+    for name, raw in pairs("--auto-pause", items).items():
+        kind = AUTO_PAUSE_FIELDS.get(name)
+        if kind is None:
+            raise fail(f"--auto-pause: {name!r} is not one of {', '.join(AUTO_PAUSE_FIELDS)}")
+        try:
+            out[name] = None if raw in ("off", "none") else kind(raw)
+        except ValueError:
+            raise fail(f"--auto-pause {name}: {raw!r} is not a number (or off)") from None
+    return out
 
 
 def _duration(seconds: float) -> str:
@@ -118,6 +147,14 @@ def create(
     send_at: SendAtOpt = None,
     idempotency_key: IdemOpt = None,
     priority: PriorityOpt = "normal",
+    draft: Annotated[
+        bool, typer.Option("--draft", help="store it and send nothing until `campaign start` (test it first)")
+    ] = False,
+    auto_pause: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=VALUE: ratio, window, min_attempts, streak (off = that check off; repeat)"),
+    ] = None,
+    no_auto_pause: Annotated[bool, typer.Option("--no-auto-pause", help="never pause on errors")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="then watch it to the end (see `campaign watch`)")] = False,
     as_json: AsJson = False,
     url: Url = None,
@@ -136,10 +173,15 @@ def create(
     if idempotency_key:
         spec["idempotency_key"] = idempotency_key
     spec["priority"] = priority
+    if draft:
+        spec["draft"] = True
+    thresholds = _auto_pause(auto_pause, no_auto_pause)
+    if thresholds is not None:
+        spec["auto_pause"] = thresholds
     with connect(url, token) as api:
         accepted = api.upload_campaign(spec, recipients)
         emit(accepted, as_json, _print_accepted)
-        if watch:
+        if watch and accepted["status"] != "draft":
             _watch(api, accepted["id"], interval=0.5, as_json=as_json)
 
 
@@ -177,7 +219,7 @@ def _print_campaign(c: dict[str, Any]) -> None:
         [
             ("id", c["id"]),
             ("name", c.get("name")),
-            ("status", c["status"]),
+            ("status", _status(c)),
             ("total", f"{c['total']}" + (f" ({c['duplicates']} duplicates dropped)" if c.get("duplicates") else "")),
             ("counts", "  ".join(f"{state} {n}" for state, n in counts.items())),
             ("remaining", int(c["total"]) - _done(counts)),
@@ -186,8 +228,31 @@ def _print_campaign(c: dict[str, Any]) -> None:
             ("priority", c.get("priority")),
             ("created", when(c.get("created"))),
             ("send_at", when(c.get("send_at"))),
+            ("auto_pause", _thresholds(c.get("auto_pause") or {})),
+            ("tests", _tests(c.get("tests") or {})),
         ]
     )
+    jobs = (c.get("tests") or {}).get("jobs") or []
+    if jobs:
+        print_table(
+            ["test send", "to", "account", "status"], [[t["id"], t["to"], t["account"], t["status"]] for t in jobs]
+        )
+
+
+def _thresholds(ap: dict[str, Any]) -> str:
+    share = (
+        f"{ap['ratio']:.0%} dead of the last {ap['window']} (from {ap.get('min_attempts')} on)"
+        if ap.get("ratio") and ap.get("window")
+        else ""
+    )
+    streak = f"{ap['streak']} dead in a row" if ap.get("streak") else ""
+    return " or ".join(x for x in (share, streak) if x) or "off"
+
+
+def _tests(t: dict[str, Any]) -> str:
+    if not t.get("count"):
+        return "none"
+    return f"{t['count']} asked, {t.get('sent', 0)} went out, last {when(t.get('last_at'))}"
 
 
 @app.command("show")
@@ -215,6 +280,43 @@ def _steer(campaign_id: str, action: CampaignAction, as_json: bool, url: str | N
     with connect(url, token) as api:
         c = api.campaign_action(campaign_id, action)
     emit(c, as_json, lambda c: say(_campaign_line(c)))
+
+
+@app.command("test")
+def test(
+    campaign_id: str,
+    to: Annotated[list[str], typer.Option("--to", help="an internal recipient (wxid); repeat, at most 10")],
+    account: Annotated[str | None, typer.Option(help="send from this account (default: the first recipient's)")] = None,
+    var: Annotated[
+        list[str] | None, typer.Option("--var", help="NAME=VALUE (default: the first recipient's variables)")
+    ] = None,
+    as_json: AsJson = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Send the campaign's message to a few internal recipients first (not counted in the campaign)."""
+    body: dict[str, Any] = {"to": to}
+    if account:
+        body["account"] = account
+    if var:
+        body["vars"] = pairs("--var", var)
+    with connect(url, token) as api:
+        answer = api.test_campaign(campaign_id, body)
+
+    def show(a: dict[str, Any]) -> None:
+        print_table(
+            ["test send", "to", "account", "status"],
+            [[t["id"], t["to"], t["account"], t["status"]] for t in a["tests"]],
+        )
+        say(f"campaign {campaign_id}: {len(a['tests'])} test send(s) queued; see `campaign show {campaign_id}`")
+
+    emit(answer, as_json, show)
+
+
+@app.command("start")
+def start(campaign_id: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
+    """Arm a draft: it goes out now, or at its --send-at."""
+    _steer(campaign_id, "start", as_json, url, token)
 
 
 @app.command("pause")

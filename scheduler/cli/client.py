@@ -33,7 +33,7 @@ TOKEN_ENV = "BROADCAST_API_TOKEN"  # noqa: S105 - the variable's name, not a sec
 #: States after which a job never changes again.
 TERMINAL = frozenset({"sent", "dead", "cancelled"})
 RECIPIENT_SUFFIXES = {".csv": "text/csv", ".jsonl": "application/x-ndjson", ".ndjson": "application/x-ndjson"}
-CampaignAction = Literal["pause", "resume", "cancel"]
+CampaignAction = Literal["pause", "resume", "cancel", "start"]
 ExportFormat = Literal["csv", "jsonl"]
 
 
@@ -249,6 +249,10 @@ class Client:
 
     def campaign_action(self, campaign_id: str, action: CampaignAction) -> dict[str, Any]:
         return dict(self._call("POST", f"/v1/campaigns/{_seg(campaign_id)}/{action}"))
+
+    def test_campaign(self, campaign_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /v1/campaigns/{id}/test``: the campaign's message to a few internal recipients."""
+        return dict(self._call("POST", f"/v1/campaigns/{_seg(campaign_id)}/test", json=dict(body)))
 
     def deliveries(
         self, campaign_id: str, *, status: str | None = None, cursor: int = 0, limit: int = 100
