@@ -278,6 +278,65 @@ def test_pause_and_resume_a_scheduled_campaign(stack: ApiStack, browser: Any) ->
     assert stack.http.get(f"/v1/campaigns/{created['id']}").json()["status"] == "scheduled"
 
 
+def test_a_draft_is_tested_then_started_from_its_page(stack: ApiStack, browser: Any, tmp_path: Path) -> None:
+    csv_file = tmp_path / "草稿名单.csv"
+    csv_file.write_text("to,name\nwxid_draft_0,张三\nwxid_draft_1,李四\n", encoding="utf-8")
+    open_page(browser, stack, "new")
+    until(lambda: len(all_css(browser, "#c-accounts input")) == 2, "the account choices")
+    by_css(browser, "#c-name").send_keys("草稿 console")
+    click(browser, "#c-accounts input[value='shop']")
+    by_css(browser, "#c-text").send_keys("{name} 你好")
+    by_css(browser, "#c-file").send_keys(str(csv_file))
+    until(lambda: "2" in by_css(browser, "#c-preview p").text, "the CSV preview")
+    click(browser, "#c-draft")
+    click(browser, "#c-submit")
+    until(lambda: "#campaign/" in browser.current_url, "the campaign page")
+    campaign_id = browser.current_url.split("#campaign/")[1]
+    until(lambda: "草稿" in by_css(browser, "#head").text, "the draft")
+    assert stack.http.get(f"/v1/campaigns/{campaign_id}").json()["status"] == "draft"
+
+    by_css(browser, "#test-to").send_keys("wxid_console_ops")
+    click(browser, "#test-submit")
+    until(lambda: "1 条已送达" in by_css(browser, "#tests-summary").text, "the test send delivered", timeout=60)
+    assert "wxid_console_ops" in text_of(browser, "#tests .test-job")
+    screenshot(browser, "console", "06b-draft-tested")
+    assert stack.http.get(f"/v1/campaigns/{campaign_id}").json()["counts"]["sent"] == 0
+
+    click(browser, "#head button[data-action='start']")
+    until(lambda: browser.switch_to.alert is not None, "the start confirmation")
+    browser.switch_to.alert.accept()
+    until(lambda: "已完成" in by_css(browser, "#head").text, "the started campaign to finish", timeout=60)
+    assert not by_css(browser, "#test-form").is_displayed()
+
+
+def test_a_campaign_that_paused_itself_shows_why(stack: ApiStack, browser: Any) -> None:
+    with httpx.Client(base_url=stack.sim.url) as admin:
+        admin.post("/_sim/faults", json={"kind": "not_friend", "to": "wxid_console_gone", "times": 1})
+    created = stack.http.post(
+        "/v1/campaigns",
+        json={
+            "name": "自动暂停",
+            "account": "shop",
+            "recipients": [{"to": "wxid_console_gone"}, {"to": "wxid_console_after"}],
+            "message": {"kind": "text", "text": "x"},
+            "auto_pause": {"streak": 1},
+        },
+    ).json()
+    wait_for(
+        lambda: stack.http.get(f"/v1/campaigns/{created['id']}").json()["status"] == "paused",
+        timeout=60,
+        what="the campaign to pause itself",
+    )
+    open_page(browser, stack, f"campaign/{created['id']}")
+    until(lambda: "对方不是你的好友 ×1" in by_css(browser, "#pause-reason").text, "the reason")
+    screenshot(browser, "console", "06c-auto-paused")
+    open_page(browser, stack, "campaigns")
+    row = f"tr[data-campaign='{created['id']}']"
+    until(lambda: "error threshold" in by_css(browser, f"{row} .pause-reason").text, "the reason in the list")
+    click(browser, f"{row} button[data-op='resume']")
+    until(lambda: "已完成" in by_css(browser, f"{row} .status").text, "resumed and finished", timeout=60)
+
+
 def test_accounts_pause_resume_and_limits_with_a_write_only_token(stack: ApiStack, browser: Any) -> None:
     open_page(browser, stack, "accounts")
     row = "tr[data-account='shop']"

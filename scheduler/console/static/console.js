@@ -44,6 +44,10 @@ const I18N = {
     cron_hint: "5 段（分 时 日 月 周），或 6 段（最后一段为秒）", schedule_created: "已创建定时任务",
     confirm_delete_schedule: "删除该定时任务？", schedule_kind_message: "单条消息", schedule_kind_campaign: "群发",
     refresh_note: "每 2 秒自动刷新", loading: "加载中…", checking: "校验中…", check_ok: "校验通过",
+    st_draft: "草稿", draft: "存为草稿（不发送；先测试发送，再启动）", start: "启动", confirm_start: "启动该群发？将开始向全部接收人发送。",
+    started: "已启动", test_send: "测试发送", test_to: "测试接收人 wxid（逗号分隔，最多 10 个；用第一位接收人的变量渲染）",
+    test_queued: "测试消息已排队", tests: "测试发送", tests_summary: "已测试 {n} 次，{sent} 条已送达",
+    pause_reason: "自动暂停原因", auto_pause: "出错自动暂停",
   },
   en: {
     console: "console", nav_campaigns: "Campaigns", nav_new: "New campaign", nav_accounts: "Accounts",
@@ -87,6 +91,11 @@ const I18N = {
     confirm_delete_schedule: "Delete this schedule?", schedule_kind_message: "message",
     schedule_kind_campaign: "campaign", refresh_note: "refreshes every 2 s", loading: "Loading…",
     checking: "Checking…", check_ok: "Valid",
+    st_draft: "draft", draft: "Save as draft (sends nothing; test it, then start)", start: "Start",
+    confirm_start: "Start this campaign? It begins sending to every recipient.", started: "Started",
+    test_send: "Test send", test_to: "Test recipients' wxids (comma-separated, at most 10; rendered with the first recipient's variables)",
+    test_queued: "Test messages queued", tests: "Test sends", tests_summary: "tested {n} time(s), {sent} delivered",
+    pause_reason: "Paused itself because", auto_pause: "Auto-pause on errors",
   },
 };
 
@@ -305,6 +314,7 @@ function progressOf(c) {
 
 function steerButtons(c) {
   const b = [];
+  if (c.status === "draft") b.push(`<button class="primary" data-action="start" data-id="${esc(c.id)}">${t("start")}</button>`);
   if (["active", "scheduled"].includes(c.status)) b.push(`<button data-action="steer" data-op="pause" data-id="${esc(c.id)}">${t("pause")}</button>`);
   if (c.status === "paused") b.push(`<button data-action="steer" data-op="resume" data-id="${esc(c.id)}">${t("resume")}</button>`);
   if (!c.finished && c.status !== "cancelled") b.push(`<button class="danger" data-action="steer" data-op="cancel" data-id="${esc(c.id)}">${t("cancel")}</button>`);
@@ -316,6 +326,16 @@ actions.steer = async (el) => {
   await api("POST", `/v1/campaigns/${encodeURIComponent(el.dataset.id)}/${el.dataset.op}`);
   await current.refresh();
 };
+
+actions.start = async (el) => {
+  if (!confirm(t("confirm_start"))) return;
+  await api("POST", `/v1/campaigns/${encodeURIComponent(el.dataset.id)}/start`);
+  notify(`${el.dataset.id}: ${t("started")}`);
+  await current.refresh();
+};
+
+// why a campaign paused itself (error threshold, with the vendor's texts), shown under its status
+const pauseReason = (c) => (c.pause_reason ? `<div class="wrap reason pause-reason">${esc(c.pause_reason)}</div>` : "");
 
 function campaignsPage() {
   view().innerHTML = `<div class="row"><h1>${t("campaigns")}</h1><span class="spacer"></span>
@@ -332,7 +352,7 @@ function campaignsPage() {
         const p = progressOf(c);
         return `<tr data-campaign="${esc(c.id)}">
           <td data-label="${t("name")}"><a href="#campaign/${encodeURIComponent(c.id)}">${esc(c.name)}</a><div class="mono muted">${esc(c.id)}</div></td>
-          <td data-label="${t("status")}" class="status">${badge(c.status)}</td>
+          <td data-label="${t("status")}" class="status">${badge(c.status)}${pauseReason(c)}</td>
           <td data-label="${t("progress")}"><progress max="${c.total}" value="${p.done}"></progress> ${p.done}/${c.total}</td>
           <td data-label="${t("sent")}" class="num sent">${p.sent}</td>
           <td data-label="${t("dead")}" class="num dead">${p.dead}</td>
@@ -354,6 +374,10 @@ function campaignPage(id) {
   const state = { status: "", cursors: [0], page: 0 };
   const path = `/v1/campaigns/${encodeURIComponent(id)}`;
   view().innerHTML = `<p><a href="#campaigns">← ${t("back")}</a></p><div id="head"><p class="muted">${t("loading")}</p></div>
+    <form id="test-form" class="card row" autocomplete="off" hidden>
+      <label class="grow">${t("test_to")}<input id="test-to" spellcheck="false"></label>
+      <button type="submit" id="test-submit">${t("test_send")}</button></form>
+    <div id="tests"></div>
     <h2>${t("deliveries")}</h2>
     <div class="row"><select id="status-filter"><option value="">${t("all_statuses")}</option>
       ${["queued", "scheduled", "sending", "retrying", "sent", "dead", "cancelled"].map((s) => `<option value="${s}">${t("st_" + s)}</option>`).join("")}
@@ -369,6 +393,20 @@ function campaignPage(id) {
     state.page = 0;
     run(() => current.refresh());
   });
+  $("#test-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    run(async () => {
+      const to = $("#test-to").value.split(/[\s,，]+/).map((s) => s.trim()).filter(Boolean);
+      $("#test-submit").disabled = true;
+      try {
+        await api("POST", `${path}/test`, { to });
+        notify(t("test_queued"));
+        await current.refresh();
+      } finally {
+        $("#test-submit").disabled = false;
+      }
+    });
+  });
   actions.page = async (el) => {
     const next = state.page + Number(el.dataset.dir);
     if (next < 0 || state.cursors[next] === undefined || state.cursors[next] === null) return;
@@ -379,7 +417,14 @@ function campaignPage(id) {
     async refresh() {
       const c = await api("GET", path);
       const p = progressOf(c);
+      $("#test-form").hidden = c.status !== "draft"; // test sends before the start: a draft's page
+      const tests = c.tests || { count: 0, jobs: [] };
+      $("#tests").html = tests.count ? `<h2>${t("tests")}</h2><p class="muted" id="tests-summary">${esc(t("tests_summary").replace("{n}", tests.count).replace("{sent}", tests.sent))} · ${esc(fmtTime(tests.last_at))}</p>
+        <div class="tablewrap"><table class="cards"><thead><tr><th>${t("id")}</th><th>${t("to")}</th><th>${t("account")}</th><th>${t("status")}</th></tr></thead>
+        <tbody>${tests.jobs.map((j) => `<tr class="test-job"><td data-label="${t("id")}" class="id">${esc(j.id)}</td><td data-label="${t("to")}">${esc(j.to)}</td>
+        <td data-label="${t("account")}">${esc(j.account)}</td><td data-label="${t("status")}">${badge(j.status)}</td></tr>`).join("")}</tbody></table></div>` : "";
       $("#head").html = `<div class="row"><h1>${esc(c.name)}</h1>${badge(c.status)}<span class="spacer"></span>${steerButtons(c)}</div>
+        ${c.pause_reason ? `<div class="card notice-bad"><b>${t("pause_reason")}:</b> <span id="pause-reason">${esc(c.pause_reason)}</span></div>` : ""}
         <div class="mono muted">${esc(c.id)} · ${esc(c.accounts.join(", "))} · ${t("priority")}: ${t(c.priority)}${c.send_at ? " · " + t("send_at") + ": " + esc(fmtTime(c.send_at)) : ""}</div>
         <div class="card stats">
           <div class="stat"><b id="stat-total">${c.total}</b><span>${t("total")}</span></div>
@@ -527,7 +572,8 @@ function newCampaignPage() {
     <form id="campaign-form" class="card" autocomplete="off">
       <div class="grid"><label>${t("name")}<input id="c-name" required maxlength="200"></label>
       <label>${t("priority")}<select id="c-priority"><option value="normal">${t("normal")}</option><option value="high">${t("high")}</option></select></label>
-      <label>${t("send_at")} <span class="hint">${t("send_at_hint")}</span><input type="datetime-local" id="c-send-at"></label></div>
+      <label>${t("send_at")} <span class="hint">${t("send_at_hint")}</span><input type="datetime-local" id="c-send-at"></label>
+      <label class="check"><input type="checkbox" id="c-draft"> ${t("draft")}</label></div>
       <h2>${t("accounts")}</h2><div id="c-accounts" class="row muted">${t("loading")}</div>
       <h2>${t("message_kind")}</h2>${messageForm("c-")}
       <div id="c-check" class="muted"></div>
@@ -585,6 +631,7 @@ function newCampaignPage() {
       const spec = { name: $("#c-name").value, accounts, message: readMessage("c-"), priority: $("#c-priority").value };
       const sendAt = $("#c-send-at").value;
       if (sendAt) spec.send_at = new Date(sendAt).toISOString();
+      if ($("#c-draft").checked) spec.draft = true;
       const form = new FormData();
       form.append("spec", JSON.stringify(spec));
       form.append("recipients", file, file.name);
