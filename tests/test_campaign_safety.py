@@ -20,7 +20,7 @@ from worker.store.ledger import BeginStatus, Ledger, PaceRecord
 from worker.vendors.base import SendResult
 
 LEASE_S = 30.0
-NOT_FRIEND = "发送消息失败: 对方不是你的好友"
+NOT_FRIEND = "发送消息失败 / 对方不是你的好友"
 
 
 @pytest.fixture
@@ -162,14 +162,14 @@ def test_a_share_of_failures_in_the_window_pauses_the_campaign_with_the_vendor_t
     assert view["status"] == "paused"
     assert (
         view["pause_reason"]
-        == "error threshold — 3 of the last 6 failed: 发送消息失败: 对方不是你的好友 ×2, 消息发送失败 ×1"
+        == "error threshold — 3 of the last 6 failed: 发送消息失败 / 对方不是你的好友 ×2, 消息发送失败 ×1"
     )
     assert claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=10) == []  # nothing more goes out
 
 
 def test_failures_below_the_minimum_attempts_do_not_pause(ledger: Ledger) -> None:
     campaigns = campaigns_for(ledger)
-    cid = create(campaigns, 10, auto_pause={"ratio": 0.2, "window": 50, "min_attempts": 10, "streak": 0})
+    cid = create(campaigns, 11, auto_pause={"ratio": 0.2, "window": 50, "min_attempts": 10, "streak": 0})
     for _ in range(9):
         step(ledger, "dead")
     assert campaigns.get(cid)["status"] == "active"
@@ -196,6 +196,15 @@ def test_failures_in_a_row_pause_and_the_session_in_flight_is_told(ledger: Ledge
     assert view["pause_reason"] == f"error threshold — 3 in a row failed: {NOT_FRIEND} ×2, 请求超时 ×1"
     # the session holding the account ends at its next job, as after an operator's pause
     assert ledger.begin("acct1", claim.token, second, lease_ttl_s=LEASE_S).status is BeginStatus.YIELD
+
+
+def test_the_last_delivery_does_not_pause_a_finished_campaign(ledger: Ledger) -> None:
+    campaigns = campaigns_for(ledger)
+    cid = create(campaigns, 3, auto_pause={"streak": 3})
+    for _ in range(3):
+        step(ledger, "dead")
+    assert ledger.redis.hget(ledger.keys.campaign(cid), "status") == "active"  # a replay of its dead letters goes out
+    assert campaigns.get(cid)["pause_reason"] is None
 
 
 def test_resume_clears_the_window_and_the_reason(ledger: Ledger) -> None:

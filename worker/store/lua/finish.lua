@@ -65,6 +65,10 @@ local function watch_outcome(camp, err, now)
   else
     return
   end
+  local total, sent, dead, cancelled = unpack(redis.call('HMGET', ck, 'total', 'n:sent', 'n:dead', 'n:cancelled'))
+  if (tonumber(sent) or 0) + (tonumber(dead) or 0) + (tonumber(cancelled) or 0) >= (tonumber(total) or 0) then
+    return  -- its last delivery: nothing is left to hold back, and a replay of its dead letters must go out
+  end
   -- the vendor's texts among those failures, most frequent first
   local counts, texts = {}, {}
   for _, e in ipairs(redis.call('LRANGE', wk, 0, span - 1)) do
