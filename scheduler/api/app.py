@@ -175,6 +175,20 @@ class CampaignSpecIn(BaseModel):
     draft: bool = False
     auto_pause: AutoPauseIn | None = None
 
+    def create_args(self) -> dict[str, Any]:
+        """The arguments of ``Campaigns.create`` this spec gives: everything but the recipients."""
+        return {
+            "name": self.name,
+            "message": self.message,
+            "account": self.account,
+            "accounts": self.accounts,
+            "send_at": self.send_at.timestamp() if self.send_at else None,
+            "idempotency_key": self.idempotency_key,
+            "priority": self.priority,
+            "draft": self.draft,
+            "auto_pause": self.auto_pause_given(),
+        }
+
     def auto_pause_given(self) -> dict[str, Any] | None:
         """The thresholds asked for (None: the defaults); ``"auto_pause": null`` switches both checks off."""
         if "auto_pause" not in self.model_fields_set:
@@ -651,16 +665,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
             raise ApiError(422, "invalid", f"recipients: between 1 and {MAX_JSON_RECIPIENTS} recipients", "recipients")
         try:
             created = campaigns.create(
-                name=spec.name,
-                message=spec.message,
-                recipients=Replayable(lambda: body.recipients(RecipientIn)),
-                account=spec.account,
-                accounts=spec.accounts,
-                send_at=epoch(spec.send_at),
-                idempotency_key=spec.idempotency_key,
-                priority=spec.priority,
-                draft=spec.draft,
-                auto_pause=spec.auto_pause_given(),
+                recipients=Replayable(lambda: body.recipients(RecipientIn)), **spec.create_args()
             )
         except BodyNotJson as exc:
             raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}", "body") from None
@@ -683,18 +688,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         parse = recipients_from_jsonl if name.endswith((".jsonl", ".ndjson")) else recipients_from_csv
         rows = Replayable(lambda: parse(codecs.iterdecode(_iter_lines(recipients), "utf-8-sig")))
         try:
-            created = campaigns.create(
-                name=parsed.name,
-                message=parsed.message,
-                recipients=rows,
-                account=parsed.account,
-                accounts=parsed.accounts,
-                send_at=epoch(parsed.send_at),
-                idempotency_key=parsed.idempotency_key,
-                priority=parsed.priority,
-                draft=parsed.draft,
-                auto_pause=parsed.auto_pause_given(),
-            )
+            created = campaigns.create(recipients=rows, **parsed.create_args())
         except UnicodeDecodeError:
             raise ApiError(422, "invalid", "recipients: file is not UTF-8 text", "recipients") from None
         return _campaign_answer(created, response)
