@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from worker.errors import ConfigError
 from worker.store import scripts
 from worker.store.keys import Keys
-from worker.vendors.base import VendorAccount
+from worker.vendors.base import VendorAccount, VendorName
 
 Status = Literal["active", "paused", "down"]
 #: The longest account id (also the API's length limit on fields naming an account).
