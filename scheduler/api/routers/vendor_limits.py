@@ -5,17 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from scheduler.api.state import AUTH, Stores
+from worker.store.scripts import SHARED
 from worker.vendors.base import VendorName
+
+MIN_VENDOR_RATE = SHARED["MIN_VENDOR_RATE"]
 
 router = APIRouter(tags=["accounts"], dependencies=AUTH)
 
 
 class VendorLimitIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    per_second: float = Field(ge=0, le=10_000)
+    per_second: float = Field(ge=0, le=10_000, description=f"0 = none, else at least {MIN_VENDOR_RATE:g}")
+
+    @field_validator("per_second")
+    @classmethod
+    def _not_too_slow(cls, value: float) -> float:
+        # the scripts keep a vendor's recent sends for the longest gap this allows (SHARED in worker/store/scripts.py)
+        if 0 < value < MIN_VENDOR_RATE:
+            raise ValueError(f"must be 0 (no limit) or at least {MIN_VENDOR_RATE:g} per second")
+        return value
 
 
 @router.put("/v1/vendor-limits/{vendor}")
