@@ -70,7 +70,7 @@ def test_a_draft_sends_nothing_until_started_and_its_test_sends_are_not_counted(
     assert view["status"] == "draft" and view["counts"]["sent"] == 0 and view["total"] == 3
     assert {t["status"] for t in view["tests"]["jobs"]} == {"sent"}
     test_job = stack.http.get(f"/v1/messages/{view['tests']['jobs'][0]['id']}").json()
-    assert test_job["campaign"] is None  # a test is its own message, not one of the campaign's jobs
+    assert (test_job["campaign"], test_job["test_of"]) == (None, cid)  # its own message, not one of the campaign's jobs
     shown = run("campaign", "show", cid)
     assert "2 went out" in shown.stdout and "wxid_boss" in shown.stdout, shown.stdout
 

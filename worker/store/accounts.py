@@ -35,11 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from worker.errors import ConfigError
 from worker.store import scripts
 from worker.store.keys import Keys
-from worker.vendors.base import VendorAccount
+from worker.vendors.base import VendorAccount, VendorName
 
 Status = Literal["active", "paused", "down"]
+#: The longest account id (also the API's length limit on fields naming an account).
+ACCOUNT_ID_MAX = 64
 #: What an account id looks like, everywhere (API path, account files, the store).
-ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
+ACCOUNT_ID_PATTERN = rf"^[A-Za-z0-9_.@-]{{1,{ACCOUNT_ID_MAX}}}$"
 
 
 class QuietHours(BaseModel):
@@ -257,6 +259,18 @@ class AccountStore:
             pipe.zadd(self.keys.sched, {account_id: 0}, nx=True)
             pipe.lpush(self.keys.wake, "1")
             pipe.execute()
+
+    def set_vendor_limit(self, vendor: VendorName, per_second: float) -> None:
+        """A vendor API's own rate across all its accounts, on top of each account's pacing (0 = none)."""
+        if per_second <= 0:
+            self.redis.hdel(self.keys.vendor_limits, vendor)
+        else:
+            self.redis.hset(self.keys.vendor_limits, vendor, str(per_second))
+
+    def vendor_limits(self) -> dict[str, float]:
+        """Every vendor rate set with :meth:`set_vendor_limit` (sends per second)."""
+        raw = cast(dict[str, str], self.redis.hgetall(self.keys.vendor_limits))
+        return {vendor: float(rate) for vendor, rate in raw.items()}
 
     def load_file(self, path: Path) -> list[str]:
         """Create/update every account of a TOML file; returns their ids."""

@@ -56,6 +56,8 @@ class BeginStatus(StrEnum):
     SKIP = "skip"  # not to be sent (cancelled, missing, already finished): go on with the next
 
 
+#: The vendor ids of a sent job (its ``result``), as the vendors name them.
+RESULT_FIELDS = ("msg_id", "new_msg_id", "client_msg_id", "create_time")
 #: How long an idempotency key remembers its first answer.
 IDEMPOTENCY_TTL_S = 7 * 24 * 3600
 
@@ -102,7 +104,31 @@ class Job:
         """The vendor ids of a sent job, as strings."""
         if self.state != "sent":
             return None
-        return {name: self.fields.get(name) for name in ("msg_id", "new_msg_id", "client_msg_id", "create_time")}
+        return {name: self.fields.get(name) for name in RESULT_FIELDS}
+
+    def public(self) -> dict[str, Any]:
+        """The job as people and programs read it (API, deliveries, dead letters, exports): the state as
+        ``status``, vendor ids as strings, times as epoch seconds; never the message, variables or a token."""
+        f = self.fields
+        return {
+            "id": self.id,
+            "status": self.state,
+            "account": self.account,
+            "to": self.to,
+            "campaign": self.campaign,
+            "test_of": f.get("test_of"),  # the campaign this message is a test send of (not one of its jobs)
+            "attempts": self.attempts,
+            "result": self.result(),
+            "vendor": f.get("vendor"),
+            "has_ids": f.get("has_ids") == "1" if self.state == JobState.SENT else None,
+            "reason": f.get("reason"),
+            "error_class": f.get("error_class"),
+            # a retrying job's latest error is ``last_error``; a dead one's final error is ``error``
+            "error": f.get("error") or f.get("last_error"),
+            "revoked_at": _epoch(f.get("revoked_at")),
+            "created": _epoch(f.get("created")),
+            "sent_at": _epoch(f.get("sent_at")),
+        }
 
     @classmethod
     def from_hash(cls, job_id: str, data: Mapping[str, str], campaign_message: str = "") -> Job:
@@ -114,6 +140,10 @@ class Job:
             fields=dict(data),
             campaign_message=campaign_message,
         )
+
+
+def _epoch(raw: str | None) -> float | None:
+    return float(raw) if raw else None
 
 
 class Submission(NamedTuple):
@@ -525,6 +555,24 @@ class Ledger:
         """Put a dead job back in its queue with the same id and history ('ok' or why not)."""
         reply = self._replay(args=[self.prefix, job_id, f"{time.time():.6f}", "1" if force else "0"])
         return str(reply[0])
+
+    def mark_revoked(self, job_id: str, at: float) -> None:
+        """Record a revoke the vendor confirmed: ``revoked_at`` on the job and a ``revoked`` history entry,
+        in one transaction. A record that expired meanwhile is not recreated, and the history list keeps
+        the job's retention (it may not exist yet: a first-attempt send keeps its entry in the hash)."""
+        job_key, history_key = self.keys.job(job_id), self.keys.history(job_id)
+
+        def record(pipe: redis.client.Pipeline) -> None:
+            if not pipe.exists(job_key):
+                return
+            ttl_ms = int(pipe.pttl(job_key))
+            pipe.multi()
+            pipe.hset(job_key, "revoked_at", f"{at:.3f}")
+            pipe.rpush(history_key, json.dumps({"event": "revoked", "at": round(at, 6)}))
+            if ttl_ms > 0:
+                pipe.pexpire(history_key, ttl_ms)
+
+        self.redis.transaction(record, job_key)
 
     def wait_for_wake(self, timeout_s: float) -> None:
         """Block until a producer or worker nudges the dispatcher, or the timeout passes."""
