@@ -56,6 +56,29 @@ class BeginStatus(StrEnum):
     SKIP = "skip"  # not to be sent (cancelled, missing, already finished): go on with the next
 
 
+class RecallOutcome(StrEnum):
+    """What became of a sent job's revoke (field ``recall`` of the job; docs/design.md, "Recall")."""
+
+    PENDING = "pending"  # a revoke job waits on the account's high-priority queue
+    RECALLED = "recalled"  # the vendor took the revoke
+    TOO_LATE = "too_late"  # past the revoke window: no call
+    UNSUPPORTED = "unsupported"  # the vendor has no documented revoke: no call
+    FAILED = "failed"  # refused, or the answer was unreadable (never retried: exactly once)
+
+
+RECALL_OUTCOMES = tuple(o.value for o in RecallOutcome if o is not RecallOutcome.PENDING)
+
+
+class RecallAsked(NamedTuple):
+    """What :meth:`Ledger.request_revokes` did with the ids it was given."""
+
+    pending: int
+    too_late: int
+    unsupported: int
+    #: not sent, or its revoke was already asked for
+    skipped: int
+
+
 #: How long an idempotency key remembers its first answer.
 IDEMPOTENCY_TTL_S = 7 * 24 * 3600
 
@@ -79,6 +102,11 @@ class Job:
     @property
     def campaign(self) -> str | None:
         return self.fields.get("campaign") or None
+
+    @property
+    def revoke_of(self) -> str | None:
+        """For a revoke job (``op`` revoke): the sent job it takes back."""
+        return self.fields.get("target") if self.fields.get("op") == "revoke" else None
 
     @property
     def attempts(self) -> int:
@@ -239,6 +267,7 @@ class Ledger:
         self._replay = scripts.register(client, "replay")
         self._cancel = scripts.register(client, "cancel")
         self._touch = scripts.register(client, "touch")
+        self._recall = scripts.register(client, "recall")
 
     # --- producer side -------------------------------------------------------------------------------
 
@@ -289,6 +318,15 @@ class Ledger:
         )
         state = str(reply[2]) if len(reply) > 2 else ""
         return Submission(str(reply[1]), bool(reply[0]), state)
+
+    def request_revokes(self, job_ids: Sequence[str], *, window_s: float, unsupported: Sequence[str]) -> RecallAsked:
+        """Ask, once per job, for the revoke of sent jobs: those of a vendor in ``unsupported`` or past
+        ``window_s`` after their createTime are decided at once, the others get a revoke job queued at
+        high priority on their account (run by a session like a send)."""
+        if not job_ids:
+            return RecallAsked(0, 0, 0, 0)
+        reply = self._recall(args=[self.prefix, f"{time.time():.6f}", f"{window_s:g}", ",".join(unsupported), *job_ids])
+        return RecallAsked(*(int(n) for n in reply))
 
     def cancel(self, job_id: str) -> str:
         """Cancel a job that has not started sending; returns the state it was in."""
@@ -452,6 +490,20 @@ class Ledger:
     ) -> Finished:
         """Put the job back at the head of its queue without counting the attempt (account down)."""
         return self._finish_call(account, token, job_id, "requeue", history, ["", error_class, error], pace)
+
+    def finish_recall(
+        self,
+        account: str,
+        token: str,
+        job_id: str,
+        *,
+        outcome: RecallOutcome,
+        error: str,
+        history: dict[str, Any],
+        pace: PaceRecord | None = None,
+    ) -> Finished:
+        """End a revoke job (never retried) and put its outcome on the message it revoked."""
+        return self._finish_call(account, token, job_id, "recall", history, [outcome.value, error], pace)
 
     def _finish_call(
         self,
