@@ -181,6 +181,14 @@ class VendorLimitIn(BaseModel):
     per_second: float = Field(ge=0, le=10_000)
 
 
+class RecallIn(BaseModel):
+    """Body of a recall or revoke (optional): how long after the vendor's createTime a message may still be
+    revoked (default ``BROADCAST_RECALL_WINDOW_S``, 110 s; WeChat refuses after 120 s)."""
+
+    model_config = ConfigDict(extra="forbid")
+    window_s: float | None = Field(default=None, gt=0, le=120)
+
+
 class ReplayIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ids: list[Annotated[str, Field(pattern=OBJECT_ID)]] = Field(min_length=1, max_length=10_000)
@@ -528,44 +536,49 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
             "history": history,
             "reason": f.get("reason"),
             "revoked_at": float(f["revoked_at"]) if f.get("revoked_at") else None,
+            "recall": f.get("recall") or None,
+            "recall_error": f.get("recall_error") or None,
             "created": float(f["created"]) if f.get("created") else _campaign_created(job.campaign),
             "sent_at": float(f["sent_at"]) if f.get("sent_at") else None,
         }
 
     @app.post("/v1/messages/{job_id}/revoke", dependencies=auth, tags=["messages"])
-    def revoke_message(job_id: ObjectId) -> dict[str, Any]:
-        """Take back a sent message with its exact ids (vendors allow about two minutes after sending)."""
-        from worker.errors import RevokeRefusedError, UnsupportedError, VendorError
-        from worker.runtime.connections import vendor_http_client
-        from worker.vendors import SendResult, backend_for
+    def revoke_message(job_id: ObjectId, response: Response, body: RecallIn | None = None) -> dict[str, Any]:
+        """Take back a sent message with its exact ids, inside the revoke window. The revoke runs on the
+        account's session like a send (its lease and pacing, ahead of its sends) and is never repeated;
+        this waits up to ``BROADCAST_REVOKE_WAIT_S`` for the outcome, then answers 202 ``pending``."""
+        from worker.vendors import vendors_without_revoke
 
         job = ledger.get(job_id)
         if job is None:
             raise ApiError(404, "not_found", f"no message {job_id!r}", "id")
-        if job.state != "sent" or job.fields.get("has_ids") != "1":
+        if job.revoke_of is not None or job.state != "sent" or job.fields.get("has_ids") != "1":
             raise ApiError(
                 409, "not_revocable", f"only a sent message with vendor ids can be revoked ({job.state})", None
             )
-        if job.fields.get("revoked_at"):
+        if job.fields.get("recall") == "recalled":
             raise ApiError(409, "already_revoked", "this message was already revoked", None)
-        account = accounts.get(job.account)
-        if account is None:
-            raise ApiError(409, "account_missing", f"account {job.account!r} is not configured any more", None)
-        sent = SendResult.from_dict({**job.fields, "to": job.to})
-        try:
-            backend_for(account.vendor_account(), vendor_http_client(settings)).revoke(sent)
-        except UnsupportedError as exc:
-            raise ApiError(409, "unsupported", str(exc), None) from None
-        except RevokeRefusedError as exc:  # an id the vendor needs is missing or 0: nothing was sent
-            raise ApiError(409, "not_revocable", str(exc), None) from None
-        except VendorError as exc:
-            raise ApiError(502, "vendor_error", f"the vendor refused the revoke: {exc}", None) from None
-        except MessageError as exc:  # the request could not even be built (the account's fields): not sent
-            raise ApiError(409, "not_revocable", str(exc), None) from None
-        now = time.time()
-        client.hset(ledger.keys.job(job_id), "revoked_at", f"{now:.3f}")
-        client.rpush(ledger.keys.history(job_id), json.dumps({"event": "revoked", "at": round(now, 6)}))
-        return {"id": job_id, "revoked": True, "revoked_at": now}
+        window = body.window_s if body and body.window_s else settings.recall_window_s
+        ledger.request_revokes([job_id], window_s=window, unsupported=vendors_without_revoke())
+        waited_until = time.monotonic() + settings.revoke_wait_s
+        fields = job.fields
+        while True:
+            now = ledger.get(job_id)
+            fields = now.fields if now is not None else fields
+            if fields.get("recall") != "pending" or time.monotonic() >= waited_until:
+                break
+            time.sleep(0.05)
+        outcome, error = fields.get("recall"), fields.get("recall_error") or ""
+        if outcome == "recalled":
+            return {"id": job_id, "revoked": True, "revoked_at": float(fields["revoked_at"]), "recall": outcome}
+        if outcome in ("unsupported", "too_late"):
+            raise ApiError(409, str(outcome), error, None)
+        if outcome == "failed":
+            if error.startswith("not revocable:"):  # an id the vendor needs is missing or 0: nothing was sent
+                raise ApiError(409, "not_revocable", error, None)
+            raise ApiError(502, "vendor_error", f"the revoke failed (not repeated): {error}", None)
+        response.status_code = 202
+        return {"id": job_id, "revoked": False, "recall": "pending"}
 
     @app.post("/v1/messages/{job_id}/cancel", dependencies=auth, tags=["messages"])
     def cancel_message(job_id: ObjectId) -> dict[str, Any]:
@@ -714,6 +727,14 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     def cancel_campaign(campaign_id: ObjectId) -> dict[str, Any]:
         """Cancel every unsent job at once."""
         return _steer(campaign_id, "cancel")
+
+    @app.post("/v1/campaigns/{campaign_id}/recall", dependencies=auth, status_code=202, tags=["campaigns"])
+    def recall_campaign(campaign_id: ObjectId, body: RecallIn | None = None) -> dict[str, Any]:
+        """Stop the campaign (a cancel) and revoke every message it sent that is still inside the window,
+        each once, through its account's session ahead of its sends; answers the campaign with ``recall``
+        progress. Asking again revokes nothing twice: it answers the progress."""
+        window = body.window_s if body and body.window_s else settings.recall_window_s
+        return campaigns.recall(campaign_id, window_s=window)
 
     # --- dead letters -------------------------------------------------------------------------------------
 
