@@ -44,6 +44,10 @@ const I18N = {
     cron_hint: "5 段（分 时 日 月 周），或 6 段（最后一段为秒）", schedule_created: "已创建定时任务",
     confirm_delete_schedule: "删除该定时任务？", schedule_kind_message: "单条消息", schedule_kind_campaign: "群发",
     refresh_note: "每 2 秒自动刷新", loading: "加载中…", checking: "校验中…", check_ok: "校验通过",
+    recall: "撤回", recall_title: "撤回进度", recall_col: "撤回",
+    confirm_recall: "撤回该群发？会先停止发送（等同取消），再撤回所有仍在撤回时限内（默认发送后 110 秒）已发出的消息，每条只撤回一次。",
+    rc_requested: "已申请", rc_recalled: "已撤回", rc_too_late: "超时未撤回", rc_unsupported: "不支持撤回",
+    rc_failed: "撤回失败", rc_pending: "待撤回",
   },
   en: {
     console: "console", nav_campaigns: "Campaigns", nav_new: "New campaign", nav_accounts: "Accounts",
@@ -87,6 +91,10 @@ const I18N = {
     confirm_delete_schedule: "Delete this schedule?", schedule_kind_message: "message",
     schedule_kind_campaign: "campaign", refresh_note: "refreshes every 2 s", loading: "Loading…",
     checking: "Checking…", check_ok: "Valid",
+    recall: "Recall", recall_title: "Recall", recall_col: "Recall",
+    confirm_recall: "Recall this campaign? It stops sending first (a cancel), then revokes every message it sent that is still inside the revoke window (110 s after sending by default), each once.",
+    rc_requested: "asked", rc_recalled: "recalled", rc_too_late: "too late", rc_unsupported: "unsupported",
+    rc_failed: "failed", rc_pending: "pending",
   },
 };
 
@@ -311,6 +319,21 @@ function steerButtons(c) {
   return b.join(" ");
 }
 
+const RECALL_OUTCOMES = ["requested", "recalled", "too_late", "unsupported", "failed", "pending"];
+
+function recallCard(c) {
+  // a campaign's recall so far: how many revokes were asked for and what became of them
+  if (!c.recall) return "";
+  const stats = RECALL_OUTCOMES.map((k) => `<div class="stat"><b id="recall-${k}">${c.recall[k] ?? 0}</b><span>${t("rc_" + k)}</span></div>`).join("");
+  return `<h2>${t("recall_title")}</h2><div class="card stats" id="recall">${stats}</div>`;
+}
+
+actions.recall = async (el) => {
+  if (!confirm(t("confirm_recall"))) return;
+  await api("POST", `/v1/campaigns/${encodeURIComponent(el.dataset.id)}/recall`, {});
+  await current.refresh();
+};
+
 actions.steer = async (el) => {
   if (el.dataset.op === "cancel" && !confirm(t("confirm_cancel"))) return;
   await api("POST", `/v1/campaigns/${encodeURIComponent(el.dataset.id)}/${el.dataset.op}`);
@@ -379,7 +402,8 @@ function campaignPage(id) {
     async refresh() {
       const c = await api("GET", path);
       const p = progressOf(c);
-      $("#head").html = `<div class="row"><h1>${esc(c.name)}</h1>${badge(c.status)}<span class="spacer"></span>${steerButtons(c)}</div>
+      const recallButton = c.recall || !c.counts.sent ? "" : ` <button class="danger" data-action="recall" data-id="${esc(c.id)}">${t("recall")}</button>`;
+      $("#head").html = `<div class="row"><h1>${esc(c.name)}</h1>${badge(c.status)}<span class="spacer"></span>${steerButtons(c)}${recallButton}</div>
         <div class="mono muted">${esc(c.id)} · ${esc(c.accounts.join(", "))} · ${t("priority")}: ${t(c.priority)}${c.send_at ? " · " + t("send_at") + ": " + esc(fmtTime(c.send_at)) : ""}</div>
         <div class="card stats">
           <div class="stat"><b id="stat-total">${c.total}</b><span>${t("total")}</span></div>
@@ -389,7 +413,7 @@ function campaignPage(id) {
           <div class="stat"><b>${p.rate.toFixed(1)}</b><span>${t("rate")} (${t("per_s")})</span></div>
           <div class="stat"><b>${fmtDuration(p.eta)}</b><span>${t("eta")}</span></div>
           <div class="stat"><progress max="${c.total}" value="${p.done}"></progress></div>
-        </div>`;
+        </div>${recallCard(c)}`;
       const query = new URLSearchParams({ cursor: state.cursors[state.page], limit: 50 });
       if (state.status) query.set("status", state.status);
       const page = await api("GET", `${path}/deliveries?${query}`);
@@ -402,11 +426,12 @@ function campaignPage(id) {
         <td data-label="${t("new_msg_id")}" class="id new-msg-id">${esc(d.result?.new_msg_id ?? "")}</td>
         <td data-label="${t("msg_id")}" class="id">${esc(d.result?.msg_id ?? "")}</td>
         <td data-label="${t("sent_at")}">${esc(fmtTime(d.sent_at))}</td>
-        <td data-label="${t("error")}" class="wrap">${esc(d.reason ? `${d.reason}: ${d.error || ""}` : d.error || "")}</td></tr>`).join("");
+        <td data-label="${t("error")}" class="wrap">${esc(d.reason ? `${d.reason}: ${d.error || ""}` : d.error || "")}</td>
+        <td data-label="${t("recall_col")}" class="recall" title="${esc(d.recall_error || "")}">${d.recall ? esc(t("rc_" + d.recall)) : ""}</td></tr>`).join("");
       $("#deliveries").className = "tablewrap";
       $("#deliveries").html = `<table class="cards"><thead><tr><th>${t("id")}</th><th>${t("to")}</th><th>${t("account")}</th>
         <th>${t("status")}</th><th class="num">${t("attempts")}</th><th>${t("new_msg_id")}</th><th>${t("msg_id")}</th>
-        <th>${t("sent_at")}</th><th>${t("error")}</th></tr></thead><tbody>${rows}</tbody></table>`;
+        <th>${t("sent_at")}</th><th>${t("error")}</th><th>${t("recall_col")}</th></tr></thead><tbody>${rows}</tbody></table>`;
     },
   };
 }
