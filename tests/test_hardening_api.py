@@ -328,3 +328,12 @@ def test_an_idempotency_key_answers_only_the_same_whole_request(api_stack: ApiSt
     )
     assert upload.status_code == 202 and upload.json()["id"] == created.json()["id"], upload.text
     assert api_stack.stored_keys() == keys
+
+
+def test_a_vendor_rate_too_slow_to_keep_track_of_is_refused_naming_the_field(api_stack: ApiStack) -> None:
+    slow = api_stack.http.put("/v1/vendor-limits/gewe", json={"per_second": 0.1})
+    assert slow.status_code == 422
+    assert "per_second" in slow.text
+    assert api_stack.http.get("/v1/vendor-limits").json()["vendor_limits"] == {}
+    for ok in (0, 0.2, 5):
+        assert api_stack.http.put("/v1/vendor-limits/gewe", json={"per_second": ok}).status_code == 200

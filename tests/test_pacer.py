@@ -353,6 +353,23 @@ def test_vendor_window_from_release_blocks_the_vendor(env: Env) -> None:
     assert a in after.blocked  # the vendor's one send a second went to b
 
 
+def test_a_vendor_rate_under_one_a_second_remembers_its_last_send_for_a_whole_gap(env: Env) -> None:
+    # 0.25/s is a 4 s gap: a send 2.5 s ago must still block (the window read once covered only 2 s)
+    b = env.add("a-waiting", per_minute=0)
+    a = env.add("z-sender", per_minute=0)
+    env.redis.hset(env.ledger.keys.vendor_limits, "gewe", 0.25)
+    env.send_one(a, vendor="gewe")
+    vkey = env.ledger.keys.vendor_pace("gewe")
+    (member,) = env.redis.zrange(vkey, 0, -1)
+    earlier = redis_now(env.redis) - 2.5  # members are "<end>:<token>", scored by end
+    env.redis.delete(vkey)
+    env.redis.zadd(vkey, {f"{earlier:.6f}:{member.split(':', 1)[1]}": earlier})
+    env.submit(b)
+    verdict = env.pacer().verdict()
+    assert candidate_ids(verdict) == []
+    assert verdict.next_check == pytest.approx(earlier + 4.0, abs=MS)
+
+
 # --- CLAIM and the group gap -----------------------------------------------------------------------------
 
 

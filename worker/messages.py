@@ -21,7 +21,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from annotated_types import MaxLen
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
@@ -350,6 +350,8 @@ def _extract(value: str, field: str, *, keep_msg: bool = False) -> str:
 AnyMessage = TextMessage | MiniProgramMessage | AppMsgMessage
 Message = Annotated[AnyMessage, Field(discriminator="kind")]
 MESSAGE_ADAPTER: TypeAdapter[AnyMessage] = TypeAdapter(Message)
+#: The ``kind`` of each message type: pydantic puts the matched one first in an error's location.
+MESSAGE_KINDS = frozenset(str(model.model_fields["kind"].default) for model in get_args(AnyMessage))
 
 
 def parse_message(data: Any) -> AnyMessage:
@@ -364,7 +366,7 @@ def parse_message(data: Any) -> AnyMessage:
 
 def _loc(loc: tuple[int | str, ...], prefix: str) -> str:
     # drop the union tag pydantic puts first ("text", "miniprogram"...) once the discriminator matched
-    if loc and loc[0] in ("text", "miniprogram", "appmsg"):
+    if loc and loc[0] in MESSAGE_KINDS:
         loc = loc[1:]
     parts = [str(p) for p in loc]
     return ".".join([prefix, *parts]) if parts else prefix

@@ -30,10 +30,11 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from scheduler.intake.campaigns import Campaigns
-from scheduler.intake.producer import Producer, UnknownAccountError, validate_recipient
+from scheduler.intake.producer import RECIPIENT_MAX, Producer, UnknownAccountError, validate_recipient
 from worker.errors import BroadcastError, MessageError
 from worker.messages import Message, check_text, check_variables
 from worker.settings import Settings, get_settings
+from worker.store.accounts import ACCOUNT_ID_MAX
 from worker.store.keys import Keys
 
 
@@ -41,8 +42,8 @@ class MessageTemplate(BaseModel):
     """What a schedule sends each time: one message."""
 
     model_config = ConfigDict(extra="forbid")
-    account: str = Field(min_length=1, max_length=64)
-    to: str = Field(min_length=1, max_length=128)
+    account: str = Field(min_length=1, max_length=ACCOUNT_ID_MAX)
+    to: str = Field(min_length=1, max_length=RECIPIENT_MAX)
     message: Message
     vars: dict[str, str] | None = None
     priority: str = Field(default="normal", pattern="^(normal|high)$")
@@ -50,7 +51,7 @@ class MessageTemplate(BaseModel):
 
 class RecipientTemplate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    to: str = Field(min_length=1, max_length=128)
+    to: str = Field(min_length=1, max_length=RECIPIENT_MAX)
     account: str | None = None
     vars: dict[str, str] | None = None
 

@@ -46,6 +46,7 @@ from worker.store.keys import Keys
 from worker.store.ledger import (
     IDEMPOTENCY_TTL_S,
     RECALL_OUTCOMES,
+    RESULT_FIELDS,
     STATES,
     TERMINAL,
     Job,
@@ -417,6 +418,11 @@ class Campaigns:
             "recall": recall_progress(data),
         }
 
+    def created_at(self, cid: str) -> float | None:
+        """When the campaign was stored (its jobs carry no time of their own), or None."""
+        raw = self.redis.hget(self.keys.campaign(cid), "created")
+        return float(cast(str, raw)) if raw else None
+
     def recent(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         """Newest campaigns first (without their message template)."""
         ids = cast(list[str], self.redis.zrevrange(self.keys.campaigns, offset, offset + limit - 1))
@@ -576,10 +582,13 @@ def _digest_all(digest: Any, rows: Iterator[tuple[str, str, str | None]]) -> int
     return count
 
 
-DELIVERY_COLUMNS = [
-    "id", "to", "account", "status", "attempts", "msg_id", "new_msg_id", "client_msg_id", "create_time",
-    "vendor", "sent_at", "reason", "error", "recall", "recall_error",
-]  # fmt: skip
+#: A delivery's fields, in order (``result`` holds the vendor ids; exports spread it into columns).
+DELIVERY_FIELDS = (
+    "id", "to", "account", "status", "attempts", "result", "vendor", "sent_at", "reason", "error", "recall",
+    "recall_error",
+)  # fmt: skip
+#: The flat columns of a delivery (CSV): ``result`` spread into the vendor ids.
+DELIVERY_COLUMNS = [column for name in DELIVERY_FIELDS for column in (RESULT_FIELDS if name == "result" else (name,))]
 
 
 def recall_progress(data: Mapping[str, str]) -> dict[str, Any] | None:
@@ -599,19 +608,6 @@ def recall_progress(data: Mapping[str, str]) -> dict[str, Any] | None:
 
 
 def delivery(job: Job) -> dict[str, Any]:
-    """One recipient's outcome; ids as strings (64-bit exact for JavaScript readers)."""
-    f = job.fields
-    return {
-        "id": job.id,
-        "to": job.to,
-        "account": job.account,
-        "status": job.state,
-        "attempts": job.attempts,
-        "result": job.result(),
-        "vendor": f.get("vendor"),
-        "sent_at": float(f["sent_at"]) if f.get("sent_at") else None,
-        "reason": f.get("reason"),
-        "error": f.get("error") or f.get("last_error"),
-        "recall": f.get("recall") or None,
-        "recall_error": f.get("recall_error") or None,
-    }
+    """One recipient's outcome: the job's public view, cut to the delivery columns."""
+    view = job.public()
+    return {name: view[name] for name in DELIVERY_FIELDS}

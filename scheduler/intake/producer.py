@@ -20,7 +20,9 @@ from worker.store.accounts import AccountStore
 from worker.store.ledger import Job, Ledger
 from worker.vendors import check_message_for
 
-RECIPIENT = re.compile(r"^[A-Za-z0-9_@.\-]{1,128}$")
+#: The longest recipient id (also the API's length limit on ``to``).
+RECIPIENT_MAX = 128
+RECIPIENT = re.compile(rf"^[A-Za-z0-9_@.\-]{{1,{RECIPIENT_MAX}}}$")
 
 
 class UnknownAccountError(MessageError):

@@ -38,8 +38,10 @@ from worker.store.keys import Keys
 from worker.vendors.base import VendorAccount, VendorName
 
 Status = Literal["active", "paused", "down"]
+#: The longest account id (also the API's length limit on fields naming an account).
+ACCOUNT_ID_MAX = 64
 #: What an account id looks like, everywhere (API path, account files, the store).
-ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
+ACCOUNT_ID_PATTERN = rf"^[A-Za-z0-9_.@-]{{1,{ACCOUNT_ID_MAX}}}$"
 
 
 class QuietHours(BaseModel):
@@ -78,16 +80,11 @@ class Limits(BaseModel):
         return value
 
 
-class AccountSpec(BaseModel):
-    """What a user configures for an account (PUT /v1/accounts/{id} and the TOML file)."""
+class AccountSpec(VendorAccount):
+    """What a user configures for an account (PUT /v1/accounts/{id} and the TOML file): how to reach it at
+    its vendor, and its sending limits."""
 
-    model_config = ConfigDict(extra="forbid")
-    vendor: VendorName
-    base_url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://\S+$")
-    token: SecretStr = SecretStr("")
-    instance: str = Field(min_length=1, max_length=256)
     limits: Limits = Field(default_factory=Limits)
-    options: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("base_url")
     @classmethod
@@ -130,14 +127,8 @@ class Account(BaseModel):
     holds: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     def vendor_account(self) -> VendorAccount:
-        """The connection details a vendor backend needs."""
-        return VendorAccount(
-            vendor=self.spec.vendor,
-            base_url=self.spec.base_url,
-            token=self.spec.token,
-            instance=self.spec.instance,
-            options=self.spec.options,
-        )
+        """The connection details a vendor backend needs (the spec is one, with limits besides)."""
+        return self.spec
 
     def public(self) -> dict[str, Any]:
         """Everything but the token (never echoed)."""
@@ -263,6 +254,18 @@ class AccountStore:
             pipe.zadd(self.keys.sched, {account_id: 0}, nx=True)
             pipe.lpush(self.keys.wake, "1")
             pipe.execute()
+
+    def set_vendor_limit(self, vendor: VendorName, per_second: float) -> None:
+        """A vendor API's own rate across all its accounts, on top of each account's pacing (0 = none)."""
+        if per_second <= 0:
+            self.redis.hdel(self.keys.vendor_limits, vendor)
+        else:
+            self.redis.hset(self.keys.vendor_limits, vendor, str(per_second))
+
+    def vendor_limits(self) -> dict[str, float]:
+        """Every vendor rate set with :meth:`set_vendor_limit` (sends per second)."""
+        raw = cast(dict[str, str], self.redis.hgetall(self.keys.vendor_limits))
+        return {vendor: float(rate) for vendor, rate in raw.items()}
 
     def load_file(self, path: Path) -> list[str]:
         """Create/update every account of a TOML file; returns their ids."""

@@ -23,18 +23,11 @@ class DeadLetter:
     dead_at: float
 
     def to_dict(self) -> dict[str, Any]:
-        f = self.job.fields
-        return {
-            "id": self.job.id,
-            "account": self.job.account,
-            "to": self.job.to,
-            "campaign": self.job.campaign,
-            "reason": f.get("reason", ""),
-            "error_class": f.get("error_class", ""),
-            "error": f.get("error", ""),
-            "attempts": self.job.attempts,
-            "dead_at": self.dead_at,
-        }
+        """The job's public view, cut to what deciding on a dead letter needs (texts never null)."""
+        view = self.job.public()
+        entry = {name: view[name] for name in ("id", "account", "to", "campaign")}
+        entry |= {name: view[name] or "" for name in ("reason", "error_class", "error")}
+        return {**entry, "attempts": view["attempts"], "dead_at": self.dead_at}
 
 
 class DeadLetters:

@@ -79,6 +79,9 @@ class RecallAsked(NamedTuple):
     skipped: int
 
 
+#: The vendor ids of a sent job (its ``result``), as the vendors name them.
+RESULT_FIELDS = ("msg_id", "new_msg_id", "client_msg_id", "create_time")
+
 #: How long an idempotency key remembers its first answer.
 IDEMPOTENCY_TTL_S = 7 * 24 * 3600
 
@@ -130,7 +133,33 @@ class Job:
         """The vendor ids of a sent job, as strings."""
         if self.state != "sent":
             return None
-        return {name: self.fields.get(name) for name in ("msg_id", "new_msg_id", "client_msg_id", "create_time")}
+        return {name: self.fields.get(name) for name in RESULT_FIELDS}
+
+    def public(self) -> dict[str, Any]:
+        """The job as people and programs read it (API, deliveries, dead letters, exports): the state as
+        ``status``, vendor ids as strings, times as epoch seconds; never the message, variables or a token."""
+        f = self.fields
+        return {
+            "id": self.id,
+            "status": self.state,
+            "account": self.account,
+            "to": self.to,
+            "campaign": self.campaign,
+            "attempts": self.attempts,
+            "result": self.result(),
+            "vendor": f.get("vendor"),
+            "has_ids": f.get("has_ids") == "1" if self.state == JobState.SENT else None,
+            "reason": f.get("reason"),
+            "error_class": f.get("error_class"),
+            # a retrying job's latest error is ``last_error``; a dead one's final error is ``error``
+            "error": f.get("error") or f.get("last_error"),
+            "revoked_at": _epoch(f.get("revoked_at")),
+            # the revoke's outcome (a recall, or a message's revoke): RecallOutcome, and the vendor's answer
+            "recall": f.get("recall") or None,
+            "recall_error": f.get("recall_error") or None,
+            "created": _epoch(f.get("created")),
+            "sent_at": _epoch(f.get("sent_at")),
+        }
 
     @classmethod
     def from_hash(cls, job_id: str, data: Mapping[str, str], campaign_message: str = "") -> Job:
@@ -142,6 +171,10 @@ class Job:
             fields=dict(data),
             campaign_message=campaign_message,
         )
+
+
+def _epoch(raw: str | None) -> float | None:
+    return float(raw) if raw else None
 
 
 class Submission(NamedTuple):

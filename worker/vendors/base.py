@@ -57,7 +57,7 @@ class VendorAccount(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     vendor: VendorName
-    base_url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://")
+    base_url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://\S+$")
     token: SecretStr = SecretStr("")
     #: The vendor's account id: GeWe appId, legacy appid, E云 wId, ohwxapi sender wxid.
     instance: str = Field(min_length=1, max_length=256)

@@ -1,11 +1,8 @@
 --!include prelude
 -- ARGV: prefix, cid, idem_key|'', idem_ttl_s, now, status (active|scheduled), send_at|'', total, accounts...
 local cid, idem, now, status, send_at, total = ARGV[2], ARGV[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-if idem ~= '' then
-  local existing = redis.call('GET', key_idempotency('c', idem))
-  if existing then return {0, existing} end
-  redis.call('SET', key_idempotency('c', idem), cid, 'EX', tonumber(ARGV[4]))
-end
+local existing = claim_idempotency('c', idem, cid, ARGV[4])
+if existing then return {0, existing} end
 local ck = key_campaign(cid)
 local counter = 'n:queued'
 if status == 'scheduled' then counter = 'n:scheduled' end

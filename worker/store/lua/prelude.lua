@@ -214,3 +214,12 @@ local function promote(now, limit)
   end
   return #ids
 end
+-- an idempotency key answers with the id it first stood for ('m': messages, 'c': campaigns): that id if
+-- the key is taken, else nil after claiming it for `id` (for ttl seconds); '' = no key
+local function claim_idempotency(kind, idem, id, ttl)
+  if idem == '' then return nil end
+  local existing = redis.call('GET', key_idempotency(kind, idem))
+  if existing then return existing end
+  redis.call('SET', key_idempotency(kind, idem), id, 'EX', tonumber(ttl))
+  return nil
+end

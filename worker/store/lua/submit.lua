@@ -1,11 +1,8 @@
 --!include prelude
 -- ARGV: prefix, job_id, idem_key|'', idem_ttl_s, now, due_at|'', account, priority, field, value, ...
 local id, idem, now, due_at, account, priority = ARGV[2], ARGV[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-if idem ~= '' then
-  local existing = redis.call('GET', key_idempotency('m', idem))
-  if existing then return {0, existing} end
-  redis.call('SET', key_idempotency('m', idem), id, 'EX', tonumber(ARGV[4]))
-end
+local existing = claim_idempotency('m', idem, id, ARGV[4])
+if existing then return {0, existing} end
 local jk = key_job(id)
 local fields = {}
 for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end

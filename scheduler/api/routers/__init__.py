@@ -1,0 +1,1 @@
+"""One router per resource; ``scheduler.api.app.create_app`` includes them in this order."""

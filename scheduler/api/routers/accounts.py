@@ -1,0 +1,122 @@
+"""``/v1/accounts``: the sending accounts, their limits and status. A token is write-only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+
+from scheduler.api.errors import ApiError, invalid
+from scheduler.api.models import AccountId
+from scheduler.api.state import AUTH, ApiState, Stores
+from scheduler.console import sent_today
+from worker.errors import ConfigError
+from worker.store.accounts import Account, AccountSpec, TokenRequiredError
+
+router = APIRouter(tags=["accounts"], dependencies=AUTH)
+
+
+class AccountPatch(BaseModel):
+    """``PATCH /v1/accounts/{id}``: only the fields given change; limits/options merge key by key."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_url: str | None = None
+    token: SecretStr | None = None
+    instance: str | None = None
+    limits: dict[str, Any] | None = None
+    options: dict[str, str] | None = None
+
+
+def _public(state: ApiState, account: Account) -> dict[str, Any]:
+    """An account as answered: never its token; ``sent_today`` to set against ``limits.daily_cap``."""
+    return {**account.public(), "sent_today": sent_today(state.redis, state.settings.key_prefix, account)}
+
+
+def _existing(state: ApiState, account_id: str) -> Account:
+    account = state.accounts.get(account_id)
+    if account is None:
+        raise ApiError(404, "not_found", f"no account {account_id!r}", "account_id")
+    return account
+
+
+def _stored(state: ApiState, account_id: str, spec: AccountSpec) -> dict[str, Any]:
+    try:
+        return state.accounts.put(account_id, spec).public()
+    except TokenRequiredError as exc:
+        raise ApiError(422, "token_required", str(exc), "token") from None
+
+
+@router.put("/v1/accounts/{account_id}")
+def put_account(account_id: AccountId, spec: AccountSpec, state: Stores) -> dict[str, Any]:
+    """Create or update an account. The token is write-only: never echoed; omit it to keep the old one,
+    except when ``base_url`` or ``vendor`` changes: then the token is required again (422 otherwise)."""
+    try:
+        return _stored(state, account_id, spec)
+    except ConfigError as exc:
+        raise ApiError(422, "invalid", str(exc), "account_id") from None
+
+
+@router.patch("/v1/accounts/{account_id}")
+def patch_account(account_id: AccountId, body: AccountPatch, state: Stores) -> dict[str, Any]:
+    """Change some fields; ``limits`` and ``options`` are merged key by key (one atomic write). Changing
+    ``base_url`` needs ``token`` in the same request (422 otherwise): the stored token never follows a new URL."""
+    current = _existing(state, account_id).spec.model_dump()
+    current["token"] = ""  # kept by the store only while vendor and base_url stay the same
+    changes = body.model_dump(exclude_unset=True)
+    for key in ("limits", "options"):
+        if key in changes:
+            current[key] = {**current[key], **(changes.pop(key) or {})}
+    if "token" in changes:
+        changes["token"] = body.token.get_secret_value() if body.token else ""
+    try:
+        spec = AccountSpec.model_validate({**current, **changes})
+    except ValidationError as exc:
+        raise invalid(exc) from None
+    return _stored(state, account_id, spec)
+
+
+@router.get("/v1/accounts")
+def list_accounts(state: Stores) -> dict[str, Any]:
+    return {"accounts": [_public(state, a) for a in state.accounts.all()]}
+
+
+@router.get("/v1/accounts/{account_id}")
+def get_account(account_id: AccountId, state: Stores) -> dict[str, Any]:
+    """The account with its status (``active | paused | down``) and the reason."""
+    return _public(state, _existing(state, account_id))
+
+
+@router.post("/v1/accounts/{account_id}/pause")
+def pause_account(account_id: AccountId, state: Stores) -> dict[str, Any]:
+    _existing(state, account_id)
+    state.accounts.set_status(account_id, "paused", "paused by operator")
+    return _public(state, _existing(state, account_id))
+
+
+@router.post("/v1/accounts/{account_id}/resume")
+def resume_account(account_id: AccountId, state: Stores, check_online: bool = True) -> dict[str, Any]:
+    """Resume sending; by default asks the vendor first whether the account is online."""
+    account = _existing(state, account_id)
+    note = ""
+    if check_online:
+        from worker.pacing.holds import confirm_back_online
+        from worker.runtime.connections import vendor_http_client
+        from worker.vendors import backend_for
+
+        # a down account also needs a successful probe send: one "online" answer is weak evidence. The
+        # check holds the account's lease: never a second call in flight for it, and the pacing counts it
+        settings = state.settings
+        try:
+            with state.accounts.probing(account_id, ttl_s=2 * settings.longest_vendor_call_s) as made_a_call:
+                made_a_call()
+                verdict = confirm_back_online(
+                    backend_for(account.vendor_account(), vendor_http_client(settings)), account
+                )
+        except ConfigError as exc:
+            raise ApiError(409, "account_busy", str(exc), None) from None
+        if not verdict.ok:
+            raise ApiError(409, "account_offline", verdict.reason, None)
+        note = verdict.reason
+    state.accounts.set_status(account_id, "active", note)
+    return _public(state, _existing(state, account_id))

@@ -1,0 +1,213 @@
+"""``/v1/campaigns``: one message to many recipients, stored all at once or not at all; progress,
+per-recipient deliveries (paged, or exported as CSV/JSONL), pause/resume/cancel and recall."""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from scheduler.api.errors import ApiError, invalid
+from scheduler.api.exports import export_deliveries
+from scheduler.api.models import ObjectId, Priority, RecallIn, epoch, mark_replayed
+from scheduler.api.state import AUTH, ApiState, Stores
+from scheduler.intake.campaigns import Replayable, recipients_from_csv, recipients_from_jsonl
+from scheduler.intake.producer import RECIPIENT_MAX
+from scheduler.intake.uploads import BodyNotJson, CampaignBody
+from worker.messages import Message
+from worker.store.accounts import ACCOUNT_ID_MAX
+from worker.store.ledger import STATES
+
+router = APIRouter(tags=["campaigns"], dependencies=AUTH)
+
+#: Recipients in one JSON campaign body (larger lists go through the upload, up to the settings' maximum).
+MAX_JSON_RECIPIENTS = 200_000
+#: The JSON campaign body is parsed by hand (streamed), so its schema is declared in the OpenAPI document.
+CAMPAIGN_REF = {"$ref": "#/components/schemas/CampaignIn"}
+
+AccountName = Annotated[str, Field(min_length=1, max_length=ACCOUNT_ID_MAX)]
+
+
+class RecipientIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: str = Field(min_length=1, max_length=RECIPIENT_MAX)
+    account: AccountName | None = None
+    vars: dict[str, str | int | float] | None = None
+
+
+class CampaignSpecIn(BaseModel):
+    """The ``spec`` part of a multipart campaign upload (recipients come as a file)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    account: AccountName | None = None
+    accounts: list[str] | None = Field(default=None, min_length=1, max_length=1000)
+    message: Message
+    send_at: AwareDatetime | None = None
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    priority: Priority = "normal"
+
+
+class CampaignIn(CampaignSpecIn):
+    """``POST /v1/campaigns``. Recipients without an account use ``account``, or are spread over ``accounts``."""
+
+    recipients: list[RecipientIn] = Field(min_length=1, max_length=MAX_JSON_RECIPIENTS)
+
+
+class CampaignAccepted(BaseModel):
+    id: str
+    total: int
+    duplicates: int
+    status: str
+
+
+def _create(
+    state: ApiState, spec: CampaignSpecIn, recipients: Iterable[Mapping[str, Any]], response: Response
+) -> CampaignAccepted:
+    created = state.campaigns.create(
+        name=spec.name,
+        message=spec.message,
+        recipients=recipients,
+        account=spec.account,
+        accounts=spec.accounts,
+        send_at=epoch(spec.send_at),
+        idempotency_key=spec.idempotency_key,
+        priority=spec.priority,
+    )
+    mark_replayed(response, created.created)
+    return CampaignAccepted(id=created.id, total=created.total, duplicates=created.duplicates, status=created.status)
+
+
+@router.post(
+    "/v1/campaigns",
+    status_code=202,
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": CAMPAIGN_REF}}}},
+)
+async def post_campaign(request: Request, response: Response, state: Stores) -> CampaignAccepted:
+    """Store a campaign atomically: all recipients queued, or nothing stored and the bad field named.
+    The body (``CampaignIn``) is read in streaming passes, never as one object tree."""
+    raw = await request.body()
+    return await run_in_threadpool(_campaign_from_json, state, raw, response)
+
+
+def _campaign_from_json(state: ApiState, raw: bytes, response: Response) -> CampaignAccepted:
+    try:
+        body = CampaignBody(raw)
+    except BodyNotJson as exc:
+        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}", "body") from None
+    try:
+        spec = CampaignSpecIn.model_validate(body.header)
+    except ValidationError as exc:
+        raise invalid(exc) from None
+    if not body.has_recipients:
+        raise ApiError(422, "invalid", "recipients: Field required", "recipients")
+    if not 1 <= body.count <= MAX_JSON_RECIPIENTS:
+        raise ApiError(422, "invalid", f"recipients: between 1 and {MAX_JSON_RECIPIENTS} recipients", "recipients")
+    try:
+        return _create(state, spec, Replayable(lambda: body.recipients(RecipientIn)), response)
+    except BodyNotJson as exc:
+        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}", "body") from None
+
+
+@router.post("/v1/campaigns/upload", status_code=202)
+def upload_campaign(
+    spec: Annotated[str, Form(description="JSON: name, account|accounts, message, send_at?, idempotency_key?")],
+    recipients: Annotated[UploadFile, File(description="CSV (to, account?, variables…) or JSONL")],
+    response: Response,
+    state: Stores,
+) -> CampaignAccepted:
+    """A campaign whose recipients come as a CSV or JSONL file, streamed from disk."""
+    try:
+        parsed = CampaignSpecIn.model_validate_json(spec)
+    except ValidationError as exc:
+        raise invalid(exc, prefix="spec.") from None
+    name = (recipients.filename or "").lower()
+    parse = recipients_from_jsonl if name.endswith((".jsonl", ".ndjson")) else recipients_from_csv
+    rows = Replayable(lambda: parse(codecs.iterdecode(_iter_lines(recipients), "utf-8-sig")))
+    try:
+        return _create(state, parsed, rows, response)
+    except UnicodeDecodeError:
+        raise ApiError(422, "invalid", "recipients: file is not UTF-8 text", "recipients") from None
+
+
+@router.get("/v1/campaigns")
+def list_campaigns(
+    state: Stores,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+) -> dict[str, Any]:
+    return {"campaigns": state.campaigns.recent(limit, offset)}
+
+
+@router.get("/v1/campaigns/{campaign_id}")
+def get_campaign(campaign_id: ObjectId, state: Stores) -> dict[str, Any]:
+    """Progress: status, total and per-state counts (they always add up to the total)."""
+    return state.campaigns.get(campaign_id)
+
+
+@router.get("/v1/campaigns/{campaign_id}/deliveries", response_model=None)
+def get_deliveries(
+    campaign_id: ObjectId,
+    state: Stores,
+    status: Annotated[Literal[STATES] | None, Query()] = None,  # type: ignore[valid-type]
+    cursor: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    format: Annotated[Literal["json", "jsonl", "csv"], Query()] = "json",
+) -> dict[str, Any] | StreamingResponse:
+    """Per-recipient results, paged (``next_cursor``); ``format=csv|jsonl`` streams the whole export."""
+    campaigns = state.campaigns
+    if format != "json":
+        campaigns.get(campaign_id)
+        media = "text/csv" if format == "csv" else "application/x-ndjson"
+
+        def timezone_of(account_id: str) -> str:
+            account = state.accounts.get(account_id)
+            return account.spec.limits.timezone if account else "UTC"
+
+        stream: Iterator[str] = export_deliveries(
+            campaigns, campaign_id, status=status, fmt=format, timezone_of=timezone_of
+        )
+        filename = f"{campaign_id}-deliveries.{format}"
+        return StreamingResponse(
+            stream, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+        )
+    items, next_cursor = campaigns.deliveries(campaign_id, status=status, cursor=cursor, limit=limit)
+    return {"deliveries": items, "next_cursor": next_cursor}
+
+
+@router.post("/v1/campaigns/{campaign_id}/pause")
+def pause_campaign(campaign_id: ObjectId, state: Stores) -> dict[str, Any]:
+    """Hold every unsent job; a send already in flight finishes."""
+    return state.campaigns.set_status(campaign_id, "pause")
+
+
+@router.post("/v1/campaigns/{campaign_id}/resume")
+def resume_campaign(campaign_id: ObjectId, state: Stores) -> dict[str, Any]:
+    """Continue where it stopped; nothing already sent is sent again."""
+    return state.campaigns.set_status(campaign_id, "resume")
+
+
+@router.post("/v1/campaigns/{campaign_id}/cancel")
+def cancel_campaign(campaign_id: ObjectId, state: Stores) -> dict[str, Any]:
+    """Cancel every unsent job at once."""
+    return state.campaigns.set_status(campaign_id, "cancel")
+
+
+@router.post("/v1/campaigns/{campaign_id}/recall", status_code=202)
+def recall_campaign(campaign_id: ObjectId, state: Stores, body: RecallIn | None = None) -> dict[str, Any]:
+    """Stop the campaign (a cancel) and revoke every message it sent that is still inside the window,
+    each once, through its account's session ahead of its sends; answers the campaign with ``recall``
+    progress. Asking again revokes nothing twice: it answers the progress."""
+    window = body.window_s if body and body.window_s else state.settings.recall_window_s
+    return state.campaigns.recall(campaign_id, window_s=window)
+
+
+def _iter_lines(upload: UploadFile) -> Iterator[bytes]:
+    """Lines of an uploaded file, read from its spooled temp file without loading it whole."""
+    upload.file.seek(0)
+    yield from upload.file
