@@ -189,8 +189,11 @@ class Stack:
         return "\n".join(p.output() for p in self.procs)
 
     def stop(self) -> None:
+        """End the processes at once (SIGKILL to each group): nothing is asserted after this, and a warm
+        shutdown costs a second or two per test. The graceful stop is tested where it is the point
+        (tests/test_worker_processes.py sends SIGTERM itself)."""
         for proc in self.procs:
-            proc.terminate()  # all at once: each worker's warm shutdown takes a second or more
+            proc.kill()
         for proc in self.procs:
             proc.stop()
 

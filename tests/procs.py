@@ -55,22 +55,15 @@ class Proc:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.terminated = False
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the whole process group (a Celery worker and its pool children)."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
 
-    def terminate(self) -> None:
-        """Ask for a clean shutdown (SIGTERM) without waiting: several processes then stop side by side."""
-        if self.proc.poll() is None and not self.terminated:
-            self.terminated = True
-            self.kill(signal.SIGTERM)
-
     def stop(self, timeout: float = 10) -> None:
         if self.proc.poll() is None:
-            self.terminate()
+            self.kill(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout)
         self.kill(signal.SIGKILL)  # stray pool children too
