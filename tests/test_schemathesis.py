@@ -40,8 +40,8 @@ def test_openapi_fuzzing_finds_no_server_error_and_no_schema_violation(api_stack
             str(EXAMPLES),
             "--seed",
             "20261121",
-            "--workers",
-            "2",
+            "--workers",  # one thread: two trip CPython 3.11's ast now and then (gh-106905, a SystemError)
+            "1",
             "--report",
             "junit",
             "--report-dir",
