@@ -21,6 +21,10 @@ dev: install
 test: install
 	$(BIN)/pytest -q
 
+## The unit tier: no `broadcast` processes, no browser (a private redis-server and the simulator still run).
+test-fast: install
+	$(BIN)/pytest -q -m "not e2e and not browser"
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -53,6 +53,28 @@ class Admin:
         )
         return JSONResponse({"sends": [r.to_json() for r in records]})
 
+    async def revokes(self, request: Request) -> Response:
+        """GET /_sim/revokes?vendor=&instance=: every revoke call, with the ids it named and its outcome."""
+        query = request.query_params
+        records = self.state.revokes(vendor=query.get("vendor") or None, instance=query.get("instance") or None)
+        return JSONResponse({"revokes": [r.to_json() for r in records]})
+
+    async def get_revoke_window(self, request: Request) -> Response:
+        """GET /_sim/revoke_window → {"window_s"}."""
+        return JSONResponse({"window_s": self.state.revoke_window()})
+
+    async def set_revoke_window(self, request: Request) -> Response:
+        """POST /_sim/revoke_window {"window_s": 5}: revokes later than that after createTime fail (default
+        120 s, as WeChat; reset restores it)."""
+        body = await read_json_object(request)
+        if body is None or set(body) != {"window_s"}:
+            return _bad_request('body must be {"window_s": seconds}')
+        try:
+            self.state.set_revoke_window(body["window_s"])
+        except ValueError as exc:
+            return _bad_request(str(exc))
+        return await self.get_revoke_window(request)
+
     async def list_accounts(self, request: Request) -> Response:
         """GET /_sim/accounts (tokens masked)."""
         return JSONResponse({"accounts": [a.public() for a in self.state.accounts()]})
@@ -115,7 +137,7 @@ class Admin:
         return await self.get_latency(request)
 
     async def reset(self, request: Request) -> Response:
-        """POST /_sim/reset: clear sends, faults and latency, keep accounts."""
+        """POST /_sim/reset: clear sends, revokes, faults, latency and the revoke window, keep accounts."""
         self.state.reset()
         return JSONResponse({"ok": True})
 
@@ -147,6 +169,9 @@ def create_app(state: SimState) -> Starlette:
         Route("/isOnline", h.ecloud_is_online, methods=post),
         Route("/_sim/health", admin.health, methods=["GET"]),
         Route("/_sim/sends", admin.sends, methods=["GET"]),
+        Route("/_sim/revokes", admin.revokes, methods=["GET"]),
+        Route("/_sim/revoke_window", admin.get_revoke_window, methods=["GET"]),
+        Route("/_sim/revoke_window", admin.set_revoke_window, methods=post),
         Route("/_sim/accounts", admin.list_accounts, methods=["GET"]),
         Route("/_sim/accounts", admin.put_account, methods=post),
         Route("/_sim/faults", admin.list_faults, methods=["GET"]),

@@ -466,7 +466,8 @@ class Handlers:
         """POST /message/revokeMsg: ids as the send returned them (strings).
 
         Like the vendor, a revoke with a wrong or rounded id answers "操作成功" and revokes nothing
-        (Devo919/Gewechat#70, #166): only the record's `revoked` flag tells.
+        (Devo919/Gewechat#70, #166): only the record's `revoked` flag (and the revoke records) tell. A revoke
+        past the window (two minutes after createTime) fails with the simulator's 撤回失败.
         """
         ok = JSONResponse({"ret": 200, "msg": "操作成功"})
         return await self.revoke_recorded(GEWE, "gewe", request, ("appId", "toWxid"), "toWxid", ok, mismatch=ok)
@@ -482,6 +483,7 @@ class Handlers:
         mismatch: Response | None = None,
     ) -> Response:
         """Revoke a recorded send, matching every id exactly (a rounded id is refused, not "revoked")."""
+        received_at = time.time()
         auth = await self.authenticate(dialect, request, required)
         if isinstance(auth, Response):
             return auth
@@ -496,17 +498,21 @@ class Handlers:
         fault = self.account_fault(account, body[to_field])
         if fault is not None:
             return dialect.error(_ENVELOPE_FAULTS[fault.kind], account.token)
+        await self.vendor_time()
         record = self.state.find_send(vendor, account.instance, new_msg_id)
-        if (
-            record is None
-            or record.to != body[to_field]
-            or record.msg_id != msg_id
-            or record.create_time != create_time
+        if record is not None and (
+            record.to != body[to_field] or record.msg_id != msg_id or record.create_time != create_time
         ):
-            return mismatch or dialect.error("revoke")
-        if not self.state.revoke(record):
-            return dialect.error("revoke")
-        return ok
+            record = None
+        named = {"msgId": msg_id, "newMsgId": new_msg_id, "createTime": create_time}
+        outcome = self.state.revoke(
+            record, vendor=vendor, instance=account.instance, to=body[to_field], ids=named, received_at=received_at
+        )
+        if outcome == "revoked":
+            return ok
+        if outcome == "no_match" and mismatch is not None:
+            return mismatch
+        return dialect.error("revoke")
 
     async def gewe_check_online(self, request: Request) -> Response:
         """POST /login/checkOnline: `data` true, or false under an `offline` fault."""
@@ -797,7 +803,7 @@ class Handlers:
             send = Send(account, "CgiCmd222", cgi["ToUserName"], kind, body, 49, msg_id="none", client_msg_id=True)
             return await self.deliver(OHWX, send, received_at, self.ohwx_ok)
         if cmd == 594:
-            return self.ohwx_revoke(account, cgi)
+            return await self.ohwx_revoke(account, cgi, received_at)
         return OHWX.error("param", f"参数错误: unsupported CgiCmd {cmd}")
 
     @staticmethod
@@ -810,7 +816,7 @@ class Handlers:
             return f"参数错误: MsgType 必须为 {expected}"
         return None
 
-    def ohwx_revoke(self, account: SimAccount, cgi: JSONDict) -> Response:
+    async def ohwx_revoke(self, account: SimAccount, cgi: JSONDict, received_at: float) -> Response:
         """CgiCmd 594, undocumented by the vendor: the fields SZUEA/AJBot `EAbotoy/action.py` sends.
 
         `{OpCode: 0, MsgId, NewMsgId, ToUserName}`; `NewMsgId` finds the send, `MsgId` must match it when
@@ -837,12 +843,19 @@ class Handlers:
         fault = self.account_fault(account, cgi["ToUserName"])
         if fault is not None:
             return OHWX.error(_ENVELOPE_FAULTS[fault.kind], account.token)
+        await self.vendor_time()
         record = self.state.find_send("ohwxapi", account.instance, new_msg_id)
-        if (
-            record is None
-            or record.to != cgi["ToUserName"]
-            or (msg_id is not None and msg_id != record.msg_id)
-            or not self.state.revoke(record)
-        ):
+        if record is not None and (record.to != cgi["ToUserName"] or (msg_id is not None and msg_id != record.msg_id)):
+            record = None
+        named = {"MsgId": msg_id, "NewMsgId": new_msg_id}
+        outcome = self.state.revoke(
+            record,
+            vendor="ohwxapi",
+            instance=account.instance,
+            to=cgi["ToUserName"],
+            ids=named,
+            received_at=received_at,
+        )
+        if outcome != "revoked":
             return OHWX.error("revoke")
         return JSONResponse({"CgiBaseResponse": {"ErrMsg": "", "Ret": 0}, "ResponseData": None})

@@ -9,6 +9,11 @@ Ids follow the vendors' shapes: `newMsgId` is a random 64-bit integer in ``[2**6
 never survives a float round-trip, `msgId` and `clientMsgId` are random positive 32-bit integers and
 `createTime` is the Unix time in seconds. One `random.Random` per state, seedable, makes runs
 reproducible.
+
+Every revoke call is recorded (:class:`RevokeRecord`) with the ids it was given and what it did, whether or
+not it matched a send, so tests can prove each message was revoked exactly once and that revokes were paced
+like sends. WeChat refuses a revoke more than two minutes after the message's ``createTime``
+(:data:`REVOKE_WINDOW_S`); tests can shorten that window through the admin API.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import random
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 JSONDict = dict[str, Any]
@@ -55,6 +60,9 @@ DEFAULT_DELAYS: Final = {"slow": 2.0, "timeout_before": 40.0, "timeout_after": 4
 
 #: Upper bound of the configurable answer latency (seconds): vendor clients time out after 15-60 s.
 MAX_LATENCY_S: Final = 600.0
+
+#: WeChat lets a sender revoke a message for two minutes after its ``createTime``.
+REVOKE_WINDOW_S: Final = 120.0
 
 NEW_MSG_ID_MIN: Final = 2**62
 NEW_MSG_ID_MAX: Final = 2**63 - 1
@@ -139,6 +147,8 @@ class SendRecord:
     received_at: float
     sent_at: float
     revoked: bool = False
+    #: seq of every revoke call that named this send (a second one is refused, but still recorded)
+    revokes: list[int] = field(default_factory=list)
 
     def to_json(self) -> JSONDict:
         """JSON view; ids stay Python ints (exact 64-bit)."""
@@ -157,7 +167,31 @@ class SendRecord:
             "received_at": self.received_at,
             "sent_at": self.sent_at,
             "revoked": self.revoked,
+            "revokes": list(self.revokes),
         }
+
+
+@dataclass(slots=True)
+class RevokeRecord:
+    """One revoke call as the vendor received it: the ids it named and what became of it.
+
+    ``outcome``: ``revoked``; ``already_revoked``; ``too_late`` (past the revoke window after the send's
+    createTime); ``no_match`` (no send with exactly these ids: GeWe still answers success).
+    """
+
+    seq: int
+    vendor: str
+    instance: str
+    to: str
+    ids: JSONDict
+    received_at: float
+    answered_at: float
+    outcome: str
+    send_seq: int | None
+
+    def to_json(self) -> JSONDict:
+        """JSON view; ids stay Python ints (exact 64-bit)."""
+        return asdict(self)
 
 
 @dataclass(slots=True)
@@ -240,6 +274,9 @@ class SimState:
         self._faults: list[Fault] = []
         self._fault_seq = 0
         self._latency: tuple[float, float] = (0.0, 0.0)
+        self._revokes: list[RevokeRecord] = []
+        self._revoke_seq = 0
+        self._revoke_window_s = REVOKE_WINDOW_S
         for account in accounts:
             self.add_account(account)
 
@@ -349,13 +386,68 @@ class SimState:
             return None
         return record
 
-    def revoke(self, record: SendRecord) -> bool:
-        """Mark a send revoked; False if it already was."""
+    def revoke(
+        self,
+        record: SendRecord | None,
+        *,
+        vendor: str,
+        instance: str,
+        to: str,
+        ids: JSONDict,
+        received_at: float,
+        now: float | None = None,
+    ) -> str:
+        """Record one revoke call and apply it to ``record`` (the send its ids matched exactly, or None);
+        returns the outcome (:class:`RevokeRecord`). Too late means past the window after createTime (the
+        send's own time when the vendor gives none)."""
+        now = time.time() if now is None else now
         with self._lock:
-            if record.revoked:
-                return False
-            record.revoked = True
-            return True
+            if record is None:
+                outcome = "no_match"
+            elif record.revoked:
+                outcome = "already_revoked"
+            elif now - (record.create_time or record.sent_at) > self._revoke_window_s:
+                outcome = "too_late"
+            else:
+                outcome = "revoked"
+                record.revoked = True
+            self._revoke_seq += 1
+            entry = RevokeRecord(
+                seq=self._revoke_seq,
+                vendor=vendor,
+                instance=instance,
+                to=to,
+                ids=dict(ids),
+                received_at=received_at,
+                answered_at=now,
+                outcome=outcome,
+                send_seq=None if record is None else record.seq,
+            )
+            self._revokes.append(entry)
+            if record is not None:
+                record.revokes.append(entry.seq)
+            return outcome
+
+    def revokes(self, vendor: str | None = None, instance: str | None = None) -> list[RevokeRecord]:
+        """Recorded revoke calls matching every given filter, oldest first."""
+        with self._lock:
+            records = list(self._revokes)
+        return [
+            r
+            for r in records
+            if (vendor is None or r.vendor == vendor) and (instance is None or r.instance == instance)
+        ]
+
+    def set_revoke_window(self, window_s: float) -> None:
+        """How long after createTime a revoke is accepted (WeChat: 120 s); tests shorten it."""
+        if isinstance(window_s, bool) or not isinstance(window_s, int | float) or not 0 <= window_s <= 86400:
+            raise ValueError("window_s must be a number within [0, 86400]")
+        with self._lock:
+            self._revoke_window_s = float(window_s)
+
+    def revoke_window(self) -> float:
+        """Seconds after createTime a revoke is still accepted."""
+        return self._revoke_window_s
 
     # -- faults ---------------------------------------------------------------------------------
 
@@ -498,9 +590,12 @@ class SimState:
     # -- whole state ----------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget sends, faults and latency; keep accounts (sequence numbers keep counting up)."""
+        """Forget sends, revokes, faults, latency and the revoke window; keep accounts (sequence numbers
+        keep counting up)."""
         with self._lock:
             self._latency = (0.0, 0.0)
+            self._revoke_window_s = REVOKE_WINDOW_S
+            self._revokes.clear()
             self._sends.clear()
             self._by_new_msg_id.clear()
             self._faults.clear()

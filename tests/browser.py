@@ -64,7 +64,8 @@ def browser_or_skip() -> Any:
 
 def browser_session() -> Iterator[Any]:
     """Body of each module's ``browser`` fixture: one browser for the whole module (starting Chromium
-    costs a second or two of CPU), quit at the end."""
+    costs a second or two of CPU), quit at the end. Named ``browser``, the fixture marks its tests
+    ``browser`` (tests/conftest.py), which ``make test-fast`` leaves out."""
     driver = browser_or_skip()
     try:
         yield driver

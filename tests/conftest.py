@@ -55,6 +55,30 @@ def account_for(sim: SimulatorServer, vendor: str, **overrides: object) -> Vendo
     return VendorAccount.model_validate(fields)
 
 
+# --- Tiers --------------------------------------------------------------------------------------------
+
+#: Fixtures that start `broadcast` processes or a browser: a test using one, directly or through another
+#: fixture, gets the marker, so a new test lands in the right tier without anyone remembering to mark it.
+TIER_FIXTURES = {"stack": "e2e", "api_stack": "e2e", "api": "e2e", "browser": "browser"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in TIER_FIXTURES.keys() & set(getattr(item, "fixturenames", ())):
+            item.add_marker(TIER_FIXTURES[fixture])
+        if item.get_closest_marker("browser"):
+            item.add_marker("e2e")  # every browser test drives a served page
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Processes only for e2e tests (tests/procs.py refuses the others): an unmarked test that starts one
+    fails in every run instead of quietly slowing the unit tier."""
+    from tests import procs
+
+    procs.processes_allowed = item.get_closest_marker("e2e") is not None
+
+
 # --- Redis, worker and scheduler ---------------------------------------------------------------------
 
 import itertools  # noqa: E402
@@ -165,6 +189,11 @@ class Stack:
         return "\n".join(p.output() for p in self.procs)
 
     def stop(self) -> None:
+        """End the processes at once (SIGKILL to each group): nothing is asserted after this, and a warm
+        shutdown costs a second or two per test. The graceful stop is tested where it is the point
+        (tests/test_worker_processes.py sends SIGTERM itself)."""
+        for proc in self.procs:
+            proc.kill()
         for proc in self.procs:
             proc.stop()
 
@@ -219,3 +248,13 @@ def claim_ready(ledger: Ledger, *, lease_ttl_s: float, batch_size: int = 1, now:
     to ``batch_size`` jobs (the store's part of the dispatcher, for tests of the store itself)."""
     due = ledger.tick(now=now).due
     return ledger.claim(lease_ttl_s=lease_ttl_s, candidates=[(a, batch_size, 0.0, 0.0) for a in sorted(due)], now=now)
+
+
+@pytest.fixture(scope="module")
+def api(redis_url: str, sim: SimulatorServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiStack]:
+    """One `broadcast api` (no worker, no scheduler) shared by a module's tests: each starting its own costs
+    a second and more. Tests on it isolate themselves by account id and compare stored keys before/after;
+    a test that needs running workers or an empty prefix takes ``api_stack``."""
+    s = ApiStack(redis_url, sim, tmp_path_factory.mktemp("api"))
+    yield s
+    s.stop()

@@ -29,10 +29,20 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, interv
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
+#: Whether the running test may start processes: tests/conftest.py sets it before each test from its
+#: ``e2e`` marker, so a test that starts one unmarked fails at once instead of slowing ``make test-fast``.
+processes_allowed = True
+
+
 class Proc:
     """A ``broadcast`` subcommand in its own process group, output to a log file."""
 
     def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path) -> None:
+        if not processes_allowed:
+            raise RuntimeError(
+                f"`broadcast {args[0]}` started by a test not marked e2e: use the stack/api_stack fixtures "
+                "(marked automatically) or add `pytestmark = pytest.mark.e2e` to the module"
+            )
         self.args = args
         self.log_path = log_path
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()

@@ -63,20 +63,20 @@ def all_deliveries(stack: ApiStack, cid: str, status: str | None = None) -> list
     return items
 
 
-def test_auth_is_required_and_tokens_never_echoed(api_stack: ApiStack) -> None:
-    url = api_stack.api_url
+def test_auth_is_required_and_tokens_never_echoed(api: ApiStack) -> None:
+    url = api.api_url
     assert httpx.get(f"{url}/healthz").json() == {"ok": True}
     assert httpx.get(f"{url}/v1/accounts").status_code == 401
     assert httpx.get(f"{url}/v1/accounts", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert httpx.get(f"{url}/v1/accounts", headers={"Authorization": API_TOKEN}).status_code == 401
     assert httpx.get(f"{url}/v1/accounts", headers={"Authorization": "Bearer other-key"}).status_code == 200
-    account = put_account(api_stack, "shop", "gewe", f"inst-{api_stack.prefix}")
-    token = f"tok-inst-{api_stack.prefix}-secret"
+    account = put_account(api, "shop", "gewe", f"inst-{api.prefix}")
+    token = f"tok-inst-{api.prefix}-secret"
     assert account["token_set"] is True and "token" not in account
-    listing = api_stack.http.get("/v1/accounts").text
+    listing = api.http.get("/v1/accounts").text
     assert token not in listing and "shop" in listing
     # an update without a token keeps the old one (write-only field)
-    again = api_stack.http.put(
+    again = api.http.put(
         "/v1/accounts/shop",
         json={
             "vendor": "gewe",
@@ -86,7 +86,7 @@ def test_auth_is_required_and_tokens_never_echoed(api_stack: ApiStack) -> None:
         },
     ).json()
     assert again["token_set"] is True and again["limits"]["per_minute"] == 10
-    assert api_stack.accounts.get("shop").spec.token.get_secret_value() == token  # type: ignore[union-attr]
+    assert api.accounts.get("shop").spec.token.get_secret_value() == token  # type: ignore[union-attr]
 
 
 def test_single_message_lifecycle_and_idempotency(api_stack: ApiStack) -> None:
@@ -151,29 +151,29 @@ BAD_MESSAGES: list[tuple[str, dict[str, Any], int, str]] = [
 
 @pytest.mark.parametrize(("case", "body", "status", "field"), BAD_MESSAGES, ids=[c[0] for c in BAD_MESSAGES])
 def test_bad_input_is_refused_naming_the_field_and_stores_nothing(
-    api_stack: ApiStack, case: str, body: dict[str, Any], status: int, field: str
+    api: ApiStack, case: str, body: dict[str, Any], status: int, field: str
 ) -> None:
-    put_account(api_stack, "shop", "gewe", f"inst-{api_stack.prefix}")
-    before = api_stack.stored_keys()
-    response = api_stack.http.post("/v1/messages", json=body)
+    put_account(api, "shop", "gewe", f"inst-{api.prefix}")
+    before = api.stored_keys()
+    response = api.http.post("/v1/messages", json=body)
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["field"] == field, error
-    assert api_stack.stored_keys() == before
+    assert api.stored_keys() == before
 
 
-def test_non_json_and_huge_bodies_are_refused(api_stack: ApiStack) -> None:
-    before = api_stack.stored_keys()
-    response = api_stack.http.post("/v1/messages", content=b"{not json", headers={"Content-Type": "application/json"})
+def test_non_json_and_huge_bodies_are_refused(api: ApiStack) -> None:
+    before = api.stored_keys()
+    response = api.http.post("/v1/messages", content=b"{not json", headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
     huge = (
         b'{"account": "shop", "to": "wxid_a", "message": {"kind": "text", "text": "'
         + b"x" * (10 * 1024 * 1024)
         + b'"}}'
     )
-    response = api_stack.http.post("/v1/messages", content=huge, headers={"Content-Type": "application/json"})
+    response = api.http.post("/v1/messages", content=huge, headers={"Content-Type": "application/json"})
     assert response.status_code == 413
-    assert api_stack.stored_keys() == before
+    assert api.stored_keys() == before
 
 
 def test_thousand_recipient_campaign_across_two_vendors(api_stack: ApiStack) -> None:
@@ -224,24 +224,24 @@ def test_thousand_recipient_campaign_across_two_vendors(api_stack: ApiStack) -> 
     )
 
 
-def test_campaign_with_a_bad_recipient_stores_nothing(api_stack: ApiStack) -> None:
-    put_account(api_stack, "gw", "gewe", f"inst-{api_stack.prefix}")
-    before = api_stack.stored_keys()
+def test_campaign_with_a_bad_recipient_stores_nothing(api: ApiStack) -> None:
+    put_account(api, "gw", "gewe", f"inst-{api.prefix}")
+    before = api.stored_keys()
     recipients = [{"to": f"wxid_{i}"} for i in range(10)]
     recipients[7] = {"to": "wxid_7", "account": "ghost"}
-    response = api_stack.http.post(
+    response = api.http.post(
         "/v1/campaigns",
         json={"name": "x", "account": "gw", "recipients": recipients, "message": {"kind": "text", "text": "x"}},
     )
     assert response.status_code == 422 and response.json()["error"]["field"] == "recipients[7].account"
     recipients[7] = {"to": "wxid_7", "vars": {"n": "1"}}
-    response = api_stack.http.post(
+    response = api.http.post(
         "/v1/campaigns",
         json={"name": "x", "account": "gw", "recipients": recipients, "message": {"kind": "text", "text": "{n}"}},
     )
     assert response.status_code == 422 and response.json()["error"]["field"] == "recipients[0].vars"
-    assert api_stack.stored_keys() == before
-    assert api_stack.http.get("/v1/campaigns").json()["campaigns"] == []
+    assert api.stored_keys() == before
+    assert "x" not in {c["name"] for c in api.http.get("/v1/campaigns").json()["campaigns"]}
 
 
 def test_pause_resume_and_cancel_under_load(api_stack: ApiStack) -> None:
@@ -347,18 +347,18 @@ def test_dead_letters_over_http(api_stack: ApiStack) -> None:
     assert len(sim_sends(api_stack, instance=instance)) == 2
 
 
-def test_account_pause_resume_with_online_check(api_stack: ApiStack) -> None:
-    instance = f"inst-{api_stack.prefix}"
-    put_account(api_stack, "gw", "gewe", instance)
-    assert api_stack.http.post("/v1/accounts/gw/pause").json()["status"] == "paused"
-    add_fault(api_stack, kind="offline", instance=instance)
+def test_account_pause_resume_with_online_check(api: ApiStack) -> None:
+    instance = f"inst-{api.prefix}"
+    put_account(api, "gw", "gewe", instance)
+    assert api.http.post("/v1/accounts/gw/pause").json()["status"] == "paused"
+    add_fault(api, kind="offline", instance=instance)
     try:
-        refused = api_stack.http.post("/v1/accounts/gw/resume")
+        refused = api.http.post("/v1/accounts/gw/resume")
         assert refused.status_code == 409 and "offline" in refused.json()["error"]["message"]
-        assert api_stack.http.get("/v1/accounts/gw").json()["status"] == "paused"
+        assert api.http.get("/v1/accounts/gw").json()["status"] == "paused"
     finally:
-        clear_faults(api_stack)
-    assert api_stack.http.post("/v1/accounts/gw/resume").json()["status"] == "active"
+        clear_faults(api)
+    assert api.http.post("/v1/accounts/gw/resume").json()["status"] == "active"
 
 
 def test_metrics_endpoint_moves_with_sends(api_stack: ApiStack) -> None:
@@ -376,29 +376,29 @@ def test_metrics_endpoint_moves_with_sends(api_stack: ApiStack) -> None:
     assert "broadcast_vendor_latency_seconds_bucket" in text
 
 
-def test_patch_account_merges_limits_and_keeps_the_token(api_stack: ApiStack) -> None:
-    put_account(api_stack, "gw", "gewe", f"inst-{api_stack.prefix}", min_interval_s=2.5)
-    patched = api_stack.http.patch("/v1/accounts/gw", json={"limits": {"per_minute": 12}})
+def test_patch_account_merges_limits_and_keeps_the_token(api: ApiStack) -> None:
+    put_account(api, "gw", "gewe", f"inst-{api.prefix}", min_interval_s=2.5)
+    patched = api.http.patch("/v1/accounts/gw", json={"limits": {"per_minute": 12}})
     assert patched.status_code == 200, patched.text
     limits = patched.json()["limits"]
     assert limits["per_minute"] == 12 and limits["min_interval_s"] == 2.5
-    assert api_stack.accounts.get("gw").spec.token.get_secret_value() == f"tok-inst-{api_stack.prefix}-secret"  # type: ignore[union-attr]
-    bad = api_stack.http.patch("/v1/accounts/gw", json={"limits": {"per_minute": -1}})
+    assert api.accounts.get("gw").spec.token.get_secret_value() == f"tok-inst-{api.prefix}-secret"  # type: ignore[union-attr]
+    bad = api.http.patch("/v1/accounts/gw", json={"limits": {"per_minute": -1}})
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "limits.per_minute"
-    assert api_stack.http.get("/v1/accounts/gw").json()["limits"]["per_minute"] == 12
+    assert api.http.get("/v1/accounts/gw").json()["limits"]["per_minute"] == 12
 
 
-def test_unreadable_csv_upload_is_a_422_not_a_500(api_stack: ApiStack) -> None:
-    put_account(api_stack, "gw", "gewe", f"inst-{api_stack.prefix}")
-    before = api_stack.stored_keys()
+def test_unreadable_csv_upload_is_a_422_not_a_500(api: ApiStack) -> None:
+    put_account(api, "gw", "gewe", f"inst-{api.prefix}")
+    before = api.stored_keys()
     huge_field = "to,name\nwxid_a," + "x" * (200 * 1024) + "\n"
-    response = api_stack.http.post(
+    response = api.http.post(
         "/v1/campaigns/upload",
         data={"spec": json.dumps({"name": "csv", "account": "gw", "message": {"kind": "text", "text": "{name}"}})},
         files={"recipients": ("r.csv", huge_field.encode(), "text/csv")},
     )
     assert response.status_code == 422 and response.json()["error"]["field"] == "recipients", response.text
-    assert api_stack.stored_keys() == before
+    assert api.stored_keys() == before
 
 
 @pytest.mark.parametrize(
@@ -426,12 +426,12 @@ def test_revoke_a_sent_message_with_its_exact_ids(api_stack: ApiStack, vendor: s
     assert again.status_code == 409 and again.json()["error"]["code"] == "already_revoked"
 
 
-def test_an_idempotency_key_reused_for_a_different_request_is_a_conflict(api_stack: ApiStack) -> None:
-    put_account(api_stack, "gw", "gewe", f"inst-{api_stack.prefix}")
+def test_an_idempotency_key_reused_for_a_different_request_is_a_conflict(api: ApiStack) -> None:
+    put_account(api, "gw", "gewe", f"inst-{api.prefix}")
     body = {"account": "gw", "to": "wxid_a", "message": {"kind": "text", "text": "x"}, "idempotency_key": "k-1"}
-    first = api_stack.http.post("/v1/messages", json=body).json()["id"]
-    assert api_stack.http.post("/v1/messages", json=body).json()["id"] == first
-    other = api_stack.http.post("/v1/messages", json={**body, "to": "wxid_other"})
+    first = api.http.post("/v1/messages", json=body).json()["id"]
+    assert api.http.post("/v1/messages", json=body).json()["id"] == first
+    other = api.http.post("/v1/messages", json={**body, "to": "wxid_other"})
     assert other.status_code == 409 and other.json()["error"]["field"] == "idempotency_key"
     campaign = {
         "name": "c",
@@ -440,9 +440,9 @@ def test_an_idempotency_key_reused_for_a_different_request_is_a_conflict(api_sta
         "message": {"kind": "text", "text": "x"},
         "idempotency_key": "k-1",
     }
-    created = api_stack.http.post("/v1/campaigns", json=campaign)
+    created = api.http.post("/v1/campaigns", json=campaign)
     assert created.status_code == 202 and created.json()["id"] != first  # messages and campaigns: separate keys
-    changed = api_stack.http.post("/v1/campaigns", json={**campaign, "message": {"kind": "text", "text": "y"}})
+    changed = api.http.post("/v1/campaigns", json={**campaign, "message": {"kind": "text", "text": "y"}})
     assert changed.status_code == 409 and changed.json()["error"]["code"] == "idempotency_conflict"
 
 

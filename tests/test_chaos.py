@@ -12,7 +12,10 @@ import pytest
 from scheduler.devtools.embedded import EmbeddedRedis, free_port
 from simulator.server import SimulatorServer
 from tests.conftest import Stack
+from tests.procs import wait_for
 from tests.test_pipeline_e2e import add_fault, clear_faults, sim_sends, submit_many
+
+pytestmark = pytest.mark.e2e  # starts `broadcast` processes
 
 
 @pytest.mark.timeout(240)
@@ -31,17 +34,24 @@ def test_redis_restarts_lose_no_job_and_send_none_twice(sim: SimulatorServer, tm
         for inst in instances:
             add_fault(stack, kind="slow", instance=inst, delay_s=0.03)
         job_ids = [job for account in accounts for job in submit_many(stack, account, 150)]
-        stack.start_worker()
-        stack.start("scheduler")
+        worker = stack.start_worker()
+        scheduler = stack.start("scheduler")
         rng = random.Random(11)
+
+        def sent() -> int:
+            return sum(len(sim_sends(stack, instance=inst)) for inst in instances)
+
+        wait_for(lambda: sent() > 0, timeout=60, what="the first sends")  # work under way, not start-up
+        sent_at_restart = []
         for crash in (False, True):
-            time.sleep(rng.uniform(1.5, 2.5))
+            time.sleep(rng.uniform(1.0, 2.0))
+            sent_at_restart.append(sent())
             # first a clean restart (SIGTERM), then a crash (SIGKILL): appendfsync always keeps every write
             server.stop_keeping_data(crash=crash)
             time.sleep(rng.uniform(0.3, 1.0))
             server = EmbeddedRedis(appendonly=True, port=port, directory=data)
         jobs = stack.wait_terminal(job_ids, timeout=150)
-        logs = stack.logs()
+        dispatcher_log, worker_log = scheduler.output(), worker.output()
     finally:
         clear_faults(stack)
         stack.stop()
@@ -58,6 +68,9 @@ def test_redis_restarts_lose_no_job_and_send_none_twice(sim: SimulatorServer, tm
         else:
             assert job.fields["reason"] == "unknown_outcome", job.fields
     assert states["dead"] <= 4, states  # at most the sends in flight at each restart
-    # the restarts hit while work was under way: the dispatcher saw Redis go away
-    assert "redis unavailable" in logs or "Connection" in logs, logs[-3000:]
-    print(f"states={dict(states)}")
+    # the restarts hit while work was under way: sends before and after the first, the dispatcher saw Redis go
+    # away and the worker lost its broker connection (not just any line with "Connection": "Connected to" is one)
+    assert 0 < sent_at_restart[0] < len(job_ids), sent_at_restart
+    assert "redis unavailable" in dispatcher_log, dispatcher_log[-3000:]
+    assert "consumer: Connection to broker lost" in worker_log, worker_log[-3000:]
+    print(f"states={dict(states)} sent_at_restart={sent_at_restart}")

@@ -255,6 +255,36 @@ def test_export_downloads_every_delivery_with_iso_times(stack: ApiStack, browser
     assert {json.loads(line)["result"]["new_msg_id"] for line in lines} == {r["new_msg_id"] for r in rows}
 
 
+def test_recall_asks_first_then_shows_each_outcome(stack: ApiStack, browser: Any) -> None:
+    created = stack.http.post(
+        "/v1/campaigns",
+        json={
+            "name": "撤回",
+            "account": "shop",
+            "recipients": [{"to": f"wxid_recall_{i}"} for i in range(3)],
+            "message": {"kind": "text", "text": "发错了"},
+        },
+    ).json()
+    wait_for(
+        lambda: stack.http.get(f"/v1/campaigns/{created['id']}").json()["finished"], timeout=60, what="the campaign"
+    )
+    open_page(browser, stack, f"campaign/{created['id']}")
+    recall = "button[data-action='recall']"
+    until(lambda: by_css(browser, "#stat-sent").text == "3", "the finished campaign")
+    click(browser, recall)
+    until(lambda: browser.switch_to.alert is not None, "the recall confirmation")
+    assert "撤回" in browser.switch_to.alert.text
+    browser.switch_to.alert.dismiss()  # declining revokes nothing
+    assert stack.http.get(f"/v1/campaigns/{created['id']}").json()["recall"] is None
+    click(browser, recall)
+    until(lambda: browser.switch_to.alert is not None, "the recall confirmation")
+    browser.switch_to.alert.accept()
+    until(lambda: by_css(browser, "#recall-recalled").text == "3", "three recalled")
+    assert by_css(browser, "#recall-pending").text == "0" and not all_css(browser, recall)
+    until(lambda: text_of(browser, "#deliveries td.recall").split() == ["已撤回"] * 3, "the recall column")
+    screenshot(browser, "console", "10-campaign-recalled")
+
+
 def test_pause_and_resume_a_scheduled_campaign(stack: ApiStack, browser: Any) -> None:
     later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
     created = stack.http.post(

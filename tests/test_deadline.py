@@ -127,6 +127,7 @@ def test_the_client_hangs_up_at_the_deadline_not_when_the_vendor_finishes(dribbl
     assert call.closed_by_client and call.dribbled < DRIBBLE_BYTES
 
 
+@pytest.mark.e2e
 def test_a_dribbling_vendor_never_gets_a_second_send_for_the_account_in_flight(
     redis_url: str, sim: SimulatorServer, dribbler: DribblingVendor, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]

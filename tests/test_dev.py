@@ -17,6 +17,8 @@ import pytest
 
 from tests.procs import ROOT, wait_for
 
+pytestmark = pytest.mark.e2e  # starts `broadcast` processes
+
 
 def descendants(pid: int) -> set[int]:
     """Every process below ``pid`` (children, grandchildren...)."""

@@ -9,17 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from simulator.server import SimulatorServer
 from tests.browser import browser_session, requested_urls, screenshot
 from tests.conftest import ApiStack
 from tests.procs import wait_for
-
-
-@pytest.fixture(scope="module")
-def api(redis_url: str, sim: SimulatorServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiStack]:
-    stack = ApiStack(redis_url, sim, tmp_path_factory.mktemp("docs"))
-    yield stack
-    stack.stop()
 
 
 @pytest.fixture(scope="module")

@@ -105,6 +105,7 @@ def test_a_garbled_answer_after_the_vendor_sent_is_an_unknown_outcome_sent_once(
     assert job_id in [row.job.id for row in DeadLetters(stack.ledger).list(reason="unknown_outcome")]
 
 
+@pytest.mark.e2e
 def test_at_least_once_is_an_explicit_per_account_choice(
     redis_url: str, sim: SimulatorServer, proxy: GarblingProxy, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]

@@ -41,6 +41,7 @@ def test_cron_fan_out_is_read_from_the_fields() -> None:
     assert cron_fan_out("0 9,10 * * * 0,59") == (1.0, 2)  # 09:00:59 → 09:01:00 is assumed possible: a safe bound
 
 
+@pytest.mark.e2e
 def test_a_schedule_is_validated_like_its_submission(bounded_stack: ApiStack) -> None:
     put_account(bounded_stack, "gw", "gewe", f"inst-{bounded_stack.prefix}")
     text = {"kind": "text", "text": "hi {n}"}
@@ -74,6 +75,7 @@ def test_a_schedule_is_validated_like_its_submission(bounded_stack: ApiStack) ->
     assert bounded_stack.http.post("/v1/schedules", json={"cron": "* * * * *", "message": message}).status_code == 201
 
 
+@pytest.mark.e2e
 def test_jobs_an_hour_are_capped_at_creation(bounded_stack: ApiStack) -> None:
     put_account(bounded_stack, "gw", "gewe", f"inst-{bounded_stack.prefix}")
     recipients = [{"to": f"wxid_{i}"} for i in range(3)]

@@ -6,12 +6,15 @@ import io
 import json
 import logging
 
+import pytest
+
 from scheduler.intake.producer import Producer
 from tests.conftest import Stack
 from tests.test_pipeline_e2e import add_fault, clear_faults
 from worker.logs import JsonFormatter, RedactingFilter
 
 
+@pytest.mark.e2e
 def test_json_logs_have_one_line_per_attempt_with_ids_and_no_token(redis_url: str, sim, tmp_path) -> None:  # type: ignore[no-untyped-def]
     stack = Stack(redis_url, sim, tmp_path, BROADCAST_LOG_JSON="true")
     try:

@@ -12,6 +12,7 @@ import pytest
 
 from scheduler.intake.producer import Producer
 from tests.conftest import Stack
+from tests.procs import wait_for
 from tests.test_vendors_sim import MESSAGES
 from worker.messages import parse_message
 from worker.store.deadletter import DeadLetters
@@ -132,8 +133,6 @@ def test_account_down_pauses_account_and_keeps_jobs(stack: Stack) -> None:
     job_ids = submit_many(stack, account, 5)
     stack.start_worker()
     stack.start("scheduler")
-    from tests.procs import wait_for
-
     wait_for(lambda: stack.accounts.get(account).status == "down", timeout=30, what="account down")  # type: ignore[union-attr]
     assert "微信已离线" in stack.accounts.get(account).status_reason  # type: ignore[union-attr]
     time.sleep(0.5)
@@ -154,8 +153,6 @@ def test_no_token_in_logs_or_task_arguments(stack: Stack) -> None:
     stack.redis.zadd(stack.ledger.keys.workers, {"announced-only": time.time() + 60})
     stack.redis.hset(stack.ledger.keys.worker_cap, "announced-only", 4)
     stack.start("scheduler")
-    from tests.procs import wait_for
-
     queue = f"{stack.prefix}.send"
     wait_for(lambda: stack.redis.llen(queue) > 0, timeout=20, what="a published batch")
     raw = stack.redis.lrange(queue, 0, -1)
@@ -187,13 +184,25 @@ def test_sigkill_worker_mid_batch_loses_nothing_and_sends_nothing_twice(stack: S
     job_ids: list[str] = []
     for account in accounts:
         job_ids += submit_many(stack, account, 80)
-    stack.start("scheduler")
+    scheduler = stack.start("scheduler")
     rng = random.Random(7)
+    mid_batch: list[int] = []  # where the scheduler's log stood at each kill that hit a sending worker
+
+    def sent() -> int:
+        return sum(len(sim_sends(stack, instance=inst)) for inst in instances)
+
     try:
         for _ in range(4):
+            before = sent()
             worker = stack.start_worker()
-            time.sleep(rng.uniform(2.5, 4.0))
+            # kill a worker that is sending (not one still starting up): its sessions die mid-batch
+            wait_for(lambda before=before: sent() > before, timeout=60, what="the new worker sending")
+            time.sleep(rng.uniform(0.2, 1.0))
+            held = stack.redis.scard(stack.ledger.keys.leased) > 0
+            logged = len(scheduler.output())
             worker.kill()  # SIGKILL, the whole process group, wherever it is
+            if held:
+                mid_batch.append(logged)
         stack.start_worker()
         jobs = stack.wait_terminal(job_ids, timeout=120)
     finally:
@@ -211,6 +220,8 @@ def test_sigkill_worker_mid_batch_loses_nothing_and_sends_nothing_twice(stack: S
             assert job.fields["reason"] == "unknown_outcome"
     # every SIGKILL can leave at most one in-flight send per account as an unknown outcome
     assert states["dead"] <= 4 * len(accounts)
-    # and the kills really landed mid-batch: the dispatcher had to recover held batches
-    assert "recovered dead sessions" in stack.logs()
-    print(f"states={dict(states)} recoveries={stack.logs().count('recovered dead sessions')}")
+    # the kills really landed mid-batch (a worker sending, sessions held) and the dispatcher recovered
+    # the dead sessions after them (not merely a lease that expired before any worker had started)
+    assert len(mid_batch) == 4, f"only {len(mid_batch)} of 4 kills hit a worker holding sessions"
+    assert "recovered dead sessions" in scheduler.output()[mid_batch[0] :]
+    print(f"states={dict(states)} recoveries={scheduler.output().count('recovered dead sessions')}")

@@ -16,6 +16,7 @@ def test_recurring_schedule_fires_repeatedly_and_stops_when_deleted(api_stack: A
     put_account(api_stack, "gw", "gewe", instance)
     api_stack.start_worker()
     api_stack.start("scheduler")
+    before = time.time()
     created = api_stack.http.post(
         "/v1/schedules",
         json={
@@ -27,7 +28,7 @@ def test_recurring_schedule_fires_repeatedly_and_stops_when_deleted(api_stack: A
     )
     assert created.status_code == 201, created.text
     schedule = created.json()
-    assert schedule["next_at"] > time.time() - 1 and schedule["kind"] == "message"
+    assert schedule["next_at"] > before - 1 and schedule["kind"] == "message"
     assert [s["id"] for s in api_stack.http.get("/v1/schedules").json()["schedules"]] == [schedule["id"]]
 
     wait_for(lambda: len(sim_sends(api_stack, instance=instance)) >= 2, timeout=30, what="two firings sent")
@@ -41,11 +42,23 @@ def test_recurring_schedule_fires_repeatedly_and_stops_when_deleted(api_stack: A
     assert len(fire_times) >= 2 and all(b - a >= 2 for a, b in itertools.pairwise(fire_times)), fire_times
     assert len(records) <= len(fire_times)  # one send per firing
 
+    # a second schedule on the same cron keeps firing: it shows when the deleted one would have fired again
+    other = {
+        "name": "the other",
+        "cron": "* * * * * */2",
+        "message": {"account": "gw", "to": "wxid_other", "message": {"kind": "text", "text": "早安"}},
+    }
+    assert api_stack.http.post("/v1/schedules", json=other).status_code == 201
+
+    def sent_to(to: str) -> int:
+        return len(sim_sends(api_stack, instance=instance, to=to))
+
     assert api_stack.http.delete(f"/v1/schedules/{schedule['id']}").json() == {"deleted": schedule["id"]}
-    time.sleep(0.5)
-    settled = len(sim_sends(api_stack, instance=instance))
-    time.sleep(3)
-    assert len(sim_sends(api_stack, instance=instance)) == settled
+    others = sent_to("wxid_other")
+    wait_for(lambda: sent_to("wxid_other") > others, timeout=30, what="the other schedule firing")
+    settled = sent_to("wxid_r")  # a firing queued before the delete has gone out by now (one account, in order)
+    wait_for(lambda: sent_to("wxid_other") >= others + 3, timeout=30, what="two more firings of the other")
+    assert sent_to("wxid_r") == settled
     assert api_stack.http.get(f"/v1/schedules/{schedule['id']}").status_code == 404
 
 

@@ -40,10 +40,7 @@ def test_openapi_fuzzing_finds_no_server_error_and_no_schema_violation(api_stack
             str(EXAMPLES),
             "--seed",
             "20261121",
-            # one worker thread: hypothesis parses lambdas with ast.parse, which CPython 3.11 can fail from two
-            # threads at once ("AST constructor recursion depth mismatch", python/cpython#106905); it did for
-            # this seed once the campaign routes grew. One thread costs no time here (the API is the slow side).
-            "--workers",
+            "--workers",  # one thread: two trip CPython 3.11's ast now and then (gh-106905, a SystemError)
             "1",
             "--report",
             "junit",

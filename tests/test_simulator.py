@@ -200,6 +200,43 @@ def test_gewe_revoke(client: httpx.Client) -> None:
     assert len(sends(client)) == 1
 
 
+def test_every_revoke_call_is_recorded_with_the_ids_it_named(client: httpx.Client) -> None:
+    sent = gewe_text(client).json()["data"]
+    url = "/gewe/v2/api/message/revokeMsg"
+    exact = {"msgId": sent["msgId"], "newMsgId": sent["newMsgId"], "createTime": sent["createTime"]}
+    wrong = {**exact, "newMsgId": sent["newMsgId"] + 1}
+    for ids in (wrong, exact, exact):
+        body = {"appId": "wx_demo_gewe", "toWxid": "wxid_a", **{k: str(v) for k, v in ids.items()}}
+        client.post(url, headers=GEWE_TOKEN, json=body)
+    revokes = client.get("/_sim/revokes", params={"instance": "wx_demo_gewe"}).json()["revokes"]
+    assert [(r["ids"], r["outcome"]) for r in revokes] == [
+        (wrong, "no_match"),
+        (exact, "revoked"),
+        (exact, "already_revoked"),
+    ]
+    assert all(r["received_at"] <= r["answered_at"] and r["to"] == "wxid_a" for r in revokes)
+    (record,) = sends(client)
+    assert record["revokes"] == [revokes[1]["seq"], revokes[2]["seq"]] and revokes[1]["send_seq"] == record["seq"]
+    assert client.get("/_sim/revokes", params={"instance": "other"}).json()["revokes"] == []
+
+
+def test_a_revoke_past_the_window_after_create_time_fails(client: httpx.Client) -> None:
+    assert client.get("/_sim/revoke_window").json() == {"window_s": 120.0}  # WeChat's two minutes
+    assert client.post("/_sim/revoke_window", json={"window_s": -1}).status_code == 400
+    assert client.post("/_sim/revoke_window", json={"seconds": 1}).status_code == 400
+    assert client.post("/_sim/revoke_window", json={"window_s": 0}).json() == {"window_s": 0.0}
+    sent = gewe_text(client).json()["data"]
+    time.sleep(1.01)  # createTime is in whole seconds: now it is more than 0 s old
+    body = {"appId": "wx_demo_gewe", "toWxid": "wxid_a"}
+    body.update({k: str(sent[k]) for k in ("msgId", "newMsgId", "createTime")})
+    answer = client.post("/gewe/v2/api/message/revokeMsg", headers=GEWE_TOKEN, json=body).json()
+    assert answer["ret"] == 500
+    assert sends(client)[0]["revoked"] is False
+    assert client.get("/_sim/revokes").json()["revokes"][0]["outcome"] == "too_late"
+    client.post("/_sim/reset")
+    assert client.get("/_sim/revoke_window").json() == {"window_s": 120.0}
+
+
 def test_gewe_check_online(client: httpx.Client) -> None:
     url = "/gewe/v2/api/login/checkOnline"
     body = {"appId": "wx_demo_gewe"}

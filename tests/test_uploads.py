@@ -17,6 +17,8 @@ from tests.conftest import ApiStack
 from tests.procs import wait_for
 from tests.test_api import put_account
 
+pytestmark = pytest.mark.e2e  # starts `broadcast` processes
+
 TEXT = {"kind": "text", "text": "hi {n}"}
 
 

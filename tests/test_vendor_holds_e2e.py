@@ -81,16 +81,16 @@ def test_a_down_gewe_account_resumes_only_after_a_probe_send(api_stack: ApiStack
     assert (probe["to"], sent["to"]) == ("filehelper", "wxid_p1")
 
 
-def test_an_offline_ecloud_account_is_not_resumed(api_stack: ApiStack) -> None:
-    instance = f"inst-{api_stack.prefix}"
-    put_account(api_stack, "ec", "ecloud", instance)
-    api_stack.accounts.set_status("ec", "down", "微信已离线")
-    offline = add_fault(api_stack, kind="offline", instance=instance)  # /isOnline: code 1000, isOnline false
-    refused = api_stack.http.post("/v1/accounts/ec/resume")
+def test_an_offline_ecloud_account_is_not_resumed(api: ApiStack) -> None:
+    instance = f"inst-{api.prefix}"
+    put_account(api, "ec", "ecloud", instance)
+    api.accounts.set_status("ec", "down", "微信已离线")
+    offline = add_fault(api, kind="offline", instance=instance)  # /isOnline: code 1000, isOnline false
+    refused = api.http.post("/v1/accounts/ec/resume")
     assert refused.status_code == 409 and "offline" in refused.json()["error"]["message"]
-    assert api_stack.http.get("/v1/accounts/ec").json()["status"] == "down"
-    remove_fault(api_stack, offline)
-    assert api_stack.http.post("/v1/accounts/ec/resume").json()["status"] == "active"
+    assert api.http.get("/v1/accounts/ec").json()["status"] == "down"
+    remove_fault(api, offline)
+    assert api.http.post("/v1/accounts/ec/resume").json()["status"] == "active"
 
 
 def test_the_daily_mini_program_cap_holds_that_kind_until_the_next_local_day(api_stack: ApiStack) -> None:
@@ -199,23 +199,23 @@ def test_a_revoke_without_the_ids_the_vendor_needs_is_a_4xx(api_stack: ApiStack)
     assert api_stack.http.get(f"/v1/messages/{job}").json()["revoked_at"] is None
 
 
-def test_ecloud_refuses_a_pasted_mini_program_without_cover_at_the_door(api_stack: ApiStack) -> None:
-    put_account(api_stack, "ec", "ecloud", f"inst-{api_stack.prefix}")
-    put_account(api_stack, "gw", "gewe", f"inst-gw-{api_stack.prefix}")
-    before = api_stack.stored_keys()
+def test_ecloud_refuses_a_pasted_mini_program_without_cover_at_the_door(api: ApiStack) -> None:
+    put_account(api, "ec", "ecloud", f"inst-{api.prefix}")
+    put_account(api, "gw", "gewe", f"inst-gw-{api.prefix}")
+    before = api.stored_keys()
     pasted = MESSAGES["mini-xml"]  # seed 000: no cover
-    single = api_stack.http.post("/v1/messages", json={"account": "ec", "to": "wxid_a", "message": pasted})
+    single = api.http.post("/v1/messages", json={"account": "ec", "to": "wxid_a", "message": pasted})
     assert single.status_code == 422 and single.json()["error"]["field"] == "message.cover_url", single.text
-    campaign = api_stack.http.post(
+    campaign = api.http.post(
         "/v1/campaigns",
         json={"name": "c", "account": "ec", "message": pasted, "recipients": [{"to": "wxid_a"}]},
     )
     assert campaign.status_code == 422 and campaign.json()["error"]["field"] == "message.cover_url", campaign.text
-    assert api_stack.stored_keys() == before
+    assert api.stored_keys() == before
     # the same message is fine for GeWe, and for E云 once it has a cover
-    assert api_stack.http.post("/v1/messages", json={"account": "gw", "to": "wxid_a", "message": pasted}).is_success
+    assert api.http.post("/v1/messages", json={"account": "gw", "to": "wxid_a", "message": pasted}).is_success
     covered = {**pasted, "cover_url": "https://example.com/c.jpg"}
-    assert api_stack.http.post("/v1/messages", json={"account": "ec", "to": "wxid_a", "message": covered}).is_success
+    assert api.http.post("/v1/messages", json={"account": "ec", "to": "wxid_a", "message": covered}).is_success
 
 
 def test_gewe_forward_mini_app_receives_the_whole_pasted_document(api_stack: ApiStack) -> None:

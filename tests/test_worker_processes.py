@@ -8,11 +8,15 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from scheduler.intake.producer import Producer
 from simulator.server import SimulatorServer
 from tests.conftest import Stack
 from tests.procs import wait_for
 from tests.test_pipeline_e2e import sim_sends
+
+pytestmark = pytest.mark.e2e  # starts `broadcast` processes
 
 
 def test_default_worker_runs_one_process_per_core_and_stops_them_all_on_sigterm(

@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     #: Export campaign deliveries before. 30 days by default.
     retention_days: float = 30.0
 
+    # --- recall (revokes) ------------------------------------------------------------------------------
+    #: A message is revoked only this long after the vendor's createTime (our ``sent_at`` when the vendor
+    #: gives none): WeChat refuses revokes after 2 minutes, the margin covers clock skew and the queue.
+    recall_window_s: float = Field(default=110.0, gt=0, le=120)
+    #: How long ``POST /v1/messages/{id}/revoke`` waits for the worker's answer before it answers 202.
+    revoke_wait_s: float = Field(default=10.0, ge=0, le=60)
+
     log_json: bool = False
     log_level: str = "INFO"
 

@@ -1,4 +1,4 @@
-"""Request parts shared by several routers: id patterns, priority, times."""
+"""Request parts shared by several routers: id patterns, priority, times, the recall window."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import Path, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from worker.store.accounts import ACCOUNT_ID_PATTERN
 
@@ -26,3 +27,11 @@ def mark_replayed(response: Response, created: bool) -> None:
     """A repeated idempotency key answers what the first request got, marked ``Idempotent-Replayed``."""
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
+
+
+class RecallIn(BaseModel):
+    """Body of a campaign's recall or a message's revoke (optional): how long after the vendor's createTime a
+    message may still be revoked (default ``BROADCAST_RECALL_WINDOW_S``, 110 s; WeChat refuses after 120 s)."""
+
+    model_config = ConfigDict(extra="forbid")
+    window_s: float | None = Field(default=None, gt=0, le=120)

@@ -1,4 +1,4 @@
-"""``campaign create|test|start|list|show|watch|pause|resume|cancel|export``: many recipients, one message."""
+"""``campaign create|test|start|list|show|watch|pause|resume|cancel|recall|export``: many recipients, one message."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from scheduler.cli.options import (
 from scheduler.cli.render import emit, err, fail, kv, print_json, print_table, say, when
 
 app = typer.Typer(
-    help="Campaigns: create from CSV/JSONL (or as a draft: test, then start), watch, pause/resume/cancel, export.",
+    help="Campaigns: create from CSV/JSONL (or as a draft: test, then start), watch, pause/resume/cancel, recall, export.",
     no_args_is_help=True,
 )
 #: ``--auto-pause`` names (the API's ``auto_pause`` fields)
@@ -230,6 +230,7 @@ def _print_campaign(c: dict[str, Any]) -> None:
             ("send_at", when(c.get("send_at"))),
             ("auto_pause", _thresholds(c.get("auto_pause") or {})),
             ("tests", _tests(c.get("tests") or {})),
+            *([("recall 撤回", _recall_line(c).split(": ", 1)[1])] if c.get("recall") else []),
         ]
     )
     jobs = (c.get("tests") or {}).get("jobs") or []
@@ -335,6 +336,73 @@ def resume(campaign_id: str, as_json: AsJson = False, url: Url = None, token: To
 def cancel(campaign_id: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
     """Cancel every unsent job at once."""
     _steer(campaign_id, "cancel", as_json, url, token)
+
+
+#: Recall outcomes with their Chinese label, in the order they are shown.
+RECALL_LABELS = (
+    ("recalled", "已撤回"),
+    ("too_late", "超时未撤回"),
+    ("unsupported", "不支持撤回"),
+    ("failed", "撤回失败"),
+    ("pending", "待撤回"),
+)
+
+
+def _recall_line(c: dict[str, Any]) -> str:
+    recall = c.get("recall") or {}
+    parts = "  ".join(f"{label} {name} {recall.get(name, 0)}" for name, label in RECALL_LABELS)
+    return f"campaign {c['id']} 撤回 recall: {recall.get('requested', 0)} asked 已申请  {parts}"
+
+
+def _recall_settled(c: dict[str, Any]) -> bool:
+    """No revoke waits, and no send is still in flight (one finishing now asks for its revoke)."""
+    return not (c.get("recall") or {}).get("pending") and not c["counts"].get("sending")
+
+
+def _watch_recall(api: Client, campaign: dict[str, Any], *, interval: float) -> dict[str, Any]:
+    """A progress bar on stderr until no revoke is pending; returns the campaign as last read."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"))
+    try:
+        with Progress(*columns, console=err, refresh_per_second=4) as progress:
+            task = progress.add_task(f"撤回 recall {campaign['id']}", total=None, info="")
+            while True:
+                recall = campaign.get("recall") or {}
+                requested = int(recall.get("requested", 0))
+                info = "  ".join(f"{label} {recall.get(name, 0)}" for name, label in RECALL_LABELS)
+                progress.update(task, total=requested, completed=requested - int(recall.get("pending", 0)), info=info)
+                if _recall_settled(campaign):
+                    break
+                time.sleep(interval)
+                campaign = api.campaign(campaign["id"])
+    except KeyboardInterrupt:
+        raise fail(f"stopped watching; the recall of {campaign['id']} goes on", 130) from None
+    return campaign
+
+
+@app.command("recall")
+def recall(
+    campaign_id: str,
+    window_s: Annotated[
+        float | None,
+        typer.Option("--window-s", help="revoke only messages this recent (s after the vendor's createTime)"),
+    ] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="then show progress until no revoke is pending")] = False,
+    interval: Annotated[float, typer.Option(help="seconds between polls with --watch")] = 0.5,
+    as_json: AsJson = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """撤回 Stop the campaign and revoke every message it sent that is still inside the revoke window (default
+    110 s), each once, on its account ahead of its sends; exit 3 if a revoke failed."""
+    with connect(url, token) as api:
+        c = api.recall_campaign(campaign_id, window_s=window_s)
+        if watch:
+            c = _watch_recall(api, c, interval=interval)
+    emit(c, as_json, lambda c: say(_recall_line(c)))
+    if watch and (c.get("recall") or {}).get("failed"):
+        raise typer.Exit(3)
 
 
 @app.command("export")

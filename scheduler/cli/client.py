@@ -254,6 +254,11 @@ class Client:
         """``POST /v1/campaigns/{id}/test``: the campaign's message to a few internal recipients."""
         return dict(self._call("POST", f"/v1/campaigns/{_seg(campaign_id)}/test", json=dict(body)))
 
+    def recall_campaign(self, campaign_id: str, *, window_s: float | None = None) -> dict[str, Any]:
+        """``POST /v1/campaigns/{id}/recall``: stop it and revoke what it sent inside the window."""
+        body = {} if window_s is None else {"window_s": window_s}
+        return dict(self._call("POST", f"/v1/campaigns/{_seg(campaign_id)}/recall", json=body))
+
     def deliveries(
         self, campaign_id: str, *, status: str | None = None, cursor: int = 0, limit: int = 100
     ) -> tuple[list[dict[str, Any]], int | None]:

@@ -25,6 +25,7 @@ with another digest it is a conflict (409), never a silent replay that drops the
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -50,8 +51,18 @@ from worker.settings import Settings
 from worker.store import scripts
 from worker.store.accounts import AccountStore
 from worker.store.keys import Keys
-from worker.store.ledger import IDEMPOTENCY_TTL_S, RESULT_FIELDS, STATES, TERMINAL, Job, Ledger, new_id
-from worker.vendors import check_message_for
+from worker.store.ledger import (
+    IDEMPOTENCY_TTL_S,
+    RECALL_OUTCOMES,
+    RESULT_FIELDS,
+    STATES,
+    TERMINAL,
+    Job,
+    Ledger,
+    RecallOutcome,
+    new_id,
+)
+from worker.vendors import check_message_for, vendors_without_revoke
 
 CHUNK = 2000
 T = TypeVar("T")
@@ -584,6 +595,7 @@ class Campaigns:
             "pause_reason": data.get("pause_reason") or None,
             "auto_pause": AutoPause.from_stored(data).fields_as_dict(),
             "tests": self._tests_view(cid, data),
+            "recall": recall_progress(data),
         }
 
     def _tests_view(self, cid: str, data: Mapping[str, str]) -> dict[str, Any]:
@@ -654,6 +666,31 @@ class Campaigns:
             raise CampaignStateError(f"cannot {action} a campaign that is {previous[1:]}")
         if action == "cancel":
             self._cancel_jobs(cid, accounts)
+        return self.get(cid)
+
+    def recall(self, cid: str, *, window_s: float) -> dict[str, Any]:
+        """Stop the campaign (a cancel, unless it has finished) and ask for the revoke of every message it
+        sent, each exactly once: those still inside the window get a revoke job ahead of their account's
+        sends. The first request's window holds; a second request only completes what the first began
+        (nothing is revoked twice). A send in flight meanwhile asks for its revoke when it finishes."""
+        current = self.get(cid)
+        ck = self.keys.campaign(cid)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hsetnx(ck, "recall_window", f"{window_s:g}")
+        pipe.hsetnx(ck, "recall_unsupported", ",".join(vendors_without_revoke()))
+        pipe.hsetnx(ck, "recall_requested_at", f"{time.time():.6f}")
+        pipe.hmget(ck, "recall_window", "recall_unsupported")
+        *_, (window, unsupported) = pipe.execute()
+        if current["status"] not in ("cancelled", "finished"):
+            # it may finish (or be cancelled) meanwhile: then nothing is left to stop
+            with contextlib.suppress(CampaignStateError):
+                self.set_status(cid, "cancel")
+        key = self.keys.campaign_jobs(cid)
+        total = int(self.redis.llen(key))
+        vendors = [v for v in (unsupported or "").split(",") if v]
+        for start in range(0, total, CHUNK):
+            ids = cast(list[str], self.redis.lrange(key, start, start + CHUNK - 1))
+            self.ledger.request_revokes(ids, window_s=float(window), unsupported=vendors)
         return self.get(cid)
 
     def _in_slices(self, cid: str, script: Any, size: int = 5000) -> int:
@@ -746,9 +783,28 @@ def _digest_all(digest: Any, rows: Iterator[tuple[str, str, str | None]]) -> int
 
 
 #: A delivery's fields, in order (``result`` holds the vendor ids; exports spread it into columns).
-DELIVERY_FIELDS = ("id", "to", "account", "status", "attempts", "result", "vendor", "sent_at", "reason", "error")
+DELIVERY_FIELDS = (
+    "id", "to", "account", "status", "attempts", "result", "vendor", "sent_at", "reason", "error", "recall",
+    "recall_error",
+)  # fmt: skip
 #: The flat columns of a delivery (CSV): ``result`` spread into the vendor ids.
 DELIVERY_COLUMNS = [column for name in DELIVERY_FIELDS for column in (RESULT_FIELDS if name == "result" else (name,))]
+
+
+def recall_progress(data: Mapping[str, str]) -> dict[str, Any] | None:
+    """A campaign's recall so far (None when never recalled): how many revokes were asked for, each
+    outcome, and how many are still pending (a send in flight at the recall is not counted yet)."""
+    if "recall_requested_at" not in data:
+        return None
+    requested = max(0, int(data.get("rc:requested", 0)))
+    outcomes = {outcome: max(0, int(data.get(f"rc:{outcome}", 0))) for outcome in RECALL_OUTCOMES}
+    return {
+        "requested": requested,
+        **outcomes,
+        RecallOutcome.PENDING.value: max(0, requested - sum(outcomes.values())),
+        "window_s": float(data.get("recall_window") or 0),
+        "requested_at": float(data["recall_requested_at"]),
+    }
 
 
 def delivery(job: Job) -> dict[str, Any]:

@@ -36,7 +36,9 @@ from worker.errors import (
     AmbiguousError,
     DailyCapError,
     MessageError,
+    RevokeRefusedError,
     ThrottledError,
+    UnsupportedError,
     VendorError,
 )
 from worker.execution.retry import RetryPolicy, call_with_quick_retries
@@ -46,9 +48,9 @@ from worker.pacing.holds import account_holds, held, held_entry, hold_for_daily_
 from worker.pacing.rules import PaceState, RedisClock, allowance, local_day, throttled_slowdown
 from worker.settings import Settings
 from worker.store.accounts import Account, AccountStore, KindHold
-from worker.store.ledger import Begin, BeginStatus, Finished, Job, Ledger, PaceRecord
+from worker.store.ledger import Begin, BeginStatus, Finished, Job, Ledger, PaceRecord, RecallOutcome
 from worker.store.stats import AttemptCounters
-from worker.vendors.base import VendorBackend, backend_for
+from worker.vendors.base import SendResult, VendorBackend, backend_for
 
 log = logging.getLogger("broadcast.send")
 
@@ -77,12 +79,14 @@ class BatchReport:
     dead: int = 0
     requeued: int = 0
     skipped: int = 0
+    revoked: int = 0
     stopped: str = ""
 
     def summary(self) -> dict[str, Any]:
         return {
             "account": self.account,
             "sent": self.sent,
+            "revoked": self.revoked,
             "retrying": self.retrying,
             "dead": self.dead,
             "requeued": self.requeued,
@@ -285,6 +289,8 @@ class BatchRunner:
             return None
         job = begin.job
         report.attempted += 1
+        if job.revoke_of is not None:
+            return self._revoke(session, job, job.revoke_of)
         started = time.time()
         entry: dict[str, Any] = {"n": job.attempts, "started": round(started, 6), "account": session.id}
         vendor = session.account.spec.vendor
@@ -339,6 +345,68 @@ class BatchRunner:
         report.sent += 1
         self._log(job.id, session.id, vendor, "sent", started, ids=result.ids_as_strings())
         return None
+
+    def _revoke(self, session: Session, job: Job, target_id: str) -> SessionStop | None:
+        """A revoke job: the vendor's revoke with the exact ids its send returned, only while the window is
+        open on Redis's clock (read at its latest, right before the call). Never retried past the quick
+        retries of a request that provably did not leave: an unreadable answer is ``failed`` (exactly once)."""
+        started = time.time()
+        entry: dict[str, Any] = {"n": job.attempts, "started": round(started, 6), "account": session.id}
+        entry.update(op="revoke", target=target_id)
+        target = self._durable(self.ledger.get, target_id)
+        deadline = float(job.fields.get("deadline") or 0)
+        outcome, error, called, throttled = RecallOutcome.RECALLED, "", False, False
+        down: AccountDownError | None = None
+        if target is None or target.state != "sent":
+            outcome, error = RecallOutcome.FAILED, "the message is no longer on the books"
+        elif session.clock.latest() > deadline:
+            outcome, error = RecallOutcome.TOO_LATE, f"the revoke window ended at {deadline:.3f}"
+        else:
+            sent = SendResult.from_dict({**target.fields, "to": target.to})
+            try:
+                call_with_quick_retries(
+                    lambda: session.backend.revoke(sent),
+                    self.settings,
+                    sleep=self.sleep,
+                    before_retry=lambda: self.ledger.touch(
+                        session.id, session.token, lease_ttl_s=self.settings.lease_ttl_s
+                    ),
+                )
+                called = True
+            except UnsupportedError as exc:  # decided without a request
+                outcome, error = RecallOutcome.UNSUPPORTED, str(exc)
+            except (RevokeRefusedError, MessageError) as exc:  # an id is missing or 0: refused before sending
+                outcome, error = RecallOutcome.FAILED, f"not revocable: {exc}"
+            except VendorError as exc:
+                called, throttled = True, isinstance(exc, ThrottledError)
+                outcome, error = RecallOutcome.FAILED, f"{exc.error_class}: {exc}"
+                down = exc if isinstance(exc, AccountDownError) else None
+            except Exception as exc:
+                log.exception("unexpected error in a revoke", extra={"job_id": job.id, "account": session.id})
+                called = True
+                outcome = RecallOutcome.FAILED
+                error = f"ambiguous: the vendor's answer could not be processed ({type(exc).__name__})"
+        pace = self._pace_record(session, sent=False, throttled=throttled) if called else None
+        ended = time.time()
+        entry.update(ended=round(ended, 6), latency_ms=round((ended - started) * 1000, 2), outcome=outcome.value)
+        if error:
+            entry["error"] = error
+        finished = self._durable(self.ledger.finish_recall,
+            session.id, session.token, job.id, outcome=outcome, error=error, history=entry, pace=pace,
+        )  # fmt: skip
+        if pace is not None:
+            self._advance(session, finished, pace)
+        vendor = session.account.spec.vendor
+        self.counters.record(
+            account=session.id, vendor=vendor, kind="revoke", outcome=outcome.value, latency_ms=entry["latency_ms"]
+        )
+        if outcome is RecallOutcome.RECALLED:
+            session.report.revoked += 1
+        self._log(job.id, session.id, vendor, f"revoke {outcome.value}", started, target=target_id, error=error)
+        if down is not None:
+            self.accounts.set_status(session.id, "down", str(down))
+            return SessionStop.ACCOUNT_DOWN
+        return SessionStop.THROTTLED if throttled else None
 
     def _failed(
         self,

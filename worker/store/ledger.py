@@ -56,8 +56,32 @@ class BeginStatus(StrEnum):
     SKIP = "skip"  # not to be sent (cancelled, missing, already finished): go on with the next
 
 
+class RecallOutcome(StrEnum):
+    """What became of a sent job's revoke (field ``recall`` of the job; docs/design.md, "Recall")."""
+
+    PENDING = "pending"  # a revoke job waits on the account's high-priority queue
+    RECALLED = "recalled"  # the vendor took the revoke
+    TOO_LATE = "too_late"  # past the revoke window: no call
+    UNSUPPORTED = "unsupported"  # the vendor has no documented revoke: no call
+    FAILED = "failed"  # refused, or the answer was unreadable (never retried: exactly once)
+
+
+RECALL_OUTCOMES = tuple(o.value for o in RecallOutcome if o is not RecallOutcome.PENDING)
+
+
+class RecallAsked(NamedTuple):
+    """What :meth:`Ledger.request_revokes` did with the ids it was given."""
+
+    pending: int
+    too_late: int
+    unsupported: int
+    #: not sent, or its revoke was already asked for
+    skipped: int
+
+
 #: The vendor ids of a sent job (its ``result``), as the vendors name them.
 RESULT_FIELDS = ("msg_id", "new_msg_id", "client_msg_id", "create_time")
+
 #: How long an idempotency key remembers its first answer.
 IDEMPOTENCY_TTL_S = 7 * 24 * 3600
 
@@ -81,6 +105,11 @@ class Job:
     @property
     def campaign(self) -> str | None:
         return self.fields.get("campaign") or None
+
+    @property
+    def revoke_of(self) -> str | None:
+        """For a revoke job (``op`` revoke): the sent job it takes back."""
+        return self.fields.get("target") if self.fields.get("op") == "revoke" else None
 
     @property
     def attempts(self) -> int:
@@ -126,6 +155,9 @@ class Job:
             # a retrying job's latest error is ``last_error``; a dead one's final error is ``error``
             "error": f.get("error") or f.get("last_error"),
             "revoked_at": _epoch(f.get("revoked_at")),
+            # the revoke's outcome (a recall, or a message's revoke): RecallOutcome, and the vendor's answer
+            "recall": f.get("recall") or None,
+            "recall_error": f.get("recall_error") or None,
             "created": _epoch(f.get("created")),
             "sent_at": _epoch(f.get("sent_at")),
         }
@@ -271,6 +303,7 @@ class Ledger:
         self._replay = scripts.register(client, "replay")
         self._cancel = scripts.register(client, "cancel")
         self._touch = scripts.register(client, "touch")
+        self._recall = scripts.register(client, "recall")
 
     # --- producer side -------------------------------------------------------------------------------
 
@@ -324,6 +357,15 @@ class Ledger:
         )
         state = str(reply[2]) if len(reply) > 2 else ""
         return Submission(str(reply[1]), bool(reply[0]), state)
+
+    def request_revokes(self, job_ids: Sequence[str], *, window_s: float, unsupported: Sequence[str]) -> RecallAsked:
+        """Ask, once per job, for the revoke of sent jobs: those of a vendor in ``unsupported`` or past
+        ``window_s`` after their createTime are decided at once, the others get a revoke job queued at
+        high priority on their account (run by a session like a send)."""
+        if not job_ids:
+            return RecallAsked(0, 0, 0, 0)
+        reply = self._recall(args=[self.prefix, f"{time.time():.6f}", f"{window_s:g}", ",".join(unsupported), *job_ids])
+        return RecallAsked(*(int(n) for n in reply))
 
     def cancel(self, job_id: str) -> str:
         """Cancel a job that has not started sending; returns the state it was in."""
@@ -488,6 +530,20 @@ class Ledger:
         """Put the job back at the head of its queue without counting the attempt (account down)."""
         return self._finish_call(account, token, job_id, "requeue", history, ["", error_class, error], pace)
 
+    def finish_recall(
+        self,
+        account: str,
+        token: str,
+        job_id: str,
+        *,
+        outcome: RecallOutcome,
+        error: str,
+        history: dict[str, Any],
+        pace: PaceRecord | None = None,
+    ) -> Finished:
+        """End a revoke job (never retried) and put its outcome on the message it revoked."""
+        return self._finish_call(account, token, job_id, "recall", history, [outcome.value, error], pace)
+
     def _finish_call(
         self,
         account: str,
@@ -555,24 +611,6 @@ class Ledger:
         """Put a dead job back in its queue with the same id and history ('ok' or why not)."""
         reply = self._replay(args=[self.prefix, job_id, f"{time.time():.6f}", "1" if force else "0"])
         return str(reply[0])
-
-    def mark_revoked(self, job_id: str, at: float) -> None:
-        """Record a revoke the vendor confirmed: ``revoked_at`` on the job and a ``revoked`` history entry,
-        in one transaction. A record that expired meanwhile is not recreated, and the history list keeps
-        the job's retention (it may not exist yet: a first-attempt send keeps its entry in the hash)."""
-        job_key, history_key = self.keys.job(job_id), self.keys.history(job_id)
-
-        def record(pipe: redis.client.Pipeline) -> None:
-            if not pipe.exists(job_key):
-                return
-            ttl_ms = int(pipe.pttl(job_key))
-            pipe.multi()
-            pipe.hset(job_key, "revoked_at", f"{at:.3f}")
-            pipe.rpush(history_key, json.dumps({"event": "revoked", "at": round(at, 6)}))
-            if ttl_ms > 0:
-                pipe.pexpire(history_key, ttl_ms)
-
-        self.redis.transaction(record, job_key)
 
     def wait_for_wake(self, timeout_s: float) -> None:
         """Block until a producer or worker nudges the dispatcher, or the timeout passes."""

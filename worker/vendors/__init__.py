@@ -8,6 +8,7 @@ from worker.vendors.base import (
     VendorBackend,
     backend_for,
     registered_vendors,
+    vendors_without_revoke,
 )
 
 
@@ -28,4 +29,5 @@ __all__ = [
     "gewe_legacy",
     "ohwxapi",
     "registered_vendors",
+    "vendors_without_revoke",
 ]

@@ -260,6 +260,9 @@ class HttpBackend:
     #: A key every answer of this vendor carries (``ret``, ``code``…): a JSON body without it came from
     #: something else (a proxy, a gateway's error page) and says nothing about the send.
     envelope_key: ClassVar[str] = ""
+    #: False for a vendor without a documented revoke: a recall reports its messages ``unsupported``
+    #: without calling it (its ``revoke`` raises UnsupportedError).
+    can_revoke: ClassVar[bool] = True
 
     def __init__(self, account: VendorAccount, client: httpx.Client) -> None:
         if account.vendor != self.name:
@@ -388,6 +391,13 @@ def backend_for(account: VendorAccount, client: httpx.Client) -> VendorBackend:
     except KeyError:
         raise ConfigError(f"unknown vendor {account.vendor!r}; known: {', '.join(sorted(_REGISTRY))}") from None
     return factory(account, client)
+
+
+def vendors_without_revoke() -> list[str]:
+    """Vendors whose messages cannot be revoked (no documented revoke)."""
+    import worker.vendors  # noqa: F401
+
+    return sorted(name for name, factory in _REGISTRY.items() if not getattr(factory, "can_revoke", True))
 
 
 def registered_vendors() -> list[str]:

@@ -20,6 +20,7 @@ class GeweLegacyBackend(HttpBackend):
     """GeWe legacy protocol."""
 
     envelope_key = "ret"
+    can_revoke = False
 
     def _headers(self) -> dict[str, str]:
         return {"X-GEWE-TOKEN": self.account.token.get_secret_value()}

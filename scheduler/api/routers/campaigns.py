@@ -1,6 +1,6 @@
 """``/v1/campaigns``: one message to many recipients, stored all at once or not at all; progress,
-per-recipient deliveries (paged, or exported as CSV/JSONL) and pause/resume/cancel; a draft's test send
-and start (docs/api.md, "Campaign safety")."""
+per-recipient deliveries (paged, or exported as CSV/JSONL), pause/resume/cancel and recall; a draft's test
+send and start (docs/api.md, "Campaign safety")."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from scheduler.api.errors import ApiError, invalid
 from scheduler.api.exports import export_deliveries
-from scheduler.api.models import ObjectId, Priority, epoch, mark_replayed
+from scheduler.api.models import ObjectId, Priority, RecallIn, epoch, mark_replayed
 from scheduler.api.state import AUTH, ApiState, Stores
 from scheduler.intake.campaigns import (
     MAX_TEST_RECIPIENTS,
@@ -256,6 +256,15 @@ def start_campaign(campaign_id: ObjectId, state: Stores) -> dict[str, Any]:
     """Arm a draft: scheduled if its ``send_at`` is ahead, live now otherwise. ``409 test_send_required``
     when it has more than ``BROADCAST_REQUIRE_TEST_ABOVE`` recipients and no test send went out."""
     return state.campaigns.start(campaign_id)
+
+
+@router.post("/v1/campaigns/{campaign_id}/recall", status_code=202)
+def recall_campaign(campaign_id: ObjectId, state: Stores, body: RecallIn | None = None) -> dict[str, Any]:
+    """Stop the campaign (a cancel) and revoke every message it sent that is still inside the window,
+    each once, through its account's session ahead of its sends; answers the campaign with ``recall``
+    progress. Asking again revokes nothing twice: it answers the progress."""
+    window = body.window_s if body and body.window_s else state.settings.recall_window_s
+    return state.campaigns.recall(campaign_id, window_s=window)
 
 
 def _iter_lines(upload: UploadFile) -> Iterator[bytes]:

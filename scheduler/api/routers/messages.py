@@ -9,13 +9,13 @@ from fastapi import APIRouter, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from scheduler.api.errors import ApiError
-from scheduler.api.models import ObjectId, Priority, epoch, mark_replayed
+from scheduler.api.models import ObjectId, Priority, RecallIn, epoch, mark_replayed
 from scheduler.api.state import AUTH, ApiState, Stores
 from scheduler.intake.producer import RECIPIENT_MAX
-from worker.errors import MessageError
 from worker.messages import Message
 from worker.store.accounts import ACCOUNT_ID_MAX
-from worker.store.ledger import Job
+from worker.store.ledger import Job, RecallOutcome
+from worker.vendors import vendors_without_revoke
 
 router = APIRouter(tags=["messages"], dependencies=AUTH)
 
@@ -42,7 +42,7 @@ class Accepted(BaseModel):
 
 #: What ``GET /v1/messages/{id}`` shows of a job's public view (with its history and errors).
 _MESSAGE_FIELDS = ("id", "status", "account", "to", "campaign", "test_of", "attempts", "result", "vendor", "has_ids")
-_MESSAGE_TAIL = ("reason", "revoked_at", "created", "sent_at")
+_MESSAGE_TAIL = ("reason", "revoked_at", "recall", "recall_error", "created", "sent_at")
 
 
 def _job(state: ApiState, job_id: str) -> Job:
@@ -85,34 +85,36 @@ def get_message(job_id: ObjectId, state: Stores) -> dict[str, Any]:
 
 
 @router.post("/v1/messages/{job_id}/revoke")
-def revoke_message(job_id: ObjectId, state: Stores) -> dict[str, Any]:
-    """Take back a sent message with its exact ids (vendors allow about two minutes after sending)."""
-    from worker.errors import RevokeRefusedError, UnsupportedError, VendorError
-    from worker.runtime.connections import vendor_http_client
-    from worker.vendors import SendResult, backend_for
-
+def revoke_message(job_id: ObjectId, response: Response, state: Stores, body: RecallIn | None = None) -> dict[str, Any]:
+    """Take back a sent message with its exact ids, inside the revoke window. The revoke runs on the
+    account's session like a send (its lease and pacing, ahead of its sends) and is never repeated;
+    this waits up to ``BROADCAST_REVOKE_WAIT_S`` for the outcome, then answers 202 ``pending``."""
     job = _job(state, job_id)
-    if job.state != "sent" or job.fields.get("has_ids") != "1":
+    if job.revoke_of is not None or job.state != "sent" or job.fields.get("has_ids") != "1":
         raise ApiError(409, "not_revocable", f"only a sent message with vendor ids can be revoked ({job.state})", None)
-    if job.fields.get("revoked_at"):
+    if job.fields.get("recall") == RecallOutcome.RECALLED:
         raise ApiError(409, "already_revoked", "this message was already revoked", None)
-    account = state.accounts.get(job.account)
-    if account is None:
-        raise ApiError(409, "account_missing", f"account {job.account!r} is not configured any more", None)
-    sent = SendResult.from_dict({**job.fields, "to": job.to})
-    try:
-        backend_for(account.vendor_account(), vendor_http_client(state.settings)).revoke(sent)
-    except UnsupportedError as exc:
-        raise ApiError(409, "unsupported", str(exc), None) from None
-    except RevokeRefusedError as exc:  # an id the vendor needs is missing or 0: nothing was sent
-        raise ApiError(409, "not_revocable", str(exc), None) from None
-    except VendorError as exc:
-        raise ApiError(502, "vendor_error", f"the vendor refused the revoke: {exc}", None) from None
-    except MessageError as exc:  # the request could not even be built (the account's fields): not sent
-        raise ApiError(409, "not_revocable", str(exc), None) from None
-    now = time.time()
-    state.ledger.mark_revoked(job_id, now)
-    return {"id": job_id, "revoked": True, "revoked_at": now}
+    window = body.window_s if body and body.window_s else state.settings.recall_window_s
+    state.ledger.request_revokes([job_id], window_s=window, unsupported=vendors_without_revoke())
+    waited_until = time.monotonic() + state.settings.revoke_wait_s
+    fields = job.fields
+    while True:
+        current = state.ledger.get(job_id)
+        fields = current.fields if current is not None else fields
+        if fields.get("recall") != RecallOutcome.PENDING or time.monotonic() >= waited_until:
+            break
+        time.sleep(0.05)
+    outcome, error = fields.get("recall"), fields.get("recall_error") or ""
+    if outcome == RecallOutcome.RECALLED:
+        return {"id": job_id, "revoked": True, "revoked_at": float(fields["revoked_at"]), "recall": outcome}
+    if outcome in (RecallOutcome.UNSUPPORTED, RecallOutcome.TOO_LATE):
+        raise ApiError(409, str(outcome), error, None)
+    if outcome == RecallOutcome.FAILED:
+        if error.startswith("not revocable:"):  # an id the vendor needs is missing or 0: nothing was sent
+            raise ApiError(409, "not_revocable", error, None)
+        raise ApiError(502, "vendor_error", f"the revoke failed (not repeated): {error}", None)
+    response.status_code = 202
+    return {"id": job_id, "revoked": False, "recall": RecallOutcome.PENDING.value}
 
 
 @router.post("/v1/messages/{job_id}/cancel")

@@ -48,6 +48,10 @@ const I18N = {
     started: "已启动", test_send: "测试发送", test_to: "测试接收人 wxid（逗号分隔，最多 10 个；用第一位接收人的变量渲染）",
     test_queued: "测试消息已排队", tests: "测试发送", tests_summary: "已测试 {n} 次，{sent} 条已送达",
     pause_reason: "自动暂停原因", auto_pause: "出错自动暂停",
+    recall: "撤回", recall_title: "撤回进度", recall_col: "撤回",
+    confirm_recall: "撤回该群发？会先停止发送（等同取消），再撤回所有仍在撤回时限内（默认发送后 110 秒）已发出的消息，每条只撤回一次。",
+    rc_requested: "已申请", rc_recalled: "已撤回", rc_too_late: "超时未撤回", rc_unsupported: "不支持撤回",
+    rc_failed: "撤回失败", rc_pending: "待撤回",
   },
   en: {
     console: "console", nav_campaigns: "Campaigns", nav_new: "New campaign", nav_accounts: "Accounts",
@@ -96,6 +100,10 @@ const I18N = {
     test_send: "Test send", test_to: "Test recipients' wxids (comma-separated, at most 10; rendered with the first recipient's variables)",
     test_queued: "Test messages queued", tests: "Test sends", tests_summary: "tested {n} time(s), {sent} delivered",
     pause_reason: "Paused itself because", auto_pause: "Auto-pause on errors",
+    recall: "Recall", recall_title: "Recall", recall_col: "Recall",
+    confirm_recall: "Recall this campaign? It stops sending first (a cancel), then revokes every message it sent that is still inside the revoke window (110 s after sending by default), each once.",
+    rc_requested: "asked", rc_recalled: "recalled", rc_too_late: "too late", rc_unsupported: "unsupported",
+    rc_failed: "failed", rc_pending: "pending",
   },
 };
 
@@ -321,6 +329,21 @@ function steerButtons(c) {
   return b.join(" ");
 }
 
+const RECALL_OUTCOMES = ["requested", "recalled", "too_late", "unsupported", "failed", "pending"];
+
+function recallCard(c) {
+  // a campaign's recall so far: how many revokes were asked for and what became of them
+  if (!c.recall) return "";
+  const stats = RECALL_OUTCOMES.map((k) => `<div class="stat"><b id="recall-${k}">${c.recall[k] ?? 0}</b><span>${t("rc_" + k)}</span></div>`).join("");
+  return `<h2>${t("recall_title")}</h2><div class="card stats" id="recall">${stats}</div>`;
+}
+
+actions.recall = async (el) => {
+  if (!confirm(t("confirm_recall"))) return;
+  await api("POST", `/v1/campaigns/${encodeURIComponent(el.dataset.id)}/recall`, {});
+  await current.refresh();
+};
+
 actions.steer = async (el) => {
   if (el.dataset.op === "cancel" && !confirm(t("confirm_cancel"))) return;
   await api("POST", `/v1/campaigns/${encodeURIComponent(el.dataset.id)}/${el.dataset.op}`);
@@ -423,7 +446,8 @@ function campaignPage(id) {
         <div class="tablewrap"><table class="cards"><thead><tr><th>${t("id")}</th><th>${t("to")}</th><th>${t("account")}</th><th>${t("status")}</th></tr></thead>
         <tbody>${tests.jobs.map((j) => `<tr class="test-job"><td data-label="${t("id")}" class="id">${esc(j.id)}</td><td data-label="${t("to")}">${esc(j.to)}</td>
         <td data-label="${t("account")}">${esc(j.account)}</td><td data-label="${t("status")}">${badge(j.status)}</td></tr>`).join("")}</tbody></table></div>` : "";
-      $("#head").html = `<div class="row"><h1>${esc(c.name)}</h1>${badge(c.status)}<span class="spacer"></span>${steerButtons(c)}</div>
+      const recallButton = c.recall || !c.counts.sent ? "" : ` <button class="danger" data-action="recall" data-id="${esc(c.id)}">${t("recall")}</button>`;
+      $("#head").html = `<div class="row"><h1>${esc(c.name)}</h1>${badge(c.status)}<span class="spacer"></span>${steerButtons(c)}${recallButton}</div>
         ${c.pause_reason ? `<div class="card notice-bad"><b>${t("pause_reason")}:</b> <span id="pause-reason">${esc(c.pause_reason)}</span></div>` : ""}
         <div class="mono muted">${esc(c.id)} · ${esc(c.accounts.join(", "))} · ${t("priority")}: ${t(c.priority)}${c.send_at ? " · " + t("send_at") + ": " + esc(fmtTime(c.send_at)) : ""}</div>
         <div class="card stats">
@@ -434,7 +458,7 @@ function campaignPage(id) {
           <div class="stat"><b>${p.rate.toFixed(1)}</b><span>${t("rate")} (${t("per_s")})</span></div>
           <div class="stat"><b>${fmtDuration(p.eta)}</b><span>${t("eta")}</span></div>
           <div class="stat"><progress max="${c.total}" value="${p.done}"></progress></div>
-        </div>`;
+        </div>${recallCard(c)}`;
       const query = new URLSearchParams({ cursor: state.cursors[state.page], limit: 50 });
       if (state.status) query.set("status", state.status);
       const page = await api("GET", `${path}/deliveries?${query}`);
@@ -447,11 +471,12 @@ function campaignPage(id) {
         <td data-label="${t("new_msg_id")}" class="id new-msg-id">${esc(d.result?.new_msg_id ?? "")}</td>
         <td data-label="${t("msg_id")}" class="id">${esc(d.result?.msg_id ?? "")}</td>
         <td data-label="${t("sent_at")}">${esc(fmtTime(d.sent_at))}</td>
-        <td data-label="${t("error")}" class="wrap">${esc(d.reason ? `${d.reason}: ${d.error || ""}` : d.error || "")}</td></tr>`).join("");
+        <td data-label="${t("error")}" class="wrap">${esc(d.reason ? `${d.reason}: ${d.error || ""}` : d.error || "")}</td>
+        <td data-label="${t("recall_col")}" class="recall" title="${esc(d.recall_error || "")}">${d.recall ? esc(t("rc_" + d.recall)) : ""}</td></tr>`).join("");
       $("#deliveries").className = "tablewrap";
       $("#deliveries").html = `<table class="cards"><thead><tr><th>${t("id")}</th><th>${t("to")}</th><th>${t("account")}</th>
         <th>${t("status")}</th><th class="num">${t("attempts")}</th><th>${t("new_msg_id")}</th><th>${t("msg_id")}</th>
-        <th>${t("sent_at")}</th><th>${t("error")}</th></tr></thead><tbody>${rows}</tbody></table>`;
+        <th>${t("sent_at")}</th><th>${t("error")}</th><th>${t("recall_col")}</th></tr></thead><tbody>${rows}</tbody></table>`;
     },
   };
 }

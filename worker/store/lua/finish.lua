@@ -11,6 +11,7 @@
 -- retry:   due_at, error_class, error
 -- dead:    reason, error_class, error
 -- requeue: '', error_class, error        (account down: back to the head of the queue, not counted)
+-- recall:  outcome, error                (a revoke job: recalled, too_late, unsupported or failed)
 -- The pacing record is written first, even when the lease was lost meanwhile: the call happened and the
 -- next one must wait for it.
 -- Returns {'ok' | 'stale', end time, throttles}: 'stale' when the job is no longer this batch's (history
@@ -130,6 +131,22 @@ if lease ~= token or (st ~= 'sending' and st ~= 'dead') then
   return {'stale', tstr, throttles}
 end
 redis.call('LREM', key_claimed(a), 0, id)
+if outcome == 'recall' then
+  -- a revoke job ends here whatever happened (never retried): ARGV[X] its outcome, ARGV[X + 1] the error
+  local result, err = ARGV[X], ARGV[X + 1]
+  redis.call('RPUSH', hk, ARGV[7])
+  if st ~= 'sending' then
+    -- recovered as failed (unknown) while the call ran: only a success corrects that
+    if result ~= 'recalled' then return {'stale', tstr, throttles} end
+    redis.call('HDEL', jk, 'reason', 'error_class', 'dead_at')
+  end
+  local final = 'cancelled'  -- no vendor call was made
+  if result == 'recalled' then final = 'sent' elseif result == 'failed' then final = 'dead' end
+  redis.call('HSET', jk, 'state', final, 'updated', now, 'recall', result, 'error', err)
+  recall_outcome(redis.call('HGET', jk, 'target'), result, err, now)
+  retain(id, ttl)
+  return {'ok', tstr, throttles}
+end
 if st == 'dead' then
   if outcome ~= 'sent' or redis.call('HGET', jk, 'reason') ~= 'unknown_outcome' then
     redis.call('RPUSH', hk, ARGV[7])
@@ -156,6 +173,11 @@ if outcome == 'sent' then
     redis.call('HINCRBY', key_campaign(test_of), 'tests_sent', 1)
   end
   watch_outcome(camp, nil, now)
+  if camp and camp ~= '' then
+    -- sent while its campaign is being recalled (it was in flight): its revoke is asked for now
+    local window, unsupported = unpack(redis.call('HMGET', key_campaign(camp), 'recall_window', 'recall_unsupported'))
+    if window and request_revoke(id, now, tonumber(window), unsupported or '') == 'pending' then wake() end
+  end
 elseif outcome == 'retry' then
   redis.call('HSET', jk, 'state', 'retrying', 'updated', now, 'last_error', ARGV[X + 2],
     'last_error_class', ARGV[X + 1])

@@ -91,10 +91,71 @@ local function retain(id, ttl, job_only)
     if not job_only then redis.call('EXPIRE', key_history(id), ttl) end
   end
 end
+-- Recall. A revoke is a job of its own (id 'r' .. the sent job's id, `op` revoke, `target` that job),
+-- high priority on the sending account: a session runs it like a send (lease, pacing), so it counts
+-- against the account's limits and goes before its other sends. The sent job keeps the outcome (`recall`:
+-- pending, then recalled, too_late, unsupported or failed, with `recall_error`) and a history entry; its
+-- campaign counts them (`rc:requested`, `rc:<outcome>`).
+local function recall_outcome(target, outcome, err, now)
+  local tk = key_job(target)
+  local before, camp = unpack(redis.call('HMGET', tk, 'recall', 'campaign'))
+  if not before then return end  -- expired meanwhile
+  redis.call('HSET', tk, 'recall', outcome, 'recall_at', now, 'recall_error', err or '')
+  if outcome == 'recalled' then redis.call('HSET', tk, 'revoked_at', now) end
+  local event = 'not_revoked'
+  if outcome == 'recalled' then event = 'revoked' end
+  local entry = {event = event, outcome = outcome, at = tonumber(now)}
+  if err and err ~= '' then entry.error = err end
+  redis.call('RPUSH', key_history(target), cjson.encode(entry))
+  retain(target)
+  if camp and camp ~= '' and redis.call('EXISTS', key_campaign(camp)) == 1 then
+    local ck = key_campaign(camp)
+    -- a late answer may correct an outcome (an unknown one that did arrive): move the count, never add one
+    if before ~= 'pending' then redis.call('HINCRBY', ck, 'rc:' .. before, -1) end
+    redis.call('HINCRBY', ck, 'rc:' .. outcome, 1)
+  end
+end
+-- Ask for the revoke of one sent job: decided at once when its vendor has no revoke (`unsupported`, a
+-- comma-separated list) or the window after its createTime (its sent_at when the vendor gave none) has
+-- passed; else a revoke job is queued ahead of the account's sends. Returns the outcome so far ('pending'
+-- when queued), or false when the job was not sent or its revoke was already asked for (exactly once).
+local function request_revoke(id, now, window, unsupported)
+  local jk = key_job(id)
+  local st, recall, account, to, vendor, created, sent_at, camp = unpack(redis.call('HMGET', jk,
+    'state', 'recall', 'account', 'to', 'vendor', 'create_time', 'sent_at', 'campaign'))
+  if st ~= 'sent' or (recall and recall ~= '') then return false end
+  redis.call('HSET', jk, 'recall', 'pending')
+  if camp and camp ~= '' then redis.call('HINCRBY', key_campaign(camp), 'rc:requested', 1) end
+  local base = tonumber(created or '') or 0
+  if base <= 0 then base = tonumber(sent_at or '') or 0 end
+  local deadline = base + window
+  vendor = vendor or ''
+  if string.find(',' .. unsupported .. ',', ',' .. vendor .. ',', 1, true) then
+    recall_outcome(id, 'unsupported', vendor .. ' has no documented revoke', now)
+    return 'unsupported'
+  end
+  if tonumber(now) > deadline then
+    recall_outcome(id, 'too_late', string.format('the revoke window (%gs) ended at %.3f', window, deadline), now)
+    return 'too_late'
+  end
+  local rid = 'r' .. id
+  redis.call('HSET', key_job(rid), 'op', 'revoke', 'target', id, 'account', account, 'to', to,
+    'priority', 'high', 'state', 'queued', 'attempts', '0', 'created', now, 'updated', now,
+    'deadline', string.format('%.3f', deadline), 'recall_of', camp or '')
+  redis.call('HSET', jk, 'recall_job', rid, 'recall_deadline', string.format('%.3f', deadline))
+  enqueue(account, rid, 'high', false, '')
+  return 'pending'
+end
 local function dead_letter(jk, id, from, reason, class, err, now, camp, ttl)
   move(jk, from, 'dead', camp)
   redis.call('HSET', jk, 'reason', reason, 'error_class', class, 'error', err, 'dead_at', now, 'updated', now)
-  redis.call('ZADD', key_dlq(), now, id)
+  local target = redis.call('HGET', jk, 'target')
+  if target then
+    -- a revoke that may or may not have reached the vendor: failed on its message, never replayed
+    recall_outcome(target, 'failed', err, now)
+  else
+    redis.call('ZADD', key_dlq(), now, id)
+  end
   retain(id, ttl)
 end
 -- put a job (back) in its queue, unless its campaign was cancelled meanwhile: then it is cancelled too

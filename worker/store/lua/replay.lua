@@ -6,6 +6,8 @@ local st, reason, account, priority, camp =
   unpack(redis.call('HMGET', jk, 'state', 'reason', 'account', 'priority', 'campaign'))
 if not st then return {'missing'} end
 if st ~= 'dead' then return {'not_dead', st} end
+-- a revoke is asked for once and never repeated (its outcome is on the message it revoked)
+if redis.call('HEXISTS', jk, 'target') == 1 then return {'revoke'} end
 if redis.call('HGET', jk, 'dismissed') == '1' then return {'deleted'} end
 if reason == 'unknown_outcome' and force ~= '1' then return {'unknown_outcome'} end
 if camp and camp ~= '' and redis.call('HGET', key_campaign(camp), 'status') == 'cancelled' then
