@@ -20,6 +20,8 @@ from tests.test_cli_ops import cli_runner
 from tests.test_pipeline_e2e import sim_sends
 from tests.test_vendor_holds_e2e import add_fault, fault_hits, post, remove_fault, status
 
+pytestmark = pytest.mark.e2e  # real broadcast processes (the guarded stack is built here, not by a tier fixture)
+
 
 @pytest.fixture
 def guarded_stack(redis_url: str, sim: SimulatorServer, tmp_path: Path) -> Iterator[ApiStack]:
