@@ -180,10 +180,10 @@ def test_sigkill_worker_mid_batch_loses_nothing_and_sends_nothing_twice(stack: S
         for i, (v, inst) in enumerate(zip(["gewe", "ecloud", "ohwxapi"], instances, strict=True))
     ]
     for inst in instances:
-        add_fault(stack, kind="slow", instance=inst, delay_s=0.02)
+        add_fault(stack, kind="slow", instance=inst, delay_s=0.05)  # work for all four kills to land in
     job_ids: list[str] = []
     for account in accounts:
-        job_ids += submit_many(stack, account, 80)
+        job_ids += submit_many(stack, account, 100)
     scheduler = stack.start("scheduler")
     rng = random.Random(7)
     mid_batch: list[int] = []  # where the scheduler's log stood at each kill that hit a sending worker
