@@ -70,6 +70,8 @@ def test_a_sent_job_inside_the_window_gets_one_revoke_job_ahead_of_the_accounts_
     revoke = ledger.get(revoke_id)
     assert revoke is not None and revoke.revoke_of == sent and revoke.state == "queued" and revoke.to == "wxid_x"
     assert fields(ledger, sent)["recall"] == RecallOutcome.PENDING
+    assert ledger.cancel(revoke_id) == "revoke"  # a recall is final: its revoke cannot be cancelled
+    assert fields(ledger, revoke_id)["state"] == "queued"
 
     (claim,) = claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=10)
     assert claim.job_ids == [revoke_id, later]  # the revoke first, then the account's send

@@ -123,6 +123,8 @@ def cancel_message(job_id: ObjectId, state: Stores) -> dict[str, Any]:
     previous = state.ledger.cancel(job_id)
     if not previous:
         raise ApiError(404, "not_found", f"no message {job_id!r}", "id")
+    if previous == "revoke":
+        raise ApiError(409, "conflict", "a revoke cannot be cancelled: a recall is final / 撤回任务不能取消", None)
     if previous not in ("queued", "scheduled", "retrying"):
         raise ApiError(409, "conflict", f"cannot cancel a message that is {previous}", None)
     return {"id": job_id, "status": "cancelled"}

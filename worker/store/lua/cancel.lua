@@ -1,8 +1,10 @@
 --!include prelude
--- ARGV: prefix, job_id, now. Cancels a job that has not started sending. Returns the previous state.
+-- ARGV: prefix, job_id, now. Cancels a job that has not started sending. Returns the previous state, or
+-- 'revoke' for a revoke job: a recall is final (its message would wait as 'pending' for ever).
 local id, now = ARGV[2], ARGV[3]
 local jk = key_job(id)
-local st = redis.call('HGET', jk, 'state')
+local st, op = unpack(redis.call('HMGET', jk, 'state', 'op'))
+if op == 'revoke' then return 'revoke' end
 if st == 'queued' or st == 'scheduled' or st == 'retrying' then
   move(jk, st, 'cancelled')
   retain(id)
