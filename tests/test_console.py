@@ -362,7 +362,9 @@ def test_a_campaign_that_paused_itself_shows_why(stack: ApiStack, browser: Any) 
     screenshot(browser, "console", "06c-auto-paused")
     open_page(browser, stack, "campaigns")
     row = f"tr[data-campaign='{created['id']}']"
-    until(lambda: "error threshold" in by_css(browser, f"{row} .pause-reason").text, "the reason in the list")
+    reason = by_css(browser, f"{row} .pause-reason")
+    until(lambda: "出错过多，已自动暂停：连续 1 次失败" in reason.text, "the reason in the list, in Chinese")
+    assert "error threshold" in (reason.get_attribute("title") or "")  # the stored words, on hover
     click(browser, f"{row} button[data-op='resume']")
     until(lambda: "已完成" in by_css(browser, f"{row} .status").text, "resumed and finished", timeout=60)
 
@@ -375,7 +377,8 @@ def test_accounts_pause_resume_and_limits_with_a_write_only_token(stack: ApiStac
     assert by_css(browser, f"{row} .today").text == f"{today} / 不限", "today's sends against the cap"
     click(browser, f"{row} button[data-op='pause']")
     until(lambda: "已暂停" in by_css(browser, f"{row} .status").text, "paused")
-    assert "paused by operator" in by_css(browser, f"{row} .reason").text
+    assert by_css(browser, f"{row} .reason").text == "由操作员暂停"
+    assert by_css(browser, f"{row} .reason").get_attribute("title") == "paused by operator"
     click(browser, f"{row} button[data-op='resume']")  # with the vendor's online check
     until(lambda: "正常" in by_css(browser, f"{row} .status").text, "resumed")
 

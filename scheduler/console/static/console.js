@@ -358,7 +358,24 @@ actions.start = async (el) => {
 };
 
 // why a campaign paused itself (error threshold, with the vendor's texts), shown under its status
-const pauseReason = (c) => (c.pause_reason ? `<div class="wrap reason pause-reason">${esc(c.pause_reason)}</div>` : "");
+// Reasons the product writes (auto-pause, resume checks, operator actions) are English in the store; the
+// Chinese view translates their fixed words and keeps the vendor's own text (often Chinese already) as is.
+const REASONS_ZH = [
+  [/^error threshold — (\d+) of the last (\d+) failed: /, "出错过多，已自动暂停：最近 $2 次中 $1 次失败："],
+  [/^error threshold — (\d+) in a row failed: /, "出错过多，已自动暂停：连续 $1 次失败："],
+  [/^auto-paused: (\d+) throttling answers in a row despite the slow-down \(last: /, "已自动暂停：降速后仍连续 $1 次被服务商限流（最后一次："],
+  [/^paused by operator$/, "由操作员暂停"],
+  [/^the vendor reports the account offline$/, "服务商报告该账号离线"],
+  [/^online check failed: /, "在线检查失败："],
+  [/^resumed after a probe send to (\S+)/, "向 $1 试发成功后恢复"],
+  [/^still down/, "仍不可用"],
+  [/ \(was down: /, "（此前不可用："],
+];
+const reasonText = (text) => {
+  if (lang !== "zh" || !text) return text || "";
+  return REASONS_ZH.reduce((out, [pattern, zh]) => out.replace(pattern, zh), text);
+};
+const pauseReason = (c) => (c.pause_reason ? `<div class="wrap reason pause-reason" title="${esc(c.pause_reason)}">${esc(reasonText(c.pause_reason))}</div>` : "");
 
 function campaignsPage() {
   view().innerHTML = `<div class="row"><h1>${t("campaigns")}</h1><span class="spacer"></span>
@@ -448,7 +465,7 @@ function campaignPage(id) {
         <td data-label="${t("account")}">${esc(j.account)}</td><td data-label="${t("status")}">${badge(j.status)}</td></tr>`).join("")}</tbody></table></div>` : "";
       const recallButton = c.recall || !c.counts.sent ? "" : ` <button class="danger" data-action="recall" data-id="${esc(c.id)}">${t("recall")}</button>`;
       $("#head").html = `<div class="row"><h1>${esc(c.name)}</h1>${badge(c.status)}<span class="spacer"></span>${steerButtons(c)}${recallButton}</div>
-        ${c.pause_reason ? `<div class="card notice-bad"><b>${t("pause_reason")}:</b> <span id="pause-reason">${esc(c.pause_reason)}</span></div>` : ""}
+        ${c.pause_reason ? `<div class="card notice-bad"><b>${t("pause_reason")}:</b> <span id="pause-reason" title="${esc(c.pause_reason)}">${esc(reasonText(c.pause_reason))}</span></div>` : ""}
         <div class="mono muted">${esc(c.id)} · ${esc(c.accounts.join(", "))} · ${t("priority")}: ${t(c.priority)}${c.send_at ? " · " + t("send_at") + ": " + esc(fmtTime(c.send_at)) : ""}</div>
         <div class="card stats">
           <div class="stat"><b id="stat-total">${c.total}</b><span>${t("total")}</span></div>
@@ -698,7 +715,7 @@ function accountsPage() {
         <td data-label="${t("id")}"><b>${esc(a.id)}</b><div class="muted mono">${esc(a.instance)}</div></td>
         <td data-label="${t("vendor")}">${esc(a.vendor)}</td>
         <td data-label="${t("status")}" class="status">${badge(a.status, "acc_")}</td>
-        <td data-label="${t("reason")}" class="wrap reason">${esc(a.status_reason || "")}</td>
+        <td data-label="${t("reason")}" class="wrap reason" title="${esc(a.status_reason || "")}">${esc(reasonText(a.status_reason))}</td>
         <td data-label="${t("per_minute")}" class="num">${a.limits.per_minute || "∞"}</td>
         <td data-label="${t("today")}" class="num today">${a.sent_today ?? 0} / ${a.limits.daily_cap || t("unlimited")}</td>
         <td data-label="${t("token_set")}">${a.token_set ? t("set") : t("not_set")}</td>
