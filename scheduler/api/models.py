@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from worker.store.accounts import ACCOUNT_ID_PATTERN
+from worker.store.ledger import Priority as Priority  # the store's, re-exported for the routers
 
-Priority = Literal["normal", "high"]
 #: Job, campaign and schedule ids: letters, digits, ``-`` and ``_`` only. No ``:``, so an id can never
 #: reach another kind of key (``campaign:{id}:jobs`` is a list, not the campaign's hash).
 OBJECT_ID = r"^[A-Za-z0-9_-]{1,100}$"

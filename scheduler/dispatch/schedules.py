@@ -36,6 +36,7 @@ from worker.messages import Message, check_text, check_variables
 from worker.settings import Settings, get_settings
 from worker.store.accounts import ACCOUNT_ID_MAX
 from worker.store.keys import Keys
+from worker.store.ledger import Priority
 
 
 class MessageTemplate(BaseModel):
@@ -46,7 +47,7 @@ class MessageTemplate(BaseModel):
     to: str = Field(min_length=1, max_length=RECIPIENT_MAX)
     message: Message
     vars: dict[str, str] | None = None
-    priority: str = Field(default="normal", pattern="^(normal|high)$")
+    priority: Priority = "normal"
 
 
 class RecipientTemplate(BaseModel):
@@ -65,7 +66,7 @@ class CampaignTemplate(BaseModel):
     accounts: list[str] | None = None
     recipients: list[RecipientTemplate] = Field(min_length=1, max_length=100_000)
     message: Message
-    priority: str = Field(default="normal", pattern="^(normal|high)$")
+    priority: Priority = "normal"
 
 
 class ScheduleSpec(BaseModel):

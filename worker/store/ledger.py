@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import redis
 
@@ -28,6 +28,9 @@ from worker.messages import MESSAGE_ADAPTER, AnyMessage
 from worker.store import scripts
 from worker.store.keys import Keys
 from worker.vendors.base import SendResult
+
+#: A job's priority: ``high`` jobs wait in their own queue (``qh:``), taken before any other of the account.
+Priority = Literal["normal", "high"]
 
 
 class JobState(StrEnum):

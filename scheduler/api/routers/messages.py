@@ -6,31 +6,23 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from scheduler.api.errors import ApiError
-from scheduler.api.models import ObjectId, Priority, RecallIn, epoch, mark_replayed
+from scheduler.api.models import ObjectId, RecallIn, epoch, mark_replayed
 from scheduler.api.state import AUTH, ApiState, Stores
-from scheduler.intake.producer import RECIPIENT_MAX
-from worker.messages import Message
-from worker.store.accounts import ACCOUNT_ID_MAX
+from scheduler.dispatch.schedules import MessageTemplate
 from worker.store.ledger import Job, RecallOutcome
 from worker.vendors import vendors_without_revoke
 
 router = APIRouter(tags=["messages"], dependencies=AUTH)
 
 
-class MessageIn(BaseModel):
-    """``POST /v1/messages``."""
+class MessageIn(MessageTemplate):
+    """``POST /v1/messages``: what a schedule sends each time, and when, once."""
 
-    model_config = ConfigDict(extra="forbid")
-    account: str = Field(min_length=1, max_length=ACCOUNT_ID_MAX)
-    to: str = Field(min_length=1, max_length=RECIPIENT_MAX)
-    message: Message
-    vars: dict[str, str] | None = None
     send_at: AwareDatetime | None = None
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
-    priority: Priority = "normal"
 
 
 class Accepted(BaseModel):
