@@ -335,3 +335,9 @@ def test_a_vendor_rate_too_slow_to_keep_track_of_is_refused_naming_the_field(api
     assert "ohwxapi" not in api.http.get("/v1/vendor-limits").json()["vendor_limits"]
     for ok in (0.2, 5, 0):
         assert api.http.put("/v1/vendor-limits/ohwxapi", json={"per_second": ok}).status_code == 200
+
+
+def test_an_unknown_dead_letter_reason_is_refused_naming_the_field(api: ApiStack) -> None:
+    bogus = api.http.get("/v1/dead-letters", params={"reason": "bogus"})
+    assert bogus.status_code == 422 and bogus.json()["error"]["field"] == "query.reason", bogus.text
+    assert api.http.get("/v1/dead-letters", params={"reason": "unknown_outcome"}).status_code == 200

@@ -90,7 +90,7 @@ def test_bad_schedules_are_refused_naming_the_field(api_stack: ApiStack) -> None
         ({"cron": "every day at nine", "message": message}, "cron"),
         ({"cron": "0 9 * * *", "timezone": "Mars/Olympus", "message": message}, "timezone"),
         ({"cron": "0 9 * * *"}, None),
-        ({"cron": "0 0 30 2 *", "message": message}, None),  # 30 February never comes
+        ({"cron": "0 0 30 2 *", "message": message}, "cron"),  # 30 February never comes
         ({"cron": "0 9 * * *", "message": {**message, "account": "ghost"}}, "message.account"),
     ]
     for body, field in cases:

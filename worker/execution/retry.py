@@ -27,6 +27,7 @@ from worker.errors import (
     VendorFailure,
 )
 from worker.settings import Settings
+from worker.store.deadletter import DeadReason
 
 T = TypeVar("T")
 Action = Literal["retry", "dead", "requeue"]
@@ -122,16 +123,16 @@ class RetryPolicy:
         if isinstance(error, AccountDownError):
             return Decision("requeue", reason="account_down")
         if isinstance(error, PermanentError | UnsupportedError):
-            return Decision("dead", reason="permanent")
+            return Decision("dead", reason=DeadReason.PERMANENT)
         if isinstance(error, AmbiguousError):
             policy = unknown_outcome or self.settings.ambiguous_policy
             if policy == "retry" and failures_of_class + 1 < self.settings.max_attempts_transient:
                 return Decision("retry", delay_s=backoff_s(self.settings, failures_of_class, rng=self.rng))
-            return Decision("dead", reason="unknown_outcome")
+            return Decision("dead", reason=DeadReason.UNKNOWN_OUTCOME)
         if isinstance(error, ThrottledError | TransientError | VendorFailure):
             # attempt number failures_of_class + 1 just failed; retry while the budget allows another
             if failures_of_class + 1 >= self.budget(error.error_class):
-                return Decision("dead", reason="retries_exhausted")
+                return Decision("dead", reason=DeadReason.RETRIES_EXHAUSTED)
             base = self.settings.retry_base_s * (4 if isinstance(error, ThrottledError) else 1)
             return Decision("retry", delay_s=backoff_s(self.settings, failures_of_class, base_s=base, rng=self.rng))
-        return Decision("dead", reason="permanent")
+        return Decision("dead", reason=DeadReason.PERMANENT)

@@ -48,6 +48,7 @@ from worker.pacing.holds import account_holds, held, held_entry, hold_for_daily_
 from worker.pacing.rules import PaceState, RedisClock, allowance, local_day, throttled_slowdown
 from worker.settings import Settings
 from worker.store.accounts import Account, AccountStore, KindHold
+from worker.store.deadletter import DeadReason
 from worker.store.ledger import Begin, BeginStatus, Finished, Job, Ledger, PaceRecord, RecallOutcome
 from worker.store.stats import AttemptCounters
 from worker.vendors.base import SendResult, VendorBackend, backend_for
@@ -487,7 +488,7 @@ class BatchRunner:
         error = str(exc) if isinstance(exc, MessageError) else f"the message cannot be built ({type(exc).__name__})"
         entry.update(ended=round(time.time(), 6), outcome="dead", error_class="invalid_message", error=error)
         self._durable(self.ledger.finish_dead,
-            session.id, session.token, job.id, reason="invalid_message", error_class="invalid_message",
+            session.id, session.token, job.id, reason=DeadReason.INVALID_MESSAGE, error_class="invalid_message",
             error=error, history=entry, pace=None,
         )  # fmt: skip
         session.report.dead += 1
@@ -574,7 +575,7 @@ class BatchRunner:
                 continue
             entry = {"n": 1, "started": time.time(), "outcome": "dead", "error_class": "config"}
             self._durable(self.ledger.finish_dead,
-                account_id, token, job_id, reason="account_missing", error_class="config",
+                account_id, token, job_id, reason=DeadReason.ACCOUNT_MISSING, error_class="config",
                 error=f"account {account_id!r} is not configured", history=entry,
             )  # fmt: skip
             report.dead += 1

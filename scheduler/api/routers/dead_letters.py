@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scheduler.api.errors import ApiError
 from scheduler.api.models import OBJECT_ID, ObjectId
 from scheduler.api.state import AUTH, ApiState, Stores
+from worker.store.deadletter import DeadReason
 
 router = APIRouter(tags=["dead letters"], dependencies=AUTH)
 
@@ -25,7 +26,7 @@ def list_dead_letters(
     state: Stores,
     account: str | None = None,
     campaign: str | None = None,
-    reason: str | None = None,
+    reason: DeadReason | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> dict[str, Any]:
