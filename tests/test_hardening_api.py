@@ -341,3 +341,16 @@ def test_an_unknown_dead_letter_reason_is_refused_naming_the_field(api: ApiStack
     bogus = api.http.get("/v1/dead-letters", params={"reason": "bogus"})
     assert bogus.status_code == 422 and bogus.json()["error"]["field"] == "query.reason", bogus.text
     assert api.http.get("/v1/dead-letters", params={"reason": "unknown_outcome"}).status_code == 200
+
+
+def test_an_account_address_with_credentials_is_refused_and_never_echoed(api: ApiStack) -> None:
+    body = {
+        "vendor": "gewe",
+        "base_url": "https://ops:hunter2pass@gw.example/gewe/v2/api",
+        "instance": "i",
+        "token": "t0ken",
+    }
+    refused = api.http.put("/v1/accounts/creds", json=body)
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "base_url", refused.text
+    assert "hunter2pass" not in refused.text
+    assert api.http.get("/v1/accounts/creds").status_code == 404

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis
@@ -92,6 +93,9 @@ class AccountSpec(VendorAccount):
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
+        # credentials in the address would be shown back wherever the account is (API, console, exports)
+        if "@" in urlsplit(value).netloc:
+            raise ValueError("must not carry credentials (user:password@): put the vendor's token in token")
         return value.rstrip("/")
 
     @field_validator("options")
