@@ -202,6 +202,10 @@ def recipients_from_csv(text: Iterable[str]) -> Iterator[dict[str, Any]]:
         raise MessageError(f"recipients: not readable as CSV ({exc})", field="recipients") from None
     if fieldnames is None or "to" not in fieldnames:
         raise MessageError("recipients: CSV needs a header row with a 'to' column", field="recipients")
+    names = [name.strip() for name in fieldnames if name.strip()]  # unnamed columns (a trailing comma) are ignored
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise MessageError(f"recipients: CSV header: column {repeated[0]!r} appears twice", field="recipients")
     rows = iter(reader)
     while True:
         try:
@@ -210,9 +214,13 @@ def recipients_from_csv(text: Iterable[str]) -> Iterator[dict[str, Any]]:
             return
         except csv.Error as exc:
             raise MessageError(f"recipients: CSV line {reader.line_num}: {exc}", field="recipients") from None
+        if None in row:  # DictReader files the cells past the header under None
+            raise MessageError(
+                f"recipients: CSV line {reader.line_num} has more cells than the header has columns", field="recipients"
+            )
         to = (row.pop("to") or "").strip()
         account = (row.pop("account", None) or "").strip() or None
-        variables = {k: v for k, v in row.items() if k is not None and v is not None}
+        variables = {k: v for k, v in row.items() if k is not None and k.strip() and v is not None}
         yield {"to": to, "account": account, "vars": variables or None}
 
 
