@@ -16,6 +16,8 @@ from tests.conftest import ApiStack
 from tests.procs import wait_for
 from tests.test_api import put_account
 from tests.test_pipeline_e2e import sim_sends
+from tests.test_recall_store import send_all
+from worker.messages import TextMessage
 
 TEXT = {"kind": "text", "text": "x"}
 
@@ -354,3 +356,12 @@ def test_an_account_address_with_credentials_is_refused_and_never_echoed(api: Ap
     assert refused.status_code == 422 and refused.json()["error"]["field"] == "base_url", refused.text
     assert "hunter2pass" not in refused.text
     assert api.http.get("/v1/accounts/creds").status_code == 404
+
+
+def test_revoking_a_message_whose_account_is_gone_is_a_409_and_asks_nothing(api: ApiStack) -> None:
+    job_id = api.ledger.submit(account="gone-acct", to="wxid_x", message=TextMessage(text="oops")).id
+    assert send_all(api.ledger, "gone-acct") == [job_id]  # sent by an account the store no longer has
+    refused = api.http.post(f"/v1/messages/{job_id}/revoke")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "account_missing", refused.text
+    assert not api.ledger.get(f"r{job_id}")  # no revoke job was queued
+    assert api.ledger.get(job_id).fields.get("recall") in (None, "")  # type: ignore[union-attr]

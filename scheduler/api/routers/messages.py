@@ -86,6 +86,8 @@ def revoke_message(job_id: ObjectId, response: Response, state: Stores, body: Re
         raise ApiError(409, "not_revocable", f"only a sent message with vendor ids can be revoked ({job.state})", None)
     if job.fields.get("recall") == RecallOutcome.RECALLED:
         raise ApiError(409, "already_revoked", "this message was already revoked", None)
+    if not job.fields.get("recall") and state.accounts.get(job.account) is None:
+        raise ApiError(409, "account_missing", f"the account {job.account!r} that sent it no longer exists", None)
     window = body.window_s if body and body.window_s else state.settings.recall_window_s
     state.ledger.request_revokes([job_id], window_s=window, unsupported=vendors_without_revoke())
     waited_until = time.monotonic() + state.settings.revoke_wait_s
