@@ -365,3 +365,20 @@ def test_revoking_a_message_whose_account_is_gone_is_a_409_and_asks_nothing(api:
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "account_missing", refused.text
     assert not api.ledger.get(f"r{job_id}")  # no revoke job was queued
     assert api.ledger.get(job_id).fields.get("recall") in (None, "")  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("auto_pause", "field"),
+    [
+        ({"ratio": True}, "auto_pause.ratio"),
+        ({"ratio": "0.2"}, "auto_pause.ratio"),
+        ({"min_attempts": 100, "window": 5}, "auto_pause"),
+    ],
+)
+def test_auto_pause_thresholds_are_numbers_that_can_fire(api: ApiStack, auto_pause: dict[str, Any], field: str) -> None:
+    put_account(api, "ap", "gewe", f"inst-{api.prefix}-ap")
+    before = api.stored_keys()
+    body = {"name": "x", "account": "ap", "recipients": [{"to": "wxid_a"}], "message": {"kind": "text", "text": "x"}}
+    refused = api.http.post("/v1/campaigns", json={**body, "auto_pause": auto_pause})
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == field, refused.text
+    assert api.stored_keys() == before

@@ -704,6 +704,21 @@ def test_replay_refuses_a_job_of_a_cancelled_campaign(ledger: Ledger) -> None:
     assert state(ledger, job) == "dead"
 
 
+def test_replay_refuses_a_job_of_a_recalled_campaign_even_a_finished_one(ledger: Ledger) -> None:
+    campaigns = make_campaigns(ledger)
+    created = campaigns.create(
+        name="c", account="acct1", message={"kind": "text", "text": "x"}, recipients=[{"to": "wxid_1"}]
+    )
+    batch = claim_one(ledger, batch_size=1)
+    (job,) = batch.job_ids
+    ledger.begin("acct1", batch.token, job, lease_ttl_s=LEASE_S)
+    ledger.finish_dead("acct1", batch.token, job, reason="permanent", error_class="permanent", error="x", history={})
+    assert campaigns.get(created.id)["status"] == "finished"
+    campaigns.recall(created.id, window_s=110)
+    assert ledger.replay(job) == "campaign_recalled"
+    assert state(ledger, job) == "dead"
+
+
 def test_a_paused_scheduled_campaign_leaves_the_due_set_and_returns_on_resume(ledger: Ledger) -> None:
     campaigns = make_campaigns(ledger)
     send_at = time.time() + 0.2

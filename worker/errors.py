@@ -25,6 +25,7 @@ Error messages never contain tokens: vendor modules build them from the vendor's
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 
 
@@ -48,6 +49,22 @@ class ConfigError(BroadcastError):
     """An account or setting that cannot work (unknown vendor, missing instance...)."""
 
 
+#: Longest vendor text kept in an error (histories, dead letters, reasons, logs): enough for any real answer.
+MAX_ERROR_CHARS = 1000
+
+
+def printable(text: str) -> str:
+    """A vendor's words made safe to store, log and print: line breaks and tabs become spaces, other control
+    characters are shown escaped (a vendor, or whoever sits between, must not forge log lines or drive a
+    terminal), and the text is cut at :data:`MAX_ERROR_CHARS`."""
+    if text.isprintable() and len(text) <= MAX_ERROR_CHARS:
+        return text
+    out = "".join(
+        " " if ch in "\r\n\t" else (f"\\x{ord(ch):02x}" if unicodedata.category(ch) == "Cc" else ch) for ch in text
+    )
+    return out if len(out) <= MAX_ERROR_CHARS else out[: MAX_ERROR_CHARS - 1] + "…"
+
+
 class VendorError(BroadcastError):
     """A vendor call that did not succeed. ``error_class`` drives the retry policy."""
 
@@ -61,7 +78,7 @@ class VendorError(BroadcastError):
         code: str | None = None,
         http_status: int | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(printable(message))
         self.vendor = vendor
         self.code = code
         self.http_status = http_status

@@ -33,5 +33,5 @@ class RecallIn(BaseModel):
     """Body of a campaign's recall or a message's revoke (optional): how long after the vendor's createTime a
     message may still be revoked (default ``BROADCAST_RECALL_WINDOW_S``, 110 s; WeChat refuses after 120 s)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     window_s: float | None = Field(default=None, gt=0, le=120)

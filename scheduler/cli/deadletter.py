@@ -16,6 +16,7 @@ REPLAY_HINTS = {
     "unknown_outcome": "may already be in the chat: add --force to replay anyway",
     "not_dead": "not a dead letter (already replayed, sent or never dead)",
     "missing": "no such message",
+    "campaign_recalled": "its campaign was recalled: nothing of it is sent again / 该群发已撤回，不再发送",
 }
 
 

@@ -346,7 +346,7 @@ class HttpBackend:
             # says the send did not happen
             raise self._fail(
                 AmbiguousError,
-                f"{path}: HTTP {status} from the vendor or a gateway: the message may have been sent, outcome unknown",
+                f"{path}: HTTP {status} from the vendor or a gateway: the vendor may have carried it out, outcome unknown",
                 http_status=status,
             )
         if isinstance(data, dict) and (not self.envelope_key or self.envelope_key in data):
@@ -362,7 +362,7 @@ class HttpBackend:
         # 2xx with a garbled body, 502/504 from a gateway, any other 5xx: the vendor may have sent already
         raise self._fail(
             AmbiguousError,
-            f"{path}: HTTP {status} without the vendor's JSON envelope: the message may have been sent, outcome unknown",
+            f"{path}: HTTP {status} without the vendor's JSON envelope: the vendor may have carried it out, outcome unknown",
             http_status=status,
         )
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from scheduler.api.errors import ApiError, invalid
 from scheduler.api.exports import export_deliveries
@@ -48,15 +48,21 @@ class RecipientIn(BaseModel):
 
 class AutoPauseIn(BaseModel):
     """A campaign's own auto-pause thresholds; a missing field takes the server's default, null or 0 turns
-    that check off (``"auto_pause": null`` turns both off)."""
+    that check off (``"auto_pause": null`` turns both off). Strict: ``true`` or ``"0.2"`` is not a number here."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     ratio: float | None = Field(default=None, ge=0, le=1, description="share of dead among the window's outcomes")
     window: int | None = Field(default=None, ge=0, le=10_000, description="latest final outcomes looked at")
     min_attempts: int | None = Field(
         default=None, ge=1, le=10_000, description="outcomes needed before the share counts"
     )
     streak: int | None = Field(default=None, ge=0, le=10_000, description="dead deliveries in a row")
+
+    @model_validator(mode="after")
+    def _can_fire(self) -> AutoPauseIn:
+        if self.window and self.min_attempts and self.min_attempts > self.window:
+            raise ValueError("min_attempts must not exceed window (the share could never be reached)")
+        return self
 
 
 class CampaignTestIn(BaseModel):

@@ -152,6 +152,9 @@ local function dead_letter(jk, id, from, reason, class, err, now, camp, ttl)
   local target = redis.call('HGET', jk, 'target')
   if target then
     -- a revoke that may or may not have reached the vendor: failed on its message, never replayed
+    if reason == 'unknown_outcome' then
+      err = 'outcome unknown, not repeated (the revoke may have been done): ' .. err
+    end
     recall_outcome(target, 'failed', err, now)
   else
     redis.call('ZADD', key_dlq(), now, id)

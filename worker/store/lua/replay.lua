@@ -10,8 +10,11 @@ if st ~= 'dead' then return {'not_dead', st} end
 if redis.call('HEXISTS', jk, 'target') == 1 then return {'revoke'} end
 if redis.call('HGET', jk, 'dismissed') == '1' then return {'deleted'} end
 if reason == 'unknown_outcome' and force ~= '1' then return {'unknown_outcome'} end
-if camp and camp ~= '' and redis.call('HGET', key_campaign(camp), 'status') == 'cancelled' then
-  return {'campaign_cancelled'}
+if camp and camp ~= '' then
+  local cstatus, recalled = unpack(redis.call('HMGET', key_campaign(camp), 'status', 'recall_requested_at'))
+  -- a recalled campaign was taken back: nothing of it goes out again, even one that had finished
+  if recalled then return {'campaign_recalled'} end
+  if cstatus == 'cancelled' then return {'campaign_cancelled'} end
 end
 if redis.call('HEXISTS', jk, 'new_msg_id') == 1 or redis.call('HEXISTS', jk, 'sent_at') == 1 then
   return {'already_sent'}
