@@ -114,6 +114,11 @@ def test_a_campaign_whose_recipients_fail_pauses_itself_and_finishes_once_resume
     assert campaign(stack, cid)["counts"]["queued"] == 17
     shown = cli_runner(stack)("campaign", "show", cid)
     assert "paused: error threshold — 3 of the last 13 failed" in shown.stdout, shown.stdout
+    watched = cli_runner(stack)("campaign", "watch", cid)  # stops at a campaign that paused itself, saying why
+    assert watched.returncode == 3, watched.stderr
+    assert watched.stdout.startswith(f"campaign {cid} paused: error threshold — 3 of the last 13 failed"), (
+        watched.stdout
+    )
 
     for f in faults:
         remove_fault(stack, f)

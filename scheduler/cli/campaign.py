@@ -80,7 +80,9 @@ def _duration(seconds: float) -> str:
 
 
 def _watch(api: Client, campaign_id: str, *, interval: float, as_json: bool) -> None:
-    """A live progress bar on stderr until the campaign is finished; the outcome on stdout."""
+    """A live progress bar on stderr until the campaign is finished, or has paused itself (a person must look:
+    the reason is printed, exit 3); the outcome on stdout."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     campaign = api.campaign(campaign_id)
@@ -108,8 +110,8 @@ def _watch(api: Client, campaign_id: str, *, interval: float, as_json: bool) -> 
                 label = campaign["name"] or campaign_id
                 if campaign["status"] not in ("active", "finished"):
                     label += f" [{campaign['status']}]"
-                progress.update(task, completed=done, info=info, description=label)
-                if campaign["finished"]:
+                progress.update(task, completed=done, info=info, description=escape(label))
+                if campaign["finished"] or campaign.get("pause_reason"):
                     break
                 time.sleep(interval)
                 campaign = api.campaign(campaign_id)
@@ -119,9 +121,10 @@ def _watch(api: Client, campaign_id: str, *, interval: float, as_json: bool) -> 
     if as_json:
         print_json(campaign)
     else:
-        average = (_done(campaign["counts"]) - first_done) / elapsed if elapsed > 0 else 0.0
-        say(f"{_campaign_line(campaign)} ({average:.1f}/s over {_duration(elapsed)})")
-    if campaign["counts"]["dead"]:
+        moved = _done(campaign["counts"]) - first_done
+        pace = f" ({moved / elapsed:.1f}/s over {_duration(elapsed)})" if moved and elapsed > 0 else ""
+        say(f"{_campaign_line(campaign)}{pace}")
+    if campaign["counts"]["dead"] or campaign.get("pause_reason"):
         raise typer.Exit(3)
 
 

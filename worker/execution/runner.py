@@ -403,7 +403,7 @@ class BatchRunner:
         )
         if outcome is RecallOutcome.RECALLED:
             session.report.revoked += 1
-        self._log(job.id, session.id, vendor, f"revoke {outcome.value}", started, target=target_id, error=error)
+        self._log(job.id, session.id, vendor, f"revoke_{outcome.value}", started, target=target_id, error=error)
         if down is not None:
             self.accounts.set_status(session.id, "down", str(down))
             return SessionStop.ACCOUNT_DOWN

@@ -49,7 +49,7 @@ const I18N = {
     test_queued: "测试消息已排队", tests: "测试发送", tests_summary: "已测试 {n} 次，{sent} 条已送达",
     pause_reason: "自动暂停原因", auto_pause: "出错自动暂停",
     recall: "撤回", recall_title: "撤回进度", recall_col: "撤回",
-    confirm_recall: "撤回该群发？会先停止发送（等同取消），再撤回所有仍在撤回时限内（默认发送后 110 秒）已发出的消息，每条只撤回一次。",
+    confirm_recall: "撤回该群发？会先停止发送（等同取消），再撤回所有仍在撤回时限内（默认为服务商记录的发送时间 createTime 之后 110 秒）已发出的消息，每条只撤回一次。",
     rc_requested: "已申请", rc_recalled: "已撤回", rc_too_late: "超时未撤回", rc_unsupported: "不支持撤回",
     rc_failed: "撤回失败", rc_pending: "待撤回",
   },
@@ -101,7 +101,7 @@ const I18N = {
     test_queued: "Test messages queued", tests: "Test sends", tests_summary: "tested {n} time(s), {sent} delivered",
     pause_reason: "Paused itself because", auto_pause: "Auto-pause on errors",
     recall: "Recall", recall_title: "Recall", recall_col: "Recall",
-    confirm_recall: "Recall this campaign? It stops sending first (a cancel), then revokes every message it sent that is still inside the revoke window (110 s after sending by default), each once.",
+    confirm_recall: "Recall this campaign? It stops sending first (a cancel), then revokes every message it sent that is still inside the revoke window (by default 110 s after the vendor's createTime), each once.",
     rc_requested: "asked", rc_recalled: "recalled", rc_too_late: "too late", rc_unsupported: "unsupported",
     rc_failed: "failed", rc_pending: "pending",
   },
@@ -457,7 +457,7 @@ function campaignPage(id) {
     async refresh() {
       const c = await api("GET", path);
       const p = progressOf(c);
-      $("#test-form").hidden = c.status !== "draft"; // test sends before the start: a draft's page
+      $("#test-form").hidden = c.status === "finished" || c.status === "cancelled"; // a test before the start, or while it runs
       const tests = c.tests || { count: 0, jobs: [] };
       $("#tests").html = tests.count ? `<h2>${t("tests")}</h2><p class="muted" id="tests-summary">${esc(t("tests_summary").replace("{n}", tests.count).replace("{sent}", tests.sent))} · ${esc(fmtTime(tests.last_at))}</p>
         <div class="tablewrap"><table class="cards"><thead><tr><th>${t("id")}</th><th>${t("to")}</th><th>${t("account")}</th><th>${t("status")}</th></tr></thead>
@@ -631,6 +631,7 @@ function newCampaignPage() {
   const liveCheck = async () => {
     const seq = ++state.checkSeq;
     const box = $("#c-check");
+    if (!state.formTouched) { box.textContent = ""; return; } // nothing to judge before anything was typed
     const body = { message: readMessage("c-") };
     if (state.preview[0]) body.vars = state.preview[0].vars || {};
     box.textContent = t("checking");
@@ -649,7 +650,8 @@ function newCampaignPage() {
     }
   };
   bindKind("c-", check);
-  $("#campaign-form").addEventListener("input", (e) => { if (e.target.id !== "c-file") check(); });
+  state.formTouched = false;
+  $("#campaign-form").addEventListener("input", (e) => { if (e.target.id !== "c-file") { state.formTouched = true; check(); } });
   $("#c-file").addEventListener("change", () => run(async () => {
     const file = $("#c-file").files[0];
     if (!file) return;
