@@ -30,7 +30,7 @@ def ledger(redis_url: str) -> Iterator[Ledger]:
 def send_all(ledger: Ledger, account: str, vendor: str = "gewe", *, create_time: int | None = None) -> list[str]:
     """Claim and finish every queued job of ``account`` as sent (ids as the vendor would answer)."""
     sent = []
-    for claim in claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=100):
+    for claim in ledger.claim(lease_ttl_s=LEASE_S, candidates=[(account, 100, 0.0, 0.0)]):  # this account only
         for n, job_id in enumerate(claim.job_ids):
             begin = ledger.begin(claim.account, claim.token, job_id, lease_ttl_s=LEASE_S)
             assert begin.job is not None
