@@ -264,4 +264,5 @@ def run_dev(
         stack.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        say("stopped.")
+        (stack.log_dir / "api-token").unlink(missing_ok=True)  # this run's token dies with it
+        say(f"stopped. Logs kept in {stack.log_dir}")
