@@ -547,11 +547,9 @@ class Campaigns:
         return {"campaign": cid, "account": account, "vars": chosen, "tests": self._test_jobs(sent)}
 
     def _test_jobs(self, ids: list[str]) -> list[dict[str, Any]]:
-        return [
-            {"id": job.id, "to": job.to, "account": job.account, "status": job.state}
-            for job in self.ledger.get_many(ids)
-            if job is not None
-        ]
+        """Each test send's public view, cut to what the campaign's page lists."""
+        views = [job.public() for job in self.ledger.get_many(ids) if job is not None]
+        return [{name: view[name] for name in TEST_JOB_FIELDS} for view in views]
 
     def start(self, cid: str) -> dict[str, Any]:
         """Arm a draft: due at its ``send_at`` (scheduled) or now (live at once). 409 when it is not a draft,
@@ -813,6 +811,10 @@ def recall_progress(data: Mapping[str, str]) -> dict[str, Any] | None:
         "window_s": float(data.get("recall_window") or 0),
         "requested_at": float(data["recall_requested_at"]),
     }
+
+
+#: What a campaign lists of each of its test sends (a projection of :meth:`Job.public`).
+TEST_JOB_FIELDS = ("id", "to", "account", "status")
 
 
 def delivery(job: Job) -> dict[str, Any]:

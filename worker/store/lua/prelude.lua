@@ -141,8 +141,7 @@ local function request_revoke(id, now, window, unsupported)
   local rid = 'r' .. id
   redis.call('HSET', key_job(rid), 'op', 'revoke', 'target', id, 'account', account, 'to', to,
     'priority', 'high', 'state', 'queued', 'attempts', '0', 'created', now, 'updated', now,
-    'deadline', string.format('%.3f', deadline), 'recall_of', camp or '')
-  redis.call('HSET', jk, 'recall_job', rid, 'recall_deadline', string.format('%.3f', deadline))
+    'deadline', string.format('%.3f', deadline))
   enqueue(account, rid, 'high', false, '')
   return 'pending'
 end
