@@ -34,8 +34,8 @@ end
 local function watch_outcome(camp, err, now)
   if not camp or camp == '' then return end
   local ck = key_campaign(camp)
-  local ratio, window, streak_at, least, status, fails = unpack(redis.call('HMGET', ck,
-    'ap_ratio', 'ap_window', 'ap_streak', 'ap_min', 'status', 'ap_fails'))
+  local ratio, window, streak_at, least, status, fails, run = unpack(redis.call('HMGET', ck,
+    'ap_ratio', 'ap_window', 'ap_streak', 'ap_min', 'status', 'ap_fails', 'ap_streak_n'))
   ratio, window, streak_at = tonumber(ratio) or 0, tonumber(window) or 0, tonumber(streak_at) or 0
   least = tonumber(least) or 0
   if ratio <= 0 then window = 0 end
@@ -51,7 +51,7 @@ local function watch_outcome(camp, err, now)
     streak = redis.call('HINCRBY', ck, 'ap_streak_n', 1)
   else
     fails = tonumber(fails) or 0
-    redis.call('HSET', ck, 'ap_streak_n', 0)
+    if (tonumber(run) or 0) > 0 then redis.call('HSET', ck, 'ap_streak_n', 0) end  -- a success ends a run
   end
   while n > keep do
     if string.sub(redis.call('RPOP', wk) or '', 1, 1) == 'x' then fails = redis.call('HINCRBY', ck, 'ap_fails', -1) end
