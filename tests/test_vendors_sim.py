@@ -338,12 +338,24 @@ def test_gewe_daily_cap_is_its_own_class_and_spares_other_kinds(
     sim_admin.post("/_sim/faults", json={"kind": "daily_cap", "vendor": "gewe"}).raise_for_status()
     backend = backend_for(account_for(sim, "gewe"), http)
     for case in ("mini-structured", "mini-xml", "mini-msg-cover"):
-        with pytest.raises(DailyCapError) as info:
+        with pytest.raises(DailyCapError, match="Too many attempts") as info:
             backend.send(GROUP, parse_message(MESSAGES[case]))
-        assert info.value.error_class == "daily_cap" and info.value.code == "-2"
+        assert info.value.error_class == "daily_cap"
     backend.send(GROUP, parse_message(MESSAGES["text"]))
     backend.send(GROUP, parse_message(MESSAGES["appmsg-file"]))
     assert [r["kind"] for r in sends(sim_admin)] == ["text", "app"]
+
+
+def test_gewe_cover_refusal_is_permanent_with_a_hint(
+    sim: SimulatorServer, sim_admin: httpx.Client, http: httpx.Client
+) -> None:
+    """发送小程序失败 + data.code "-2" (Devo919/Gewechat#176, #182): that message fails for its cover; no cap."""
+    sim_admin.post("/_sim/faults", json={"kind": "cover_refused", "vendor": "gewe", "times": 1}).raise_for_status()
+    backend = backend_for(account_for(sim, "gewe"), http)
+    with pytest.raises(PermanentError, match="50 KB") as info:
+        backend.send(GROUP, parse_message(MESSAGES["mini-structured"]))
+    assert info.value.code == "-2" and not isinstance(info.value, DailyCapError)
+    backend.send(GROUP, parse_message(MESSAGES["mini-structured"]))  # the fault was one answer: no hold
 
 
 def test_gewe_check_online_true_while_sends_fail(

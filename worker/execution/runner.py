@@ -32,6 +32,7 @@ import redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from worker.errors import (
+    AbandonedError,
     AccountDownError,
     AmbiguousError,
     DailyCapError,
@@ -44,7 +45,7 @@ from worker.errors import (
 from worker.execution.retry import RetryPolicy, call_with_quick_retries
 from worker.logs import REDACTOR
 from worker.messages import AnyMessage
-from worker.pacing.holds import account_holds, held, held_entry, hold_for_daily_cap
+from worker.pacing.holds import account_holds, held, held_entry, hold_after_abandoned, hold_for_daily_cap
 from worker.pacing.rules import PaceState, RedisClock, allowance, local_day, throttled_slowdown
 from worker.settings import Settings
 from worker.store.accounts import Account, AccountStore, KindHold
@@ -66,6 +67,7 @@ class SessionStop(StrEnum):
     PACED = "paced"  # the next start is further away than BROADCAST_SESSION_HOLD_S
     BATCH_TIME = "batch_time"  # the session has run BROADCAST_BATCH_MAX_S
     ACCOUNT_MISSING = "account_missing"  # the account was deleted: its jobs are dead-lettered
+    COOLDOWN = "cooldown"  # a call was abandoned unanswered: the account waits BROADCAST_ABANDONED_COOLDOWN_S
     ERROR = "error"  # a bug: logged, the account's jobs are released
 
 
@@ -112,6 +114,8 @@ class Session:
     holds: dict[str, KindHold]
     #: message templates parsed so far, by their stored JSON
     parsed: dict[str, AnyMessage] = field(default_factory=dict)
+    #: Redis time before which the account must not send again (a call abandoned unanswered), 0 = none
+    cooldown_until: float = 0.0
 
     @property
     def id(self) -> str:
@@ -205,6 +209,7 @@ class BatchRunner:
                     next_at = min(self._next_start(session, False), self._next_start(session, True))
                 else:
                     next_at = self._next_start(session, next_group)
+                next_at = max(next_at, session.cooldown_until)
                 self._durable(self.ledger.release, account_id, token, next_at=next_at)
         return report
 
@@ -358,6 +363,7 @@ class BatchRunner:
         deadline = float(job.fields.get("deadline") or 0)
         outcome, error, called, throttled = RecallOutcome.RECALLED, "", False, False
         down: AccountDownError | None = None
+        abandoned: AbandonedError | None = None
         if target is None or target.state != "sent":
             outcome, error = RecallOutcome.FAILED, "the message is no longer on the books"
         elif session.clock.latest() > deadline:
@@ -382,6 +388,7 @@ class BatchRunner:
                 called, throttled = True, isinstance(exc, ThrottledError)
                 outcome, error = RecallOutcome.FAILED, f"{exc.error_class}: {exc}"
                 down = exc if isinstance(exc, AccountDownError) else None
+                abandoned = exc if isinstance(exc, AbandonedError) else None
             except Exception as exc:
                 log.exception("unexpected error in a revoke", extra={"job_id": job.id, "account": session.id})
                 called = True
@@ -407,7 +414,9 @@ class BatchRunner:
         if down is not None:
             self.accounts.set_status(session.id, "down", str(down))
             return SessionStop.ACCOUNT_DOWN
-        return SessionStop.THROTTLED if throttled else None
+        if throttled:
+            return SessionStop.THROTTLED
+        return self._cool_down(session, abandoned) if abandoned is not None else None
 
     def _failed(
         self,
@@ -469,7 +478,17 @@ class BatchRunner:
         if throttled:
             self._pause_if_restricted(session, finished, error)
             return SessionStop.THROTTLED
-        return None
+        return self._cool_down(session, error)
+
+    def _cool_down(self, session: Session, error: VendorError) -> SessionStop | None:
+        """After a call abandoned unanswered, the account waits ``abandoned_cooldown_s`` (a hold it shows):
+        the vendor may still be carrying it out, and a second call now would be two in flight."""
+        cooldown = self.settings.abandoned_cooldown_s
+        if not isinstance(error, AbandonedError) or cooldown <= 0:
+            return None
+        hold = hold_after_abandoned(self.accounts, session.id, error, until=session.clock.latest() + cooldown)
+        session.cooldown_until = hold.until
+        return SessionStop.COOLDOWN
 
     def _pause_if_restricted(self, session: Session, finished: Finished, error: VendorError) -> None:
         """Pause the account after too many throttling answers in a row despite the slow-down: a vendor

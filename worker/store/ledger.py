@@ -27,7 +27,7 @@ import redis
 from worker.messages import MESSAGE_ADAPTER, AnyMessage
 from worker.store import scripts
 from worker.store.keys import Keys
-from worker.vendors.base import SendResult
+from worker.vendors.base import MEDIA_FIELDS, SendResult
 
 #: A job's priority: ``high`` jobs wait in their own queue (``qh:``), taken before any other of the account.
 Priority = Literal["normal", "high"]
@@ -133,10 +133,12 @@ class Job:
         return MESSAGE_ADAPTER.validate_json(raw)
 
     def result(self) -> dict[str, str | None] | None:
-        """The vendor ids of a sent job, as strings."""
+        """The vendor ids of a sent job, as strings (and the media facts a vendor answered, when any)."""
         if self.state != "sent":
             return None
-        return {name: self.fields.get(name) for name in RESULT_FIELDS}
+        ids = {name: self.fields.get(name) for name in RESULT_FIELDS}
+        ids.update({name: self.fields[name] for name in MEDIA_FIELDS if self.fields.get(name)})
+        return ids
 
     def public(self) -> dict[str, Any]:
         """The job as people and programs read it (API, deliveries, dead letters, exports): the state as
@@ -486,6 +488,7 @@ class Ledger:
             "msg_type": result.msg_type,
             "has_ids": "1" if result.has_ids else "0",
             **ids,
+            **result.media,
         }
         return self._finish_call(account, token, job_id, "sent", history, _pairs(fields), pace)
 

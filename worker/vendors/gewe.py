@@ -9,23 +9,43 @@ mirrored in Wangnov/gewe-rs ``docs/GeweAPI-Official/消息模块/``:
   ``coverImgUrl``;
 - everything else with XML goes to ``postAppMsg`` with the bare ``<appmsg>`` node (``发送appmsg消息.md``).
 
-Failures: the daily mini-program cap is ``ret 500`` + ``msg "发送小程序失败"`` + ``data.code "-2"``
-(Devo919/Gewechat#176); the token error echoes the token (#263) and is scrubbed before it is stored.
+Images, files and link cards go to ``postImage`` (``imgUrl``; the answer's ``aesKey``/``fileId``/``md5`` are
+kept for a later ``forwardImage``), ``postFile`` (``fileUrl``, ``fileName``) and ``postLink`` (``title``,
+``desc``, ``linkUrl``, ``thumbUrl``): 发送图片消息.md, 发送文件消息.md in the mirror; postLink's fields as the
+public GeWe clients send them (the mirror has no page for it; ``docs/vendors.md``).
+
+Failures: ``ret 500`` + ``msg "发送小程序失败"`` + ``data.code "-2"`` is tied to the cover image
+(Devo919/Gewechat#176; in #182 the maintainer answers "cover under 50 KB"), not to a daily cap: a permanent
+failure of that message with a hint about the cover. The token error echoes the token (#263) and is scrubbed
+before it is stored.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from worker.errors import DailyCapError, VendorError
-from worker.messages import AnyMessage, AppMsgMessage, MiniProgramMessage, TextMessage
+from worker.errors import PermanentError, VendorError
+from worker.messages import (
+    AnyMessage,
+    AppMsgMessage,
+    FileMessage,
+    ImageMessage,
+    LinkMessage,
+    MiniProgramMessage,
+    TextMessage,
+)
 from worker.vendors.base import HttpBackend, SendResult, register, require_revoke_ids
 
 #: The declaration the vendor's own forwardMiniApp example starts with (转发小程序.md).
 XML_DECLARATION = '<?xml version="1.0"?>\n'
-#: ``msg`` and ``data.code`` of the daily mini-program cap (Devo919/Gewechat#176).
+#: ``msg`` and ``data.code`` of a mini-program refused for its cover (Devo919/Gewechat#176, #182).
 MINI_APP_FAILED = "发送小程序失败"
-DAILY_CAP_CODE = "-2"
+COVER_CODE = "-2"
+COVER_HINT = (
+    "the vendor refused the mini-program card, most often for its cover image: use a png/jpg cover under "
+    "50 KB (Devo919/Gewechat#182) / 小程序发送失败，多为封面图问题：请使用 50 KB 以内的 png/jpg 封面"
+)
 
 
 @register("gewe")
@@ -49,15 +69,37 @@ class GeweBackend(HttpBackend):
         code = data.get("code") if isinstance(data, dict) else None
         text = " / ".join(str(part) for part in (envelope.get("msg"), detail) if part)
         code_text = str(code if code is not None else envelope.get("ret"))
-        capped = envelope.get("msg") == MINI_APP_FAILED and str(code) == DAILY_CAP_CODE
-        return self.failure(text, code=code_text, cls=DailyCapError if capped else None)
+        if envelope.get("msg") == MINI_APP_FAILED and str(code) == COVER_CODE:
+            return self.failure(f"{text}: {COVER_HINT}", code=code_text, cls=PermanentError)
+        return self.failure(text, code=code_text)
+
+    kinds = frozenset({"text", "miniprogram", "appmsg", "image", "file", "link"})
 
     def send(self, to: str, message: AnyMessage) -> SendResult:
         """Map the message kind to its GeWe endpoint and read back the ids."""
         app_id = self.account.instance
-        if isinstance(message, TextMessage):
+        if isinstance(message, ImageMessage):
+            data = self._call("/message/postImage", {"appId": app_id, "toWxid": to, "imgUrl": message.url})
+            result = self.camel_case_result(data, to=to, to_key="toWxid", endpoint="postImage")
+            facts = data if isinstance(data, dict) else {}
+            media = {ours: str(facts[theirs]) for ours, theirs in _IMAGE_FACTS if facts.get(theirs)}
+            return dataclasses.replace(result, media=media)
+        if isinstance(message, FileMessage):
+            endpoint = "postFile"
+            body: dict[str, Any] = {"appId": app_id, "toWxid": to, "fileUrl": message.url, "fileName": message.name}
+        elif isinstance(message, LinkMessage):
+            endpoint = "postLink"
+            body = {
+                "appId": app_id,
+                "toWxid": to,
+                "title": message.title,
+                "desc": message.description,
+                "linkUrl": message.url,
+                "thumbUrl": message.thumb_url,
+            }
+        elif isinstance(message, TextMessage):
             endpoint = "postText"
-            body: dict[str, Any] = {"appId": app_id, "toWxid": to, "content": message.text}
+            body = {"appId": app_id, "toWxid": to, "content": message.text}
             ats = message.mention_ids()
             if ats:
                 body["ats"] = ",".join(ats)
@@ -105,3 +147,7 @@ class GeweBackend(HttpBackend):
     def check_online(self) -> bool | None:
         """``/login/checkOnline`` answers ``data: true|false``; a ``true`` is weak evidence (see worker.pacing.holds)."""
         return bool(self._call("/login/checkOnline", {"appId": self.account.instance}))
+
+
+#: postImage's media facts (ours, theirs): what a later forwardImage needs (发送图片消息.md, 转发图片.md).
+_IMAGE_FACTS = (("aes_key", "aesKey"), ("file_id", "fileId"), ("md5", "md5"))

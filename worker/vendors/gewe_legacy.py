@@ -3,7 +3,7 @@
 Success needs ``ret == 0`` *and* the recipient's own ``data.List[i].Ret == 0``; ids come per recipient
 (``MsgId``, ``NewClientMsgid``, ``Createtime``, ``NewMsgId``, recipient in ``ToUsetName.string``, sic).
 This API takes only XML for app messages, so structured mini-programs are converted to a type-33
-appmsg. No revoke and no online check are documented.
+appmsg and link cards to type-5 app XML. No revoke, no online check, no image or file send are documented.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.errors import UnsupportedError
-from worker.messages import AnyMessage, TextMessage
+from worker.messages import AnyMessage, AppMsgMessage, LinkMessage, MiniProgramMessage, TextMessage
 from worker.vendors.base import HttpBackend, SendResult, as_int, register
 
 
@@ -37,6 +37,7 @@ class GeweLegacyBackend(HttpBackend):
             }
         else:
             endpoint = "sendapp"
+            assert isinstance(message, MiniProgramMessage | AppMsgMessage | LinkMessage)  # kinds: no media
             body = {"appid": appid, "to_wxid": to, "xml": message.appmsg_xml()}
         envelope = self.post(f"/api/message/{endpoint}", body)
         if envelope.get("ret") != 0 and str(envelope.get("ret")) != "0":
