@@ -342,7 +342,8 @@ class Handlers:
             new_msg_id = st.new_msg_id()
             if send.client_msg_id:
                 client_msg_id = st.client_msg_id()
-            create_time = int(time.time())
+            # GeWe's postImage answers createTime 0 (its doc's example): the record says what the vendor said
+            create_time = 0 if send.endpoint == "postImage" else int(time.time())
         return st.record_send(
             vendor=send.account.vendor,
             instance=send.account.instance,

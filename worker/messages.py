@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal, get_args
 
 from annotated_types import MaxLen
@@ -412,10 +412,51 @@ def _extract(value: str, field: str, *, keep_msg: bool = False) -> str:
         raise ValueError(str(exc).removeprefix(f"{field}: ")) from None
 
 
+#: The kinds one vendor call sends (a sequence's parts are these).
+SingleMessage = TextMessage | MiniProgramMessage | AppMsgMessage | ImageMessage | FileMessage | LinkMessage
+#: Parts a sequence may hold ("a line of text, then the image, then the mini-program card").
+MAX_PARTS = 5
+
+
+class SequenceMessage(_Base):
+    """Up to five messages to the same recipient, in order, from the same account, each its own vendor
+    call paced like a send (docs/design.md, "Sequences"). Placeholders are filled in every part."""
+
+    kind: Literal["sequence"] = "sequence"
+    parts: list[Annotated[SingleMessage, Field(discriminator="kind")]] = Field(min_length=1, max_length=MAX_PARTS)
+
+    def placeholders(self) -> set[str]:
+        """Every ``{name}`` any part uses."""
+        names: set[str] = set()
+        for part in self.parts:
+            names |= part.placeholders()
+        return names
+
+    def size_plan(self) -> SizePlan:
+        """Every part's plan, its fields named ``parts.<i>.<field>``."""
+        fields: list[_FieldPlan] = []
+        for i, part in enumerate(self.parts):
+            fields += [replace(plan, name=f"parts.{i}.{plan.name}") for plan in part.size_plan().fields]
+        return SizePlan(tuple(fields))
+
+    def render(self, variables: dict[str, str] | None) -> SequenceMessage:
+        """Every part with its placeholders filled."""
+        if not self.placeholders():
+            return self
+        return self.model_copy(update={"parts": [part.render(variables) for part in self.parts]})
+
+
 #: The message kinds, the one list (a new kind is added here and nowhere else).
-AnyMessage = TextMessage | MiniProgramMessage | AppMsgMessage | ImageMessage | FileMessage | LinkMessage
+AnyMessage = SingleMessage | SequenceMessage
 Message = Annotated[AnyMessage, Field(discriminator="kind")]
 MESSAGE_ADAPTER: TypeAdapter[AnyMessage] = TypeAdapter(Message)
+
+
+def parts_of(message: AnyMessage) -> list[SingleMessage]:
+    """The vendor calls a message takes: a sequence's parts, or the message itself."""
+    return list(message.parts) if isinstance(message, SequenceMessage) else [message]
+
+
 #: The ``kind`` of each message type: pydantic puts the matched one first in an error's location.
 MESSAGE_KINDS = frozenset(str(model.model_fields["kind"].default) for model in get_args(AnyMessage))
 
@@ -434,6 +475,8 @@ def _loc(loc: tuple[int | str, ...], prefix: str) -> str:
     # drop the union tag pydantic puts first ("text", "miniprogram"...) once the discriminator matched
     if loc and loc[0] in MESSAGE_KINDS:
         loc = loc[1:]
+    # and the tag after a sequence part's index ("parts", 1, "image", "url" → parts.1.url)
+    loc = tuple(p for i, p in enumerate(loc) if not (i and isinstance(loc[i - 1], int) and p in MESSAGE_KINDS))
     parts = [str(p) for p in loc]
     return ".".join([prefix, *parts]) if parts else prefix
 

@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from scheduler.intake.campaigns import DELIVERY_COLUMNS, Campaigns
+from worker.store.ledger import RESULT_FIELDS
 
 #: The export's CSV columns: the delivery's, with ``sent_at_iso`` right after ``sent_at``.
 EXPORT_COLUMNS = [c for name in DELIVERY_COLUMNS for c in ((name, "sent_at_iso") if name == "sent_at" else (name,))]
@@ -57,7 +58,15 @@ def export_deliveries(
             writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
             for item in items:
                 row = with_iso(item)
-                writer.writerow({**row, **(row.pop("result") or {})})
+                parts = row.pop("parts") or []
+                result = row.pop("result") or {}
+                if not parts:
+                    writer.writerow({**row, **result})
+                # a sequence: one row per part (what went to the recipient, message by message), its own ids
+                for part in parts:
+                    ids = {name: part.get(name) for name in RESULT_FIELDS}
+                    cells = {"part": part["index"] + 1, "part_kind": part.get("kind"), "part_status": part["status"]}
+                    writer.writerow({**row, **ids, **cells})
             yield buffer.getvalue()
         else:
             yield "".join(json.dumps(with_iso(item), ensure_ascii=False) + "\n" for item in items)

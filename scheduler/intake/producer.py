@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.errors import MessageError
-from worker.messages import AppMsgMessage, MiniProgramMessage, TextMessage, check_text, check_variables, parse_message
+from worker.messages import AnyMessage, check_text, check_variables, parse_message
 from worker.store.accounts import AccountStore
 from worker.store.ledger import Job, Ledger
 from worker.vendors import check_message_for
@@ -62,7 +62,7 @@ class Producer:
         *,
         account: str,
         to: str,
-        message: Mapping[str, Any] | TextMessage | MiniProgramMessage | AppMsgMessage,
+        message: Mapping[str, Any] | AnyMessage,
         variables: Mapping[str, str] | None = None,
         send_at: float | None = None,
         idempotency_key: str | None = None,
@@ -78,8 +78,8 @@ class Producer:
         validate_recipient(to)
         parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
         check_variables(variables)
-        if parsed.kind == "miniprogram":  # vendor rules (E云: a pasted mini-program needs a cover)
-            check_message_for(str(self.accounts.redis.hget(self.accounts.keys.account(account), "vendor")), parsed)
+        # the vendor must carry the kind(s), and E云 needs a pasted mini-program's cover: 422 naming both
+        check_message_for(str(self.accounts.redis.hget(self.accounts.keys.account(account), "vendor")), parsed)
         missing = parsed.missing_variables(dict(variables or {}))
         if missing:
             names = ", ".join(sorted(missing))

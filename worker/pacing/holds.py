@@ -104,6 +104,8 @@ def hold_after_abandoned(accounts: AccountStore, account_id: str, error: VendorE
     """Show the cool-down after a call abandoned unanswered (``BROADCAST_ABANDONED_COOLDOWN_S``) on the
     account as ``holds.cooldown``; the session hands the account back at ``until``."""
     reason = f"a call was abandoned unanswered; the vendor may still be working on it: {error}"
+    # the pacing rules read it from the pace hash (the dispatcher and the session alike); the hold shows it
+    accounts.redis.hset(accounts.keys.pace(account_id), "cool_until", f"{until:.6f}")
     return hold_kind(accounts, account_id, COOLDOWN_HOLD, until=until, reason=reason)
 
 

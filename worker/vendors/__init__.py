@@ -1,7 +1,7 @@
 """Vendor backends, one module each, registered by name (``VendorName`` in ``base.py`` is the list)."""
 
 from worker.errors import MessageError
-from worker.messages import AnyMessage
+from worker.messages import AnyMessage, SequenceMessage, parts_of
 from worker.vendors import ecloud, gewe, gewe_legacy, ohwxapi
 from worker.vendors.base import (
     SendResult,
@@ -21,17 +21,21 @@ KINDS: dict[str, frozenset[str]] = {
 
 def check_message_for(vendor: str, message: AnyMessage) -> None:
     """Refuse at the door what this vendor cannot send (raises MessageError naming the field): a kind it
-    documents no endpoint for, or what it cannot send well (E云: a pasted mini-program needs a cover)."""
-    kinds = KINDS.get(vendor)
-    if kinds is not None and message.kind not in kinds:
-        carried = ", ".join(sorted(kinds))
-        raise MessageError(
-            f"message.kind: {vendor} cannot send {message.kind!r} messages (it documents no endpoint for it; "
-            f"it carries: {carried}) / {vendor} 不支持发送 {message.kind} 消息",
-            field="message.kind",
-        )
-    if vendor == "ecloud":
-        ecloud.check_message(message)
+    documents no endpoint for, or what it cannot send well (E云: a pasted mini-program needs a cover).
+    Every part of a sequence is checked (``message.parts.<i>.kind``)."""
+    parts = parts_of(message)
+    for i, part in enumerate(parts):
+        where = f"message.parts.{i}" if isinstance(message, SequenceMessage) else "message"
+        kinds = KINDS.get(vendor)
+        if kinds is not None and part.kind not in kinds:
+            carried = ", ".join(sorted(kinds))
+            raise MessageError(
+                f"{where}.kind: {vendor} cannot send {part.kind!r} messages (it documents no endpoint for it; "
+                f"it carries: {carried}) / {vendor} 不支持发送 {part.kind} 消息",
+                field=f"{where}.kind",
+            )
+        if vendor == "ecloud":
+            ecloud.check_message(part)
 
 
 __all__ = [

@@ -41,7 +41,7 @@ from worker.errors import (
     VendorFailure,
     redact,
 )
-from worker.messages import AnyMessage
+from worker.messages import SingleMessage
 
 #: The one list of vendors: each name is a backend module that registers itself under it (``@register``);
 #: a test checks the registry and this list agree. Everything else (API, CLI, account files) derives from it.
@@ -149,7 +149,7 @@ class VendorBackend(Protocol):
 
     name: ClassVar[str]
 
-    def send(self, to: str, message: AnyMessage) -> SendResult:
+    def send(self, to: str, message: SingleMessage) -> SendResult:
         """Send one message to one recipient (wxid or ``…@chatroom``)."""
         ...
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.errors import MessageError
-from worker.messages import AnyMessage, FileMessage, ImageMessage, LinkMessage, MiniProgramMessage, TextMessage
+from worker.messages import FileMessage, ImageMessage, LinkMessage, MiniProgramMessage, SingleMessage, TextMessage
 from worker.vendors.base import HttpBackend, SendResult, register, require_revoke_ids
 
 SUCCESS = "1000"
@@ -30,7 +30,7 @@ SUCCESS = "1000"
 OFFLINE = frozenset({"1001", "10001"})
 
 
-def check_message(message: AnyMessage) -> None:
+def check_message(message: SingleMessage) -> None:
     """Refuse what E云 cannot send well: a pasted mini-program without a fresh cover (``imgUrl``, seed 001)."""
     if isinstance(message, MiniProgramMessage) and not message.is_structured and not message.cover_url:
         raise MessageError(
@@ -57,7 +57,7 @@ class ECloudBackend(HttpBackend):
             raise self.failure(text, code=str(envelope.get("code")))
         return envelope.get("data")
 
-    def send(self, to: str, message: AnyMessage) -> SendResult:
+    def send(self, to: str, message: SingleMessage) -> SendResult:
         """sendText, sendApplets (structured card) or sendApplet/sendApp (XML)."""
         w_id = self.account.instance
         body: dict[str, Any]

@@ -27,12 +27,12 @@ from typing import Any
 
 from worker.errors import PermanentError, VendorError
 from worker.messages import (
-    AnyMessage,
     AppMsgMessage,
     FileMessage,
     ImageMessage,
     LinkMessage,
     MiniProgramMessage,
+    SingleMessage,
     TextMessage,
 )
 from worker.vendors.base import HttpBackend, SendResult, register, require_revoke_ids
@@ -75,7 +75,7 @@ class GeweBackend(HttpBackend):
 
     kinds = frozenset({"text", "miniprogram", "appmsg", "image", "file", "link"})
 
-    def send(self, to: str, message: AnyMessage) -> SendResult:
+    def send(self, to: str, message: SingleMessage) -> SendResult:
         """Map the message kind to its GeWe endpoint and read back the ids."""
         app_id = self.account.instance
         if isinstance(message, ImageMessage):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.errors import UnsupportedError
-from worker.messages import AnyMessage, AppMsgMessage, LinkMessage, MiniProgramMessage, TextMessage
+from worker.messages import AppMsgMessage, LinkMessage, MiniProgramMessage, SingleMessage, TextMessage
 from worker.vendors.base import HttpBackend, SendResult, as_int, register
 
 
@@ -25,7 +25,7 @@ class GeweLegacyBackend(HttpBackend):
     def _headers(self) -> dict[str, str]:
         return {"X-GEWE-TOKEN": self.account.token.get_secret_value()}
 
-    def send(self, to: str, message: AnyMessage) -> SendResult:
+    def send(self, to: str, message: SingleMessage) -> SendResult:
         """sendmsg for text (one recipient per call), sendapp for every XML kind."""
         appid = self.account.instance
         if isinstance(message, TextMessage):

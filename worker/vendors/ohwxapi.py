@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.errors import PermanentError, ThrottledError, VendorError
-from worker.messages import AnyMessage, AppMsgMessage, LinkMessage, MiniProgramMessage, TextMessage
+from worker.messages import AppMsgMessage, LinkMessage, MiniProgramMessage, SingleMessage, TextMessage
 from worker.vendors.base import HttpBackend, SendResult, as_int, register, require_revoke_ids
 
 CGI_SEND_APP = 222
@@ -60,7 +60,7 @@ class OhwxapiBackend(HttpBackend):
         data = envelope.get("ResponseData")
         return data if isinstance(data, dict) else {}
 
-    def send(self, to: str, message: AnyMessage) -> SendResult:
+    def send(self, to: str, message: SingleMessage) -> SendResult:
         """CgiCmd 522 for text, 222 for every XML kind."""
         if isinstance(message, TextMessage):
             cmd = CGI_SEND_TEXT
