@@ -95,6 +95,8 @@ TEXT_DEVICE: Final = "设备不存在"
 TEXT_REVOKE_FAILED: Final = "撤回失败"
 TEXT_OFFLINE: Final = "微信已离线"
 TEXT_NOT_FRIEND: Final = "对方不是你的好友"
+#: Not a friend yet, though it reads like throttling (youfou/wxpy#21; 接收 in the steering table).
+TEXT_FRIEND_PENDING: Final = "发送消息过于频繁，等待对方接受你的好友请求后再发"
 TEXT_THROTTLED: Final = "发送频率过快"
 TEXT_BAD_BODY: Final = "参数错误: 请求体必须是 JSON 对象"
 #: GeWe's mini-program failure; with `data.code "-2"` it is tied to the cover image (Devo919/Gewechat#176,
@@ -104,7 +106,17 @@ TEXT_MINI_APP_FAILED: Final = "发送小程序失败"
 TEXT_TOO_MANY_ATTEMPTS: Final = "Too many attempts. Try again later"
 
 Reason = Literal[
-    "param", "token", "device", "revoke", "throttled", "offline", "not_friend", "daily_cap", "cover", "generic"
+    "param",
+    "token",
+    "device",
+    "revoke",
+    "throttled",
+    "offline",
+    "not_friend",
+    "friend_pending",
+    "daily_cap",
+    "cover",
+    "generic",
 ]
 
 
@@ -209,6 +221,8 @@ class Dialect:
             return TEXT_OFFLINE
         if reason == "not_friend":
             return TEXT_NOT_FRIEND
+        if reason == "friend_pending":
+            return TEXT_FRIEND_PENDING
         if reason == "daily_cap":
             return TEXT_TOO_MANY_ATTEMPTS
         if reason == "cover":
@@ -235,7 +249,7 @@ class GeweDialect(Dialect):
             return JSONResponse({"ret": 500, "msg": TEXT_MINI_APP_FAILED, "data": {"code": "-2", "msg": None}})
         if reason == "daily_cap":
             return JSONResponse({"ret": 500, "msg": TEXT_TOO_MANY_ATTEMPTS, "data": None})
-        if reason in ("offline", "not_friend", "throttled"):
+        if reason in ("offline", "not_friend", "friend_pending", "throttled"):
             detail = {"code": "-1", "msg": self.fault_reason_text(reason, text)}
             return JSONResponse({"ret": 500, "msg": "发送消息失败", "data": detail})
         if reason == "generic":
@@ -293,6 +307,7 @@ _ENVELOPE_FAULTS: Final[dict[str, Reason]] = {
     "offline_hidden": "offline",
     "daily_cap": "daily_cap",
     "cover_refused": "cover",
+    "friend_pending": "friend_pending",
 }
 
 #: Kinds a send that is not a mini-program can hit: the daily cap and the cover refusal only hit mini-programs.

@@ -52,6 +52,9 @@ FAULT_KINDS: Final = frozenset(
         # a mini-program refused for its cover: GeWe 发送小程序失败 + data.code "-2" (Devo919/Gewechat#176,
         # #182: "cover under 50 KB")
         "cover_refused",
+        # a recipient who has not accepted the friend request yet, in the words that read like throttling
+        # (发送消息过于频繁，等待对方接受你的好友请求后再发: youfou/wxpy#21)
+        "friend_pending",
     }
 )
 

@@ -155,7 +155,7 @@ def test_a_kind_a_vendor_cannot_carry_is_a_422_naming_kind_and_vendor_everywhere
         "/v1/messages", {"account": "lg2", "to": "wxid_a", "message": IMAGE}, "message.kind", "image", "gewe-legacy"
     )
     sequence = {"kind": "sequence", "parts": [{"kind": "text", "text": "hi"}, FILE]}
-    refused("/v1/messages", {"account": "oh2", "to": "wxid_a", "message": sequence}, "message.parts.1.kind", "file",
+    refused("/v1/messages", {"account": "oh2", "to": "wxid_a", "message": sequence}, "message.parts[1].kind", "file",
             "ohwxapi")  # fmt: skip
     refused("/v1/campaigns", {"name": "x", "accounts": ["gw2", "lg2"], "message": IMAGE, "recipients": [{"to": "a"}]},
             "message.kind", "image", "gewe-legacy")  # fmt: skip

@@ -427,6 +427,20 @@ def test_gewe_mini_program_code_minus_2_is_the_cover_not_a_cap(router: respx.Rou
     assert type(send_error(router, "gewe", return_value=httpx.Response(200, json=other))) is VendorFailure
 
 
+@pytest.mark.parametrize(
+    ("ret", "cls", "meaning"),
+    [(110, PermanentError, "移出该群"), (120, PermanentError, "禁言"), (241, ThrottledError, "频率过快"),
+     (299, ThrottledError, "频率限制")],
+)  # fmt: skip
+def test_magiccgi_ret_codes_mean_what_ajbot_reads_even_with_an_empty_errmsg(
+    router: respx.Router, ret: int, cls: type[VendorError], meaning: str
+) -> None:
+    """SZUEA/AJBot (EAbotoy): Ret 110 removed from the group, 120 muted, 241 too fast, 299 group rate limit."""
+    answer = {"CgiBaseResponse": {"ErrMsg": "", "Ret": ret}, "ResponseData": None}
+    error = send_error(router, "ohwxapi", return_value=httpx.Response(200, json=answer))
+    assert type(error) is cls and error.code == str(ret) and meaning in str(error)
+
+
 def test_gewe_token_echo_is_redacted_even_for_a_token_we_did_not_send(router: respx.Router) -> None:
     """Devo919/Gewechat#263: ``{"ret":500,"msg":"HTTP HEADER: X-GEWE-TOKEN=<token> 不可用或已过期"}``."""
     echo = {"ret": 500, "msg": f"HTTP HEADER: X-GEWE-TOKEN={TOKEN} 不可用或已过期"}

@@ -475,9 +475,14 @@ def _loc(loc: tuple[int | str, ...], prefix: str) -> str:
     # drop the union tag pydantic puts first ("text", "miniprogram"...) once the discriminator matched
     if loc and loc[0] in MESSAGE_KINDS:
         loc = loc[1:]
-    # and the tag after a sequence part's index ("parts", 1, "image", "url" → parts.1.url)
+    # and the tag after a sequence part's index ("parts", 1, "image", "url" → parts[1].url, as the API says)
     loc = tuple(p for i, p in enumerate(loc) if not (i and isinstance(loc[i - 1], int) and p in MESSAGE_KINDS))
-    parts = [str(p) for p in loc]
+    parts: list[str] = []
+    for p in loc:
+        if isinstance(p, int) and parts:
+            parts[-1] += f"[{p}]"
+        else:
+            parts.append(str(p))
     return ".".join([prefix, *parts]) if parts else prefix
 
 

@@ -14,11 +14,19 @@ from scheduler.cli.client import TERMINAL, CampaignAction, Client
 from scheduler.cli.options import (
     AppmsgOpt,
     AsJson,
+    DescriptionOpt,
+    FileNameOpt,
+    FileOpt,
     IdemOpt,
+    ImageOpt,
+    LinkOpt,
+    MessageFileOpt,
     MessageOpt,
     PriorityOpt,
     SendAtOpt,
     TextOpt,
+    ThumbOpt,
+    TitleOpt,
     Token,
     Url,
     connect,
@@ -147,6 +155,14 @@ def create(
     text: TextOpt = None,
     appmsg_file: AppmsgOpt = None,
     message_json: MessageOpt = None,
+    message_file: MessageFileOpt = None,
+    image: ImageOpt = None,
+    file: FileOpt = None,
+    file_name: FileNameOpt = None,
+    link: LinkOpt = None,
+    title: TitleOpt = None,
+    description: DescriptionOpt = None,
+    thumb: ThumbOpt = None,
     send_at: SendAtOpt = None,
     idempotency_key: IdemOpt = None,
     priority: PriorityOpt = "normal",
@@ -164,7 +180,10 @@ def create(
     token: Token = None,
 ) -> None:
     """Create a campaign from a recipients file (.csv, .jsonl); stored atomically or not at all."""
-    spec: dict[str, Any] = {"name": name, "message": message_body(text, appmsg_file, message_json)}
+    spec: dict[str, Any] = {
+        "name": name,
+        "message": message_body(locals()),
+    }
     if account and accounts:
         raise fail("give --account or --accounts, not both")
     if account:

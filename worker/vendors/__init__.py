@@ -22,10 +22,10 @@ KINDS: dict[str, frozenset[str]] = {
 def check_message_for(vendor: str, message: AnyMessage) -> None:
     """Refuse at the door what this vendor cannot send (raises MessageError naming the field): a kind it
     documents no endpoint for, or what it cannot send well (E云: a pasted mini-program needs a cover).
-    Every part of a sequence is checked (``message.parts.<i>.kind``)."""
+    Every part of a sequence is checked (``message.parts[<i>].kind``)."""
     parts = parts_of(message)
     for i, part in enumerate(parts):
-        where = f"message.parts.{i}" if isinstance(message, SequenceMessage) else "message"
+        where = f"message.parts[{i}]" if isinstance(message, SequenceMessage) else "message"
         kinds = KINDS.get(vendor)
         if kinds is not None and part.kind not in kinds:
             carried = ", ".join(sorted(kinds))
