@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import time
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -286,3 +287,26 @@ def test_a_sequence_campaign_to_50_recipients_on_5_accounts(media: ApiStack, sim
     assert after[ecloud_to]["recall"] == "recalled"
     assert after[gewe_to]["recall"] == "failed" and "part 2: not revocable" in after[gewe_to]["recall_error"]
     assert after[failing]["recall"] in ("recalled", "failed")  # its sent parts were asked for too
+
+
+def test_a_worker_killed_during_a_part_never_resends_it(media: ApiStack, sim_clean: httpx.Client) -> None:
+    """SIGKILL while the vendor fetches a sequence's image: RECOVER makes the job an unknown outcome, the text
+    part keeps its ids, the image shows `unknown` (it may have gone out), the link is skipped, and nothing is
+    sent again by the next worker."""
+    p = media.prefix
+    put_account(media, "kill", "gewe", f"{p}-kill")
+    sim_clean.post("/_sim/latency", json={"media_s": [3, 3]}).raise_for_status()
+    job = submit(media, "kill", "wxid_k", {"kind": "sequence", "parts": [{"kind": "text", "text": "hi"}, IMAGE, LINK]})
+    wait_for(lambda: len(sim_sends(media, instance=f"{p}-kill")) == 1, timeout=30, what="the text part", interval=0.02)
+    time.sleep(0.5)  # the image part is in the vendor's hands (it fetches for 3 s)
+    workers = [proc for proc in media.procs if proc.args[0] == "worker"]
+    for proc in workers:
+        proc.kill()
+    media.start_worker()
+    (done,) = wait_views(media, [job], timeout=60)
+    assert done["status"] == "dead" and done["reason"] == "unknown_outcome"
+    assert [part["status"] for part in done["parts"]] == ["sent", "unknown", "skipped"]
+    time.sleep(1.0)  # anything resent would have reached the simulator by now
+    sent = sim_sends(media, instance=f"{p}-kill")
+    assert [s["endpoint"] for s in sent] == ["postText", "postImage"]  # the in-flight image once, no link
+    assert done["parts"][0]["new_msg_id"] == str(sent[0]["new_msg_id"])

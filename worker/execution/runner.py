@@ -57,8 +57,6 @@ from worker.vendors.base import SendResult, VendorBackend, backend_for
 
 log = logging.getLogger("broadcast.send")
 
-#: How long a sequence holds its recipient at most between two parts (renewed at each part; freed at its end).
-SEQUENCE_LOCK_S = 600.0
 #: When a sequence finding its recipient held by another sequence tries again.
 SEQUENCE_BUSY_RETRY_S = 2.0
 
@@ -374,7 +372,7 @@ class BatchRunner:
         try:
             for k in range(start, len(parts)):
                 part = parts[k]
-                at = self._next_start(session, group) if k > start else 0.0
+                at = self._part_start(session, group) if k > start else 0.0
                 began = self._part_begin(session, job, k, len(parts), at)
                 if began == "lost":
                     return SessionStop.LEASE_LOST
@@ -396,9 +394,16 @@ class BatchRunner:
         finally:
             self._durable(self.ledger.part_unlock, session.id, session.token, job.id)
 
+    def _part_start(self, session: Session, group: bool) -> float:
+        """When a sequence's next part may start: the account's gap and per-minute rate, by the same rules
+        as any send. A sequence under way finishes: its later parts do not wait for a daily cap reached or
+        quiet hours begun meanwhile (that would hold the rest for hours, apart from the first parts)."""
+        limits = session.account.spec.limits.model_copy(update={"daily_cap": 0, "quiet_hours": None})
+        got = allowance(limits, session.state, session.clock.now(), unpaced_batch=self.settings.batch_size)
+        return got.group_at if group else got.private_at
+
     def _part_begin(self, session: Session, job: Job, k: int, of: int, at: float) -> str:
         """PART begin once Redis's clock reached ``at``; the lease is renewed while waiting for it."""
-        lock_ttl = max(self.settings.lease_ttl_s, SEQUENCE_LOCK_S)
         for _ in range(1000):
             wait = at - session.clock.now()
             if wait > 0:
@@ -408,7 +413,14 @@ class BatchRunner:
                     continue
             sent = time.monotonic()
             began = self._durable(
-                self.ledger.part_begin, session.id, session.token, job.id, k, of=of, not_before=at, lock_ttl_s=lock_ttl
+                self.ledger.part_begin,
+                session.id,
+                session.token,
+                job.id,
+                k,
+                of=of,
+                not_before=at,
+                lease_ttl_s=self.settings.lease_ttl_s,
             )
             received = time.monotonic()
             if began.status == "early":
@@ -478,7 +490,7 @@ class BatchRunner:
         pace = self._pace_record(session, sent=True, throttled=False)
         finished = self._durable(self.ledger.part_end,
             session.id, session.token, job.id, k, record, advance=True, pace=pace, ids=ids,
-            lock_ttl_s=max(self.settings.lease_ttl_s, SEQUENCE_LOCK_S),
+            lease_ttl_s=self.settings.lease_ttl_s,
         )  # fmt: skip
         self._advance(session, finished, pace)
         self.counters.record(account=session.id, vendor=vendor, kind=part.kind, outcome="sent", latency_ms=latency)
@@ -501,7 +513,7 @@ class BatchRunner:
         pace = self._pace_record(session, sent=False, throttled=throttled) if error is not None else None
         finished = self._durable(self.ledger.part_end,
             session.id, session.token, job.id, k, record, advance=False, pace=pace,
-            lock_ttl_s=max(self.settings.lease_ttl_s, SEQUENCE_LOCK_S),
+            lease_ttl_s=self.settings.lease_ttl_s,
         )  # fmt: skip
         if pace is not None:
             self._advance(session, finished, pace)

@@ -183,12 +183,14 @@ class Job:
                 stopped = stopped or entry.get("status") != "sent"
                 out.append({"index": i, **entry})
                 continue
-            if stopped or self.state in ("dead", "cancelled"):
-                # the part being sent when the job ended that way may have gone out; the rest never did
-                status = "unknown" if not stopped and self.fields.get("reason") == "unknown_outcome" else "skipped"
-                stopped = True
+            if stopped or self.state == "cancelled":
+                status = "skipped"
+            elif self.state == "dead":
+                # the first part not on record ended the job: it may have gone out (unknown), or was refused
+                status = "unknown" if self.fields.get("reason") == "unknown_outcome" else "dead"
             else:
                 status = "pending"
+            stopped = stopped or status != "pending"
             out.append({"index": i, "status": status})
         return out
 
@@ -634,12 +636,12 @@ class Ledger:
         *,
         of: int,
         not_before: float,
-        lock_ttl_s: float,
+        lease_ttl_s: float,
     ) -> PartBegin:
         """Before part ``index`` of a sequence job: the lease must still be this session's, the job
         ``sending`` under it, Redis time at ``not_before``; the recipient's sequence lock is taken (first
-        part) or renewed (``lock_ttl_s``; it also renews the lease that long at most)."""
-        head = self._part_head(account, token, job_id, "begin", index, lock_ttl_s)
+        part) or renewed; the lease is renewed for ``lease_ttl_s``."""
+        head = self._part_head(account, token, job_id, "begin", index, lease_ttl_s)
         reply = self._part(args=[*head, f"{not_before:.6f}", of])
         return PartBegin(str(reply[0]), str(reply[1]))
 
@@ -653,7 +655,7 @@ class Ledger:
         *,
         advance: bool,
         pace: PaceRecord | None,
-        lock_ttl_s: float,
+        lease_ttl_s: float,
         ids: Mapping[str, Any] | None = None,
     ) -> Finished:
         """After part ``index``'s vendor call: its pacing, its record in the job's ``parts``, the next index
@@ -661,7 +663,7 @@ class Ledger:
         pacing = pace.args() if pace is not None else NO_CALL
         reply = self._part(
             args=[
-                *self._part_head(account, token, job_id, "end", index, lock_ttl_s),
+                *self._part_head(account, token, job_id, "end", index, lease_ttl_s),
                 *pacing,
                 json.dumps(record, ensure_ascii=False),
                 "1" if advance else "0",

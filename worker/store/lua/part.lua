@@ -2,11 +2,13 @@
 -- One part of a sequence job (docs/design.md, "Sequences"). BEGIN marked the job `sending`; each part is
 -- its own vendor call, fenced here so a part that may have gone out is never sent again: `begin` before a
 -- part's call, `end` after it; FINISH ends the job once its last part ended (or one failed).
--- ARGV: prefix, account, token, job_id, now, lease_ttl_ms, phase, index, then by phase:
+-- ARGV: prefix, account, token, job_id, now, lease_ttl_ms, phase, index, then by phase (the recipient's
+-- sequence lock lives SEQUENCE_LOCK_S, renewed at each part):
 -- begin:  not_before (Redis time the part may start, its pacing gap after the previous part), parts in all
 --         The session must still hold the lease (a flag does not stop a sequence under way: its next
 --         session would find the job `sending`) and the job must be `sending` under it. The first part
---         takes the recipient's sequence lock (held by another sequence: 'busy'); later parts renew it.
+--         takes the recipient's sequence lock (held by another sequence still sending: 'busy'); later
+--         parts renew it.
 --         Records the part index being sent. Returns {'go', redis now} | {'early', seconds} |
 --         {'busy', holder} | {'lost', why}.
 -- end:    the call's pacing record (called, ended, fraction, slow, day, day_n, keep, vendor), the part's
@@ -34,7 +36,7 @@ if phase == 'end' then
   for i = 19, #ARGV do fields[#fields + 1] = ARGV[i] end
   redis.call('HSET', jk, unpack(fields))
   redis.call('PEXPIRE', key_lease(a), ttl)
-  if redis.call('GET', sk) == id then redis.call('PEXPIRE', sk, ttl) end
+  if redis.call('GET', sk) == id then redis.call('EXPIRE', sk, SEQUENCE_LOCK_S) end
   return {'ok', tstr, throttles}
 end
 -- begin
@@ -47,8 +49,11 @@ local t = redis.call('TIME')
 local tnow = tonumber(t[1]) + tonumber(t[2]) / 1000000
 if tnow < not_before then return {'early', string.format('%.6f', not_before - tnow)} end
 local holder = redis.call('GET', sk)
-if holder and holder ~= id then return {'busy', holder} end
-redis.call('SET', sk, id, 'PX', ttl)
+-- a holder no longer sending (it ended, or was recovered after a crash) holds nothing
+if holder and holder ~= id and redis.call('HGET', key_job(holder), 'state') == 'sending' then
+  return {'busy', holder}
+end
+redis.call('SET', sk, id, 'EX', SEQUENCE_LOCK_S)
 redis.call('PEXPIRE', key_lease(a), ttl)
 redis.call('HSET', jk, 'part', index, 'parts_n', ARGV[10], 'updated', now)
 return {'go', string.format('%.6f', tnow)}
