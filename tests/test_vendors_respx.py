@@ -622,3 +622,13 @@ def test_a_vendor_saying_it_timed_out_is_an_unknown_outcome(text: str) -> None:
     assert classify_vendor_text(text) is AmbiguousError
     # an explicit refusal still wins over a mention of a timeout
     assert classify_vendor_text("对方不是你的好友 (timeout)") is PermanentError
+
+
+@pytest.mark.parametrize("vendor", ["gewe-legacy", "ohwxapi"])
+def test_a_kind_the_vendor_cannot_carry_is_refused_before_any_request(router: respx.Router, vendor: str) -> None:
+    """Refused at submission (422); one that slipped through (the account's vendor changed) dies unsent."""
+    backend, client = make_backend(vendor)
+    with client, pytest.raises(MessageError) as info:
+        backend.send(TO, parse_message({"kind": "image", "url": "https://c/p.jpg"}))
+    assert info.value.field == "message.kind" and vendor in str(info.value)
+    assert not router.calls

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.errors import UnsupportedError
+from worker.errors import MessageError, UnsupportedError
 from worker.messages import AppMsgMessage, LinkMessage, MiniProgramMessage, SingleMessage, TextMessage
 from worker.vendors.base import HttpBackend, SendResult, as_int, register
 
@@ -37,7 +37,10 @@ class GeweLegacyBackend(HttpBackend):
             }
         else:
             endpoint = "sendapp"
-            assert isinstance(message, MiniProgramMessage | AppMsgMessage | LinkMessage)  # kinds: no media
+            if not isinstance(message, MiniProgramMessage | AppMsgMessage | LinkMessage):
+                raise MessageError(
+                    f"message.kind: {self.name} cannot send {message.kind!r} messages", field="message.kind"
+                )
             body = {"appid": appid, "to_wxid": to, "xml": message.appmsg_xml()}
         envelope = self.post(f"/api/message/{endpoint}", body)
         if envelope.get("ret") != 0 and str(envelope.get("ret")) != "0":

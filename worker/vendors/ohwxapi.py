@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.errors import PermanentError, ThrottledError, VendorError
+from worker.errors import MessageError, PermanentError, ThrottledError, VendorError
 from worker.messages import AppMsgMessage, LinkMessage, MiniProgramMessage, SingleMessage, TextMessage
 from worker.vendors.base import HttpBackend, SendResult, as_int, register, require_revoke_ids
 
@@ -70,7 +70,10 @@ class OhwxapiBackend(HttpBackend):
                 request["AtUsers"] = ",".join(at)
         else:
             cmd = CGI_SEND_APP
-            assert isinstance(message, MiniProgramMessage | AppMsgMessage | LinkMessage)  # kinds: no media
+            if not isinstance(message, MiniProgramMessage | AppMsgMessage | LinkMessage):
+                raise MessageError(
+                    f"message.kind: {self.name} cannot send {message.kind!r} messages", field="message.kind"
+                )
             request = {"ToUserName": to, "AppMsgXml": message.appmsg_xml(), "MsgType": 49}
         data = self._cgi(cmd, request)
         client_msg_id = data.get("ClientMsgId")
