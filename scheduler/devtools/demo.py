@@ -48,10 +48,14 @@ MESSAGES: dict[str, dict[str, Any]] = {
         "kind": "sequence",
         "parts": [
             {"kind": "text", "text": "{name}，双十一攻略来了"},
-            {"kind": "link", "title": "双十一攻略", "url": "https://example.com/guide",
-             "thumb_url": "https://example.com/thumb.jpg"},
+            {
+                "kind": "link",
+                "title": "双十一攻略",
+                "url": "https://example.com/guide",
+                "thumb_url": "https://example.com/thumb.jpg",
+            },
         ],
-    },  # fmt: skip
+    },
 }
 
 
