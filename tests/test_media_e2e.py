@@ -167,6 +167,12 @@ def test_a_kind_a_vendor_cannot_carry_is_a_422_naming_kind_and_vendor_everywhere
                 "message": {"account": "lg2", "to": "wxid_a", "message": IMAGE}}  # fmt: skip
     refused("/v1/schedules", schedule, "message.message.kind", "image", "gewe-legacy")
     assert media.stored_keys() == before  # nothing stored for any refusal
+    # a sequence is a message wherever a message goes: a schedule of one is accepted for a vendor carrying it
+    schedule["message"] = {"account": "gw2", "to": "wxid_a", "message": {"kind": "sequence", "parts": [IMAGE, LINK]}}
+    accepted = media.http.post("/v1/schedules", json=schedule)
+    assert accepted.status_code == 201, accepted.text
+    media.http.delete(f"/v1/schedules/{accepted.json()['id']}")
+    before = media.stored_keys()
     draft = {"name": "t", "account": "gw2", "message": IMAGE, "recipients": [{"to": "wxid_a"}], "draft": True}
     created = media.http.post("/v1/campaigns", json=draft)
     assert created.status_code == 202, created.text
