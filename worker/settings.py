@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     env: Literal["dev", "prod"] = "prod"
     #: Bearer tokens accepted by ``/v1`` (comma-separated: several keys allow rotation).
     api_token: SecretStr = SecretStr("")
+    #: ``/metrics`` answers without a token only when true: it lists account ids and their volumes.
+    metrics_public: bool = False
     #: TOML file of sending accounts loaded at start (``[[accounts]]`` tables).
     accounts_file: Path | None = None
 
@@ -108,6 +110,9 @@ class Settings(BaseSettings):
     #: Campaign submissions (JSON or upload) one API process works on at once; more answer 503 with
     #: Retry-After, so big uploads cannot take all the API's memory and starve small requests.
     max_concurrent_uploads: int = Field(default=2, ge=1, le=64)
+    #: Seconds a request body may take to arrive, from the first read to the last byte; a slower one is
+    #: cut with 408 (a client trickling a byte a second must not hold a submission slot for hours).
+    body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     #: Shortest gap between two firings of a schedule; a cron that fires more often is refused (422).
     schedule_min_interval_s: float = Field(default=60.0, ge=0)
     #: Most jobs one schedule may create in any hour (recipients × firings an hour): refused at creation,

@@ -1,15 +1,17 @@
-"""``/healthz`` and ``/metrics``: for load balancers and Prometheus, without a token."""
+"""``/healthz`` for load balancers, without a token; ``/metrics`` for Prometheus, with the API token unless
+``BROADCAST_METRICS_PUBLIC=true`` (it lists account ids and their volumes)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import redis
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 
 from scheduler.api.errors import ApiError
-from scheduler.api.state import Stores
+from scheduler.api.state import ApiState, Stores, authorize
 
 router = APIRouter(tags=["ops"])
 
@@ -25,8 +27,14 @@ def healthz(state: Stores) -> dict[str, Any]:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-def metrics(state: Stores) -> Response:
-    """Prometheus metrics."""
+async def metrics(request: Request, state: Stores) -> Response:
+    """Prometheus metrics (bearer token needed unless ``BROADCAST_METRICS_PUBLIC=true``)."""
+    if not state.settings.metrics_public:
+        await authorize(request, state)
+    return await run_in_threadpool(_render, state)
+
+
+def _render(state: ApiState) -> Response:
     from scheduler.api.metrics import render
 
     body, content_type = render(state.redis, state.settings)

@@ -1,0 +1,99 @@
+"""Issue 24 ("Hardening, round 2"), items 2 to 13, against the real API process where it matters
+(item 1, bounded JSON, is tests/test_json_limits.py)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+from scheduler.api.app import create_app
+from simulator.server import SimulatorServer
+from tests.conftest import API_TOKEN, ApiStack
+from tests.test_api import put_account
+from worker.settings import Settings
+
+TEXT = {"kind": "text", "text": "x"}
+
+
+@pytest.fixture
+def slow_body_stack(redis_url: str, sim: SimulatorServer, tmp_path: Path) -> Iterator[ApiStack]:
+    s = ApiStack(redis_url, sim, tmp_path, BROADCAST_BODY_TIMEOUT_S="2", BROADCAST_MAX_CONCURRENT_UPLOADS="2")
+    yield s
+    s.stop()
+
+
+def trickle(stack: ApiStack, path: str, *, token: str | None, content_type: str = "application/json") -> socket.socket:
+    """A connection that announces a 1 MB body and sends its first bytes only."""
+    conn = socket.create_connection(("127.0.0.1", stack.api_port))
+    conn.settimeout(60)
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: {content_type}\r\nContent-Length: 1000000\r\n\r\n"
+    conn.sendall(head.encode() + (b"--x\r\n" if content_type.startswith("multipart/") else b"{"))
+    return conn
+
+
+def answer(conn: socket.socket) -> tuple[int, str]:
+    data = b""
+    while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    conn.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+# --- 2. strangers take no submission slot; a body has a time limit -----------------------------------------
+
+
+@pytest.mark.e2e
+def test_strangers_take_no_slot_and_a_trickled_body_is_cut(slow_body_stack: ApiStack) -> None:
+    stack = slow_body_stack
+    put_account(stack, "gw", "gewe", f"inst-{stack.prefix}")
+    multipart = "multipart/form-data; boundary=x"
+    strangers = [trickle(stack, "/v1/campaigns/upload", token=None, content_type=multipart) for _ in range(2)]
+    for conn in strangers:  # answered at once, the body still missing (it used to wait for the body)
+        status, body = answer(conn)
+        assert status == 401 and "unauthorized" in body, body
+    campaign = {"name": "c", "account": "gw", "message": TEXT, "recipients": [{"to": "wxid_a"}]}
+    accepted = stack.http.post("/v1/campaigns", json=campaign)
+    assert accepted.status_code == 202, accepted.text  # was 503 busy while strangers trickled
+
+    # an operator's own slow body holds its slot only until the body timeout
+    slow = [trickle(stack, "/v1/campaigns", token=API_TOKEN) for _ in range(2)]
+    for conn in slow:
+        status, body = answer(conn)
+        assert status == 408 and json.loads(body)["error"]["code"] == "body_timeout", body
+    again = stack.http.post("/v1/campaigns", json={**campaign, "name": "again"})
+    assert again.status_code == 202, again.text
+
+
+# --- 6. /metrics needs the token unless made public ------------------------------------------------------
+
+
+def app_client(redis_url: str, **settings: object) -> TestClient:
+    config = Settings(
+        redis_url=redis_url,
+        key_prefix=f"m{uuid.uuid4().hex[:8]}",
+        api_token=API_TOKEN,
+        **settings,  # type: ignore[arg-type]
+    )
+    return TestClient(create_app(config, client=redis.Redis.from_url(redis_url)))
+
+
+def test_metrics_need_the_token_unless_public(redis_url: str) -> None:
+    private = app_client(redis_url)
+    refused = private.get("/metrics")
+    assert refused.status_code == 401 and "broadcast_" not in refused.text
+    assert private.get("/metrics", headers={"Authorization": f"Bearer {API_TOKEN}"}).status_code == 200
+    assert private.get("/healthz").status_code == 200
+    public = app_client(redis_url, metrics_public=True)
+    assert public.get("/metrics").status_code == 200
