@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import uuid
@@ -97,3 +98,59 @@ def test_metrics_need_the_token_unless_public(redis_url: str) -> None:
     assert private.get("/healthz").status_code == 200
     public = app_client(redis_url, metrics_public=True)
     assert public.get("/metrics").status_code == 200
+
+
+# --- 3 and 9. the CLI prints what is not ours as text, hidden characters escaped ------------------------------
+
+HOSTILE = "[/oops] [link=http://evil.example]click[/link] [bold red]x invoice\u202egnp.exe\u200b"
+
+
+@pytest.fixture
+def screen(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """What the CLI's stdout console shows, on a wide terminal that would render hyperlinks."""
+    from rich.console import Console
+
+    from scheduler.cli import render
+
+    out = io.StringIO()
+    monkeypatch.setattr(render, "console", Console(file=out, width=400, force_terminal=True, color_system=None))
+    yield out
+
+
+def test_every_cli_view_prints_hostile_text_as_text(screen: io.StringIO) -> None:
+    from scheduler.cli import account, campaign, deadletter, message, schedule
+
+    campaign_ = {
+        "id": "c1", "name": HOSTILE, "status": "paused", "pause_reason": HOSTILE, "total": 1,
+        "counts": {"sent": 0, "dead": 1, "cancelled": 0}, "accounts": [HOSTILE],
+        "tests": {"count": 1, "jobs": [{"id": "j1", "to": HOSTILE, "account": "a", "status": "sent"}]},
+    }  # fmt: skip
+    account_ = {
+        "id": "a", "vendor": "gewe", "base_url": "http://x", "instance": HOSTILE, "status": "down",
+        "status_reason": HOSTILE, "holds": {"miniprogram": {"until": 1, "reason": HOSTILE}}, "options": {"k": HOSTILE},
+    }  # fmt: skip
+    history = [{"n": 1, "started": 1, "outcome": "dead", "error_class": "permanent", "error": HOSTILE}]
+    job = {"id": "j1", "status": "dead", "reason": HOSTILE, "to": HOSTILE, "history": history}
+    schedule_ = {"id": "s1", "name": HOSTILE, "cron": "* * * * *", "timezone": "UTC", "message": TEXT, "note": HOSTILE}
+    views = [
+        (campaign._print_campaigns, [campaign_]), (campaign._print_campaign, campaign_),
+        (account._print_accounts, [account_]), (account._print_account, account_),
+        (schedule._print_schedules, [schedule_]), (schedule._print_schedule, schedule_),
+        (deadletter._print_dead_letter, {**job, "error": HOSTILE}), (message._print_message, job),
+    ]  # fmt: skip
+    for view, data in views:
+        screen.seek(0)
+        screen.truncate()
+        view(data)  # type: ignore[operator]
+        shown = screen.getvalue()
+        assert "[/oops]" in shown and "[link=http://evil.example]" in shown, (view, shown)
+        assert "\x1b]8;" not in shown, (view, shown)  # no terminal hyperlink
+        assert "invoice\\u202Egnp.exe\\u200B" in shown and "\u202e" not in shown, (view, shown)
+
+
+def test_json_output_stays_exact_with_hidden_characters_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    from scheduler.cli.render import print_json
+
+    print_json({"name": HOSTILE})
+    out = capsys.readouterr().out
+    assert "\u202e" not in out and json.loads(out) == {"name": HOSTILE}

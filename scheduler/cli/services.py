@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from scheduler.cli.client import DEFAULT_URL, TOKEN_ENV, URL_ENV
-from scheduler.cli.render import console, err
+from scheduler.cli.render import console, err, markup_safe
 
 #: Context settings of the commands whose unknown arguments go on to Celery or Flower.
 PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -42,7 +42,7 @@ def api(
     try:
         application = create_app(settings)
     except ConfigError as exc:
-        err.print(f"[red]cannot start the API:[/red] {exc}")
+        err.print(f"[red]cannot start the API:[/red] {markup_safe(exc)}")
         raise typer.Exit(2) from None
     if workers > 1:
         uvicorn.run(
