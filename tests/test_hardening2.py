@@ -185,3 +185,73 @@ def test_csv_cells_that_start_a_formula_are_neutralised_and_jsonl_is_exact() -> 
     assert [r["error"] for r in rows] == expected and [r["to"] for r in rows] == expected
     assert {r["new_msg_id"] for r in rows} == {"-5"}
     assert [json.loads(line)["error"] for line in export("jsonl").splitlines()] == texts
+
+
+# --- 5. base_url: no query or fragment; loopback and link-local refused in prod; a bounded answer ------------
+
+
+def test_a_base_url_with_a_query_or_fragment_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from worker.store.accounts import AccountSpec
+
+    for url in ("http://vendor.example/api?", "http://vendor.example/api?x=1", "http://vendor.example/api#top"):
+        with pytest.raises(ValidationError, match="query"):
+            AccountSpec(vendor="gewe", base_url=url, instance="i")
+    assert AccountSpec(vendor="gewe", base_url="http://vendor.example/api/", instance="i").base_url.endswith("/api")
+
+
+def test_vendor_calls_never_reach_loopback_or_link_local_in_prod(sim: SimulatorServer) -> None:
+    import httpx
+
+    from worker.runtime.connections import VendorNetwork, new_vendor_http_client
+
+    prod = VendorNetwork.from_settings(Settings())
+    for host in ("169.254.169.254", "2130706433", "0x7f000001", "0177.0.0.1", "127.1", "[::1]", "::ffff:127.0.0.1"):
+        assert prod.literal_refused(host), host
+    assert prod.literal_refused("localhost") and not prod.literal_refused("vendor.example")
+    assert not prod.literal_refused("203.0.113.5")
+    assert not VendorNetwork.from_settings(Settings(env="dev")).literal_refused("127.0.0.1")  # off in dev
+    assert not VendorNetwork.from_settings(Settings(vendor_allow="127.0.0.1/32")).literal_refused("127.0.0.1")
+
+    before = httpx.get(f"{sim.url}/_sim/sends").json()
+    port = sim.url.rsplit(":", 1)[1]
+    with new_vendor_http_client(Settings()) as client:
+        for host in ("127.0.0.1", "localhost", "2130706433"):
+            with pytest.raises(httpx.ConnectError, match="may not reach"):
+                client.post(f"http://{host}:{port}/gewe/v2/api/message/postText", json={})
+    assert httpx.get(f"{sim.url}/_sim/sends").json() == before
+    with new_vendor_http_client(Settings(vendor_allow="127.0.0.0/8")) as client:
+        assert client.get(f"http://127.0.0.1:{port}/_sim/sends").status_code == 200
+
+
+@pytest.mark.e2e
+def test_the_api_refuses_a_metadata_address_for_an_account(
+    redis_url: str, sim: SimulatorServer, tmp_path: Path
+) -> None:
+    stack = ApiStack(redis_url, sim, tmp_path, BROADCAST_VENDOR_ALLOW="")
+    try:
+        for url in ("http://169.254.169.254/latest", "http://0xa9fea9fe/", "http://[::1]:80/x"):
+            body = {"vendor": "gewe", "base_url": url, "token": "t", "instance": "i"}
+            refused = stack.http.put("/v1/accounts/meta", json=body)
+            assert refused.status_code == 422 and refused.json()["error"]["field"] == "base_url", refused.text
+        assert stack.accounts.get("meta") is None
+    finally:
+        stack.stop()
+
+
+def test_a_vendor_answer_past_the_limit_is_not_read_whole() -> None:
+    import httpx
+    import respx
+
+    from worker.errors import AmbiguousError
+    from worker.messages import TextMessage
+    from worker.vendors import VendorAccount, backend_for
+    from worker.vendors.base import MAX_ANSWER_BYTES
+
+    account = VendorAccount(vendor="gewe", base_url="http://vendor.invalid/gewe/v2/api", token="t", instance="i")  # type: ignore[arg-type]
+    huge = b'{"ret": 200, "data": {}, "pad": "' + b"x" * (MAX_ANSWER_BYTES + 1) + b'"}'
+    with respx.mock() as router, httpx.Client() as client:
+        router.post("http://vendor.invalid/gewe/v2/api/message/postText").respond(200, content=huge)
+        with pytest.raises(AmbiguousError, match="over 1048576 bytes"):
+            backend_for(account, client).send("wxid_a", TextMessage(text="x"))

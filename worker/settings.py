@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     accounts_file: Path | None = None
 
     # --- vendor HTTP ---------------------------------------------------------------------------------
+    #: Addresses vendor calls may not reach (comma-separated CIDR ranges): ``auto`` is loopback, link-local
+    #: (cloud metadata at 169.254.169.254) and "this host" in ``prod``, nothing in ``dev``; ``none`` is nothing.
+    #: Checked on every address a vendor's host resolves to (decimal and hex IP forms too), at each connect.
+    vendor_deny: str = "auto"
+    #: Ranges exempt from ``vendor_deny`` (a self-hosted vendor gateway on this host: ``127.0.0.1/32``).
+    vendor_allow: str = ""
     #: Vendor clients use 15-60 s; GeWe fetches media by URL itself, so sends can be slow. Each httpx
     #: timeout bounds one operation (one read), so a vendor that dribbles its answer byte by byte never
     #: trips it: ``vendor_deadline_s`` bounds the whole call.

@@ -96,6 +96,10 @@ class AccountSpec(VendorAccount):
         # credentials in the address would be shown back wherever the account is (API, console, exports)
         if "@" in urlsplit(value).netloc:
             raise ValueError("must not carry credentials (user:password@): put the vendor's token in token")
+        if "?" in value or "#" in value:
+            # each call appends its path: a query or fragment would swallow it (a trailing ? sent the online
+            # check to another path, as a POST)
+            raise ValueError("must not carry a query (?…) or a fragment (#…)")
         return value.rstrip("/")
 
     @field_validator("options")
