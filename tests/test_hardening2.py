@@ -255,3 +255,18 @@ def test_a_vendor_answer_past_the_limit_is_not_read_whole() -> None:
         router.post("http://vendor.invalid/gewe/v2/api/message/postText").respond(200, content=huge)
         with pytest.raises(AmbiguousError, match="over 1048576 bytes"):
             backend_for(account, client).send("wxid_a", TextMessage(text="x"))
+
+
+# --- 7. security headers on every page ------------------------------------------------------------------------
+
+
+def test_every_page_has_a_csp_that_forbids_framing_and_nosniff(redis_url: str) -> None:
+    client = app_client(redis_url)
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    for path in ("/console", "/console/static/index.html", "/console/static/console.js", "/docs", "/redoc",
+                 "/openapi.json", "/healthz", "/v1/campaigns", "/metrics", "/nowhere"):  # fmt: skip
+        response = client.get(path, headers=auth)
+        assert response.headers.get("x-content-type-options") == "nosniff", path
+        assert "frame-ancestors 'none'" in response.headers.get("content-security-policy", ""), path
+    assert "script-src 'self';" in client.get("/console/static/index.html").headers["content-security-policy"]
+    assert client.get("/v1/campaigns").headers["x-content-type-options"] == "nosniff"  # a 401 too

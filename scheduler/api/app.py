@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from scheduler.api.body_limit import BodyLimit
 from scheduler.api.errors import ERROR_RESPONSES, add_error_handlers
+from scheduler.api.headers import SecurityHeaders
 from scheduler.api.routers import accounts, campaigns, dead_letters, messages, ops, schedules, vendor_limits
 from scheduler.api.state import AUTH, ApiState, AuthFirst
 from scheduler.console import mount_console
@@ -46,7 +47,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     app.state.api = state
     app.add_middleware(BodyLimit, read_timeout_s=settings.body_timeout_s)
     app.add_middleware(UploadSlots, slots=settings.max_concurrent_uploads)
-    app.add_middleware(AuthFirst)  # outermost: a stranger takes no slot and sends no body
+    app.add_middleware(AuthFirst)  # a stranger takes no slot and sends no body
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, refusals too
     add_error_handlers(app)
     for resource in (ops, accounts, messages, campaigns, dead_letters, schedules, vendor_limits):
         app.include_router(resource.router)
