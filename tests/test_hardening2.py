@@ -270,3 +270,47 @@ def test_every_page_has_a_csp_that_forbids_framing_and_nosniff(redis_url: str) -
         assert "frame-ancestors 'none'" in response.headers.get("content-security-policy", ""), path
     assert "script-src 'self';" in client.get("/console/static/index.html").headers["content-security-policy"]
     assert client.get("/v1/campaigns").headers["x-content-type-options"] == "nosniff"  # a 401 too
+
+
+# --- 10, 11, 12. ids '.' and '..'; mentions are wxids; a recalled campaign's refusal says what it is ------------
+
+
+def test_account_ids_dot_and_dot_dot_are_refused(redis_url: str) -> None:
+    from worker.errors import ConfigError
+    from worker.store.accounts import AccountSpec, AccountStore
+
+    store = AccountStore(redis.Redis.from_url(redis_url, decode_responses=True), f"h{uuid.uuid4().hex[:8]}")
+    spec = AccountSpec(vendor="gewe", base_url="http://vendor.example", instance="i")
+    for account_id in (".", ".."):
+        with pytest.raises(ConfigError, match=r"not be '\.' or '\.\.'"):
+            store.put(account_id, spec)
+    assert store.put("a.b", spec).id == "a.b"
+
+
+def test_mentions_must_be_wechat_ids() -> None:
+    from pydantic import ValidationError
+
+    from worker.messages import TextMessage
+
+    with pytest.raises(ValidationError, match="not a WeChat id"):
+        TextMessage(text="x", mentions=["<img src=x onerror=alert(1)>"])
+    assert TextMessage(text="x", mentions=["wxid_a", "123@chatroom"]).mentions == ["wxid_a", "123@chatroom"]
+
+
+def test_resuming_a_recalled_finished_campaign_says_it_is_finished(redis_url: str) -> None:
+    from scheduler.intake.campaigns import Campaigns, CampaignStateError
+    from tests.test_recall_store import send_all
+    from worker.store.accounts import AccountSpec, AccountStore
+    from worker.store.ledger import Ledger
+
+    ledger = Ledger(redis.Redis.from_url(redis_url, decode_responses=True), f"h{uuid.uuid4().hex[:8]}")
+    accounts = AccountStore(ledger.redis, ledger.prefix)
+    accounts.put("gw", AccountSpec(vendor="gewe", base_url="http://vendor.example", instance="i"))
+    campaigns = Campaigns(ledger, accounts, max_recipients=10)
+    cid = campaigns.create(
+        name="c", message={"kind": "text", "text": "hi"}, account="gw", recipients=[{"to": "wxid_a"}]
+    ).id
+    send_all(ledger, "gw")
+    assert campaigns.recall(cid, window_s=110)["status"] == "finished"
+    with pytest.raises(CampaignStateError, match="cannot resume a campaign that is finished and recalled"):
+        campaigns.set_status(cid, "resume")

@@ -173,7 +173,9 @@ class AccountStore:
         """Create or update; an update keeps the status and, when no token is given, the old token — unless
         ``base_url`` or ``vendor`` changes: then the token must come again (:class:`TokenRequiredError`)."""
         if not _valid_id(account_id):
-            raise ConfigError(f"account id {account_id!r} must match {ACCOUNT_ID_PATTERN}")
+            raise ConfigError(
+                f"account id {account_id!r} must match {ACCOUNT_ID_PATTERN} and not be '.' or '..' (no URL can name it)"
+            )
         key = self.keys.account(account_id)
         existing = self.get(account_id)
         if existing and not spec.token.get_secret_value() and existing.spec.token.get_secret_value():
@@ -305,7 +307,9 @@ def _holds(data: dict[str, str]) -> dict[str, dict[str, Any]]:
 def _valid_id(account_id: str) -> bool:
     import re
 
-    return bool(re.fullmatch(ACCOUNT_ID_PATTERN, account_id))
+    # "." and ".." match the pattern, but clients resolve them out of every URL: /v1/accounts/.. could not
+    # pause, resume or delete the account
+    return bool(re.fullmatch(ACCOUNT_ID_PATTERN, account_id)) and account_id not in (".", "..")
 
 
 #: Account hash fields ``hold:<kind>`` hold a kind the account may not send for now (worker/pacing/holds.py).
