@@ -20,6 +20,7 @@ from simulator.server import SimulatorServer
 from tests.conftest import API_TOKEN, ApiStack
 from tests.test_api import put_account
 from worker.settings import Settings
+from worker.store.keys import Keys
 
 TEXT = {"kind": "text", "text": "x"}
 
@@ -314,3 +315,55 @@ def test_resuming_a_recalled_finished_campaign_says_it_is_finished(redis_url: st
     assert campaigns.recall(cid, window_s=110)["status"] == "finished"
     with pytest.raises(CampaignStateError, match="cannot resume a campaign that is finished and recalled"):
         campaigns.set_status(cid, "resume")
+
+
+# --- 13. vendor tokens encrypted at rest -----------------------------------------------------------------------
+
+
+def test_tokens_are_sealed_at_rest_old_ones_read_and_keys_rotate(redis_url: str) -> None:
+    from cryptography.fernet import Fernet
+
+    from worker.store.accounts import AccountSpec, AccountStore
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    prefix = f"k{uuid.uuid4().hex[:8]}"
+    old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    spec = AccountSpec(vendor="gewe", base_url="http://vendor.example", instance="i", token="tok-SECRET-1")  # type: ignore[arg-type]
+
+    AccountStore(client, prefix, secret_keys=[]).put("plain", spec)  # stored before encryption existed
+    store = AccountStore(client, prefix, secret_keys=[old_key])
+    store.put("sealed", spec)
+    raw = client.hget(Keys(prefix).account("sealed"), "token") or ""
+    assert raw.startswith("enc1:") and "tok-SECRET-1" not in raw
+    for account_id in ("plain", "sealed"):
+        assert store.get(account_id).spec.token.get_secret_value() == "tok-SECRET-1"  # type: ignore[union-attr]
+
+    assert store.reseal() == 1  # the plain one
+    assert "tok-SECRET-1" not in str(client.hgetall(Keys(prefix).account("plain")))
+
+    rotating = AccountStore(client, prefix, secret_keys=[new_key, old_key])  # BROADCAST_SECRET_KEY=new,old
+    assert rotating.get("sealed").spec.token.get_secret_value() == "tok-SECRET-1"  # type: ignore[union-attr]
+    assert rotating.reseal() == 2 and rotating.reseal() == 0
+    only_new = AccountStore(client, prefix, secret_keys=[new_key])
+    for account_id in ("plain", "sealed"):
+        assert only_new.get(account_id).spec.token.get_secret_value() == "tok-SECRET-1"  # type: ignore[union-attr]
+    lost = AccountStore(client, prefix, secret_keys=[old_key]).get("sealed")
+    assert lost is not None and not lost.public()["token_set"]  # no key opens it: shown as not set, never raw
+
+
+@pytest.mark.e2e
+def test_a_worker_sends_with_a_token_sealed_by_the_api(redis_url: str, sim: SimulatorServer, tmp_path: Path) -> None:
+    from cryptography.fernet import Fernet
+
+    stack = ApiStack(redis_url, sim, tmp_path, BROADCAST_SECRET_KEY=Fernet.generate_key().decode())
+    try:
+        put_account(stack, "gw", "gewe", f"inst-{stack.prefix}")
+        raw = stack.redis.hget(Keys(stack.prefix).account("gw"), "token") or ""
+        assert raw.startswith("enc1:") and f"tok-inst-{stack.prefix}-secret" not in raw
+        stack.start_worker()
+        stack.start("scheduler")
+        job = stack.http.post("/v1/messages", json={"account": "gw", "to": "wxid_sealed", "message": TEXT}).json()["id"]
+        (done,) = stack.wait_terminal([job])
+        assert done.state == "sent", done  # the simulator took the token the worker opened
+    finally:
+        stack.stop()

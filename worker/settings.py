@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     env: Literal["dev", "prod"] = "prod"
     #: Bearer tokens accepted by ``/v1`` (comma-separated: several keys allow rotation).
     api_token: SecretStr = SecretStr("")
+    #: Fernet keys that encrypt vendor tokens in Redis (comma-separated: the first encrypts, all decrypt, for
+    #: rotation; docs/deployment.md). Unset: tokens are stored as given. ``broadcast dev`` makes one per run.
+    secret_key: SecretStr = SecretStr("")
     #: ``/metrics`` answers without a token only when true: it lists account ids and their volumes.
     metrics_public: bool = False
     #: TOML file of sending accounts loaded at start (``[[accounts]]`` tables).
@@ -163,6 +166,10 @@ class Settings(BaseSettings):
                 f" + read timeouts) plus BROADCAST_LEASE_MARGIN_S ({self.lease_margin_s}) = {needed}"
             )
         return self
+
+    def secret_keys(self) -> list[str]:
+        """The configured Fernet keys, first one first."""
+        return [k.strip() for k in self.secret_key.get_secret_value().split(",") if k.strip()]
 
     def api_tokens(self) -> list[str]:
         """The accepted API tokens (empty list when none is configured)."""

@@ -11,6 +11,7 @@ the :class:`~scheduler.api.state.ApiState` built here once.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -36,6 +37,12 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     state = ApiState.build(settings, client or redis_client(settings.redis_url))
     if settings.accounts_file:
         state.accounts.load_file(settings.accounts_file)
+    # tokens stored before encryption, or under a key being rotated out, are sealed with the current key
+    state.accounts.reseal()
+    if not settings.secret_keys() and settings.env != "dev":
+        logging.getLogger(__name__).warning(
+            "BROADCAST_SECRET_KEY is not set: vendor tokens are stored in Redis unencrypted (docs/deployment.md)"
+        )
 
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, not from a CDN.
     app = FastAPIOffline(

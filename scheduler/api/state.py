@@ -49,7 +49,7 @@ class ApiState:
                 "BROADCAST_API_TOKEN is not set: refusing to start without API keys (or BROADCAST_ENV=dev)"
             )
         ledger = Ledger(client, settings.key_prefix)
-        accounts = AccountStore(client, settings.key_prefix)
+        accounts = AccountStore(client, settings.key_prefix, secret_keys=settings.secret_keys())
         producer = Producer(ledger, accounts)
         campaigns = Campaigns(ledger, accounts, settings=settings)
         return cls(

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from cryptography.fernet import Fernet
 
 from scheduler.devtools.embedded import EmbeddedRedis, free_port
 
@@ -103,10 +104,13 @@ class DevStack:
         self.token = os.environ.get("BROADCAST_API_TOKEN", "").split(",")[0] or secrets.token_urlsafe(24)
         self.prefix = os.environ.get("BROADCAST_KEY_PREFIX", "bc")
         self.flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"broadcast:{self.token}"
+        # vendor tokens are encrypted in Redis: with a key made for this run unless one is given
+        self.secret_key = os.environ.get("BROADCAST_SECRET_KEY") or Fernet.generate_key().decode()
         env = {
             "BROADCAST_REDIS_URL": self.redis_url,
             "BROADCAST_API_TOKEN": os.environ.get("BROADCAST_API_TOKEN") or self.token,
             "BROADCAST_ENV": "dev",
+            "BROADCAST_SECRET_KEY": self.secret_key,
             "BROADCAST_KEY_PREFIX": self.prefix,
         }
         self._spawn("simulator", ["simulator", "--port", str(self.sim_port)], env)
@@ -153,7 +157,7 @@ class DevStack:
         from worker.runtime.connections import redis_client
         from worker.store.accounts import AccountSpec, AccountStore
 
-        store = AccountStore(redis_client(self.redis_url), self.prefix)
+        store = AccountStore(redis_client(self.redis_url), self.prefix, secret_keys=self.secret_key.split(","))
         prefixes = {"gewe": "/gewe/v2/api", "gewe-legacy": "", "ecloud": "", "ohwxapi": ""}
         for demo in DEMO_ACCOUNTS:
             spec = AccountSpec.model_validate(
