@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     secret_key: SecretStr = SecretStr("")
     #: ``/metrics`` answers without a token only when true: it lists account ids and their volumes.
     metrics_public: bool = False
+    #: Requests a minute an operator key (``/v1/keys``) may make unless created with its own rate (0 = no
+    #: limit). ``BROADCAST_API_TOKEN`` is not limited.
+    key_rate_per_min: int = Field(default=600, ge=0)
+    #: The audit trail (``GET /v1/audit``) keeps entries this long (trimmed as new ones are written).
+    audit_retention_days: float = Field(default=90.0, gt=0)
     #: TOML file of sending accounts loaded at start (``[[accounts]]`` tables).
     accounts_file: Path | None = None
 
