@@ -103,7 +103,7 @@ def test_broadcast_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
         campaigns = httpx.get(
             f"{api.group(1)}/v1/campaigns", headers={"Authorization": f"Bearer {token.group(1)}"}
         ).json()
-        assert len(campaigns["campaigns"]) == 4 and all(c["status"] == "finished" for c in campaigns["campaigns"])
+        assert len(campaigns["campaigns"]) == 6 and all(c["status"] == "finished" for c in campaigns["campaigns"])
 
         children = descendants(proc.pid)
         assert len(children) >= 6, "redis, simulator, api, worker (+pool), scheduler, flower"
