@@ -75,8 +75,8 @@ def export_deliveries(
             writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
             for item in items:
                 row = with_iso(item)
-                parts = row.pop("parts") or []
-                result = row.pop("result") or {}
+                parts = row.pop("parts", None) or []
+                result = row.pop("result", None) or {}
                 if not parts:
                     writer.writerow({name: neutralised(value) for name, value in {**row, **result}.items()})
                 # a sequence: one row per part (what went to the recipient, message by message), its own ids
