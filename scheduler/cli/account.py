@@ -207,3 +207,28 @@ def resume(
     with connect(url, token) as api:
         a = api.resume_account(account_id, check_online=check_online)
     say(f"account {a['id']} {a['status']}")
+
+
+@app.command()
+def callback(
+    account_id: Annotated[str, typer.Argument(metavar="ACCOUNT")],
+    register: Annotated[bool, typer.Option("--register", help="also set the URL at the vendor")] = False,
+    public_url: Annotated[
+        str | None, typer.Option(help="the address vendors reach the API at (default: BROADCAST_PUBLIC_URL)")
+    ] = None,
+    as_json: AsJson = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Create or rotate the account's callback key and print the URL for the vendor (shown once; the old
+    key stops working) / 生成回调地址（旧密钥立即失效）。"""
+    with connect(url, token) as api:
+        answer = api.account_callback(account_id, register=register, public_url=public_url)
+    if as_json:
+        print_json(answer)
+        return
+    say(answer["url"])
+    if answer.get("path_only"):
+        say("(no public URL known: put your API's public address in front, or pass --public-url)")
+    if answer.get("registered"):
+        say("registered with the vendor / 已在服务商处设置回调")

@@ -23,6 +23,9 @@ class MessageIn(MessageTemplate):
 
     send_at: AwareDatetime | None = None
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    ignore_suppression: bool = Field(
+        default=False, description="send even to a suppressed recipient (recorded on the message)"
+    )
 
 
 class Accepted(BaseModel):
@@ -34,7 +37,16 @@ class Accepted(BaseModel):
 
 #: What ``GET /v1/messages/{id}`` shows of a job's public view (with its history and errors).
 _MESSAGE_FIELDS = ("id", "status", "account", "to", "campaign", "test_of", "attempts", "result", "vendor", "has_ids")
-_MESSAGE_TAIL = ("reason", "revoked_at", "recall", "recall_error", "created", "sent_at")
+_MESSAGE_TAIL = (
+    "reason",
+    "skip_reason",
+    "ignore_suppression",
+    "revoked_at",
+    "recall",
+    "recall_error",
+    "created",
+    "sent_at",
+)
 
 
 def _job(state: ApiState, job_id: str) -> Job:
@@ -55,6 +67,7 @@ def post_message(body: MessageIn, response: Response, state: Stores) -> Accepted
         send_at=epoch(body.send_at),
         idempotency_key=body.idempotency_key,
         priority=body.priority,
+        ignore_suppression=body.ignore_suppression,
     )
     mark_replayed(response, submitted.created)
     return Accepted(id=submitted.id, status=submitted.status)
