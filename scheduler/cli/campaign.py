@@ -45,7 +45,8 @@ def _campaign_line(c: dict[str, Any]) -> str:
     remaining = int(c["total"]) - _done(counts)
     return (
         f"campaign {c['id']} {_status(c)}: {counts.get('sent', 0)} sent, {counts.get('dead', 0)} dead, "
-        f"{counts.get('cancelled', 0)} cancelled, {remaining} remaining of {c['total']}"
+        f"{counts.get('cancelled', 0)} cancelled, {counts.get('skipped', 0)} skipped, "
+        f"{remaining} remaining of {c['total']}"
     )
 
 
@@ -105,6 +106,7 @@ def _watch(api: Client, campaign_id: str, *, interval: float, as_json: bool) -> 
                 eta = _duration(remaining / rate) if rate > 0 and remaining else ("0s" if not remaining else "-")
                 info = (
                     f"sent {counts['sent']}  dead {counts['dead']}  cancelled {counts['cancelled']}  "
+                    f"skipped {counts.get('skipped', 0)}  "
                     f"remaining {remaining}  {rate:.1f}/s  ETA {eta}"
                 )
                 label = campaign["name"] or campaign_id

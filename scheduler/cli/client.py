@@ -31,7 +31,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "BROADCAST_API_URL"
 TOKEN_ENV = "BROADCAST_API_TOKEN"  # noqa: S105 - the variable's name, not a secret
 #: States after which a job never changes again.
-TERMINAL = frozenset({"sent", "dead", "cancelled"})
+TERMINAL = frozenset({"sent", "dead", "cancelled", "skipped"})
 RECIPIENT_SUFFIXES = {".csv": "text/csv", ".jsonl": "application/x-ndjson", ".ndjson": "application/x-ndjson"}
 CampaignAction = Literal["pause", "resume", "cancel", "start"]
 ExportFormat = Literal["csv", "jsonl"]
