@@ -19,6 +19,10 @@ STREAMED_JSON_PATHS = frozenset({"/v1/campaigns"})
 _FORMS = (b"multipart/", b"application/x-www-form-urlencoded")
 
 
+#: Vendor callbacks (``POST /v1/callbacks/{account}``): not scanned here, see below.
+CALLBACK_PATH = "/v1/callbacks/"
+
+
 class BodyLimit:
     """Refuse bodies over the size limit (413, by Content-Length and while streaming) and JSON bodies past
     :mod:`worker.jsonsafe`'s limits (422 naming the limit, counted chunk by chunk), before parsing.
@@ -41,7 +45,11 @@ class BodyLimit:
             await _too_large(scope, receive, send, limit)
             return
         scanner = None
-        if not headers.get(b"content-type", b"").lower().startswith(_FORMS):
+        # a vendor callback is stored raw whatever its shape (a 4xx makes the vendor retry for ever); its
+        # route bounds the size and scheduler/intake/callbacks.py parses it with worker.jsonsafe
+        if not headers.get(b"content-type", b"").lower().startswith(_FORMS) and not scope["path"].startswith(
+            CALLBACK_PATH
+        ):
             shape = STREAMED_JSON_LIMITS if scope["path"] in STREAMED_JSON_PATHS else JSON_LIMITS
             scanner = JsonScanner(shape, "body")
         seen = 0

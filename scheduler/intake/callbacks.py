@@ -17,7 +17,8 @@ Shapes (``docs/vendors.md``, "Callbacks"): GeWe's 回调消息详解 page (``Wan
 ``Appid + Data.NewMsgId``); E云's private text ``messageType`` 60001 with ``data.fromUser``, ``content``,
 ``newMsgId``, ``self`` (the ``2048537793/WkApi`` mirror; dedupe on ``toUser + newMsgId + fromUser``, as its
 callback page says). Vendors repeat deliveries (Devo919/Gewechat#173), so a message id is remembered for
-``BROADCAST_CALLBACK_DEDUPE_H`` hours. A body that is not JSON, too deep, or of no known shape is kept a
+``BROADCAST_CALLBACK_DEDUPE_H`` hours. A body that is not JSON, past :data:`CALLBACK_JSON_LIMITS`
+(``worker.jsonsafe``, the bounded parser every untrusted JSON goes through), or of no known shape is kept a
 while in ``cb:odd`` (newest first, bounded) and counted; it still gets a 200 so the vendor stops retrying.
 """
 
@@ -29,13 +30,14 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, cast
 
 import redis
 
 from scheduler.intake.producer import RECIPIENT, Producer
+from worker import jsonsafe
 from worker.settings import Settings
 from worker.store.accounts import AccountStore
 from worker.store.keys import Keys
@@ -45,8 +47,8 @@ log = logging.getLogger("broadcast.callbacks")
 
 #: Bodies above this are refused (413): a GeWe text is about 1 KiB, an image with its thumbnail tens of KiB.
 MAX_CALLBACK_BODY = 512 * 1024
-#: JSON nested deeper than this is malformed (GeWe's deepest documented field is three levels down).
-MAX_DEPTH = 16
+#: JSON past these is malformed (GeWe's deepest documented field is three levels down).
+CALLBACK_JSON_LIMITS = replace(jsonsafe.SMALL_JSON_LIMITS, depth=16)
 #: The inbox keeps at most about this many unprocessed entries (a stopped dispatcher must not fill Redis).
 INBOX_MAXLEN = 100_000
 #: Unknown or malformed bodies kept for a look: this many, newest first, each cut to ODD_BYTES, for ODD_TTL_S.
@@ -136,28 +138,9 @@ class CallbackInbox:
 
 
 def load_bounded(body: bytes) -> Any:
-    """JSON within :data:`MAX_DEPTH` levels, or ValueError. Size is bounded by the route (413)."""
-    text = body.decode("utf-8")  # UnicodeDecodeError is a ValueError
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:  # refuse deep nesting before the parser recurses into it
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-            if deepest > MAX_DEPTH:
-                raise ValueError(f"nested deeper than {MAX_DEPTH}")
-        elif ch in "]}":
-            depth -= 1
-    return json.loads(text)
+    """The body as JSON within :data:`worker.jsonsafe.SMALL_JSON_LIMITS` (depth, breadth, values), or
+    ValueError (a :class:`~worker.jsonsafe.JsonLimitError` is one). Size is bounded by the route (413)."""
+    return jsonsafe.loads(body.decode("utf-8"), CALLBACK_JSON_LIMITS, "callback")
 
 
 def _string(value: Any) -> str:
