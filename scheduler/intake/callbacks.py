@@ -101,9 +101,10 @@ class CallbackInbox:
         self.redis = client
         self.keys = Keys(prefix)
 
-    def rotate(self, account: str) -> str:
-        """A new key for the account (the old one stops working at once); only its digest is stored."""
-        key = new_key()
+    def rotate(self, account: str, key: str | None = None) -> str:
+        """Make ``key`` (default: a new one) the account's; the old one stops working at once. Only its
+        digest is stored."""
+        key = key or new_key()
         self.redis.set(self.keys.callback_key(account), _digest(key))
         return key
 

@@ -11,7 +11,7 @@ from scheduler.api.errors import ApiError, invalid
 from scheduler.api.models import AccountId
 from scheduler.api.state import AUTH, ApiState, Stores
 from scheduler.console import sent_today
-from scheduler.intake.callbacks import CallbackInbox, callback_url
+from scheduler.intake.callbacks import CallbackInbox, callback_url, new_key
 from worker.errors import ConfigError, VendorError
 from worker.logs import REDACTOR
 from worker.store.accounts import Account, AccountSpec, TokenRequiredError
@@ -142,17 +142,17 @@ def resume_account(account_id: AccountId, state: Stores, check_online: bool = Tr
 @router.post("/v1/accounts/{account_id}/callback")
 def rotate_callback(account_id: AccountId, state: Stores, body: CallbackIn | None = None) -> dict[str, Any]:
     """Create or rotate the account's callback key and answer the URL to give the vendor (the key is
-    shown only here). ``register``: also set it at the vendor; needs a public URL (the body's or
-    ``BROADCAST_PUBLIC_URL``). A vendor that refuses answers 502 and the new key stays valid."""
+    shown only here). ``register``: first set it at the vendor (needs a public URL: the body's or
+    ``BROADCAST_PUBLIC_URL``); a vendor that refuses or cannot be reached answers 409 and nothing changes
+    (the previous key keeps working)."""
     account = _existing(state, account_id)
     body = body or CallbackIn()
     base = body.public_url or state.settings.public_url
     if body.at_vendor and not base:
         raise ApiError(422, "invalid", "public_url: needed to register (or set BROADCAST_PUBLIC_URL)", "public_url")
-    key = CallbackInbox(state.redis, state.settings.key_prefix).rotate(account_id)
+    key = new_key()
     REDACTOR.add(key)  # the URL carries it: never in a log line, even inside a vendor's error text
     url = callback_url(base or "", account_id, key)
-    registered = False
     if body.at_vendor:
         from worker.runtime.connections import vendor_http_client
         from worker.vendors import backend_for
@@ -160,6 +160,8 @@ def rotate_callback(account_id: AccountId, state: Stores, body: CallbackIn | Non
         try:
             backend_for(account.vendor_account(), vendor_http_client(state.settings)).set_callback(url)
         except VendorError as exc:
-            raise ApiError(502, "vendor_error", f"the vendor refused the callback URL: {exc}", None) from None
-        registered = True
-    return {"account": account_id, "url": url, "path_only": not base, "registered": registered}
+            said = str(exc).replace(key, "***")  # a vendor may echo the URL back: the key stays out of errors
+            message = f"the vendor did not take the callback URL, nothing changed: {said}"
+            raise ApiError(409, "callback_not_registered", message, None) from None
+    CallbackInbox(state.redis, state.settings.key_prefix).rotate(account_id, key)
+    return {"account": account_id, "url": url, "path_only": not base, "registered": body.at_vendor}

@@ -99,7 +99,10 @@ def remove_suppression(account: str, to: str, state: Stores) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/v1/suppressions/import")
+@router.post(
+    "/v1/suppressions/import",
+    openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
 async def import_suppressions(
     request: Request,
     state: Stores,
@@ -139,7 +142,11 @@ async def import_suppressions(
     return {"imported": stored}
 
 
-@router.get("/v1/suppressions/export")
+@router.get(
+    "/v1/suppressions/export",
+    response_model=None,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "the CSV"}},
+)
 def export_suppressions(
     state: Stores, account: Scope | None = None, reason: Annotated[Reason | None, Query()] = None
 ) -> StreamingResponse:
