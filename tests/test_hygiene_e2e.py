@@ -127,3 +127,5 @@ def test_the_callback_endpoint_under_a_fuzz_pass(api: ApiStack) -> None:
         statuses = [anon.post(path, params={"key": key}, content=body).status_code for body in bodies]
     assert set(statuses) == {200}
     assert stack.redis.xlen(inbox) == len(bodies)
+    metrics = stack.http.get("/metrics").text
+    assert f'broadcast_callbacks_total{{kind="received"}} {float(len(bodies))}' in metrics

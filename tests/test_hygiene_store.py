@@ -150,6 +150,26 @@ def test_the_same_opt_out_five_times_is_one_suppression_and_one_reply(ledger: Le
     )  # not the whole text
 
 
+def test_an_ecloud_private_text_opts_out_and_its_own_messages_do_not(ledger: Ledger) -> None:
+    accounts = AccountStore(ledger.redis, ledger.prefix)
+    processor = CallbackProcessor(
+        Settings(key_prefix=ledger.prefix), ledger.redis, accounts, Producer(ledger, accounts)
+    )
+
+    def ecloud(sender: str, text: str, *, own: bool = False, msg_id: int = 5) -> bytes:
+        data = {"fromUser": sender, "toUser": "wxid_me", "content": text, "newMsgId": msg_id, "self": own}
+        return json.dumps({"wcId": "wxid_me", "messageType": "60001", "data": data}).encode()
+
+    assert processor.handle("acct1", ecloud("wxid_me", "退订", own=True)) is Kind.IGNORED  # our own message
+    assert processor.handle("acct1", ecloud("wxid_e", "Unsubscribe")) is Kind.OPTED_OUT  # case does not matter
+    assert processor.handle("acct1", ecloud("wxid_e", "Unsubscribe")) is Kind.DUPLICATE
+    group = {"wcId": "wxid_me", "messageType": "80001", "data": {"fromUser": "wxid_g", "content": "退订"}}
+    assert processor.handle("acct1", json.dumps(group).encode()) is Kind.IGNORED  # a group message
+    supp = Suppressions(ledger.redis, ledger.prefix)
+    assert supp.get("acct1", "wxid_e") is not None and supp.get("acct1", "wxid_me") is None
+    assert ledger.redis.hget(ledger.keys.stat("callbacks"), "opted_out") == "1"
+
+
 def test_removed_contacts_and_offline_notices(ledger: Ledger) -> None:
     accounts = AccountStore(ledger.redis, ledger.prefix)
     processor = CallbackProcessor(
