@@ -8,6 +8,8 @@ history list) before the producer answers, so an accepted job is a stored job. S
         │                │  └──── retrying ◀──────┤  (transient / throttled / generic failure, bounded)
         └── cancelled ◀──┘                         └──▶ dead  (permanent, retries exhausted, unknown outcome)
 
+    queued ──begin──▶ skipped  (suppressed recipient, or over the account's recipient_cap: no vendor call)
+
 All transitions are Lua scripts (:mod:`worker.store.scripts`), so each is atomic with its queue and counter
 writes. Ids are stored as decimal strings: exact for 64-bit values, and safe for JavaScript readers.
 """
