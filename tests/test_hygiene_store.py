@@ -84,12 +84,13 @@ def test_a_single_message_may_ignore_the_suppression_and_says_so(ledger: Ledger)
     producer = Producer(ledger, AccountStore(ledger.redis, ledger.prefix))
     plain = producer.submit_message(account="acct1", to="wxid_a", message={"kind": "text", "text": "x"})
     forced = producer.submit_message(
-        account="acct1", to="wxid_a", message={"kind": "text", "text": "y"}, ignore_suppression=True
+        account="acct1", to="wxid_a", message={"kind": "text", "text": "y"}, ignore_suppression="ops-alice"
     )
     answers = run_all(ledger)
     assert answers[plain.id] == "suppressed" and answers[forced.id] == "go"
     forced_job = ledger.get(forced.id)
     assert forced_job is not None and forced_job.public()["ignore_suppression"] is True
+    assert forced_job.public()["ignore_suppression_by"] == "ops-alice"
 
 
 def test_the_recipient_cap_lets_one_campaign_through_and_skips_the_other(ledger: Ledger) -> None:

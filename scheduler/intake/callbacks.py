@@ -311,7 +311,7 @@ class CallbackProcessor:
                 to=event.who,
                 message={"kind": "text", "text": self.settings.optout_reply},
                 idempotency_key=idem,
-                ignore_suppression=True,
+                ignore_suppression="opt-out reply",
             )
         except Exception:
             log.exception("the opt-out reply could not be queued", extra={"account": account})

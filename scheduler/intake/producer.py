@@ -68,10 +68,10 @@ class Producer:
         idempotency_key: str | None = None,
         priority: str = "normal",
         test_of: str | None = None,
-        ignore_suppression: bool = False,
+        ignore_suppression: str | None = None,
     ) -> Submitted:
         """Submit one message to one recipient from a configured account (``test_of``: a campaign's test send;
-        ``ignore_suppression``: sent even to a suppressed recipient, recorded on the job)."""
+        ``ignore_suppression``: who asked that it go even to a suppressed recipient, recorded on the job)."""
         check_text(account, "account")
         if idempotency_key:
             check_text(idempotency_key, "idempotency_key")

@@ -167,6 +167,7 @@ class Job:
             "reason": f.get("reason"),
             "skip_reason": f.get("skip_reason"),
             "ignore_suppression": f.get("nosupp") == "1",
+            "ignore_suppression_by": f.get("nosupp_by"),
             "error_class": f.get("error_class"),
             # a retrying job's latest error is ``last_error``; a dead one's final error is ``error``
             "error": f.get("error") or f.get("last_error"),
@@ -336,12 +337,12 @@ class Ledger:
         priority: str = "normal",
         job_id: str | None = None,
         test_of: str | None = None,
-        ignore_suppression: bool = False,
+        ignore_suppression: str | None = None,
     ) -> Submission:
         """Store and enqueue one job in one round trip. An idempotency key seen before answers its first
         job (``created`` False, ``state`` ''). ``test_of``: the campaign this job is a test send of (it is
-        not one of the campaign's jobs and not in its counts). ``ignore_suppression``: sent even to a
-        suppressed recipient (recorded on the job as ``nosupp``)."""
+        not one of the campaign's jobs and not in its counts). ``ignore_suppression``: who asked that it be
+        sent even to a suppressed recipient (the job's ``nosupp`` and ``nosupp_by``)."""
         job_id = job_id or new_id()
         now = time.time()
         fields: dict[str, Any] = {
@@ -359,6 +360,7 @@ class Ledger:
             "idempotency_key": idempotency_key,
             "test_of": test_of,
             "nosupp": "1" if ignore_suppression else None,
+            "nosupp_by": ignore_suppression or None,
         }
         due_at = f"{send_at:.3f}" if send_at and send_at > now else ""
         reply = self._submit(

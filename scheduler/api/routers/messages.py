@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 
 from scheduler.api.errors import ApiError
@@ -57,8 +57,10 @@ def _job(state: ApiState, job_id: str) -> Job:
 
 
 @router.post("/v1/messages", status_code=202)
-def post_message(body: MessageIn, response: Response, state: Stores) -> Accepted:
-    """Store one message for sending; answers at once (202). The same idempotency_key answers the same."""
+def post_message(body: MessageIn, request: Request, response: Response, state: Stores) -> Accepted:
+    """Store one message for sending; answers at once (202). The same idempotency_key answers the same.
+    ``ignore_suppression`` (an operator's key) is recorded on the message with the key's name."""
+    caller = getattr(request.state, "caller", None)
     submitted = state.producer.submit_message(
         account=body.account,
         to=body.to,
@@ -67,7 +69,7 @@ def post_message(body: MessageIn, response: Response, state: Stores) -> Accepted
         send_at=epoch(body.send_at),
         idempotency_key=body.idempotency_key,
         priority=body.priority,
-        ignore_suppression=body.ignore_suppression,
+        ignore_suppression=(getattr(caller, "name", "") or "api") if body.ignore_suppression else None,
     )
     mark_replayed(response, submitted.created)
     return Accepted(id=submitted.id, status=submitted.status)
