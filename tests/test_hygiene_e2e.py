@@ -129,3 +129,38 @@ def test_the_callback_endpoint_under_a_fuzz_pass(api: ApiStack) -> None:
     assert stack.redis.xlen(inbox) == len(bodies)
     metrics = stack.http.get("/metrics").text
     assert f'broadcast_callbacks_total{{kind="received"}} {float(len(bodies))}' in metrics
+
+
+def test_suppressions_over_http_add_list_import_export_and_remove(api: ApiStack) -> None:
+    stack = api
+    put_account(stack, "sx", "gewe", f"inst-sx-{stack.prefix}")
+    refused = stack.http.post("/v1/suppressions", json={"account": "nobody", "to": "wxid_a"})
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "account", refused.text
+    refused = stack.http.post("/v1/suppressions", json={"account": "sx", "to": "not a wxid!"})
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "to", refused.text
+    added = stack.http.post("/v1/suppressions", json={"account": "sx", "to": "wxid_a", "note": "=HYPERLINK()"})
+    assert added.status_code == 201 and added.json()["reason"] == "manual" and added.json()["by"] == "api"
+
+    keys_before = stack.stored_keys()
+    bad = "to,account,reason\nwxid_b,sx,manual\nwxid_c,sx,spam\n"
+    answer = stack.http.post("/v1/suppressions/import", content=bad.encode(), headers={"Content-Type": "text/csv"})
+    assert answer.status_code == 422 and "line 3" in answer.json()["error"]["message"], answer.text
+    assert stack.stored_keys() == keys_before  # all rows or none
+    deep = "[" * 40 + "]" * 40  # a note is text, not JSON: any brackets
+    good = f"to,account,note\nwxid_b,sx,{deep}\nwxid_all,,every account\n"
+    answer = stack.http.post("/v1/suppressions/import", content=good.encode(), headers={"Content-Type": "text/csv"})
+    assert answer.status_code == 200 and answer.json() == {"imported": 2}, answer.text
+
+    listed = stack.http.get("/v1/suppressions", params={"account": "sx"}).json()
+    assert sorted(s["to"] for s in listed["suppressions"]) == ["wxid_a", "wxid_b"] and listed["next_cursor"] is None
+    everyone = stack.http.get("/v1/suppressions", params={"account": "*"}).json()["suppressions"]
+    assert [(s["account"], s["to"]) for s in everyone] == [(None, "wxid_all")]
+    exported = stack.http.get("/v1/suppressions/export", params={"account": "sx"})
+    assert exported.headers["content-type"].startswith("text/csv")
+    lines = exported.text.splitlines()
+    assert lines[0] == "account,to,reason,at,by,note" and len(lines) == 3
+    assert any(line.endswith(",'=HYPERLINK()") for line in lines), lines  # never a formula in a spreadsheet
+
+    assert stack.http.delete("/v1/suppressions/sx/wxid_a").status_code == 204
+    assert stack.http.delete("/v1/suppressions/sx/wxid_a").status_code == 404
+    assert stack.http.delete("/v1/suppressions/*/wxid_all").status_code == 204

@@ -19,8 +19,9 @@ STREAMED_JSON_PATHS = frozenset({"/v1/campaigns"})
 _FORMS = (b"multipart/", b"application/x-www-form-urlencoded")
 
 
-#: Vendor callbacks (``POST /v1/callbacks/{account}``): not scanned here, see below.
-CALLBACK_PATH = "/v1/callbacks/"
+#: Bodies that are not JSON, not scanned here: vendor callbacks (``POST /v1/callbacks/{account}``, see below)
+#: and CSV suppression imports (a note may hold any brackets).
+NOT_JSON_PATHS = ("/v1/callbacks/", "/v1/suppressions/import")
 
 
 class BodyLimit:
@@ -48,7 +49,7 @@ class BodyLimit:
         # a vendor callback is stored raw whatever its shape (a 4xx makes the vendor retry for ever); its
         # route bounds the size and scheduler/intake/callbacks.py parses it with worker.jsonsafe
         if not headers.get(b"content-type", b"").lower().startswith(_FORMS) and not scope["path"].startswith(
-            CALLBACK_PATH
+            NOT_JSON_PATHS
         ):
             shape = STREAMED_JSON_LIMITS if scope["path"] in STREAMED_JSON_PATHS else JSON_LIMITS
             scanner = JsonScanner(shape, "body")
