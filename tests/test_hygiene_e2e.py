@@ -15,12 +15,15 @@ from typing import Any
 
 import httpx
 
+from scheduler.intake.callbacks import CallbackProcessor
+from scheduler.intake.producer import Producer
 from tests.conftest import ApiStack
 from tests.procs import wait_for
 from tests.test_api import put_account, wait_campaign
 from tests.test_cli_ops import cli_runner
 from tests.test_pipeline_e2e import sim_sends
 from tests.test_vendor_holds_e2e import add_fault, fault_hits
+from worker.settings import Settings
 
 
 def start_campaign(stack: ApiStack, account: str, recipients: list[str], **extra: Any) -> str:
@@ -129,6 +132,15 @@ def test_the_callback_endpoint_under_a_fuzz_pass(api: ApiStack) -> None:
     assert stack.redis.xlen(inbox) == len(bodies)
     metrics = stack.http.get("/metrics").text
     assert f'broadcast_callbacks_total{{kind="received"}} {float(len(bodies))}' in metrics
+    # and the processing side takes every one of them without failing (the scheduler's drain, run here)
+    processor = CallbackProcessor(
+        Settings(key_prefix=stack.prefix), stack.redis, stack.accounts, Producer(stack.ledger, stack.accounts)
+    )
+    while processor.drain():
+        pass
+    counted = stack.redis.hgetall(f"{stack.prefix}:stats:callbacks")
+    assert "failed" not in counted and stack.redis.xlen(inbox) == 0
+    assert sum(int(v) for k, v in counted.items() if k != "received") == len(bodies)
 
 
 def test_suppressions_over_http_add_list_import_export_and_remove(api: ApiStack) -> None:
