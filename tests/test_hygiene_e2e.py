@@ -85,6 +85,16 @@ def test_opt_out_by_callback_and_not_a_friend_skip_the_next_campaign(api_stack: 
     exported = stack.http.get(f"/v1/campaigns/{cid}/deliveries", params={"format": "csv"}).text
     assert "skip_reason" in exported.splitlines()[0] and "suppressed" in exported
 
+    # a single message to them is skipped too, unless the operator says so (recorded with the key's name)
+    skipped = run("send", "--account", "gw", "--to", "wxid_fan", "--text", "x", "--wait")
+    assert skipped.returncode == 3 and '"skip_reason": "suppressed"' in skipped.stdout, skipped.stdout
+    forced = run("send", "--account", "gw", "--to", "wxid_fan", "--text", "人工回复", "--ignore-suppression", "--wait")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    forced_id = json.loads(forced.stdout.split("\n}\n", 1)[0] + "\n}")["id"]
+    shown_job = stack.http.get(f"/v1/messages/{forced_id}").json()
+    assert shown_job["ignore_suppression"] is True and shown_job["ignore_suppression_by"]
+    assert [s["to"] for s in sim_sends(stack, instance=instance, to="wxid_fan")] == ["wxid_fan"]
+
     # the operator lifts one by the CLI; the list shows what is left
     assert run("suppressions", "remove", "wxid_gone", "--account", "gw").returncode == 0
     listed = run("suppressions", "list", "--account", "gw")

@@ -41,6 +41,7 @@ _MESSAGE_TAIL = (
     "reason",
     "skip_reason",
     "ignore_suppression",
+    "ignore_suppression_by",
     "revoked_at",
     "recall",
     "recall_error",
