@@ -27,7 +27,7 @@ class Rule:
 PUBLIC: frozenset[tuple[str, str]] = frozenset(
     {
         ("GET", "/healthz"),
-        ("GET", "/metrics"),
+        ("GET", "/metrics"),  # no role, but a valid key unless BROADCAST_METRICS_PUBLIC (routers/ops.py)
         ("GET", "/openapi.json"),
         ("GET", "/docs"),
         ("GET", "/docs/oauth2-redirect"),
@@ -40,6 +40,8 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
 #: Routes that carry their own credential instead of a bearer key: a vendor's callback, whose per-account
 #: key in the URL is checked by the route itself (wrong key: 404; issue 19). Never under ``authorize``.
 OWN_KEY: frozenset[tuple[str, str]] = frozenset({("POST", "/v1/callbacks/{account}")})
+#: Their path prefix: AuthFirst lets these through without a bearer key.
+OWN_KEY_PREFIX = "/v1/callbacks/"
 
 #: (method, path template) -> rule. Reads are ``viewer``; sending work is ``operator``; what holds vendor
 #: tokens, limits every account shares, or hands out keys is ``admin``.

@@ -683,7 +683,11 @@ class Campaigns:
         if previous == "!missing":
             raise CampaignNotFound(cid)
         if previous.startswith("!"):
-            raise CampaignStateError(f"cannot {action} a campaign that is {previous[1:]}")
+            # named as the campaign is shown (a finished campaign is still stored "active"), and a recall
+            # said, since that is why most such campaigns cannot go on
+            shown = self.get(cid)
+            state = str(shown["status"]) + (" and recalled" if shown.get("recall") else "")
+            raise CampaignStateError(f"cannot {action} a campaign that is {state}")
         if action == "cancel":
             self._cancel_jobs(cid, accounts)
         return self.get(cid)
