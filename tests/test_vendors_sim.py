@@ -19,6 +19,7 @@ from worker.errors import (
     AmbiguousError,
     DailyCapError,
     MessageError,
+    NotFriendError,
     PermanentError,
     RevokeRefusedError,
     ThrottledError,
@@ -221,7 +222,7 @@ FAULT_CLASSES: dict[str, type[VendorError]] = {
     "throttled": ThrottledError,
     "offline": AccountDownError,
     "token_invalid": AccountDownError,
-    "not_friend": PermanentError,
+    "not_friend": NotFriendError,  # a PermanentError that also suppresses the recipient
     "generic": VendorFailure,
 }
 
@@ -383,7 +384,7 @@ def test_fidelity_round_3_against_the_simulator(
     for vendor in ("gewe", "ecloud"):
         fault = {"kind": "friend_pending", "vendor": vendor, "times": 1}
         sim_admin.post("/_sim/faults", json=fault).raise_for_status()
-        with pytest.raises(PermanentError, match="接受"):
+        with pytest.raises(NotFriendError, match="接受"):
             backend_for(account_for(sim, vendor), http).send(TO, parse_message(MESSAGES["text"]))
 
 

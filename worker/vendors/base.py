@@ -34,10 +34,12 @@ from worker.errors import (
     ConfigError,
     DailyCapError,
     MessageError,
+    NotFriendError,
     PermanentError,
     RevokeRefusedError,
     ThrottledError,
     TransientError,
+    UnsupportedError,
     VendorError,
     VendorFailure,
     redact,
@@ -165,6 +167,10 @@ class VendorBackend(Protocol):
         """True/False when the vendor can tell; None when it has no documented check."""
         ...
 
+    def set_callback(self, url: str) -> None:
+        """Ask the vendor to post its callbacks (replies, contact changes, offline notices) to ``url``."""
+        ...
+
 
 # --- failure classification ------------------------------------------------------------------------
 # Texts come from the vendors' answers collected in vendors.md (GeWe: Devo919/Gewechat issues #36, #176,
@@ -191,12 +197,15 @@ _ACCOUNT_DOWN = (
 #: The mini-program cap (about 500 a day to groups): wechaty/python-wechaty#133. GeWe's own spelling
 #: (``发送小程序失败`` with ``data.code "-2"``) needs the code too and is recognised in gewe.py.
 _DAILY_CAP = ("too many attempts",)
-_PERMANENT = (
+#: A recipient who is not a friend (yet): permanent, and suppressed for the account (issue 19).
+_NOT_FRIEND = (
     "等待对方接收你的好友请求",
     "等待对方接受你的好友请求",  # 接受 as well as 接收 (youfou/wxpy#21)
     "不是你的好友",
     "不是好友",
     "非好友",
+)
+_PERMANENT = (
     "不在群",
     "不是群成员",
     "移出该群",
@@ -241,6 +250,7 @@ def classify_vendor_text(text: str) -> type[VendorError]:
     for markers, cls in (
         (_ACCOUNT_DOWN, AccountDownError),
         (_DAILY_CAP, DailyCapError),
+        (_NOT_FRIEND, NotFriendError),
         (_PERMANENT, PermanentError),
         (_UNKNOWN, AmbiguousError),
         (_THROTTLED, ThrottledError),
@@ -284,6 +294,10 @@ class HttpBackend:
     #: False for a vendor without a documented revoke: a recall reports its messages ``unsupported``
     #: without calling it (its ``revoke`` raises UnsupportedError).
     can_revoke: ClassVar[bool] = True
+
+    def set_callback(self, url: str) -> None:
+        """Vendors without a documented callback registration: nothing is sent."""
+        raise UnsupportedError(f"{self.name} has no documented callback registration", vendor=self.name)
 
     def __init__(self, account: VendorAccount, client: httpx.Client) -> None:
         if account.vendor != self.name:
