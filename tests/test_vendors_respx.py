@@ -399,7 +399,7 @@ def test_ecloud_is_online_reads_data_is_online(router: respx.Router) -> None:
         ("已解散", PermanentError),
         ("Too many attempts. Try again later", DailyCapError),
         # 接受 as well as 接收 (youfou/wxpy#21): not a friend yet, not throttling
-        ("发送消息过于频繁，等待对方接受你的好友请求后再发", PermanentError),
+        ("发送消息过于频繁，等待对方接受你的好友请求后再发", NotFriendError),
         # GeWe without its token header (hanfangyuan4396/dify-on-wechat#340): account down (token)
         ("header:X-GEWE-TOKEN 不可为空", AccountDownError),
     ],
