@@ -46,7 +46,9 @@ SUBCOMMANDS = {
     "flower": "flower",
     "simulator": "simulator",
 }
-SERVICES = {"redis", *SUBCOMMANDS}
+#: The ``monitoring`` profile: off-the-shelf images, no broadcast command.
+MONITORING = {"prometheus", "grafana"}
+SERVICES = {"redis", *SUBCOMMANDS, *MONITORING}
 #: Long-running services without an HTTP port to probe: no healthcheck required.
 NO_HEALTHCHECK = {"worker", "scheduler"}
 VENDORS = {"gewe", "gewe-legacy", "ecloud", "ohwxapi"}
@@ -275,7 +277,9 @@ def test_no_secret_literal_in_the_compose_file() -> None:
     found: list[str] = []
     for name, svc in services().items():
         for key, value in environment(svc).items():
-            if SECRET_NAME.search(key) and value is not None and not FROM_ENV.match(value):
+            # ``…__FILE`` names where a secret file is mounted (compose ``secrets:``), not the secret itself
+            secret_file = key.endswith("__FILE") and str(value).startswith("/run/secrets/")
+            if SECRET_NAME.search(key) and value is not None and not FROM_ENV.match(value) and not secret_file:
                 found.append(f"{name}.environment.{key} = {value!r}")
         build = svc.get("build")
         build_args = build.get("args") if isinstance(build, dict) else None
@@ -301,6 +305,61 @@ def test_simulator_is_behind_a_profile() -> None:
     for name, svc in services().items():
         if not svc.get("profiles"):
             assert "simulator" not in depends_on(svc), f"{name} depends on the profile-only simulator"
+
+
+def test_monitoring_is_a_profile_scraping_the_api_with_a_secret_key(redis_url: str) -> None:
+    """Prometheus + Grafana only with ``--profile monitoring``; the scrape key and the Grafana password come
+    from the environment as secret files; the provisioned dashboard asks only for metrics the API serves."""
+    for name in MONITORING:
+        svc = service(name)
+        assert svc.get("profiles") == ["monitoring"], f"{name}: behind the monitoring profile"
+        assert all(str(p).startswith("127.0.0.1:") for p in svc.get("ports") or []), f"{name}: loopback only"
+        for key in environment(svc):
+            assert not (SECRET_NAME.search(key) and not key.endswith("__FILE")), f"{name}.{key}: use a secret file"
+    secrets = compose()["secrets"]
+    assert secrets["metrics_key"] == {"environment": "BROADCAST_METRICS_KEY"}
+    assert secrets["grafana_admin_password"] == {"environment": "GRAFANA_ADMIN_PASSWORD"}
+    assert environment(service("grafana"))["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    for name in set(SUBCOMMANDS) | {"redis"}:
+        assert not set(depends_on(service(name))) & MONITORING, f"{name} must run without the monitoring profile"
+
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+    (job,) = prometheus["scrape_configs"]
+    assert job["static_configs"][0]["targets"] == ["api:8000"] and job["metrics_path"] == "/metrics"
+    assert job["authorization"]["credentials_file"] == "/run/secrets/metrics_key"
+    mounts = {m["source"]: m["target"] for m in service("prometheus")["volumes"] if isinstance(m, dict)}
+    assert mounts["./deploy/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+
+    mounts = {m["source"]: m["target"] for m in service("grafana")["volumes"] if isinstance(m, dict)}
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text(encoding="utf-8"))
+    provider = yaml.safe_load((provisioning / "dashboards" / "broadcast.yml").read_text(encoding="utf-8"))
+    assert mounts["./deploy/grafana/dashboards"] == provider["providers"][0]["options"]["path"]
+    uid = datasource["datasources"][0]["uid"]
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+
+    import json
+
+    import redis
+
+    from scheduler.api.metrics import RedisCollector
+
+    dashboards = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
+    assert dashboards, "a dashboard ships in deploy/grafana/dashboards/"
+    served = {
+        family.name + suffix
+        for family in RedisCollector(redis.Redis.from_url(redis_url), "tmonitoring").collect()
+        for suffix in ({"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}.get(family.type, ("",)))
+    }
+    for path in dashboards:
+        board = json.loads(path.read_text(encoding="utf-8"))
+        assert board["uid"] and board["panels"], path.name
+        for panel in board["panels"]:
+            assert panel["datasource"]["uid"] == uid, f"{path.name}: {panel['title']} uses another data source"
+            for target in panel["targets"]:
+                used = set(re.findall(r"\bbroadcast_[a-z_]+", target["expr"]))
+                assert used and used <= served, f"{path.name}: {panel['title']} asks for {used - served}"
 
 
 def test_long_running_services_restart_and_report_health() -> None:
