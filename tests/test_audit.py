@@ -80,3 +80,24 @@ def test_keys_and_audit_from_the_cli(api: ApiStack) -> None:
     assert trail.returncode == 0
     lines = [line for line in trail.stdout.splitlines() if "key." in line]
     assert [("key.revoke" in line, "key.create" in line) for line in lines] == [(True, False), (False, True)]
+
+
+def test_the_trail_is_trimmed_by_age_and_pages_by_cursor(redis_url: str) -> None:
+    import time
+    import uuid
+
+    import redis
+
+    from worker.store.audit import AuditLog
+
+    log = AuditLog(redis.Redis.from_url(redis_url, decode_responses=True), f"a{uuid.uuid4().hex[:8]}", 0.2)
+    log.record(key="old", role="admin", action="key.create", target="key:x", status=201)
+    time.sleep(0.3)
+    for n in range(5):
+        log.record(key="new", role="operator", action="campaign.pause", target=f"campaign:{n}", status=200)
+    items, cursor = log.page(limit=3)
+    assert [e["target"] for e in items] == ["campaign:4", "campaign:3", "campaign:2"] and cursor
+    rest, end = log.page(limit=3, cursor=cursor)
+    assert [e["target"] for e in rest] == ["campaign:1", "campaign:0"] and end is None  # "old" is gone
+    assert log.page(cursor="0-0") == ([], None)
+    assert log.page(target="campaign:1")[0][0]["key"] == "new"

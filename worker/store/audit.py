@@ -1,7 +1,7 @@
 """The audit trail: who did what, append-only, in one Redis stream trimmed by age.
 
 Each state-changing API call adds one entry (time, key name, role, action, target, HTTP status) with
-``XADD … MINID ~`` so entries older than ``BROADCAST_AUDIT_RETENTION_DAYS`` go as new ones arrive; there
+``XADD … MINID`` so entries older than ``BROADCAST_AUDIT_RETENTION_DAYS`` go as new ones arrive; there
 is no call that edits or deletes an entry. Stream ids are times, so a page's cursor is the last id read.
 """
 
@@ -38,7 +38,8 @@ class AuditLog:
             "target": target,
             "status": status,
         }
-        return cast(str, self.redis.xadd(self.key, fields, minid=oldest, approximate=True))
+        # exact trimming: a few entries a minute at most, and "kept N days" should mean N days
+        return cast(str, self.redis.xadd(self.key, fields, minid=oldest, approximate=False))
 
     def page(
         self, *, limit: int = 50, cursor: str | None = None, key: str | None = None, target: str | None = None
