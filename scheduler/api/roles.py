@@ -27,7 +27,7 @@ class Rule:
 PUBLIC: frozenset[tuple[str, str]] = frozenset(
     {
         ("GET", "/healthz"),
-        ("GET", "/metrics"),
+        ("GET", "/metrics"),  # no role, but a valid key unless BROADCAST_METRICS_PUBLIC (routers/ops.py)
         ("GET", "/openapi.json"),
         ("GET", "/docs"),
         ("GET", "/docs/oauth2-redirect"),
