@@ -19,8 +19,25 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BROADCAST_", extra="ignore", env_ignore_empty=True)
 
-    #: Broker and state store. ``broadcast dev`` starts a private Redis when this is unset.
+    #: Broker and state store. ``broadcast dev`` starts a private Redis when this is unset. Three forms
+    #: (worker/runtime/connections.py builds every client from them): ``redis://[user:password@]host:port/db``,
+    #: ``rediss://…`` (TLS, for managed Redis; ``redis_ca_file``), and Sentinel in kombu's convention,
+    #: ``sentinel://h1:26379;sentinel://h2:26379;sentinel://h3:26379`` with ``redis_master_name`` (the
+    #: password in the first URL, if any, is the primary's; ``redis_sentinel_password`` the Sentinels').
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: The Sentinel service name of the primary (required with ``sentinel://``).
+    redis_master_name: str = ""
+    #: Password of the Sentinels themselves (``requirepass`` in sentinel.conf), when they have one.
+    redis_sentinel_password: SecretStr = SecretStr("")
+    #: CA bundle that signs the server's certificate for ``rediss://`` (default: the system's CAs).
+    redis_ca_file: Path | None = None
+    #: Replicas that must hold a job's ``sending`` mark before its vendor call, and its outcome after
+    #: (``WAIT``): unset = 1 while the primary reports a connected replica, else 0. See docs/deployment.md.
+    replica_acks: int | None = Field(default=None, ge=0, le=10)
+    #: How long BEGIN and FINISH wait for those replicas (below the Redis socket timeout, 5 s). Not acknowledged
+    #: in time: the vendor is not called and the job goes back (BEGIN), or the session stops and an
+    #: unconfirmed outcome is left to recovery, never resent (FINISH).
+    replica_ack_timeout_s: float = Field(default=1.0, gt=0, le=4)
     #: Prefix of every Redis key and of the Celery queue, so several deployments (or tests) share a Redis.
     key_prefix: str = Field(default="bc", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     #: ``dev`` allows the API to start without API tokens; ``prod`` refuses.
@@ -129,6 +146,13 @@ class Settings(BaseSettings):
     #: A draft campaign with more recipients than this cannot start before one of its test sends went out
     #: (0 = no requirement).
     require_test_above: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _sentinel_has_a_master(self) -> Settings:
+        """A Sentinel URL without the service name cannot find the primary: say so at start."""
+        if self.redis_url.startswith("sentinel://") and not self.redis_master_name:
+            raise ValueError("BROADCAST_REDIS_URL is a sentinel:// list: set BROADCAST_REDIS_MASTER_NAME")
+        return self
 
     @property
     def longest_vendor_call_s(self) -> float:
