@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     #: CA bundle that signs the server's certificate for ``rediss://`` (default: the system's CAs).
     redis_ca_file: Path | None = None
     #: Replicas that must hold a job's ``sending`` mark before its vendor call, and its outcome after
-    #: (``WAIT``): unset = 1 while the primary reports a connected replica, else 0. See docs/deployment.md.
+    #: (``WAIT``): unset = every replica the primary has shown in sync since the process started (0 without
+    #: replicas; sending waits while one is missing, e.g. after a failover). See docs/deployment.md.
     replica_acks: int | None = Field(default=None, ge=0, le=10)
     #: How long BEGIN and FINISH wait for those replicas (below the Redis socket timeout, 5 s). Not acknowledged
     #: in time: the vendor is not called and the job goes back (BEGIN), or the session stops and an

@@ -36,8 +36,9 @@ class Acks:
 
 
 class ReplicaAcks:
-    """How many replicas must acknowledge BEGIN and FINISH (fixed, or automatic: 1 while the primary reports
-    a connected replica, else 0), and whether WAITAOF is there; read from the server, cached briefly."""
+    """How many replicas must acknowledge BEGIN and FINISH (fixed, or automatic: the most replicas the
+    primary has shown in sync since this process started), and whether WAITAOF is there; read from the
+    server, cached briefly."""
 
     def __init__(self, client: redis.Redis, wanted: int | None, timeout_s: float) -> None:
         self.client = client
@@ -69,7 +70,12 @@ class ReplicaAcks:
         replication, persistence, server = pipe.execute()
         replicas = self.wanted
         if replicas is None:
-            replicas = 1 if online_replicas(replication) > 0 else 0
+            # automatic: every replica seen in sync since this process started, for good. Were it to follow
+            # the count, a hung primary that comes back (its replica was promoted meanwhile) would take sends
+            # without a wait, writes it then loses when it is demoted. Fewer than all would let a replica
+            # that is not the one promoted acknowledge a write the new primary never gets (measured:
+            # bench/failover.py --replicas 2, docs/benchmarks.md).
+            replicas = max(online_replicas(replication), self._current.replicas if self._current else 0)
         version = tuple(int(part) for part in str(server.get("redis_version", "0")).split(".")[:2] if part.isdigit())
         has_waitaof = version >= WAITAOF_SINCE
         aof_local = (1 if int(persistence.get("aof_enabled", 0)) else 0) if has_waitaof else None
