@@ -296,6 +296,8 @@ class Outcome:
     #: when each event started and when each duplicated recipient was received (seconds after the first send)
     marks: dict[str, float] = field(default_factory=dict)
     duplicate_times: list[list[float]] = field(default_factory=list)
+    #: duplicates by the event their first send followed ('before': none yet)
+    duplicates_after: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -438,7 +440,12 @@ def run_once(
     received = collections.defaultdict(list)
     for r in records:
         received[r["to"]].append(round(float(r["received_at"]) - first, 2))
-    outcome.duplicate_times = [sorted(t) for t in received.values() if len(t) > 1][:20]
+    twice = [sorted(t) for t in received.values() if len(t) > 1]
+    outcome.duplicate_times = twice[:20]
+    after: collections.Counter[str] = collections.Counter()
+    for t in twice:
+        after[([name for name, at in outcome.marks.items() if at <= t[0]] or ["before"])[-1]] += len(t) - 1
+    outcome.duplicates_after = dict(after)
     starts = list(marks.values())
     for i, (name, at) in enumerate(marks.items()):
         until = starts[i + 1] if i + 1 < len(starts) else float("inf")
@@ -477,13 +484,15 @@ def main() -> None:
             results.append(outcome)
             say("  " + json.dumps(asdict(outcome)))
     say("")
-    say("| run | jobs | sent | unknown (delivered) | other dead | unfinished | duplicates | missing | pauses (s) |")
+    say(
+        "| run | jobs | sent | unknown (delivered) | other dead | unfinished | duplicates (by event) | missing | pauses (s) |"
+    )
     say("|---|---|---|---|---|---|---|---|---|")
     for i, o in enumerate(results, 1):
         pauses = ", ".join(f"{k} {v}" for k, v in o.pauses.items())
         say(
             f"| {i} | {o.jobs} | {o.sent} | {o.dead_unknown} ({o.unknown_delivered}) | {o.dead_other} | "
-            f"{o.unfinished} | {o.duplicates} | {o.missing} | {pauses} |"
+            f"{o.unfinished} | {o.duplicates} {o.duplicates_after or ''} | {o.missing} | {pauses} |"
         )
     if args.json:
         args.json.write_text(json.dumps([asdict(o) for o in results], indent=2))
