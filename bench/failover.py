@@ -343,6 +343,8 @@ def run_once(
         **({"BROADCAST_REPLICA_ACKS": str(replica_acks)} if replica_acks >= 0 else {}),
         "BROADCAST_REPLICA_ACK_TIMEOUT_S": "1",
         "BROADCAST_LOG_LEVEL": "WARNING",
+        # the simulator listens on loopback, which vendor calls may not reach in prod (BROADCAST_VENDOR_DENY=auto)
+        "BROADCAST_VENDOR_ALLOW": "127.0.0.0/8",
         # short leases and vendor timeouts: recovery after a switch within seconds (tests/conftest.py FAST_ENV)
         "BROADCAST_LEASE_TTL_S": "4",
         "BROADCAST_LEASE_MARGIN_S": "0.5",

@@ -467,3 +467,27 @@ def test_logout_forgets_the_token(stack: ApiStack, browser: Any) -> None:
     assert not by_css(browser, "#view").is_displayed() and not by_css(browser, "#nav").is_displayed()
     time.sleep(2.5)  # a poll period: nothing polls without a token, so no refusal shows up
     assert not by_css(browser, "#notice").is_displayed() or "Token" not in by_css(browser, "#notice").text
+
+
+def test_bidi_and_zero_width_characters_are_shown_escaped(stack: ApiStack, browser: Any) -> None:
+    """Issue 24, item 9: ``invoice\\u202Egnp.exe`` must not pose as ``invoiceexe.png``."""
+    name = "invoice\u202egnp.exe\u200b"
+    created = stack.http.post(
+        "/v1/campaigns",
+        json={
+            "name": name,
+            "account": "shop",
+            "draft": True,
+            "recipients": [{"to": "wxid_bidi"}],
+            "message": {"kind": "text", "text": "x"},
+        },
+    )
+    assert created.status_code == 202, created.text
+    cid = created.json()["id"]
+    open_page(browser, stack, "campaigns")
+    cell = f"tr[data-campaign='{cid}'] td a"
+    until(lambda: "invoice\\u202Egnp.exe\\u200B" in text_of(browser, cell), "the name, escaped")
+    assert "\u202e" not in text_of(browser, cell) and "\u200b" not in text_of(browser, cell)
+    open_page(browser, stack, f"campaign/{cid}")
+    until(lambda: "invoice\\u202Egnp.exe" in text_of(browser, "#view"), "the name on its page, escaped")
+    assert "\u202e" not in text_of(browser, "#view")

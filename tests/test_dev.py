@@ -81,8 +81,17 @@ def test_broadcast_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
         token_file = Path(re.search(r"\$\(cat (\S+)\)", try_line).group(1))  # type: ignore[union-attr]
         assert token_file.read_text().strip() == token.group(1)
         assert token_file.stat().st_mode & 0o077 == 0, "only its owner can read the token file"
-        assert "no auth in dev" in text()
-        wait_for(lambda: _status(f"{flower.group(1)}/api/workers") == 200, timeout=60, what="Flower's API, no auth")
+        assert "user broadcast, password: the API token" in text()
+        flower_auth = ("broadcast", token.group(1))
+        wait_for(
+            lambda: httpx.get(f"{flower.group(1)}/api/workers", auth=flower_auth, timeout=2).status_code == 200,
+            timeout=60,
+            what="Flower's API, with the run's basic auth",
+        )
+        assert _status(f"{flower.group(1)}/api/workers") == 401
+        # a web page's cross-origin POST (no credentials) cannot revoke tasks or shut workers down
+        shut = httpx.post(f"{flower.group(1)}/api/worker/shutdown/any", headers={"Origin": "http://evil.example"})
+        assert shut.status_code in (401, 403), shut.text
 
         demo = subprocess.run(
             [sys.executable, "-m", "scheduler.cli.app", "demo", "--url", api.group(1), "--token", token.group(1)],

@@ -204,7 +204,7 @@ def test_an_unacknowledged_begin_never_reaches_the_vendor(
 ) -> None:
     primary, replica = replicated
     client = redis_lib.Redis(port=primary.port, decode_responses=True)
-    settings = Settings(replica_ack_timeout_s=0.3)
+    settings = Settings(replica_ack_timeout_s=0.3, vendor_allow="127.0.0.0/8")  # the simulator is on loopback
     ledger = Ledger(client, "ns", acks=ReplicaAcks(client, 1, 0.3))
     instance = f"inst-fo-{uuid.uuid4().hex[:6]}"
     with httpx.Client(base_url=sim.url) as admin:

@@ -1,8 +1,9 @@
 """The producer HTTP API (``broadcast api``): validate, store, answer. Nothing here waits on a vendor.
 
-Every ``/v1`` route needs ``Authorization: Bearer <token>``, compared in constant time against each
-configured key (``BROADCAST_API_TOKEN``, comma-separated for rotation). With no key configured the API
-refuses to start unless ``BROADCAST_ENV=dev``. Errors are ``{"error": {"code", "message", "field"}}``
+Every ``/v1`` route needs ``Authorization: Bearer <key>``: a ``BROADCAST_API_TOKEN`` (admin, the
+bootstrap key) or an operator key from ``/v1/keys`` with a role; each route's role is declared in
+:mod:`scheduler.api.roles`, and every state-changing call lands in the audit trail. With no
+``BROADCAST_API_TOKEN`` the API refuses to start unless ``BROADCAST_ENV=dev``. Errors are ``{"error": {"code", "message", "field"}}``
 with a 4xx status naming the offending field; nothing is stored when a request is refused.
 
 The routes live in :mod:`scheduler.api.routers`, one module per resource; they reach the stores through
@@ -11,6 +12,7 @@ the :class:`~scheduler.api.state.ApiState` built here once.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -19,10 +21,23 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
+from scheduler.api.audit import AuditTrail
 from scheduler.api.body_limit import BodyLimit
 from scheduler.api.errors import ERROR_RESPONSES, add_error_handlers
-from scheduler.api.routers import accounts, campaigns, dead_letters, messages, ops, schedules, vendor_limits
-from scheduler.api.state import AUTH, ApiState
+from scheduler.api.headers import SecurityHeaders
+from scheduler.api.routers import (
+    accounts,
+    audit,
+    campaigns,
+    dead_letters,
+    keys,
+    messages,
+    ops,
+    schedules,
+    stats,
+    vendor_limits,
+)
+from scheduler.api.state import AUTH, ApiState, AuthFirst
 from scheduler.console import mount_console
 from scheduler.intake.uploads import UploadSlots
 from worker.runtime.connections import redis_client
@@ -35,6 +50,12 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     state = ApiState.build(settings, client or redis_client(settings.redis_url, settings))
     if settings.accounts_file:
         state.accounts.load_file(settings.accounts_file)
+    # tokens stored before encryption, or under a key being rotated out, are sealed with the current key
+    state.accounts.reseal()
+    if not settings.secret_keys() and settings.env != "dev":
+        logging.getLogger(__name__).warning(
+            "BROADCAST_SECRET_KEY is not set: vendor tokens are stored in Redis unencrypted (docs/deployment.md)"
+        )
 
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, not from a CDN.
     app = FastAPIOffline(
@@ -44,10 +65,13 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         responses=ERROR_RESPONSES,
     )
     app.state.api = state
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, read_timeout_s=settings.body_timeout_s)
     app.add_middleware(UploadSlots, slots=settings.max_concurrent_uploads)
+    app.add_middleware(AuditTrail)
+    app.add_middleware(AuthFirst)  # a stranger takes no slot and sends no body
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, refusals too
     add_error_handlers(app)
-    for resource in (ops, accounts, messages, campaigns, dead_letters, schedules, vendor_limits):
+    for resource in (ops, accounts, messages, campaigns, dead_letters, schedules, vendor_limits, keys, audit, stats):
         app.include_router(resource.router)
     _declare_schema(app, campaigns.CampaignIn)
     mount_console(app, AUTH)

@@ -1,65 +1,111 @@
-"""Request bodies have a ceiling: a body over it is refused (413) before it is read into memory."""
+"""Request bodies have a ceiling in size, in time and, for JSON, in shape: a body over one is refused (413
+for size, 408 for time, 422 naming the JSON limit) while it streams in, before any parser builds it."""
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
 from scheduler.api.errors import error_response
+from worker.jsonsafe import JSON_LIMITS, STREAMED_JSON_LIMITS, JsonLimitError, JsonScanner
 
 #: JSON bodies above this are refused with 413 before they are read into memory.
 MAX_JSON_BODY = 10 * 1024 * 1024
 #: Recipient uploads (CSV/JSONL, multipart) may be larger; they are spooled to disk by the parser.
 MAX_UPLOAD_BODY = 200 * 1024 * 1024
+#: Bodies parsed in streaming passes (``scheduler/intake/uploads.py``): only their shape needs a bound.
+STREAMED_JSON_PATHS = frozenset({"/v1/campaigns"})
+#: Bodies that are not JSON (forms carry their JSON fields, checked where they are read).
+_FORMS = (b"multipart/", b"application/x-www-form-urlencoded")
 
 
 class BodyLimit:
-    """Refuse bodies over the limit (413) by Content-Length and while streaming (chunked), before parsing.
+    """Refuse bodies over the size limit (413, by Content-Length and while streaming) and JSON bodies past
+    :mod:`worker.jsonsafe`'s limits (422 naming the limit, counted chunk by chunk), before parsing.
 
-    A streamed body that crosses the limit is cut: the app is told the client went away and whatever it
-    would answer is dropped, so the client gets the same 413 as for an announced length."""
+    The whole body must arrive within ``read_timeout_s`` of the app's first read (``BROADCAST_BODY_TIMEOUT_S``;
+    408 past it): uvicorn bounds no body read, so a client trickling one byte a second would hold its
+    connection and its submission slot for as long as it liked.
 
-    def __init__(self, app: ASGIApp) -> None:
+    Every request body but a form is scanned as JSON, whatever its Content-Type says (FastAPI parses a body
+    without one as JSON). A body refused midway is cut: the app is told the client went away and whatever it
+    would answer is dropped, so the client gets the refusal as if it came first."""
+
+    def __init__(self, app: ASGIApp, read_timeout_s: float = 60.0) -> None:
         self.app = app
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        headers = dict(scope.get("headers") or [])
         limit = MAX_UPLOAD_BODY if scope["path"].endswith("/upload") else MAX_JSON_BODY
-        length = dict(scope.get("headers") or []).get(b"content-length")
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await _too_large(scope, receive, send, limit)
             return
+        scanner = None
+        if not headers.get(b"content-type", b"").lower().startswith(_FORMS):
+            shape = STREAMED_JSON_LIMITS if scope["path"] in STREAMED_JSON_PATHS else JSON_LIMITS
+            scanner = JsonScanner(shape, "body")
         seen = 0
-        over = started = False
+        refused: JsonLimitError | None = None
+        over = late = started = complete = False
+        deadline: float | None = None
+        loop = asyncio.get_running_loop()
 
         async def limited() -> AsgiMessage:
-            nonlocal seen, over
-            if over:
+            nonlocal seen, over, refused, late, deadline, complete
+            if over or refused or late:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if complete:  # past the body (a streamed answer waits for a disconnect): no deadline
+                return await receive()
+            deadline = deadline or loop.time() + self.read_timeout_s
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                late = True
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
+                chunk = message.get("body", b"")
+                seen += len(chunk)
                 if seen > limit:
                     over = True
                     return {"type": "http.disconnect"}
+                if scanner is not None:
+                    try:
+                        scanner.feed(chunk)
+                    except JsonLimitError as exc:
+                        refused = exc
+                        return {"type": "http.disconnect"}
             return message
 
         async def guarded(message: AsgiMessage) -> None:
             nonlocal started
-            if over and not started:
-                return  # the 413 below answers instead
+            if (over or refused or late) and not started:
+                return  # the refusal below answers instead
             started = True
             await send(message)
 
         try:
             await self.app(scope, limited, guarded)
         except Exception:
-            if not over or started:
+            if not (over or refused or late) or started:
                 raise
-        if over and not started:
+        if started:
+            return
+        if over:
             await _too_large(scope, receive, send, limit)
+        elif late:
+            message = f"request body not received within {self.read_timeout_s:g} s"
+            await error_response(408, "body_timeout", message, None)(scope, receive, send)
+        elif refused is not None:
+            response = error_response(422, "json_limit", str(refused), refused.field)
+            await response(scope, receive, send)
 
 
 async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:

@@ -26,7 +26,7 @@ from scheduler.cli.options import (
     pairs,
     parse_send_at,
 )
-from scheduler.cli.render import emit, err, fail, kv, print_json, print_table, say, when
+from scheduler.cli.render import emit, err, fail, kv, markup_safe, print_json, print_table, say, when
 
 app = typer.Typer(
     help="Campaigns: create from CSV/JSONL (or as a draft: test, then start), watch, pause/resume/cancel, recall, export.",
@@ -82,7 +82,6 @@ def _duration(seconds: float) -> str:
 def _watch(api: Client, campaign_id: str, *, interval: float, as_json: bool) -> None:
     """A live progress bar on stderr until the campaign is finished, or has paused itself (a person must look:
     the reason is printed, exit 3); the outcome on stdout."""
-    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     campaign = api.campaign(campaign_id)
@@ -92,7 +91,7 @@ def _watch(api: Client, campaign_id: str, *, interval: float, as_json: bool) -> 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"))
     try:
         with Progress(*columns, console=err, refresh_per_second=4) as progress:
-            task = progress.add_task(campaign["name"] or campaign_id, total=campaign["total"], info="")
+            task = progress.add_task(markup_safe(campaign["name"] or campaign_id), total=campaign["total"], info="")
             while True:
                 counts = campaign["counts"]
                 done, now = _done(counts), time.monotonic()
@@ -110,7 +109,7 @@ def _watch(api: Client, campaign_id: str, *, interval: float, as_json: bool) -> 
                 label = campaign["name"] or campaign_id
                 if campaign["status"] not in ("active", "finished"):
                     label += f" [{campaign['status']}]"
-                progress.update(task, completed=done, info=info, description=escape(label))
+                progress.update(task, completed=done, info=info, description=markup_safe(label))
                 if campaign["finished"] or campaign.get("pause_reason"):
                     break
                 time.sleep(interval)

@@ -54,7 +54,7 @@ class Dispatcher:
         self.redis = client
         self.celery = celery
         self.ledger = ledger or Ledger(client, settings.key_prefix)
-        accounts = AccountStore(client, settings.key_prefix)
+        accounts = AccountStore(client, settings.key_prefix, secret_keys=settings.secret_keys())
         self.campaigns = Campaigns(self.ledger, accounts)
         self.schedules = Schedules(client, settings.key_prefix, Producer(self.ledger, accounts), self.campaigns)
         self.pacer = Pacer(client, settings)

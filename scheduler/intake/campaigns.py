@@ -38,7 +38,9 @@ from typing import Any, Generic, TypeVar, cast
 import redis
 
 from scheduler.intake.producer import Producer, UnknownAccountError, validate_recipient
+from worker import jsonsafe
 from worker.errors import MessageError
+from worker.jsonsafe import SMALL_JSON_LIMITS, JsonLimitError
 from worker.messages import (
     MESSAGE_ADAPTER,
     AnyMessage,
@@ -229,10 +231,13 @@ def recipients_from_jsonl(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
     for n, line in enumerate(lines):
         if not line.strip():
             continue
+        field = f"recipients[{n}]"
         try:
-            item = json.loads(line)
-        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
-            raise MessageError(f"recipients[{n}]: not a JSON object", field=f"recipients[{n}]") from None
+            item = jsonsafe.loads(line, SMALL_JSON_LIMITS, field)  # bounded in shape before it is parsed
+        except JsonLimitError:
+            raise
+        except ValueError:
+            raise MessageError(f"{field}: not a JSON object", field=field) from None
         yield item
 
 
@@ -669,7 +674,11 @@ class Campaigns:
         if previous == "!missing":
             raise CampaignNotFound(cid)
         if previous.startswith("!"):
-            raise CampaignStateError(f"cannot {action} a campaign that is {previous[1:]}")
+            # named as the campaign is shown (a finished campaign is still stored "active"), and a recall
+            # said, since that is why most such campaigns cannot go on
+            shown = self.get(cid)
+            state = str(shown["status"]) + (" and recalled" if shown.get("recall") else "")
+            raise CampaignStateError(f"cannot {action} a campaign that is {state}")
         if action == "cancel":
             self._cancel_jobs(cid, accounts)
         return self.get(cid)

@@ -15,14 +15,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.errors import MessageError
-from worker.messages import AppMsgMessage, MiniProgramMessage, TextMessage, check_text, check_variables, parse_message
+from worker.messages import (
+    WECHAT_ID_MAX,
+    WECHAT_ID_PATTERN,
+    AppMsgMessage,
+    MiniProgramMessage,
+    TextMessage,
+    check_text,
+    check_variables,
+    parse_message,
+)
 from worker.store.accounts import AccountStore
 from worker.store.ledger import Job, Ledger
 from worker.vendors import check_message_for
 
 #: The longest recipient id (also the API's length limit on ``to``).
-RECIPIENT_MAX = 128
-RECIPIENT = re.compile(rf"^[A-Za-z0-9_@.\-]{{1,{RECIPIENT_MAX}}}$")
+RECIPIENT_MAX = WECHAT_ID_MAX
+RECIPIENT = re.compile(WECHAT_ID_PATTERN)
 
 
 class UnknownAccountError(MessageError):

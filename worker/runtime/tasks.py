@@ -32,7 +32,7 @@ def runner() -> BatchRunner:
                     retention_s=settings.retention_days * 86400,
                     acks=ReplicaAcks(client, settings.replica_acks, settings.replica_ack_timeout_s),
                 ),
-                AccountStore(client, settings.key_prefix),
+                AccountStore(client, settings.key_prefix, secret_keys=settings.secret_keys()),
                 vendor_http_clients(settings, max_connections=settings.worker_concurrency),
             )
         return _runner

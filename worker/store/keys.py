@@ -47,6 +47,11 @@ stats:{name}           hash    counters for Prometheus (sends, errors, latency b
 config                 hash    settings the Lua scripts read (retention_s)
 wake                   list    nudges for the dispatcher (new work, finished batch)
 dispatcher:leader      string  leader lock of the dispatcher (SET NX PX)
+opkey:{name}           hash    an operator key: role, SHA-256 of the key, created, last used, rate
+opkeys                 hash    SHA-256 of a key (hex) -> its name (the lookup; never the key itself)
+oprate:{name}:{minute} string  requests of a key in one minute (per-key rate limit, expires)
+minutes:{hour}         hash    outcomes per minute for the console's charts: '{cid|-}|{minute}|{s|r|x}' -> n
+audit                  stream  who did what: key, role, action, target, status (trimmed by age)
 =====================  ======  ==================================================================
 """
 
@@ -90,6 +95,11 @@ LAYOUT: Final[dict[str, str]] = {
     "config": "config",
     "wake": "wake",
     "leader": "dispatcher:leader",
+    "operator_key": "opkey:{}",
+    "operator_keys": "opkeys",
+    "operator_rate": "oprate:{}:{}",
+    "audit": "audit",
+    "minutes": "minutes:{}",
 }
 
 
@@ -220,3 +230,21 @@ class Keys:
     @property
     def leader(self) -> str:
         return self._key("leader")
+
+    def operator_key(self, name: str) -> str:
+        return self._key("operator_key", name)
+
+    @property
+    def operator_keys(self) -> str:
+        return self._key("operator_keys")
+
+    def operator_rate(self, name: str, minute: int) -> str:
+        return self._key("operator_rate", name, str(minute))
+
+    @property
+    def audit(self) -> str:
+        return self._key("audit")
+
+    def minutes(self, hour: int) -> str:
+        """Per-minute outcome counts of one hour (epoch hour) for the console's charts."""
+        return self._key("minutes", str(hour))

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from worker import jsonsafe
 from worker.errors import (
     AccountDownError,
     AmbiguousError,
@@ -49,6 +50,9 @@ VendorName = Literal["gewe", "gewe-legacy", "ecloud", "ohwxapi"]
 #: Statuses a proxy or server answers without having passed the request on: safe to retry. 503 (service
 #: unavailable) and 408 (the server gave up reading the request) are answered before any handler ran.
 NOT_FORWARDED = frozenset({408, 503})
+#: Longest vendor answer read (after decompression): real envelopes are under a few KB. A longer one is cut
+#: and is no envelope (outcome unknown), so a vendor or a proxy cannot fill a worker's memory.
+MAX_ANSWER_BYTES = 1024 * 1024
 
 
 class VendorAccount(BaseModel):
@@ -316,7 +320,11 @@ class HttpBackend:
                 headers=headers,
                 extensions={"timeout": self.client.timeout.as_dict()},
             )
-            response = self.client.send(request)
+            response = self.client.send(request, stream=True)
+            try:
+                answer = _read_at_most(response, MAX_ANSWER_BYTES)
+            finally:
+                response.close()
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise self._fail(TransientError, f"{path}: not sent, {type(exc).__name__}: {exc}") from None
         except (httpx.WriteTimeout, httpx.WriteError) as exc:
@@ -331,14 +339,19 @@ class HttpBackend:
             raise self._fail(PermanentError, f"{path}: cannot build the request ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise self._fail(TransientError, f"{path}: {type(exc).__name__}: {exc}") from None
-        return self._decode(path, response)
+        if answer is None:
+            raise self._fail(
+                AmbiguousError,
+                f"{path}: HTTP {response.status_code}, an answer over {MAX_ANSWER_BYTES} bytes: outcome unknown",
+                http_status=response.status_code,
+            )
+        return self._decode(path, response.status_code, answer)
 
-    def _decode(self, path: str, response: httpx.Response) -> Any:
-        status = response.status_code
+    def _decode(self, path: str, status: int, content: bytes) -> Any:
         if status == 429:
             raise self._fail(ThrottledError, f"{path}: HTTP 429 too many requests", http_status=status)
         try:
-            data = json.loads(response.content)
+            data = jsonsafe.loads(content)  # a nested answer is no envelope: refused unparsed
         except ValueError:
             data = None
         if status >= 500 and status not in NOT_FORWARDED:
@@ -365,6 +378,16 @@ class HttpBackend:
             f"{path}: HTTP {status} without the vendor's JSON envelope: the vendor may have carried it out, outcome unknown",
             http_status=status,
         )
+
+
+def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:
+    """The answer's body, or None when it is longer than ``limit`` bytes (read no further)."""
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 BackendFactory = Callable[[VendorAccount, httpx.Client], VendorBackend]

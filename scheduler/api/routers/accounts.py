@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
@@ -12,6 +13,7 @@ from scheduler.api.models import AccountId
 from scheduler.api.state import AUTH, ApiState, Stores
 from scheduler.console import sent_today
 from worker.errors import ConfigError
+from worker.runtime.connections import VendorNetwork
 from worker.store.accounts import Account, AccountSpec, TokenRequiredError
 
 router = APIRouter(tags=["accounts"], dependencies=AUTH)
@@ -41,6 +43,13 @@ def _existing(state: ApiState, account_id: str) -> Account:
 
 
 def _stored(state: ApiState, account_id: str, spec: AccountSpec) -> dict[str, Any]:
+    try:
+        refused = VendorNetwork.from_settings(state.settings).literal_refused(urlsplit(spec.base_url).hostname or "")
+    except ValueError as exc:  # a malformed BROADCAST_VENDOR_DENY/ALLOW
+        raise ApiError(500, "config", str(exc), None) from None
+    if refused:
+        message = f"base_url: {refused} is an address vendor calls may not reach (BROADCAST_VENDOR_DENY)"
+        raise ApiError(422, "invalid", message, "base_url")
     try:
         return state.accounts.put(account_id, spec).public()
     except TokenRequiredError as exc:

@@ -112,8 +112,17 @@ const t = (key) => (I18N[lang][key] ?? I18N.zh[key] ?? key);
 const $ = (sel, root = document) => root.querySelector(sel);
 const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
 
+// control characters, bidi embeddings/overrides/isolates, zero-width and other invisible characters are shown
+// as \uXXXX: `invoice\u202Egnp.exe` must not pose as `invoiceexe.png` (the CLI does the same)
+const HIDDEN = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/g;
+
+function visible(value) {
+  return String(value ?? "").replace(HIDDEN, (c) => `\\u${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}`);
+}
+
+// every value put into the page's HTML goes through esc: markup-escaped, hidden characters shown
 function esc(value) {
-  return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+  return visible(value).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
 const rendered = new WeakMap(); // element -> the HTML last put in it
@@ -186,7 +195,7 @@ async function api(method, path, body) {
 function notify(message, kind = "ok") {
   const box = $("#notice");
   box.className = kind;
-  box.textContent = message;
+  box.textContent = visible(message);
   box.hidden = false;
   clearTimeout(notify.timer);
   if (kind === "ok") notify.timer = setTimeout(() => { box.hidden = true; }, 4000);
