@@ -8,7 +8,7 @@ The topology, all on loopback, on free ports, in a temporary directory:
   away, what had not reached the replica is dropped, as with a host that dies (the Sentinels reconnect
   the nodes directly after a switch, so the later events run on a direct link);
 * three Sentinels (``redis-server --sentinel``, quorum 2, ``down-after-milliseconds`` 1000);
-* the vendor simulator, ``broadcast worker`` and ``broadcast scheduler`` with
+* the vendor simulator, ``broadcast worker``, ``broadcast scheduler`` and ``broadcast api`` with
   ``BROADCAST_REDIS_URL=sentinel://…;sentinel://…;sentinel://…`` and ``BROADCAST_REDIS_MASTER_NAME``.
 
 A campaign of ``--accounts`` × ``--per-account`` jobs starts; once sends flow, the events run in order
@@ -24,7 +24,7 @@ Then every job must end (sent or dead). From the simulator's own records: duplic
 received twice), sends missing for jobs marked ``sent``, jobs that never ended, the unknown outcomes
 (dead ``unknown_outcome``: at most once at the vendor each), and the pause in sending around each event
 (the longest gap between two consecutive sends of the whole campaign, from 1 s before the event to the
-next one).
+next one). The API, which went through the same switches, must then answer the campaign's counts.
 
 ``--replica-acks 0`` turns the replica acknowledgement off, to show what it prevents (docs/benchmarks.md).
 Exit code 1 when a duplicate, a missing send or an unfinished job is seen.
@@ -290,6 +290,8 @@ class Outcome:
     unknown_resent: int = 0
     #: unknown outcomes that did reach the simulator (once)
     unknown_delivered: int = 0
+    #: the API (``broadcast api`` on the same Sentinels) answered the campaign's counts after the events
+    api_counts: dict[str, int] = field(default_factory=dict)
     #: the longest gap between two sends of the campaign from 1 s before each event to the next (seconds)
     pauses: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
@@ -390,6 +392,9 @@ def run_once(
         job_ids = [str(j) for j in client.lrange(ledger.keys.campaign_jobs(created.id), 0, -1)]
         running.append(start("worker", ["worker", "--without-gossip", "--without-mingle"], env))
         running.append(start("scheduler", ["scheduler"], env))
+        api_port = free_port()
+        api_token = f"failover-{prefix}"
+        running.append(start("api", ["api", "--port", str(api_port)], {**env, "BROADCAST_API_TOKEN": api_token}))
 
         def sent() -> list[dict[str, Any]]:
             return [
@@ -413,6 +418,12 @@ def run_once(
         with contextlib.suppress(TimeoutError):
             wait_until(finished, timeout, "every job to end", 0.5)
         jobs = [j for j in ledger.get_many(job_ids) if j is not None]
+        # the API went through the same switches: it answers from the new primary, never having exited
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as api:
+            answer = api.get(f"/v1/campaigns/{created.id}", headers={"Authorization": f"Bearer {api_token}"})
+            if answer.status_code == 200:
+                counts = answer.json().get("counts") or {}
+                outcome.api_counts = {k: int(v) for k, v in counts.items() if isinstance(v, int)}
         states = collections.Counter(j.state for j in jobs)
         if len(jobs) < len(job_ids) or set(states) - set(TERMINAL):
             say(f"  unfinished: {len(job_ids) - len(jobs)} missing, states {dict(states)}; logs in {workdir}")

@@ -30,6 +30,8 @@ def test_failovers_mid_campaign_send_nothing_twice_and_lose_no_job(sim: Simulato
     assert outcome.unfinished == 0 and outcome.missing == 0, outcome
     assert outcome.unknown_resent == 0, outcome
     assert outcome.sent + outcome.dead_unknown == outcome.jobs, outcome  # no other way to end here
+    # the API went through the same switches and answers the campaign's counts from the new primary
+    assert outcome.api_counts.get("sent") == outcome.sent and outcome.api_counts.get("dead") == outcome.dead_unknown
     # every event hit a campaign under way: sends before it, and the campaign went on after it
     assert list(outcome.marks) == list(EVENTS) and all(at > 0 for at in outcome.marks.values()), outcome.marks
     assert all(pause > 0 for pause in outcome.pauses.values()), outcome.pauses

@@ -142,6 +142,17 @@ def test_release_and_touch_run_twice_change_nothing_more(ledger: Ledger) -> None
     assert ledger.redis.lrange(ledger.keys.queue("a1"), 0, -1) == ids
 
 
+def test_claim_run_twice_hands_the_account_out_once(ledger: Ledger) -> None:
+    ids = [one_job(ledger) for _ in range(2)]
+    ledger.tick()
+    args = [ledger.prefix, "tok1", int(LEASE_S * 1000), f"{time.time():.6f}", "a1", 5, "0", "0"]
+    first = ledger._claim(args=args)
+    again = ledger._claim(args=args)  # the same command, resent after its reply was lost
+    assert first[0] == "a1" and first[6:] == ids
+    assert again == []  # the account is leased: its jobs stay with the first claim (back when its lease ends)
+    assert ledger.redis.lrange(ledger.keys.claimed("a1"), 0, -1) == ids
+
+
 # --- scripts survive a new server (NOSCRIPT) and replica acknowledgements -------------------------------
 
 
