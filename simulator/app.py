@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from simulator.callbacks import Callbacks
 from simulator.protocols import Handlers, JSONResponse, read_json_object
 from simulator.state import SimAccount, SimState
 
@@ -146,6 +147,7 @@ def create_app(state: SimState) -> Starlette:
     """Build the simulator app serving all four vendor protocols over `state`."""
     h = Handlers(state)
     admin = Admin(state)
+    callbacks = Callbacks(state)
     post = ["POST"]
     routes: list[BaseRoute] = []
     for prefix in GEWE_PREFIXES:
@@ -156,6 +158,7 @@ def create_app(state: SimState) -> Starlette:
             Route(f"{prefix}/message/forwardMiniApp", h.gewe_forward_mini_app, methods=post),
             Route(f"{prefix}/message/revokeMsg", h.gewe_revoke, methods=post),
             Route(f"{prefix}/login/checkOnline", h.gewe_check_online, methods=post),
+            Route(f"{prefix}/login/setCallback", callbacks.gewe_set_callback, methods=post),
         ]
     routes += [
         Route("/v2/api", h.ohwx_magic_cgi, methods=post),
@@ -167,6 +170,8 @@ def create_app(state: SimState) -> Starlette:
         Route("/sendApplets", h.ecloud_send_applets, methods=post),
         Route("/revokeMsg", h.ecloud_revoke, methods=post),
         Route("/isOnline", h.ecloud_is_online, methods=post),
+        Route("/setHttpCallbackUrl", callbacks.ecloud_set_callback, methods=post),
+        Route("/_sim/callbacks", callbacks.post_callbacks, methods=post),
         Route("/_sim/health", admin.health, methods=["GET"]),
         Route("/_sim/sends", admin.sends, methods=["GET"]),
         Route("/_sim/revokes", admin.revokes, methods=["GET"]),

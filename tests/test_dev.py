@@ -105,6 +105,26 @@ def test_broadcast_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
         ).json()
         assert len(campaigns["campaigns"]) == 4 and all(c["status"] == "finished" for c in campaigns["campaigns"])
 
+        # the opt-out loop (README, "Recipient hygiene"): the callback URL is set at the simulated vendor, a
+        # friend answers 退订 there, and the suppression list has them
+        callback = subprocess.run(
+            [sys.executable, "-m", "scheduler.cli.app", "accounts", "callback", "demo-gewe", "--register",
+             "--url", api.group(1), "--token", token.group(1)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert callback.returncode == 0 and f"{api.group(1)}/v1/callbacks/demo-gewe?key=" in callback.stdout, (
+            callback.stdout + callback.stderr
+        )
+        sim = re.search(r"simulator\s+(http://127\.0\.0\.1:\d+)", text())
+        assert sim, text()
+        friend = {"vendor": "gewe", "instance": "wx_demo_gewe", "from": "wxid_fan", "text": "退订"}
+        assert httpx.post(f"{sim.group(1)}/_sim/callbacks", json=friend).json()["statuses"] == [200]
+        listed = lambda: httpx.get(  # noqa: E731
+            f"{api.group(1)}/v1/suppressions", params={"account": "demo-gewe"},
+            headers={"Authorization": f"Bearer {token.group(1)}"},
+        ).json()["suppressions"]  # fmt: skip
+        wait_for(lambda: [s["to"] for s in listed()] == ["wxid_fan"], timeout=30, what="the opt-out in the list")
+
         children = descendants(proc.pid)
         assert len(children) >= 6, "redis, simulator, api, worker (+pool), scheduler, flower"
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does

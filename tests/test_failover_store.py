@@ -26,6 +26,7 @@ from worker.settings import Settings
 from worker.store.accounts import AccountSpec, AccountStore
 from worker.store.ledger import BeginStatus, Ledger, PaceRecord
 from worker.store.replication import Acks, ReplicaAcks, online_replicas
+from worker.store.suppressions import SuppressionReason, Suppressions
 from worker.vendors.base import SendResult
 
 LEASE_S = 30.0
@@ -101,6 +102,18 @@ def test_begin_run_twice_with_its_call_id_answers_the_same_and_counts_one_attemp
     assert other.status is BeginStatus.SKIP and other.why == "unknown_outcome"
 
 
+def test_a_begin_replay_is_not_checked_again_against_suppressions(ledger: Ledger) -> None:
+    job_id = one_job(ledger)
+    claim = claim_ready(ledger, lease_ttl_s=LEASE_S)[0]
+    assert ledger.begin("a1", claim.token, job_id, lease_ttl_s=LEASE_S, call="c1").status is BeginStatus.GO
+    Suppressions(ledger.redis, ledger.prefix).add("a1", "wxid_x", SuppressionReason.MANUAL, by="test")
+    # the first run passed the checks and the vendor may be called on its answer: the replay says the same
+    again = ledger.begin("a1", claim.token, job_id, lease_ttl_s=LEASE_S, call="c1")
+    assert again.status is BeginStatus.GO
+    job = ledger.get(job_id)
+    assert job is not None and job.state == "sending"
+
+
 def test_finish_run_twice_records_the_send_once(ledger: Ledger) -> None:
     job_id = one_job(ledger)
     claim = claim_ready(ledger, lease_ttl_s=LEASE_S)[0]
@@ -168,9 +181,11 @@ def test_scripts_are_reloaded_on_a_restarted_server(tmp_path: Path) -> None:
         job_id = one_job(ledger)  # plain call: redis-py's Script reloads on NOSCRIPT
         claim = claim_ready(ledger, lease_ttl_s=LEASE_S)[0]
         client.script_flush()
-        ledger.acks = ReplicaAcks(client, None, 0.2)  # the acknowledged path reloads too
+        # the acknowledged path (script and WAIT in one round trip) reloads too; no replica here: not confirmed
+        ledger.acks = ReplicaAcks(client, 1, 0.05)
         begin = ledger.begin("a1", claim.token, job_id, lease_ttl_s=LEASE_S, call="c1")
-        assert begin.status is BeginStatus.GO and begin.confirmed
+        assert begin.status is BeginStatus.GO and not begin.confirmed
+        assert client.hget(ledger.keys.job(job_id), "state") == "sending"
     finally:
         server.stop()
 
@@ -199,13 +214,14 @@ def test_begin_waits_for_the_replica_and_says_when_it_did_not_answer(
     acks = ReplicaAcks(client, None, 0.3)
     assert acks.current() == Acks(replicas=1, timeout_ms=300, aof_local=None)  # 7.0 has no WAITAOF
     assert ReplicaAcks(client, 0, 0.3).current().replicas == 0  # BROADCAST_REPLICA_ACKS=0 wins
-    ledger = Ledger(client, "ns", acks=acks)
+    ledger = Ledger(client, "ns", acks=ReplicaAcks(client, None, 10.0))  # generous: a loaded machine is slow
     ids = [one_job(ledger) for _ in range(2)]
     claim = claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=2)[0]
     first = ledger.begin("a1", claim.token, ids[0], lease_ttl_s=LEASE_S, call="c1")
     assert first.status is BeginStatus.GO and first.confirmed
     assert redis_lib.Redis(port=replica.port).hget(ledger.keys.job(ids[0]), "state") == b"sending"
     os.kill(replica.proc.pid, signal.SIGSTOP)  # the replica stops acknowledging
+    ledger.acks = acks
     second = ledger.begin("a1", claim.token, ids[1], lease_ttl_s=LEASE_S, call="c2")
     assert second.status is BeginStatus.GO and not second.confirmed
 

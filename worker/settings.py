@@ -167,6 +167,23 @@ class Settings(BaseSettings):
     #: (0 = no requirement).
     require_test_above: int = Field(default=0, ge=0)
 
+    # --- recipient hygiene (issue 19: suppressions, vendor callbacks) -----------------------------------------
+    #: A private message whose whole text is one of these (case and surrounding spaces ignored) suppresses
+    #: its sender for the account (``opted_out``). Comma-separated.
+    optout_keywords: str = "TD,退订,取消订阅,unsubscribe"
+    #: Sent once to a recipient who just opted out (paced like any send; empty = no reply, the default).
+    optout_reply: str = ""
+    #: The address vendors reach this API at (``POST /v1/accounts/{id}/callback`` builds the callback URL
+    #: from it unless the request names one), e.g. ``https://broadcast.example.com``.
+    public_url: str = ""
+    #: A vendor message id is remembered this long, so a repeated delivery (GeWe repeats, sometimes hours
+    #: later) is processed once.
+    callback_dedupe_h: float = Field(default=48.0, gt=0, le=24 * 30)
+
+    def optout_words(self) -> frozenset[str]:
+        """The opt-out keywords, compared case-folded."""
+        return frozenset(w.strip().casefold() for w in self.optout_keywords.split(",") if w.strip())
+
     @model_validator(mode="after")
     def _sentinel_has_a_master(self) -> Settings:
         """A Sentinel URL without the service name cannot find the primary: say so at start."""

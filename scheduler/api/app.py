@@ -28,6 +28,7 @@ from scheduler.api.headers import SecurityHeaders
 from scheduler.api.routers import (
     accounts,
     audit,
+    callbacks,
     campaigns,
     dead_letters,
     keys,
@@ -35,6 +36,7 @@ from scheduler.api.routers import (
     ops,
     schedules,
     stats,
+    suppressions,
     vendor_limits,
 )
 from scheduler.api.state import AUTH, ApiState, AuthFirst
@@ -71,7 +73,20 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     app.add_middleware(AuthFirst)  # a stranger takes no slot and sends no body
     app.add_middleware(SecurityHeaders)  # outermost: on every answer, refusals too
     add_error_handlers(app)
-    for resource in (ops, accounts, messages, campaigns, dead_letters, schedules, vendor_limits, keys, audit, stats):
+    for resource in (
+        ops,
+        accounts,
+        messages,
+        campaigns,
+        dead_letters,
+        schedules,
+        vendor_limits,
+        keys,
+        audit,
+        stats,
+        suppressions,
+        callbacks,
+    ):
         app.include_router(resource.router)
     _declare_schema(app, campaigns.CampaignIn)
     mount_console(app, AUTH)

@@ -21,6 +21,11 @@ STREAMED_JSON_PATHS = frozenset({"/v1/campaigns"})
 _FORMS = (b"multipart/", b"application/x-www-form-urlencoded")
 
 
+#: Bodies that are not JSON, not scanned here: vendor callbacks (``POST /v1/callbacks/{account}``, see below)
+#: and CSV suppression imports (a note may hold any brackets).
+NOT_JSON_PATHS = ("/v1/callbacks/", "/v1/suppressions/import")
+
+
 class BodyLimit:
     """Refuse bodies over the size limit (413, by Content-Length and while streaming) and JSON bodies past
     :mod:`worker.jsonsafe`'s limits (422 naming the limit, counted chunk by chunk), before parsing.
@@ -48,7 +53,11 @@ class BodyLimit:
             await _too_large(scope, receive, send, limit)
             return
         scanner = None
-        if not headers.get(b"content-type", b"").lower().startswith(_FORMS):
+        # a vendor callback is stored raw whatever its shape (a 4xx makes the vendor retry for ever); its
+        # route bounds the size and scheduler/intake/callbacks.py parses it with worker.jsonsafe
+        if not headers.get(b"content-type", b"").lower().startswith(_FORMS) and not scope["path"].startswith(
+            NOT_JSON_PATHS
+        ):
             shape = STREAMED_JSON_LIMITS if scope["path"] in STREAMED_JSON_PATHS else JSON_LIMITS
             scanner = JsonScanner(shape, "body")
         seen = 0

@@ -37,6 +37,12 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
     }
 )
 
+#: Routes that carry their own credential instead of a bearer key: a vendor's callback, whose per-account
+#: key in the URL is checked by the route itself (wrong key: 404; issue 19). Never under ``authorize``.
+OWN_KEY: frozenset[tuple[str, str]] = frozenset({("POST", "/v1/callbacks/{account}")})
+#: Their path prefix: AuthFirst lets these through without a bearer key.
+OWN_KEY_PREFIX = "/v1/callbacks/"
+
 #: (method, path template) -> rule. Reads are ``viewer``; sending work is ``operator``; what holds vendor
 #: tokens, limits every account shares, or hands out keys is ``admin``.
 RULES: dict[tuple[str, str], Rule] = {
@@ -47,6 +53,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("PATCH", "/v1/accounts/{account_id}"): Rule(ADMIN, "account.patch"),
     ("POST", "/v1/accounts/{account_id}/pause"): Rule(OPERATOR, "account.pause"),
     ("POST", "/v1/accounts/{account_id}/resume"): Rule(ADMIN, "account.resume"),
+    # a new callback key (a credential) and, optionally, the vendor's callback setting
+    ("POST", "/v1/accounts/{account_id}/callback"): Rule(ADMIN, "account.callback"),
     ("PUT", "/v1/vendor-limits/{vendor}"): Rule(ADMIN, "vendor_limits.put"),
     ("GET", "/v1/vendor-limits"): Rule(VIEWER),
     # messages
@@ -81,6 +89,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/schedules/{schedule_id}/pause"): Rule(OPERATOR, "schedule.pause"),
     ("POST", "/v1/schedules/{schedule_id}/resume"): Rule(OPERATOR, "schedule.resume"),
     ("DELETE", "/v1/schedules/{schedule_id}"): Rule(OPERATOR, "schedule.delete"),
+    # the suppression list (issue 19): who is never messaged is an operator's call
+    ("POST", "/v1/suppressions"): Rule(OPERATOR, "suppression.add"),
+    ("GET", "/v1/suppressions"): Rule(VIEWER),
+    ("DELETE", "/v1/suppressions/{account}/{to}"): Rule(OPERATOR, "suppression.remove"),
+    ("POST", "/v1/suppressions/import"): Rule(OPERATOR, "suppression.import"),
+    ("GET", "/v1/suppressions/export"): Rule(VIEWER),
     # keys and the audit trail
     ("POST", "/v1/keys"): Rule(ADMIN, "key.create"),
     ("GET", "/v1/keys"): Rule(ADMIN),

@@ -40,12 +40,20 @@ def _done(counts: dict[str, int]) -> int:
     return sum(int(counts.get(state, 0)) for state in TERMINAL)
 
 
+def _skipped(counts: dict[str, Any], sep: str, *, label_first: bool = False) -> str:
+    """The skipped deliveries (suppressed or over the recipient cap), shown only when there are some."""
+    n = int(counts.get("skipped", 0))
+    if not n:
+        return ""
+    return f"skipped {n}{sep}" if label_first else f"{n} skipped{sep}"
+
+
 def _campaign_line(c: dict[str, Any]) -> str:
     counts = c.get("counts") or {}
     remaining = int(c["total"]) - _done(counts)
     return (
         f"campaign {c['id']} {_status(c)}: {counts.get('sent', 0)} sent, {counts.get('dead', 0)} dead, "
-        f"{counts.get('cancelled', 0)} cancelled, {remaining} remaining of {c['total']}"
+        f"{counts.get('cancelled', 0)} cancelled, {_skipped(counts, ', ')}{remaining} remaining of {c['total']}"
     )
 
 
@@ -104,6 +112,7 @@ def _watch(api: Client, campaign_id: str, *, interval: float, as_json: bool) -> 
                 eta = _duration(remaining / rate) if rate > 0 and remaining else ("0s" if not remaining else "-")
                 info = (
                     f"sent {counts['sent']}  dead {counts['dead']}  cancelled {counts['cancelled']}  "
+                    f"{_skipped(counts, '  ', label_first=True)}"
                     f"remaining {remaining}  {rate:.1f}/s  ETA {eta}"
                 )
                 label = campaign["name"] or campaign_id
@@ -157,6 +166,9 @@ def create(
         typer.Option(help="NAME=VALUE: ratio, window, min_attempts, streak (off = that check off; repeat)"),
     ] = None,
     no_auto_pause: Annotated[bool, typer.Option("--no-auto-pause", help="never pause on errors")] = False,
+    on_cap: Annotated[
+        str, typer.Option(help="over the account's recipient_cap: skip (default) or wait until the window allows")
+    ] = "skip",
     watch: Annotated[bool, typer.Option("--watch", help="then watch it to the end (see `campaign watch`)")] = False,
     as_json: AsJson = False,
     url: Url = None,
@@ -180,6 +192,10 @@ def create(
     thresholds = _auto_pause(auto_pause, no_auto_pause)
     if thresholds is not None:
         spec["auto_pause"] = thresholds
+    if on_cap not in ("skip", "wait"):
+        raise fail(f"--on-cap: {on_cap!r} is not skip or wait")
+    if on_cap == "wait":
+        spec["on_cap"] = on_cap
     with connect(url, token) as api:
         accepted = api.upload_campaign(spec, recipients)
         emit(accepted, as_json, _print_accepted)

@@ -112,6 +112,8 @@ class DevStack:
             "BROADCAST_ENV": "dev",
             "BROADCAST_SECRET_KEY": self.secret_key,
             "BROADCAST_KEY_PREFIX": self.prefix,
+            # callback URLs point at this API (`broadcast accounts callback demo-gewe --register`)
+            "BROADCAST_PUBLIC_URL": os.environ.get("BROADCAST_PUBLIC_URL") or self.api_url,
         }
         self._spawn("simulator", ["simulator", "--port", str(self.sim_port)], env)
         self._wait(f"{self.sim_url}/_sim/health", "simulator")

@@ -289,10 +289,15 @@ class Campaigns:
         priority: str = "normal",
         draft: bool = False,
         auto_pause: Mapping[str, Any] | None = None,
+        on_cap: str = "skip",
     ) -> CampaignCreated:
         """Validate everything, then store the campaign atomically. Raises MessageError naming the field.
         ``draft``: stored, nothing released until :meth:`start`. ``auto_pause``: this campaign's thresholds
-        (missing fields take the settings' defaults; None or 0 switches a check off)."""
+        (missing fields take the settings' defaults; None or 0 switches a check off). ``on_cap``: what a
+        delivery does when its account's ``recipient_cap`` is reached: ``skip`` (``skipped``/frequency_cap)
+        or ``wait`` until the window allows."""
+        if on_cap not in ("skip", "wait"):
+            raise MessageError("on_cap: must be 'skip' or 'wait'", field="on_cap")
         parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
         check_text(name, "name")
         if idempotency_key:
@@ -318,6 +323,8 @@ class Campaigns:
             header["draft"] = True
         if auto_pause is not None:
             header["auto_pause"] = thresholds.fields_as_dict()
+        if on_cap != "skip":
+            header["on_cap"] = on_cap
         digest = hashlib.sha256(json.dumps(header, sort_keys=True, ensure_ascii=False).encode())
 
         def validated() -> Iterator[tuple[str, str, str | None]]:
@@ -357,6 +364,7 @@ class Campaigns:
                 "idempotency_key": idempotency_key or "",
                 "digest": digest.hexdigest(),
                 **thresholds.stored(),
+                "on_cap": on_cap,
             }
             self.redis.hset(self.keys.campaign(cid), mapping=fields)  # type: ignore[arg-type]
             created, answered = self._commit(
@@ -605,6 +613,7 @@ class Campaigns:
             "message": json.loads(data.get("message") or "{}"),
             "pause_reason": data.get("pause_reason") or None,
             "auto_pause": AutoPause.from_stored(data).fields_as_dict(),
+            "on_cap": data.get("on_cap") or "skip",
             "tests": self._tests_view(cid, data),
             "recall": recall_progress(data),
         }
@@ -799,7 +808,7 @@ def _digest_all(digest: Any, rows: Iterator[tuple[str, str, str | None]]) -> int
 
 #: A delivery's fields, in order (``result`` holds the vendor ids; exports spread it into columns).
 DELIVERY_FIELDS = (
-    "id", "to", "account", "status", "attempts", "result", "vendor", "sent_at", "reason", "error", "recall",
+    "id", "to", "account", "status", "attempts", "result", "vendor", "sent_at", "reason", "skip_reason", "error", "recall",
     "recall_error",
 )  # fmt: skip
 #: The flat columns of a delivery (CSV): ``result`` spread into the vendor ids.

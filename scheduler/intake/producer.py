@@ -77,8 +77,10 @@ class Producer:
         idempotency_key: str | None = None,
         priority: str = "normal",
         test_of: str | None = None,
+        ignore_suppression: str | None = None,
     ) -> Submitted:
-        """Submit one message to one recipient from a configured account (``test_of``: a campaign's test send)."""
+        """Submit one message to one recipient from a configured account (``test_of``: a campaign's test send;
+        ``ignore_suppression``: who asked that it go even to a suppressed recipient, recorded on the job)."""
         check_text(account, "account")
         if idempotency_key:
             check_text(idempotency_key, "idempotency_key")
@@ -104,6 +106,7 @@ class Producer:
             idempotency_key=idempotency_key,
             priority=priority,
             test_of=test_of,
+            ignore_suppression=ignore_suppression,
         )
         if not state:  # an idempotent replay: answer the job's current state
             job = self.ledger.get(job_id)

@@ -55,6 +55,19 @@ class QuietHours(BaseModel):
     end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
+class RecipientCap(BaseModel):
+    """At most ``max`` campaign messages to one recipient from the account in any ``window_h`` hours
+    (counted when sent, across campaigns; test sends and single messages do not count)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max: int = Field(ge=1, le=1000)
+    window_h: float = Field(gt=0, le=24 * 366)
+
+    def as_args(self) -> tuple[int, float]:
+        """(max, window in seconds), as begin.lua takes them."""
+        return self.max, self.window_h * 3600
+
+
 class Limits(BaseModel):
     """Pacing limits. Defaults follow the vendors' advice: 20-40 a minute, ≥1 s apart, 2-5 s for groups."""
 
@@ -74,6 +87,8 @@ class Limits(BaseModel):
     #: Pause the account after this many throttling answers in a row (None: ``BROADCAST_PAUSE_AFTER_THROTTLES``,
     #: 5 by default; 0 = never).
     pause_after_throttles: int | None = Field(default=None, ge=0, le=1000)
+    #: Frequency cap per recipient across campaigns (None: no cap).
+    recipient_cap: RecipientCap | None = None
 
     @field_validator("timezone")
     @classmethod

@@ -33,10 +33,12 @@ from worker.errors import (
     ConfigError,
     DailyCapError,
     MessageError,
+    NotFriendError,
     PermanentError,
     RevokeRefusedError,
     ThrottledError,
     TransientError,
+    UnsupportedError,
     VendorError,
     VendorFailure,
     redact,
@@ -155,6 +157,10 @@ class VendorBackend(Protocol):
         """True/False when the vendor can tell; None when it has no documented check."""
         ...
 
+    def set_callback(self, url: str) -> None:
+        """Ask the vendor to post its callbacks (replies, contact changes, offline notices) to ``url``."""
+        ...
+
 
 # --- failure classification ------------------------------------------------------------------------
 # Texts come from the vendors' answers collected in vendors.md (GeWe: Devo919/Gewechat issues #36, #176,
@@ -178,11 +184,14 @@ _ACCOUNT_DOWN = (
 #: The mini-program cap (about 500 a day to groups): wechaty/python-wechaty#133. GeWe's own spelling
 #: (``发送小程序失败`` with ``data.code "-2"``) needs the code too and is recognised in gewe.py.
 _DAILY_CAP = ("too many attempts",)
-_PERMANENT = (
+#: A recipient who is not a friend (yet): permanent, and suppressed for the account (issue 19).
+_NOT_FRIEND = (
     "等待对方接收你的好友请求",
     "不是你的好友",
     "不是好友",
     "非好友",
+)
+_PERMANENT = (
     "不在群",
     "不是群成员",
     "移出该群",
@@ -227,6 +236,7 @@ def classify_vendor_text(text: str) -> type[VendorError]:
     for markers, cls in (
         (_ACCOUNT_DOWN, AccountDownError),
         (_DAILY_CAP, DailyCapError),
+        (_NOT_FRIEND, NotFriendError),
         (_PERMANENT, PermanentError),
         (_UNKNOWN, AmbiguousError),
         (_THROTTLED, ThrottledError),
@@ -267,6 +277,10 @@ class HttpBackend:
     #: False for a vendor without a documented revoke: a recall reports its messages ``unsupported``
     #: without calling it (its ``revoke`` raises UnsupportedError).
     can_revoke: ClassVar[bool] = True
+
+    def set_callback(self, url: str) -> None:
+        """Vendors without a documented callback registration: nothing is sent."""
+        raise UnsupportedError(f"{self.name} has no documented callback registration", vendor=self.name)
 
     def __init__(self, account: VendorAccount, client: httpx.Client) -> None:
         if account.vendor != self.name:

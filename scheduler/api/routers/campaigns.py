@@ -89,6 +89,9 @@ class CampaignSpecIn(BaseModel):
     priority: Priority = "normal"
     draft: bool = Field(default=False, description="store it, release nothing until POST …/start")
     auto_pause: AutoPauseIn | None = None
+    on_cap: Literal["skip", "wait"] = Field(
+        default="skip", description="when the account's recipient_cap is reached: skip the delivery, or wait"
+    )
 
     def create_args(self) -> dict[str, Any]:
         """The arguments of ``Campaigns.create`` this spec gives: everything but the recipients."""
@@ -102,6 +105,7 @@ class CampaignSpecIn(BaseModel):
             "priority": self.priority,
             "draft": self.draft,
             "auto_pause": self.auto_pause_given(),
+            "on_cap": self.on_cap,
         }
 
     def auto_pause_given(self) -> dict[str, Any] | None:
