@@ -110,10 +110,10 @@ class DelayProxy:
         except OSError:
             writer.close()
             return
-        await asyncio.gather(self._pipe(reader, up_writer, 0.0), self._pipe(up_reader, writer, self.delay_s))
+        await asyncio.gather(self._pipe(reader, up_writer, False), self._pipe(up_reader, writer, True))
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay_s: float) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delayed: bool) -> None:
+        """Copy one direction; the server's bytes each ``delay_s`` (read at arrival: tests change it) late."""
         chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
         async def deliver() -> None:
@@ -128,10 +128,10 @@ class DelayProxy:
         sender = asyncio.ensure_future(deliver())
         try:
             while data := await reader.read(65536):
-                chunks.put_nowait((time.monotonic() + delay_s, data))
+                chunks.put_nowait((time.monotonic() + (self.delay_s if delayed else 0.0), data))
         except OSError:
             pass
-        if delay_s > 0:
+        if delayed:
             # the primary went away: what had not reached the replica yet is lost with it, as with a host
             # that dies or a link that breaks (a SIGKILLed process alone would still have its bytes delivered)
             sender.cancel()

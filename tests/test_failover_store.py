@@ -10,11 +10,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis as redis_lib
 
+from bench.failover import DelayProxy
 from scheduler.devtools.embedded import EmbeddedRedis, free_port
 from simulator.server import SimulatorServer
 from tests.conftest import VENDOR_PREFIX, claim_ready
@@ -27,7 +29,7 @@ from worker.store.accounts import AccountSpec, AccountStore
 from worker.store.ledger import BeginStatus, Ledger, PaceRecord
 from worker.store.replication import Acks, ReplicaAcks, online_replicas
 from worker.store.suppressions import SuppressionReason, Suppressions
-from worker.vendors.base import SendResult
+from worker.vendors.base import SendResult, backend_for
 
 LEASE_S = 30.0
 
@@ -226,13 +228,8 @@ def test_begin_waits_for_the_replica_and_says_when_it_did_not_answer(
     assert second.status is BeginStatus.GO and not second.confirmed
 
 
-def test_an_unacknowledged_begin_never_reaches_the_vendor(
-    replicated: tuple[EmbeddedRedis, EmbeddedRedis], sim: SimulatorServer
-) -> None:
-    primary, replica = replicated
-    client = redis_lib.Redis(port=primary.port, decode_responses=True)
-    settings = Settings(replica_ack_timeout_s=0.3, vendor_allow="127.0.0.0/8")  # the simulator is on loopback
-    ledger = Ledger(client, "ns", acks=ReplicaAcks(client, 1, 0.3))
+def _sim_account(sim: SimulatorServer, client: redis_lib.Redis) -> str:
+    """A fresh simulator instance as account a1 of prefix ns; returns the instance."""
     instance = f"inst-fo-{uuid.uuid4().hex[:6]}"
     with httpx.Client(base_url=sim.url) as admin:
         admin.post(
@@ -240,14 +237,83 @@ def test_an_unacknowledged_begin_never_reaches_the_vendor(
         ).raise_for_status()
     spec = {"vendor": "gewe", "base_url": sim.url + VENDOR_PREFIX["gewe"], "token": "tok-fo", "instance": instance}
     AccountStore(client, "ns").put("a1", AccountSpec.model_validate({**spec, "limits": {"per_minute": 0}}))
+    return instance
+
+
+def _sim_sends(sim: SimulatorServer, instance: str) -> list[dict[str, object]]:
+    with httpx.Client(base_url=sim.url) as admin:
+        sends: list[dict[str, object]] = admin.get("/_sim/sends", params={"instance": instance}).json()["sends"]
+        return sends
+
+
+def test_an_outcome_a_failover_loses_becomes_an_unknown_outcome_never_a_resend(sim: SimulatorServer) -> None:
+    """The replica's link delays (bench/failover.py's proxy); during the vendor call it starts lagging 30 s, so
+    FINISH is not acknowledged: the session stops. The primary dies with FINISH still on the way, the
+    replica is promoted: it holds the job `sending`, and recovery makes it an unknown outcome."""
+    primary, replica = EmbeddedRedis(), EmbeddedRedis()
+    proxy = DelayProxy(primary.port, 0.0)
+    try:
+        client = redis_lib.Redis(port=primary.port, decode_responses=True)
+        client.config_set("repl-diskless-sync-delay", 0)
+        redis_lib.Redis(port=replica.port).replicaof("127.0.0.1", proxy.port)
+        wait_for(lambda: online_replicas(client.info("replication")) == 1, timeout=10, what="the replica")
+        fast = {"lease_ttl_s": 3, "lease_margin_s": 0.5, "vendor_read_timeout_s": 1.5, "vendor_deadline_s": 1.5}
+        settings = Settings(vendor_allow="127.0.0.0/8", vendor_connect_timeout_s=1, vendor_pool_timeout_s=0.5, **fast)
+        ledger = Ledger(client, "ns", acks=ReplicaAcks(client, 1, 1.0))
+        instance = _sim_account(sim, client)
+        ids = [one_job(ledger) for _ in range(2)]
+        claim = claim_ready(ledger, lease_ttl_s=3, batch_size=2)[0]
+
+        def backend(account: Any, http: httpx.Client) -> Any:
+            real = backend_for(account, http)
+
+            class LinkLagsDuringTheCall:
+                def send(self, to: str, message: Any) -> SendResult:
+                    result = real.send(to, message)  # the real call, to the simulator
+                    proxy.delay_s = 30.0  # what the primary writes from now on reaches the replica too late
+                    return result
+
+            return LinkLagsDuringTheCall()
+
+        with httpx.Client() as http:
+            runner = BatchRunner(settings, ledger, AccountStore(client, "ns"), http, backend_factory=backend)
+            report = runner.run("a1", claim.token, claim.job_ids)
+        assert report.stopped == SessionStop.REPLICA_LAG and report.sent == 1
+        assert len(_sim_sends(sim, instance)) == 1  # nothing more is started on an unconfirmed outcome
+        primary.proc.kill()  # FINISH (and the release) die with it, still in the link
+        promoted = redis_lib.Redis(port=replica.port, decode_responses=True)
+        promoted.replicaof("NO", "ONE")
+        after = Ledger(promoted, "ns")
+        job = after.get(ids[0])
+        assert job is not None and job.state == "sending"  # the promoted replica never got the outcome
+        lease = after.keys.lease("a1")
+        wait_for(lambda: not promoted.exists(lease), timeout=10, what="the session's lease to expire there")
+        assert after.recover() == (1, 1)  # the untouched job back in its queue, the sent one unknown
+        lost, untouched = after.get(ids[0]), after.get(ids[1])
+        assert lost is not None and lost.state == "dead" and lost.fields["reason"] == "unknown_outcome"
+        assert untouched is not None and untouched.state == "queued"
+        assert promoted.lrange(after.keys.queue("a1"), 0, -1) == [ids[1]]  # the sent one is never queued again
+    finally:
+        proxy.close()
+        replica.stop()
+        primary.stop()
+
+
+def test_an_unacknowledged_begin_never_reaches_the_vendor(
+    replicated: tuple[EmbeddedRedis, EmbeddedRedis], sim: SimulatorServer
+) -> None:
+    primary, replica = replicated
+    client = redis_lib.Redis(port=primary.port, decode_responses=True)
+    settings = Settings(replica_ack_timeout_s=0.3, vendor_allow="127.0.0.0/8")  # the simulator is on loopback
+    ledger = Ledger(client, "ns", acks=ReplicaAcks(client, 1, 0.3))
+    instance = _sim_account(sim, client)
     job_id = one_job(ledger)
     claim = claim_ready(ledger, lease_ttl_s=LEASE_S)[0]
     os.kill(replica.proc.pid, signal.SIGSTOP)
     with httpx.Client() as http:
         report = BatchRunner(settings, ledger, AccountStore(client, "ns"), http).run("a1", claim.token, claim.job_ids)
     assert report.stopped == SessionStop.REPLICA_LAG and report.requeued == 1 and report.sent == 0
-    with httpx.Client(base_url=sim.url) as admin:
-        assert admin.get("/_sim/sends", params={"instance": instance}).json()["sends"] == []
+    assert _sim_sends(sim, instance) == []
     job = ledger.get(job_id)
     assert job is not None and job.state == "queued" and job.attempts == 0
     assert ledger.history(job_id)[-1]["error_class"] == "replica_lag"
