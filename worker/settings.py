@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     #: Slack between the longest vendor call and the lease (Redis round trips, GC pauses, clock steps).
     lease_margin_s: float = 5.0
     #: Dispatcher idle poll when nothing wakes it.
-    dispatch_idle_s: float = 0.05
+    dispatch_idle_s: float = Field(default=0.05, gt=0, le=4)  # a blocking wait, below the Redis socket timeout
 
     # --- Celery --------------------------------------------------------------------------------------
     task_soft_time_limit_s: int = 240
