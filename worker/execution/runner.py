@@ -20,6 +20,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -59,8 +60,16 @@ from worker.vendors.base import SendResult, VendorBackend, backend_for
 
 log = logging.getLogger("broadcast.send")
 
+#: After a write the replicas did not acknowledge, the account waits at least this long before its next
+#: session (a replica catching up, or a failover under way).
+REPLICA_LAG_WAIT_S = 1.0
 #: When a sequence finding its recipient held by another sequence tries again.
 SEQUENCE_BUSY_RETRY_S = 2.0
+
+
+def _call_of(job: Job) -> dict[str, str]:
+    """The job's BEGIN call id, for a part record: PART end run twice (a retried write) applies once."""
+    return {"call": job.fields["call"]} if job.fields.get("call") else {}
 
 
 class SessionStop(StrEnum):
@@ -74,6 +83,7 @@ class SessionStop(StrEnum):
     BATCH_TIME = "batch_time"  # the session has run BROADCAST_BATCH_MAX_S
     ACCOUNT_MISSING = "account_missing"  # the account was deleted: its jobs are dead-lettered
     COOLDOWN = "cooldown"  # a call was abandoned unanswered: the account waits BROADCAST_ABANDONED_COOLDOWN_S
+    REPLICA_LAG = "replica_lag"  # a BEGIN or FINISH was not on the replicas in time (BROADCAST_REPLICA_ACKS)
     ERROR = "error"  # a bug: logged, the account's jobs are released
 
 
@@ -217,6 +227,8 @@ class BatchRunner:
                 else:
                     next_at = self._next_start(session, next_group)
                 next_at = max(next_at, session.cooldown_until)
+                if report.stopped == SessionStop.REPLICA_LAG:
+                    next_at = max(next_at, session.clock.latest() + REPLICA_LAG_WAIT_S)
                 self._durable(self.ledger.release, account_id, token, next_at=next_at)
         return report
 
@@ -265,7 +277,9 @@ class BatchRunner:
         return got.group_at if group else got.private_at
 
     def _begin(self, session: Session, job_id: str, start_at: float) -> Begin:
-        """BEGIN once Redis's clock has reached ``start_at`` (it refuses earlier starts and says how much)."""
+        """BEGIN once Redis's clock has reached ``start_at`` (it refuses earlier starts and says how much).
+        One id for the call: a BEGIN retried after a lost reply answers as the first did."""
+        call = uuid.uuid4().hex[:16]
         for _ in range(10):
             wait = start_at - session.clock.now()
             if wait > 0:
@@ -280,6 +294,7 @@ class BatchRunner:
                 not_before=start_at,
                 templates=session.templates,
                 recipient_cap=cap.as_args() if (cap := session.account.spec.limits.recipient_cap) else None,
+                call=call,
             )
             received = time.monotonic()
             if begin.status is BeginStatus.EARLY:
@@ -302,11 +317,13 @@ class BatchRunner:
             report.skipped += 1
             return None
         job = begin.job
+        if not begin.confirmed:
+            return self._unconfirmed(session, job)
         report.attempted += 1
         if job.revoke_of is not None:
             return self._revoke(session, job, job.revoke_of)
         started = time.time()
-        entry: dict[str, Any] = {"n": job.attempts, "started": round(started, 6), "account": session.id}
+        entry = self._entry(job, started, session.id)
         vendor = session.account.spec.vendor
         try:
             message = self._template(session, job).render(job.variables)
@@ -360,7 +377,42 @@ class BatchRunner:
         )
         report.sent += 1
         self._log(job.id, session.id, vendor, "sent", started, ids=result.ids_as_strings())
-        return None
+        return self._stop_unless_confirmed(session, job, finished)
+
+    @staticmethod
+    def _entry(job: Job, started: float, account: str) -> dict[str, Any]:
+        """The attempt's history entry; ``call`` (its BEGIN's id) lets FINISH recognise itself run twice."""
+        entry: dict[str, Any] = {"n": job.attempts, "started": round(started, 6), "account": account}
+        if job.fields.get("call"):
+            entry["call"] = job.fields["call"]
+        return entry
+
+    def _unconfirmed(self, session: Session, job: Job) -> SessionStop:
+        """The ``sending`` mark did not reach the replicas in time (BROADCAST_REPLICA_ACKS): a failover now
+        could bring the job back ``queued`` after a send, so the vendor is not called. The job goes back to
+        the head of its queue (the attempt not counted) and the account waits a moment."""
+        error = "the send's mark was not on a replica in time (BROADCAST_REPLICA_ACKS): not sent, tried again"
+        entry = self._entry(job, time.time(), session.id)
+        entry.update(ended=entry["started"], outcome="requeue", error_class="replica_lag", error=error)
+        self._durable(self.ledger.finish_requeue,
+            session.id, session.token, job.id, error_class="replica_lag", error=error, history=entry, pace=None,
+        )  # fmt: skip
+        session.report.requeued += 1
+        log.warning("send put back: %s", error, extra={"job_id": job.id, "account": session.id})
+        return SessionStop.REPLICA_LAG
+
+    @staticmethod
+    def _stop_unless_confirmed(session: Session, job: Job, finished: Finished) -> SessionStop | None:
+        """An outcome the replicas did not acknowledge in time may be lost in a failover: the job would then
+        be ``sending`` on the new primary, an unknown outcome at recovery, never resent. The session stops
+        rather than build on it; the account waits a moment."""
+        if finished.confirmed:
+            return None
+        log.warning(
+            "outcome not on a replica in time (BROADCAST_REPLICA_ACKS): session stopped",
+            extra={"job_id": job.id, "account": session.id},
+        )
+        return SessionStop.REPLICA_LAG
 
     # --- sequences (docs/design.md, "Sequences") -----------------------------------------------------------
 
@@ -372,7 +424,6 @@ class BatchRunner:
         parts = message.parts
         start = int(job.fields.get("part") or 0)
         first: SendResult | None = SendResult.from_dict({**job.fields, "to": job.to}) if start else None
-        stop: SessionStop | None = None
         try:
             for k in range(start, len(parts)):
                 part = parts[k]
@@ -391,10 +442,10 @@ class BatchRunner:
                     continue
                 return outcome
             assert first is not None  # the loop ran at least once: a sequence has a part
-            entry = {"n": job.attempts, "started": round(time.time(), 6), "account": session.id, "parts": len(parts)}
-            entry.update(outcome="sent", ended=round(time.time(), 6))
-            self._durable(self.ledger.finish_sent, session.id, session.token, job.id, first, entry, pace=None)
-            return stop
+            entry = self._entry(job, time.time(), session.id)
+            entry.update(parts=len(parts), outcome="sent", ended=round(time.time(), 6))
+            done = self._durable(self.ledger.finish_sent, session.id, session.token, job.id, first, entry, pace=None)
+            return self._stop_unless_confirmed(session, job, done)
         finally:
             self._durable(self.ledger.part_unlock, session.id, session.token, job.id)
 
@@ -440,7 +491,8 @@ class BatchRunner:
     ) -> SendResult | SessionStop | None:
         """One part's vendor call and its PART end: the result when sent, else what the session does."""
         started = time.time()
-        entry: dict[str, Any] = {"n": job.attempts, "started": round(started, 6), "account": session.id, "part": k}
+        entry = self._entry(job, started, session.id)
+        entry["part"] = k
         vendor = session.account.spec.vendor
         hold = held(session.holds, part.kind)
         if hold is not None:
@@ -482,7 +534,7 @@ class BatchRunner:
                 return self._failed(session, job, part, unreadable, entry, started)
             return self._part_failed(session, job, k, part, unreadable, str(unreadable))
         latency = round((time.time() - started) * 1000, 2)
-        record: dict[str, Any] = {"status": "sent", "kind": part.kind, "endpoint": result.endpoint}
+        record: dict[str, Any] = {"status": "sent", "kind": part.kind, "endpoint": result.endpoint, **_call_of(job)}
         record.update({key: v for key, v in result.ids_as_strings().items() if v is not None})
         record.update(result.media)
         record["sent_at"] = round(time.time(), 6)
@@ -511,6 +563,7 @@ class BatchRunner:
         dead (``unknown_outcome`` when that part may have gone out, else ``sequence_stopped``)."""
         unknown = isinstance(error, AmbiguousError)
         record: dict[str, Any] = {"status": "unknown" if unknown else "dead", "kind": part.kind, "error": text}
+        record.update(_call_of(job))
         if error is not None:
             record.update(error_class=error.error_class, code=error.code)
         throttled = isinstance(error, ThrottledError)
@@ -526,8 +579,8 @@ class BatchRunner:
             reason = DeadReason.PERMANENT
         error_class = error.error_class if error is not None else "sequence"
         message = f"part {k + 1} ({part.kind}): {text}; remaining parts: skipped"
-        entry = {"n": job.attempts, "started": round(time.time(), 6), "account": session.id, "part": k}
-        entry.update(outcome="dead", error_class=error_class, error=message, ended=round(time.time(), 6))
+        entry = self._entry(job, time.time(), session.id)
+        entry.update(part=k, outcome="dead", error_class=error_class, error=message, ended=round(time.time(), 6))
         done = self._durable(self.ledger.finish_dead,
             session.id, session.token, job.id, reason=reason, error_class=error_class, error=message,
             history=entry, pace=None,
@@ -547,7 +600,8 @@ class BatchRunner:
         if throttled:
             self._pause_if_restricted(session, finished, error)  # type: ignore[arg-type]
             return SessionStop.THROTTLED
-        return self._cool_down(session, error) if error is not None else None
+        cooling = self._cool_down(session, error) if error is not None else None
+        return self._stop_unless_confirmed(session, job, done) or cooling
 
     def _hold_gap(self, session: Session, *, group: bool) -> None:
         """Between two revoke calls of one revoke job (a sequence's parts): count the call that just ended
@@ -563,7 +617,7 @@ class BatchRunner:
 
     def _wait_turn(self, session: Session, job: Job) -> None:
         """Another sequence holds the recipient: this one goes back through the due set, no vendor call."""
-        entry = {"n": job.attempts, "started": round(time.time(), 6), "account": session.id}
+        entry = self._entry(job, time.time(), session.id)
         error = "another sequence is sending to this recipient; waiting for it to end"
         entry.update(outcome="retry", error_class="sequence_busy", error=error, ended=round(time.time(), 6))
         self._durable(self.ledger.finish_retry,
@@ -577,7 +631,7 @@ class BatchRunner:
         open on Redis's clock (read at its latest, right before the call). Never retried past the quick
         retries of a request that provably did not leave: an unreadable answer is ``failed`` (exactly once)."""
         started = time.time()
-        entry: dict[str, Any] = {"n": job.attempts, "started": round(started, 6), "account": session.id}
+        entry = self._entry(job, started, session.id)
         entry.update(op="revoke", target=target_id)
         target = self._durable(self.ledger.get, target_id)
         deadline = float(job.fields.get("deadline") or 0)
@@ -721,7 +775,8 @@ class BatchRunner:
         if throttled:
             self._pause_if_restricted(session, finished, error)
             return SessionStop.THROTTLED
-        return self._cool_down(session, error)
+        cooling = self._cool_down(session, error)  # always: the hold shows even when the session stops anyway
+        return self._stop_unless_confirmed(session, job, finished) or cooling
 
     def _cool_down(self, session: Session, error: VendorError) -> SessionStop | None:
         """After a call abandoned unanswered, the account waits ``abandoned_cooldown_s`` (a hold it shows):

@@ -26,12 +26,24 @@ if phase == 'unlock' then
   return {'ok'}
 end
 if phase == 'end' then
+  local record = cjson.decode(ARGV[17])
+  local mark = ''
+  if record['call'] then
+    -- the BEGIN's call id and the part: a PART end retried after a lost reply applies once
+    mark = record['call'] .. ':' .. index
+    record['call'] = nil
+    if redis.call('HGET', jk, 'pfin') == mark then
+      local tstr = ''
+      if ARGV[9] == '1' then tstr = string.format('%.6f', tonumber(ARGV[10])) end
+      return {'ok', tstr, 0}
+    end
+  end
   local tstr, throttles = record_pace(a, token, ARGV[9], tonumber(ARGV[10]), ARGV[11], ARGV[12], ARGV[13],
     ARGV[14], tonumber(ARGV[15]), ARGV[16])
   if lease ~= token or st ~= 'sending' then return {'stale', tstr, throttles} end
   local parts = cjson.decode(redis.call('HGET', jk, 'parts') or '[]')
-  parts[index + 1] = cjson.decode(ARGV[17])
-  local fields = {'parts', cjson.encode(parts), 'updated', now}
+  parts[index + 1] = record
+  local fields = {'parts', cjson.encode(parts), 'updated', now, 'pfin', mark}
   if ARGV[18] == '1' then fields[#fields + 1] = 'part'; fields[#fields + 1] = tostring(index + 1) end
   for i = 19, #ARGV do fields[#fields + 1] = ARGV[i] end
   redis.call('HSET', jk, unpack(fields))
