@@ -496,8 +496,9 @@ def test_logout_forgets_the_token(stack: ApiStack, browser: Any) -> None:
 
 
 def test_bidi_and_zero_width_characters_are_shown_escaped(stack: ApiStack, browser: Any) -> None:
-    """Issue 24, item 9: ``invoice\\u202Egnp.exe`` must not pose as ``invoiceexe.png``."""
-    name = "invoice\u202egnp.exe\u200b"
+    """Issue 24, item 9: ``invoice\\u202Egnp.exe`` must not pose as ``invoiceexe.png``; tag characters,
+    Hangul fillers, line separators and variation selectors are shown too (escaped by Unicode category)."""
+    name = "invoice\u202egnp.exe\u200b|\U000e0041\u3164\u2028\ufe0f\U000e0100\u034f\ue000"
     created = stack.http.post(
         "/v1/campaigns",
         json={
@@ -514,6 +515,8 @@ def test_bidi_and_zero_width_characters_are_shown_escaped(stack: ApiStack, brows
     cell = f"tr[data-campaign='{cid}'] td a"
     until(lambda: "invoice\\u202Egnp.exe\\u200B" in text_of(browser, cell), "the name, escaped")
     assert "\u202e" not in text_of(browser, cell) and "\u200b" not in text_of(browser, cell)
+    hidden = "|\\uDB40\\uDC41\\u3164\\u2028\\uFE0F\\uDB40\\uDD00\\u034F\\uE000"
+    assert hidden in text_of(browser, cell), text_of(browser, cell)
     open_page(browser, stack, f"campaign/{cid}")
     until(lambda: "invoice\\u202Egnp.exe" in text_of(browser, "#view"), "the name on its page, escaped")
     assert "\u202e" not in text_of(browser, "#view")

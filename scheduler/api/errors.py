@@ -56,8 +56,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "Not possible in the current state"),
         (502, "The vendor refused"),
         (413, "Body too large"),
+        (415, "The route takes another content type (a form, CSV)"),
         (422, "Invalid input; `field` names it"),
         (429, "Too many requests for this key this minute; see Retry-After"),
+        (500, "Internal error (logged on the server)"),
         (503, "Redis unreachable; nothing was stored"),
     )
 }

@@ -121,12 +121,16 @@ const t = (key) => (I18N[lang][key] ?? I18N.zh[key] ?? key);
 const $ = (sel, root = document) => root.querySelector(sel);
 const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
 
-// control characters, bidi embeddings/overrides/isolates, zero-width and other invisible characters are shown
-// as \uXXXX: `invoice\u202Egnp.exe` must not pose as `invoiceexe.png` (the CLI does the same)
-const HIDDEN = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/g;
+// invisible characters are shown as \uXXXX (a UTF-16 pair past U+FFFF), as the CLI does: by Unicode category
+// (controls but tab and line feed, format characters such as bidi overrides, zero-width and tag characters,
+// private use, unassigned, surrogates, line/paragraph separators) plus the blanks that are letters or marks
+// (combining grapheme joiner, Hangul fillers, variation selectors): `invoice\u202Egnp.exe` must not pose as
+// `invoiceexe.png`
+const HIDDEN = /(?![\t\n])[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Cs}\p{Zl}\p{Zp}\u034f\u115f\u1160\u3164\uffa0\u180b-\u180f\ufe00-\ufe0f\u{e0100}-\u{e01ef}]/gu;
 
 function visible(value) {
-  return String(value ?? "").replace(HIDDEN, (c) => `\\u${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}`);
+  const unit = (code) => `\\u${code.toString(16).toUpperCase().padStart(4, "0")}`;
+  return String(value ?? "").replace(HIDDEN, (c) => Array.from({ length: c.length }, (_, i) => unit(c.charCodeAt(i))).join(""));
 }
 
 // every value put into the page's HTML goes through esc: markup-escaped, hidden characters shown
