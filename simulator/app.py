@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from simulator.contacts import ContactHandlers, Contacts
 from simulator.protocols import Handlers, JSONResponse, read_json_object
 from simulator.state import SimAccount, SimState
 
@@ -146,6 +147,7 @@ def create_app(state: SimState) -> Starlette:
     """Build the simulator app serving all four vendor protocols over `state`."""
     h = Handlers(state)
     admin = Admin(state)
+    c = ContactHandlers(state, Contacts(state), h.authenticate)
     post = ["POST"]
     routes: list[BaseRoute] = []
     for prefix in GEWE_PREFIXES:
@@ -156,6 +158,10 @@ def create_app(state: SimState) -> Starlette:
             Route(f"{prefix}/message/forwardMiniApp", h.gewe_forward_mini_app, methods=post),
             Route(f"{prefix}/message/revokeMsg", h.gewe_revoke, methods=post),
             Route(f"{prefix}/login/checkOnline", h.gewe_check_online, methods=post),
+            Route(f"{prefix}/label/list", c.gewe_labels, methods=post),
+            Route(f"{prefix}/contacts/fetchContactsList", c.gewe_fetch, methods=post),
+            Route(f"{prefix}/contacts/fetchContactsListCache", c.gewe_fetch_cache, methods=post),
+            Route(f"{prefix}/contacts/getBriefInfo", c.gewe_brief, methods=post),
         ]
     routes += [
         Route("/v2/api", h.ohwx_magic_cgi, methods=post),
@@ -167,6 +173,12 @@ def create_app(state: SimState) -> Starlette:
         Route("/sendApplets", h.ecloud_send_applets, methods=post),
         Route("/revokeMsg", h.ecloud_revoke, methods=post),
         Route("/isOnline", h.ecloud_is_online, methods=post),
+        Route("/getContactLabelList", c.ecloud_labels, methods=post),
+        Route("/initAddressList", c.ecloud_init, methods=post),
+        Route("/getAddressList", c.ecloud_list, methods=post),
+        Route("/getContact", c.ecloud_contact, methods=post),
+        Route("/_sim/contacts", c.configure, methods=post),
+        Route("/_sim/contact_calls", c.list_calls, methods=["GET"]),
         Route("/_sim/health", admin.health, methods=["GET"]),
         Route("/_sim/sends", admin.sends, methods=["GET"]),
         Route("/_sim/revokes", admin.revokes, methods=["GET"]),

@@ -21,7 +21,16 @@ from pydantic import BaseModel
 
 from scheduler.api.body_limit import BodyLimit
 from scheduler.api.errors import ERROR_RESPONSES, add_error_handlers
-from scheduler.api.routers import accounts, campaigns, dead_letters, messages, ops, schedules, vendor_limits
+from scheduler.api.routers import (
+    accounts,
+    campaigns,
+    contacts,
+    dead_letters,
+    messages,
+    ops,
+    schedules,
+    vendor_limits,
+)
 from scheduler.api.state import AUTH, ApiState
 from scheduler.console import mount_console
 from scheduler.intake.uploads import UploadSlots
@@ -47,7 +56,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     app.add_middleware(BodyLimit)
     app.add_middleware(UploadSlots, slots=settings.max_concurrent_uploads)
     add_error_handlers(app)
-    for resource in (ops, accounts, messages, campaigns, dead_letters, schedules, vendor_limits):
+    for resource in (ops, accounts, contacts, messages, campaigns, dead_letters, schedules, vendor_limits):
         app.include_router(resource.router)
     _declare_schema(app, campaigns.CampaignIn)
     mount_console(app, AUTH)

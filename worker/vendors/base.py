@@ -36,6 +36,7 @@ from worker.errors import (
     RevokeRefusedError,
     ThrottledError,
     TransientError,
+    UnsupportedError,
     VendorError,
     VendorFailure,
     redact,
@@ -131,6 +132,42 @@ def as_int(value: Any) -> int | None:
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactList:
+    """The ids an account keeps: friends, groups saved to its contacts, public accounts (``gh_…``)."""
+
+    friends: list[str]
+    chatrooms: list[str]
+    ghs: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ContactDetail:
+    """One contact's details as a vendor answered them (label ids as the vendor numbers them)."""
+
+    wxid: str
+    nickname: str
+    remark: str = ""
+    labels: tuple[str, ...] = ()
+    members: int | None = None
+
+
+def id_list(value: Any) -> list[str]:
+    """A vendor's list of ids (strings), whatever else it holds dropped."""
+    if not isinstance(value, list):
+        return []
+    return [str(v) for v in value if isinstance(v, str | int) and not isinstance(v, bool) and str(v)]
+
+
+def label_ids(value: Any) -> tuple[str, ...]:
+    """``labelList`` as GeWe and E云 answer it: label ids, comma-separated ("1,3"), or empty."""
+    if isinstance(value, list):
+        return tuple(str(v) for v in value if str(v))
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return tuple(part.strip() for part in str(value).split(",") if part.strip())
+    return ()
 
 
 @runtime_checkable
@@ -263,6 +300,25 @@ class HttpBackend:
     #: False for a vendor without a documented revoke: a recall reports its messages ``unsupported``
     #: without calling it (its ``revoke`` raises UnsupportedError).
     can_revoke: ClassVar[bool] = True
+    #: True for a vendor with documented contact calls (``contact_*``); the API answers 409
+    #: ``contacts_unsupported`` for the others before anything is called.
+    can_sync_contacts: ClassVar[bool] = False
+    #: Ids the vendor details in one call, as documented (an account option ``contacts_batch`` may raise it
+    #: where a deployment accepts more).
+    contact_batch: ClassVar[int] = 20
+
+    def contact_labels(self) -> list[tuple[str, str]]:
+        """The account's labels: (id, name)."""
+        raise UnsupportedError(f"{self.name}: no documented contact calls", vendor=self.name)
+
+    def contact_list(self, *, first: bool, timeout_s: float) -> ContactList | None:
+        """The ids the account keeps; None while the vendor is still gathering them (ask again with
+        ``first=False``: GeWe's list cache, E云's list after its init)."""
+        raise UnsupportedError(f"{self.name}: no documented contact calls", vendor=self.name)
+
+    def contact_details(self, ids: list[str]) -> list[ContactDetail]:
+        """Names, remarks and labels of up to :attr:`contact_batch` ids (friends or groups)."""
+        raise UnsupportedError(f"{self.name}: no documented contact calls", vendor=self.name)
 
     def __init__(self, account: VendorAccount, client: httpx.Client) -> None:
         if account.vendor != self.name:
@@ -296,8 +352,16 @@ class HttpBackend:
             msg_type=as_int(data.get("type")),
         )
 
-    def post(self, path: str, body: Mapping[str, Any], *, params: Mapping[str, str] | None = None) -> Any:
-        """POST JSON, return the decoded JSON envelope (ints exact) or raise a classified VendorError."""
+    def post(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        params: Mapping[str, str] | None = None,
+        read_timeout_s: float | None = None,
+    ) -> Any:
+        """POST JSON, return the decoded JSON envelope (ints exact) or raise a classified VendorError.
+        ``read_timeout_s``: a shorter wait for the answer than the client's (a slow call with a fallback)."""
         url = f"{self._base}{path}"
         try:
             content = json.dumps(body, ensure_ascii=False).encode("utf-8")
@@ -307,6 +371,9 @@ class HttpBackend:
         headers = {"Content-Type": "application/json", **self._headers()}
         # built here and sent with Client.send: the client adds nothing a vendor call needs (no cookies,
         # no auth flow, no redirects), and merging its default headers cost more CPU than the rest
+        timeout = self.client.timeout.as_dict()
+        if read_timeout_s is not None:
+            timeout["read"] = min(timeout.get("read") or read_timeout_s, read_timeout_s)
         try:
             request = httpx.Request(
                 "POST",
@@ -314,7 +381,7 @@ class HttpBackend:
                 params=params,
                 content=content,
                 headers=headers,
-                extensions={"timeout": self.client.timeout.as_dict()},
+                extensions={"timeout": timeout},
             )
             response = self.client.send(request)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -398,6 +465,13 @@ def vendors_without_revoke() -> list[str]:
     import worker.vendors  # noqa: F401
 
     return sorted(name for name, factory in _REGISTRY.items() if not getattr(factory, "can_revoke", True))
+
+
+def vendors_with_contacts() -> list[str]:
+    """Vendors with documented contact calls (a contact sync is refused for the others)."""
+    import worker.vendors  # noqa: F401
+
+    return sorted(name for name, factory in _REGISTRY.items() if getattr(factory, "can_sync_contacts", False))
 
 
 def registered_vendors() -> list[str]:

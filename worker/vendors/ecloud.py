@@ -9,6 +9,12 @@ Mini-programs: structured cards always use ``/sendApplets`` (wkteam.cn 发送小
 unused, so a card without an icon goes there too, with an empty ``iconUrl``). Pasted XML goes to
 ``/sendApplet`` (seed 001), which needs the cover as ``imgUrl``: :func:`check_message` refuses a pasted
 mini-program without ``cover_url`` at the door instead of sending an incomplete request.
+
+Contacts (2048537793/WkApi ``api-wen-dang/``): ``/getContactLabelList {wId}`` → ``data[{labelId, labelName}]``
+(``biao-qian/huo-qu-biao-qian-lie-biao.md``); ``/initAddressList {wId}`` then ``/getAddressList {wId}`` →
+``data.friends/chatrooms/ghs``; ``/getContact {wId, wcId: "a,b"}`` for at most 20 ids a call
+(``deng-lu/huo-qu-lian-xi-ren-xin-xi.md``) → ``data[{userName, nickName, remark, labelList}]``. Its docs ask
+for random gaps between these calls (300-800 ms; the mirror's older page says 1-3 s): the sync keeps them.
 """
 
 from __future__ import annotations
@@ -17,7 +23,16 @@ from typing import Any
 
 from worker.errors import MessageError
 from worker.messages import AnyMessage, MiniProgramMessage, TextMessage
-from worker.vendors.base import HttpBackend, SendResult, register, require_revoke_ids
+from worker.vendors.base import (
+    ContactDetail,
+    ContactList,
+    HttpBackend,
+    SendResult,
+    id_list,
+    label_ids,
+    register,
+    require_revoke_ids,
+)
 
 SUCCESS = "1000"
 
@@ -37,6 +52,7 @@ class ECloudBackend(HttpBackend):
     """E云管家 protocol."""
 
     envelope_key = "code"
+    can_sync_contacts = True
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": self.account.token.get_secret_value()}
@@ -97,3 +113,38 @@ class ECloudBackend(HttpBackend):
             value = data["isOnline"]
             return value is True or str(value).lower() == "true"
         return True
+
+    # --- contacts (read-only calls: repeating one is harmless) -------------------------------------------
+
+    def contact_labels(self) -> list[tuple[str, str]]:
+        """``/getContactLabelList``: ``data[{labelId, labelName}]``."""
+        data = self._call("/getContactLabelList", {"wId": self.account.instance})
+        return [
+            (str(item.get("labelId")), str(item.get("labelName") or ""))
+            for item in (data if isinstance(data, list) else [])
+            if isinstance(item, dict) and item.get("labelId") is not None
+        ]
+
+    def contact_list(self, *, first: bool, timeout_s: float) -> ContactList | None:
+        """``/initAddressList`` first (it prepares the list), then ``/getAddressList``."""
+        if first:
+            self._call("/initAddressList", {"wId": self.account.instance})
+            return None
+        data = self._call("/getAddressList", {"wId": self.account.instance})
+        if not isinstance(data, dict):
+            return None
+        return ContactList(id_list(data.get("friends")), id_list(data.get("chatrooms")), id_list(data.get("ghs")))
+
+    def contact_details(self, ids: list[str]) -> list[ContactDetail]:
+        """``/getContact`` with the ids comma-separated (at most 20)."""
+        data = self._call("/getContact", {"wId": self.account.instance, "wcId": ",".join(ids)})
+        return [
+            ContactDetail(
+                wxid=str(item.get("userName")),
+                nickname=str(item.get("nickName") or ""),
+                remark=str(item.get("remark") or ""),
+                labels=label_ids(item.get("labelList")),
+            )
+            for item in (data if isinstance(data, list) else [])
+            if isinstance(item, dict) and item.get("userName")
+        ]
