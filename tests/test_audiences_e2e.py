@@ -6,6 +6,7 @@ the group gap)."""
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from simulator.server import SimulatorServer
 from tests.conftest import ApiStack
 from tests.procs import wait_for
 from tests.test_api import put_account, wait_campaign
+from tests.test_cli_ops import cli_runner
 from tests.test_pipeline_e2e import sim_sends
 
 pytestmark = pytest.mark.e2e
@@ -223,6 +225,18 @@ def test_a_sync_killed_mid_way_resumes_and_finishes_and_bad_audiences_store_noth
     extra = stack.http.post("/v1/campaigns", json={"name": "x", "message": {"kind": "text", "text": "{code}"},
                                                    "audience": {"accounts": ["ec"]}})  # fmt: skip
     assert extra.status_code == 422 and extra.json()["error"]["field"] == "message"
+
+    # the CLI: labels, a filtered listing, a draft for an audience with its preview
+    run = cli_runner(stack)
+    shown = run("contacts", "labels", "ec")
+    assert shown.returncode == 0 and "VIP" in shown.stdout and str(FRIENDS // 4) in shown.stdout, shown.stderr
+    listed = run("contacts", "list", "ec", "--label", "上海", "--limit", "3", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout)["total"] == FRIENDS // 5, listed.stderr
+    draft = run("campaign", "create", "--name", "cli", "--account", "ec", "--label", "VIP", "--exclude-label", "同事",
+                "--text", "{name} 你好", "--draft")  # fmt: skip
+    assert draft.returncode == 0, draft.stderr
+    expected = sum(1 for i in range(1, FRIENDS + 1) if 1 in friend_labels(i) and 3 not in friend_labels(i))
+    assert f"{expected} recipients" in draft.stdout and "→ wxid_" in draft.stdout, draft.stdout
 
     # cancel: a running sync stops, the last finished one stays in use
     assert stack.http.post("/v1/accounts/ec/contacts/sync").status_code == 202

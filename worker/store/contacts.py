@@ -18,7 +18,7 @@ import re
 import time
 import uuid
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
@@ -275,6 +275,24 @@ class ContactStore:
     def ids(self, account: str, start: int, count: int) -> list[str]:
         return [_s(x) for x in self.redis.lrange(self.keys.contact_sync_ids(account), start, start + count - 1)]
 
+    def _if_run(self, account: str, run: str, write: Callable[[Any], None], *, running: bool = True) -> bool:
+        """Apply ``write`` (a function filling a MULTI pipeline) only while the sync's run is still ``run``
+        (and running): a step that ends after a cancel or a newer run writes nothing. False when it did not."""
+        sk = self.keys.contact_sync(account)
+        with self.redis.pipeline() as pipe:
+            try:
+                pipe.watch(sk)  # type: ignore[no-untyped-call]
+                stale = _s(pipe.hget(sk, "run")) != run
+                if stale or (running and _s(pipe.hget(sk, "status")) != SyncStatus.RUNNING):
+                    pipe.reset()
+                    return False
+                pipe.multi()
+                write(pipe)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                return False
+
     def advance(
         self,
         account: str,
@@ -285,77 +303,53 @@ class ContactStore:
         rows: Sequence[Sequence[Any]] | None = None,
         incr_cursor: int = 0,
     ) -> bool:
-        """Write one step's result with the run's new state, only if the run is still the one that asked
-        (not cancelled or replaced meanwhile). False when it was not."""
+        """Write one step's result with the run's new state, only if the run is still the one that asked."""
         k = self.keys
         sk = k.contact_sync(account)
-        with self.redis.pipeline() as pipe:
-            try:
-                pipe.watch(sk)  # type: ignore[no-untyped-call]
-                if _s(pipe.hget(sk, "run")) != run or _s(pipe.hget(sk, "status")) != SyncStatus.RUNNING:
-                    pipe.reset()
-                    return False
-                pipe.multi()
-                if fields:
-                    pipe.hset(sk, mapping=dict(fields))  # type: ignore[arg-type]
-                pipe.hdel(sk, "waiting")
-                pipe.hincrby(sk, "calls", 1)
-                if incr_cursor:
-                    pipe.hincrby(sk, "cursor", incr_cursor)
-                for start in range(0, len(ids), 1000):
-                    pipe.rpush(k.contact_sync_ids(account), *ids[start : start + 1000])
-                if rows:
-                    pipe.rpush(
-                        k.contact_sync_rows(account), json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
-                    )
-                pipe.execute()
-                return True
-            except redis.WatchError:
-                return False
+
+        def write(pipe: Any) -> None:
+            if fields:
+                pipe.hset(sk, mapping=dict(fields))
+            pipe.hdel(sk, "waiting")
+            pipe.hincrby(sk, "calls", 1)
+            if incr_cursor:
+                pipe.hincrby(sk, "cursor", incr_cursor)
+            for start in range(0, len(ids), 1000):
+                pipe.rpush(k.contact_sync_ids(account), *ids[start : start + 1000])
+            if rows:
+                pipe.rpush(k.contact_sync_rows(account), json.dumps(rows, ensure_ascii=False, separators=(",", ":")))
+
+        return self._if_run(account, run, write)
 
     def finish(self, account: str, run: str, book: ContactBook, *, now: float) -> bool:
         """Replace the account's contacts with the sync's, end the run, drop its staging: one transaction."""
         k = self.keys
         sk = k.contact_sync(account)
-        with self.redis.pipeline() as pipe:
-            try:
-                pipe.watch(sk)  # type: ignore[no-untyped-call]
-                if _s(pipe.hget(sk, "run")) != run or _s(pipe.hget(sk, "status")) != SyncStatus.RUNNING:
-                    pipe.reset()
-                    return False
-                pipe.multi()
-                pipe.set(k.contacts(account), book.encode())
-                pipe.hset(sk, mapping={
-                    "status": SyncStatus.DONE, "phase": "done", "ended_at": f"{now:.3f}", "synced_at": f"{now:.3f}",
-                    "friends": len(book.friends), "chatrooms": len(book.chatrooms), "labels": len(book.labels),
-                    "ghs": len(book.ghs),
-                })  # fmt: skip
-                pipe.hdel(sk, "run", "waiting", "labels_json", "ghs_json", "lists", "error")
-                pipe.delete(k.contact_sync_ids(account), k.contact_sync_rows(account))
-                pipe.execute()
-                return True
-            except redis.WatchError:
-                return False
+
+        def write(pipe: Any) -> None:
+            pipe.set(k.contacts(account), book.encode())
+            pipe.hset(sk, mapping={
+                "status": SyncStatus.DONE, "phase": "done", "ended_at": f"{now:.3f}", "synced_at": f"{now:.3f}",
+                "friends": len(book.friends), "chatrooms": len(book.chatrooms), "labels": len(book.labels),
+                "ghs": len(book.ghs),
+            })  # fmt: skip
+            pipe.hdel(sk, "run", "waiting", "labels_json", "ghs_json", "lists", "error")
+            pipe.delete(k.contact_sync_ids(account), k.contact_sync_rows(account))
+
+        return self._if_run(account, run, write)
 
     def fail(self, account: str, run: str, error: str, *, now: float) -> bool:
         """End the run as failed with the reason; the last finished sync stays."""
         k = self.keys
         sk = k.contact_sync(account)
-        with self.redis.pipeline() as pipe:
-            try:
-                pipe.watch(sk)  # type: ignore[no-untyped-call]
-                if _s(pipe.hget(sk, "run")) != run:
-                    pipe.reset()
-                    return False
-                pipe.multi()
-                pipe.hset(sk, mapping={"status": SyncStatus.FAILED, "ended_at": f"{now:.3f}", "error": error[:500]})
-                pipe.hdel(sk, "run", "waiting")
-                pipe.delete(k.contact_sync_ids(account), k.contact_sync_rows(account))
-                pipe.zrem(k.contact_sync_due, account)
-                pipe.execute()
-                return True
-            except redis.WatchError:
-                return False
+
+        def write(pipe: Any) -> None:
+            pipe.hset(sk, mapping={"status": SyncStatus.FAILED, "ended_at": f"{now:.3f}", "error": error[:500]})
+            pipe.hdel(sk, "run", "waiting")
+            pipe.delete(k.contact_sync_ids(account), k.contact_sync_rows(account))
+            pipe.zrem(k.contact_sync_due, account)
+
+        return self._if_run(account, run, write, running=False)
 
     def rows(self, account: str) -> Iterable[list[Any]]:
         """Every detail row the running sync gathered, in order."""

@@ -161,6 +161,21 @@ def id_list(value: Any) -> list[str]:
     return [str(v) for v in value if isinstance(v, str | int) and not isinstance(v, bool) and str(v)]
 
 
+def contact_details(data: Any) -> list[ContactDetail]:
+    """GeWe ``getBriefInfo`` and E云 ``getContact`` answer the same list: ``[{userName, nickName, remark,
+    labelList}]``."""
+    return [
+        ContactDetail(
+            wxid=str(item.get("userName")),
+            nickname=str(item.get("nickName") or ""),
+            remark=str(item.get("remark") or ""),
+            labels=label_ids(item.get("labelList")),
+        )
+        for item in (data if isinstance(data, list) else [])
+        if isinstance(item, dict) and item.get("userName")
+    ]
+
+
 def label_ids(value: Any) -> tuple[str, ...]:
     """``labelList`` as GeWe and E云 answer it: label ids, comma-separated ("1,3"), or empty."""
     if isinstance(value, list):

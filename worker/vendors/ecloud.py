@@ -28,8 +28,8 @@ from worker.vendors.base import (
     ContactList,
     HttpBackend,
     SendResult,
+    contact_details,
     id_list,
-    label_ids,
     register,
     require_revoke_ids,
 )
@@ -138,13 +138,4 @@ class ECloudBackend(HttpBackend):
     def contact_details(self, ids: list[str]) -> list[ContactDetail]:
         """``/getContact`` with the ids comma-separated (at most 20)."""
         data = self._call("/getContact", {"wId": self.account.instance, "wcId": ",".join(ids)})
-        return [
-            ContactDetail(
-                wxid=str(item.get("userName")),
-                nickname=str(item.get("nickName") or ""),
-                remark=str(item.get("remark") or ""),
-                labels=label_ids(item.get("labelList")),
-            )
-            for item in (data if isinstance(data, list) else [])
-            if isinstance(item, dict) and item.get("userName")
-        ]
+        return contact_details(data)

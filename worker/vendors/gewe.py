@@ -30,8 +30,8 @@ from worker.vendors.base import (
     ContactList,
     HttpBackend,
     SendResult,
+    contact_details,
     id_list,
-    label_ids,
     register,
     require_revoke_ids,
 )
@@ -151,13 +151,4 @@ class GeweBackend(HttpBackend):
     def contact_details(self, ids: list[str]) -> list[ContactDetail]:
         """``getBriefInfo`` for up to 20 ids (100 where the deployment accepts it)."""
         data = self._call("/contacts/getBriefInfo", {"appId": self.account.instance, "wxids": ids})
-        return [
-            ContactDetail(
-                wxid=str(item.get("userName")),
-                nickname=str(item.get("nickName") or ""),
-                remark=str(item.get("remark") or ""),
-                labels=label_ids(item.get("labelList")),
-            )
-            for item in (data if isinstance(data, list) else [])
-            if isinstance(item, dict) and item.get("userName")
-        ]
+        return contact_details(data)
