@@ -40,7 +40,9 @@ import redis
 
 from scheduler.intake.audience import SAMPLE_ROWS, AudienceIn, Resolved, resolve
 from scheduler.intake.producer import Producer, UnknownAccountError, validate_recipient
+from worker import jsonsafe
 from worker.errors import MessageError
+from worker.jsonsafe import SMALL_JSON_LIMITS, JsonLimitError
 from worker.messages import (
     MESSAGE_ADAPTER,
     AnyMessage,
@@ -234,10 +236,13 @@ def recipients_from_jsonl(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
     for n, line in enumerate(lines):
         if not line.strip():
             continue
+        field = f"recipients[{n}]"
         try:
-            item = json.loads(line)
-        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
-            raise MessageError(f"recipients[{n}]: not a JSON object", field=f"recipients[{n}]") from None
+            item = jsonsafe.loads(line, SMALL_JSON_LIMITS, field)  # bounded in shape before it is parsed
+        except JsonLimitError:
+            raise
+        except ValueError:
+            raise MessageError(f"{field}: not a JSON object", field=field) from None
         yield item
 
 

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from worker import jsonsafe
 from worker.errors import (
     AccountDownError,
     AmbiguousError,
@@ -420,7 +421,7 @@ class HttpBackend:
         if status == 429:
             raise self._fail(ThrottledError, f"{path}: HTTP 429 too many requests", http_status=status)
         try:
-            data = json.loads(response.content)
+            data = jsonsafe.loads(response.content)  # a nested answer is no envelope: refused unparsed
         except ValueError:
             data = None
         if status >= 500 and status not in NOT_FORWARDED:

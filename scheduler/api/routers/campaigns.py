@@ -26,6 +26,8 @@ from scheduler.intake.campaigns import (
 )
 from scheduler.intake.producer import RECIPIENT_MAX
 from scheduler.intake.uploads import BodyNotJson, CampaignBody
+from worker import jsonsafe
+from worker.jsonsafe import SMALL_JSON_LIMITS
 from worker.messages import Message
 from worker.store.accounts import ACCOUNT_ID_MAX
 from worker.store.ledger import STATES
@@ -189,6 +191,7 @@ def upload_campaign(
     state: Stores,
 ) -> CampaignAccepted:
     """A campaign whose recipients come as a CSV or JSONL file, streamed from disk."""
+    jsonsafe.check(spec, SMALL_JSON_LIMITS, "spec")  # a form field: BodyLimit scans JSON bodies only
     try:
         parsed = CampaignSpecIn.model_validate_json(spec)
     except ValidationError as exc:
