@@ -47,6 +47,43 @@ def _up(url: str) -> bool:
         return False
 
 
+def storage_only(friends: int) -> None:
+    """Bytes per contact with realistic names (random wxids, 2-8 random CJK characters, a remark for a third):
+    the simulator's names (好友1, 好友2…) compress far better than real ones."""
+    import random
+
+    from worker.store.contacts import Contact, ContactBook
+
+    rng = random.Random(18)
+    alnum = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+    def cjk(lo: int, hi: int) -> str:
+        return "".join(chr(rng.randint(0x4E00, 0x9FA5)) for _ in range(rng.randint(lo, hi)))
+
+    book = ContactBook(synced_at=time.time(), labels={str(i): cjk(2, 4) for i in range(1, 11)})
+    for _ in range(friends):
+        labels = tuple(sorted({str(rng.randint(1, 10)) for _ in range(rng.randint(0, 3))}))
+        wxid = "wxid_" + "".join(rng.choice(alnum) for _ in range(14))
+        book.friends.append(Contact(wxid, "friend", cjk(2, 8), cjk(2, 6) if rng.random() < 0.33 else "", labels))
+    book.chatrooms = [Contact(f"{rng.randint(10**10, 10**11)}@chatroom", "chatroom", cjk(3, 10)) for _ in range(50)]
+    with EmbeddedRedis() as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        store = ContactStore(client, PREFIX)
+        client.set(store.keys.contacts("real"), book.encode())
+        stored = store.stored_bytes("real")
+        contacts = len(book.friends) + len(book.chatrooms)
+        started = time.process_time()
+        for _ in range(5):
+            ContactBook.decode(book.encode())
+        unit = (time.process_time() - started) / 5
+        read = time.process_time()
+        for _ in range(5):
+            store.book("real")
+        say(f"realistic names: {stored} bytes for {contacts} contacts = {stored / contacts:.1f} bytes per contact; "
+            f"reading the book (GET + decode) {(time.process_time() - read) / 5 * 1000:.1f} ms, "
+            f"encode+decode {unit * 1000:.1f} ms")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--friends", type=int, default=10_000)
@@ -55,9 +92,13 @@ def main() -> None:
     parser.add_argument("--gap-min", type=float, default=0.3)
     parser.add_argument("--gap-max", type=float, default=0.8)
     parser.add_argument("--sends", type=int, default=100, help="a campaign on the same account meanwhile")
+    parser.add_argument("--storage-only", action="store_true", help="only bytes per contact with realistic names")
     args = parser.parse_args()
     say(f"command: {shlex.join([os.path.relpath(sys.executable), '-m', 'bench.contacts_sync', *sys.argv[1:]])}")
     say(f"machine: {os.cpu_count()} cores (shared); python {sys.version.split()[0]}; load {os.getloadavg()[0]:.2f}")
+    if args.storage_only:
+        storage_only(args.friends)
+        return
     logdir = Path(tempfile.mkdtemp(prefix="bench-contacts-"))
     procs = Procs(logdir)
     try:

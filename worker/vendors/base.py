@@ -135,6 +135,11 @@ def as_int(value: Any) -> int | None:
     return None
 
 
+#: A vendor's whole contact list in one answer: WeChat allows 10,000 friends, plus groups and public
+#: accounts; any other answer keeps the small limits.
+CONTACT_LIST_LIMITS = jsonsafe.JsonLimits(depth=32, keys=1_000, items=100_000, values=500_000)
+
+
 @dataclass(frozen=True, slots=True)
 class ContactList:
     """The ids an account keeps: friends, groups saved to its contacts, public accounts (``gh_…``)."""
@@ -375,9 +380,11 @@ class HttpBackend:
         *,
         params: Mapping[str, str] | None = None,
         read_timeout_s: float | None = None,
+        large: bool = False,
     ) -> Any:
         """POST JSON, return the decoded JSON envelope (ints exact) or raise a classified VendorError.
-        ``read_timeout_s``: a shorter wait for the answer than the client's (a slow call with a fallback)."""
+        ``read_timeout_s``: a shorter wait for the answer than the client's (a slow call with a fallback);
+        ``large``: an answer listing a whole address book (up to :data:`CONTACT_LIST_LIMITS`)."""
         url = f"{self._base}{path}"
         try:
             content = json.dumps(body, ensure_ascii=False).encode("utf-8")
@@ -414,14 +421,14 @@ class HttpBackend:
             raise self._fail(PermanentError, f"{path}: cannot build the request ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise self._fail(TransientError, f"{path}: {type(exc).__name__}: {exc}") from None
-        return self._decode(path, response)
+        return self._decode(path, response, CONTACT_LIST_LIMITS if large else jsonsafe.SMALL_JSON_LIMITS)
 
-    def _decode(self, path: str, response: httpx.Response) -> Any:
+    def _decode(self, path: str, response: httpx.Response, limits: jsonsafe.JsonLimits) -> Any:
         status = response.status_code
         if status == 429:
             raise self._fail(ThrottledError, f"{path}: HTTP 429 too many requests", http_status=status)
         try:
-            data = jsonsafe.loads(response.content)  # a nested answer is no envelope: refused unparsed
+            data = jsonsafe.loads(response.content, limits)  # a nested answer is no envelope: refused unparsed
         except ValueError:
             data = None
         if status >= 500 and status not in NOT_FORWARDED:

@@ -57,8 +57,8 @@ class ECloudBackend(HttpBackend):
     def _headers(self) -> dict[str, str]:
         return {"Authorization": self.account.token.get_secret_value()}
 
-    def _call(self, path: str, body: dict[str, Any]) -> Any:
-        envelope = self.post(path, body)
+    def _call(self, path: str, body: dict[str, Any], *, large: bool = False) -> Any:
+        envelope = self.post(path, body, large=large)
         if str(envelope.get("code")) != SUCCESS:
             text = str(envelope.get("message") or envelope.get("msg") or "")
             raise self.failure(text, code=str(envelope.get("code")))
@@ -130,7 +130,7 @@ class ECloudBackend(HttpBackend):
         if first:
             self._call("/initAddressList", {"wId": self.account.instance})
             return None
-        data = self._call("/getAddressList", {"wId": self.account.instance})
+        data = self._call("/getAddressList", {"wId": self.account.instance}, large=True)
         if not isinstance(data, dict):
             return None
         return ContactList(id_list(data.get("friends")), id_list(data.get("chatrooms")), id_list(data.get("ghs")))

@@ -53,8 +53,10 @@ class GeweBackend(HttpBackend):
     def _headers(self) -> dict[str, str]:
         return {"X-GEWE-TOKEN": self.account.token.get_secret_value()}
 
-    def _call(self, path: str, body: dict[str, Any], *, read_timeout_s: float | None = None) -> Any:
-        envelope = self.post(path, body, read_timeout_s=read_timeout_s)
+    def _call(
+        self, path: str, body: dict[str, Any], *, read_timeout_s: float | None = None, large: bool = False
+    ) -> Any:
+        envelope = self.post(path, body, read_timeout_s=read_timeout_s, large=large)
         if envelope.get("ret") != 200 and str(envelope.get("ret")) != "200":
             raise self._error(envelope)
         return envelope.get("data")
@@ -139,7 +141,7 @@ class GeweBackend(HttpBackend):
         friends there are), its cache until that holds the answer."""
         path = "/contacts/fetchContactsList" if first else "/contacts/fetchContactsListCache"
         try:
-            data = self._call(path, {"appId": self.account.instance}, read_timeout_s=timeout_s)
+            data = self._call(path, {"appId": self.account.instance}, read_timeout_s=timeout_s, large=True)
         except AmbiguousError:
             if first:  # still gathering: the cache will hold the answer
                 return None

@@ -1,0 +1,114 @@
+"""Audience resolution against stored contact books (a real Redis): label logic, order and duplicates across
+accounts, exclusions, variables, and the refusals that name their field. The sync itself, the API and the
+sends are covered end to end in tests/test_audiences_e2e.py."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis as redis_lib
+
+from scheduler.intake.audience import AudienceError, AudienceIn, resolve
+from worker.store.contacts import Contact, ContactBook, ContactStore
+
+LABELS = {"1": "VIP", "2": "上海", "3": "同事"}
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[ContactStore]:
+    client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+    s = ContactStore(client, f"aud{uuid.uuid4().hex[:8]}")
+    yield s
+    for key in client.scan_iter(match=f"{s.prefix}:*"):
+        client.delete(key)
+
+
+def put(store: ContactStore, account: str, book: ContactBook) -> None:
+    store.redis.set(store.keys.contacts(account), book.encode())
+
+
+def friend(wxid: str, *labels: str, nickname: str = "", remark: str = "") -> Contact:
+    return Contact(wxid, "friend", nickname or f"n-{wxid}", remark, labels)
+
+
+def book(*friends: Contact, rooms: tuple[str, ...] = (), labels: dict[str, str] | None = None) -> ContactBook:
+    return ContactBook(
+        synced_at=1_800_000_000.0,
+        labels=dict(LABELS if labels is None else labels),
+        friends=list(friends),
+        chatrooms=[Contact(r, "chatroom", f"群{r}") for r in rooms],
+        ghs=[Contact("gh_news", "gh")],
+    )
+
+
+def test_labels_any_all_and_exclusions_pick_friends_and_exclude_wins(store: ContactStore) -> None:
+    put(store, "a", book(
+        friend("w1", "1"), friend("w2", "1", "2"), friend("w3", "1", "3"), friend("w4", "2"), friend("w5"),
+        rooms=("r1@chatroom", "r2@chatroom"),
+    ))  # fmt: skip
+    got = resolve(store, AudienceIn(accounts=["a"], labels_any=["VIP"], exclude_labels=["同事"]), placeholders=set())
+    assert [r["to"] for r in got.rows] == ["w1", "w2"] and got.excluded == 1
+    both = resolve(store, AudienceIn(accounts=["a"], labels_all=["VIP", "上海"]), placeholders=set())
+    assert [r["to"] for r in both.rows] == ["w2"]
+    rooms = resolve(
+        store, AudienceIn(accounts=["a"], chatrooms=["r2@chatroom"], exclude=["w5"]), placeholders=set()
+    )  # only the groups asked for: friends are not implied beside groups
+    assert [r["to"] for r in rooms.rows] == ["r2@chatroom"]
+    everyone = resolve(
+        store,
+        AudienceIn(accounts=["a"], friends=True, chatrooms=True, exclude=["w5", "r1@chatroom"]),
+        placeholders=set(),
+    )
+    assert [r["to"] for r in everyone.rows] == ["w1", "w2", "w3", "w4", "r2@chatroom"]  # never gh_news
+
+
+def test_a_wxid_two_accounts_keep_goes_to_the_first_with_the_contacts_own_name(store: ContactStore) -> None:
+    put(store, "a", book(friend("w1", "1", remark="王总"), friend("w2", "1")))
+    put(store, "b", book(friend("w2", "1", remark="老李"), friend("w3", "1", nickname="小张")))
+    got = resolve(store, AudienceIn(accounts=["b", "a"], labels_any=["VIP"]), placeholders={"name", "remark"})
+    assert [(r["to"], r["account"]) for r in got.rows] == [("w2", "b"), ("w3", "b"), ("w1", "a")]
+    assert got.duplicates == 1
+    assert [r["vars"] for r in got.rows] == [
+        {"name": "老李", "remark": "老李"}, {"name": "小张", "remark": ""}, {"name": "王总", "remark": "王总"},
+    ]  # fmt: skip
+    assert got.accounts["b"]["recipients"] == 2 and got.accounts["a"]["sync_age_s"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("audience", "allowed", "status", "code", "field"),
+    [
+        ({"accounts": ["a"], "labels_any": ["nope"]}, None, 422, "invalid", "audience.labels_any[0]"),
+        ({"accounts": ["a"], "labels_all": ["dup"]}, None, 409, "label_ambiguous", "audience.labels_all[0]"),
+        ({"accounts": ["a", "never"]}, None, 409, "contacts_not_synced", "audience.accounts[1]"),
+        ({"accounts": ["a"]}, ["b"], 422, "invalid", "audience.accounts[0]"),
+        ({"accounts": ["a"], "chatrooms": ["zz@chatroom"]}, None, 422, "invalid", "audience.chatrooms[0]"),
+        ({"accounts": ["a"], "exclude": ["w1"]}, None, 422, "invalid", "audience"),
+    ],
+)
+def test_refusals_name_the_field(
+    store: ContactStore, audience: dict[str, object], allowed: list[str] | None, status: int, code: str, field: str
+) -> None:
+    put(store, "a", book(friend("w1", "1"), labels={**LABELS, "7": "dup", "8": "dup"}))
+    with pytest.raises(AudienceError) as caught:
+        resolve(store, AudienceIn.model_validate(audience), placeholders=set(), allowed_accounts=allowed)
+    assert (caught.value.status, caught.value.code, caught.value.field) == (status, code, field)
+
+
+def test_a_placeholder_no_contact_fills_is_refused_on_the_message(store: ContactStore) -> None:
+    put(store, "a", book(friend("w1")))
+    with pytest.raises(AudienceError) as caught:
+        resolve(store, AudienceIn(accounts=["a"]), placeholders={"name", "code"})
+    assert caught.value.field == "message" and "code" in str(caught.value)
+
+
+def test_the_stored_book_is_compact_and_round_trips() -> None:
+    friends = [
+        friend(f"wxid_{i:08d}", "1", "3", nickname=f"好友{i}", remark="备注" if i % 3 else "") for i in range(2000)
+    ]
+    original = book(*friends, rooms=("1@chatroom",))
+    again = ContactBook.decode(original.encode())
+    assert again.friends == original.friends and again.labels == original.labels
+    assert again.chatrooms[0].wxid == "1@chatroom" and again.ghs[0].wxid == "gh_news"
+    assert len(original.encode()) / 2000 < 40  # bytes a friend, stored
