@@ -7,11 +7,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import redis as redis_lib
 
 from scheduler.intake.audience import AudienceError, AudienceIn, resolve
+from simulator.server import SimulatorServer
+from tests.conftest import account_for
 from worker.store.contacts import Contact, ContactBook, ContactStore
+from worker.vendors.base import HttpBackend, backend_for
 
 LABELS = {"1": "VIP", "2": "上海", "3": "同事"}
 
@@ -112,3 +116,35 @@ def test_the_stored_book_is_compact_and_round_trips() -> None:
     assert again.friends == original.friends and again.labels == original.labels
     assert again.chatrooms[0].wxid == "1@chatroom" and again.ghs[0].wxid == "gh_news"
     assert len(original.encode()) / 2000 < 40  # bytes a friend, stored
+
+
+@pytest.mark.parametrize("vendor", ["gewe", "ecloud"])
+def test_a_full_address_book_is_read_from_the_simulator_and_an_unready_list_says_so(
+    sim: SimulatorServer, vendor: str
+) -> None:
+    """10,000 friends in one list answer (past the small JSON bounds every other answer keeps), and the
+    vendors' own shapes: GeWe's slow list gives way to its cache, E云 lists only after its init."""
+    instance = f"big-{vendor}-{uuid.uuid4().hex[:6]}"
+    with httpx.Client(base_url=sim.url) as admin:
+        admin.post(
+            "/_sim/accounts", json={"vendor": vendor, "instance": instance, "token": "tok-big"}
+        ).raise_for_status()
+        body = {
+            "vendor": vendor,
+            "instance": instance,
+            "friends": 10_000,
+            "chatrooms": 3,
+            "list_slow_s": 2,
+            "cache_delay_s": 0,
+        }
+        admin.post("/_sim/contacts", json=body).raise_for_status()
+    with httpx.Client(timeout=10) as client:
+        backend = backend_for(account_for(sim, vendor, instance=instance, token="tok-big"), client)
+        assert isinstance(backend, HttpBackend)
+        assert backend.contact_list(first=True, timeout_s=0.3) is None  # GeWe: timed out; E云: init
+        listed = backend.contact_list(first=False, timeout_s=5)
+        assert listed is not None and len(listed.friends) == 10_000 and len(listed.chatrooms) == 3
+        assert all(g.startswith("gh_") for g in listed.ghs)
+        details = backend.contact_details(listed.friends[:20])
+        assert [d.wxid for d in details] == listed.friends[:20] and details[11].labels == ("1", "4")
+        assert dict(backend.contact_labels())["2"] == "上海"
