@@ -162,6 +162,7 @@ def create_app(state: SimState) -> Starlette:
             Route(f"{prefix}/contacts/fetchContactsList", c.gewe_fetch, methods=post),
             Route(f"{prefix}/contacts/fetchContactsListCache", c.gewe_fetch_cache, methods=post),
             Route(f"{prefix}/contacts/getBriefInfo", c.gewe_brief, methods=post),
+            Route(f"{prefix}/group/getChatroomMemberList", c.gewe_members, methods=post),
         ]
     routes += [
         Route("/v2/api", h.ohwx_magic_cgi, methods=post),
@@ -177,6 +178,7 @@ def create_app(state: SimState) -> Starlette:
         Route("/initAddressList", c.ecloud_init, methods=post),
         Route("/getAddressList", c.ecloud_list, methods=post),
         Route("/getContact", c.ecloud_contact, methods=post),
+        Route("/getChatRoomMember", c.ecloud_members, methods=post),
         Route("/_sim/contacts", c.configure, methods=post),
         Route("/_sim/contact_calls", c.list_calls, methods=["GET"]),
         Route("/_sim/health", admin.health, methods=["GET"]),

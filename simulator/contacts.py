@@ -112,6 +112,10 @@ class Contacts:
                 out.append({"userName": wxid, "nickName": rooms[wxid][1], "remark": "", "labelList": ""})
         return out
 
+    @staticmethod
+    def room(book: Book, room_id: str) -> tuple[str, str, int] | None:
+        return next((r for r in book.chatrooms if r[0] == room_id), None)
+
     def lists(self, book: Book) -> JSONDict:
         return {"friends": [f[0] for f in book.friends], "chatrooms": [r[0] for r in book.chatrooms], "ghs": book.ghs}
 
@@ -194,7 +198,38 @@ class ContactHandlers:
         data = self.contacts.details(self.contacts.book(account), ids)
         return JSONResponse({"ret": 200, "msg": "获取联系人信息成功", "data": data})
 
+    async def gewe_members(self, request: Request) -> Response:
+        """POST /group/getChatroomMemberList {appId, chatroomId} → data.memberList[{wxid, nickName, displayName}]."""
+        started = time.time()
+        auth = await self._auth(GEWE, request, ("appId", "chatroomId"))
+        if isinstance(auth, Response):
+            return auth
+        account, body = auth
+        room = self.contacts.room(self.contacts.book(account), body["chatroomId"])
+        await self._latency()
+        self.contacts.record(account, "group/getChatroomMemberList", started)
+        if room is None:
+            return GEWE.error("param", "群不存在")
+        members = [{"wxid": f"wxid_m{i}", "nickName": f"成员{i}", "displayName": ""} for i in range(room[2])]
+        data = {"memberList": members, "chatroomOwner": "wxid_m0", "adminWxid": None}
+        return JSONResponse({"ret": 200, "msg": "获取群成员列表成功", "data": data})
+
     # -- E云 -------------------------------------------------------------------------------------------
+
+    async def ecloud_members(self, request: Request) -> Response:
+        """POST /getChatRoomMember {wId, chatRoomId} → data[{userName, nickName, displayName}]."""
+        started = time.time()
+        auth = await self._auth(ECLOUD, request, ("wId", "chatRoomId"))
+        if isinstance(auth, Response):
+            return auth
+        account, body = auth
+        room = self.contacts.room(self.contacts.book(account), body["chatRoomId"])
+        await self._latency()
+        self.contacts.record(account, "getChatRoomMember", started)
+        if room is None:
+            return JSONResponse({"message": "群不存在", "code": "1001", "data": None})
+        data = [{"userName": f"wxid_m{i}", "nickName": f"成员{i}", "displayName": ""} for i in range(room[2])]
+        return JSONResponse({"message": "成功", "code": "1000", "data": data})
 
     async def ecloud_labels(self, request: Request) -> Response:
         """POST /getContactLabelList → data[{labelId, labelName}]."""

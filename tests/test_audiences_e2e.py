@@ -75,6 +75,8 @@ def test_a_synced_account_reaches_its_labels_and_groups_once_each_with_names_and
     put_account(stack, "gw", "gewe", instance, per_minute=6000, min_interval_s=0.02, jitter_s=0,
                 group_min_interval_s=GROUP_GAP_S, group_jitter_s=0)  # fmt: skip
     give_contacts(stack, "gewe", instance, FRIENDS, ROOMS)
+    options = stack.http.patch("/v1/accounts/gw", json={"options": {"contacts_members": "true"}})
+    assert options.status_code == 200, options.text
     stack.start_worker()
     stack.start("scheduler")
 
@@ -120,6 +122,9 @@ def test_a_synced_account_reaches_its_labels_and_groups_once_each_with_names_and
                 call,
             )
 
+    assert sum(c["endpoint"] == "group/getChatroomMemberList" for c in calls) == ROOMS  # one per group, opted in
+    rooms = stack.http.get("/v1/accounts/gw/contacts", params={"kind": "chatroom", "limit": 100}).json()["items"]
+    assert sorted(r["members"] for r in rooms) == [3 + i for i in range(1, ROOMS + 1)]
     labels = {item["name"]: item for item in stack.http.get("/v1/accounts/gw/labels").json()["items"]}
     assert labels["VIP"]["count"] == FRIENDS // 4
     page = stack.http.get("/v1/accounts/gw/contacts", params={"label": "VIP", "q": "备注", "limit": 5}).json()

@@ -9,7 +9,8 @@ account go on between two steps; a 10,000-friend sync never holds the account lo
 
 Phases: ``labels`` → ``list`` (GeWe ``fetchContactsList``, E云 ``initAddressList``) → ``poll`` while the
 vendor is still gathering (GeWe's list cache, E云's ``getAddressList``) → ``details`` (one batch of ids a
-step) → the book is assembled and replaces the last one in one write. A worker killed mid-step leaves the
+step) → ``rooms`` (one group's member list a step, only with the account option ``contacts_members``: a
+member list is a heavy call, made for a count) → the book is assembled and replaces the last one in one write. A worker killed mid-step leaves the
 cursor where it was: the step is handed out again once the lease expired, and repeats the read.
 """
 
@@ -35,6 +36,8 @@ log = logging.getLogger("broadcast.contacts")
 
 #: Most ids detailed in one call, whatever an account option asks (GeWe's schema: ``maxItems: 100``).
 BATCH_MAX = 100
+#: Marks a staged row that carries a group's member count (``[MEMBERS, room, count]``), not a contact.
+MEMBERS = "@members"
 
 
 class ContactSyncRunner:
@@ -117,10 +120,11 @@ class ContactSyncRunner:
                 return False
             friends = [i for i in listed.friends if not i.startswith("gh_")]
             ghs = sorted({*listed.ghs, *(i for i in listed.friends if i.startswith("gh_"))})
-            ids = [*dict.fromkeys(friends), *dict.fromkeys(listed.chatrooms)]
+            friend_ids, room_ids = list(dict.fromkeys(friends)), list(dict.fromkeys(listed.chatrooms))
+            ids = [*friend_ids, *room_ids]
             fields = {
                 "phase": "details", "cursor": 0, "total": len(ids), "attempts": 0,
-                "ghs_json": json.dumps(ghs), "lists": f"{len(friends)},{len(listed.chatrooms)}",
+                "ghs_json": json.dumps(ghs), "lists": f"{len(friend_ids)},{len(room_ids)}",
             }  # fmt: skip
             store.advance(account_id, run, fields, ids=ids)
             if not ids:
@@ -140,10 +144,21 @@ class ContactSyncRunner:
                     wxid, clean_name(d.nickname) if d else "", clean_name(d.remark) if d else "",
                     ",".join(d.labels) if d else "", d.members if d else None,
                 ])  # fmt: skip
-            store.advance(account_id, run, {"attempts": 0}, rows=rows, incr_cursor=len(ids))
-            if cursor + len(ids) >= total:
+            done = cursor + len(ids) >= total
+            kept = int((state.get("lists") or "0,0").split(",")[1])
+            members = done and kept > 0 and options.get("contacts_members", "").lower() in ("1", "true", "yes")
+            step: dict[str, str | int | float] = {"attempts": 0, **({"phase": "rooms", "room": 0} if members else {})}
+            store.advance(account_id, run, step, rows=rows, incr_cursor=len(ids))
+            return self._assemble(account_id, run) if done and not members else False
+        if phase == "rooms":  # one group's member list a step (the account option ``contacts_members``)
+            listed_friends, kept = (int(x) for x in (state.get("lists") or "0,0").split(","))
+            room_no = int(state.get("room") or 0)
+            if room_no >= kept:
                 return self._assemble(account_id, run)
-            return False
+            room = store.ids(account_id, listed_friends + room_no, 1)[0]
+            count = backend.contact_room_members(room)
+            store.advance(account_id, run, {"attempts": 0, "room": room_no + 1}, rows=[[MEMBERS, room, count]])
+            return self._assemble(account_id, run) if room_no + 1 >= kept else False
         raise _NotReady(f"unknown sync phase {phase!r}")
 
     def _assemble(self, account_id: str, run: str) -> bool:
@@ -152,13 +167,20 @@ class ContactSyncRunner:
         labels = {str(lid): clean_name(name) for lid, name in json.loads(state.get("labels_json") or "[]")}
         ghs = json.loads(state.get("ghs_json") or "[]")
         book = ContactBook(synced_at=time.time(), labels=labels)
-        for wxid, nickname, remark, label_csv, members in self.store.rows(account_id):
+        counts: dict[str, int | None] = {}
+        for row in self.store.rows(account_id):
+            if row[0] == MEMBERS:
+                counts[row[1]] = row[2]
+                continue
+            wxid, nickname, remark, label_csv, members = row
             if str(wxid).endswith("@chatroom"):
                 book.chatrooms.append(Contact(wxid, "chatroom", nickname, members=members))
             else:
                 book.friends.append(
                     Contact(wxid, "friend", nickname, remark, tuple(x for x in label_csv.split(",") if x))
                 )
+        for room in book.chatrooms:
+            room.members = counts.get(room.wxid, room.members)
         book.ghs = [Contact(str(g), "gh") for g in ghs]
         self.store.finish(account_id, run, book, now=book.synced_at)
         return True

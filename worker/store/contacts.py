@@ -128,7 +128,7 @@ class SyncStatus:
 #: finished sync and stay until the next one finishes.
 RUN_FIELDS: Final = (
     "status", "run", "phase", "cursor", "total", "attempts", "polls", "started_at", "ended_at", "error",
-    "waiting", "calls", "labels_json", "ghs_json", "lists",
+    "waiting", "calls", "labels_json", "ghs_json", "lists", "room",
 )  # fmt: skip
 
 
@@ -333,7 +333,7 @@ class ContactStore:
                 "friends": len(book.friends), "chatrooms": len(book.chatrooms), "labels": len(book.labels),
                 "ghs": len(book.ghs),
             })  # fmt: skip
-            pipe.hdel(sk, "run", "waiting", "labels_json", "ghs_json", "lists", "error")
+            pipe.hdel(sk, "run", "waiting", "labels_json", "ghs_json", "lists", "room", "error")
             pipe.delete(k.contact_sync_ids(account), k.contact_sync_rows(account))
 
         return self._if_run(account, run, write)

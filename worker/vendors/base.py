@@ -182,6 +182,13 @@ def contact_details(data: Any) -> list[ContactDetail]:
     ]
 
 
+def member_count(data: Any) -> int | None:
+    """A group's member count from a member-list answer: the list itself, or ``memberList`` in an object."""
+    if isinstance(data, dict):
+        data = data.get("memberList")
+    return len(data) if isinstance(data, list) else None
+
+
 def label_ids(value: Any) -> tuple[str, ...]:
     """``labelList`` as GeWe and E云 answer it: label ids, comma-separated ("1,3"), or empty."""
     if isinstance(value, list):
@@ -339,6 +346,10 @@ class HttpBackend:
 
     def contact_details(self, ids: list[str]) -> list[ContactDetail]:
         """Names, remarks and labels of up to :attr:`contact_batch` ids (friends or groups)."""
+        raise UnsupportedError(f"{self.name}: no documented contact calls", vendor=self.name)
+
+    def contact_room_members(self, room: str) -> int | None:
+        """How many members a group has (its member list's length; None when the answer has no list)."""
         raise UnsupportedError(f"{self.name}: no documented contact calls", vendor=self.name)
 
     def __init__(self, account: VendorAccount, client: httpx.Client) -> None:

@@ -30,6 +30,7 @@ from worker.vendors.base import (
     SendResult,
     contact_details,
     id_list,
+    member_count,
     register,
     require_revoke_ids,
 )
@@ -139,3 +140,7 @@ class ECloudBackend(HttpBackend):
         """``/getContact`` with the ids comma-separated (at most 20)."""
         data = self._call("/getContact", {"wId": self.account.instance, "wcId": ",".join(ids)})
         return contact_details(data)
+
+    def contact_room_members(self, room: str) -> int | None:
+        """``/getChatRoomMember {wId, chatRoomId}`` → ``data[{userName, nickName, …}]``: its length."""
+        return member_count(self._call("/getChatRoomMember", {"wId": self.account.instance, "chatRoomId": room}))

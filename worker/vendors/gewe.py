@@ -13,7 +13,9 @@ Contacts (联系人模块, 标签模块 in the same mirror): ``/label/list`` →
 ``/contacts/fetchContactsList`` → ``data.friends/chatrooms/ghs`` (ids only; a long call whose answer the vendor
 also keeps: on a timeout ``/contacts/fetchContactsListCache`` answers the same shape, empty until ready);
 ``/contacts/getBriefInfo {appId, wxids}`` (获取群-好友简要信息.md: "最大20个", ``maxItems: 100``) →
-``data[{userName, nickName, remark, labelList: "1,3"}]``, for friends and groups alike.
+``data[{userName, nickName, remark, labelList: "1,3"}]``, for friends and groups alike; a group's member count
+(asked only when the account option ``contacts_members`` is on) from ``/group/getChatroomMemberList``
+``data.memberList`` (群模块, as listed in vendors.md).
 
 Failures: the daily mini-program cap is ``ret 500`` + ``msg "发送小程序失败"`` + ``data.code "-2"``
 (Devo919/Gewechat#176); the token error echoes the token (#263) and is scrubbed before it is stored.
@@ -32,6 +34,7 @@ from worker.vendors.base import (
     SendResult,
     contact_details,
     id_list,
+    member_count,
     register,
     require_revoke_ids,
 )
@@ -154,3 +157,9 @@ class GeweBackend(HttpBackend):
         """``getBriefInfo`` for up to 20 ids (100 where the deployment accepts it)."""
         data = self._call("/contacts/getBriefInfo", {"appId": self.account.instance, "wxids": ids})
         return contact_details(data)
+
+    def contact_room_members(self, room: str) -> int | None:
+        """``/group/getChatroomMemberList {appId, chatroomId}`` → ``data.memberList``: its length."""
+        return member_count(
+            self._call("/group/getChatroomMemberList", {"appId": self.account.instance, "chatroomId": room})
+        )
