@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     env: Literal["dev", "prod"] = "prod"
     #: Bearer tokens accepted by ``/v1`` (comma-separated: several keys allow rotation).
     api_token: SecretStr = SecretStr("")
+    #: Requests a minute an operator key (``/v1/keys``) may make unless created with its own rate (0 = no
+    #: limit). ``BROADCAST_API_TOKEN`` is not limited.
+    key_rate_per_min: int = Field(default=600, ge=0)
+    #: The audit trail (``GET /v1/audit``) keeps entries this long (trimmed as new ones are written).
+    audit_retention_days: float = Field(default=90.0, gt=0)
     #: TOML file of sending accounts loaded at start (``[[accounts]]`` tables).
     accounts_file: Path | None = None
 

@@ -1,8 +1,9 @@
 """The producer HTTP API (``broadcast api``): validate, store, answer. Nothing here waits on a vendor.
 
-Every ``/v1`` route needs ``Authorization: Bearer <token>``, compared in constant time against each
-configured key (``BROADCAST_API_TOKEN``, comma-separated for rotation). With no key configured the API
-refuses to start unless ``BROADCAST_ENV=dev``. Errors are ``{"error": {"code", "message", "field"}}``
+Every ``/v1`` route needs ``Authorization: Bearer <key>``: a ``BROADCAST_API_TOKEN`` (admin, the
+bootstrap key) or an operator key from ``/v1/keys`` with a role; each route's role is declared in
+:mod:`scheduler.api.roles`, and every state-changing call lands in the audit trail. With no
+``BROADCAST_API_TOKEN`` the API refuses to start unless ``BROADCAST_ENV=dev``. Errors are ``{"error": {"code", "message", "field"}}``
 with a 4xx status naming the offending field; nothing is stored when a request is refused.
 
 The routes live in :mod:`scheduler.api.routers`, one module per resource; they reach the stores through
@@ -19,16 +20,20 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
+from scheduler.api.audit import AuditTrail
 from scheduler.api.body_limit import BodyLimit
 from scheduler.api.errors import ERROR_RESPONSES, add_error_handlers
 from scheduler.api.routers import (
     accounts,
+    audit,
     campaigns,
     contacts,
     dead_letters,
+    keys,
     messages,
     ops,
     schedules,
+    stats,
     vendor_limits,
 )
 from scheduler.api.state import AUTH, ApiState
@@ -55,8 +60,11 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     app.state.api = state
     app.add_middleware(BodyLimit)
     app.add_middleware(UploadSlots, slots=settings.max_concurrent_uploads)
+    app.add_middleware(AuditTrail)
     add_error_handlers(app)
-    for resource in (ops, accounts, contacts, messages, campaigns, dead_letters, schedules, vendor_limits):
+    for resource in (
+        ops, accounts, contacts, messages, campaigns, dead_letters, schedules, vendor_limits, keys, audit, stats,
+    ):  # fmt: skip
         app.include_router(resource.router)
     _declare_schema(app, campaigns.CampaignIn)
     mount_console(app, AUTH)

@@ -26,9 +26,12 @@ from worker.messages import MESSAGE_KINDS
 class ApiError(Exception):
     """An error answered as ``{"error": {...}}`` with its status code."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
+        self.headers = headers
 
 
 class ErrorDetail(BaseModel):
@@ -48,12 +51,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in (
         (400, "Body is not valid JSON"),
-        (401, "Missing or invalid bearer token"),
+        (401, "Missing, unknown or revoked bearer key"),
+        (403, "The key's role may not call this route; the message names the role needed"),
         (404, "Not found"),
         (409, "Not possible in the current state"),
         (502, "The vendor refused"),
         (413, "Body too large"),
         (422, "Invalid input; `field` names it"),
+        (429, "Too many requests for this key this minute; see Retry-After"),
         (503, "Redis unreachable; nothing was stored"),
     )
 }
@@ -105,7 +110,9 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        response = error_response(exc.status, exc.code, exc.message, exc.field)
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

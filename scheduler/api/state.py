@@ -1,12 +1,15 @@
-"""What the routes share: the stores, built once per app, and the bearer-token check.
+"""What the routes share: the stores, built once per app, and the one check of who is calling.
 
 ``create_app`` puts one :class:`ApiState` on ``app.state``; a route asks for it with a ``Stores``
 parameter, so nothing lives in module globals and two apps (tests) never share a connection.
+:func:`authorize` is every ``/v1`` router's dependency: key → caller (401), the route's role
+(:mod:`scheduler.api.roles`, 403 naming it), the key's rate (429 with ``Retry-After``).
 """
 
 from __future__ import annotations
 
 import hmac
+import time
 from dataclasses import dataclass
 from typing import Annotated, cast
 
@@ -14,14 +17,17 @@ from fastapi import Depends, Request
 from redis import Redis
 
 from scheduler.api.errors import ApiError
+from scheduler.api.roles import rule_for
 from scheduler.dispatch.schedules import Schedules
 from scheduler.intake.campaigns import Campaigns
 from scheduler.intake.producer import Producer
 from worker.errors import ConfigError
 from worker.settings import Settings
 from worker.store.accounts import AccountStore
+from worker.store.audit import AuditLog
 from worker.store.deadletter import DeadLetters
 from worker.store.ledger import Ledger
+from worker.store.operators import Caller, OperatorKeys, Role
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +44,8 @@ class ApiState:
     campaigns: Campaigns
     dead_letters: DeadLetters
     schedules: Schedules
+    operators: OperatorKeys
+    audit: AuditLog
 
     @classmethod
     def build(cls, settings: Settings, client: Redis) -> ApiState:
@@ -61,6 +69,8 @@ class ApiState:
             campaigns=campaigns,
             dead_letters=DeadLetters(ledger),
             schedules=Schedules(client, settings.key_prefix, producer, campaigns, settings),
+            operators=OperatorKeys(client, settings.key_prefix),
+            audit=AuditLog(client, settings.key_prefix, settings.audit_retention_days * 86400),
         )
 
 
@@ -72,15 +82,56 @@ async def api_state(request: Request) -> ApiState:
 Stores = Annotated[ApiState, Depends(api_state)]
 
 
-async def authorize(request: Request, state: Stores) -> None:
-    """Every ``/v1`` route needs ``Authorization: Bearer <key>``, compared in constant time to each key."""
-    header = request.headers.get("authorization", "")
-    scheme, _, presented = header.partition(" ")
-    if state.tokens:
-        given = presented.strip().encode()
-        ok = scheme.lower() == "bearer" and any(hmac.compare_digest(given, t) for t in state.tokens)
-        if not ok:
-            raise ApiError(401, "unauthorized", "missing or invalid bearer token", "Authorization")
+#: Who ``BROADCAST_API_TOKEN`` is in the audit trail: the bootstrap key, always an admin, not rate limited.
+BOOTSTRAP = Caller("bootstrap", Role.ADMIN)
+#: Who calls a ``dev`` API started without any token (and without presenting a known key).
+ANONYMOUS = Caller("anonymous", Role.ADMIN)
+
+
+def identify(request: Request, state: ApiState) -> Caller:
+    """The caller behind ``Authorization: Bearer <key>``: a ``BROADCAST_API_TOKEN`` (compared in constant
+    time to each) or an operator key (looked up by its SHA-256). 401 for a missing, unknown or revoked key."""
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    given = presented.strip()
+    if scheme.lower() == "bearer" and given:
+        encoded = given.encode("utf-8", "surrogatepass")
+        if any(hmac.compare_digest(encoded, t) for t in state.tokens):
+            return BOOTSTRAP
+        caller = state.operators.authenticate(given)
+        if caller is not None:
+            return caller
+    if not state.tokens:
+        return ANONYMOUS  # dev without keys: the API is open (it refuses to start so elsewhere)
+    raise ApiError(401, "unauthorized", "missing, unknown or revoked bearer key", "Authorization")
+
+
+def authorize(request: Request, state: Stores) -> Caller:
+    """Every ``/v1`` route: who is calling (401), may their role call this route (403 naming the role
+    needed), and are they within their rate (429 with ``Retry-After``). The caller is left on
+    ``request.state.caller`` for the audit trail."""
+    route = request.scope.get("route")
+    rule = rule_for(request.method, getattr(route, "path", ""))
+    caller = identify(request, state)
+    request.state.caller = caller
+    if not caller.role.allows(rule.role):
+        raise ApiError(
+            403,
+            "forbidden",
+            f"this needs the {rule.role.value} role; key {caller.name!r} is {caller.role.value} / "
+            f"需要 {rule.role.value} 角色，密钥 {caller.name!r} 的角色是 {caller.role.value}",
+            "Authorization",
+        )
+    limit = caller.rate or state.settings.key_rate_per_min
+    if caller.used and limit and caller.used > limit:
+        retry = 60 - int(time.time()) % 60
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"key {caller.name!r} made more than {limit} requests this minute; retry in {retry} s",
+            "Authorization",
+            headers={"Retry-After": str(retry)},
+        )
+    return caller
 
 
 #: ``dependencies=`` of every authenticated router.

@@ -55,6 +55,11 @@ csync:{account}:ids    list    a running sync's ids still to be detailed (friend
 csync:{account}:rows   list    a running sync's detail answers so far, one compact JSON batch per call
 csync_due              zset    accounts whose sync has a step to run, scored by when it may run (the
                                contact calls' own gap; a running step pushes it one lease TTL ahead)
+opkey:{name}           hash    an operator key: role, SHA-256 of the key, created, last used, rate
+opkeys                 hash    SHA-256 of a key (hex) -> its name (the lookup; never the key itself)
+oprate:{name}:{minute} string  requests of a key in one minute (per-key rate limit, expires)
+minutes:{hour}         hash    outcomes per minute for the console's charts: '{cid|-}|{minute}|{s|r|x}' -> n
+audit                  stream  who did what: key, role, action, target, status (trimmed by age)
 =====================  ======  ==================================================================
 """
 
@@ -103,6 +108,11 @@ LAYOUT: Final[dict[str, str]] = {
     "contact_sync_ids": "csync:{}:ids",
     "contact_sync_rows": "csync:{}:rows",
     "contact_sync_due": "csync_due",
+    "operator_key": "opkey:{}",
+    "operator_keys": "opkeys",
+    "operator_rate": "oprate:{}:{}",
+    "audit": "audit",
+    "minutes": "minutes:{}",
 }
 
 
@@ -249,3 +259,21 @@ class Keys:
     @property
     def contact_sync_due(self) -> str:
         return self._key("contact_sync_due")
+
+    def operator_key(self, name: str) -> str:
+        return self._key("operator_key", name)
+
+    @property
+    def operator_keys(self) -> str:
+        return self._key("operator_keys")
+
+    def operator_rate(self, name: str, minute: int) -> str:
+        return self._key("operator_rate", name, str(minute))
+
+    @property
+    def audit(self) -> str:
+        return self._key("audit")
+
+    def minutes(self, hour: int) -> str:
+        """Per-minute outcome counts of one hour (epoch hour) for the console's charts."""
+        return self._key("minutes", str(hour))

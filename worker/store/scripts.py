@@ -36,6 +36,8 @@ SHARED: Final[dict[str, float]] = {
     "MIN_VENDOR_RATE": 0.2,
     #: how long a vendor's recent sends are kept: the longest gap a vendor-wide rate can ask for, plus 1 s
     "VENDOR_WINDOW_S": 6.0,
+    #: how long the console's per-minute counts (``minutes:{hour}``) stay when jobs are kept forever
+    "CHART_KEEP_S": 30 * 86400,
 }
 
 _INCLUDE = re.compile(r"^--!include (\w+)\n")

@@ -80,3 +80,31 @@ class AttemptCounters:
         while True:
             time.sleep(self.interval_s)
             self.flush()
+
+
+#: The outcomes ``finish.lua`` counts per minute (``minutes:{hour}``), by their one-letter field suffix.
+MINUTE_OUTCOMES = {"s": "sent", "r": "retried", "x": "dead"}
+
+
+def outcome_minutes(
+    client: redis.Redis, keys: Keys, since: float, until: float, campaign: str | None = None
+) -> list[dict[str, float]]:
+    """Sends, retries and dead jobs per minute from ``since`` to ``until`` (epoch s), every minute listed
+    (zeros included); one campaign's, or the whole fleet's when ``campaign`` is None. One pipelined read
+    of one hash per hour."""
+    first_hour, last_hour = int(since // 3600), int(until // 3600)
+    with client.pipeline(transaction=False) as pipe:
+        for hour in range(first_hour, last_hour + 1):
+            pipe.hgetall(keys.minutes(hour))
+        hours: list[dict[str, str]] = pipe.execute()
+    first_minute, last_minute = int(since // 60), int(until // 60)
+    series = {m: dict.fromkeys(MINUTE_OUTCOMES.values(), 0.0) for m in range(first_minute, last_minute + 1)}
+    for fields in hours:
+        for field, value in fields.items():
+            owner, minute, what = field.rsplit("|", 2)
+            if campaign is not None and owner != campaign:
+                continue
+            row = series.get(int(minute))
+            if row is not None and what in MINUTE_OUTCOMES:
+                row[MINUTE_OUTCOMES[what]] += float(value)
+    return [{"at": m * 60.0, **row} for m, row in series.items()]

@@ -91,6 +91,17 @@ local function watch_outcome(camp, err, now)
   pause_campaign(camp, 'active', reason, now, cjson.decode(redis.call('HGET', ck, 'accounts') or '[]'))
   redis.call('HSET', ck, 'auto_paused_at', now)
 end
+-- The console's charts: each outcome counted in its minute, per campaign ('-' for single messages), in
+-- one hash per hour kept as long as jobs: one HINCRBY per finish (an EXPIRE when a field is new).
+local function tally(camp, what, now, ttl)
+  local t = math.floor(tonumber(now))
+  local mk = key_minutes(math.floor(t / 3600))
+  if camp == nil or camp == false or camp == '' then camp = '-' end
+  if redis.call('HINCRBY', mk, camp .. '|' .. math.floor(t / 60) .. '|' .. what, 1) == 1 then
+    if not ttl or ttl <= 0 then ttl = CHART_KEEP_S end  -- the jobs' retention, or this when jobs stay
+    redis.call('EXPIRE', mk, ttl)
+  end
+end
 local a, token, id, now, outcome = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local ttl = tonumber(ARGV[8])
 local called, ended, fraction, slow, day, day_n = ARGV[9], tonumber(ARGV[10]), ARGV[11], ARGV[12], ARGV[13], ARGV[14]
@@ -173,6 +184,7 @@ if outcome == 'sent' then
     redis.call('HINCRBY', key_campaign(test_of), 'tests_sent', 1)
   end
   watch_outcome(camp, nil, now)
+  tally(camp, 's', now, ttl)
   if camp and camp ~= '' then
     -- sent while its campaign is being recalled (it was in flight): its revoke is asked for now
     local window, unsupported = unpack(redis.call('HMGET', key_campaign(camp), 'recall_window', 'recall_unsupported'))
@@ -184,9 +196,11 @@ elseif outcome == 'retry' then
   count(camp, st, 'retrying')
   redis.call('HINCRBY', jk, 'n_' .. ARGV[X + 1], 1)
   redis.call('ZADD', key_due(), ARGV[X], id)
+  tally(camp, 'r', now, ttl)
 elseif outcome == 'dead' then
   dead_letter(jk, id, st, ARGV[X], ARGV[X + 1], ARGV[X + 2], now, camp, ttl)
   watch_outcome(camp, ARGV[X + 2], now)
+  tally(camp, 'x', now, ttl)
 elseif outcome == 'requeue' then
   redis.call('HINCRBY', jk, 'attempts', -1)
   redis.call('HSET', jk, 'updated', now, 'last_error', ARGV[X + 2], 'last_error_class', ARGV[X + 1])

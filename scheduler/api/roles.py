@@ -1,0 +1,110 @@
+"""Who may call what: every route's role (and, for a change, its audit action), in one table.
+
+``authorize`` (:mod:`scheduler.api.state`) looks the matched route up here. A route missing from the
+table answers 403 to everyone but an admin (fail closed), and ``tests/test_roles.py`` fails on it: a
+new route is added together with its line here. Roles include each other (viewer < operator < admin);
+``docs/api.md`` ("Keys and roles") prints this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from worker.store.operators import Role
+
+VIEWER, OPERATOR, ADMIN = Role.VIEWER, Role.OPERATOR, Role.ADMIN
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """The least role a route needs; ``action``, for a route that changes state, is its audit name."""
+
+    role: Role
+    action: str = ""
+
+
+#: Routes anyone may call (no key): probes, the console page, the API's own documentation.
+PUBLIC: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+        ("GET", "/docs"),
+        ("GET", "/docs/oauth2-redirect"),
+        ("GET", "/redoc"),
+        ("GET", "/console"),
+        ("GET", "/console/"),
+    }
+)
+
+#: POST routes that store nothing (a dry run): no audit action, like a read.
+DRY_RUNS: frozenset[tuple[str, str]] = frozenset({("POST", "/v1/messages/check"), ("POST", "/v1/audiences/preview")})
+
+#: (method, path template) -> rule. Reads are ``viewer``; sending work is ``operator``; what holds vendor
+#: tokens, limits every account shares, or hands out keys is ``admin``.
+RULES: dict[tuple[str, str], Rule] = {
+    # accounts: tokens live here. Pausing is the operator's brake; anything else is an admin's
+    ("GET", "/v1/accounts"): Rule(VIEWER),
+    ("GET", "/v1/accounts/{account_id}"): Rule(VIEWER),
+    ("PUT", "/v1/accounts/{account_id}"): Rule(ADMIN, "account.put"),
+    ("PATCH", "/v1/accounts/{account_id}"): Rule(ADMIN, "account.patch"),
+    ("POST", "/v1/accounts/{account_id}/pause"): Rule(OPERATOR, "account.pause"),
+    ("POST", "/v1/accounts/{account_id}/resume"): Rule(ADMIN, "account.resume"),
+    ("PUT", "/v1/vendor-limits/{vendor}"): Rule(ADMIN, "vendor_limits.put"),
+    ("GET", "/v1/vendor-limits"): Rule(VIEWER),
+    # contacts and audiences: reading them is a viewer's; a sync is vendor traffic on the account
+    ("POST", "/v1/accounts/{account_id}/contacts/sync"): Rule(OPERATOR, "contacts.sync"),
+    ("GET", "/v1/accounts/{account_id}/contacts/sync"): Rule(VIEWER),
+    ("DELETE", "/v1/accounts/{account_id}/contacts/sync"): Rule(OPERATOR, "contacts.sync_cancel"),
+    ("POST", "/v1/accounts/{account_id}/contacts/sync/cancel"): Rule(OPERATOR, "contacts.sync_cancel"),
+    ("GET", "/v1/accounts/{account_id}/contacts"): Rule(VIEWER),
+    ("GET", "/v1/accounts/{account_id}/labels"): Rule(VIEWER),
+    ("POST", "/v1/audiences/preview"): Rule(VIEWER),  # a dry run: nothing is stored
+    # messages
+    ("POST", "/v1/messages"): Rule(OPERATOR, "message.create"),
+    ("POST", "/v1/messages/check"): Rule(VIEWER),  # a dry run: nothing is stored
+    ("GET", "/v1/messages/{job_id}"): Rule(VIEWER),
+    ("POST", "/v1/messages/{job_id}/revoke"): Rule(OPERATOR, "message.revoke"),
+    ("POST", "/v1/messages/{job_id}/cancel"): Rule(OPERATOR, "message.cancel"),
+    # campaigns
+    ("POST", "/v1/campaigns"): Rule(OPERATOR, "campaign.create"),
+    ("POST", "/v1/campaigns/upload"): Rule(OPERATOR, "campaign.create"),
+    ("GET", "/v1/campaigns"): Rule(VIEWER),
+    ("GET", "/v1/campaigns/{campaign_id}"): Rule(VIEWER),
+    ("GET", "/v1/campaigns/{campaign_id}/deliveries"): Rule(VIEWER),
+    ("GET", "/v1/campaigns/{campaign_id}/timeline"): Rule(VIEWER),
+    ("POST", "/v1/campaigns/{campaign_id}/pause"): Rule(OPERATOR, "campaign.pause"),
+    ("POST", "/v1/campaigns/{campaign_id}/resume"): Rule(OPERATOR, "campaign.resume"),
+    ("POST", "/v1/campaigns/{campaign_id}/cancel"): Rule(OPERATOR, "campaign.cancel"),
+    ("POST", "/v1/campaigns/{campaign_id}/test"): Rule(OPERATOR, "campaign.test"),
+    ("POST", "/v1/campaigns/{campaign_id}/start"): Rule(OPERATOR, "campaign.start"),
+    ("POST", "/v1/campaigns/{campaign_id}/recall"): Rule(OPERATOR, "campaign.recall"),
+    # dead letters
+    ("GET", "/v1/dead-letters"): Rule(VIEWER),
+    ("GET", "/v1/dead-letters/{job_id}"): Rule(VIEWER),
+    ("POST", "/v1/dead-letters/{job_id}/replay"): Rule(OPERATOR, "dead_letter.replay"),
+    ("POST", "/v1/dead-letters/replay"): Rule(OPERATOR, "dead_letter.replay_bulk"),
+    ("DELETE", "/v1/dead-letters/{job_id}"): Rule(OPERATOR, "dead_letter.delete"),
+    # schedules
+    ("POST", "/v1/schedules"): Rule(OPERATOR, "schedule.create"),
+    ("GET", "/v1/schedules"): Rule(VIEWER),
+    ("GET", "/v1/schedules/{schedule_id}"): Rule(VIEWER),
+    ("POST", "/v1/schedules/{schedule_id}/pause"): Rule(OPERATOR, "schedule.pause"),
+    ("POST", "/v1/schedules/{schedule_id}/resume"): Rule(OPERATOR, "schedule.resume"),
+    ("DELETE", "/v1/schedules/{schedule_id}"): Rule(OPERATOR, "schedule.delete"),
+    # keys and the audit trail
+    ("POST", "/v1/keys"): Rule(ADMIN, "key.create"),
+    ("GET", "/v1/keys"): Rule(ADMIN),
+    ("DELETE", "/v1/keys/{name}"): Rule(ADMIN, "key.revoke"),
+    ("GET", "/v1/audit"): Rule(VIEWER),
+    # the console's pictures
+    ("GET", "/v1/stats/fleet"): Rule(VIEWER),
+}
+
+#: What an undeclared route needs: only an admin, so a forgotten line never opens a route.
+UNDECLARED = Rule(ADMIN)
+
+
+def rule_for(method: str, path: str) -> Rule:
+    """The rule of a matched route (``path`` is its template, ``/v1/campaigns/{campaign_id}``)."""
+    return RULES.get((method, path), UNDECLARED)

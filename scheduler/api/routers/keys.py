@@ -1,0 +1,54 @@
+"""``/v1/keys``: operator keys with a role, created and revoked at run time (admin only).
+
+The key is in the 201 answer once and never again: Redis keeps its SHA-256 only.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, ConfigDict, Field
+
+from scheduler.api.errors import ApiError
+from scheduler.api.state import AUTH, Stores
+from worker.store.operators import NAME_PATTERN, KeyExists, Role
+
+router = APIRouter(tags=["keys"], dependencies=AUTH)
+
+KeyName = Annotated[str, Field(pattern=NAME_PATTERN.pattern, description="who holds the key (shown in the audit)")]
+
+
+class KeyIn(BaseModel):
+    """``POST /v1/keys``: a named key with a role; ``rate_per_min`` overrides ``BROADCAST_KEY_RATE_PER_MIN``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: KeyName
+    role: Role
+    rate_per_min: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+@router.post("/v1/keys", status_code=201)
+def create_key(body: KeyIn, state: Stores) -> dict[str, Any]:
+    """A new key: ``{"name", "role", "key"}``. The key is shown this once; store it now."""
+    if body.name in ("bootstrap", "anonymous"):
+        raise ApiError(422, "invalid", f"name: {body.name!r} is reserved", "name")
+    try:
+        key = state.operators.create(body.name, body.role, body.rate_per_min or 0)
+    except KeyExists:
+        raise ApiError(409, "key_exists", f"a key named {body.name!r} exists; revoke it first", "name") from None
+    return {"name": body.name, "role": body.role.value, "key": key}
+
+
+@router.get("/v1/keys")
+def list_keys(state: Stores) -> dict[str, Any]:
+    """Names, roles, created and last used times (``last_used`` is refreshed at most once a minute)."""
+    return {"keys": state.operators.all()}
+
+
+@router.delete("/v1/keys/{name}")
+def revoke_key(name: Annotated[str, Path(pattern=NAME_PATTERN.pattern)], state: Stores) -> dict[str, Any]:
+    """Revoke at once: the next request with this key answers 401."""
+    if not state.operators.revoke(name):
+        raise ApiError(404, "not_found", f"no key {name!r}", "name")
+    return {"revoked": name}

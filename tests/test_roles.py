@@ -1,0 +1,129 @@
+"""Keys with roles (issue 23): every route declares its role, each role is tried on every route over real
+HTTP (a `broadcast api` process), keys are stored hashed, revoked at once and rate limited."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute, Mount
+
+from scheduler.api.app import create_app
+from scheduler.api.roles import DRY_RUNS, PUBLIC, RULES, Rule
+from tests.conftest import ApiStack
+from worker.settings import Settings
+from worker.store.operators import Role
+
+
+def route_table(routes: list[BaseRoute], prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(method, path) of every endpoint, inside included routers too (FastAPI keeps them nested)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from route_table(included.routes, prefix + getattr(route.include_context, "prefix", ""))  # type: ignore[attr-defined]
+        elif isinstance(route, Mount):
+            continue  # static files: the console's assets and the offline docs' (no data, no key)
+        elif isinstance(route, APIRoute) or hasattr(route, "methods"):
+            for method in sorted(getattr(route, "methods", None) or ()):
+                if method != "HEAD":
+                    yield method, prefix + route.path  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def app_routes(redis_url: str) -> list[tuple[str, str]]:
+    app = create_app(Settings(env="dev", api_token="x"), redis.Redis.from_url(redis_url))
+    return sorted(set(route_table(app.routes)))
+
+
+def test_every_route_declares_its_role(app_routes: list[tuple[str, str]]) -> None:
+    """A route added without its line in scheduler/api/roles.py fails here (and answers 403 but to admins)."""
+    undeclared = [r for r in app_routes if r not in RULES and r not in PUBLIC]
+    assert undeclared == [], f"declare a role in scheduler/api/roles.py RULES for: {undeclared}"
+    stale = [r for r in RULES if r not in app_routes]
+    assert stale == [], f"RULES names routes that do not exist: {stale}"
+    assert all(path.startswith("/v1/") for _, path in RULES)
+    assert not any(path.startswith("/v1/") for _, path in PUBLIC)
+    # every route that changes state has an audit action; reads have none
+    for (method, path), rule in RULES.items():
+        assert bool(rule.action) == (method != "GET" and (method, path) not in DRY_RUNS), (method, path)
+
+
+@pytest.fixture(scope="module")
+def keys(api: ApiStack) -> dict[Role, str]:
+    made = {}
+    for role in Role:
+        answer = api.http.post("/v1/keys", json={"name": f"t-{role.value}-{api.prefix}", "role": role.value})
+        assert answer.status_code == 201, answer.text
+        made[role] = answer.json()["key"]
+    return made
+
+
+def concrete(path: str) -> str:
+    """A path template with made-up ids: an allowed caller gets 404/422, never a change."""
+    return re.sub(r"\{[^}]+\}", "nosuchthing0", path)
+
+
+@pytest.mark.parametrize(("route", "rule"), sorted(RULES.items()), ids=lambda v: str(v))
+def test_each_role_against_every_route(
+    api: ApiStack, keys: dict[Role, str], route: tuple[str, str], rule: Rule
+) -> None:
+    method, path = route
+    for role, key in keys.items():
+        answer = httpx.request(
+            method,
+            api.api_url + concrete(path),
+            headers={"Authorization": f"Bearer {key}"},
+            json={} if method != "GET" else None,
+            timeout=30,
+        )
+        if role.allows(rule.role):
+            assert answer.status_code not in (401, 403, 429), (role, answer.status_code, answer.text)
+        else:
+            assert answer.status_code == 403, (role, answer.text)
+            error = answer.json()["error"]
+            assert error["code"] == "forbidden" and f"needs the {rule.role.value} role" in error["message"]
+            assert "角色" in error["message"]  # read first in Chinese
+
+
+def test_unknown_and_revoked_keys_are_401_and_keys_are_stored_hashed(api: ApiStack) -> None:
+    made = api.http.post("/v1/keys", json={"name": f"carol-{api.prefix}", "role": "viewer"}).json()
+    key = made["key"]
+    assert made["role"] == "viewer" and len(key) > 40
+    as_carol = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(f"{api.api_url}/v1/campaigns", headers=as_carol).status_code == 200
+    # shown once: never listed, and Redis holds only its SHA-256
+    listing = api.http.get("/v1/keys").json()["keys"]
+    carol = next(k for k in listing if k["name"] == f"carol-{api.prefix}")
+    assert carol["role"] == "viewer" and carol["last_used"] is not None
+    assert key not in api.http.get("/v1/keys").text and "digest" not in carol
+    for name in api.redis.scan_iter(match=f"{api.prefix}:*"):
+        kind = api.redis.type(name)
+        values: list[Any] = list(api.redis.hgetall(name).values()) if kind == "hash" else []
+        assert key not in values
+    # a second key of one name is refused; a wrong key is 401, not 403
+    assert api.http.post("/v1/keys", json={"name": f"carol-{api.prefix}", "role": "admin"}).status_code == 409
+    assert httpx.get(f"{api.api_url}/v1/campaigns", headers={"Authorization": f"Bearer {key}x"}).status_code == 401
+    assert api.http.delete(f"/v1/keys/carol-{api.prefix}").json() == {"revoked": f"carol-{api.prefix}"}
+    gone = httpx.get(f"{api.api_url}/v1/campaigns", headers=as_carol)
+    assert gone.status_code == 401 and gone.json()["error"]["field"] == "Authorization"
+    assert api.http.delete(f"/v1/keys/carol-{api.prefix}").status_code == 404
+    bad = api.http.post("/v1/keys", json={"name": "a b", "role": "viewer"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "name"
+    assert api.http.post("/v1/keys", json={"name": "x", "role": "root"}).json()["error"]["field"] == "role"
+
+
+def test_a_key_over_its_rate_gets_429_with_retry_after(api: ApiStack) -> None:
+    made = api.http.post("/v1/keys", json={"name": f"fast-{api.prefix}", "role": "viewer", "rate_per_min": 3})
+    headers = {"Authorization": f"Bearer {made.json()['key']}"}
+    codes = [httpx.get(f"{api.api_url}/v1/campaigns", headers=headers) for _ in range(8)]
+    limited = [c for c in codes if c.status_code == 429]
+    assert len(limited) >= 2, [c.status_code for c in codes]  # 3 a minute: 6 at most if a minute turns
+    assert 1 <= int(limited[0].headers["Retry-After"]) <= 60
+    assert limited[0].json()["error"]["code"] == "rate_limited"
+    # the bootstrap key is not limited by it
+    assert api.http.get("/v1/campaigns").status_code == 200

@@ -1,0 +1,76 @@
+"""The audit trail: who did what, append-only, in one Redis stream trimmed by age.
+
+Each state-changing API call adds one entry (time, key name, role, action, target, HTTP status) with
+``XADD … MINID ~`` so entries older than ``BROADCAST_AUDIT_RETENTION_DAYS`` go as new ones arrive; there
+is no call that edits or deletes an entry. Stream ids are times, so a page's cursor is the last id read.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+
+import redis
+from redis.typing import EncodableT, FieldT
+
+from worker.store.keys import Keys
+
+#: Entries one page request looks at at most while filtering (by key or target), so a filter that
+#: matches nothing answers in bounded time with a cursor to continue.
+SCAN_MAX = 5000
+
+
+class AuditLog:
+    """Append and read the audit stream."""
+
+    def __init__(self, client: redis.Redis, prefix: str, retention_s: float) -> None:
+        self.redis = client
+        self.key = Keys(prefix).audit
+        self.retention_ms = int(retention_s * 1000)
+
+    def record(self, *, key: str, role: str, action: str, target: str, status: int) -> str:
+        """Append one entry; entries past the retention are trimmed in the same command."""
+        oldest = max(0, int(time.time() * 1000) - self.retention_ms)
+        fields: dict[FieldT, EncodableT] = {
+            "key": key,
+            "role": role,
+            "action": action,
+            "target": target,
+            "status": status,
+        }
+        return cast(str, self.redis.xadd(self.key, fields, minid=oldest, approximate=True))
+
+    def page(
+        self, *, limit: int = 50, cursor: str | None = None, key: str | None = None, target: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The newest entries first (older than ``cursor``), filtered by key name and/or target;
+        ``next_cursor`` is None when there is nothing older."""
+        items: list[dict[str, Any]] = []
+        start = f"({cursor}" if cursor else "+"
+        scanned = 0
+        while len(items) < limit and scanned < SCAN_MAX:
+            batch = cast(
+                list[tuple[str, dict[str, str]]], self.redis.xrevrange(self.key, start, "-", count=min(500, limit * 4))
+            )
+            if not batch:
+                return items, None
+            for entry_id, fields in batch:
+                scanned += 1
+                start = f"({entry_id}"
+                if (key is None or fields.get("key") == key) and (target is None or fields.get("target") == target):
+                    items.append(_entry(entry_id, fields))
+                    if len(items) == limit:
+                        break
+        return items, start[1:]
+
+
+def _entry(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": entry_id,
+        "at": int(entry_id.split("-", 1)[0]) / 1000,
+        "key": fields.get("key", ""),
+        "role": fields.get("role", ""),
+        "action": fields.get("action", ""),
+        "target": fields.get("target", ""),
+        "status": int(fields.get("status", 0)),
+    }
