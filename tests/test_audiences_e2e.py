@@ -231,6 +231,17 @@ def test_a_sync_killed_mid_way_resumes_and_finishes_and_bad_audiences_store_noth
                                                    "audience": {"accounts": ["ec"]}})  # fmt: skip
     assert extra.status_code == 422 and extra.json()["error"]["field"] == "message"
 
+    # a schedule's campaign takes an audience too: checked against the last sync at creation, resolved at each firing
+    schedule = {"cron": "0 9 * * *", "campaign": {"name": "weekly", "message": text,
+                                                   "audience": {"accounts": ["ec"], "labels_any": ["VIP"]}}}  # fmt: skip
+    made = stack.http.post("/v1/schedules", json=schedule)
+    assert made.status_code == 201, made.text
+    schedule["campaign"]["audience"] = {"accounts": ["lg"]}  # type: ignore[index]
+    refused = stack.http.post("/v1/schedules", json=schedule)
+    assert refused.status_code == 409 and refused.json()["error"]["field"] == "campaign.audience.accounts[0]", (
+        refused.text
+    )
+
     # the CLI: labels, a filtered listing, a draft for an audience with its preview
     run = cli_runner(stack)
     shown = run("contacts", "labels", "ec")
