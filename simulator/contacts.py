@@ -5,8 +5,9 @@ answer a moment later. Every contact call is recorded (start and end), so tests 
 overlapped a send on the account and kept its gaps.
 
 Configure per account with ``POST /_sim/contacts {"vendor", "instance", "friends", "chatrooms",
-"list_slow_s"?, "cache_delay_s"?}``; read the calls at ``GET /_sim/contact_calls``. Demo accounts get 300
-friends in four labels, 8 groups and two public accounts on first use.
+"list_slow_s"?, "cache_delay_s"?}``; read the calls at ``GET /_sim/contact_calls``. Every account gets 300
+friends in four labels, 8 groups and two public accounts on first use (``broadcast simulator --friends N
+--groups M`` changes that).
 """
 
 from __future__ import annotations
@@ -22,12 +23,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from simulator.protocols import ECLOUD, GEWE, JSONResponse, read_json_object
-from simulator.state import JSONDict, SimAccount, SimState
+from simulator.state import DEMO_CONTACTS, JSONDict, SimAccount, SimState
 
 #: Labels every simulated account has: (id, name). A friend's labels follow its number.
 LABELS: Final = ((1, "VIP"), (2, "上海"), (3, "同事"), (4, "老客户"))
-DEMO_FRIENDS: Final = 300
-DEMO_CHATROOMS: Final = 8
 #: GeWe answers fetchContactsList in time up to this many friends; beyond, it is slow (the cache path).
 FAST_LIST_MAX: Final = 1000
 #: Most ids getBriefInfo / getContact detail in one call (GeWe's schema says maxItems 100; E云 20).
@@ -92,7 +91,7 @@ class Contacts:
         key = (account.vendor, account.instance)
         with self.lock:
             if key not in self.books:
-                self.books[key] = Book.generate(account.instance, DEMO_FRIENDS, DEMO_CHATROOMS)
+                self.books[key] = Book.generate(account.instance, *self.state.contact_size)
             return self.books[key]
 
     def record(self, account: SimAccount, endpoint: str, started: float, ids: int = 0) -> None:
@@ -294,7 +293,7 @@ class ContactHandlers:
         account = self.state.account(str(body.get("vendor")), str(body.get("instance")))
         if account is None:
             return JSONResponse({"error": "no such account"}, status_code=404)
-        friends, rooms = body.get("friends", DEMO_FRIENDS), body.get("chatrooms", DEMO_CHATROOMS)
+        friends, rooms = body.get("friends", DEMO_CONTACTS[0]), body.get("chatrooms", DEMO_CONTACTS[1])
         if (
             not isinstance(friends, int)
             or not isinstance(rooms, int)
