@@ -231,15 +231,6 @@ class ContactStore:
                     continue
         return self.status(account)
 
-    def forget(self, account: str) -> None:
-        """An account was deleted: its contacts and sync go with it."""
-        k = self.keys
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(k.contacts(account), k.contact_sync(account), k.contact_sync_ids(account))
-        pipe.delete(k.contact_sync_rows(account))
-        pipe.zrem(k.contact_sync_due, account)
-        pipe.execute()
-
     # --- steps, from the dispatcher and the worker ------------------------------------------------------
 
     def due(self, now: float, limit: int = 50) -> tuple[list[str], float | None]:
