@@ -226,6 +226,11 @@ def test_a_sync_killed_mid_way_resumes_and_finishes_and_bad_audiences_store_noth
         refused = stack.http.post("/v1/campaigns", json=body)
         assert refused.status_code == code, (audience, refused.text)
         assert refused.json()["error"]["field"] == field, refused.text
+    deep: Any = "ec"
+    for _ in range(40):  # the body's shape is bounded before any parsing, the audience included
+        deep = [deep]
+    bounded = stack.http.post("/v1/campaigns", json={"name": "deep", "message": text, "audience": {"accounts": deep}})
+    assert bounded.status_code == 422 and bounded.json()["error"]["code"] == "json_limit", bounded.text
     assert stack.stored_keys() == before
     extra = stack.http.post("/v1/campaigns", json={"name": "x", "message": {"kind": "text", "text": "{code}"},
                                                    "audience": {"accounts": ["ec"]}})  # fmt: skip
