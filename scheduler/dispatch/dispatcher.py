@@ -51,6 +51,9 @@ TIMERS_EVERY_S = 0.2
 SYNC_BUSY_RETRY_S = 0.05
 #: ... and an account that is paused or down this much later.
 SYNC_HELD_RETRY_S = 5.0
+#: While no contact sync runs, the dispatcher looks for a new one this often (not every round): a sync
+#: starts at most this late, and an idle dispatcher makes no extra Redis call per round.
+SYNC_IDLE_CHECK_S = 1.0
 
 
 class Dispatcher:
@@ -66,6 +69,8 @@ class Dispatcher:
         self.schedules = Schedules(client, settings.key_prefix, Producer(self.ledger, accounts), self.campaigns)
         self.pacer = Pacer(client, settings)
         self.contacts = ContactStore(client, settings.key_prefix)
+        self._syncs_checked_at = -SYNC_IDLE_CHECK_S
+        self._syncs_running = False
         self.next_delay: float | None = None
         self.identity = uuid.uuid4().hex
         self._renew = scripts.register(client, "leader_renew")
@@ -105,7 +110,11 @@ class Dispatcher:
             requeued, unknown = self.ledger.recover()
             if requeued or unknown:
                 log.warning("recovered dead sessions: %d jobs requeued, %d unknown outcomes", requeued, unknown)
-        steps, soonest = self.start_contact_steps()
+        steps, soonest = 0, None
+        if now >= self._syncs_checked_at + SYNC_IDLE_CHECK_S or self._syncs_running:
+            self._syncs_checked_at = now
+            steps, soonest = self.start_contact_steps()
+            self._syncs_running = bool(steps) or soonest is not None
         claims = self.release_due()
         self.publish(claims)
         if soonest is not None:  # the next sync step: the idle wait ends then
