@@ -209,7 +209,11 @@ def run_product(
             store.put(f"env-acct-{a:05d}", spec)
             accounts[instance] = f"env-acct-{a:05d}"
 
-        env = {"BROADCAST_REDIS_URL": redis_url, "BROADCAST_KEY_PREFIX": prefix}
+        env = {
+            "BROADCAST_REDIS_URL": redis_url,
+            "BROADCAST_KEY_PREFIX": prefix,
+            "BROADCAST_VENDOR_ALLOW": "127.0.0.0/8",
+        }
         worker = procs.cli(f"{tag}-worker", ["worker"], env)
         sched = procs.cli(f"{tag}-scheduler", ["scheduler"], env)
         total = case.accounts * case.sends

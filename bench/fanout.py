@@ -112,6 +112,7 @@ def main() -> None:
         env = {
             **os.environ,
             "BROADCAST_REDIS_URL": server.url,
+            "BROADCAST_VENDOR_ALLOW": "127.0.0.0/8",
             "BROADCAST_API_TOKEN": TOKEN,
             "BROADCAST_KEY_PREFIX": "fan",
             "BROADCAST_LOG_LEVEL": "WARNING",

@@ -104,7 +104,12 @@ def start_stack(procs: Procs, env: dict[str, str], workers: int, tag: str) -> tu
 
 
 def env_for(redis_url: str, prefix: str) -> dict[str, str]:
-    return {"BROADCAST_REDIS_URL": redis_url, "BROADCAST_KEY_PREFIX": prefix, "BROADCAST_LOG_LEVEL": "WARNING"}
+    return {
+        "BROADCAST_REDIS_URL": redis_url,
+        "BROADCAST_KEY_PREFIX": prefix,
+        "BROADCAST_LOG_LEVEL": "WARNING",
+        "BROADCAST_VENDOR_ALLOW": "127.0.0.0/8",
+    }
 
 
 def check_alive(procs: list[Any], what: str, logdir: Path) -> None:

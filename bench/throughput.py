@@ -94,7 +94,12 @@ def run_broadcast(
         )  # type: ignore[arg-type]
         store.put(f"bench-{a}", spec)
         ids.append(f"bench-{a}")
-    env = {"BROADCAST_REDIS_URL": redis_url, "BROADCAST_KEY_PREFIX": prefix, "BROADCAST_LOG_LEVEL": "WARNING"}
+    env = {
+        "BROADCAST_REDIS_URL": redis_url,
+        "BROADCAST_KEY_PREFIX": prefix,
+        "BROADCAST_LOG_LEVEL": "WARNING",
+        "BROADCAST_VENDOR_ALLOW": "127.0.0.0/8",
+    }
     worker = spawn(
         [
             sys.executable,

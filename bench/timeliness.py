@@ -223,7 +223,12 @@ def main() -> None:
     try:
         with EmbeddedRedis() as server:
             client = redis.Redis.from_url(server.url, decode_responses=True)
-            env = {"BROADCAST_REDIS_URL": server.url, "BROADCAST_KEY_PREFIX": PREFIX, "BROADCAST_LOG_LEVEL": "WARNING"}
+            env = {
+                "BROADCAST_REDIS_URL": server.url,
+                "BROADCAST_KEY_PREFIX": PREFIX,
+                "BROADCAST_LOG_LEVEL": "WARNING",
+                "BROADCAST_VENDOR_ALLOW": "127.0.0.0/8",
+            }
             sim_port = free_port()
             procs.cli("simulator", ["simulator", "--port", str(sim_port)], {})
             sim_url = f"http://127.0.0.1:{sim_port}"

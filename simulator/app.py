@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from simulator.callbacks import Callbacks
 from simulator.contacts import ContactHandlers, Contacts
 from simulator.protocols import Handlers, JSONResponse, read_json_object
 from simulator.state import SimAccount, SimState
@@ -148,6 +149,7 @@ def create_app(state: SimState) -> Starlette:
     h = Handlers(state)
     admin = Admin(state)
     c = ContactHandlers(state, Contacts(state), h.authenticate)
+    callbacks = Callbacks(state)
     post = ["POST"]
     routes: list[BaseRoute] = []
     for prefix in GEWE_PREFIXES:
@@ -163,6 +165,7 @@ def create_app(state: SimState) -> Starlette:
             Route(f"{prefix}/contacts/fetchContactsListCache", c.gewe_fetch_cache, methods=post),
             Route(f"{prefix}/contacts/getBriefInfo", c.gewe_brief, methods=post),
             Route(f"{prefix}/group/getChatroomMemberList", c.gewe_members, methods=post),
+            Route(f"{prefix}/login/setCallback", callbacks.gewe_set_callback, methods=post),
         ]
     routes += [
         Route("/v2/api", h.ohwx_magic_cgi, methods=post),
@@ -181,6 +184,8 @@ def create_app(state: SimState) -> Starlette:
         Route("/getChatRoomMember", c.ecloud_members, methods=post),
         Route("/_sim/contacts", c.configure, methods=post),
         Route("/_sim/contact_calls", c.list_calls, methods=["GET"]),
+        Route("/setHttpCallbackUrl", callbacks.ecloud_set_callback, methods=post),
+        Route("/_sim/callbacks", callbacks.post_callbacks, methods=post),
         Route("/_sim/health", admin.health, methods=["GET"]),
         Route("/_sim/sends", admin.sends, methods=["GET"]),
         Route("/_sim/revokes", admin.revokes, methods=["GET"]),

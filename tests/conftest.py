@@ -110,6 +110,8 @@ _counter = itertools.count()
 
 #: Fast-test settings: short backoffs, leases and vendor timeouts so failure paths finish in seconds.
 FAST_ENV = {
+    # the simulator listens on loopback, which vendor calls may not reach in prod (BROADCAST_VENDOR_DENY=auto)
+    "BROADCAST_VENDOR_ALLOW": "127.0.0.0/8",
     "BROADCAST_RETRY_BASE_S": "0.05",
     "BROADCAST_RETRY_MAX_S": "0.5",
     "BROADCAST_QUICK_RETRY_MAX_WAIT_S": "0.05",

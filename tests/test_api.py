@@ -371,8 +371,8 @@ def test_metrics_endpoint_moves_with_sends(api_stack: ApiStack) -> None:
     wait_for(lambda: api_stack.http.get(f"/v1/messages/{job}").json()["status"] == "sent", timeout=30, what="sent")
     # workers add their counts up and write them once a second
     sent = 'broadcast_sends_total{account="gw",kind="text",outcome="sent",vendor="gewe"} 1.0'
-    wait_for(lambda: sent in httpx.get(f"{api_stack.api_url}/metrics").text, timeout=30, what="the count")
-    text = httpx.get(f"{api_stack.api_url}/metrics").text
+    wait_for(lambda: sent in api_stack.http.get("/metrics").text, timeout=30, what="the count")
+    text = api_stack.http.get("/metrics").text
     assert "broadcast_vendor_latency_seconds_bucket" in text
 
 

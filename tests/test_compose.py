@@ -164,7 +164,11 @@ def test_docker_compose_config_accepts_the_file() -> None:
     # --env-file: a developer's own .env must not satisfy the required variables below.
     base = [*cmd, "--project-directory", str(ROOT), "--env-file", os.devnull, "-f", str(COMPOSE_FILE)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-    env.update(BROADCAST_API_TOKEN="placeholder-token", FLOWER_BASIC_AUTH="user:placeholder")
+    env.update(
+        BROADCAST_API_TOKEN="placeholder-token",
+        FLOWER_BASIC_AUTH="user:placeholder",
+        BROADCAST_SECRET_KEY="placeholder-key",
+    )
     for profile in ([], ["--profile", "trial"]):
         done = subprocess.run(
             [*base, *profile, "config", "--quiet"], capture_output=True, text=True, env=env, timeout=60

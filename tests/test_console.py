@@ -436,6 +436,32 @@ def test_schedules_create_list_next_firings_and_delete(stack: ApiStack, browser:
     until(lambda: "没有定时任务" in by_css(browser, "#list").text, "the deletion")
 
 
+def test_suppressions_are_added_shown_as_skipped_and_lifted(stack: ApiStack, browser: Any) -> None:
+    open_page(browser, stack, "suppressions")  # other tests' not-a-friend answers may be listed already
+    until(lambda: "加载" not in by_css(browser, "#list").text, "the list")
+    by_css(browser, "#s-to").send_keys("wxid_noisy")
+    by_css(browser, "#s-account").send_keys("shop")
+    by_css(browser, "#s-note").send_keys("电话投诉")
+    click(browser, "#supp-add button[type='submit']")
+    row = "tr[data-supp='wxid_noisy']"
+    until(lambda: "手动" in by_css(browser, row).text and "电话投诉" in by_css(browser, row).text, "the new entry")
+    screenshot(browser, "console", "08-suppressions")
+    body = {"name": "退订检查", "account": "shop", "message": {"kind": "text", "text": "你好"},
+            "recipients": [{"to": "wxid_noisy"}, {"to": "wxid_quiet"}]}  # fmt: skip
+    cid = stack.http.post("/v1/campaigns", json=body).json()["id"]
+    open_page(browser, stack, f"campaign/{cid}")
+    until(lambda: by_css(browser, "#stat-skipped").text == "1" and by_css(browser, "#stat-sent").text == "1",
+          "one skipped, one sent")  # fmt: skip
+    until(lambda: "suppressed" in by_css(browser, "#view").text, "the skipped delivery says why")
+    open_page(browser, stack, "suppressions")
+    until(lambda: by_css(browser, row).is_displayed(), "the entry")
+    click(browser, f"{row} button[data-action='lift']")
+    browser.switch_to.alert.accept()
+    until(lambda: not all_css(browser, row), "the entry lifted")
+    listed = stack.http.get("/v1/suppressions", params={"account": "shop"}).json()["suppressions"]
+    assert "wxid_noisy" not in [s["to"] for s in listed]
+
+
 def test_english_switch_and_phone_layout(stack: ApiStack, browser: Any) -> None:
     open_page(browser, stack, "campaigns")
     until(lambda: "群发活动" in by_css(browser, "#view h1").text, "Chinese by default")
@@ -467,6 +493,30 @@ def test_logout_forgets_the_token(stack: ApiStack, browser: Any) -> None:
     assert not by_css(browser, "#view").is_displayed() and not by_css(browser, "#nav").is_displayed()
     time.sleep(2.5)  # a poll period: nothing polls without a token, so no refusal shows up
     assert not by_css(browser, "#notice").is_displayed() or "Token" not in by_css(browser, "#notice").text
+
+
+def test_bidi_and_zero_width_characters_are_shown_escaped(stack: ApiStack, browser: Any) -> None:
+    """Issue 24, item 9: ``invoice\\u202Egnp.exe`` must not pose as ``invoiceexe.png``."""
+    name = "invoice\u202egnp.exe\u200b"
+    created = stack.http.post(
+        "/v1/campaigns",
+        json={
+            "name": name,
+            "account": "shop",
+            "draft": True,
+            "recipients": [{"to": "wxid_bidi"}],
+            "message": {"kind": "text", "text": "x"},
+        },
+    )
+    assert created.status_code == 202, created.text
+    cid = created.json()["id"]
+    open_page(browser, stack, "campaigns")
+    cell = f"tr[data-campaign='{cid}'] td a"
+    until(lambda: "invoice\\u202Egnp.exe\\u200B" in text_of(browser, cell), "the name, escaped")
+    assert "\u202e" not in text_of(browser, cell) and "\u200b" not in text_of(browser, cell)
+    open_page(browser, stack, f"campaign/{cid}")
+    until(lambda: "invoice\\u202Egnp.exe" in text_of(browser, "#view"), "the name on its page, escaped")
+    assert "\u202e" not in text_of(browser, "#view")
 
 
 def test_contacts_sync_from_the_accounts_page_then_a_campaign_for_ticked_labels(stack: ApiStack, browser: Any) -> None:

@@ -81,8 +81,17 @@ def test_broadcast_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
         token_file = Path(re.search(r"\$\(cat (\S+)\)", try_line).group(1))  # type: ignore[union-attr]
         assert token_file.read_text().strip() == token.group(1)
         assert token_file.stat().st_mode & 0o077 == 0, "only its owner can read the token file"
-        assert "no auth in dev" in text()
-        wait_for(lambda: _status(f"{flower.group(1)}/api/workers") == 200, timeout=60, what="Flower's API, no auth")
+        assert "user broadcast, password: the API token" in text()
+        flower_auth = ("broadcast", token.group(1))
+        wait_for(
+            lambda: httpx.get(f"{flower.group(1)}/api/workers", auth=flower_auth, timeout=2).status_code == 200,
+            timeout=60,
+            what="Flower's API, with the run's basic auth",
+        )
+        assert _status(f"{flower.group(1)}/api/workers") == 401
+        # a web page's cross-origin POST (no credentials) cannot revoke tasks or shut workers down
+        shut = httpx.post(f"{flower.group(1)}/api/worker/shutdown/any", headers={"Origin": "http://evil.example"})
+        assert shut.status_code in (401, 403), shut.text
 
         demo = subprocess.run(
             [sys.executable, "-m", "scheduler.cli.app", "demo", "--url", api.group(1), "--token", token.group(1)],
@@ -95,6 +104,26 @@ def test_broadcast_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
             f"{api.group(1)}/v1/campaigns", headers={"Authorization": f"Bearer {token.group(1)}"}
         ).json()
         assert len(campaigns["campaigns"]) == 4 and all(c["status"] == "finished" for c in campaigns["campaigns"])
+
+        # the opt-out loop (README, "Recipient hygiene"): the callback URL is set at the simulated vendor, a
+        # friend answers 退订 there, and the suppression list has them
+        callback = subprocess.run(
+            [sys.executable, "-m", "scheduler.cli.app", "accounts", "callback", "demo-gewe", "--register",
+             "--url", api.group(1), "--token", token.group(1)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert callback.returncode == 0 and f"{api.group(1)}/v1/callbacks/demo-gewe?key=" in callback.stdout, (
+            callback.stdout + callback.stderr
+        )
+        sim = re.search(r"simulator\s+(http://127\.0\.0\.1:\d+)", text())
+        assert sim, text()
+        friend = {"vendor": "gewe", "instance": "wx_demo_gewe", "from": "wxid_fan", "text": "退订"}
+        assert httpx.post(f"{sim.group(1)}/_sim/callbacks", json=friend).json()["statuses"] == [200]
+        listed = lambda: httpx.get(  # noqa: E731
+            f"{api.group(1)}/v1/suppressions", params={"account": "demo-gewe"},
+            headers={"Authorization": f"Bearer {token.group(1)}"},
+        ).json()["suppressions"]  # fmt: skip
+        wait_for(lambda: [s["to"] for s in listed()] == ["wxid_fan"], timeout=30, what="the opt-out in the list")
 
         children = descendants(proc.pid)
         assert len(children) >= 6, "redis, simulator, api, worker (+pool), scheduler, flower"

@@ -15,6 +15,7 @@ from worker.errors import (
     AmbiguousError,
     DailyCapError,
     MessageError,
+    NotFriendError,
     PermanentError,
     RevokeRefusedError,
     ThrottledError,
@@ -247,7 +248,7 @@ def test_ecloud_code_as_int_1001_is_still_a_failure(router: respx.Router) -> Non
     error = send_error(
         router, "ecloud", return_value=httpx.Response(200, json={"code": 1001, "message": "不是你的好友"})
     )
-    assert type(error) is PermanentError and error.code == "1001"
+    assert type(error) is NotFriendError and error.code == "1001"
 
 
 def test_gewe_new_msg_id_as_a_digit_string_is_parsed_exactly(router: respx.Router) -> None:
@@ -291,7 +292,7 @@ def test_legacy_recipient_ret_nonzero_raises_even_when_the_envelope_says_ok(rout
     body = success_body("gewe-legacy")
     body["data"]["List"][0].update(Ret=-44, ErrMsg="对方不是你的好友")
     error = send_error(router, "gewe-legacy", return_value=httpx.Response(200, json=body))
-    assert type(error) is PermanentError and error.code == "-44"
+    assert type(error) is NotFriendError and error.code == "-44"
 
 
 def test_legacy_recipient_ret_nonzero_with_unknown_text_is_a_generic_failure(router: respx.Router) -> None:
@@ -381,7 +382,7 @@ def test_ecloud_is_online_reads_data_is_online(router: respx.Router) -> None:
     ("text", "expected"),
     [
         # a recipient who has not accepted the friend request yet: permanent despite 频繁
-        ("发送消息过于频繁，等待对方接收你的好友请求后再发", PermanentError),
+        ("发送消息过于频繁，等待对方接收你的好友请求后再发", NotFriendError),
         ("消息发送频率过高", ThrottledError),
         ("超过群发言频率限制", ThrottledError),
         ("频率限制", ThrottledError),
@@ -400,7 +401,7 @@ def test_round2_failure_texts(router: respx.Router, text: str, expected: type[Ve
 
 
 def test_classifier_checks_permanent_before_throttled() -> None:
-    assert classify_vendor_text("发送消息过于频繁，等待对方接收你的好友请求后再发") is PermanentError
+    assert classify_vendor_text("发送消息过于频繁，等待对方接收你的好友请求后再发") is NotFriendError
     assert classify_vendor_text("操作过于频繁") is ThrottledError
 
 
@@ -591,4 +592,4 @@ def test_a_vendor_saying_it_timed_out_is_an_unknown_outcome(text: str) -> None:
     """The vendor's own call to WeChat timed out: it cannot know either, so never a blind resend."""
     assert classify_vendor_text(text) is AmbiguousError
     # an explicit refusal still wins over a mention of a timeout
-    assert classify_vendor_text("对方不是你的好友 (timeout)") is PermanentError
+    assert classify_vendor_text("对方不是你的好友 (timeout)") is NotFriendError

@@ -19,7 +19,7 @@ from worker.errors import (
     AmbiguousError,
     DailyCapError,
     MessageError,
-    PermanentError,
+    NotFriendError,
     RevokeRefusedError,
     ThrottledError,
     TransientError,
@@ -221,7 +221,7 @@ FAULT_CLASSES: dict[str, type[VendorError]] = {
     "throttled": ThrottledError,
     "offline": AccountDownError,
     "token_invalid": AccountDownError,
-    "not_friend": PermanentError,
+    "not_friend": NotFriendError,  # a PermanentError that also suppresses the recipient
     "generic": VendorFailure,
 }
 

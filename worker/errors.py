@@ -131,6 +131,11 @@ class PermanentError(VendorError):
     error_class = "permanent"
 
 
+class NotFriendError(PermanentError):
+    """The recipient is not (or no longer) a friend of the account: dead, and suppressed for that account so
+    the next campaign does not try again (a retry policy sees a plain permanent error)."""
+
+
 class DailyCapError(VendorError):
     """The vendor refuses this kind of message from the account until a day has passed.
 

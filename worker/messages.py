@@ -30,6 +30,11 @@ from worker import xmlsafe
 from worker.errors import MessageError
 
 MAX_TEXT_CHARS = 20_000
+#: The longest WeChat id (a recipient, a mention).
+WECHAT_ID_MAX = 128
+#: What a WeChat id looks like: a wxid, a ``…@chatroom`` id, ``filehelper``.
+WECHAT_ID_PATTERN = rf"^[A-Za-z0-9_@.\-]{{1,{WECHAT_ID_MAX}}}$"
+_WECHAT_ID = re.compile(WECHAT_ID_PATTERN)
 
 #: Not encodable (lone surrogates) or not allowed in XML 1.0 / a chat message (controls but tab, CR, LF).
 _UNSENDABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
@@ -185,7 +190,10 @@ class TextMessage(_Base):
 
     kind: Literal["text"] = "text"
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    mentions: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list, max_length=500)
+    #: wxids to @ in a group (the shape of a recipient: ``<img …>`` is no one)
+    mentions: list[Annotated[str, Field(min_length=1, max_length=WECHAT_ID_MAX)]] = Field(
+        default_factory=list, max_length=500
+    )
     mention_all: bool = False
 
     def mention_ids(self) -> list[str]:
@@ -202,7 +210,8 @@ class TextMessage(_Base):
     @classmethod
     def _mentions_sendable(cls, value: list[str]) -> list[str]:
         for mention in value:
-            _sendable(mention, one_line=True)
+            if not _WECHAT_ID.fullmatch(mention):
+                raise ValueError(f"{mention[:40]!r} is not a WeChat id (wxid, …@chatroom)")
         return value
 
     def render(self, variables: dict[str, str] | None) -> TextMessage:

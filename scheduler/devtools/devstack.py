@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from cryptography.fernet import Fernet
 
 from scheduler.devtools.embedded import EmbeddedRedis, free_port
 
@@ -102,11 +103,17 @@ class DevStack:
             say(f"private Redis on {self.redis_url} (AOF on, temporary data in {self.redis.dir}, removed on exit)")
         self.token = os.environ.get("BROADCAST_API_TOKEN", "").split(",")[0] or secrets.token_urlsafe(24)
         self.prefix = os.environ.get("BROADCAST_KEY_PREFIX", "bc")
+        self.flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"broadcast:{self.token}"
+        # vendor tokens are encrypted in Redis: with a key made for this run unless one is given
+        self.secret_key = os.environ.get("BROADCAST_SECRET_KEY") or Fernet.generate_key().decode()
         env = {
             "BROADCAST_REDIS_URL": self.redis_url,
             "BROADCAST_API_TOKEN": os.environ.get("BROADCAST_API_TOKEN") or self.token,
             "BROADCAST_ENV": "dev",
+            "BROADCAST_SECRET_KEY": self.secret_key,
             "BROADCAST_KEY_PREFIX": self.prefix,
+            # callback URLs point at this API (`broadcast accounts callback demo-gewe --register`)
+            "BROADCAST_PUBLIC_URL": os.environ.get("BROADCAST_PUBLIC_URL") or self.api_url,
         }
         self._spawn("simulator", ["simulator", "--port", str(self.sim_port)], env)
         self._wait(f"{self.sim_url}/_sim/health", "simulator")
@@ -115,8 +122,9 @@ class DevStack:
         concurrency = ["-c", str(self.workers)] if self.workers else []
         self._spawn("worker", ["worker", *concurrency, "--without-gossip", "--without-mingle"], env)
         self._spawn("scheduler", ["scheduler"], env)
-        # Flower 2 answers its HTTP API with 401 unless it has auth or this flag: dev has no auth, so say so
-        flower_env = {**env, "FLOWER_UNAUTHENTICATED_API": "false" if os.environ.get("FLOWER_BASIC_AUTH") else "true"}
+        # Flower takes POSTs that revoke tasks or shut workers down, from any web page the browser shows while
+        # it runs: basic auth in dev too (FLOWER_BASIC_AUTH, or user "broadcast" with this run's API token)
+        flower_env = {**env, "FLOWER_BASIC_AUTH": self.flower_auth, "FLOWER_UNAUTHENTICATED_API": "false"}
         self._spawn("flower", ["flower", "--port", str(self.flower_port)], flower_env)
         self._wait(f"{self.api_url}/healthz", "API")
 
@@ -151,7 +159,7 @@ class DevStack:
         from worker.runtime.connections import redis_client
         from worker.store.accounts import AccountSpec, AccountStore
 
-        store = AccountStore(redis_client(self.redis_url), self.prefix)
+        store = AccountStore(redis_client(self.redis_url), self.prefix, secret_keys=self.secret_key.split(","))
         prefixes = {"gewe": "/gewe/v2/api", "gewe-legacy": "", "ecloud": "", "ohwxapi": ""}
         for demo in DEMO_ACCOUNTS:
             spec = AccountSpec.model_validate(
@@ -239,7 +247,11 @@ def run_dev(
         say(f"  API        {stack.api_url}   (docs: {stack.api_url}/docs)")
         say(f"  console    {stack.api_url}/console   (控制台: paste the token / 粘贴下面的 token)")
         say(f"  API token  {stack.token}   (also in {token_file})")
-        auth = "basic auth from FLOWER_BASIC_AUTH" if os.environ.get("FLOWER_BASIC_AUTH") else "no auth in dev"
+        auth = (
+            "basic auth from FLOWER_BASIC_AUTH"
+            if os.environ.get("FLOWER_BASIC_AUTH")
+            else "user broadcast, password: the API token / 用户 broadcast，密码为 API token"
+        )
         say(f"  Flower     {stack.flower_url}   ({auth})")
         say(f"  simulator  {stack.sim_url}   (records: {stack.sim_url}/_sim/sends)")
         say(f"             vendor base_url: gewe {stack.sim_url}/gewe/v2/api, the others {stack.sim_url}")

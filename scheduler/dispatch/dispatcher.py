@@ -23,6 +23,7 @@ import redis
 from celery import Celery
 
 from scheduler.dispatch.schedules import Schedules
+from scheduler.intake.callbacks import CallbackProcessor
 from scheduler.intake.campaigns import Campaigns
 from scheduler.intake.producer import Producer
 from worker.pacing.rules import Pacer, RedisClock, read_clock
@@ -64,9 +65,12 @@ class Dispatcher:
         self.redis = client
         self.celery = celery
         self.ledger = ledger or Ledger(client, settings.key_prefix)
-        accounts = AccountStore(client, settings.key_prefix)
+        accounts = AccountStore(client, settings.key_prefix, secret_keys=settings.secret_keys())
         self.campaigns = Campaigns(self.ledger, accounts)
-        self.schedules = Schedules(client, settings.key_prefix, Producer(self.ledger, accounts), self.campaigns)
+        producer = Producer(self.ledger, accounts)
+        self.schedules = Schedules(client, settings.key_prefix, producer, self.campaigns)
+        #: vendor callbacks stored by the API are acted on here (opt-outs, removed contacts, offline)
+        self.callbacks = CallbackProcessor(settings, client, accounts, producer)
         self.pacer = Pacer(client, settings)
         self.contacts = ContactStore(client, settings.key_prefix)
         self._syncs_checked_at = -SYNC_IDLE_CHECK_S
@@ -105,6 +109,12 @@ class Dispatcher:
             self._last_timers = now
             self.schedules.fire_due(now, on_fire=self._announce_firing)
             self.campaigns.activate_due(now)
+            try:
+                self.callbacks.drain()
+            except redis.ConnectionError:
+                raise
+            except Exception:  # callbacks must never hold up sending
+                log.exception("processing vendor callbacks failed")
         if now - self._last_recover >= self.recover_every_s:
             self._last_recover = now
             requeued, unknown = self.ledger.recover()

@@ -296,11 +296,16 @@ class Campaigns:
         draft: bool = False,
         auto_pause: Mapping[str, Any] | None = None,
         audience: AudienceIn | None = None,
+        on_cap: str = "skip",
     ) -> CampaignCreated:
         """Validate everything, then store the campaign atomically. Raises MessageError naming the field.
         ``draft``: stored, nothing released until :meth:`start`. ``auto_pause``: this campaign's thresholds
         (missing fields take the settings' defaults; None or 0 switches a check off). ``audience``: recipients
-        chosen from the accounts' last contact sync, resolved now, after the given ``recipients``."""
+        chosen from the accounts' last contact sync, resolved now, after the given ``recipients``. ``on_cap``:
+        what a delivery does when its account's ``recipient_cap`` is reached: ``skip``
+        (``skipped``/frequency_cap) or ``wait`` until the window allows."""
+        if on_cap not in ("skip", "wait"):
+            raise MessageError("on_cap: must be 'skip' or 'wait'", field="on_cap")
         parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
         check_text(name, "name")
         if idempotency_key:
@@ -332,6 +337,8 @@ class Campaigns:
             header["auto_pause"] = thresholds.fields_as_dict()
         if audience is not None:
             header["audience"] = audience.model_dump()
+        if on_cap != "skip":
+            header["on_cap"] = on_cap
         digest = hashlib.sha256(json.dumps(header, sort_keys=True, ensure_ascii=False).encode())
 
         def validated() -> Iterator[tuple[str, str, str | None]]:
@@ -373,6 +380,7 @@ class Campaigns:
                 "idempotency_key": idempotency_key or "",
                 "digest": digest.hexdigest(),
                 **thresholds.stored(),
+                "on_cap": on_cap,
             }
             if resolved is not None and audience is not None:
                 fields["audience"] = json.dumps(
@@ -639,6 +647,7 @@ class Campaigns:
             "message": json.loads(data.get("message") or "{}"),
             "pause_reason": data.get("pause_reason") or None,
             "auto_pause": AutoPause.from_stored(data).fields_as_dict(),
+            "on_cap": data.get("on_cap") or "skip",
             "tests": self._tests_view(cid, data),
             "recall": recall_progress(data),
             "audience": json.loads(data["audience"]) if data.get("audience") else None,
@@ -709,7 +718,11 @@ class Campaigns:
         if previous == "!missing":
             raise CampaignNotFound(cid)
         if previous.startswith("!"):
-            raise CampaignStateError(f"cannot {action} a campaign that is {previous[1:]}")
+            # named as the campaign is shown (a finished campaign is still stored "active"), and a recall
+            # said, since that is why most such campaigns cannot go on
+            shown = self.get(cid)
+            state = str(shown["status"]) + (" and recalled" if shown.get("recall") else "")
+            raise CampaignStateError(f"cannot {action} a campaign that is {state}")
         if action == "cancel":
             self._cancel_jobs(cid, accounts)
         return self.get(cid)
@@ -842,7 +855,7 @@ def _digest_all(digest: Any, rows: Iterator[tuple[str, str, str | None]]) -> int
 
 #: A delivery's fields, in order (``result`` holds the vendor ids; exports spread it into columns).
 DELIVERY_FIELDS = (
-    "id", "to", "account", "status", "attempts", "result", "vendor", "sent_at", "reason", "error", "recall",
+    "id", "to", "account", "status", "attempts", "result", "vendor", "sent_at", "reason", "skip_reason", "error", "recall",
     "recall_error",
 )  # fmt: skip
 #: The flat columns of a delivery (CSV): ``result`` spread into the vendor ids.

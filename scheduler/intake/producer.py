@@ -15,14 +15,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.errors import MessageError
-from worker.messages import AppMsgMessage, MiniProgramMessage, TextMessage, check_text, check_variables, parse_message
+from worker.messages import (
+    WECHAT_ID_MAX,
+    WECHAT_ID_PATTERN,
+    AppMsgMessage,
+    MiniProgramMessage,
+    TextMessage,
+    check_text,
+    check_variables,
+    parse_message,
+)
 from worker.store.accounts import AccountStore
 from worker.store.ledger import Job, Ledger
 from worker.vendors import check_message_for
 
 #: The longest recipient id (also the API's length limit on ``to``).
-RECIPIENT_MAX = 128
-RECIPIENT = re.compile(rf"^[A-Za-z0-9_@.\-]{{1,{RECIPIENT_MAX}}}$")
+RECIPIENT_MAX = WECHAT_ID_MAX
+RECIPIENT = re.compile(WECHAT_ID_PATTERN)
 
 
 class UnknownAccountError(MessageError):
@@ -68,8 +77,10 @@ class Producer:
         idempotency_key: str | None = None,
         priority: str = "normal",
         test_of: str | None = None,
+        ignore_suppression: str | None = None,
     ) -> Submitted:
-        """Submit one message to one recipient from a configured account (``test_of``: a campaign's test send)."""
+        """Submit one message to one recipient from a configured account (``test_of``: a campaign's test send;
+        ``ignore_suppression``: who asked that it go even to a suppressed recipient, recorded on the job)."""
         check_text(account, "account")
         if idempotency_key:
             check_text(idempotency_key, "idempotency_key")
@@ -95,6 +106,7 @@ class Producer:
             idempotency_key=idempotency_key,
             priority=priority,
             test_of=test_of,
+            ignore_suppression=ignore_suppression,
         )
         if not state:  # an idempotent replay: answer the job's current state
             job = self.ledger.get(job_id)

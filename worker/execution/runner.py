@@ -36,6 +36,7 @@ from worker.errors import (
     AmbiguousError,
     DailyCapError,
     MessageError,
+    NotFriendError,
     RevokeRefusedError,
     ThrottledError,
     UnsupportedError,
@@ -51,6 +52,7 @@ from worker.store.accounts import Account, AccountStore, KindHold
 from worker.store.deadletter import DeadReason
 from worker.store.ledger import Begin, BeginStatus, Finished, Job, Ledger, PaceRecord, RecallOutcome
 from worker.store.stats import AttemptCounters
+from worker.store.suppressions import SuppressionReason, Suppressions
 from worker.vendors.base import SendResult, VendorBackend, backend_for
 
 log = logging.getLogger("broadcast.send")
@@ -142,6 +144,7 @@ class BatchRunner:
         self.sleep = sleep
         self.rng = random.Random()
         self.counters = AttemptCounters(ledger.redis, ledger.keys)
+        self.suppressions = Suppressions(ledger.redis, ledger.prefix)
         self._vendor_limits: tuple[float, set[str]] = (0.0, set())
         #: threads for the sessions of a bundle beyond its first (at most the sessions in flight)
         self._sessions = ThreadPoolExecutor(max_workers=settings.worker_concurrency, thread_name_prefix="session")
@@ -267,6 +270,7 @@ class BatchRunner:
                 lease_ttl_s=self.settings.lease_ttl_s,
                 not_before=start_at,
                 templates=session.templates,
+                recipient_cap=cap.as_args() if (cap := session.account.spec.limits.recipient_cap) else None,
             )
             received = time.monotonic()
             if begin.status is BeginStatus.EARLY:
@@ -452,6 +456,12 @@ class BatchRunner:
                 history=entry, pace=pace,
             )  # fmt: skip
             report.dead += 1
+            if isinstance(error, NotFriendError) and finished.status == "ok":
+                # not a friend: the next campaign from this account skips them (the first reason stays)
+                self._durable(self.suppressions.add,
+                    session.id, job.to, SuppressionReason.NOT_FRIEND, by="vendor", note=str(error),
+                    keep_existing=True,
+                )  # fmt: skip
         self._advance(session, finished, pace)
         vendor = session.account.spec.vendor
         self.counters.record(

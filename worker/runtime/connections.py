@@ -8,13 +8,21 @@ account's lease — and then a second worker would send for the same account whi
 open. :class:`DeadlineTransport` gives every request a deadline and the network streams under it shrink
 each connect/read/write timeout to what is left of it, so the call ends (as a timeout, hence an unknown
 outcome) when the deadline passes, whatever the peer does.
+
+Vendor calls reach only addresses :class:`VendorNetwork` allows (``BROADCAST_VENDOR_DENY`` /
+``BROADCAST_VENDOR_ALLOW``; in ``prod`` loopback, link-local such as the cloud metadata service at
+169.254.169.254, and "this host" are refused): the host is resolved once, every address checked, and the
+connection made to the checked address, so a name cannot resolve elsewhere between the check and the connect.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import threading
 import time
 import typing
+from dataclasses import dataclass
 
 import httpcore
 import httpx
@@ -70,11 +78,81 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
-class _DeadlineBackend(httpcore.NetworkBackend):
-    """httpcore's sync network backend, with streams that honour the call's deadline."""
+#: ``BROADCAST_VENDOR_DENY=auto`` in ``prod``: loopback, "this host", link-local (cloud metadata services).
+DEFAULT_VENDOR_DENY = "127.0.0.0/8,0.0.0.0/8,169.254.0.0/16,::1/128,::/128,fe80::/10"
 
-    def __init__(self) -> None:
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class VendorNetwork:
+    """The address ranges vendor calls may not reach, and the exceptions to them."""
+
+    deny: tuple[Network, ...] = ()
+    allow: tuple[Network, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> VendorNetwork:
+        """Raises ValueError naming the setting when a range is not a CIDR."""
+        deny = settings.vendor_deny.strip().lower()
+        if deny == "auto":
+            deny = "" if settings.env == "dev" else DEFAULT_VENDOR_DENY
+        elif deny == "none":
+            deny = ""
+        return cls(_ranges(deny, "BROADCAST_VENDOR_DENY"), _ranges(settings.vendor_allow, "BROADCAST_VENDOR_ALLOW"))
+
+    def refuses(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.deny) and not any(ip in net for net in self.allow)
+
+    def literal_refused(self, host: str) -> str | None:
+        """The address ``host`` spells when it is a refused IP literal in any form (``2130706433``,
+        ``0x7f000001``, ``127.1``, ``[::1]``) or ``localhost``; None otherwise (names are checked at connect)."""
+        if not self.deny:
+            return None
+        host = host.strip("[]").rstrip(".").lower()
+        if host == "localhost" or host.endswith(".localhost"):
+            return "127.0.0.1" if self.refuses("127.0.0.1") else None
+        try:
+            address = str(socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)[0][4][0])
+        except (OSError, UnicodeError):
+            return None
+        return address if self.refuses(address) else None
+
+    def address_for(self, host: str, port: int) -> str:
+        """The address to connect to for ``host``: its first allowed one. Raises httpcore.ConnectError."""
+        if not self.deny:
+            return host
+        try:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
+        addresses = [str(info[4][0]) for info in found]
+        for address in addresses:
+            if not self.refuses(address):
+                return address
+        raise httpcore.ConnectError(
+            f"{host} resolves to {addresses[0] if addresses else '?'}, an address vendor calls may not reach "
+            "(BROADCAST_VENDOR_DENY / BROADCAST_VENDOR_ALLOW)"
+        )
+
+
+def _ranges(spec: str, setting: str) -> tuple[Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in spec.split(",") if part.strip())
+    except ValueError as exc:
+        raise ValueError(f"{setting}: {exc}") from None
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's sync network backend, with streams that honour the call's deadline, connecting only where
+    the vendor network policy allows."""
+
+    def __init__(self, network: VendorNetwork | None = None) -> None:
         self._inner = httpcore.SyncBackend()
+        self._network = network or VendorNetwork()
 
     def connect_tcp(
         self,
@@ -85,7 +163,11 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         socket_options: typing.Iterable[typing.Any] | None = None,
     ) -> httpcore.NetworkStream:
         stream = self._inner.connect_tcp(
-            host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options
+            self._network.address_for(host, port),
+            port,
+            _left(timeout, httpcore.ConnectTimeout),
+            local_address,
+            socket_options,
         )
         return _DeadlineStream(stream)
 
@@ -96,7 +178,7 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 class DeadlineTransport(httpx.HTTPTransport):
     """httpx's own transport (its connection pool, its exception mapping) with a deadline per request."""
 
-    def __init__(self, deadline_s: float, limits: httpx.Limits) -> None:
+    def __init__(self, deadline_s: float, limits: httpx.Limits, network: VendorNetwork | None = None) -> None:
         super().__init__(limits=limits, trust_env=False)
         self.deadline_s = deadline_s
         # the same pool httpx builds, on a network backend that enforces the deadline
@@ -105,7 +187,7 @@ class DeadlineTransport(httpx.HTTPTransport):
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_DeadlineBackend(),
+            network_backend=_DeadlineBackend(network),
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -142,7 +224,7 @@ def new_vendor_http_client(settings: Settings, *, max_connections: int = 64) -> 
     """A keep-alive pool for vendor calls, every call bounded by ``vendor_deadline_s`` overall."""
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     return httpx.Client(
-        transport=DeadlineTransport(settings.vendor_deadline_s, limits),
+        transport=DeadlineTransport(settings.vendor_deadline_s, limits, VendorNetwork.from_settings(settings)),
         timeout=httpx.Timeout(
             connect=settings.vendor_connect_timeout_s,
             read=settings.vendor_read_timeout_s,

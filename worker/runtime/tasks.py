@@ -28,7 +28,7 @@ def runner() -> BatchRunner:
             _runner = BatchRunner(
                 settings,
                 Ledger(client, settings.key_prefix, retention_s=settings.retention_days * 86400),
-                AccountStore(client, settings.key_prefix),
+                AccountStore(client, settings.key_prefix, secret_keys=settings.secret_keys()),
                 vendor_http_clients(settings, max_connections=settings.worker_concurrency),
             )
         return _runner

@@ -12,8 +12,9 @@ or, at start, from a TOML file (``BROADCAST_ACCOUNTS_FILE``)::
     instance = "wx_…"          # GeWe appId / E云 wId / MagicCgi wxid
     limits = { per_minute = 30 }
 
-The token is stored in Redis (the state store) and leaves this module only inside a
-:class:`~worker.vendors.base.VendorAccount`, whose SecretStr never prints.
+The token is stored in Redis (the state store) encrypted with ``BROADCAST_SECRET_KEY``
+(:mod:`worker.store.sealed`), and leaves this module only inside a :class:`~worker.vendors.base.VendorAccount`,
+whose SecretStr never prints.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from worker.errors import ConfigError
 from worker.store import scripts
 from worker.store.keys import Keys
+from worker.store.sealed import TokenCipher
 from worker.vendors.base import VendorAccount, VendorName
 
 Status = Literal["active", "paused", "down"]
@@ -51,6 +53,19 @@ class QuietHours(BaseModel):
     model_config = ConfigDict(extra="forbid")
     start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class RecipientCap(BaseModel):
+    """At most ``max`` campaign messages to one recipient from the account in any ``window_h`` hours
+    (counted when sent, across campaigns; test sends and single messages do not count)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max: int = Field(ge=1, le=1000)
+    window_h: float = Field(gt=0, le=24 * 366)
+
+    def as_args(self) -> tuple[int, float]:
+        """(max, window in seconds), as begin.lua takes them."""
+        return self.max, self.window_h * 3600
 
 
 class Limits(BaseModel):
@@ -72,6 +87,8 @@ class Limits(BaseModel):
     #: Pause the account after this many throttling answers in a row (None: ``BROADCAST_PAUSE_AFTER_THROTTLES``,
     #: 5 by default; 0 = never).
     pause_after_throttles: int | None = Field(default=None, ge=0, le=1000)
+    #: Frequency cap per recipient across campaigns (None: no cap).
+    recipient_cap: RecipientCap | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -96,6 +113,10 @@ class AccountSpec(VendorAccount):
         # credentials in the address would be shown back wherever the account is (API, console, exports)
         if "@" in urlsplit(value).netloc:
             raise ValueError("must not carry credentials (user:password@): put the vendor's token in token")
+        if "?" in value or "#" in value:
+            # each call appends its path: a query or fragment would swallow it (a trailing ? sent the online
+            # check to another path, as a POST)
+            raise ValueError("must not carry a query (?…) or a fragment (#…)")
         return value.rstrip("/")
 
     @field_validator("options")
@@ -157,10 +178,15 @@ class Account(BaseModel):
 class AccountStore:
     """CRUD and status of accounts in Redis."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, *, secret_keys: list[str] | None = None) -> None:
         self.redis = client
         self.keys = Keys(prefix)
         self.prefix = prefix
+        if secret_keys is None:
+            from worker.settings import get_settings
+
+            secret_keys = get_settings().secret_keys()
+        self.cipher = TokenCipher(secret_keys)
         self._flag_session = scripts.register(client, "flag_session")
         self._probe_begin = scripts.register(client, "probe_begin")
         self._probe_end = scripts.register(client, "probe_end")
@@ -169,7 +195,9 @@ class AccountStore:
         """Create or update; an update keeps the status and, when no token is given, the old token — unless
         ``base_url`` or ``vendor`` changes: then the token must come again (:class:`TokenRequiredError`)."""
         if not _valid_id(account_id):
-            raise ConfigError(f"account id {account_id!r} must match {ACCOUNT_ID_PATTERN}")
+            raise ConfigError(
+                f"account id {account_id!r} must match {ACCOUNT_ID_PATTERN} and not be '.' or '..' (no URL can name it)"
+            )
         key = self.keys.account(account_id)
         existing = self.get(account_id)
         if existing and not spec.token.get_secret_value() and existing.spec.token.get_secret_value():
@@ -182,7 +210,7 @@ class AccountStore:
         mapping: dict[str, str] = {
             "vendor": spec.vendor,
             "base_url": spec.base_url,
-            "token": spec.token.get_secret_value(),
+            "token": self.cipher.seal(spec.token.get_secret_value()),
             "instance": spec.instance,
             "limits": spec.limits.model_dump_json(),
             "options": json.dumps(spec.options),
@@ -210,7 +238,9 @@ class AccountStore:
         spec = AccountSpec(
             vendor=data["vendor"],
             base_url=data["base_url"],
-            token=SecretStr(data.get("token", "")),
+            # a token no configured key opens reads as unset: the account shows "token not set" and must
+            # get it again (BROADCAST_SECRET_KEY lost its old key)
+            token=SecretStr(self.cipher.open(data.get("token", "")) or ""),
             instance=data["instance"],
             limits=Limits.model_validate_json(data.get("limits") or "{}"),
             options=json.loads(data.get("options") or "{}"),
@@ -223,6 +253,29 @@ class AccountStore:
             status_changed=float(data.get("status_changed") or 0),
             holds=_holds(data),
         )
+
+    def reseal(self) -> int:
+        """Seal every stored token with the first key (plain ones from before encryption, ones sealed with
+        an older key); a token that changes meanwhile is left to its writer. Returns how many were sealed."""
+        if not self.cipher.enabled:
+            return 0
+        sealed = 0
+        for account_id in sorted(str(x) for x in self.redis.smembers(self.keys.accounts)):
+            key = self.keys.account(account_id)
+            with self.redis.pipeline() as pipe:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    stored = str(pipe.hget(key, "token") or "")
+                    token = self.cipher.open(stored)
+                    if self.cipher.is_current(stored) or token is None:
+                        continue
+                    pipe.multi()
+                    pipe.hset(key, "token", self.cipher.seal(token))
+                    pipe.execute()
+                    sealed += 1
+                except redis.WatchError:
+                    continue
+        return sealed
 
     def all(self) -> list[Account]:
         """Every account, sorted by id."""
@@ -301,7 +354,9 @@ def _holds(data: dict[str, str]) -> dict[str, dict[str, Any]]:
 def _valid_id(account_id: str) -> bool:
     import re
 
-    return bool(re.fullmatch(ACCOUNT_ID_PATTERN, account_id))
+    # "." and ".." match the pattern, but clients resolve them out of every URL: /v1/accounts/.. could not
+    # pause, resume or delete the account
+    return bool(re.fullmatch(ACCOUNT_ID_PATTERN, account_id)) and account_id not in (".", "..")
 
 
 #: Account hash fields ``hold:<kind>`` hold a kind the account may not send for now (worker/pacing/holds.py).

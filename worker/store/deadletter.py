@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from worker.store.ledger import Job, Ledger
+from worker.store.suppressions import SuppressionReason, Suppressions
 
 
 class DeadReason(StrEnum):
@@ -105,8 +106,19 @@ class DeadLetters:
         return entry
 
     def replay(self, job_ids: builtins.list[str], *, force: bool = False) -> dict[str, str]:
-        """Replay each job; the answer maps id -> 'ok' or why not."""
-        return {job_id: self.ledger.replay(job_id, force=force) for job_id in job_ids}
+        """Replay each job; the answer maps id -> 'ok' or why not. Replaying a "not a friend" failure is an
+        operator's "try again": the ``not_friend`` suppression it left is lifted first (a new refusal puts it
+        back); any other suppression (an opt-out) still skips it."""
+        suppressions = Suppressions(self.redis, self.ledger.prefix)
+        answers: dict[str, str] = {}
+        for job_id in job_ids:
+            job = self.ledger.get(job_id)
+            if job is not None and job.state == "dead":
+                entry = suppressions.get(job.account, job.to)
+                if entry is not None and entry.reason == SuppressionReason.NOT_FRIEND:
+                    suppressions.remove(job.account, job.to)
+            answers[job_id] = self.ledger.replay(job_id, force=force)
+        return answers
 
     def delete(self, job_id: str) -> bool:
         """Drop a dead job from the store (its record stays, ``dead``, for the campaign's books)."""

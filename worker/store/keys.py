@@ -44,6 +44,15 @@ idem:{m|c}:{key}       string  idempotency key -> the message (m) or campaign (c
 schedule:{id}          hash    a recurring schedule: cron, timezone, template, last firing
 schedules              zset    schedule ids by next fire time
 stats:{name}           hash    counters for Prometheus (sends, errors, latency buckets)
+supp:{account|*}       hash    suppressed recipients of an account (``*``: every account): wxid -> JSON
+                               {reason, at, by, note}; begin.lua skips them
+supp_scopes            set     the scopes (account ids, ``*``) that have a ``supp:`` hash
+rcap:{account}:{wxid}  zset    campaign sends held or made to a recipient from an account, job id
+                               scored by start time (the ``recipient_cap`` window; begin/finish.lua)
+cbkey:{account}        string  SHA-256 of the account's callback key (``POST …/callback``)
+cb:in                  stream  vendor callbacks as received, before processing (store first)
+cb:odd                 list    unknown or malformed callback bodies, newest first, kept a while
+cb:seen:{id}           string  a vendor message id already processed (dedupe, with a TTL)
 config                 hash    settings the Lua scripts read (retention_s)
 wake                   list    nudges for the dispatcher (new work, finished batch)
 dispatcher:leader      string  leader lock of the dispatcher (SET NX PX)
@@ -100,6 +109,13 @@ LAYOUT: Final[dict[str, str]] = {
     "schedules": "schedules",
     "stat": "stats:{}",
     "due_campaigns": "due_campaigns",
+    "suppressions": "supp:{}",
+    "suppression_scopes": "supp_scopes",
+    "recipient_sends": "rcap:{}:{}",
+    "callback_key": "cbkey:{}",
+    "callback_inbox": "cb:in",
+    "callback_odd": "cb:odd",
+    "callback_seen": "cb:seen:{}",
     "config": "config",
     "wake": "wake",
     "leader": "dispatcher:leader",
@@ -231,6 +247,31 @@ class Keys:
     @property
     def due_campaigns(self) -> str:
         return self._key("due_campaigns")
+
+    def suppressions(self, scope: str) -> str:
+        """``scope``: an account id, or ``*`` for every account."""
+        return self._key("suppressions", scope)
+
+    @property
+    def suppression_scopes(self) -> str:
+        return self._key("suppression_scopes")
+
+    def recipient_sends(self, account: str, to: str) -> str:
+        return self._key("recipient_sends", account, to)
+
+    def callback_key(self, account: str) -> str:
+        return self._key("callback_key", account)
+
+    @property
+    def callback_inbox(self) -> str:
+        return self._key("callback_inbox")
+
+    @property
+    def callback_odd(self) -> str:
+        return self._key("callback_odd")
+
+    def callback_seen(self, event_id: str) -> str:
+        return self._key("callback_seen", event_id)
 
     @property
     def config(self) -> str:

@@ -8,6 +8,8 @@ history list) before the producer answers, so an accepted job is a stored job. S
         │                │  └──── retrying ◀──────┤  (transient / throttled / generic failure, bounded)
         └── cancelled ◀──┘                         └──▶ dead  (permanent, retries exhausted, unknown outcome)
 
+    queued ──begin──▶ skipped  (suppressed recipient, or over the account's recipient_cap: no vendor call)
+
 All transitions are Lua scripts (:mod:`worker.store.scripts`), so each is atomic with its queue and counter
 writes. Ids are stored as decimal strings: exact for 64-bit values, and safe for JavaScript readers.
 """
@@ -43,10 +45,19 @@ class JobState(StrEnum):
     RETRYING = "retrying"
     DEAD = "dead"
     CANCELLED = "cancelled"
+    #: not sent, on purpose, at the moment of sending: ``skip_reason`` says why (:class:`SkipReason`)
+    SKIPPED = "skipped"
+
+
+class SkipReason(StrEnum):
+    """Why a job ended ``skipped`` (begin.lua): no vendor call was made."""
+
+    SUPPRESSED = "suppressed"  # the recipient is on the account's (or every account's) suppression list
+    FREQUENCY_CAP = "frequency_cap"  # the account's recipient_cap was reached for this recipient
 
 
 STATES = tuple(state.value for state in JobState)
-TERMINAL = frozenset({JobState.SENT, JobState.DEAD, JobState.CANCELLED})
+TERMINAL = frozenset({JobState.SENT, JobState.DEAD, JobState.CANCELLED, JobState.SKIPPED})
 
 
 class BeginStatus(StrEnum):
@@ -154,6 +165,9 @@ class Job:
             "vendor": f.get("vendor"),
             "has_ids": f.get("has_ids") == "1" if self.state == JobState.SENT else None,
             "reason": f.get("reason"),
+            "skip_reason": f.get("skip_reason"),
+            "ignore_suppression": f.get("nosupp") == "1",
+            "ignore_suppression_by": f.get("nosupp_by"),
             "error_class": f.get("error_class"),
             # a retrying job's latest error is ``last_error``; a dead one's final error is ``error``
             "error": f.get("error") or f.get("last_error"),
@@ -323,10 +337,12 @@ class Ledger:
         priority: str = "normal",
         job_id: str | None = None,
         test_of: str | None = None,
+        ignore_suppression: str | None = None,
     ) -> Submission:
         """Store and enqueue one job in one round trip. An idempotency key seen before answers its first
         job (``created`` False, ``state`` ''). ``test_of``: the campaign this job is a test send of (it is
-        not one of the campaign's jobs and not in its counts)."""
+        not one of the campaign's jobs and not in its counts). ``ignore_suppression``: who asked that it be
+        sent even to a suppressed recipient (the job's ``nosupp`` and ``nosupp_by``)."""
         job_id = job_id or new_id()
         now = time.time()
         fields: dict[str, Any] = {
@@ -343,6 +359,8 @@ class Ledger:
             "send_at": f"{send_at:.3f}" if send_at else None,
             "idempotency_key": idempotency_key,
             "test_of": test_of,
+            "nosupp": "1" if ignore_suppression else None,
+            "nosupp_by": ignore_suppression or None,
         }
         due_at = f"{send_at:.3f}" if send_at and send_at > now else ""
         reply = self._submit(
@@ -436,9 +454,13 @@ class Ledger:
         lease_ttl_s: float,
         not_before: float = 0.0,
         templates: dict[str, str] | None = None,
+        recipient_cap: tuple[int, float] | None = None,
     ) -> Begin:
         """Mark a job ``sending`` right before its vendor call (or say why it must not be sent yet or at
-        all). ``templates`` is the caller's cache of campaign messages: known ones are not sent again."""
+        all). ``templates`` is the caller's cache of campaign messages: known ones are not sent again.
+        ``recipient_cap``: the account's (max sends, window seconds) per recipient for campaign jobs; a
+        suppressed or capped job is ``skipped`` here (status ``skip``, ``why`` the reason)."""
+        cap_max, cap_window = recipient_cap or (0, 0.0)
         known = ",".join(templates) if templates else ""
         reply = self._begin(
             args=[
@@ -450,6 +472,8 @@ class Ledger:
                 int(lease_ttl_s * 1000),
                 f"{not_before:.6f}",
                 known,
+                cap_max,
+                f"{cap_window:g}",
             ]
         )
         status = BeginStatus(str(reply[0]))

@@ -33,6 +33,7 @@ from worker.errors import (
     ConfigError,
     DailyCapError,
     MessageError,
+    NotFriendError,
     PermanentError,
     RevokeRefusedError,
     ThrottledError,
@@ -51,6 +52,9 @@ VendorName = Literal["gewe", "gewe-legacy", "ecloud", "ohwxapi"]
 #: Statuses a proxy or server answers without having passed the request on: safe to retry. 503 (service
 #: unavailable) and 408 (the server gave up reading the request) are answered before any handler ran.
 NOT_FORWARDED = frozenset({408, 503})
+#: Longest vendor answer read (after decompression): real envelopes are under a few KB. A longer one is cut
+#: and is no envelope (outcome unknown), so a vendor or a proxy cannot fill a worker's memory.
+MAX_ANSWER_BYTES = 1024 * 1024
 
 
 class VendorAccount(BaseModel):
@@ -138,6 +142,8 @@ def as_int(value: Any) -> int | None:
 #: A vendor's whole contact list in one answer: WeChat allows 10,000 friends, plus groups and public
 #: accounts; any other answer keeps the small limits.
 CONTACT_LIST_LIMITS = jsonsafe.JsonLimits(depth=32, keys=1_000, items=100_000, values=500_000)
+#: ... and its size: 10,000 ids are ≈ 0.3 MB, past the 1 MB every other answer is cut at.
+CONTACT_LIST_MAX_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +222,10 @@ class VendorBackend(Protocol):
         """True/False when the vendor can tell; None when it has no documented check."""
         ...
 
+    def set_callback(self, url: str) -> None:
+        """Ask the vendor to post its callbacks (replies, contact changes, offline notices) to ``url``."""
+        ...
+
 
 # --- failure classification ------------------------------------------------------------------------
 # Texts come from the vendors' answers collected in vendors.md (GeWe: Devo919/Gewechat issues #36, #176,
@@ -239,11 +249,14 @@ _ACCOUNT_DOWN = (
 #: The mini-program cap (about 500 a day to groups): wechaty/python-wechaty#133. GeWe's own spelling
 #: (``发送小程序失败`` with ``data.code "-2"``) needs the code too and is recognised in gewe.py.
 _DAILY_CAP = ("too many attempts",)
-_PERMANENT = (
+#: A recipient who is not a friend (yet): permanent, and suppressed for the account (issue 19).
+_NOT_FRIEND = (
     "等待对方接收你的好友请求",
     "不是你的好友",
     "不是好友",
     "非好友",
+)
+_PERMANENT = (
     "不在群",
     "不是群成员",
     "移出该群",
@@ -288,6 +301,7 @@ def classify_vendor_text(text: str) -> type[VendorError]:
     for markers, cls in (
         (_ACCOUNT_DOWN, AccountDownError),
         (_DAILY_CAP, DailyCapError),
+        (_NOT_FRIEND, NotFriendError),
         (_PERMANENT, PermanentError),
         (_UNKNOWN, AmbiguousError),
         (_THROTTLED, ThrottledError),
@@ -351,6 +365,10 @@ class HttpBackend:
     def contact_room_members(self, room: str) -> int | None:
         """How many members a group has (its member list's length; None when the answer has no list)."""
         raise UnsupportedError(f"{self.name}: no documented contact calls", vendor=self.name)
+
+    def set_callback(self, url: str) -> None:
+        """Vendors without a documented callback registration: nothing is sent."""
+        raise UnsupportedError(f"{self.name} has no documented callback registration", vendor=self.name)
 
     def __init__(self, account: VendorAccount, client: httpx.Client) -> None:
         if account.vendor != self.name:
@@ -417,7 +435,11 @@ class HttpBackend:
                 headers=headers,
                 extensions={"timeout": timeout},
             )
-            response = self.client.send(request)
+            response = self.client.send(request, stream=True)
+            try:
+                answer = _read_at_most(response, CONTACT_LIST_MAX_BYTES if large else MAX_ANSWER_BYTES)
+            finally:
+                response.close()
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise self._fail(TransientError, f"{path}: not sent, {type(exc).__name__}: {exc}") from None
         except (httpx.WriteTimeout, httpx.WriteError) as exc:
@@ -432,14 +454,21 @@ class HttpBackend:
             raise self._fail(PermanentError, f"{path}: cannot build the request ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise self._fail(TransientError, f"{path}: {type(exc).__name__}: {exc}") from None
-        return self._decode(path, response, CONTACT_LIST_LIMITS if large else jsonsafe.SMALL_JSON_LIMITS)
+        if answer is None:
+            raise self._fail(
+                AmbiguousError,
+                f"{path}: HTTP {response.status_code}, an answer over "
+                f"{CONTACT_LIST_MAX_BYTES if large else MAX_ANSWER_BYTES} bytes: outcome unknown",
+                http_status=response.status_code,
+            )
+        return self._decode(path, response.status_code, answer, CONTACT_LIST_LIMITS if large else None)
 
-    def _decode(self, path: str, response: httpx.Response, limits: jsonsafe.JsonLimits) -> Any:
-        status = response.status_code
+    def _decode(self, path: str, status: int, content: bytes, limits: jsonsafe.JsonLimits | None = None) -> Any:
         if status == 429:
             raise self._fail(ThrottledError, f"{path}: HTTP 429 too many requests", http_status=status)
         try:
-            data = jsonsafe.loads(response.content, limits)  # a nested answer is no envelope: refused unparsed
+            # a nested answer is no envelope: refused unparsed (a whole address book has wider bounds)
+            data = jsonsafe.loads(content) if limits is None else jsonsafe.loads(content, limits)
         except ValueError:
             data = None
         if status >= 500 and status not in NOT_FORWARDED:
@@ -466,6 +495,16 @@ class HttpBackend:
             f"{path}: HTTP {status} without the vendor's JSON envelope: the vendor may have carried it out, outcome unknown",
             http_status=status,
         )
+
+
+def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:
+    """The answer's body, or None when it is longer than ``limit`` bytes (read no further)."""
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 BackendFactory = Callable[[VendorAccount, httpx.Client], VendorBackend]

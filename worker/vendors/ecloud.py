@@ -102,6 +102,10 @@ class ECloudBackend(HttpBackend):
         require_revoke_ids(self.name, ids)
         self._call("/revokeMsg", {"wId": self.account.instance, "wcId": sent.to, **ids})
 
+    def set_callback(self, url: str) -> None:
+        """``/setHttpCallbackUrl {httpUrl, type: 2}`` (E云's 设置消息接收地址; docs/vendors.md, "Callbacks")."""
+        self._call("/setHttpCallbackUrl", {"httpUrl": url, "type": 2})
+
     def check_online(self) -> bool | None:
         """``/isOnline`` (查询微信是否在线): ``code "1000"`` with ``data.isOnline`` true or false.
 

@@ -123,6 +123,10 @@ class GeweBackend(HttpBackend):
             {"appId": self.account.instance, "toWxid": sent.to, **{name: str(value) for name, value in ids.items()}},
         )
 
+    def set_callback(self, url: str) -> None:
+        """``/login/setCallback {token, callbackUrl}``: one URL per token (登录模块, 设置回调; docs/vendors.md)."""
+        self._call("/login/setCallback", {"token": self.account.token.get_secret_value(), "callbackUrl": url})
+
     def check_online(self) -> bool | None:
         """``/login/checkOnline`` answers ``data: true|false``; a ``true`` is weak evidence (see worker.pacing.holds)."""
         return bool(self._call("/login/checkOnline", {"appId": self.account.instance}))

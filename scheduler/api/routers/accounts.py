@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from scheduler.api.errors import ApiError, invalid
 from scheduler.api.models import AccountId
 from scheduler.api.state import AUTH, ApiState, Stores
 from scheduler.console import sent_today
-from worker.errors import ConfigError
+from scheduler.intake.callbacks import CallbackInbox, callback_url, new_key
+from worker.errors import ConfigError, VendorError
+from worker.logs import REDACTOR
+from worker.runtime.connections import VendorNetwork
 from worker.store.accounts import Account, AccountSpec, TokenRequiredError
 
 router = APIRouter(tags=["accounts"], dependencies=AUTH)
@@ -28,9 +32,24 @@ class AccountPatch(BaseModel):
     options: dict[str, str] | None = None
 
 
+class CallbackIn(BaseModel):
+    """``POST /v1/accounts/{id}/callback``: a new callback key (the old one stops working at once)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    #: Also register the URL with the vendor (GeWe ``/login/setCallback``, E云 ``/setHttpCallbackUrl``).
+    at_vendor: bool = Field(default=False, alias="register")
+    #: The address vendors reach this API at (default ``BROADCAST_PUBLIC_URL``).
+    public_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://[^\s?#@]+$")
+
+
 def _public(state: ApiState, account: Account) -> dict[str, Any]:
-    """An account as answered: never its token; ``sent_today`` to set against ``limits.daily_cap``."""
-    return {**account.public(), "sent_today": sent_today(state.redis, state.settings.key_prefix, account)}
+    """An account as answered: never its token; ``sent_today`` to set against ``limits.daily_cap``;
+    ``callback_set`` whether a callback key exists (the key itself is shown once, when made)."""
+    return {
+        **account.public(),
+        "sent_today": sent_today(state.redis, state.settings.key_prefix, account),
+        "callback_set": CallbackInbox(state.redis, state.settings.key_prefix).has_key(account.id),
+    }
 
 
 def _existing(state: ApiState, account_id: str) -> Account:
@@ -41,6 +60,13 @@ def _existing(state: ApiState, account_id: str) -> Account:
 
 
 def _stored(state: ApiState, account_id: str, spec: AccountSpec) -> dict[str, Any]:
+    try:
+        refused = VendorNetwork.from_settings(state.settings).literal_refused(urlsplit(spec.base_url).hostname or "")
+    except ValueError as exc:  # a malformed BROADCAST_VENDOR_DENY/ALLOW
+        raise ApiError(500, "config", str(exc), None) from None
+    if refused:
+        message = f"base_url: {refused} is an address vendor calls may not reach (BROADCAST_VENDOR_DENY)"
+        raise ApiError(422, "invalid", message, "base_url")
     try:
         return state.accounts.put(account_id, spec).public()
     except TokenRequiredError as exc:
@@ -120,3 +146,31 @@ def resume_account(account_id: AccountId, state: Stores, check_online: bool = Tr
         note = verdict.reason
     state.accounts.set_status(account_id, "active", note)
     return _public(state, _existing(state, account_id))
+
+
+@router.post("/v1/accounts/{account_id}/callback")
+def rotate_callback(account_id: AccountId, state: Stores, body: CallbackIn | None = None) -> dict[str, Any]:
+    """Create or rotate the account's callback key and answer the URL to give the vendor (the key is
+    shown only here). ``register``: first set it at the vendor (needs a public URL: the body's or
+    ``BROADCAST_PUBLIC_URL``); a vendor that refuses or cannot be reached answers 409 and nothing changes
+    (the previous key keeps working)."""
+    account = _existing(state, account_id)
+    body = body or CallbackIn()
+    base = body.public_url or state.settings.public_url
+    if body.at_vendor and not base:
+        raise ApiError(422, "invalid", "public_url: needed to register (or set BROADCAST_PUBLIC_URL)", "public_url")
+    key = new_key()
+    REDACTOR.add(key)  # the URL carries it: never in a log line, even inside a vendor's error text
+    url = callback_url(base or "", account_id, key)
+    if body.at_vendor:
+        from worker.runtime.connections import vendor_http_client
+        from worker.vendors import backend_for
+
+        try:
+            backend_for(account.vendor_account(), vendor_http_client(state.settings)).set_callback(url)
+        except VendorError as exc:
+            said = str(exc).replace(key, "***")  # a vendor may echo the URL back: the key stays out of errors
+            message = f"the vendor did not take the callback URL, nothing changed: {said}"
+            raise ApiError(409, "callback_not_registered", message, None) from None
+    CallbackInbox(state.redis, state.settings.key_prefix).rotate(account_id, key)
+    return {"account": account_id, "url": url, "path_only": not base, "registered": body.at_vendor}

@@ -93,6 +93,9 @@ class CampaignSpecIn(BaseModel):
     audience: AudienceIn | None = Field(
         default=None, description="recipients from the accounts' own contacts (friends, labels, groups)"
     )
+    on_cap: Literal["skip", "wait"] = Field(
+        default="skip", description="when the account's recipient_cap is reached: skip the delivery, or wait"
+    )
 
     def create_args(self) -> dict[str, Any]:
         """The arguments of ``Campaigns.create`` this spec gives: everything but the recipients."""
@@ -107,6 +110,7 @@ class CampaignSpecIn(BaseModel):
             "draft": self.draft,
             "auto_pause": self.auto_pause_given(),
             "audience": self.audience,
+            "on_cap": self.on_cap,
         }
 
     def auto_pause_given(self) -> dict[str, Any] | None:

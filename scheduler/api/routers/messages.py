@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 
 from scheduler.api.errors import ApiError
@@ -23,6 +23,9 @@ class MessageIn(MessageTemplate):
 
     send_at: AwareDatetime | None = None
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    ignore_suppression: bool = Field(
+        default=False, description="send even to a suppressed recipient (recorded on the message)"
+    )
 
 
 class Accepted(BaseModel):
@@ -34,7 +37,17 @@ class Accepted(BaseModel):
 
 #: What ``GET /v1/messages/{id}`` shows of a job's public view (with its history and errors).
 _MESSAGE_FIELDS = ("id", "status", "account", "to", "campaign", "test_of", "attempts", "result", "vendor", "has_ids")
-_MESSAGE_TAIL = ("reason", "revoked_at", "recall", "recall_error", "created", "sent_at")
+_MESSAGE_TAIL = (
+    "reason",
+    "skip_reason",
+    "ignore_suppression",
+    "ignore_suppression_by",
+    "revoked_at",
+    "recall",
+    "recall_error",
+    "created",
+    "sent_at",
+)
 
 
 def _job(state: ApiState, job_id: str) -> Job:
@@ -45,8 +58,10 @@ def _job(state: ApiState, job_id: str) -> Job:
 
 
 @router.post("/v1/messages", status_code=202)
-def post_message(body: MessageIn, response: Response, state: Stores) -> Accepted:
-    """Store one message for sending; answers at once (202). The same idempotency_key answers the same."""
+def post_message(body: MessageIn, request: Request, response: Response, state: Stores) -> Accepted:
+    """Store one message for sending; answers at once (202). The same idempotency_key answers the same.
+    ``ignore_suppression`` (an operator's key) is recorded on the message with the key's name."""
+    caller = getattr(request.state, "caller", None)
     submitted = state.producer.submit_message(
         account=body.account,
         to=body.to,
@@ -55,6 +70,7 @@ def post_message(body: MessageIn, response: Response, state: Stores) -> Accepted
         send_at=epoch(body.send_at),
         idempotency_key=body.idempotency_key,
         priority=body.priority,
+        ignore_suppression=(getattr(caller, "name", "") or "api") if body.ignore_suppression else None,
     )
     mark_replayed(response, submitted.created)
     return Accepted(id=submitted.id, status=submitted.status)

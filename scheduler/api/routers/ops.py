@@ -1,15 +1,16 @@
-"""``/healthz`` and ``/metrics``: for load balancers and Prometheus, without a token."""
+"""``/healthz`` for load balancers, without a token; ``/metrics`` for Prometheus, with the API token unless
+``BROADCAST_METRICS_PUBLIC=true`` (it lists account ids and their volumes)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import redis
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from scheduler.api.errors import ApiError
-from scheduler.api.state import Stores
+from scheduler.api.state import Stores, identify
 
 router = APIRouter(tags=["ops"])
 
@@ -25,9 +26,12 @@ def healthz(state: Stores) -> dict[str, Any]:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-def metrics(state: Stores) -> Response:
-    """Prometheus metrics."""
+def metrics(request: Request, state: Stores) -> Response:
+    """Prometheus metrics (any valid key, of any role, unless ``BROADCAST_METRICS_PUBLIC=true``)."""
     from scheduler.api.metrics import render
+
+    if not state.settings.metrics_public:
+        identify(request, state)  # 401 without a key: it lists account ids and their volumes
 
     body, content_type = render(state.redis, state.settings)
     return Response(body, media_type=content_type)

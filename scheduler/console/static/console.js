@@ -36,6 +36,10 @@ const I18N = {
     edit_account: "编辑账号", saved: "已保存", set: "已设置", not_set: "未设置", no_accounts: "还没有账号。",
     dead_letters: "死信", filter: "筛选", campaign: "群发 ID", error_class: "错误类别", dead_at: "进入死信时间",
     replay: "重发", delete: "删除", history: "尝试记录", no_dead: "没有死信。",
+    nav_supp: "退订名单", supp_title: "退订名单（不再发送）", no_supp: "名单为空。", add_supp: "加入名单", note: "备注",
+    every_account: "全部账号（留空）", lift: "移出", confirm_lift: "移出后该联系人会再次收到消息，确定？", lifted: "已移出",
+    supp_added: "已加入", by: "来源", since: "时间", st_skipped: "已跳过", skipped: "已跳过",
+    r_opted_out: "回复退订", r_not_friend: "非好友", r_contact_removed: "已删除联系人", r_manual: "手动",
     confirm_force: "该消息的发送结果未知（请求可能已到达服务商），重发可能导致对方收到两次。确认强制重发？",
     confirm_delete: "从死信列表中删除？（发送记录保留）", replayed: "已重新排队", deleted: "已删除",
     schedules: "定时任务", cron: "Cron 表达式", timezone: "时区", next_at: "下次触发", fires: "已触发次数",
@@ -93,6 +97,11 @@ const I18N = {
     set: "set", not_set: "not set", no_accounts: "No accounts yet.", dead_letters: "Dead letters", filter: "Filter",
     campaign: "Campaign id", error_class: "Error class", dead_at: "Dead at", replay: "Replay", delete: "Delete",
     history: "Attempt history", no_dead: "No dead letters.",
+    nav_supp: "Suppressions", supp_title: "Suppression list (never messaged)", no_supp: "The list is empty.",
+    add_supp: "Add", note: "Note", every_account: "every account (leave empty)", lift: "Remove",
+    confirm_lift: "They will receive messages again. Remove from the list?", lifted: "Removed", supp_added: "Added",
+    by: "By", since: "Since", st_skipped: "skipped", skipped: "Skipped",
+    r_opted_out: "opted out", r_not_friend: "not a friend", r_contact_removed: "contact removed", r_manual: "manual",
     confirm_force: "The outcome of this send is unknown (the request may have reached the vendor): replaying may deliver it twice. Force the replay?",
     confirm_delete: "Delete from the dead letters? (the delivery record stays)", replayed: "Queued again",
     deleted: "Deleted", schedules: "Schedules", cron: "Cron", timezone: "Timezone", next_at: "Next firing",
@@ -127,8 +136,17 @@ const t = (key) => (I18N[lang][key] ?? I18N.zh[key] ?? key);
 const $ = (sel, root = document) => root.querySelector(sel);
 const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
 
+// control characters, bidi embeddings/overrides/isolates, zero-width and other invisible characters are shown
+// as \uXXXX: `invoice\u202Egnp.exe` must not pose as `invoiceexe.png` (the CLI does the same)
+const HIDDEN = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/g;
+
+function visible(value) {
+  return String(value ?? "").replace(HIDDEN, (c) => `\\u${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}`);
+}
+
+// every value put into the page's HTML goes through esc: markup-escaped, hidden characters shown
 function esc(value) {
-  return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+  return visible(value).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
 const rendered = new WeakMap(); // element -> the HTML last put in it
@@ -201,7 +219,7 @@ async function api(method, path, body) {
 function notify(message, kind = "ok") {
   const box = $("#notice");
   box.className = kind;
-  box.textContent = message;
+  box.textContent = visible(message);
   box.hidden = false;
   clearTimeout(notify.timer);
   if (kind === "ok") notify.timer = setTimeout(() => { box.hidden = true; }, 4000);
@@ -273,7 +291,7 @@ let pollTimer = null;
 function route() {
   if (!token()) return showLogin();
   const [page, arg] = (location.hash.slice(1) || "campaigns").split("/");
-  const pages = { campaigns: campaignsPage, campaign: campaignPage, new: newCampaignPage, accounts: accountsPage, dead: deadPage, schedules: schedulesPage };
+  const pages = { campaigns: campaignsPage, campaign: campaignPage, new: newCampaignPage, accounts: accountsPage, dead: deadPage, schedules: schedulesPage, suppressions: suppressionsPage };
   const render = pages[page] || campaignsPage;
   $$("#nav a").forEach((a) => a.classList.toggle("on", a.dataset.page === (page === "campaign" ? "campaigns" : page)));
   clearInterval(pollTimer);
@@ -322,7 +340,7 @@ const samples = new Map(); // campaign id -> [[time, done], ...] for the rate
 
 function progressOf(c) {
   const n = c.counts || {};
-  const done = (n.sent || 0) + (n.dead || 0) + (n.cancelled || 0);
+  const done = (n.sent || 0) + (n.dead || 0) + (n.cancelled || 0) + (n.skipped || 0);
   const remaining = Math.max(0, c.total - done);
   const now = Date.now() / 1000;
   const list = samples.get(c.id) || [];
@@ -332,7 +350,7 @@ function progressOf(c) {
   const [t0, d0] = list[0];
   const rate = now - t0 > 0.5 ? (done - d0) / (now - t0) : 0;
   const eta = remaining === 0 ? 0 : rate > 0 ? remaining / rate : Infinity;
-  return { sent: n.sent || 0, dead: n.dead || 0, cancelled: n.cancelled || 0, remaining, done, rate, eta };
+  return { sent: n.sent || 0, dead: n.dead || 0, cancelled: n.cancelled || 0, skipped: n.skipped || 0, remaining, done, rate, eta };
 }
 
 function steerButtons(c) {
@@ -435,7 +453,7 @@ function campaignPage(id) {
     <div id="tests"></div>
     <h2>${t("deliveries")}</h2>
     <div class="row"><select id="status-filter"><option value="">${t("all_statuses")}</option>
-      ${["queued", "scheduled", "sending", "retrying", "sent", "dead", "cancelled"].map((s) => `<option value="${s}">${t("st_" + s)}</option>`).join("")}
+      ${["queued", "scheduled", "sending", "retrying", "sent", "dead", "cancelled", "skipped"].map((s) => `<option value="${s}">${t("st_" + s)}</option>`).join("")}
     </select><span class="spacer"></span>
     <button data-action="export" data-format="csv" data-id="${esc(id)}">${t("export_csv")}</button>
     <button data-action="export" data-format="jsonl" data-id="${esc(id)}">${t("export_jsonl")}</button></div>
@@ -486,6 +504,7 @@ function campaignPage(id) {
           <div class="stat"><b id="stat-total">${c.total}</b><span>${t("total")}</span></div>
           <div class="stat"><b id="stat-sent">${p.sent}</b><span>${t("sent")}</span></div>
           <div class="stat"><b id="stat-dead">${p.dead}</b><span>${t("dead")}</span></div>
+          <div class="stat"><b id="stat-skipped">${p.skipped}</b><span>${t("skipped")}</span></div>
           <div class="stat"><b id="stat-remaining">${p.remaining}</b><span>${t("remaining")}</span></div>
           <div class="stat"><b>${p.rate.toFixed(1)}</b><span>${t("rate")} (${t("per_s")})</span></div>
           <div class="stat"><b>${fmtDuration(p.eta)}</b><span>${t("eta")}</span></div>
@@ -503,7 +522,7 @@ function campaignPage(id) {
         <td data-label="${t("new_msg_id")}" class="id new-msg-id">${esc(d.result?.new_msg_id ?? "")}</td>
         <td data-label="${t("msg_id")}" class="id">${esc(d.result?.msg_id ?? "")}</td>
         <td data-label="${t("sent_at")}">${esc(fmtTime(d.sent_at))}</td>
-        <td data-label="${t("error")}" class="wrap">${esc(d.reason ? `${d.reason}: ${d.error || ""}` : d.error || "")}</td>
+        <td data-label="${t("error")}" class="wrap">${esc(d.skip_reason ? d.skip_reason : d.reason ? `${d.reason}: ${d.error || ""}` : d.error || "")}</td>
         <td data-label="${t("recall_col")}" class="recall" title="${esc(d.recall_error || "")}">${d.recall ? esc(t("rc_" + d.recall)) : ""}</td></tr>`).join("");
       $("#deliveries").className = "tablewrap";
       $("#deliveries").html = `<table class="cards"><thead><tr><th>${t("id")}</th><th>${t("to")}</th><th>${t("account")}</th>
@@ -941,6 +960,61 @@ actions["delete-dead"] = async (el) => {
   if (!confirm(t("confirm_delete"))) return;
   await api("DELETE", `/v1/dead-letters/${encodeURIComponent(el.dataset.id)}`);
   notify(`${el.dataset.id}: ${t("deleted")}`);
+  await current.refresh();
+};
+
+// --- suppressions (issue 19) ---------------------------------------------------------------------------------------
+
+const SUPP_REASONS = ["opted_out", "not_friend", "contact_removed", "manual"];
+
+function suppressionsPage() {
+  view().innerHTML = `<div class="row"><h1>${t("supp_title")}</h1><span class="spacer"></span><span class="muted">${t("refresh_note")}</span></div>
+    <form id="supp-add" class="row card"><label>${t("to")}<input id="s-to" required maxlength="128"></label>
+      <label>${t("account")}<input id="s-account" placeholder="${t("every_account")}"></label>
+      <label>${t("note")}<input id="s-note" maxlength="500"></label>
+      <button type="submit" class="primary">${t("add_supp")}</button></form>
+    <form id="supp-filter" class="row card"><label>${t("account")}<input id="sf-account" placeholder="*"></label>
+      <label>${t("reason")}<select id="sf-reason"><option value="">-</option>${SUPP_REASONS.map((r) => `<option value="${r}">${t("r_" + r)}</option>`).join("")}</select></label>
+      <button type="submit">${t("filter")}</button></form>
+    <div id="list"><p class="muted">${t("loading")}</p></div>`;
+  $("#supp-filter").addEventListener("submit", (e) => { e.preventDefault(); run(() => current.refresh()); });
+  $("#supp-add").addEventListener("submit", (e) => {
+    e.preventDefault();
+    run(async () => {
+      const account = $("#s-account").value.trim();
+      await api("POST", "/v1/suppressions", { to: $("#s-to").value.trim(), account: account || null, reason: "manual", note: $("#s-note").value });
+      notify(`${$("#s-to").value.trim()}: ${t("supp_added")}`);
+      $("#s-to").value = "";
+      await current.refresh();
+    });
+  });
+  return {
+    async refresh() {
+      const query = new URLSearchParams({ limit: 500 });
+      if ($("#sf-account").value.trim()) query.set("account", $("#sf-account").value.trim());
+      if ($("#sf-reason").value) query.set("reason", $("#sf-reason").value);
+      const { suppressions: items } = await api("GET", `/v1/suppressions?${query}`);
+      if (!items.length) {
+        $("#list").html = `<p class="muted">${t("no_supp")}</p>`;
+        return;
+      }
+      const rows = items.map((s) => `<tr data-supp="${esc(s.to)}">
+        <td data-label="${t("to")}" class="mono">${esc(s.to)}</td><td data-label="${t("account")}">${esc(s.account || "*")}</td>
+        <td data-label="${t("reason")}"><span class="badge" title="${esc(s.reason)}">${esc(t("r_" + s.reason))}</span></td>
+        <td data-label="${t("since")}">${esc(fmtTime(s.at))}</td><td data-label="${t("by")}">${esc(s.by)}</td>
+        <td data-label="${t("note")}" class="wrap">${esc(s.note)}</td>
+        <td data-label="${t("actions")}" class="actions"><button class="danger" data-action="lift" data-account="${esc(s.account || "*")}" data-to="${esc(s.to)}">${t("lift")}</button></td></tr>`).join("");
+      $("#list").html = `<p class="muted">${items.length}</p><div class="tablewrap"><table class="cards"><thead><tr>
+        <th>${t("to")}</th><th>${t("account")}</th><th>${t("reason")}</th><th>${t("since")}</th><th>${t("by")}</th><th>${t("note")}</th>
+        <th>${t("actions")}</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+    },
+  };
+}
+
+actions.lift = async (el) => {
+  if (!confirm(t("confirm_lift"))) return;
+  await api("DELETE", `/v1/suppressions/${encodeURIComponent(el.dataset.account)}/${encodeURIComponent(el.dataset.to)}`);
+  notify(`${el.dataset.to}: ${t("lifted")}`);
   await current.refresh();
 };
 

@@ -1,13 +1,20 @@
 --!include prelude
 -- ARGV: prefix, account, token, job_id, now, lease_ttl_ms, not_before (0 = the dispatcher's start), known
--- campaigns (comma-separated). Marks one job `sending` just before the vendor call, if the session still
+-- campaigns (comma-separated), recipient cap (max sends, window seconds; 0 = none). Marks one job `sending` just before the vendor call, if the session still
 -- holds the account's lease, unflagged, and Redis TIME has reached `not_before` (the start the worker's
 -- pacing chose). Returns {'go', template, redis_now ('' when not_before is 0), job} — `template` is the
 -- campaign's message, or '=' when the caller named the campaign as known; `job` the job hash, flat — or
 -- {'early', seconds to wait},
 -- {'lost'|'yield'|'skip', why} ('yield': the lease is flagged, see flag_lease: end the session).
+-- Recipient hygiene (issue 19), checked here so it costs no extra round trip: a suppressed recipient
+-- (supp:{account} or supp:*, unless the job says nosupp) ends `skipped`/suppressed; a campaign job whose
+-- recipient already had cap_max campaign sends from the account in the window ends `skipped`/frequency_cap,
+-- or waits (`scheduled`) until the window allows when its campaign says on_cap = wait. A job that passes
+-- holds its place in rcap: at once, so two campaigns racing cannot both pass (finish.lua gives it back
+-- when nothing was sent).
 local a, token, id, now, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local not_before, known = tonumber(ARGV[7]), ARGV[8]
+local cap_max, cap_window = tonumber(ARGV[9] or '0') or 0, tonumber(ARGV[10] or '0') or 0
 local lk = key_lease(a)
 local cur = redis.call('GET', lk)
 if cur ~= token then
@@ -42,6 +49,39 @@ if st ~= 'queued' then
   return {'skip', st}
 end
 local camp = f['campaign']
+if f['op'] ~= 'revoke' then
+  local to = f['to'] or ''
+  local why = nil
+  if f['nosupp'] ~= '1' and (redis.call('HEXISTS', key_suppressions(a), to) == 1
+      or redis.call('HEXISTS', key_suppressions('*'), to) == 1) then
+    why = 'suppressed'
+  elseif cap_max > 0 and cap_window > 0 and camp and camp ~= '' then
+    local rk = key_recipient_sends(a, to)
+    redis.call('ZREMRANGEBYSCORE', rk, '-inf', tonumber(now) - cap_window)
+    if not redis.call('ZSCORE', rk, id) and redis.call('ZCARD', rk) >= cap_max then
+      if redis.call('HGET', key_campaign(camp), 'on_cap') == 'wait' then
+        local oldest = redis.call('ZRANGE', rk, 0, 0, 'WITHSCORES')
+        local due_at = string.format('%.3f', tonumber(oldest[2]) + cap_window)
+        redis.call('HSET', jk, 'state', 'scheduled', 'updated', now, 'waiting', 'frequency_cap')
+        count(camp, 'queued', 'scheduled')
+        redis.call('ZADD', key_due(), due_at, id)
+        redis.call('LREM', key_claimed(a), 0, id)
+        return {'skip', 'frequency_cap_wait'}
+      end
+      why = 'frequency_cap'
+    else
+      redis.call('ZADD', rk, now, id)
+      redis.call('EXPIRE', rk, math.ceil(cap_window))
+    end
+  end
+  if why then
+    redis.call('HSET', jk, 'state', 'skipped', 'skip_reason', why, 'updated', now)
+    count(camp, 'queued', 'skipped')
+    redis.call('LREM', key_claimed(a), 0, id)
+    retain(id)
+    return {'skip', why}
+  end
+end
 local template = ''
 if camp and camp ~= '' then
   if string.find(',' .. known .. ',', ',' .. camp .. ',', 1, true) then

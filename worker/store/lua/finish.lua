@@ -66,8 +66,10 @@ local function watch_outcome(camp, err, now)
   else
     return
   end
-  local total, sent, dead, cancelled = unpack(redis.call('HMGET', ck, 'total', 'n:sent', 'n:dead', 'n:cancelled'))
-  if (tonumber(sent) or 0) + (tonumber(dead) or 0) + (tonumber(cancelled) or 0) >= (tonumber(total) or 0) then
+  local total, sent, dead, cancelled, skipped = unpack(redis.call('HMGET', ck, 'total', 'n:sent', 'n:dead',
+    'n:cancelled', 'n:skipped'))
+  if (tonumber(sent) or 0) + (tonumber(dead) or 0) + (tonumber(cancelled) or 0) + (tonumber(skipped) or 0)
+      >= (tonumber(total) or 0) then
     return  -- its last delivery: nothing is left to hold back, and a replay of its dead letters must go out
   end
   -- the vendor's texts among those failures, most frequent first
@@ -90,6 +92,11 @@ local function watch_outcome(camp, err, now)
   local reason = 'error threshold — ' .. why .. ': ' .. table.concat(parts, ', ')
   pause_campaign(camp, 'active', reason, now, cjson.decode(redis.call('HGET', ck, 'accounts') or '[]'))
   redis.call('HSET', ck, 'auto_paused_at', now)
+end
+-- a campaign job that was not sent gives back its place under the recipient cap (begin.lua took it); an
+-- unknown outcome keeps it (the message may have gone out)
+local function release_cap(jk, id, a, camp)
+  if camp and camp ~= '' then redis.call('ZREM', key_recipient_sends(a, redis.call('HGET', jk, 'to') or ''), id) end
 end
 -- The console's charts: each outcome counted in its minute, per campaign ('-' for single messages), in
 -- one hash per hour kept as long as jobs: one HINCRBY per finish (an EXPIRE when a field is new).
@@ -196,8 +203,10 @@ elseif outcome == 'retry' then
   count(camp, st, 'retrying')
   redis.call('HINCRBY', jk, 'n_' .. ARGV[X + 1], 1)
   redis.call('ZADD', key_due(), ARGV[X], id)
+  release_cap(jk, id, a, camp)
   tally(camp, 'r', now, ttl)
 elseif outcome == 'dead' then
+  if ARGV[X] ~= 'unknown_outcome' then release_cap(jk, id, a, camp) end
   dead_letter(jk, id, st, ARGV[X], ARGV[X + 1], ARGV[X + 2], now, camp, ttl)
   watch_outcome(camp, ARGV[X + 2], now)
   tally(camp, 'x', now, ttl)
@@ -205,5 +214,6 @@ elseif outcome == 'requeue' then
   redis.call('HINCRBY', jk, 'attempts', -1)
   redis.call('HSET', jk, 'updated', now, 'last_error', ARGV[X + 2], 'last_error_class', ARGV[X + 1])
   place(jk, id, a, priority, true, camp, st)
+  release_cap(jk, id, a, camp)
 end
 return {'ok', tstr, throttles}

@@ -1,0 +1,178 @@
+"""``/v1/suppressions``: recipients an account (or every account, ``*``) never messages (issue 19).
+
+Checked at the moment of sending (begin.lua), so an entry added now stops the deliveries still queued; a
+suppressed delivery ends ``skipped`` / ``suppressed`` and costs no vendor call. CSV import and export use
+the columns ``account,to,reason,at,by,note`` (``account`` empty or ``*``: every account).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from scheduler.api.errors import ApiError
+from scheduler.api.state import AUTH, ApiState, Stores
+from scheduler.intake.producer import RECIPIENT
+from worker.messages import unsendable
+from worker.store.accounts import ACCOUNT_ID_PATTERN
+from worker.store.suppressions import ALL_ACCOUNTS, REASONS, Suppression, Suppressions
+
+router = APIRouter(tags=["suppressions"], dependencies=AUTH)
+
+Reason = Literal["opted_out", "not_friend", "contact_removed", "manual"]
+#: The CSV columns, in order (import needs ``to``; the others are optional).
+COLUMNS = ("account", "to", "reason", "at", "by", "note")
+#: Rows one import may carry; more is refused (422) before anything is stored.
+MAX_IMPORT_ROWS = 200_000
+MAX_NOTE = 500
+Scope = Annotated[str, Query(pattern=rf"^(\*|{ACCOUNT_ID_PATTERN[1:-1]})$", description="an account id, or *")]
+
+
+class SuppressionIn(BaseModel):
+    """``POST /v1/suppressions``: ``account`` null suppresses the recipient for every account."""
+
+    model_config = ConfigDict(extra="forbid")
+    account: str | None = Field(default=None, max_length=64)
+    to: str = Field(min_length=1, max_length=128)
+    reason: Reason = "manual"
+    note: str = Field(default="", max_length=MAX_NOTE)
+
+
+def _store(state: ApiState) -> Suppressions:
+    return Suppressions(state.redis, state.settings.key_prefix)
+
+
+def _check_scope(state: ApiState, account: str | None, field: str) -> str | None:
+    """None or ``*``: every account; else an account that exists (422 naming ``field`` otherwise)."""
+    if account in (None, "", ALL_ACCOUNTS):
+        return None
+    if state.accounts.get(str(account)) is None:
+        raise ApiError(422, "invalid", f"{field}: no account {account!r} is configured", field)
+    return str(account)
+
+
+def _check_to(to: str, field: str) -> str:
+    if not RECIPIENT.fullmatch(to):
+        raise ApiError(422, "invalid", f"{field}: not a WeChat id (wxid, …@chatroom)", field)
+    return to
+
+
+@router.post("/v1/suppressions", status_code=201)
+def add_suppression(body: SuppressionIn, state: Stores) -> dict[str, Any]:
+    """Suppress a recipient for one account or all (``by`` is ``api``). Adding it again replaces the entry."""
+    account = _check_scope(state, body.account, "account")
+    to = _check_to(body.to, "to")
+    if unsendable(body.note):
+        raise ApiError(422, "invalid", "note: contains characters that cannot be stored", "note")
+    store = _store(state)
+    store.add(account, to, body.reason, by="api", note=body.note)
+    entry = store.get(account, to)
+    assert entry is not None
+    return entry.public()
+
+
+@router.get("/v1/suppressions")
+def list_suppressions(
+    state: Stores,
+    account: Scope | None = None,
+    reason: Annotated[Reason | None, Query()] = None,
+    cursor: Annotated[str, Query(max_length=200)] = "",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """A page of entries (``account``: one account's, or ``*`` for the all-accounts list) and the cursor of
+    the next page (null at the end)."""
+    entries, next_cursor = _store(state).page(account=account, reason=reason, cursor=cursor, limit=limit)
+    return {"suppressions": [e.public() for e in entries], "next_cursor": next_cursor or None}
+
+
+@router.delete("/v1/suppressions/{account}/{to}", status_code=204)
+def remove_suppression(account: str, to: str, state: Stores) -> Response:
+    """Lift a suppression (``account`` ``*``: the all-accounts entry). 404 when there is none."""
+    if not _store(state).remove(None if account == ALL_ACCOUNTS else account, to):
+        raise ApiError(404, "not_found", f"{to!r} is not suppressed for {account!r}", "to")
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/suppressions/import",
+    openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
+async def import_suppressions(
+    request: Request,
+    state: Stores,
+    account: Scope | None = None,
+    reason: Annotated[Reason, Query()] = "manual",
+) -> dict[str, Any]:
+    """CSV body with a header naming ``to`` (and optionally ``account``, ``reason``, ``note``): every row is
+    checked first (422 with its line), then all are stored; ``account``/``reason`` fill empty cells."""
+    text = (await request.body()).decode("utf-8-sig", "replace")
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or "to" not in [f.strip() for f in reader.fieldnames]:
+        raise ApiError(422, "invalid", "csv: the header must name a 'to' column", "to")
+    default_scope = _check_scope(state, account, "account")
+    known = {a.id for a in state.accounts.all()}
+    rows: list[tuple[str | None, str, str, str]] = []
+    for line, raw in enumerate(reader, start=2):
+        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if isinstance(v, str)}
+        if len(rows) >= MAX_IMPORT_ROWS:
+            raise ApiError(422, "invalid", f"csv: more than {MAX_IMPORT_ROWS} rows", "to")
+        to = row.get("to", "")
+        if not to:
+            continue
+        _check_to(to, f"line {line}: to")
+        scope = row.get("account") or default_scope
+        if scope in (ALL_ACCOUNTS, ""):
+            scope = None
+        if scope is not None and scope not in known:
+            raise ApiError(422, "invalid", f"line {line}: account: no account {scope!r} is configured", "account")
+        why = row.get("reason") or reason
+        if why not in REASONS:
+            raise ApiError(422, "invalid", f"line {line}: reason: one of {', '.join(REASONS)}", "reason")
+        note = row.get("note", "")[:MAX_NOTE]
+        if unsendable(note):
+            raise ApiError(422, "invalid", f"line {line}: note: contains characters that cannot be stored", "note")
+        rows.append((scope, to, why, note))
+    stored = _store(state).add_many(rows, by="import")
+    return {"imported": stored}
+
+
+@router.get(
+    "/v1/suppressions/export",
+    response_model=None,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "the CSV"}},
+)
+def export_suppressions(
+    state: Stores, account: Scope | None = None, reason: Annotated[Reason | None, Query()] = None
+) -> StreamingResponse:
+    """Every entry as CSV (``account,to,reason,at,by,note``; ``*`` for the all-accounts list)."""
+    entries = _store(state).all(account=account, reason=reason)
+    return StreamingResponse(
+        _csv(entries),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="suppressions.csv"'},
+    )
+
+
+def _csv(entries: Iterator[Suppression]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(COLUMNS)
+    for n, entry in enumerate(entries, start=1):
+        writer.writerow([entry.account or ALL_ACCOUNTS, entry.to, entry.reason, f"{entry.at:.3f}", entry.by,
+                         _cell(entry.note)])  # fmt: skip
+        if n % 500 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _cell(text: str) -> str:
+    """A note as a spreadsheet shows it, never as a formula."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text

@@ -1,0 +1,337 @@
+"""Vendor callbacks (issue 19): store first, process after.
+
+``POST /v1/callbacks/{account}?key=…`` checks the account's callback key (stored as its SHA-256, compared in
+constant time), then appends the raw body to the stream ``cb:in`` and answers 200: vendors give up after
+about three seconds, so nothing else happens in the request. The dispatcher's process reads the stream
+(:class:`CallbackProcessor`, a consumer group: an entry read by a process that died is claimed again) and
+acts on what it understands:
+
+- a private text whose whole content is an opt-out keyword (``BROADCAST_OPTOUT_KEYWORDS``) suppresses the
+  sender for the account (``opted_out``) and, when ``BROADCAST_OPTOUT_REPLY`` is set, queues one reply
+  (paced like any send; sent once per recipient: only a new suppression replies, under an idempotency key);
+- GeWe ``DelContacts`` suppresses the removed contact (``contact_removed``);
+- GeWe ``Offline`` marks the account ``down`` with the vendor's word, as a send that finds it offline does.
+
+Shapes (``docs/vendors.md``, "Callbacks"): GeWe's 回调消息详解 page (``Wangnov/gewe-rs``,
+``docs/GeweAPI-Official/消息模块/回调消息详解.md``: AddMsg, DelContacts, Offline; dedupe on
+``Appid + Data.NewMsgId``); E云's private text ``messageType`` 60001 with ``data.fromUser``, ``content``,
+``newMsgId``, ``self`` (the ``2048537793/WkApi`` mirror; dedupe on ``toUser + newMsgId + fromUser``, as its
+callback page says). Vendors repeat deliveries (Devo919/Gewechat#173), so a message id is remembered for
+``BROADCAST_CALLBACK_DEDUPE_H`` hours. A body that is not JSON, past :data:`CALLBACK_JSON_LIMITS`
+(``worker.jsonsafe``, the bounded parser every untrusted JSON goes through), or of no known shape is kept a
+while in ``cb:odd`` (newest first, bounded) and counted; it still gets a 200 so the vendor stops retrying.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, cast
+
+import redis
+
+from scheduler.intake.producer import RECIPIENT, Producer
+from worker import jsonsafe
+from worker.settings import Settings
+from worker.store.accounts import AccountStore
+from worker.store.keys import Keys
+from worker.store.suppressions import SuppressionReason, Suppressions
+
+log = logging.getLogger("broadcast.callbacks")
+
+#: Bodies above this are refused (413): a GeWe text is about 1 KiB, an image with its thumbnail tens of KiB.
+MAX_CALLBACK_BODY = 512 * 1024
+#: JSON past these is malformed (GeWe's deepest documented field is three levels down).
+CALLBACK_JSON_LIMITS = replace(jsonsafe.SMALL_JSON_LIMITS, depth=16)
+#: The inbox keeps at most about this many unprocessed entries (a stopped dispatcher must not fill Redis).
+INBOX_MAXLEN = 100_000
+#: Unknown or malformed bodies kept for a look: this many, newest first, each cut to ODD_BYTES, for ODD_TTL_S.
+ODD_KEEP = 500
+ODD_BYTES = 4096
+ODD_TTL_S = 3 * 86400
+GROUP = "process"
+
+
+class Kind(StrEnum):
+    """What a callback turned out to be (the ``broadcast_callbacks`` metric's label)."""
+
+    OPTED_OUT = "opted_out"
+    CONTACT_REMOVED = "contact_removed"
+    OFFLINE = "offline"
+    TEXT = "text"  # a private text that is not an opt-out: nothing to do
+    IGNORED = "ignored"  # a known shape we do not act on (group messages, images, contact changes…)
+    DUPLICATE = "duplicate"
+    UNKNOWN = "unknown"
+    MALFORMED = "malformed"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A parsed callback: its kind, the vendor's message id (``dedupe``), the person and the text."""
+
+    kind: Kind
+    dedupe: str = ""
+    who: str = ""
+    text: str = ""
+
+
+def new_key() -> str:
+    """A fresh callback key: 32 random bytes, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def callback_url(base: str, account: str, key: str) -> str:
+    return f"{base.rstrip('/')}/v1/callbacks/{account}?key={key}"
+
+
+class CallbackInbox:
+    """The receiving side (the API): keys and the raw inbox."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.redis = client
+        self.keys = Keys(prefix)
+
+    def rotate(self, account: str, key: str | None = None) -> str:
+        """Make ``key`` (default: a new one) the account's; the old one stops working at once. Only its
+        digest is stored."""
+        key = key or new_key()
+        self.redis.set(self.keys.callback_key(account), _digest(key))
+        return key
+
+    def has_key(self, account: str) -> bool:
+        return bool(self.redis.exists(self.keys.callback_key(account)))
+
+    def verify(self, account: str, key: str) -> bool:
+        """The key is the account's, compared in constant time."""
+        stored = self.redis.get(self.keys.callback_key(account))
+        return bool(stored) and bool(key) and hmac.compare_digest(_digest(key), str(stored))
+
+    def store(self, account: str, body: bytes) -> None:
+        """Append one delivery to the inbox and wake the dispatcher (it processes the inbox)."""
+        try:
+            fields = {"a": account, "b": body.decode("utf-8"), "t": f"{time.time():.3f}"}
+        except UnicodeDecodeError:  # kept readable (the store answers text); processed as malformed
+            fields = {"a": account, "b": body.decode("utf-8", "replace"), "t": f"{time.time():.3f}", "bad": "1"}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(self.keys.callback_inbox, fields, maxlen=INBOX_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        pipe.hincrby(self.keys.stat("callbacks"), "received", 1)
+        pipe.lpush(self.keys.wake, "1")
+        pipe.ltrim(self.keys.wake, 0, 9)
+        pipe.execute()
+
+    def odd(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest unknown or malformed bodies kept (newest first)."""
+        raw = cast(list[str], self.redis.lrange(self.keys.callback_odd, 0, limit - 1))
+        return [json.loads(r) for r in raw]
+
+
+# --- parsing (pure) -------------------------------------------------------------------------------------
+
+
+def load_bounded(body: bytes) -> Any:
+    """The body as JSON within :data:`worker.jsonsafe.SMALL_JSON_LIMITS` (depth, breadth, values), or
+    ValueError (a :class:`~worker.jsonsafe.JsonLimitError` is one). Size is bounded by the route (413)."""
+    return jsonsafe.loads(body.decode("utf-8"), CALLBACK_JSON_LIMITS, "callback")
+
+
+def _string(value: Any) -> str:
+    """GeWe wraps strings as ``{"string": …}``; E云 sends them plain."""
+    if isinstance(value, dict):
+        value = value.get("string")
+    return value if isinstance(value, str) else ""
+
+
+def _id(value: Any) -> str:
+    return str(value) if isinstance(value, int | str) and not isinstance(value, bool) and str(value) else ""
+
+
+def _person(value: str) -> str:
+    return value if RECIPIENT.fullmatch(value) else ""
+
+
+def parse(body: bytes) -> Event:
+    """What one callback body says (never raises)."""
+    try:
+        doc = load_bounded(body)
+    except (ValueError, RecursionError):
+        return Event(Kind.MALFORMED)
+    if not isinstance(doc, dict):
+        return Event(Kind.MALFORMED)
+    if isinstance(doc.get("TypeName"), str):
+        return _gewe(doc)
+    if isinstance(doc.get("messageType"), str | int) and not isinstance(doc.get("messageType"), bool):
+        return _ecloud(doc)
+    return Event(Kind.UNKNOWN)
+
+
+def _gewe(doc: dict[str, Any]) -> Event:
+    kind, appid, own = doc["TypeName"], _id(doc.get("Appid")), _string(doc.get("Wxid"))
+    data = doc.get("Data")
+    data = data if isinstance(data, dict) else {}
+    if kind == "Offline":
+        return Event(Kind.OFFLINE, text="GeWe Offline callback: the account was logged out (掉线)")
+    if kind == "DelContacts":
+        who = _person(_string(data.get("UserName")))
+        return Event(Kind.CONTACT_REMOVED, who=who) if who else Event(Kind.MALFORMED)
+    if kind != "AddMsg":
+        return Event(Kind.IGNORED)  # ModContacts and the rest: nothing to do
+    if data.get("MsgType") != 1:
+        return Event(Kind.IGNORED)
+    sender, msg_id = _person(_string(data.get("FromUserName"))), _id(data.get("NewMsgId"))
+    if not sender or not msg_id:
+        return Event(Kind.MALFORMED)
+    if sender == own or sender.endswith("@chatroom"):
+        return Event(Kind.IGNORED)  # our own message, or a group's
+    return Event(Kind.TEXT, dedupe=f"gewe:{appid}:{msg_id}", who=sender, text=_string(data.get("Content")))
+
+
+def _ecloud(doc: dict[str, Any]) -> Event:
+    data = doc.get("data")
+    data = data if isinstance(data, dict) else {}
+    if str(doc["messageType"]) != "60001":  # 60001: a private text
+        return Event(Kind.IGNORED)
+    if data.get("self") is True:
+        return Event(Kind.IGNORED)
+    sender, msg_id = _person(_string(data.get("fromUser"))), _id(data.get("newMsgId"))
+    if not sender or not msg_id:
+        return Event(Kind.MALFORMED)
+    dedupe = f"ecloud:{_string(data.get('toUser'))}:{msg_id}:{sender}"
+    return Event(Kind.TEXT, dedupe=dedupe, who=sender, text=_string(data.get("content")))
+
+
+# --- processing (the dispatcher's process) ---------------------------------------------------------------
+
+
+class CallbackProcessor:
+    """Reads the inbox and acts on each delivery; every action is idempotent (a re-read entry is harmless)."""
+
+    def __init__(self, settings: Settings, client: redis.Redis, accounts: AccountStore, producer: Producer) -> None:
+        self.settings = settings
+        self.redis = client
+        self.keys = Keys(settings.key_prefix)
+        self.accounts = accounts
+        self.producer = producer
+        self.suppressions = Suppressions(client, settings.key_prefix)
+        self.words = settings.optout_words()
+        self.consumer = secrets.token_hex(6)
+        self._group_ready = False
+
+    def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            self.redis.xgroup_create(self.keys.callback_inbox, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def drain(self, count: int = 200) -> int:
+        """Process what is waiting (and entries a dead process left unacknowledged); returns how many."""
+        self._ensure_group()
+        inbox = self.keys.callback_inbox
+        _, stale, *_ = cast(
+            tuple[Any, ...], self.redis.xautoclaim(inbox, GROUP, self.consumer, min_idle_time=60_000, count=count)
+        )
+        fresh = cast(list[Any], self.redis.xreadgroup(GROUP, self.consumer, {inbox: ">"}, count=count))
+        entries = list(stale) + [e for _, batch in fresh for e in batch]
+        for entry_id, fields in entries:
+            if fields:
+                try:
+                    self.handle(_text(fields.get("a")), _raw(fields.get("b")), malformed=bool(fields.get("bad")))
+                except redis.ConnectionError:
+                    raise
+                except Exception:  # a bad entry must not block the inbox: logged, counted, dropped
+                    log.exception("callback processing failed")
+                    self.redis.hincrby(self.keys.stat("callbacks"), "failed", 1)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xack(inbox, GROUP, entry_id)
+            pipe.xdel(inbox, entry_id)
+            pipe.execute()
+        return len(entries)
+
+    def handle(self, account: str, body: bytes, *, malformed: bool = False) -> Kind:
+        """Act on one delivery for ``account``; returns what it was (``malformed``: not UTF-8 as received)."""
+        event = Event(Kind.MALFORMED) if malformed else parse(body)
+        kind = event.kind
+        if kind in (Kind.UNKNOWN, Kind.MALFORMED):
+            self._keep_odd(account, kind, body)
+        elif event.dedupe and self.redis.exists(self.keys.callback_seen(event.dedupe)):
+            kind = Kind.DUPLICATE
+        elif self.accounts.get(account) is None:
+            kind = Kind.IGNORED  # the account was removed meanwhile
+        else:
+            kind = self._act(account, event)
+            if event.dedupe:
+                ttl = int(self.settings.callback_dedupe_h * 3600)
+                self.redis.set(self.keys.callback_seen(event.dedupe), "1", ex=ttl)
+        self.redis.hincrby(self.keys.stat("callbacks"), kind.value, 1)
+        return kind
+
+    def _act(self, account: str, event: Event) -> Kind:
+        if event.kind is Kind.TEXT:
+            if event.text.strip().casefold() not in self.words:
+                return Kind.TEXT
+            note = f"replied {event.text.strip()[:40]}"
+            new = self.suppressions.add(
+                account, event.who, SuppressionReason.OPTED_OUT, by="callback", note=note, keep_existing=True
+            )
+            if new and self.settings.optout_reply:
+                self._reply(account, event)
+            log.info("recipient opted out", extra={"account": account, "to": event.who})
+            return Kind.OPTED_OUT
+        if event.kind is Kind.CONTACT_REMOVED:
+            self.suppressions.add(account, event.who, SuppressionReason.CONTACT_REMOVED, by="callback",
+                                  note="the vendor reported the contact removed", keep_existing=True)  # fmt: skip
+            return Kind.CONTACT_REMOVED
+        if event.kind is Kind.OFFLINE:
+            current = self.accounts.get(account)
+            if current is not None and current.status == "active":  # a paused account stays as the operator left it
+                self.accounts.set_status(account, "down", event.text)
+                log.warning("account down by callback", extra={"account": account, "error": event.text})
+            return Kind.OFFLINE
+        return event.kind
+
+    def _reply(self, account: str, event: Event) -> None:
+        """One reply to a new opt-out, queued like any message (paced), sent although they are suppressed."""
+        idem = "optout-reply:" + hashlib.sha256(f"{account}|{event.who}".encode()).hexdigest()[:32]
+        try:
+            self.producer.submit_message(
+                account=account,
+                to=event.who,
+                message={"kind": "text", "text": self.settings.optout_reply},
+                idempotency_key=idem,
+                ignore_suppression="opt-out reply",
+            )
+        except Exception:
+            log.exception("the opt-out reply could not be queued", extra={"account": account})
+
+    def _keep_odd(self, account: str, kind: Kind, body: bytes) -> None:
+        entry = json.dumps(
+            {"account": account, "kind": kind.value, "at": round(time.time(), 3), "size": len(body),
+             "body": body[:ODD_BYTES].decode("utf-8", "replace")},
+            ensure_ascii=False,
+        )  # fmt: skip
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(self.keys.callback_odd, entry)
+        pipe.ltrim(self.keys.callback_odd, 0, ODD_KEEP - 1)
+        pipe.expire(self.keys.callback_odd, ODD_TTL_S)
+        pipe.execute()
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+
+
+def _raw(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value or "").encode("utf-8", "surrogateescape")

@@ -1,0 +1,188 @@
+"""Recipient hygiene end to end (issue 19): real API, worker and scheduler processes, the simulator over HTTP.
+
+A friend replies 退订 through a GeWe callback the simulator posts → the next campaign to them is skipped
+and the vendor receives nothing for them; a "not a friend" answer suppresses that wxid for the next
+campaign; two campaigns racing to one recipient under ``recipient_cap {max: 1, window_h: 24}`` → exactly
+one message goes out. The callback endpoint answers a bounded fuzz pass without a 5xx and stores nothing
+for a wrong key.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import httpx
+
+from scheduler.intake.callbacks import CallbackProcessor
+from scheduler.intake.producer import Producer
+from tests.conftest import ApiStack
+from tests.procs import wait_for
+from tests.test_api import put_account, wait_campaign
+from tests.test_cli_ops import cli_runner
+from tests.test_pipeline_e2e import sim_sends
+from tests.test_vendor_holds_e2e import add_fault, fault_hits
+from worker.settings import Settings
+
+
+def start_campaign(stack: ApiStack, account: str, recipients: list[str], **extra: Any) -> str:
+    body = {"name": "h", "account": account, "message": {"kind": "text", "text": "新品上市"},
+            "recipients": [{"to": to} for to in recipients], **extra}  # fmt: skip
+    created = stack.http.post("/v1/campaigns", json=body)
+    assert created.status_code == 202, created.text
+    return str(created.json()["id"])
+
+
+def deliveries(stack: ApiStack, cid: str) -> dict[str, dict[str, Any]]:
+    page = stack.http.get(f"/v1/campaigns/{cid}/deliveries", params={"limit": 100}).json()
+    return {d["to"]: d for d in page["deliveries"]}
+
+
+def test_opt_out_by_callback_and_not_a_friend_skip_the_next_campaign(api_stack: ApiStack) -> None:
+    stack = api_stack
+    instance = f"inst-{stack.prefix}"
+    put_account(stack, "gw", "gewe", instance)
+    stack.start_worker()
+    stack.start("scheduler")
+    # the operator makes the callback URL and registers it at the vendor (the simulator keeps it)
+    run = cli_runner(stack)
+    made = run("accounts", "callback", "gw", "--register", "--public-url", stack.api_url, "--json")
+    assert made.returncode == 0, made.stderr
+    answer = json.loads(made.stdout)
+    assert answer["registered"] is True and answer["url"].startswith(f"{stack.api_url}/v1/callbacks/gw?key=")
+    key = answer["url"].split("key=", 1)[1]
+    assert key not in stack.logs()
+
+    # wxid_fan replies 退订 (GeWe delivers it three times); wxid_gone is not a friend
+    with httpx.Client(base_url=stack.sim.url) as sim:
+        posted = sim.post("/_sim/callbacks", json={"vendor": "gewe", "instance": instance, "event": "text",
+                                                   "from": "wxid_fan", "text": "退订", "times": 3})  # fmt: skip
+        assert posted.status_code == 200 and posted.json()["statuses"] == [200, 200, 200], posted.text
+    refusal = add_fault(stack, kind="not_friend", instance=instance, to="wxid_gone")
+
+    def opted_out() -> bool:
+        page = stack.http.get("/v1/suppressions", params={"account": "gw", "reason": "opted_out"}).json()
+        return [s["to"] for s in page["suppressions"]] == ["wxid_fan"]
+
+    wait_for(opted_out, timeout=30, what="the opt-out to be processed")
+    first = wait_campaign(stack, start_campaign(stack, "gw", ["wxid_gone", "wxid_ok"]))
+    assert first["counts"]["dead"] == 1 and first["counts"]["sent"] == 1
+    page = stack.http.get("/v1/suppressions", params={"account": "gw", "reason": "not_friend"}).json()
+    assert [s["to"] for s in page["suppressions"]] == ["wxid_gone"]
+
+    assert fault_hits(stack, refusal) == 1
+    cid = start_campaign(stack, "gw", ["wxid_fan", "wxid_gone", "wxid_ok"])
+    second = wait_campaign(stack, cid)
+    assert second["counts"]["skipped"] == 2 and second["counts"]["sent"] == 1
+    assert sum(second["counts"].values()) == second["total"] == 3
+    shown = deliveries(stack, cid)
+    assert (shown["wxid_fan"]["status"], shown["wxid_fan"]["skip_reason"]) == ("skipped", "suppressed")
+    assert shown["wxid_gone"]["skip_reason"] == "suppressed"
+    # the vendor heard nothing for either: no send to wxid_fan, no second refusal for wxid_gone
+    assert [s["to"] for s in sim_sends(stack, instance=instance)] == ["wxid_ok", "wxid_ok"]
+    assert fault_hits(stack, refusal) == 1
+    exported = stack.http.get(f"/v1/campaigns/{cid}/deliveries", params={"format": "csv"}).text
+    assert "skip_reason" in exported.splitlines()[0] and "suppressed" in exported
+
+    # a single message to them is skipped too, unless the operator says so (recorded with the key's name)
+    skipped = run("send", "--account", "gw", "--to", "wxid_fan", "--text", "x", "--wait")
+    assert skipped.returncode == 3 and '"skip_reason": "suppressed"' in skipped.stdout, skipped.stdout
+    forced = run("send", "--account", "gw", "--to", "wxid_fan", "--text", "人工回复", "--ignore-suppression", "--wait")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    forced_id = json.loads(forced.stdout.split("\n}\n", 1)[0] + "\n}")["id"]
+    shown_job = stack.http.get(f"/v1/messages/{forced_id}").json()
+    assert shown_job["ignore_suppression"] is True and shown_job["ignore_suppression_by"]
+    assert [s["to"] for s in sim_sends(stack, instance=instance, to="wxid_fan")] == ["wxid_fan"]
+
+    # the operator lifts one by the CLI; the list shows what is left
+    assert run("suppressions", "remove", "wxid_gone", "--account", "gw").returncode == 0
+    listed = run("suppressions", "list", "--account", "gw")
+    assert "wxid_fan" in listed.stdout and "wxid_gone" not in listed.stdout, listed.stdout
+
+
+def test_two_campaigns_racing_to_one_recipient_under_a_cap_send_exactly_once(api_stack: ApiStack) -> None:
+    stack = api_stack
+    instance = f"inst-{stack.prefix}"
+    put_account(stack, "gw", "gewe", instance, recipient_cap={"max": 1, "window_h": 24})
+    campaigns = [start_campaign(stack, "gw", ["wxid_busy", f"wxid_only{i}"]) for i in range(2)]
+    stack.start_worker()
+    stack.start("scheduler")
+    views = [wait_campaign(stack, cid) for cid in campaigns]
+    assert [s["to"] for s in sim_sends(stack, instance=instance)].count("wxid_busy") == 1
+    assert sorted(v["counts"]["skipped"] for v in views) == [0, 1]
+    capped = [deliveries(stack, cid)["wxid_busy"] for cid in campaigns]
+    assert sorted(d["skip_reason"] or "" for d in capped) == ["", "frequency_cap"]
+
+
+def test_the_callback_endpoint_under_a_fuzz_pass(api: ApiStack) -> None:
+    stack = api
+    put_account(stack, "fz", "gewe", f"inst-fz-{stack.prefix}")
+    url = stack.http.post("/v1/accounts/fz/callback", json={}).json()["url"]
+    path, _, key = url.partition("?key=")
+    inbox = f"{stack.prefix}:cb:in"
+    rng = random.Random(1919)
+    wrong = [key[:-1] + ("A" if key[-1] != "A" else "B"), "", key.upper(), "x" * 300, key + "x"]
+    keys_before = stack.stored_keys()
+    with httpx.Client(base_url=stack.api_url, timeout=30) as anon:
+        for bad in wrong:  # wrong keys: 404, nothing stored, whatever the body
+            answer = anon.post("/v1/callbacks/fz", params={"key": bad}, content=b'{"TypeName": "AddMsg"}')
+            assert answer.status_code == 404, answer.text
+        assert anon.post("/v1/callbacks/nobody", params={"key": key}, content=b"{}").status_code == 404
+        assert stack.stored_keys() == keys_before and stack.redis.xlen(inbox) == 0
+        assert anon.post(path, params={"key": key}, content=b"x" * (600 * 1024)).status_code == 413
+        bodies: list[bytes] = [b"", b"[" * 50_000, b"\xff\xfe\x00", b"null", b'{"TypeName": ["AddMsg"]}']
+        for _ in range(60):
+            value = {rng.choice(["TypeName", "Data", "messageType", "data", "Appid"]):
+                     rng.choice([None, 1, "AddMsg", "60001", [1, {}], {"MsgType": "1"}, "退订" * rng.randrange(50)])
+                     for _ in range(rng.randrange(4))}  # fmt: skip
+            bodies.append(json.dumps(value).encode())
+        statuses = [anon.post(path, params={"key": key}, content=body).status_code for body in bodies]
+    assert set(statuses) == {200}
+    assert stack.redis.xlen(inbox) == len(bodies)
+    metrics = stack.http.get("/metrics").text
+    assert f'broadcast_callbacks_total{{kind="received"}} {float(len(bodies))}' in metrics
+    # and the processing side takes every one of them without failing (the scheduler's drain, run here)
+    processor = CallbackProcessor(
+        Settings(key_prefix=stack.prefix), stack.redis, stack.accounts, Producer(stack.ledger, stack.accounts)
+    )
+    while processor.drain():
+        pass
+    counted = stack.redis.hgetall(f"{stack.prefix}:stats:callbacks")
+    assert "failed" not in counted and stack.redis.xlen(inbox) == 0
+    assert sum(int(v) for k, v in counted.items() if k != "received") == len(bodies)
+
+
+def test_suppressions_over_http_add_list_import_export_and_remove(api: ApiStack) -> None:
+    stack = api
+    put_account(stack, "sx", "gewe", f"inst-sx-{stack.prefix}")
+    refused = stack.http.post("/v1/suppressions", json={"account": "nobody", "to": "wxid_a"})
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "account", refused.text
+    refused = stack.http.post("/v1/suppressions", json={"account": "sx", "to": "not a wxid!"})
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "to", refused.text
+    added = stack.http.post("/v1/suppressions", json={"account": "sx", "to": "wxid_a", "note": "=HYPERLINK()"})
+    assert added.status_code == 201 and added.json()["reason"] == "manual" and added.json()["by"] == "api"
+
+    keys_before = stack.stored_keys()
+    bad = "to,account,reason\nwxid_b,sx,manual\nwxid_c,sx,spam\n"
+    answer = stack.http.post("/v1/suppressions/import", content=bad.encode(), headers={"Content-Type": "text/csv"})
+    assert answer.status_code == 422 and "line 3" in answer.json()["error"]["message"], answer.text
+    assert stack.stored_keys() == keys_before  # all rows or none
+    deep = "[" * 40 + "]" * 40  # a note is text, not JSON: any brackets
+    good = f"to,account,note\nwxid_b,sx,{deep}\nwxid_all,,every account\n"
+    answer = stack.http.post("/v1/suppressions/import", content=good.encode(), headers={"Content-Type": "text/csv"})
+    assert answer.status_code == 200 and answer.json() == {"imported": 2}, answer.text
+
+    listed = stack.http.get("/v1/suppressions", params={"account": "sx"}).json()
+    assert sorted(s["to"] for s in listed["suppressions"]) == ["wxid_a", "wxid_b"] and listed["next_cursor"] is None
+    everyone = stack.http.get("/v1/suppressions", params={"account": "*"}).json()["suppressions"]
+    assert [(s["account"], s["to"]) for s in everyone] == [(None, "wxid_all")]
+    exported = stack.http.get("/v1/suppressions/export", params={"account": "sx"})
+    assert exported.headers["content-type"].startswith("text/csv")
+    lines = exported.text.splitlines()
+    assert lines[0] == "account,to,reason,at,by,note" and len(lines) == 3
+    assert any(line.endswith(",'=HYPERLINK()") for line in lines), lines  # never a formula in a spreadsheet
+
+    assert stack.http.delete("/v1/suppressions/sx/wxid_a").status_code == 204
+    assert stack.http.delete("/v1/suppressions/sx/wxid_a").status_code == 404
+    assert stack.http.delete("/v1/suppressions/*/wxid_all").status_code == 204
