@@ -30,7 +30,8 @@ Exit code 1 when any case shows a violation, a duplicate, a missing send or a ti
 
 Run: ``.venv/bin/python -m bench.envelope`` (all cases) or ``--case 300x4-L0.3-g1``, or a custom case:
 ``--accounts 30 --sends 3 --gap 1 --latency 0.3 --spread 0.1``. ``--repeat 3`` interleaves rounds and
-reports medians; ``--json out.json`` writes every raw figure.
+reports medians; ``--json out.json`` writes every raw figure. ``--replica`` attaches a replica and runs each
+case twice, ``BROADCAST_REPLICA_ACKS=0`` (the unit) then ``=1``, and prints the cost of the wait as ratios.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from scheduler.intake.producer import Producer
 from worker.store.accounts import AccountSpec, AccountStore, Limits
 from worker.store.keys import Keys
 from worker.store.ledger import TERMINAL, Ledger
+from worker.store.replication import online_replicas
 
 PER_MINUTE = 600  # high enough never to bind at the gaps below (a 1 s gap allows 60 a minute)
 POLL_S = 0.5
@@ -190,9 +192,10 @@ class Registry:
 
 def run_product(
     case: Case, args: argparse.Namespace, tag: str, redis_url: str, sim_url: str, registry: Registry,
-    procs: Procs, logdir: Path,
+    procs: Procs, logdir: Path, settings: dict[str, str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """One round of the product on ``case``; figures from the simulator's records, INFO and /proc."""
+    """One round of the product on ``case`` (``settings``: extra BROADCAST_* variables); figures from the
+    simulator's records, INFO and /proc."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     prefix = f"env{tag}"
     ledger, store = Ledger(client, prefix), AccountStore(client, prefix)
@@ -213,6 +216,7 @@ def run_product(
             "BROADCAST_REDIS_URL": redis_url,
             "BROADCAST_KEY_PREFIX": prefix,
             "BROADCAST_VENDOR_ALLOW": "127.0.0.0/8",
+            **(settings or {}),
         }
         worker = procs.cli(f"{tag}-worker", ["worker"], env)
         sched = procs.cli(f"{tag}-scheduler", ["scheduler"], env)
@@ -378,6 +382,18 @@ def run_peer(
 PEERS = {"prefork": ["-c", "2"], "threads": ["-P", "threads", "-c", "300"]}
 
 
+def attach_replica(primary: EmbeddedRedis, replica: EmbeddedRedis) -> None:
+    """Make ``replica`` follow ``primary`` and wait until it streams (``--replica``)."""
+    client = redis.Redis(port=primary.port, decode_responses=True)
+    client.config_set("repl-diskless-sync-delay", 0)
+    redis.Redis(port=replica.port).replicaof("127.0.0.1", primary.port)
+    deadline = time.monotonic() + 30
+    while online_replicas(client.info("replication")) < 1:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the replica did not sync in 30 s")
+        time.sleep(0.1)
+
+
 def med(values: list[float]) -> str:
     values = [v for v in values if v == v]
     if not values:
@@ -419,6 +435,20 @@ def report(case: Case, rounds: list[dict[str, Any]]) -> bool:
     row("Redis commands per send", [p["redis_commands_per_send"] for p in prod])
     row("Redis CPU-ms per send", [p["redis_cpu_ms_per_send"] for p in prod])
     row("worker RSS max (process tree), MB", [p["worker_rss_max_mb"] for p in prod])
+    acked = [r["acked"] for r in rounds if "acked" in r]
+    if acked:  # --replica: the same case with BROADCAST_REPLICA_ACKS=1, against the unit above (=0)
+        say("   with BROADCAST_REPLICA_ACKS=1 (WAIT 1 after BEGIN and FINISH), same replica attached:")
+        row("  sends/s", [p["rate"] for p in acked])
+        row("  per-account utilization, median %", [100 * p["util_median"] for p in acked])
+        row("  violations, duplicates", [p["violations"] + p["duplicates"] for p in acked])
+        row("  worker CPU-ms per 1,000 sends", [p["worker_cpu_ms_per_1k"] for p in acked])
+        row("  Redis commands per send", [p["redis_commands_per_send"] for p in acked])
+        row("  Redis CPU-ms per send (primary)", [p["redis_cpu_ms_per_send"] for p in acked])
+        for label, key in (("worker CPU", "worker_cpu_ms_per_1k"), ("Redis CPU", "redis_cpu_ms_per_send"),
+                           ("sends/s", "rate")):  # fmt: skip
+            row(f"  ratio acks=1 ÷ acks=0, {label}",
+                [r["acked"][key] / r["product"][key] for r in rounds if "acked" in r and r["product"][key]])  # fmt: skip
+        prod = prod + acked
     for i, p in enumerate(prod):
         state = "TIMEOUT" if p["timed_out"] else f"outcomes {p['outcomes']}"
         say(
@@ -465,6 +495,10 @@ def main() -> None:
     parser.add_argument("--boot-wait", type=float, default=12.0, help="seconds from process start to release")
     parser.add_argument("--timeout", type=float, help="seconds after release before a case fails (default per case)")
     parser.add_argument("--json", type=Path, help="write every raw figure here")
+    parser.add_argument(
+        "--replica", action="store_true",
+        help="attach a replica; run each case with BROADCAST_REPLICA_ACKS=0 (the unit) then =1, and compare",
+    )  # fmt: skip
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _term)
     cases = selected_cases(args)
@@ -481,7 +515,12 @@ def main() -> None:
     results: dict[str, list[dict[str, Any]]] = {c.name: [] for c in cases}
     clean = True
     try:
-        with EmbeddedRedis() as server:
+        with EmbeddedRedis() as server, contextlib.ExitStack() as stack:
+            unit: dict[str, str] = {}
+            if args.replica:
+                replica = stack.enter_context(EmbeddedRedis())
+                attach_replica(server, replica)
+                unit = {"BROADCAST_REPLICA_ACKS": "0"}
             sim_port = free_port()
             procs.cli("simulator", ["simulator", "--port", str(sim_port)], {})
             sim_url = f"http://127.0.0.1:{sim_port}"
@@ -494,7 +533,13 @@ def main() -> None:
             for round_no, (ci, case) in itertools.product(range(args.repeat), enumerate(cases)):
                 tag = f"c{ci}r{round_no}"
                 progress(f"{case.name} round {round_no + 1}/{args.repeat}: broadcast")
-                entry = {"product": run_product(case, args, tag, server.url, sim_url, registry, procs, logdir)}
+                entry = {"product": run_product(case, args, tag, server.url, sim_url, registry, procs, logdir, unit)}
+                if args.replica:
+                    progress(f"{case.name} round {round_no + 1}/{args.repeat}: broadcast, BROADCAST_REPLICA_ACKS=1")
+                    acks = {"BROADCAST_REPLICA_ACKS": "1"}
+                    entry["acked"] = run_product(
+                        case, args, f"{tag}a", server.url, sim_url, registry, procs, logdir, acks
+                    )
                 for name, pool in peers.items():
                     progress(f"{case.name} round {round_no + 1}/{args.repeat}: peer {name}")
                     entry[name] = run_peer(case, pool, args, f"{tag}{name}", server.url, sim_url, procs, logdir)

@@ -46,7 +46,12 @@ SUBCOMMANDS = {
     "flower": "flower",
     "simulator": "simulator",
 }
-SERVICES = {"redis", *SUBCOMMANDS}
+#: The ``monitoring`` profile: off-the-shelf images, no broadcast command.
+MONITORING = {"prometheus", "grafana"}
+#: The `ha` profile: a replica of `redis` and three Sentinels (deploy/ha/).
+HA_SERVICES = {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+SERVICES = {"redis", *SUBCOMMANDS, *MONITORING, *HA_SERVICES}
+HA_CONFIG = DEPLOY / "ha"
 #: Long-running services without an HTTP port to probe: no healthcheck required.
 NO_HEALTHCHECK = {"worker", "scheduler"}
 VENDORS = {"gewe", "gewe-legacy", "ecloud", "ohwxapi"}
@@ -191,7 +196,9 @@ def test_compose_spec_shape() -> None:
     assert set(services()) == SERVICES
     assert "x-broadcast-env" in doc, "shared environment lives in the x-broadcast-env anchor"
     shared = doc["x-broadcast-env"]
-    assert shared["BROADCAST_REDIS_URL"].startswith("redis://redis:"), "broadcast services use the redis service"
+    assert shared["BROADCAST_REDIS_URL"].startswith("${BROADCAST_REDIS_URL:-redis://redis:"), (
+        "broadcast services use the redis service unless the environment names Sentinels (the ha profile)"
+    )
     for name in SUBCOMMANDS.keys() - {"simulator"}:
         env = environment(service(name))
         for key, value in shared.items():
@@ -279,7 +286,9 @@ def test_no_secret_literal_in_the_compose_file() -> None:
     found: list[str] = []
     for name, svc in services().items():
         for key, value in environment(svc).items():
-            if SECRET_NAME.search(key) and value is not None and not FROM_ENV.match(value):
+            # ``…__FILE`` names where a secret file is mounted (compose ``secrets:``), not the secret itself
+            secret_file = key.endswith("__FILE") and str(value).startswith("/run/secrets/")
+            if SECRET_NAME.search(key) and value is not None and not FROM_ENV.match(value) and not secret_file:
                 found.append(f"{name}.environment.{key} = {value!r}")
         build = svc.get("build")
         build_args = build.get("args") if isinstance(build, dict) else None
@@ -305,6 +314,61 @@ def test_simulator_is_behind_a_profile() -> None:
     for name, svc in services().items():
         if not svc.get("profiles"):
             assert "simulator" not in depends_on(svc), f"{name} depends on the profile-only simulator"
+
+
+def test_monitoring_is_a_profile_scraping_the_api_with_a_secret_key(redis_url: str) -> None:
+    """Prometheus + Grafana only with ``--profile monitoring``; the scrape key and the Grafana password come
+    from the environment as secret files; the provisioned dashboard asks only for metrics the API serves."""
+    for name in MONITORING:
+        svc = service(name)
+        assert svc.get("profiles") == ["monitoring"], f"{name}: behind the monitoring profile"
+        assert all(str(p).startswith("127.0.0.1:") for p in svc.get("ports") or []), f"{name}: loopback only"
+        for key in environment(svc):
+            assert not (SECRET_NAME.search(key) and not key.endswith("__FILE")), f"{name}.{key}: use a secret file"
+    secrets = compose()["secrets"]
+    assert secrets["metrics_key"] == {"environment": "BROADCAST_METRICS_KEY"}
+    assert secrets["grafana_admin_password"] == {"environment": "GRAFANA_ADMIN_PASSWORD"}
+    assert environment(service("grafana"))["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    for name in set(SUBCOMMANDS) | {"redis"}:
+        assert not set(depends_on(service(name))) & MONITORING, f"{name} must run without the monitoring profile"
+
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+    (job,) = prometheus["scrape_configs"]
+    assert job["static_configs"][0]["targets"] == ["api:8000"] and job["metrics_path"] == "/metrics"
+    assert job["authorization"]["credentials_file"] == "/run/secrets/metrics_key"
+    mounts = {m["source"]: m["target"] for m in service("prometheus")["volumes"] if isinstance(m, dict)}
+    assert mounts["./deploy/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+
+    mounts = {m["source"]: m["target"] for m in service("grafana")["volumes"] if isinstance(m, dict)}
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text(encoding="utf-8"))
+    provider = yaml.safe_load((provisioning / "dashboards" / "broadcast.yml").read_text(encoding="utf-8"))
+    assert mounts["./deploy/grafana/dashboards"] == provider["providers"][0]["options"]["path"]
+    uid = datasource["datasources"][0]["uid"]
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+
+    import json
+
+    import redis
+
+    from scheduler.api.metrics import RedisCollector
+
+    dashboards = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
+    assert dashboards, "a dashboard ships in deploy/grafana/dashboards/"
+    served = {
+        family.name + suffix
+        for family in RedisCollector(redis.Redis.from_url(redis_url), "tmonitoring").collect()
+        for suffix in ({"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}.get(family.type, ("",)))
+    }
+    for path in dashboards:
+        board = json.loads(path.read_text(encoding="utf-8"))
+        assert board["uid"] and board["panels"], path.name
+        for panel in board["panels"]:
+            assert panel["datasource"]["uid"] == uid, f"{path.name}: {panel['title']} uses another data source"
+            for target in panel["targets"]:
+                used = set(re.findall(r"\bbroadcast_[a-z_]+", target["expr"]))
+                assert used and used <= served, f"{path.name}: {panel['title']} asks for {used - served}"
 
 
 def test_long_running_services_restart_and_report_health() -> None:
@@ -522,3 +586,65 @@ def test_dockerignore_keeps_what_the_build_needs() -> None:
     for path in needed:
         assert (ROOT / path).exists(), f"{path} is missing"
         assert not dockerignored(path), f".dockerignore drops {path}, which the build needs"
+
+
+# --- the ha profile (issue 21) -------------------------------------------------------------------------
+
+
+def _conf(path: Path) -> list[list[str]]:
+    return [shlex.split(line) for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_ha_profile_is_a_replica_and_three_sentinels_nothing_depends_on() -> None:
+    for name in HA_SERVICES:
+        svc = service(name)
+        assert svc.get("profiles") == ["ha"], f"{name}: only with --profile ha"
+        assert str(svc["image"]).startswith("redis:7")
+        assert depends_on(svc).get("redis", {}).get("condition") == "service_healthy"
+        mounts = [v for v in svc.get("volumes") or [] if isinstance(v, dict)]
+        assert {"source": "./deploy/ha", "target": "/etc/redis-ha", "read_only": True}.items() <= mounts[0].items()
+        named = [v.split(":")[0] for v in svc.get("volumes") or [] if isinstance(v, str)]
+        assert len(named) == 1 and named[0] in (compose().get("volumes") or {}), f"{name}: a volume of its own"
+    for name, svc in services().items():
+        if name not in HA_SERVICES:
+            assert not depends_on(svc).keys() & HA_SERVICES, f"{name} depends on a profile-only service"
+    sentinel_volumes = {str(service(n)["volumes"][1]) for n in HA_SERVICES if n.startswith("sentinel")}
+    assert len(sentinel_volumes) == 3, "each Sentinel keeps its own learned configuration"
+
+
+def test_ha_replica_follows_redis_with_the_same_durability() -> None:
+    replica = service("redis-replica")
+    assert command(replica) == ["redis-server", "/etc/redis-ha/replica.conf"]
+    conf = {line[0]: line[1:] for line in _conf(HA_CONFIG / "replica.conf")}
+    assert conf["replicaof"] == ["redis", "6379"] and conf["replica-announce-ip"] == ["redis-replica"]
+    assert conf["appendonly"] == ["yes"] and conf["appendfsync"] == ["always"]
+    assert conf["maxmemory-policy"] == ["noeviction"]
+    primary = command(service("redis"))
+    assert primary[primary.index("--replica-announce-ip") + 1] == "redis", "a demoted primary rejoins by name"
+
+
+def test_ha_sentinels_watch_redis_with_a_quorum_of_two_and_keep_what_they_learn() -> None:
+    lines = _conf(HA_CONFIG / "sentinel.conf")
+    assert ["sentinel", "monitor", "broadcast", "redis", "6379", "2"] in lines
+    assert ["sentinel", "resolve-hostnames", "yes"] in lines and ["sentinel", "announce-hostnames", "yes"] in lines
+    down_after = next(int(line[3]) for line in lines if line[1] == "down-after-milliseconds")
+    assert 1000 <= down_after <= 30_000
+    for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        script = command(service(name))[-1]
+        # the template is copied once: a restarted Sentinel keeps the primary it learned, not `redis`
+        assert script.startswith("[ -f /data/sentinel.conf ] || cp /etc/redis-ha/sentinel.conf /data/sentinel.conf")
+        assert script.endswith("--sentinel")
+        assert "26379" in " ".join(service(name)["healthcheck"]["test"])
+
+
+def test_ha_url_in_the_runbook_names_the_three_sentinels_and_the_master() -> None:
+    from worker.runtime.connections import parse_redis_url
+
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    url = re.search(r'BROADCAST_REDIS_URL="(sentinel://[^"]+)"', text)
+    assert url, "the header shows the Sentinel URL for the ha profile"
+    target = parse_redis_url(url.group(1))
+    assert {host for host, _ in target.sentinels} == {"sentinel-1", "sentinel-2", "sentinel-3"}
+    assert {port for _, port in target.sentinels} == {26379}
+    assert "BROADCAST_REDIS_MASTER_NAME=broadcast" in text
+    assert environment(service("worker"))["BROADCAST_REDIS_MASTER_NAME"] == "${BROADCAST_REDIS_MASTER_NAME:-}"

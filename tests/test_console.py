@@ -2,11 +2,15 @@
 
 One browser and one stack (``broadcast api`` + worker + scheduler on the vendor simulator) for the module.
 The tests share the browser's session: the token is typed once (``open_page`` logs in when it must).
-Screenshots of each page land in ``test-output/console/`` for a person to look at.
+Screenshots of each page land in ``test-output/console/`` for a person to look at; with
+``BROADCAST_DOCS_SCREENSHOTS=1`` the pictures of issue 23 (charts, audit, a viewer's page) are also copied to
+``docs/`` where the README shows them.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +20,7 @@ import httpx
 import pytest
 
 from simulator.server import SimulatorServer
-from tests.browser import browser_session, requested_urls, screenshot
+from tests.browser import ROOT, browser_session, requested_urls, screenshot
 from tests.conftest import API_TOKEN, DATA, ApiStack
 from tests.procs import wait_for
 from tests.test_xmlsafe import XXE
@@ -517,6 +521,123 @@ def test_bidi_and_zero_width_characters_are_shown_escaped(stack: ApiStack, brows
     open_page(browser, stack, f"campaign/{cid}")
     until(lambda: "invoice\\u202Egnp.exe" in text_of(browser, "#view"), "the name on its page, escaped")
     assert "\u202e" not in text_of(browser, "#view")
+
+
+def shot(browser: Any, name: str) -> None:
+    path = screenshot(browser, "console", name)
+    if os.environ.get("BROADCAST_DOCS_SCREENSHOTS") == "1":
+        shutil.copy(path, ROOT / "docs" / f"{name}.png")
+
+
+# --- issue 23: pictures and roles ---------------------------------------------------------------------------
+
+
+def test_charts_while_a_campaign_runs_then_the_audit(stack: ApiStack, browser: Any) -> None:
+    # an account of its own, paced (4 sends/s) so the campaign is still running when the pictures are taken
+    stack.add_account(
+        "paced",
+        "gewe",
+        instance=f"paced-{stack.prefix}",
+        per_minute=240,
+        min_interval_s=0.25,
+        jitter_s=0,
+        daily_cap=500,
+    )
+    with httpx.Client(base_url=stack.sim.url) as admin:
+        for i in (5, 17, 29):
+            admin.post("/_sim/faults", json={"kind": "not_friend", "to": f"wxid_chart_{i:02d}", "times": 1})
+    alice_key = stack.http.post("/v1/keys", json={"name": "alice", "role": "operator"}).json()["key"]
+    alice = httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {alice_key}"}, timeout=30)
+    created = alice.post(
+        "/v1/campaigns",
+        json={
+            "name": "双十二预热",
+            "accounts": ["paced"],
+            "recipients": [{"to": f"wxid_chart_{i:02d}"} for i in range(60)],
+            "message": {"kind": "text", "text": "双十二见"},
+        },
+    )
+    assert created.status_code == 202, created.text
+    cid = created.json()["id"]
+    requested_urls(browser)
+    open_page(browser, stack, f"campaign/{cid}")
+    # drawn while it runs: bars for sends and for the failures, from the API's per-minute counts
+    until(lambda: len(all_css(browser, "#campaign-chart rect.c-sent")) >= 1, "the campaign chart")
+    until(lambda: len(all_css(browser, "#campaign-chart rect.c-dead")) >= 1, "the failures in the chart", timeout=60)
+    assert "发送中" in by_css(browser, "#head").text, "still running when the picture is taken"
+    assert "每分钟发送与失败" in browser.page_source
+    shot(browser, "console-campaign-chart")
+    timeline = stack.http.get(f"/v1/campaigns/{cid}/timeline").json()["minutes"]
+    drawn = sum(int(e.text.rsplit(" ", 1)[1]) for e in all_css(browser, ".legend") if "死信" in e.text)
+    assert 1 <= drawn <= sum(m["dead"] for m in timeline) <= 3
+
+    open_page(browser, stack, "overview")
+    until(lambda: len(all_css(browser, "#fleet-sends rect.c-sent")) >= 1, "the fleet chart")
+    accounts = len(stack.http.get("/v1/accounts").json()["accounts"])
+    until(lambda: len(all_css(browser, ".account-health")) == accounts, "a card for each account")
+    paced = by_css(browser, ".account-health[data-account='paced']")
+    assert "/ 500" in paced.text and "正常" in paced.text
+    until(lambda: "对方不是你的好友" in paced_text(browser), "the account's latest errors")
+    shot(browser, "console-overview")
+    click(browser, "#lang")
+    until(lambda: "Sends per minute" in by_css(browser, "#view").text, "the English overview")
+    until(lambda: "Sent today" in paced_text(browser), "the English account cards")
+    assert "Account health" in by_css(browser, "#view").text
+    shot(browser, "console-overview-en")
+    click(browser, "#lang")
+
+    # the campaign's own history under its chart, and the audit page
+    alice.post(f"/v1/campaigns/{cid}/pause")
+    open_page(browser, stack, f"campaign/{cid}")
+    until(lambda: "campaign.pause" in text_of(browser, "#history"), "the campaign's history")
+    assert "campaign.create" in text_of(browser, "#history") and "alice" in text_of(browser, "#history")
+    open_page(browser, stack, "audit")
+    until(lambda: len(all_css(browser, ".audit-entry")) >= 2, "the audit page")
+    shot(browser, "console-audit")
+    urls = [url for url, _ in requested_urls(browser)]
+    assert all(url.startswith(stack.api_url) for url in urls), urls  # drawn here: no chart library from a CDN
+    stack.http.post(f"/v1/campaigns/{cid}/resume")
+    alice.close()
+
+
+def paced_text(browser: Any) -> str:
+    return str(by_css(browser, ".account-health[data-account='paced']").text)
+
+
+def test_a_viewer_sees_everything_and_changes_nothing(stack: ApiStack, browser: Any) -> None:
+    key = stack.http.post("/v1/keys", json={"name": "vivian", "role": "viewer"}).json()["key"]
+    cid = stack.http.post(
+        "/v1/campaigns",
+        json={"name": "viewer", "accounts": ["backup"], "draft": True, "recipients": [{"to": "wxid_v"}],
+              "message": {"kind": "text", "text": "hi"}},
+    ).json()["id"]  # fmt: skip
+    browser.get(f"{stack.api_url}/console")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(f"{stack.api_url}/console#campaign/{cid}")
+    until(lambda: by_css(browser, "#login").is_displayed(), "the login form")
+    by_css(browser, "#token").send_keys(key)
+    click(browser, "#login-form button")
+    until(lambda: "vivian" in by_css(browser, "#me").text, "who is logged in")
+    assert "只读" in by_css(browser, "#me").text
+    until(lambda: by_css(browser, "button[data-action='start']").is_displayed(), "the draft's buttons")
+    start = by_css(browser, "button[data-action='start']")
+    assert start.get_attribute("disabled") is not None and "操作员" in start.get_attribute("title")
+    assert by_css(browser, "#test-submit").get_attribute("disabled") is not None
+    # the API refuses it anyway, in both languages (a forced click through the page's own code path)
+    answer = browser.execute_async_script(
+        "const done = arguments[2]; fetch(arguments[0], {method: 'POST', headers: {Authorization: 'Bearer ' + arguments[1]}})"
+        ".then(r => r.json().then(b => done([r.status, b.error.message])))",
+        f"/v1/campaigns/{cid}/start",
+        key,
+    )
+    assert answer[0] == 403 and "operator" in answer[1] and "角色" in answer[1]
+    assert stack.http.get(f"/v1/campaigns/{cid}").json()["status"] == "draft"
+    shot(browser, "console-viewer")
+    open_page(browser, stack, "accounts")
+    accounts = len(stack.http.get("/v1/accounts").json()["accounts"])
+    until(lambda: len(all_css(browser, "button[data-action='edit-account']")) == accounts, "the accounts")
+    assert all(b.get_attribute("disabled") is not None for b in all_css(browser, "button[data-action='edit-account']"))
+    browser.execute_script("sessionStorage.setItem('broadcast.token', arguments[0])", API_TOKEN)
 
 
 def test_contacts_sync_from_the_accounts_page_then_a_campaign_for_ticked_labels(stack: ApiStack, browser: Any) -> None:

@@ -19,8 +19,26 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BROADCAST_", extra="ignore", env_ignore_empty=True)
 
-    #: Broker and state store. ``broadcast dev`` starts a private Redis when this is unset.
+    #: Broker and state store. ``broadcast dev`` starts a private Redis when this is unset. Three forms
+    #: (worker/runtime/connections.py builds every client from them): ``redis://[user:password@]host:port/db``,
+    #: ``rediss://…`` (TLS, for managed Redis; ``redis_ca_file``), and Sentinel in kombu's convention,
+    #: ``sentinel://h1:26379;sentinel://h2:26379;sentinel://h3:26379`` with ``redis_master_name`` (the
+    #: password in the first URL, if any, is the primary's; ``redis_sentinel_password`` the Sentinels').
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: The Sentinel service name of the primary (required with ``sentinel://``).
+    redis_master_name: str = ""
+    #: Password of the Sentinels themselves (``requirepass`` in sentinel.conf), when they have one.
+    redis_sentinel_password: SecretStr = SecretStr("")
+    #: CA bundle that signs the server's certificate for ``rediss://`` (default: the system's CAs).
+    redis_ca_file: Path | None = None
+    #: Replicas that must hold a job's ``sending`` mark before its vendor call, and its outcome after
+    #: (``WAIT``): unset = every replica the primary has shown in sync since the process started (0 without
+    #: replicas; sending waits while one is missing, e.g. after a failover). See docs/deployment.md.
+    replica_acks: int | None = Field(default=None, ge=0, le=10)
+    #: How long BEGIN and FINISH wait for those replicas (below the Redis socket timeout, 5 s). Not acknowledged
+    #: in time: the vendor is not called and the job goes back (BEGIN), or the session stops and an
+    #: unconfirmed outcome is left to recovery, never resent (FINISH).
+    replica_ack_timeout_s: float = Field(default=1.0, gt=0, le=4)
     #: Prefix of every Redis key and of the Celery queue, so several deployments (or tests) share a Redis.
     key_prefix: str = Field(default="bc", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     #: ``dev`` allows the API to start without API tokens; ``prod`` refuses.
@@ -92,7 +110,7 @@ class Settings(BaseSettings):
     #: Slack between the longest vendor call and the lease (Redis round trips, GC pauses, clock steps).
     lease_margin_s: float = 5.0
     #: Dispatcher idle poll when nothing wakes it.
-    dispatch_idle_s: float = 0.05
+    dispatch_idle_s: float = Field(default=0.05, gt=0, le=4)  # a blocking wait, below the Redis socket timeout
 
     # --- contact sync (one vendor call per step, under the account's lease) ---------------------------
     #: Random gap between two contact calls on one account: E云's docs ask for 300-800 ms between
@@ -178,6 +196,13 @@ class Settings(BaseSettings):
     def optout_words(self) -> frozenset[str]:
         """The opt-out keywords, compared case-folded."""
         return frozenset(w.strip().casefold() for w in self.optout_keywords.split(",") if w.strip())
+
+    @model_validator(mode="after")
+    def _sentinel_has_a_master(self) -> Settings:
+        """A Sentinel URL without the service name cannot find the primary: say so at start."""
+        if self.redis_url.startswith("sentinel://") and not self.redis_master_name:
+            raise ValueError("BROADCAST_REDIS_URL is a sentinel:// list: set BROADCAST_REDIS_MASTER_NAME")
+        return self
 
     @property
     def longest_vendor_call_s(self) -> float:

@@ -50,7 +50,7 @@ from worker.settings import Settings, get_settings
 def create_app(settings: Settings | None = None, client: redis.Redis | None = None) -> FastAPI:
     """Build the API. Raises ConfigError when no API token is configured outside ``dev``."""
     settings = settings or get_settings()
-    state = ApiState.build(settings, client or redis_client(settings.redis_url))
+    state = ApiState.build(settings, client or redis_client(settings.redis_url, settings))
     if settings.accounts_file:
         state.accounts.load_file(settings.accounts_file)
     # tokens stored before encryption, or under a key being rotated out, are sealed with the current key

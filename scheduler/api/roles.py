@@ -108,6 +108,7 @@ RULES: dict[tuple[str, str], Rule] = {
     # keys and the audit trail
     ("POST", "/v1/keys"): Rule(ADMIN, "key.create"),
     ("GET", "/v1/keys"): Rule(ADMIN),
+    ("GET", "/v1/keys/me"): Rule(VIEWER),
     ("DELETE", "/v1/keys/{name}"): Rule(ADMIN, "key.revoke"),
     ("GET", "/v1/audit"): Rule(VIEWER),
     # the console's pictures

@@ -23,7 +23,7 @@ import sys
 
 import typer
 
-from scheduler.cli import account, campaign, contacts, deadletter, message, schedule, services, suppression
+from scheduler.cli import account, campaign, contacts, deadletter, keys, message, schedule, services, suppression
 from scheduler.cli.client import TOKEN_ENV, URL_ENV
 from scheduler.cli.render import plain_help_types
 
@@ -54,6 +54,8 @@ app.add_typer(deadletter.app, name="dead-letters")
 app.add_typer(account.app, name="accounts")
 app.add_typer(contacts.app, name="contacts")
 app.add_typer(schedule.app, name="schedules")
+app.add_typer(keys.app, name="keys")
+app.command()(keys.audit)
 app.add_typer(suppression.app, name="suppressions")
 
 

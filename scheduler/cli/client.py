@@ -343,6 +343,26 @@ class Client:
     def delete_schedule(self, schedule_id: str) -> Any:
         return self._call("DELETE", f"/v1/schedules/{_seg(schedule_id)}")
 
+    # --- operator keys and the audit trail ---------------------------------------------------------------
+
+    def create_key(self, name: str, role: str, *, rate_per_min: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "role": role}
+        if rate_per_min:
+            body["rate_per_min"] = rate_per_min
+        return dict(self._call("POST", "/v1/keys", json=body))
+
+    def keys(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/keys")["keys"])
+
+    def revoke_key(self, name: str) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"/v1/keys/{_seg(name)}"))
+
+    def audit(
+        self, *, limit: int = 50, cursor: str | None = None, key: str | None = None, target: str | None = None
+    ) -> dict[str, Any]:
+        params = {"limit": limit, "cursor": cursor, "key": key, "target": target}
+        return dict(self._call("GET", "/v1/audit", params=params))
+
     # --- suppressions and callbacks (issue 19) ---------------------------------------------------------------
 
     def add_suppression(self, body: Mapping[str, Any]) -> dict[str, Any]:

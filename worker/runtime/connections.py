@@ -19,16 +19,20 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 import typing
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpcore
 import httpx
 import redis
+import redis.sentinel
 
-from worker.settings import Settings
+from worker.settings import Settings, get_settings
 
 _redis: dict[str, redis.Redis] = {}
 _http: list[httpx.Client] | None = None
@@ -200,24 +204,158 @@ class DeadlineTransport(httpx.HTTPTransport):
 REDIS_CONNECTIONS = 64
 #: How long a thread waits for a free Redis connection before it counts as a Redis outage.
 REDIS_POOL_WAIT_S = 10.0
+#: Socket timeouts of every Redis client: a primary that hangs (SIGSTOP, a partition) is a connection error
+#: after this long, so the caller retries against whichever primary the Sentinels name next. Blocking
+#: commands (the dispatcher's BLPOP, WAIT) send their own timeout, shorter than this.
+REDIS_SOCKET_TIMEOUT_S = 5.0
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A shared client per URL (a blocking connection pool shared by the process's threads), strings
-    decoded."""
+class SentinelBlockingPool(redis.sentinel.SentinelConnectionPool, redis.BlockingConnectionPool):
+    """redis-py's Sentinel pool (asks the Sentinels for the primary on every new connection, drops
+    connections to a primary that was demoted) that makes threads wait for a free connection, as the
+    plain pool does, instead of raising when all are in use."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """Where Redis is, parsed from ``BROADCAST_REDIS_URL`` (docs/deployment.md lists the forms)."""
+
+    url: str
+    #: (host, port) of each Sentinel; empty for a plain ``redis://`` or ``rediss://`` URL
+    sentinels: tuple[tuple[str, int], ...] = ()
+    #: the primary's ACL user, password and database (from the URL), for Sentinel
+    username: str | None = None
+    password: str | None = None
+    db: int = 0
+
+    @property
+    def is_sentinel(self) -> bool:
+        return bool(self.sentinels)
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """``redis://``/``rediss://`` as is; ``sentinel://h1:p1;sentinel://h2:p2`` (kombu's convention: the
+    first URL may carry the primary's ``user:password@`` and ``/db``) as a list of Sentinels."""
+    if not url.startswith("sentinel://"):
+        return RedisTarget(url)
+    sentinels: list[tuple[str, int]] = []
+    username = password = None
+    db = 0
+    for part in filter(None, (p.strip() for p in url.split(";"))):
+        parsed = urlsplit(part)
+        if parsed.scheme != "sentinel" or not parsed.hostname:
+            raise ValueError(f"BROADCAST_REDIS_URL: {part!r} is not sentinel://host:port")
+        sentinels.append((parsed.hostname, parsed.port or 26379))
+        username = username or (unquote(parsed.username) if parsed.username else None)
+        password = password or (unquote(parsed.password) if parsed.password else None)
+        if parsed.path.strip("/"):
+            db = int(parsed.path.strip("/"))
+    return RedisTarget(url, tuple(sentinels), username, password, db)
+
+
+def _tls_options(url: str, settings: Settings) -> dict[str, Any]:
+    """Certificate checks for ``rediss://`` (managed Redis): always verified, against the CA file if given."""
+    if not url.startswith("rediss://"):
+        return {}
+    options: dict[str, Any] = {"ssl_cert_reqs": "required"}
+    if settings.redis_ca_file is not None:
+        options["ssl_ca_certs"] = str(settings.redis_ca_file)
+    return options
+
+
+def new_redis_client(url: str, settings: Settings | None = None) -> redis.Redis:
+    """A new client (strings decoded, a blocking pool shared by the process's threads) for any of the
+    three forms. With Sentinel it is redis-py's ``Sentinel(...).master_for(...)``: every new connection
+    goes to the current primary, and a connection to a demoted one is dropped (READONLY answers turn
+    into connection errors, which every caller here retries)."""
+    settings = settings or get_settings()
+    target = parse_redis_url(url)
+    common: dict[str, Any] = {
+        "decode_responses": True,
+        "health_check_interval": 30,
+        "socket_keepalive": True,
+        "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": REDIS_SOCKET_TIMEOUT_S,
+    }
+    if not target.is_sentinel:
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S, **common, **_tls_options(url, settings)
+        )
+        return redis.Redis(connection_pool=pool)
+    sentinel_password = settings.redis_sentinel_password.get_secret_value() or None
+    sentinel = redis.sentinel.Sentinel(
+        list(target.sentinels),
+        sentinel_kwargs={
+            "password": sentinel_password,
+            "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": REDIS_SOCKET_TIMEOUT_S,
+        },
+    )
+    primary: redis.Redis = sentinel.master_for(
+        settings.redis_master_name,
+        redis_class=redis.Redis,
+        connection_pool_class=SentinelBlockingPool,
+        max_connections=REDIS_CONNECTIONS,
+        timeout=REDIS_POOL_WAIT_S,
+        username=target.username,
+        password=target.password,
+        db=target.db,
+        **common,
+    )
+    return primary
+
+
+def redis_client(url: str, settings: Settings | None = None) -> redis.Redis:
+    """This process's shared client for a URL (see :func:`new_redis_client`)."""
     client = _redis.get(url)
     if client is None:
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=REDIS_CONNECTIONS,
-            timeout=REDIS_POOL_WAIT_S,
-            decode_responses=True,
-            health_check_interval=30,
-            socket_keepalive=True,
-        )
-        client = redis.Redis(connection_pool=pool)
-        _redis[url] = client
+        client = _redis[url] = new_redis_client(url, settings)
     return client
+
+
+def celery_broker(settings: Settings) -> dict[str, Any]:
+    """The Celery settings that point the broker at the same Redis as the store, in the same form.
+
+    With Sentinel, kombu's sentinel transport asks the Sentinels for the primary (``master_name``) on
+    every (re)connection. Either way the consumer retries its connection forever and treats a channel
+    error as a connection loss (``broker_channel_error_retry``, celery#7951): a worker never exits
+    because Redis went away or changed primary."""
+    target = parse_redis_url(settings.redis_url)
+    options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
+    socket = {
+        "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": REDIS_SOCKET_TIMEOUT_S,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+        "retry_on_timeout": True,
+    }
+    options.update(socket)
+    conf: dict[str, Any] = {
+        "broker_url": settings.redis_url,
+        "broker_connection_retry": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_channel_error_retry": True,
+        "broker_transport_options": options,
+    }
+    if target.is_sentinel:
+        conf["broker_transport"] = "worker.runtime.broker:SentinelTransport"
+        options["master_name"] = settings.redis_master_name
+        sentinel_password = settings.redis_sentinel_password.get_secret_value()
+        options["sentinel_kwargs"] = {
+            "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
+            **({"password": sentinel_password} if sentinel_password else {}),
+        }
+    else:
+        # kombu's Redis transport, minus a restore-on-close that kills a threads-pool worker when Redis
+        # restarts (worker/runtime/broker.py says why that is safe)
+        conf["broker_transport"] = "worker.runtime.broker:Transport"
+        if settings.redis_url.startswith("rediss://"):
+            conf["broker_use_ssl"] = {
+                "ssl_cert_reqs": ssl.CERT_REQUIRED,
+                **({"ssl_ca_certs": str(settings.redis_ca_file)} if settings.redis_ca_file else {}),
+            }
+    return conf
 
 
 def new_vendor_http_client(settings: Settings, *, max_connections: int = 64) -> httpx.Client:

@@ -13,6 +13,7 @@ from worker.settings import get_settings
 from worker.store.accounts import AccountStore
 from worker.store.contacts import ContactStore
 from worker.store.ledger import Ledger
+from worker.store.replication import ReplicaAcks
 
 _runner: BatchRunner | None = None
 _runner_lock = threading.Lock()
@@ -24,10 +25,15 @@ def runner() -> BatchRunner:
     with _runner_lock:
         if _runner is None:
             settings = get_settings()
-            client = redis_client(settings.redis_url)
+            client = redis_client(settings.redis_url, settings)
             _runner = BatchRunner(
                 settings,
-                Ledger(client, settings.key_prefix, retention_s=settings.retention_days * 86400),
+                Ledger(
+                    client,
+                    settings.key_prefix,
+                    retention_s=settings.retention_days * 86400,
+                    acks=ReplicaAcks(client, settings.replica_acks, settings.replica_ack_timeout_s),
+                ),
                 AccountStore(client, settings.key_prefix, secret_keys=settings.secret_keys()),
                 vendor_http_clients(settings, max_connections=settings.worker_concurrency),
             )

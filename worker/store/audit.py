@@ -1,7 +1,7 @@
 """The audit trail: who did what, append-only, in one Redis stream trimmed by age.
 
 Each state-changing API call adds one entry (time, key name, role, action, target, HTTP status) with
-``XADD … MINID ~`` so entries older than ``BROADCAST_AUDIT_RETENTION_DAYS`` go as new ones arrive; there
+``XADD … MINID`` so entries older than ``BROADCAST_AUDIT_RETENTION_DAYS`` go as new ones arrive; there
 is no call that edits or deletes an entry. Stream ids are times, so a page's cursor is the last id read.
 """
 
@@ -38,7 +38,8 @@ class AuditLog:
             "target": target,
             "status": status,
         }
-        return cast(str, self.redis.xadd(self.key, fields, minid=oldest, approximate=True))
+        # exact trimming: a few entries a minute at most, and "kept N days" should mean N days
+        return cast(str, self.redis.xadd(self.key, fields, minid=oldest, approximate=False))
 
     def page(
         self, *, limit: int = 50, cursor: str | None = None, key: str | None = None, target: str | None = None
@@ -46,7 +47,12 @@ class AuditLog:
         """The newest entries first (older than ``cursor``), filtered by key name and/or target;
         ``next_cursor`` is None when there is nothing older."""
         items: list[dict[str, Any]] = []
-        start = f"({cursor}" if cursor else "+"
+        start = "+"
+        if cursor:
+            before = _before(cursor)
+            if before is None:
+                return items, None  # nothing is older than 0-0
+            start = before
         scanned = 0
         while len(items) < limit and scanned < SCAN_MAX:
             batch = cast(
@@ -62,6 +68,24 @@ class AuditLog:
                     if len(items) == limit:
                         break
         return items, start[1:]
+
+
+#: The largest part of a stream id (both halves are unsigned 64-bit).
+ID_PART_MAX = 2**64 - 1
+
+
+def valid_cursor(cursor: str) -> bool:
+    """``<ms>-<seq>`` with both parts within 64 bits (what Redis accepts as a stream id)."""
+    ms, _, seq = cursor.partition("-")
+    return ms.isdigit() and seq.isdigit() and int(ms) <= ID_PART_MAX and int(seq) <= ID_PART_MAX
+
+
+def _before(cursor: str) -> str | None:
+    """The id just before ``cursor`` (inclusive bound for XREVRANGE), None before ``0-0``."""
+    ms, seq = (int(part) for part in cursor.split("-", 1))
+    if seq:
+        return f"{ms}-{seq - 1}"
+    return f"{ms - 1}-{ID_PART_MAX}" if ms else None
 
 
 def _entry(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import redis
 from worker.messages import MESSAGE_ADAPTER, AnyMessage
 from worker.store import scripts
 from worker.store.keys import Keys
+from worker.store.replication import ReplicaAcks
 from worker.vendors.base import SendResult
 
 #: A job's priority: ``high`` jobs wait in their own queue (``qh:``), taken before any other of the account.
@@ -215,6 +216,9 @@ class Begin:
     wait_s: float = 0.0
     #: Redis TIME when the job was marked ``sending`` (0 when no pacing start was asked for).
     redis_now: float = 0.0
+    #: the mark is on the replicas BROADCAST_REPLICA_ACKS asks for (worker/store/replication.py): when
+    #: False the vendor must not be called
+    confirmed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +261,9 @@ class Finished(NamedTuple):
     status: str
     end: float
     throttles: int = 0
+    #: the outcome is on the replicas BROADCAST_REPLICA_ACKS asks for (when False it may be lost in a
+    #: failover: the job would then be an unknown outcome, never resent)
+    confirmed: bool = True
 
 
 class Tick(NamedTuple):
@@ -304,8 +311,12 @@ def _pairs(mapping: Mapping[str, Any]) -> list[str]:
 class Ledger:
     """All job state in Redis, behind methods that each run one atomic script."""
 
-    def __init__(self, client: redis.Redis, prefix: str, *, retention_s: float = 30 * 86400) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str, *, retention_s: float = 30 * 86400, acks: ReplicaAcks | None = None
+    ) -> None:
         self.redis = client
+        #: replicas BEGIN and FINISH wait for (None: none; the API and dispatcher never call a vendor)
+        self.acks = acks
         self.keys = Keys(prefix)
         self.prefix = prefix
         #: How long finished jobs keep their record (``BROADCAST_RETENTION_DAYS``; 0 = forever).
@@ -455,27 +466,29 @@ class Ledger:
         not_before: float = 0.0,
         templates: dict[str, str] | None = None,
         recipient_cap: tuple[int, float] | None = None,
+        call: str = "",
     ) -> Begin:
         """Mark a job ``sending`` right before its vendor call (or say why it must not be sent yet or at
         all). ``templates`` is the caller's cache of campaign messages: known ones are not sent again.
         ``recipient_cap``: the account's (max sends, window seconds) per recipient for campaign jobs; a
-        suppressed or capped job is ``skipped`` here (status ``skip``, ``why`` the reason)."""
+        suppressed or capped job is ``skipped`` here (status ``skip``, ``why`` the reason). ``call`` names
+        this BEGIN: run again with it (a retry after a lost reply), it answers the same."""
         cap_max, cap_window = recipient_cap or (0, 0.0)
         known = ",".join(templates) if templates else ""
-        reply = self._begin(
-            args=[
-                self.prefix,
-                account,
-                token,
-                job_id,
-                f"{time.time():.6f}",
-                int(lease_ttl_s * 1000),
-                f"{not_before:.6f}",
-                known,
-                cap_max,
-                f"{cap_window:g}",
-            ]
-        )
+        args = [
+            self.prefix,
+            account,
+            token,
+            job_id,
+            f"{time.time():.6f}",
+            int(lease_ttl_s * 1000),
+            f"{not_before:.6f}",
+            known,
+            cap_max,
+            f"{cap_window:g}",
+            call,
+        ]
+        reply, confirmed = self._run_acked(self._begin, args)
         status = BeginStatus(str(reply[0]))
         if status is BeginStatus.EARLY:
             return Begin(status=status, wait_s=float(reply[1]))
@@ -490,7 +503,15 @@ class Ledger:
             else:
                 templates[campaign] = template
         job = Job.from_hash(job_id, data, template)
-        return Begin(status=BeginStatus.GO, job=job, redis_now=float(redis_now) if redis_now else 0.0)
+        return Begin(
+            status=BeginStatus.GO, job=job, redis_now=float(redis_now) if redis_now else 0.0, confirmed=confirmed
+        )
+
+    def _run_acked(self, script: scripts.LuaScript, args: list[Any]) -> tuple[Any, bool]:
+        """Run a script that records a send, waiting for the replicas when this ledger has ``acks``."""
+        if self.acks is None:
+            return script(args=args), True
+        return script.acked(self.acks.current(), args)
 
     def finish_sent(
         self,
@@ -583,21 +604,20 @@ class Ledger:
     ) -> Finished:
         now = f"{time.time():.6f}"
         pacing = pace.args() if pace is not None else NO_CALL
-        reply = self._finish(
-            args=[
-                self.prefix,
-                account,
-                token,
-                job_id,
-                now,
-                outcome,
-                json.dumps(history),
-                self.retention_s,
-                *pacing,
-                *extra,
-            ]
-        )
-        return Finished(str(reply[0]), float(reply[1] or 0), int(reply[2] or 0))
+        args = [
+            self.prefix,
+            account,
+            token,
+            job_id,
+            now,
+            outcome,
+            json.dumps(history),
+            self.retention_s,
+            *pacing,
+            *extra,
+        ]
+        reply, confirmed = self._run_acked(self._finish, args)
+        return Finished(str(reply[0]), float(reply[1] or 0), int(reply[2] or 0), confirmed)
 
     def touch(self, account: str, token: str, *, lease_ttl_s: float) -> bool:
         """Renew a batch's lease; False when it was lost (recovered by the dispatcher)."""

@@ -29,6 +29,7 @@ from typing import Any, Final
 import redis
 
 from worker.store.keys import LAYOUT
+from worker.store.replication import Acks, confirmed
 
 #: Numbers Python and the scripts both use, defined once; a script that names one gets ``local NAME = value``.
 SHARED: Final[dict[str, float]] = {
@@ -114,12 +115,17 @@ def source(name: str) -> Source:
 
 class LuaScript:
     """One registered script (EVALSHA, loaded on first use): called like redis-py's ``Script``; errors
-    raised by Redis name the ``.lua`` file and line instead of ``user_script:N``."""
+    raised by Redis name the ``.lua`` file and line instead of ``user_script:N``.
 
-    __slots__ = ("_script", "source")
+    Since Redis 7.0 loaded scripts are not replicated: a promoted replica (a failover) or a restarted
+    server answers NOSCRIPT, and both ways of calling reload the script and run it (redis-py's ``Script``
+    does so for plain calls, :meth:`acked` itself)."""
+
+    __slots__ = ("_client", "_script", "source")
 
     def __init__(self, client: redis.Redis, name: str) -> None:
         self.source = source(name)
+        self._client = client
         self._script = client.register_script(self.source.text)
 
     def __call__(self, keys: list[Any] | None = None, args: list[Any] | None = None, client: Any = None) -> Any:
@@ -127,6 +133,32 @@ class LuaScript:
             return self._script(keys=keys or [], args=args or [], client=client)
         except redis.ResponseError as exc:
             raise redis.ResponseError(self.source.explain(str(exc))) from exc
+
+    def acked(self, acks: Acks, args: list[Any]) -> tuple[Any, bool]:
+        """Run the script, then ``WAIT``/``WAITAOF`` on the same connection (one round trip): its reply, and
+        whether the write is where ``acks`` wants it (docs in worker/store/replication.py)."""
+        if acks.replicas <= 0 and not acks.aof_local:
+            return self(args=args), True
+        for _ in range(3):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.evalsha(self._script.sha, 0, *args)
+            if acks.replicas > 0:
+                pipe.wait(acks.replicas, acks.timeout_ms)
+            if acks.aof_local:
+                pipe.waitaof(acks.aof_local, 0, acks.timeout_ms)
+            reply, *waits = pipe.execute(raise_on_error=False)
+            if isinstance(reply, redis.exceptions.NoScriptError):  # a new primary, or a restarted one
+                self._script.sha = self._client.script_load(self.source.text)
+                continue
+            if isinstance(reply, redis.ResponseError):
+                raise redis.ResponseError(self.source.explain(str(reply))) from reply
+            if isinstance(reply, Exception):
+                raise reply
+            for wait in waits:
+                if isinstance(wait, Exception):
+                    raise wait
+            return reply, confirmed(acks, waits)
+        raise redis.exceptions.NoScriptError(f"{self.source.name}.lua: NOSCRIPT after reloading it")
 
 
 def register(client: redis.Redis, name: str) -> LuaScript:

@@ -6,7 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from scheduler.api.errors import ApiError
 from scheduler.api.state import AUTH, Stores
+from worker.store.audit import valid_cursor
 
 router = APIRouter(tags=["audit"], dependencies=AUTH)
 
@@ -21,5 +23,7 @@ def list_audit(
 ) -> dict[str, Any]:
     """``{"items": [{"at", "key", "role", "action", "target", "status"}], "next_cursor"}``; pass
     ``next_cursor`` back as ``cursor`` for older entries (null: nothing older)."""
+    if cursor is not None and not valid_cursor(cursor):
+        raise ApiError(422, "invalid", "cursor: not a stream id (use next_cursor from the last page)", "cursor")
     items, next_cursor = state.audit.page(limit=limit, cursor=cursor, key=key, target=target)
     return {"items": items, "next_cursor": next_cursor}

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.api.errors import ApiError
-from scheduler.api.state import AUTH, Stores
-from worker.store.operators import NAME_PATTERN, KeyExists, Role
+from scheduler.api.state import AUTH, Stores, authorize
+from worker.store.operators import NAME_PATTERN, Caller, KeyExists, Role
 
 router = APIRouter(tags=["keys"], dependencies=AUTH)
 
@@ -44,6 +44,12 @@ def create_key(body: KeyIn, state: Stores) -> dict[str, Any]:
 def list_keys(state: Stores) -> dict[str, Any]:
     """Names, roles, created and last used times (``last_used`` is refreshed at most once a minute)."""
     return {"keys": state.operators.all()}
+
+
+@router.get("/v1/keys/me")
+def who_am_i(caller: Annotated[Caller, Depends(authorize)]) -> dict[str, Any]:
+    """The calling key's name and role (any key): the console greys out what the role cannot do."""
+    return {"name": caller.name, "role": caller.role.value}
 
 
 @router.delete("/v1/keys/{name}")

@@ -11,7 +11,7 @@ const I18N = {
   zh: {
     console: "控制台", nav_campaigns: "群发", nav_new: "新建群发", nav_accounts: "账号", nav_dead: "死信",
     nav_schedules: "定时任务", logout: "退出", login_title: "输入 API token", token: "Token", login: "登录",
-    login_hint: "与命令行相同的 BROADCAST_API_TOKEN。只保存在本浏览器标签页的会话中，关闭标签页即清除。",
+    login_hint: "与命令行相同的 BROADCAST_API_TOKEN，或管理员创建的操作密钥（broadcast keys create）。只保存在本浏览器标签页的会话中，关闭标签页即清除。",
     bad_token: "Token 无效或已过期，请重新输入。", field: "字段",
     campaigns: "群发活动", name: "名称", id: "ID", status: "状态", progress: "进度", sent: "已发送",
     dead: "死信", remaining: "剩余", cancelled: "已取消", rate: "速率", eta: "预计剩余时间", created: "创建时间",
@@ -62,13 +62,21 @@ const I18N = {
     aud_age: "{acct}：{n} 人，通讯录同步于 {age} 前", aud_first: "前几位接收人", not_synced: "该账号尚未同步通讯录",
     pick_audience: "请选择受众", contacts: "通讯录", sync_contacts: "同步通讯录", sync_started: "已开始同步通讯录",
     cs_never: "未同步", cs_running: "同步中", cs_done: "已同步", cs_failed: "同步失败", cs_cancelled: "已取消",
-    friends_n: "好友", groups_n: "群", minutes: "分钟", hours: "小时", seconds: "秒",
+    friends_n: "好友", groups_n: "群", minutes: "分钟", seconds: "秒",
+    nav_overview: "概览", nav_audit: "审计", overview: "运行概览", fleet_sends: "全部账号每分钟发送（最近 {h} 小时）",
+    fleet_dead: "每分钟新增死信（最近 {h} 小时）", dead_waiting: "待处理死信", health: "账号健康",
+    per_min_chart: "每分钟发送与失败", retried: "重试", no_data: "暂无数据", last_errors: "最近错误", none: "无",
+    audit: "操作审计", audit_hint: "每个改变状态的请求：谁（密钥名称与角色）、何时、做了什么、结果",
+    at: "时间", key: "密钥", role: "角色", action: "操作", target: "对象", result: "结果", older: "更早",
+    history_title: "操作记录", no_audit: "没有记录。", needs_role: "需要 {role} 角色（当前密钥为 {mine}）",
+    role_viewer: "只读", role_operator: "操作员", role_admin: "管理员", signed_in_as: "当前密钥",
+    hours: "小时", cap: "上限",
   },
   en: {
     console: "console", nav_campaigns: "Campaigns", nav_new: "New campaign", nav_accounts: "Accounts",
     nav_dead: "Dead letters", nav_schedules: "Schedules", logout: "Log out", login_title: "Enter the API token",
     token: "Token", login: "Log in",
-    login_hint: "The same BROADCAST_API_TOKEN the CLI uses. Kept only in this tab's session storage; closing the tab forgets it.",
+    login_hint: "The same BROADCAST_API_TOKEN the CLI uses, or an operator key an admin created (broadcast keys create). Kept only in this tab's session storage; closing the tab forgets it.",
     bad_token: "The token is invalid or expired; enter it again.", field: "field",
     campaigns: "Campaigns", name: "Name", id: "ID", status: "Status", progress: "Progress", sent: "Sent",
     dead: "Dead", remaining: "Remaining", cancelled: "Cancelled", rate: "Rate", eta: "ETA", created: "Created",
@@ -127,7 +135,15 @@ const I18N = {
     not_synced: "this account has not synced its contacts", pick_audience: "Choose an audience", contacts: "Contacts",
     sync_contacts: "Sync contacts", sync_started: "Contact sync started",
     cs_never: "never synced", cs_running: "syncing", cs_done: "synced", cs_failed: "sync failed", cs_cancelled: "cancelled",
-    friends_n: "friends", groups_n: "groups", minutes: "min", hours: "h", seconds: "s",
+    friends_n: "friends", groups_n: "groups", minutes: "min", seconds: "s",
+    nav_overview: "Overview", nav_audit: "Audit", overview: "Overview", fleet_sends: "Sends per minute, all accounts (last {h} h)",
+    fleet_dead: "New dead letters per minute (last {h} h)", dead_waiting: "Dead letters waiting", health: "Account health",
+    per_min_chart: "Sends and failures per minute", retried: "Retried", no_data: "No data yet", last_errors: "Latest errors",
+    none: "none", audit: "Audit trail", audit_hint: "Every state-changing request: who (key name and role), when, what, and the result",
+    at: "At", key: "Key", role: "Role", action: "Action", target: "Target", result: "Result", older: "Older",
+    history_title: "History", no_audit: "Nothing recorded.", needs_role: "Needs the {role} role (this key is {mine})",
+    role_viewer: "viewer", role_operator: "operator", role_admin: "admin", signed_in_as: "Key",
+    hours: "h", cap: "cap",
   },
 };
 
@@ -277,13 +293,65 @@ async function login(event) {
   enter();
 }
 
+// --- roles: what this key may do (GET /v1/keys/me); buttons it cannot use are disabled with the reason ------------
+
+const ROLES = ["viewer", "operator", "admin"];
+let me = { name: "", role: "admin" }; // until /v1/keys/me answers (an API without keys: every token is admin)
+const allows = (needed) => ROLES.indexOf(me.role) >= ROLES.indexOf(needed);
+const roleNeeded = (needed) => t("needs_role").replace("{role}", t("role_" + needed)).replace("{mine}", t("role_" + me.role));
+
+// the least role each button (data-action) and each form's submit needs: the API's table (scheduler/api/roles.py)
+const ACTION_NEEDS = {
+  steer: "operator", start: "operator", recall: "operator", replay: "operator", "delete-dead": "operator",
+  schedule: "operator", "delete-schedule": "operator", "edit-account": "admin", lift: "operator",
+  "sync-contacts": "operator",
+  account: (el) => (el.dataset.op === "pause" ? "operator" : "admin"),
+};
+const FORM_NEEDS = {
+  "test-form": "operator", "campaign-form": "operator", "schedule-form": "operator", "account-form": "admin",
+  "supp-add": "operator",
+};
+
+function gate(root = document) {
+  const mark = (el, needed) => {
+    if (!needed || allows(needed)) return;
+    el.disabled = true;
+    el.classList.add("no-role");
+    el.title = roleNeeded(needed);
+  };
+  $$("[data-action]", root).forEach((el) => {
+    const rule = ACTION_NEEDS[el.dataset.action];
+    mark(el, typeof rule === "function" ? rule(el) : rule);
+  });
+  Object.entries(FORM_NEEDS).forEach(([id, needed]) => {
+    const form = document.getElementById(id);
+    if (form) $$("button[type=submit]", form).forEach((el) => mark(el, needed));
+  });
+}
+
+async function whoAmI() {
+  try {
+    me = await api("GET", "/v1/keys/me");
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) me = { name: "", role: "admin" };
+    else throw error;
+  }
+  $("#me").textContent = me.name ? `${t("signed_in_as")}: ${me.name} · ${t("role_" + me.role)}` : "";
+  $("#me").hidden = !me.name;
+}
+
 function enter() {
   $("#login").hidden = true;
   $("#view").hidden = false;
   $("#nav").hidden = false;
   $("#logout").hidden = false;
-  route();
+  run(async () => {
+    await whoAmI();
+    route();
+  });
 }
+
+new MutationObserver(() => gate()).observe(document.documentElement, { childList: true, subtree: true });
 
 let current = null; // { name, refresh() }
 let pollTimer = null;
@@ -291,7 +359,10 @@ let pollTimer = null;
 function route() {
   if (!token()) return showLogin();
   const [page, arg] = (location.hash.slice(1) || "campaigns").split("/");
-  const pages = { campaigns: campaignsPage, campaign: campaignPage, new: newCampaignPage, accounts: accountsPage, dead: deadPage, schedules: schedulesPage, suppressions: suppressionsPage };
+  const pages = {
+    campaigns: campaignsPage, campaign: campaignPage, new: newCampaignPage, accounts: accountsPage, dead: deadPage, schedules: schedulesPage, suppressions: suppressionsPage,
+    overview: overviewPage, audit: auditPage,
+  };
   const render = pages[page] || campaignsPage;
   $$("#nav a").forEach((a) => a.classList.toggle("on", a.dataset.page === (page === "campaign" ? "campaigns" : page)));
   clearInterval(pollTimer);
@@ -320,7 +391,10 @@ actions.lang = () => {
   lang = lang === "zh" ? "en" : "zh";
   localStorage.setItem(LANG_KEY, lang);
   applyLang();
-  if (token()) route();
+  if (token()) {
+    $("#me").textContent = me.name ? `${t("signed_in_as")}: ${me.name} · ${t("role_" + me.role)}` : "";
+    route();
+  }
 };
 actions.logout = () => showLogin();
 
@@ -451,6 +525,7 @@ function campaignPage(id) {
       <label class="grow">${t("test_to")}<input id="test-to" spellcheck="false"></label>
       <button type="submit" id="test-submit">${t("test_send")}</button></form>
     <div id="tests"></div>
+    <h2>${t("per_min_chart")}</h2><div id="chart" class="card chartbox"></div>
     <h2>${t("deliveries")}</h2>
     <div class="row"><select id="status-filter"><option value="">${t("all_statuses")}</option>
       ${["queued", "scheduled", "sending", "retrying", "sent", "dead", "cancelled", "skipped"].map((s) => `<option value="${s}">${t("st_" + s)}</option>`).join("")}
@@ -459,7 +534,8 @@ function campaignPage(id) {
     <button data-action="export" data-format="jsonl" data-id="${esc(id)}">${t("export_jsonl")}</button></div>
     <div id="deliveries" class="card muted">${t("loading")}</div>
     <div class="row pager"><button data-action="page" data-dir="-1">${t("prev")}</button>
-    <button data-action="page" data-dir="1">${t("next")}</button><span id="page-no" class="muted"></span></div>`;
+    <button data-action="page" data-dir="1">${t("next")}</button><span id="page-no" class="muted"></span></div>
+    <h2>${t("history_title")}</h2><div id="history" class="muted">${t("loading")}</div>`;
   $("#status-filter").addEventListener("change", (e) => {
     state.status = e.target.value;
     state.cursors = [0];
@@ -528,6 +604,10 @@ function campaignPage(id) {
       $("#deliveries").html = `<table class="cards"><thead><tr><th>${t("id")}</th><th>${t("to")}</th><th>${t("account")}</th>
         <th>${t("status")}</th><th class="num">${t("attempts")}</th><th>${t("new_msg_id")}</th><th>${t("msg_id")}</th>
         <th>${t("sent_at")}</th><th>${t("error")}</th><th>${t("recall_col")}</th></tr></thead><tbody>${rows}</tbody></table>`;
+      const timeline = await api("GET", `${path}/timeline`);
+      $("#chart").html = chartSvg(timeline.minutes, [["sent", "c-sent"], ["retried", "c-retried"], ["dead", "c-dead"]], "campaign-chart");
+      const audit = await api("GET", `/v1/audit?limit=50&target=${encodeURIComponent("campaign:" + id)}`);
+      $("#history").html = auditTable(audit.items);
     },
   };
 }
@@ -1080,3 +1160,116 @@ actions["delete-schedule"] = async (el) => {
   notify(`${el.dataset.id}: ${t("deleted")}`);
   await current.refresh();
 };
+
+// --- pictures: our own SVG, drawn from the API's per-minute counts (no library, no CDN) -------------------------
+
+function niceMax(value) {
+  // the chart's top: an even step times a power of ten, at least the largest value
+  if (value <= 2) return 2; // counts: the middle line stays a whole number
+  const power = 10 ** Math.floor(Math.log10(value));
+  return [1, 2, 4, 6, 8, 10].map((m) => m * power).find((v) => v >= value); // halves stay whole numbers
+}
+
+function hhmm(epoch) {
+  return new Date(epoch * 1000).toLocaleTimeString(lang === "zh" ? "zh-CN" : "en-GB", { hour: "2-digit", minute: "2-digit", hour12: false });
+}
+
+// stacked bars, one per minute: `series` is [[field, css class], ...] of the minutes' counts
+function chartSvg(minutes, series, id) {
+  if (!minutes.length || !minutes.some((m) => series.some(([k]) => m[k]))) return `<p class="muted" id="${id}">${t("no_data")}</p>`;
+  const W = 1100, H = 220, L = 44, R = 10, T = 10, B = 24;
+  const top = niceMax(Math.max(...minutes.map((m) => series.reduce((sum, [k]) => sum + (m[k] || 0), 0))));
+  const step = (W - L - R) / minutes.length;
+  const y = (v) => T + (H - T - B) * (1 - v / top);
+  const grid = [0, 0.5, 1].map((f) => `<line class="grid" x1="${L}" x2="${W - R}" y1="${y(top * f)}" y2="${y(top * f)}"/>
+    <text class="axis" x="${L - 6}" y="${y(top * f) + 4}" text-anchor="end">${+(top * f).toFixed(1)}</text>`).join("");
+  const every = Math.max(1, Math.ceil(minutes.length / 6));
+  const labels = minutes.map((m, i) => (i % every ? "" : `<text class="axis" x="${L + i * step + step / 2}" y="${H - 6}" text-anchor="middle">${hhmm(m.at)}</text>`)).join("");
+  const bars = minutes.map((m, i) => {
+    let base = 0;
+    return series.map(([k, cls]) => {
+      const v = m[k] || 0;
+      if (!v) return "";
+      const width = Math.min(36, Math.max(1, step * 0.8)); // a few minutes: narrow bars, not slabs
+      const rect = `<rect class="${cls}" x="${(L + i * step + (step - width) / 2).toFixed(1)}" y="${y(base + v).toFixed(1)}" width="${width.toFixed(1)}" height="${(y(base) - y(base + v)).toFixed(1)}"><title>${hhmm(m.at)} ${t(k)}: ${v}</title></rect>`;
+      base += v;
+      return rect;
+    }).join("");
+  }).join("");
+  const totals = series.map(([k, cls]) => `<span class="legend"><i class="${cls}"></i>${t(k)} ${minutes.reduce((sum, m) => sum + (m[k] || 0), 0)}</span>`).join("");
+  return `<svg class="chart" id="${id}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(t("per_min_chart"))}">${grid}${labels}${bars}</svg><div class="row">${totals}</div>`;
+}
+
+function auditTable(items) {
+  if (!items.length) return `<p class="muted">${t("no_audit")}</p>`;
+  const rows = items.map((e) => `<tr class="audit-entry">
+    <td data-label="${t("at")}">${esc(fmtTime(e.at))}</td><td data-label="${t("key")}" class="audit-key"><b>${esc(e.key)}</b></td>
+    <td data-label="${t("role")}">${esc(t("role_" + e.role))}</td><td data-label="${t("action")}" class="mono audit-action">${esc(e.action)}</td>
+    <td data-label="${t("target")}" class="mono">${esc(e.target)}</td>
+    <td data-label="${t("result")}" class="num"><span class="badge ${e.status < 400 ? "sent" : "dead"}">${e.status}</span></td></tr>`).join("");
+  return `<div class="tablewrap"><table class="cards"><thead><tr><th>${t("at")}</th><th>${t("key")}</th><th>${t("role")}</th>
+    <th>${t("action")}</th><th>${t("target")}</th><th class="num">${t("result")}</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+}
+
+const FLEET_HOURS = 3;
+
+function overviewPage() {
+  view().innerHTML = `<div class="row"><h1>${t("overview")}</h1><span class="spacer"></span><span class="muted">${t("refresh_note")}</span></div>
+    <h2>${esc(t("fleet_sends").replace("{h}", FLEET_HOURS))}</h2><div id="fleet-chart" class="card chartbox">${t("loading")}</div>
+    <div class="row"><h2>${esc(t("fleet_dead").replace("{h}", FLEET_HOURS))}</h2><span class="spacer"></span>
+      <a href="#dead" class="stat"><b id="dead-waiting">–</b><span>${t("dead_waiting")}</span></a></div>
+    <div id="dead-chart" class="card chartbox"></div>
+    <h2>${t("health")}</h2><div id="health" class="health"></div>`;
+  return {
+    async refresh() {
+      const fleet = await api("GET", `/v1/stats/fleet?hours=${FLEET_HOURS}`);
+      $("#fleet-chart").html = chartSvg(fleet.minutes, [["sent", "c-sent"], ["retried", "c-retried"]], "fleet-sends");
+      $("#dead-chart").html = chartSvg(fleet.minutes, [["dead", "c-dead"]], "fleet-dead");
+      $("#dead-waiting").textContent = fleet.dead_letters;
+      $("#health").html = fleet.accounts.length ? fleet.accounts.map((a) => {
+        const cap = a.daily_cap || 0;
+        const share = cap ? Math.min(1, a.sent_today / cap) : 0;
+        const errors = a.last_errors.length ? `<ul class="errors">${a.last_errors.map((e) => `<li title="${esc(e.error)}"><span class="muted">${esc(fmtTime(e.at))}</span> ${esc(e.error_class)}: ${esc(e.error)}</li>`).join("")}</ul>` : `<p class="muted">${t("last_errors")}: ${t("none")}</p>`;
+        return `<div class="card account-health" data-account="${esc(a.id)}"><div class="row"><b>${esc(a.id)}</b>${badge(a.status, "acc_")}<span class="spacer"></span><span class="muted">${esc(a.vendor)}</span></div>
+          ${a.reason ? `<div class="reason wrap">${esc(reasonText(a.reason))}</div>` : ""}
+          <svg class="capbar" viewBox="0 0 200 10" role="img" aria-label="${t("today")}"><rect class="cap-bg" x="0" y="0" width="200" height="10"/><rect class="${share >= 1 ? "c-dead" : "c-sent"}" x="0" y="0" width="${(200 * share).toFixed(1)}" height="10"/></svg>
+          <div class="muted today">${t("today")}: ${a.sent_today} / ${cap || t("unlimited")}</div>${errors}</div>`;
+      }).join("") : `<p class="muted">${t("no_accounts")}</p>`;
+    },
+  };
+}
+
+function auditPage() {
+  const state = { cursors: [null], page: 0, key: "", target: "" };
+  view().innerHTML = `<div class="row"><h1>${t("audit")}</h1></div><p class="muted">${t("audit_hint")}</p>
+    <form id="audit-filter" class="row card"><label>${t("key")}<input id="a-key" spellcheck="false"></label>
+      <label>${t("target")}<input id="a-target" placeholder="campaign:…" spellcheck="false"></label>
+      <button type="submit">${t("filter")}</button></form>
+    <div id="audit-list" class="muted">${t("loading")}</div>
+    <div class="row pager"><button data-action="audit-page" data-dir="-1">${t("prev")}</button>
+    <button data-action="audit-page" data-dir="1">${t("older")}</button><span id="audit-page-no" class="muted"></span></div>`;
+  $("#audit-filter").addEventListener("submit", (event) => {
+    event.preventDefault();
+    Object.assign(state, { key: $("#a-key").value.trim(), target: $("#a-target").value.trim(), cursors: [null], page: 0 });
+    run(() => current.refresh());
+  });
+  actions["audit-page"] = async (el) => {
+    const next = state.page + Number(el.dataset.dir);
+    if (next < 0 || state.cursors[next] === undefined || (next > 0 && state.cursors[next] === null)) return;
+    state.page = next;
+    await current.refresh();
+  };
+  return {
+    async refresh() {
+      const query = new URLSearchParams({ limit: 50 });
+      if (state.cursors[state.page]) query.set("cursor", state.cursors[state.page]);
+      if (state.key) query.set("key", state.key);
+      if (state.target) query.set("target", state.target);
+      const page = await api("GET", `/v1/audit?${query}`);
+      state.cursors[state.page + 1] = page.next_cursor;
+      $("#audit-page-no").textContent = `#${state.page + 1}`;
+      $("#audit-list").className = "";
+      $("#audit-list").html = auditTable(page.items);
+    },
+  };
+}

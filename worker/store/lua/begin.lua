@@ -1,8 +1,9 @@
 --!include prelude
 -- ARGV: prefix, account, token, job_id, now, lease_ttl_ms, not_before (0 = the dispatcher's start), known
--- campaigns (comma-separated), recipient cap (max sends, window seconds; 0 = none). Marks one job `sending` just before the vendor call, if the session still
--- holds the account's lease, unflagged, and Redis TIME has reached `not_before` (the start the worker's
--- pacing chose). Returns {'go', template, redis_now ('' when not_before is 0), job} — `template` is the
+-- campaigns (comma-separated), recipient cap (max sends, window seconds; 0 = none), call (this BEGIN's id,
+-- '' = none). Marks one job `sending` just before the vendor call, if the session still holds the
+-- account's lease, unflagged, and Redis TIME has reached `not_before` (the start the worker's pacing
+-- chose). Returns {'go', template, redis_now ('' when not_before is 0), job} — `template` is the
 -- campaign's message, or '=' when the caller named the campaign as known; `job` the job hash, flat — or
 -- {'early', seconds to wait},
 -- {'lost'|'yield'|'skip', why} ('yield': the lease is flagged, see flag_lease: end the session).
@@ -15,6 +16,7 @@
 local a, token, id, now, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local not_before, known = tonumber(ARGV[7]), ARGV[8]
 local cap_max, cap_window = tonumber(ARGV[9] or '0') or 0, tonumber(ARGV[10] or '0') or 0
+local call = ARGV[11] or ''
 local lk = key_lease(a)
 local cur = redis.call('GET', lk)
 if cur ~= token then
@@ -38,6 +40,10 @@ if not st then
   redis.call('LREM', key_claimed(a), 0, id)
   return {'skip', 'missing'}
 end
+-- the same BEGIN run again (a client retry after a lost reply; a failover): the job is already this call's,
+-- answer as the first run did. Any other BEGIN finding it `sending` is a session that died mid-call.
+local replay = st == 'sending' and call ~= '' and f['call'] == call and f['lease'] == token
+if replay then st = 'queued' end
 if st == 'sending' then
   dead_letter(jk, id, 'sending', 'unknown_outcome', 'ambiguous',
     'a worker died during the vendor call; the message may have been sent', now)
@@ -49,7 +55,7 @@ if st ~= 'queued' then
   return {'skip', st}
 end
 local camp = f['campaign']
-if f['op'] ~= 'revoke' then
+if f['op'] ~= 'revoke' and not replay then  -- a replay passed these checks on its first run
   local to = f['to'] or ''
   local why = nil
   if f['nosupp'] ~= '1' and (redis.call('HEXISTS', key_suppressions(a), to) == 1
@@ -90,10 +96,14 @@ if camp and camp ~= '' then
     template = redis.call('HGET', key_campaign(camp), 'message') or ''
   end
 end
-local attempts = tonumber(f['attempts'] or '0') + 1
-redis.call('HSET', jk, 'state', 'sending', 'lease', token, 'started', now, 'updated', now, 'attempts', attempts)
-count(camp, 'queued', 'sending')
-f['state'], f['lease'], f['started'], f['updated'], f['attempts'] = 'sending', token, now, now, tostring(attempts)
+if not replay then
+  local attempts = tonumber(f['attempts'] or '0') + 1
+  redis.call('HSET', jk, 'state', 'sending', 'lease', token, 'started', now, 'updated', now, 'attempts', attempts,
+    'call', call)
+  count(camp, 'queued', 'sending')
+  f['state'], f['lease'], f['started'], f['updated'], f['attempts'] = 'sending', token, now, now, tostring(attempts)
+  f['call'] = call
+end
 local flat = {}
 for k, v in pairs(f) do flat[#flat + 1] = k; flat[#flat + 1] = v end
 return {'go', template, tstr, flat}

@@ -14,6 +14,8 @@
 -- recall:  outcome, error                (a revoke job: recalled, too_late, unsupported or failed)
 -- The pacing record is written first, even when the lease was lost meanwhile: the call happened and the
 -- next one must wait for it.
+-- The history entry's `call` (the id its BEGIN got) fences a replay: FINISH run again after a lost reply
+-- (a client retry, a failover) finds it recorded (`fin`) and answers 'ok' without writing anything twice.
 -- Returns {'ok' | 'stale', end time, throttles}: 'stale' when the job is no longer this batch's (history
 -- kept anyway); throttles = the account's throttling answers in a row, this call included (the worker
 -- pauses the account past its limit).
@@ -116,9 +118,12 @@ local keep, vendor = tonumber(ARGV[15]), ARGV[16]
 local X = 17
 local tstr = ''
 local throttles = 0
+if called == '1' then tstr = string.format('%.6f', ended) end
+local call = cjson.decode(ARGV[7])['call']
+local jk = key_job(id)
+if call and call ~= '' and redis.call('HGET', jk, 'fin') == call then return {'ok', tstr, 0} end
 if called == '1' then
   local tend = ended
-  tstr = string.format('%.6f', tend)
   local pk = key_pace(a)
   local fields = {'last_end', tstr, 'r', fraction, 'day', day, 'day_n', day_n}
   if slow ~= '' then
@@ -140,7 +145,6 @@ if called == '1' then
     redis.call('EXPIRE', vk, math.ceil(2 * VENDOR_WINDOW_S))
   end
 end
-local jk = key_job(id)
 local hk = key_history(id)
 local st, lease, priority, camp, last_error, attempts, replays, test_of = unpack(redis.call('HMGET', jk,
   'state', 'lease', 'priority', 'campaign', 'last_error', 'attempts', 'replays', 'test_of'))
@@ -148,6 +152,7 @@ if lease ~= token or (st ~= 'sending' and st ~= 'dead') then
   redis.call('RPUSH', hk, ARGV[7])  -- the attempt is on the record even when the job is no longer ours
   return {'stale', tstr, throttles}
 end
+if call and call ~= '' then redis.call('HSET', jk, 'fin', call) end
 redis.call('LREM', key_claimed(a), 0, id)
 if outcome == 'recall' then
   -- a revoke job ends here whatever happened (never retried): ARGV[X] its outcome, ARGV[X + 1] the error

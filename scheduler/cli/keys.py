@@ -1,0 +1,88 @@
+"""``keys create|list|revoke`` (operator keys with a role) and ``audit`` (who did what)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from scheduler.cli.options import AsJson, Token, Url, connect
+from scheduler.cli.render import emit, print_table, say, when
+
+app = typer.Typer(
+    help="Operator keys with a role (viewer, operator, admin) / 带角色的操作密钥: create, list, revoke.",
+    no_args_is_help=True,
+)
+
+
+@app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="who holds the key (shown in the audit trail)")],
+    role: Annotated[str, typer.Option(help="viewer (reads), operator (sends), admin (accounts, keys)")] = "viewer",
+    rate_per_min: Annotated[
+        int | None, typer.Option(help="requests a minute (default BROADCAST_KEY_RATE_PER_MIN)")
+    ] = None,
+    as_json: AsJson = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Create a key. It is printed this once: store it now / 密钥只显示这一次，请立即保存。"""
+    with connect(url, token) as api:
+        made = api.create_key(name, role, rate_per_min=rate_per_min)
+
+    def human(k: dict[str, Any]) -> None:
+        say(f"key {k['name']} ({k['role']}) — shown once, store it now / 只显示这一次，请立即保存:")
+        typer.echo(k["key"])
+
+    emit(made, as_json, human)
+
+
+@app.command("list")
+def list_(as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
+    """Names, roles, created and last used (never the keys) / 名称、角色、创建与最近使用时间。"""
+    with connect(url, token) as api:
+        items = api.keys()
+
+    def human(rows: list[dict[str, Any]]) -> None:
+        print_table(
+            ["name", "role", "created", "last_used", "rate/min"],
+            [
+                [k["name"], k["role"], when(k["created"]), when(k["last_used"]), str(k["rate_per_min"] or "-")]
+                for k in rows
+            ],
+        )
+        say(f"{len(rows)} keys")
+
+    emit(items, as_json, human)
+
+
+@app.command("revoke")
+def revoke(name: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
+    """Revoke a key at once: its next request is refused (401) / 立即吊销。"""
+    with connect(url, token) as api:
+        done = api.revoke_key(name)
+    emit(done, as_json, lambda d: say(f"revoked {d['revoked']} / 已吊销"))
+
+
+def audit(
+    limit: Annotated[int, typer.Option(help="entries to show, newest first")] = 50,
+    key: Annotated[str | None, typer.Option(help="only this key's actions (its name)")] = None,
+    target: Annotated[str | None, typer.Option(help="only this target, e.g. campaign:42 or account:shop")] = None,
+    cursor: Annotated[str | None, typer.Option(help="continue after this entry id (the last line's hint)")] = None,
+    as_json: AsJson = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Who did what: every change made through the API / 操作审计：谁在何时做了什么。"""
+    with connect(url, token) as api:
+        page = api.audit(limit=limit, cursor=cursor, key=key, target=target)
+
+    def human(p: dict[str, Any]) -> None:
+        print_table(
+            ["at", "key", "role", "action", "target", "status"],
+            [[when(e["at"]), e["key"], e["role"], e["action"], e["target"], str(e["status"])] for e in p["items"]],
+        )
+        if p.get("next_cursor"):
+            say(f"older / 更早: --cursor {p['next_cursor']}")
+
+    emit(page, as_json, human)
