@@ -898,6 +898,7 @@ function accountsPage() {
       current.accounts = accounts;
       // the contact sync of each account whose vendor has contact calls (the others answer 409)
       const syncs = {};
+      if (!token()) return; // logged out while the accounts were read: nothing more is asked
       await Promise.all(accounts.filter((a) => a.vendor === "gewe" || a.vendor === "ecloud").map(async (a) => {
         try { syncs[a.id] = await api("GET", `/v1/accounts/${encodeURIComponent(a.id)}/contacts/sync`); } catch (error) { if (!(error instanceof ApiError)) throw error; }
       }));
