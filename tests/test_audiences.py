@@ -4,6 +4,8 @@ sends are covered end to end in tests/test_audiences_e2e.py."""
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -14,6 +16,9 @@ import redis as redis_lib
 from scheduler.intake.audience import AudienceError, AudienceIn, resolve
 from simulator.server import SimulatorServer
 from tests.conftest import account_for
+from worker.execution.contacts import ContactSyncRunner
+from worker.settings import Settings
+from worker.store.accounts import AccountSpec, AccountStore
 from worker.store.contacts import Contact, ContactBook, ContactStore
 from worker.vendors.base import HttpBackend, backend_for
 
@@ -148,3 +153,25 @@ def test_a_full_address_book_is_read_from_the_simulator_and_an_unready_list_says
         details = backend.contact_details(listed.friends[:20])
         assert [d.wxid for d in details] == listed.friends[:20] and details[11].labels == ("1", "4")
         assert dict(backend.contact_labels())["2"] == "上海"
+
+
+def test_a_sync_refused_by_the_vendor_fails_saying_why_without_the_token(
+    store: ContactStore, sim: SimulatorServer
+) -> None:
+    """The dispatcher's part (take the lease) and the worker's (one call) in process: an account whose token the
+    vendor refuses ends its sync ``failed`` with the vendor's reason, the token scrubbed, the lease freed."""
+    secret = "tok-wrong-" + uuid.uuid4().hex
+    accounts = AccountStore(store.redis, store.prefix)
+    spec = {"vendor": "gewe", "base_url": sim.url + "/gewe/v2/api", "token": secret, "instance": "wx_demo_gewe"}
+    accounts.put("gw", AccountSpec.model_validate(spec))
+    store.start("gw")
+    assert store.begin_step("gw", "csync:t1", ttl_s=5, now=time.time()) == "1"
+    assert store.begin_step("gw", "csync:t2", ttl_s=5, now=time.time()) == "0"  # one step at a time
+    with httpx.Client(timeout=5) as client:
+        runner = ContactSyncRunner(Settings(key_prefix=store.prefix), store, accounts, client)
+        runner.step("gw", "csync:t1")
+    status = store.status("gw")
+    assert status["status"] == "failed" and "account_down" in status["error"] and "不可用或已过期" in status["error"]
+    assert secret not in json.dumps(status)
+    assert not store.redis.exists(store.keys.lease("gw"))
+    assert store.due(time.time() + 60) == ([], None)  # nothing more is handed out
