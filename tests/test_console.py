@@ -366,6 +366,7 @@ def test_a_campaign_that_paused_itself_shows_why(stack: ApiStack, browser: Any) 
     screenshot(browser, "console", "06c-auto-paused")
     open_page(browser, stack, "campaigns")
     row = f"tr[data-campaign='{created['id']}']"
+    until(lambda: all_css(browser, f"{row} .pause-reason"), "the campaign in the list")
     reason = by_css(browser, f"{row} .pause-reason")
     until(lambda: "出错过多，已自动暂停：连续 1 次失败" in reason.text, "the reason in the list, in Chinese")
     assert "error threshold" in (reason.get_attribute("title") or "")  # the stored words, on hover
