@@ -366,6 +366,7 @@ def test_a_campaign_that_paused_itself_shows_why(stack: ApiStack, browser: Any) 
     screenshot(browser, "console", "06c-auto-paused")
     open_page(browser, stack, "campaigns")
     row = f"tr[data-campaign='{created['id']}']"
+    until(lambda: all_css(browser, f"{row} .pause-reason"), "the campaign in the list")
     reason = by_css(browser, f"{row} .pause-reason")
     until(lambda: "出错过多，已自动暂停：连续 1 次失败" in reason.text, "the reason in the list, in Chinese")
     assert "error threshold" in (reason.get_attribute("title") or "")  # the stored words, on hover
@@ -643,3 +644,45 @@ def test_a_viewer_sees_everything_and_changes_nothing(stack: ApiStack, browser: 
     until(lambda: len(all_css(browser, "button[data-action='edit-account']")) == accounts, "the accounts")
     assert all(b.get_attribute("disabled") is not None for b in all_css(browser, "button[data-action='edit-account']"))
     browser.execute_script("sessionStorage.setItem('broadcast.token', arguments[0])", API_TOKEN)
+
+
+def test_contacts_sync_from_the_accounts_page_then_a_campaign_for_ticked_labels(stack: ApiStack, browser: Any) -> None:
+    """Last in the module: it adds an account the other pages would count."""
+    instance = f"{stack.prefix}-crm"
+    stack.add_account("crm", "gewe", instance=instance)
+    with httpx.Client(base_url=stack.sim.url) as admin:
+        body = {"vendor": "gewe", "instance": instance, "friends": 40, "chatrooms": 2}
+        admin.post("/_sim/contacts", json=body).raise_for_status()
+    open_page(browser, stack, "accounts")
+    browser.execute_script("localStorage.setItem('broadcast.lang', 'zh')")  # whatever an earlier test left
+    open_page(browser, stack, "accounts")
+    browser.refresh()
+    row = "tr[data-account='crm']"
+    until(lambda: "未同步" in by_css(browser, f"{row} .contacts").text, "the contacts column")
+    click(browser, f"{row} button[data-action='sync-contacts']")
+    until(lambda: "已同步" in by_css(browser, f"{row} .contacts").text, "the finished sync", timeout=90)
+    assert "40 好友 · 2 群" in by_css(browser, f"{row} .contacts").text
+    screenshot(browser, "console", "09-contacts-synced")
+
+    open_page(browser, stack, "new")
+    until(lambda: len(all_css(browser, "#c-accounts input[value='crm']")) == 1, "the account choices")
+    by_css(browser, "#c-name").send_keys("标签群发 console")
+    click(browser, "#c-accounts input[value='crm']")
+    by_css(browser, "#c-text").send_keys("{name} 你好")
+    click(browser, "#c-src-audience")
+    until(lambda: len(all_css(browser, "#c-labels-any input")) == 4, "the account's labels")
+    click(browser, "#c-labels-any input[value='VIP']")
+    click(browser, "#c-labels-excl input[value='同事']")
+    # VIP every 4th friend (10 of 40), but colleagues (every 7th: 28), no groups: 9
+    until(lambda: "将发送给 9 人" in by_css(browser, "#c-audience").text, "the resolved count")
+    assert (
+        "已排除 1 人" in by_css(browser, "#c-audience").text and "通讯录同步于" in by_css(browser, "#c-audience").text
+    )
+    screenshot(browser, "console", "10-audience-preview")
+    click(browser, "#c-draft")
+    click(browser, "#c-submit")
+    until(lambda: "#campaign/" in browser.current_url, "the campaign page")
+    campaign_id = browser.current_url.split("#campaign/")[1]
+    created = stack.http.get(f"/v1/campaigns/{campaign_id}").json()
+    assert (created["status"], created["total"]) == ("draft", 9)
+    assert created["audience"]["selector"]["labels_any"] == ["VIP"]

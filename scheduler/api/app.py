@@ -30,6 +30,7 @@ from scheduler.api.routers import (
     audit,
     callbacks,
     campaigns,
+    contacts,
     dead_letters,
     keys,
     messages,
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     for resource in (
         ops,
         accounts,
+        contacts,
         messages,
         campaigns,
         dead_letters,

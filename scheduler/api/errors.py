@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from scheduler.intake.audience import AudienceError
 from scheduler.intake.campaigns import CampaignNotFound, CampaignStateError
 from scheduler.intake.producer import IdempotencyConflict
 from worker.errors import MessageError
@@ -142,6 +143,10 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MessageError)
     async def _message_error(_: Request, exc: MessageError) -> JSONResponse:
         return error_response(422, "invalid", plain(str(exc)), exc.field)
+
+    @app.exception_handler(AudienceError)
+    async def _audience_error(_: Request, exc: AudienceError) -> JSONResponse:
+        return error_response(exc.status, exc.code, plain(str(exc)), exc.field)
 
     @app.exception_handler(CampaignNotFound)
     async def _no_campaign(_: Request, exc: CampaignNotFound) -> JSONResponse:
