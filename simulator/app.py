@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from simulator.callbacks import Callbacks
+from simulator.contacts import ContactHandlers, Contacts
 from simulator.protocols import Handlers, JSONResponse, read_json_object
 from simulator.state import SimAccount, SimState
 
@@ -155,6 +156,7 @@ def create_app(state: SimState) -> Starlette:
     """Build the simulator app serving all four vendor protocols over `state`."""
     h = Handlers(state)
     admin = Admin(state)
+    c = ContactHandlers(state, Contacts(state), h.authenticate)
     callbacks = Callbacks(state)
     post = ["POST"]
     routes: list[BaseRoute] = []
@@ -169,6 +171,11 @@ def create_app(state: SimState) -> Starlette:
             Route(f"{prefix}/message/postLink", h.gewe_post_link, methods=post),
             Route(f"{prefix}/message/revokeMsg", h.gewe_revoke, methods=post),
             Route(f"{prefix}/login/checkOnline", h.gewe_check_online, methods=post),
+            Route(f"{prefix}/label/list", c.gewe_labels, methods=post),
+            Route(f"{prefix}/contacts/fetchContactsList", c.gewe_fetch, methods=post),
+            Route(f"{prefix}/contacts/fetchContactsListCache", c.gewe_fetch_cache, methods=post),
+            Route(f"{prefix}/contacts/getBriefInfo", c.gewe_brief, methods=post),
+            Route(f"{prefix}/group/getChatroomMemberList", c.gewe_members, methods=post),
             Route(f"{prefix}/login/setCallback", callbacks.gewe_set_callback, methods=post),
         ]
     routes += [
@@ -184,6 +191,13 @@ def create_app(state: SimState) -> Starlette:
         Route("/sendUrl", h.ecloud_send_url, methods=post),
         Route("/revokeMsg", h.ecloud_revoke, methods=post),
         Route("/isOnline", h.ecloud_is_online, methods=post),
+        Route("/getContactLabelList", c.ecloud_labels, methods=post),
+        Route("/initAddressList", c.ecloud_init, methods=post),
+        Route("/getAddressList", c.ecloud_list, methods=post),
+        Route("/getContact", c.ecloud_contact, methods=post),
+        Route("/getChatRoomMember", c.ecloud_members, methods=post),
+        Route("/_sim/contacts", c.configure, methods=post),
+        Route("/_sim/contact_calls", c.list_calls, methods=["GET"]),
         Route("/setHttpCallbackUrl", callbacks.ecloud_set_callback, methods=post),
         Route("/_sim/callbacks", callbacks.post_callbacks, methods=post),
         Route("/_sim/health", admin.health, methods=["GET"]),

@@ -158,9 +158,13 @@ def serve(
     port: int = 8899,
     accounts: Iterable[SimAccount] = DEMO_ACCOUNTS,
     seed: int | None = None,
+    contacts: tuple[int, int] | None = None,
 ) -> None:
-    """Run the simulator in the foreground until interrupted (SIGINT / SIGTERM)."""
+    """Run the simulator in the foreground until interrupted (SIGINT / SIGTERM). ``contacts``: (friends,
+    groups) each account has."""
     state = SimState(accounts, seed=seed)
+    if contacts is not None:
+        state.contact_size = contacts
     print(f"vendor simulator listening on {_format_url(host, port)}", file=sys.stderr, flush=True)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
         uvicorn.Server(_config(state, host, port)).run()

@@ -71,6 +71,9 @@ MAX_LATENCY_S: Final = 600.0
 #: WeChat lets a sender revoke a message for two minutes after its ``createTime``.
 REVOKE_WINDOW_S: Final = 120.0
 
+#: Contacts every account gets on first use (friends, groups): ``broadcast simulator --friends --groups``.
+DEMO_CONTACTS: Final = (300, 8)
+
 NEW_MSG_ID_MIN: Final = 2**62
 NEW_MSG_ID_MAX: Final = 2**63 - 1
 MSG_ID_MAX: Final = 2**31 - 1
@@ -286,6 +289,8 @@ class SimState:
         self._revokes: list[RevokeRecord] = []
         self._revoke_seq = 0
         self._revoke_window_s = REVOKE_WINDOW_S
+        #: (friends, groups) an account gets on its first contact call (``/_sim/contacts`` sets one account's)
+        self.contact_size: tuple[int, int] = DEMO_CONTACTS
         for account in accounts:
             self.add_account(account)
 

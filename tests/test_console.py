@@ -398,6 +398,7 @@ def test_a_campaign_that_paused_itself_shows_why(stack: ApiStack, browser: Any) 
     screenshot(browser, "console", "06c-auto-paused")
     open_page(browser, stack, "campaigns")
     row = f"tr[data-campaign='{created['id']}']"
+    until(lambda: all_css(browser, f"{row} .pause-reason"), "the campaign in the list")
     reason = by_css(browser, f"{row} .pause-reason")
     until(lambda: "出错过多，已自动暂停：连续 1 次失败" in reason.text, "the reason in the list, in Chinese")
     assert "error threshold" in (reason.get_attribute("title") or "")  # the stored words, on hover
@@ -534,8 +535,9 @@ def test_logout_forgets_the_token(stack: ApiStack, browser: Any) -> None:
 
 
 def test_bidi_and_zero_width_characters_are_shown_escaped(stack: ApiStack, browser: Any) -> None:
-    """Issue 24, item 9: ``invoice\\u202Egnp.exe`` must not pose as ``invoiceexe.png``."""
-    name = "invoice\u202egnp.exe\u200b"
+    """Issue 24, item 9: ``invoice\\u202Egnp.exe`` must not pose as ``invoiceexe.png``; tag characters,
+    Hangul fillers, line separators and variation selectors are shown too (escaped by Unicode category)."""
+    name = "invoice\u202egnp.exe\u200b|\U000e0041\u3164\u2028\ufe0f\U000e0100\u034f\ue000"
     created = stack.http.post(
         "/v1/campaigns",
         json={
@@ -552,6 +554,8 @@ def test_bidi_and_zero_width_characters_are_shown_escaped(stack: ApiStack, brows
     cell = f"tr[data-campaign='{cid}'] td a"
     until(lambda: "invoice\\u202Egnp.exe\\u200B" in text_of(browser, cell), "the name, escaped")
     assert "\u202e" not in text_of(browser, cell) and "\u200b" not in text_of(browser, cell)
+    hidden = "|\\uDB40\\uDC41\\u3164\\u2028\\uFE0F\\uDB40\\uDD00\\u034F\\uE000"
+    assert hidden in text_of(browser, cell), text_of(browser, cell)
     open_page(browser, stack, f"campaign/{cid}")
     until(lambda: "invoice\\u202Egnp.exe" in text_of(browser, "#view"), "the name on its page, escaped")
     assert "\u202e" not in text_of(browser, "#view")
@@ -672,3 +676,45 @@ def test_a_viewer_sees_everything_and_changes_nothing(stack: ApiStack, browser: 
     until(lambda: len(all_css(browser, "button[data-action='edit-account']")) == accounts, "the accounts")
     assert all(b.get_attribute("disabled") is not None for b in all_css(browser, "button[data-action='edit-account']"))
     browser.execute_script("sessionStorage.setItem('broadcast.token', arguments[0])", API_TOKEN)
+
+
+def test_contacts_sync_from_the_accounts_page_then_a_campaign_for_ticked_labels(stack: ApiStack, browser: Any) -> None:
+    """Last in the module: it adds an account the other pages would count."""
+    instance = f"{stack.prefix}-crm"
+    stack.add_account("crm", "gewe", instance=instance)
+    with httpx.Client(base_url=stack.sim.url) as admin:
+        body = {"vendor": "gewe", "instance": instance, "friends": 40, "chatrooms": 2}
+        admin.post("/_sim/contacts", json=body).raise_for_status()
+    open_page(browser, stack, "accounts")
+    browser.execute_script("localStorage.setItem('broadcast.lang', 'zh')")  # whatever an earlier test left
+    open_page(browser, stack, "accounts")
+    browser.refresh()
+    row = "tr[data-account='crm']"
+    until(lambda: "未同步" in by_css(browser, f"{row} .contacts").text, "the contacts column")
+    click(browser, f"{row} button[data-action='sync-contacts']")
+    until(lambda: "已同步" in by_css(browser, f"{row} .contacts").text, "the finished sync", timeout=90)
+    assert "40 好友 · 2 群" in by_css(browser, f"{row} .contacts").text
+    screenshot(browser, "console", "09-contacts-synced")
+
+    open_page(browser, stack, "new")
+    until(lambda: len(all_css(browser, "#c-accounts input[value='crm']")) == 1, "the account choices")
+    by_css(browser, "#c-name").send_keys("标签群发 console")
+    click(browser, "#c-accounts input[value='crm']")
+    by_css(browser, "#c-text").send_keys("{name} 你好")
+    click(browser, "#c-src-audience")
+    until(lambda: len(all_css(browser, "#c-labels-any input")) == 4, "the account's labels")
+    click(browser, "#c-labels-any input[value='VIP']")
+    click(browser, "#c-labels-excl input[value='同事']")
+    # VIP every 4th friend (10 of 40), but colleagues (every 7th: 28), no groups: 9
+    until(lambda: "将发送给 9 人" in by_css(browser, "#c-audience").text, "the resolved count")
+    assert (
+        "已排除 1 人" in by_css(browser, "#c-audience").text and "通讯录同步于" in by_css(browser, "#c-audience").text
+    )
+    screenshot(browser, "console", "10-audience-preview")
+    click(browser, "#c-draft")
+    click(browser, "#c-submit")
+    until(lambda: "#campaign/" in browser.current_url, "the campaign page")
+    campaign_id = browser.current_url.split("#campaign/")[1]
+    created = stack.http.get(f"/v1/campaigns/{campaign_id}").json()
+    assert (created["status"], created["total"]) == ("draft", 9)
+    assert created["audience"]["selector"]["labels_any"] == ["VIP"]

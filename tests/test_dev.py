@@ -81,8 +81,18 @@ def test_broadcast_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
         token_file = Path(re.search(r"\$\(cat (\S+)\)", try_line).group(1))  # type: ignore[union-attr]
         assert token_file.read_text().strip() == token.group(1)
         assert token_file.stat().st_mode & 0o077 == 0, "only its owner can read the token file"
-        assert "user broadcast, password: the API token" in text()
-        flower_auth = ("broadcast", token.group(1))
+        password = re.search(r"user broadcast, password (\S+) /", text())
+        assert password and password.group(1) != token.group(1), text()
+        flower_auth = ("broadcast", password.group(1))
+        # the simulator and Flower never hold the API token or the secret key (nor does any child's log)
+        for child in descendants(proc.pid):
+            environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            has = {entry.split(b"=", 1)[0] for entry in environ}
+            if b"simulator" in command or b"flower" in command:
+                assert not has & {b"BROADCAST_API_TOKEN", b"BROADCAST_SECRET_KEY"}, command
+            elif b"api" in command:
+                assert {b"BROADCAST_API_TOKEN", b"BROADCAST_SECRET_KEY"} <= has, command
         wait_for(
             lambda: httpx.get(f"{flower.group(1)}/api/workers", auth=flower_auth, timeout=2).status_code == 200,
             timeout=60,

@@ -117,6 +117,19 @@ class Settings(BaseSettings):
     #: Dispatcher idle poll when nothing wakes it.
     dispatch_idle_s: float = Field(default=0.05, gt=0, le=4)  # a blocking wait, below the Redis socket timeout
 
+    # --- contact sync (one vendor call per step, under the account's lease) ---------------------------
+    #: Random gap between two contact calls on one account: E云's docs ask for 300-800 ms between
+    #: ``getContact`` calls; GeWe documents none, the same gap is kept.
+    contacts_gap_min_s: float = Field(default=0.3, ge=0, le=60)
+    contacts_gap_max_s: float = Field(default=0.8, ge=0, le=60)
+    #: How long the first list call (GeWe ``fetchContactsList``, slow with many friends) is waited for
+    #: before the sync polls the vendor's list cache instead.
+    contacts_list_timeout_s: float = Field(default=20.0, gt=0, le=300)
+    #: Polls of the list cache (GeWe) or address list (E云) before the sync fails.
+    contacts_max_polls: int = Field(default=60, ge=1, le=1000)
+    #: Tries of one failed contact call before the sync fails with its reason.
+    contacts_max_attempts: int = Field(default=5, ge=1, le=20)
+
     # --- Celery --------------------------------------------------------------------------------------
     task_soft_time_limit_s: int = 240
     #: Hard limit, below the broker visibility timeout so a stuck task dies before it is redelivered.

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler.api.roles import rule_for
-from scheduler.api.state import ApiState
+from scheduler.api.state import AUDIT_VARIANT, ApiState
 
 log = logging.getLogger("broadcast.api")
 
@@ -57,12 +57,14 @@ def _record(scope: Scope, status: int, body: bytes) -> None:
     rule = rule_for(scope["method"], getattr(route, "path", ""))
     if not rule.action:
         return
+    variant = scope.get("state", {}).get(AUDIT_VARIANT)
+    action = f"{rule.action}_{variant}" if variant else rule.action
     state: ApiState = scope["app"].state.api
     try:
         state.audit.record(
             key=caller.name,
             role=caller.role.value,
-            action=rule.action,
+            action=action,
             target=_target(rule.action, scope.get("path_params") or {}, body),
             status=status,
         )

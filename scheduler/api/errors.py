@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from scheduler.intake.audience import AudienceError
 from scheduler.intake.campaigns import CampaignNotFound, CampaignStateError
 from scheduler.intake.producer import IdempotencyConflict
 from worker.errors import MessageError
@@ -56,8 +57,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "Not possible in the current state"),
         (502, "The vendor refused"),
         (413, "Body too large"),
+        (415, "The route takes another content type (a form, CSV)"),
         (422, "Invalid input; `field` names it"),
         (429, "Too many requests for this key this minute; see Retry-After"),
+        (500, "Internal error (logged on the server)"),
         (503, "Redis unreachable; nothing was stored"),
     )
 }
@@ -142,6 +145,10 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MessageError)
     async def _message_error(_: Request, exc: MessageError) -> JSONResponse:
         return error_response(422, "invalid", plain(str(exc)), exc.field)
+
+    @app.exception_handler(AudienceError)
+    async def _audience_error(_: Request, exc: AudienceError) -> JSONResponse:
+        return error_response(exc.status, exc.code, plain(str(exc)), exc.field)
 
     @app.exception_handler(CampaignNotFound)
     async def _no_campaign(_: Request, exc: CampaignNotFound) -> JSONResponse:

@@ -37,6 +37,8 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
     }
 )
 
+#: POST routes that store nothing (a dry run): no audit action, like a read.
+DRY_RUNS: frozenset[tuple[str, str]] = frozenset({("POST", "/v1/messages/check"), ("POST", "/v1/audiences/preview")})
 #: Routes that carry their own credential instead of a bearer key: a vendor's callback, whose per-account
 #: key in the URL is checked by the route itself (wrong key: 404; issue 19). Never under ``authorize``.
 OWN_KEY: frozenset[tuple[str, str]] = frozenset({("POST", "/v1/callbacks/{account}")})
@@ -57,6 +59,14 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/accounts/{account_id}/callback"): Rule(ADMIN, "account.callback"),
     ("PUT", "/v1/vendor-limits/{vendor}"): Rule(ADMIN, "vendor_limits.put"),
     ("GET", "/v1/vendor-limits"): Rule(VIEWER),
+    # contacts and audiences: reading them is a viewer's; a sync is vendor traffic on the account
+    ("POST", "/v1/accounts/{account_id}/contacts/sync"): Rule(OPERATOR, "contacts.sync"),
+    ("GET", "/v1/accounts/{account_id}/contacts/sync"): Rule(VIEWER),
+    ("DELETE", "/v1/accounts/{account_id}/contacts/sync"): Rule(OPERATOR, "contacts.sync_cancel"),
+    ("POST", "/v1/accounts/{account_id}/contacts/sync/cancel"): Rule(OPERATOR, "contacts.sync_cancel"),
+    ("GET", "/v1/accounts/{account_id}/contacts"): Rule(VIEWER),
+    ("GET", "/v1/accounts/{account_id}/labels"): Rule(VIEWER),
+    ("POST", "/v1/audiences/preview"): Rule(VIEWER),  # a dry run: nothing is stored
     # messages
     ("POST", "/v1/messages"): Rule(OPERATOR, "message.create"),
     ("POST", "/v1/messages/check"): Rule(VIEWER),  # a dry run: nothing is stored

@@ -58,7 +58,9 @@ class ApiState:
                 "BROADCAST_API_TOKEN is not set: refusing to start without API keys (or BROADCAST_ENV=dev)"
             )
         ledger = Ledger(client, settings.key_prefix)
-        accounts = AccountStore(client, settings.key_prefix, secret_keys=settings.secret_keys())
+        accounts = AccountStore(
+            client, settings.key_prefix, secret_keys=settings.secret_keys(), require_key=settings.env != "dev"
+        )
         producer = Producer(ledger, accounts)
         campaigns = Campaigns(ledger, accounts, settings=settings)
         return cls(
@@ -138,6 +140,16 @@ def authorize(request: Request, state: Stores) -> Caller:
 
 #: ``dependencies=`` of every authenticated router.
 AUTH = [Depends(authorize)]
+
+
+#: Where a route names a variant of its action that must stand out in the audit trail (``force``: the
+#: entry's action is ``dead_letter.replay_force``, not ``dead_letter.replay``; :mod:`scheduler.api.audit`).
+AUDIT_VARIANT = "audit_variant"
+
+
+def audit_variant(request: Request, variant: str) -> None:
+    """Record this call as the ``<action>_<variant>`` of its route (a forced replay of an unknown outcome)."""
+    setattr(request.state, AUDIT_VARIANT, variant)
 
 
 class AuthFirst:

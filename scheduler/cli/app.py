@@ -23,7 +23,7 @@ import sys
 
 import typer
 
-from scheduler.cli import account, campaign, deadletter, keys, message, schedule, services, suppression
+from scheduler.cli import account, campaign, contacts, deadletter, keys, message, schedule, services, suppression
 from scheduler.cli.client import TOKEN_ENV, URL_ENV
 from scheduler.cli.render import plain_help_types
 
@@ -52,6 +52,7 @@ app.add_typer(message.app, name="message")
 app.add_typer(campaign.app, name="campaign")
 app.add_typer(deadletter.app, name="dead-letters")
 app.add_typer(account.app, name="accounts")
+app.add_typer(contacts.app, name="contacts")
 app.add_typer(schedule.app, name="schedules")
 app.add_typer(keys.app, name="keys")
 app.command()(keys.audit)

@@ -149,15 +149,17 @@ def _print_accepted(accepted: dict[str, Any]) -> None:
         f"campaign {accepted['id']} {accepted['status']}: {accepted['total']} recipients"
         + (f" ({accepted['duplicates']} duplicates dropped)" if accepted.get("duplicates") else "")
     )
+    if accepted.get("audience"):
+        _print_audience(accepted["audience"])
 
 
 @app.command("create")
 def create(
     name: Annotated[str, typer.Option(help="campaign name")],
     recipients: Annotated[
-        Path,
+        Path | None,
         typer.Option(exists=True, dir_okay=False, help="CSV (to, account?, vars…) or JSONL ({to, account?, vars?})"),
-    ],
+    ] = None,
     account: Annotated[str | None, typer.Option(help="send every recipient from this account")] = None,
     accounts: Annotated[str | None, typer.Option(help="spread recipients over these accounts: A,B,…")] = None,
     text: TextOpt = None,
@@ -186,11 +188,28 @@ def create(
         str, typer.Option(help="over the account's recipient_cap: skip (default) or wait until the window allows")
     ] = "skip",
     watch: Annotated[bool, typer.Option("--watch", help="then watch it to the end (see `campaign watch`)")] = False,
+    label: Annotated[
+        list[str] | None, typer.Option(help="audience: friends with any of these labels (repeat) / 标签（任一）")
+    ] = None,
+    all_labels: Annotated[
+        list[str] | None,
+        typer.Option("--all-labels", help="audience: friends with every one of these (repeat) / 同时具有"),
+    ] = None,
+    exclude_label: Annotated[
+        list[str] | None, typer.Option(help="audience: not friends with this label (repeat) / 排除标签")
+    ] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="audience: never this wxid (repeat) / 排除")] = None,
+    friends: Annotated[
+        bool | None, typer.Option("--friends/--no-friends", help="audience: the accounts' friends / 好友")
+    ] = None,
+    chatrooms: Annotated[bool, typer.Option("--chatrooms", help="audience: every group kept / 所有群")] = False,
     as_json: AsJson = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Create a campaign from a recipients file (.csv, .jsonl); stored atomically or not at all."""
+    """Create a campaign from a recipients file (.csv, .jsonl), or for the accounts' own contacts (an audience:
+    --label, --exclude-label, --chatrooms… against the last `contacts sync`); stored atomically or not at all.
+    以文件或账号自己的通讯录（标签、群）创建群发。"""
     spec: dict[str, Any] = {
         "name": name,
         "message": message_body(locals()),
@@ -215,11 +234,57 @@ def create(
         raise fail(f"--on-cap: {on_cap!r} is not skip or wait")
     if on_cap == "wait":
         spec["on_cap"] = on_cap
+    audience = _audience(account, accounts, label, all_labels, exclude_label, exclude, friends, chatrooms)
+    if audience is not None:
+        spec["audience"] = audience
+    elif recipients is None:
+        raise fail("give --recipients FILE, or an audience (--label, --chatrooms, --friends…) / 需要收件人文件或受众")
     with connect(url, token) as api:
-        accepted = api.upload_campaign(spec, recipients)
+        accepted = api.create_campaign(spec) if recipients is None else api.upload_campaign(spec, recipients)
         emit(accepted, as_json, _print_accepted)
         if watch and accepted["status"] != "draft":
             _watch(api, accepted["id"], interval=0.5, as_json=as_json)
+
+
+def _audience(
+    account: str | None,
+    accounts: str | None,
+    label: list[str] | None,
+    all_labels: list[str] | None,
+    exclude_label: list[str] | None,
+    exclude: list[str] | None,
+    friends: bool | None,
+    chatrooms: bool,
+) -> dict[str, Any] | None:
+    """The API's ``audience`` from the options (None when no audience option was given)."""
+    if not (label or all_labels or exclude_label or exclude or friends is not None or chatrooms):
+        return None
+    pool = [account] if account else [a.strip() for a in (accounts or "").split(",") if a.strip()]
+    if not pool:
+        raise fail("an audience needs --account or --accounts (whose contacts) / 受众需要指定账号")
+    audience: dict[str, Any] = {"accounts": pool, "chatrooms": chatrooms}
+    if friends is not None:
+        audience["friends"] = friends
+    for name, values in (("labels_any", label), ("labels_all", all_labels), ("exclude_labels", exclude_label),
+                         ("exclude", exclude)):  # fmt: skip
+        if values:
+            audience[name] = values
+    return audience
+
+
+def _print_audience(audience: dict[str, Any]) -> None:
+    """What an audience resolved to: counts, each account's sync age, the first rows (a draft)."""
+    say(
+        f"audience: {audience['total']} recipients, {audience['duplicates']} reached by an earlier account, "
+        f"{audience['excluded']} excluded / 受众 {audience['total']} 人"
+    )
+    for acct, info in (audience.get("accounts") or {}).items():
+        age = float(info.get("sync_age_s") or 0)
+        say(
+            f"  {acct}: {info['recipients']} recipients, contacts synced {age / 60:.0f} min ago / 通讯录同步于 {age / 60:.0f} 分钟前"
+        )
+    for row in audience.get("sample") or []:
+        say(f"  → {row['to']} ({row['account']}) {row.get('vars') or ''}")
 
 
 def _print_campaigns(items: list[dict[str, Any]]) -> None:

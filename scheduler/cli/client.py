@@ -227,6 +227,27 @@ class Client:
     def revoke_message(self, job_id: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/v1/messages/{_seg(job_id)}/revoke"))
 
+    # --- contacts and audiences ---------------------------------------------------------------------------
+
+    def contacts_sync(self, account: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/accounts/{_seg(account)}/contacts/sync"))
+
+    def contacts_sync_status(self, account: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/accounts/{_seg(account)}/contacts/sync"))
+
+    def contacts_sync_cancel(self, account: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/accounts/{_seg(account)}/contacts/sync/cancel"))
+
+    def contacts(self, account: str, **params: Any) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/accounts/{_seg(account)}/contacts", params=params))
+
+    def labels(self, account: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/accounts/{_seg(account)}/labels"))
+
+    def create_campaign(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /v1/campaigns`` with a JSON body (an audience, no file)."""
+        return dict(self._call("POST", "/v1/campaigns", json=dict(body)))
+
     # --- campaigns ----------------------------------------------------------------------------------------
 
     def upload_campaign(self, spec: Mapping[str, Any], recipients: Path) -> dict[str, Any]:

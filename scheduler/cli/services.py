@@ -100,7 +100,10 @@ def scheduler() -> None:
     client = redis_client(settings.redis_url, settings)
     ledger = Ledger(client, settings.key_prefix)
     if settings.accounts_file:  # BROADCAST_ACCOUNTS_FILE is loaded into Redis at start
-        AccountStore(client, settings.key_prefix, secret_keys=settings.secret_keys()).load_file(settings.accounts_file)
+        keys = settings.secret_keys()
+        AccountStore(client, settings.key_prefix, secret_keys=keys, require_key=settings.env != "dev").load_file(
+            settings.accounts_file
+        )
     setup_logging(settings.log_level, settings.log_json)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -113,13 +116,23 @@ def simulator(
     port: int = 8899,
     accounts: Annotated[Path | None, typer.Option(help="TOML file of simulator accounts")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed for ids and fault probabilities")] = None,
+    friends: Annotated[
+        int, typer.Option(min=0, max=20_000, help="friends each account has (in 4 labels) / 好友数")
+    ] = 300,
+    groups: Annotated[int, typer.Option(min=0, max=2000, help="groups each account keeps / 群数")] = 8,
 ) -> None:
     """The bundled vendor simulator: all four protocols, with fault injection under /_sim."""
     from simulator.server import load_accounts, serve
     from simulator.state import DEMO_ACCOUNTS
 
-    err.print(f"vendor simulator on http://{host}:{port}  (admin: /_sim/sends, /_sim/faults)")
-    serve(host=host, port=port, accounts=load_accounts(accounts) if accounts else DEMO_ACCOUNTS, seed=seed)
+    err.print(f"vendor simulator on http://{host}:{port}  (admin: /_sim/sends, /_sim/faults, /_sim/contacts)")
+    serve(
+        host=host,
+        port=port,
+        accounts=load_accounts(accounts) if accounts else DEMO_ACCOUNTS,
+        seed=seed,
+        contacts=(friends, groups),
+    )
 
 
 def dev(

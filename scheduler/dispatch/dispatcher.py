@@ -14,6 +14,7 @@ list, so a tick follows new work within milliseconds instead of waiting for a po
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -29,6 +30,7 @@ from worker.pacing.rules import Pacer, RedisClock, read_clock
 from worker.settings import Settings
 from worker.store import scripts
 from worker.store.accounts import AccountStore
+from worker.store.contacts import ContactStore
 from worker.store.ledger import Claim, Ledger
 
 log = logging.getLogger("broadcast.dispatcher")
@@ -45,6 +47,14 @@ PROMOTE_CHUNK = 1000
 LEADER_RENEW_S = 1.0
 #: Recurring schedules and scheduled campaigns are looked at this often (cron has whole seconds).
 TIMERS_EVERY_S = 0.2
+#: A contact-sync step that finds its account busy looks again this much later (a session in flight was
+#: flagged and ends at its next job; its release wakes the dispatcher sooner anyway).
+SYNC_BUSY_RETRY_S = 0.05
+#: ... and an account that is paused or down this much later.
+SYNC_HELD_RETRY_S = 5.0
+#: While no contact sync runs, the dispatcher looks for a new one this often (not every round): a sync
+#: starts at most this late, and an idle dispatcher makes no extra Redis call per round.
+SYNC_IDLE_CHECK_S = 1.0
 
 
 class Dispatcher:
@@ -62,6 +72,9 @@ class Dispatcher:
         #: vendor callbacks stored by the API are acted on here (opt-outs, removed contacts, offline)
         self.callbacks = CallbackProcessor(settings, client, accounts, producer)
         self.pacer = Pacer(client, settings)
+        self.contacts = ContactStore(client, settings.key_prefix)
+        self._syncs_checked_at = -SYNC_IDLE_CHECK_S
+        self._syncs_running = False
         self.next_delay: float | None = None
         self.identity = uuid.uuid4().hex
         self._renew = scripts.register(client, "leader_renew")
@@ -107,9 +120,40 @@ class Dispatcher:
             requeued, unknown = self.ledger.recover()
             if requeued or unknown:
                 log.warning("recovered dead sessions: %d jobs requeued, %d unknown outcomes", requeued, unknown)
+        steps, soonest = 0, None
+        if now >= self._syncs_checked_at + SYNC_IDLE_CHECK_S or self._syncs_running:
+            self._syncs_checked_at = now
+            steps, soonest = self.start_contact_steps()
+            self._syncs_running = bool(steps) or soonest is not None
         claims = self.release_due()
         self.publish(claims)
-        return len(claims)
+        if soonest is not None:  # the next sync step: the idle wait ends then
+            later = max(0.0, soonest - time.time())
+            self.next_delay = later if self.next_delay is None else min(self.next_delay, later)
+        return len(claims) + steps
+
+    def start_contact_steps(self) -> tuple[int, float | None]:
+        """Hand out the contact-sync steps that are due, each under its account's lease (one vendor call,
+        like a send; never beside one). Runs before the send claims of the round, so a step gets an account
+        freed by a session that just ended before its next session is claimed."""
+        now = time.time()
+        started = 0
+        due, soonest = self.contacts.due(now)
+        for account in due:
+            token = f"csync:{uuid.uuid4().hex}"
+            got = self.contacts.begin_step(account, token, ttl_s=self.settings.lease_ttl_s, now=now)
+            if got == "1":
+                self.celery.send_task(
+                    "broadcast.contacts_step", args=[account, token], queue=self.settings.celery_queue
+                )
+                started += 1
+            elif got == "0":
+                self.contacts.wait(account, now + SYNC_BUSY_RETRY_S, "")
+                soonest = min(soonest or math.inf, now + SYNC_BUSY_RETRY_S)
+            elif got in ("paused", "down"):
+                self.contacts.wait(account, now + SYNC_HELD_RETRY_S, f"the account is {got}")
+                soonest = min(soonest or math.inf, now + SYNC_HELD_RETRY_S)
+        return started, soonest
 
     def release_due(self) -> list[Claim]:
         """Promote what is due, then claim sessions for the due accounts the pacing rules allow, within the

@@ -29,6 +29,7 @@ import redis
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from scheduler.intake.audience import AudienceError, AudienceIn
 from scheduler.intake.campaigns import Campaigns
 from scheduler.intake.producer import RECIPIENT_MAX, Producer, UnknownAccountError, validate_recipient
 from worker.errors import BroadcastError, MessageError
@@ -65,9 +66,17 @@ class CampaignTemplate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     account: str | None = None
     accounts: list[str] | None = None
-    recipients: list[RecipientTemplate] = Field(min_length=1, max_length=100_000)
+    recipients: list[RecipientTemplate] = Field(default_factory=list, max_length=100_000)
+    #: resolved at each firing against the accounts' last contact sync (checked at creation the same way)
+    audience: AudienceIn | None = None
     message: Message
     priority: Priority = "normal"
+
+    @model_validator(mode="after")
+    def _someone(self) -> CampaignTemplate:
+        if not self.recipients and self.audience is None:
+            raise ValueError("give recipients, an audience, or both")
+        return self
 
 
 class ScheduleSpec(BaseModel):
@@ -213,13 +222,14 @@ class Schedules:
                 recipients=[r.model_dump(exclude_none=True) for r in c.recipients],
                 account=c.account,
                 accounts=c.accounts,
+                audience=c.audience,
             )
         except MessageError as exc:
             raise _prefixed(exc, "campaign") from None
 
     def create(self, spec: ScheduleSpec) -> dict[str, Any]:
         """Validate the template and its fan-out against the store and settings now, then persist."""
-        self.check(spec)
+        size = self.check(spec)
         schedule_id = "s" + uuid.uuid4().hex[:12]
         now = time.time()
         upcoming = next_fire(spec.cron, spec.timezone, now)
@@ -231,6 +241,7 @@ class Schedules:
                 "created": f"{now:.3f}",
                 "next_at": f"{upcoming:.3f}",
                 "fires": 0,
+                "size": size,
             },
         )
         pipe.zadd(self.keys.schedules, {schedule_id: upcoming})
@@ -336,15 +347,16 @@ class Schedules:
                         message=c.message,
                         recipients=(r.model_dump(exclude_none=True) for r in c.recipients),
                         account=c.account, accounts=c.accounts, idempotency_key=key, priority=c.priority,
+                        audience=c.audience,
                     )  # fmt: skip
-                    result = {"campaign": created.id, "created": created.created}
+                    result = {"campaign": created.id, "created": created.created, "total": created.total}
                 error = ""
             except Exception as exc:  # noqa: BLE001 - a broken template must not stop the dispatcher
                 # our errors name fields, never values; anything else may quote the message: type only
                 detail = f": {exc}" if isinstance(exc, BroadcastError) else ""
                 result, error = {}, f"{type(exc).__name__}{detail}"
             if result.get("created"):
-                self._count_jobs(schedule_id, spec, fire_at)
+                self._count_jobs(schedule_id, spec, fire_at, jobs=cast(int | None, result.get("total")))
             mapping: dict[str, str] = {
                 "next_at": f"{upcoming:.3f}",
                 "last_fired": f"{fire_at:.3f}",
@@ -370,18 +382,19 @@ class Schedules:
                 f"skipped: {fire_at - last:.0f} s after the last firing (BROADCAST_SCHEDULE_MIN_INTERVAL_S)"
             )
         window, used = _window(data, fire_at)
-        if used + _size(spec) > self.settings.schedule_max_jobs_per_hour:
+        if used + _size(spec, data) > self.settings.schedule_max_jobs_per_hour:
             raise MessageError(
                 f"skipped: {used} job(s) created since {window:.0f} would pass "
                 f"{self.settings.schedule_max_jobs_per_hour} an hour (BROADCAST_SCHEDULE_MAX_JOBS_PER_HOUR)"
             )
 
-    def _count_jobs(self, schedule_id: str, spec: ScheduleSpec, fire_at: float) -> None:
+    def _count_jobs(self, schedule_id: str, spec: ScheduleSpec, fire_at: float, jobs: int | None = None) -> None:
         data = cast(dict[str, str], self.redis.hgetall(self.keys.schedule(schedule_id)))
         window, used = _window(data, fire_at)
+        made = _size(spec, data) if jobs is None else jobs
         self.redis.hset(
             self.keys.schedule(schedule_id),
-            mapping={"window_start": f"{window:.3f}", "window_jobs": str(used + _size(spec))},
+            mapping={"window_start": f"{window:.3f}", "window_jobs": str(used + made)},
         )
 
 
@@ -393,11 +406,16 @@ def _window(data: dict[str, str], fire_at: float) -> tuple[float, int]:
     return start, int(data.get("window_jobs") or 0)
 
 
-def _size(spec: ScheduleSpec) -> int:
+def _size(spec: ScheduleSpec, data: dict[str, str] | None = None) -> int:
+    """Jobs one firing creates: an audience's as resolved at creation (it is resolved again at each firing)."""
+    if spec.campaign is not None and spec.campaign.audience is not None and data and data.get("size"):
+        return int(data["size"])
     return 1 if spec.message is not None else len(spec.campaign.recipients) if spec.campaign else 0
 
 
 def _prefixed(exc: MessageError, prefix: str) -> MessageError:
     """The same error with its field under the template's part of the schedule (``message.vars``)."""
     field = f"{prefix}.{exc.field}" if exc.field else prefix
+    if isinstance(exc, AudienceError):
+        return AudienceError(f"{prefix}.{exc}", field=field, status=exc.status, code=exc.code)
     return type(exc)(f"{prefix}.{exc}", field=field)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import itertools
 import json
 import time
 import zlib
@@ -37,6 +38,7 @@ from typing import Any, Generic, TypeVar, cast
 
 import redis
 
+from scheduler.intake.audience import SAMPLE_ROWS, AudienceIn, Resolved, resolve
 from scheduler.intake.producer import Producer, UnknownAccountError, validate_recipient
 from worker import jsonsafe
 from worker.errors import MessageError
@@ -52,6 +54,7 @@ from worker.messages import (
 from worker.settings import Settings
 from worker.store import scripts
 from worker.store.accounts import AccountStore
+from worker.store.contacts import ContactStore
 from worker.store.keys import Keys
 from worker.store.ledger import (
     IDEMPOTENCY_TTL_S,
@@ -177,6 +180,8 @@ class CampaignCreated:
     duplicates: int
     status: str
     created: bool
+    #: what an audience resolved to (counts, sync ages, first rows); None without an audience
+    audience: dict[str, Any] | None = None
 
 
 def _str_vars(raw: Any, field: str) -> dict[str, str] | None:
@@ -264,6 +269,7 @@ class Campaigns:
         #: a draft with more recipients needs a test send that went out before it can start (0 = never)
         self.require_test_above = settings.require_test_above
         self.producer = Producer(ledger, accounts)
+        self.contacts = ContactStore(ledger.redis, ledger.prefix)
         self.redis: redis.Redis = ledger.redis
         self.keys: Keys = ledger.keys
         self.prefix = ledger.prefix
@@ -289,13 +295,15 @@ class Campaigns:
         priority: str = "normal",
         draft: bool = False,
         auto_pause: Mapping[str, Any] | None = None,
+        audience: AudienceIn | None = None,
         on_cap: str = "skip",
     ) -> CampaignCreated:
         """Validate everything, then store the campaign atomically. Raises MessageError naming the field.
         ``draft``: stored, nothing released until :meth:`start`. ``auto_pause``: this campaign's thresholds
-        (missing fields take the settings' defaults; None or 0 switches a check off). ``on_cap``: what a
-        delivery does when its account's ``recipient_cap`` is reached: ``skip`` (``skipped``/frequency_cap)
-        or ``wait`` until the window allows."""
+        (missing fields take the settings' defaults; None or 0 switches a check off). ``audience``: recipients
+        chosen from the accounts' last contact sync, resolved now, after the given ``recipients``. ``on_cap``:
+        what a delivery does when its account's ``recipient_cap`` is reached: ``skip``
+        (``skipped``/frequency_cap) or ``wait`` until the window allows."""
         if on_cap not in ("skip", "wait"):
             raise MessageError("on_cap: must be 'skip' or 'wait'", field="on_cap")
         parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
@@ -306,7 +314,11 @@ class Campaigns:
         known = {a.id for a in configured}
         pool = _pool(account, accounts, known)
         vendors = {a.id: a.spec.vendor for a in configured}
-        for acct in pool:
+        resolved: Resolved | None = None
+        if audience is not None:
+            resolved = self.resolve_audience(audience, parsed, pool or None, known)
+            recipients = _chain(recipients, resolved.rows)
+        for acct in sorted({*pool, *(audience.accounts if audience else [])}):
             check_message_for(vendors[acct], parsed)  # vendor rules (E云: a pasted mini-program needs a cover)
         placeholders = parsed.placeholders()
         plan = parsed.size_plan()
@@ -323,6 +335,8 @@ class Campaigns:
             header["draft"] = True
         if auto_pause is not None:
             header["auto_pause"] = thresholds.fields_as_dict()
+        if audience is not None:
+            header["audience"] = audience.model_dump()
         if on_cap != "skip":
             header["on_cap"] = on_cap
         digest = hashlib.sha256(json.dumps(header, sort_keys=True, ensure_ascii=False).encode())
@@ -351,6 +365,8 @@ class Campaigns:
             total, duplicates, used_accounts = self._write(cid, rows, staged=status != "active")
             if total == 0:
                 raise MessageError("recipients: the campaign has no recipients", field="recipients")
+            if resolved is not None:
+                duplicates += resolved.duplicates
             fields: dict[str, str | int] = {
                 "name": name,
                 "message": parsed.model_dump_json(),
@@ -366,6 +382,10 @@ class Campaigns:
                 **thresholds.stored(),
                 "on_cap": on_cap,
             }
+            if resolved is not None and audience is not None:
+                fields["audience"] = json.dumps(
+                    {"selector": audience.model_dump(), **resolved.summary(sample=0)}, ensure_ascii=False
+                )
             self.redis.hset(self.keys.campaign(cid), mapping=fields)  # type: ignore[arg-type]
             created, answered = self._commit(
                 args=[
@@ -386,7 +406,18 @@ class Campaigns:
         if not created:  # a concurrent twin with the same idempotency key won
             self._discard(cid)
             return self._replayed(str(answered), name, parsed, digest.hexdigest())
-        return CampaignCreated(cid, total, duplicates, status, True)
+        shown = None if resolved is None else resolved.summary(sample=SAMPLE_ROWS if draft else 0)
+        return CampaignCreated(cid, total, duplicates, status, True, shown)
+
+    def resolve_audience(
+        self, audience: AudienceIn, message: AnyMessage, pool: list[str] | None, known: set[str] | None = None
+    ) -> Resolved:
+        """An audience's recipients against the last syncs (``pool``: the campaign's own accounts, if given)."""
+        if known is None:
+            known = {a.id for a in self.accounts.all()}
+        return resolve(
+            self.contacts, audience, placeholders=message.placeholders(), allowed_accounts=pool, known_accounts=known
+        )
 
     def check(
         self,
@@ -395,6 +426,7 @@ class Campaigns:
         recipients: Iterable[Mapping[str, Any]],
         account: str | None = None,
         accounts: list[str] | None = None,
+        audience: AudienceIn | None = None,
     ) -> int:
         """Validate a campaign exactly as :meth:`create` would, storing nothing; returns its recipient count."""
         parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
@@ -404,6 +436,8 @@ class Campaigns:
         pool = _pool(account, accounts, known)
         for acct in pool:
             check_message_for(vendors[acct], parsed)
+        if audience is not None:
+            recipients = _chain(recipients, self.resolve_audience(audience, parsed, pool or None, known).rows)
         rows = self._validate(recipients, pool, known, parsed.placeholders(), parsed.size_plan(), parsed, vendors)
         count = sum(1 for _ in rows)
         if count == 0:
@@ -631,6 +665,7 @@ class Campaigns:
             "on_cap": data.get("on_cap") or "skip",
             "tests": self._tests_view(cid, data),
             "recall": recall_progress(data),
+            "audience": json.loads(data["audience"]) if data.get("audience") else None,
         }
 
     def _tests_view(self, cid: str, data: Mapping[str, str]) -> dict[str, Any]:
@@ -793,6 +828,18 @@ class Campaigns:
         """A scheduled campaign's staged jobs become queued, then its staging lists become live sources."""
         self._in_slices(cid, self._activate_chunk)
         self._activate_final(args=[self.prefix, cid, f"{now:.6f}", *self._accounts_of(cid)])
+
+
+def _chain(first: Iterable[Mapping[str, Any]], then: list[dict[str, Any]]) -> Iterable[Mapping[str, Any]]:
+    """Given recipients, then an audience's: replayable when the given ones are."""
+    if iter(first) is first:  # one-shot: read once, in order
+
+        def once() -> Iterator[Mapping[str, Any]]:
+            yield from first
+            yield from then
+
+        return once()
+    return Replayable(lambda: itertools.chain(first, then))
 
 
 def _pool(account: str | None, accounts: list[str] | None, known: set[str]) -> list[str]:

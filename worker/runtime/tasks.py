@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from worker.execution.contacts import ContactSyncRunner
 from worker.execution.runner import BatchRunner
 from worker.runtime.celery_app import app
 from worker.runtime.connections import redis_client, vendor_http_clients
 from worker.settings import get_settings
 from worker.store.accounts import AccountStore
+from worker.store.contacts import ContactStore
 from worker.store.ledger import Ledger
 from worker.store.replication import ReplicaAcks
 
@@ -36,6 +38,31 @@ def runner() -> BatchRunner:
                 vendor_http_clients(settings, max_connections=settings.worker_concurrency),
             )
         return _runner
+
+
+_syncer: ContactSyncRunner | None = None
+
+
+def syncer() -> ContactSyncRunner:
+    """The process's contact-sync runner, sharing the batch runner's Redis and vendor clients."""
+    global _syncer
+    batches = runner()
+    with _runner_lock:
+        if _syncer is None:
+            client = batches.ledger.redis
+            _syncer = ContactSyncRunner(
+                batches.settings,
+                ContactStore(client, batches.settings.key_prefix),
+                batches.accounts,
+                batches.http[0],
+            )
+        return _syncer
+
+
+@app.task(name="broadcast.contacts_step", acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+def contacts_step(account: str, lease: str) -> dict[str, Any]:
+    """One step of an account's contact sync (one vendor call) under the lease the dispatcher took for it."""
+    return syncer().step(str(account), str(lease))
 
 
 @app.task(name="broadcast.schedule_fired")  # type: ignore[untyped-decorator]

@@ -58,6 +58,14 @@ cb:seen:{id}           string  a vendor message id already processed (dedupe, wi
 config                 hash    settings the Lua scripts read (retention_s)
 wake                   list    nudges for the dispatcher (new work, finished batch)
 dispatcher:leader      string  leader lock of the dispatcher (SET NX PX)
+contacts:{account}     string  the account's last synced contacts: zlib-compressed JSON (friends, groups,
+                               public accounts apart, labels); read whole (10,000 friends ≈ 0.3 MB)
+csync:{account}        hash    the account's contact sync: status, phase, cursor, counts, error, and the
+                               last finished sync's counts and time (kept across runs)
+csync:{account}:ids    list    a running sync's ids still to be detailed (friends, then groups)
+csync:{account}:rows   list    a running sync's detail answers so far, one compact JSON batch per call
+csync_due              zset    accounts whose sync has a step to run, scored by when it may run (the
+                               contact calls' own gap; a running step pushes it one lease TTL ahead)
 opkey:{name}           hash    an operator key: role, SHA-256 of the key, created, last used, rate
 opkeys                 hash    SHA-256 of a key (hex) -> its name (the lookup; never the key itself)
 oprate:{name}:{minute} string  requests of a key in one minute (per-key rate limit, expires)
@@ -114,6 +122,11 @@ LAYOUT: Final[dict[str, str]] = {
     "config": "config",
     "wake": "wake",
     "leader": "dispatcher:leader",
+    "contacts": "contacts:{}",
+    "contact_sync": "csync:{}",
+    "contact_sync_ids": "csync:{}:ids",
+    "contact_sync_rows": "csync:{}:rows",
+    "contact_sync_due": "csync_due",
     "operator_key": "opkey:{}",
     "operator_keys": "opkeys",
     "operator_rate": "oprate:{}:{}",
@@ -277,6 +290,22 @@ class Keys:
     @property
     def leader(self) -> str:
         return self._key("leader")
+
+    def contacts(self, account: str) -> str:
+        return self._key("contacts", account)
+
+    def contact_sync(self, account: str) -> str:
+        return self._key("contact_sync", account)
+
+    def contact_sync_ids(self, account: str) -> str:
+        return self._key("contact_sync_ids", account)
+
+    def contact_sync_rows(self, account: str) -> str:
+        return self._key("contact_sync_rows", account)
+
+    @property
+    def contact_sync_due(self) -> str:
+        return self._key("contact_sync_due")
 
     def operator_key(self, name: str) -> str:
         return self._key("operator_key", name)

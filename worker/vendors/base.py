@@ -149,6 +149,71 @@ def as_int(value: Any) -> int | None:
     return None
 
 
+#: A vendor's whole contact list in one answer: WeChat allows 10,000 friends, plus groups and public
+#: accounts; any other answer keeps the small limits.
+CONTACT_LIST_LIMITS = jsonsafe.JsonLimits(depth=32, keys=1_000, items=100_000, values=500_000)
+#: ... and its size: 10,000 ids are ≈ 0.3 MB, past the 1 MB every other answer is cut at.
+CONTACT_LIST_MAX_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ContactList:
+    """The ids an account keeps: friends, groups saved to its contacts, public accounts (``gh_…``)."""
+
+    friends: list[str]
+    chatrooms: list[str]
+    ghs: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ContactDetail:
+    """One contact's details as a vendor answered them (label ids as the vendor numbers them)."""
+
+    wxid: str
+    nickname: str
+    remark: str = ""
+    labels: tuple[str, ...] = ()
+    members: int | None = None
+
+
+def id_list(value: Any) -> list[str]:
+    """A vendor's list of ids (strings), whatever else it holds dropped."""
+    if not isinstance(value, list):
+        return []
+    return [str(v) for v in value if isinstance(v, str | int) and not isinstance(v, bool) and str(v)]
+
+
+def contact_details(data: Any) -> list[ContactDetail]:
+    """GeWe ``getBriefInfo`` and E云 ``getContact`` answer the same list: ``[{userName, nickName, remark,
+    labelList}]``."""
+    return [
+        ContactDetail(
+            wxid=str(item.get("userName")),
+            nickname=str(item.get("nickName") or ""),
+            remark=str(item.get("remark") or ""),
+            labels=label_ids(item.get("labelList")),
+        )
+        for item in (data if isinstance(data, list) else [])
+        if isinstance(item, dict) and item.get("userName")
+    ]
+
+
+def member_count(data: Any) -> int | None:
+    """A group's member count from a member-list answer: the list itself, or ``memberList`` in an object."""
+    if isinstance(data, dict):
+        data = data.get("memberList")
+    return len(data) if isinstance(data, list) else None
+
+
+def label_ids(value: Any) -> tuple[str, ...]:
+    """``labelList`` as GeWe and E云 answer it: label ids, comma-separated ("1,3"), or empty."""
+    if isinstance(value, list):
+        return tuple(str(v) for v in value if str(v))
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return tuple(part.strip() for part in str(value).split(",") if part.strip())
+    return ()
+
+
 @runtime_checkable
 class VendorBackend(Protocol):
     """One sending account at one vendor."""
@@ -294,6 +359,29 @@ class HttpBackend:
     #: False for a vendor without a documented revoke: a recall reports its messages ``unsupported``
     #: without calling it (its ``revoke`` raises UnsupportedError).
     can_revoke: ClassVar[bool] = True
+    #: True for a vendor with documented contact calls (``contact_*``); the API answers 409
+    #: ``contacts_unsupported`` for the others before anything is called.
+    can_sync_contacts: ClassVar[bool] = False
+    #: Ids the vendor details in one call, as documented (an account option ``contacts_batch`` may raise it
+    #: where a deployment accepts more).
+    contact_batch: ClassVar[int] = 20
+
+    def contact_labels(self) -> list[tuple[str, str]]:
+        """The account's labels: (id, name)."""
+        raise UnsupportedError(f"{self.name}: no documented contact calls", vendor=self.name)
+
+    def contact_list(self, *, first: bool, timeout_s: float) -> ContactList | None:
+        """The ids the account keeps; None while the vendor is still gathering them (ask again with
+        ``first=False``: GeWe's list cache, E云's list after its init)."""
+        raise UnsupportedError(f"{self.name}: no documented contact calls", vendor=self.name)
+
+    def contact_details(self, ids: list[str]) -> list[ContactDetail]:
+        """Names, remarks and labels of up to :attr:`contact_batch` ids (friends or groups)."""
+        raise UnsupportedError(f"{self.name}: no documented contact calls", vendor=self.name)
+
+    def contact_room_members(self, room: str) -> int | None:
+        """How many members a group has (its member list's length; None when the answer has no list)."""
+        raise UnsupportedError(f"{self.name}: no documented contact calls", vendor=self.name)
 
     def set_callback(self, url: str) -> None:
         """Vendors without a documented callback registration: nothing is sent."""
@@ -331,8 +419,18 @@ class HttpBackend:
             msg_type=as_int(data.get("type")),
         )
 
-    def post(self, path: str, body: Mapping[str, Any], *, params: Mapping[str, str] | None = None) -> Any:
-        """POST JSON, return the decoded JSON envelope (ints exact) or raise a classified VendorError."""
+    def post(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        params: Mapping[str, str] | None = None,
+        read_timeout_s: float | None = None,
+        large: bool = False,
+    ) -> Any:
+        """POST JSON, return the decoded JSON envelope (ints exact) or raise a classified VendorError.
+        ``read_timeout_s``: a shorter wait for the answer than the client's (a slow call with a fallback);
+        ``large``: an answer listing a whole address book (up to :data:`CONTACT_LIST_LIMITS`)."""
         url = f"{self._base}{path}"
         try:
             content = json.dumps(body, ensure_ascii=False).encode("utf-8")
@@ -342,6 +440,9 @@ class HttpBackend:
         headers = {"Content-Type": "application/json", **self._headers()}
         # built here and sent with Client.send: the client adds nothing a vendor call needs (no cookies,
         # no auth flow, no redirects), and merging its default headers cost more CPU than the rest
+        timeout = self.client.timeout.as_dict()
+        if read_timeout_s is not None:
+            timeout["read"] = min(timeout.get("read") or read_timeout_s, read_timeout_s)
         try:
             request = httpx.Request(
                 "POST",
@@ -349,11 +450,11 @@ class HttpBackend:
                 params=params,
                 content=content,
                 headers=headers,
-                extensions={"timeout": self.client.timeout.as_dict()},
+                extensions={"timeout": timeout},
             )
             response = self.client.send(request, stream=True)
             try:
-                answer = _read_at_most(response, MAX_ANSWER_BYTES)
+                answer = _read_at_most(response, CONTACT_LIST_MAX_BYTES if large else MAX_ANSWER_BYTES)
             finally:
                 response.close()
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -377,16 +478,18 @@ class HttpBackend:
         if answer is None:
             raise self._fail(
                 AmbiguousError,
-                f"{path}: HTTP {response.status_code}, an answer over {MAX_ANSWER_BYTES} bytes: outcome unknown",
+                f"{path}: HTTP {response.status_code}, an answer over "
+                f"{CONTACT_LIST_MAX_BYTES if large else MAX_ANSWER_BYTES} bytes: outcome unknown",
                 http_status=response.status_code,
             )
-        return self._decode(path, response.status_code, answer)
+        return self._decode(path, response.status_code, answer, CONTACT_LIST_LIMITS if large else None)
 
-    def _decode(self, path: str, status: int, content: bytes) -> Any:
+    def _decode(self, path: str, status: int, content: bytes, limits: jsonsafe.JsonLimits | None = None) -> Any:
         if status == 429:
             raise self._fail(ThrottledError, f"{path}: HTTP 429 too many requests", http_status=status)
         try:
-            data = jsonsafe.loads(content)  # a nested answer is no envelope: refused unparsed
+            # a nested answer is no envelope: refused unparsed (a whole address book has wider bounds)
+            data = jsonsafe.loads(content) if limits is None else jsonsafe.loads(content, limits)
         except ValueError:
             data = None
         if status >= 500 and status not in NOT_FORWARDED:
@@ -456,6 +559,13 @@ def vendors_without_revoke() -> list[str]:
     import worker.vendors  # noqa: F401
 
     return sorted(name for name, factory in _REGISTRY.items() if not getattr(factory, "can_revoke", True))
+
+
+def vendors_with_contacts() -> list[str]:
+    """Vendors with documented contact calls (a contact sync is refused for the others)."""
+    import worker.vendors  # noqa: F401
+
+    return sorted(name for name, factory in _REGISTRY.items() if getattr(factory, "can_sync_contacts", False))
 
 
 def registered_vendors() -> list[str]:

@@ -14,6 +14,11 @@ Media: ``/sendImage2 {wId, wcId, content: url}``, ``/sendFile {wId, wcId, path, 
 {wId, wcId, title, url, description, thumbUrl}`` (2048537793/WkApi ``api-wen-dang/fa-song/``; sendImage2 as
 fangchaogang/webot-sdk's YCloud channel calls it). ``/isOnline`` answering ``1001`` means offline (the WkApi
 table: "1000成功（在线），1001失败（离线）").
+Contacts (2048537793/WkApi ``api-wen-dang/``): ``/getContactLabelList {wId}`` → ``data[{labelId, labelName}]``
+(``biao-qian/huo-qu-biao-qian-lie-biao.md``); ``/initAddressList {wId}`` then ``/getAddressList {wId}`` →
+``data.friends/chatrooms/ghs``; ``/getContact {wId, wcId: "a,b"}`` for at most 20 ids a call
+(``deng-lu/huo-qu-lian-xi-ren-xin-xi.md``) → ``data[{userName, nickName, remark, labelList}]``. Its docs ask
+for random gaps between these calls (300-800 ms; the mirror's older page says 1-3 s): the sync keeps them.
 """
 
 from __future__ import annotations
@@ -22,7 +27,17 @@ from typing import Any
 
 from worker.errors import MessageError
 from worker.messages import FileMessage, ImageMessage, LinkMessage, MiniProgramMessage, SingleMessage, TextMessage
-from worker.vendors.base import HttpBackend, SendResult, register, require_revoke_ids
+from worker.vendors.base import (
+    ContactDetail,
+    ContactList,
+    HttpBackend,
+    SendResult,
+    contact_details,
+    id_list,
+    member_count,
+    register,
+    require_revoke_ids,
+)
 
 SUCCESS = "1000"
 #: ``/isOnline``'s codes for an offline account: the WkApi table says "1000成功（在线），10001失败（离线）",
@@ -46,12 +61,13 @@ class ECloudBackend(HttpBackend):
 
     envelope_key = "code"
     kinds = frozenset({"text", "miniprogram", "appmsg", "image", "file", "link"})
+    can_sync_contacts = True
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": self.account.token.get_secret_value()}
 
-    def _call(self, path: str, body: dict[str, Any]) -> Any:
-        envelope = self.post(path, body)
+    def _call(self, path: str, body: dict[str, Any], *, large: bool = False) -> Any:
+        envelope = self.post(path, body, large=large)
         if str(envelope.get("code")) != SUCCESS:
             text = str(envelope.get("message") or envelope.get("msg") or "")
             raise self.failure(text, code=str(envelope.get("code")))
@@ -132,3 +148,33 @@ class ECloudBackend(HttpBackend):
             value = data["isOnline"]
             return value is True or str(value).lower() == "true"
         return True
+
+    # --- contacts (read-only calls: repeating one is harmless) -------------------------------------------
+
+    def contact_labels(self) -> list[tuple[str, str]]:
+        """``/getContactLabelList``: ``data[{labelId, labelName}]``."""
+        data = self._call("/getContactLabelList", {"wId": self.account.instance})
+        return [
+            (str(item.get("labelId")), str(item.get("labelName") or ""))
+            for item in (data if isinstance(data, list) else [])
+            if isinstance(item, dict) and item.get("labelId") is not None
+        ]
+
+    def contact_list(self, *, first: bool, timeout_s: float) -> ContactList | None:
+        """``/initAddressList`` first (it prepares the list), then ``/getAddressList``."""
+        if first:
+            self._call("/initAddressList", {"wId": self.account.instance})
+            return None
+        data = self._call("/getAddressList", {"wId": self.account.instance}, large=True)
+        if not isinstance(data, dict):
+            return None
+        return ContactList(id_list(data.get("friends")), id_list(data.get("chatrooms")), id_list(data.get("ghs")))
+
+    def contact_details(self, ids: list[str]) -> list[ContactDetail]:
+        """``/getContact`` with the ids comma-separated (at most 20)."""
+        data = self._call("/getContact", {"wId": self.account.instance, "wcId": ",".join(ids)})
+        return contact_details(data)
+
+    def contact_room_members(self, room: str) -> int | None:
+        """``/getChatRoomMember {wId, chatRoomId}`` → ``data[{userName, nickName, …}]``: its length."""
+        return member_count(self._call("/getChatRoomMember", {"wId": self.account.instance, "chatRoomId": room}))

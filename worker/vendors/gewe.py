@@ -18,6 +18,15 @@ Failures: ``ret 500`` + ``msg "发送小程序失败"`` + ``data.code "-2"`` is 
 (Devo919/Gewechat#176; in #182 the maintainer answers "cover under 50 KB"), not to a daily cap: a permanent
 failure of that message with a hint about the cover. The token error echoes the token (#263) and is scrubbed
 before it is stored.
+
+Contacts (联系人模块, 标签模块 in the same mirror): ``/label/list`` → ``data.labelList[{labelId, labelName}]``;
+``/contacts/fetchContactsList`` → ``data.friends/chatrooms/ghs`` (ids only; a long call whose answer the vendor
+also keeps: on a timeout ``/contacts/fetchContactsListCache`` answers the same shape, empty until ready);
+``/contacts/getBriefInfo {appId, wxids}`` (获取群-好友简要信息.md: "最大20个", ``maxItems: 100``) →
+``data[{userName, nickName, remark, labelList: "1,3"}]``, for friends and groups alike; a group's member count
+(asked only when the account option ``contacts_members`` is on) from ``/group/getChatroomMemberList``
+``data.memberList`` (群模块, as listed in vendors.md).
+
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from worker.errors import PermanentError, VendorError
+from worker.errors import AmbiguousError, PermanentError, VendorError
 from worker.messages import (
     AppMsgMessage,
     FileMessage,
@@ -35,7 +44,17 @@ from worker.messages import (
     SingleMessage,
     TextMessage,
 )
-from worker.vendors.base import HttpBackend, SendResult, register, require_revoke_ids
+from worker.vendors.base import (
+    ContactDetail,
+    ContactList,
+    HttpBackend,
+    SendResult,
+    contact_details,
+    id_list,
+    member_count,
+    register,
+    require_revoke_ids,
+)
 
 #: The declaration the vendor's own forwardMiniApp example starts with (转发小程序.md).
 XML_DECLARATION = '<?xml version="1.0"?>\n'
@@ -53,12 +72,15 @@ class GeweBackend(HttpBackend):
     """GeWe v2 protocol."""
 
     envelope_key = "ret"
+    can_sync_contacts = True
 
     def _headers(self) -> dict[str, str]:
         return {"X-GEWE-TOKEN": self.account.token.get_secret_value()}
 
-    def _call(self, path: str, body: dict[str, Any]) -> Any:
-        envelope = self.post(path, body)
+    def _call(
+        self, path: str, body: dict[str, Any], *, read_timeout_s: float | None = None, large: bool = False
+    ) -> Any:
+        envelope = self.post(path, body, read_timeout_s=read_timeout_s, large=large)
         if envelope.get("ret") != 200 and str(envelope.get("ret")) != "200":
             raise self._error(envelope)
         return envelope.get("data")
@@ -151,6 +173,43 @@ class GeweBackend(HttpBackend):
     def check_online(self) -> bool | None:
         """``/login/checkOnline`` answers ``data: true|false``; a ``true`` is weak evidence (see worker.pacing.holds)."""
         return bool(self._call("/login/checkOnline", {"appId": self.account.instance}))
+
+    # --- contacts (read-only calls: repeating one is harmless) -------------------------------------------
+
+    def contact_labels(self) -> list[tuple[str, str]]:
+        """``/label/list``: ``data.labelList[{labelId, labelName}]``."""
+        data = self._call("/label/list", {"appId": self.account.instance})
+        items = data.get("labelList") if isinstance(data, dict) else data
+        return [
+            (str(item.get("labelId")), str(item.get("labelName") or ""))
+            for item in (items if isinstance(items, list) else [])
+            if isinstance(item, dict) and item.get("labelId") is not None
+        ]
+
+    def contact_list(self, *, first: bool, timeout_s: float) -> ContactList | None:
+        """``fetchContactsList`` first; when it does not answer in ``timeout_s`` (it takes longer the more
+        friends there are), its cache until that holds the answer."""
+        path = "/contacts/fetchContactsList" if first else "/contacts/fetchContactsListCache"
+        try:
+            data = self._call(path, {"appId": self.account.instance}, read_timeout_s=timeout_s, large=True)
+        except AmbiguousError:
+            if first:  # still gathering: the cache will hold the answer
+                return None
+            raise
+        if not isinstance(data, dict) or not any(data.get(k) for k in ("friends", "chatrooms", "ghs")):
+            return None if not first else ContactList([], [], [])
+        return ContactList(id_list(data.get("friends")), id_list(data.get("chatrooms")), id_list(data.get("ghs")))
+
+    def contact_details(self, ids: list[str]) -> list[ContactDetail]:
+        """``getBriefInfo`` for up to 20 ids (100 where the deployment accepts it)."""
+        data = self._call("/contacts/getBriefInfo", {"appId": self.account.instance, "wxids": ids})
+        return contact_details(data)
+
+    def contact_room_members(self, room: str) -> int | None:
+        """``/group/getChatroomMemberList {appId, chatroomId}`` → ``data.memberList``: its length."""
+        return member_count(
+            self._call("/group/getChatroomMemberList", {"appId": self.account.instance, "chatroomId": room})
+        )
 
 
 #: postImage's media facts (ours, theirs): what a later forwardImage needs (发送图片消息.md, 转发图片.md).

@@ -13,10 +13,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from scheduler.api.body_limit import SCANNED
 from scheduler.api.errors import ApiError, invalid
 from scheduler.api.exports import export_deliveries
 from scheduler.api.models import ObjectId, Priority, RecallIn, epoch, mark_replayed
 from scheduler.api.state import AUTH, ApiState, Stores
+from scheduler.intake.audience import AudienceIn
 from scheduler.intake.campaigns import (
     MAX_TEST_RECIPIENTS,
     Replayable,
@@ -26,7 +28,7 @@ from scheduler.intake.campaigns import (
 from scheduler.intake.producer import RECIPIENT_MAX
 from scheduler.intake.uploads import BodyNotJson, CampaignBody
 from worker import jsonsafe
-from worker.jsonsafe import SMALL_JSON_LIMITS
+from worker.jsonsafe import SMALL_JSON_LIMITS, STREAMED_JSON_LIMITS
 from worker.messages import Message
 from worker.store.accounts import ACCOUNT_ID_MAX
 from worker.store.ledger import STATES
@@ -89,6 +91,9 @@ class CampaignSpecIn(BaseModel):
     priority: Priority = "normal"
     draft: bool = Field(default=False, description="store it, release nothing until POST …/start")
     auto_pause: AutoPauseIn | None = None
+    audience: AudienceIn | None = Field(
+        default=None, description="recipients from the accounts' own contacts (friends, labels, groups)"
+    )
     on_cap: Literal["skip", "wait"] = Field(
         default="skip", description="when the account's recipient_cap is reached: skip the delivery, or wait"
     )
@@ -105,6 +110,7 @@ class CampaignSpecIn(BaseModel):
             "priority": self.priority,
             "draft": self.draft,
             "auto_pause": self.auto_pause_given(),
+            "audience": self.audience,
             "on_cap": self.on_cap,
         }
 
@@ -118,9 +124,10 @@ class CampaignSpecIn(BaseModel):
 
 
 class CampaignIn(CampaignSpecIn):
-    """``POST /v1/campaigns``. Recipients without an account use ``account``, or are spread over ``accounts``."""
+    """``POST /v1/campaigns``. Recipients without an account use ``account``, or are spread over ``accounts``;
+    an ``audience`` adds (or stands for) recipients from the accounts' own contacts."""
 
-    recipients: list[RecipientIn] = Field(min_length=1, max_length=MAX_JSON_RECIPIENTS)
+    recipients: list[RecipientIn] | None = Field(default=None, min_length=1, max_length=MAX_JSON_RECIPIENTS)
 
 
 class CampaignAccepted(BaseModel):
@@ -128,6 +135,11 @@ class CampaignAccepted(BaseModel):
     total: int
     duplicates: int
     status: str
+    audience: dict[str, Any] | None = Field(
+        default=None,
+        description="an audience's resolution: total, duplicates, excluded, sync age per account, "
+        "the first rows (a draft)",
+    )
 
 
 def _create(
@@ -135,7 +147,13 @@ def _create(
 ) -> CampaignAccepted:
     created = state.campaigns.create(recipients=recipients, **spec.create_args())
     mark_replayed(response, created.created)
-    return CampaignAccepted(id=created.id, total=created.total, duplicates=created.duplicates, status=created.status)
+    return CampaignAccepted(
+        id=created.id,
+        total=created.total,
+        duplicates=created.duplicates,
+        status=created.status,
+        audience=created.audience,
+    )
 
 
 @router.post(
@@ -147,10 +165,15 @@ async def post_campaign(request: Request, response: Response, state: Stores) -> 
     """Store a campaign atomically: all recipients queued, or nothing stored and the bad field named.
     The body (``CampaignIn``) is read in streaming passes, never as one object tree."""
     raw = await request.body()
-    return await run_in_threadpool(_campaign_from_json, state, raw, response)
+    return await run_in_threadpool(_campaign_from_json, state, raw, response, bool(request.scope.get(SCANNED)))
 
 
-def _campaign_from_json(state: ApiState, raw: bytes, response: Response) -> CampaignAccepted:
+def _campaign_from_json(state: ApiState, raw: bytes, response: Response, scanned: bool) -> CampaignAccepted:
+    if not scanned:  # parsed here, not by FastAPI: never without the shape limits, whoever mounts the route
+        try:
+            jsonsafe.check(raw, STREAMED_JSON_LIMITS, "body")
+        except jsonsafe.JsonLimitError as exc:
+            raise ApiError(422, "json_limit", str(exc), exc.field) from None
     try:
         body = CampaignBody(raw)
     except BodyNotJson as exc:
@@ -159,12 +182,13 @@ def _campaign_from_json(state: ApiState, raw: bytes, response: Response) -> Camp
         spec = CampaignSpecIn.model_validate(body.header)
     except ValidationError as exc:
         raise invalid(exc) from None
-    if not body.has_recipients:
-        raise ApiError(422, "invalid", "recipients: Field required", "recipients")
-    if not 1 <= body.count <= MAX_JSON_RECIPIENTS:
+    if not body.has_recipients and spec.audience is None:
+        raise ApiError(422, "invalid", "recipients: Field required (or give an audience)", "recipients")
+    if body.has_recipients and not 1 <= body.count <= MAX_JSON_RECIPIENTS:
         raise ApiError(422, "invalid", f"recipients: between 1 and {MAX_JSON_RECIPIENTS} recipients", "recipients")
+    rows: Iterable[Mapping[str, Any]] = Replayable(lambda: body.recipients(RecipientIn)) if body.has_recipients else []
     try:
-        return _create(state, spec, Replayable(lambda: body.recipients(RecipientIn)), response)
+        return _create(state, spec, rows, response)
     except BodyNotJson as exc:
         raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}", "body") from None
 

@@ -30,7 +30,7 @@ const I18N = {
     link_url: "链接", thumb_url: "缩略图 URL（png/jpg，50 KB 以内）", sequence_json: "组合消息 JSON",
     sequence_hint: "parts 依次发给同一接收人，每条之间保持账号的发送间隔；某条失败则其余跳过",
     carried_by: "可发送此消息的服务商", carried_none: "没有服务商能发送此消息", part: "第 {n} 条",
-    text: "文本内容", text_hint: "{name} 等占位符由 CSV 的同名列填充", mentions: "@ 的成员 wxid（逗号分隔）",
+    text: "文本内容", text_hint: "{name} 等占位符由 CSV 的同名列填充；按通讯录发送时 {name}（备注，无备注用昵称）、{nickname}、{remark} 取自联系人", mentions: "@ 的成员 wxid（逗号分隔）",
     mention_all: "@所有人", xml: "XML", cover_url: "封面图 URL", recipients_csv: "接收人文件（CSV 或 JSONL）",
     csv_hint: "CSV 表头：to, account（可选）, 其他列作为变量", preview: "预览（前 5 行）", rows: "行",
     rendered: "第一位接收人看到的内容", check: "校验结果", extracted: "提取出的 <appmsg>", submit: "提交群发",
@@ -61,6 +61,13 @@ const I18N = {
     confirm_recall: "撤回该群发？会先停止发送（等同取消），再撤回所有仍在撤回时限内（默认为服务商记录的发送时间 createTime 之后 110 秒）已发出的消息，每条只撤回一次。",
     rc_requested: "已申请", rc_recalled: "已撤回", rc_too_late: "超时未撤回", rc_unsupported: "不支持撤回",
     rc_failed: "撤回失败", rc_pending: "待撤回",
+    src_file: "从文件", src_audience: "从账号通讯录（好友、标签、群）", audience: "受众",
+    labels_any: "包含标签（任一）", exclude_labels: "排除标签", aud_friends: "好友", aud_groups: "所有群",
+    aud_total: "将发送给 {n} 人", aud_dup: "{n} 人由排在前面的账号发送", aud_excl: "已排除 {n} 人",
+    aud_age: "{acct}：{n} 人，通讯录同步于 {age} 前", aud_first: "前几位接收人", not_synced: "该账号尚未同步通讯录",
+    pick_audience: "请选择受众", contacts: "通讯录", sync_contacts: "同步通讯录", sync_started: "已开始同步通讯录",
+    cs_never: "未同步", cs_running: "同步中", cs_done: "已同步", cs_failed: "同步失败", cs_cancelled: "已取消",
+    friends_n: "好友", groups_n: "群", minutes: "分钟", seconds: "秒",
     nav_overview: "概览", nav_audit: "审计", overview: "运行概览", fleet_sends: "全部账号每分钟发送（最近 {h} 小时）",
     fleet_dead: "每分钟新增死信（最近 {h} 小时）", dead_waiting: "待处理死信", health: "账号健康",
     per_min_chart: "每分钟发送与失败", retried: "重试", no_data: "暂无数据", last_errors: "最近错误", none: "无",
@@ -96,7 +103,7 @@ const I18N = {
     link_url: "Link", thumb_url: "Thumbnail URL (png/jpg under 50 KB)", sequence_json: "Sequence JSON",
     sequence_hint: "The parts go to the same recipient in order, the account's gap between them; if one fails, the rest are skipped",
     carried_by: "Vendors that can send it", carried_none: "No vendor can send this message", part: "Part {n}",
-    text: "Text", text_hint: "Placeholders like {name} are filled from the CSV column of that name",
+    text: "Text", text_hint: "Placeholders like {name} are filled from the CSV column of that name; for an audience, {name} (remark, else nickname), {nickname} and {remark} come from the contact",
     mentions: "Mention wxids (comma-separated)", mention_all: "Mention everyone", xml: "XML",
     cover_url: "Cover image URL", recipients_csv: "Recipients file (CSV or JSONL)",
     csv_hint: "CSV header: to, account (optional), other columns are variables", preview: "Preview (first 5 rows)",
@@ -132,6 +139,14 @@ const I18N = {
     confirm_recall: "Recall this campaign? It stops sending first (a cancel), then revokes every message it sent that is still inside the revoke window (by default 110 s after the vendor's createTime), each once.",
     rc_requested: "asked", rc_recalled: "recalled", rc_too_late: "too late", rc_unsupported: "unsupported",
     rc_failed: "failed", rc_pending: "pending",
+    src_file: "From a file", src_audience: "From the accounts' contacts (friends, labels, groups)", audience: "Audience",
+    labels_any: "With any of these labels", exclude_labels: "Without these labels", aud_friends: "Friends",
+    aud_groups: "Every group", aud_total: "Reaches {n} recipients", aud_dup: "{n} reached by an earlier account",
+    aud_excl: "{n} excluded", aud_age: "{acct}: {n} recipients, contacts synced {age} ago", aud_first: "First recipients",
+    not_synced: "this account has not synced its contacts", pick_audience: "Choose an audience", contacts: "Contacts",
+    sync_contacts: "Sync contacts", sync_started: "Contact sync started",
+    cs_never: "never synced", cs_running: "syncing", cs_done: "synced", cs_failed: "sync failed", cs_cancelled: "cancelled",
+    friends_n: "friends", groups_n: "groups", minutes: "min", seconds: "s",
     nav_overview: "Overview", nav_audit: "Audit", overview: "Overview", fleet_sends: "Sends per minute, all accounts (last {h} h)",
     fleet_dead: "New dead letters per minute (last {h} h)", dead_waiting: "Dead letters waiting", health: "Account health",
     per_min_chart: "Sends and failures per minute", retried: "Retried", no_data: "No data yet", last_errors: "Latest errors",
@@ -148,12 +163,16 @@ const t = (key) => (I18N[lang][key] ?? I18N.zh[key] ?? key);
 const $ = (sel, root = document) => root.querySelector(sel);
 const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
 
-// control characters, bidi embeddings/overrides/isolates, zero-width and other invisible characters are shown
-// as \uXXXX: `invoice\u202Egnp.exe` must not pose as `invoiceexe.png` (the CLI does the same)
-const HIDDEN = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/g;
+// invisible characters are shown as \uXXXX (a UTF-16 pair past U+FFFF), as the CLI does: by Unicode category
+// (controls but tab and line feed, format characters such as bidi overrides, zero-width and tag characters,
+// private use, unassigned, surrogates, line/paragraph separators) plus the blanks that are letters or marks
+// (combining grapheme joiner, Hangul fillers, variation selectors): `invoice\u202Egnp.exe` must not pose as
+// `invoiceexe.png`
+const HIDDEN = /(?![\t\n])[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Cs}\p{Zl}\p{Zp}\u034f\u115f\u1160\u3164\uffa0\u180b-\u180f\ufe00-\ufe0f\u{e0100}-\u{e01ef}]/gu;
 
 function visible(value) {
-  return String(value ?? "").replace(HIDDEN, (c) => `\\u${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}`);
+  const unit = (code) => `\\u${code.toString(16).toUpperCase().padStart(4, "0")}`;
+  return String(value ?? "").replace(HIDDEN, (c) => Array.from({ length: c.length }, (_, i) => unit(c.charCodeAt(i))).join(""));
 }
 
 // every value put into the page's HTML goes through esc: markup-escaped, hidden characters shown
@@ -300,6 +319,7 @@ const roleNeeded = (needed) => t("needs_role").replace("{role}", t("role_" + nee
 const ACTION_NEEDS = {
   steer: "operator", start: "operator", recall: "operator", replay: "operator", "delete-dead": "operator",
   schedule: "operator", "delete-schedule": "operator", "edit-account": "admin", lift: "operator",
+  "sync-contacts": "operator",
   account: (el) => (el.dataset.op === "pause" ? "operator" : "admin"),
 };
 const FORM_NEEDS = {
@@ -766,9 +786,17 @@ function newCampaignPage() {
       <h2>${t("accounts")}</h2><div id="c-accounts" class="row muted">${t("loading")}</div>
       <h2>${t("message_kind")}</h2>${messageForm("c-")}
       <div id="c-check" class="muted"></div>
-      <h2>${t("recipients_csv")}</h2><p class="hint">${t("csv_hint")}</p>
+      <div class="row"><label class="check"><input type="radio" name="c-source" value="file" checked> ${t("src_file")}</label>
+      <label class="check"><input type="radio" name="c-source" value="audience" id="c-src-audience"> ${t("src_audience")}</label></div>
+      <div id="c-file-box"><h2>${t("recipients_csv")}</h2><p class="hint">${t("csv_hint")}</p>
       <input type="file" id="c-file" accept=".csv,.jsonl,.ndjson,text/csv">
-      <div id="c-preview"></div>
+      <div id="c-preview"></div></div>
+      <div id="c-audience-box" hidden><h2>${t("audience")}</h2>
+      <div class="row"><label class="check"><input type="checkbox" id="c-aud-friends" checked> ${t("aud_friends")}</label>
+      <label class="check"><input type="checkbox" id="c-aud-groups"> ${t("aud_groups")}</label></div>
+      <div class="muted">${t("labels_any")}</div><div id="c-labels-any" class="row"></div>
+      <div class="muted">${t("exclude_labels")}</div><div id="c-labels-excl" class="row"></div>
+      <div id="c-audience" class="card muted"></div></div>
       <p><button type="submit" class="primary" id="c-submit">${t("submit")}</button></p>
     </form>`;
   const check = () => {
@@ -805,9 +833,62 @@ function newCampaignPage() {
       box.innerHTML = `<h2>${t("check")}: <span class="check-bad">${esc(error.message)}${error.field ? ` (${t("field")}: ${esc(error.field)})` : ""}</span></h2>`;
     }
   };
+  const audienceMode = () => $("#c-src-audience").checked;
+  const readAudience = () => {
+    const accounts = $$("#c-accounts input:checked").map((i) => i.value);
+    const ticked = (box) => [...new Set($$(`${box} input:checked`).map((i) => i.value))];
+    const audience = { accounts, friends: $("#c-aud-friends").checked, chatrooms: $("#c-aud-groups").checked };
+    const any = ticked("#c-labels-any"), excl = ticked("#c-labels-excl");
+    if (any.length) audience.labels_any = any;
+    if (excl.length) audience.exclude_labels = excl;
+    return audience;
+  };
+  const ago = (seconds) => seconds < 120 ? `${Math.round(seconds)} ${t("seconds")}` : seconds < 7200 ? `${Math.round(seconds / 60)} ${t("minutes")}` : `${(seconds / 3600).toFixed(1)} ${t("hours")}`;
+  const loadLabels = async () => {
+    const accounts = $$("#c-accounts input:checked").map((i) => i.value);
+    const names = new Map();
+    for (const id of accounts) {
+      try {
+        const { items } = await api("GET", `/v1/accounts/${encodeURIComponent(id)}/labels`);
+        items.forEach((l) => names.set(l.name, (names.get(l.name) || 0) + l.count));
+      } catch (error) { if (!(error instanceof ApiError)) throw error; }
+    }
+    const boxes = (cls) => [...names].map(([name, count]) => `<label class="check"><input type="checkbox" class="${cls}" value="${esc(name)}"> ${esc(name)} <span class="muted">(${count})</span></label>`).join("");
+    $("#c-labels-any").innerHTML = boxes("lab-any");
+    $("#c-labels-excl").innerHTML = boxes("lab-excl");
+  };
+  const previewAudience = async () => {
+    const seq = ++state.audSeq;
+    const box = $("#c-audience");
+    const audience = readAudience();
+    if (!audience.accounts.length) { box.textContent = t("pick_account"); return; }
+    box.textContent = t("checking");
+    try {
+      const got = await api("POST", "/v1/audiences/preview", { audience, message: readMessage("c-") });
+      if (seq !== state.audSeq) return;
+      const lines = Object.entries(got.accounts).map(([acct, a]) => `<li>${esc(t("aud_age").replace("{acct}", acct).replace("{n}", a.recipients).replace("{age}", ago(a.sync_age_s)))}</li>`).join("");
+      const rows = got.sample.slice(0, 5).map((r) => `<tr><td>${esc(r.to)}</td><td>${esc(r.account)}</td><td>${esc(Object.values(r.vars || {}).join(" "))}</td></tr>`).join("");
+      box.innerHTML = `<h2 id="c-aud-total">${esc(t("aud_total").replace("{n}", got.total))}</h2>
+        <p>${esc(t("aud_dup").replace("{n}", got.duplicates))} · ${esc(t("aud_excl").replace("{n}", got.excluded))}</p><ul>${lines}</ul>
+        <div class="muted">${t("aud_first")}</div><div class="tablewrap"><table><tbody>${rows}</tbody></table></div>`;
+    } catch (error) {
+      if (seq !== state.audSeq || !(error instanceof ApiError)) throw error;
+      const hint = error.code === "contacts_not_synced" ? ` — ${t("not_synced")}` : "";
+      box.innerHTML = `<span class="check-bad">${esc(error.message)}${hint}${error.field ? ` (${t("field")}: ${esc(error.field)})` : ""}</span>`;
+    }
+  };
+  const audienceChanged = () => { if (audienceMode()) { clearTimeout(state.audTimer); state.audTimer = setTimeout(() => run(previewAudience), 300); } };
+  state.audSeq = 0;
+  $$("input[name='c-source']").forEach((r) => r.addEventListener("change", () => run(async () => {
+    $("#c-file-box").hidden = audienceMode();
+    $("#c-audience-box").hidden = !audienceMode();
+    if (audienceMode()) { await loadLabels(); audienceChanged(); }
+  })));
+  $("#c-accounts").addEventListener("change", () => run(async () => { if (audienceMode()) { await loadLabels(); audienceChanged(); } }));
+  $("#c-audience-box").addEventListener("change", audienceChanged);
   bindKind("c-", check);
   state.formTouched = false;
-  $("#campaign-form").addEventListener("input", (e) => { if (e.target.id !== "c-file") { state.formTouched = true; check(); } });
+  $("#campaign-form").addEventListener("input", (e) => { if (e.target.id !== "c-file") { state.formTouched = true; check(); audienceChanged(); } });
   $("#c-file").addEventListener("change", () => run(async () => {
     const file = $("#c-file").files[0];
     if (!file) return;
@@ -826,12 +907,24 @@ function newCampaignPage() {
     run(async () => {
       const accounts = $$("#c-accounts input:checked").map((i) => i.value);
       if (!accounts.length) throw new Error(t("pick_account"));
-      const file = $("#c-file").files[0];
-      if (!file) throw new Error(t("pick_file"));
       const spec = { name: $("#c-name").value, accounts, message: readMessage("c-"), priority: $("#c-priority").value };
       const sendAt = $("#c-send-at").value;
       if (sendAt) spec.send_at = new Date(sendAt).toISOString();
       if ($("#c-draft").checked) spec.draft = true;
+      if (audienceMode()) {
+        spec.audience = readAudience();
+        $("#c-submit").disabled = true;
+        try {
+          const created = await api("POST", "/v1/campaigns", spec);
+          notify(`${t("created_ok")}: ${created.id} (${created.total})`);
+          location.hash = `#campaign/${encodeURIComponent(created.id)}`;
+        } finally {
+          $("#c-submit").disabled = false;
+        }
+        return;
+      }
+      const file = $("#c-file").files[0];
+      if (!file) throw new Error(t("pick_file"));
       const form = new FormData();
       form.append("spec", JSON.stringify(spec));
       form.append("recipients", file, file.name);
@@ -865,6 +958,12 @@ function accountsPage() {
     async refresh() {
       const { accounts } = await api("GET", "/v1/accounts");
       current.accounts = accounts;
+      // the contact sync of each account whose vendor has contact calls (the others answer 409)
+      const syncs = {};
+      if (!token()) return; // logged out while the accounts were read: nothing more is asked
+      await Promise.all(accounts.filter((a) => a.vendor === "gewe" || a.vendor === "ecloud").map(async (a) => {
+        try { syncs[a.id] = await api("GET", `/v1/accounts/${encodeURIComponent(a.id)}/contacts/sync`); } catch (error) { if (!(error instanceof ApiError)) throw error; }
+      }));
       if (!accounts.length) {
         $("#list").html = `<p class="muted">${t("no_accounts")}</p>`;
         return;
@@ -877,13 +976,15 @@ function accountsPage() {
         <td data-label="${t("per_minute")}" class="num">${a.limits.per_minute || "∞"}</td>
         <td data-label="${t("today")}" class="num today">${a.sent_today ?? 0} / ${a.limits.daily_cap || t("unlimited")}</td>
         <td data-label="${t("token_set")}">${a.token_set ? t("set") : t("not_set")}</td>
+        <td data-label="${t("contacts")}" class="contacts">${contactsCell(syncs[a.id])}</td>
         <td data-label="${t("actions")}" class="actions">
           ${a.status === "active" ? `<button data-action="account" data-op="pause" data-id="${esc(a.id)}">${t("pause")}</button>`
             : `<button data-action="account" data-op="resume" data-id="${esc(a.id)}">${t("resume")}</button>`}
-          <button data-action="edit-account" data-id="${esc(a.id)}">${t("edit")}</button></td></tr>`).join("");
+          <button data-action="edit-account" data-id="${esc(a.id)}">${t("edit")}</button>
+          ${syncs[a.id] ? `<button data-action="sync-contacts" data-id="${esc(a.id)}">${t("sync_contacts")}</button>` : ""}</td></tr>`).join("");
       $("#list").html = `<div class="tablewrap"><table class="cards"><thead><tr><th>${t("id")}</th><th>${t("vendor")}</th>
         <th>${t("status")}</th><th>${t("reason")}</th><th class="num">${t("per_minute")}</th><th class="num">${t("today")} / ${t("daily_cap")}</th>
-        <th>${t("token_set")}</th><th>${t("actions")}</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+        <th>${t("token_set")}</th><th>${t("contacts")}</th><th>${t("actions")}</th></tr></thead><tbody>${rows}</tbody></table></div>`;
     },
   };
 }
@@ -919,6 +1020,22 @@ actions["edit-account"] = (el) => {
   $("#account-form").scrollIntoView();
 };
 actions["close-editor"] = () => { $("#editor").innerHTML = ""; };
+
+/** An account's contact sync in a cell: its status, progress while running, counts and how old. */
+function contactsCell(sync) {
+  if (!sync) return `<span class="muted">—</span>`;
+  let html = `<span class="badge cs-${esc(sync.status)}">${esc(t(`cs_${sync.status}`))}</span>`;
+  if (sync.status === "running") html += ` <span class="muted">${sync.progress.done}/${sync.progress.total}</span>`;
+  if (sync.synced_at) html += `<div class="muted">${sync.friends} ${t("friends_n")} · ${sync.chatrooms} ${t("groups_n")} · ${fmtTime(sync.synced_at)}</div>`;
+  if (sync.status === "failed" && sync.error) html += `<div class="check-bad wrap">${esc(sync.error)}</div>`;
+  return html;
+}
+
+actions["sync-contacts"] = async (el) => {
+  await api("POST", `/v1/accounts/${encodeURIComponent(el.dataset.id)}/contacts/sync`);
+  notify(`${el.dataset.id}: ${t("sync_started")}`);
+  await current.refresh();
+};
 
 // --- dead letters ---------------------------------------------------------------------------------------------
 
