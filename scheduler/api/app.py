@@ -40,7 +40,7 @@ from scheduler.api.routers import (
     suppressions,
     vendor_limits,
 )
-from scheduler.api.state import AUTH, ApiState, AuthFirst
+from scheduler.api.state import AUTH, ApiState, AuthFirst, RoleFirst
 from scheduler.console import mount_console
 from scheduler.intake.uploads import UploadSlots
 from worker.runtime.connections import redis_client
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     app.state.api = state
     app.add_middleware(BodyLimit, read_timeout_s=settings.body_timeout_s)
     app.add_middleware(UploadSlots, slots=settings.max_concurrent_uploads)
+    app.add_middleware(RoleFirst)  # a viewer or a key over its rate takes no slot and sends no body
     app.add_middleware(AuditTrail)
     app.add_middleware(AuthFirst)  # a stranger takes no slot and sends no body
     app.add_middleware(SecurityHeaders)  # outermost: on every answer, refusals too
