@@ -230,7 +230,7 @@ def test_campaigns_from_csv_and_jsonl_are_watched_to_the_end_and_exported(api_st
         "--watch", "--json",
     )  # fmt: skip
     accepted, final = json_docs(ok(proc))
-    assert accepted == {"id": accepted["id"], "total": 6, "duplicates": 0, "status": "active"}
+    assert accepted == {"id": accepted["id"], "total": 6, "duplicates": 0, "status": "active", "audience": None}
     assert final["id"] == accepted["id"] and final["status"] == "finished" and final["counts"]["sent"] == 6
     by_to = {d["to"]: d for d in all_deliveries(api_stack, accepted["id"])}
     assert by_to["wxid_jl0"]["account"] == by_to["wxid_jl1"]["account"] == "ec"
