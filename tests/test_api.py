@@ -240,6 +240,20 @@ def test_campaign_with_a_bad_recipient_stores_nothing(api: ApiStack) -> None:
         json={"name": "x", "account": "gw", "recipients": recipients, "message": {"kind": "text", "text": "{n}"}},
     )
     assert response.status_code == 422 and response.json()["error"]["field"] == "recipients[0].vars"
+    # a campaign that names its accounts sends from those only: a row naming another is refused
+    put_account(api, "gw2", "gewe", f"inst2-{api.prefix}")
+    before = api.stored_keys()
+    recipients[7] = {"to": "wxid_7", "account": "gw2"}
+    body = {"name": "x", "accounts": ["gw"], "recipients": recipients, "message": {"kind": "text", "text": "x"}}
+    response = api.http.post("/v1/campaigns", json=body)
+    assert response.status_code == 422 and response.json()["error"]["field"] == "recipients[7].account"
+    assert "not one of the campaign's accounts" in response.json()["error"]["message"]
+    csv_body = "to,account\nwxid_1,gw\nwxid_2,gw2\n"
+    spec = json.dumps({"name": "x", "accounts": ["gw"], "message": {"kind": "text", "text": "x"}})
+    response = api.http.post(
+        "/v1/campaigns/upload", data={"spec": spec}, files={"recipients": ("r.csv", csv_body, "text/csv")}
+    )
+    assert response.status_code == 422 and response.json()["error"]["field"] == "recipients[1].account"
     assert api.stored_keys() == before
     assert "x" not in {c["name"] for c in api.http.get("/v1/campaigns").json()["campaigns"]}
 
@@ -462,4 +476,20 @@ def test_a_finished_campaign_cannot_be_cancelled_and_replays_report_its_status(a
     assert api_stack.http.post("/v1/campaigns", json=body).json()["status"] == "finished"
     refused = api_stack.http.post(f"/v1/campaigns/{cid}/cancel")
     assert refused.status_code == 409
+    for action in ("pause", "resume"):  # like cancel: a 409 saying why, never a 200 that changes nothing
+        refused = api_stack.http.post(f"/v1/campaigns/{cid}/{action}")
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"] == {
+            "code": "conflict", "message": f"cannot {action} a campaign that is finished", "field": None
+        }  # fmt: skip
     assert api_stack.http.get(f"/v1/campaigns/{cid}").json()["counts"]["sent"] == 1
+
+
+def test_the_openapi_description_names_every_resource_and_the_favicon_is_served(api: ApiStack) -> None:
+    description = api.http.get("/openapi.json").json()["info"]["description"]
+    for resource in ("accounts", "contacts", "audiences", "messages", "campaigns", "dead letters", "schedules",
+                     "suppressions", "callbacks", "keys", "audit", "stats"):  # fmt: skip
+        assert resource in description, resource
+    icon = httpx.get(f"{api.api_url}/favicon.ico")  # no token: browsers ask for it on every page
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.content.startswith(b"<svg")

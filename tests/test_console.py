@@ -354,6 +354,8 @@ def test_a_draft_is_tested_then_started_from_its_page(stack: ApiStack, browser: 
     by_css(browser, "#c-text").send_keys("{name} 你好")
     by_css(browser, "#c-file").send_keys(str(csv_file))
     until(lambda: "2" in by_css(browser, "#c-preview p").text, "the CSV preview")
+    # its long label does not shrink the box: the same size as the account's checkbox
+    assert by_css(browser, "#c-draft").size == by_css(browser, "#c-accounts input[value='shop']").size
     click(browser, "#c-draft")
     click(browser, "#c-submit")
     until(lambda: "#campaign/" in browser.current_url, "the campaign page")
@@ -611,6 +613,9 @@ def test_charts_while_a_campaign_runs_then_the_audit(stack: ApiStack, browser: A
 
     open_page(browser, stack, "overview")
     until(lambda: len(all_css(browser, "#fleet-sends rect.c-sent")) >= 1, "the fleet chart")
+    # three hours of minutes: the time axis is labelled every half hour, on the hour and the half hour
+    ticks = [e.get_attribute("textContent") for e in all_css(browser, "#fleet-sends text.tick")]
+    assert 5 <= len(ticks) <= 7 and all(t.endswith((":00", ":30")) for t in ticks), ticks
     accounts = len(stack.http.get("/v1/accounts").json()["accounts"])
     until(lambda: len(all_css(browser, ".account-health")) == accounts, "a card for each account")
     paced = by_css(browser, ".account-health[data-account='paced']")

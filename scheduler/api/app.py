@@ -65,7 +65,10 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     app = FastAPIOffline(
         title="wechat-broadcast",
         version="1",
-        description="Producer API: accounts, messages, campaigns, dead letters. Ids are strings (64-bit exact).",
+        description=(
+            "Producer API: accounts, contacts and audiences, messages, campaigns, dead letters, schedules, "
+            "suppressions, callbacks, keys, audit, stats. Ids are strings (64-bit exact)."
+        ),
         responses=ERROR_RESPONSES,
     )
     app.state.api = state

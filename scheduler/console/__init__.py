@@ -108,6 +108,13 @@ def mount_console(app: FastAPI, auth: list[params.Depends]) -> None:
             headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
         )
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        """Browsers ask for it on every page (the console, /docs): a small icon instead of a 404 in the logs."""
+        return FileResponse(
+            STATIC / "favicon.svg", media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"}
+        )
+
     @app.get("/console/", include_in_schema=False)
     def console_slash() -> RedirectResponse:
         return RedirectResponse("/console")

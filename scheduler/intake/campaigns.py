@@ -342,7 +342,9 @@ class Campaigns:
         digest = hashlib.sha256(json.dumps(header, sort_keys=True, ensure_ascii=False).encode())
 
         def validated() -> Iterator[tuple[str, str, str | None]]:
-            return self._validate(recipients, pool, known, placeholders, plan, parsed, vendors)
+            return self._validate(
+                recipients, pool, known, placeholders, plan, parsed, vendors, only_pool=bool(accounts)
+            )
 
         replayable = iter(recipients) is not recipients
         if idempotency_key:
@@ -438,7 +440,16 @@ class Campaigns:
             check_message_for(vendors[acct], parsed)
         if audience is not None:
             recipients = _chain(recipients, self.resolve_audience(audience, parsed, pool or None, known).rows)
-        rows = self._validate(recipients, pool, known, parsed.placeholders(), parsed.size_plan(), parsed, vendors)
+        rows = self._validate(
+            recipients,
+            pool,
+            known,
+            parsed.placeholders(),
+            parsed.size_plan(),
+            parsed,
+            vendors,
+            only_pool=bool(accounts),
+        )
         count = sum(1 for _ in rows)
         if count == 0:
             raise MessageError("recipients: the campaign has no recipients", field="recipients")
@@ -474,9 +485,13 @@ class Campaigns:
         plan: SizePlan,
         message: AnyMessage,
         vendors: Mapping[str, str],
+        *,
+        only_pool: bool = False,
     ) -> Iterator[tuple[str, str, str | None]]:
         """(to, account, vars JSON) per recipient, lazily, in order; the first bad recipient raises. A
-        recipient's own account must carry the message's kinds (422 naming the kind and the vendor)."""
+        recipient's own account must carry the message's kinds (422 naming the kind and the vendor). With
+        ``only_pool`` (the campaign named its ``accounts``) a recipient's own account must be one of them: an
+        operator who chose the sending accounts never expects a row to send from another."""
         checked = set(pool)
         for n, item in enumerate(recipients):
             field = f"recipients[{n}]"
@@ -503,6 +518,11 @@ class Campaigns:
             elif not isinstance(acct, str) or acct not in known:
                 raise UnknownAccountError(
                     f"{field}.account: no account {acct!r} is configured", field=f"{field}.account"
+                )
+            elif only_pool and acct not in pool:
+                raise MessageError(
+                    f"{field}.account: {acct!r} is not one of the campaign's accounts ({', '.join(pool)})",
+                    field=f"{field}.account",
                 )
             elif acct not in checked:
                 try:
@@ -729,12 +749,16 @@ class Campaigns:
         accounts = self._accounts_of(cid)
         if action == "cancel" and self.get(cid)["finished"]:
             raise CampaignStateError("cannot cancel a campaign that has finished: every job is already terminal")
-        previous = str(self._status(args=[self.prefix, cid, action, f"{time.time():.6f}", *accounts]))
+        # a finished campaign is still stored "active": pausing it would answer 200 and change nothing
+        finished = action in ("pause", "resume") and self.get(cid)["finished"]
+        previous = (
+            "!" if finished else str(self._status(args=[self.prefix, cid, action, f"{time.time():.6f}", *accounts]))
+        )
         if previous == "!missing":
             raise CampaignNotFound(cid)
         if previous.startswith("!"):
-            # named as the campaign is shown (a finished campaign is still stored "active"), and a recall
-            # said, since that is why most such campaigns cannot go on
+            # named as the campaign is shown, and a recall said, since that is why most such campaigns
+            # cannot go on
             shown = self.get(cid)
             state = str(shown["status"]) + (" and recalled" if shown.get("recall") else "")
             raise CampaignStateError(f"cannot {action} a campaign that is {state}")

@@ -86,6 +86,9 @@ def get_message(job_id: ObjectId, state: Stores) -> dict[str, Any]:
     history = state.ledger.history(job_id)
     if view["created"] is None and job.campaign:  # a campaign's jobs carry the campaign's time
         view["created"] = state.campaigns.created_at(job.campaign)
+    if view["vendor"] is None:  # set at a send; a job that never got one (dead, queued) names its account's
+        account = state.accounts.get(job.account)
+        view["vendor"] = account.spec.vendor if account else None
     return {
         **{name: view[name] for name in _MESSAGE_FIELDS},
         "errors": [h for h in history if h.get("error")],

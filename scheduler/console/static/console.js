@@ -1237,6 +1237,16 @@ function hhmm(epoch) {
   return new Date(epoch * 1000).toLocaleTimeString(lang === "zh" ? "zh-CN" : "en-GB", { hour: "2-digit", minute: "2-digit", hour12: false });
 }
 
+// the x-axis labels fall on round times (every 1, 2, 5, 10, 15, 30 min, 1, 2, 3, 6 h): at most 7 over the span
+function tickMinutes(span) {
+  return [1, 2, 5, 10, 15, 30, 60, 120, 180, 360].find((m) => span / m <= 7) || 720;
+}
+
+function localMinute(epoch) {
+  const d = new Date(epoch * 1000);
+  return d.getHours() * 60 + d.getMinutes();
+}
+
 // stacked bars, one per minute: `series` is [[field, css class], ...] of the minutes' counts
 function chartSvg(minutes, series, id) {
   if (!minutes.length || !minutes.some((m) => series.some(([k]) => m[k]))) return `<p class="muted" id="${id}">${t("no_data")}</p>`;
@@ -1246,8 +1256,8 @@ function chartSvg(minutes, series, id) {
   const y = (v) => T + (H - T - B) * (1 - v / top);
   const grid = [0, 0.5, 1].map((f) => `<line class="grid" x1="${L}" x2="${W - R}" y1="${y(top * f)}" y2="${y(top * f)}"/>
     <text class="axis" x="${L - 6}" y="${y(top * f) + 4}" text-anchor="end">${+(top * f).toFixed(1)}</text>`).join("");
-  const every = Math.max(1, Math.ceil(minutes.length / 6));
-  const labels = minutes.map((m, i) => (i % every ? "" : `<text class="axis" x="${L + i * step + step / 2}" y="${H - 6}" text-anchor="middle">${hhmm(m.at)}</text>`)).join("");
+  const every = tickMinutes(minutes.length);
+  const labels = minutes.map((m, i) => (localMinute(m.at) % every ? "" : `<text class="axis tick" x="${L + i * step + step / 2}" y="${H - 6}" text-anchor="middle">${hhmm(m.at)}</text>`)).join("");
   const bars = minutes.map((m, i) => {
     let base = 0;
     return series.map(([k, cls]) => {
