@@ -297,6 +297,12 @@ def test_finish_requeue_puts_the_job_back_at_the_head_without_counting_the_attem
     job = ledger.get(first)
     assert job is not None and job.state == "queued" and job.attempts == 0
     assert queue(ledger) == [first, second]
+    # then sent at its first counted attempt: the history still reads oldest first, the requeue before it
+    ledger.release("acct1", claim.token)
+    again = claim_one(ledger, batch_size=1)
+    ledger.begin("acct1", again.token, first, lease_ttl_s=LEASE_S)
+    assert ledger.finish_sent("acct1", again.token, first, result(), {"outcome": "sent"}).status == "ok"
+    assert [h["outcome"] for h in ledger.history(first)] == ["requeue", "sent"]
 
 
 def test_finish_with_a_foreign_token_is_stale_and_changes_nothing(ledger: Ledger) -> None:

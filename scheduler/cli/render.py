@@ -12,6 +12,7 @@ it for every cell and value, so a command only has to use them.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import unicodedata
@@ -26,8 +27,20 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-console = Console()
-err = Console(stderr=True)
+#: Width of output that is not a terminal (``make dev > file``, a pipe), unless ``COLUMNS`` says otherwise:
+#: rich would otherwise assume 80 columns and fold tables, ids and all, onto several lines.
+NOT_A_TERMINAL_WIDTH = 200
+
+
+def _wide(output: Console) -> Console:
+    """``output`` at :data:`NOT_A_TERMINAL_WIDTH` when it is not a terminal and ``COLUMNS`` is not set."""
+    if not output.is_terminal and not os.environ.get("COLUMNS"):
+        output.width = NOT_A_TERMINAL_WIDTH
+    return output
+
+
+console = _wide(Console())
+err = _wide(Console(stderr=True))
 T = TypeVar("T")
 
 
@@ -177,13 +190,22 @@ def kv(rows: list[tuple[str, Any]]) -> None:
     console.print(grid)
 
 
+def _attempt(entry: dict[str, Any]) -> tuple[str, str]:
+    """(n, outcome): a requeue (its account was down, nothing sent) is not an attempt, so it shows no number
+    (it carries the number the next real attempt gets)."""
+    outcome = str(entry.get("outcome", ""))
+    if outcome == "requeue":
+        return "-", "requeued, not counted / 重新排队，不计次"
+    return str(entry.get("n", "")), outcome
+
+
 def print_history(history: list[dict[str, Any]]) -> None:
-    """A job's attempts, one row each (``message show`` and ``dead-letters show``)."""
+    """A job's attempts, oldest first, one row each (``message show`` and ``dead-letters show``)."""
     if not history:
         return
     rows = [
         [
-            str(entry.get("n", "")), when(entry.get("started")), str(entry.get("outcome", "")),
+            _attempt(entry)[0], when(entry.get("started")), _attempt(entry)[1],
             str(entry.get("error_class") or ""), str(entry.get("latency_ms") or ""),
             str(entry.get("error") or entry.get("new_msg_id") or ""),
         ]

@@ -160,8 +160,9 @@ if st == 'dead' then
   redis.call('HDEL', jk, 'reason', 'error_class', 'error', 'dead_at')
 end
 -- the history: a job sent at its first attempt keeps that one entry in its hash (field h0); any other
--- goes to its history list (Ledger.history reads both)
+-- goes to its history list (Ledger.history reads both, h0 first: so never after a requeue's entry)
 local first = outcome == 'sent' and st == 'sending' and attempts == '1' and not replays
+  and redis.call('EXISTS', hk) == 0
 if not first then redis.call('RPUSH', hk, ARGV[7]) end
 if outcome == 'sent' then
   local fields = {'state', 'sent', 'updated', now, 'sent_at', now}
