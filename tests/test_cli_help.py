@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -33,3 +34,41 @@ def test_flags_read_as_flags_and_values_say_what_they_take() -> None:
     wait = next(line for line in text.splitlines() if "│" in line and "--wait" in line)
     assert re.search(r"--wait\s+wait until sent", wait), wait
     assert re.search(r"--account\s+TEXT\s", text) and re.search(r"--var\s+TEXT…", text), text
+
+
+def test_every_command_has_a_one_line_help_in_both_languages() -> None:
+    import typer.main
+
+    from scheduler.cli.app import app
+
+    def walk(group: Any, path: str) -> list[tuple[str, str]]:
+        found = []
+        for name, command in group.commands.items():
+            if command.hidden:
+                continue
+            line = (command.help or "").strip().splitlines()[0]
+            found.append((f"{path} {name}", line))
+            if hasattr(command, "commands"):
+                found += walk(command, f"{path} {name}")
+        return found
+
+    lines = walk(typer.main.get_command(app), "broadcast")
+    assert len(lines) >= 60  # every noun and its verbs
+    one_language = [
+        (name, line) for name, line in lines if " / " not in line or not re.search(r"[\u4e00-\u9fff]", line)
+    ]
+    assert not one_language, one_language
+
+
+def test_tables_are_not_folded_at_80_columns_when_output_is_a_file() -> None:
+    # `make dev > file`: no terminal and no COLUMNS; a row wider than 80 columns stays one line
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    script = (
+        "from scheduler.cli.render import print_table; "
+        "print_table(['id', 'account', 'error'], [['j' + '7' * 30, 'demo-gewe-legacy', '对方不是你的好友 ' * 4]])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    rows = [line for line in done.stdout.splitlines() if "j777" in line]
+    assert len(rows) == 1 and rows[0].count("对方不是你的好友") == 4, done.stdout

@@ -152,6 +152,32 @@ def test_send_wait_prints_the_vendor_ids_and_message_show_has_them(api_stack: Ap
     assert api_stack.http.get(f"/v1/messages/{scheduled['id']}").json()["status"] == "cancelled"
 
 
+def test_send_wait_on_a_paused_account_says_so_once_and_gives_up_at_the_timeout(api_stack: ApiStack) -> None:
+    put_account(api_stack, "shop", "gewe", f"inst-{api_stack.prefix}")
+    run = cli_runner(api_stack)  # no worker needed: the account is paused, nothing may move
+    ok(run("accounts", "pause", "shop"))
+    waited = run("send", "--account", "shop", "--to", "wxid_x", "--text", "你好", "--wait", "--timeout", "3")
+    assert waited.returncode == 4, waited.stderr
+    assert waited.stderr.count("account shop is paused") == 1 and "账号 shop 已暂停" in waited.stderr
+    assert "timed out waiting" in waited.stderr and "goes on" in waited.stderr
+    (accepted,) = json_docs(waited.stdout)
+    view = one_json(run("message", "show", accepted["id"], "--json"))
+    assert view["status"] == "queued" and view["vendor"] == "gewe"  # never sent: its account's vendor
+
+
+def test_history_shows_a_requeue_without_an_attempt_number() -> None:
+    from scheduler.cli import render
+
+    history = [
+        {"n": 1, "started": 1.0, "outcome": "requeue", "error_class": "account_down", "error": "已离线"},
+        {"n": 1, "started": 2.0, "outcome": "sent", "new_msg_id": "77"},
+    ]
+    with render.console.capture() as captured:
+        render.print_history(history)
+    requeue, sent = [line.split() for line in captured.get().splitlines() if "已离线" in line or "77" in line]
+    assert requeue[0] == "-" and "requeued," in requeue and sent[0] == "1" and "sent" in sent
+
+
 def test_refused_input_bad_tokens_and_an_unreachable_api_exit_non_zero_with_one_clear_line(
     api_stack: ApiStack,
 ) -> None:

@@ -150,7 +150,7 @@ def test_cli_recall_watches_until_no_revoke_is_pending(api_stack: ApiStack) -> N
     wait_for(lambda: api_stack.http.get(f"/v1/campaigns/{cid}").json()["finished"], timeout=60, what="sent")
     run = cli_runner(api_stack)
     shown = ok(run("campaign", "recall", cid, "--watch", "--interval", "0.1"))
-    assert f"campaign {cid} 撤回 recall: 5 asked" in shown
+    assert f"campaign {cid} 撤回 recall: 已申请 asked 5  " in shown
     assert "已撤回 recalled 4" in shown and "不支持撤回 unsupported 1" in shown and "待撤回 pending 0" in shown
     assert len(sim_revokes(api_stack, instance=f"{p}-gw")) == 4
     again = json.loads(ok(run("campaign", "recall", cid, "--window-s", "5", "--json")))

@@ -12,7 +12,7 @@ from scheduler.cli.options import AsJson, Token, Url, connect, pairs
 from scheduler.cli.render import emit, fail, kv, print_json, print_table, say, when
 from worker.vendors.base import VendorName
 
-app = typer.Typer(help="Sending accounts: list, show, create/update, pause, resume.", no_args_is_help=True)
+app = typer.Typer(help="Sending accounts / 发送账号: list, show, create/update, pause, resume.", no_args_is_help=True)
 
 
 def _print_account(a: dict[str, Any]) -> None:
@@ -84,7 +84,9 @@ def _print_accounts(items: list[dict[str, Any]]) -> None:
 
 @app.command("list")
 def list_(as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
-    """Every account with its status (active, paused, down) and why."""
+    """List accounts / 列出账号
+
+    Every account with its status (active, paused, down) and why."""
     with connect(url, token) as api:
         items = api.accounts()
     emit(items, as_json, _print_accounts)
@@ -92,7 +94,9 @@ def list_(as_json: AsJson = False, url: Url = None, token: Token = None) -> None
 
 @app.command("show")
 def show(account_id: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
-    """One account: connection (token never shown), limits, status."""
+    """Show one account / 查看账号
+
+    One account: connection (token never shown), limits, status."""
     with connect(url, token) as api:
         a = api.account(account_id)
     emit(a, as_json, _print_account)
@@ -163,7 +167,9 @@ def put(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Create an account, or update the given fields of an existing one (the rest, token included, kept;
+    """Create or update an account / 创建或更新账号
+
+    Create an account, or update the given fields of an existing one (the rest, token included, kept;
     a new --base-url or --vendor needs the token again)."""
     secret = _vendor_token(token_env, token_stdin, vendor_token)
     limits: dict[str, Any] = {}
@@ -214,7 +220,9 @@ def put(
 
 @app.command("pause")
 def pause(account_id: str, url: Url = None, token: Token = None) -> None:
-    """Stop sending from an account; its jobs wait."""
+    """Pause an account / 暂停账号
+
+    Stop sending from an account; its jobs wait."""
     with connect(url, token) as api:
         a = api.pause_account(account_id)
     say(f"account {a['id']} {a['status']}")
@@ -227,7 +235,9 @@ def resume(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Send from an account again (by default after the vendor confirms it is online)."""
+    """Resume an account / 恢复账号
+
+    Send from an account again (by default after the vendor confirms it is online)."""
     with connect(url, token) as api:
         a = api.resume_account(account_id, check_online=check_online)
     say(f"account {a['id']} {a['status']}")
@@ -244,7 +254,9 @@ def callback(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Create or rotate the account's callback key and print the URL for the vendor (shown once; the old
+    """Set up the vendor callback / 设置回调
+
+    Create or rotate the account's callback key and print the URL for the vendor (shown once; the old
     key stops working) / 生成回调地址（旧密钥立即失效）。"""
     with connect(url, token) as api:
         answer = api.account_callback(account_id, register=register, public_url=public_url)

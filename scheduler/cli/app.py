@@ -10,7 +10,7 @@ printed whole, whatever the terminal width, because operators copy them into the
 
 Exit codes: 0 done; 1 failed (API unreachable, server error, some id not replayed or deleted); 2 the input
 was refused (the API's 4xx, naming the field, or a bad option); 3 finished but not everything was sent
-(``send --wait``, ``campaign watch``); 130 interrupted.
+(``send --wait``, ``campaign watch``); 4 a wait ran out of ``--timeout`` (the work goes on); 130 interrupted.
 
 This module only assembles the command: each noun lives in its own module (``message``, ``campaign``,
 ``deadletter``, ``account``, ``schedule``), the processes in ``services``, shared output in ``render`` and
@@ -30,10 +30,10 @@ from scheduler.cli.render import plain_help_types
 plain_help_types()
 
 app = typer.Typer(
-    help="wechat-broadcast: paced, crash-safe WeChat broadcasts through protocol vendors.",
+    help="wechat-broadcast: paced, crash-safe WeChat broadcasts through protocol vendors / 微信群发：限速、崩溃安全。",
     no_args_is_help=True,
     epilog=f"Operator commands talk to the HTTP API: --url / {URL_ENV}, --token / {TOKEN_ENV}. "
-    "Exit codes: 0 ok, 1 failed, 2 input refused, 3 finished with messages not sent.",
+    "Exit codes: 0 ok, 1 failed, 2 input refused, 3 finished with messages not sent, 4 timed out waiting.",
 )
 
 # processes (help lists commands in this order, then the nouns)

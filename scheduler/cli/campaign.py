@@ -35,9 +35,10 @@ from scheduler.cli.options import (
     parse_send_at,
 )
 from scheduler.cli.render import emit, err, fail, kv, markup_safe, print_json, print_table, say, when
+from scheduler.cli.waiting import TimeoutOpt, Waiting
 
 app = typer.Typer(
-    help="Campaigns: create from CSV/JSONL (or as a draft: test, then start), watch, pause/resume/cancel, recall, export.",
+    help="Campaigns / 群发: create from CSV/JSONL (or as a draft: test, then start), watch, pause/resume/cancel, recall, export.",
     no_args_is_help=True,
 )
 #: ``--auto-pause`` names (the API's ``auto_pause`` fields)
@@ -95,12 +96,14 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def _watch(api: Client, campaign_id: str, *, interval: float, as_json: bool) -> None:
+def _watch(api: Client, campaign_id: str, *, interval: float, as_json: bool, timeout: float = 0) -> None:
     """A live progress bar on stderr until the campaign is finished, or has paused itself (a person must look:
-    the reason is printed, exit 3); the outcome on stdout."""
+    the reason is printed, exit 3), or ``timeout`` runs out (exit 4); the outcome on stdout. An account that is
+    down, paused or held is named once, since its deliveries stand still."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     campaign = api.campaign(campaign_id)
+    waiting = Waiting(api, timeout)
     started = time.monotonic()
     first_done = _done(campaign["counts"])
     window: deque[tuple[float, int]] = deque([(started, first_done)])
@@ -129,6 +132,9 @@ def _watch(api: Client, campaign_id: str, *, interval: float, as_json: bool) -> 
                 progress.update(task, completed=done, info=info, description=markup_safe(label))
                 if campaign["finished"] or campaign.get("pause_reason"):
                     break
+                if expired := waiting.expired(f"campaign {campaign_id}"):
+                    raise expired
+                waiting.look(campaign.get("accounts") or [])
                 time.sleep(interval)
                 campaign = api.campaign(campaign_id)
     except KeyboardInterrupt:
@@ -207,7 +213,9 @@ def create(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Create a campaign from a recipients file (.csv, .jsonl), or for the accounts' own contacts (an audience:
+    """Create a campaign / 创建群发
+
+    Create a campaign from a recipients file (.csv, .jsonl), or for the accounts' own contacts (an audience:
     --label, --exclude-label, --chatrooms… against the last `contacts sync`); stored atomically or not at all.
     以文件或账号自己的通讯录（标签、群）创建群发。"""
     spec: dict[str, Any] = {
@@ -309,7 +317,9 @@ def list_(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Recent campaigns with their progress."""
+    """List campaigns / 列出群发
+
+    Recent campaigns with their progress."""
     with connect(url, token) as api:
         items = api.campaigns(limit=limit)
     emit(items, as_json, _print_campaigns)
@@ -360,7 +370,9 @@ def _tests(t: dict[str, Any]) -> str:
 
 @app.command("show")
 def show(campaign_id: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
-    """A campaign's status and per-state counts."""
+    """Show one campaign / 查看群发
+
+    A campaign's status and per-state counts."""
     with connect(url, token) as api:
         c = api.campaign(campaign_id)
     emit(c, as_json, _print_campaign)
@@ -370,13 +382,17 @@ def show(campaign_id: str, as_json: AsJson = False, url: Url = None, token: Toke
 def watch(
     campaign_id: str,
     interval: Annotated[float, typer.Option(help="seconds between polls")] = 0.5,
+    timeout: TimeoutOpt = 0,
     as_json: AsJson = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Live progress (sent/dead/cancelled/remaining, rate, ETA) until it finishes; exit 3 if any went dead."""
+    """Watch a campaign / 实时查看进度
+
+    Live progress to the end: sent/dead/cancelled/remaining, rate, ETA; exit 3 if any went
+    dead, 4 on --timeout (default: none, a paced campaign may take hours)."""
     with connect(url, token) as api:
-        _watch(api, campaign_id, interval=interval, as_json=as_json)
+        _watch(api, campaign_id, interval=interval, as_json=as_json, timeout=timeout)
 
 
 def _steer(campaign_id: str, action: CampaignAction, as_json: bool, url: str | None, token: str | None) -> None:
@@ -397,7 +413,9 @@ def test(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Send the campaign's message to a few internal recipients first (not counted in the campaign)."""
+    """Test-send a campaign / 试发群发
+
+    Send the campaign's message to a few internal recipients first (not counted in the campaign)."""
     body: dict[str, Any] = {"to": to}
     if account:
         body["account"] = account
@@ -418,25 +436,33 @@ def test(
 
 @app.command("start")
 def start(campaign_id: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
-    """Arm a draft: it goes out now, or at its --send-at."""
+    """Start a draft / 启动草稿
+
+    Arm a draft: it goes out now, or at its --send-at."""
     _steer(campaign_id, "start", as_json, url, token)
 
 
 @app.command("pause")
 def pause(campaign_id: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
-    """Hold every unsent job (a send in flight finishes)."""
+    """Pause a campaign / 暂停群发
+
+    Hold every unsent job (a send in flight finishes)."""
     _steer(campaign_id, "pause", as_json, url, token)
 
 
 @app.command("resume")
 def resume(campaign_id: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
-    """Continue where it stopped; nothing sent is sent again."""
+    """Resume a campaign / 恢复群发
+
+    Continue where it stopped; nothing sent is sent again."""
     _steer(campaign_id, "resume", as_json, url, token)
 
 
 @app.command("cancel")
 def cancel(campaign_id: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
-    """Cancel every unsent job at once."""
+    """Cancel a campaign / 取消群发
+
+    Cancel every unsent job at once."""
     _steer(campaign_id, "cancel", as_json, url, token)
 
 
@@ -453,7 +479,7 @@ RECALL_LABELS = (
 def _recall_line(c: dict[str, Any]) -> str:
     recall = c.get("recall") or {}
     parts = "  ".join(f"{label} {name} {recall.get(name, 0)}" for name, label in RECALL_LABELS)
-    return f"campaign {c['id']} 撤回 recall: {recall.get('requested', 0)} asked 已申请  {parts}"
+    return f"campaign {c['id']} 撤回 recall: 已申请 asked {recall.get('requested', 0)}  {parts}"
 
 
 def _recall_settled(c: dict[str, Any]) -> bool:
@@ -461,11 +487,13 @@ def _recall_settled(c: dict[str, Any]) -> bool:
     return not (c.get("recall") or {}).get("pending") and not c["counts"].get("sending")
 
 
-def _watch_recall(api: Client, campaign: dict[str, Any], *, interval: float) -> dict[str, Any]:
-    """A progress bar on stderr until no revoke is pending; returns the campaign as last read."""
+def _watch_recall(api: Client, campaign: dict[str, Any], *, interval: float, timeout: float) -> dict[str, Any]:
+    """A progress bar on stderr until no revoke is pending (naming once an account that is down, paused or
+    held), or ``timeout`` runs out (exit 4); returns the campaign as last read."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"))
+    waiting = Waiting(api, timeout)
     try:
         with Progress(*columns, console=err, refresh_per_second=4) as progress:
             task = progress.add_task(f"撤回 recall {campaign['id']}", total=None, info="")
@@ -476,6 +504,9 @@ def _watch_recall(api: Client, campaign: dict[str, Any], *, interval: float) -> 
                 progress.update(task, total=requested, completed=requested - int(recall.get("pending", 0)), info=info)
                 if _recall_settled(campaign):
                     break
+                if expired := waiting.expired(f"the recall of {campaign['id']}"):
+                    raise expired
+                waiting.look(campaign.get("accounts") or [])
                 time.sleep(interval)
                 campaign = api.campaign(campaign["id"])
     except KeyboardInterrupt:
@@ -492,16 +523,19 @@ def recall(
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", help="then show progress until no revoke is pending")] = False,
     interval: Annotated[float, typer.Option(help="seconds between polls with --watch")] = 0.5,
+    timeout: TimeoutOpt = 0,
     as_json: AsJson = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """撤回 Stop the campaign and revoke every message it sent that is still inside the revoke window (default
+    """Recall a campaign / 撤回群发
+
+    撤回 Stop the campaign and revoke every message it sent that is still inside the revoke window (default
     110 s), each once, on its account ahead of its sends; exit 3 if a revoke failed."""
     with connect(url, token) as api:
         c = api.recall_campaign(campaign_id, window_s=window_s)
         if watch:
-            c = _watch_recall(api, c, interval=interval)
+            c = _watch_recall(api, c, interval=interval, timeout=timeout)
     emit(c, as_json, lambda c: say(_recall_line(c)))
     if watch and (c.get("recall") or {}).get("failed"):
         raise typer.Exit(3)
@@ -518,7 +552,9 @@ def export(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Every delivery with its vendor ids, streamed as CSV or JSONL."""
+    """Export deliveries / 导出发送记录
+
+    Every delivery with its vendor ids, streamed as CSV or JSONL."""
     if fmt not in ("csv", "jsonl"):
         raise fail(f"--format: {fmt!r} is not csv or jsonl")
     with (

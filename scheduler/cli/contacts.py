@@ -58,7 +58,9 @@ def sync(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Sync the account's friends, groups and labels from its vendor (paced, under the account's lease:
+    """Sync contacts / 同步通讯录
+
+    Sync the account's friends, groups and labels from its vendor (paced, under the account's lease:
     sends go on between its calls). 同步账号的好友、群和标签。"""
     with connect(url, token) as api:
         status = api.contacts_sync(account)
@@ -101,14 +103,18 @@ def _watch(api: Any, account: str, status: dict[str, Any]) -> dict[str, Any]:
 
 @app.command("status")
 def status(account: Account, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
-    """The running or last sync: progress, counts, how old, why it failed. 同步状态。"""
+    """Show the sync / 同步状态
+
+    The running or last sync: progress, counts, how old, why it failed. 同步状态。"""
     with connect(url, token) as api:
         emit(api.contacts_sync_status(account), as_json, _print_status)
 
 
 @app.command("cancel")
 def cancel(account: Account, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
-    """Stop a running sync; the last finished one stays in use. 取消同步。"""
+    """Cancel the sync / 取消同步
+
+    Stop a running sync; the last finished one stays in use. 取消同步。"""
     with connect(url, token) as api:
         emit(api.contacts_sync_cancel(account), as_json, _print_status)
 
@@ -125,7 +131,9 @@ def list_(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """The account's contacts as of its last sync. 列出通讯录。"""
+    """List contacts / 列出通讯录
+
+    The account's contacts as of its last sync. 列出通讯录。"""
     with connect(url, token) as api:
         page = api.contacts(account, kind=kind, label=label, q=q, limit=limit, cursor=cursor)
 
@@ -141,7 +149,9 @@ def list_(
 
 @app.command("labels")
 def labels(account: Account, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
-    """The account's labels and how many friends carry each. 标签及人数。"""
+    """List labels / 标签及人数
+
+    The account's labels and how many friends carry each. 标签及人数。"""
     with connect(url, token) as api:
         found = api.labels(account)
 

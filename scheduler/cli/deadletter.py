@@ -10,7 +10,7 @@ from scheduler.cli.client import ApiError
 from scheduler.cli.options import AsJson, Token, Url, connect
 from scheduler.cli.render import emit, kv, print_history, print_json, print_table, say, when
 
-app = typer.Typer(help="Dead letters: list, inspect, replay, delete.", no_args_is_help=True)
+app = typer.Typer(help="Dead letters / 死信: list, inspect, replay, delete.", no_args_is_help=True)
 
 REPLAY_HINTS = {
     "unknown_outcome": "may already be in the chat: add --force to replay anyway",
@@ -32,7 +32,9 @@ def list_(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Dead jobs, newest first, with whole ids (copy them into `replay`)."""
+    """List dead letters / 列出死信
+
+    Dead jobs, newest first, with whole ids (copy them into `replay`)."""
     with connect(url, token) as api:
         answer = api.dead_letters(account=account, campaign=campaign, reason=reason, limit=limit)
     items: list[dict[str, Any]] = answer["dead_letters"]
@@ -66,7 +68,9 @@ def _print_dead_letter(entry: dict[str, Any]) -> None:
 
 @app.command("show")
 def show(job_id: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
-    """A dead job with its reason and full attempt history."""
+    """Show a dead letter / 查看死信
+
+    A dead job with its reason and full attempt history."""
     with connect(url, token) as api:
         entry = api.dead_letter(job_id)
     emit(entry, as_json, _print_dead_letter)
@@ -82,7 +86,9 @@ def replay(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Queue dead jobs again (same id, same history, sent at most once); exit 1 if any did not replay."""
+    """Replay dead letters / 重放死信
+
+    Queue dead jobs again (same id, same history, sent at most once); exit 1 if any did not replay."""
     with connect(url, token) as api:
         results = api.replay(job_ids, force=force)
     ok = sum(1 for v in results.values() if v == "ok")
@@ -104,7 +110,9 @@ def delete(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Drop dead jobs from the store (their record stays, dead); exit 1 if any was not a dead letter."""
+    """Delete dead letters / 删除死信
+
+    Drop dead jobs from the store (their record stays, dead); exit 1 if any was not a dead letter."""
     results: dict[str, str] = {}
     with connect(url, token) as api:
         for job_id in job_ids:

@@ -26,7 +26,9 @@ def create(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Create a key. It is printed this once: store it now / 密钥只显示这一次，请立即保存。"""
+    """Create a key / 创建密钥
+
+    Create a key. It is printed this once: store it now / 密钥只显示这一次，请立即保存。"""
     with connect(url, token) as api:
         made = api.create_key(name, role, rate_per_min=rate_per_min)
 
@@ -39,7 +41,9 @@ def create(
 
 @app.command("list")
 def list_(as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
-    """Names, roles, created and last used (never the keys) / 名称、角色、创建与最近使用时间。"""
+    """List keys / 列出密钥
+
+    Names, roles, created and last used (never the keys) / 名称、角色、创建与最近使用时间。"""
     with connect(url, token) as api:
         items = api.keys()
 
@@ -58,7 +62,9 @@ def list_(as_json: AsJson = False, url: Url = None, token: Token = None) -> None
 
 @app.command("revoke")
 def revoke(name: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
-    """Revoke a key at once: its next request is refused (401) / 立即吊销。"""
+    """Revoke a key / 吊销密钥
+
+    Revoke a key at once: its next request is refused (401) / 立即吊销。"""
     with connect(url, token) as api:
         done = api.revoke_key(name)
     emit(done, as_json, lambda d: say(f"revoked {d['revoked']} / 已吊销"))
@@ -73,7 +79,9 @@ def audit(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Who did what: every change made through the API / 操作审计：谁在何时做了什么。"""
+    """Audit log / 操作审计
+
+    Who did what: every change made through the API / 操作审计：谁在何时做了什么。"""
     with connect(url, token) as api:
         page = api.audit(limit=limit, cursor=cursor, key=key, target=target)
 
@@ -82,6 +90,7 @@ def audit(
             ["at", "key", "role", "action", "target", "status"],
             [[when(e["at"]), e["key"], e["role"], e["action"], e["target"], str(e["status"])] for e in p["items"]],
         )
+        say(f"{len(p['items'])} shown / 条")
         if p.get("next_cursor"):
             say(f"older / 更早: --cursor {p['next_cursor']}")
 

@@ -32,8 +32,11 @@ from scheduler.cli.options import (
     parse_send_at,
 )
 from scheduler.cli.render import emit, err, fail, kv, print_history, print_json, print_table, when
+from scheduler.cli.waiting import TimeoutOpt, Waiting
 
-app = typer.Typer(help="One message: show its ids and attempt history, cancel or revoke it.", no_args_is_help=True)
+app = typer.Typer(
+    help="One message / 单条消息: show its ids and attempt history, cancel or revoke it.", no_args_is_help=True
+)
 
 
 def _outcome(job: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +75,7 @@ def send(
     wait: Annotated[
         bool, typer.Option("--wait", help="wait until sent, dead, cancelled or skipped and print the vendor ids")
     ] = False,
+    timeout: TimeoutOpt = 600,
     ignore_suppression: Annotated[
         bool,
         typer.Option("--ignore-suppression", help="send even to a suppressed recipient (recorded with your key)"),
@@ -79,7 +83,10 @@ def send(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Submit one message; prints {id, status} (with --wait, then the outcome: exit 3 unless sent)."""
+    """Send one message / 发送单条消息
+
+    Prints {id, status}; with --wait, then the outcome (exit 3 unless sent,
+    4 on --timeout), saying once if its account is down, paused or held."""
     body: dict[str, Any] = {
         "account": account,
         "to": to,
@@ -100,9 +107,13 @@ def send(
         if not wait:
             return
         job = api.message(accepted["id"])
+        waiting = Waiting(api, timeout)
         try:
-            with err.status(f"waiting for {accepted['id']} …"):
+            with err.status(f"waiting for {accepted['id']} … / 等待中"):
                 while job["status"] not in TERMINAL:
+                    if expired := waiting.expired(f"{accepted['id']} is {job['status']} and"):
+                        raise expired
+                    waiting.look([account])
                     time.sleep(0.2)
                     job = api.message(accepted["id"])
         except KeyboardInterrupt:
@@ -157,7 +168,9 @@ def show(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """A message with its vendor ids (msgId, newMsgId, createTime) and attempt history."""
+    """Show one message / 查看消息
+
+    A message with its vendor ids (msgId, newMsgId, createTime) and attempt history."""
     with connect(url, token) as api:
         job = api.message(job_id)
     emit(job, as_json, _print_message)
@@ -165,18 +178,24 @@ def show(
 
 @app.command("cancel")
 def cancel(job_id: str, url: Url = None, token: Token = None) -> None:
-    """Cancel a message that has not started sending (scheduled, queued or retrying)."""
+    """Cancel a message / 取消消息
+
+    Cancel a message that has not started sending (scheduled, queued or retrying)."""
     with connect(url, token) as api:
         print_json(api.cancel_message(job_id))
 
 
 @app.command("revoke")
 def revoke(job_id: str, url: Url = None, token: Token = None) -> None:
-    """Take back a sent message with its exact ids (vendors allow about two minutes)."""
+    """Revoke a sent message / 撤回消息
+
+    Take back a sent message with its exact ids (vendors allow about two minutes)."""
     with connect(url, token) as api:
         print_json(api.revoke_message(job_id))
 
 
 def job_alias(job_id: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
-    """Alias of `message show`."""
+    """Show one message / 查看消息
+
+    Alias of `message show`."""
     show(job_id, as_json, url, token)

@@ -10,7 +10,9 @@ import typer
 from scheduler.cli.options import AsJson, Token, Url, connect, json_option
 from scheduler.cli.render import emit, fail, kv, print_table, say, when
 
-app = typer.Typer(help="Recurring pushes (cron): list, show, create, pause, resume, delete.", no_args_is_help=True)
+app = typer.Typer(
+    help="Recurring pushes (cron) / 定时推送: list, show, create, pause, resume, delete.", no_args_is_help=True
+)
 
 
 def _kind(s: dict[str, Any]) -> str:
@@ -43,7 +45,9 @@ def _print_schedules(items: list[dict[str, Any]]) -> None:
 
 @app.command("list")
 def list_(as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
-    """Every recurring schedule with its next run."""
+    """List schedules / 列出定时任务
+
+    Every recurring schedule with its next run."""
     with connect(url, token) as api:
         items = api.schedules()
     emit(items, as_json, _print_schedules)
@@ -66,7 +70,9 @@ def _print_schedule(s: dict[str, Any]) -> None:
 
 @app.command("show")
 def show(schedule_id: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
-    """One schedule with what it sends."""
+    """Show a schedule / 查看定时任务
+
+    One schedule with what it sends."""
     with connect(url, token) as api:
         s = api.schedule(schedule_id)
     emit(s, as_json, _print_schedule)
@@ -90,7 +96,9 @@ def create(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Send a message or a campaign on a cron schedule."""
+    """Create a schedule / 创建定时任务
+
+    Send a message or a campaign on a cron schedule."""
     if (message_json is None) == (campaign_json is None):
         raise fail("give exactly one of --message-json, --campaign-json")
     body: dict[str, Any] = {"cron": cron}
@@ -109,7 +117,9 @@ def create(
 
 @app.command("pause")
 def pause(schedule_id: str, url: Url = None, token: Token = None) -> None:
-    """Stop a schedule firing, keeping it (resume picks up at the next cron time)."""
+    """Pause a schedule / 暂停定时任务
+
+    Stop a schedule firing, keeping it (resume picks up at the next cron time)."""
     with connect(url, token) as api:
         api.steer_schedule(schedule_id, "pause")
     say(f"schedule {schedule_id} paused")
@@ -117,7 +127,9 @@ def pause(schedule_id: str, url: Url = None, token: Token = None) -> None:
 
 @app.command("resume")
 def resume(schedule_id: str, url: Url = None, token: Token = None) -> None:
-    """Fire a paused schedule again from its next cron time (missed times are skipped)."""
+    """Resume a schedule / 恢复定时任务
+
+    Fire a paused schedule again from its next cron time (missed times are skipped)."""
     with connect(url, token) as api:
         s = api.steer_schedule(schedule_id, "resume")
     say(f"schedule {schedule_id} resumed, next at {_next_at(s)}")
@@ -125,7 +137,9 @@ def resume(schedule_id: str, url: Url = None, token: Token = None) -> None:
 
 @app.command("delete")
 def delete(schedule_id: str, url: Url = None, token: Token = None) -> None:
-    """Stop and remove a schedule (what it already sent stays on the books)."""
+    """Delete a schedule / 删除定时任务
+
+    Stop and remove a schedule (what it already sent stays on the books)."""
     with connect(url, token) as api:
         api.delete_schedule(schedule_id)
     say(f"schedule {schedule_id} deleted")

@@ -30,7 +30,9 @@ def api(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
 ) -> None:
-    """The producer HTTP API (FastAPI): accounts, messages, campaigns, dead letters, /healthz, /metrics."""
+    """Run the HTTP API / 运行 HTTP API
+
+    The producer HTTP API (FastAPI): accounts, messages, campaigns, dead letters, /healthz, /metrics."""
     import uvicorn
 
     from scheduler.api.app import create_app
@@ -53,7 +55,9 @@ def api(
 
 
 def worker(ctx: typer.Context) -> None:
-    """Celery workers sending for hundreds of accounts at once: one process per CPU core, each with a threads
+    """Run workers / 运行发送进程
+
+    Celery workers sending for hundreds of accounts at once: one process per CPU core, each with a threads
     pool of BROADCAST_WORKER_CONCURRENCY sessions (extra arguments go to Celery; -P, -c or -n run one
     process exactly as given, e.g. -P prefork -c 4)."""
     from worker.runtime.launch import celery_argv, processes_for, supervise
@@ -72,7 +76,9 @@ def flower(
     port: Annotated[int, typer.Option(help="Flower's HTTP port")] = 5555,
     address: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
 ) -> None:
-    """Flower for our workers (basic auth from FLOWER_BASIC_AUTH=user:password; extra args go to Flower)."""
+    """Run Flower / 运行 Flower 监控
+
+    Flower for our workers (basic auth from FLOWER_BASIC_AUTH=user:password; extra args go to Flower)."""
     import os
 
     from worker.runtime.celery_app import app as celery_app
@@ -85,7 +91,9 @@ def flower(
 
 
 def scheduler() -> None:
-    """The dispatcher: releases due and ready jobs to workers (one leader; others stand by)."""
+    """Run the dispatcher / 运行调度器
+
+    The dispatcher: releases due and ready jobs to workers (one leader; others stand by)."""
     import signal
     import threading
 
@@ -121,7 +129,9 @@ def simulator(
     ] = 300,
     groups: Annotated[int, typer.Option(min=0, max=2000, help="groups each account keeps / 群数")] = 8,
 ) -> None:
-    """The bundled vendor simulator: all four protocols, with fault injection under /_sim."""
+    """Run the vendor simulator / 运行模拟器
+
+    The bundled vendor simulator: all four protocols, with fault injection under /_sim."""
     from simulator.server import load_accounts, serve
     from simulator.state import DEMO_ACCOUNTS
 
@@ -144,7 +154,9 @@ def dev(
     ] = 0,
     demo: Annotated[bool, typer.Option(help="send the demo campaigns once everything is up")] = False,
 ) -> None:
-    """Everything on an embedded default: private Redis, vendor simulator, API, worker, scheduler, Flower."""
+    """Run everything locally / 本地一键运行
+
+    Everything on an embedded default: private Redis, vendor simulator, API, worker, scheduler, Flower."""
     from scheduler.devtools.devstack import run_dev
 
     code = run_dev(
@@ -158,7 +170,9 @@ def demo(
     url: Annotated[str, typer.Option(envvar=URL_ENV, help="API base URL")] = DEFAULT_URL,
     token: Annotated[str, typer.Option(envvar=TOKEN_ENV, help="API bearer token")] = "",
 ) -> None:
-    """Send one small demo campaign per message kind and show every delivery's msgIds."""
+    """Send demo campaigns / 发送演示群发
+
+    Send one small demo campaign per message kind and show every delivery's msgIds."""
     from scheduler.devtools.demo import run_demo
 
     run_demo(url, token.split(",")[0])

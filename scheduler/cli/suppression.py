@@ -15,7 +15,7 @@ import typer
 from scheduler.cli.options import AsJson, Token, Url, connect
 from scheduler.cli.render import fail, print_json, print_table, say, when
 
-app = typer.Typer(help="Suppression list (退订名单): add, list, remove, import, export.", no_args_is_help=True)
+app = typer.Typer(help="Suppression list / 退订名单: add, list, remove, import, export.", no_args_is_help=True)
 
 REASONS = ("opted_out", "not_friend", "contact_removed", "manual")
 AccountOpt = Annotated[str | None, typer.Option("--account", "-a", help="one account (default: every account, *)")]
@@ -39,7 +39,9 @@ def add(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Suppress recipients: campaigns, schedules and messages skip them from now on / 加入退订名单。"""
+    """Suppress recipients / 加入退订名单
+
+    Suppress recipients: campaigns, schedules and messages skip them from now on / 加入退订名单。"""
     _check_reason(reason)
     added: list[dict[str, Any]] = []
     with connect(url, token) as api:
@@ -60,7 +62,9 @@ def list_(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Suppressed recipients (--account * for the every-account list)."""
+    """List suppressions / 列出退订名单
+
+    Suppressed recipients (--account * for the every-account list)."""
     _check_reason(reason)
     items: list[dict[str, Any]] = []
     cursor: str | None = ""
@@ -84,7 +88,9 @@ def remove(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Lift a suppression / 移出退订名单。"""
+    """Lift a suppression / 移出退订名单
+
+    Lift a suppression / 移出退订名单。"""
     with connect(url, token) as api:
         api.remove_suppression(account or "*", to)
     say(f"{to} may be messaged again by {account or 'every account'}")
@@ -98,7 +104,9 @@ def import_(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Import a CSV (columns to, and optionally account, reason, note): all rows or none."""
+    """Import suppressions / 导入退订名单
+
+    Import a CSV (columns to, and optionally account, reason, note): all rows or none."""
     _check_reason(reason)
     with connect(url, token) as api:
         answer = api.import_suppressions(file.read_bytes(), account=account, reason=reason)
@@ -115,7 +123,9 @@ def export(
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Every suppression as CSV (account,to,reason,at,by,note)."""
+    """Export suppressions / 导出退订名单
+
+    Every suppression as CSV (account,to,reason,at,by,note)."""
     _check_reason(reason)
     with connect(url, token) as api, api.export_suppressions(account=account, reason=reason) as chunks:
         if output is None:
