@@ -149,7 +149,7 @@ def test_broadcast_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
             time.sleep(0.2)
         survivors = [pid for pid in children if alive(pid)]
         assert survivors == [], f"processes left running: {survivors}"
-        assert f"stopped. Logs kept in {logs.group(1)}" in text()
+        assert f"stopped / 已停止. Logs kept in / 日志保留在 {logs.group(1)}" in text()
         assert not (Path(logs.group(1)) / "api-token").exists()  # the run's token does not outlive it
     finally:
         squatter.close()

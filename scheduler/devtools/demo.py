@@ -3,6 +3,7 @@ delivery has its vendor ids. Talks only HTTP, so it works against any running AP
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -73,6 +74,8 @@ def run_demo(
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal and not os.environ.get("COLUMNS"):  # `make dev > file`: no 80-column folding
+        console.width = 200
     client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     # one recipient per demo account, so every vendor's protocol carries every kind
     names = ["小王", "小李", "Alice", "Bob"]

@@ -285,13 +285,15 @@ def run_dev(
         while not stop.wait(0.5):
             if not stack.alive():
                 dead = [f"{n}: {_how_it_ended(p.returncode)}" for n, p in stack.procs.items() if p.poll() is not None]
-                say(f"a process exited ({', '.join(dead)}); stopping. Logs: {stack.log_dir}")
+                say(
+                    f"a process exited ({', '.join(dead)}); stopping / 有进程退出，正在停止. Logs / 日志: {stack.log_dir}"
+                )
                 return 1
         return 0
     finally:
-        say("stopping…")
+        say("stopping… / 正在停止…")
         stack.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         (stack.log_dir / "api-token").unlink(missing_ok=True)  # this run's token dies with it
-        say(f"stopped. Logs kept in {stack.log_dir}")
+        say(f"stopped / 已停止. Logs kept in / 日志保留在 {stack.log_dir}")
