@@ -32,6 +32,7 @@ import httpx
 import redis
 import redis.sentinel
 
+from worker.errors import redact
 from worker.settings import Settings, get_settings
 
 _redis: dict[str, redis.Redis] = {}
@@ -246,22 +247,42 @@ class RedisTarget:
 
 def parse_redis_url(url: str) -> RedisTarget:
     """``redis://``/``rediss://`` as is; ``sentinel://h1:p1;sentinel://h2:p2`` (kombu's convention: the
-    first URL may carry the primary's ``user:password@`` and ``/db``) as a list of Sentinels."""
+    first URL may carry the primary's ``user:password@`` and ``/db``) as a list of Sentinels.
+
+    An error never quotes the URL (it may carry the primary's password, and a ``;`` inside a password
+    splits it across parts): it names the part by its place and what was expected."""
     if not url.startswith("sentinel://"):
         return RedisTarget(url)
     sentinels: list[tuple[str, int]] = []
     username = password = None
     db = 0
-    for part in filter(None, (p.strip() for p in url.split(";"))):
-        parsed = urlsplit(part)
-        if parsed.scheme != "sentinel" or not parsed.hostname:
-            raise ValueError(f"BROADCAST_REDIS_URL: {part!r} is not sentinel://host:port")
-        sentinels.append((parsed.hostname, parsed.port or 26379))
+    for n, part in enumerate(filter(None, (p.strip() for p in url.split(";"))), start=1):
+        where = f"BROADCAST_REDIS_URL: part {n} of the sentinel list (not shown: it may carry a password)"
+        try:
+            parsed = urlsplit(part)
+            host, port, path = parsed.hostname, parsed.port, parsed.path.strip("/")
+            if path and not (path.isascii() and path.isdigit()):
+                raise ValueError("the database must be a number")
+        except ValueError:
+            raise ValueError(f"{where} is not sentinel://host:port[/db]") from None
+        if parsed.scheme != "sentinel" or not host:
+            raise ValueError(f"{where} is not sentinel://host:port")
+        sentinels.append((host, port or 26379))
         username = username or (unquote(parsed.username) if parsed.username else None)
         password = password or (unquote(parsed.password) if parsed.password else None)
-        if parsed.path.strip("/"):
-            db = int(parsed.path.strip("/"))
+        if path:
+            db = int(path)
     return RedisTarget(url, tuple(sentinels), username, password, db)
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The user and password a URL may carry, raw and percent-decoded (what an error must not show)."""
+    found: list[str] = []
+    for part in url.split(";"):
+        userinfo = part.partition("://")[2].rpartition("@")[0]
+        for piece in (userinfo, *userinfo.split(":")):
+            found += [piece, unquote(piece)]
+    return sorted(set(found), key=len, reverse=True)
 
 
 def _tls_options(url: str, settings: Settings) -> dict[str, Any]:
@@ -289,9 +310,15 @@ def new_redis_client(url: str, settings: Settings | None = None) -> redis.Redis:
         "socket_connect_timeout": REDIS_SOCKET_TIMEOUT_S,
     }
     if not target.is_sentinel:
-        pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S, **common, **_tls_options(url, settings)
-        )
+        try:
+            pool = redis.BlockingConnectionPool.from_url(
+                url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S, **common, **_tls_options(url, settings)
+            )
+        except ValueError as exc:  # redis-py's words may quote the URL's parts: never its password
+            raise ValueError(
+                "BROADCAST_REDIS_URL (not shown: it may carry a password) is not redis://[user:password@]host:port[/db] "
+                f"or rediss://…: {redact(str(exc), _url_secrets(url))}"
+            ) from None
         return redis.Redis(connection_pool=pool)
     sentinel_password = settings.redis_sentinel_password.get_secret_value() or None
     sentinel = redis.sentinel.Sentinel(
