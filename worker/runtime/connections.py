@@ -312,7 +312,11 @@ def new_redis_client(url: str, settings: Settings | None = None) -> redis.Redis:
     if not target.is_sentinel:
         try:
             pool = redis.BlockingConnectionPool.from_url(
-                url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S, **common, **_tls_options(url, settings)
+                url,
+                max_connections=REDIS_CONNECTIONS,
+                timeout=REDIS_POOL_WAIT_S,
+                **common,
+                **_tls_options(url, settings),
             )
         except ValueError as exc:  # redis-py's words may quote the URL's parts: never its password
             raise ValueError(

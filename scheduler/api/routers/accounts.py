@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from scheduler.api.errors import ApiError, invalid
@@ -152,7 +152,9 @@ def resume_account(account_id: AccountId, state: Stores, check_online: bool = Tr
 
 
 @router.post("/v1/accounts/{account_id}/callback")
-def rotate_callback(account_id: AccountId, state: Stores, body: CallbackIn | None = None) -> dict[str, Any]:
+def rotate_callback(
+    account_id: AccountId, state: Stores, response: Response, body: CallbackIn | None = None
+) -> dict[str, Any]:
     """Create or rotate the account's callback key and answer the URL to give the vendor (the key is
     shown only here). ``register``: first set it at the vendor (needs a public URL: the body's or
     ``BROADCAST_PUBLIC_URL``); a vendor that refuses or cannot be reached answers 409 and nothing changes
@@ -160,6 +162,9 @@ def rotate_callback(account_id: AccountId, state: Stores, body: CallbackIn | Non
     account = _existing(state, account_id)
     body = body or CallbackIn()
     base = body.public_url or state.settings.public_url
+    if body.public_url and body.public_url.startswith("http://") and state.settings.env == "prod":
+        message = "public_url: must be https:// in prod (the URL carries the callback key); http:// only in dev"
+        raise ApiError(422, "invalid", message, "public_url")
     if body.at_vendor and not base:
         raise ApiError(422, "invalid", "public_url: needed to register (or set BROADCAST_PUBLIC_URL)", "public_url")
     key = new_key()
@@ -176,4 +181,5 @@ def rotate_callback(account_id: AccountId, state: Stores, body: CallbackIn | Non
             message = f"the vendor did not take the callback URL, nothing changed: {said}"
             raise ApiError(409, "callback_not_registered", message, None) from None
     CallbackInbox(state.redis, state.settings.key_prefix).rotate(account_id, key)
+    response.headers["Cache-Control"] = "no-store"  # the answer carries the key
     return {"account": account_id, "url": url, "path_only": not base, "registered": body.at_vendor}
