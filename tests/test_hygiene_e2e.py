@@ -130,7 +130,13 @@ def test_the_callback_endpoint_under_a_fuzz_pass(api: ApiStack) -> None:
             assert answer.status_code == 404, answer.text
         assert anon.post("/v1/callbacks/nobody", params={"key": key}, content=b"{}").status_code == 404
         assert stack.stored_keys() == keys_before and stack.redis.xlen(inbox) == 0
-        assert anon.post(path, params={"key": key}, content=b"x" * (600 * 1024)).status_code == 413
+        oversize = anon.post(path, params={"key": key}, content=b"x" * (65 * 1024))  # taken, not stored
+        assert oversize.status_code == 200 and oversize.json() == {"ok": True, "stored": False}, oversize.text
+        stack.redis.set(f"{stack.prefix}:cb:in:bytes", 64 * 1024 * 1024)  # as if the inbox held its bound
+        full = anon.post(path, params={"key": key}, content=b"{}")
+        assert full.status_code == 503 and full.headers["retry-after"] == "60", full.text  # the vendor retries
+        stack.redis.set(f"{stack.prefix}:cb:in:bytes", 0)
+        assert stack.redis.xlen(inbox) == 0
         bodies: list[bytes] = [b"", b"[" * 50_000, b"\xff\xfe\x00", b"null", b'{"TypeName": ["AddMsg"]}']
         for _ in range(60):
             value = {rng.choice(["TypeName", "Data", "messageType", "data", "Appid"]):
@@ -150,7 +156,7 @@ def test_the_callback_endpoint_under_a_fuzz_pass(api: ApiStack) -> None:
         pass
     counted = stack.redis.hgetall(f"{stack.prefix}:stats:callbacks")
     assert "failed" not in counted and stack.redis.xlen(inbox) == 0
-    assert sum(int(v) for k, v in counted.items() if k != "received") == len(bodies)
+    assert sum(int(v) for k, v in counted.items() if k not in ("received", "oversize")) == len(bodies)
 
 
 def test_suppressions_over_http_add_list_import_export_and_remove(api: ApiStack) -> None:
@@ -218,7 +224,7 @@ def test_overrides_and_entries_name_the_key_and_secrets_are_not_cached(api: ApiS
     assert {s["to"]: s["by"] for s in listed} == {"wxid_ov2": name, "wxid_ov3": name}
     exported = stack.http.get("/v1/suppressions/export", params={"account": "ov"}).text
     assert ",'\t=cmd" in exported and "\t=cmd" not in exported.replace("'\t=cmd", ""), exported
-    callback = stack.http.post("/v1/accounts/ov/callback", json={"public_url": "http://example.com"})
+    callback = stack.http.post("/v1/accounts/ov/callback", json={"public_url": "http://broadcast.example.com"})
     assert callback.status_code == 422 and callback.json()["error"]["field"] == "public_url", callback.text
     callback = stack.http.post("/v1/accounts/ov/callback", json={"public_url": "https://example.com"})
     assert callback.status_code == 200 and callback.headers["cache-control"] == "no-store"

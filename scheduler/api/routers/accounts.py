@@ -76,6 +76,12 @@ def _stored(state: ApiState, account_id: str, spec: AccountSpec) -> dict[str, An
         raise ApiError(409, "secret_key_required", str(exc), "token") from None
 
 
+def _plain_http(url: str) -> bool:
+    """``http://`` to anything but this machine (the callback URL would carry its key in clear)."""
+    parts = urlsplit(url)
+    return parts.scheme == "http" and (parts.hostname or "") not in ("localhost", "127.0.0.1", "::1")
+
+
 @router.put("/v1/accounts/{account_id}")
 def put_account(account_id: AccountId, spec: AccountSpec, state: Stores) -> dict[str, Any]:
     """Create or update an account. The token is write-only: never echoed; omit it to keep the old one,
@@ -162,7 +168,7 @@ def rotate_callback(
     account = _existing(state, account_id)
     body = body or CallbackIn()
     base = body.public_url or state.settings.public_url
-    if body.public_url and body.public_url.startswith("http://") and state.settings.env == "prod":
+    if base and state.settings.env == "prod" and _plain_http(base):
         message = "public_url: must be https:// in prod (the URL carries the callback key); http:// only in dev"
         raise ApiError(422, "invalid", message, "public_url")
     if body.at_vendor and not base:
