@@ -43,8 +43,10 @@ import itertools
 import json
 import os
 import shlex
+import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -280,6 +282,7 @@ def run_product(
         while time.time() < release - 0.5:
             check_alive(stack, "product process", logdir)
             time.sleep(0.1)
+        spy = start_profile(args.profile, worker.pid, f"{case.name}-{tag}", logdir) if args.profile else None
         calls0, rcpu0 = redis_counters(client)
         wcpu0, scpu0, acpu0 = cpu_s(worker.pid), cpu_s(sched.pid), cpu_s(api.pid) if api else 0.0
         progress(
@@ -320,6 +323,8 @@ def run_product(
                 last_note = now
                 progress(f"{tag}: {seen}/{total} sends after {time.time() - release:.0f}s")
             time.sleep(POLL_S)
+        if spy is not None:
+            stop_profile(spy)
         for proc in reversed(stack):
             procs.stop(proc)
         sends.poll()
@@ -405,6 +410,103 @@ def submit_campaign(
             raise RuntimeError(f"{tag}: POST /v1/campaigns answered {answer.status_code}: {answer.text[:500]}")
         campaign = answer.json()["id"]
     return [str(j) for j in ledger.redis.lrange(ledger.keys.campaign_jobs(campaign), 0, -1)]
+
+
+# --- where the worker's CPU goes (--profile) -----------------------------------------------------------
+
+#: Stages a worker sample is charged to: the innermost frame whose file is in one of these places (stdlib
+#: frames such as ``socket`` or ``json`` are charged to the library or module that called them).
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("vendor HTTP (httpx, httpcore, h11)", ("httpx/", "httpcore/", "h11/")),
+    ("Redis client (redis-py)", ("redis/",)),
+    ("Celery consumer (celery, kombu, billiard)", ("celery/", "kombu/", "billiard/", "vine/", "amqp/")),
+    ("logging, metrics (structlog, prometheus_client)", ("structlog/", "prometheus_client/", "logging/")),
+    ("pydantic", ("pydantic/", "pydantic_core/")),
+    ("session runner (worker/execution)", ("worker/execution/",)),
+    ("pacing (worker/pacing)", ("worker/pacing/",)),
+    ("store (worker/store)", ("worker/store/",)),
+    ("vendor backends (worker/vendors, worker/jsonsafe)", ("worker/vendors/", "worker/jsonsafe")),
+    ("worker runtime (worker/runtime: tasks, connections)", ("worker/runtime/",)),
+    ("other worker code", ("worker/",)),
+)
+
+
+#: Frames every thread's stack starts with, left out of the inclusive top.
+PLUMBING = ("threading.py", "concurrent/futures/")
+
+
+def start_profile(directory: Path, pid: int, name: str, logdir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """``py-spy record --gil`` on the worker's process tree for the measured window (raw collapsed stacks)."""
+    spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if spy is None:
+        raise SystemExit("--profile needs py-spy (pip install py-spy into the venv; not a project dependency)")
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / f"{name}.txt"
+    cmd = [spy, "record", "--pid", str(pid), "--subprocesses", "--gil", "--rate", "100", "--format", "raw",
+           "--output", str(out), "--nonblocking"]  # fmt: skip
+    with (logdir / f"{name}-py-spy.log").open("ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    return proc, out
+
+
+def stop_profile(profile: tuple[subprocess.Popen[bytes], Path]) -> None:
+    """SIGINT makes py-spy write its samples; then print the profile."""
+    spy, path = profile
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(60)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        progress("py-spy did not write its samples in 60 s")
+        return
+    if path.exists():
+        for line in profile_summary(path.read_text()):
+            say(line)
+
+
+def _frames(stack: str) -> list[tuple[str, str]]:
+    """(function, file) of each Python frame of a py-spy raw stack, outermost first."""
+    frames = []
+    for frame in stack.split(";"):
+        function, _, where = frame.rpartition(" (")
+        if function and not frame.startswith(("process ", "thread ")):
+            frames.append((function, where.rsplit(":", 1)[0]))
+    return frames
+
+
+def profile_summary(raw: str, top: int = 15) -> list[str]:
+    """py-spy's raw collapsed stacks (``frame;frame;… count``) as: the share of samples per stage, and the
+    functions with the largest inclusive and self shares."""
+    stages: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = _frames(stack)
+        if not frames:
+            continue
+        total += count
+        own["{} ({})".format(*frames[-1])] += count
+        for name in {f"{function} ({where})" for function, where in frames if not where.startswith(PLUMBING)}:
+            inclusive[name] += count
+        stage = next(
+            (label for _, where in reversed(frames) for label, places in STAGES if where.startswith(places)),
+            "other (interpreter, stdlib)",
+        )
+        stages[stage] += count
+    if not total:
+        return ["   profile: no samples"]
+    lines = [f"   profile: {total:,} samples holding the GIL; share by stage (innermost library frame):"]
+    lines += [f"     {100 * n / total:5.1f}%  {label}" for label, n in stages.most_common()]
+    lines.append("   top functions, inclusive share (the function and what it calls):")
+    lines += [f"     {100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
+    lines.append("   top functions, self share:")
+    lines += [f"     {100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
+    return lines
 
 
 # --- the peers ---------------------------------------------------------------------------------------
@@ -602,6 +704,10 @@ def main() -> None:
     parser.add_argument("--peer-budget", type=float, default=60.0, help="seconds of sending per peer run")
     parser.add_argument("--boot-wait", type=float, default=12.0, help="seconds from process start to release")
     parser.add_argument("--timeout", type=float, help="seconds after release before a case fails (default per case)")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR",
+        help="py-spy record --gil the worker over the measured window; raw stacks in DIR, a summary printed",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="write every raw figure here")
     parser.add_argument(
         "--replica", action="store_true",
