@@ -391,8 +391,7 @@ def submit_campaign(
     ]
     body = {
         "name": f"envelope {case.name} {tag}",
-        "accounts": account_ids,
-        "recipients": recipients,
+        "recipients": recipients,  # each bound to its account (``accounts`` takes at most 1,000)
         "message": TEXT,
         "send_at": datetime.fromtimestamp(release, UTC).isoformat(),
     }
@@ -442,7 +441,7 @@ def start_profile(directory: Path, pid: int, name: str, logdir: Path) -> tuple[s
         raise SystemExit("--profile needs py-spy (pip install py-spy into the venv; not a project dependency)")
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / f"{name}.txt"
-    cmd = [spy, "record", "--pid", str(pid), "--subprocesses", "--gil", "--rate", "100", "--format", "raw",
+    cmd = [spy, "record", "--pid", str(pid), "--subprocesses", "--gil", "--rate", "250", "--format", "raw",
            "--output", str(out), "--nonblocking"]  # fmt: skip
     with (logdir / f"{name}-py-spy.log").open("ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     vendor_write_timeout_s: float = 10.0
     #: Waiting for a free connection of this process's pool (before anything is sent).
     vendor_pool_timeout_s: float = 5.0
+    #: A pooled connection idle longer than this is closed, never reused for a send. Servers close idle
+    #: connections after their own timeout (uvicorn, Node.js, Apache: 5 s); one that closes just as a
+    #: request goes out leaves it an unknown outcome, so the pool gives connections up well before. 0: a
+    #: fresh connection for every call.
+    vendor_keepalive_s: float = Field(default=2.0, ge=0.0)
     #: One overall deadline per vendor call, from the start of the request to the last byte of the answer.
     #: A call past it is an unknown outcome (the request may have reached the vendor), never resent.
     vendor_deadline_s: float = 45.0
