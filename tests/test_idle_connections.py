@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 import socket
 import struct
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
 
+from tests.rawhttp import RawServer, gewe_sent, http_ok, read_request
 from worker.errors import AmbiguousError, TransientError
 from worker.messages import TextMessage
 from worker.runtime.connections import new_vendor_http_client
@@ -35,68 +34,27 @@ TIMER_LATE_S = 1.5  # when its idle timer actually runs (a busy event loop)
 REUSE_AFTER_S = 0.3  # the client's next send: past the server's timeout, before its timer ran
 
 
-def _read_request(conn: socket.socket) -> bytes | None:
-    """One HTTP/1.1 request with a Content-Length body; None when the peer closed first."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0
-    )
-    while len(body) < length:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None
-        body += chunk
-    return body
-
-
-@dataclass
-class LateClosingVendor:
+class LateClosingVendor(RawServer):
     """A GeWe-speaking HTTP/1.1 server: answers a request, then keeps the connection until its idle timer
     runs (late) and closes it, whatever arrived meanwhile, unread. Records every request it read whole."""
 
-    received: list[dict[str, object]] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.received: list[dict[str, object]] = []
+        super().__init__()
 
-    def __post_init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with conn:
-            body = _read_request(conn)
+            body = read_request(conn)
             if body is None:
                 return
             with self.lock:
                 self.received.append(json.loads(body))
-            answer = json.dumps(
-                {"ret": 200, "msg": "操作成功", "data": {"toWxid": "x", "newMsgId": 7645748705605226305,
-                 "msgId": 1, "createTime": int(time.time()), "type": 1}}
-            ).encode()  # fmt: skip
-            head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(answer)}\r\n\r\n"
-            conn.sendall(head.encode() + answer)
+            conn.sendall(http_ok(gewe_sent()))
             time.sleep(TIMER_LATE_S)  # the idle timer (SERVER_IDLE_S) runs late; it closes, reading nothing
 
     def sent_to(self, to: str) -> int:
         with self.lock:
             return sum(1 for r in self.received if r.get("toWxid") == to)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture
@@ -136,28 +94,19 @@ def test_a_request_written_to_a_connection_the_server_then_drops_stays_an_unknow
     assert vendor.sent_to("wxid_second") == 0  # dropped unread here, but the client could not know
 
 
-class ResettingVendor:
+class ResettingVendor(RawServer):
     """Reads the first bytes of a request, then resets the connection (RST), as a server that gave up on it."""
 
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
+    def serve(self, conn: socket.socket) -> None:
+        with self.lock:
             self.connections += 1
-            conn.recv(1024)
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
+        conn.recv(1024)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
 
 
 def test_a_request_the_server_reset_before_it_was_written_whole_is_retried_not_unknown() -> None:
