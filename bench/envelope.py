@@ -7,11 +7,13 @@ every send after L ± s via ``POST /_sim/latency``), and the product exactly as 
 
 Per case and round:
 
-1. The processes start; N accounts (limits ``per_minute``, ``min_interval_s=g``, ``jitter_s=0``) get k
-   private-chat jobs each, all scheduled for one release moment a little ahead (``send_at``), so boot
-   and submission stay out of what is measured.
+1. The processes start (and ``broadcast api`` on the campaign path); N accounts (limits ``per_minute``,
+   ``min_interval_s=g``, ``jitter_s=0``) get k private-chat jobs each, all scheduled for one release moment a
+   little ahead (``send_at``), so boot and submission stay out of what is measured. ``--path campaign`` (the
+   default, what users send): one campaign through ``POST /v1/campaigns``, every recipient bound to its
+   account; ``--path messages``: single messages through the producer.
 2. Just before the release: snapshots of Redis ``INFO commandstats`` / ``INFO cpu`` and of the CPU time
-   (``/proc/<pid>/stat``) of the worker's and the scheduler's process trees.
+   (``/proc/<pid>/stat``) of the worker's, the scheduler's and the API's process trees.
 3. Wait until the simulator has recorded every send and every job is terminal (bounded by ``--timeout``;
    on timeout the partial figures are printed and the exit code is non-zero). Snapshots again.
 4. From the simulator's own records (``received_at`` = request arrived, ``sent_at`` = answer left):
@@ -22,7 +24,12 @@ Per case and round:
    - violations: overlaps (next.received_at < prev.sent_at), gaps under g - 5 ms, 60 s windows over
      ``per_minute``; duplicates: one (account, recipient) received more than once.
 
-5. Peers at the same latency, same number of sends, no pacing: ``bench.plain_celery`` (the same HTTP call
+5. CPU per send of the stack (worker + scheduler + Redis + API) and of each part, in CPU-ms and in units.
+   The unit is the CPU one plain single-threaded Python client (``http.client``, keep-alive, JSON in and out)
+   spends per ``postText`` against the same simulator, measured in the same run (before and after the cases,
+   the mean used), so a figure in units reads the same on a slower or a busier machine.
+
+6. Peers at the same latency, same number of sends, no pacing: ``bench.plain_celery`` (the same HTTP call
    in a plain Celery task) under prefork ``-c 2`` and under ``-P threads -c 300``. A peer stops after
    ``--peer-budget`` seconds of sending; its rate is what it reached by then.
 
@@ -30,7 +37,9 @@ Exit code 1 when any case shows a violation, a duplicate, a missing send or a ti
 
 Run: ``.venv/bin/python -m bench.envelope`` (all cases) or ``--case 300x4-L0.3-g1``, or a custom case:
 ``--accounts 30 --sends 3 --gap 1 --latency 0.3 --spread 0.1``. ``--repeat 3`` interleaves rounds and
-reports medians; ``--json out.json`` writes every raw figure. ``--replica`` attaches a replica and runs each
+reports medians; ``--json out.json`` writes every raw figure; ``--profile DIR`` runs ``py-spy record --gil``
+on the worker over the measured window (py-spy installed in the venv, not a project dependency) and prints
+the share of samples per stage and the top functions. ``--replica`` attaches a replica and runs each
 case twice, ``BROADCAST_REPLICA_ACKS=0`` (the unit) then ``=1``, and prints the cost of the wait as ratios.
 """
 
@@ -721,7 +730,8 @@ def main() -> None:
     say(f"command: {shlex.join([exe, '-m', 'bench.envelope', *sys.argv[1:]])}")
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     say(f"machine: {os.cpu_count()} cores ({affinity} usable); python {sys.version.split()[0]}; load average {_load()}")
-    say("product: `broadcast worker` (no flags) + `broadcast scheduler`, default settings")
+    api = " + `broadcast api`" if args.path == "campaign" else ""
+    say(f"product: `broadcast worker` (no flags) + `broadcast scheduler`{api}, default settings; path: {args.path}")
 
     logdir = Path(tempfile.mkdtemp(prefix="bench-envelope-"))
     procs = Procs(logdir)
