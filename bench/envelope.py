@@ -646,7 +646,8 @@ def report(case: Case, rounds: list[dict[str, Any]], unit_s: float) -> bool:
     row("stack CPU-ms per send (worker+scheduler+Redis+API)", [stack_ms(p) for p in prod])
     row("stack CPU per send, in units", [stack_ms(p) / unit_ms for p in prod])
     for label, part in STACK_PARTS:
-        row(f"  {label} CPU per send, in units", [part(p) / unit_ms for p in prod])
+        if label != "API" or any(p["path"] == "campaign" for p in prod):  # no API process on --path messages
+            row(f"  {label} CPU per send, in units", [part(p) / unit_ms for p in prod])
     row("worker RSS max (process tree), MB", [p["worker_rss_max_mb"] for p in prod])
     acked = [r["acked"] for r in rounds if "acked" in r]
     if acked:  # --replica: the same case with BROADCAST_REPLICA_ACKS=1, against the unit above (=0)
