@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 import redis
+from cryptography.fernet import Fernet
 
 from scheduler.devtools.embedded import EmbeddedRedis, free_port
 
@@ -114,6 +115,7 @@ def main() -> None:
             "BROADCAST_REDIS_URL": server.url,
             "BROADCAST_VENDOR_ALLOW": "127.0.0.0/8",
             "BROADCAST_API_TOKEN": TOKEN,
+            "BROADCAST_SECRET_KEY": Fernet.generate_key().decode(),  # prod stores tokens only encrypted
             "BROADCAST_KEY_PREFIX": "fan",
             "BROADCAST_LOG_LEVEL": "WARNING",
         }

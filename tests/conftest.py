@@ -86,6 +86,7 @@ import os  # noqa: E402
 import uuid  # noqa: E402
 
 import redis as redis_lib  # noqa: E402
+from cryptography.fernet import Fernet  # noqa: E402
 
 from tests.procs import Proc, RedisServer, wait_for  # noqa: E402
 from worker.store.accounts import AccountSpec, AccountStore  # noqa: E402
@@ -110,6 +111,8 @@ _counter = itertools.count()
 
 #: Fast-test settings: short backoffs, leases and vendor timeouts so failure paths finish in seconds.
 FAST_ENV = {
+    # prod stores vendor tokens only encrypted (PUT /v1/accounts answers 409 secret_key_required without a key)
+    "BROADCAST_SECRET_KEY": Fernet.generate_key().decode(),
     # the simulator listens on loopback, which vendor calls may not reach in prod (BROADCAST_VENDOR_DENY=auto)
     "BROADCAST_VENDOR_ALLOW": "127.0.0.0/8",
     "BROADCAST_RETRY_BASE_S": "0.05",
@@ -121,6 +124,9 @@ FAST_ENV = {
     "BROADCAST_VENDOR_CONNECT_TIMEOUT_S": "1",
     "BROADCAST_VENDOR_POOL_TIMEOUT_S": "0.5",
     "BROADCAST_VENDOR_DEADLINE_S": "1.5",
+    # after an abandoned call the account cools down (30 s by default): short here, tests/test_media_e2e.py
+    # checks it with its own value
+    "BROADCAST_ABANDONED_COOLDOWN_S": "0.5",
     "BROADCAST_WORKER_CONCURRENCY": "32",
     # one worker process per test stack (faster to start); tests/test_worker_processes.py runs several
     "BROADCAST_WORKER_PROCESSES": "1",
@@ -140,7 +146,7 @@ class Stack:
         self.env = {"BROADCAST_REDIS_URL": redis_url, "BROADCAST_KEY_PREFIX": self.prefix, **FAST_ENV, **env}
         self.redis = redis_lib.Redis.from_url(redis_url, decode_responses=True)
         self.ledger = Ledger(self.redis, self.prefix)
-        self.accounts = AccountStore(self.redis, self.prefix)
+        self.accounts = AccountStore(self.redis, self.prefix, secret_keys=self.env["BROADCAST_SECRET_KEY"].split(","))
         self.procs: list[Proc] = []
 
     def add_account(self, account_id: str, vendor: str, *, instance: str | None = None, **limits: object) -> str:

@@ -81,8 +81,18 @@ def test_broadcast_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
         token_file = Path(re.search(r"\$\(cat (\S+)\)", try_line).group(1))  # type: ignore[union-attr]
         assert token_file.read_text().strip() == token.group(1)
         assert token_file.stat().st_mode & 0o077 == 0, "only its owner can read the token file"
-        assert "user broadcast, password: the API token" in text()
-        flower_auth = ("broadcast", token.group(1))
+        password = re.search(r"user broadcast, password (\S+) /", text())
+        assert password and password.group(1) != token.group(1), text()
+        flower_auth = ("broadcast", password.group(1))
+        # the simulator and Flower never hold the API token or the secret key (nor does any child's log)
+        for child in descendants(proc.pid):
+            environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            has = {entry.split(b"=", 1)[0] for entry in environ}
+            if b"simulator" in command or b"flower" in command:
+                assert not has & {b"BROADCAST_API_TOKEN", b"BROADCAST_SECRET_KEY"}, command
+            elif b"api" in command:
+                assert {b"BROADCAST_API_TOKEN", b"BROADCAST_SECRET_KEY"} <= has, command
         wait_for(
             lambda: httpx.get(f"{flower.group(1)}/api/workers", auth=flower_auth, timeout=2).status_code == 200,
             timeout=60,
@@ -98,12 +108,12 @@ def test_broadcast_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=150,
         )  # fmt: skip
         assert demo.returncode == 0, demo.stdout + demo.stderr
-        assert "demo finished: 16/16 sent" in demo.stdout, demo.stdout
+        assert "demo finished: 24/24 sent" in demo.stdout, demo.stdout
         assert re.search(r"\b\d{17,20}\b", demo.stdout), "new_msg_ids are shown"
         campaigns = httpx.get(
             f"{api.group(1)}/v1/campaigns", headers={"Authorization": f"Bearer {token.group(1)}"}
         ).json()
-        assert len(campaigns["campaigns"]) == 4 and all(c["status"] == "finished" for c in campaigns["campaigns"])
+        assert len(campaigns["campaigns"]) == 6 and all(c["status"] == "finished" for c in campaigns["campaigns"])
 
         # the opt-out loop (README, "Recipient hygiene"): the callback URL is set at the simulated vendor, a
         # friend answers 退订 there, and the suppression list has them

@@ -70,6 +70,16 @@ def test_strangers_take_no_slot_and_a_trickled_body_is_cut(slow_body_stack: ApiS
     accepted = stack.http.post("/v1/campaigns", json=campaign)
     assert accepted.status_code == 202, accepted.text  # was 503 busy while strangers trickled
 
+    # a viewer's key is known but may not upload: 403 at once, no slot taken, no body read
+    viewer = stack.http.post("/v1/keys", json={"name": f"v-{stack.prefix}", "role": "viewer"}).json()["key"]
+    lookers = [trickle(stack, "/v1/campaigns/upload", token=viewer, content_type=multipart) for _ in range(2)]
+    for conn in lookers:
+        status, body = answer(conn)
+        assert status == 403 and "operator" in body, body
+    audit = stack.http.get("/v1/audit", params={"key": f"v-{stack.prefix}"}).json()["items"]
+    assert [e["status"] for e in audit] == [403, 403], audit  # refused at the door, still on the record
+    assert stack.http.post("/v1/campaigns", json={**campaign, "name": "after viewers"}).status_code == 202
+
     # an operator's own slow body holds its slot only until the body timeout
     slow = [trickle(stack, "/v1/campaigns", token=API_TOKEN) for _ in range(2)]
     for conn in slow:

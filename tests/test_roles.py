@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Mount
 
 from scheduler.api.app import create_app
 from scheduler.api.roles import DRY_RUNS, OWN_KEY, PUBLIC, RULES, Rule
-from tests.conftest import ApiStack
+from tests.conftest import API_TOKEN, ApiStack
 from worker.settings import Settings
 from worker.store.operators import Role
 
@@ -128,3 +128,34 @@ def test_a_key_over_its_rate_gets_429_with_retry_after(api: ApiStack) -> None:
     assert limited[0].json()["error"]["code"] == "rate_limited"
     # the bootstrap key is not limited by it
     assert api.http.get("/v1/campaigns").status_code == 200
+
+
+def test_metrics_count_against_a_keys_rate(api: ApiStack) -> None:
+    made = api.http.post("/v1/keys", json={"name": f"scrape-{api.prefix}", "role": "viewer", "rate_per_min": 2})
+    headers = {"Authorization": f"Bearer {made.json()['key']}"}
+    codes = [httpx.get(f"{api.api_url}/metrics", headers=headers).status_code for _ in range(6)]
+    assert codes.count(429) >= 2, codes
+
+
+@pytest.mark.parametrize("name", ["Bootstrap", "ANONYMOUS", "bootstrap.", "anonymous@x", "bootstrap-ci"])
+def test_names_that_read_as_a_reserved_one_are_refused(api: ApiStack, name: str) -> None:
+    answer = api.http.post("/v1/keys", json={"name": name, "role": "viewer"})
+    assert answer.status_code == 422 and answer.json()["error"]["field"] == "name", answer.text
+
+
+def test_one_name_created_at_once_by_many_is_one_201_and_409s(api: ApiStack) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"name": f"race-{api.prefix}", "role": "viewer"}
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(
+            pool.map(lambda _: httpx.post(f"{api.api_url}/v1/keys", json=body, headers=headers).status_code, range(24))
+        )
+    assert sorted(set(codes)) == [201, 409] and codes.count(201) == 1, codes
+
+
+@pytest.mark.parametrize("cursor", ["99999999999999999999-0", "1-18446744073709551616", "\u0661-\u0660", "\uff11-0"])
+def test_an_audit_cursor_redis_would_refuse_is_422(api: ApiStack, cursor: str) -> None:
+    answer = api.http.get("/v1/audit", params={"cursor": cursor})
+    assert answer.status_code == 422 and answer.json()["error"]["field"] == "cursor", answer.text

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from scheduler.api.audit import AuditTrail
 from scheduler.api.body_limit import BodyLimit
 from scheduler.api.errors import ERROR_RESPONSES, add_error_handlers
-from scheduler.api.headers import SecurityHeaders
+from scheduler.api.headers import SecurityHeaders, add_server_error_handler
 from scheduler.api.routers import (
     accounts,
     audit,
@@ -40,7 +40,7 @@ from scheduler.api.routers import (
     suppressions,
     vendor_limits,
 )
-from scheduler.api.state import AUTH, ApiState, AuthFirst
+from scheduler.api.state import AUTH, ApiState, AuthFirst, RoleFirst
 from scheduler.console import mount_console
 from scheduler.intake.uploads import UploadSlots
 from worker.runtime.connections import redis_client
@@ -57,7 +57,8 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     state.accounts.reseal()
     if not settings.secret_keys() and settings.env != "dev":
         logging.getLogger(__name__).warning(
-            "BROADCAST_SECRET_KEY is not set: vendor tokens are stored in Redis unencrypted (docs/deployment.md)"
+            "BROADCAST_SECRET_KEY is not set: no vendor token can be stored (PUT /v1/accounts with a token "
+            "answers 409 secret_key_required) until it is (docs/deployment.md#security-settings)"
         )
 
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, not from a CDN.
@@ -70,10 +71,12 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
     app.state.api = state
     app.add_middleware(BodyLimit, read_timeout_s=settings.body_timeout_s)
     app.add_middleware(UploadSlots, slots=settings.max_concurrent_uploads)
+    app.add_middleware(RoleFirst)  # a viewer or a key over its rate takes no slot and sends no body
     app.add_middleware(AuditTrail)
     app.add_middleware(AuthFirst)  # a stranger takes no slot and sends no body
     app.add_middleware(SecurityHeaders)  # outermost: on every answer, refusals too
     add_error_handlers(app)
+    add_server_error_handler(app)
     for resource in (
         ops,
         accounts,

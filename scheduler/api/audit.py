@@ -15,8 +15,8 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scheduler.api.roles import rule_for
-from scheduler.api.state import ApiState
+from scheduler.api.roles import Rule, rule_for
+from scheduler.api.state import AUDIT_VARIANT, DOOR_RULE, ApiState
 
 log = logging.getLogger("broadcast.api")
 
@@ -52,18 +52,26 @@ class AuditTrail:
 def _record(scope: Scope, status: int, body: bytes) -> None:
     caller = scope.get("state", {}).get("caller")
     route = scope.get("route")
-    if caller is None or route is None or status == 429:
+    door: tuple[Rule, dict[str, str]] | None = scope.get(DOOR_RULE)  # refused at the door (RoleFirst)
+    if caller is None or status == 429:
         return
-    rule = rule_for(scope["method"], getattr(route, "path", ""))
+    if route is not None:
+        rule, params = rule_for(scope["method"], getattr(route, "path", "")), scope.get("path_params") or {}
+    elif door is not None:
+        rule, params = door
+    else:
+        return
     if not rule.action:
         return
+    variant = scope.get("state", {}).get(AUDIT_VARIANT)
+    action = f"{rule.action}_{variant}" if variant else rule.action
     state: ApiState = scope["app"].state.api
     try:
         state.audit.record(
             key=caller.name,
             role=caller.role.value,
-            action=rule.action,
-            target=_target(rule.action, scope.get("path_params") or {}, body),
+            action=action,
+            target=_target(rule.action, params, body),
             status=status,
         )
     except Exception:  # the answer is already sent: a lost entry is logged, never a second failure

@@ -17,13 +17,28 @@ MAX_JSON_BODY = 10 * 1024 * 1024
 MAX_UPLOAD_BODY = 200 * 1024 * 1024
 #: Bodies parsed in streaming passes (``scheduler/intake/uploads.py``): only their shape needs a bound.
 STREAMED_JSON_PATHS = frozenset({"/v1/campaigns"})
-#: Bodies that are not JSON (forms carry their JSON fields, checked where they are read).
-_FORMS = (b"multipart/", b"application/x-www-form-urlencoded")
+#: The only routes whose bodies are not JSON, chosen by the route, never by the client's Content-Type (a
+#: client could otherwise label a JSON body a form and skip the scan), each with the content types it takes
+#: (415 otherwise). Vendor callbacks take anything: they are stored raw (a 4xx makes the vendor retry for
+#: ever), their route bounds the size and scheduler/intake/callbacks.py parses them with worker.jsonsafe.
+#: The upload's ``spec`` field is checked where it is read; a CSV import's note may hold any brackets.
+RAW_BODY_ROUTES: tuple[tuple[str, bool, tuple[bytes, ...] | None], ...] = (
+    ("/v1/campaigns/upload", False, (b"multipart/form-data",)),
+    ("/v1/suppressions/import", False, (b"text/csv", b"text/plain")),
+    ("/v1/callbacks/", True, None),
+)
 
 
-#: Bodies that are not JSON, not scanned here: vendor callbacks (``POST /v1/callbacks/{account}``, see below)
-#: and CSV suppression imports (a note may hold any brackets).
-NOT_JSON_PATHS = ("/v1/callbacks/", "/v1/suppressions/import")
+def raw_body_route(path: str) -> tuple[str, bool, tuple[bytes, ...] | None] | None:
+    """The :data:`RAW_BODY_ROUTES` entry for ``path`` (``True``: a prefix), or None: a JSON body."""
+    for route in RAW_BODY_ROUTES:
+        if path.startswith(route[0]) if route[1] else path == route[0]:
+            return route
+    return None
+
+
+#: Set in the request scope once the body went through the scanner (a route parsing JSON itself checks it).
+SCANNED = "broadcast.json_scanned"
 
 
 class BodyLimit:
@@ -34,8 +49,10 @@ class BodyLimit:
     408 past it): uvicorn bounds no body read, so a client trickling one byte a second would hold its
     connection and its submission slot for as long as it liked.
 
-    Every request body but a form is scanned as JSON, whatever its Content-Type says (FastAPI parses a body
-    without one as JSON). A body refused midway is cut: the app is told the client went away and whatever it
+    Every request body is scanned as JSON, whatever its Content-Type says (FastAPI parses a body without one
+    as JSON), but on the few :data:`RAW_BODY_ROUTES`, which refuse any other content type (415). A request
+    with more than one Content-Type header is refused (400): this middleware and Starlette would otherwise
+    each believe a different one. A body refused midway is cut: the app is told the client went away and whatever it
     would answer is dropped, so the client gets the refusal as if it came first."""
 
     def __init__(self, app: ASGIApp, read_timeout_s: float = 60.0) -> None:
@@ -47,28 +64,42 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
+        types = [value for name, value in scope.get("headers") or [] if name == b"content-type"]
+        if len(types) > 1:
+            message = "more than one Content-Type header"
+            await error_response(400, "ambiguous_content_type", message, "content-type")(scope, receive, send)
+            return
         limit = MAX_UPLOAD_BODY if scope["path"].endswith("/upload") else MAX_JSON_BODY
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await _too_large(scope, receive, send, limit)
             return
         scanner = None
-        # a vendor callback is stored raw whatever its shape (a 4xx makes the vendor retry for ever); its
-        # route bounds the size and scheduler/intake/callbacks.py parses it with worker.jsonsafe
-        if not headers.get(b"content-type", b"").lower().startswith(_FORMS) and not scope["path"].startswith(
-            NOT_JSON_PATHS
-        ):
+        # a raw route's body of another type is refused when the app reads it (so after the role check of a
+        # route that reads its body itself): the refusal answers as if it came first
+        mistyped: str | None = None
+        raw = raw_body_route(scope["path"])
+        if raw is None:
             shape = STREAMED_JSON_LIMITS if scope["path"] in STREAMED_JSON_PATHS else JSON_LIMITS
             scanner = JsonScanner(shape, "body")
+            scope[SCANNED] = True
+        elif raw[2] is not None:
+            media = (types[0] if types else b"").split(b";", 1)[0].strip().lower()
+            if media not in raw[2]:
+                wanted = " or ".join(kind.decode() for kind in raw[2])
+                mistyped = f"{scope['path']} takes a {wanted} body, not {media.decode('latin-1') or 'none'}"
         seen = 0
         refused: JsonLimitError | None = None
-        over = late = started = complete = False
+        over = late = started = complete = wrong = False
         deadline: float | None = None
         loop = asyncio.get_running_loop()
 
         async def limited() -> AsgiMessage:
-            nonlocal seen, over, refused, late, deadline, complete
-            if over or refused or late:
+            nonlocal seen, over, refused, late, deadline, complete, wrong
+            if over or refused or late or wrong:
+                return {"type": "http.disconnect"}
+            if mistyped is not None:
+                wrong = True
                 return {"type": "http.disconnect"}
             if complete:  # past the body (a streamed answer waits for a disconnect): no deadline
                 return await receive()
@@ -95,7 +126,7 @@ class BodyLimit:
 
         async def guarded(message: AsgiMessage) -> None:
             nonlocal started
-            if (over or refused or late) and not started:
+            if (over or refused or late or wrong) and not started:
                 return  # the refusal below answers instead
             started = True
             await send(message)
@@ -103,12 +134,15 @@ class BodyLimit:
         try:
             await self.app(scope, limited, guarded)
         except Exception:
-            if not (over or refused or late) or started:
+            if not (over or refused or late or wrong) or started:
                 raise
         if started:
             return
         if over:
             await _too_large(scope, receive, send, limit)
+        elif wrong:
+            response = error_response(415, "unsupported_media_type", str(mistyped), "content-type")
+            await response(scope, receive, send)
         elif late:
             message = f"request body not received within {self.read_timeout_s:g} s"
             await error_response(408, "body_timeout", message, None)(scope, receive, send)

@@ -57,15 +57,21 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "Not possible in the current state"),
         (502, "The vendor refused"),
         (413, "Body too large"),
+        (415, "The route takes another content type (a form, CSV)"),
         (422, "Invalid input; `field` names it"),
         (429, "Too many requests for this key this minute; see Retry-After"),
+        (500, "Internal error (logged on the server)"),
         (503, "Redis unreachable; nothing was stored"),
     )
 }
 
 
-def error_response(status: int, code: str, message: str, field: str | None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "field": field}}, status_code=status)
+def error_response(
+    status: int, code: str, message: str, field: str | None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "field": field}}, status_code=status, headers=headers
+    )
 
 
 def field_path(loc: tuple[Any, ...]) -> str:
@@ -76,8 +82,10 @@ def field_path(loc: tuple[Any, ...]) -> str:
         if part == "body" and previous is None:
             previous = part
             continue
-        if part in MESSAGE_KINDS and previous == "message":
-            previous = part + "#tag"
+        if part in MESSAGE_KINDS and (
+            previous == "message" or (isinstance(previous, int) and parts[-1:] and parts[-1].startswith("parts["))
+        ):
+            previous = part + "#tag"  # a sequence part's tag too: message.parts[1].url
             continue
         if isinstance(part, int):
             parts[-1:] = [f"{parts[-1]}[{part}]"] if parts else [f"[{part}]"]

@@ -4,10 +4,14 @@ static files (its ``index.html`` too), ``/docs`` and ``/redoc``, and the JSON an
 
 from __future__ import annotations
 
+from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
+from scheduler.api.errors import error_response
 from scheduler.console import CSP as CONSOLE_CSP
 
 #: Swagger UI and ReDoc (served from the package) start from inline scripts and ReDoc runs a blob worker;
@@ -19,6 +23,31 @@ DOCS_CSP = (
 )
 #: Everything else (JSON, CSV, metrics): nothing to load, nothing to frame.
 DATA_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+def secure(headers: MutableHeaders, path: str) -> None:
+    """Set the security headers ``headers`` lacks, for an answer on ``path``."""
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    if path.startswith("/console"):
+        csp = CONSOLE_CSP
+    elif headers.get("content-type", "").startswith("text/html"):
+        csp = DOCS_CSP
+    else:
+        csp = DATA_CSP
+    headers.setdefault("Content-Security-Policy", csp)
+
+
+def add_server_error_handler(app: Starlette) -> None:
+    """An unhandled exception answers 500 in the API's error shape with the security headers: Starlette's
+    ServerErrorMiddleware, outside every middleware, sends it (then re-raises it, so it is logged)."""
+
+    async def _server_error(request: Request, _: Exception) -> Response:
+        response = error_response(500, "internal_error", "internal error (the server log has the details)", None)
+        secure(response.headers, request.url.path)
+        return response
+
+    app.add_exception_handler(Exception, _server_error)
 
 
 class SecurityHeaders:
@@ -35,16 +64,7 @@ class SecurityHeaders:
 
         async def with_headers(message: AsgiMessage) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                headers.setdefault("Referrer-Policy", "no-referrer")
-                if path.startswith("/console"):
-                    csp = CONSOLE_CSP
-                elif headers.get("content-type", "").startswith("text/html"):
-                    csp = DOCS_CSP
-                else:
-                    csp = DATA_CSP
-                headers.setdefault("Content-Security-Policy", csp)
+                secure(MutableHeaders(scope=message), path)
             await send(message)
 
         await self.app(scope, receive, with_headers)

@@ -8,6 +8,7 @@ new route is added together with its line here. Roles include each other (viewer
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from worker.store.operators import Role
@@ -122,3 +123,23 @@ UNDECLARED = Rule(ADMIN)
 def rule_for(method: str, path: str) -> Rule:
     """The rule of a matched route (``path`` is its template, ``/v1/campaigns/{campaign_id}``)."""
     return RULES.get((method, path), UNDECLARED)
+
+
+def _template(path: str) -> re.Pattern[str]:
+    """``/v1/campaigns/{campaign_id}`` → a pattern with a named group per parameter."""
+    return re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$")
+
+
+_PATTERNS = [(method, _template(path), rule) for (method, path), rule in RULES.items()]
+
+
+def rule_at_door(method: str, path: str) -> tuple[Rule, dict[str, str]] | None:
+    """The rule (and path parameters) of the declared route a raw request path matches, for a check at
+    the door, before FastAPI has matched the route and read the body; None when none matches. Where two
+    templates match (``/v1/campaigns/upload`` and ``/v1/campaigns/{campaign_id}``) the one needing the
+    lesser role counts: the door may let a call through that :func:`rule_for` then refuses, never the
+    other way round."""
+    found = [
+        (rule, m.groupdict()) for meth, pattern, rule in _PATTERNS if meth == method and (m := pattern.match(path))
+    ]
+    return min(found, key=lambda f: f[0].role.rank) if found else None

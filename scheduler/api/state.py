@@ -19,7 +19,7 @@ from redis import Redis
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scheduler.api.errors import ApiError, error_response
-from scheduler.api.roles import OWN_KEY_PREFIX, rule_for
+from scheduler.api.roles import OWN_KEY_PREFIX, rule_at_door, rule_for
 from scheduler.dispatch.schedules import Schedules
 from scheduler.intake.campaigns import Campaigns
 from scheduler.intake.producer import Producer
@@ -58,7 +58,9 @@ class ApiState:
                 "BROADCAST_API_TOKEN is not set: refusing to start without API keys (or BROADCAST_ENV=dev)"
             )
         ledger = Ledger(client, settings.key_prefix)
-        accounts = AccountStore(client, settings.key_prefix, secret_keys=settings.secret_keys())
+        accounts = AccountStore(
+            client, settings.key_prefix, secret_keys=settings.secret_keys(), require_key=settings.env != "dev"
+        )
         producer = Producer(ledger, accounts)
         campaigns = Campaigns(ledger, accounts, settings=settings)
         return cls(
@@ -112,18 +114,28 @@ def authorize(request: Request, state: Stores) -> Caller:
     needed), and are they within their rate (429 with ``Retry-After``). The caller is left on
     ``request.state.caller`` for the audit trail."""
     route = request.scope.get("route")
-    rule = rule_for(request.method, getattr(route, "path", ""))
     caller = getattr(request.state, "caller", None) or identify(request, state)  # AuthFirst's, at the door
     request.state.caller = caller
-    if not caller.role.allows(rule.role):
+    check_role(caller, rule_for(request.method, getattr(route, "path", "")).role)
+    check_rate(caller, state.settings)
+    return caller
+
+
+def check_role(caller: Caller, needed: Role) -> None:
+    """403 naming the role needed, in both languages."""
+    if not caller.role.allows(needed):
         raise ApiError(
             403,
             "forbidden",
-            f"this needs the {rule.role.value} role; key {caller.name!r} is {caller.role.value} / "
-            f"需要 {rule.role.value} 角色，密钥 {caller.name!r} 的角色是 {caller.role.value}",
+            f"this needs the {needed.value} role; key {caller.name!r} is {caller.role.value} / "
+            f"需要 {needed.value} 角色，密钥 {caller.name!r} 的角色是 {caller.role.value}",
             "Authorization",
         )
-    limit = caller.rate or state.settings.key_rate_per_min
+
+
+def check_rate(caller: Caller, settings: Settings) -> None:
+    """429 with ``Retry-After`` once a key made more requests this minute than its rate allows."""
+    limit = caller.rate or settings.key_rate_per_min
     if caller.used and limit and caller.used > limit:
         retry = 60 - int(time.time()) % 60
         raise ApiError(
@@ -133,11 +145,20 @@ def authorize(request: Request, state: Stores) -> Caller:
             "Authorization",
             headers={"Retry-After": str(retry)},
         )
-    return caller
 
 
 #: ``dependencies=`` of every authenticated router.
 AUTH = [Depends(authorize)]
+
+
+#: Where a route names a variant of its action that must stand out in the audit trail (``force``: the
+#: entry's action is ``dead_letter.replay_force``, not ``dead_letter.replay``; :mod:`scheduler.api.audit`).
+AUDIT_VARIANT = "audit_variant"
+
+
+def audit_variant(request: Request, variant: str) -> None:
+    """Record this call as the ``<action>_<variant>`` of its route (a forced replay of an unknown outcome)."""
+    setattr(request.state, AUDIT_VARIANT, variant)
 
 
 class AuthFirst:
@@ -162,5 +183,33 @@ class AuthFirst:
                 request.state.caller = await run_in_threadpool(identify, request, await api_state(request))
             except ApiError as exc:
                 await error_response(exc.status, exc.code, exc.message, exc.field)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+#: The scope entry where :class:`RoleFirst` leaves the rule and parameters of a call it refused.
+DOOR_RULE = "broadcast.door_rule"
+
+
+class RoleFirst:
+    """The role the request path needs and the key's rate, checked before a submission slot is taken or
+    a byte of the body is read: a viewer, or a key over its rate, gets its 403/429 at once instead of
+    holding an upload slot while FastAPI reads its 200 MB form (FastAPI reads a body before a route's
+    dependencies). It sits inside the audit trail, so such a refusal is on the record with the caller;
+    :func:`authorize` checks again on the route FastAPI matched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        caller = scope.get("state", {}).get("caller") if scope["type"] == "http" else None
+        door = rule_at_door(scope["method"], scope.get("path", "")) if caller is not None else None
+        if caller is not None and door is not None:
+            try:
+                check_role(caller, door[0].role)
+                check_rate(caller, scope["app"].state.api.settings)
+            except ApiError as exc:
+                scope[DOOR_RULE] = door  # for the audit entry: no route was matched
+                await error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

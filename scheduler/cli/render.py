@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import unicodedata
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -30,16 +31,31 @@ err = Console(stderr=True)
 T = TypeVar("T")
 
 
-#: Control characters (but tab and line feed), bidi embeddings, overrides and isolates, zero-width
-#: characters, the BOM and other invisible format characters: shown as ``\uXXXX`` instead.
-_HIDDEN = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]"
-)
+#: Invisible characters by Unicode category: controls (but tab and line feed), format characters (bidi
+#: embeddings, overrides and isolates, zero-width characters, the BOM, tag characters), private use,
+#: unassigned, surrogates, line and paragraph separators. Shown as ``\uXXXX`` (a UTF-16 pair past U+FFFF, so
+#: JSON output stays exact) instead; the console's ``visible`` does the same.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cn", "Cs", "Zl", "Zp"})
+#: Letters and marks that show nothing although their category is not one of those: the combining grapheme
+#: joiner, the Hangul fillers, Mongolian and other variation selectors.
+_BLANKS = re.compile("[\u034f\u115f\u1160\u3164\uffa0\u180b-\u180f\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+
+
+def _hidden(char: str) -> bool:
+    return char not in "\t\n" and (unicodedata.category(char) in _HIDDEN_CATEGORIES or bool(_BLANKS.match(char)))
+
+
+def _escape(char: str) -> str:
+    units = char.encode("utf-16-be", "surrogatepass")
+    return "".join(f"\\u{int.from_bytes(units[i : i + 2]):04X}" for i in range(0, len(units), 2))
 
 
 def visible(value: Any) -> str:
     """``value`` as text with every hidden or reordering character shown escaped (``\\u202E``)."""
-    return _HIDDEN.sub(lambda m: f"\\u{ord(m.group()):04X}", str(value))
+    text = str(value)
+    if text.isprintable() and not _BLANKS.search(text):  # the usual case: nothing to look at twice
+        return text
+    return "".join(_escape(char) if _hidden(char) else char for char in text)
 
 
 def untrusted(value: Any) -> Text:

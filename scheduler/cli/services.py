@@ -100,7 +100,10 @@ def scheduler() -> None:
     client = redis_client(settings.redis_url, settings)
     ledger = Ledger(client, settings.key_prefix)
     if settings.accounts_file:  # BROADCAST_ACCOUNTS_FILE is loaded into Redis at start
-        AccountStore(client, settings.key_prefix, secret_keys=settings.secret_keys()).load_file(settings.accounts_file)
+        keys = settings.secret_keys()
+        AccountStore(client, settings.key_prefix, secret_keys=keys, require_key=settings.env != "dev").load_file(
+            settings.accounts_file
+        )
     setup_logging(settings.log_level, settings.log_json)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +55,14 @@ def _port_or_free(preferred: int) -> int:
 
 
 #: The order of shutdown: whoever calls a service stops before it (Redis, outside ``procs``, goes last).
+#: What only the API, the workers and the scheduler need: the simulator and Flower never get it.
+SECRETS = ("BROADCAST_API_TOKEN", "BROADCAST_SECRET_KEY")
+
+
+def _without_secrets(env: Mapping[str, str]) -> dict[str, str | None]:
+    return {**env, **dict.fromkeys(SECRETS)}
+
+
 STOP_ORDER = ("api", "scheduler", "worker", "flower", "simulator")
 
 
@@ -103,7 +111,8 @@ class DevStack:
             say(f"private Redis on {self.redis_url} (AOF on, temporary data in {self.redis.dir}, removed on exit)")
         self.token = os.environ.get("BROADCAST_API_TOKEN", "").split(",")[0] or secrets.token_urlsafe(24)
         self.prefix = os.environ.get("BROADCAST_KEY_PREFIX", "bc")
-        self.flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"broadcast:{self.token}"
+        # Flower's own password: the API token opens far more than Flower does (it is never given to Flower)
+        self.flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"broadcast:{secrets.token_urlsafe(18)}"
         # vendor tokens are encrypted in Redis: with a key made for this run unless one is given
         self.secret_key = os.environ.get("BROADCAST_SECRET_KEY") or Fernet.generate_key().decode()
         env = {
@@ -115,7 +124,7 @@ class DevStack:
             # callback URLs point at this API (`broadcast accounts callback demo-gewe --register`)
             "BROADCAST_PUBLIC_URL": os.environ.get("BROADCAST_PUBLIC_URL") or self.api_url,
         }
-        self._spawn("simulator", ["simulator", "--port", str(self.sim_port)], env)
+        self._spawn("simulator", ["simulator", "--port", str(self.sim_port)], _without_secrets(env))
         self._wait(f"{self.sim_url}/_sim/health", "simulator")
         self._demo_accounts()
         self._spawn("api", ["api", "--port", str(self.api_port)], env)
@@ -123,16 +132,23 @@ class DevStack:
         self._spawn("worker", ["worker", *concurrency, "--without-gossip", "--without-mingle"], env)
         self._spawn("scheduler", ["scheduler"], env)
         # Flower takes POSTs that revoke tasks or shut workers down, from any web page the browser shows while
-        # it runs: basic auth in dev too (FLOWER_BASIC_AUTH, or user "broadcast" with this run's API token)
-        flower_env = {**env, "FLOWER_BASIC_AUTH": self.flower_auth, "FLOWER_UNAUTHENTICATED_API": "false"}
+        # it runs: basic auth in dev too (FLOWER_BASIC_AUTH, or user "broadcast" with a password made for this run)
+        flower_env = {
+            **_without_secrets(env),
+            "FLOWER_BASIC_AUTH": self.flower_auth,
+            "FLOWER_UNAUTHENTICATED_API": "false",
+        }
         self._spawn("flower", ["flower", "--port", str(self.flower_port)], flower_env)
         self._wait(f"{self.api_url}/healthz", "API")
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    def _spawn(self, name: str, args: list[str], env: Mapping[str, str | None]) -> None:
+        """Start ``broadcast <args>`` with this shell's environment and ``env``; a name ``env`` maps to None
+        is left out (a secret the process does not need, even when the shell has it)."""
         log = (self.log_dir / f"{name}.log").open("ab")
+        merged = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "scheduler.cli.app", *args],
-            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            env={key: value for key, value in merged.items() if value is not None},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -247,10 +263,11 @@ def run_dev(
         say(f"  API        {stack.api_url}   (docs: {stack.api_url}/docs)")
         say(f"  console    {stack.api_url}/console   (控制台: paste the token / 粘贴下面的 token)")
         say(f"  API token  {stack.token}   (also in {token_file})")
+        password = stack.flower_auth.split(":", 1)[1]
         auth = (
             "basic auth from FLOWER_BASIC_AUTH"
             if os.environ.get("FLOWER_BASIC_AUTH")
-            else "user broadcast, password: the API token / 用户 broadcast，密码为 API token"
+            else f"user broadcast, password {password} / 用户 broadcast，密码 {password}"
         )
         say(f"  Flower     {stack.flower_url}   ({auth})")
         say(f"  simulator  {stack.sim_url}   (records: {stack.sim_url}/_sim/sends)")

@@ -90,8 +90,16 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
-#: ``BROADCAST_VENDOR_DENY=auto`` in ``prod``: loopback, "this host", link-local (cloud metadata services).
-DEFAULT_VENDOR_DENY = "127.0.0.0/8,0.0.0.0/8,169.254.0.0/16,::1/128,::/128,fe80::/10"
+#: ``BROADCAST_VENDOR_DENY=auto`` in ``prod``: loopback, "this host", link-local and the cloud metadata services
+#: outside it (Alibaba Cloud ECS 100.100.100.200, AWS IMDS over IPv6 fd00:ec2::254).
+DEFAULT_VENDOR_DENY = (
+    "127.0.0.0/8,0.0.0.0/8,169.254.0.0/16,100.100.100.200/32,::1/128,::/128,fe80::/10,fd00:ec2::254/128"
+)
+#: IPv6 ranges whose last 32 bits are an IPv4 address a connection reaches (IPv4-compatible, the NAT64
+#: well-known prefix): judged by the IPv4 rules, like IPv4-mapped ``::ffff:a.b.c.d``. ``::`` and ``::1``
+#: are no IPv4-compatible addresses (RFC 4291 2.5.5.1).
+_EMBEDDING_IPV4 = (ipaddress.IPv6Network("::/96"), ipaddress.IPv6Network("64:ff9b::/96"))
+_NOT_EMBEDDING = ipaddress.IPv6Network("::/127")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -114,9 +122,12 @@ class VendorNetwork:
         return cls(_ranges(deny, "BROADCAST_VENDOR_DENY"), _ranges(settings.vendor_allow, "BROADCAST_VENDOR_ALLOW"))
 
     def refuses(self, address: str) -> bool:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            elif ip not in _NOT_EMBEDDING and any(ip in net for net in _EMBEDDING_IPV4):
+                ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         return any(ip in net for net in self.deny) and not any(ip in net for net in self.allow)
 
     def literal_refused(self, host: str) -> str | None:

@@ -178,7 +178,10 @@ class Account(BaseModel):
 class AccountStore:
     """CRUD and status of accounts in Redis."""
 
-    def __init__(self, client: redis.Redis, prefix: str, *, secret_keys: list[str] | None = None) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str, *, secret_keys: list[str] | None = None, require_key: bool = False
+    ) -> None:
+        """``require_key`` (the API and the dispatcher in prod): a token is never written without a key."""
         self.redis = client
         self.keys = Keys(prefix)
         self.prefix = prefix
@@ -186,7 +189,7 @@ class AccountStore:
             from worker.settings import get_settings
 
             secret_keys = get_settings().secret_keys()
-        self.cipher = TokenCipher(secret_keys)
+        self.cipher = TokenCipher(secret_keys, required=require_key)
         self._flag_session = scripts.register(client, "flag_session")
         self._probe_begin = scripts.register(client, "probe_begin")
         self._probe_end = scripts.register(client, "probe_end")

@@ -77,7 +77,7 @@ ID_PART_MAX = 2**64 - 1
 def valid_cursor(cursor: str) -> bool:
     """``<ms>-<seq>`` with both parts within 64 bits (what Redis accepts as a stream id)."""
     ms, _, seq = cursor.partition("-")
-    return ms.isdigit() and seq.isdigit() and int(ms) <= ID_PART_MAX and int(seq) <= ID_PART_MAX
+    return cursor.isascii() and ms.isdigit() and seq.isdigit() and int(ms) <= ID_PART_MAX and int(seq) <= ID_PART_MAX
 
 
 def _before(cursor: str) -> str | None:

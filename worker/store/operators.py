@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any, cast
 
 import redis
+from redis.exceptions import WatchError
 from redis.typing import EncodableT, FieldT
 
 from worker.store import scripts
@@ -89,7 +90,10 @@ class OperatorKeys:
             pipe.multi()
             pipe.hset(self.keys.operator_key(name), mapping=record)
             pipe.hset(self.keys.operator_keys, str(record["digest"]), name)
-            pipe.execute()
+            try:
+                pipe.execute()
+            except WatchError:  # another create of this name won between our check and our write
+                raise KeyExists(name) from None
         return key
 
     def get(self, name: str) -> dict[str, Any] | None:

@@ -17,10 +17,16 @@ from worker.errors import ConfigError
 SEALED = "enc1:"
 
 
-class TokenCipher:
-    """Seal and open stored tokens with the configured keys; without keys, tokens stay as they are."""
+class SecretKeyRequired(ConfigError):
+    """A token was to be stored in prod without ``BROADCAST_SECRET_KEY``: refused, nothing stored."""
 
-    def __init__(self, keys: list[str]) -> None:
+
+class TokenCipher:
+    """Seal and open stored tokens with the configured keys; without keys, tokens stay as they are — unless
+    ``required`` (prod): then a token is never stored in plain text (:class:`SecretKeyRequired`)."""
+
+    def __init__(self, keys: list[str], *, required: bool = False) -> None:
+        self.required = required
         try:
             self._keys = [Fernet(key.strip().encode()) for key in keys if key.strip()]
         except ValueError:
@@ -36,6 +42,11 @@ class TokenCipher:
 
     def seal(self, token: str) -> str:
         """What to store for ``token`` (encrypted with the first key; as it is without keys or when empty)."""
+        if self._all is None and token and self.required:
+            raise SecretKeyRequired(
+                "token: BROADCAST_SECRET_KEY is not set; in prod vendor tokens are stored only encrypted "
+                "(set a Fernet key, docs/deployment.md#security-settings)"
+            )
         if not token or self._all is None:
             return token
         return SEALED + self._all.encrypt(token.encode()).decode()

@@ -17,6 +17,7 @@ from worker.errors import ConfigError, VendorError
 from worker.logs import REDACTOR
 from worker.runtime.connections import VendorNetwork
 from worker.store.accounts import Account, AccountSpec, TokenRequiredError
+from worker.store.sealed import SecretKeyRequired
 
 router = APIRouter(tags=["accounts"], dependencies=AUTH)
 
@@ -71,6 +72,8 @@ def _stored(state: ApiState, account_id: str, spec: AccountSpec) -> dict[str, An
         return state.accounts.put(account_id, spec).public()
     except TokenRequiredError as exc:
         raise ApiError(422, "token_required", str(exc), "token") from None
+    except SecretKeyRequired as exc:
+        raise ApiError(409, "secret_key_required", str(exc), "token") from None
 
 
 @router.put("/v1/accounts/{account_id}")

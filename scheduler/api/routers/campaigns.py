@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from scheduler.api.body_limit import SCANNED
 from scheduler.api.errors import ApiError, invalid
 from scheduler.api.exports import export_deliveries
 from scheduler.api.models import ObjectId, Priority, RecallIn, epoch, mark_replayed
@@ -27,7 +28,7 @@ from scheduler.intake.campaigns import (
 from scheduler.intake.producer import RECIPIENT_MAX
 from scheduler.intake.uploads import BodyNotJson, CampaignBody
 from worker import jsonsafe
-from worker.jsonsafe import SMALL_JSON_LIMITS
+from worker.jsonsafe import SMALL_JSON_LIMITS, STREAMED_JSON_LIMITS
 from worker.messages import Message
 from worker.store.accounts import ACCOUNT_ID_MAX
 from worker.store.ledger import STATES
@@ -164,10 +165,15 @@ async def post_campaign(request: Request, response: Response, state: Stores) -> 
     """Store a campaign atomically: all recipients queued, or nothing stored and the bad field named.
     The body (``CampaignIn``) is read in streaming passes, never as one object tree."""
     raw = await request.body()
-    return await run_in_threadpool(_campaign_from_json, state, raw, response)
+    return await run_in_threadpool(_campaign_from_json, state, raw, response, bool(request.scope.get(SCANNED)))
 
 
-def _campaign_from_json(state: ApiState, raw: bytes, response: Response) -> CampaignAccepted:
+def _campaign_from_json(state: ApiState, raw: bytes, response: Response, scanned: bool) -> CampaignAccepted:
+    if not scanned:  # parsed here, not by FastAPI: never without the shape limits, whoever mounts the route
+        try:
+            jsonsafe.check(raw, STREAMED_JSON_LIMITS, "body")
+        except jsonsafe.JsonLimitError as exc:
+            raise ApiError(422, "json_limit", str(exc), exc.field) from None
     try:
         body = CampaignBody(raw)
     except BodyNotJson as exc:

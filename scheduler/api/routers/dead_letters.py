@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.api.errors import ApiError
 from scheduler.api.models import OBJECT_ID, ObjectId
-from scheduler.api.state import AUTH, ApiState, Stores
+from scheduler.api.state import AUTH, ApiState, Stores, audit_variant
 from worker.store.deadletter import DeadReason
 
 router = APIRouter(tags=["dead letters"], dependencies=AUTH)
@@ -45,15 +45,18 @@ def get_dead_letter(job_id: ObjectId, state: Stores) -> dict[str, Any]:
     return entry
 
 
-def _replay(state: ApiState, ids: list[str], force: bool) -> dict[str, Any]:
+def _replay(state: ApiState, ids: list[str], force: bool, request: Request) -> dict[str, Any]:
+    if force:  # it may send a second time: the audit trail must tell it from a plain replay
+        audit_variant(request, "force")
     results = state.dead_letters.replay(ids, force=force)
     return {"results": results, "replayed": sum(1 for v in results.values() if v == "ok")}
 
 
 @router.post("/v1/dead-letters/{job_id}/replay")
-def replay_one(job_id: ObjectId, state: Stores, force: bool = False) -> dict[str, Any]:
-    """Queue a dead job again under the same id. ``force`` also replays an unknown outcome."""
-    result = _replay(state, [job_id], force)
+def replay_one(job_id: ObjectId, state: Stores, request: Request, force: bool = False) -> dict[str, Any]:
+    """Queue a dead job again under the same id. ``force`` also replays an unknown outcome (audited as
+    ``dead_letter.replay_force``)."""
+    result = _replay(state, [job_id], force, request)
     outcome = result["results"][job_id]
     if outcome == "missing":
         raise ApiError(404, "not_found", f"no message {job_id!r}", "id")
@@ -63,9 +66,9 @@ def replay_one(job_id: ObjectId, state: Stores, force: bool = False) -> dict[str
 
 
 @router.post("/v1/dead-letters/replay")
-def replay_many(body: ReplayIn, state: Stores) -> dict[str, Any]:
-    """Replay several dead jobs; each id answers ``ok`` or why not."""
-    return _replay(state, body.ids, body.force)
+def replay_many(body: ReplayIn, state: Stores, request: Request) -> dict[str, Any]:
+    """Replay several dead jobs; each id answers ``ok`` or why not (forced: ``dead_letter.replay_bulk_force``)."""
+    return _replay(state, body.ids, body.force, request)
 
 
 @router.delete("/v1/dead-letters/{job_id}")

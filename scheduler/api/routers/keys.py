@@ -28,11 +28,21 @@ class KeyIn(BaseModel):
     rate_per_min: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
+#: Who the audit names for the bootstrap token and for an open dev API: no key may pose as either.
+RESERVED_NAMES = ("bootstrap", "anonymous")
+
+
+def reserved_name(name: str) -> bool:
+    """``Bootstrap``, ``bootstrap.`` or ``anonymous@x`` would read as the reserved names in an audit."""
+    folded = name.casefold()
+    return any(folded == r or (folded.startswith(r) and not folded[len(r)].isalnum()) for r in RESERVED_NAMES)
+
+
 @router.post("/v1/keys", status_code=201)
 def create_key(body: KeyIn, state: Stores) -> dict[str, Any]:
     """A new key: ``{"name", "role", "key"}``. The key is shown this once; store it now."""
-    if body.name in ("bootstrap", "anonymous"):
-        raise ApiError(422, "invalid", f"name: {body.name!r} is reserved", "name")
+    if reserved_name(body.name):
+        raise ApiError(422, "invalid", f"name: {body.name!r} is reserved (or looks like a reserved name)", "name")
     try:
         key = state.operators.create(body.name, body.role, body.rate_per_min or 0)
     except KeyExists:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from scheduler.api.errors import ApiError
-from scheduler.api.state import Stores, identify
+from scheduler.api.state import Stores, check_rate, identify
 
 router = APIRouter(tags=["ops"])
 
@@ -31,7 +31,8 @@ def metrics(request: Request, state: Stores) -> Response:
     from scheduler.api.metrics import render
 
     if not state.settings.metrics_public:
-        identify(request, state)  # 401 without a key: it lists account ids and their volumes
+        # 401 without a key (it lists account ids and their volumes); a key's rate holds here too
+        check_rate(identify(request, state), state.settings)
 
     body, content_type = render(state.redis, state.settings)
     return Response(body, media_type=content_type)
