@@ -120,20 +120,28 @@ class Admin:
         return JSONResponse({"removed": 1})
 
     async def get_latency(self, request: Request) -> Response:
-        """GET /_sim/latency → {"latency_s", "spread_s"}."""
+        """GET /_sim/latency → {"latency_s", "spread_s", "media_s": [low, high]}."""
         latency, spread = self.state.latency()
-        return JSONResponse({"latency_s": latency, "spread_s": spread})
+        return JSONResponse({"latency_s": latency, "spread_s": spread, "media_s": list(self.state.media_latency())})
 
     async def set_latency(self, request: Request) -> Response:
-        """POST /_sim/latency {"latency_s": 0.3, "spread_s": 0.2}: every send answers after 0.3 ± 0.2 s."""
+        """POST /_sim/latency {"latency_s": 0.3, "spread_s": 0.2}: every send answers after 0.3 ± 0.2 s;
+        ``"media_s": [2, 10]``: image and file sends take 2–10 s more (the vendor fetches the URL). Each
+        part given is set; the other is kept."""
         body = await read_json_object(request)
         if body is None:
             return _bad_request("body must be a JSON object")
-        unknown = set(body) - {"latency_s", "spread_s"}
+        unknown = set(body) - {"latency_s", "spread_s", "media_s"}
         if unknown:
             return _bad_request(f"unknown latency field(s): {', '.join(sorted(unknown))}")
+        media = body.get("media_s")
+        if media is not None and not (isinstance(media, list) and len(media) == 2):
+            return _bad_request("media_s must be [low, high] seconds")
         try:
-            self.state.set_latency(body.get("latency_s", 0.0), body.get("spread_s", 0.0))
+            if media is not None:
+                self.state.set_media_latency(media[0], media[1])
+            if "latency_s" in body or "spread_s" in body or media is None:
+                self.state.set_latency(body.get("latency_s", 0.0), body.get("spread_s", 0.0))
         except ValueError as exc:
             return _bad_request(str(exc))
         return await self.get_latency(request)
@@ -158,6 +166,9 @@ def create_app(state: SimState) -> Starlette:
             Route(f"{prefix}/message/postAppMsg", h.gewe_post_app_msg, methods=post),
             Route(f"{prefix}/message/postMiniApp", h.gewe_post_mini_app, methods=post),
             Route(f"{prefix}/message/forwardMiniApp", h.gewe_forward_mini_app, methods=post),
+            Route(f"{prefix}/message/postImage", h.gewe_post_image, methods=post),
+            Route(f"{prefix}/message/postFile", h.gewe_post_file, methods=post),
+            Route(f"{prefix}/message/postLink", h.gewe_post_link, methods=post),
             Route(f"{prefix}/message/revokeMsg", h.gewe_revoke, methods=post),
             Route(f"{prefix}/login/checkOnline", h.gewe_check_online, methods=post),
             Route(f"{prefix}/label/list", c.gewe_labels, methods=post),
@@ -175,6 +186,9 @@ def create_app(state: SimState) -> Starlette:
         Route("/sendApp", h.ecloud_send_app, methods=post),
         Route("/sendApplet", h.ecloud_send_applet, methods=post),
         Route("/sendApplets", h.ecloud_send_applets, methods=post),
+        Route("/sendImage2", h.ecloud_send_image, methods=post),
+        Route("/sendFile", h.ecloud_send_file, methods=post),
+        Route("/sendUrl", h.ecloud_send_url, methods=post),
         Route("/revokeMsg", h.ecloud_revoke, methods=post),
         Route("/isOnline", h.ecloud_is_online, methods=post),
         Route("/getContactLabelList", c.ecloud_labels, methods=post),

@@ -95,14 +95,29 @@ TEXT_DEVICE: Final = "设备不存在"
 TEXT_REVOKE_FAILED: Final = "撤回失败"
 TEXT_OFFLINE: Final = "微信已离线"
 TEXT_NOT_FRIEND: Final = "对方不是你的好友"
+#: Not a friend yet, though it reads like throttling (youfou/wxpy#21; 接收 in the steering table).
+TEXT_FRIEND_PENDING: Final = "发送消息过于频繁，等待对方接受你的好友请求后再发"
 TEXT_THROTTLED: Final = "发送频率过快"
 TEXT_BAD_BODY: Final = "参数错误: 请求体必须是 JSON 对象"
-#: GeWe's mini-program failure; with `data.code "-2"` it is the daily cap (Devo919/Gewechat#176).
+#: GeWe's mini-program failure; with `data.code "-2"` it is tied to the cover image (Devo919/Gewechat#176,
+#: #182: the maintainer answers "cover under 50 KB"), not to a daily cap.
 TEXT_MINI_APP_FAILED: Final = "发送小程序失败"
 #: WeChat's own words once an account hit the mini-program cap (wechaty/python-wechaty#133).
 TEXT_TOO_MANY_ATTEMPTS: Final = "Too many attempts. Try again later"
 
-Reason = Literal["param", "token", "device", "revoke", "throttled", "offline", "not_friend", "daily_cap", "generic"]
+Reason = Literal[
+    "param",
+    "token",
+    "device",
+    "revoke",
+    "throttled",
+    "offline",
+    "not_friend",
+    "friend_pending",
+    "daily_cap",
+    "cover",
+    "generic",
+]
 
 
 def missing_text(name: str) -> str:
@@ -206,8 +221,12 @@ class Dialect:
             return TEXT_OFFLINE
         if reason == "not_friend":
             return TEXT_NOT_FRIEND
+        if reason == "friend_pending":
+            return TEXT_FRIEND_PENDING
         if reason == "daily_cap":
             return TEXT_TOO_MANY_ATTEMPTS
+        if reason == "cover":
+            return TEXT_MINI_APP_FAILED
         return text
 
 
@@ -219,15 +238,18 @@ class GeweDialect(Dialect):
         """GeWe failure envelope.
 
         The token error echoes the header's value and has no `data` (Devo919/Gewechat#263, #234); a missing
-        header is `header:X-GEWE-TOKEN 不可为空` (hanfangyuan4396/dify-on-wechat#340). The daily
-        mini-program cap is `发送小程序失败` with `data: {"code": "-2", "msg": null}` (Devo919/Gewechat#176).
+        header is `header:X-GEWE-TOKEN 不可为空` (hanfangyuan4396/dify-on-wechat#340). A mini-program
+        refused for its cover is `发送小程序失败` with `data: {"code": "-2", "msg": null}` (Devo919/Gewechat#176,
+        #182); the daily cap is WeChat's "Too many attempts. Try again later" (wechaty/python-wechaty#133).
         """
         if reason == "token":
             msg = f"HTTP HEADER: X-GEWE-TOKEN={text} 不可用或已过期" if text else "header:X-GEWE-TOKEN 不可为空"
             return JSONResponse({"ret": 500, "msg": msg})
-        if reason == "daily_cap":
+        if reason == "cover":
             return JSONResponse({"ret": 500, "msg": TEXT_MINI_APP_FAILED, "data": {"code": "-2", "msg": None}})
-        if reason in ("offline", "not_friend", "throttled"):
+        if reason == "daily_cap":
+            return JSONResponse({"ret": 500, "msg": TEXT_TOO_MANY_ATTEMPTS, "data": None})
+        if reason in ("offline", "not_friend", "friend_pending", "throttled"):
             detail = {"code": "-1", "msg": self.fault_reason_text(reason, text)}
             return JSONResponse({"ret": 500, "msg": "发送消息失败", "data": detail})
         if reason == "generic":
@@ -262,7 +284,10 @@ class OhwxDialect(Dialect):
     """OHwxapi MagicCgi: `CgiBaseResponse.Ret` 0 on success, -1 with `ErrMsg` on failure."""
 
     def error(self, reason: Reason, text: str = "") -> Response:
-        """MagicCgi failure envelope."""
+        """MagicCgi failure envelope. "Too fast" is `Ret` 241 with an empty `ErrMsg`, as SZUEA/AJBot
+        (`EAbotoy`) reads the gateway's answers; other refusals carry `Ret` -1 and a text."""
+        if reason == "throttled":
+            return JSONResponse({"CgiBaseResponse": {"ErrMsg": "", "Ret": 241}, "ResponseData": None})
         message = "" if reason == "generic" else self.fault_reason_text(reason, text)
         return JSONResponse({"CgiBaseResponse": {"ErrMsg": message, "Ret": -1}, "ResponseData": None})
 
@@ -281,10 +306,14 @@ _ENVELOPE_FAULTS: Final[dict[str, Reason]] = {
     "generic": "generic",
     "offline_hidden": "offline",
     "daily_cap": "daily_cap",
+    "cover_refused": "cover",
+    "friend_pending": "friend_pending",
 }
 
-#: Kinds a send that is not a mini-program can hit: the daily cap only refuses mini-programs.
-_NOT_MINIAPP_FAULTS: Final = FAULT_KINDS - {"daily_cap"}
+#: Kinds a send that is not a mini-program can hit: the daily cap and the cover refusal only hit mini-programs.
+_NOT_MINIAPP_FAULTS: Final = FAULT_KINDS - {"daily_cap", "cover_refused"}
+#: Kinds of send whose media the vendor fetches by URL before answering (the configurable media time).
+_MEDIA_KINDS: Final = frozenset({"image", "file"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,7 +357,8 @@ class Handlers:
             new_msg_id = st.new_msg_id()
             if send.client_msg_id:
                 client_msg_id = st.client_msg_id()
-            create_time = int(time.time())
+            # GeWe's postImage answers createTime 0 (its doc's example): the record says what the vendor said
+            create_time = 0 if send.endpoint == "postImage" else int(time.time())
         return st.record_send(
             vendor=send.account.vendor,
             instance=send.account.instance,
@@ -346,6 +376,10 @@ class Handlers:
     async def deliver(self, dialect: Dialect, send: Send, received_at: float, ok: Success) -> Response:
         """Apply at most one fault to a validated send, record it if it went out, and answer."""
         await self.vendor_time()
+        if send.kind in _MEDIA_KINDS:
+            fetch = self.state.draw_media_latency()
+            if fetch > 0:
+                await asyncio.sleep(fetch)
         kinds = None if send.kind == "miniapp" else _NOT_MINIAPP_FAULTS
         fault = self.state.take_fault(dialect.vendor, send.account.instance, send.to, kinds)
         if fault is None:
@@ -460,6 +494,60 @@ class Handlers:
         if problem is not None:
             return GEWE.error("param", problem)
         send = Send(account, "forwardMiniApp", body["toWxid"], "miniapp", body, 33)
+        return await self.deliver(GEWE, send, received_at, self.gewe_ok)
+
+    @staticmethod
+    def gewe_image_ok(record: SendRecord, send: Send) -> Response:
+        """postImage success: the doc's example answers ``createTime`` 0 and ``type`` null, with the CDN facts
+        a later forwardImage needs (GeweAPI-Official/消息模块/发送图片消息.md)."""
+        seed = record.new_msg_id or 0
+        data = {
+            "toWxid": record.to,
+            "createTime": 0,
+            "msgId": record.msg_id,
+            "newMsgId": record.new_msg_id,
+            "type": None,
+            "aesKey": f"{seed:032x}"[-32:],
+            "fileId": f"3052020100044b3049020100{seed:040x}",
+            "length": 1096,
+            "width": 400,
+            "height": 400,
+            "md5": f"{seed * 7919:032x}"[-32:],
+        }
+        return JSONResponse({"ret": 200, "msg": "操作成功", "data": data})
+
+    async def gewe_post_image(self, request: Request) -> Response:
+        """POST /message/postImage {appId, toWxid, imgUrl} (发送图片消息.md)."""
+        received_at = time.time()
+        auth = await self.authenticate(GEWE, request, ("appId", "toWxid", "imgUrl"))
+        if isinstance(auth, Response):
+            return auth
+        account, body = auth
+        send = Send(account, "postImage", body["toWxid"], "image", body, 3)
+        return await self.deliver(GEWE, send, received_at, self.gewe_image_ok)
+
+    async def gewe_post_file(self, request: Request) -> Response:
+        """POST /message/postFile {appId, toWxid, fileUrl, fileName} → ``type`` 6 (发送文件消息.md)."""
+        received_at = time.time()
+        auth = await self.authenticate(GEWE, request, ("appId", "toWxid", "fileUrl", "fileName"))
+        if isinstance(auth, Response):
+            return auth
+        account, body = auth
+        send = Send(account, "postFile", body["toWxid"], "file", body, 6)
+        return await self.deliver(GEWE, send, received_at, self.gewe_ok)
+
+    async def gewe_post_link(self, request: Request) -> Response:
+        """POST /message/postLink {appId, toWxid, title, desc, linkUrl, thumbUrl}: the fields public GeWe
+        clients send (the mirror has no page for it); answered like the other sends, ``type`` 5 (a link)."""
+        received_at = time.time()
+        auth = await self.authenticate(GEWE, request, ("appId", "toWxid", "title", "linkUrl", "thumbUrl"))
+        if isinstance(auth, Response):
+            return auth
+        account, body = auth
+        problem = check_optional_string(body, "desc")
+        if problem is not None:
+            return GEWE.error("param", problem)
+        send = Send(account, "postLink", body["toWxid"], "link", body, 5)
         return await self.deliver(GEWE, send, received_at, self.gewe_ok)
 
     async def gewe_revoke(self, request: Request) -> Response:
@@ -725,16 +813,47 @@ class Handlers:
     async def ecloud_send_applets(self, request: Request) -> Response:
         """POST /sendApplets: structured mini-program card."""
         received_at = time.time()
-        # iconUrl is marked unused by the vendor's doc (wkteam.cn 发送小程序): optional, a string when given
-        fields = ("wId", "wcId", "displayName", "appId", "pagePath", "thumbUrl", "title", "userName")
+        # iconUrl is marked required by the vendor's doc (wkteam.cn 发送小程序; issue 20's reading)
+        fields = ("wId", "wcId", "displayName", "iconUrl", "appId", "pagePath", "thumbUrl", "title", "userName")
         auth = await self.authenticate(ECLOUD, request, fields)
         if isinstance(auth, Response):
             return auth
         account, body = auth
-        problem = check_optional_string(body, "iconUrl")
+        send = Send(account, "sendApplets", body["wcId"], "miniapp", body, 33)
+        return await self.deliver(ECLOUD, send, received_at, self.ecloud_ok("发送成功"))
+
+    async def ecloud_send_image(self, request: Request) -> Response:
+        """POST /sendImage2 {wId, wcId, content: image URL} (WkApi 发送图片消息; fangchaogang/webot-sdk)."""
+        received_at = time.time()
+        auth = await self.authenticate(ECLOUD, request, ("wId", "wcId", "content"))
+        if isinstance(auth, Response):
+            return auth
+        account, body = auth
+        send = Send(account, "sendImage2", body["wcId"], "image", body, 3)
+        return await self.deliver(ECLOUD, send, received_at, self.ecloud_ok("发送成功"))
+
+    async def ecloud_send_file(self, request: Request) -> Response:
+        """POST /sendFile {wId, wcId, path, fileName} (WkApi 发送文件消息)."""
+        received_at = time.time()
+        auth = await self.authenticate(ECLOUD, request, ("wId", "wcId", "path", "fileName"))
+        if isinstance(auth, Response):
+            return auth
+        account, body = auth
+        send = Send(account, "sendFile", body["wcId"], "file", body, 6)
+        return await self.deliver(ECLOUD, send, received_at, self.ecloud_ok("成功"))
+
+    async def ecloud_send_url(self, request: Request) -> Response:
+        """POST /sendUrl {wId, wcId, title, url, description, thumbUrl} (WkApi 发送链接消息; its example sends
+        an empty description, so that one may be empty)."""
+        received_at = time.time()
+        auth = await self.authenticate(ECLOUD, request, ("wId", "wcId", "title", "url", "thumbUrl"))
+        if isinstance(auth, Response):
+            return auth
+        account, body = auth
+        problem = None if isinstance(body.get("description"), str) else missing_text("description")
         if problem is not None:
             return ECLOUD.error("param", problem)
-        send = Send(account, "sendApplets", body["wcId"], "miniapp", body, 33)
+        send = Send(account, "sendUrl", body["wcId"], "link", body, 5)
         return await self.deliver(ECLOUD, send, received_at, self.ecloud_ok("发送成功"))
 
     async def ecloud_revoke(self, request: Request) -> Response:
@@ -743,7 +862,9 @@ class Handlers:
         return await self.revoke_recorded(ECLOUD, "ecloud", request, ("wId", "wcId"), "wcId", ok)
 
     async def ecloud_is_online(self, request: Request) -> Response:
-        """POST /isOnline: code "1000" with `data.isOnline` true or false (offline is a successful call).
+        """POST /isOnline: code "1000" with `data.isOnline` true when online; offline answers the failure code
+        of the page's table ("1000成功（在线），10001失败（离线）", the envelope's 1001 elsewhere) — its example
+        also shows `isOnline: false` under 1000, which the backend reads the same.
 
         2048537793/WkApi `api-wen-dang/wei-xin-guan-li/cha-xun-wei-xin-shi-fou-zai-xian.md`.
         """
@@ -754,7 +875,9 @@ class Handlers:
         fault = self.account_fault(account, None)
         if fault is not None and fault.kind == "token_invalid":
             return ECLOUD.error("token", account.token)
-        return JSONResponse({"message": "成功", "code": "1000", "data": {"isOnline": fault is None}})
+        if fault is not None:
+            return JSONResponse({"message": "失败", "code": "1001", "data": None})
+        return JSONResponse({"message": "成功", "code": "1000", "data": {"isOnline": True}})
 
     # -- OHwxapi MagicCgi -----------------------------------------------------------------------
 

@@ -46,8 +46,15 @@ FAULT_KINDS: Final = frozenset(
         "generic",
         # the account is offline but the vendor's online check still says online (Devo919/Gewechat#36, #224)
         "offline_hidden",
-        # the daily mini-program cap: only mini-program sends hit it (Devo919/Gewechat#176)
+        # the daily mini-program cap: only mini-program sends hit it; WeChat's words "Too many attempts. Try
+        # again later" (wechaty/python-wechaty#133)
         "daily_cap",
+        # a mini-program refused for its cover: GeWe 发送小程序失败 + data.code "-2" (Devo919/Gewechat#176,
+        # #182: "cover under 50 KB")
+        "cover_refused",
+        # a recipient who has not accepted the friend request yet, in the words that read like throttling
+        # (发送消息过于频繁，等待对方接受你的好友请求后再发: youfou/wxpy#21)
+        "friend_pending",
     }
 )
 
@@ -277,6 +284,8 @@ class SimState:
         self._faults: list[Fault] = []
         self._fault_seq = 0
         self._latency: tuple[float, float] = (0.0, 0.0)
+        #: extra seconds a media send (image, file) takes: the vendor fetches the URL itself
+        self._media_s: tuple[float, float] = (0.0, 0.0)
         self._revokes: list[RevokeRecord] = []
         self._revoke_seq = 0
         self._revoke_window_s = REVOKE_WINDOW_S
@@ -581,6 +590,26 @@ class SimState:
         with self._lock:
             self._latency = (float(latency_s), float(spread_s))
 
+    def set_media_latency(self, low_s: float, high_s: float) -> None:
+        """Media sends (image, file) take uniformly ``low_s``–``high_s`` more: GeWe and E云 fetch the URL
+        before they answer (real fetches take 2–10 s; vendor clients use 15–60 s timeouts)."""
+        for value in (low_s, high_s):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_LATENCY_S:
+                raise ValueError(f"media_s bounds must be numbers within [0, {MAX_LATENCY_S:g}]")
+        if high_s < low_s:
+            raise ValueError("media_s: the upper bound is below the lower one")
+        with self._lock:
+            self._media_s = (float(low_s), float(high_s))
+
+    def media_latency(self) -> tuple[float, float]:
+        """The configured media fetch time bounds (0, 0: none)."""
+        return self._media_s
+
+    def draw_media_latency(self) -> float:
+        """Seconds a media send spends fetching its URL."""
+        low, high = self._media_s
+        return low if high == low else self._rng.uniform(low, high)
+
     def latency(self) -> tuple[float, float]:
         """The configured (latency_s, spread_s); (0, 0) answers at once."""
         return self._latency
@@ -599,6 +628,7 @@ class SimState:
         keep counting up)."""
         with self._lock:
             self._latency = (0.0, 0.0)
+            self._media_s = (0.0, 0.0)
             self._revoke_window_s = REVOKE_WINDOW_S
             self._revokes.clear()
             self._sends.clear()

@@ -124,6 +124,9 @@ FAST_ENV = {
     "BROADCAST_VENDOR_CONNECT_TIMEOUT_S": "1",
     "BROADCAST_VENDOR_POOL_TIMEOUT_S": "0.5",
     "BROADCAST_VENDOR_DEADLINE_S": "1.5",
+    # after an abandoned call the account cools down (30 s by default): short here, tests/test_media_e2e.py
+    # checks it with its own value
+    "BROADCAST_ABANDONED_COOLDOWN_S": "0.5",
     "BROADCAST_WORKER_CONCURRENCY": "32",
     # one worker process per test stack (faster to start); tests/test_worker_processes.py runs several
     "BROADCAST_WORKER_PROCESSES": "1",

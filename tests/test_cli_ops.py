@@ -230,7 +230,7 @@ def test_campaigns_from_csv_and_jsonl_are_watched_to_the_end_and_exported(api_st
         "--watch", "--json",
     )  # fmt: skip
     accepted, final = json_docs(ok(proc))
-    assert accepted == {"id": accepted["id"], "total": 6, "duplicates": 0, "status": "active"}
+    assert accepted == {"id": accepted["id"], "total": 6, "duplicates": 0, "status": "active", "audience": None}
     assert final["id"] == accepted["id"] and final["status"] == "finished" and final["counts"]["sent"] == 6
     by_to = {d["to"]: d for d in all_deliveries(api_stack, accepted["id"])}
     assert by_to["wxid_jl0"]["account"] == by_to["wxid_jl1"]["account"] == "ec"
@@ -475,3 +475,31 @@ def test_schedules_create_list_show_delete(api_stack: ApiStack) -> None:
     assert ok(run("schedules", "delete", sid)).strip() == f"schedule {sid} deleted"
     assert run("schedules", "show", sid).returncode == 2
     assert sid not in ok(run("schedules", "list"))
+
+
+def test_message_options_build_each_new_kind_and_refuse_half_given_ones(tmp_path: Path) -> None:
+    """Issue 20: --image, --file with --file-name, --link with --title and --thumb, --message-file for sequences."""
+    import typer
+
+    from scheduler.cli.options import message_body
+
+    assert message_body({"image": "https://c/p.jpg"}) == {"kind": "image", "url": "https://c/p.jpg"}
+    assert message_body({"file": "https://c/p.pdf", "file_name": "报价单.pdf"}) == {
+        "kind": "file", "url": "https://c/p.pdf", "name": "报价单.pdf"
+    }  # fmt: skip
+    link = message_body({"link": "https://s/1", "title": "会场", "thumb": "https://c/t.jpg"})
+    assert link == {
+        "kind": "link",
+        "url": "https://s/1",
+        "title": "会场",
+        "thumb_url": "https://c/t.jpg",
+        "description": "",
+    }
+    sequence = tmp_path / "seq.json"
+    sequence.write_text('{"kind": "sequence", "parts": [{"kind": "text", "text": "hi"}]}', encoding="utf-8")
+    assert message_body({"message_file": sequence})["kind"] == "sequence"
+    for half in ({"file": "https://c/p.pdf"}, {"link": "https://s/1"}, {"text": "x", "title": "t"},
+                 {"text": "x", "image": "https://c/p.jpg"}):  # fmt: skip
+        with pytest.raises(typer.Exit) as info:
+            message_body(half)
+        assert info.value.exit_code == 2

@@ -227,6 +227,38 @@ def test_pasted_xml_is_checked_live_showing_what_was_extracted(stack: ApiStack, 
     assert not all_css(browser, "#c-extracted")
 
 
+def test_new_campaign_form_previews_media_and_sequences_with_the_vendors_that_carry_them(
+    stack: ApiStack, browser: Any
+) -> None:
+    """Issue 20: image, file, link and sequence kinds in the form; the check names the vendors that carry it
+    and shows each part of a sequence as the recipient gets it."""
+    from selenium.webdriver.support.ui import Select
+
+    open_page(browser, stack, "new")
+    Select(by_css(browser, "#c-kind")).select_by_value("image")
+    browser.execute_script(
+        "const x = document.querySelector('#c-media_url'); x.value = 'https://cdn.example.com/p.jpg';"
+        "x.dispatchEvent(new Event('input', {bubbles: true}))"
+    )
+    until(lambda: "ecloud, gewe" in by_css(browser, "#c-vendors").text, "the vendors carrying an image")
+    assert "p.jpg" in by_css(browser, "#c-check").text
+    Select(by_css(browser, "#c-kind")).select_by_value("sequence")
+    browser.execute_script(  # the example sequence, touched: text, image, link
+        "document.querySelector('#c-sequence').dispatchEvent(new Event('input', {bubbles: true}))"
+    )
+    until(lambda: len(all_css(browser, "#c-parts li")) == 3, "the three parts")
+    parts = [li.text for li in all_css(browser, "#c-parts li")]
+    assert "第 1 条 · text" in parts[0] and "第 3 条 · link" in parts[2] and "<type>5</type>" in parts[2]
+    assert "ecloud, gewe" in by_css(browser, "#c-vendors").text  # the image part: not gewe-legacy, not MagicCgi
+    screenshot(browser, "console", "new-campaign-sequence")
+    browser.execute_script(  # a part a vendor would refuse: the check names the field
+        "const x = document.querySelector('#c-sequence');"
+        "x.value = JSON.stringify({kind: 'sequence', parts: [{kind: 'image', url: 'ftp://x'}]});"
+        "x.dispatchEvent(new Event('input', {bubbles: true}))"
+    )
+    until(lambda: "message.parts[0].url" in by_css(browser, "#c-check").text, "the refusal naming the part's field")
+
+
 def test_export_downloads_every_delivery_with_iso_times(stack: ApiStack, browser: Any, tmp_path: Path) -> None:
     import csv
     import json

@@ -108,12 +108,12 @@ def test_broadcast_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=150,
         )  # fmt: skip
         assert demo.returncode == 0, demo.stdout + demo.stderr
-        assert "demo finished: 16/16 sent" in demo.stdout, demo.stdout
+        assert "demo finished: 24/24 sent" in demo.stdout, demo.stdout
         assert re.search(r"\b\d{17,20}\b", demo.stdout), "new_msg_ids are shown"
         campaigns = httpx.get(
             f"{api.group(1)}/v1/campaigns", headers={"Authorization": f"Bearer {token.group(1)}"}
         ).json()
-        assert len(campaigns["campaigns"]) == 4 and all(c["status"] == "finished" for c in campaigns["campaigns"])
+        assert len(campaigns["campaigns"]) == 6 and all(c["status"] == "finished" for c in campaigns["campaigns"])
 
         # the opt-out loop (README, "Recipient hygiene"): the callback URL is set at the simulated vendor, a
         # friend answers 退订 there, and the suppression list has them

@@ -41,7 +41,11 @@ async def _post_texts(url: str, count: int) -> None:
 
 def test_sends_answer_after_the_latency_and_overlap(sim: SimulatorServer, admin: httpx.Client) -> None:
     """Each send is held for the latency, and concurrent sends are held together (asyncio.sleep, not a block)."""
-    assert admin.post("/_sim/latency", json={"latency_s": 0.3}).json() == {"latency_s": 0.3, "spread_s": 0.0}
+    assert admin.post("/_sim/latency", json={"latency_s": 0.3}).json() == {
+        "latency_s": 0.3,
+        "spread_s": 0.0,
+        "media_s": [0.0, 0.0],
+    }
     asyncio.run(_post_texts(sim.url, 5))
     records = admin.get("/_sim/sends", params={"instance": "wx_demo_gewe"}).json()["sends"]
     assert len(records) == 5
@@ -53,9 +57,10 @@ def test_sends_answer_after_the_latency_and_overlap(sim: SimulatorServer, admin:
 
 def test_reset_clears_the_latency(admin: httpx.Client) -> None:
     admin.post("/_sim/latency", json={"latency_s": 1.5, "spread_s": 0.5}).raise_for_status()
-    assert admin.get("/_sim/latency").json() == {"latency_s": 1.5, "spread_s": 0.5}
+    admin.post("/_sim/latency", json={"media_s": [2, 10]}).raise_for_status()  # the other part is kept
+    assert admin.get("/_sim/latency").json() == {"latency_s": 1.5, "spread_s": 0.5, "media_s": [2.0, 10.0]}
     admin.post("/_sim/reset").raise_for_status()
-    assert admin.get("/_sim/latency").json() == {"latency_s": 0.0, "spread_s": 0.0}
+    assert admin.get("/_sim/latency").json() == {"latency_s": 0.0, "spread_s": 0.0, "media_s": [0.0, 0.0]}
 
 
 @pytest.mark.parametrize(
@@ -67,13 +72,16 @@ def test_reset_clears_the_latency(admin: httpx.Client) -> None:
         ({"latency_s": 0.2, "spread_s": 0.3}, "spread_s"),
         ({"latency_s": 0.2, "spread_s": True}, "spread_s"),
         ({"latency": 0.2}, "latency"),
+        ({"media_s": [3, 2]}, "media_s"),
+        ({"media_s": 2}, "media_s"),
+        ({"media_s": [-1, 2]}, "media_s"),
     ],
 )
 def test_bad_latency_is_refused_naming_the_field(admin: httpx.Client, body: dict[str, object], field: str) -> None:
     response = admin.post("/_sim/latency", json=body)
     assert response.status_code == 400
     assert field in response.json()["error"]
-    assert admin.get("/_sim/latency").json() == {"latency_s": 0.0, "spread_s": 0.0}
+    assert admin.get("/_sim/latency").json() == {"latency_s": 0.0, "spread_s": 0.0, "media_s": [0.0, 0.0]}
 
 
 def test_spread_draws_uniformly_within_bounds() -> None:

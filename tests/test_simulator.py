@@ -369,14 +369,14 @@ def test_ecloud_revoke_and_is_online(client: httpx.Client) -> None:
     assert client.post("/revokeMsg", headers=ECLOUD_TOKEN, json=revoke).json()["code"] == "1000"
     assert sends(client)[0]["revoked"] is True
 
-    # an offline account is a successful call with isOnline false
-    # (2048537793/WkApi api-wen-dang/wei-xin-guan-li/cha-xun-wei-xin-shi-fou-zai-xian.md)
+    # an offline account answers the page's failure code ("1000成功（在线），10001失败（离线）"; 1001 is the
+    # envelope's failure code everywhere else) (2048537793/WkApi api-wen-dang/wei-xin-guan-li/cha-xun-wei-xin-shi-fou-zai-xian.md)
     online = {"wId": "demo-ecloud-wid"}
     r = client.post("/isOnline", headers=ECLOUD_TOKEN, json=online).json()
     assert r == {"message": "成功", "code": "1000", "data": {"isOnline": True}}
     add_fault(client, kind="offline", vendor="ecloud", instance="demo-ecloud-wid")
     r = client.post("/isOnline", headers=ECLOUD_TOKEN, json=online).json()
-    assert r == {"message": "成功", "code": "1000", "data": {"isOnline": False}}
+    assert r == {"message": "失败", "code": "1001", "data": None}
     assert error_text("ecloud", ecloud_text(client).json()) == "微信已离线"
 
 
@@ -441,7 +441,7 @@ ENVELOPE_FAULTS = {
         "gewe": "发送频率过快",
         "gewe-legacy": "发送频率过快",
         "ecloud": "发送频率过快",
-        "ohwxapi": "发送消息过于频繁",
+        "ohwxapi": "",  # Ret 241 with an empty ErrMsg (as SZUEA/AJBot reads it): test_ohwx_throttled_is_ret_241
     },
     "offline": dict.fromkeys(SENDERS, "微信已离线"),
     "offline_hidden": dict.fromkeys(SENDERS, "微信已离线"),
@@ -467,6 +467,11 @@ def test_envelope_faults(client: httpx.Client, vendor: str, kind: str) -> None:
     assert sends(client) == []
     assert is_success(vendor, SENDERS[vendor](client).json())  # times=1: used up
     assert len(sends(client)) == 1
+
+
+def test_ohwx_throttled_is_ret_241(client: httpx.Client) -> None:
+    add_fault(client, kind="throttled", vendor="ohwxapi", times=1)
+    assert ohwx_text(client).json() == {"CgiBaseResponse": {"ErrMsg": "", "Ret": 241}, "ResponseData": None}
 
 
 def test_gewe_fault_envelopes_exact(client: httpx.Client) -> None:
@@ -602,8 +607,8 @@ def test_daily_cap_fault_hits_only_mini_programs(client: httpx.Client) -> None:
     assert gewe_text(client).json()["ret"] == 200  # text is not capped
     base = {"appId": "wx_demo_gewe", "toWxid": "g@chatroom"}
     r = client.post("/gewe/v2/api/message/postAppMsg", headers=GEWE_TOKEN, json={**base, "appmsg": MINI_APPMSG})
-    # Devo919/Gewechat#176
-    assert r.json() == {"ret": 500, "msg": "发送小程序失败", "data": {"code": "-2", "msg": None}}
+    # WeChat's words for the cap (wechaty/python-wechaty#133); 发送小程序失败 -2 is the cover (cover_refused)
+    assert r.json() == {"ret": 500, "msg": "Too many attempts. Try again later", "data": None}
     r = client.post("/gewe/v2/api/message/postAppMsg", headers=GEWE_TOKEN, json={**base, "appmsg": APPMSG})
     assert r.json()["ret"] == 200  # a link card is not a mini-program
     assert [s["kind"] for s in sends(client)] == ["text", "app"]
@@ -639,12 +644,16 @@ def test_ecloud_mini_program_cover_and_card_icon(client: httpx.Client) -> None:
         "title": "t",
         "userName": "gh_1@app",
     }
-    assert client.post("/sendApplets", headers=ECLOUD_TOKEN, json={**base, **card}).json()["code"] == "1000"
+    # iconUrl is marked required (wkteam.cn 发送小程序): missing or empty is refused like any required field
+    assert client.post("/sendApplets", headers=ECLOUD_TOKEN, json={**base, **card}).json()["code"] == "1001"
     with_empty_icon = {**base, **card, "iconUrl": ""}
-    assert client.post("/sendApplets", headers=ECLOUD_TOKEN, json=with_empty_icon).json()["code"] == "1000"
+    r = client.post("/sendApplets", headers=ECLOUD_TOKEN, json=with_empty_icon).json()
+    assert r == {"code": "1001", "message": "参数错误: iconUrl 不能为空", "data": None}
     bad_icon = {**base, **card, "iconUrl": 5}
     assert client.post("/sendApplets", headers=ECLOUD_TOKEN, json=bad_icon).json()["code"] == "1001"
-    assert [s["endpoint"] for s in sends(client)] == ["sendApplets", "sendApplets"]
+    with_icon = {**base, **card, "iconUrl": "https://i"}
+    assert client.post("/sendApplets", headers=ECLOUD_TOKEN, json=with_icon).json()["code"] == "1000"
+    assert [s["endpoint"] for s in sends(client)] == ["sendApplets"]
 
 
 def test_gewe_forward_mini_app_accepts_the_vendor_example_shape(client: httpx.Client) -> None:

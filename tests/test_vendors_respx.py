@@ -11,6 +11,7 @@ import pytest
 import respx
 
 from worker.errors import (
+    AbandonedError,
     AccountDownError,
     AmbiguousError,
     DailyCapError,
@@ -179,7 +180,8 @@ def test_statuses_answered_before_forwarding_are_transient(router: respx.Router,
 @pytest.mark.parametrize("vendor", VENDORS)
 def test_read_timeout_is_ambiguous(router: respx.Router, vendor: str) -> None:
     error = send_error(router, vendor, side_effect=httpx.ReadTimeout)
-    assert type(error) is AmbiguousError
+    # abandoned unanswered: still an unknown outcome (the account also cools down, see test_media_e2e)
+    assert type(error) is AbandonedError and isinstance(error, AmbiguousError)
     assert "outcome unknown" in str(error)
 
 
@@ -363,7 +365,8 @@ def test_vendor_text_echoing_the_token_is_redacted_not_dropped(router: respx.Rou
 
 
 def test_ecloud_is_online_reads_data_is_online(router: respx.Router) -> None:
-    """2048537793/WkApi api-wen-dang/wei-xin-guan-li/cha-xun-wei-xin-shi-fou-zai-xian.md: both answers are 1000."""
+    """2048537793/WkApi api-wen-dang/wei-xin-guan-li/cha-xun-wei-xin-shi-fou-zai-xian.md: its examples answer
+    1000 with isOnline true/false, its table says "1000成功（在线），10001失败（离线）": a failure code is offline."""
     route = router.post(f"{BASE}/isOnline")
     backend, client = make_backend("ecloud")
     with client:
@@ -371,9 +374,13 @@ def test_ecloud_is_online_reads_data_is_online(router: respx.Router) -> None:
         assert backend.check_online() is True
         route.respond(200, json={"message": "成功", "code": "1000", "data": {"isOnline": False}})
         assert backend.check_online() is False
-        # a failure code is the check failing, not "offline": it raises
-        route.respond(200, json={"message": "失败", "code": "1001", "data": None})
-        with pytest.raises(VendorFailure):
+        # the table's failure code is "offline" (the account is down), not a failed check (issue 20)
+        for code in ("1001", "10001", 1001):
+            route.respond(200, json={"message": "失败", "code": code, "data": None})
+            assert backend.check_online() is False
+        # any other code is the check itself failing: it raises
+        route.respond(200, json={"message": "Authorization 不可用或已过期", "code": "1002", "data": None})
+        with pytest.raises(AccountDownError):
             backend.check_online()
     assert json.loads(route.calls.last.request.content) == {"wId": "inst_42"}
 
@@ -391,6 +398,10 @@ def test_ecloud_is_online_reads_data_is_online(router: respx.Router) -> None:
         ("群已解散", PermanentError),
         ("已解散", PermanentError),
         ("Too many attempts. Try again later", DailyCapError),
+        # 接受 as well as 接收 (youfou/wxpy#21): not a friend yet, not throttling
+        ("发送消息过于频繁，等待对方接受你的好友请求后再发", NotFriendError),
+        # GeWe without its token header (hanfangyuan4396/dify-on-wechat#340): account down (token)
+        ("header:X-GEWE-TOKEN 不可为空", AccountDownError),
     ],
 )
 def test_round2_failure_texts(router: respx.Router, text: str, expected: type[VendorError]) -> None:
@@ -405,14 +416,30 @@ def test_classifier_checks_permanent_before_throttled() -> None:
     assert classify_vendor_text("操作过于频繁") is ThrottledError
 
 
-def test_gewe_mini_program_daily_cap_needs_code_minus_2(router: respx.Router) -> None:
-    """Devo919/Gewechat#176: ``{"ret":500,"msg":"发送小程序失败","data":{"code":"-2","msg":null}}``."""
-    capped = {"ret": 500, "msg": "发送小程序失败", "data": {"code": "-2", "msg": None}}
-    error = send_error(router, "gewe", return_value=httpx.Response(200, json=capped))
-    assert type(error) is DailyCapError and error.error_class == "daily_cap" and error.code == "-2"
+def test_gewe_mini_program_code_minus_2_is_the_cover_not_a_cap(router: respx.Router) -> None:
+    """Devo919/Gewechat#176 ``{"ret":500,"msg":"发送小程序失败","data":{"code":"-2","msg":null}}`` is tied to the
+    cover image (#182, maintainer: cover under 50 KB): a permanent failure with a hint, never a daily cap."""
+    refused = {"ret": 500, "msg": "发送小程序失败", "data": {"code": "-2", "msg": None}}
+    error = send_error(router, "gewe", return_value=httpx.Response(200, json=refused))
+    assert type(error) is PermanentError and error.code == "-2"
+    assert "50 KB" in str(error) and "封面" in str(error)
     router.routes.clear()
     other = {"ret": 500, "msg": "发送小程序失败", "data": {"code": "-1", "msg": None}}
     assert type(send_error(router, "gewe", return_value=httpx.Response(200, json=other))) is VendorFailure
+
+
+@pytest.mark.parametrize(
+    ("ret", "cls", "meaning"),
+    [(110, PermanentError, "移出该群"), (120, PermanentError, "禁言"), (241, ThrottledError, "频率过快"),
+     (299, ThrottledError, "频率限制")],
+)  # fmt: skip
+def test_magiccgi_ret_codes_mean_what_ajbot_reads_even_with_an_empty_errmsg(
+    router: respx.Router, ret: int, cls: type[VendorError], meaning: str
+) -> None:
+    """SZUEA/AJBot (EAbotoy): Ret 110 removed from the group, 120 muted, 241 too fast, 299 group rate limit."""
+    answer = {"CgiBaseResponse": {"ErrMsg": "", "Ret": ret}, "ResponseData": None}
+    error = send_error(router, "ohwxapi", return_value=httpx.Response(200, json=answer))
+    assert type(error) is cls and error.code == str(ret) and meaning in str(error)
 
 
 def test_gewe_token_echo_is_redacted_even_for_a_token_we_did_not_send(router: respx.Router) -> None:
@@ -575,8 +602,11 @@ def test_ecloud_structured_card_without_icon_uses_send_applets(router: respx.Rou
     }
     with client:
         backend.send(TO, parse_message(card))
-    body = json.loads(route.calls.last.request.content)
-    assert body["iconUrl"] == "" and body["thumbUrl"] == "https://c.example/1.jpg"
+        body = json.loads(route.calls.last.request.content)
+        # iconUrl is marked required (wkteam.cn 发送小程序): never empty; without an icon, the cover stands in
+        assert body["iconUrl"] == "https://c.example/1.jpg" and body["thumbUrl"] == "https://c.example/1.jpg"
+        backend.send(TO, parse_message({**card, "icon_url": "https://i.example/icon.png"}))
+    assert json.loads(route.calls.last.request.content)["iconUrl"] == "https://i.example/icon.png"
 
 
 def test_ecloud_refuses_a_pasted_mini_program_without_cover() -> None:
@@ -593,3 +623,13 @@ def test_a_vendor_saying_it_timed_out_is_an_unknown_outcome(text: str) -> None:
     assert classify_vendor_text(text) is AmbiguousError
     # an explicit refusal still wins over a mention of a timeout
     assert classify_vendor_text("对方不是你的好友 (timeout)") is NotFriendError
+
+
+@pytest.mark.parametrize("vendor", ["gewe-legacy", "ohwxapi"])
+def test_a_kind_the_vendor_cannot_carry_is_refused_before_any_request(router: respx.Router, vendor: str) -> None:
+    """Refused at submission (422); one that slipped through (the account's vendor changed) dies unsent."""
+    backend, client = make_backend(vendor)
+    with client, pytest.raises(MessageError) as info:
+        backend.send(TO, parse_message({"kind": "image", "url": "https://c/p.jpg"}))
+    assert info.value.field == "message.kind" and vendor in str(info.value)
+    assert not router.calls

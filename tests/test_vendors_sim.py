@@ -20,6 +20,7 @@ from worker.errors import (
     DailyCapError,
     MessageError,
     NotFriendError,
+    PermanentError,
     RevokeRefusedError,
     ThrottledError,
     TransientError,
@@ -90,7 +91,7 @@ EXPECTED_ENDPOINT = {
     "ecloud": {
         "text": "sendText",
         "mini-structured": "sendApplets",
-        "mini-structured-no-icon": "sendApplets",  # iconUrl is unused by the vendor
+        "mini-structured-no-icon": "sendApplets",  # iconUrl required: the cover stands in (the sim refuses "")
         "default": "sendApplet",
     },
     "ohwxapi": {"text": "CgiCmd522", "default": "CgiCmd222"},
@@ -338,12 +339,53 @@ def test_gewe_daily_cap_is_its_own_class_and_spares_other_kinds(
     sim_admin.post("/_sim/faults", json={"kind": "daily_cap", "vendor": "gewe"}).raise_for_status()
     backend = backend_for(account_for(sim, "gewe"), http)
     for case in ("mini-structured", "mini-xml", "mini-msg-cover"):
-        with pytest.raises(DailyCapError) as info:
+        with pytest.raises(DailyCapError, match="Too many attempts") as info:
             backend.send(GROUP, parse_message(MESSAGES[case]))
-        assert info.value.error_class == "daily_cap" and info.value.code == "-2"
+        assert info.value.error_class == "daily_cap"
     backend.send(GROUP, parse_message(MESSAGES["text"]))
     backend.send(GROUP, parse_message(MESSAGES["appmsg-file"]))
     assert [r["kind"] for r in sends(sim_admin)] == ["text", "app"]
+
+
+def test_gewe_cover_refusal_is_permanent_with_a_hint(
+    sim: SimulatorServer, sim_admin: httpx.Client, http: httpx.Client
+) -> None:
+    """发送小程序失败 + data.code "-2" (Devo919/Gewechat#176, #182): that message fails for its cover; no cap."""
+    sim_admin.post("/_sim/faults", json={"kind": "cover_refused", "vendor": "gewe", "times": 1}).raise_for_status()
+    backend = backend_for(account_for(sim, "gewe"), http)
+    with pytest.raises(PermanentError, match="50 KB") as info:
+        backend.send(GROUP, parse_message(MESSAGES["mini-structured"]))
+    assert info.value.code == "-2" and not isinstance(info.value, DailyCapError)
+    backend.send(GROUP, parse_message(MESSAGES["mini-structured"]))  # the fault was one answer: no hold
+
+
+def test_fidelity_round_3_against_the_simulator(
+    sim: SimulatorServer, sim_admin: httpx.Client, http: httpx.Client
+) -> None:
+    """Issue 20: each answer as the simulator gives it (docs/vendors.md names the source of each)."""
+    # E云 isOnline answering the failure code of its table is "offline", not a failed check (WkApi)
+    ecloud_backend = backend_for(account_for(sim, "ecloud"), http)
+    assert ecloud_backend.check_online() is True
+    sim_admin.post("/_sim/faults", json={"kind": "offline", "vendor": "ecloud", "times": 1}).raise_for_status()
+    assert ecloud_backend.check_online() is False
+    # E云 sendApplets: iconUrl never empty (the simulator refuses it empty, as the docs mark it required)
+    ecloud_backend.send(TO, parse_message(MESSAGES["mini-structured-no-icon"]))
+    (card,) = [r for r in sends(sim_admin) if r["endpoint"] == "sendApplets"]
+    assert card["body"]["iconUrl"] == MESSAGES["mini-structured-no-icon"]["cover_url"]
+    # GeWe without its token header: account down (token), not a generic failure
+    with pytest.raises(AccountDownError, match="不可为空"):
+        backend_for(account_for(sim, "gewe", token=""), http).send(TO, parse_message(MESSAGES["text"]))
+    # MagicCgi's "too fast" is Ret 241 with an empty ErrMsg: throttled (SZUEA/AJBot)
+    sim_admin.post("/_sim/faults", json={"kind": "throttled", "vendor": "ohwxapi", "times": 1}).raise_for_status()
+    with pytest.raises(ThrottledError) as info:
+        backend_for(account_for(sim, "ohwxapi"), http).send(TO, parse_message(MESSAGES["text"]))
+    assert info.value.code == "241"
+    # 等待对方接受你的好友请求 reads like throttling but is a recipient not yet a friend: permanent
+    for vendor in ("gewe", "ecloud"):
+        fault = {"kind": "friend_pending", "vendor": vendor, "times": 1}
+        sim_admin.post("/_sim/faults", json=fault).raise_for_status()
+        with pytest.raises(NotFriendError, match="接受"):
+            backend_for(account_for(sim, vendor), http).send(TO, parse_message(MESSAGES["text"]))
 
 
 def test_gewe_check_online_true_while_sends_fail(

@@ -119,6 +119,11 @@ class AmbiguousError(VendorError):
     error_class = "ambiguous"
 
 
+class AbandonedError(AmbiguousError):
+    """An unknown outcome because we stopped waiting (read timeout or the call's deadline) while the vendor
+    may still be working on the request: the account cools down before its next send."""
+
+
 class AccountDownError(VendorError):
     """Token invalid or expired, account offline, unknown device: every send from it will fail."""
 

@@ -1,8 +1,8 @@
 """The message model: what a user asks us to send, validated once at the door.
 
-Three kinds (the design contract): ``text`` (with mentions or mention-all), ``miniprogram`` (structured
-card fields, or pasted XML with an optional fresh cover) and ``appmsg`` (pasted XML: links, files,
-video-channel posts). Pasted XML is parsed safely and normalized to its ``<appmsg>`` node at validation,
+Kinds: ``text`` (with mentions or mention-all), ``miniprogram`` (structured card fields, or pasted XML
+with an optional fresh cover), ``appmsg`` (pasted XML: links, files, video-channel posts), and the media
+kinds ``image``, ``file`` and ``link`` (issue 20; which vendor carries which is ``worker.vendors.KINDS``). Pasted XML is parsed safely and normalized to its ``<appmsg>`` node at validation,
 so a stored job holds only what the vendor needs, already known to be well-formed.
 
 Personalisation: :meth:`render` fills ``{placeholders}`` from a recipient's variables. Validation of a
@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal, get_args
 
 from annotated_types import MaxLen
@@ -40,8 +40,11 @@ _WECHAT_ID = re.compile(WECHAT_ID_PATTERN)
 _UNSENDABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 #: Identifiers and URLs of a mini-program card: no control character at all, line breaks included.
 _UNSENDABLE_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
-#: Structured mini-program fields that are identifiers or URLs (one line).
-_ONE_LINE_FIELDS = frozenset({"app_id", "username", "page_path", "cover_url", "icon_url"})
+#: Fields that are identifiers or URLs (one line): mini-program cards, media and link URLs, file names.
+_ONE_LINE_FIELDS = frozenset({"app_id", "username", "page_path", "cover_url", "icon_url", "url", "thumb_url", "name"})
+#: A URL the vendor fetches or the recipient opens: http(s), no whitespace.
+_URL_PATTERN = r"^https?://\S+$"
+MAX_URL_CHARS = 2048
 #: What the XML serializer may turn one character into, at most (``"`` → ``&quot;``): bytes added.
 _XML_ESCAPE_GROWTH = 5
 _XML_ESCAPED = re.compile('[&<>"\t\n\r]')
@@ -344,6 +347,69 @@ class AppMsgMessage(_Base):
         return rendered
 
 
+class _PlainFields(_Base):
+    """A kind made of plain one-line or text fields (no XML): placeholders are filled as text."""
+
+    def render(self, variables: dict[str, str] | None) -> Any:
+        """The message with placeholders filled."""
+        if not self.placeholders():
+            return self
+        self._before_render(variables)
+        values = variables or {}
+        update = {
+            name: xmlsafe.substitute_text(value, values, field=f"message.{name}")
+            for name, value in self.model_dump(exclude={"kind"}).items()
+            if isinstance(value, str) and xmlsafe.placeholders(value)
+        }
+        rendered = self.model_copy(update=update)
+        self._after_render(rendered)
+        return rendered
+
+
+class ImageMessage(_PlainFields):
+    """An image the vendor fetches from ``url`` (GeWe ``postImage``, E云 ``sendImage2``): a poster."""
+
+    kind: Literal["image"] = "image"
+    url: str = Field(min_length=1, max_length=MAX_URL_CHARS, pattern=_URL_PATTERN)
+
+
+class FileMessage(_PlainFields):
+    """A file the vendor fetches from ``url`` and shows as ``name`` (GeWe ``postFile``, E云 ``sendFile``)."""
+
+    kind: Literal["file"] = "file"
+    url: str = Field(min_length=1, max_length=MAX_URL_CHARS, pattern=_URL_PATTERN)
+    name: str = Field(min_length=1, max_length=255)
+
+    @field_validator("name")
+    @classmethod
+    def _name_sendable(cls, value: str) -> str:
+        if "/" in value or "\\" in value:
+            raise ValueError("a file name has no path separators")
+        return _sendable(value, one_line=True) or value
+
+
+class LinkMessage(_PlainFields):
+    """A link card: GeWe ``postLink``, E云 ``sendUrl``; a type-5 app XML where only XML is taken."""
+
+    kind: Literal["link"] = "link"
+    title: str = Field(min_length=1, max_length=512)
+    description: str = Field(default="", max_length=1024)
+    url: str = Field(min_length=1, max_length=MAX_URL_CHARS, pattern=_URL_PATTERN)
+    #: the card's picture: GeWe postLink and E云 sendUrl mark it required (E云: under 50 KB)
+    thumb_url: str = Field(min_length=1, max_length=MAX_URL_CHARS, pattern=_URL_PATTERN)
+
+    @field_validator("title", "description")
+    @classmethod
+    def _text_sendable(cls, value: str) -> str:
+        return _sendable(value) or value
+
+    def appmsg_xml(self) -> str:
+        """The type-5 ``<appmsg>`` for XML-only endpoints (values escaped by the serializer)."""
+        return xmlsafe.build_link_appmsg(
+            title=self.title, description=self.description, url=self.url, thumb_url=self.thumb_url
+        )
+
+
 def _extract(value: str, field: str, *, keep_msg: bool = False) -> str:
     _sendable(value)
     try:
@@ -355,10 +421,51 @@ def _extract(value: str, field: str, *, keep_msg: bool = False) -> str:
         raise ValueError(str(exc).removeprefix(f"{field}: ")) from None
 
 
+#: The kinds one vendor call sends (a sequence's parts are these).
+SingleMessage = TextMessage | MiniProgramMessage | AppMsgMessage | ImageMessage | FileMessage | LinkMessage
+#: Parts a sequence may hold ("a line of text, then the image, then the mini-program card").
+MAX_PARTS = 5
+
+
+class SequenceMessage(_Base):
+    """Up to five messages to the same recipient, in order, from the same account, each its own vendor
+    call paced like a send (docs/design.md, "Sequences"). Placeholders are filled in every part."""
+
+    kind: Literal["sequence"] = "sequence"
+    parts: list[Annotated[SingleMessage, Field(discriminator="kind")]] = Field(min_length=1, max_length=MAX_PARTS)
+
+    def placeholders(self) -> set[str]:
+        """Every ``{name}`` any part uses."""
+        names: set[str] = set()
+        for part in self.parts:
+            names |= part.placeholders()
+        return names
+
+    def size_plan(self) -> SizePlan:
+        """Every part's plan, its fields named ``parts.<i>.<field>``."""
+        fields: list[_FieldPlan] = []
+        for i, part in enumerate(self.parts):
+            fields += [replace(plan, name=f"parts.{i}.{plan.name}") for plan in part.size_plan().fields]
+        return SizePlan(tuple(fields))
+
+    def render(self, variables: dict[str, str] | None) -> SequenceMessage:
+        """Every part with its placeholders filled."""
+        if not self.placeholders():
+            return self
+        return self.model_copy(update={"parts": [part.render(variables) for part in self.parts]})
+
+
 #: The message kinds, the one list (a new kind is added here and nowhere else).
-AnyMessage = TextMessage | MiniProgramMessage | AppMsgMessage
+AnyMessage = SingleMessage | SequenceMessage
 Message = Annotated[AnyMessage, Field(discriminator="kind")]
 MESSAGE_ADAPTER: TypeAdapter[AnyMessage] = TypeAdapter(Message)
+
+
+def parts_of(message: AnyMessage) -> list[SingleMessage]:
+    """The vendor calls a message takes: a sequence's parts, or the message itself."""
+    return list(message.parts) if isinstance(message, SequenceMessage) else [message]
+
+
 #: The ``kind`` of each message type: pydantic puts the matched one first in an error's location.
 MESSAGE_KINDS = frozenset(str(model.model_fields["kind"].default) for model in get_args(AnyMessage))
 
@@ -377,7 +484,14 @@ def _loc(loc: tuple[int | str, ...], prefix: str) -> str:
     # drop the union tag pydantic puts first ("text", "miniprogram"...) once the discriminator matched
     if loc and loc[0] in MESSAGE_KINDS:
         loc = loc[1:]
-    parts = [str(p) for p in loc]
+    # and the tag after a sequence part's index ("parts", 1, "image", "url" → parts[1].url, as the API says)
+    loc = tuple(p for i, p in enumerate(loc) if not (i and isinstance(loc[i - 1], int) and p in MESSAGE_KINDS))
+    parts: list[str] = []
+    for p in loc:
+        if isinstance(p, int) and parts:
+            parts[-1] += f"[{p}]"
+        else:
+            parts.append(str(p))
     return ".".join([prefix, *parts]) if parts else prefix
 
 

@@ -74,9 +74,19 @@ class Settings(BaseSettings):
     vendor_write_timeout_s: float = 10.0
     #: Waiting for a free connection of this process's pool (before anything is sent).
     vendor_pool_timeout_s: float = 5.0
+    #: A pooled connection idle longer than this is closed, never reused for a send. Servers close idle
+    #: connections after their own timeout (uvicorn, Node.js, Apache: 5 s); one that closes just as a
+    #: request goes out leaves it an unknown outcome, so the pool gives connections up well before. 0: a
+    #: fresh connection for every call.
+    vendor_keepalive_s: float = Field(default=2.0, ge=0.0)
     #: One overall deadline per vendor call, from the start of the request to the last byte of the answer.
     #: A call past it is an unknown outcome (the request may have reached the vendor), never resent.
     vendor_deadline_s: float = 45.0
+    #: After a call is abandoned without an answer (read timeout, or its deadline), the account waits this
+    #: long before its next send, shown as the hold ``cooldown`` on the account: the vendor may still be
+    #: working on the abandoned call, and two calls in flight on one WeChat account is what vendors warn
+    #: against (GeWe 账号规范之风险: one call at a time per account).
+    abandoned_cooldown_s: float = Field(default=30.0, ge=0, le=3600)
     #: Tries (first one included) inside one attempt, for errors where the request provably did not leave.
     quick_retries: int = Field(default=3, ge=1, le=10)
     quick_retry_max_wait_s: float = 2.0

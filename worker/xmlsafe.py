@@ -191,6 +191,20 @@ def build_miniprogram_appmsg(card: MiniProgramCard) -> str:
     return serialize(appmsg)
 
 
+def build_link_appmsg(*, title: str, description: str, url: str, thumb_url: str) -> str:
+    """A type-5 link ``<appmsg>`` (title, des, url, thumburl), for vendors that take only XML (gewe-legacy
+    ``sendapp``, MagicCgi CgiCmd 222). Values are set as element text, so lxml escapes them."""
+    appmsg = etree.Element("appmsg", appid="", sdkver="0")
+    _sub(appmsg, "title", title)
+    _sub(appmsg, "des", description)
+    _sub(appmsg, "action", "view")
+    _sub(appmsg, "type", "5")
+    _sub(appmsg, "showtype", "0")
+    _sub(appmsg, "url", url)
+    _sub(appmsg, "thumburl", thumb_url)
+    return serialize(appmsg)
+
+
 def _text(element: etree._Element, path: str) -> str | None:
     found = element.find(path)
     if found is None or found.text is None:

@@ -82,8 +82,10 @@ def field_path(loc: tuple[Any, ...]) -> str:
         if part == "body" and previous is None:
             previous = part
             continue
-        if part in MESSAGE_KINDS and previous == "message":
-            previous = part + "#tag"
+        if part in MESSAGE_KINDS and (
+            previous == "message" or (isinstance(previous, int) and parts[-1:] and parts[-1].startswith("parts["))
+        ):
+            previous = part + "#tag"  # a sequence part's tag too: message.parts[1].url
             continue
         if isinstance(part, int):
             parts[-1:] = [f"{parts[-1]}[{part}]"] if parts else [f"[{part}]"]

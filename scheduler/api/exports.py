@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from scheduler.intake.campaigns import DELIVERY_COLUMNS, Campaigns
+from worker.store.ledger import RESULT_FIELDS
 
 #: The export's CSV columns: the delivery's, with ``sent_at_iso`` right after ``sent_at``.
 EXPORT_COLUMNS = [c for name in DELIVERY_COLUMNS for c in ((name, "sent_at_iso") if name == "sent_at" else (name,))]
@@ -74,8 +75,15 @@ def export_deliveries(
             writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
             for item in items:
                 row = with_iso(item)
-                cells = {**row, **(row.pop("result") or {})}
-                writer.writerow({name: neutralised(value) for name, value in cells.items()})
+                parts = row.pop("parts", None) or []
+                result = row.pop("result", None) or {}
+                if not parts:
+                    writer.writerow({name: neutralised(value) for name, value in {**row, **result}.items()})
+                # a sequence: one row per part (what went to the recipient, message by message), its own ids
+                for part in parts:
+                    ids = {name: part.get(name) for name in RESULT_FIELDS}
+                    cells = {"part": part["index"] + 1, "part_kind": part.get("kind"), "part_status": part["status"]}
+                    writer.writerow({name: neutralised(value) for name, value in {**row, **ids, **cells}.items()})
             yield buffer.getvalue()
         else:
             yield "".join(json.dumps(with_iso(item), ensure_ascii=False) + "\n" for item in items)

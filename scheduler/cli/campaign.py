@@ -14,11 +14,19 @@ from scheduler.cli.client import TERMINAL, CampaignAction, Client
 from scheduler.cli.options import (
     AppmsgOpt,
     AsJson,
+    DescriptionOpt,
+    FileNameOpt,
+    FileOpt,
     IdemOpt,
+    ImageOpt,
+    LinkOpt,
+    MessageFileOpt,
     MessageOpt,
     PriorityOpt,
     SendAtOpt,
     TextOpt,
+    ThumbOpt,
+    TitleOpt,
     Token,
     Url,
     connect,
@@ -157,6 +165,14 @@ def create(
     text: TextOpt = None,
     appmsg_file: AppmsgOpt = None,
     message_json: MessageOpt = None,
+    message_file: MessageFileOpt = None,
+    image: ImageOpt = None,
+    file: FileOpt = None,
+    file_name: FileNameOpt = None,
+    link: LinkOpt = None,
+    title: TitleOpt = None,
+    description: DescriptionOpt = None,
+    thumb: ThumbOpt = None,
     send_at: SendAtOpt = None,
     idempotency_key: IdemOpt = None,
     priority: PriorityOpt = "normal",
@@ -194,7 +210,10 @@ def create(
     """Create a campaign from a recipients file (.csv, .jsonl), or for the accounts' own contacts (an audience:
     --label, --exclude-label, --chatrooms… against the last `contacts sync`); stored atomically or not at all.
     以文件或账号自己的通讯录（标签、群）创建群发。"""
-    spec: dict[str, Any] = {"name": name, "message": message_body(text, appmsg_file, message_json)}
+    spec: dict[str, Any] = {
+        "name": name,
+        "message": message_body(locals()),
+    }
     if account and accounts:
         raise fail("give --account or --accounts, not both")
     if account:

@@ -11,11 +11,19 @@ from scheduler.cli.client import TERMINAL
 from scheduler.cli.options import (
     AppmsgOpt,
     AsJson,
+    DescriptionOpt,
+    FileNameOpt,
+    FileOpt,
     IdemOpt,
+    ImageOpt,
+    LinkOpt,
+    MessageFileOpt,
     MessageOpt,
     PriorityOpt,
     SendAtOpt,
     TextOpt,
+    ThumbOpt,
+    TitleOpt,
     Token,
     Url,
     connect,
@@ -23,7 +31,7 @@ from scheduler.cli.options import (
     pairs,
     parse_send_at,
 )
-from scheduler.cli.render import emit, err, fail, kv, print_history, print_json, when
+from scheduler.cli.render import emit, err, fail, kv, print_history, print_json, print_table, when
 
 app = typer.Typer(help="One message: show its ids and attempt history, cancel or revoke it.", no_args_is_help=True)
 
@@ -49,6 +57,14 @@ def send(
     text: TextOpt = None,
     appmsg_file: AppmsgOpt = None,
     message_json: MessageOpt = None,
+    message_file: MessageFileOpt = None,
+    image: ImageOpt = None,
+    file: FileOpt = None,
+    file_name: FileNameOpt = None,
+    link: LinkOpt = None,
+    title: TitleOpt = None,
+    description: DescriptionOpt = None,
+    thumb: ThumbOpt = None,
     var: Annotated[list[str] | None, typer.Option("--var", help="NAME=VALUE for a {placeholder} (repeat)")] = None,
     send_at: SendAtOpt = None,
     idempotency_key: IdemOpt = None,
@@ -67,7 +83,7 @@ def send(
     body: dict[str, Any] = {
         "account": account,
         "to": to,
-        "message": message_body(text, appmsg_file, message_json),
+        "message": message_body(locals()),
         "priority": priority,
     }
     if var:
@@ -123,6 +139,14 @@ def _print_message(job: dict[str, Any]) -> None:
             ("sent_at", when(job.get("sent_at"))),
         ]
     )
+    parts = job.get("parts") or []
+    if parts:  # a sequence: each part's status and its own ids
+        rows = [
+            [str(part["index"] + 1), str(part.get("kind") or "-"), str(part["status"]),
+             str(part.get("new_msg_id") or part.get("client_msg_id") or "-"), str(part.get("error") or "")]
+            for part in parts
+        ]  # fmt: skip
+        print_table(["part", "kind", "status", "new_msg_id", "error"], rows, title="parts / 分段")
     print_history(job.get("history") or [])
 
 

@@ -7,7 +7,7 @@ way: one line on stderr and the client's exit code (1 failed, 2 refused).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -37,7 +37,27 @@ AppmsgOpt = Annotated[
     Path | None,
     typer.Option("--appmsg-file", exists=True, dir_okay=False, help="an app-message XML file (link, file, …)"),
 ]
-MessageOpt = Annotated[str | None, typer.Option("--message", help="the message as JSON, any kind")]
+MessageOpt = Annotated[
+    str | None,
+    typer.Option("--message", help='the message as JSON, any kind (a sequence: {"kind": "sequence", "parts": […]})'),
+]
+MessageFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--message-file", exists=True, dir_okay=False, help="the message as a JSON file, any kind (sequences)"
+    ),
+]
+ImageOpt = Annotated[str | None, typer.Option("--image", help="an image URL the vendor fetches (GeWe, E云)")]
+FileOpt = Annotated[
+    str | None, typer.Option("--file", help="a file URL the vendor fetches (GeWe, E云); with --file-name")
+]
+FileNameOpt = Annotated[str | None, typer.Option("--file-name", help="the file name the recipient sees (报价单.pdf)")]
+LinkOpt = Annotated[
+    str | None, typer.Option("--link", help="a link card's URL (every vendor); with --title, --thumb, --description")
+]
+TitleOpt = Annotated[str | None, typer.Option("--title", help="the link card's title")]
+DescriptionOpt = Annotated[str | None, typer.Option("--description", help="the link card's description")]
+ThumbOpt = Annotated[str | None, typer.Option("--thumb", help="the link card's picture URL (png/jpg under 50 KB)")]
 SendAtOpt = Annotated[
     str | None, typer.Option("--send-at", help="ISO 8601 time to send at (no offset = this machine's timezone)")
 ]
@@ -55,18 +75,47 @@ def connect(url: str | None, token: str | None) -> Iterator[Client]:
         raise fail(str(exc), exc.exit_code) from None
 
 
-def message_body(text: str | None, appmsg_file: Path | None, message_json: str | None) -> dict[str, Any]:
-    """The message of ``--text``, ``--appmsg-file`` or ``--message``: exactly one of them."""
-    options = (("--text", text), ("--appmsg-file", appmsg_file), ("--message", message_json))
-    given = [name for name, value in options if value is not None]
+def message_body(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The message of exactly one of ``--text``, ``--appmsg-file``, ``--message``, ``--message-file``,
+    ``--image``, ``--file`` (with ``--file-name``) or ``--link`` (with ``--title`` and ``--thumb``).
+    ``options``: the command's parameters (its ``locals()``), which declare these options by the same names."""
+    text: str | None = options.get("text")
+    appmsg_file: Path | None = options.get("appmsg_file")
+    message_json: str | None = options.get("message_json")
+    message_file: Path | None = options.get("message_file")
+    image: str | None = options.get("image")
+    file: str | None = options.get("file")
+    file_name: str | None = options.get("file_name")
+    link: str | None = options.get("link")
+    title: str | None = options.get("title")
+    description: str | None = options.get("description")
+    thumb: str | None = options.get("thumb")
+    choices = (
+        ("--text", text), ("--appmsg-file", appmsg_file), ("--message", message_json),
+        ("--message-file", message_file), ("--image", image), ("--file", file), ("--link", link),
+    )  # fmt: skip
+    given = [name for name, value in choices if value is not None]
     if len(given) != 1:
-        raise fail(
-            "give exactly one of --text, --appmsg-file, --message" + (f" (got {', '.join(given)})" if given else "")
-        )
+        names = ", ".join(name for name, _ in choices)
+        raise fail(f"give exactly one of {names}" + (f" (got {', '.join(given)})" if given else ""))
+    if (file_name is not None) != (file is not None):
+        raise fail("--file and --file-name go together (the URL and the name the recipient sees)")
+    if link is None and (title is not None or description is not None or thumb is not None):
+        raise fail("--title, --description and --thumb describe a --link card")
     if text is not None:
         return {"kind": "text", "text": text}
     if appmsg_file is not None:
         return {"kind": "appmsg", "xml": appmsg_file.read_text(encoding="utf-8")}
+    if image is not None:
+        return {"kind": "image", "url": image}
+    if file is not None:
+        return {"kind": "file", "url": file, "name": file_name}
+    if link is not None:
+        if title is None or thumb is None:
+            raise fail("--link needs --title and --thumb (the card's title and picture)")
+        return {"kind": "link", "url": link, "title": title, "thumb_url": thumb, "description": description or ""}
+    if message_file is not None:
+        return json_option("--message-file", message_file.read_text(encoding="utf-8"))
     return json_option("--message", message_json or "")
 
 

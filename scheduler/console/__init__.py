@@ -19,11 +19,12 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
+from worker.messages import AnyMessage, AppMsgMessage, LinkMessage, MiniProgramMessage, SequenceMessage, parts_of
 from worker.messages import Message as MessageModel
-from worker.messages import MiniProgramMessage, TextMessage
 from worker.pacing.rules import PaceState, local_day
 from worker.store.accounts import Account
 from worker.store.keys import Keys
+from worker.vendors import KINDS
 
 STATIC = Path(__file__).parent / "static"
 
@@ -53,11 +54,23 @@ def check_message(body: MessageCheckIn) -> dict[str, Any]:
     }
     if body.vars is not None:
         answer["rendered"] = message.render(variables).model_dump(exclude_none=True)
-    if isinstance(message, MiniProgramMessage):
-        answer["xml"] = message.appmsg_xml()
-    elif not isinstance(message, TextMessage):
-        answer["xml"] = message.xml
+    if isinstance(message, SequenceMessage):
+        answer["parts"] = [{"kind": part.kind, **_xml_of(part)} for part in message.parts]
+    else:
+        answer.update(_xml_of(message))
+    # the vendors that carry every kind in it (others answer 422 at submission)
+    kinds = {part.kind for part in parts_of(message)}
+    answer["vendors"] = sorted(vendor for vendor, carried in KINDS.items() if kinds <= carried)
     return answer
+
+
+def _xml_of(message: AnyMessage) -> dict[str, str]:
+    """The app XML an XML-only vendor is sent (a link's generated type-5 card included), when there is one."""
+    if isinstance(message, MiniProgramMessage | LinkMessage):
+        return {"xml": message.appmsg_xml()}
+    if isinstance(message, AppMsgMessage):
+        return {"xml": message.xml}
+    return {}
 
 
 def with_next_firings(schedule: dict[str, Any], count: int = 3, now: float | None = None) -> dict[str, Any]:

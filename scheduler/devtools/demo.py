@@ -34,7 +34,28 @@ MESSAGES: dict[str, dict[str, Any]] = {
         "icon_url": "https://example.com/icon.png",
     },
     "mini-xml": {"kind": "miniprogram", "xml": MINI_XML, "cover_url": "https://example.com/fresh.jpg"},
-    "link": {"kind": "appmsg", "xml": LINK_XML},
+    "appmsg-link": {"kind": "appmsg", "xml": LINK_XML},
+    # a link card every vendor carries (postLink, sendUrl, generated type-5 XML elsewhere), then as the last
+    # part of a sequence: the line of text first, the card after the account's gap
+    "link": {
+        "kind": "link",
+        "title": "{name}: 双十一攻略",
+        "description": "点开看看",
+        "url": "https://example.com/guide",
+        "thumb_url": "https://example.com/thumb.jpg",
+    },
+    "sequence": {
+        "kind": "sequence",
+        "parts": [
+            {"kind": "text", "text": "{name}，双十一攻略来了"},
+            {
+                "kind": "link",
+                "title": "双十一攻略",
+                "url": "https://example.com/guide",
+                "thumb_url": "https://example.com/thumb.jpg",
+            },
+        ],
+    },
 }
 
 

@@ -38,6 +38,7 @@ from worker.settings import Settings, get_settings
 from worker.store.accounts import ACCOUNT_ID_MAX
 from worker.store.keys import Keys
 from worker.store.ledger import Priority
+from worker.vendors import check_message_for
 
 
 class MessageTemplate(BaseModel):
@@ -198,8 +199,10 @@ class Schedules:
     def _check_message(self, t: MessageTemplate) -> int:
         try:
             check_text(t.account, "account")
-            if self.producer.accounts.get(t.account) is None:
+            configured = self.producer.accounts.get(t.account)
+            if configured is None:
                 raise UnknownAccountError(f"account: no account {t.account!r} is configured", field="account")
+            check_message_for(configured.spec.vendor, t.message)
             validate_recipient(t.to)
             check_variables(t.vars)
             missing = t.message.missing_variables(t.vars)

@@ -342,7 +342,7 @@ class Campaigns:
         digest = hashlib.sha256(json.dumps(header, sort_keys=True, ensure_ascii=False).encode())
 
         def validated() -> Iterator[tuple[str, str, str | None]]:
-            return self._validate(recipients, pool, known, placeholders, plan)
+            return self._validate(recipients, pool, known, placeholders, plan, parsed, vendors)
 
         replayable = iter(recipients) is not recipients
         if idempotency_key:
@@ -430,11 +430,16 @@ class Campaigns:
     ) -> int:
         """Validate a campaign exactly as :meth:`create` would, storing nothing; returns its recipient count."""
         parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
-        known = {a.id for a in self.accounts.all()}
+        configured = self.accounts.all()
+        known = {a.id for a in configured}
+        vendors = {a.id: a.spec.vendor for a in configured}
         pool = _pool(account, accounts, known)
+        for acct in pool:
+            check_message_for(vendors[acct], parsed)
         if audience is not None:
             recipients = _chain(recipients, self.resolve_audience(audience, parsed, pool or None, known).rows)
-        count = sum(1 for _ in self._validate(recipients, pool, known, parsed.placeholders(), parsed.size_plan()))
+        rows = self._validate(recipients, pool, known, parsed.placeholders(), parsed.size_plan(), parsed, vendors)
+        count = sum(1 for _ in rows)
         if count == 0:
             raise MessageError("recipients: the campaign has no recipients", field="recipients")
         return count
@@ -467,8 +472,12 @@ class Campaigns:
         known: set[str],
         placeholders: set[str],
         plan: SizePlan,
+        message: AnyMessage,
+        vendors: Mapping[str, str],
     ) -> Iterator[tuple[str, str, str | None]]:
-        """(to, account, vars JSON) per recipient, lazily, in order; the first bad recipient raises."""
+        """(to, account, vars JSON) per recipient, lazily, in order; the first bad recipient raises. A
+        recipient's own account must carry the message's kinds (422 naming the kind and the vendor)."""
+        checked = set(pool)
         for n, item in enumerate(recipients):
             field = f"recipients[{n}]"
             if n >= self.max_recipients:
@@ -495,6 +504,12 @@ class Campaigns:
                 raise UnknownAccountError(
                     f"{field}.account: no account {acct!r} is configured", field=f"{field}.account"
                 )
+            elif acct not in checked:
+                try:
+                    check_message_for(vendors[acct], message)
+                except MessageError as exc:
+                    raise MessageError(f"{field}.account ({acct}): {exc}", field=f"{field}.account") from None
+                checked.add(acct)
             variables = _str_vars(item.get("vars"), f"{field}.vars")
             missing = placeholders - set(variables or {})
             if missing:
@@ -853,13 +868,20 @@ def _digest_all(digest: Any, rows: Iterator[tuple[str, str, str | None]]) -> int
     return count
 
 
-#: A delivery's fields, in order (``result`` holds the vendor ids; exports spread it into columns).
+#: A delivery's fields, in order (``result`` holds the vendor ids; exports spread it into columns; ``parts``
+#: is a sequence's parts, each with its own status and ids, None for other messages).
 DELIVERY_FIELDS = (
     "id", "to", "account", "status", "attempts", "result", "vendor", "sent_at", "reason", "skip_reason", "error", "recall",
-    "recall_error",
+    "recall_error", "parts",
 )  # fmt: skip
-#: The flat columns of a delivery (CSV): ``result`` spread into the vendor ids.
-DELIVERY_COLUMNS = [column for name in DELIVERY_FIELDS for column in (RESULT_FIELDS if name == "result" else (name,))]
+#: A sequence's columns in an export: one row per part, numbered from 1, with that part's own ids.
+PART_COLUMNS = ("part", "part_kind", "part_status")
+#: The flat columns of a delivery (CSV): ``result`` spread into the vendor ids, ``parts`` into a row per part.
+DELIVERY_COLUMNS = [
+    column
+    for name in DELIVERY_FIELDS
+    for column in (RESULT_FIELDS if name == "result" else PART_COLUMNS if name == "parts" else (name,))
+]
 
 
 def recall_progress(data: Mapping[str, str]) -> dict[str, Any] | None:

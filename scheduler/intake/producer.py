@@ -18,9 +18,7 @@ from worker.errors import MessageError
 from worker.messages import (
     WECHAT_ID_MAX,
     WECHAT_ID_PATTERN,
-    AppMsgMessage,
-    MiniProgramMessage,
-    TextMessage,
+    AnyMessage,
     check_text,
     check_variables,
     parse_message,
@@ -64,14 +62,14 @@ class Producer:
     def __init__(self, ledger: Ledger, accounts: AccountStore) -> None:
         self.ledger = ledger
         self.accounts = accounts
-        self._known: dict[str, float] = {}
+        self._known: dict[str, tuple[float, str]] = {}
 
     def submit_message(
         self,
         *,
         account: str,
         to: str,
-        message: Mapping[str, Any] | TextMessage | MiniProgramMessage | AppMsgMessage,
+        message: Mapping[str, Any] | AnyMessage,
         variables: Mapping[str, str] | None = None,
         send_at: float | None = None,
         idempotency_key: str | None = None,
@@ -84,13 +82,14 @@ class Producer:
         check_text(account, "account")
         if idempotency_key:
             check_text(idempotency_key, "idempotency_key")
-        if not self._account_exists(account):
+        vendor = self._account_vendor(account)
+        if vendor is None:
             raise UnknownAccountError(f"account: no account {account!r} is configured", field="account")
         validate_recipient(to)
         parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
         check_variables(variables)
-        if parsed.kind == "miniprogram":  # vendor rules (E云: a pasted mini-program needs a cover)
-            check_message_for(str(self.accounts.redis.hget(self.accounts.keys.account(account), "vendor")), parsed)
+        # the vendor must carry the kind(s), and E云 needs a pasted mini-program's cover: 422 naming both
+        check_message_for(vendor, parsed)
         missing = parsed.missing_variables(dict(variables or {}))
         if missing:
             names = ", ".join(sorted(missing))
@@ -120,15 +119,20 @@ class Producer:
                 )
         return Submitted(id=job_id, status=state, created=created)
 
-    def _account_exists(self, account: str) -> bool:
-        """Accounts are never deleted, so a positive answer is cached for a few seconds (hot path)."""
+    def _account_vendor(self, account: str) -> str | None:
+        """The account's vendor, or None when it is not configured. Accounts are never deleted, so a positive
+        answer is cached for a few seconds (hot path: one read at most). A vendor changed meanwhile is seen
+        within them; a kind the new vendor cannot carry that slipped through dies unsent at the worker
+        (``invalid_message``: the backend refuses it before any request)."""
         now = time.monotonic()
-        if self._known.get(account, 0.0) > now:
-            return True
-        if self.accounts.redis.exists(self.accounts.keys.account(account)):
-            self._known[account] = now + 5.0
-            return True
-        return False
+        known = self._known.get(account)
+        if known is not None and known[0] > now:
+            return known[1]
+        vendor = self.accounts.redis.hget(self.accounts.keys.account(account), "vendor")
+        if vendor:
+            self._known[account] = (now + 5.0, str(vendor))
+            return str(vendor)
+        return None
 
 
 def _request_digest(

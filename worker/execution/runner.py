@@ -24,7 +24,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, cast
 
@@ -33,11 +33,13 @@ import redis
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from worker.errors import (
+    AbandonedError,
     AccountDownError,
     AmbiguousError,
     DailyCapError,
     MessageError,
     NotFriendError,
+    PermanentError,
     RevokeRefusedError,
     ThrottledError,
     UnsupportedError,
@@ -45,13 +47,13 @@ from worker.errors import (
 )
 from worker.execution.retry import RetryPolicy, call_with_quick_retries
 from worker.logs import REDACTOR
-from worker.messages import AnyMessage
-from worker.pacing.holds import account_holds, held, held_entry, hold_for_daily_cap
+from worker.messages import AnyMessage, SequenceMessage, SingleMessage
+from worker.pacing.holds import account_holds, held, held_entry, hold_after_abandoned, hold_for_daily_cap
 from worker.pacing.rules import PaceState, RedisClock, allowance, local_day, throttled_slowdown
 from worker.settings import Settings
 from worker.store.accounts import Account, AccountStore, KindHold
 from worker.store.deadletter import DeadReason
-from worker.store.ledger import Begin, BeginStatus, Finished, Job, Ledger, PaceRecord, RecallOutcome
+from worker.store.ledger import Begin, BeginStatus, Finished, Job, Ledger, PaceRecord, RecallOutcome, sent_parts
 from worker.store.stats import AttemptCounters
 from worker.store.suppressions import SuppressionReason, Suppressions
 from worker.vendors.base import SendResult, VendorBackend, backend_for
@@ -61,6 +63,13 @@ log = logging.getLogger("broadcast.send")
 #: After a write the replicas did not acknowledge, the account waits at least this long before its next
 #: session (a replica catching up, or a failover under way).
 REPLICA_LAG_WAIT_S = 1.0
+#: When a sequence finding its recipient held by another sequence tries again.
+SEQUENCE_BUSY_RETRY_S = 2.0
+
+
+def _call_of(job: Job) -> dict[str, str]:
+    """The job's BEGIN call id, for a part record: PART end run twice (a retried write) applies once."""
+    return {"call": job.fields["call"]} if job.fields.get("call") else {}
 
 
 class SessionStop(StrEnum):
@@ -73,6 +82,7 @@ class SessionStop(StrEnum):
     PACED = "paced"  # the next start is further away than BROADCAST_SESSION_HOLD_S
     BATCH_TIME = "batch_time"  # the session has run BROADCAST_BATCH_MAX_S
     ACCOUNT_MISSING = "account_missing"  # the account was deleted: its jobs are dead-lettered
+    COOLDOWN = "cooldown"  # a call was abandoned unanswered: the account waits BROADCAST_ABANDONED_COOLDOWN_S
     REPLICA_LAG = "replica_lag"  # a BEGIN or FINISH was not on the replicas in time (BROADCAST_REPLICA_ACKS)
     ERROR = "error"  # a bug: logged, the account's jobs are released
 
@@ -120,6 +130,8 @@ class Session:
     holds: dict[str, KindHold]
     #: message templates parsed so far, by their stored JSON
     parsed: dict[str, AnyMessage] = field(default_factory=dict)
+    #: Redis time before which the account must not send again (a call abandoned unanswered), 0 = none
+    cooldown_until: float = 0.0
 
     @property
     def id(self) -> str:
@@ -204,7 +216,7 @@ class BatchRunner:
                     )
                     next_group = group
                     break
-                stop = self._one(session, job_id, start_at)
+                stop = self._one(session, job_id, start_at, group)
                 if stop is not None:
                     report.stopped = stop
                     break
@@ -214,6 +226,7 @@ class BatchRunner:
                     next_at = min(self._next_start(session, False), self._next_start(session, True))
                 else:
                     next_at = self._next_start(session, next_group)
+                next_at = max(next_at, session.cooldown_until)
                 if report.stopped == SessionStop.REPLICA_LAG:
                     next_at = max(next_at, session.clock.latest() + REPLICA_LAG_WAIT_S)
                 self._durable(self.ledger.release, account_id, token, next_at=next_at)
@@ -292,7 +305,7 @@ class BatchRunner:
             return cast(Begin, begin)
         return cast(Begin, begin)
 
-    def _one(self, session: Session, job_id: str, start_at: float) -> SessionStop | None:
+    def _one(self, session: Session, job_id: str, start_at: float, group: bool = False) -> SessionStop | None:
         """One job: begin, send, finish. Returns why the session must stop, or None to go on."""
         report = session.report
         begin = self._begin(session, job_id, start_at)
@@ -317,6 +330,8 @@ class BatchRunner:
         except (MessageError, ValueError) as exc:
             self._invalid(session, job, entry, started, exc)
             return None
+        if isinstance(message, SequenceMessage):
+            return self._sequence(session, job, message, group)
         hold = held(session.holds, message.kind)
         if hold is not None:  # this kind is held for the account (a daily cap): wait for its end, no vendor call
             self._defer(session, job, entry, hold, None)
@@ -399,6 +414,218 @@ class BatchRunner:
         )
         return SessionStop.REPLICA_LAG
 
+    # --- sequences (docs/design.md, "Sequences") -----------------------------------------------------------
+
+    def _sequence(self, session: Session, job: Job, message: SequenceMessage, group: bool) -> SessionStop | None:
+        """A sequence job: its parts in order, each its own vendor call fenced by PART begin/end, the
+        account's gap held between them. The first part fails like a single send (retried, deferred,
+        dead); a later part that does not go out stops the rest (``skipped``), never retried on its own, so
+        the parts never arrive apart. A replay resumes at the first part not sent."""
+        parts = message.parts
+        start = int(job.fields.get("part") or 0)
+        first: SendResult | None = SendResult.from_dict({**job.fields, "to": job.to}) if start else None
+        try:
+            for k in range(start, len(parts)):
+                part = parts[k]
+                at = self._part_start(session, group) if k > start else 0.0
+                began = self._part_begin(session, job, k, len(parts), at)
+                if began == "lost":
+                    return SessionStop.LEASE_LOST
+                if began == "busy":  # another sequence is sending to this recipient
+                    if k == start:
+                        self._wait_turn(session, job)
+                        return None
+                    return self._part_failed(session, job, k, part, None, "another sequence took the recipient")
+                outcome = self._part_call(session, job, k, part, first is None)
+                if isinstance(outcome, SendResult):
+                    first = first or outcome
+                    continue
+                return outcome
+            assert first is not None  # the loop ran at least once: a sequence has a part
+            entry = self._entry(job, time.time(), session.id)
+            entry.update(parts=len(parts), outcome="sent", ended=round(time.time(), 6))
+            done = self._durable(self.ledger.finish_sent, session.id, session.token, job.id, first, entry, pace=None)
+            return self._stop_unless_confirmed(session, job, done)
+        finally:
+            self._durable(self.ledger.part_unlock, session.id, session.token, job.id)
+
+    def _part_start(self, session: Session, group: bool) -> float:
+        """When a sequence's next part may start: the account's gap and per-minute rate, by the same rules
+        as any send. A sequence under way finishes: its later parts do not wait for a daily cap reached or
+        quiet hours begun meanwhile (that would hold the rest for hours, apart from the first parts)."""
+        limits = session.account.spec.limits.model_copy(update={"daily_cap": 0, "quiet_hours": None})
+        got = allowance(limits, session.state, session.clock.now(), unpaced_batch=self.settings.batch_size)
+        return got.group_at if group else got.private_at
+
+    def _part_begin(self, session: Session, job: Job, k: int, of: int, at: float) -> str:
+        """PART begin once Redis's clock reached ``at``; the lease is renewed while waiting for it."""
+        for _ in range(1000):
+            wait = at - session.clock.now()
+            if wait > 0:
+                self._sleep(min(wait, self.settings.lease_ttl_s / 3))
+                if wait > self.settings.lease_ttl_s / 3:
+                    self._durable(self.ledger.touch, session.id, session.token, lease_ttl_s=self.settings.lease_ttl_s)
+                    continue
+            sent = time.monotonic()
+            began = self._durable(
+                self.ledger.part_begin,
+                session.id,
+                session.token,
+                job.id,
+                k,
+                of=of,
+                not_before=at,
+                lease_ttl_s=self.settings.lease_ttl_s,
+            )
+            received = time.monotonic()
+            if began.status == "early":
+                session.clock.sync(at - float(began.detail), sent, received)
+                continue
+            if began.status == "go":
+                session.clock.sync(float(began.detail), sent, received)
+            return str(began.status)
+        return "lost"
+
+    def _part_call(
+        self, session: Session, job: Job, k: int, part: SingleMessage, first: bool
+    ) -> SendResult | SessionStop | None:
+        """One part's vendor call and its PART end: the result when sent, else what the session does."""
+        started = time.time()
+        entry = self._entry(job, started, session.id)
+        entry["part"] = k
+        vendor = session.account.spec.vendor
+        hold = held(session.holds, part.kind)
+        if hold is not None:
+            if first:  # nothing went out yet: the whole sequence waits for the hold's end, like a single send
+                self._defer(session, job, entry, hold, None)
+                return None
+            return self._part_failed(session, job, k, part, None, f"{part.kind} held: {hold.reason}")
+        try:
+            result = call_with_quick_retries(
+                lambda: session.backend.send(job.to, part),
+                self.settings,
+                sleep=self.sleep,
+                before_retry=lambda: self.ledger.touch(
+                    session.id, session.token, lease_ttl_s=self.settings.lease_ttl_s
+                ),
+            )
+        except MessageError as exc:
+            if first:
+                self._invalid(session, job, entry, started, exc)
+                return None
+            return self._part_failed(session, job, k, part, None, str(exc))
+        except VendorError as error:
+            if first:  # nothing went out yet: the first part fails like a single send
+                if isinstance(error, DailyCapError):
+                    hold = hold_for_daily_cap(
+                        self.accounts, session.account, part.kind, error, clock_offset_s=self.settings.clock_offset_s
+                    )
+                    session.holds[part.kind] = hold
+                    self._defer(session, job, entry, hold, self._pace_record(session, sent=False, throttled=False))
+                    return None
+                return self._failed(session, job, part, error, entry, started)
+            return self._part_failed(session, job, k, part, error, str(error))
+        except Exception as exc:
+            log.exception("unexpected error in a vendor call", extra={"job_id": job.id, "account": session.id})
+            unreadable = AmbiguousError(
+                f"the vendor's answer could not be processed ({type(exc).__name__})", vendor=vendor
+            )
+            if first:
+                return self._failed(session, job, part, unreadable, entry, started)
+            return self._part_failed(session, job, k, part, unreadable, str(unreadable))
+        latency = round((time.time() - started) * 1000, 2)
+        record: dict[str, Any] = {"status": "sent", "kind": part.kind, "endpoint": result.endpoint, **_call_of(job)}
+        record.update({key: v for key, v in result.ids_as_strings().items() if v is not None})
+        record.update(result.media)
+        record["sent_at"] = round(time.time(), 6)
+        ids = None
+        if first:  # the job's own ids are its first part's: the recall window counts from its createTime
+            ids = {"vendor": result.vendor, "endpoint": result.endpoint, "has_ids": "1" if result.has_ids else "0"}
+            ids["sent_at"] = f"{time.time():.6f}"
+            ids.update({key: v for key, v in result.ids_as_strings().items() if v is not None})
+        pace = self._pace_record(session, sent=True, throttled=False)
+        finished = self._durable(self.ledger.part_end,
+            session.id, session.token, job.id, k, record, advance=True, pace=pace, ids=ids,
+            lease_ttl_s=self.settings.lease_ttl_s,
+        )  # fmt: skip
+        self._advance(session, finished, pace)
+        self.counters.record(account=session.id, vendor=vendor, kind=part.kind, outcome="sent", latency_ms=latency)
+        self._log(job.id, session.id, vendor, "sent", started, part=k, ids=result.ids_as_strings())
+        if finished.status != "ok":
+            return SessionStop.LEASE_LOST
+        session.report.sent += 1
+        return result
+
+    def _part_failed(
+        self, session: Session, job: Job, k: int, part: SingleMessage, error: VendorError | None, text: str
+    ) -> SessionStop | None:
+        """A later part did not go out (or may have): it is recorded, the rest are skipped, the job is
+        dead (``unknown_outcome`` when that part may have gone out, else ``sequence_stopped``)."""
+        unknown = isinstance(error, AmbiguousError)
+        record: dict[str, Any] = {"status": "unknown" if unknown else "dead", "kind": part.kind, "error": text}
+        record.update(_call_of(job))
+        if error is not None:
+            record.update(error_class=error.error_class, code=error.code)
+        throttled = isinstance(error, ThrottledError)
+        pace = self._pace_record(session, sent=False, throttled=throttled) if error is not None else None
+        finished = self._durable(self.ledger.part_end,
+            session.id, session.token, job.id, k, record, advance=False, pace=pace,
+            lease_ttl_s=self.settings.lease_ttl_s,
+        )  # fmt: skip
+        if pace is not None:
+            self._advance(session, finished, pace)
+        reason = DeadReason.UNKNOWN_OUTCOME if unknown else DeadReason.SEQUENCE_STOPPED
+        if isinstance(error, PermanentError):
+            reason = DeadReason.PERMANENT
+        error_class = error.error_class if error is not None else "sequence"
+        message = f"part {k + 1} ({part.kind}): {text}; remaining parts: skipped"
+        entry = self._entry(job, time.time(), session.id)
+        entry.update(part=k, outcome="dead", error_class=error_class, error=message, ended=round(time.time(), 6))
+        done = self._durable(self.ledger.finish_dead,
+            session.id, session.token, job.id, reason=reason, error_class=error_class, error=message,
+            history=entry, pace=None,
+        )  # fmt: skip
+        session.report.dead += 1
+        if isinstance(error, NotFriendError) and done.status == "ok":  # as for a single send (suppressed)
+            self._durable(self.suppressions.add,
+                session.id, job.to, SuppressionReason.NOT_FRIEND, by="vendor", note=str(error), keep_existing=True,
+            )  # fmt: skip
+        vendor = session.account.spec.vendor
+        self.counters.record(account=session.id, vendor=vendor, kind=part.kind, outcome="dead", latency_ms=0.0,
+                             error_class=error_class)  # fmt: skip
+        self._log(job.id, session.id, vendor, "dead", time.time(), part=k, error=message)
+        if isinstance(error, AccountDownError):
+            self.accounts.set_status(session.id, "down", str(error))
+            return SessionStop.ACCOUNT_DOWN
+        if throttled:
+            self._pause_if_restricted(session, finished, error)  # type: ignore[arg-type]
+            return SessionStop.THROTTLED
+        cooling = self._cool_down(session, error) if error is not None else None
+        return self._stop_unless_confirmed(session, job, done) or cooling
+
+    def _hold_gap(self, session: Session, *, group: bool) -> None:
+        """Between two revoke calls of one revoke job (a sequence's parts): count the call that just ended
+        in the session's pacing state and wait the account's gap (FINISH records the last call)."""
+        record = self._pace_record(session, sent=False, throttled=False)
+        session.state = session.state.after_call(
+            record.ended, fraction=record.fraction, slowdown=None, day=record.day, day_sends=record.day_sends,
+            keep=record.keep,
+        )  # fmt: skip
+        wait = self._next_start(session, group) - session.clock.now()
+        if wait > 0:
+            self._sleep(wait)
+
+    def _wait_turn(self, session: Session, job: Job) -> None:
+        """Another sequence holds the recipient: this one goes back through the due set, no vendor call."""
+        entry = self._entry(job, time.time(), session.id)
+        error = "another sequence is sending to this recipient; waiting for it to end"
+        entry.update(outcome="retry", error_class="sequence_busy", error=error, ended=round(time.time(), 6))
+        self._durable(self.ledger.finish_retry,
+            session.id, session.token, job.id, due_at=time.time() + SEQUENCE_BUSY_RETRY_S,
+            error_class="sequence_busy", error=error, history=entry, pace=None,
+        )  # fmt: skip
+        session.report.retrying += 1
+
     def _revoke(self, session: Session, job: Job, target_id: str) -> SessionStop | None:
         """A revoke job: the vendor's revoke with the exact ids its send returned, only while the window is
         open on Redis's clock (read at its latest, right before the call). Never retried past the quick
@@ -410,35 +637,54 @@ class BatchRunner:
         deadline = float(job.fields.get("deadline") or 0)
         outcome, error, called, throttled = RecallOutcome.RECALLED, "", False, False
         down: AccountDownError | None = None
-        if target is None or target.state != "sent":
+        abandoned: AbandonedError | None = None
+        parts = sent_parts(target) if target is not None else []
+        if target is None or (target.state != "sent" and not parts):
             outcome, error = RecallOutcome.FAILED, "the message is no longer on the books"
         elif session.clock.latest() > deadline:
             outcome, error = RecallOutcome.TOO_LATE, f"the revoke window ended at {deadline:.3f}"
         else:
-            sent = SendResult.from_dict({**target.fields, "to": target.to})
-            try:
-                call_with_quick_retries(
-                    lambda: session.backend.revoke(sent),
-                    self.settings,
-                    sleep=self.sleep,
-                    before_retry=lambda: self.ledger.touch(
-                        session.id, session.token, lease_ttl_s=self.settings.lease_ttl_s
-                    ),
-                )
-                called = True
-            except UnsupportedError as exc:  # decided without a request
-                outcome, error = RecallOutcome.UNSUPPORTED, str(exc)
-            except (RevokeRefusedError, MessageError) as exc:  # an id is missing or 0: refused before sending
-                outcome, error = RecallOutcome.FAILED, f"not revocable: {exc}"
-            except VendorError as exc:
-                called, throttled = True, isinstance(exc, ThrottledError)
-                outcome, error = RecallOutcome.FAILED, f"{exc.error_class}: {exc}"
-                down = exc if isinstance(exc, AccountDownError) else None
-            except Exception as exc:
-                log.exception("unexpected error in a revoke", extra={"job_id": job.id, "account": session.id})
-                called = True
-                outcome = RecallOutcome.FAILED
-                error = f"ambiguous: the vendor's answer could not be processed ({type(exc).__name__})"
+            # a sequence revokes every part that went out, in order, each while the window is open and
+            # the account's gap after the previous call; a part its vendor cannot revoke does not stop the others
+            todo = [(i, sent) for i, sent in parts] or [(0, SendResult.from_dict({**target.fields, "to": target.to}))]
+            refused: list[str] = []
+            for n, (index, sent) in enumerate(todo):
+                where = f"part {index + 1}: " if parts else ""
+                if n:
+                    if called:
+                        self._hold_gap(session, group=target.to.endswith("@chatroom"))
+                    if session.clock.latest() > deadline:
+                        refused.append(f"{where}the revoke window ended at {deadline:.3f}")
+                        continue
+                try:
+                    call_with_quick_retries(
+                        lambda sent=sent: session.backend.revoke(sent),  # type: ignore[misc]
+                        self.settings,
+                        sleep=self.sleep,
+                        before_retry=lambda: self.ledger.touch(
+                            session.id, session.token, lease_ttl_s=self.settings.lease_ttl_s
+                        ),
+                    )
+                    called = True
+                except UnsupportedError as exc:  # decided without a request
+                    outcome, error = RecallOutcome.UNSUPPORTED, str(exc)
+                    break
+                except (RevokeRefusedError, MessageError) as exc:  # an id is missing or 0: refused before sending
+                    refused.append(f"{where}not revocable: {exc}")
+                except VendorError as exc:
+                    called, throttled = True, isinstance(exc, ThrottledError)
+                    outcome, error = RecallOutcome.FAILED, f"{where}{exc.error_class}: {exc}"
+                    down = exc if isinstance(exc, AccountDownError) else None
+                    abandoned = exc if isinstance(exc, AbandonedError) else None
+                    break
+                except Exception as exc:
+                    log.exception("unexpected error in a revoke", extra={"job_id": job.id, "account": session.id})
+                    called = True
+                    outcome = RecallOutcome.FAILED
+                    error = f"{where}ambiguous: the vendor's answer could not be processed ({type(exc).__name__})"
+                    break
+            if refused and outcome is RecallOutcome.RECALLED:
+                outcome, error = RecallOutcome.FAILED, "; ".join(refused)
         pace = self._pace_record(session, sent=False, throttled=throttled) if called else None
         ended = time.time()
         entry.update(ended=round(ended, 6), latency_ms=round((ended - started) * 1000, 2), outcome=outcome.value)
@@ -459,7 +705,9 @@ class BatchRunner:
         if down is not None:
             self.accounts.set_status(session.id, "down", str(down))
             return SessionStop.ACCOUNT_DOWN
-        return SessionStop.THROTTLED if throttled else None
+        if throttled:
+            return SessionStop.THROTTLED
+        return self._cool_down(session, abandoned) if abandoned is not None else None
 
     def _failed(
         self,
@@ -527,7 +775,19 @@ class BatchRunner:
         if throttled:
             self._pause_if_restricted(session, finished, error)
             return SessionStop.THROTTLED
-        return self._stop_unless_confirmed(session, job, finished)
+        cooling = self._cool_down(session, error)  # always: the hold shows even when the session stops anyway
+        return self._stop_unless_confirmed(session, job, finished) or cooling
+
+    def _cool_down(self, session: Session, error: VendorError) -> SessionStop | None:
+        """After a call abandoned unanswered, the account waits ``abandoned_cooldown_s`` (a hold it shows):
+        the vendor may still be carrying it out, and a second call now would be two in flight."""
+        cooldown = self.settings.abandoned_cooldown_s
+        if not isinstance(error, AbandonedError) or cooldown <= 0:
+            return None
+        hold = hold_after_abandoned(self.accounts, session.id, error, until=session.clock.latest() + cooldown)
+        session.cooldown_until = hold.until
+        session.state = replace(session.state, cool_until=hold.until)
+        return SessionStop.COOLDOWN
 
     def _pause_if_restricted(self, session: Session, finished: Finished, error: VendorError) -> None:
         """Pause the account after too many throttling answers in a row despite the slow-down: a vendor

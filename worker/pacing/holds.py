@@ -8,14 +8,18 @@ account's own file-transfer helper (``filehelper``, or the account option ``prob
 probe resumes an account that is down. The down reason stays on the account while it is refused.
 
 **Daily caps per kind.** GeWe refuses mini-programs from an account that sent about 500 of them to groups
-in a day (``发送小程序失败`` with ``data.code "-2"``, or "Too many attempts. Try again later"; lifts after
-~12 h: Devo919/Gewechat#176, wechaty/python-wechaty#133). Other kinds still go out. On a
+in a day ("Too many attempts. Try again later"; lifts after ~12 h: wechaty/python-wechaty#133; GeWe's
+``发送小程序失败`` with ``data.code "-2"`` is a refused cover, not a cap: Devo919/Gewechat#176, #182). Other kinds still go out. On a
 :class:`~worker.errors.DailyCapError` the worker holds *that kind* for the account until its next local
 midnight (:func:`hold_on_daily_cap`), and every later job of that kind is deferred to then without a vendor
 call (:func:`defer_if_held`). Jobs are kept (state ``retrying``, due at the end of the hold) and the hold,
 with the vendor's words, shows on the account (``holds`` in the account's public view).
 
-The worker calls these two functions from ``worker/execution/runner.py`` (one line each, marked ``worker/pacing/holds.py``).
+**Cool-down after an abandoned call.** A call we stopped waiting for (read timeout, the call's deadline)
+may still be in the vendor's hands: the account sends nothing for ``BROADCAST_ABANDONED_COOLDOWN_S``
+(default 30 s), shown as the hold ``cooldown`` (:func:`hold_after_abandoned`).
+
+The worker calls these functions from ``worker/execution/runner.py`` (one line each, marked ``worker/pacing/holds.py``).
 """
 
 from __future__ import annotations
@@ -89,6 +93,20 @@ def hold_for_daily_cap(
     """A daily cap answer: hold ``kind`` for the account until its next local day (shows on the account)."""
     until = next_local_midnight(time.time() + clock_offset_s, account.spec.limits.timezone) - clock_offset_s
     return hold_kind(accounts, account.id, kind, until=until, reason=f"daily cap: {error}")
+
+
+#: The hold an account shows while it cools down after an abandoned call (not a message kind: every send
+#: waits for it, through the account's next moment in the dispatcher).
+COOLDOWN_HOLD = "cooldown"
+
+
+def hold_after_abandoned(accounts: AccountStore, account_id: str, error: VendorError, *, until: float) -> KindHold:
+    """Show the cool-down after a call abandoned unanswered (``BROADCAST_ABANDONED_COOLDOWN_S``) on the
+    account as ``holds.cooldown``; the session hands the account back at ``until``."""
+    reason = f"a call was abandoned unanswered; the vendor may still be working on it: {error}"
+    # the pacing rules read it from the pace hash (the dispatcher and the session alike); the hold shows it
+    accounts.redis.hset(accounts.keys.pace(account_id), "cool_until", f"{until:.6f}")
+    return hold_kind(accounts, account_id, COOLDOWN_HOLD, until=until, reason=reason)
 
 
 def account_holds(account: Account) -> dict[str, KindHold]:

@@ -62,6 +62,9 @@ class PaceState:
     slowdown: float = 1.0
     slowdown_at: float = 0.0
     day: str = ""
+    #: No send before this (Redis time): the cool-down after a call abandoned unanswered
+    #: (``BROADCAST_ABANDONED_COOLDOWN_S``; the worker writes ``cool_until`` in the pace hash).
+    cool_until: float = 0.0
 
     @classmethod
     def from_redis(cls, pace: Mapping[str, str], window_newest_first: Sequence[str]) -> PaceState:
@@ -74,6 +77,7 @@ class PaceState:
             slowdown=float(pace.get("slow") or 1),
             slowdown_at=float(pace.get("slow_at") or 0),
             day=pace.get("day") or "",
+            cool_until=float(pace.get("cool_until") or 0),
         )
 
     def sent_on(self, day: str) -> int:
@@ -166,8 +170,10 @@ def allowance(
     state = replace(state, sent_today=state.sent_on(local_day(local_now, limits.timezone)), day="")
     earliest = 0.0
     why = ""
+    if state.cool_until > now:
+        earliest, why = state.cool_until, "cooldown"
     cap_at = _daily_cap_at(limits, state, local_now)
-    if cap_at is not None:
+    if cap_at is not None and cap_at - clock_offset_s > earliest:
         earliest, why = cap_at - clock_offset_s, "daily_cap"
     quiet_end = quiet_until(limits, local_now)
     if quiet_end is not None and quiet_end - clock_offset_s > earliest:

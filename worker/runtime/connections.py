@@ -7,7 +7,9 @@ proxy) that dribbles its answer a byte at a time holds a call open for as long a
 account's lease — and then a second worker would send for the same account while the first call is still
 open. :class:`DeadlineTransport` gives every request a deadline and the network streams under it shrink
 each connect/read/write timeout to what is left of it, so the call ends (as a timeout, hence an unknown
-outcome) when the deadline passes, whatever the peer does.
+outcome) when the deadline passes, whatever the peer does. A request whose bytes did not all get out is
+reported as ``httpx.WriteError`` (retried: the vendor cannot act on half a request), even when httpcore read
+on after the failed write and met a closed connection.
 
 Vendor calls reach only addresses :class:`VendorNetwork` allows (``BROADCAST_VENDOR_DENY`` /
 ``BROADCAST_VENDOR_ALLOW``; in ``prod`` loopback, link-local such as the cloud metadata service at
@@ -38,7 +40,8 @@ from worker.settings import Settings, get_settings
 _redis: dict[str, redis.Redis] = {}
 _http: list[httpx.Client] | None = None
 
-#: The deadline (``time.monotonic()``) of the vendor call this thread is making. httpx reads a response
+#: The deadline (``time.monotonic()``) of the vendor call this thread is making, and ``unsent``: whether a
+#: write of that call failed (some of its bytes never left). httpx reads a response
 #: body after ``handle_request`` returned, on the same thread, so a thread-local spans the whole call.
 _call = threading.local()
 
@@ -64,7 +67,12 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+        try:
+            self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+        except (httpcore.WriteError, httpcore.WriteTimeout):
+            if buffer:  # some bytes of the request never left (an empty write sends nothing)
+                _call.unsent = True
+            raise
 
     def close(self) -> None:
         self._inner.close()
@@ -207,8 +215,20 @@ class DeadlineTransport(httpx.HTTPTransport):
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Raises httpx.WriteError when the request was not written whole, whatever the read after it said:
+        httpcore swallows a failed write and reads on (a server may answer before closing), so a peer that
+        closed before the request was written surfaces as a dropped connection, which would otherwise be
+        taken for one dropped after the request went out."""
         _call.deadline = time.monotonic() + self.deadline_s
-        return super().handle_request(request)
+        _call.unsent = False
+        try:
+            return super().handle_request(request)
+        except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
+            if _call.unsent:
+                raise httpx.WriteError(
+                    f"the request was not written whole; then {type(exc).__name__}", request=request
+                ) from exc
+            raise
 
 
 #: Redis connections one process opens at most. Its threads borrow one per command or script (well under
@@ -401,8 +421,14 @@ def celery_broker(settings: Settings) -> dict[str, Any]:
 
 
 def new_vendor_http_client(settings: Settings, *, max_connections: int = 64) -> httpx.Client:
-    """A keep-alive pool for vendor calls, every call bounded by ``vendor_deadline_s`` overall."""
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    """A keep-alive pool for vendor calls, every call bounded by ``vendor_deadline_s`` overall; a connection
+    idle past ``vendor_keepalive_s`` is closed rather than reused (a server closing it as a request goes out
+    would leave that send an unknown outcome)."""
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=settings.vendor_keepalive_s,
+    )
     return httpx.Client(
         transport=DeadlineTransport(settings.vendor_deadline_s, limits, VendorNetwork.from_settings(settings)),
         timeout=httpx.Timeout(

@@ -25,6 +25,9 @@ class DeadReason(StrEnum):
     UNKNOWN_OUTCOME = "unknown_outcome"  # it may have been sent: a person decides (replay needs force)
     INVALID_MESSAGE = "invalid_message"  # it cannot be built for this vendor: never sent
     ACCOUNT_MISSING = "account_missing"  # its account was deleted
+    #: a sequence's part failed after earlier parts went out: the rest are skipped, never retried later
+    #: (they would arrive apart from the first ones); a replay sends the parts not yet sent
+    SEQUENCE_STOPPED = "sequence_stopped"
 
 
 @dataclass(frozen=True, slots=True)

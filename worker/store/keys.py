@@ -22,6 +22,8 @@ sched                  zset    idle, active accounts with ready jobs, scored by 
 due                    zset    scheduled and backing-off job ids, scored by due time (epoch s)
 lease:{account}        string  the token of the batch in flight for an account (PX TTL)
 claimed:{account}      list    job ids handed to the batch in flight (recovered if its lease dies)
+seq:{recipient}        string  the sequence job sending its parts to a recipient (PX TTL): no other
+                               sequence interleaves in that chat (part.lua)
 leased                 set     accounts that have a ``claimed`` list to watch
 workers                zset    live worker processes (hostname), scored by heartbeat expiry
 worker_cap             hash    hostname -> sends it can hold in flight (its concurrency)
@@ -91,6 +93,7 @@ LAYOUT: Final[dict[str, str]] = {
     "vendor_pace": "vpace:{}",
     "vendor_limits": "vendor_limits",
     "claimed": "claimed:{}",
+    "seq_lock": "seq:{}",
     "account": "account:{}",
     "campaign": "campaign:{}",
     "campaign_jobs": "campaign:{}:jobs",
@@ -181,6 +184,9 @@ class Keys:
     @property
     def vendor_limits(self) -> str:
         return self._key("vendor_limits")
+
+    def seq_lock(self, recipient: str) -> str:
+        return self._key("seq_lock", recipient)
 
     def claimed(self, account: str) -> str:
         return self._key("claimed", account)

@@ -30,7 +30,7 @@ from worker.messages import MESSAGE_ADAPTER, AnyMessage
 from worker.store import scripts
 from worker.store.keys import Keys
 from worker.store.replication import ReplicaAcks
-from worker.vendors.base import SendResult
+from worker.vendors.base import MEDIA_FIELDS, SendResult
 
 #: A job's priority: ``high`` jobs wait in their own queue (``qh:``), taken before any other of the account.
 Priority = Literal["normal", "high"]
@@ -145,10 +145,12 @@ class Job:
         return MESSAGE_ADAPTER.validate_json(raw)
 
     def result(self) -> dict[str, str | None] | None:
-        """The vendor ids of a sent job, as strings."""
+        """The vendor ids of a sent job, as strings (and the media facts a vendor answered, when any)."""
         if self.state != "sent":
             return None
-        return {name: self.fields.get(name) for name in RESULT_FIELDS}
+        ids = {name: self.fields.get(name) for name in RESULT_FIELDS}
+        ids.update({name: self.fields[name] for name in MEDIA_FIELDS if self.fields.get(name)})
+        return ids
 
     def public(self) -> dict[str, Any]:
         """The job as people and programs read it (API, deliveries, dead letters, exports): the state as
@@ -172,6 +174,7 @@ class Job:
             "error_class": f.get("error_class"),
             # a retrying job's latest error is ``last_error``; a dead one's final error is ``error``
             "error": f.get("error") or f.get("last_error"),
+            "parts": self.parts(),
             "revoked_at": _epoch(f.get("revoked_at")),
             # the revoke's outcome (a recall, or a message's revoke): RecallOutcome, and the vendor's answer
             "recall": f.get("recall") or None,
@@ -179,6 +182,32 @@ class Job:
             "created": _epoch(f.get("created")),
             "sent_at": _epoch(f.get("sent_at")),
         }
+
+    def parts(self) -> list[dict[str, Any]] | None:
+        """A sequence's parts as people read them, once it began (None for other jobs): each part's
+        ``status`` (sent, dead, unknown, skipped, pending) and its own ids, as strings."""
+        total = int(self.fields.get("parts_n") or 0)
+        if not total:
+            return None
+        recorded: list[dict[str, Any]] = json.loads(self.fields.get("parts") or "[]")
+        out: list[dict[str, Any]] = []
+        stopped = False
+        for i in range(total):
+            entry = recorded[i] if i < len(recorded) and recorded[i] else None
+            if entry is not None:
+                stopped = stopped or entry.get("status") != "sent"
+                out.append({"index": i, **entry})
+                continue
+            if stopped or self.state == "cancelled":
+                status = "skipped"
+            elif self.state == "dead":
+                # the first part not on record ended the job: it may have gone out (unknown), or was refused
+                status = "unknown" if self.fields.get("reason") == "unknown_outcome" else "dead"
+            else:
+                status = "pending"
+            stopped = stopped or status != "pending"
+            out.append({"index": i, "status": status})
+        return out
 
     @classmethod
     def from_hash(cls, job_id: str, data: Mapping[str, str], campaign_message: str = "") -> Job:
@@ -194,6 +223,17 @@ class Job:
 
 def _epoch(raw: str | None) -> float | None:
     return float(raw) if raw else None
+
+
+def sent_parts(job: Job) -> list[tuple[int, SendResult]]:
+    """A sequence job's parts that went out, with the ids each returned (what a recall revokes)."""
+    recorded: list[dict[str, Any]] = json.loads(job.fields.get("parts") or "[]")
+    vendor = job.fields.get("vendor", "")
+    return [
+        (i, SendResult.from_dict({"vendor": vendor, **entry, "to": job.to}))
+        for i, entry in enumerate(recorded)
+        if entry and entry.get("status") == "sent"
+    ]
 
 
 class Submission(NamedTuple):
@@ -266,6 +306,14 @@ class Finished(NamedTuple):
     confirmed: bool = True
 
 
+class PartBegin(NamedTuple):
+    """PART begin's answer: ``go`` (with Redis time), ``early`` (seconds to wait), ``busy`` (another
+    sequence job holds the recipient) or ``lost`` (the job is no longer this session's)."""
+
+    status: str
+    detail: str
+
+
 class Tick(NamedTuple):
     """What one dispatcher round found (:meth:`Ledger.tick`)."""
 
@@ -326,6 +374,7 @@ class Ledger:
         self._claim = scripts.register(client, "claim")
         self._begin = scripts.register(client, "begin")
         self._finish = scripts.register(client, "finish")
+        self._part = scripts.register(client, "part")
         self._release = scripts.register(client, "release")
         self._recover = scripts.register(client, "recover")
         self._replay = scripts.register(client, "replay")
@@ -531,6 +580,7 @@ class Ledger:
             "msg_type": result.msg_type,
             "has_ids": "1" if result.has_ids else "0",
             **ids,
+            **result.media,
         }
         return self._finish_call(account, token, job_id, "sent", history, _pairs(fields), pace)
 
@@ -618,6 +668,60 @@ class Ledger:
         ]
         reply, confirmed = self._run_acked(self._finish, args)
         return Finished(str(reply[0]), float(reply[1] or 0), int(reply[2] or 0), confirmed)
+
+    # --- sequences: one vendor call per part, each fenced (part.lua) ---------------------------------------
+
+    def part_begin(
+        self,
+        account: str,
+        token: str,
+        job_id: str,
+        index: int,
+        *,
+        of: int,
+        not_before: float,
+        lease_ttl_s: float,
+    ) -> PartBegin:
+        """Before part ``index`` of a sequence job: the lease must still be this session's, the job
+        ``sending`` under it, Redis time at ``not_before``; the recipient's sequence lock is taken (first
+        part) or renewed; the lease is renewed for ``lease_ttl_s``."""
+        head = self._part_head(account, token, job_id, "begin", index, lease_ttl_s)
+        reply = self._part(args=[*head, f"{not_before:.6f}", of])
+        return PartBegin(str(reply[0]), str(reply[1]))
+
+    def part_end(
+        self,
+        account: str,
+        token: str,
+        job_id: str,
+        index: int,
+        record: Mapping[str, Any],
+        *,
+        advance: bool,
+        pace: PaceRecord | None,
+        lease_ttl_s: float,
+        ids: Mapping[str, Any] | None = None,
+    ) -> Finished:
+        """After part ``index``'s vendor call: its pacing, its record in the job's ``parts``, the next index
+        when it was sent, and (first part sent) the job's top-level ids the recall window counts from."""
+        pacing = pace.args() if pace is not None else NO_CALL
+        reply = self._part(
+            args=[
+                *self._part_head(account, token, job_id, "end", index, lease_ttl_s),
+                *pacing,
+                json.dumps(record, ensure_ascii=False),
+                "1" if advance else "0",
+                *_pairs(ids or {}),
+            ]
+        )
+        return Finished(str(reply[0]), float(reply[1] or 0), int(reply[2] or 0))
+
+    def part_unlock(self, account: str, token: str, job_id: str) -> None:
+        """Free the recipient's sequence lock this job holds (its last part ended)."""
+        self._part(args=self._part_head(account, token, job_id, "unlock", 0, 0))
+
+    def _part_head(self, account: str, token: str, job_id: str, phase: str, index: int, ttl_s: float) -> list[Any]:
+        return [self.prefix, account, token, job_id, f"{time.time():.6f}", int(ttl_s * 1000), phase, index]
 
     def touch(self, account: str, token: str, *, lease_ttl_s: float) -> bool:
         """Renew a batch's lease; False when it was lost (recovered by the dispatcher)."""

@@ -39,6 +39,8 @@ SHARED: Final[dict[str, float]] = {
     "VENDOR_WINDOW_S": 6.0,
     #: how long the console's per-minute counts (``minutes:{hour}``) stay when jobs are kept forever
     "CHART_KEEP_S": 30 * 86400,
+    #: how long a sequence holds its recipient at most between two parts (part.lua; renewed at each part)
+    "SEQUENCE_LOCK_S": 600.0,
 }
 
 _INCLUDE = re.compile(r"^--!include (\w+)\n")

@@ -8,10 +8,11 @@ simulator.
 
 Error translation follows ``docs/design.md`` ("What may have reached the vendor"): only a failure that
 provably happened before the request reached the vendor is *transient* (connect refused, DNS, TLS, pool
-timeout, a body that did not get out whole, HTTP 503/408 or 429 from our side of a proxy). Anything that may
-have left (a read timeout, a connection dropped after the request was written, a call past its overall
-deadline, HTTP 502/504 or any other 5xx without the vendor's envelope, a 2xx whose body is not the vendor's
-JSON) is *ambiguous*: the message may be out, so it is never resent blindly. The vendor's own failure texts
+timeout, a body that did not get out whole: ``WriteError``, which the transport also raises when the peer
+closed the connection while the request was being written; HTTP 503/408 or 429 from our side of a proxy).
+Anything that may have left (a read timeout, a connection dropped after the request was written whole, a
+call past its overall deadline, HTTP 502/504 or any other 5xx without the vendor's envelope, a 2xx whose
+body is not the vendor's JSON) is *ambiguous*: the message may be out, so it is never resent blindly. The vendor's own failure texts
 are classified by :func:`classify_vendor_text`.
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import httpx
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from worker import jsonsafe
 from worker.errors import (
+    AbandonedError,
     AccountDownError,
     AmbiguousError,
     ConfigError,
@@ -43,7 +45,7 @@ from worker.errors import (
     VendorFailure,
     redact,
 )
-from worker.messages import AnyMessage
+from worker.messages import SingleMessage
 
 #: The one list of vendors: each name is a backend module that registers itself under it (``@register``);
 #: a test checks the registry and this list agree. Everything else (API, CLI, account files) derives from it.
@@ -83,6 +85,9 @@ class SendResult:
     client_msg_id: str | None = None
     create_time: int | None = None
     msg_type: int | None = None
+    #: what a vendor answers about the media it fetched, worth keeping for a later forward (GeWe postImage:
+    #: ``aes_key``, ``file_id``, ``md5``; 发送图片消息.md): stored with the job, never needed to revoke
+    media: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def has_ids(self) -> bool:
@@ -99,9 +104,10 @@ class SendResult:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field, ids as strings."""
+        """Every field, ids as strings, media facts flat."""
         data = asdict(self)
         data.update(self.ids_as_strings())
+        data.update(data.pop("media"))
         return data
 
     @classmethod
@@ -116,7 +122,12 @@ class SendResult:
             client_msg_id=None if data.get("client_msg_id") is None else str(data["client_msg_id"]),
             create_time=as_int(data.get("create_time")),
             msg_type=as_int(data.get("msg_type")),
+            media={name: str(data[name]) for name in MEDIA_FIELDS if data.get(name)},
         )
+
+
+#: The media facts a send may answer (GeWe postImage), as the job stores them.
+MEDIA_FIELDS = ("aes_key", "file_id", "md5")
 
 
 def _str_or_none(value: int | None) -> str | None:
@@ -210,7 +221,7 @@ class VendorBackend(Protocol):
 
     name: ClassVar[str]
 
-    def send(self, to: str, message: AnyMessage) -> SendResult:
+    def send(self, to: str, message: SingleMessage) -> SendResult:
         """Send one message to one recipient (wxid or ``…@chatroom``)."""
         ...
 
@@ -245,6 +256,9 @@ _ACCOUNT_DOWN = (
     "请先登录",
     "token 无效",
     "invalid token",
+    # GeWe's answer to a request without its token header (hanfangyuan4396/dify-on-wechat#340): the
+    # account's token is missing, so every send from it fails the same way
+    "x-gewe-token 不可为空",
 )
 #: The mini-program cap (about 500 a day to groups): wechaty/python-wechaty#133. GeWe's own spelling
 #: (``发送小程序失败`` with ``data.code "-2"``) needs the code too and is recognised in gewe.py.
@@ -252,6 +266,7 @@ _DAILY_CAP = ("too many attempts",)
 #: A recipient who is not a friend (yet): permanent, and suppressed for the account (issue 19).
 _NOT_FRIEND = (
     "等待对方接收你的好友请求",
+    "等待对方接受你的好友请求",  # 接受 as well as 接收 (youfou/wxpy#21)
     "不是你的好友",
     "不是好友",
     "非好友",
@@ -339,6 +354,9 @@ class HttpBackend:
     #: A key every answer of this vendor carries (``ret``, ``code``…): a JSON body without it came from
     #: something else (a proxy, a gateway's error page) and says nothing about the send.
     envelope_key: ClassVar[str] = ""
+    #: The message kinds this vendor documents a way to send (``KINDS`` in ``worker.vendors``): any other
+    #: kind is refused at submission (422 naming kind and vendor), never dead-lettered later.
+    kinds: ClassVar[frozenset[str]] = frozenset({"text", "miniprogram", "appmsg", "link"})
     #: False for a vendor without a documented revoke: a recall reports its messages ``unsupported``
     #: without calling it (its ``revoke`` raises UnsupportedError).
     can_revoke: ClassVar[bool] = True
@@ -445,7 +463,11 @@ class HttpBackend:
         except (httpx.WriteTimeout, httpx.WriteError) as exc:
             # the body did not get out whole: the vendor cannot have acted on it
             raise self._fail(TransientError, f"{path}: request not fully sent, {type(exc).__name__}") from None
-        except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as exc:
+        except httpx.ReadTimeout as exc:  # we stopped waiting (timeout or deadline): it may still be working
+            raise self._fail(
+                AbandonedError, f"{path}: request sent, no answer in time ({type(exc).__name__}): outcome unknown"
+            ) from None
+        except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
             raise self._fail(
                 AmbiguousError, f"{path}: request sent, no answer ({type(exc).__name__}): outcome unknown"
             ) from None

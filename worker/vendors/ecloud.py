@@ -5,11 +5,15 @@ account configuration. Success iff ``code == "1000"``, compared as a string (som
 int). ``data`` may be ``null`` on success (``/sendApp``, older ``/sendText``): that is a success without
 ids, recorded as such.
 
-Mini-programs: structured cards always use ``/sendApplets`` (wkteam.cn 发送小程序: ``iconUrl`` is marked
-unused, so a card without an icon goes there too, with an empty ``iconUrl``). Pasted XML goes to
+Mini-programs: structured cards always use ``/sendApplets``; its ``iconUrl`` is marked required, so it is
+never sent empty: the card's icon, else its cover. Pasted XML goes to
 ``/sendApplet`` (seed 001), which needs the cover as ``imgUrl``: :func:`check_message` refuses a pasted
 mini-program without ``cover_url`` at the door instead of sending an incomplete request.
 
+Media: ``/sendImage2 {wId, wcId, content: url}``, ``/sendFile {wId, wcId, path, fileName}``, ``/sendUrl
+{wId, wcId, title, url, description, thumbUrl}`` (2048537793/WkApi ``api-wen-dang/fa-song/``; sendImage2 as
+fangchaogang/webot-sdk's YCloud channel calls it). ``/isOnline`` answering ``1001`` means offline (the WkApi
+table: "1000成功（在线），1001失败（离线）").
 Contacts (2048537793/WkApi ``api-wen-dang/``): ``/getContactLabelList {wId}`` → ``data[{labelId, labelName}]``
 (``biao-qian/huo-qu-biao-qian-lie-biao.md``); ``/initAddressList {wId}`` then ``/getAddressList {wId}`` →
 ``data.friends/chatrooms/ghs``; ``/getContact {wId, wcId: "a,b"}`` for at most 20 ids a call
@@ -22,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.errors import MessageError
-from worker.messages import AnyMessage, MiniProgramMessage, TextMessage
+from worker.messages import FileMessage, ImageMessage, LinkMessage, MiniProgramMessage, SingleMessage, TextMessage
 from worker.vendors.base import (
     ContactDetail,
     ContactList,
@@ -36,9 +40,12 @@ from worker.vendors.base import (
 )
 
 SUCCESS = "1000"
+#: ``/isOnline``'s codes for an offline account: the WkApi table says "1000成功（在线），10001失败（离线）",
+#: 1001 being the failure code of every other E云 answer (seeds 000, 001).
+OFFLINE = frozenset({"1001", "10001"})
 
 
-def check_message(message: AnyMessage) -> None:
+def check_message(message: SingleMessage) -> None:
     """Refuse what E云 cannot send well: a pasted mini-program without a fresh cover (``imgUrl``, seed 001)."""
     if isinstance(message, MiniProgramMessage) and not message.is_structured and not message.cover_url:
         raise MessageError(
@@ -53,6 +60,7 @@ class ECloudBackend(HttpBackend):
     """E云管家 protocol."""
 
     envelope_key = "code"
+    kinds = frozenset({"text", "miniprogram", "appmsg", "image", "file", "link"})
     can_sync_contacts = True
 
     def _headers(self) -> dict[str, str]:
@@ -65,11 +73,27 @@ class ECloudBackend(HttpBackend):
             raise self.failure(text, code=str(envelope.get("code")))
         return envelope.get("data")
 
-    def send(self, to: str, message: AnyMessage) -> SendResult:
+    def send(self, to: str, message: SingleMessage) -> SendResult:
         """sendText, sendApplets (structured card) or sendApplet/sendApp (XML)."""
         w_id = self.account.instance
         body: dict[str, Any]
-        if isinstance(message, TextMessage):
+        if isinstance(message, ImageMessage):
+            endpoint = "sendImage2"
+            body = {"wId": w_id, "wcId": to, "content": message.url}
+        elif isinstance(message, FileMessage):
+            endpoint = "sendFile"
+            body = {"wId": w_id, "wcId": to, "path": message.url, "fileName": message.name}
+        elif isinstance(message, LinkMessage):
+            endpoint = "sendUrl"
+            body = {
+                "wId": w_id,
+                "wcId": to,
+                "title": message.title,
+                "url": message.url,
+                "description": message.description,
+                "thumbUrl": message.thumb_url,
+            }
+        elif isinstance(message, TextMessage):
             endpoint = "sendText"
             body = {"wId": w_id, "wcId": to, "content": message.text}
             at = message.mention_ids()
@@ -81,7 +105,7 @@ class ECloudBackend(HttpBackend):
                 "wId": w_id,
                 "wcId": to,
                 "displayName": message.display_name,
-                "iconUrl": message.icon_url or "",
+                "iconUrl": message.icon_url or message.cover_url,
                 "appId": message.app_id,
                 "pagePath": message.page_path,
                 "thumbUrl": message.cover_url,
@@ -109,11 +133,17 @@ class ECloudBackend(HttpBackend):
     def check_online(self) -> bool | None:
         """``/isOnline`` (查询微信是否在线): ``code "1000"`` with ``data.isOnline`` true or false.
 
-        An offline account is a *successful* call with ``isOnline: false`` (2048537793/WkApi
-        ``api-wen-dang/wei-xin-guan-li/cha-xun-wei-xin-shi-fou-zai-xian.md``); a failure code means the check
-        itself failed and is raised, classified like any other failure.
+        An offline account is a successful call with ``isOnline: false``, or code ``1001`` (2048537793/WkApi
+        ``api-wen-dang/wei-xin-guan-li/cha-xun-wei-xin-shi-fou-zai-xian.md``: "1000成功（在线），1001失败（离线）"):
+        the account is down, not a failed check. Any other code is raised, classified like other failures.
         """
-        data = self._call("/isOnline", {"wId": self.account.instance})
+        envelope = self.post("/isOnline", {"wId": self.account.instance})
+        if str(envelope.get("code")) in OFFLINE:
+            return False
+        if str(envelope.get("code")) != SUCCESS:
+            text = str(envelope.get("message") or envelope.get("msg") or "")
+            raise self.failure(text, code=str(envelope.get("code")))
+        data = envelope.get("data")
         if isinstance(data, dict) and "isOnline" in data:
             value = data["isOnline"]
             return value is True or str(value).lower() == "true"

@@ -9,6 +9,16 @@ mirrored in Wangnov/gewe-rs ``docs/GeweAPI-Official/消息模块/``:
   ``coverImgUrl``;
 - everything else with XML goes to ``postAppMsg`` with the bare ``<appmsg>`` node (``发送appmsg消息.md``).
 
+Images, files and link cards go to ``postImage`` (``imgUrl``; the answer's ``aesKey``/``fileId``/``md5`` are
+kept for a later ``forwardImage``), ``postFile`` (``fileUrl``, ``fileName``) and ``postLink`` (``title``,
+``desc``, ``linkUrl``, ``thumbUrl``): 发送图片消息.md, 发送文件消息.md in the mirror; postLink's fields as the
+public GeWe clients send them (the mirror has no page for it; ``docs/vendors.md``).
+
+Failures: ``ret 500`` + ``msg "发送小程序失败"`` + ``data.code "-2"`` is tied to the cover image
+(Devo919/Gewechat#176; in #182 the maintainer answers "cover under 50 KB"), not to a daily cap: a permanent
+failure of that message with a hint about the cover. The token error echoes the token (#263) and is scrubbed
+before it is stored.
+
 Contacts (联系人模块, 标签模块 in the same mirror): ``/label/list`` → ``data.labelList[{labelId, labelName}]``;
 ``/contacts/fetchContactsList`` → ``data.friends/chatrooms/ghs`` (ids only; a long call whose answer the vendor
 also keeps: on a timeout ``/contacts/fetchContactsListCache`` answers the same shape, empty until ready);
@@ -17,16 +27,23 @@ also keeps: on a timeout ``/contacts/fetchContactsListCache`` answers the same s
 (asked only when the account option ``contacts_members`` is on) from ``/group/getChatroomMemberList``
 ``data.memberList`` (群模块, as listed in vendors.md).
 
-Failures: the daily mini-program cap is ``ret 500`` + ``msg "发送小程序失败"`` + ``data.code "-2"``
-(Devo919/Gewechat#176); the token error echoes the token (#263) and is scrubbed before it is stored.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from worker.errors import AmbiguousError, DailyCapError, VendorError
-from worker.messages import AnyMessage, AppMsgMessage, MiniProgramMessage, TextMessage
+from worker.errors import AmbiguousError, PermanentError, VendorError
+from worker.messages import (
+    AppMsgMessage,
+    FileMessage,
+    ImageMessage,
+    LinkMessage,
+    MiniProgramMessage,
+    SingleMessage,
+    TextMessage,
+)
 from worker.vendors.base import (
     ContactDetail,
     ContactList,
@@ -41,9 +58,13 @@ from worker.vendors.base import (
 
 #: The declaration the vendor's own forwardMiniApp example starts with (转发小程序.md).
 XML_DECLARATION = '<?xml version="1.0"?>\n'
-#: ``msg`` and ``data.code`` of the daily mini-program cap (Devo919/Gewechat#176).
+#: ``msg`` and ``data.code`` of a mini-program refused for its cover (Devo919/Gewechat#176, #182).
 MINI_APP_FAILED = "发送小程序失败"
-DAILY_CAP_CODE = "-2"
+COVER_CODE = "-2"
+COVER_HINT = (
+    "the vendor refused the mini-program card, most often for its cover image: use a png/jpg cover under "
+    "50 KB (Devo919/Gewechat#182) / 小程序发送失败，多为封面图问题：请使用 50 KB 以内的 png/jpg 封面"
+)
 
 
 @register("gewe")
@@ -70,15 +91,37 @@ class GeweBackend(HttpBackend):
         code = data.get("code") if isinstance(data, dict) else None
         text = " / ".join(str(part) for part in (envelope.get("msg"), detail) if part)
         code_text = str(code if code is not None else envelope.get("ret"))
-        capped = envelope.get("msg") == MINI_APP_FAILED and str(code) == DAILY_CAP_CODE
-        return self.failure(text, code=code_text, cls=DailyCapError if capped else None)
+        if envelope.get("msg") == MINI_APP_FAILED and str(code) == COVER_CODE:
+            return self.failure(f"{text}: {COVER_HINT}", code=code_text, cls=PermanentError)
+        return self.failure(text, code=code_text)
 
-    def send(self, to: str, message: AnyMessage) -> SendResult:
+    kinds = frozenset({"text", "miniprogram", "appmsg", "image", "file", "link"})
+
+    def send(self, to: str, message: SingleMessage) -> SendResult:
         """Map the message kind to its GeWe endpoint and read back the ids."""
         app_id = self.account.instance
-        if isinstance(message, TextMessage):
+        if isinstance(message, ImageMessage):
+            data = self._call("/message/postImage", {"appId": app_id, "toWxid": to, "imgUrl": message.url})
+            result = self.camel_case_result(data, to=to, to_key="toWxid", endpoint="postImage")
+            facts = data if isinstance(data, dict) else {}
+            media = {ours: str(facts[theirs]) for ours, theirs in _IMAGE_FACTS if facts.get(theirs)}
+            return dataclasses.replace(result, media=media)
+        if isinstance(message, FileMessage):
+            endpoint = "postFile"
+            body: dict[str, Any] = {"appId": app_id, "toWxid": to, "fileUrl": message.url, "fileName": message.name}
+        elif isinstance(message, LinkMessage):
+            endpoint = "postLink"
+            body = {
+                "appId": app_id,
+                "toWxid": to,
+                "title": message.title,
+                "desc": message.description,
+                "linkUrl": message.url,
+                "thumbUrl": message.thumb_url,
+            }
+        elif isinstance(message, TextMessage):
             endpoint = "postText"
-            body: dict[str, Any] = {"appId": app_id, "toWxid": to, "content": message.text}
+            body = {"appId": app_id, "toWxid": to, "content": message.text}
             ats = message.mention_ids()
             if ats:
                 body["ats"] = ",".join(ats)
@@ -167,3 +210,7 @@ class GeweBackend(HttpBackend):
         return member_count(
             self._call("/group/getChatroomMemberList", {"appId": self.account.instance, "chatroomId": room})
         )
+
+
+#: postImage's media facts (ours, theirs): what a later forwardImage needs (发送图片消息.md, 转发图片.md).
+_IMAGE_FACTS = (("aes_key", "aesKey"), ("file_id", "fileId"), ("md5", "md5"))

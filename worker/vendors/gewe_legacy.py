@@ -3,15 +3,15 @@
 Success needs ``ret == 0`` *and* the recipient's own ``data.List[i].Ret == 0``; ids come per recipient
 (``MsgId``, ``NewClientMsgid``, ``Createtime``, ``NewMsgId``, recipient in ``ToUsetName.string``, sic).
 This API takes only XML for app messages, so structured mini-programs are converted to a type-33
-appmsg. No revoke and no online check are documented.
+appmsg and link cards to type-5 app XML. No revoke, no online check, no image or file send are documented.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from worker.errors import UnsupportedError
-from worker.messages import AnyMessage, TextMessage
+from worker.errors import MessageError, UnsupportedError
+from worker.messages import AppMsgMessage, LinkMessage, MiniProgramMessage, SingleMessage, TextMessage
 from worker.vendors.base import HttpBackend, SendResult, as_int, register
 
 
@@ -25,7 +25,7 @@ class GeweLegacyBackend(HttpBackend):
     def _headers(self) -> dict[str, str]:
         return {"X-GEWE-TOKEN": self.account.token.get_secret_value()}
 
-    def send(self, to: str, message: AnyMessage) -> SendResult:
+    def send(self, to: str, message: SingleMessage) -> SendResult:
         """sendmsg for text (one recipient per call), sendapp for every XML kind."""
         appid = self.account.instance
         if isinstance(message, TextMessage):
@@ -37,6 +37,10 @@ class GeweLegacyBackend(HttpBackend):
             }
         else:
             endpoint = "sendapp"
+            if not isinstance(message, MiniProgramMessage | AppMsgMessage | LinkMessage):
+                raise MessageError(
+                    f"message.kind: {self.name} cannot send {message.kind!r} messages", field="message.kind"
+                )
             body = {"appid": appid, "to_wxid": to, "xml": message.appmsg_xml()}
         envelope = self.post(f"/api/message/{endpoint}", body)
         if envelope.get("ret") != 0 and str(envelope.get("ret")) != "0":

@@ -8,19 +8,30 @@ client that uses it (SZUEA/AJBot ``EAbotoy/action.py``) sends ``{OpCode: 0, MsgI
 and so do we. Sends answer only ``NewMsgId`` and ``ClientMsgId`` (seed 002), so ``MsgId`` is sent when a
 send returned one and left out otherwise, never guessed. No auth header is documented; a deployment that
 adds one sets the token, sent as ``Authorization: Bearer``. Success iff ``CgiBaseResponse.Ret == 0``.
-No online check is documented.
+No online check is documented. Link cards go as type-5 app XML through 222; images and files have no
+documented command (refused at submission).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from worker.messages import AnyMessage, TextMessage
+from worker.errors import MessageError, PermanentError, ThrottledError, VendorError
+from worker.messages import AppMsgMessage, LinkMessage, MiniProgramMessage, SingleMessage, TextMessage
 from worker.vendors.base import HttpBackend, SendResult, as_int, register, require_revoke_ids
 
 CGI_SEND_APP = 222
 CGI_SEND_TEXT = 522
 CGI_REVOKE = 594
+
+#: ``CgiBaseResponse.Ret`` codes that say what happened even with an empty ``ErrMsg``, as SZUEA/AJBot
+#: (``EAbotoy``) maps them: 110 removed from the group, 120 muted, 241 too fast, 299 group rate limit.
+RET_CODES: dict[int, tuple[type[VendorError], str]] = {
+    110: (PermanentError, "removed from the group / 已被移出该群"),
+    120: (PermanentError, "muted in the group / 已被禁言"),
+    241: (ThrottledError, "sending too fast / 发送频率过快"),
+    299: (ThrottledError, "group rate limit / 超过群发言频率限制"),
+}
 
 
 @register("ohwxapi")
@@ -41,11 +52,15 @@ class OhwxapiBackend(HttpBackend):
         ret = as_int(base.get("Ret")) if isinstance(base, dict) else None
         if ret != 0:
             text = str(base.get("ErrMsg") or "") if isinstance(base, dict) else "no CgiBaseResponse"
+            known = RET_CODES.get(ret) if ret is not None else None
+            if known is not None:
+                cls, meaning = known
+                raise self.failure(f"{text} ({meaning})" if text else meaning, code=str(ret), cls=cls)
             raise self.failure(text, code=str(ret))
         data = envelope.get("ResponseData")
         return data if isinstance(data, dict) else {}
 
-    def send(self, to: str, message: AnyMessage) -> SendResult:
+    def send(self, to: str, message: SingleMessage) -> SendResult:
         """CgiCmd 522 for text, 222 for every XML kind."""
         if isinstance(message, TextMessage):
             cmd = CGI_SEND_TEXT
@@ -55,6 +70,10 @@ class OhwxapiBackend(HttpBackend):
                 request["AtUsers"] = ",".join(at)
         else:
             cmd = CGI_SEND_APP
+            if not isinstance(message, MiniProgramMessage | AppMsgMessage | LinkMessage):
+                raise MessageError(
+                    f"message.kind: {self.name} cannot send {message.kind!r} messages", field="message.kind"
+                )
             request = {"ToUserName": to, "AppMsgXml": message.appmsg_xml(), "MsgType": 49}
         data = self._cgi(cmd, request)
         client_msg_id = data.get("ClientMsgId")

@@ -36,7 +36,9 @@ class Accepted(BaseModel):
 
 
 #: What ``GET /v1/messages/{id}`` shows of a job's public view (with its history and errors).
-_MESSAGE_FIELDS = ("id", "status", "account", "to", "campaign", "test_of", "attempts", "result", "vendor", "has_ids")
+_MESSAGE_FIELDS = (
+    "id", "status", "account", "to", "campaign", "test_of", "attempts", "result", "vendor", "has_ids", "parts",
+)  # fmt: skip
 _MESSAGE_TAIL = (
     "reason",
     "skip_reason",

@@ -25,6 +25,11 @@ const I18N = {
     st_down: "掉线", acc_active: "正常", priority: "优先级", normal: "普通", high: "高", send_at: "定时发送（可选）",
     send_at_hint: "留空立即发送；按本机时区解释", message_kind: "消息类型", kind_text: "文本",
     kind_mini: "小程序（字段）", kind_mini_xml: "小程序（粘贴 XML）", kind_appmsg: "应用消息（粘贴 XML：链接、文件、视频号）",
+    kind_image: "图片（海报）", kind_file: "文件（如报价单 PDF）", kind_link: "链接卡片", kind_sequence: "组合消息（依次发送，最多 5 条）",
+    media_url: "URL（服务商自行下载）", file_name: "文件名（接收人看到的）", link_title: "标题", link_description: "描述",
+    link_url: "链接", thumb_url: "缩略图 URL（png/jpg，50 KB 以内）", sequence_json: "组合消息 JSON",
+    sequence_hint: "parts 依次发给同一接收人，每条之间保持账号的发送间隔；某条失败则其余跳过",
+    carried_by: "可发送此消息的服务商", carried_none: "没有服务商能发送此消息", part: "第 {n} 条",
     text: "文本内容", text_hint: "{name} 等占位符由 CSV 的同名列填充；按通讯录发送时 {name}（备注，无备注用昵称）、{nickname}、{remark} 取自联系人", mentions: "@ 的成员 wxid（逗号分隔）",
     mention_all: "@所有人", xml: "XML", cover_url: "封面图 URL", recipients_csv: "接收人文件（CSV 或 JSONL）",
     csv_hint: "CSV 表头：to, account（可选）, 其他列作为变量", preview: "预览（前 5 行）", rows: "行",
@@ -92,6 +97,12 @@ const I18N = {
     send_at: "Send at (optional)", send_at_hint: "Empty sends now; read in this computer's timezone",
     message_kind: "Message kind", kind_text: "Text", kind_mini: "Mini-program (fields)",
     kind_mini_xml: "Mini-program (pasted XML)", kind_appmsg: "App message (pasted XML: link, file, video channel)",
+    kind_image: "Image (poster)", kind_file: "File (e.g. a PDF price list)", kind_link: "Link card",
+    kind_sequence: "Sequence (sent in order, up to 5 messages)", media_url: "URL (the vendor fetches it)",
+    file_name: "File name (what the recipient sees)", link_title: "Title", link_description: "Description",
+    link_url: "Link", thumb_url: "Thumbnail URL (png/jpg under 50 KB)", sequence_json: "Sequence JSON",
+    sequence_hint: "The parts go to the same recipient in order, the account's gap between them; if one fails, the rest are skipped",
+    carried_by: "Vendors that can send it", carried_none: "No vendor can send this message", part: "Part {n}",
     text: "Text", text_hint: "Placeholders like {name} are filled from the CSV column of that name; for an audience, {name} (remark, else nickname), {nickname} and {remark} come from the contact",
     mentions: "Mention wxids (comma-separated)", mention_all: "Mention everyone", xml: "XML",
     cover_url: "Cover image URL", recipients_csv: "Recipients file (CSV or JSONL)",
@@ -681,17 +692,32 @@ function countLines(text) {
   return text.split(/\r?\n/).filter((l) => l.trim()).length;
 }
 
+//: A sequence to start from: a line of text, then the poster, then the mini-program card (what operators post most).
+const SEQUENCE_EXAMPLE = JSON.stringify({ kind: "sequence", parts: [
+  { kind: "text", text: "{name}，双十一快乐" },
+  { kind: "image", url: "https://example.com/poster.jpg" },
+  { kind: "link", title: "双十一会场", description: "点开看看", url: "https://example.com/1111", thumb_url: "https://example.com/t.jpg" },
+] }, null, 2);
+
 function messageForm(prefix) {
+  const kinds = ["text", "mini", "mini_xml", "appmsg", "image", "file", "link", "sequence"];
   return `<label>${t("message_kind")}<select id="${prefix}kind">
-      <option value="text">${t("kind_text")}</option><option value="mini">${t("kind_mini")}</option>
-      <option value="mini_xml">${t("kind_mini_xml")}</option><option value="appmsg">${t("kind_appmsg")}</option></select></label>
+      ${kinds.map((k) => `<option value="${k}">${t("kind_" + k)}</option>`).join("")}</select></label>
     <div data-kind="text"><label>${t("text")} <span class="hint">${t("text_hint")}</span><textarea class="text" id="${prefix}text"></textarea></label>
       <div class="grid"><label>${t("mentions")}<input id="${prefix}mentions"></label>
       <label class="check"><input type="checkbox" id="${prefix}mention_all"> ${t("mention_all")}</label></div></div>
     <div data-kind="mini" class="grid hidden">${["app_id", "username", "title", "page_path", "cover_url", "display_name", "icon_url"]
       .map((f) => `<label>${f}<input id="${prefix}mp_${f}"></label>`).join("")}</div>
     <div data-kind="mini_xml appmsg" class="hidden"><label>${t("xml")}<textarea id="${prefix}xml" spellcheck="false"></textarea></label>
-      <label data-kind="mini_xml">${t("cover_url")}<input id="${prefix}xml_cover"></label></div>`;
+      <label data-kind="mini_xml">${t("cover_url")}<input id="${prefix}xml_cover"></label></div>
+    <div data-kind="image file" class="grid hidden"><label>${t("media_url")}<input id="${prefix}media_url" type="url"></label>
+      <label data-kind="file">${t("file_name")}<input id="${prefix}file_name"></label></div>
+    <div data-kind="link" class="grid hidden"><label>${t("link_title")}<input id="${prefix}link_title"></label>
+      <label>${t("link_description")}<input id="${prefix}link_description"></label>
+      <label>${t("link_url")}<input id="${prefix}link_url" type="url"></label>
+      <label>${t("thumb_url")}<input id="${prefix}thumb_url" type="url"></label></div>
+    <div data-kind="sequence" class="hidden"><label>${t("sequence_json")} <span class="hint">${t("sequence_hint")}</span>
+      <textarea id="${prefix}sequence" spellcheck="false" rows="12">${esc(SEQUENCE_EXAMPLE)}</textarea></label></div>`;
 }
 
 function bindKind(prefix, onChange) {
@@ -723,7 +749,30 @@ function readMessage(prefix) {
     if (v("xml_cover")) message.cover_url = v("xml_cover");
     return message;
   }
+  if (kind === "image") return { kind: "image", url: v("media_url") };
+  if (kind === "file") return { kind: "file", url: v("media_url"), name: v("file_name") };
+  if (kind === "link") {
+    return { kind: "link", title: v("link_title"), description: v("link_description"), url: v("link_url"), thumb_url: v("thumb_url") };
+  }
+  if (kind === "sequence") {
+    try { return JSON.parse(v("sequence")); } catch (error) { return { kind: "sequence", parts: "not JSON: " + error.message }; }
+  }
   return { kind: "appmsg", xml: v("xml") };
+}
+
+//: What one message (or one part) will look like, for the check box: text as the recipient reads it, a
+//: link as its card, media by URL (the console never loads a third-party image), app XML as sent.
+function messagePreview(shown, xml) {
+  if (shown.kind === "text") return `<div class="card"><div class="muted">${t("rendered")}</div><div class="rendered">${esc(shown.text)}</div></div>`;
+  if (shown.kind === "image") return `<div class="card">🖼 <span class="mono">${esc(shown.url)}</span></div>`;
+  if (shown.kind === "file") return `<div class="card">📄 <b>${esc(shown.name)}</b> <span class="mono muted">${esc(shown.url)}</span></div>`;
+  if (shown.kind === "link") {
+    return `<div class="card link-card"><b>${esc(shown.title)}</b><div class="muted">${esc(shown.description || "")}</div>
+      <div class="mono muted">${esc(shown.url)}</div></div>` + (xml ? `<div class="muted">${t("extracted")}</div><pre>${esc(xml)}</pre>` : "");
+  }
+  let html = xml ? `<div class="muted">${t("extracted")}</div><pre class="extracted">${esc(xml)}</pre>` : "";
+  if (shown.kind === "miniprogram" && !shown.xml) html += `<pre>${esc(JSON.stringify(shown, null, 2))}</pre>`;
+  return html;
 }
 
 function newCampaignPage() {
@@ -766,10 +815,19 @@ function newCampaignPage() {
       if (seq !== state.checkSeq) return;
       const shown = answer.rendered || answer.message;
       let html = `<h2>${t("check")}: <span class="check-ok">${t("check_ok")}</span></h2>`;
-      if (answer.rendered && shown.kind === "text") html += `<div class="card"><div class="muted">${t("rendered")}</div><div id="c-rendered">${esc(shown.text)}</div></div>`;
-      if (answer.xml) html += `<div class="muted">${t("extracted")}</div><pre id="c-extracted">${esc(answer.xml)}</pre>`;
-      if (shown.kind === "miniprogram" && !shown.xml) html += `<pre>${esc(JSON.stringify(shown, null, 2))}</pre>`;
+      html += answer.vendors.length
+        ? `<p class="muted" id="c-vendors">${t("carried_by")}: ${answer.vendors.map(esc).join(", ")}</p>`
+        : `<p class="check-bad" id="c-vendors">${t("carried_none")}</p>`;
+      if (shown.kind === "sequence") {
+        html += `<ol id="c-parts">${shown.parts.map((part, i) => `<li><span class="muted">${t("part").replace("{n}", i + 1)} · ${esc(part.kind)}</span>${messagePreview(part, answer.parts[i].xml)}</li>`).join("")}</ol>`;
+      } else {
+        html += messagePreview(shown, answer.xml);
+      }
       box.innerHTML = html;
+      const rendered = $(".rendered", box);
+      if (rendered && answer.rendered && shown.kind === "text") rendered.id = "c-rendered";
+      const extracted = $(".extracted", box);
+      if (extracted) extracted.id = "c-extracted";
     } catch (error) {
       if (seq !== state.checkSeq || !(error instanceof ApiError)) throw error;
       box.innerHTML = `<h2>${t("check")}: <span class="check-bad">${esc(error.message)}${error.field ? ` (${t("field")}: ${esc(error.field)})` : ""}</span></h2>`;

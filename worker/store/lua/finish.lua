@@ -116,35 +116,15 @@ local ttl = tonumber(ARGV[8])
 local called, ended, fraction, slow, day, day_n = ARGV[9], tonumber(ARGV[10]), ARGV[11], ARGV[12], ARGV[13], ARGV[14]
 local keep, vendor = tonumber(ARGV[15]), ARGV[16]
 local X = 17
-local tstr = ''
-local throttles = 0
-if called == '1' then tstr = string.format('%.6f', ended) end
 local call = cjson.decode(ARGV[7])['call']
 local jk = key_job(id)
-if call and call ~= '' and redis.call('HGET', jk, 'fin') == call then return {'ok', tstr, 0} end
-if called == '1' then
-  local tend = ended
-  local pk = key_pace(a)
-  local fields = {'last_end', tstr, 'r', fraction, 'day', day, 'day_n', day_n}
-  if slow ~= '' then
-    fields[#fields + 1] = 'slow'; fields[#fields + 1] = slow
-    fields[#fields + 1] = 'slow_at'; fields[#fields + 1] = tstr
-  else
-    fields[#fields + 1] = 'throttled_n'; fields[#fields + 1] = '0'  -- any other answer ends the run
-  end
-  redis.call('HSET', pk, unpack(fields))
-  -- a new slow-down is recorded exactly for a throttling answer: count them in a row
-  if slow ~= '' then throttles = redis.call('HINCRBY', pk, 'throttled_n', 1) end
-  if keep > 0 and redis.call('LPUSH', key_pace_window(a), tstr) > 2 * keep then
-    redis.call('LTRIM', key_pace_window(a), 0, keep - 1)
-  end
-  if vendor ~= '' then
-    local vk = key_vendor_pace(vendor)
-    redis.call('ZADD', vk, tend, tstr .. ':' .. token)
-    redis.call('ZREMRANGEBYSCORE', vk, '-inf', tend - VENDOR_WINDOW_S)
-    redis.call('EXPIRE', vk, math.ceil(2 * VENDOR_WINDOW_S))
-  end
+if call and call ~= '' and redis.call('HGET', jk, 'fin') == call then
+  -- this call's outcome is already on the books (a retried FINISH): nothing is applied twice
+  local tstr = ''
+  if called == '1' then tstr = string.format('%.6f', ended) end
+  return {'ok', tstr, 0}
 end
+local tstr, throttles = record_pace(a, token, called, ended, fraction, slow, day, day_n, keep, vendor)
 local hk = key_history(id)
 local st, lease, priority, camp, last_error, attempts, replays, test_of = unpack(redis.call('HMGET', jk,
   'state', 'lease', 'priority', 'campaign', 'last_error', 'attempts', 'replays', 'test_of'))

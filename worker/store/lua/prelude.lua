@@ -121,8 +121,10 @@ end
 -- when queued), or false when the job was not sent or its revoke was already asked for (exactly once).
 local function request_revoke(id, now, window, unsupported)
   local jk = key_job(id)
-  local st, recall, account, to, vendor, created, sent_at, camp = unpack(redis.call('HMGET', jk,
-    'state', 'recall', 'account', 'to', 'vendor', 'create_time', 'sent_at', 'campaign'))
+  local st, recall, account, to, vendor, created, sent_at, camp, part = unpack(redis.call('HMGET', jk,
+    'state', 'recall', 'account', 'to', 'vendor', 'create_time', 'sent_at', 'campaign', 'part'))
+  -- a sequence stopped after some parts went out (dead, `part` > 0) has those parts to revoke too
+  if st == 'dead' and (tonumber(part) or 0) > 0 then st = 'sent' end
   if st ~= 'sent' or (recall and recall ~= '') then return false end
   redis.call('HSET', jk, 'recall', 'pending')
   if camp and camp ~= '' then redis.call('HINCRBY', key_campaign(camp), 'rc:requested', 1) end
@@ -144,6 +146,38 @@ local function request_revoke(id, now, window, unsupported)
     'deadline', string.format('%.3f', deadline))
   enqueue(account, rid, 'high', false, '')
   return 'pending'
+end
+-- The pacing record of a vendor call (FINISH and a sequence's PART): written even when the lease was lost
+-- meanwhile, since the call happened and the next one must wait for it. Returns the end time ('' when no
+-- call was made) and the account's throttling answers in a row, this call included.
+local function record_pace(a, token, called, ended, fraction, slow, day, day_n, keep, vendor)
+  local tstr = ''
+  local throttles = 0
+  if called == '1' then
+    local tend = ended
+    tstr = string.format('%.6f', tend)
+    local pk = key_pace(a)
+    local fields = {'last_end', tstr, 'r', fraction, 'day', day, 'day_n', day_n}
+    if slow ~= '' then
+      fields[#fields + 1] = 'slow'; fields[#fields + 1] = slow
+      fields[#fields + 1] = 'slow_at'; fields[#fields + 1] = tstr
+    else
+      fields[#fields + 1] = 'throttled_n'; fields[#fields + 1] = '0'  -- any other answer ends the run
+    end
+    redis.call('HSET', pk, unpack(fields))
+    -- a new slow-down is recorded exactly for a throttling answer: count them in a row
+    if slow ~= '' then throttles = redis.call('HINCRBY', pk, 'throttled_n', 1) end
+    if keep > 0 and redis.call('LPUSH', key_pace_window(a), tstr) > 2 * keep then
+      redis.call('LTRIM', key_pace_window(a), 0, keep - 1)
+    end
+    if vendor ~= '' then
+      local vk = key_vendor_pace(vendor)
+      redis.call('ZADD', vk, tend, tstr .. ':' .. token)
+      redis.call('ZREMRANGEBYSCORE', vk, '-inf', tend - VENDOR_WINDOW_S)
+      redis.call('EXPIRE', vk, math.ceil(2 * VENDOR_WINDOW_S))
+    end
+  end
+  return tstr, throttles
 end
 local function dead_letter(jk, id, from, reason, class, err, now, camp, ttl)
   move(jk, from, 'dead', camp)
