@@ -274,6 +274,19 @@ def test_a_callback_acts_only_on_the_instance_and_vendor_of_its_account(ledger: 
     assert ledger.redis.hget(ledger.keys.stat("callbacks"), "mismatch") == "6"
 
 
+def test_an_ecloud_body_without_a_wid_is_taken_on_the_urls_key_and_a_gewe_body_never_is(ledger: Ledger) -> None:
+    """vendors.md documents E云 callbacks as ``{wcId, account, messageType, data}`` only: a body without
+    ``data.wId`` acts on the account whose key it came with; a GeWe body must always name its Appid."""
+    processor = processor_for(ledger)
+    no_wid = json.loads(ecloud("wxid_nw", "退订", msg_id=91))
+    del no_wid["data"]["wId"]
+    assert processor.handle("ec1", json.dumps(no_wid).encode()) is Kind.OPTED_OUT
+    assert Suppressions(ledger.redis, ledger.prefix).get("ec1", "wxid_nw") is not None
+    no_appid = json.loads(gewe_text("wxid_na", "退订", msg_id=92))
+    del no_appid["Appid"]
+    assert processor.handle("acct1", json.dumps(no_appid).encode()) in (Kind.MISMATCH, Kind.UNKNOWN)
+
+
 @pytest.mark.parametrize(
     "text",
     [

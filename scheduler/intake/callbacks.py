@@ -350,7 +350,7 @@ class CallbackProcessor:
             self._keep_odd(account, kind, body)
         elif current is None:
             kind = Kind.IGNORED  # the account was removed meanwhile
-        elif event.vendor != current.spec.vendor or not event.instance or event.instance != current.spec.instance:
+        elif event.vendor != current.spec.vendor or not _same_instance(event, current.spec.instance):
             kind = Kind.MISMATCH
             self._keep_odd(account, kind, body)
         elif event.dedupe and self.redis.exists(self.keys.callback_seen(event.dedupe)):
@@ -442,3 +442,13 @@ def _number(value: Any) -> float:
 
 def _raw(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value or "").encode("utf-8", "surrogateescape")
+
+
+def _same_instance(event: Event, instance: str) -> bool:
+    """The delivery names the account's own instance. An E云 body without ``data.wId`` is taken on the
+    URL's key alone: vendors.md documents only ``{wcId, account, messageType, data}`` for E云, and ``wId``
+    inside ``data`` comes from third-party code, so a deployment that leaves it out must not lose every
+    opt-out. GeWe always names its ``Appid`` (its 回调消息详解 page), so a GeWe body must match."""
+    if not event.instance:
+        return event.vendor == "ecloud"
+    return event.instance == instance
