@@ -7,11 +7,13 @@ every send after L ± s via ``POST /_sim/latency``), and the product exactly as 
 
 Per case and round:
 
-1. The processes start; N accounts (limits ``per_minute``, ``min_interval_s=g``, ``jitter_s=0``) get k
-   private-chat jobs each, all scheduled for one release moment a little ahead (``send_at``), so boot
-   and submission stay out of what is measured.
+1. The processes start (and ``broadcast api`` on the campaign path); N accounts (limits ``per_minute``,
+   ``min_interval_s=g``, ``jitter_s=0``) get k private-chat jobs each, all scheduled for one release moment a
+   little ahead (``send_at``), so boot and submission stay out of what is measured. ``--path campaign`` (the
+   default, what users send): one campaign through ``POST /v1/campaigns``, every recipient bound to its
+   account; ``--path messages``: single messages through the producer.
 2. Just before the release: snapshots of Redis ``INFO commandstats`` / ``INFO cpu`` and of the CPU time
-   (``/proc/<pid>/stat``) of the worker's and the scheduler's process trees.
+   (``/proc/<pid>/stat``) of the worker's, the scheduler's and the API's process trees.
 3. Wait until the simulator has recorded every send and every job is terminal (bounded by ``--timeout``;
    on timeout the partial figures are printed and the exit code is non-zero). Snapshots again.
 4. From the simulator's own records (``received_at`` = request arrived, ``sent_at`` = answer left):
@@ -22,7 +24,12 @@ Per case and round:
    - violations: overlaps (next.received_at < prev.sent_at), gaps under g - 5 ms, 60 s windows over
      ``per_minute``; duplicates: one (account, recipient) received more than once.
 
-5. Peers at the same latency, same number of sends, no pacing: ``bench.plain_celery`` (the same HTTP call
+5. CPU per send of the stack (worker + scheduler + Redis + API) and of each part, in CPU-ms and in units.
+   The unit is the CPU one plain single-threaded Python client (``http.client``, keep-alive, JSON in and out)
+   spends per ``postText`` against the same simulator, measured in the same run (before and after the cases,
+   the mean used), so a figure in units reads the same on a slower or a busier machine.
+
+6. Peers at the same latency, same number of sends, no pacing: ``bench.plain_celery`` (the same HTTP call
    in a plain Celery task) under prefork ``-c 2`` and under ``-P threads -c 300``. A peer stops after
    ``--peer-budget`` seconds of sending; its rate is what it reached by then.
 
@@ -30,7 +37,9 @@ Exit code 1 when any case shows a violation, a duplicate, a missing send or a ti
 
 Run: ``.venv/bin/python -m bench.envelope`` (all cases) or ``--case 300x4-L0.3-g1``, or a custom case:
 ``--accounts 30 --sends 3 --gap 1 --latency 0.3 --spread 0.1``. ``--repeat 3`` interleaves rounds and
-reports medians; ``--json out.json`` writes every raw figure. ``--replica`` attaches a replica and runs each
+reports medians; ``--json out.json`` writes every raw figure; ``--profile DIR`` runs ``py-spy record --gil``
+on the worker over the measured window (py-spy installed in the venv, not a project dependency) and prints
+the share of samples per stage and the top functions. ``--replica`` attaches a replica and runs each
 case twice, ``BROADCAST_REPLICA_ACKS=0`` (the unit) then ``=1``, and prints the cost of the wait as ratios.
 """
 
@@ -38,19 +47,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import itertools
 import json
 import os
 import shlex
+import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import redis
@@ -108,6 +123,7 @@ CASES = {
         Case("5000x2-fast-g20", 5000, 2, 20.0, 0.0),
         Case("1000x4-fast-g1", 1000, 4, 1.0, 0.0),
         Case("5000x2-L0.3s0.2-g20", 5000, 2, 20.0, 0.3, 0.2),
+        Case("10000x2-L0.3s0.2-g20", 10000, 2, 20.0, 0.3, 0.2),
     )
 }
 
@@ -173,6 +189,35 @@ def span_rate(records: list[dict[str, Any]]) -> tuple[float, float]:
     return span, (len(records) / span if span > 0 else float("inf"))
 
 
+def measure_unit(sim_url: str, requests: int = 500, batches: int = 5) -> float:
+    """The unit: CPU seconds one plain single-threaded Python client (``http.client``, keep-alive, JSON in
+    and out) spends per GeWe ``postText`` against the same simulator, answering at once; the median of
+    ``batches`` batches (this thread's CPU time only, so the figure is the client's and nothing else's)."""
+    instance = "unit-inst"
+    parsed = urlsplit(sim_url)
+    with httpx.Client(base_url=sim_url, timeout=30) as sim:
+        sim.post("/_sim/reset").raise_for_status()
+        sim.post("/_sim/latency", json={"latency_s": 0, "spread_s": 0}).raise_for_status()
+        sim.post("/_sim/accounts", json={"vendor": "gewe", "instance": instance, "token": TOKEN}).raise_for_status()
+    conn = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port, timeout=30)
+    headers = {"Content-Type": "application/json", "X-GEWE-TOKEN": TOKEN}
+    per_request: list[float] = []
+    try:
+        for batch in range(batches + 1):  # the first batch warms up (connection, imports) and is not counted
+            cpu0 = time.thread_time()
+            for i in range(requests):
+                body = {"appId": instance, "toWxid": f"wxid_unit_{batch}_{i}", "content": "x"}
+                conn.request("POST", "/gewe/v2/api/message/postText", json.dumps(body), headers)
+                answer = json.loads(conn.getresponse().read())
+                if answer.get("ret") != 200:
+                    raise RuntimeError(f"the simulator refused the unit's request: {answer}")
+            if batch:
+                per_request.append((time.thread_time() - cpu0) / requests)
+    finally:
+        conn.close()
+    return statistics.median(per_request)
+
+
 # --- the product -------------------------------------------------------------------------------------
 
 
@@ -220,24 +265,35 @@ def run_product(
         }
         worker = procs.cli(f"{tag}-worker", ["worker"], env)
         sched = procs.cli(f"{tag}-scheduler", ["scheduler"], env)
+        api = None
+        if args.path == "campaign":
+            api_port, api_token = free_port(), f"bench-{tag}"
+            api = procs.cli(f"{tag}-api", ["api", "--port", str(api_port)], {**env, "BROADCAST_API_TOKEN": api_token})
         total = case.accounts * case.sends
         release = time.time() + args.boot_wait + total / 1500
-        producer = Producer(ledger, store)
-        job_ids = [
-            producer.submit_message(
-                account=accounts[INSTANCE.format(a)], to=f"wxid_{tag}_{a:05d}_{i}", message=TEXT, send_at=release
-            ).id
-            for i in range(case.sends)
-            for a in range(case.accounts)
-        ]
+        if api is None:
+            producer = Producer(ledger, store)
+            job_ids = [
+                producer.submit_message(
+                    account=accounts[INSTANCE.format(a)], to=f"wxid_{tag}_{a:05d}_{i}", message=TEXT, send_at=release
+                ).id
+                for i in range(case.sends)
+                for a in range(case.accounts)
+            ]
+        else:
+            job_ids = submit_campaign(
+                case, tag, f"http://127.0.0.1:{api_port}", api_token, list(accounts.values()), release, ledger
+            )
         late = time.time() - (release - 1.0)
         if late > 0:
             progress(f"{tag}: submission ended {late:.1f}s late: raise --boot-wait (figures include submission)")
+        stack = [worker, sched, *([api] if api else [])]
         while time.time() < release - 0.5:
-            check_alive([worker, sched], "product process", logdir)
+            check_alive(stack, "product process", logdir)
             time.sleep(0.1)
+        spy = start_profile(args.profile, worker.pid, f"{case.name}-{tag}", logdir) if args.profile else None
         calls0, rcpu0 = redis_counters(client)
-        wcpu0, scpu0 = cpu_s(worker.pid), cpu_s(sched.pid)
+        wcpu0, scpu0, acpu0 = cpu_s(worker.pid), cpu_s(sched.pid), cpu_s(api.pid) if api else 0.0
         progress(
             f"{tag}: {total} jobs released at the next second; booted worker RSS {tree_rss_kb(worker.pid)[0] / 1024:.0f} MB"
         )
@@ -257,7 +313,7 @@ def run_product(
             if seen >= total or now - last_check > 15:  # a job may end dead, without a send
                 last_check = now
                 calls1, rcpu1 = redis_counters(client)
-                wcpu1, scpu1 = cpu_s(worker.pid), cpu_s(sched.pid)
+                wcpu1, scpu1, acpu1 = cpu_s(worker.pid), cpu_s(sched.pid), cpu_s(api.pid) if api else 0.0
                 pipe = client.pipeline(transaction=False)
                 for job_id in job_ids:
                     pipe.hget(Keys(prefix).job(job_id), "state")
@@ -265,19 +321,21 @@ def run_product(
                 if all(s in TERMINAL for s in states):
                     break
                 own_calls += len(job_ids)
-            check_alive([worker, sched], "product process", logdir)
+            check_alive(stack, "product process", logdir)
             if now > deadline:
                 timed_out = True
                 calls1, rcpu1 = redis_counters(client)
-                wcpu1, scpu1 = cpu_s(worker.pid), cpu_s(sched.pid)
+                wcpu1, scpu1, acpu1 = cpu_s(worker.pid), cpu_s(sched.pid), cpu_s(api.pid) if api else 0.0
                 progress(f"{tag}: TIMEOUT after {timeout:.0f}s: {seen}/{total} sends recorded")
                 break
             if now - last_note > 20:
                 last_note = now
                 progress(f"{tag}: {seen}/{total} sends after {time.time() - release:.0f}s")
             time.sleep(POLL_S)
-        procs.stop(sched)
-        procs.stop(worker)
+        if spy is not None:
+            stop_profile(spy)
+        for proc in reversed(stack):
+            procs.stop(proc)
         sends.poll()
 
     records = [r for r in sends.records if r["instance"] in accounts]
@@ -320,12 +378,143 @@ def run_product(
         "duplicates": duplicates,
         "dispatcher_cpu_ms_per_1k": 1e6 * (scpu1 - scpu0) / n if n else float("nan"),
         "worker_cpu_ms_per_1k": 1e6 * (wcpu1 - wcpu0) / n if n else float("nan"),
+        "api_cpu_ms_per_send": 1000 * (acpu1 - acpu0) / n if n and api else float("nan"),
+        "path": args.path,
         "redis_commands_per_send": commands / n if n else float("nan"),
         "redis_cpu_ms_per_send": 1000 * (rcpu1 - rcpu0) / n if n else float("nan"),
         "worker_rss_max_mb": rss_max / 1024,
         "redis_calls": calls,
         "utilizations": utils,
     }
+
+
+def submit_campaign(
+    case: Case, tag: str, api_url: str, api_token: str, account_ids: list[str], release: float, ledger: Ledger
+) -> list[str]:
+    """``POST /v1/campaigns`` as a user sends one: every account's k recipients, released at ``release``;
+    the ids of its jobs, in the order the API stored them."""
+    recipients = [
+        {"to": f"wxid_{tag}_{a:05d}_{i}", "account": account_id}
+        for i in range(case.sends)
+        for a, account_id in enumerate(account_ids)
+    ]
+    body = {
+        "name": f"envelope {case.name} {tag}",
+        "recipients": recipients,  # each bound to its account (``accounts`` takes at most 1,000)
+        "message": TEXT,
+        "send_at": datetime.fromtimestamp(release, UTC).isoformat(),
+    }
+    with httpx.Client(base_url=api_url, timeout=300, headers={"Authorization": f"Bearer {api_token}"}) as api:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if api.get("/healthz").status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{tag}: the API did not answer /healthz in 60 s")
+            time.sleep(0.1)
+        answer = api.post("/v1/campaigns", json=body)
+        if answer.status_code != 202:
+            raise RuntimeError(f"{tag}: POST /v1/campaigns answered {answer.status_code}: {answer.text[:500]}")
+        campaign = answer.json()["id"]
+    return [str(j) for j in ledger.redis.lrange(ledger.keys.campaign_jobs(campaign), 0, -1)]
+
+
+# --- where the worker's CPU goes (--profile) -----------------------------------------------------------
+
+#: Stages a worker sample is charged to: the innermost frame whose file is in one of these places (stdlib
+#: frames such as ``socket`` or ``json`` are charged to the library or module that called them).
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("vendor HTTP (httpx, httpcore, h11)", ("httpx/", "httpcore/", "h11/")),
+    ("Redis client (redis-py)", ("redis/",)),
+    ("Celery consumer (celery, kombu, billiard)", ("celery/", "kombu/", "billiard/", "vine/", "amqp/")),
+    ("logging, metrics (structlog, prometheus_client)", ("structlog/", "prometheus_client/", "logging/")),
+    ("pydantic", ("pydantic/", "pydantic_core/")),
+    ("session runner (worker/execution)", ("worker/execution/",)),
+    ("pacing (worker/pacing)", ("worker/pacing/",)),
+    ("store (worker/store)", ("worker/store/",)),
+    ("vendor backends (worker/vendors, worker/jsonsafe)", ("worker/vendors/", "worker/jsonsafe")),
+    ("worker runtime (worker/runtime: tasks, connections)", ("worker/runtime/",)),
+    ("other worker code", ("worker/",)),
+)
+
+
+#: Frames every thread's stack starts with, left out of the inclusive top.
+PLUMBING = ("threading.py", "concurrent/futures/")
+
+
+def start_profile(directory: Path, pid: int, name: str, logdir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """``py-spy record --gil`` on the worker's process tree for the measured window (raw collapsed stacks)."""
+    spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if spy is None:
+        raise SystemExit("--profile needs py-spy (pip install py-spy into the venv; not a project dependency)")
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / f"{name}.txt"
+    cmd = [spy, "record", "--pid", str(pid), "--subprocesses", "--gil", "--rate", "250", "--format", "raw",
+           "--output", str(out), "--nonblocking"]  # fmt: skip
+    with (logdir / f"{name}-py-spy.log").open("ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    return proc, out
+
+
+def stop_profile(profile: tuple[subprocess.Popen[bytes], Path]) -> None:
+    """SIGINT makes py-spy write its samples; then print the profile."""
+    spy, path = profile
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(60)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        progress("py-spy did not write its samples in 60 s")
+        return
+    if path.exists():
+        for line in profile_summary(path.read_text()):
+            say(line)
+
+
+def _frames(stack: str) -> list[tuple[str, str]]:
+    """(function, file) of each Python frame of a py-spy raw stack, outermost first."""
+    frames = []
+    for frame in stack.split(";"):
+        function, _, where = frame.rpartition(" (")
+        if function and not frame.startswith(("process ", "thread ")):
+            frames.append((function, where.rsplit(":", 1)[0]))
+    return frames
+
+
+def profile_summary(raw: str, top: int = 15) -> list[str]:
+    """py-spy's raw collapsed stacks (``frame;frame;… count``) as: the share of samples per stage, and the
+    functions with the largest inclusive and self shares."""
+    stages: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = _frames(stack)
+        if not frames:
+            continue
+        total += count
+        own["{} ({})".format(*frames[-1])] += count
+        for name in {f"{function} ({where})" for function, where in frames if not where.startswith(PLUMBING)}:
+            inclusive[name] += count
+        stage = next(
+            (label for _, where in reversed(frames) for label, places in STAGES if where.startswith(places)),
+            "other (interpreter, stdlib)",
+        )
+        stages[stage] += count
+    if not total:
+        return ["   profile: no samples"]
+    lines = [f"   profile: {total:,} samples holding the GIL; share by stage (innermost library frame):"]
+    lines += [f"     {100 * n / total:5.1f}%  {label}" for label, n in stages.most_common()]
+    lines.append("   top functions, inclusive share (the function and what it calls):")
+    lines += [f"     {100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
+    lines.append("   top functions, self share:")
+    lines += [f"     {100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
+    return lines
 
 
 # --- the peers ---------------------------------------------------------------------------------------
@@ -379,6 +568,10 @@ def run_peer(
 
 # --- report ------------------------------------------------------------------------------------------
 
+PATHS = {
+    "campaign": "one campaign through the API (POST /v1/campaigns, send_at = the release), what users send",
+    "messages": "single messages (the producer's submit_message, send_at = the release), no API process",
+}
 PEERS = {"prefork": ["-c", "2"], "threads": ["-P", "threads", "-c", "300"]}
 
 
@@ -405,20 +598,35 @@ def med(values: list[float]) -> str:
     return text
 
 
-def report(case: Case, rounds: list[dict[str, Any]]) -> bool:
-    """Print one case's table; True when it is clean (no violation, duplicate, missing send, timeout)."""
+#: the parts of the stack's CPU per send: (label, figure in CPU-ms per send)
+STACK_PARTS: tuple[tuple[str, Callable[[dict[str, Any]], float]], ...] = (
+    ("worker", lambda p: p["worker_cpu_ms_per_1k"] / 1000),
+    ("scheduler", lambda p: p["dispatcher_cpu_ms_per_1k"] / 1000),
+    ("Redis", lambda p: p["redis_cpu_ms_per_send"]),
+    ("API", lambda p: p["api_cpu_ms_per_send"] if p["api_cpu_ms_per_send"] == p["api_cpu_ms_per_send"] else 0.0),
+)
+
+
+def stack_ms(p: dict[str, Any]) -> float:
+    """Worker + scheduler + Redis + API CPU-ms per send."""
+    return sum(part(p) for _, part in STACK_PARTS)
+
+
+def report(case: Case, rounds: list[dict[str, Any]], unit_s: float) -> bool:
+    """Print one case's table; True when it is clean (no violation, duplicate, missing send, timeout).
+    ``unit_s``: the unit (CPU seconds per plain request) every CPU figure per send is also given in."""
     prod = [r["product"] for r in rounds]
     say()
     say(f"== {case.name}: {case.describe()}; limits per_minute={PER_MINUTE}, min_interval_s={case.gap:g}, jitter_s=0")
     say(f"   {len(rounds)} round(s); median (min-max) over rounds")
 
     def row(label: str, values: list[float], suffix: str = "") -> None:
-        say(f"   {label:46} {med(values)}{suffix}")
+        say(f"   {label:52} {med(values)}{suffix}")
 
     row("per-account utilization, median %", [100 * p["util_median"] for p in prod])
     row("per-account utilization, p10 %", [100 * p["util_p10"] for p in prod])
     row("sends/s (first request → last answer)", [p["rate"] for p in prod])
-    say(f"   {'limits allow ≈ N / (g + L), sends/s':46} {case.allowed_rate:,.0f}")
+    say(f"   {'limits allow ≈ N / (g + L), sends/s':52} {case.allowed_rate:,.0f}")
     row("ratio sends/s ÷ limits allow", [p["rate"] / case.allowed_rate for p in prod])
     for name, pool in PEERS.items():
         peer = [r[name] for r in rounds if name in r]
@@ -434,6 +642,12 @@ def report(case: Case, rounds: list[dict[str, Any]]) -> bool:
     row("worker CPU-ms per 1,000 sends", [p["worker_cpu_ms_per_1k"] for p in prod])
     row("Redis commands per send", [p["redis_commands_per_send"] for p in prod])
     row("Redis CPU-ms per send", [p["redis_cpu_ms_per_send"] for p in prod])
+    unit_ms = 1000 * unit_s
+    row("stack CPU-ms per send (worker+scheduler+Redis+API)", [stack_ms(p) for p in prod])
+    row("stack CPU per send, in units", [stack_ms(p) / unit_ms for p in prod])
+    for label, part in STACK_PARTS:
+        if label != "API" or any(p["path"] == "campaign" for p in prod):  # no API process on --path messages
+            row(f"  {label} CPU per send, in units", [part(p) / unit_ms for p in prod])
     row("worker RSS max (process tree), MB", [p["worker_rss_max_mb"] for p in prod])
     acked = [r["acked"] for r in rounds if "acked" in r]
     if acked:  # --replica: the same case with BROADCAST_REPLICA_ACKS=1, against the unit above (=0)
@@ -444,6 +658,7 @@ def report(case: Case, rounds: list[dict[str, Any]]) -> bool:
         row("  worker CPU-ms per 1,000 sends", [p["worker_cpu_ms_per_1k"] for p in acked])
         row("  Redis commands per send", [p["redis_commands_per_send"] for p in acked])
         row("  Redis CPU-ms per send (primary)", [p["redis_cpu_ms_per_send"] for p in acked])
+        row("  stack CPU per send, in units", [stack_ms(p) / unit_ms for p in acked])
         for label, key in (("worker CPU", "worker_cpu_ms_per_1k"), ("Redis CPU", "redis_cpu_ms_per_send"),
                            ("sends/s", "rate")):  # fmt: skip
             row(f"  ratio acks=1 ÷ acks=0, {label}",
@@ -490,10 +705,18 @@ def main() -> None:
     parser.add_argument("--latency", type=float, help="custom case: vendor latency L, seconds")
     parser.add_argument("--spread", type=float, default=0.0, help="custom case: latency spread s (uniform L ± s)")
     parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds; medians reported")
+    parser.add_argument(
+        "--path", choices=list(PATHS), default="campaign",
+        help="how the jobs are submitted: one campaign through the API (default) or single messages",
+    )  # fmt: skip
     parser.add_argument("--peers", choices=["all", "prefork", "threads", "none"], default="all")
     parser.add_argument("--peer-budget", type=float, default=60.0, help="seconds of sending per peer run")
     parser.add_argument("--boot-wait", type=float, default=12.0, help="seconds from process start to release")
     parser.add_argument("--timeout", type=float, help="seconds after release before a case fails (default per case)")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR",
+        help="py-spy record --gil the worker over the measured window; raw stacks in DIR, a summary printed",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="write every raw figure here")
     parser.add_argument(
         "--replica", action="store_true",
@@ -508,19 +731,21 @@ def main() -> None:
     say(f"command: {shlex.join([exe, '-m', 'bench.envelope', *sys.argv[1:]])}")
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     say(f"machine: {os.cpu_count()} cores ({affinity} usable); python {sys.version.split()[0]}; load average {_load()}")
-    say("product: `broadcast worker` (no flags) + `broadcast scheduler`, default settings")
+    api = " + `broadcast api`" if args.path == "campaign" else ""
+    say(f"product: `broadcast worker` (no flags) + `broadcast scheduler`{api}, default settings; path: {args.path}")
 
     logdir = Path(tempfile.mkdtemp(prefix="bench-envelope-"))
     procs = Procs(logdir)
     results: dict[str, list[dict[str, Any]]] = {c.name: [] for c in cases}
+    units: list[float] = []
     clean = True
     try:
         with EmbeddedRedis() as server, contextlib.ExitStack() as stack:
-            unit: dict[str, str] = {}
+            base: dict[str, str] = {}
             if args.replica:
                 replica = stack.enter_context(EmbeddedRedis())
                 attach_replica(server, replica)
-                unit = {"BROADCAST_REPLICA_ACKS": "0"}
+                base = {"BROADCAST_REPLICA_ACKS": "0"}
             sim_port = free_port()
             procs.cli("simulator", ["simulator", "--port", str(sim_port)], {})
             sim_url = f"http://127.0.0.1:{sim_port}"
@@ -529,11 +754,13 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise TimeoutError("the simulator did not start in 30 s")
                 time.sleep(0.1)
+            units.append(measure_unit(sim_url))
+            progress(f"unit: {1000 * units[-1]:.3f} CPU-ms per request (plain http.client, keep-alive, JSON)")
             registry = Registry()
             for round_no, (ci, case) in itertools.product(range(args.repeat), enumerate(cases)):
                 tag = f"c{ci}r{round_no}"
                 progress(f"{case.name} round {round_no + 1}/{args.repeat}: broadcast")
-                entry = {"product": run_product(case, args, tag, server.url, sim_url, registry, procs, logdir, unit)}
+                entry = {"product": run_product(case, args, tag, server.url, sim_url, registry, procs, logdir, base)}
                 if args.replica:
                     progress(f"{case.name} round {round_no + 1}/{args.repeat}: broadcast, BROADCAST_REPLICA_ACKS=1")
                     acks = {"BROADCAST_REPLICA_ACKS": "1"}
@@ -544,12 +771,21 @@ def main() -> None:
                     progress(f"{case.name} round {round_no + 1}/{args.repeat}: peer {name}")
                     entry[name] = run_peer(case, pool, args, f"{tag}{name}", server.url, sim_url, procs, logdir)
                 results[case.name].append(entry)
+            units.append(measure_unit(sim_url))
             procs.stop_all()
+        unit = statistics.mean(units)
+        say(
+            f"unit: {1000 * unit:.3f} CPU-ms per request = the CPU one plain single-threaded Python client "
+            "(http.client, keep-alive, JSON in and out) spends per GeWe postText against the same simulator; "
+            f"measured before and after the cases: {' / '.join(f'{1000 * u:.3f}' for u in units)} ms"
+        )
+        say(f"path: {PATHS[args.path]}")
         for case in cases:
-            clean = report(case, results[case.name]) and clean
+            clean = report(case, results[case.name], unit) and clean
         if args.json:
             raw = {c.name: {"case": asdict(c), "rounds": results[c.name]} for c in cases}
-            args.json.write_text(json.dumps({"command": sys.argv, "cases": raw}, indent=1))
+            figures = {"command": sys.argv, "unit_ms": 1000 * unit, "units_ms": [1000 * u for u in units], "cases": raw}
+            args.json.write_text(json.dumps(figures, indent=1))
             say(f"\nraw figures: {args.json}")
     finally:
         procs.stop_all()

@@ -17,7 +17,7 @@ from simulator.contacts import friend_labels
 from simulator.server import SimulatorServer
 from tests.conftest import ApiStack
 from tests.procs import wait_for
-from tests.test_api import put_account, wait_campaign
+from tests.test_api import all_deliveries, put_account, wait_campaign
 from tests.test_cli_ops import cli_runner
 from tests.test_pipeline_e2e import sim_sends
 
@@ -265,3 +265,34 @@ def test_a_sync_killed_mid_way_resumes_and_finishes_and_bad_audiences_store_noth
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert cancelled.json()["friends"] == FRIENDS
     assert stack.http.delete("/v1/accounts/ec/contacts/sync").status_code == 409
+
+
+@pytest.mark.timeout(300)
+def test_an_audience_campaign_skips_suppressed_contacts_at_the_vendor(sync_stack: ApiStack) -> None:
+    """Audiences become ordinary campaign jobs, so the suppression list (issue 19) holds for them at the
+    moment of sending: an account's own entry and an all-accounts entry each skip one friend."""
+    stack, p = sync_stack, sync_stack.prefix
+    instance = f"{p}-hy"
+    put_account(stack, "hy", "gewe", instance, per_minute=6000, min_interval_s=0.02, jitter_s=0)
+    give_contacts(stack, "gewe", instance, 12, 0)
+    stack.start_worker()
+    stack.start("scheduler")
+    assert sync(stack, "hy")["status"] == "done"
+    friends = sorted(c["wxid"] for c in _all_contacts(stack, "hy") if c["kind"] == "friend")
+    assert len(friends) == 12
+    mine, everyone = friends[0], friends[1]
+    for account, to in (("hy", mine), (None, everyone)):
+        added = stack.http.post("/v1/suppressions", json={"account": account, "to": to, "reason": "opted_out"})
+        assert added.status_code == 201, added.text
+
+    body = {"name": "hygiene", "message": {"kind": "text", "text": "{name} 你好"}, "audience": {"accounts": ["hy"]}}
+    created = stack.http.post("/v1/campaigns", json=body)
+    assert created.status_code == 202, created.text
+    final = wait_campaign(stack, created.json()["id"])
+    assert final["counts"]["sent"] == 10 and final["counts"]["skipped"] == 2, final["counts"]
+    got = {s["to"] for s in sim_sends(stack, instance=instance)}
+    assert got == set(friends) - {mine, everyone}  # the vendor never heard of the two
+    skipped = all_deliveries(stack, created.json()["id"], "skipped")
+    assert sorted((d["to"], d["skip_reason"]) for d in skipped) == sorted(
+        [(mine, "suppressed"), (everyone, "suppressed")]
+    )

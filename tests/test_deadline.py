@@ -3,12 +3,10 @@ lease, so a second send for the same account never starts while the first call i
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -16,6 +14,7 @@ import pytest
 from scheduler.intake.producer import Producer
 from simulator.server import SimulatorServer
 from tests.conftest import Stack
+from tests.rawhttp import RawServer, gewe_sent, http_ok, read_request
 from worker.runtime.connections import new_vendor_http_client
 from worker.settings import Settings
 from worker.store.accounts import AccountSpec
@@ -34,37 +33,20 @@ class Call:
     closed_by_client: bool = False
 
 
-@dataclass
-class DribblingVendor:
+class DribblingVendor(RawServer):
     """A GeWe-speaking server whose first answer trickles out a byte at a time; later answers are quick."""
 
-    calls: list[Call] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        super().__init__()
 
-    def __post_init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket) -> None:
         with conn:
-            while self._read_request(conn):
+            while read_request(conn) is not None:
                 call = Call(arrived=time.time())
                 with self.lock:
                     first = not self.calls
                     self.calls.append(call)
-                body = json.dumps(
-                    {"ret": 200, "msg": "操作成功", "data": {"toWxid": "x", "newMsgId": 7645748705605226305,
-                     "msgId": 0, "createTime": int(time.time()), "type": 1}}
-                ).encode()  # fmt: skip
                 if first:
                     head = (
                         f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {DRIBBLE_BYTES}\r\n\r\n"
@@ -80,32 +62,8 @@ class DribblingVendor:
                         time.sleep(DRIBBLE_EVERY_S)
                     call.ended = time.time()
                     return
-                head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-                conn.sendall(head.encode() + body)
+                conn.sendall(http_ok(gewe_sent()))
                 call.ended = time.time()
-
-    @staticmethod
-    def _read_request(conn: socket.socket) -> bool:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return False
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        length = next(
-            (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")),
-            0,
-        )
-        while len(rest) < length:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return False
-            rest += chunk
-        return True
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture

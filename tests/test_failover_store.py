@@ -23,7 +23,7 @@ from tests.conftest import VENDOR_PREFIX, claim_ready
 from tests.procs import wait_for
 from worker.execution.runner import BatchRunner, SessionStop
 from worker.messages import TextMessage
-from worker.runtime.connections import celery_broker, parse_redis_url
+from worker.runtime.connections import celery_broker, new_redis_client, parse_redis_url
 from worker.settings import Settings
 from worker.store.accounts import AccountSpec, AccountStore
 from worker.store.ledger import BeginStatus, Ledger, PaceRecord
@@ -317,3 +317,27 @@ def test_an_unacknowledged_begin_never_reaches_the_vendor(
     job = ledger.get(job_id)
     assert job is not None and job.state == "queued" and job.attempts == 0
     assert ledger.history(job_id)[-1]["error_class"] == "replica_lag"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sentinel://:Zq9PassW0rdLeak@:26379;sentinel://127.0.0.1:1",  # no host in the part with the password
+        "sentinel://u:Zq9PassW0rdLeak@h1:26379;redis://h2:6379",  # a later part of another scheme
+        "sentinel://u:Zq9Pass;W0rdLeak@h1:26379",  # a ';' in the password splits it across parts
+        "sentinel://u:Zq9PassW0rdLeak@h1:notaport",
+        "sentinel://u:Zq9PassW0rdLeak@h1:26379/notadb",
+        "sentinel://u:Zq9PassW0rdLeak@[h1:26379",
+        "redis://u:Zq9PassW0rdLeak@h1:notaport/0",
+        "rediss://u:Zq9Pass%40W0rdLeak@[h1:6379/0",
+        "unknown://u:Zq9PassW0rdLeak@h1:6379/0",
+    ],
+)
+def test_a_malformed_redis_url_is_refused_without_showing_its_password(url: str) -> None:
+    """Attack finding F1: the error of a bad URL quoted the part that carried the primary's password."""
+    with pytest.raises(ValueError) as caught:
+        new_redis_client(url, Settings(redis_url="redis://127.0.0.1:1/0"))
+    text = str(caught.value)
+    assert "BROADCAST_REDIS_URL" in text
+    for piece in ("Zq9Pass", "W0rdLeak", "Zq9Pass@W0rdLeak"):
+        assert piece not in text, text

@@ -130,7 +130,13 @@ def test_the_callback_endpoint_under_a_fuzz_pass(api: ApiStack) -> None:
             assert answer.status_code == 404, answer.text
         assert anon.post("/v1/callbacks/nobody", params={"key": key}, content=b"{}").status_code == 404
         assert stack.stored_keys() == keys_before and stack.redis.xlen(inbox) == 0
-        assert anon.post(path, params={"key": key}, content=b"x" * (600 * 1024)).status_code == 413
+        oversize = anon.post(path, params={"key": key}, content=b"x" * (65 * 1024))  # taken, not stored
+        assert oversize.status_code == 200 and oversize.json() == {"ok": True, "stored": False}, oversize.text
+        stack.redis.set(f"{stack.prefix}:cb:in:bytes", 64 * 1024 * 1024)  # as if the inbox held its bound
+        full = anon.post(path, params={"key": key}, content=b"{}")
+        assert full.status_code == 503 and full.headers["retry-after"] == "60", full.text  # the vendor retries
+        stack.redis.set(f"{stack.prefix}:cb:in:bytes", 0)
+        assert stack.redis.xlen(inbox) == 0
         bodies: list[bytes] = [b"", b"[" * 50_000, b"\xff\xfe\x00", b"null", b'{"TypeName": ["AddMsg"]}']
         for _ in range(60):
             value = {rng.choice(["TypeName", "Data", "messageType", "data", "Appid"]):
@@ -150,7 +156,7 @@ def test_the_callback_endpoint_under_a_fuzz_pass(api: ApiStack) -> None:
         pass
     counted = stack.redis.hgetall(f"{stack.prefix}:stats:callbacks")
     assert "failed" not in counted and stack.redis.xlen(inbox) == 0
-    assert sum(int(v) for k, v in counted.items() if k != "received") == len(bodies)
+    assert sum(int(v) for k, v in counted.items() if k not in ("received", "oversize")) == len(bodies)
 
 
 def test_suppressions_over_http_add_list_import_export_and_remove(api: ApiStack) -> None:
@@ -161,7 +167,7 @@ def test_suppressions_over_http_add_list_import_export_and_remove(api: ApiStack)
     refused = stack.http.post("/v1/suppressions", json={"account": "sx", "to": "not a wxid!"})
     assert refused.status_code == 422 and refused.json()["error"]["field"] == "to", refused.text
     added = stack.http.post("/v1/suppressions", json={"account": "sx", "to": "wxid_a", "note": "=HYPERLINK()"})
-    assert added.status_code == 201 and added.json()["reason"] == "manual" and added.json()["by"] == "api"
+    assert added.status_code == 201 and added.json()["reason"] == "manual" and added.json()["by"] == "bootstrap"
 
     keys_before = stack.stored_keys()
     bad = "to,account,reason\nwxid_b,sx,manual\nwxid_c,sx,spam\n"
@@ -186,3 +192,39 @@ def test_suppressions_over_http_add_list_import_export_and_remove(api: ApiStack)
     assert stack.http.delete("/v1/suppressions/sx/wxid_a").status_code == 204
     assert stack.http.delete("/v1/suppressions/sx/wxid_a").status_code == 404
     assert stack.http.delete("/v1/suppressions/*/wxid_all").status_code == 204
+
+
+def test_overrides_and_entries_name_the_key_and_secrets_are_not_cached(api: ApiStack) -> None:
+    """Attack findings F9-F11: an ignore_suppression override stands out in the audit and only a real
+    boolean asks for it; an entry (added or imported) names the key that made it; every CSV formula start
+    is neutralised in the export; answers carrying a key are not cached; http:// is not a prod callback."""
+    stack = api
+    put_account(stack, "ov", "gewe", f"inst-ov-{stack.prefix}")
+    name = f"olga{stack.prefix[-4:]}"
+    key = stack.http.post("/v1/keys", json={"name": name, "role": "operator"})
+    assert key.headers["cache-control"] == "no-store"
+    with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {key.json()['key']}"}) as olga:
+        message = {"account": "ov", "to": "wxid_ov1", "message": {"kind": "text", "text": "hi"}}
+        refused = olga.post("/v1/messages", json={**message, "ignore_suppression": "yes"})
+        assert refused.status_code == 422 and "ignore_suppression" in refused.text, refused.text
+        assert olga.post("/v1/messages", json={**message, "ignore_suppression": True}).status_code == 202
+        added = olga.post("/v1/suppressions", json={"account": "ov", "to": "wxid_ov2", "note": "\t=cmd|' /C calc'!A0"})
+        assert added.status_code == 201 and added.json()["by"] == name, added.text
+        csv_body = 'to,account,note\nwxid_ov3,ov,"=1+1"\n'
+        broken = olga.post(
+            "/v1/suppressions/import", content=b'to,note\nwxid_ov4,a\r"b\n', headers={"Content-Type": "text/csv"}
+        )
+        assert broken.status_code in (200, 422), broken.text  # a malformed CSV is never a 500
+        imported = olga.post("/v1/suppressions/import", content=csv_body.encode(), headers={"Content-Type": "text/csv"})
+        assert imported.status_code == 200, imported.text
+    audit = stack.http.get("/v1/audit", params={"key": name}).json()["items"]
+    made = [(e["action"], e["status"]) for e in audit if e["action"].startswith("message.")]
+    assert made == [("message.create_ignore_suppression", 202), ("message.create", 422)], made
+    listed = stack.http.get("/v1/suppressions", params={"account": "ov"}).json()["suppressions"]
+    assert {s["to"]: s["by"] for s in listed} == {"wxid_ov2": name, "wxid_ov3": name}
+    exported = stack.http.get("/v1/suppressions/export", params={"account": "ov"}).text
+    assert ",'\t=cmd" in exported and "\t=cmd" not in exported.replace("'\t=cmd", ""), exported
+    callback = stack.http.post("/v1/accounts/ov/callback", json={"public_url": "http://broadcast.example.com"})
+    assert callback.status_code == 422 and callback.json()["error"]["field"] == "public_url", callback.text
+    callback = stack.http.post("/v1/accounts/ov/callback", json={"public_url": "https://example.com"})
+    assert callback.status_code == 200 and callback.headers["cache-control"] == "no-store"

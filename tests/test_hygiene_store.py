@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
-from scheduler.intake.callbacks import CallbackProcessor, Kind, parse
+from scheduler.intake import callbacks
+from scheduler.intake.callbacks import CallbackInbox, CallbackProcessor, Kind, parse
 from scheduler.intake.campaigns import Campaigns
 from scheduler.intake.producer import Producer
 from tests.conftest import claim_ready
@@ -34,6 +35,8 @@ def ledger(redis_url: str) -> Iterator[Ledger]:
     ledger = Ledger(client, f"h{uuid.uuid4().hex[:8]}")
     spec = {"vendor": "gewe", "base_url": "http://127.0.0.1:9", "instance": "app1", "limits": {"per_minute": 0}}
     AccountStore(client, ledger.prefix).put("acct1", AccountSpec.model_validate(spec))
+    spec = {**spec, "vendor": "ecloud", "instance": "wid1"}
+    AccountStore(client, ledger.prefix).put("ec1", AccountSpec.model_validate(spec))
     yield ledger
     client.close()
 
@@ -151,23 +154,28 @@ def test_the_same_opt_out_five_times_is_one_suppression_and_one_reply(ledger: Le
     )  # not the whole text
 
 
+def ecloud(sender: str, text: str, *, own: Any = False, msg_id: int = 5, w_id: str = "wid1") -> bytes:
+    data = {"wId": w_id, "fromUser": sender, "toUser": "wxid_me", "content": text, "newMsgId": msg_id, "self": own}
+    return json.dumps({"wcId": "wxid_me", "messageType": "60001", "data": data}).encode()
+
+
 def test_an_ecloud_private_text_opts_out_and_its_own_messages_do_not(ledger: Ledger) -> None:
     accounts = AccountStore(ledger.redis, ledger.prefix)
     processor = CallbackProcessor(
         Settings(key_prefix=ledger.prefix), ledger.redis, accounts, Producer(ledger, accounts)
     )
 
-    def ecloud(sender: str, text: str, *, own: bool = False, msg_id: int = 5) -> bytes:
-        data = {"fromUser": sender, "toUser": "wxid_me", "content": text, "newMsgId": msg_id, "self": own}
-        return json.dumps({"wcId": "wxid_me", "messageType": "60001", "data": data}).encode()
-
-    assert processor.handle("acct1", ecloud("wxid_me", "退订", own=True)) is Kind.IGNORED  # our own message
-    assert processor.handle("acct1", ecloud("wxid_e", "Unsubscribe")) is Kind.OPTED_OUT  # case does not matter
-    assert processor.handle("acct1", ecloud("wxid_e", "Unsubscribe")) is Kind.DUPLICATE
-    group = {"wcId": "wxid_me", "messageType": "80001", "data": {"fromUser": "wxid_g", "content": "退订"}}
-    assert processor.handle("acct1", json.dumps(group).encode()) is Kind.IGNORED  # a group message
+    assert processor.handle("ec1", ecloud("wxid_me", "退订", own=True)) is Kind.IGNORED  # our own message
+    assert processor.handle("ec1", ecloud("wxid_e", "Unsubscribe")) is Kind.OPTED_OUT  # case does not matter
+    assert processor.handle("ec1", ecloud("wxid_e", "Unsubscribe")) is Kind.DUPLICATE
+    group = {
+        "wcId": "wxid_me",
+        "messageType": "80001",
+        "data": {"wId": "wid1", "fromUser": "wxid_g", "content": "退订"},
+    }
+    assert processor.handle("ec1", json.dumps(group).encode()) is Kind.IGNORED  # a group message
     supp = Suppressions(ledger.redis, ledger.prefix)
-    assert supp.get("acct1", "wxid_e") is not None and supp.get("acct1", "wxid_me") is None
+    assert supp.get("ec1", "wxid_e") is not None and supp.get("ec1", "wxid_me") is None
     assert ledger.redis.hget(ledger.keys.stat("callbacks"), "opted_out") == "1"
 
 
@@ -233,3 +241,140 @@ def test_suppressions_page_through_every_scope(ledger: Ledger) -> None:
             break
     assert len(seen) == len(set(seen)) == 30
     assert {e.to for e in supp.all(reason="opted_out")} == {f"wxid_all{i}" for i in range(5)}
+
+
+# --- from the attack on issue 19 (findings F2-F8, F3's inbox bound) -----------------------------------------
+
+
+def processor_for(ledger: Ledger, **settings: Any) -> CallbackProcessor:
+    accounts = AccountStore(ledger.redis, ledger.prefix)
+    return CallbackProcessor(
+        Settings(key_prefix=ledger.prefix, **settings), ledger.redis, accounts, Producer(ledger, accounts)
+    )
+
+
+def gewe(kind: str, appid: str = "app1", **rest: Any) -> bytes:
+    return json.dumps({"TypeName": kind, "Appid": appid, "Wxid": "wxid_me", **rest}).encode()
+
+
+def test_a_callback_acts_only_on_the_instance_and_vendor_of_its_account(ledger: Ledger) -> None:
+    processor = processor_for(ledger)
+    accounts, supp = processor.accounts, Suppressions(ledger.redis, ledger.prefix)
+    assert processor.handle("acct1", gewe("Offline", appid="whatever")) is Kind.MISMATCH
+    assert processor.handle("acct1", gewe_text("wxid_f", "退订").replace(b'"app1"', b'"other"')) is Kind.MISMATCH
+    assert processor.handle("acct1", gewe("Offline", appid="\ud800")) is Kind.MISMATCH  # F8: no crash
+    assert processor.handle("acct1", ecloud("wxid_f", "退订", w_id="app1")) is Kind.MISMATCH  # E云 shape, GeWe account
+    assert processor.handle("ec1", gewe_text("wxid_f", "退订").replace(b'"app1"', b'"wid1"')) is Kind.MISMATCH
+    assert processor.handle("ec1", ecloud("wxid_f", "退订", w_id="wid2")) is Kind.MISMATCH
+    account = accounts.get("acct1")
+    assert account is not None and account.status == "active"
+    assert supp.get("acct1", "wxid_f") is None and supp.get("ec1", "wxid_f") is None
+    odd = [json.loads(e) for e in ledger.redis.lrange(ledger.keys.callback_odd, 0, -1)]
+    assert [e["kind"] for e in odd] == ["mismatch"] * 6
+    assert ledger.redis.hget(ledger.keys.stat("callbacks"), "mismatch") == "6"
+
+
+def test_an_ecloud_body_without_a_wid_is_taken_on_the_urls_key_and_a_gewe_body_never_is(ledger: Ledger) -> None:
+    """vendors.md documents E云 callbacks as ``{wcId, account, messageType, data}`` only: a body without
+    ``data.wId`` acts on the account whose key it came with; a GeWe body must always name its Appid."""
+    processor = processor_for(ledger)
+    no_wid = json.loads(ecloud("wxid_nw", "退订", msg_id=91))
+    del no_wid["data"]["wId"]
+    assert processor.handle("ec1", json.dumps(no_wid).encode()) is Kind.OPTED_OUT
+    assert Suppressions(ledger.redis, ledger.prefix).get("ec1", "wxid_nw") is not None
+    no_appid = json.loads(gewe_text("wxid_na", "退订", msg_id=92))
+    del no_appid["Appid"]
+    assert processor.handle("acct1", json.dumps(no_appid).encode()) in (Kind.MISMATCH, Kind.UNKNOWN)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ＴＤ",
+        "ｕｎｓｕｂｓｃｒｉｂｅ",
+        "退订。",
+        "退订!",
+        "“退订”",
+        "退\u200b订",
+        "退订\u200b",
+        "\ufeff退订",
+        " td \n",
+        "\ud800退订",
+    ],
+)
+def test_opt_out_keywords_match_their_unicode_variants(ledger: Ledger, text: str) -> None:
+    assert processor_for(ledger).handle("acct1", gewe_text("wxid_v", text)) is Kind.OPTED_OUT
+
+
+def test_a_sentence_that_contains_a_keyword_is_not_an_opt_out(ledger: Ledger) -> None:
+    processor = processor_for(ledger)
+    assert processor.handle("acct1", gewe_text("wxid_v", "我不想退订。", msg_id=1)) is Kind.TEXT
+    assert processor.handle("acct1", gewe_text("wxid_v", "TD-1", msg_id=2)) is Kind.TEXT
+
+
+def test_offline_and_removed_contacts_are_deduplicated_and_an_offline_older_than_a_resume_is_ignored(
+    ledger: Ledger,
+) -> None:
+    processor = processor_for(ledger)
+    accounts = processor.accounts
+
+    def status() -> str:
+        account = accounts.get("acct1")
+        assert account is not None
+        return account.status
+
+    offline = gewe("Offline")
+    assert processor.handle("acct1", offline) is Kind.OFFLINE and status() == "down"
+    accounts.set_status("acct1", "active")  # an admin resumes it
+    assert processor.handle("acct1", offline) is Kind.DUPLICATE and status() == "active"  # a replay
+    removed = gewe("DelContacts", Data={"UserName": {"string": "wxid_x"}})
+    assert processor.handle("acct1", removed) is Kind.CONTACT_REMOVED
+    assert processor.handle("acct1", removed) is Kind.DUPLICATE
+    before = time.time() - 3600
+    old = gewe("Offline", Data={"CreateTime": int(before)})  # said an hour before the resume
+    assert processor.handle("acct1", old) is Kind.STALE and status() == "active"
+    late = gewe("Offline", Data={"CreateTime": int(time.time()) + 5})
+    assert processor.handle("acct1", late, received=before) is Kind.STALE  # stored before the resume
+    assert status() == "active"
+    later = gewe("Offline", Data={"CreateTime": int(time.time()) + 6})
+    assert processor.handle("acct1", later, received=time.time() + 1) is Kind.OFFLINE and status() == "down"
+
+
+def queued_replies(ledger: Ledger, account: str) -> list[str]:
+    return [j.to for j in ledger.get_many(ledger.redis.lrange(ledger.keys.queue(account), 0, -1)) if j]
+
+
+def test_opt_out_replies_go_to_people_only_and_are_bounded_per_hour(ledger: Ledger) -> None:
+    processor = processor_for(ledger, optout_reply="已退订", optout_reply_per_h=2)
+    for n, who in enumerate(["filehelper", "weixin", "gh_abc123", "app1", "x@openim"], start=1):
+        assert processor.handle("acct1", gewe_text(who, "退订", msg_id=n)) is Kind.OPTED_OUT
+    assert queued_replies(ledger, "acct1") == []  # system ids, official accounts, the account itself: no reply
+    for n, who in enumerate(["wxid_p1", "wxid_p2", "wxid_p3"], start=100):
+        assert processor.handle("acct1", gewe_text(who, "退订", msg_id=n)) is Kind.OPTED_OUT
+    assert sorted(queued_replies(ledger, "acct1")) == ["wxid_p1", "wxid_p2"]  # the third is over the bound
+    assert ledger.redis.hget(ledger.keys.stat("callbacks"), "reply_capped") == "1"
+    assert Suppressions(ledger.redis, ledger.prefix).get("acct1", "wxid_p3") is not None  # still suppressed
+
+
+def test_ecloud_group_senders_and_string_self_flags_are_not_opt_outs(ledger: Ledger) -> None:
+    processor = processor_for(ledger)
+    assert processor.handle("ec1", ecloud("123@chatroom", "退订", msg_id=1)) is Kind.IGNORED
+    assert processor.handle("ec1", ecloud("wxid_e", "退订", own="true", msg_id=2)) is Kind.IGNORED
+    supp = Suppressions(ledger.redis, ledger.prefix)
+    assert supp.get("ec1", "123@chatroom") is None and supp.get("ec1", "wxid_e") is None
+
+
+def test_the_inbox_is_bounded_in_bytes_and_its_count_returns_to_zero(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(callbacks, "INBOX_BYTES", 3000)
+    inbox = CallbackInbox(ledger.redis, ledger.prefix)
+    bodies = [gewe_text("wxid_b", "hello " + "x" * 900, msg_id=n) for n in range(3)]
+    for body in bodies:
+        assert not inbox.full()
+        inbox.store("acct1", body)
+    assert inbox.full() and int(ledger.redis.get(ledger.keys.callback_inbox_bytes) or 0) == sum(map(len, bodies))
+    processor = processor_for(ledger)
+    while processor.drain():
+        pass
+    assert not inbox.full() and ledger.redis.get(ledger.keys.callback_inbox_bytes) == "0"

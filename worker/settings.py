@@ -6,6 +6,7 @@ these variables, so a worker subprocess sees exactly what its parent configured.
 
 from __future__ import annotations
 
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -73,6 +74,11 @@ class Settings(BaseSettings):
     vendor_write_timeout_s: float = 10.0
     #: Waiting for a free connection of this process's pool (before anything is sent).
     vendor_pool_timeout_s: float = 5.0
+    #: A pooled connection idle longer than this is closed, never reused for a send. Servers close idle
+    #: connections after their own timeout (uvicorn, Node.js, Apache: 5 s); one that closes just as a
+    #: request goes out leaves it an unknown outcome, so the pool gives connections up well before. 0: a
+    #: fresh connection for every call.
+    vendor_keepalive_s: float = Field(default=2.0, ge=0.0)
     #: One overall deadline per vendor call, from the start of the request to the last byte of the answer.
     #: A call past it is an unknown outcome (the request may have reached the vendor), never resent.
     vendor_deadline_s: float = 45.0
@@ -191,6 +197,9 @@ class Settings(BaseSettings):
     optout_keywords: str = "TD,退订,取消订阅,unsubscribe"
     #: Sent once to a recipient who just opted out (paced like any send; empty = no reply, the default).
     optout_reply: str = ""
+    #: At most this many opt-out replies per account per hour; past it the opt-out is still recorded, without
+    #: a reply (counted as ``reply_capped``): a flood of forged opt-outs cannot make an account message many.
+    optout_reply_per_h: int = Field(default=60, ge=0)
     #: The address vendors reach this API at (``POST /v1/accounts/{id}/callback`` builds the callback URL
     #: from it unless the request names one), e.g. ``https://broadcast.example.com``.
     public_url: str = ""
@@ -199,8 +208,8 @@ class Settings(BaseSettings):
     callback_dedupe_h: float = Field(default=48.0, gt=0, le=24 * 30)
 
     def optout_words(self) -> frozenset[str]:
-        """The opt-out keywords, compared case-folded."""
-        return frozenset(w.strip().casefold() for w in self.optout_keywords.split(",") if w.strip())
+        """The opt-out keywords in :func:`optout_form` (a reply is compared in the same form)."""
+        return frozenset(filter(None, (optout_form(w) for w in self.optout_keywords.split(","))))
 
     @model_validator(mode="after")
     def _sentinel_has_a_master(self) -> Settings:
@@ -250,3 +259,21 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings (read once from the environment)."""
     return Settings()
+
+
+def optout_form(text: str) -> str:
+    """A reply as compared with the opt-out keywords: NFKC (full-width ＴＤ is TD), without format characters
+    (zero-width spaces, a BOM) or lone surrogates, without the punctuation, quotes and spaces around it
+    (``“退订。”``), case-folded. Whole text only: a sentence that merely contains 退订 stays a sentence."""
+    text = "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) not in ("Cf", "Cs"))
+    start, end = 0, len(text)
+    while start < end and _edge(text[start]):
+        start += 1
+    while end > start and _edge(text[end - 1]):
+        end -= 1
+    return unicodedata.normalize("NFKC", text[start:end].casefold())
+
+
+def _edge(char: str) -> bool:
+    """Punctuation (P*), separators (Z*) and control whitespace (tab, newline) around a reply."""
+    return unicodedata.category(char)[0] in "PZ" or char.isspace()

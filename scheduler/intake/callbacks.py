@@ -38,19 +38,25 @@ import redis
 
 from scheduler.intake.producer import RECIPIENT, Producer
 from worker import jsonsafe
-from worker.settings import Settings
-from worker.store.accounts import AccountStore
+from worker.settings import Settings, optout_form
+from worker.store.accounts import Account, AccountStore
 from worker.store.keys import Keys
 from worker.store.suppressions import SuppressionReason, Suppressions
 
 log = logging.getLogger("broadcast.callbacks")
 
-#: Bodies above this are refused (413): a GeWe text is about 1 KiB, an image with its thumbnail tens of KiB.
-MAX_CALLBACK_BODY = 512 * 1024
+#: Bodies above this are not stored (answered 200, counted ``oversize``): what we act on (a private text whose
+#: whole content is an opt-out keyword, DelContacts, Offline) is about 1 KiB; only image/file callbacks with
+#: an inline thumbnail come near this, and those are ignored anyway. A 4xx would only make the vendor retry.
+MAX_CALLBACK_BODY = 64 * 1024
 #: JSON past these is malformed (GeWe's deepest documented field is three levels down).
 CALLBACK_JSON_LIMITS = replace(jsonsafe.SMALL_JSON_LIMITS, depth=16)
-#: The inbox keeps at most about this many unprocessed entries (a stopped dispatcher must not fill Redis).
+#: The inbox holds at most this many unprocessed entries and about this many bytes of bodies (a stopped
+#: dispatcher must not fill Redis): past either, a delivery is refused with 503 and Retry-After, so the
+#: vendor retries later instead of it being dropped. Bound: INBOX_BYTES + INBOX_MAXLEN × ~100 B of overhead.
 INBOX_MAXLEN = 100_000
+INBOX_BYTES = 64 * 1024 * 1024
+INBOX_RETRY_S = 60
 #: Unknown or malformed bodies kept for a look: this many, newest first, each cut to ODD_BYTES, for ODD_TTL_S.
 ODD_KEEP = 500
 ODD_BYTES = 4096
@@ -67,18 +73,26 @@ class Kind(StrEnum):
     TEXT = "text"  # a private text that is not an opt-out: nothing to do
     IGNORED = "ignored"  # a known shape we do not act on (group messages, images, contact changes…)
     DUPLICATE = "duplicate"
+    MISMATCH = "mismatch"  # for another instance, or another vendor's shape: kept in cb:odd, nothing done
+    STALE = "stale"  # an Offline from before the account was last resumed: nothing done
     UNKNOWN = "unknown"
     MALFORMED = "malformed"
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A parsed callback: its kind, the vendor's message id (``dedupe``), the person and the text."""
+    """A parsed callback: its kind, the vendor's message id (``dedupe``), the person and the text; whose it
+    is (``vendor``, ``instance``: GeWe ``Appid`` / E云 ``data.wId``, the account's ``instance``; ``own``: the
+    account's own wxid, GeWe ``Wxid`` / E云 ``wcId``) and when the vendor says it happened (``at``, or 0)."""
 
     kind: Kind
     dedupe: str = ""
     who: str = ""
     text: str = ""
+    vendor: str = ""
+    instance: str = ""
+    own: str = ""
+    at: float = 0.0
 
 
 def new_key() -> str:
@@ -116,14 +130,26 @@ class CallbackInbox:
         stored = self.redis.get(self.keys.callback_key(account))
         return bool(stored) and bool(key) and hmac.compare_digest(_digest(key), str(stored))
 
-    def store(self, account: str, body: bytes) -> None:
-        """Append one delivery to the inbox and wake the dispatcher (it processes the inbox)."""
-        try:
-            fields = {"a": account, "b": body.decode("utf-8"), "t": f"{time.time():.3f}"}
-        except UnicodeDecodeError:  # kept readable (the store answers text); processed as malformed
-            fields = {"a": account, "b": body.decode("utf-8", "replace"), "t": f"{time.time():.3f}", "bad": "1"}
+    def full(self) -> bool:
+        """The inbox holds INBOX_MAXLEN entries or INBOX_BYTES of bodies (two cheap reads)."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(self.keys.callback_inbox, fields, maxlen=INBOX_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        pipe.xlen(self.keys.callback_inbox)
+        pipe.get(self.keys.callback_inbox_bytes)
+        length, size = pipe.execute()
+        return int(length) >= INBOX_MAXLEN or int(size or 0) >= INBOX_BYTES
+
+    def store(self, account: str, body: bytes) -> None:
+        """Append one delivery to the inbox (its size added to the inbox's byte count) and wake the
+        dispatcher (it processes the inbox)."""
+        now = f"{time.time():.3f}"
+        size = str(len(body))
+        try:
+            fields = {"a": account, "b": body.decode("utf-8"), "t": now, "n": size}
+        except UnicodeDecodeError:  # kept readable (the store answers text); processed as malformed
+            fields = {"a": account, "b": body.decode("utf-8", "replace"), "t": now, "n": size, "bad": "1"}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(self.keys.callback_inbox, fields)  # type: ignore[arg-type]
+        pipe.incrby(self.keys.callback_inbox_bytes, len(body))
         pipe.hincrby(self.keys.stat("callbacks"), "received", 1)
         pipe.lpush(self.keys.wake, "1")
         pipe.ltrim(self.keys.wake, 0, 9)
@@ -145,14 +171,32 @@ def load_bounded(body: bytes) -> Any:
 
 
 def _string(value: Any) -> str:
-    """GeWe wraps strings as ``{"string": …}``; E云 sends them plain."""
+    """GeWe wraps strings as ``{"string": …}``; E云 sends them plain. Text Redis cannot store (a lone
+    surrogate, from a ``\\ud800`` escape) has it replaced: an id then matches nothing, and processing goes on."""
     if isinstance(value, dict):
         value = value.get("string")
-    return value if isinstance(value, str) else ""
+    return _storable(value) if isinstance(value, str) else ""
+
+
+def _storable(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def _id(value: Any) -> str:
-    return str(value) if isinstance(value, int | str) and not isinstance(value, bool) and str(value) else ""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return ""
+    return _storable(str(value))
+
+
+def _epoch(value: Any) -> float:
+    """A vendor's timestamp (seconds, or milliseconds past 1e12) or 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return 0.0
+    return value / 1000 if value > 1e12 else float(value)
 
 
 def _person(value: str) -> str:
@@ -168,45 +212,71 @@ def parse(body: bytes) -> Event:
     if not isinstance(doc, dict):
         return Event(Kind.MALFORMED)
     if isinstance(doc.get("TypeName"), str):
-        return _gewe(doc)
+        return _gewe(doc, body)
     if isinstance(doc.get("messageType"), str | int) and not isinstance(doc.get("messageType"), bool):
         return _ecloud(doc)
     return Event(Kind.UNKNOWN)
 
 
-def _gewe(doc: dict[str, Any]) -> Event:
+def _gewe(doc: dict[str, Any], body: bytes) -> Event:
     kind, appid, own = doc["TypeName"], _id(doc.get("Appid")), _string(doc.get("Wxid"))
     data = doc.get("Data")
     data = data if isinstance(data, dict) else {}
+    base = Event(Kind.IGNORED, vendor="gewe", instance=appid, own=own)
+    # Offline and DelContacts carry no message id: a delivery is known by its body (a replay is the same
+    # bytes), remembered for the dedupe window like a message id
+    once = f"gewe:{appid}:{kind}:{hashlib.sha256(body).hexdigest()[:32]}"
     if kind == "Offline":
-        return Event(Kind.OFFLINE, text="GeWe Offline callback: the account was logged out (掉线)")
+        at = _epoch(data.get("CreateTime") or doc.get("CreateTime"))
+        text = "GeWe Offline callback: the account was logged out (掉线)"
+        return replace(base, kind=Kind.OFFLINE, dedupe=once, text=text, at=at)
     if kind == "DelContacts":
         who = _person(_string(data.get("UserName")))
-        return Event(Kind.CONTACT_REMOVED, who=who) if who else Event(Kind.MALFORMED)
+        return replace(base, kind=Kind.CONTACT_REMOVED, dedupe=once, who=who) if who else Event(Kind.MALFORMED)
     if kind != "AddMsg":
-        return Event(Kind.IGNORED)  # ModContacts and the rest: nothing to do
+        return replace(base, kind=Kind.IGNORED)  # ModContacts and the rest: nothing to do
     if data.get("MsgType") != 1:
-        return Event(Kind.IGNORED)
+        return replace(base, kind=Kind.IGNORED)
     sender, msg_id = _person(_string(data.get("FromUserName"))), _id(data.get("NewMsgId"))
     if not sender or not msg_id:
         return Event(Kind.MALFORMED)
     if sender == own or sender.endswith("@chatroom"):
-        return Event(Kind.IGNORED)  # our own message, or a group's
-    return Event(Kind.TEXT, dedupe=f"gewe:{appid}:{msg_id}", who=sender, text=_string(data.get("Content")))
+        return replace(base, kind=Kind.IGNORED)  # our own message, or a group's
+    text = _string(data.get("Content"))
+    return replace(base, kind=Kind.TEXT, dedupe=f"gewe:{appid}:{msg_id}", who=sender, text=text)
 
 
 def _ecloud(doc: dict[str, Any]) -> Event:
     data = doc.get("data")
     data = data if isinstance(data, dict) else {}
+    own = _string(doc.get("wcId"))
+    base = Event(Kind.IGNORED, vendor="ecloud", instance=_id(data.get("wId") or doc.get("wId")), own=own)
     if str(doc["messageType"]) != "60001":  # 60001: a private text
-        return Event(Kind.IGNORED)
-    if data.get("self") is True:
-        return Event(Kind.IGNORED)
+        return replace(base, kind=Kind.IGNORED)
+    if data.get("self") in (True, 1, "true", "True", "1"):  # the account's own message (sent as text too)
+        return replace(base, kind=Kind.IGNORED)
     sender, msg_id = _person(_string(data.get("fromUser"))), _id(data.get("newMsgId"))
     if not sender or not msg_id:
         return Event(Kind.MALFORMED)
+    if sender == own or sender.endswith("@chatroom"):
+        return replace(base, kind=Kind.IGNORED)  # our own message, or a group's
     dedupe = f"ecloud:{_string(data.get('toUser'))}:{msg_id}:{sender}"
-    return Event(Kind.TEXT, dedupe=dedupe, who=sender, text=_string(data.get("content")))
+    return replace(base, kind=Kind.TEXT, dedupe=dedupe, who=sender, text=_string(data.get("content")))
+
+
+#: Ids an opt-out reply never goes to: WeChat's system accounts (文件传输助手, 微信团队, 朋友推荐消息, …).
+SYSTEM_IDS = frozenset(
+    {"filehelper", "weixin", "fmessage", "medianote", "floatbottle", "qmessage", "qqmail", "tmessage", "qqsync",
+     "newsapp", "blogapp", "masssendapp", "feedsapp", "voipapp", "voicevoip", "voiceinputapp", "officialaccounts",
+     "notification_messages", "notifymessage", "wxitil", "userexperience_alarm", "helper_entry", "mphelper",
+     "lbsapp", "shakeapp", "linkedinplugin", "facebookapp", "meishiapp", "cardpackage", "exmail_tool", "pc_share"}
+)  # fmt: skip
+
+
+def repliable(who: str, *own: str) -> bool:
+    """A person an automatic reply may go to: not a system id, an official account (gh_…), a group or
+    another kind of id (…@openim, …@stranger), nor the account itself."""
+    return bool(who) and who not in SYSTEM_IDS and not who.startswith("gh_") and "@" not in who and who not in own
 
 
 # --- processing (the dispatcher's process) ---------------------------------------------------------------
@@ -248,7 +318,12 @@ class CallbackProcessor:
         for entry_id, fields in entries:
             if fields:
                 try:
-                    self.handle(_text(fields.get("a")), _raw(fields.get("b")), malformed=bool(fields.get("bad")))
+                    self.handle(
+                        _text(fields.get("a")),
+                        _raw(fields.get("b")),
+                        malformed=bool(fields.get("bad")),
+                        received=_number(fields.get("t")),
+                    )
                 except redis.ConnectionError:
                     raise
                 except Exception:  # a bad entry must not block the inbox: logged, counted, dropped
@@ -257,36 +332,48 @@ class CallbackProcessor:
             pipe = self.redis.pipeline(transaction=False)
             pipe.xack(inbox, GROUP, entry_id)
             pipe.xdel(inbox, entry_id)
+            if fields:  # the inbox's byte count (CallbackInbox.full) goes down by what was taken out
+                pipe.decrby(self.keys.callback_inbox_bytes, int(_number(fields.get("n"))))
             pipe.execute()
+        if entries and not self.redis.xlen(inbox):
+            self.redis.set(self.keys.callback_inbox_bytes, 0)  # empty: any drift (a crash between steps) is gone
         return len(entries)
 
-    def handle(self, account: str, body: bytes, *, malformed: bool = False) -> Kind:
-        """Act on one delivery for ``account``; returns what it was (``malformed``: not UTF-8 as received)."""
+    def handle(self, account: str, body: bytes, *, malformed: bool = False, received: float = 0.0) -> Kind:
+        """Act on one delivery for ``account``; returns what it was (``malformed``: not UTF-8 as received;
+        ``received``: when the API stored it). A delivery acts only on the account it names: the vendor's
+        shape must be the account's vendor's and its instance the account's (``mismatch`` otherwise)."""
         event = Event(Kind.MALFORMED) if malformed else parse(body)
         kind = event.kind
+        current = None if kind in (Kind.UNKNOWN, Kind.MALFORMED) else self.accounts.get(account)
         if kind in (Kind.UNKNOWN, Kind.MALFORMED):
+            self._keep_odd(account, kind, body)
+        elif current is None:
+            kind = Kind.IGNORED  # the account was removed meanwhile
+        elif event.vendor != current.spec.vendor or not _same_instance(event, current.spec.instance):
+            kind = Kind.MISMATCH
             self._keep_odd(account, kind, body)
         elif event.dedupe and self.redis.exists(self.keys.callback_seen(event.dedupe)):
             kind = Kind.DUPLICATE
-        elif self.accounts.get(account) is None:
-            kind = Kind.IGNORED  # the account was removed meanwhile
         else:
-            kind = self._act(account, event)
+            kind = self._act(current, event, received)
             if event.dedupe:
                 ttl = int(self.settings.callback_dedupe_h * 3600)
                 self.redis.set(self.keys.callback_seen(event.dedupe), "1", ex=ttl)
         self.redis.hincrby(self.keys.stat("callbacks"), kind.value, 1)
         return kind
 
-    def _act(self, account: str, event: Event) -> Kind:
+    def _act(self, current: Account, event: Event, received: float) -> Kind:
+        account = current.id
         if event.kind is Kind.TEXT:
-            if event.text.strip().casefold() not in self.words:
+            word = optout_form(event.text)
+            if word not in self.words:
                 return Kind.TEXT
-            note = f"replied {event.text.strip()[:40]}"
+            note = f"replied {word[:40]}"
             new = self.suppressions.add(
                 account, event.who, SuppressionReason.OPTED_OUT, by="callback", note=note, keep_existing=True
             )
-            if new and self.settings.optout_reply:
+            if new and self.settings.optout_reply and repliable(event.who, event.own, current.spec.instance):
                 self._reply(account, event)
             log.info("recipient opted out", extra={"account": account, "to": event.who})
             return Kind.OPTED_OUT
@@ -295,15 +382,28 @@ class CallbackProcessor:
                                   note="the vendor reported the contact removed", keep_existing=True)  # fmt: skip
             return Kind.CONTACT_REMOVED
         if event.kind is Kind.OFFLINE:
-            current = self.accounts.get(account)
-            if current is not None and current.status == "active":  # a paused account stays as the operator left it
+            resumed = current.status_changed
+            if current.status == "active" and resumed and (0 < event.at < resumed or 0 < received < resumed):
+                log.info("offline callback from before the last resume ignored", extra={"account": account})
+                return Kind.STALE  # said (or received) before an operator resumed the account: old news
+            if current.status == "active":  # a paused account stays as the operator left it
                 self.accounts.set_status(account, "down", event.text)
                 log.warning("account down by callback", extra={"account": account, "error": event.text})
             return Kind.OFFLINE
         return event.kind
 
     def _reply(self, account: str, event: Event) -> None:
-        """One reply to a new opt-out, queued like any message (paced), sent although they are suppressed."""
+        """One reply to a new opt-out, queued like any message (paced), sent although they are suppressed;
+        at most ``BROADCAST_OPTOUT_REPLY_PER_H`` an hour per account (past it: counted ``reply_capped``)."""
+        hour = int(time.time() // 3600)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(self.keys.optout_replies(account, hour))
+        pipe.expire(self.keys.optout_replies(account, hour), 7200)
+        replies, _ = pipe.execute()
+        if int(replies) > self.settings.optout_reply_per_h:
+            self.redis.hincrby(self.keys.stat("callbacks"), "reply_capped", 1)
+            log.warning("opt-out reply over the hourly bound: not sent", extra={"account": account})
+            return
         idem = "optout-reply:" + hashlib.sha256(f"{account}|{event.who}".encode()).hexdigest()[:32]
         try:
             self.producer.submit_message(
@@ -333,5 +433,22 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
 
 
+def _number(value: Any) -> float:
+    try:
+        return float(_text(value) or 0)
+    except ValueError:
+        return 0.0
+
+
 def _raw(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value or "").encode("utf-8", "surrogateescape")
+
+
+def _same_instance(event: Event, instance: str) -> bool:
+    """The delivery names the account's own instance. An E云 body without ``data.wId`` is taken on the
+    URL's key alone: vendors.md documents only ``{wcId, account, messageType, data}`` for E云, and ``wId``
+    inside ``data`` comes from third-party code, so a deployment that leaves it out must not lose every
+    opt-out. GeWe always names its ``Appid`` (its 回调消息详解 page), so a GeWe body must match."""
+    if not event.instance:
+        return event.vendor == "ecloud"
+    return event.instance == instance

@@ -7,7 +7,9 @@ proxy) that dribbles its answer a byte at a time holds a call open for as long a
 account's lease — and then a second worker would send for the same account while the first call is still
 open. :class:`DeadlineTransport` gives every request a deadline and the network streams under it shrink
 each connect/read/write timeout to what is left of it, so the call ends (as a timeout, hence an unknown
-outcome) when the deadline passes, whatever the peer does.
+outcome) when the deadline passes, whatever the peer does. A request whose bytes did not all get out is
+reported as ``httpx.WriteError`` (retried: the vendor cannot act on half a request), even when httpcore read
+on after the failed write and met a closed connection.
 
 Vendor calls reach only addresses :class:`VendorNetwork` allows (``BROADCAST_VENDOR_DENY`` /
 ``BROADCAST_VENDOR_ALLOW``; in ``prod`` loopback, link-local such as the cloud metadata service at
@@ -32,12 +34,14 @@ import httpx
 import redis
 import redis.sentinel
 
+from worker.errors import redact
 from worker.settings import Settings, get_settings
 
 _redis: dict[str, redis.Redis] = {}
 _http: list[httpx.Client] | None = None
 
-#: The deadline (``time.monotonic()``) of the vendor call this thread is making. httpx reads a response
+#: The deadline (``time.monotonic()``) of the vendor call this thread is making, and ``unsent``: whether a
+#: write of that call failed (some of its bytes never left). httpx reads a response
 #: body after ``handle_request`` returned, on the same thread, so a thread-local spans the whole call.
 _call = threading.local()
 
@@ -63,7 +67,12 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+        try:
+            self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+        except (httpcore.WriteError, httpcore.WriteTimeout):
+            if buffer:  # some bytes of the request never left (an empty write sends nothing)
+                _call.unsent = True
+            raise
 
     def close(self) -> None:
         self._inner.close()
@@ -206,8 +215,20 @@ class DeadlineTransport(httpx.HTTPTransport):
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Raises httpx.WriteError when the request was not written whole, whatever the read after it said:
+        httpcore swallows a failed write and reads on (a server may answer before closing), so a peer that
+        closed before the request was written surfaces as a dropped connection, which would otherwise be
+        taken for one dropped after the request went out."""
         _call.deadline = time.monotonic() + self.deadline_s
-        return super().handle_request(request)
+        _call.unsent = False
+        try:
+            return super().handle_request(request)
+        except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
+            if _call.unsent:
+                raise httpx.WriteError(
+                    f"the request was not written whole; then {type(exc).__name__}", request=request
+                ) from exc
+            raise
 
 
 #: Redis connections one process opens at most. Its threads borrow one per command or script (well under
@@ -246,22 +267,42 @@ class RedisTarget:
 
 def parse_redis_url(url: str) -> RedisTarget:
     """``redis://``/``rediss://`` as is; ``sentinel://h1:p1;sentinel://h2:p2`` (kombu's convention: the
-    first URL may carry the primary's ``user:password@`` and ``/db``) as a list of Sentinels."""
+    first URL may carry the primary's ``user:password@`` and ``/db``) as a list of Sentinels.
+
+    An error never quotes the URL (it may carry the primary's password, and a ``;`` inside a password
+    splits it across parts): it names the part by its place and what was expected."""
     if not url.startswith("sentinel://"):
         return RedisTarget(url)
     sentinels: list[tuple[str, int]] = []
     username = password = None
     db = 0
-    for part in filter(None, (p.strip() for p in url.split(";"))):
-        parsed = urlsplit(part)
-        if parsed.scheme != "sentinel" or not parsed.hostname:
-            raise ValueError(f"BROADCAST_REDIS_URL: {part!r} is not sentinel://host:port")
-        sentinels.append((parsed.hostname, parsed.port or 26379))
+    for n, part in enumerate(filter(None, (p.strip() for p in url.split(";"))), start=1):
+        where = f"BROADCAST_REDIS_URL: part {n} of the sentinel list (not shown: it may carry a password)"
+        try:
+            parsed = urlsplit(part)
+            host, port, path = parsed.hostname, parsed.port, parsed.path.strip("/")
+            if path and not (path.isascii() and path.isdigit()):
+                raise ValueError("the database must be a number")
+        except ValueError:
+            raise ValueError(f"{where} is not sentinel://host:port[/db]") from None
+        if parsed.scheme != "sentinel" or not host:
+            raise ValueError(f"{where} is not sentinel://host:port")
+        sentinels.append((host, port or 26379))
         username = username or (unquote(parsed.username) if parsed.username else None)
         password = password or (unquote(parsed.password) if parsed.password else None)
-        if parsed.path.strip("/"):
-            db = int(parsed.path.strip("/"))
+        if path:
+            db = int(path)
     return RedisTarget(url, tuple(sentinels), username, password, db)
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The user and password a URL may carry, raw and percent-decoded (what an error must not show)."""
+    found: list[str] = []
+    for part in url.split(";"):
+        userinfo = part.partition("://")[2].rpartition("@")[0]
+        for piece in (userinfo, *userinfo.split(":")):
+            found += [piece, unquote(piece)]
+    return sorted(set(found), key=len, reverse=True)
 
 
 def _tls_options(url: str, settings: Settings) -> dict[str, Any]:
@@ -289,9 +330,19 @@ def new_redis_client(url: str, settings: Settings | None = None) -> redis.Redis:
         "socket_connect_timeout": REDIS_SOCKET_TIMEOUT_S,
     }
     if not target.is_sentinel:
-        pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S, **common, **_tls_options(url, settings)
-        )
+        try:
+            pool = redis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=REDIS_CONNECTIONS,
+                timeout=REDIS_POOL_WAIT_S,
+                **common,
+                **_tls_options(url, settings),
+            )
+        except ValueError as exc:  # redis-py's words may quote the URL's parts: never its password
+            raise ValueError(
+                "BROADCAST_REDIS_URL (not shown: it may carry a password) is not redis://[user:password@]host:port[/db] "
+                f"or rediss://…: {redact(str(exc), _url_secrets(url))}"
+            ) from None
         return redis.Redis(connection_pool=pool)
     sentinel_password = settings.redis_sentinel_password.get_secret_value() or None
     sentinel = redis.sentinel.Sentinel(
@@ -370,8 +421,14 @@ def celery_broker(settings: Settings) -> dict[str, Any]:
 
 
 def new_vendor_http_client(settings: Settings, *, max_connections: int = 64) -> httpx.Client:
-    """A keep-alive pool for vendor calls, every call bounded by ``vendor_deadline_s`` overall."""
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    """A keep-alive pool for vendor calls, every call bounded by ``vendor_deadline_s`` overall; a connection
+    idle past ``vendor_keepalive_s`` is closed rather than reused (a server closing it as a request goes out
+    would leave that send an unknown outcome)."""
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=settings.vendor_keepalive_s,
+    )
     return httpx.Client(
         transport=DeadlineTransport(settings.vendor_deadline_s, limits, VendorNetwork.from_settings(settings)),
         timeout=httpx.Timeout(

@@ -119,6 +119,8 @@ LAYOUT: Final[dict[str, str]] = {
     "callback_inbox": "cb:in",
     "callback_odd": "cb:odd",
     "callback_seen": "cb:seen:{}",
+    "callback_inbox_bytes": "cb:in:bytes",
+    "optout_replies": "cb:replies:{}:{}",
     "config": "config",
     "wake": "wake",
     "leader": "dispatcher:leader",
@@ -278,6 +280,13 @@ class Keys:
 
     def callback_seen(self, event_id: str) -> str:
         return self._key("callback_seen", event_id)
+
+    @property
+    def callback_inbox_bytes(self) -> str:
+        return self._key("callback_inbox_bytes")
+
+    def optout_replies(self, account_id: str, hour: int) -> str:
+        return self._key("optout_replies", account_id, str(hour))
 
     @property
     def config(self) -> str:

@@ -8,10 +8,11 @@ simulator.
 
 Error translation follows ``docs/design.md`` ("What may have reached the vendor"): only a failure that
 provably happened before the request reached the vendor is *transient* (connect refused, DNS, TLS, pool
-timeout, a body that did not get out whole, HTTP 503/408 or 429 from our side of a proxy). Anything that may
-have left (a read timeout, a connection dropped after the request was written, a call past its overall
-deadline, HTTP 502/504 or any other 5xx without the vendor's envelope, a 2xx whose body is not the vendor's
-JSON) is *ambiguous*: the message may be out, so it is never resent blindly. The vendor's own failure texts
+timeout, a body that did not get out whole: ``WriteError``, which the transport also raises when the peer
+closed the connection while the request was being written; HTTP 503/408 or 429 from our side of a proxy).
+Anything that may have left (a read timeout, a connection dropped after the request was written whole, a
+call past its overall deadline, HTTP 502/504 or any other 5xx without the vendor's envelope, a 2xx whose
+body is not the vendor's JSON) is *ambiguous*: the message may be out, so it is never resent blindly. The vendor's own failure texts
 are classified by :func:`classify_vendor_text`.
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from scheduler.api.errors import ApiError, invalid
@@ -74,6 +74,12 @@ def _stored(state: ApiState, account_id: str, spec: AccountSpec) -> dict[str, An
         raise ApiError(422, "token_required", str(exc), "token") from None
     except SecretKeyRequired as exc:
         raise ApiError(409, "secret_key_required", str(exc), "token") from None
+
+
+def _plain_http(url: str) -> bool:
+    """``http://`` to anything but this machine (the callback URL would carry its key in clear)."""
+    parts = urlsplit(url)
+    return parts.scheme == "http" and (parts.hostname or "") not in ("localhost", "127.0.0.1", "::1")
 
 
 @router.put("/v1/accounts/{account_id}")
@@ -152,7 +158,9 @@ def resume_account(account_id: AccountId, state: Stores, check_online: bool = Tr
 
 
 @router.post("/v1/accounts/{account_id}/callback")
-def rotate_callback(account_id: AccountId, state: Stores, body: CallbackIn | None = None) -> dict[str, Any]:
+def rotate_callback(
+    account_id: AccountId, state: Stores, response: Response, body: CallbackIn | None = None
+) -> dict[str, Any]:
     """Create or rotate the account's callback key and answer the URL to give the vendor (the key is
     shown only here). ``register``: first set it at the vendor (needs a public URL: the body's or
     ``BROADCAST_PUBLIC_URL``); a vendor that refuses or cannot be reached answers 409 and nothing changes
@@ -160,6 +168,9 @@ def rotate_callback(account_id: AccountId, state: Stores, body: CallbackIn | Non
     account = _existing(state, account_id)
     body = body or CallbackIn()
     base = body.public_url or state.settings.public_url
+    if base and state.settings.env == "prod" and _plain_http(base):
+        message = "public_url: must be https:// in prod (the URL carries the callback key); http:// only in dev"
+        raise ApiError(422, "invalid", message, "public_url")
     if body.at_vendor and not base:
         raise ApiError(422, "invalid", "public_url: needed to register (or set BROADCAST_PUBLIC_URL)", "public_url")
     key = new_key()
@@ -176,4 +187,5 @@ def rotate_callback(account_id: AccountId, state: Stores, body: CallbackIn | Non
             message = f"the vendor did not take the callback URL, nothing changed: {said}"
             raise ApiError(409, "callback_not_registered", message, None) from None
     CallbackInbox(state.redis, state.settings.key_prefix).rotate(account_id, key)
+    response.headers["Cache-Control"] = "no-store"  # the answer carries the key
     return {"account": account_id, "url": url, "path_only": not base, "registered": body.at_vendor}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.api.errors import ApiError
@@ -39,7 +39,7 @@ def reserved_name(name: str) -> bool:
 
 
 @router.post("/v1/keys", status_code=201)
-def create_key(body: KeyIn, state: Stores) -> dict[str, Any]:
+def create_key(body: KeyIn, state: Stores, response: Response) -> dict[str, Any]:
     """A new key: ``{"name", "role", "key"}``. The key is shown this once; store it now."""
     if reserved_name(body.name):
         raise ApiError(422, "invalid", f"name: {body.name!r} is reserved (or looks like a reserved name)", "name")
@@ -47,6 +47,7 @@ def create_key(body: KeyIn, state: Stores) -> dict[str, Any]:
         key = state.operators.create(body.name, body.role, body.rate_per_min or 0)
     except KeyExists:
         raise ApiError(409, "key_exists", f"a key named {body.name!r} exists; revoke it first", "name") from None
+    response.headers["Cache-Control"] = "no-store"  # the answer carries the key
     return {"name": body.name, "role": body.role.value, "key": key}
 
 

@@ -6,11 +6,11 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, StrictBool
 
 from scheduler.api.errors import ApiError
 from scheduler.api.models import ObjectId, RecallIn, epoch, mark_replayed
-from scheduler.api.state import AUTH, ApiState, Stores
+from scheduler.api.state import AUTH, ApiState, Stores, audit_variant
 from scheduler.dispatch.schedules import MessageTemplate
 from worker.store.ledger import Job, RecallOutcome
 from worker.vendors import vendors_without_revoke
@@ -23,7 +23,7 @@ class MessageIn(MessageTemplate):
 
     send_at: AwareDatetime | None = None
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
-    ignore_suppression: bool = Field(
+    ignore_suppression: StrictBool = Field(
         default=False, description="send even to a suppressed recipient (recorded on the message)"
     )
 
@@ -64,6 +64,8 @@ def post_message(body: MessageIn, request: Request, response: Response, state: S
     """Store one message for sending; answers at once (202). The same idempotency_key answers the same.
     ``ignore_suppression`` (an operator's key) is recorded on the message with the key's name."""
     caller = getattr(request.state, "caller", None)
+    if body.ignore_suppression:  # audited as message.create_ignore_suppression: an override stands out
+        audit_variant(request, "ignore_suppression")
     submitted = state.producer.submit_message(
         account=body.account,
         to=body.to,

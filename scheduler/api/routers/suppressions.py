@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.api.errors import ApiError
+from scheduler.api.exports import neutralised
 from scheduler.api.state import AUTH, ApiState, Stores
 from scheduler.intake.producer import RECIPIENT
 from worker.messages import unsendable
@@ -57,6 +58,11 @@ def _check_scope(state: ApiState, account: str | None, field: str) -> str | None
     return str(account)
 
 
+def _by(request: Request) -> str:
+    """Who adds an entry: the calling key's name (``api`` when there is none, as in tests without keys)."""
+    return getattr(getattr(request.state, "caller", None), "name", "") or "api"
+
+
 def _check_to(to: str, field: str) -> str:
     if not RECIPIENT.fullmatch(to):
         raise ApiError(422, "invalid", f"{field}: not a WeChat id (wxid, …@chatroom)", field)
@@ -64,14 +70,15 @@ def _check_to(to: str, field: str) -> str:
 
 
 @router.post("/v1/suppressions", status_code=201)
-def add_suppression(body: SuppressionIn, state: Stores) -> dict[str, Any]:
-    """Suppress a recipient for one account or all (``by`` is ``api``). Adding it again replaces the entry."""
+def add_suppression(body: SuppressionIn, request: Request, state: Stores) -> dict[str, Any]:
+    """Suppress a recipient for one account or all (``by``: the calling key's name). Adding it again
+    replaces the entry."""
     account = _check_scope(state, body.account, "account")
     to = _check_to(body.to, "to")
     if unsendable(body.note):
         raise ApiError(422, "invalid", "note: contains characters that cannot be stored", "note")
     store = _store(state)
-    store.add(account, to, body.reason, by="api", note=body.note)
+    store.add(account, to, body.reason, by=_by(request), note=body.note)
     entry = store.get(account, to)
     assert entry is not None
     return entry.public()
@@ -112,11 +119,22 @@ async def import_suppressions(
     """CSV body with a header naming ``to`` (and optionally ``account``, ``reason``, ``note``): every row is
     checked first (422 with its line), then all are stored; ``account``/``reason`` fill empty cells."""
     text = (await request.body()).decode("utf-8-sig", "replace")
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or "to" not in [f.strip() for f in reader.fieldnames]:
-        raise ApiError(422, "invalid", "csv: the header must name a 'to' column", "to")
-    default_scope = _check_scope(state, account, "account")
-    known = {a.id for a in state.accounts.all()}
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # a quoted cell may hold a line break
+    try:  # a malformed CSV (a stray NUL, …) is the caller's error: 422 with its line, never a 500
+        if not reader.fieldnames or "to" not in [f.strip() for f in reader.fieldnames]:
+            raise ApiError(422, "invalid", "csv: the header must name a 'to' column", "to")
+        default_scope = _check_scope(state, account, "account")
+        rows = _rows(reader, default_scope, reason, {a.id for a in state.accounts.all()})
+    except csv.Error as exc:
+        raise ApiError(422, "invalid", f"csv: line {reader.line_num}: {exc}", "to") from None
+    stored = _store(state).add_many(rows, by=_by(request))
+    return {"imported": stored}
+
+
+def _rows(
+    reader: csv.DictReader[str], default_scope: str | None, reason: str, known: set[str]
+) -> list[tuple[str | None, str, str, str]]:
+    """Every row checked (422 naming its line), before anything is stored."""
     rows: list[tuple[str | None, str, str, str]] = []
     for line, raw in enumerate(reader, start=2):
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if isinstance(v, str)}
@@ -138,8 +156,7 @@ async def import_suppressions(
         if unsendable(note):
             raise ApiError(422, "invalid", f"line {line}: note: contains characters that cannot be stored", "note")
         rows.append((scope, to, why, note))
-    stored = _store(state).add_many(rows, by="import")
-    return {"imported": stored}
+    return rows
 
 
 @router.get(
@@ -165,14 +182,9 @@ def _csv(entries: Iterator[Suppression]) -> Iterator[str]:
     writer.writerow(COLUMNS)
     for n, entry in enumerate(entries, start=1):
         writer.writerow([entry.account or ALL_ACCOUNTS, entry.to, entry.reason, f"{entry.at:.3f}", entry.by,
-                         _cell(entry.note)])  # fmt: skip
+                         neutralised(entry.note)])  # fmt: skip
         if n % 500 == 0:
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue()
-
-
-def _cell(text: str) -> str:
-    """A note as a spreadsheet shows it, never as a formula."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
