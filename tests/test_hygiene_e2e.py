@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from typing import Any
 
 import httpx
@@ -53,6 +54,13 @@ def test_opt_out_by_callback_and_not_a_friend_skip_the_next_campaign(api_stack: 
     assert answer["registered"] is True and answer["url"].startswith(f"{stack.api_url}/v1/callbacks/gw?key=")
     key = answer["url"].split("key=", 1)[1]
     assert key not in stack.logs()
+    # run again without --rotate: the state is shown and the registered key kept (the 退订 below still lands)
+    again = run("accounts", "callback", "gw")
+    assert again.returncode == 0 and "callback set / 回调已设置" in again.stdout and "key=" not in again.stdout
+    assert "--rotate --register" in again.stdout, again.stdout
+    assert run("accounts", "callback", "gw", "--register", "--public-url", stack.api_url).returncode == 2
+    put = run("accounts", "put", "gw", "--per-minute", "30")  # put shows the callback as show does
+    assert put.returncode == 0 and re.search(r"callback\s+set\b", put.stdout), put.stdout
 
     # wxid_fan replies 退订 (GeWe delivers it three times); wxid_gone is not a friend
     with httpx.Client(base_url=stack.sim.url) as sim:
@@ -118,8 +126,12 @@ def test_two_campaigns_racing_to_one_recipient_under_a_cap_send_exactly_once(api
 def test_the_callback_endpoint_under_a_fuzz_pass(api: ApiStack) -> None:
     stack = api
     put_account(stack, "fz", "gewe", f"inst-fz-{stack.prefix}")
-    url = stack.http.post("/v1/accounts/fz/callback", json={}).json()["url"]
+    old = stack.http.post("/v1/accounts/fz/callback", json={}).json()["url"]
+    kept = stack.http.post("/v1/accounts/fz/callback", json={})  # never replaced by accident
+    assert kept.status_code == 409 and kept.json()["error"]["code"] == "callback_exists", kept.text
+    url = stack.http.post("/v1/accounts/fz/callback", json={"rotate": True}).json()["url"]
     path, _, key = url.partition("?key=")
+    assert stack.http.post(old.replace(stack.api_url, ""), content=b"{}").status_code == 404  # the old URL is gone
     inbox = f"{stack.prefix}:cb:in"
     rng = random.Random(1919)
     wrong = [key[:-1] + ("A" if key[-1] != "A" else "B"), "", key.upper(), "x" * 300, key + "x"]

@@ -247,6 +247,9 @@ def resume(
 def callback(
     account_id: Annotated[str, typer.Argument(metavar="ACCOUNT")],
     register: Annotated[bool, typer.Option("--register", help="also set the URL at the vendor")] = False,
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="replace an existing key (the old URL stops working at once)")
+    ] = False,
     public_url: Annotated[
         str | None, typer.Option(help="the address vendors reach the API at (default: BROADCAST_PUBLIC_URL)")
     ] = None,
@@ -256,10 +259,29 @@ def callback(
 ) -> None:
     """Set up the vendor callback / 设置回调
 
-    Create or rotate the account's callback key and print the URL for the vendor (shown once; the old
-    key stops working) / 生成回调地址（旧密钥立即失效）。"""
+    Create the account's callback key and print the URL for the vendor (shown once). If it already has
+    one, show that and change nothing; --rotate makes a new one (the old URL stops working at once, so
+    register it again with --register or update it at the vendor) / 生成回调地址；已有时只显示状态，
+    --rotate 才换新密钥（旧地址立即失效，需 --register 重新设置或在服务商处更新）。"""
     with connect(url, token) as api:
-        answer = api.account_callback(account_id, register=register, public_url=public_url)
+        try:
+            answer = api.account_callback(account_id, register=register, rotate=rotate, public_url=public_url)
+        except ApiError as exc:
+            if exc.code != "callback_exists":
+                raise
+            if as_json:
+                print_json({"account": account_id, "callback_set": True, "rotated": False})
+            else:
+                say(f"account {account_id}: callback set / 回调已设置 (unchanged / 未更改)")
+                say(
+                    "The URL cannot be shown again: only its key's hash is kept. To make a new one, run"
+                    f" 'broadcast accounts callback {account_id} --rotate --register' (the old URL stops working"
+                    " at once) / 地址无法再次显示（只保存密钥的哈希）。如需新地址，运行上面的 --rotate --register"
+                    "（旧地址立即失效，或在服务商处更新地址）。"
+                )
+            if register:
+                raise typer.Exit(2) from None  # the asked-for registration did not happen
+            return
     if as_json:
         print_json(answer)
         return

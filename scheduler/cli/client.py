@@ -395,8 +395,10 @@ class Client:
         finally:
             response.close()
 
-    def account_callback(self, account_id: str, *, register: bool, public_url: str | None) -> dict[str, Any]:
-        body: dict[str, Any] = {"register": register}
+    def account_callback(
+        self, account_id: str, *, register: bool, public_url: str | None, rotate: bool = False
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"register": register, "rotate": rotate}
         if public_url:
             body["public_url"] = public_url
         return dict(self._call("POST", f"/v1/accounts/{_seg(account_id)}/callback", json=body))

@@ -34,9 +34,12 @@ class AccountPatch(BaseModel):
 
 
 class CallbackIn(BaseModel):
-    """``POST /v1/accounts/{id}/callback``: a new callback key (the old one stops working at once)."""
+    """``POST /v1/accounts/{id}/callback``: the account's callback key, made once; a new one only with
+    ``rotate`` (the old one stops working at once, so the vendor must get the new URL)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    #: Replace an existing key (without it, an account that has one answers 409 ``callback_exists``).
+    rotate: bool = False
     #: Also register the URL with the vendor (GeWe ``/login/setCallback``, E云 ``/setHttpCallbackUrl``).
     at_vendor: bool = Field(default=False, alias="register")
     #: The address vendors reach this API at (default ``BROADCAST_PUBLIC_URL``).
@@ -69,7 +72,7 @@ def _stored(state: ApiState, account_id: str, spec: AccountSpec) -> dict[str, An
         message = f"base_url: {refused} is an address vendor calls may not reach (BROADCAST_VENDOR_DENY)"
         raise ApiError(422, "invalid", message, "base_url")
     try:
-        return state.accounts.put(account_id, spec).public()
+        return _public(state, state.accounts.put(account_id, spec))
     except TokenRequiredError as exc:
         raise ApiError(422, "token_required", str(exc), "token") from None
     except SecretKeyRequired as exc:
@@ -161,12 +164,22 @@ def resume_account(account_id: AccountId, state: Stores, check_online: bool = Tr
 def rotate_callback(
     account_id: AccountId, state: Stores, response: Response, body: CallbackIn | None = None
 ) -> dict[str, Any]:
-    """Create or rotate the account's callback key and answer the URL to give the vendor (the key is
-    shown only here). ``register``: first set it at the vendor (needs a public URL: the body's or
-    ``BROADCAST_PUBLIC_URL``); a vendor that refuses or cannot be reached answers 409 and nothing changes
-    (the previous key keeps working)."""
+    """Create (or, with ``rotate``, replace) the account's callback key and answer the URL to give the
+    vendor (the key is shown only here: only its hash is kept). An existing key is never replaced by
+    accident: a registered vendor would keep posting to the old URL (404s, opt-outs lost), so without
+    ``rotate`` that answers 409 ``callback_exists``. ``register``: first set it at the vendor (needs a
+    public URL: the body's or ``BROADCAST_PUBLIC_URL``); a vendor that refuses or cannot be reached answers
+    409 and nothing changes (the previous key keeps working)."""
     account = _existing(state, account_id)
     body = body or CallbackIn()
+    inbox = CallbackInbox(state.redis, state.settings.key_prefix)
+    if not body.rotate and inbox.has_key(account_id):
+        message = (
+            "the account already has a callback key (only its hash is kept, so its URL cannot be shown again);"
+            " send rotate: true to replace it: the old URL stops working at once, so register the new one"
+            " (register: true) or update it at the vendor"
+        )
+        raise ApiError(409, "callback_exists", message, "rotate")
     base = body.public_url or state.settings.public_url
     if base and state.settings.env == "prod" and _plain_http(base):
         message = "public_url: must be https:// in prod (the URL carries the callback key); http:// only in dev"
@@ -186,6 +199,6 @@ def rotate_callback(
             said = str(exc).replace(key, "***")  # a vendor may echo the URL back: the key stays out of errors
             message = f"the vendor did not take the callback URL, nothing changed: {said}"
             raise ApiError(409, "callback_not_registered", message, None) from None
-    CallbackInbox(state.redis, state.settings.key_prefix).rotate(account_id, key)
+    inbox.rotate(account_id, key)
     response.headers["Cache-Control"] = "no-store"  # the answer carries the key
     return {"account": account_id, "url": url, "path_only": not base, "registered": body.at_vendor}
