@@ -84,6 +84,8 @@ def test_opt_out_by_callback_and_not_a_friend_skip_the_next_campaign(api_stack: 
     second = wait_campaign(stack, cid)
     assert second["counts"]["skipped"] == 2 and second["counts"]["sent"] == 1
     assert sum(second["counts"].values()) == second["total"] == 3
+    listed = run("campaign", "list").stdout  # the list counts skipped too: its row adds up to the total
+    assert re.search(rf"{cid}.*\b3\s+1\s+0\s+2\s+0\s+0\s*$", listed, re.M), listed
     shown = deliveries(stack, cid)
     assert (shown["wxid_fan"]["status"], shown["wxid_fan"]["skip_reason"]) == ("skipped", "suppressed")
     assert shown["wxid_gone"]["skip_reason"] == "suppressed"

@@ -300,12 +300,13 @@ def _print_campaigns(items: list[dict[str, Any]]) -> None:
     rows = [
         [
             c["id"], c["name"], c["status"], str(c["total"]), str(c["counts"]["sent"]), str(c["counts"]["dead"]),
-            str(c["counts"]["cancelled"]), str(int(c["total"]) - _done(c["counts"])),
+            str(c["counts"].get("skipped", 0)), str(c["counts"]["cancelled"]), str(int(c["total"]) - _done(c["counts"])),
         ]
         for c in items
     ]  # fmt: skip
-    columns = ["id", "name", "status", "total", "sent", "dead", "cancel", "left"]
-    numbers = ("total", "sent", "dead", "cancel", "left")
+    # skip: suppressed or over the frequency cap (已跳过), so the counts add up to the total
+    columns = ["id", "name", "status", "total", "sent", "dead", "skip", "cancel", "left"]
+    numbers = ("total", "sent", "dead", "skip", "cancel", "left")
     print_table(columns, rows, right=numbers)
     say(f"{len(items)} shown")
 

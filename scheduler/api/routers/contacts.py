@@ -3,6 +3,7 @@ groups and labels, synced from its vendor, and whom an audience would reach (doc
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -12,7 +13,8 @@ from scheduler.api.errors import ApiError
 from scheduler.api.models import AccountId
 from scheduler.api.state import AUTH, ApiState, Stores
 from scheduler.intake.audience import AudienceIn
-from worker.messages import Message, TextMessage
+from worker.errors import MessageError
+from worker.messages import AnyMessage, TextMessage, parse_message
 from worker.store.accounts import Account
 from worker.store.contacts import ContactBook, ContactStore
 from worker.vendors.base import vendors_with_contacts
@@ -151,13 +153,23 @@ class PreviewIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     audience: AudienceIn
-    message: Message | None = Field(default=None, description="checked for placeholders a contact cannot fill")
+    #: Raw: a message still being typed must not stop the audience preview (``POST /v1/messages/check`` judges it).
+    message: dict[str, Any] | None = Field(
+        default=None, description="checked for placeholders a contact cannot fill, once it is a valid message"
+    )
     accounts: list[str] | None = Field(default=None, description="the campaign's accounts, when it names them")
 
 
 @router.post("/v1/audiences/preview")
 def preview_audience(body: PreviewIn, state: Stores) -> dict[str, Any]:
     """Resolve an audience against the last syncs: total, duplicates, excluded, each account's sync age,
-    the first rows. The same checks and errors as a campaign creation with that audience."""
-    message = body.message or TextMessage(text="{name}")
-    return state.campaigns.resolve_audience(body.audience, message, body.accounts).summary()
+    the first rows. The same checks and errors as a campaign creation with that audience. A message that does
+    not validate (yet: the operator is still typing it) is left out, ``message_checked: false``: the audience
+    does not depend on it, and its own errors are the message check's."""
+    message: AnyMessage = TextMessage(text="{name}")
+    checked = False
+    if body.message is not None:
+        with contextlib.suppress(MessageError):  # unfinished: previewed without it
+            message, checked = parse_message(body.message), True
+    summary = state.campaigns.resolve_audience(body.audience, message, body.accounts).summary()
+    return {**summary, "message_checked": checked}

@@ -44,6 +44,7 @@ const I18N = {
     nav_supp: "退订名单", supp_title: "退订名单（不再发送）", no_supp: "名单为空。", add_supp: "加入名单", note: "备注",
     every_account: "全部账号（留空）", lift: "移出", confirm_lift: "移出后该联系人会再次收到消息，确定？", lifted: "已移出",
     supp_added: "已加入", by: "来源", since: "时间", st_skipped: "已跳过", skipped: "已跳过",
+    skip_suppressed: "在屏蔽名单中", skip_frequency_cap: "超过频次上限",
     r_opted_out: "回复退订", r_not_friend: "非好友", r_contact_removed: "已删除联系人", r_manual: "手动",
     confirm_force: "该消息的发送结果未知（请求可能已到达服务商），重发可能导致对方收到两次。确认强制重发？",
     confirm_delete: "从死信列表中删除？（发送记录保留）", replayed: "已重新排队", deleted: "已删除",
@@ -64,7 +65,9 @@ const I18N = {
     src_file: "从文件", src_audience: "从账号通讯录（好友、标签、群）", audience: "受众",
     labels_any: "包含标签（任一）", exclude_labels: "排除标签", aud_friends: "好友", aud_groups: "所有群",
     aud_total: "将发送给 {n} 人", aud_dup: "{n} 人由排在前面的账号发送", aud_excl: "已排除 {n} 人",
-    aud_age: "{acct}：{n} 人，通讯录同步于 {age} 前", aud_first: "前几位接收人", not_synced: "该账号尚未同步通讯录",
+    aud_age: "{acct}：{n} 人，通讯录同步于 {age} 前", aud_first: "前几位接收人", not_synced: "该账号尚未同步通讯录", aud_err: "无法预览接收人",
+    aud_err_empty: "没有符合条件的接收人", aud_err_label: "所选账号没有这个标签",
+    aud_err_placeholder: "消息里有通讯录无法填写的占位符（通讯录只有 {name} 等联系人字段）",
     pick_audience: "请选择受众", contacts: "通讯录", sync_contacts: "同步通讯录", sync_started: "已开始同步通讯录",
     cs_never: "未同步", cs_running: "同步中", cs_done: "已同步", cs_failed: "同步失败", cs_cancelled: "已取消",
     friends_n: "好友", groups_n: "群", minutes: "分钟", seconds: "秒",
@@ -120,6 +123,7 @@ const I18N = {
     add_supp: "Add", note: "Note", every_account: "every account (leave empty)", lift: "Remove",
     confirm_lift: "They will receive messages again. Remove from the list?", lifted: "Removed", supp_added: "Added",
     by: "By", since: "Since", st_skipped: "skipped", skipped: "Skipped",
+    skip_suppressed: "suppressed", skip_frequency_cap: "over the frequency cap",
     r_opted_out: "opted out", r_not_friend: "not a friend", r_contact_removed: "contact removed", r_manual: "manual",
     confirm_force: "The outcome of this send is unknown (the request may have reached the vendor): replaying may deliver it twice. Force the replay?",
     confirm_delete: "Delete from the dead letters? (the delivery record stays)", replayed: "Queued again",
@@ -143,7 +147,9 @@ const I18N = {
     labels_any: "With any of these labels", exclude_labels: "Without these labels", aud_friends: "Friends",
     aud_groups: "Every group", aud_total: "Reaches {n} recipients", aud_dup: "{n} reached by an earlier account",
     aud_excl: "{n} excluded", aud_age: "{acct}: {n} recipients, contacts synced {age} ago", aud_first: "First recipients",
-    not_synced: "this account has not synced its contacts", pick_audience: "Choose an audience", contacts: "Contacts",
+    not_synced: "this account has not synced its contacts", aud_err: "Cannot preview the recipients",
+    aud_err_empty: "No recipient matches", aud_err_label: "The chosen accounts have no such label",
+    aud_err_placeholder: "The message has placeholders the contacts cannot fill (contacts give {name} and the like)", pick_audience: "Choose an audience", contacts: "Contacts",
     sync_contacts: "Sync contacts", sync_started: "Contact sync started",
     cs_never: "never synced", cs_running: "syncing", cs_done: "synced", cs_failed: "sync failed", cs_cancelled: "cancelled",
     friends_n: "friends", groups_n: "groups", minutes: "min", seconds: "s",
@@ -160,6 +166,17 @@ const I18N = {
 
 let lang = localStorage.getItem(LANG_KEY) === "en" ? "en" : "zh";
 const t = (key) => (I18N[lang][key] ?? I18N.zh[key] ?? key);
+// why an audience preview failed, in the reader's words (the API's own text is shown under it)
+const audienceErrorText = (error) => {
+  if (error.code === "contacts_not_synced") return t("not_synced");
+  if (/resolves to no recipient/.test(error.message)) return t("aud_err_empty");
+  if (/has a label/.test(error.message)) return t("aud_err_label");
+  if (/placeholder/.test(error.message)) return t("aud_err_placeholder");
+  return t("aud_err");
+};
+
+// a delivery's skip_reason in the reader's words (a reason this page does not know yet stays as sent)
+const skipText = (reason) => I18N[lang]["skip_" + reason] ?? reason;
 const $ = (sel, root = document) => root.querySelector(sel);
 const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
 
@@ -228,7 +245,11 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body) {
+// A page's reads answered after the operator left it: its refresh stops there (its elements are gone).
+class LeftPage extends Error {}
+
+async function api(method, path, body, { forPage = true } = {}) {
+  const seq = routeSeq;
   const headers = { Authorization: `Bearer ${token()}` };
   let payload;
   if (body instanceof FormData) payload = body;
@@ -243,6 +264,7 @@ async function api(method, path, body) {
     showLogin(t("bad_token"));
     throw new ApiError(401, data.error);
   }
+  if (forPage && method === "GET" && seq !== routeSeq) throw new LeftPage(); // a read for a page no longer shown
   if (!response.ok) throw new ApiError(response.status, data.error || { message: String(data) });
   return data;
 }
@@ -267,6 +289,7 @@ async function run(action) {
   try {
     await action();
   } catch (error) {
+    if (error instanceof LeftPage) return; // nothing to show: the page it was for is gone
     showError(error);
   }
 }
@@ -298,7 +321,7 @@ async function login(event) {
   if (!value) return;
   sessionStorage.setItem(TOKEN_KEY, value);
   try {
-    await api("GET", "/v1/accounts");
+    await api("GET", "/v1/accounts", undefined, { forPage: false });
   } catch (error) {
     if (!(error instanceof ApiError && error.status === 401)) showError(error);
     return;
@@ -346,7 +369,7 @@ function gate(root = document) {
 
 async function whoAmI() {
   try {
-    me = await api("GET", "/v1/keys/me");
+    me = await api("GET", "/v1/keys/me", undefined, { forPage: false }); // the shell's, whatever the page
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) me = { name: "", role: "admin" };
     else throw error;
@@ -370,6 +393,7 @@ new MutationObserver(() => gate()).observe(document.documentElement, { childList
 
 let current = null; // { name, refresh() }
 let pollTimer = null;
+let routeSeq = 0; // one more each time a page is drawn: reads started before belong to a page that is gone
 
 function route() {
   if (!token()) return showLogin();
@@ -381,6 +405,7 @@ function route() {
   const render = pages[page] || campaignsPage;
   $$("#nav a").forEach((a) => a.classList.toggle("on", a.dataset.page === (page === "campaign" ? "campaigns" : page)));
   clearInterval(pollTimer);
+  routeSeq += 1;
   if ($("#notice").className !== "ok") $("#notice").hidden = true; // an error belongs to the page it came from
   current = render(decodeURIComponent(arg || ""));
   current.name = page;
@@ -518,6 +543,7 @@ function campaignsPage() {
           <td data-label="${t("progress")}"><progress max="${c.total}" value="${p.done}"></progress> ${p.done}/${c.total}</td>
           <td data-label="${t("sent")}" class="num sent">${p.sent}</td>
           <td data-label="${t("dead")}" class="num dead">${p.dead}</td>
+          <td data-label="${t("skipped")}" class="num skipped">${p.skipped}</td>
           <td data-label="${t("remaining")}" class="num remaining">${p.remaining}</td>
           <td data-label="${t("rate")}" class="num">${p.rate.toFixed(1)} ${t("per_s")}</td>
           <td data-label="${t("eta")}" class="num">${fmtDuration(p.eta)}</td>
@@ -526,7 +552,7 @@ function campaignsPage() {
       }).join("");
       $("#list").html = `<div class="tablewrap"><table class="cards"><thead><tr>
         <th>${t("name")}</th><th>${t("status")}</th><th>${t("progress")}</th><th class="num">${t("sent")}</th>
-        <th class="num">${t("dead")}</th><th class="num">${t("remaining")}</th><th class="num">${t("rate")}</th>
+        <th class="num">${t("dead")}</th><th class="num">${t("skipped")}</th><th class="num">${t("remaining")}</th><th class="num">${t("rate")}</th>
         <th class="num">${t("eta")}</th><th>${t("created")}</th><th>${t("actions")}</th></tr></thead><tbody>${rows}</tbody></table></div>`;
     },
   };
@@ -613,7 +639,7 @@ function campaignPage(id) {
         <td data-label="${t("new_msg_id")}" class="id new-msg-id">${esc(d.result?.new_msg_id ?? "")}</td>
         <td data-label="${t("msg_id")}" class="id">${esc(d.result?.msg_id ?? "")}</td>
         <td data-label="${t("sent_at")}">${esc(fmtTime(d.sent_at))}</td>
-        <td data-label="${t("error")}" class="wrap">${esc(d.skip_reason ? d.skip_reason : d.reason ? `${d.reason}: ${d.error || ""}` : d.error || "")}</td>
+        <td data-label="${t("error")}" class="wrap"${d.skip_reason ? ` title="${esc(d.skip_reason)}"` : ""}>${esc(d.skip_reason ? skipText(d.skip_reason) : d.reason ? `${d.reason}: ${d.error || ""}` : d.error || "")}</td>
         <td data-label="${t("recall_col")}" class="recall" title="${esc(d.recall_error || "")}">${d.recall ? esc(t("rc_" + d.recall)) : ""}</td></tr>`).join("");
       $("#deliveries").className = "tablewrap";
       $("#deliveries").html = `<table class="cards"><thead><tr><th>${t("id")}</th><th>${t("to")}</th><th>${t("account")}</th>
@@ -873,8 +899,8 @@ function newCampaignPage() {
         <div class="muted">${t("aud_first")}</div><div class="tablewrap"><table><tbody>${rows}</tbody></table></div>`;
     } catch (error) {
       if (seq !== state.audSeq || !(error instanceof ApiError)) throw error;
-      const hint = error.code === "contacts_not_synced" ? ` — ${t("not_synced")}` : "";
-      box.innerHTML = `<span class="check-bad">${esc(error.message)}${hint}${error.field ? ` (${t("field")}: ${esc(error.field)})` : ""}</span>`;
+      box.innerHTML = `<span class="check-bad" id="c-aud-error">${esc(audienceErrorText(error))}</span>
+        <div class="muted wrap">${esc(error.message)}${error.field ? ` (${t("field")}: ${esc(error.field)})` : ""}</div>`;
     }
   };
   const audienceChanged = () => { if (audienceMode()) { clearTimeout(state.audTimer); state.audTimer = setTimeout(() => run(previewAudience), 300); } };
