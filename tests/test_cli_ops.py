@@ -139,6 +139,17 @@ def test_send_wait_prints_the_vendor_ids_and_message_show_has_them(api_stack: Ap
     revoked = one_json(run("message", "revoke", job_id))
     assert revoked["revoked"] is True and sim_sends(api_stack, instance=instance)[0]["revoked"] is True
 
+    # a sequence: --wait prints every part's kind, status and ids, not only the first part's in "result"
+    seq = {"kind": "sequence", "parts": [{"kind": "text", "text": "一"}, {"kind": "text", "text": "二"}]}
+    proc = run("send", "--account", "gw", "--to", "wxid_cli4", "--message", json.dumps(seq), "--wait")
+    _, outcome = json_docs(ok(proc))
+    sent_ids = [str(r["new_msg_id"]) for r in sim_sends(api_stack, instance=instance, to="wxid_cli4")]
+    assert [(p["index"], p["kind"], p["status"]) for p in outcome["parts"]] == [
+        (0, "text", "sent"),
+        (1, "text", "sent"),
+    ]
+    assert [p["new_msg_id"] for p in outcome["parts"]] == sent_ids and len(set(sent_ids)) == 2, outcome
+
     key_args = ("send", "--account", "gw", "--to", "wxid_cli2", "--text", "x", "--idempotency-key", "order-9")
     first, second = one_json(run(*key_args)), one_json(run(*key_args))
     assert second["id"] == first["id"]

@@ -51,6 +51,8 @@ def _outcome(job: dict[str, Any]) -> dict[str, Any]:
         "reason": job.get("reason"),
         "skip_reason": job.get("skip_reason"),
         "error": errors[-1].get("error") if errors else None,
+        # a sequence: each part's kind, status and own ids (``result`` holds only the first part's)
+        **({"parts": job["parts"]} if job.get("parts") else {}),
     }
 
 
