@@ -142,7 +142,8 @@ def resolve(
         book = store.book(account)
         if book is None:
             raise AudienceError(
-                f"{where}: account {account!r} has never synced its contacts (broadcast contacts sync {account})",
+                f"{where}: account {account!r} has never synced its contacts (broadcast contacts sync {account})"
+                f" / 账号 {account!r} 尚未同步通讯录",
                 field=where,
                 status=409,
                 code="contacts_not_synced",

@@ -43,7 +43,8 @@ def _book(state: ApiState, account_id: str) -> ContactBook:
         raise ApiError(
             409,
             "contacts_not_synced",
-            f"account {account_id!r} has never synced its contacts: POST /v1/accounts/{account_id}/contacts/sync",
+            f"account {account_id!r} has never synced its contacts: POST /v1/accounts/{account_id}/contacts/sync"
+            f" / 账号 {account_id!r} 尚未同步通讯录，请先同步",
             "account_id",
         )
     return book
@@ -59,7 +60,8 @@ def start_sync(account_id: AccountId, state: Stores, response: Response) -> dict
         raise ApiError(
             409,
             "contacts_unsupported",
-            f"vendor {vendor!r} has no documented contact calls (supported: {', '.join(vendors_with_contacts())})",
+            f"vendor {vendor!r} has no documented contact calls (supported: {', '.join(vendors_with_contacts())})"
+            f" / 服务商 {vendor!r} 没有公开的通讯录接口",
             "account_id",
         )
     status, started = _store(state).start(account_id)
