@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import httpx
 import redis
@@ -59,6 +59,7 @@ from worker.store.suppressions import SuppressionReason, Suppressions
 from worker.vendors.base import SendResult, VendorBackend, backend_for
 
 log = logging.getLogger("broadcast.send")
+T = TypeVar("T")
 
 #: After a write the replicas did not acknowledge, the account waits at least this long before its next
 #: session (a replica catching up, or a failover under way).
@@ -337,14 +338,7 @@ class BatchRunner:
             self._defer(session, job, entry, hold, None)
             return None
         try:
-            result = call_with_quick_retries(
-                lambda: session.backend.send(job.to, message),
-                self.settings,
-                sleep=self.sleep,
-                before_retry=lambda: self.ledger.touch(
-                    session.id, session.token, lease_ttl_s=self.settings.lease_ttl_s
-                ),
-            )
+            result = self._under_lease(session, lambda: session.backend.send(job.to, message))
         except MessageError as exc:
             # raised while building the request, before anything was written: never sent
             self._invalid(session, job, entry, started, exc)
@@ -501,14 +495,7 @@ class BatchRunner:
                 return None
             return self._part_failed(session, job, k, part, None, f"{part.kind} held: {hold.reason}")
         try:
-            result = call_with_quick_retries(
-                lambda: session.backend.send(job.to, part),
-                self.settings,
-                sleep=self.sleep,
-                before_retry=lambda: self.ledger.touch(
-                    session.id, session.token, lease_ttl_s=self.settings.lease_ttl_s
-                ),
-            )
+            result = self._under_lease(session, lambda: session.backend.send(job.to, part))
         except MessageError as exc:
             if first:
                 self._invalid(session, job, entry, started, exc)
@@ -657,14 +644,7 @@ class BatchRunner:
                         refused.append(f"{where}the revoke window ended at {deadline:.3f}")
                         continue
                 try:
-                    call_with_quick_retries(
-                        lambda sent=sent: session.backend.revoke(sent),  # type: ignore[misc]
-                        self.settings,
-                        sleep=self.sleep,
-                        before_retry=lambda: self.ledger.touch(
-                            session.id, session.token, lease_ttl_s=self.settings.lease_ttl_s
-                        ),
-                    )
+                    self._under_lease(session, lambda sent=sent: session.backend.revoke(sent))  # type: ignore[misc]
                     called = True
                 except UnsupportedError as exc:  # decided without a request
                     outcome, error = RecallOutcome.UNSUPPORTED, str(exc)
@@ -800,6 +780,16 @@ class BatchRunner:
         reason = f"auto-paused: {finished.throttles} throttling answers in a row despite the slow-down (last: {error})"
         self.accounts.set_status(session.id, "paused", reason)
         log.warning("account auto-paused", extra={"account": session.id, "error": reason})
+
+    def _under_lease(self, session: Session, call: Callable[[], T]) -> T:
+        """One vendor call (a send, a part, a revoke) with the quick retries for what provably never left,
+        the account's lease renewed before each retry so it outlives the call."""
+        return call_with_quick_retries(
+            call,
+            self.settings,
+            sleep=self.sleep,
+            before_retry=lambda: self.ledger.touch(session.id, session.token, lease_ttl_s=self.settings.lease_ttl_s),
+        )
 
     def _invalid(self, session: Session, job: Job, entry: dict[str, Any], started: float, exc: Exception) -> None:
         """A message that cannot be built for this vendor: dead, never sent (no vendor call was made)."""
