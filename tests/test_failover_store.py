@@ -21,7 +21,7 @@ from scheduler.devtools.embedded import EmbeddedRedis, free_port
 from simulator.server import SimulatorServer
 from tests.conftest import VENDOR_PREFIX, claim_ready
 from tests.procs import wait_for
-from worker.execution.runner import BatchRunner, SessionStop
+from worker.execution.runner import SessionRunner, SessionStop
 from worker.messages import TextMessage
 from worker.runtime.connections import celery_broker, new_redis_client, parse_redis_url
 from worker.settings import Settings
@@ -276,7 +276,7 @@ def test_an_outcome_a_failover_loses_becomes_an_unknown_outcome_never_a_resend(s
             return LinkLagsDuringTheCall()
 
         with httpx.Client() as http:
-            runner = BatchRunner(settings, ledger, AccountStore(client, "ns"), http, backend_factory=backend)
+            runner = SessionRunner(settings, ledger, AccountStore(client, "ns"), http, backend_factory=backend)
             report = runner.run("a1", claim.token, claim.job_ids)
         assert report.stopped == SessionStop.REPLICA_LAG and report.sent == 1
         assert len(_sim_sends(sim, instance)) == 1  # nothing more is started on an unconfirmed outcome
@@ -311,7 +311,7 @@ def test_an_unacknowledged_begin_never_reaches_the_vendor(
     claim = claim_ready(ledger, lease_ttl_s=LEASE_S)[0]
     os.kill(replica.proc.pid, signal.SIGSTOP)
     with httpx.Client() as http:
-        report = BatchRunner(settings, ledger, AccountStore(client, "ns"), http).run("a1", claim.token, claim.job_ids)
+        report = SessionRunner(settings, ledger, AccountStore(client, "ns"), http).run("a1", claim.token, claim.job_ids)
     assert report.stopped == SessionStop.REPLICA_LAG and report.requeued == 1 and report.sent == 0
     assert _sim_sends(sim, instance) == []
     job = ledger.get(job_id)

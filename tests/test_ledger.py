@@ -148,7 +148,7 @@ def test_idempotency_key_answers_the_first_id_and_stores_nothing_new(ledger: Led
 # --- claim / begin / finish --------------------------------------------------------------------------
 
 
-def test_claim_hands_a_leased_batch_and_a_second_claim_gets_nothing(ledger: Ledger) -> None:
+def test_claim_hands_a_leased_session_and_a_second_claim_gets_nothing(ledger: Ledger) -> None:
     ids = submit(ledger, 3)
     claim = claim_one(ledger, batch_size=2)
 
@@ -511,7 +511,7 @@ def test_replay_of_a_dead_job_holding_vendor_ids_is_refused(ledger: Ledger) -> N
     assert state(ledger, job_id) == "dead"
 
 
-def test_no_new_batch_on_an_account_until_its_dead_batch_is_recovered(ledger: Ledger) -> None:
+def test_no_new_batch_on_an_account_until_its_dead_session_is_recovered(ledger: Ledger) -> None:
     """A dead batch (lease expired, claimed list left) blocks new claims on its account until RECOVER has
     turned its ``sending`` job into an unknown outcome and requeued the rest: nothing is left hanging."""
     first, untouched = submit(ledger, 2)
@@ -660,7 +660,7 @@ def make_campaigns(ledger: Ledger) -> Campaigns:
     return Campaigns(ledger, store)
 
 
-def test_a_batch_ending_mid_send_leaves_no_job_in_sending(ledger: Ledger) -> None:
+def test_a_session_ending_mid_send_leaves_no_job_in_sending(ledger: Ledger) -> None:
     (job,) = submit(ledger, 1)
     batch = claim_one(ledger)
     assert ledger.begin("acct1", batch.token, job, lease_ttl_s=LEASE_S).status == "go"

@@ -404,6 +404,6 @@ def test_local_day_changes_exactly_at_local_midnight() -> None:
     assert local_day(next_local_midnight(midnight - 1, SHANGHAI), SHANGHAI) == "20250101"
 
 
-def test_unpaced_batch_never_goes_past_the_daily_cap() -> None:
+def test_unpaced_session_never_goes_past_the_daily_cap() -> None:
     got = allowance(limits(per_minute=0, daily_cap=10), PaceState(sent_today=9), NOON, unpaced_batch=50)
     assert got.batch == 1 and got.private_at == 0.0

@@ -173,7 +173,7 @@ def test_no_token_in_logs_or_task_arguments(stack: Stack) -> None:
 
 
 @pytest.mark.timeout(240)
-def test_sigkill_worker_mid_batch_loses_nothing_and_sends_nothing_twice(stack: Stack) -> None:
+def test_sigkill_worker_mid_session_loses_nothing_and_sends_nothing_twice(stack: Stack) -> None:
     instances = [f"inst-{stack.prefix}-k{i}" for i in range(3)]
     accounts = [
         stack.add_account(f"kill{i}", v, instance=inst)

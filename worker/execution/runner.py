@@ -89,7 +89,7 @@ class SessionStop(StrEnum):
 
 
 @dataclass(slots=True)
-class BatchReport:
+class SessionReport:
     """What a session did, returned by the task (Flower shows it)."""
 
     account: str
@@ -117,7 +117,7 @@ class BatchReport:
 
 @dataclass(slots=True)
 class Session:
-    """One claimed batch: the account, its lease, and its pacing state as this runner advances it."""
+    """One claimed session: the account, its lease, and its pacing state as this runner advances it."""
 
     account: Account
     token: str
@@ -126,7 +126,7 @@ class Session:
     clock: RedisClock
     vendor_limited: bool
     templates: dict[str, str]
-    report: BatchReport
+    report: SessionReport
     #: message kinds held for the account (a daily cap), as read at the start and set since
     holds: dict[str, KindHold]
     #: message templates parsed so far, by their stored JSON
@@ -139,7 +139,7 @@ class Session:
         return self.account.id
 
 
-class BatchRunner:
+class SessionRunner:
     """Runs sessions for one process (from many threads at once); holds the clients it was given."""
 
     def __init__(
@@ -169,7 +169,7 @@ class BatchRunner:
         self._sessions = ThreadPoolExecutor(max_workers=settings.worker_concurrency, thread_name_prefix="session")
         self._vendor_limits_lock = threading.Lock()
 
-    def run_many(self, sessions: Sequence[tuple[str, str, list[str], str]]) -> list[BatchReport]:
+    def run_many(self, sessions: Sequence[tuple[str, str, list[str], str]]) -> list[SessionReport]:
         """Run sessions side by side: the first in the calling thread, the others on this process's session
         threads; return when all have ended. A session that fails is reported, never fails the others."""
         if not sessions:
@@ -178,18 +178,18 @@ class BatchRunner:
         first = self._run_safely(*sessions[0])
         return [first, *(f.result() for f in futures)]
 
-    def _run_safely(self, account_id: str, token: str, job_ids: list[str], groups: str) -> BatchReport:
+    def _run_safely(self, account_id: str, token: str, job_ids: list[str], groups: str) -> SessionReport:
         try:
             return self.run(account_id, token, job_ids, groups)
         except Exception as exc:
             # the session released its account if it could; its lease expires otherwise (recovered)
             log.exception("session failed", extra={"account": account_id})
-            return BatchReport(account=account_id, stopped=f"{SessionStop.ERROR}: {type(exc).__name__}")
+            return SessionReport(account=account_id, stopped=f"{SessionStop.ERROR}: {type(exc).__name__}")
 
-    def run(self, account_id: str, token: str, job_ids: list[str], groups: str = "") -> BatchReport:
+    def run(self, account_id: str, token: str, job_ids: list[str], groups: str = "") -> SessionReport:
         """Send the session's jobs in order, paced; always gives unprocessed jobs back unless the lease
         was lost. ``groups`` has a '1' per job whose recipient is a group (its gap is the group gap)."""
-        report = BatchReport(account=account_id)
+        report = SessionReport(account=account_id)
         account = self._durable(self.accounts.get, account_id)
         if account is None:
             report.stopped = SessionStop.ACCOUNT_MISSING
@@ -235,7 +235,7 @@ class BatchRunner:
 
     # --- one session ----------------------------------------------------------------------------------
 
-    def _open(self, account: Account, token: str, report: BatchReport) -> Session:
+    def _open(self, account: Account, token: str, report: SessionReport) -> Session:
         """Read the account's pacing state and Redis's clock in one round trip."""
         keys = self.ledger.keys
         pipe = self.ledger.redis.pipeline(transaction=False)
@@ -876,7 +876,7 @@ class BatchRunner:
                 self._vendor_limits = (time.monotonic(), vendors)
             return vendors
 
-    def _dead_all(self, account_id: str, token: str, job_ids: list[str], report: BatchReport) -> None:
+    def _dead_all(self, account_id: str, token: str, job_ids: list[str], report: SessionReport) -> None:
         for job_id in job_ids:
             begin = self.ledger.begin(account_id, token, job_id, lease_ttl_s=self.settings.lease_ttl_s)
             if begin.status is not BeginStatus.GO:

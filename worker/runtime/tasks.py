@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers that hand ids to :class:`worker.execution.runner.BatchRunner`."""
+"""Celery tasks: thin wrappers that hand ids to :class:`worker.execution.runner.SessionRunner`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 from worker.execution.contacts import ContactSyncRunner
-from worker.execution.runner import BatchRunner
+from worker.execution.runner import SessionRunner
 from worker.runtime.celery_app import app
 from worker.runtime.connections import redis_client, vendor_http_clients
 from worker.settings import get_settings
@@ -15,18 +15,18 @@ from worker.store.contacts import ContactStore
 from worker.store.ledger import Ledger
 from worker.store.replication import ReplicaAcks
 
-_runner: BatchRunner | None = None
+_runner: SessionRunner | None = None
 _runner_lock = threading.Lock()
 
 
-def runner() -> BatchRunner:
-    """The process's batch runner, built on first use (after a fork), shared by the pool's threads."""
+def runner() -> SessionRunner:
+    """The process's session runner, built on first use (after a fork), shared by the pool's threads."""
     global _runner
     with _runner_lock:
         if _runner is None:
             settings = get_settings()
             client = redis_client(settings.redis_url, settings)
-            _runner = BatchRunner(
+            _runner = SessionRunner(
                 settings,
                 Ledger(
                     client,
@@ -44,17 +44,17 @@ _syncer: ContactSyncRunner | None = None
 
 
 def syncer() -> ContactSyncRunner:
-    """The process's contact-sync runner, sharing the batch runner's Redis and vendor clients."""
+    """The process's contact-sync runner, sharing the session runner's Redis and vendor clients."""
     global _syncer
-    batches = runner()
+    sessions = runner()
     with _runner_lock:
         if _syncer is None:
-            client = batches.ledger.redis
+            client = sessions.ledger.redis
             _syncer = ContactSyncRunner(
-                batches.settings,
-                ContactStore(client, batches.settings.key_prefix),
-                batches.accounts,
-                batches.http[0],
+                sessions.settings,
+                ContactStore(client, sessions.settings.key_prefix),
+                sessions.accounts,
+                sessions.http[0],
             )
         return _syncer
 
