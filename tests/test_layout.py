@@ -53,12 +53,17 @@ def test_a_script_error_names_the_lua_file_and_line(redis_url: str) -> None:
 
 
 def test_an_included_prelude_line_maps_to_the_prelude() -> None:
-    source = scripts.source("finish")
+    source = scripts.source("finish_sent")
+    lines = (LUA / "finish_sent.lua").read_text().splitlines()
+    include = lines.index("--!include prelude") + 1  # after the header comment
     prelude_start = next(first for first, file, _ in source.parts if file == "prelude.lua")
-    body_start = next(first for first, file, _ in source.parts if file == "finish.lua")
+    body_start = max(first for first, file, _ in source.parts if file == "finish_sent.lua")
     assert source.where(prelude_start + 4) == "prelude.lua:5"
-    assert source.where(body_start) == "finish.lua:2"  # line 1 is the --!include directive
-    assert source.text.splitlines()[body_start - 1] == (LUA / "finish.lua").read_text().splitlines()[1]
+    assert source.where(1) == "<generated>:1"
+    assert source.where(body_start) == f"finish_sent.lua:{include + 1}"
+    assert source.text.splitlines()[body_start - 1] == lines[include]
+    header_start = min(first for first, file, _ in source.parts if file == "finish_sent.lua")
+    assert source.where(header_start) == "finish_sent.lua:1"
 
 
 def _key_spellings() -> list[re.Pattern[str]]:

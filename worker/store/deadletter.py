@@ -10,24 +10,11 @@ from __future__ import annotations
 
 import builtins
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from worker.store.ledger import Job, Ledger
 from worker.store.suppressions import SuppressionReason, Suppressions
-
-
-class DeadReason(StrEnum):
-    """Why a job is dead (the ``reason`` of a dead letter; ``GET /v1/dead-letters?reason=``)."""
-
-    PERMANENT = "permanent"  # the vendor refused it for good (not a friend, bad parameters)
-    RETRIES_EXHAUSTED = "retries_exhausted"  # transient failures outlasted the retry budget
-    UNKNOWN_OUTCOME = "unknown_outcome"  # it may have been sent: a person decides (replay needs force)
-    INVALID_MESSAGE = "invalid_message"  # it cannot be built for this vendor: never sent
-    ACCOUNT_MISSING = "account_missing"  # its account was deleted
-    #: a sequence's part failed after earlier parts went out: the rest are skipped, never retried later
-    #: (they would arrive apart from the first ones); a replay sends the parts not yet sent
-    SEQUENCE_STOPPED = "sequence_stopped"
+from worker.store.vocabulary import DeadReason as DeadReason
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast, get_args
 
 import redis
 
@@ -30,55 +29,21 @@ from worker.messages import MESSAGE_ADAPTER, AnyMessage
 from worker.store import scripts
 from worker.store.keys import Keys
 from worker.store.replication import ReplicaAcks
+from worker.store.vocabulary import BeginStatus as BeginStatus
+from worker.store.vocabulary import JobState as JobState
+from worker.store.vocabulary import RecallOutcome as RecallOutcome
+from worker.store.vocabulary import SkipReason as SkipReason
 from worker.vendors.base import MEDIA_FIELDS, SendResult
 
 #: A job's priority: ``high`` jobs wait in their own queue (``qh:``), taken before any other of the account.
 Priority = Literal["normal", "high"]
 
-
-class JobState(StrEnum):
-    """A job's state (docs/design.md, "States and transitions"); the scripts in ``lua/`` move it."""
-
-    QUEUED = "queued"
-    SCHEDULED = "scheduled"
-    SENDING = "sending"
-    SENT = "sent"
-    RETRYING = "retrying"
-    DEAD = "dead"
-    CANCELLED = "cancelled"
-    #: not sent, on purpose, at the moment of sending: ``skip_reason`` says why (:class:`SkipReason`)
-    SKIPPED = "skipped"
-
-
-class SkipReason(StrEnum):
-    """Why a job ended ``skipped`` (begin.lua): no vendor call was made."""
-
-    SUPPRESSED = "suppressed"  # the recipient is on the account's (or every account's) suppression list
-    FREQUENCY_CAP = "frequency_cap"  # the account's recipient_cap was reached for this recipient
+#: How a FINISH ends an attempt: each is its own script, ``lua/finish_<outcome>.lua``.
+FinishOutcome = Literal["sent", "retry", "dead", "requeue", "recall"]
 
 
 STATES = tuple(state.value for state in JobState)
 TERMINAL = frozenset({JobState.SENT, JobState.DEAD, JobState.CANCELLED, JobState.SKIPPED})
-
-
-class BeginStatus(StrEnum):
-    """What ``begin.lua`` answers (:class:`Begin`)."""
-
-    GO = "go"  # the job is now ``sending``: call the vendor
-    EARLY = "early"  # the pacing start has not come on Redis's clock: wait ``wait_s``
-    LOST = "lost"  # the lease is gone (recovered): stop without touching anything
-    YIELD = "yield"  # the lease was flagged: something the session was claimed under changed
-    SKIP = "skip"  # not to be sent (cancelled, missing, already finished): go on with the next
-
-
-class RecallOutcome(StrEnum):
-    """What became of a sent job's revoke (field ``recall`` of the job; docs/design.md, "Recall")."""
-
-    PENDING = "pending"  # a revoke job waits on the account's high-priority queue
-    RECALLED = "recalled"  # the vendor took the revoke
-    TOO_LATE = "too_late"  # past the revoke window: no call
-    UNSUPPORTED = "unsupported"  # the vendor has no documented revoke: no call
-    FAILED = "failed"  # refused, or the answer was unreadable (never retried: exactly once)
 
 
 RECALL_OUTCOMES = tuple(o.value for o in RecallOutcome if o is not RecallOutcome.PENDING)
@@ -373,7 +338,11 @@ class Ledger:
         self._tick = scripts.register(client, "tick")
         self._claim = scripts.register(client, "claim")
         self._begin = scripts.register(client, "begin")
-        self._finish = scripts.register(client, "finish")
+        #: FINISH, one script per outcome (finish_<outcome>.lua)
+        self._finish = {
+            outcome: scripts.register(client, f"finish_{outcome}")
+            for outcome in get_args(FinishOutcome)
+        }
         self._part = scripts.register(client, "part")
         self._release = scripts.register(client, "release")
         self._recover = scripts.register(client, "recover")
@@ -647,7 +616,7 @@ class Ledger:
         account: str,
         token: str,
         job_id: str,
-        outcome: str,
+        outcome: FinishOutcome,
         history: dict[str, Any],
         extra: Sequence[str],
         pace: PaceRecord | None,
@@ -660,13 +629,12 @@ class Ledger:
             token,
             job_id,
             now,
-            outcome,
             json.dumps(history),
             self.retention_s,
             *pacing,
             *extra,
         ]
-        reply, confirmed = self._run_acked(self._finish, args)
+        reply, confirmed = self._run_acked(self._finish[outcome], args)
         return Finished(str(reply[0]), float(reply[1] or 0), int(reply[2] or 0), confirmed)
 
     # --- sequences: one vendor call per part, each fenced (part.lua) ---------------------------------------

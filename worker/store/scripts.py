@@ -4,14 +4,16 @@ Every state change happens inside one script, together with the queue/set/counte
 a crash between two Redis calls can never leave a job half-moved, and campaign counts always add up to
 the campaign's total (each transition decrements the old state's counter and increments the new one).
 
-The scripts live in ``worker/store/lua/*.lua`` (package data). A script that starts with
-``--!include prelude`` gets the shared helpers of ``prelude.lua``; every script gets ``p`` (the key prefix,
+The scripts live in ``worker/store/lua/*.lua`` (package data), each opening with a comment that lists its
+KEYS, ARGV (by position) and reply, as BullMQ's ``src/commands/*.lua`` do. A script with a
+``--!include prelude`` line (after that comment) gets the shared helpers of ``prelude.lua``; every script gets ``p`` (the key prefix,
 ``ARGV[1]``), a ``key_<name>(...)`` function for each key it uses, generated from
-:data:`worker.store.keys.LAYOUT`, and the :data:`SHARED` numbers it names. Errors Redis raises name the
+:data:`worker.store.keys.LAYOUT`, the :data:`SHARED` numbers it names, and a table for each enum of
+:data:`worker.store.vocabulary.LUA_TABLES` it names (``STATE.SENDING`` is ``JobState.SENDING``). Errors Redis raises name the
 ``.lua`` file and line. They build key names from the prefix: this product runs on
 one Redis (or a Sentinel-managed primary), not Redis Cluster.
 
-Crash safety rests on two facts. A job is ``sending`` only between ``begin.lua`` and ``finish.lua``; and
+Crash safety rests on two facts. A job is ``sending`` only between ``begin.lua`` and a ``finish_*.lua``; and
 every job a batch holds is listed in ``claimed:{account}`` under a lease with a TTL. When a lease dies
 (worker SIGKILLed), ``recover.lua`` puts the untouched jobs back at the head of their queue and turns the
 ``sending`` one into an *unknown outcome* for review: it may have reached WeChat, so it is never resent
@@ -30,6 +32,7 @@ import redis
 
 from worker.store.keys import LAYOUT
 from worker.store.replication import Acks, confirmed
+from worker.store.vocabulary import LUA_TABLES
 
 #: Numbers Python and the scripts both use, defined once; a script that names one gets ``local NAME = value``.
 SHARED: Final[dict[str, float]] = {
@@ -43,9 +46,16 @@ SHARED: Final[dict[str, float]] = {
     "SEQUENCE_LOCK_S": 600.0,
 }
 
-_INCLUDE = re.compile(r"^--!include (\w+)\n")
+_INCLUDE = re.compile(r"^--!include (\w+)\n", re.MULTILINE)
 _KEY_CALL = re.compile(r"\bkey_(\w+)\(")
 _SCRIPT_LINE = re.compile(r"user_script:(\d+)")
+_TABLE_REF = re.compile(rf"\b({'|'.join(LUA_TABLES)})\.(\w+)")
+
+
+def lua_table(name: str) -> str:
+    """``local NAME = {MEMBER = 'value', ...}`` for the enum :data:`worker.store.vocabulary.LUA_TABLES` names."""
+    members = ", ".join(f"{m.name} = '{m.value}'" for m in LUA_TABLES[name])
+    return f"local {name} = {{{members}}}"
 
 
 def _lua_key_function(name: str, template: str) -> str:
@@ -89,10 +99,12 @@ def source(name: str) -> Source:
     file = f"{name}.lua"
     body = _read(file)
     chunks: list[tuple[str, str, int]] = []  # (text, file, first line of the text in that file)
-    include = _INCLUDE.match(body)
+    include = _INCLUDE.search(body)
     if include:
+        if include.start():  # the script's header comment comes first
+            chunks.append((body[: include.start()], file, 1))
         chunks.append((_read(f"{include.group(1)}.lua"), f"{include.group(1)}.lua", 1))
-        chunks.append((body[include.end() :], file, 2))
+        chunks.append((body[include.end() :], file, body.count("\n", 0, include.end()) + 1))
     else:
         chunks.append((body, file, 1))
     code = "".join(text for text, _, _ in chunks)
@@ -100,9 +112,14 @@ def source(name: str) -> Source:
     unknown = [k for k in used if k not in LAYOUT]
     if unknown:
         raise ValueError(f"{file}: no key named {', '.join(unknown)} in worker/store/keys.py LAYOUT")
+    refs = set(_TABLE_REF.findall(code))
+    missing = sorted(f"{t}.{m}" for t, m in refs if m not in LUA_TABLES[t].__members__)
+    if missing:
+        raise ValueError(f"{file}: {', '.join(missing)} not in worker/store/vocabulary.py")
     header = ["local p = ARGV[1]"]
     header += [_lua_key_function(k, LAYOUT[k]) for k in used]
     header += [f"local {k} = {v:g}" for k, v in SHARED.items() if re.search(rf"\b{k}\b", code)]
+    header += [lua_table(t) for t in LUA_TABLES if t in {table for table, _ in refs}]
     text = "\n".join(header) + "\n"
     parts: list[tuple[int, str, int]] = []
     line = len(header) + 1
