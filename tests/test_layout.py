@@ -1,5 +1,6 @@
 """One list of each thing: the lists others derive from agree with what the code actually registers."""
 
+import json
 import re
 import uuid
 from pathlib import Path
@@ -11,6 +12,7 @@ import redis
 from simulator.state import VENDORS as SIMULATED_VENDORS
 from worker.store import scripts
 from worker.store.keys import LAYOUT, Keys
+from worker.store.vocabulary import LUA_TABLES, BeginStatus, CampaignStatus
 from worker.vendors.base import VendorName, registered_vendors
 
 
@@ -94,3 +96,74 @@ def test_the_key_check_catches_a_hand_spelled_key() -> None:
     patterns = _key_spellings()
     for spelled in ('f"{prefix}:job:{job_id}"', "p .. ':lease:' .. a", "p .. ':sched'", "prefix + ':dlq'"):
         assert any(p.search(spelled) for p in patterns), spelled
+
+
+# --- one vocabulary: job states, outcomes, reasons and campaign statuses are the Python enums' ------------------
+
+#: Spelled by hand in Lua, these are fine: ``part.lua`` answers go/early/lost/busy (PartBegin, not BeginStatus),
+#: and an account's status (``paused``, ``down``) is not a campaign's.
+_LITERAL_OK = {BeginStatus.GO, BeginStatus.EARLY, BeginStatus.LOST, CampaignStatus.PAUSED}
+_QUOTED = re.compile(r"'(\w+)'|\"(\w+)\"")
+
+
+def _lua_code(text: str) -> list[tuple[int, str]]:
+    """Each line of a Lua source without its comments (``--`` outside a string, ``--[[ ... ]]`` blocks)."""
+    lines, block = [], False
+    for n, line in enumerate(text.splitlines(), 1):
+        if block or line.startswith("--[["):
+            block = not line.startswith("]]")
+            continue
+        quote, code = None, line
+        for i, ch in enumerate(line):
+            if quote:
+                quote = None if ch == quote else quote
+            elif ch in "'\"":
+                quote = ch
+            elif line.startswith("--", i):
+                code = line[:i]
+                break
+        lines.append((n, code))
+    return lines
+
+
+def _spelled_by_hand(text: str) -> list[str]:
+    words = {m.value for enum in LUA_TABLES.values() for m in enum} - {str(v) for v in _LITERAL_OK}
+    return [
+        f"{n}: {word}"
+        for n, code in _lua_code(text)
+        for m in _QUOTED.finditer(code)
+        if (word := m.group(1) or m.group(2)) in words
+    ]
+
+
+def test_no_script_spells_a_job_state_or_outcome_by_hand() -> None:
+    offenders = [f"{f.name}:{hit}" for f in sorted(LUA.glob("*.lua")) for hit in _spelled_by_hand(f.read_text())]
+    assert offenders == []
+
+
+def test_the_vocabulary_check_catches_a_hand_spelled_state() -> None:
+    assert _spelled_by_hand("if st == 'sending' then") == ["1: sending"]
+    assert _spelled_by_hand('move(jk, st, "dead", camp)') == ["1: dead"]
+    assert _spelled_by_hand("if reason == 'unknown_outcome' then return {'skip'} end") == [
+        "1: unknown_outcome",
+        "1: skip",
+    ]
+    assert _spelled_by_hand("if st == STATE.SENDING then  -- 'sending'") == []
+    assert _spelled_by_hand("--[[\n  'sending'\n]]\nreturn 1") == []
+
+
+def test_the_lua_tables_are_the_python_enums(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    for name, enum in LUA_TABLES.items():
+        encoded = client.eval(f"{scripts.lua_table(name)}\nreturn cjson.encode({name})", 0)
+        assert json.loads(encoded) == {m.name: m.value for m in enum}, name
+
+
+def test_a_member_the_enum_lacks_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scripts, "_read", lambda file: "return STATE.SENDNG\n")
+    scripts.source.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"STATE\.SENDNG not in worker/store/vocabulary.py"):
+            scripts.source("typo")
+    finally:
+        scripts.source.cache_clear()

@@ -339,10 +339,7 @@ class Ledger:
         self._claim = scripts.register(client, "claim")
         self._begin = scripts.register(client, "begin")
         #: FINISH, one script per outcome (finish_<outcome>.lua)
-        self._finish = {
-            outcome: scripts.register(client, f"finish_{outcome}")
-            for outcome in get_args(FinishOutcome)
-        }
+        self._finish = {outcome: scripts.register(client, f"finish_{outcome}") for outcome in get_args(FinishOutcome)}
         self._part = scripts.register(client, "part")
         self._release = scripts.register(client, "release")
         self._recover = scripts.register(client, "recover")

@@ -20,15 +20,15 @@ local call = ARGV[11] or ''
 local lk = key_lease(a)
 local cur = redis.call('GET', lk)
 if cur ~= token then
-  if cur == token .. '!' then return {'yield', 'changed'} end
-  return {'lost', ''}
+  if cur == token .. '!' then return {BEGIN.YIELD, 'changed'} end
+  return {BEGIN.LOST, ''}
 end
 redis.call('PEXPIRE', lk, ttl)
 local tstr = ''
 if not_before > 0 then
   local t = redis.call('TIME')
   local tnow = tonumber(t[1]) + tonumber(t[2]) / 1000000
-  if tnow < not_before then return {'early', string.format('%.6f', not_before - tnow)} end
+  if tnow < not_before then return {BEGIN.EARLY, string.format('%.6f', not_before - tnow)} end
   tstr = string.format('%.6f', tnow)
 end
 local jk = key_job(id)
@@ -38,21 +38,21 @@ for i = 1, #job, 2 do f[job[i]] = job[i + 1] end
 local st = f['state']
 if not st then
   redis.call('LREM', key_claimed(a), 0, id)
-  return {'skip', 'missing'}
+  return {BEGIN.SKIP, 'missing'}
 end
 -- the same BEGIN run again (a client retry after a lost reply; a failover): the job is already this call's,
 -- answer as the first run did. Any other BEGIN finding it `sending` is a session that died mid-call.
-local replay = st == 'sending' and call ~= '' and f['call'] == call and f['lease'] == token
-if replay then st = 'queued' end
-if st == 'sending' then
-  dead_letter(jk, id, 'sending', 'unknown_outcome', 'ambiguous',
+local replay = st == STATE.SENDING and call ~= '' and f['call'] == call and f['lease'] == token
+if replay then st = STATE.QUEUED end
+if st == STATE.SENDING then
+  dead_letter(jk, id, STATE.SENDING, DEAD_REASON.UNKNOWN_OUTCOME, 'ambiguous',
     'a worker died during the vendor call; the message may have been sent', now)
   redis.call('LREM', key_claimed(a), 0, id)
-  return {'skip', 'unknown_outcome'}
+  return {BEGIN.SKIP, DEAD_REASON.UNKNOWN_OUTCOME}
 end
-if st ~= 'queued' then
+if st ~= STATE.QUEUED then
   redis.call('LREM', key_claimed(a), 0, id)
-  return {'skip', st}
+  return {BEGIN.SKIP, st}
 end
 local camp = f['campaign']
 if f['op'] ~= 'revoke' and not replay then  -- a replay passed these checks on its first run
@@ -60,7 +60,7 @@ if f['op'] ~= 'revoke' and not replay then  -- a replay passed these checks on i
   local why = nil
   if f['nosupp'] ~= '1' and (redis.call('HEXISTS', key_suppressions(a), to) == 1
       or redis.call('HEXISTS', key_suppressions('*'), to) == 1) then
-    why = 'suppressed'
+    why = SKIP_REASON.SUPPRESSED
   elseif cap_max > 0 and cap_window > 0 and camp and camp ~= '' then
     local rk = key_recipient_sends(a, to)
     redis.call('ZREMRANGEBYSCORE', rk, '-inf', tonumber(now) - cap_window)
@@ -68,24 +68,24 @@ if f['op'] ~= 'revoke' and not replay then  -- a replay passed these checks on i
       if redis.call('HGET', key_campaign(camp), 'on_cap') == 'wait' then
         local oldest = redis.call('ZRANGE', rk, 0, 0, 'WITHSCORES')
         local due_at = string.format('%.3f', tonumber(oldest[2]) + cap_window)
-        redis.call('HSET', jk, 'state', 'scheduled', 'updated', now, 'waiting', 'frequency_cap')
-        count(camp, 'queued', 'scheduled')
+        redis.call('HSET', jk, 'state', STATE.SCHEDULED, 'updated', now, 'waiting', SKIP_REASON.FREQUENCY_CAP)
+        count(camp, STATE.QUEUED, STATE.SCHEDULED)
         redis.call('ZADD', key_due(), due_at, id)
         redis.call('LREM', key_claimed(a), 0, id)
-        return {'skip', 'frequency_cap_wait'}
+        return {BEGIN.SKIP, 'frequency_cap_wait'}
       end
-      why = 'frequency_cap'
+      why = SKIP_REASON.FREQUENCY_CAP
     else
       redis.call('ZADD', rk, now, id)
       redis.call('EXPIRE', rk, math.ceil(cap_window))
     end
   end
   if why then
-    redis.call('HSET', jk, 'state', 'skipped', 'skip_reason', why, 'updated', now)
-    count(camp, 'queued', 'skipped')
+    redis.call('HSET', jk, 'state', STATE.SKIPPED, 'skip_reason', why, 'updated', now)
+    count(camp, STATE.QUEUED, STATE.SKIPPED)
     redis.call('LREM', key_claimed(a), 0, id)
     retain(id)
-    return {'skip', why}
+    return {BEGIN.SKIP, why}
   end
 end
 local template = ''
@@ -98,12 +98,12 @@ if camp and camp ~= '' then
 end
 if not replay then
   local attempts = tonumber(f['attempts'] or '0') + 1
-  redis.call('HSET', jk, 'state', 'sending', 'lease', token, 'started', now, 'updated', now, 'attempts', attempts,
+  redis.call('HSET', jk, 'state', STATE.SENDING, 'lease', token, 'started', now, 'updated', now, 'attempts', attempts,
     'call', call)
-  count(camp, 'queued', 'sending')
-  f['state'], f['lease'], f['started'], f['updated'], f['attempts'] = 'sending', token, now, now, tostring(attempts)
+  count(camp, STATE.QUEUED, STATE.SENDING)
+  f['state'], f['lease'], f['started'], f['updated'], f['attempts'] = STATE.SENDING, token, now, now, tostring(attempts)
   f['call'] = call
 end
 local flat = {}
 for k, v in pairs(f) do flat[#flat + 1] = k; flat[#flat + 1] = v end
-return {'go', template, tstr, flat}
+return {BEGIN.GO, template, tstr, flat}

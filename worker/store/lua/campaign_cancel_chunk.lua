@@ -5,8 +5,8 @@ local n = 0
 for _, id in ipairs(redis.call('LRANGE', key_campaign_jobs(cid), ARGV[4], ARGV[5])) do
   local jk = key_job(id)
   local st = redis.call('HGET', jk, 'state')
-  if st == 'queued' or st == 'scheduled' or st == 'retrying' then
-    move(jk, st, 'cancelled')
+  if st == STATE.QUEUED or st == STATE.SCHEDULED or st == STATE.RETRYING then
+    move(jk, st, STATE.CANCELLED)
     retain(id)
     redis.call('HSET', jk, 'cancelled_at', now)
     redis.call('ZREM', key_due(), id)

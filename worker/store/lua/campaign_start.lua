@@ -8,11 +8,11 @@ local cid, now, above = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local ck = key_campaign(cid)
 local st, total, tests_sent, send_at = unpack(redis.call('HMGET', ck, 'status', 'total', 'tests_sent', 'send_at'))
 if not st then return '!missing' end
-if st ~= 'draft' then return '!' .. st end
+if st ~= CAMPAIGN.DRAFT then return '!' .. st end
 if above > 0 and tonumber(total or '0') > above and tonumber(tests_sent or '0') == 0 then return '!test' end
 local at = tonumber(send_at or '') or now
 if at < now then at = now end
-redis.call('HSET', ck, 'status', 'scheduled', 'started', ARGV[3], 'updated', ARGV[3])
+redis.call('HSET', ck, 'status', CAMPAIGN.SCHEDULED, 'started', ARGV[3], 'updated', ARGV[3])
 redis.call('ZADD', key_due_campaigns(), at, cid)
 wake()
 if at > now then return 'later' end

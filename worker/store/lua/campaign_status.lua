@@ -6,23 +6,23 @@ local ck = key_campaign(cid)
 local st = redis.call('HGET', ck, 'status')
 if not st then return '!missing' end
 if action == 'pause' then
-  if st ~= 'active' and st ~= 'scheduled' then return '!' .. st end
+  if st ~= CAMPAIGN.ACTIVE and st ~= CAMPAIGN.SCHEDULED then return '!' .. st end
   pause_campaign(cid, st, '', now, {unpack(ARGV, 5)})
 elseif action == 'resume' then
-  if st ~= 'paused' then return '!' .. st end
-  local back = redis.call('HGET', ck, 'paused_from') or 'active'
+  if st ~= CAMPAIGN.PAUSED then return '!' .. st end
+  local back = redis.call('HGET', ck, 'paused_from') or CAMPAIGN.ACTIVE
   redis.call('HSET', ck, 'status', back, 'updated', now)
   -- a fresh start for auto-pause: the window of outcomes, the run of failures and the reason go
   redis.call('HDEL', ck, 'pause_reason', 'ap_fails', 'ap_streak_n')
   redis.call('DEL', key_campaign_outcomes(cid))
-  if back == 'scheduled' then
+  if back == CAMPAIGN.SCHEDULED then
     redis.call('ZADD', key_due_campaigns(), tonumber(redis.call('HGET', ck, 'send_at') or now) or now, cid)
   end
   for i = 5, #ARGV do schedule(ARGV[i]) end
   wake()
 elseif action == 'cancel' then
-  if st == 'cancelled' then return '!' .. st end
-  redis.call('HSET', ck, 'status', 'cancelled', 'cancelled_at', now, 'updated', now)
+  if st == CAMPAIGN.CANCELLED then return '!' .. st end
+  redis.call('HSET', ck, 'status', CAMPAIGN.CANCELLED, 'cancelled_at', now, 'updated', now)
   redis.call('ZREM', key_due_campaigns(), cid)
   for i = 5, #ARGV do flag_lease(ARGV[i]) end
 end

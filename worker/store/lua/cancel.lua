@@ -5,8 +5,8 @@ local id, now = ARGV[2], ARGV[3]
 local jk = key_job(id)
 local st, op = unpack(redis.call('HMGET', jk, 'state', 'op'))
 if op == 'revoke' then return 'revoke' end
-if st == 'queued' or st == 'scheduled' or st == 'retrying' then
-  move(jk, st, 'cancelled')
+if st == STATE.QUEUED or st == STATE.SCHEDULED or st == STATE.RETRYING then
+  move(jk, st, STATE.CANCELLED)
   retain(id)
   redis.call('HSET', jk, 'updated', now, 'cancelled_at', now)
   redis.call('ZREM', key_due(), id)

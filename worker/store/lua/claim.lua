@@ -66,10 +66,10 @@ for c = 5, #ARGV, 4 do
       local ok = true
       if name ~= 's' then
         local cstatus = redis.call('HGET', key_campaign(string.sub(name, 3)), 'status')
-        if cstatus == 'paused' or cstatus == 'scheduled' then
+        if cstatus == CAMPAIGN.PAUSED or cstatus == CAMPAIGN.SCHEDULED then
           ok = false
           held = true
-        elseif cstatus ~= 'active' then
+        elseif cstatus ~= CAMPAIGN.ACTIVE then
           ok = false
           redis.call('ZREM', sk, name)
         end

@@ -15,7 +15,7 @@ reply = finish_unsent(f)
 if reply then return reply end
 local X = FINISH_X
 local jk, id, camp = f.jk, f.id, f.camp
-if ARGV[X] ~= 'unknown_outcome' then release_cap(jk, id, f.a, camp) end
+if ARGV[X] ~= DEAD_REASON.UNKNOWN_OUTCOME then release_cap(jk, id, f.a, camp) end
 dead_letter(jk, id, f.st, ARGV[X], ARGV[X + 1], ARGV[X + 2], f.now, camp, f.ttl)
 watch_outcome(camp, ARGV[X + 2], f.now)
 tally(camp, 'x', f.now, f.ttl)

@@ -13,13 +13,13 @@ if not f then return reply end
 local result, err = ARGV[FINISH_X], ARGV[FINISH_X + 1]
 local jk, now = f.jk, f.now
 redis.call('RPUSH', f.hk, f.entry)
-if f.st ~= 'sending' then
+if f.st ~= STATE.SENDING then
   -- recovered as failed (unknown) while the call ran: only a success corrects that
-  if result ~= 'recalled' then return {'stale', f.tstr, f.throttles} end
+  if result ~= RECALL.RECALLED then return {'stale', f.tstr, f.throttles} end
   redis.call('HDEL', jk, 'reason', 'error_class', 'dead_at')
 end
-local final = 'cancelled'  -- no vendor call was made
-if result == 'recalled' then final = 'sent' elseif result == 'failed' then final = 'dead' end
+local final = STATE.CANCELLED  -- no vendor call was made
+if result == RECALL.RECALLED then final = STATE.SENT elseif result == RECALL.FAILED then final = STATE.DEAD end
 redis.call('HSET', jk, 'state', final, 'updated', now, 'recall', result, 'error', err)
 recall_outcome(redis.call('HGET', jk, 'target'), result, err, now)
 retain(f.id, f.ttl)

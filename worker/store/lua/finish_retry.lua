@@ -13,9 +13,9 @@ reply = finish_unsent(f)
 if reply then return reply end
 local X = FINISH_X
 local jk, id, camp = f.jk, f.id, f.camp
-redis.call('HSET', jk, 'state', 'retrying', 'updated', f.now, 'last_error', ARGV[X + 2],
+redis.call('HSET', jk, 'state', STATE.RETRYING, 'updated', f.now, 'last_error', ARGV[X + 2],
   'last_error_class', ARGV[X + 1])
-count(camp, f.st, 'retrying')
+count(camp, f.st, STATE.RETRYING)
 redis.call('HINCRBY', jk, 'n_' .. ARGV[X + 1], 1)
 redis.call('ZADD', key_due(), ARGV[X], id)
 release_cap(jk, id, f.a, camp)

@@ -12,8 +12,8 @@
 local f, reply = finish_open()
 if not f then return reply end
 local jk, id, now, ttl, st, camp = f.jk, f.id, f.now, f.ttl, f.st, f.camp
-if st == 'dead' then
-  if redis.call('HGET', jk, 'reason') ~= 'unknown_outcome' then
+if st == STATE.DEAD then
+  if redis.call('HGET', jk, 'reason') ~= DEAD_REASON.UNKNOWN_OUTCOME then
     redis.call('RPUSH', f.hk, f.entry)
     return {'stale', f.tstr, f.throttles}
   end
@@ -23,13 +23,13 @@ if st == 'dead' then
 end
 -- the history: a job sent at its first attempt keeps that one entry in its hash (field h0); any other
 -- goes to its history list (Ledger.history reads both, h0 first: so never after a requeue's entry)
-local first = st == 'sending' and f.attempts == '1' and not f.replays and redis.call('EXISTS', f.hk) == 0
+local first = st == STATE.SENDING and f.attempts == '1' and not f.replays and redis.call('EXISTS', f.hk) == 0
 if not first then redis.call('RPUSH', f.hk, f.entry) end
-local fields = {'state', 'sent', 'updated', now, 'sent_at', now}
+local fields = {'state', STATE.SENT, 'updated', now, 'sent_at', now}
 if first then fields[#fields + 1] = 'h0'; fields[#fields + 1] = f.entry end
 for i = FINISH_X, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', jk, unpack(fields))
-count(camp, st, 'sent')
+count(camp, st, STATE.SENT)
 if f.last_error then redis.call('HDEL', jk, 'last_error') end
 retain(id, ttl, first)
 -- a test send of a campaign that went out: starting the campaign may require one
@@ -42,6 +42,6 @@ tally(camp, 's', now, ttl)
 if camp and camp ~= '' then
   -- sent while its campaign is being recalled (it was in flight): its revoke is asked for now
   local window, unsupported = unpack(redis.call('HMGET', key_campaign(camp), 'recall_window', 'recall_unsupported'))
-  if window and request_revoke(id, now, tonumber(window), unsupported or '') == 'pending' then wake() end
+  if window and request_revoke(id, now, tonumber(window), unsupported or '') == RECALL.PENDING then wake() end
 end
 return {'ok', f.tstr, f.throttles}

@@ -40,7 +40,7 @@ if phase == 'end' then
   end
   local tstr, throttles = record_pace(a, token, ARGV[9], tonumber(ARGV[10]), ARGV[11], ARGV[12], ARGV[13],
     ARGV[14], tonumber(ARGV[15]), ARGV[16])
-  if lease ~= token or st ~= 'sending' then return {'stale', tstr, throttles} end
+  if lease ~= token or st ~= STATE.SENDING then return {'stale', tstr, throttles} end
   local parts = cjson.decode(redis.call('HGET', jk, 'parts') or '[]')
   parts[index + 1] = record
   local fields = {'parts', cjson.encode(parts), 'updated', now, 'pfin', mark}
@@ -53,7 +53,7 @@ if phase == 'end' then
 end
 -- begin
 local cur = redis.call('GET', key_lease(a))
-if (cur ~= token and cur ~= token .. '!') or lease ~= token or st ~= 'sending' then
+if (cur ~= token and cur ~= token .. '!') or lease ~= token or st ~= STATE.SENDING then
   return {'lost', st or 'missing'}
 end
 local not_before = tonumber(ARGV[9])
@@ -62,7 +62,7 @@ local tnow = tonumber(t[1]) + tonumber(t[2]) / 1000000
 if tnow < not_before then return {'early', string.format('%.6f', not_before - tnow)} end
 local holder = redis.call('GET', sk)
 -- a holder no longer sending (it ended, or was recovered after a crash) holds nothing
-if holder and holder ~= id and redis.call('HGET', key_job(holder), 'state') == 'sending' then
+if holder and holder ~= id and redis.call('HGET', key_job(holder), 'state') == STATE.SENDING then
   return {'busy', holder}
 end
 redis.call('SET', sk, id, 'EX', SEQUENCE_LOCK_S)

@@ -48,7 +48,7 @@ end
 -- pause a campaign (an operator's pause or an auto-pause, with its reason): CLAIM skips its sources and a
 -- session holding one of its accounts ends at its next job
 local function pause_campaign(cid, from, reason, now, accounts)
-  redis.call('HSET', key_campaign(cid), 'status', 'paused', 'paused_from', from, 'updated', now,
+  redis.call('HSET', key_campaign(cid), 'status', CAMPAIGN.PAUSED, 'paused_from', from, 'updated', now,
     'pause_reason', reason)
   for _, account in ipairs(accounts) do flag_lease(account) end
 end
@@ -101,9 +101,9 @@ local function recall_outcome(target, outcome, err, now)
   local before, camp = unpack(redis.call('HMGET', tk, 'recall', 'campaign'))
   if not before then return end  -- expired meanwhile
   redis.call('HSET', tk, 'recall', outcome, 'recall_at', now, 'recall_error', err or '')
-  if outcome == 'recalled' then redis.call('HSET', tk, 'revoked_at', now) end
+  if outcome == RECALL.RECALLED then redis.call('HSET', tk, 'revoked_at', now) end
   local event = 'not_revoked'
-  if outcome == 'recalled' then event = 'revoked' end
+  if outcome == RECALL.RECALLED then event = 'revoked' end
   local entry = {event = event, outcome = outcome, at = tonumber(now)}
   if err and err ~= '' then entry.error = err end
   redis.call('RPUSH', key_history(target), cjson.encode(entry))
@@ -111,7 +111,7 @@ local function recall_outcome(target, outcome, err, now)
   if camp and camp ~= '' and redis.call('EXISTS', key_campaign(camp)) == 1 then
     local ck = key_campaign(camp)
     -- a late answer may correct an outcome (an unknown one that did arrive): move the count, never add one
-    if before ~= 'pending' then redis.call('HINCRBY', ck, 'rc:' .. before, -1) end
+    if before ~= RECALL.PENDING then redis.call('HINCRBY', ck, 'rc:' .. before, -1) end
     redis.call('HINCRBY', ck, 'rc:' .. outcome, 1)
   end
 end
@@ -124,28 +124,28 @@ local function request_revoke(id, now, window, unsupported)
   local st, recall, account, to, vendor, created, sent_at, camp, part = unpack(redis.call('HMGET', jk,
     'state', 'recall', 'account', 'to', 'vendor', 'create_time', 'sent_at', 'campaign', 'part'))
   -- a sequence stopped after some parts went out (dead, `part` > 0) has those parts to revoke too
-  if st == 'dead' and (tonumber(part) or 0) > 0 then st = 'sent' end
-  if st ~= 'sent' or (recall and recall ~= '') then return false end
-  redis.call('HSET', jk, 'recall', 'pending')
+  if st == STATE.DEAD and (tonumber(part) or 0) > 0 then st = STATE.SENT end
+  if st ~= STATE.SENT or (recall and recall ~= '') then return false end
+  redis.call('HSET', jk, 'recall', RECALL.PENDING)
   if camp and camp ~= '' then redis.call('HINCRBY', key_campaign(camp), 'rc:requested', 1) end
   local base = tonumber(created or '') or 0
   if base <= 0 then base = tonumber(sent_at or '') or 0 end
   local deadline = base + window
   vendor = vendor or ''
   if string.find(',' .. unsupported .. ',', ',' .. vendor .. ',', 1, true) then
-    recall_outcome(id, 'unsupported', vendor .. ' has no documented revoke', now)
-    return 'unsupported'
+    recall_outcome(id, RECALL.UNSUPPORTED, vendor .. ' has no documented revoke', now)
+    return RECALL.UNSUPPORTED
   end
   if tonumber(now) > deadline then
-    recall_outcome(id, 'too_late', string.format('the revoke window (%gs) ended at %.3f', window, deadline), now)
-    return 'too_late'
+    recall_outcome(id, RECALL.TOO_LATE, string.format('the revoke window (%gs) ended at %.3f', window, deadline), now)
+    return RECALL.TOO_LATE
   end
   local rid = 'r' .. id
   redis.call('HSET', key_job(rid), 'op', 'revoke', 'target', id, 'account', account, 'to', to,
-    'priority', 'high', 'state', 'queued', 'attempts', '0', 'created', now, 'updated', now,
+    'priority', 'high', 'state', STATE.QUEUED, 'attempts', '0', 'created', now, 'updated', now,
     'deadline', string.format('%.3f', deadline))
   enqueue(account, rid, 'high', false, '')
-  return 'pending'
+  return RECALL.PENDING
 end
 -- The pacing record of a vendor call (FINISH and a sequence's PART): written even when the lease was lost
 -- meanwhile, since the call happened and the next one must wait for it. Returns the end time ('' when no
@@ -180,15 +180,15 @@ local function record_pace(a, token, called, ended, fraction, slow, day, day_n, 
   return tstr, throttles
 end
 local function dead_letter(jk, id, from, reason, class, err, now, camp, ttl)
-  move(jk, from, 'dead', camp)
+  move(jk, from, STATE.DEAD, camp)
   redis.call('HSET', jk, 'reason', reason, 'error_class', class, 'error', err, 'dead_at', now, 'updated', now)
   local target = redis.call('HGET', jk, 'target')
   if target then
     -- a revoke that may or may not have reached the vendor: failed on its message, never replayed
-    if reason == 'unknown_outcome' then
+    if reason == DEAD_REASON.UNKNOWN_OUTCOME then
       err = 'outcome unknown, not repeated (the revoke may have been done): ' .. err
     end
-    recall_outcome(target, 'failed', err, now)
+    recall_outcome(target, RECALL.FAILED, err, now)
   else
     redis.call('ZADD', key_dlq(), now, id)
   end
@@ -196,12 +196,12 @@ local function dead_letter(jk, id, from, reason, class, err, now, camp, ttl)
 end
 -- put a job (back) in its queue, unless its campaign was cancelled meanwhile: then it is cancelled too
 local function place(jk, id, account, priority, front, camp, from)
-  if camp and camp ~= '' and redis.call('HGET', key_campaign(camp), 'status') == 'cancelled' then
-    move(jk, from, 'cancelled', camp)
+  if camp and camp ~= '' and redis.call('HGET', key_campaign(camp), 'status') == CAMPAIGN.CANCELLED then
+    move(jk, from, STATE.CANCELLED, camp)
     retain(id)
     return false
   end
-  if from ~= 'queued' then move(jk, from, 'queued', camp) end
+  if from ~= STATE.QUEUED then move(jk, from, STATE.QUEUED, camp) end
   enqueue(account, id, priority, front, camp)
   return true
 end
@@ -217,17 +217,17 @@ local function promote(now, limit)
   for _, id in ipairs(ids) do
     local jk = key_job(id)
     local st, account, priority, camp = unpack(redis.call('HMGET', jk, 'state', 'account', 'priority', 'campaign'))
-    if st == 'scheduled' or st == 'retrying' then
+    if st == STATE.SCHEDULED or st == STATE.RETRYING then
       local name = nil
       if camp and camp ~= '' then
         if cstatus[camp] == nil then cstatus[camp] = redis.call('HGET', key_campaign(camp), 'status') or '' end
         name = 'c:' .. camp
       end
-      if name and cstatus[camp] == 'cancelled' then
-        move(jk, st, 'cancelled', camp)
+      if name and cstatus[camp] == CAMPAIGN.CANCELLED then
+        move(jk, st, STATE.CANCELLED, camp)
         retain(id)
       else
-        redis.call('HSET', jk, 'state', 'queued', 'updated', now)
+        redis.call('HSET', jk, 'state', STATE.QUEUED, 'updated', now)
         if camp and camp ~= '' then
           local key = camp .. '|' .. st
           counts[key] = (counts[key] or 0) + 1
@@ -247,7 +247,7 @@ local function promote(now, limit)
     local camp, from = string.match(key, '^(.*)|(.*)$')
     local ck = key_campaign(camp)
     redis.call('HINCRBY', ck, 'n:' .. from, -n)
-    redis.call('HINCRBY', ck, 'n:queued', n)
+    redis.call('HINCRBY', ck, 'n:' .. STATE.QUEUED, n)
   end
   for _, q in ipairs(order) do
     local batch = queues[q]
@@ -306,7 +306,7 @@ local function watch_outcome(camp, err, now)
     if string.sub(redis.call('RPOP', wk) or '', 1, 1) == 'x' then fails = redis.call('HINCRBY', ck, 'ap_fails', -1) end
     n = n - 1
   end
-  if status ~= 'active' then return end
+  if status ~= CAMPAIGN.ACTIVE then return end
   local why, span
   if streak_at > 0 and streak >= streak_at then
     why, span = streak .. ' in a row failed', math.min(streak, n)
@@ -315,8 +315,8 @@ local function watch_outcome(camp, err, now)
   else
     return
   end
-  local total, sent, dead, cancelled, skipped = unpack(redis.call('HMGET', ck, 'total', 'n:sent', 'n:dead',
-    'n:cancelled', 'n:skipped'))
+  local total, sent, dead, cancelled, skipped = unpack(redis.call('HMGET', ck, 'total', 'n:' .. STATE.SENT,
+    'n:' .. STATE.DEAD, 'n:' .. STATE.CANCELLED, 'n:' .. STATE.SKIPPED))
   if (tonumber(sent) or 0) + (tonumber(dead) or 0) + (tonumber(cancelled) or 0) + (tonumber(skipped) or 0)
       >= (tonumber(total) or 0) then
     return  -- its last delivery: nothing is left to hold back, and a replay of its dead letters must go out
@@ -339,7 +339,7 @@ local function watch_outcome(camp, err, now)
   for i = 1, math.min(3, #texts) do parts[i] = texts[i] .. ' ×' .. counts[texts[i]] end
   if #texts > 3 then parts[#parts + 1] = '…' end
   local reason = 'error threshold — ' .. why .. ': ' .. table.concat(parts, ', ')
-  pause_campaign(camp, 'active', reason, now, cjson.decode(redis.call('HGET', ck, 'accounts') or '[]'))
+  pause_campaign(camp, CAMPAIGN.ACTIVE, reason, now, cjson.decode(redis.call('HGET', ck, 'accounts') or '[]'))
   redis.call('HSET', ck, 'auto_paused_at', now)
 end
 -- a campaign job that was not sent gives back its place under the recipient cap (begin.lua took it); an
@@ -395,7 +395,7 @@ local function finish_open()
   local hk = key_history(id)
   local st, lease, priority, camp, last_error, attempts, replays, test_of = unpack(redis.call('HMGET', jk,
     'state', 'lease', 'priority', 'campaign', 'last_error', 'attempts', 'replays', 'test_of'))
-  if lease ~= token or (st ~= 'sending' and st ~= 'dead') then
+  if lease ~= token or (st ~= STATE.SENDING and st ~= STATE.DEAD) then
     redis.call('RPUSH', hk, entry)  -- the attempt is on the record even when the job is no longer ours
     return nil, {'stale', tstr, throttles}
   end
@@ -410,6 +410,6 @@ end
 -- Returns the 'stale' reply, or nil to go on.
 local function finish_unsent(f)
   redis.call('RPUSH', f.hk, f.entry)
-  if f.st == 'dead' then return {'stale', f.tstr, f.throttles} end
+  if f.st == STATE.DEAD then return {'stale', f.tstr, f.throttles} end
   return nil
 end

@@ -10,12 +10,12 @@ for _, a in ipairs(redis.call('SMEMBERS', key_leased())) do
     for i = #ids, 1, -1 do
       local jk = key_job(ids[i])
       local st, priority, camp = unpack(redis.call('HMGET', jk, 'state', 'priority', 'campaign'))
-      if st == 'sending' then
-        dead_letter(jk, ids[i], 'sending', 'unknown_outcome', 'ambiguous',
+      if st == STATE.SENDING then
+        dead_letter(jk, ids[i], STATE.SENDING, DEAD_REASON.UNKNOWN_OUTCOME, 'ambiguous',
           'the worker holding this send died; the message may have been sent', now)
         unknown = unknown + 1
-      elseif st == 'queued' then
-        if place(jk, ids[i], a, priority, true, camp, 'queued') then requeued = requeued + 1 end
+      elseif st == STATE.QUEUED then
+        if place(jk, ids[i], a, priority, true, camp, STATE.QUEUED) then requeued = requeued + 1 end
       end
     end
     redis.call('DEL', ck)

@@ -12,11 +12,11 @@ local now_s = redis.call('TIME')[1]
 for i = #ids, 1, -1 do
   local jk = key_job(ids[i])
   local st, priority, camp = unpack(redis.call('HMGET', jk, 'state', 'priority', 'campaign'))
-  if st == 'queued' then
-    place(jk, ids[i], a, priority, true, camp, 'queued')
-  elseif st == 'sending' then
+  if st == STATE.QUEUED then
+    place(jk, ids[i], a, priority, true, camp, STATE.QUEUED)
+  elseif st == STATE.SENDING then
     -- the batch ended without recording this send (an unexpected error mid-call): outcome unknown
-    dead_letter(jk, ids[i], 'sending', 'unknown_outcome', 'ambiguous',
+    dead_letter(jk, ids[i], STATE.SENDING, DEAD_REASON.UNKNOWN_OUTCOME, 'ambiguous',
       'the send was interrupted before its outcome was recorded; the message may have been sent', now_s)
   end
 end

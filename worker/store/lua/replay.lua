@@ -5,16 +5,16 @@ local jk = key_job(id)
 local st, reason, account, priority, camp =
   unpack(redis.call('HMGET', jk, 'state', 'reason', 'account', 'priority', 'campaign'))
 if not st then return {'missing'} end
-if st ~= 'dead' then return {'not_dead', st} end
+if st ~= STATE.DEAD then return {'not_dead', st} end
 -- a revoke is asked for once and never repeated (its outcome is on the message it revoked)
 if redis.call('HEXISTS', jk, 'target') == 1 then return {'revoke'} end
 if redis.call('HGET', jk, 'dismissed') == '1' then return {'deleted'} end
-if reason == 'unknown_outcome' and force ~= '1' then return {'unknown_outcome'} end
+if reason == DEAD_REASON.UNKNOWN_OUTCOME and force ~= '1' then return {DEAD_REASON.UNKNOWN_OUTCOME} end
 if camp and camp ~= '' then
   local cstatus, recalled = unpack(redis.call('HMGET', key_campaign(camp), 'status', 'recall_requested_at'))
   -- a recalled campaign was taken back: nothing of it goes out again, even one that had finished
   if recalled then return {'campaign_recalled'} end
-  if cstatus == 'cancelled' then return {'campaign_cancelled'} end
+  if cstatus == CAMPAIGN.CANCELLED then return {'campaign_cancelled'} end
 end
 if redis.call('HEXISTS', jk, 'new_msg_id') == 1 or redis.call('HEXISTS', jk, 'sent_at') == 1 then
   return {'already_sent'}
@@ -22,7 +22,7 @@ end
 redis.call('ZREM', key_dlq(), id)
 redis.call('PERSIST', jk)
 redis.call('PERSIST', key_history(id))
-move(jk, 'dead', 'queued')
+move(jk, STATE.DEAD, STATE.QUEUED)
 redis.call('HDEL', jk, 'reason', 'error_class', 'error', 'dead_at', 'n_transient', 'n_throttled', 'n_failure',
   'n_ambiguous')
 redis.call('HINCRBY', jk, 'replays', 1)

@@ -10,10 +10,10 @@ local fields = {}
 for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', jk, unpack(fields))
 if due_at ~= '' then
-  redis.call('HSET', jk, 'state', 'scheduled')
+  redis.call('HSET', jk, 'state', STATE.SCHEDULED)
   redis.call('ZADD', key_due(), due_at, id)
 else
-  redis.call('HSET', jk, 'state', 'queued')
+  redis.call('HSET', jk, 'state', STATE.QUEUED)
   enqueue(account, id, priority, false, '')
   wake()
 end
