@@ -1,5 +1,5 @@
 """Campaign safety in the store, against a real Redis, no worker: drafts stay staged until started, test
-sends are ordinary messages outside the campaign's counts, and the auto-pause thresholds of finish.lua."""
+sends are ordinary messages outside the campaign's counts, and the auto-pause thresholds of finish_*.lua."""
 
 from __future__ import annotations
 

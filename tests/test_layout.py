@@ -38,6 +38,15 @@ def test_every_script_compiles_on_redis(redis_url: str, name: str) -> None:
     assert client.script_exists(sha) == [True]
 
 
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_opens_with_its_keys_argv_and_reply(name: str) -> None:
+    text = (LUA / f"{name}.lua").read_text()
+    assert text.startswith("--[[\n"), name
+    header = text[: text.index("\n]]\n")]
+    for word in ("KEYS:", "ARGV:", "Returns"):
+        assert word in header, f"{name}.lua: no {word} in its header"
+
+
 def test_a_script_error_names_the_lua_file_and_line(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     prefix = f"t{uuid.uuid4().hex[:8]}"

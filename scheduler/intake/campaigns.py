@@ -16,7 +16,7 @@ Safety (docs/design.md, "Campaign safety"): a *draft* is stored like a scheduled
 invisible to the dispatcher) but is not due until :meth:`Campaigns.start`; a *test send* goes to a few
 internal recipients as ordinary single messages marked ``test_of`` (not the campaign's jobs, not in its
 counts); *auto-pause* thresholds are stored on the campaign (``ap_*``) and checked where each outcome is
-recorded (``worker/store/lua/finish.lua``).
+recorded (``worker/store/lua/finish_*.lua``).
 
 Idempotency: the campaign hash keeps a SHA-256 digest of the whole request (name, message, accounts,
 ``send_at``, priority and every recipient). The same key with the same digest answers the first campaign;
@@ -107,7 +107,7 @@ class UntestedCampaignError(CampaignStateError):
 @dataclass(frozen=True, slots=True)
 class AutoPause:
     """When a campaign pauses itself; 0 switches a check off. Stored on the campaign (``ap_*``) and applied
-    by ``finish.lua`` where each delivery's outcome is recorded."""
+    by ``finish_*.lua`` where each delivery's outcome is recorded."""
 
     #: share of dead deliveries among the last ``window`` final outcomes (sent or dead) ...
     ratio: float
@@ -153,7 +153,7 @@ class AutoPause:
         return {"ratio": self.ratio, "window": self.window, "min_attempts": self.min_attempts, "streak": self.streak}
 
     def stored(self) -> dict[str, str]:
-        """The campaign hash fields ``finish.lua`` reads."""
+        """The campaign hash fields ``finish_*.lua`` reads."""
         return {
             "ap_ratio": f"{self.ratio:g}",
             "ap_window": str(self.window),

@@ -216,7 +216,7 @@ def _daily_cap_at(limits: Limits, state: PaceState, now: float) -> float | None:
 
 def vendor_lookback(per_second: float) -> float:
     """How far back a vendor's sends matter for its rate: one second, or one gap when slower than one a second
-    (at most ``SHARED["VENDOR_WINDOW_S"]``, how long finish.lua keeps them)."""
+    (at most ``SHARED["VENDOR_WINDOW_S"]``, how long finish_*.lua keeps them)."""
     gap = 1.0 / per_second if 0 < per_second < 1 else 1.0
     return min(gap + 0.5, SHARED["VENDOR_WINDOW_S"])
 

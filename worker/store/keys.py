@@ -38,7 +38,7 @@ accounts               set     account ids
 campaign:{id}          hash    campaign: name, message template, total, per-state counts
 campaign:{id}:jobs     list    the campaign's job ids in recipient order
 campaign:{id}:outcomes list    the campaign's latest outcomes, newest first ('+' sent, 'x<error>' dead),
-                               the auto-pause window (finish.lua)
+                               the auto-pause window (finish_*.lua)
 campaign:{id}:tests    list    ids of the campaign's test sends, newest last
 campaigns              zset    campaign ids by creation time
 due_campaigns          zset    scheduled campaigns by start time
@@ -50,7 +50,7 @@ supp:{account|*}       hash    suppressed recipients of an account (``*``: every
                                {reason, at, by, note}; begin.lua skips them
 supp_scopes            set     the scopes (account ids, ``*``) that have a ``supp:`` hash
 rcap:{account}:{wxid}  zset    campaign sends held or made to a recipient from an account, job id
-                               scored by start time (the ``recipient_cap`` window; begin/finish.lua)
+                               scored by start time (the ``recipient_cap`` window; begin.lua, finish_*.lua)
 cbkey:{account}        string  SHA-256 of the account's callback key (``POST …/callback``)
 cb:in                  stream  vendor callbacks as received, before processing (store first)
 cb:odd                 list    unknown or malformed callback bodies, newest first, kept a while

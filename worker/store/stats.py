@@ -82,7 +82,7 @@ class AttemptCounters:
             self.flush()
 
 
-#: The outcomes ``finish.lua`` counts per minute (``minutes:{hour}``), by their one-letter field suffix.
+#: The outcomes ``finish_*.lua`` counts per minute (``minutes:{hour}``), by their one-letter field suffix.
 MINUTE_OUTCOMES = {"s": "sent", "r": "retried", "x": "dead"}
 
 

@@ -1,5 +1,5 @@
 """The console's pictures: outcomes per minute for the fleet and for one campaign, and each account's
-health at a glance. Counted by ``finish.lua`` as outcomes are recorded (``minutes:{hour}``)."""
+health at a glance. Counted by ``finish_*.lua`` as outcomes are recorded (``minutes:{hour}``)."""
 
 from __future__ import annotations
 

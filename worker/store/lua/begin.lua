@@ -1,18 +1,24 @@
+--[[
+  BEGIN: mark one job `sending` just before its vendor call, if the session still holds the account's
+  lease, unflagged, and Redis TIME has reached `not_before` (the start the worker's pacing chose).
+  KEYS: none (every name is built from the prefix, ARGV[1]: worker/store/keys.py LAYOUT)
+  ARGV: [1] prefix  [2] account  [3] token (the session's lease)  [4] job id  [5] now
+        [6] lease_ttl_ms (the lease is renewed)  [7] not_before (0 = the dispatcher's start)
+        [8] known campaigns (comma-separated: their template is not sent back)
+        [9] recipient cap: max campaign sends  [10] its window, seconds (0 = none)
+        [11] call (this BEGIN's id, '' = none: FINISH's replay fence)
+  Returns {'go', template, redis_now ('' when not_before is 0), job} (BEGIN.GO) — `template` the
+  campaign's message, or '=' when the caller named the campaign as known; `job` the job hash, flat — or
+  {'early', seconds to wait}, or {'lost'|'yield'|'skip', why} ('yield': the lease is flagged, see
+  flag_lease: end the session). Python: worker.store.vocabulary.BeginStatus.
+  Recipient hygiene (issue 19), checked here so it costs no extra round trip: a suppressed recipient
+  (supp:{account} or supp:*, unless the job says nosupp) ends `skipped`/suppressed; a campaign job whose
+  recipient already had cap_max campaign sends from the account in the window ends `skipped`/frequency_cap,
+  or waits (`scheduled`) until the window allows when its campaign says on_cap = wait. A job that passes
+  holds its place in rcap: at once, so two campaigns racing cannot both pass (finish_retry/_dead/_requeue
+  give it back when nothing was sent).
+]]
 --!include prelude
--- ARGV: prefix, account, token, job_id, now, lease_ttl_ms, not_before (0 = the dispatcher's start), known
--- campaigns (comma-separated), recipient cap (max sends, window seconds; 0 = none), call (this BEGIN's id,
--- '' = none). Marks one job `sending` just before the vendor call, if the session still holds the
--- account's lease, unflagged, and Redis TIME has reached `not_before` (the start the worker's pacing
--- chose). Returns {'go', template, redis_now ('' when not_before is 0), job} — `template` is the
--- campaign's message, or '=' when the caller named the campaign as known; `job` the job hash, flat — or
--- {'early', seconds to wait},
--- {'lost'|'yield'|'skip', why} ('yield': the lease is flagged, see flag_lease: end the session).
--- Recipient hygiene (issue 19), checked here so it costs no extra round trip: a suppressed recipient
--- (supp:{account} or supp:*, unless the job says nosupp) ends `skipped`/suppressed; a campaign job whose
--- recipient already had cap_max campaign sends from the account in the window ends `skipped`/frequency_cap,
--- or waits (`scheduled`) until the window allows when its campaign says on_cap = wait. A job that passes
--- holds its place in rcap: at once, so two campaigns racing cannot both pass (finish.lua gives it back
--- when nothing was sent).
 local a, token, id, now, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local not_before, known = tonumber(ARGV[7]), ARGV[8]
 local cap_max, cap_window = tonumber(ARGV[9] or '0') or 0, tonumber(ARGV[10] or '0') or 0

@@ -1,5 +1,10 @@
+--[[
+  Make a scheduled campaign's staged jobs dispatchable (after its campaign_activate_chunk calls).
+  KEYS: none (every name is built from the prefix, ARGV[1]: worker/store/keys.py LAYOUT)
+  ARGV: [1] prefix  [2] campaign id  [3] now  [4..] its accounts
+  Returns 1, or 0 when the campaign is no longer `scheduled`.
+]]
 --!include prelude
--- ARGV: prefix, cid, now, accounts... Makes a scheduled campaign's staged jobs dispatchable.
 local cid, now = ARGV[2], ARGV[3]
 local ck = key_campaign(cid)
 local status = redis.call('HGET', ck, 'status')

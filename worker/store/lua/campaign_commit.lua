@@ -1,6 +1,13 @@
+--[[
+  Commit a campaign whose jobs are written: its status, counts and, when active, its sources go live.
+  A draft keeps its jobs staged (scheduled, in cst: lists) until campaign_start.lua arms it.
+  KEYS: none (every name is built from the prefix, ARGV[1]: worker/store/keys.py LAYOUT)
+  ARGV: [1] prefix  [2] campaign id  [3] idempotency key ('' = none)  [4] its ttl, seconds  [5] now
+        [6] status (a CampaignStatus: active, scheduled or draft)  [7] send_at ('' = none)
+        [8] total jobs  [9..] its accounts
+  Returns {1, campaign id}, or {0, the campaign id the idempotency key already stands for}.
+]]
 --!include prelude
--- ARGV: prefix, cid, idem_key|'', idem_ttl_s, now, status (active|scheduled|draft), send_at|'', total, accounts...
--- A draft keeps its jobs staged (scheduled, in cst: lists) until campaign_start.lua arms it.
 local cid, idem, now, status, send_at, total = ARGV[2], ARGV[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local existing = claim_idempotency('c', idem, cid, ARGV[4])
 if existing then return {0, existing} end

@@ -1,9 +1,13 @@
+--[[
+  Arm a draft: its staged jobs become due at its send_at (now when none or past), through the
+  scheduled path (due_campaigns, campaign_activate_*.lua).
+  KEYS: none (every name is built from the prefix, ARGV[1]: worker/store/keys.py LAYOUT)
+  ARGV: [1] prefix  [2] campaign id  [3] now  [4] require_test_above (0 = never)
+  Returns 'now' (the caller activates it at once) or 'later' (the dispatcher does at send_at), or
+  '!' .. status when it is not a draft, '!test' when a test send that went out is required first (more
+  than require_test_above recipients and none sent).
+]]
 --!include prelude
--- ARGV: prefix, cid, now, require_test_above (0 = never). Arms a draft: its staged jobs become due at its
--- send_at (now when none or past), through the scheduled path (due_campaigns, campaign_activate_*.lua).
--- Returns 'now' (the caller activates it at once) or 'later' (the dispatcher does at send_at), or
--- '!' .. status when it is not a draft, '!test' when a test send that went out is required first (more
--- than require_test_above recipients and none sent).
 local cid, now, above = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local ck = key_campaign(cid)
 local st, total, tests_sent, send_at = unpack(redis.call('HMGET', ck, 'status', 'total', 'tests_sent', 'send_at'))

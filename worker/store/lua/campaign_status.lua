@@ -1,6 +1,11 @@
+--[[
+  Pause, resume or cancel a campaign (its jobs are cancelled by campaign_cancel_chunk.lua).
+  KEYS: none (every name is built from the prefix, ARGV[1]: worker/store/keys.py LAYOUT)
+  ARGV: [1] prefix  [2] campaign id  [3] action (pause|resume|cancel)  [4] now  [5..] its accounts
+        (their sessions are flagged, or scheduled again on resume)
+  Returns the previous status, or '!' .. status when the action does not apply.
+]]
 --!include prelude
--- ARGV: prefix, cid, action (pause|resume|cancel), now, accounts... Returns the previous status, or
--- '!' .. status when the action does not apply.
 local cid, action, now = ARGV[2], ARGV[3], ARGV[4]
 local ck = key_campaign(cid)
 local st = redis.call('HGET', ck, 'status')

@@ -1,13 +1,18 @@
+--[[
+  CLAIM: hand an idle, active account's next jobs (up to `batch`) to a new session when its first job
+  may start now (the group gap applies when that recipient is a `…@chatroom`; the worker paces the
+  session's later jobs itself): high priority first, then the account's sources in round-robin order (a
+  source that gave a job moves to the back), skipping paused campaigns. Keeps `sched` current: a claimed,
+  paused, held or empty account leaves it, one whose head must wait is put back at that head's moment.
+  KEYS: none (every name is built from the prefix, ARGV[1]: worker/store/keys.py LAYOUT)
+  ARGV: [1] prefix  [2] token_base (the lease tokens are token_base .. ':' .. account)
+        [3] lease_ttl_ms  [4] now
+        [5..] per candidate account, four each (the dispatcher's pacing verdict): account, batch,
+        private_at, group_at
+  Returns a flat list, per claimed account: account, token, n, flags, campaigns, kinds, id1..idn (flags:
+  one '1'/'0' per id, '1' = a group; campaigns and kinds comma-separated, for operators in Flower).
+]]
 --!include prelude
--- ARGV: prefix, token_base, lease_ttl_ms, now, then per candidate account (the dispatcher's pacing
--- verdict): account, batch, private_at, group_at. Hands an idle, active account's next jobs (up to
--- `batch`) to a new session when its first job may start now (the group gap applies when that
--- recipient is a `…@chatroom`; the worker paces the session's later jobs itself): high priority first,
--- then the account's sources in round-robin order (a source that gave a job moves to the back), skipping
--- paused campaigns. Keeps `sched` current: a claimed, paused, held or empty account leaves it, one
--- whose head must wait is put back at that head's moment (`private_at` or `group_at`).
--- Returns a flat list: account, token, n, flags, campaigns, kinds, id1..idn, ... (flags: one '1'/'0' per
--- id, '1' = a group; campaigns and kinds comma-separated, for operators in Flower).
 local token_base, ttl, now = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 local sched = key_sched()

@@ -1,11 +1,15 @@
+--[[
+  Take the account's lease for one step of its contact sync (one vendor call), like a send session: only
+  when no session holds it and no dead one awaits recovery, and only while the account is active. A
+  session in flight is flagged, so it ends at its next job and the sync's step gets the account between
+  two sends. On success the sync's due score moves to `watchdog_at` (one lease TTL ahead): if the worker
+  dies, the step is looked at again once the lease has expired, and resumes from the cursor.
+  KEYS: none (every name is built from the prefix, ARGV[1]: worker/store/keys.py LAYOUT)
+  ARGV: [1] prefix  [2] account  [3] token  [4] ttl_ms  [5] watchdog_at
+  Returns 1 (taken), 0 (busy), or a reason the sync waits/stops: 'paused', 'down' (the account's status),
+  'gone' (no running sync: it leaves the due set).
+]]
 --!include prelude
--- ARGV: prefix, account, token, ttl_ms, watchdog_at. Takes the account's lease for one step of its contact
--- sync (one vendor call), like a send session: only when no session holds it and no dead one awaits
--- recovery, and only while the account is active. A session in flight is flagged, so it ends at its next
--- job and the sync's step gets the account between two sends. On success the sync's due score moves to
--- `watchdog_at` (one lease TTL ahead): if the worker dies, the step is looked at again once the lease has
--- expired, and resumes from the cursor. Returns 1 (taken), 0 (busy), or a reason the sync waits/stops:
--- 'paused', 'down', 'gone' (no running sync: it leaves the due set).
 local a, token = ARGV[2], ARGV[3]
 local sk = key_contact_sync(a)
 if redis.call('HGET', sk, 'status') ~= 'running' then

@@ -1,8 +1,12 @@
+--[[
+  End a contact sync step: free the lease, give the account back to the dispatcher when it has jobs
+  waiting (their pacing is decided there, as after any session), and schedule the sync's next step at
+  `next_at` (its own gap) while the sync still runs.
+  KEYS: none (every name is built from the prefix, ARGV[1]: worker/store/keys.py LAYOUT)
+  ARGV: [1] prefix  [2] account  [3] token  [4] next_at ('' when the sync has no further step)
+  Returns 1, or 0 when the lease was no longer the step's (it expired meanwhile).
+]]
 --!include prelude
--- ARGV: prefix, account, token, next_at ('' when the sync has no further step). Ends a sync step: frees
--- the lease, gives the account back to the dispatcher when it has jobs waiting (their pacing is decided
--- there, as after any session), and schedules the sync's next step at `next_at` (its own gap) while the
--- sync still runs. Returns 1, or 0 when the lease was no longer the step's (it expired meanwhile).
 local a, token, next_at = ARGV[2], ARGV[3], ARGV[4]
 local lk = key_lease(a)
 local held = holds_lease(redis.call('GET', lk), token)

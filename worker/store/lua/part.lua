@@ -1,21 +1,27 @@
+--[[
+  PART: one part of a sequence job (docs/design.md, "Sequences"). BEGIN marked the job `sending`; each
+  part is its own vendor call, fenced here so a part that may have gone out is never sent again: `begin`
+  before a part's call, `end` after it; FINISH ends the job once its last part ended (or one failed).
+  KEYS: none (every name is built from the prefix, ARGV[1]: worker/store/keys.py LAYOUT)
+  ARGV: [1] prefix  [2] account  [3] token  [4] job id  [5] now  [6] lease_ttl_ms
+        [7] phase (begin|end|unlock)  [8] part index, then by phase (the recipient's sequence lock lives
+        SEQUENCE_LOCK_S, renewed at each part):
+  begin:  [9] not_before (Redis time the part may start, its pacing gap after the previous part)
+          [10] parts in all.
+          The session must still hold the lease (a flag does not stop a sequence under way: its next
+          session would find the job `sending`) and the job must be `sending` under it. The first part
+          takes the recipient's sequence lock (held by another sequence still sending: 'busy'); later
+          parts renew it. Records the part index being sent.
+          Returns {'go', redis now} | {'early', seconds} | {'busy', holder} | {'lost', why}
+          (worker.store.ledger.PartBegin).
+  end:    [9..16] the call's pacing record (called, ended, fraction, slow, day, day_n, keep, vendor, as
+          FINISH's [8..15]), [17] the part's record (JSON), [18] advance (1: the part was sent, the next
+          index is index + 1), [19..] the job's top-level id fields for the first part sent (field,
+          value, ...). The pacing is written even when the job is no longer ours (the call happened).
+          Returns {'ok'|'stale', end, throttles}.
+  unlock: frees the recipient's sequence lock if this job holds it. Returns {'ok'}.
+]]
 --!include prelude
--- One part of a sequence job (docs/design.md, "Sequences"). BEGIN marked the job `sending`; each part is
--- its own vendor call, fenced here so a part that may have gone out is never sent again: `begin` before a
--- part's call, `end` after it; FINISH ends the job once its last part ended (or one failed).
--- ARGV: prefix, account, token, job_id, now, lease_ttl_ms, phase, index, then by phase (the recipient's
--- sequence lock lives SEQUENCE_LOCK_S, renewed at each part):
--- begin:  not_before (Redis time the part may start, its pacing gap after the previous part), parts in all
---         The session must still hold the lease (a flag does not stop a sequence under way: its next
---         session would find the job `sending`) and the job must be `sending` under it. The first part
---         takes the recipient's sequence lock (held by another sequence still sending: 'busy'); later
---         parts renew it.
---         Records the part index being sent. Returns {'go', redis now} | {'early', seconds} |
---         {'busy', holder} | {'lost', why}.
--- end:    the call's pacing record (called, ended, fraction, slow, day, day_n, keep, vendor), the part's
---         record (JSON), advance (1: the part was sent, the next index is index + 1), then the job's
---         top-level id fields for the first part sent (field, value, ...). The pacing is written even
---         when the job is no longer ours (the call happened). Returns {'ok'|'stale', end, throttles}.
--- unlock: frees the recipient's sequence lock if this job holds it. Returns {'ok'}.
 local a, token, id, now, ttl, phase, index = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7],
   tonumber(ARGV[8])
 local jk = key_job(id)

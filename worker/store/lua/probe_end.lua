@@ -1,6 +1,10 @@
--- ARGV: prefix, account, token, called (0|1). Ends a probe: when it made a vendor call, the account's
--- pacing records it (end = Redis TIME, after the answer: the next send waits its full gap), then the
--- lease is freed. Returns 1, or 0 when the lease was no longer the probe's.
+--[[
+  End a probe: when it made a vendor call, the account's pacing records it (end = Redis TIME, after the
+  answer: the next send waits its full gap), then the lease is freed.
+  KEYS: none (every name is built from the prefix, ARGV[1]: worker/store/keys.py LAYOUT)
+  ARGV: [1] prefix  [2] account  [3] token  [4] called (0|1)
+  Returns 1, or 0 when the lease was no longer the probe's.
+]]
 local a = ARGV[2]
 local lk = key_lease(a)
 if ARGV[4] == '1' then

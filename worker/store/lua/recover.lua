@@ -1,6 +1,11 @@
+--[[
+  RECOVER: for every account whose lease expired with jobs still claimed, untouched jobs go back to the
+  head of their queue and a `sending` job becomes an unknown outcome (dead-lettered for review).
+  KEYS: none (every name is built from the prefix, ARGV[1]: worker/store/keys.py LAYOUT)
+  ARGV: [1] prefix  [2] now
+  Returns {jobs requeued, unknown outcomes}.
+]]
 --!include prelude
--- ARGV: prefix, now. For every account whose lease expired with jobs still claimed: untouched jobs go
--- back to the head of the queue, a `sending` job becomes an unknown outcome (dead-lettered for review).
 local now = ARGV[2]
 local requeued, unknown = 0, 0
 for _, a in ipairs(redis.call('SMEMBERS', key_leased())) do

@@ -1,8 +1,12 @@
+--[[
+  RELEASE: end a session. Its unprocessed jobs go back to the head of their queue, and the account waits
+  in `sched` until `next_at` (its next sendable moment, from the worker's pacing) if it still has jobs.
+  KEYS: none (every name is built from the prefix, ARGV[1]: worker/store/keys.py LAYOUT)
+  ARGV: [1] prefix  [2] account  [3] token  [4] next_at
+  Returns how many claimed ids were still listed, or -1 when the lease was lost (RECOVER has already
+  dealt with the batch).
+]]
 --!include prelude
--- ARGV: prefix, account, token, next_at. Ends a session: its unprocessed jobs go back to the head of
--- their queue, and the account waits in `sched` until `next_at` (its next sendable moment, from the
--- worker's pacing) if it still has jobs. Returns how many claimed ids were still listed, or -1 when the
--- lease was lost (RECOVER has already dealt with the batch).
 local a, token, next_at = ARGV[2], ARGV[3], ARGV[4]
 local lk = key_lease(a)
 if not holds_lease(redis.call('GET', lk), token) then return -1 end

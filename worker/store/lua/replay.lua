@@ -1,5 +1,11 @@
+--[[
+  Replay a dead job: dead -> queued, same id.
+  KEYS: none (every name is built from the prefix, ARGV[1]: worker/store/keys.py LAYOUT)
+  ARGV: [1] prefix  [2] job id  [3] now  [4] force ('1' allows replaying an unknown outcome)
+  Returns {'ok'}, or why not: {'missing'}, {'not_dead', state}, {'revoke'}, {'deleted'},
+  {'unknown_outcome'} (without force), {'campaign_recalled'}, {'campaign_cancelled'}, {'already_sent'}.
+]]
 --!include prelude
--- ARGV: prefix, job_id, now, force ('1' allows replaying an unknown outcome). Dead job -> queued, same id.
 local id, now, force = ARGV[2], ARGV[3], ARGV[4]
 local jk = key_job(id)
 local st, reason, account, priority, camp =

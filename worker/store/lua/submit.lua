@@ -1,5 +1,12 @@
+--[[
+  SUBMIT: store one job and queue it (or schedule it when due later).
+  KEYS: none (every name is built from the prefix, ARGV[1]: worker/store/keys.py LAYOUT)
+  ARGV: [1] prefix  [2] job id  [3] idempotency key ('' = none)  [4] its ttl, seconds  [5] now
+        [6] due_at ('' = now)  [7] account  [8] priority (normal|high)  [9..] field, value, ... (the job
+        hash)
+  Returns {1, job id, state}, or {0, the job id the idempotency key already stands for}.
+]]
 --!include prelude
--- ARGV: prefix, job_id, idem_key|'', idem_ttl_s, now, due_at|'', account, priority, field, value, ...
 local id, idem, now, due_at, account, priority = ARGV[2], ARGV[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local existing = claim_idempotency('m', idem, id, ARGV[4])
 if existing then return {0, existing} end

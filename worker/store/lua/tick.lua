@@ -1,8 +1,12 @@
+--[[
+  TICK: the dispatcher's round in one round trip: promote what is due, then the free capacity
+  (capacity - sessions out), the accounts due in `sched` (at most that many), and when the next one will be.
+  KEYS: none (every name is built from the prefix, ARGV[1]: worker/store/keys.py LAYOUT)
+  ARGV: [1] prefix  [2] now (Redis time)  [3] promote limit  [4] capacity (sessions the live workers can
+        hold)  [5] most due accounts to return
+  Returns {promoted, free, next ('' = none), account...}.
+]]
 --!include prelude
--- ARGV: prefix, now (Redis time), promote limit, capacity (sessions the live workers can hold), most due
--- accounts to return. The dispatcher's tick in one round trip: promote what is due, then the free
--- capacity (capacity - sessions out), the accounts due in `sched` (at most that many), and when the
--- next one will be. Returns {promoted, free, next ('' = none), account...}.
 local now, limit, capacity, most = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local promoted = promote(now, limit)
 local free = capacity - redis.call('SCARD', key_leased())
