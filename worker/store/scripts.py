@@ -6,12 +6,13 @@ the campaign's total (each transition decrements the old state's counter and inc
 
 The scripts live in ``worker/store/lua/*.lua`` (package data), each opening with a comment that lists its
 KEYS, ARGV (by position) and reply, as BullMQ's ``src/commands/*.lua`` do. A script with a
-``--!include prelude`` line (after that comment) gets the shared helpers of ``prelude.lua``; every script gets ``p`` (the key prefix,
-``ARGV[1]``), a ``key_<name>(...)`` function for each key it uses, generated from
-:data:`worker.store.keys.LAYOUT`, the :data:`SHARED` numbers it names, and a table for each enum of
-:data:`worker.store.vocabulary.LUA_TABLES` it names (``STATE.SENDING`` is ``JobState.SENDING``). Errors Redis raises name the
-``.lua`` file and line. They build key names from the prefix: this product runs on
-one Redis (or a Sentinel-managed primary), not Redis Cluster.
+``--!include prelude`` line (after that comment) gets the shared helpers of ``prelude.lua``; every script
+gets ``p`` (the key prefix, ``ARGV[1]``), a ``key_<name>(...)`` function for each key it uses, generated
+from :data:`worker.store.keys.LAYOUT`, and the :data:`SHARED` numbers it names. A job state, outcome,
+reason or campaign status is named as ``STATE.SENDING``, ``DEAD_REASON.UNKNOWN_OUTCOME``... and spelled
+out from its Python enum (:data:`worker.store.vocabulary.LUA_TABLES`) as the script is composed
+(:func:`spell`). Errors Redis raises name the ``.lua`` file and line. They build key names from the
+prefix: this product runs on one Redis (or a Sentinel-managed primary), not Redis Cluster.
 
 Crash safety rests on two facts. A job is ``sending`` only between ``begin.lua`` and a ``finish_*.lua``; and
 every job a batch holds is listed in ``claimed:{account}`` under a lease with a TTL. When a lease dies
@@ -52,10 +53,15 @@ _SCRIPT_LINE = re.compile(r"user_script:(\d+)")
 _TABLE_REF = re.compile(rf"\b({'|'.join(LUA_TABLES)})\.(\w+)")
 
 
-def lua_table(name: str) -> str:
-    """``local NAME = {MEMBER = 'value', ...}`` for the enum :data:`worker.store.vocabulary.LUA_TABLES` names."""
-    members = ", ".join(f"{m.name} = '{m.value}'" for m in LUA_TABLES[name])
-    return f"local {name} = {{{members}}}"
+def spell(code: str, file: str = "<lua>") -> str:
+    """``code`` with each ``NAME.MEMBER`` of :data:`worker.store.vocabulary.LUA_TABLES` replaced by the
+    enum member's value as a Lua string (``STATE.SENDING`` -> ``'sending'``): folded here, so it costs the
+    script nothing at run time, and on the same line, so error lines stay right. A member the enum lacks
+    is refused (ValueError naming ``file``)."""
+    missing = sorted({f"{t}.{m}" for t, m in _TABLE_REF.findall(code) if m not in LUA_TABLES[t].__members__})
+    if missing:
+        raise ValueError(f"{file}: {', '.join(missing)} not in worker/store/vocabulary.py")
+    return _TABLE_REF.sub(lambda m: f"'{LUA_TABLES[m.group(1)][m.group(2)].value}'", code)
 
 
 def _lua_key_function(name: str, template: str) -> str:
@@ -112,14 +118,10 @@ def source(name: str) -> Source:
     unknown = [k for k in used if k not in LAYOUT]
     if unknown:
         raise ValueError(f"{file}: no key named {', '.join(unknown)} in worker/store/keys.py LAYOUT")
-    refs = set(_TABLE_REF.findall(code))
-    missing = sorted(f"{t}.{m}" for t, m in refs if m not in LUA_TABLES[t].__members__)
-    if missing:
-        raise ValueError(f"{file}: {', '.join(missing)} not in worker/store/vocabulary.py")
+    chunks = [(spell(text, chunk_file), chunk_file, first) for text, chunk_file, first in chunks]
     header = ["local p = ARGV[1]"]
     header += [_lua_key_function(k, LAYOUT[k]) for k in used]
     header += [f"local {k} = {v:g}" for k, v in SHARED.items() if re.search(rf"\b{k}\b", code)]
-    header += [lua_table(t) for t in LUA_TABLES if t in {table for table, _ in refs}]
     text = "\n".join(header) + "\n"
     parts: list[tuple[int, str, int]] = []
     line = len(header) + 1

@@ -1,9 +1,9 @@
 """The words the store's Python and its Lua scripts share: job states, outcomes, reasons, campaign statuses.
 
-Each is a :class:`~enum.StrEnum` here and nowhere else. :mod:`worker.store.scripts` gives a script that
-names one of :data:`LUA_TABLES` a ``local STATE = {QUEUED = 'queued', ...}`` table built from the enum, so
-``STATE.SENDING`` in Lua is ``JobState.SENDING`` in Python; a member the enum lacks is refused when the
-script is composed, and tests/test_layout.py fails when a script spells one of these values by hand.
+Each is a :class:`~enum.StrEnum` here and nowhere else. A Lua script names a value through
+:data:`LUA_TABLES` (``STATE.SENDING`` is ``JobState.SENDING``); :func:`worker.store.scripts.spell` writes
+the value in as the script is composed, refusing a member the enum lacks, and tests/test_layout.py fails
+when a script spells one of these values by hand.
 This module imports nothing of the store, so :mod:`~worker.store.scripts` can read it without a cycle.
 """
 
@@ -78,7 +78,7 @@ class CampaignStatus(StrEnum):
     CANCELLED = "cancelled"  # for good: its unsent jobs are cancelled
 
 
-#: The Lua name of each shared enum: a script that names ``STATE.X`` gets ``local STATE = {...}``.
+#: The Lua name of each shared enum: ``STATE.SENDING`` in a script is ``'sending'`` once composed.
 LUA_TABLES: Final[dict[str, type[StrEnum]]] = {
     "STATE": JobState,
     "SKIP_REASON": SkipReason,

@@ -1,7 +1,8 @@
 -- Helpers every state-changing script shares (scripts with a `--!include prelude` line after their header).
 -- Key names come from worker/store/keys.py: the loader defines key_<name>(...) for the keys a script uses;
--- job states, outcomes, reasons and campaign statuses come from worker/store/vocabulary.py: STATE.SENDING,
--- DEAD_REASON.UNKNOWN_OUTCOME, CAMPAIGN.CANCELLED... (tests/test_layout.py refuses them spelled by hand).
+-- job states, outcomes, reasons and campaign statuses are named STATE.<MEMBER>, DEAD_REASON.<MEMBER>,
+-- CAMPAIGN.<MEMBER>... after the enums of worker/store/vocabulary.py; the loader writes their values in
+-- (tests/test_layout.py refuses them spelled by hand).
 -- a campaign's per-state counters follow each of its jobs' transitions, so they add up to its total
 local function count(camp, from, to)
   if camp and camp ~= '' then
