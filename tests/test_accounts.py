@@ -223,13 +223,13 @@ def test_a_resume_probe_holds_the_accounts_lease_and_counts_for_pacing(store: Ac
 
     store.put("a1", spec())
     ledger = Ledger(store.redis, store.prefix)
-    with store.probing("a1", ttl_s=30) as made_a_call:
+    with store.probing("a1", ttl_s=30) as probe:
         # a second probe (a concurrent resume) is refused, and no session can be claimed meanwhile
         with pytest.raises(ConfigError, match="sending right now"), store.probing("a1", ttl_s=30):
             pass
         ledger.submit(account="a1", to="wxid_x", message=TextMessage(text="hi"))
         assert claim_ready(ledger, lease_ttl_s=30, batch_size=5) == []
-        made_a_call()
+        probe.made_a_call()
     pace = store.redis.hgetall(store.keys.pace("a1"))
     assert float(pace["last_end"]) > 0  # the probe's call counts: the next send waits its gap after it
     assert store.redis.exists(store.keys.lease("a1")) == 0

@@ -213,3 +213,23 @@ def test_quick_retries_pass_a_success_through_without_sleeping() -> None:
     fn = Flaky()
     assert call_with_quick_retries(fn, settings(), sleep=sleeps.append) == "ok"
     assert (fn.calls, sleeps) == (1, [])
+
+
+def test_under_a_lease_each_retry_renews_first_and_a_lost_lease_stops_the_retries() -> None:
+    from worker.execution.lease import call_under_lease
+
+    events: list[str] = []
+    fn = Flaky(TransientError("a"), TransientError("b"))
+
+    def renew() -> bool:
+        events.append(f"renew after {fn.calls}")
+        return True
+
+    assert call_under_lease(fn, settings(quick_retries=3), renew, sleep=lambda _: events.append("sleep")) == "ok"
+    assert events == ["renew after 1", "sleep", "renew after 2", "sleep"]
+
+    lost = TransientError("refused")
+    fn = Flaky(lost, TransientError("never tried"))
+    with pytest.raises(TransientError) as info:
+        call_under_lease(fn, settings(quick_retries=3), lambda: False, sleep=lambda _: None)
+    assert info.value is lost and fn.calls == 1  # the lease is no longer ours: no second call

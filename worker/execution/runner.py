@@ -45,7 +45,8 @@ from worker.errors import (
     UnsupportedError,
     VendorError,
 )
-from worker.execution.retry import RetryPolicy, call_with_quick_retries
+from worker.execution.lease import call_under_lease
+from worker.execution.retry import RetryPolicy
 from worker.logs import REDACTOR
 from worker.messages import AnyMessage, SequenceMessage, SingleMessage
 from worker.pacing.holds import account_holds, held, held_entry, hold_after_abandoned, hold_for_daily_cap
@@ -799,11 +800,11 @@ class SessionRunner:
     def _under_lease(self, session: Session, call: Callable[[], T]) -> T:
         """One vendor call (a send, a part, a revoke) with the quick retries for what provably never left,
         the account's lease renewed before each retry so it outlives the call."""
-        return call_with_quick_retries(
+        return call_under_lease(
             call,
             self.settings,
-            sleep=self.sleep,
-            before_retry=lambda: self.ledger.touch(session.id, session.token, lease_ttl_s=self.settings.lease_ttl_s),
+            lambda: self.ledger.touch(session.id, session.token, lease_ttl_s=self.settings.lease_ttl_s),
+            self.sleep,
         )
 
     def _invalid(self, session: Session, job: Job, entry: dict[str, Any], started: float, exc: Exception) -> None:

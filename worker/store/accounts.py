@@ -202,6 +202,7 @@ class AccountStore:
         self._flag_session = scripts.register(client, "flag_session")
         self._probe_begin = scripts.register(client, "probe_begin")
         self._probe_end = scripts.register(client, "probe_end")
+        self._touch = scripts.register(client, "touch")
 
     def put(self, account_id: str, spec: AccountSpec) -> Account:
         """Create or update; an update keeps the status and, when no token is given, the old token — unless
@@ -306,23 +307,19 @@ class AccountStore:
         return [a for a in (self.get(i) for i in ids) if a is not None]
 
     @contextmanager
-    def probing(self, account_id: str, *, ttl_s: float) -> Iterator[Callable[[], None]]:
+    def probing(self, account_id: str, *, ttl_s: float) -> Iterator[Probe]:
         """Hold the account's lease while an operator's check talks to the vendor (the resume probe): one
-        call in flight per account, like a send. Yields a function to call once a vendor call was made,
-        so the account's pacing counts it. Raises ConfigError when a session holds the account."""
+        call in flight per account, like a send. Yields the :class:`Probe`: ``made_a_call`` once a vendor
+        call was made, so the account's pacing counts it; ``renew`` before a quick retry. Raises
+        ConfigError when a session holds the account."""
         token = f"probe:{uuid.uuid4().hex}"
         if not self._probe_begin(args=[self.prefix, account_id, token, int(ttl_s * 1000)]):
             raise ConfigError(f"account {account_id!r} is sending right now; try again in a moment")
-        called = False
-
-        def made_a_call() -> None:
-            nonlocal called
-            called = True
-
+        probe = Probe(lambda: bool(self._touch(args=[self.prefix, account_id, token, int(ttl_s * 1000)])))
         try:
-            yield made_a_call
+            yield probe
         finally:
-            self._probe_end(args=[self.prefix, account_id, token, "1" if called else "0"])
+            self._probe_end(args=[self.prefix, account_id, token, "1" if probe.called else "0"])
 
     def set_status(self, account_id: str, status: Status, reason: str = "") -> None:
         """Pause, resume or mark an account down (with the vendor's reason)."""
@@ -384,6 +381,22 @@ def _valid_id(account_id: str) -> bool:
 
 #: Account hash fields ``hold:<kind>`` hold a kind the account may not send for now (worker/pacing/holds.py).
 HOLD_PREFIX = "hold:"
+
+
+class Probe:
+    """The resume probe's hold on an account's lease (:meth:`AccountStore.probing`)."""
+
+    def __init__(self, renew: Callable[[], bool]) -> None:
+        self.called = False
+        self._renew = renew
+
+    def made_a_call(self) -> None:
+        """A vendor call was made under the probe: the account's pacing counts it when the probe ends."""
+        self.called = True
+
+    def renew(self) -> bool:
+        """Extend the probe's lease by its TTL (before a quick retry); False when it is no longer the probe's."""
+        return self._renew()
 
 
 @dataclass(frozen=True, slots=True)
