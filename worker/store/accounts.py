@@ -101,6 +101,12 @@ class Limits(BaseModel):
         return value
 
 
+#: The stored fields an account's spec is built from (``from_hash`` keeps specs by them).
+_SPEC_FIELDS = ("vendor", "base_url", "token", "instance", "limits", "options")
+#: Specs one process keeps at most; past it the cache starts again (a worker's accounts: thousands).
+_SPEC_CACHE = 20_000
+
+
 class AccountSpec(VendorAccount):
     """What a user configures for an account (PUT /v1/accounts/{id} and the TOML file): how to reach it at
     its vendor, and its sending limits."""
@@ -190,6 +196,9 @@ class AccountStore:
 
             secret_keys = get_settings().secret_keys()
         self.cipher = TokenCipher(secret_keys, required=require_key)
+        #: specs by their stored values (see from_hash), shared: nothing changes a spec in place (a change is
+        #: a new PUT, hence new stored values)
+        self._specs: dict[tuple[str, ...], AccountSpec] = {}
         self._flag_session = scripts.register(client, "flag_session")
         self._probe_begin = scripts.register(client, "probe_begin")
         self._probe_end = scripts.register(client, "probe_end")
@@ -235,19 +244,30 @@ class AccountStore:
 
     def get(self, account_id: str) -> Account | None:
         """One account, or None."""
-        data = cast(dict[str, str], self.redis.hgetall(self.keys.account(account_id)))
+        return self.from_hash(account_id, cast(dict[str, str], self.redis.hgetall(self.keys.account(account_id))))
+
+    def from_hash(self, account_id: str, data: dict[str, str]) -> Account | None:
+        """The account its stored hash describes, or None (a session reads the hash in its first round trip).
+        The spec (the token opened, the limits validated) is kept per process by the stored values: a
+        session per account and send would otherwise decrypt and validate the same values each time."""
         if not data or "vendor" not in data:
             return None
-        spec = AccountSpec(
-            vendor=data["vendor"],
-            base_url=data["base_url"],
-            # a token no configured key opens reads as unset: the account shows "token not set" and must
-            # get it again (BROADCAST_SECRET_KEY lost its old key)
-            token=SecretStr(self.cipher.open(data.get("token", "")) or ""),
-            instance=data["instance"],
-            limits=Limits.model_validate_json(data.get("limits") or "{}"),
-            options=json.loads(data.get("options") or "{}"),
-        )
+        raw = tuple(data.get(name, "") for name in _SPEC_FIELDS)
+        spec = self._specs.get(raw)
+        if spec is None:
+            spec = AccountSpec(
+                vendor=data["vendor"],
+                base_url=data["base_url"],
+                # a token no configured key opens reads as unset: the account shows "token not set" and must
+                # get it again (BROADCAST_SECRET_KEY lost its old key)
+                token=SecretStr(self.cipher.open(data.get("token", "")) or ""),
+                instance=data["instance"],
+                limits=Limits.model_validate_json(data.get("limits") or "{}"),
+                options=json.loads(data.get("options") or "{}"),
+            )
+            if len(self._specs) >= _SPEC_CACHE:
+                self._specs.clear()
+            self._specs[raw] = spec
         return Account(
             id=account_id,
             spec=spec,
