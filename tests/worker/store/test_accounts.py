@@ -239,3 +239,20 @@ def test_a_resume_probe_holds_the_accounts_lease_and_counts_for_pacing(store: Ac
     with pytest.raises(ConfigError), store.probing("a1", ttl_s=30):
         pass
     ledger.release("a1", claim.token)
+
+
+def test_a_changed_account_is_read_afresh_though_specs_are_kept_per_process(store: AccountStore) -> None:
+    """The spec cache is keyed by the stored values: a new token, limits or address is what the next
+    read returns, in this process and in one that never saw the old values."""
+    store.put("cached", spec(limits={"per_minute": 10}))
+    first = store.get("cached")
+    assert first is not None and first.spec.limits.per_minute == 10
+    assert store.get("cached") is not None
+
+    store.put("cached", spec(token="a-new-token-0123456789", limits={"per_minute": 3}, base_url="http://b.example/api"))
+    again = store.get("cached")
+    assert again is not None
+    assert again.spec.token.get_secret_value() == "a-new-token-0123456789"
+    assert again.spec.limits.per_minute == 3 and again.spec.base_url == "http://b.example/api"
+    fresh = AccountStore(store.redis, store.prefix).get("cached")
+    assert fresh is not None and fresh.spec == again.spec
