@@ -124,11 +124,11 @@ FAST_ENV = {
     "BROADCAST_VENDOR_CONNECT_TIMEOUT_S": "1",
     "BROADCAST_VENDOR_POOL_TIMEOUT_S": "0.5",
     "BROADCAST_VENDOR_DEADLINE_S": "1.5",
-    # after an abandoned call the account cools down (30 s by default): short here, tests/test_media_e2e.py
+    # after an abandoned call the account cools down (30 s by default): short here, tests/e2e/test_media.py
     # checks it with its own value
     "BROADCAST_ABANDONED_COOLDOWN_S": "0.5",
     "BROADCAST_WORKER_CONCURRENCY": "32",
-    # one worker process per test stack (faster to start); tests/test_worker_processes.py runs several
+    # one worker process per test stack (faster to start); tests/worker/runtime/test_processes.py runs several
     "BROADCAST_WORKER_PROCESSES": "1",
     "BROADCAST_DISPATCH_IDLE_S": "0.02",
     "BROADCAST_BATCH_MAX_S": "5",
@@ -200,7 +200,7 @@ class Stack:
     def stop(self) -> None:
         """End the processes at once (SIGKILL to each group): nothing is asserted after this, and a warm
         shutdown costs a second or two per test. The graceful stop is tested where it is the point
-        (tests/test_worker_processes.py sends SIGTERM itself)."""
+        (tests/worker/runtime/test_processes.py sends SIGTERM itself)."""
         for proc in self.procs:
             proc.kill()
         for proc in self.procs:

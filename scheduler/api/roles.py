@@ -1,7 +1,7 @@
 """Who may call what: every route's role (and, for a change, its audit action), in one table.
 
 ``authorize`` (:mod:`scheduler.api.state`) looks the matched route up here. A route missing from the
-table answers 403 to everyone but an admin (fail closed), and ``tests/test_roles.py`` fails on it: a
+table answers 403 to everyone but an admin (fail closed), and ``tests/scheduler/api/test_roles.py`` fails on it: a
 new route is added together with its line here. Roles include each other (viewer < operator < admin);
 ``docs/api.md`` ("Keys and roles") prints this table.
 """

@@ -4,7 +4,9 @@ A sync is vendor traffic on a real WeChat account, so it runs like a send: the d
 only when no session holds the account (``contacts_begin.lua`` takes the lease, and flags a session in
 flight so it ends at its next job); the step makes exactly one call, writes its result and the advanced
 cursor (guarded by the run's id), frees the lease and asks for its next step after the contact calls' own
-gap (``BROADCAST_CONTACTS_GAP_MIN_S``…``MAX_S``, drawn at random: E云's docs ask for 300-800 ms). Sends on the
+gap (``BROADCAST_CONTACTS_GAP_MIN_S``…``MAX_S``, drawn at random: E云's docs ask for 300-800 ms). The call
+goes through ``call_under_lease`` like a send: a failure that provably never left is retried at once, the
+step's lease renewed first. Sends on the
 account go on between two steps; a 10,000-friend sync never holds the account longer than one call.
 
 Phases: ``labels`` → ``list`` (GeWe ``fetchContactsList``, E云 ``initAddressList``) → ``poll`` while the
@@ -21,11 +23,13 @@ import logging
 import random
 import time
 import uuid
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import httpx
 
 from worker.errors import AccountDownError, PermanentError, ThrottledError, UnsupportedError, VendorError
+from worker.execution.lease import call_under_lease
 from worker.logs import REDACTOR
 from worker.settings import Settings
 from worker.store.accounts import AccountStore
@@ -39,6 +43,8 @@ BATCH_MAX = 100
 #: Marks a staged row that carries a group's member count (``[MEMBERS, room, count]``), not a contact.
 MEMBERS = "@members"
 
+T = TypeVar("T")
+
 
 class ContactSyncRunner:
     """Runs sync steps for one worker process (thread-safe: every step reads its state from Redis)."""
@@ -49,6 +55,7 @@ class ContactSyncRunner:
         self.accounts = accounts
         self.http = http
         self.rng = random.Random()
+        self.sleep: Callable[[float], None] | None = None  # the quick retries' waits (tests inject one)
 
     def gap(self) -> float:
         """The wait before the next contact call on the account: random within the configured bounds."""
@@ -74,7 +81,7 @@ class ContactSyncRunner:
         phase = state.get("phase") or "labels"
         next_at: float | None = None
         try:
-            done = self._phase(account_id, run, phase, state, backend, account.spec.options)
+            done = self._phase(account_id, token, run, phase, state, backend, account.spec.options)
             next_at = None if done else time.time() + self.gap()
         except UnsupportedError as exc:
             self.store.fail(account_id, run, f"contacts_unsupported: {exc}", now=time.time())
@@ -95,6 +102,7 @@ class ContactSyncRunner:
     def _phase(
         self,
         account_id: str,
+        token: str,
         run: str,
         phase: str,
         state: dict[str, str],
@@ -103,15 +111,24 @@ class ContactSyncRunner:
     ) -> bool:
         """One vendor call of ``phase`` and its result written; True when the sync finished."""
         store = self.store
+
+        def renew() -> bool:
+            return store.holds(account_id, token, ttl_s=self.settings.lease_ttl_s)
+
+        def under_lease(call: Callable[[], T]) -> T:
+            """The step's call: quick retries for what never left, the step's lease renewed before each."""
+            return call_under_lease(call, self.settings, renew, self.sleep)
+
         if phase == "labels":
-            labels = backend.contact_labels()
+            labels = under_lease(backend.contact_labels)
             fields: dict[str, str | int | float] = {
                 "labels_json": json.dumps(labels, ensure_ascii=False), "phase": "list", "attempts": 0,
             }  # fmt: skip
             store.advance(account_id, run, fields)
             return False
         if phase in ("list", "poll"):
-            listed = backend.contact_list(first=phase == "list", timeout_s=self.settings.contacts_list_timeout_s)
+            timeout_s = self.settings.contacts_list_timeout_s
+            listed = under_lease(lambda: backend.contact_list(first=phase == "list", timeout_s=timeout_s))
             if listed is None:
                 polls = int(state.get("polls") or 0) + (phase == "poll")
                 if polls > self.settings.contacts_max_polls:
@@ -136,7 +153,7 @@ class ContactSyncRunner:
                 return self._assemble(account_id, run)
             batch = min(BATCH_MAX, max(1, _int(options.get("contacts_batch"), backend.contact_batch)))
             ids = store.ids(account_id, cursor, batch)
-            details = {d.wxid: d for d in backend.contact_details(ids)}
+            details = {d.wxid: d for d in under_lease(lambda: backend.contact_details(ids))}
             rows: list[list[Any]] = []
             for wxid in ids:  # every id asked keeps its place, with its name when the vendor gave one
                 d = details.get(wxid)
@@ -156,7 +173,7 @@ class ContactSyncRunner:
             if room_no >= kept:
                 return self._assemble(account_id, run)
             room = store.ids(account_id, listed_friends + room_no, 1)[0]
-            count = backend.contact_room_members(room)
+            count = under_lease(lambda: backend.contact_room_members(room))
             store.advance(account_id, run, {"attempts": 0, "room": room_no + 1}, rows=[[MEMBERS, room, count]])
             return self._assemble(account_id, run) if room_no + 1 >= kept else False
         raise _NotReady(f"unknown sync phase {phase!r}")

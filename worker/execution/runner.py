@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import threading
 import time
-import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +45,8 @@ from worker.errors import (
     UnsupportedError,
     VendorError,
 )
-from worker.execution.retry import RetryPolicy, call_with_quick_retries
+from worker.execution.lease import call_under_lease
+from worker.execution.retry import RetryPolicy
 from worker.logs import REDACTOR
 from worker.messages import AnyMessage, SequenceMessage, SingleMessage
 from worker.pacing.holds import account_holds, held, held_entry, hold_after_abandoned, hold_for_daily_cap
@@ -113,6 +114,15 @@ class SessionReport:
             "skipped": self.skipped,
             "stopped": self.stopped,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """What a session's first round trip read besides the account: its pacing state and Redis's clock."""
+
+    pace: dict[str, str]
+    window: list[str]
+    clock: RedisClock
 
 
 @dataclass(slots=True)
@@ -190,7 +200,7 @@ class SessionRunner:
         """Send the session's jobs in order, paced; always gives unprocessed jobs back unless the lease
         was lost. ``groups`` has a '1' per job whose recipient is a group (its gap is the group gap)."""
         report = SessionReport(account=account_id)
-        account = self._durable(self.accounts.get, account_id)
+        account, opened = self._durable(self._read, account_id)
         if account is None:
             report.stopped = SessionStop.ACCOUNT_MISSING
             self._dead_all(account_id, token, job_ids, report)
@@ -198,7 +208,7 @@ class SessionRunner:
             return report
         REDACTOR.add(account.spec.token.get_secret_value())
         try:
-            session = self._open(account, token, report)
+            session = self._open(account, token, report, opened)
         except Exception:
             # give the jobs back at once rather than when the lease runs out
             self._durable(self.ledger.release, account_id, token)
@@ -235,22 +245,28 @@ class SessionRunner:
 
     # --- one session ----------------------------------------------------------------------------------
 
-    def _open(self, account: Account, token: str, report: SessionReport) -> Session:
-        """Read the account's pacing state and Redis's clock in one round trip."""
+    def _read(self, account_id: str) -> tuple[Account | None, _Opened]:
+        """The account, its pacing state and Redis's clock, in the session's one first round trip."""
         keys = self.ledger.keys
         pipe = self.ledger.redis.pipeline(transaction=False)
+        pipe.hgetall(keys.account(account_id))
         pipe.time()
-        pipe.hgetall(keys.pace(account.id))
-        pipe.lrange(keys.pace_window(account.id), 0, -1)
+        pipe.hgetall(keys.pace(account_id))
+        pipe.lrange(keys.pace_window(account_id), 0, -1)
         sent = time.monotonic()
-        (seconds, micros), pace, window = self._durable(pipe.execute)
+        stored, (seconds, micros), pace, window = pipe.execute()
         received = time.monotonic()
+        opened = _Opened(pace, window, RedisClock(seconds + micros / 1_000_000, sent, received))
+        return self.accounts.from_hash(account_id, stored), opened
+
+    def _open(self, account: Account, token: str, report: SessionReport, opened: _Opened) -> Session:
+        """The session, from what its first round trip read."""
         return Session(
             account=account,
             token=token,
             backend=self.backend_factory(account.vendor_account(), self._http_for(account.id)),
-            state=PaceState.from_redis(pace, window),
-            clock=RedisClock(seconds + micros / 1_000_000, sent, received),
+            state=PaceState.from_redis(opened.pace, opened.window),
+            clock=opened.clock,
             vendor_limited=account.spec.vendor in self._limited_vendors(),
             templates={},
             report=report,
@@ -280,7 +296,7 @@ class SessionRunner:
     def _begin(self, session: Session, job_id: str, start_at: float) -> Begin:
         """BEGIN once Redis's clock has reached ``start_at`` (it refuses earlier starts and says how much).
         One id for the call: a BEGIN retried after a lost reply answers as the first did."""
-        call = uuid.uuid4().hex[:16]
+        call = os.urandom(8).hex()
         for _ in range(10):
             wait = start_at - session.clock.now()
             if wait > 0:
@@ -784,11 +800,11 @@ class SessionRunner:
     def _under_lease(self, session: Session, call: Callable[[], T]) -> T:
         """One vendor call (a send, a part, a revoke) with the quick retries for what provably never left,
         the account's lease renewed before each retry so it outlives the call."""
-        return call_with_quick_retries(
+        return call_under_lease(
             call,
             self.settings,
-            sleep=self.sleep,
-            before_retry=lambda: self.ledger.touch(session.id, session.token, lease_ttl_s=self.settings.lease_ttl_s),
+            lambda: self.ledger.touch(session.id, session.token, lease_ttl_s=self.settings.lease_ttl_s),
+            self.sleep,
         )
 
     def _invalid(self, session: Session, job: Job, entry: dict[str, Any], started: float, exc: Exception) -> None:

@@ -27,8 +27,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from worker.errors import DailyCapError, MessageError, VendorError
 from worker.messages import TextMessage
@@ -56,11 +57,27 @@ class ResumeCheck:
     reason: str
 
 
-def confirm_back_online(backend: VendorBackend, account: Account) -> ResumeCheck:
+T = TypeVar("T")
+
+
+class UnderLease(Protocol):
+    """Runs one vendor call under the account's lease (``worker.execution.lease.call_under_lease``)."""
+
+    def __call__(self, call: Callable[[], T], /) -> T: ...
+
+
+def _directly(call: Callable[[], T], /) -> T:
+    return call()
+
+
+def confirm_back_online(
+    backend: VendorBackend, account: Account, *, under_lease: UnderLease = _directly
+) -> ResumeCheck:
     """Whether an account may resume: the online check must not say offline, and a down account must also
-    pass a probe send (one ``true`` from an online check is weak evidence)."""
+    pass a probe send (one ``true`` from an online check is weak evidence). Each vendor call goes through
+    ``under_lease`` (the resume probe's lease, its quick retries)."""
     try:
-        online = backend.check_online()
+        online = under_lease(backend.check_online)
     except (VendorError, MessageError) as exc:  # MessageError: the request cannot be built from the account
         return ResumeCheck(False, f"online check failed: {exc}")
     if online is False:
@@ -70,7 +87,7 @@ def confirm_back_online(backend: VendorBackend, account: Account) -> ResumeCheck
     probe_to = account.spec.options.get(PROBE_TO_OPTION, DEFAULT_PROBE_TO)
     was = f" (was down: {account.status_reason})" if account.status_reason else ""
     try:
-        backend.send(probe_to, TextMessage(text=PROBE_TEXT))
+        under_lease(lambda: backend.send(probe_to, TextMessage(text=PROBE_TEXT)))
     except (VendorError, MessageError) as exc:
         check = "the online check says online" if online else "no online check"
         return ResumeCheck(False, f"still down{was}: {check}, but a probe send to {probe_to} failed: {exc}")

@@ -6,7 +6,7 @@ Two changes, both in the channel:
   acknowledge from their own threads while the consumer's thread tears a lost connection down; kombu then
   tries to restore the unacknowledged messages through the transport the teardown has just closed, and
   the worker dies (``'NoneType' object has no attribute 'hostname'``) instead of reconnecting — seen when
-  Redis restarts (``tests/test_chaos.py``). Nothing is lost by skipping that restore: the messages stay in
+  Redis restarts (``tests/e2e/test_chaos.py``). Nothing is lost by skipping that restore: the messages stay in
   Redis's unacked index and return after the visibility timeout, as they do after a SIGKILL, and the jobs
   they name are back in their queues long before (their session's lease expired and the dispatcher
   recovered them), so a returning message finds its lease gone and does nothing.

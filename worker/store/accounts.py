@@ -101,6 +101,12 @@ class Limits(BaseModel):
         return value
 
 
+#: The stored fields an account's spec is built from (``from_hash`` keeps specs by them).
+_SPEC_FIELDS = ("vendor", "base_url", "token", "instance", "limits", "options")
+#: Specs one process keeps at most; past it the cache starts again (a worker's accounts: thousands).
+_SPEC_CACHE = 20_000
+
+
 class AccountSpec(VendorAccount):
     """What a user configures for an account (PUT /v1/accounts/{id} and the TOML file): how to reach it at
     its vendor, and its sending limits."""
@@ -190,9 +196,13 @@ class AccountStore:
 
             secret_keys = get_settings().secret_keys()
         self.cipher = TokenCipher(secret_keys, required=require_key)
+        #: specs by their stored values (see from_hash), shared: nothing changes a spec in place (a change is
+        #: a new PUT, hence new stored values)
+        self._specs: dict[tuple[str, ...], AccountSpec] = {}
         self._flag_session = scripts.register(client, "flag_session")
         self._probe_begin = scripts.register(client, "probe_begin")
         self._probe_end = scripts.register(client, "probe_end")
+        self._touch = scripts.register(client, "touch")
 
     def put(self, account_id: str, spec: AccountSpec) -> Account:
         """Create or update; an update keeps the status and, when no token is given, the old token — unless
@@ -235,19 +245,30 @@ class AccountStore:
 
     def get(self, account_id: str) -> Account | None:
         """One account, or None."""
-        data = cast(dict[str, str], self.redis.hgetall(self.keys.account(account_id)))
+        return self.from_hash(account_id, cast(dict[str, str], self.redis.hgetall(self.keys.account(account_id))))
+
+    def from_hash(self, account_id: str, data: dict[str, str]) -> Account | None:
+        """The account its stored hash describes, or None (a session reads the hash in its first round trip).
+        The spec (the token opened, the limits validated) is kept per process by the stored values: a
+        session per account and send would otherwise decrypt and validate the same values each time."""
         if not data or "vendor" not in data:
             return None
-        spec = AccountSpec(
-            vendor=data["vendor"],
-            base_url=data["base_url"],
-            # a token no configured key opens reads as unset: the account shows "token not set" and must
-            # get it again (BROADCAST_SECRET_KEY lost its old key)
-            token=SecretStr(self.cipher.open(data.get("token", "")) or ""),
-            instance=data["instance"],
-            limits=Limits.model_validate_json(data.get("limits") or "{}"),
-            options=json.loads(data.get("options") or "{}"),
-        )
+        raw = tuple(data.get(name, "") for name in _SPEC_FIELDS)
+        spec = self._specs.get(raw)
+        if spec is None:
+            spec = AccountSpec(
+                vendor=data["vendor"],
+                base_url=data["base_url"],
+                # a token no configured key opens reads as unset: the account shows "token not set" and must
+                # get it again (BROADCAST_SECRET_KEY lost its old key)
+                token=SecretStr(self.cipher.open(data.get("token", "")) or ""),
+                instance=data["instance"],
+                limits=Limits.model_validate_json(data.get("limits") or "{}"),
+                options=json.loads(data.get("options") or "{}"),
+            )
+            if len(self._specs) >= _SPEC_CACHE:
+                self._specs.clear()
+            self._specs[raw] = spec
         return Account(
             id=account_id,
             spec=spec,
@@ -286,23 +307,19 @@ class AccountStore:
         return [a for a in (self.get(i) for i in ids) if a is not None]
 
     @contextmanager
-    def probing(self, account_id: str, *, ttl_s: float) -> Iterator[Callable[[], None]]:
+    def probing(self, account_id: str, *, ttl_s: float) -> Iterator[Probe]:
         """Hold the account's lease while an operator's check talks to the vendor (the resume probe): one
-        call in flight per account, like a send. Yields a function to call once a vendor call was made,
-        so the account's pacing counts it. Raises ConfigError when a session holds the account."""
+        call in flight per account, like a send. Yields the :class:`Probe`: ``made_a_call`` once a vendor
+        call was made, so the account's pacing counts it; ``renew`` before a quick retry. Raises
+        ConfigError when a session holds the account."""
         token = f"probe:{uuid.uuid4().hex}"
         if not self._probe_begin(args=[self.prefix, account_id, token, int(ttl_s * 1000)]):
             raise ConfigError(f"account {account_id!r} is sending right now; try again in a moment")
-        called = False
-
-        def made_a_call() -> None:
-            nonlocal called
-            called = True
-
+        probe = Probe(lambda: bool(self._touch(args=[self.prefix, account_id, token, int(ttl_s * 1000)])))
         try:
-            yield made_a_call
+            yield probe
         finally:
-            self._probe_end(args=[self.prefix, account_id, token, "1" if called else "0"])
+            self._probe_end(args=[self.prefix, account_id, token, "1" if probe.called else "0"])
 
     def set_status(self, account_id: str, status: Status, reason: str = "") -> None:
         """Pause, resume or mark an account down (with the vendor's reason)."""
@@ -364,6 +381,22 @@ def _valid_id(account_id: str) -> bool:
 
 #: Account hash fields ``hold:<kind>`` hold a kind the account may not send for now (worker/pacing/holds.py).
 HOLD_PREFIX = "hold:"
+
+
+class Probe:
+    """The resume probe's hold on an account's lease (:meth:`AccountStore.probing`)."""
+
+    def __init__(self, renew: Callable[[], bool]) -> None:
+        self.called = False
+        self._renew = renew
+
+    def made_a_call(self) -> None:
+        """A vendor call was made under the probe: the account's pacing counts it when the probe ends."""
+        self.called = True
+
+    def renew(self) -> bool:
+        """Extend the probe's lease by its TTL (before a quick retry); False when it is no longer the probe's."""
+        return self._renew()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Every Redis key name, built from :data:`LAYOUT` in one place (like ``rq/registry.py``).
 
 Python builds keys with :class:`Keys`; the Lua scripts call ``key_<name>(...)`` functions the loader
-(:mod:`worker.store.scripts`) generates from the same table. ``tests/test_layout.py`` fails on a key string
+(:mod:`worker.store.scripts`) generates from the same table. ``tests/repo/test_layout.py`` fails on a key string
 spelled anywhere else.
 
 All keys share a prefix (``BROADCAST_KEY_PREFIX``, default ``bc``) so deployments and test runs can share

@@ -570,7 +570,7 @@ def vendors_with_contacts() -> list[str]:
 
 
 def registered_vendors() -> list[str]:
-    """Names of the registered backends (the same as :data:`VendorName`; ``tests/test_layout.py`` checks)."""
+    """Names of the registered backends (the same as :data:`VendorName`; ``tests/repo/test_layout.py`` checks)."""
     import worker.vendors  # noqa: F401
 
     return sorted(_REGISTRY)

@@ -138,7 +138,7 @@ def resume_account(account_id: AccountId, state: Stores, check_online: bool = Tr
     account = _existing(state, account_id)
     note = ""
     if check_online:
-        from worker.pacing.holds import confirm_back_online
+        from worker.execution.lease import probe_resume
         from worker.runtime.connections import vendor_http_client
         from worker.vendors import backend_for
 
@@ -146,11 +146,8 @@ def resume_account(account_id: AccountId, state: Stores, check_online: bool = Tr
         # check holds the account's lease: never a second call in flight for it, and the pacing counts it
         settings = state.settings
         try:
-            with state.accounts.probing(account_id, ttl_s=2 * settings.longest_vendor_call_s) as made_a_call:
-                made_a_call()
-                verdict = confirm_back_online(
-                    backend_for(account.vendor_account(), vendor_http_client(settings)), account
-                )
+            backend = backend_for(account.vendor_account(), vendor_http_client(settings))
+            verdict = probe_resume(state.accounts, account, backend, settings)
         except ConfigError as exc:
             raise ApiError(409, "account_busy", str(exc), None) from None
         if not verdict.ok:

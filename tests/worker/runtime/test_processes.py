@@ -1,0 +1,87 @@
+"""``broadcast worker`` as users start it: several processes, each a threads pool announcing its capacity."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from scheduler.intake.producer import Producer
+from simulator.server import SimulatorServer
+from tests.conftest import Stack
+from tests.e2e.test_pipeline import sim_sends
+from tests.procs import wait_for
+
+pytestmark = pytest.mark.e2e  # starts `broadcast` processes
+
+
+def test_default_worker_runs_one_process_per_core_and_stops_them_all_on_sigterm(
+    redis_url: str, sim: SimulatorServer, tmp_path: Path
+) -> None:
+    stack = Stack(redis_url, sim, tmp_path, BROADCAST_WORKER_PROCESSES="2", BROADCAST_WORKER_CONCURRENCY="16")
+    try:
+        accounts = [stack.add_account(f"mp{i}", "gewe", instance=f"inst-{stack.prefix}-{i}") for i in range(6)]
+        producer = Producer(stack.ledger, stack.accounts)
+        text = {"kind": "text", "text": "hi"}
+        jobs = [
+            producer.submit_message(account=a, to=f"wxid_{a}_{n}", message=text).id for a in accounts for n in range(5)
+        ]
+        worker = stack.start("worker")  # no -P/-c/-n: the defaults a user gets
+        workers_key = stack.ledger.keys.workers
+
+        def announced() -> dict[str, str]:
+            live = stack.redis.zrange(workers_key, 0, -1)
+            caps = stack.redis.hmget(stack.ledger.keys.worker_cap, live) if live else []
+            return dict(zip(live, caps, strict=True))
+
+        wait_for(lambda: len(announced()) == 2, timeout=60, what="two worker processes")
+        nodes = announced()
+        assert sorted(name.split("@")[0] for name in nodes) == ["broadcast1", "broadcast2"]
+        assert set(nodes.values()) == {"16"}  # each announces its own threads pool
+
+        stack.start("scheduler")
+        done = stack.wait_terminal(jobs, timeout=60)
+        assert collections.Counter(j.state for j in done) == {"sent": len(jobs)}
+        per_recipient = collections.Counter(
+            r["to"] for a in accounts for r in sim_sends(stack, instance=f"inst-{stack.prefix}-{a[2:]}")
+        )
+        assert len(per_recipient) == len(jobs) and set(per_recipient.values()) == {1}
+
+        # SIGTERM to the command alone (as `docker stop` sends it): every process shuts down warm
+        worker.proc.send_signal(signal.SIGTERM)
+        try:
+            code = worker.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the worker processes did not stop on SIGTERM") from None
+        assert code == 0
+        assert announced() == {}  # each withdrew its capacity as it stopped
+    finally:
+        stack.stop()
+
+
+def test_when_one_worker_process_dies_the_command_stops_the_others_and_fails(
+    redis_url: str, sim: SimulatorServer, tmp_path: Path
+) -> None:
+    stack = Stack(redis_url, sim, tmp_path, BROADCAST_WORKER_PROCESSES="2", BROADCAST_WORKER_CONCURRENCY="4")
+    try:
+        worker = stack.start("worker")
+        children: list[int] = []
+
+        def two_children() -> bool:
+            children[:] = [
+                int(c) for c in Path(f"/proc/{worker.proc.pid}/task/{worker.proc.pid}/children").read_text().split()
+            ]
+            return len(children) == 2
+
+        wait_for(two_children, timeout=60, what="two worker processes")
+        os.kill(children[0], signal.SIGKILL)  # one crashes (OOM killer, a bug)
+        # the command does not limp on at half capacity: it stops the other and exits non-zero, so a
+        # supervisor (Docker's restart policy, systemd) starts the whole again
+        assert worker.proc.wait(60) != 0
+        assert not Path(f"/proc/{children[1]}").exists() or "zombie" in Path(f"/proc/{children[1]}/status").read_text()
+    finally:
+        stack.stop()
