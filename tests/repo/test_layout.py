@@ -28,7 +28,7 @@ def test_the_simulator_simulates_every_vendor() -> None:
 
 ROOT = Path(__file__).resolve().parents[2]
 LUA = ROOT / "worker" / "store" / "lua"
-SCRIPTS = sorted(f.stem for f in LUA.glob("*.lua") if f.stem != "prelude")
+SCRIPTS = sorted(f.stem for f in LUA.glob("*.lua") if not f.stem.startswith("prelude"))
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -66,7 +66,7 @@ def test_a_script_error_names_the_lua_file_and_line(redis_url: str) -> None:
 def test_an_included_prelude_line_maps_to_the_prelude() -> None:
     source = scripts.source("finish_sent")
     lines = (LUA / "finish_sent.lua").read_text().splitlines()
-    include = lines.index("--!include prelude") + 1  # after the header comment
+    include = lines.index("--!include prelude_finish") + 1  # after the header comment and the includes
     prelude_start = next(first for first, file, _ in source.parts if file == "prelude.lua")
     body_start = max(first for first, file, _ in source.parts if file == "finish_sent.lua")
     assert source.where(prelude_start + 4) == "prelude.lua:5"

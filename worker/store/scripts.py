@@ -6,7 +6,8 @@ the campaign's total (each transition decrements the old state's counter and inc
 
 The scripts live in ``worker/store/lua/*.lua`` (package data), each opening with a comment that lists its
 KEYS, ARGV (by position) and reply, as BullMQ's ``src/commands/*.lua`` do. A script with a
-``--!include prelude`` line (after that comment) gets the shared helpers of ``prelude.lua``; every script
+``--!include prelude`` line (after that comment) gets the shared helpers of ``prelude.lua`` (a FINISH also
+``--!include prelude_finish``, the helpers only the finish scripts use); every script
 gets ``p`` (the key prefix, ``ARGV[1]``), a ``key_<name>(...)`` function for each key it uses, generated
 from :data:`worker.store.keys.LAYOUT`, and the :data:`SHARED` numbers it names. A job state, outcome,
 reason or campaign status is named as ``STATE.SENDING``, ``DEAD_REASON.UNKNOWN_OUTCOME``... and spelled
@@ -105,14 +106,13 @@ def source(name: str) -> Source:
     file = f"{name}.lua"
     body = _read(file)
     chunks: list[tuple[str, str, int]] = []  # (text, file, first line of the text in that file)
-    include = _INCLUDE.search(body)
-    if include:
-        if include.start():  # the script's header comment comes first
-            chunks.append((body[: include.start()], file, 1))
+    at = 0  # where the script's text not yet taken starts
+    for include in _INCLUDE.finditer(body):  # each replaced by the file it names, in order
+        if include.start() > at:  # the script's header comment, before its includes
+            chunks.append((body[at : include.start()], file, body.count("\n", 0, at) + 1))
         chunks.append((_read(f"{include.group(1)}.lua"), f"{include.group(1)}.lua", 1))
-        chunks.append((body[include.end() :], file, body.count("\n", 0, include.end()) + 1))
-    else:
-        chunks.append((body, file, 1))
+        at = include.end()
+    chunks.append((body[at:], file, body.count("\n", 0, at) + 1))
     code = "".join(text for text, _, _ in chunks)
     used = sorted(set(_KEY_CALL.findall(code)))
     unknown = [k for k in used if k not in LAYOUT]

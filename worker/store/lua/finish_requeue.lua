@@ -2,10 +2,11 @@
   FINISH an attempt that did not count (the account is down): the job goes back to the head of its queue
   (`queued`), its attempt not counted; cancelled instead when its campaign was cancelled meanwhile.
   KEYS: none (names are built from the prefix, ARGV[1]; keys.py LAYOUT)
-  ARGV: [1..15] as every FINISH (prelude.lua, "FINISH"); [16] '' (unused), [17] error_class, [18] error
-  Returns {'ok' | 'stale', end time, throttles} (prelude.lua, "FINISH").
+  ARGV: [1..15] as every FINISH (prelude_finish.lua, "FINISH"); [16] '' (unused), [17] error_class, [18] error
+  Returns {'ok' | 'stale', end time, throttles} (prelude_finish.lua, "FINISH").
 ]]
 --!include prelude
+--!include prelude_finish
 local f, reply = finish_open()
 if not f then return reply end
 reply = finish_unsent(f)

@@ -1,12 +1,13 @@
 --[[
   FINISH a failed attempt to be tried again: the job becomes `retrying`, due again at ARGV[16].
   KEYS: none (names are built from the prefix, ARGV[1]; keys.py LAYOUT)
-  ARGV: [1..15] as every FINISH (prelude.lua, "FINISH"); [16] due_at (epoch s), [17] error_class,
+  ARGV: [1..15] as every FINISH (prelude_finish.lua, "FINISH"); [16] due_at (epoch s), [17] error_class,
         [18] error
-  Returns {'ok' | 'stale', end time, throttles} (prelude.lua, "FINISH").
+  Returns {'ok' | 'stale', end time, throttles} (prelude_finish.lua, "FINISH").
   The job gives back its place under the recipient cap, and counts one more error of its class (n_<class>).
 ]]
 --!include prelude
+--!include prelude_finish
 local f, reply = finish_open()
 if not f then return reply end
 reply = finish_unsent(f)

@@ -1,14 +1,15 @@
 --[[
   FINISH a send that went out: the job becomes `sent` with the vendor's ids.
   KEYS: none (names are built from the prefix, ARGV[1]; keys.py LAYOUT)
-  ARGV: [1..15] as every FINISH (prelude.lua, "FINISH"); [16..] field, value, ... (the vendor ids and
+  ARGV: [1..15] as every FINISH (prelude_finish.lua, "FINISH"); [16..] field, value, ... (the vendor ids and
         media fields to store on the job)
-  Returns {'ok' | 'stale', end time, throttles} (prelude.lua, "FINISH").
+  Returns {'ok' | 'stale', end time, throttles} (prelude_finish.lua, "FINISH").
   A job recovered as an unknown outcome (dead) while the call ran is taken back out of the dead letters:
   now we know it went out. A campaign's send counts toward auto-pause; sent while its campaign is being
   recalled, its revoke is asked for at once.
 ]]
 --!include prelude
+--!include prelude_finish
 local f, reply = finish_open()
 if not f then return reply end
 local jk, id, now, ttl, st, camp = f.jk, f.id, f.now, f.ttl, f.st, f.camp
