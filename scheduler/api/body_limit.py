@@ -15,6 +15,9 @@ from worker.jsonsafe import JSON_LIMITS, STREAMED_JSON_LIMITS, JsonLimitError, J
 MAX_JSON_BODY = 10 * 1024 * 1024
 #: Recipient uploads (CSV/JSONL, multipart) may be larger; they are spooled to disk by the parser.
 MAX_UPLOAD_BODY = 200 * 1024 * 1024
+#: The routes that take :data:`MAX_UPLOAD_BODY`, by exact path: a suffix test would give any route ending in
+#: ``/upload`` (``PUT /v1/accounts/upload`` names an account) the upload limit.
+UPLOAD_PATHS = frozenset({"/v1/campaigns/upload"})
 #: Bodies parsed in streaming passes (``scheduler/intake/uploads.py``): only their shape needs a bound.
 STREAMED_JSON_PATHS = frozenset({"/v1/campaigns"})
 #: The only routes whose bodies are not JSON, chosen by the route, never by the client's Content-Type (a
@@ -69,7 +72,7 @@ class BodyLimit:
             message = "more than one Content-Type header"
             await error_response(400, "ambiguous_content_type", message, "content-type")(scope, receive, send)
             return
-        limit = MAX_UPLOAD_BODY if scope["path"].endswith("/upload") else MAX_JSON_BODY
+        limit = MAX_UPLOAD_BODY if scope["path"] in UPLOAD_PATHS else MAX_JSON_BODY
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await _too_large(scope, receive, send, limit)
