@@ -37,6 +37,11 @@ class SuppressionReason(StrEnum):
 
 REASONS = tuple(r.value for r in SuppressionReason)
 
+#: The ``by`` the system itself writes: a vendor callback (opt-out, contact removed) and a vendor's refusal
+#: (not a friend). No operator key may be named so (``scheduler/api/routers/keys.py``), or its entries would
+#: read as the recipient's own opt-out.
+SYSTEM_BY = ("callback", "vendor")
+
 
 @dataclass(frozen=True, slots=True)
 class Suppression:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scheduler.api.errors import ApiError
 from scheduler.api.state import AUTH, Stores, authorize
 from worker.store.operators import NAME_PATTERN, Caller, KeyExists, Role
+from worker.store.suppressions import SYSTEM_BY
 
 router = APIRouter(tags=["keys"], dependencies=AUTH)
 
@@ -28,8 +29,9 @@ class KeyIn(BaseModel):
     rate_per_min: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
-#: Who the audit names for the bootstrap token and for an open dev API: no key may pose as either.
-RESERVED_NAMES = ("bootstrap", "anonymous")
+#: Who the audit names for the bootstrap token and for an open dev API, and the ``by`` of the suppressions
+#: the system writes itself: no key may pose as any of them.
+RESERVED_NAMES = ("bootstrap", "anonymous", *SYSTEM_BY)
 
 
 def reserved_name(name: str) -> bool:
