@@ -87,5 +87,8 @@ def _target(action: str, params: dict[str, Any], body: bytes) -> str:
         answer = json.loads(body) if body else {}
     except ValueError:
         answer = {}
+    if isinstance(answer, dict) and isinstance(answer.get("to"), str):  # a suppression: account (or *) and to
+        account = answer.get("account")
+        return f"{kind}:{account if isinstance(account, str) else '*'}/{answer['to']}"
     found = answer.get("id") or answer.get("name") if isinstance(answer, dict) else None
     return f"{kind}:{found}" if isinstance(found, str | int) and found != "" else kind

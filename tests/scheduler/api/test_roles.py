@@ -159,3 +159,15 @@ def test_one_name_created_at_once_by_many_is_one_201_and_409s(api: ApiStack) -> 
 def test_an_audit_cursor_redis_would_refuse_is_422(api: ApiStack, cursor: str) -> None:
     answer = api.http.get("/v1/audit", params={"cursor": cursor})
     assert answer.status_code == 422 and answer.json()["error"]["field"] == "cursor", answer.text
+
+
+def test_a_suppression_added_or_removed_is_audited_with_its_account_and_recipient(api: ApiStack) -> None:
+    to = f"wxid_audit{api.prefix}".replace("-", "")
+    added = api.http.post("/v1/suppressions", json={"to": to, "reason": "manual"})
+    assert added.status_code == 201, added.text
+    removed = api.http.delete(f"/v1/suppressions/*/{to}")
+    entries = api.http.get("/v1/audit", params={"limit": 50}).json()["items"]
+    targets = {e["action"]: e["target"] for e in entries if e["action"].startswith("suppression.")}
+    assert targets.get("suppression.add") == f"suppression:*/{to}", entries
+    if removed.status_code == 200:
+        assert targets.get("suppression.remove") == f"suppression:*/{to}", entries
