@@ -137,7 +137,9 @@ def test_metrics_count_against_a_keys_rate(api: ApiStack) -> None:
     assert codes.count(429) >= 2, codes
 
 
-@pytest.mark.parametrize("name", ["Bootstrap", "ANONYMOUS", "bootstrap.", "anonymous@x", "bootstrap-ci", "callback", "Vendor", "callback.x"])
+@pytest.mark.parametrize(
+    "name", ["Bootstrap", "ANONYMOUS", "bootstrap.", "anonymous@x", "bootstrap-ci", "callback", "Vendor", "callback.x"]
+)
 def test_names_that_read_as_a_reserved_one_are_refused(api: ApiStack, name: str) -> None:
     answer = api.http.post("/v1/keys", json={"name": name, "role": "viewer"})
     assert answer.status_code == 422 and answer.json()["error"]["field"] == "name", answer.text
