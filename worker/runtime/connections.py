@@ -115,7 +115,13 @@ DEFAULT_VENDOR_DENY = (
 #: IPv6 ranges whose last 32 bits are an IPv4 address a connection reaches (IPv4-compatible, the NAT64
 #: well-known prefix): judged by the IPv4 rules, like IPv4-mapped ``::ffff:a.b.c.d``. ``::`` and ``::1``
 #: are no IPv4-compatible addresses (RFC 4291 2.5.5.1).
-_EMBEDDING_IPV4 = (ipaddress.IPv6Network("::/96"), ipaddress.IPv6Network("64:ff9b::/96"))
+_EMBEDDING_IPV4 = (
+    ipaddress.IPv6Network("::/96"),
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),  # SIIT IPv4-translated ::ffff:0:a.b.c.d (RFC 2765)
+)
+#: 6to4 (RFC 3056): the IPv4 address is bits 16-48 (``2002:a.b.c.d::/48``).
+_SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
 _NOT_EMBEDDING = ipaddress.IPv6Network("::/127")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -145,6 +151,8 @@ class VendorNetwork:
                 ip = ip.ipv4_mapped
             elif ip not in _NOT_EMBEDDING and any(ip in net for net in _EMBEDDING_IPV4):
                 ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+            elif ip in _SIX_TO_FOUR:
+                ip = ipaddress.IPv4Address((int(ip) >> 80) & 0xFFFFFFFF)
         return any(ip in net for net in self.deny) and not any(ip in net for net in self.allow)
 
     def literal_refused(self, host: str) -> str | None:
@@ -152,13 +160,17 @@ class VendorNetwork:
         ``0x7f000001``, ``127.1``, ``[::1]``) or ``localhost``; None otherwise (names are checked at connect)."""
         if not self.deny:
             return None
+        # meant as an IP literal: bracketed, percent-encoded, or a last label starting with a digit (no TLD does)
+        last = host.rstrip(".").rsplit(".", 1)[-1]
+        looks_literal = host.startswith("[") or host.endswith("]") or "%" in host or last[:1].isdigit()
         host = host.strip("[]").rstrip(".").lower()
         if host == "localhost" or host.endswith(".localhost"):
             return "127.0.0.1" if self.refuses("127.0.0.1") else None
         try:
             address = str(socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)[0][4][0])
         except (OSError, UnicodeError):
-            return None
+            # an IP literal that does not parse (``[fe80::1%25lo]``, ``127.1%2e0.1``) may parse elsewhere
+            return host or "?" if looks_literal else None
         return address if self.refuses(address) else None
 
     def address_for(self, host: str, port: int) -> str:

@@ -228,3 +228,25 @@ def test_a_forced_replay_is_audited_apart_from_a_plain_one(redis_url: str) -> No
         "dead_letter.replay_bulk_force",
         "dead_letter.replay_bulk",
     ]
+
+
+def test_siit_and_6to4_addresses_are_judged_by_the_ipv4_they_carry() -> None:
+    from worker.runtime.connections import VendorNetwork
+
+    prod = VendorNetwork.from_settings(Settings())
+    for address in ("::ffff:0:a9fe:a9fe", "::ffff:0:7f00:1", "2002:a9fe:a9fe::1", "2002:7f00:1::"):
+        assert prod.refuses(address), address
+        assert prod.literal_refused(f"[{address}]"), address
+    assert not prod.refuses("2002:cb00:7105::1") and not prod.refuses("::ffff:0:cb00:7105")
+    allowed = VendorNetwork.from_settings(Settings(vendor_allow="127.0.0.0/8"))
+    assert not allowed.refuses("::ffff:0:7f00:1") and not allowed.refuses("2002:7f00:1::")
+
+
+def test_a_host_that_looks_like_an_ip_literal_but_does_not_parse_is_refused() -> None:
+    from worker.runtime.connections import VendorNetwork
+
+    prod = VendorNetwork.from_settings(Settings())
+    for host in ("[fe80::1%25lo]", "127.1%2e0.1", "[::1", "[not-an-ip]"):
+        assert prod.literal_refused(host), host
+    for name in ("vendor.example.com", "cafe.de", "face.bad"):
+        assert prod.literal_refused(name) is None, name
