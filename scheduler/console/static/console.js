@@ -516,7 +516,7 @@ const REASONS_ZH = [
   [/^online check failed: /, "在线检查失败："],
   [/^resumed after a probe send to (\S+)/, "向 $1 试发成功后恢复"],
   [/^still down/, "仍不可用"],
-  [/ \(was down: /, "（此前不可用："],
+  [/ \(was down: (.*)\)$/, "（此前不可用：$1）"],
 ];
 const reasonText = (text) => {
   if (lang !== "zh" || !text) return text || "";

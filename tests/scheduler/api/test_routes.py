@@ -514,3 +514,5 @@ def test_the_openapi_description_names_every_resource_and_the_favicon_is_served(
     icon = httpx.get(f"{api.api_url}/favicon.ico")  # no token: browsers ask for it on every page
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
     assert icon.content.startswith(b"<svg")
+    root = httpx.get(f"{api.api_url}/")  # the address the dev banner labels "API": no 404
+    assert root.status_code in (302, 307) and root.headers["location"] == "/console"
