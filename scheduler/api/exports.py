@@ -55,12 +55,15 @@ def export_deliveries(
     zone = lru_cache(maxsize=1024)(timezone_of)
 
     def with_iso(item: dict[str, Any]) -> dict[str, Any]:
-        iso = iso_time(item.get("sent_at"), zone(item["account"]))
+        timezone = zone(item["account"])
+        iso = iso_time(item.get("sent_at"), timezone)
         out: dict[str, Any] = {}
         for key, value in item.items():
             out[key] = value
             if key == "sent_at":
                 out["sent_at_iso"] = iso
+            elif key == "parts" and value:  # each part went out at its own time (a gap between parts)
+                out[key] = [{**part, "sent_at_iso": iso_time(part.get("sent_at"), timezone)} for part in value]
         return out
 
     cursor: int | None = 0
@@ -82,7 +85,8 @@ def export_deliveries(
                 # a sequence: one row per part (what went to the recipient, message by message), its own ids
                 for part in parts:
                     ids = {name: part.get(name) for name in RESULT_FIELDS}
-                    cells = {"part": part["index"] + 1, "part_kind": part.get("kind"), "part_status": part["status"]}
+                    cells = {"part": part["index"] + 1, "part_kind": part.get("kind"), "part_status": part["status"],
+                             "sent_at": part.get("sent_at"), "sent_at_iso": part.get("sent_at_iso")}  # fmt: skip
                     writer.writerow({name: neutralised(value) for name, value in {**row, **ids, **cells}.items()})
             yield buffer.getvalue()
         else:

@@ -35,6 +35,7 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/redoc"),
         ("GET", "/console"),
         ("GET", "/console/"),
+        ("GET", "/"),  # a redirect to /console
         ("GET", "/favicon.ico"),
     }
 )

@@ -157,6 +157,8 @@ def _print_accepted(accepted: dict[str, Any]) -> None:
     )
     if accepted.get("audience"):
         _print_audience(accepted["audience"])
+    if accepted["status"] == "draft":
+        say(f"next: broadcast campaign start {accepted['id']} / 下一步：broadcast campaign start {accepted['id']}")
 
 
 @app.command("create")
@@ -284,7 +286,8 @@ def _print_audience(audience: dict[str, Any]) -> None:
     """What an audience resolved to: counts, each account's sync age, the first rows (a draft)."""
     say(
         f"audience: {audience['total']} recipients, {audience['duplicates']} reached by an earlier account, "
-        f"{audience['excluded']} excluded / 受众 {audience['total']} 人"
+        f"{audience['excluded']} excluded / 受众 {audience['total']} 人，{audience['duplicates']} 人已由前面的账号覆盖，"
+        f"排除 {audience['excluded']} 人"
     )
     for acct, info in (audience.get("accounts") or {}).items():
         age = float(info.get("sync_age_s") or 0)

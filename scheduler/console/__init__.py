@@ -115,6 +115,11 @@ def mount_console(app: FastAPI, auth: list[params.Depends]) -> None:
             STATIC / "favicon.svg", media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"}
         )
 
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        """The address the dev banner labels "API": a browser opening it lands on the console (307)."""
+        return RedirectResponse("/console")
+
     @app.get("/console/", include_in_schema=False)
     def console_slash() -> RedirectResponse:
         return RedirectResponse("/console")

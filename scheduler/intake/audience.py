@@ -13,7 +13,8 @@ suppression) applies unchanged. Rules:
 - the variables ``{nickname}``, ``{remark}`` and ``{name}`` (the remark, or else the nickname) come from the
   contact.
 
-Bad input is refused whole, naming the field: an account never synced (409 ``contacts_not_synced``), a
+Bad input is refused whole, naming the field: an account whose vendor has no contact calls (409
+``contacts_unsupported``, as a sync of it is answered), an account never synced (409 ``contacts_not_synced``), a
 label no account has (422), a label name two labels of one account share after a rename (409
 ``label_ambiguous``), an account that is not the campaign's, an audience that resolves to nobody (422).
 """
@@ -31,6 +32,7 @@ from scheduler.intake.producer import RECIPIENT_MAX
 from worker.errors import MessageError
 from worker.store.accounts import ACCOUNT_ID_MAX
 from worker.store.contacts import Contact, ContactBook, ContactStore
+from worker.vendors.base import vendors_with_contacts
 
 #: Variables a contact fills.
 CONTACT_VARS: Final = frozenset({"nickname", "remark", "name"})
@@ -104,6 +106,14 @@ class Resolved:
         }
 
 
+def contacts_unsupported(vendor: str) -> str:
+    """Why an account of ``vendor`` can neither sync its contacts nor be an audience (409 ``contacts_unsupported``)."""
+    return (
+        f"vendor {vendor!r} has no documented contact calls (supported: {', '.join(vendors_with_contacts())})"
+        f" / 服务商 {vendor!r} 没有公开的通讯录接口"
+    )
+
+
 def _field(base: str, name: str, n: int | None = None) -> str:
     return f"{base}.{name}" if n is None else f"{base}.{name}[{n}]"
 
@@ -115,10 +125,14 @@ def resolve(
     placeholders: set[str],
     allowed_accounts: list[str] | None = None,
     known_accounts: set[str] | None = None,
+    vendors: Mapping[str, str] | None = None,
     base: str = "audience",
     now: float | None = None,
 ) -> Resolved:
-    """The audience's recipients (``to``, ``account``, ``vars``) in ``accounts`` order, deduplicated."""
+    """The audience's recipients (``to``, ``account``, ``vars``) in ``accounts`` order, deduplicated.
+
+    ``vendors`` (account id → vendor), when given, refuses an account whose vendor has no contact calls
+    before its (never possible) sync is asked for."""
     now = time.time() if now is None else now
     extra = placeholders - CONTACT_VARS
     if extra:
@@ -139,6 +153,14 @@ def resolve(
             )
         if account in (a for a, _ in books):
             raise AudienceError(f"{where}: account {account!r} is listed twice", field=where)
+        vendor = None if vendors is None else vendors.get(account)
+        if vendor is not None and vendor not in vendors_with_contacts():
+            raise AudienceError(
+                f"{where}: account {account!r}: {contacts_unsupported(vendor)}",
+                field=where,
+                status=409,
+                code="contacts_unsupported",
+            )
         book = store.book(account)
         if book is None:
             raise AudienceError(

@@ -316,7 +316,7 @@ class Campaigns:
         vendors = {a.id: a.spec.vendor for a in configured}
         resolved: Resolved | None = None
         if audience is not None:
-            resolved = self.resolve_audience(audience, parsed, pool or None, known)
+            resolved = self.resolve_audience(audience, parsed, pool or None, vendors)
             recipients = _chain(recipients, resolved.rows)
         for acct in sorted({*pool, *(audience.accounts if audience else [])}):
             check_message_for(vendors[acct], parsed)  # vendor rules (E云: a pasted mini-program needs a cover)
@@ -412,13 +412,23 @@ class Campaigns:
         return CampaignCreated(cid, total, duplicates, status, True, shown)
 
     def resolve_audience(
-        self, audience: AudienceIn, message: AnyMessage, pool: list[str] | None, known: set[str] | None = None
+        self,
+        audience: AudienceIn,
+        message: AnyMessage,
+        pool: list[str] | None,
+        vendors: Mapping[str, str] | None = None,
     ) -> Resolved:
-        """An audience's recipients against the last syncs (``pool``: the campaign's own accounts, if given)."""
-        if known is None:
-            known = {a.id for a in self.accounts.all()}
+        """An audience's recipients against the last syncs (``pool``: the campaign's own accounts, if given;
+        ``vendors``: every configured account's vendor, read here when not given)."""
+        if vendors is None:
+            vendors = {a.id: a.spec.vendor for a in self.accounts.all()}
         return resolve(
-            self.contacts, audience, placeholders=message.placeholders(), allowed_accounts=pool, known_accounts=known
+            self.contacts,
+            audience,
+            placeholders=message.placeholders(),
+            allowed_accounts=pool,
+            known_accounts=set(vendors),
+            vendors=vendors,
         )
 
     def check(
@@ -439,7 +449,7 @@ class Campaigns:
         for acct in pool:
             check_message_for(vendors[acct], parsed)
         if audience is not None:
-            recipients = _chain(recipients, self.resolve_audience(audience, parsed, pool or None, known).rows)
+            recipients = _chain(recipients, self.resolve_audience(audience, parsed, pool or None, vendors).rows)
         rows = self._validate(
             recipients,
             pool,

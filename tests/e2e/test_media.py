@@ -292,6 +292,7 @@ def test_a_sequence_campaign_to_50_recipients_on_5_accounts(media: ApiStack, sim
     gewe_to = next(s["to"] for s in sends if s["instance"].endswith("-sq0") and s["to"] != failing)
     assert after[ecloud_to]["recall"] == "recalled"
     assert after[gewe_to]["recall"] == "failed" and "part 2: not revocable" in after[gewe_to]["recall_error"]
+    assert after[gewe_to]["recall_error"].startswith("recalled part 1, 3, 4; ")  # what did come back
     assert after[failing]["recall"] in ("recalled", "failed")  # its sent parts were asked for too
 
 

@@ -659,6 +659,7 @@ class SessionRunner:
             # the account's gap after the previous call; a part its vendor cannot revoke does not stop the others
             todo = [(i, sent) for i, sent in parts] or [(0, SendResult.from_dict({**target.fields, "to": target.to}))]
             refused: list[str] = []
+            taken: list[int] = []  # the parts the vendor took back (1-based)
             for n, (index, sent) in enumerate(todo):
                 where = f"part {index + 1}: " if parts else ""
                 if n:
@@ -670,6 +671,7 @@ class SessionRunner:
                 try:
                     self._under_lease(session, lambda sent=sent: session.backend.revoke(sent))  # type: ignore[misc]
                     called = True
+                    taken.append(index + 1)
                 except UnsupportedError as exc:  # decided without a request
                     outcome, error = RecallOutcome.UNSUPPORTED, str(exc)
                     break
@@ -688,7 +690,9 @@ class SessionRunner:
                     error = f"{where}ambiguous: the vendor's answer could not be processed ({type(exc).__name__})"
                     break
             if refused and outcome is RecallOutcome.RECALLED:
-                outcome, error = RecallOutcome.FAILED, "; ".join(refused)
+                # not all of it came back: failed, saying which parts did (a GeWe image cannot be revoked)
+                recalled = f"recalled part {', '.join(map(str, taken))}; " if parts and taken else ""
+                outcome, error = RecallOutcome.FAILED, recalled + "; ".join(refused)
         pace = self._pace_record(session, sent=False, throttled=throttled) if called else None
         ended = time.time()
         entry.update(ended=round(ended, 6), latency_ms=round((ended - started) * 1000, 2), outcome=outcome.value)

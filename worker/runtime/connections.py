@@ -61,9 +61,9 @@ class _DeadlineStream(httpcore.NetworkStream):
     """A network stream whose every operation ends by the call's deadline.
 
     A request's parts (httpcore writes its head and its body apart) are kept until the first read and go
-    out in one write: one system call per request instead of two, which a process with hundreds of
-    sending threads pays for in switches between them. A write that fails there is a request that did not
-    get out whole (``httpx.WriteError``, retried), as before."""
+    out in one write, just after a check that the server has not closed the connection meanwhile (the
+    pool's own check can be seconds old when hundreds of threads share the interpreter). A write that fails
+    there, or a connection found closed, is a request that did not get out (``httpx.WriteError``, retried)."""
 
     def __init__(self, inner: httpcore.NetworkStream) -> None:
         self._inner = inner
@@ -83,6 +83,12 @@ class _DeadlineStream(httpcore.NetworkStream):
     def _flush(self) -> None:
         data = b"".join(self._pending)
         self._pending.clear()
+        if self._inner.get_extra_info("is_readable"):
+            # an idle keep-alive connection that reads as ready now was closed by the server (its idle
+            # timeout) after the pool's own check, e.g. while this thread waited for the interpreter: the
+            # request has not left, so it is reported as not written (retried), not as an unknown outcome
+            _call.unsent = True
+            raise httpcore.WriteError("the server closed the connection before the request was written")
         try:
             self._inner.write(data, _left(self._write_timeout, httpcore.WriteTimeout))
         except (httpcore.WriteError, httpcore.WriteTimeout):

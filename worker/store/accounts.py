@@ -103,6 +103,13 @@ class Limits(BaseModel):
 
 #: The stored fields an account's spec is built from (``from_hash`` keeps specs by them).
 _SPEC_FIELDS = ("vendor", "base_url", "token", "instance", "limits", "options")
+
+
+def _stored_values(data: dict[str, str]) -> tuple[str, ...]:
+    """What an account's spec is built from, as stored (the token sealed)."""
+    return tuple(data.get(name, "") for name in _SPEC_FIELDS)
+
+
 #: Specs one process keeps at most; past it the cache starts again (a worker's accounts: thousands).
 _SPEC_CACHE = 20_000
 
@@ -140,6 +147,11 @@ class AccountSpec(VendorAccount):
         if len(raw) > 4096 or not all(32 < ord(ch) < 127 for ch in raw):
             raise ValueError("must be printable ASCII without spaces (it is sent in an HTTP header)")
         return value
+
+
+class AccountChangedError(ConfigError):
+    """The account was changed by someone else between the read a change was based on and its write: the
+    change is not stored (a rotated token or address must never be undone by a concurrent edit)."""
 
 
 class TokenRequiredError(ConfigError):
@@ -203,16 +215,60 @@ class AccountStore:
         self._probe_begin = scripts.register(client, "probe_begin")
         self._probe_end = scripts.register(client, "probe_end")
         self._touch = scripts.register(client, "touch")
+        self._set_status_if = scripts.register(client, "set_status_if")
 
-    def put(self, account_id: str, spec: AccountSpec) -> Account:
+    def put(self, account_id: str, spec: AccountSpec, *, based_on: tuple[str, ...] | None = None) -> Account:
         """Create or update; an update keeps the status and, when no token is given, the old token — unless
-        ``base_url`` or ``vendor`` changes: then the token must come again (:class:`TokenRequiredError`)."""
+        ``base_url`` or ``vendor`` changes: then the token must come again (:class:`TokenRequiredError`).
+        The read, the token rule and the write are one optimistic transaction (WATCH), so the rule is
+        judged against what the write replaces. ``based_on``: the stored values (:meth:`versioned`) a
+        partial change was merged onto; when they changed meanwhile, :class:`AccountChangedError`."""
         if not _valid_id(account_id):
             raise ConfigError(
                 f"account id {account_id!r} must match {ACCOUNT_ID_PATTERN} and not be '.' or '..' (no URL can name it)"
             )
         key = self.keys.account(account_id)
-        existing = self.get(account_id)
+        for _ in range(50):
+            with self.redis.pipeline() as pipe:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    data = cast(dict[str, str], pipe.hgetall(key))
+                    if based_on is not None and _stored_values(data) != based_on:
+                        raise AccountChangedError(f"account {account_id!r} was changed meanwhile: read it again")
+                    existing = self.from_hash(account_id, data)
+                    spec = self._token_kept(existing, spec)
+                    mapping: dict[str, str] = {
+                        "vendor": spec.vendor,
+                        "base_url": spec.base_url,
+                        "token": self.cipher.seal(spec.token.get_secret_value()),
+                        "instance": spec.instance,
+                        "limits": spec.limits.model_dump_json(),
+                        "options": json.dumps(spec.options),
+                    }
+                    pipe.multi()
+                    pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+                    if existing is None:
+                        status = {"status": "active", "status_reason": "", "status_changed": f"{time.time():.3f}"}
+                        pipe.hset(key, mapping=status)  # type: ignore[arg-type]
+                    pipe.sadd(self.keys.accounts, account_id)
+                    if existing is not None:
+                        # new limits count at once: an account waiting for its next slot is looked at again now
+                        pipe.zadd(self.keys.sched, {account_id: 0}, xx=True)
+                    pipe.execute()
+                except redis.WatchError:
+                    continue  # written meanwhile: judge the rule again against what is there now
+            break
+        else:
+            raise AccountChangedError(f"account {account_id!r} kept changing while it was written: try again")
+        if existing is not None:
+            self._flag_session(args=[self.prefix, account_id])  # a session in flight ends at its next job
+        account = self.get(account_id)
+        assert account is not None
+        return account
+
+    @staticmethod
+    def _token_kept(existing: Account | None, spec: AccountSpec) -> AccountSpec:
+        """The spec with the stored token when none is given, unless the address or the vendor changes."""
         if existing and not spec.token.get_secret_value() and existing.spec.token.get_secret_value():
             moved = [name for name in ("vendor", "base_url") if getattr(spec, name) != getattr(existing.spec, name)]
             if moved:
@@ -220,28 +276,12 @@ class AccountStore:
                     f"token: changing {' and '.join(moved)} requires the token again in the same request"
                 )
             spec = spec.model_copy(update={"token": existing.spec.token})
-        mapping: dict[str, str] = {
-            "vendor": spec.vendor,
-            "base_url": spec.base_url,
-            "token": self.cipher.seal(spec.token.get_secret_value()),
-            "instance": spec.instance,
-            "limits": spec.limits.model_dump_json(),
-            "options": json.dumps(spec.options),
-        }
-        pipe = self.redis.pipeline()
-        pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
-        if existing is None:
-            pipe.hset(key, mapping={"status": "active", "status_reason": "", "status_changed": f"{time.time():.3f}"})
-        pipe.sadd(self.keys.accounts, account_id)
-        if existing is not None:
-            # new limits count at once: an account waiting for its next slot is looked at again now
-            pipe.zadd(self.keys.sched, {account_id: 0}, xx=True)
-        pipe.execute()
-        if existing is not None:
-            self._flag_session(args=[self.prefix, account_id])  # a session in flight ends at its next job
-        account = self.get(account_id)
-        assert account is not None
-        return account
+        return spec
+
+    def versioned(self, account_id: str) -> tuple[Account | None, tuple[str, ...]]:
+        """The account and the stored values it was read from (``put(based_on=…)`` for a partial change)."""
+        data = cast(dict[str, str], self.redis.hgetall(self.keys.account(account_id)))
+        return self.from_hash(account_id, data), _stored_values(data)
 
     def get(self, account_id: str) -> Account | None:
         """One account, or None."""
@@ -253,7 +293,7 @@ class AccountStore:
         session per account and send would otherwise decrypt and validate the same values each time."""
         if not data or "vendor" not in data:
             return None
-        raw = tuple(data.get(name, "") for name in _SPEC_FIELDS)
+        raw = _stored_values(data)
         spec = self._specs.get(raw)
         if spec is None:
             spec = AccountSpec(
@@ -321,12 +361,18 @@ class AccountStore:
         finally:
             self._probe_end(args=[self.prefix, account_id, token, "1" if probe.called else "0"])
 
-    def set_status(self, account_id: str, status: Status, reason: str = "") -> None:
-        """Pause, resume or mark an account down (with the vendor's reason)."""
-        self.redis.hset(
-            self.keys.account(account_id),
-            mapping={"status": status, "status_reason": reason, "status_changed": f"{time.time():.3f}"},
-        )
+    def set_status(
+        self, account_id: str, status: Status, reason: str = "", *, unchanged_since: float | None = None
+    ) -> bool:
+        """Pause, resume or mark an account down (with the vendor's reason). ``unchanged_since``: only if
+        the status was not changed after that moment (its ``status_changed``), e.g. a resume whose check
+        took seconds must not undo a pause or an Offline callback that came meanwhile; False then."""
+        key = self.keys.account(account_id)
+        mapping = {"status": status, "status_reason": reason, "status_changed": f"{time.time():.3f}"}
+        if unchanged_since is None:
+            self.redis.hset(key, mapping=mapping)  # type: ignore[arg-type]
+        elif not self._set_status_if(args=[self.prefix, account_id, f"{unchanged_since:.3f}", *mapping.values()]):
+            return False
         self._flag_session(args=[self.prefix, account_id])  # a session in flight ends at its next job
         if status == "active":
             # the dispatcher looks at it at once (an account with nothing to send leaves sched again); a
@@ -336,6 +382,7 @@ class AccountStore:
             pipe.zadd(self.keys.sched, {account_id: 0}, nx=True)
             pipe.lpush(self.keys.wake, "1")
             pipe.execute()
+        return True
 
     def set_vendor_limit(self, vendor: VendorName, per_second: float) -> None:
         """A vendor API's own rate across all its accounts, on top of each account's pacing (0 = none)."""

@@ -16,7 +16,7 @@ from scheduler.intake.callbacks import CallbackInbox, callback_url, new_key
 from worker.errors import ConfigError, VendorError
 from worker.logs import REDACTOR
 from worker.runtime.connections import VendorNetwork
-from worker.store.accounts import Account, AccountSpec, TokenRequiredError
+from worker.store.accounts import Account, AccountChangedError, AccountSpec, TokenRequiredError
 from worker.store.sealed import SecretKeyRequired
 
 router = APIRouter(tags=["accounts"], dependencies=AUTH)
@@ -63,7 +63,9 @@ def _existing(state: ApiState, account_id: str) -> Account:
     return account
 
 
-def _stored(state: ApiState, account_id: str, spec: AccountSpec) -> dict[str, Any]:
+def _stored(
+    state: ApiState, account_id: str, spec: AccountSpec, *, based_on: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     try:
         refused = VendorNetwork.from_settings(state.settings).literal_refused(urlsplit(spec.base_url).hostname or "")
     except ValueError as exc:  # a malformed BROADCAST_VENDOR_DENY/ALLOW
@@ -72,7 +74,13 @@ def _stored(state: ApiState, account_id: str, spec: AccountSpec) -> dict[str, An
         message = f"base_url: {refused} is an address vendor calls may not reach (BROADCAST_VENDOR_DENY)"
         raise ApiError(422, "invalid", message, "base_url")
     try:
-        return _public(state, state.accounts.put(account_id, spec))
+        return _public(state, state.accounts.put(account_id, spec, based_on=based_on))
+    except AccountChangedError:
+        if based_on is None:
+            raise ApiError(
+                409, "account_changed", f"account {account_id!r} kept changing meanwhile: try again", None
+            ) from None
+        raise
     except TokenRequiredError as exc:
         raise ApiError(422, "token_required", str(exc), "token") from None
     except SecretKeyRequired as exc:
@@ -99,19 +107,30 @@ def put_account(account_id: AccountId, spec: AccountSpec, state: Stores) -> dict
 def patch_account(account_id: AccountId, body: AccountPatch, state: Stores) -> dict[str, Any]:
     """Change some fields; ``limits`` and ``options`` are merged key by key (one atomic write). Changing
     ``base_url`` needs ``token`` in the same request (422 otherwise): the stored token never follows a new URL."""
-    current = _existing(state, account_id).spec.model_dump()
-    current["token"] = ""  # kept by the store only while vendor and base_url stay the same
-    changes = body.model_dump(exclude_unset=True)
-    for key in ("limits", "options"):
-        if key in changes:
-            current[key] = {**current[key], **(changes.pop(key) or {})}
-    if "token" in changes:
-        changes["token"] = body.token.get_secret_value() if body.token else ""
-    try:
-        spec = AccountSpec.model_validate({**current, **changes})
-    except ValidationError as exc:
-        raise invalid(exc) from None
-    return _stored(state, account_id, spec)
+    given = body.model_dump(exclude_unset=True)
+    if "token" in given:
+        given["token"] = body.token.get_secret_value() if body.token else ""
+    # merged onto what is stored and written only if that is still what is stored: a concurrent edit
+    # (another PATCH, a PUT) is merged again rather than undone (a rotated token or address stays rotated)
+    for _ in range(10):
+        account, version = state.accounts.versioned(account_id)
+        if account is None:
+            raise ApiError(404, "not_found", f"no account {account_id!r}", "account_id")
+        current = account.spec.model_dump()
+        current["token"] = ""  # kept by the store only while vendor and base_url stay the same
+        changes = dict(given)
+        for key in ("limits", "options"):
+            if key in changes:
+                current[key] = {**current[key], **(changes.pop(key) or {})}
+        try:
+            spec = AccountSpec.model_validate({**current, **changes})
+        except ValidationError as exc:
+            raise invalid(exc) from None
+        try:
+            return _stored(state, account_id, spec, based_on=version)
+        except AccountChangedError:
+            continue
+    raise ApiError(409, "account_changed", f"account {account_id!r} kept changing meanwhile: try again", None)
 
 
 @router.get("/v1/accounts")
@@ -153,7 +172,11 @@ def resume_account(account_id: AccountId, state: Stores, check_online: bool = Tr
         if not verdict.ok:
             raise ApiError(409, "account_offline", verdict.reason, None)
         note = verdict.reason
-    state.accounts.set_status(account_id, "active", note)
+    # only if nothing changed the status while the vendor was asked (a pause, an Offline callback)
+    if not state.accounts.set_status(account_id, "active", note, unchanged_since=account.status_changed):
+        now = _existing(state, account_id)
+        message = f"the account's status changed while it was checked (now {now.status}): not resumed"
+        raise ApiError(409, "account_changed", message, None)
     return _public(state, _existing(state, account_id))
 
 

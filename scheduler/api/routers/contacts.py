@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scheduler.api.errors import ApiError
 from scheduler.api.models import AccountId
 from scheduler.api.state import AUTH, ApiState, Stores
-from scheduler.intake.audience import AudienceIn
+from scheduler.intake.audience import AudienceIn, contacts_unsupported
 from worker.errors import MessageError
 from worker.messages import AnyMessage, TextMessage, parse_message
 from worker.store.accounts import Account
@@ -60,8 +60,7 @@ def start_sync(account_id: AccountId, state: Stores, response: Response) -> dict
         raise ApiError(
             409,
             "contacts_unsupported",
-            f"vendor {vendor!r} has no documented contact calls (supported: {', '.join(vendors_with_contacts())})"
-            f" / 服务商 {vendor!r} 没有公开的通讯录接口",
+            contacts_unsupported(vendor),
             "account_id",
         )
     status, started = _store(state).start(account_id)

@@ -510,13 +510,13 @@ actions.start = async (el) => {
 const REASONS_ZH = [
   [/^error threshold — (\d+) of the last (\d+) failed: /, "出错过多，已自动暂停：最近 $2 次中 $1 次失败："],
   [/^error threshold — (\d+) in a row failed: /, "出错过多，已自动暂停：连续 $1 次失败："],
-  [/^auto-paused: (\d+) throttling answers in a row despite the slow-down \(last: /, "已自动暂停：降速后仍连续 $1 次被服务商限流（最后一次："],
+  [/^auto-paused: (\d+) throttling answers in a row despite the slow-down \(last: (.*)\)$/, "已自动暂停：降速后仍连续 $1 次被服务商限流（最后一次：$2）"],
   [/^paused by operator$/, "由操作员暂停"],
   [/^the vendor reports the account offline$/, "服务商报告该账号离线"],
   [/^online check failed: /, "在线检查失败："],
   [/^resumed after a probe send to (\S+)/, "向 $1 试发成功后恢复"],
   [/^still down/, "仍不可用"],
-  [/ \(was down: /, "（此前不可用："],
+  [/ \(was down: (.*)\)$/, "（此前不可用：$1）"],
 ];
 const reasonText = (text) => {
   if (lang !== "zh" || !text) return text || "";

@@ -162,6 +162,27 @@ def test_bad_input_is_refused_naming_the_field_and_stores_nothing(
     assert api.stored_keys() == before
 
 
+@pytest.mark.parametrize("vendor", ["gewe-legacy", "ohwxapi"])
+def test_an_audience_on_a_vendor_without_contact_calls_is_refused_as_its_sync_is(api: ApiStack, vendor: str) -> None:
+    """Not ``contacts_not_synced`` with a hint to run a sync that would itself be refused."""
+    account = f"nc-{vendor}"
+    put_account(api, account, vendor, f"inst-{api.prefix}-{vendor}")
+    sync = api.http.post(f"/v1/accounts/{account}/contacts/sync")
+    assert sync.status_code == 409, sync.text
+    before = api.stored_keys()
+    audience = {"accounts": [account], "labels_any": ["VIP"]}
+    message = {"kind": "text", "text": "{name} 你好"}
+    preview = api.http.post("/v1/audiences/preview", json={"audience": audience, "message": message})
+    campaign = api.http.post("/v1/campaigns", json={"name": "by label", "message": message, "audience": audience})
+    for response in (preview, campaign):
+        assert response.status_code == 409, response.text
+        error = response.json()["error"]
+        assert (error["code"], error["field"]) == ("contacts_unsupported", "audience.accounts[0]")
+        assert sync.json()["error"]["message"] in error["message"]  # the sync route's own words
+        assert "contacts sync" not in error["message"]
+    assert api.stored_keys() == before
+
+
 def test_non_json_and_huge_bodies_are_refused(api: ApiStack) -> None:
     before = api.stored_keys()
     response = api.http.post("/v1/messages", content=b"{not json", headers={"Content-Type": "application/json"})
@@ -493,3 +514,5 @@ def test_the_openapi_description_names_every_resource_and_the_favicon_is_served(
     icon = httpx.get(f"{api.api_url}/favicon.ico")  # no token: browsers ask for it on every page
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
     assert icon.content.startswith(b"<svg")
+    root = httpx.get(f"{api.api_url}/")  # the address the dev banner labels "API": no 404
+    assert root.status_code in (302, 307) and root.headers["location"] == "/console"

@@ -72,3 +72,17 @@ def test_tables_are_not_folded_at_80_columns_when_output_is_a_file() -> None:
     )
     rows = [line for line in done.stdout.splitlines() if "j777" in line]
     assert len(rows) == 1 and rows[0].count("对方不是你的好友") == 4, done.stdout
+
+
+def test_a_draft_by_audience_prints_the_same_counts_in_both_languages_and_the_next_step(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from scheduler.cli.campaign import _print_accepted
+
+    audience = {"total": 65, "duplicates": 3, "excluded": 10, "accounts": {}, "sample": []}
+    _print_accepted({"id": "c-1", "status": "draft", "total": 65, "audience": audience})
+    out = capsys.readouterr().out
+    english, chinese = out.splitlines()[1].split(" / ")
+    for number in ("65", "3", "10"):
+        assert number in english.split() and number in chinese, (number, out)
+    assert "broadcast campaign start c-1" in out.splitlines()[-1]

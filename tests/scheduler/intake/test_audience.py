@@ -105,6 +105,16 @@ def test_refusals_name_the_field(
     assert (caught.value.status, caught.value.code, caught.value.field) == (status, code, field)
 
 
+def test_an_account_whose_vendor_has_no_contact_calls_is_refused_before_its_missing_sync(store: ContactStore) -> None:
+    put(store, "a", book(friend("w1", "1")))
+    with pytest.raises(AudienceError) as caught:
+        resolve(store, AudienceIn(accounts=["a", "lg"]), placeholders=set(), vendors={"a": "gewe", "lg": "gewe-legacy"})
+    assert (caught.value.status, caught.value.code, caught.value.field) == (
+        409, "contacts_unsupported", "audience.accounts[1]",
+    )  # fmt: skip
+    assert "gewe-legacy" in str(caught.value) and "contacts sync" not in str(caught.value)
+
+
 def test_a_placeholder_no_contact_fills_is_refused_on_the_message(store: ContactStore) -> None:
     put(store, "a", book(friend("w1")))
     with pytest.raises(AudienceError) as caught:

@@ -125,3 +125,41 @@ def test_a_request_the_server_reset_before_it_was_written_whole_is_retried_not_u
     finally:
         server.close()
     assert server.connections == 1
+
+
+class ClosingVendor(LateClosingVendor):
+    """Answers one request per connection, then closes it at once (an idle timer that already fired)."""
+
+    def serve(self, conn: socket.socket) -> None:
+        with conn:
+            body = read_request(conn)
+            if body is not None:
+                with self.lock:
+                    self.received.append(json.loads(body))
+                conn.sendall(http_ok(gewe_sent()))
+
+
+def test_a_connection_the_server_closed_after_the_pools_check_is_a_send_that_did_not_leave(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pool checks an idle connection when it hands it out; a thread that then waits (hundreds share
+    the interpreter) may write long after. The close that arrived meanwhile is seen just before the write:
+    the send is retried, never an unknown outcome, and goes out once."""
+    import httpcore._sync.http11 as http11
+
+    monkeypatch.setattr(http11.HTTP11Connection, "has_expired", lambda self: False)  # the check ran before
+    server = ClosingVendor()
+    settings = Settings(vendor_allow="127.0.0.0/8", vendor_keepalive_s=5.0)
+    account = VendorAccount(vendor="gewe", base_url=server.url, token="t", instance="app-1")
+    try:
+        with new_vendor_http_client(settings) as client:
+            backend = backend_for(account, client)
+            backend.send("wxid_first", TextMessage(text="hi"))
+            time.sleep(0.2)  # the server's close arrives
+            with pytest.raises(TransientError, match="not fully sent"):
+                backend.send("wxid_second", TextMessage(text="hi"))
+            backend.send("wxid_second", TextMessage(text="hi"))  # the retry, on a new connection
+    finally:
+        server.close()
+    assert server.sent_to("wxid_first") == 1
+    assert server.sent_to("wxid_second") == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from pydantic import SecretStr
 
 from tests.conftest import claim_ready
 from worker.errors import ConfigError
-from worker.store.accounts import AccountSpec, AccountStore, Limits
+from worker.store.accounts import AccountChangedError, AccountSpec, AccountStore, Limits
 
 TOKEN = "SEKRIT-acct-token-5c1e77"
 
@@ -256,3 +257,39 @@ def test_a_changed_account_is_read_afresh_though_specs_are_kept_per_process(stor
     assert again.spec.limits.per_minute == 3 and again.spec.base_url == "http://b.example/api"
     fresh = AccountStore(store.redis, store.prefix).get("cached")
     assert fresh is not None and fresh.spec == again.spec
+
+
+def test_a_change_merged_onto_a_stale_read_is_refused_and_stores_nothing(store: AccountStore) -> None:
+    """A PATCH merges onto what it read; if a token rotation landed meanwhile, writing the merge would
+    bring the old address and token back: it is refused instead (the API merges again)."""
+    store.put("rot", spec(base_url="http://old.example/api", token="old-token-0123456789"))
+    _, version = store.versioned("rot")
+    store.put("rot", spec(base_url="http://new.example/api", token="new-token-0123456789"))
+
+    stale = spec(base_url="http://old.example/api", token="old-token-0123456789", limits={"per_minute": 7})
+    with pytest.raises(AccountChangedError):
+        store.put("rot", stale, based_on=version)
+
+    now = store.get("rot")
+    assert now is not None
+    assert now.spec.base_url == "http://new.example/api"
+    assert now.spec.token.get_secret_value() == "new-token-0123456789"
+    assert now.spec.limits.per_minute != 7
+    _, fresh = store.versioned("rot")
+    assert store.put("rot", stale.model_copy(update={"base_url": "http://new.example/api"}), based_on=fresh)
+
+
+def test_a_resume_does_not_undo_a_status_changed_after_its_check_began(store: AccountStore) -> None:
+    store.put("paws", spec())
+    store.set_status("paws", "down", "offline")
+    read = store.get("paws")
+    assert read is not None
+    time.sleep(0.01)  # status_changed has millisecond resolution
+    store.set_status("paws", "paused", "paused by operator")  # lands while the resume's check runs
+
+    assert store.set_status("paws", "active", "probe ok", unchanged_since=read.status_changed) is False
+    after = store.get("paws")
+    assert after is not None and after.status == "paused"
+    assert store.set_status("paws", "active", "probe ok", unchanged_since=after.status_changed) is True
+    again = store.get("paws")
+    assert again is not None and again.status == "active"
