@@ -206,10 +206,10 @@ class SessionRunner:
             self._dead_all(account_id, token, job_ids, report)
             self._durable(self.ledger.release, account_id, token)
             return report
-        if not account.spec.token.get_secret_value():
+        if account.token_unreadable:
             # a token none of this worker's keys opens reads as "": never send with it (a one-step key
             # rotation); the jobs go back untouched and the account waits for an operator
-            reason = "token not set or not readable with BROADCAST_SECRET_KEY (rotate keys in two phases)"
+            reason = "token not readable with BROADCAST_SECRET_KEY (rotate keys in two phases)"
             self._durable(self.accounts.set_status, account_id, "down", reason)
             report.stopped = SessionStop.ACCOUNT_DOWN
             self._durable(self.ledger.release, account_id, token)

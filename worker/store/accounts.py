@@ -171,6 +171,10 @@ class Account(BaseModel):
     status_changed: float = 0.0
     #: Kinds the account may not send until a time, with the vendor's reason (worker/pacing/holds.py).
     holds: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: A token is stored but none of this process's keys opens it (BROADCAST_SECRET_KEY rotated in one
+    #: step): it reads as unset, and a worker must not send with it (an account without a token is another
+    #: thing: ohwxapi gateways may need none).
+    token_unreadable: bool = False
 
     def vendor_account(self) -> VendorAccount:
         """The connection details a vendor backend needs (the spec is one, with limits besides)."""
@@ -210,7 +214,7 @@ class AccountStore:
         self.cipher = TokenCipher(secret_keys, required=require_key)
         #: specs by their stored values (see from_hash), shared: nothing changes a spec in place (a change is
         #: a new PUT, hence new stored values)
-        self._specs: dict[tuple[str, ...], AccountSpec] = {}
+        self._specs: dict[tuple[str, ...], tuple[AccountSpec, bool]] = {}
         self._flag_session = scripts.register(client, "flag_session")
         self._probe_begin = scripts.register(client, "probe_begin")
         self._probe_end = scripts.register(client, "probe_end")
@@ -294,21 +298,23 @@ class AccountStore:
         if not data or "vendor" not in data:
             return None
         raw = _stored_values(data)
-        spec = self._specs.get(raw)
-        if spec is None:
+        cached = self._specs.get(raw)
+        if cached is None:
+            opened = self.cipher.open(data.get("token", ""))
             spec = AccountSpec(
                 vendor=data["vendor"],
                 base_url=data["base_url"],
                 # a token no configured key opens reads as unset: the account shows "token not set" and must
                 # get it again (BROADCAST_SECRET_KEY lost its old key)
-                token=SecretStr(self.cipher.open(data.get("token", "")) or ""),
+                token=SecretStr(opened or ""),
                 instance=data["instance"],
                 limits=Limits.model_validate_json(data.get("limits") or "{}"),
                 options=json.loads(data.get("options") or "{}"),
             )
             if len(self._specs) >= _SPEC_CACHE:
                 self._specs.clear()
-            self._specs[raw] = spec
+            cached = self._specs[raw] = (spec, opened is None)
+        spec, unreadable = cached
         return Account(
             id=account_id,
             spec=spec,
@@ -316,6 +322,7 @@ class AccountStore:
             status_reason=data.get("status_reason", ""),
             status_changed=float(data.get("status_changed") or 0),
             holds=_holds(data),
+            token_unreadable=unreadable,
         )
 
     def reseal(self) -> int:

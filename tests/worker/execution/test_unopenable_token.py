@@ -43,3 +43,28 @@ def test_a_token_no_key_opens_sends_nothing_and_downs_the_account(redis_url: str
     assert account is not None and account.status == "down" and "BROADCAST_SECRET_KEY" in account.status_reason
     for key in client.scan_iter(match=f"{prefix}:*"):
         client.delete(key)
+
+
+def test_an_account_without_a_token_still_sends(redis_url: str, sim: SimulatorServer) -> None:
+    """No token is not an unreadable one: an ohwxapi gateway may need none (its demo account has none)."""
+    client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+    prefix = f"tok{uuid.uuid4().hex[:8]}"
+    instance = f"wxid_tok_{uuid.uuid4().hex[:6]}"
+    with httpx.Client(base_url=sim.url) as admin:
+        admin.post("/_sim/accounts", json={"vendor": "ohwxapi", "instance": instance, "token": ""}).raise_for_status()
+    spec = {"vendor": "ohwxapi", "base_url": sim.url + VENDOR_PREFIX["ohwxapi"], "instance": instance}
+    keys = [Fernet.generate_key().decode()]
+    accounts = AccountStore(client, prefix, secret_keys=keys)
+    accounts.put("a2", AccountSpec.model_validate({**spec, "limits": {"per_minute": 0}}))
+    ledger = Ledger(client, prefix)
+    job_id, _, _ = ledger.submit(account="a2", to="wxid_y", message=TextMessage(text="hi"))
+    claim = claim_ready(ledger, lease_ttl_s=30)[0]
+    with httpx.Client() as http:
+        report = SessionRunner(Settings(vendor_allow="127.0.0.0/8"), ledger, accounts, http).run(
+            "a2", claim.token, claim.job_ids
+        )
+    assert report.sent == 1 and report.stopped == ""
+    job = ledger.get(job_id)
+    assert job is not None and job.state == "sent"
+    for key in client.scan_iter(match=f"{prefix}:*"):
+        client.delete(key)
