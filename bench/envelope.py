@@ -425,7 +425,7 @@ def submit_campaign(
 #: Stages a worker sample is charged to: the innermost frame whose file is in one of these places (stdlib
 #: frames such as ``socket`` or ``json`` are charged to the library or module that called them).
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("vendor HTTP (httpx, httpcore, h11)", ("httpx/", "httpcore/", "h11/")),
+    ("vendor HTTP (httpx, worker/runtime/http11.py)", ("httpx/", "httpcore/", "h11/", "worker/runtime/http11.py")),
     ("Redis client (redis-py)", ("redis/",)),
     ("Celery consumer (celery, kombu, billiard)", ("celery/", "kombu/", "billiard/", "vine/", "amqp/")),
     ("logging, metrics (structlog, prometheus_client)", ("structlog/", "prometheus_client/", "logging/")),

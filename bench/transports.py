@@ -5,7 +5,7 @@ per request, as a ratio to the unit measured in the same run (one plain single-t
 client, keep-alive, JSON in and out, against the same simulator: ``bench.envelope.measure_unit``). Rows:
 
 - ``product, 1 thread``: a GeWe ``postText`` through the product's backend and vendor client (sync httpx
-  on :class:`worker.runtime.connections.DeadlineTransport`), one call at a time;
+  on :class:`worker.runtime.http11.Http11Transport`), one call at a time;
 - ``product, N threads``: the same from N threads at once, the vendor answering after L seconds (how a
   worker runs its sessions today);
 - ``httpx async + aiohttp transport, N coroutines``: ``httpx.AsyncClient`` on ``httpx-aiohttp`` (only when

@@ -5,11 +5,10 @@ Celery's prefork pool forks after import; a socket opened before the fork would 
 Vendor calls get one overall deadline. httpx's timeouts bound each socket operation, so a vendor (or a
 proxy) that dribbles its answer a byte at a time holds a call open for as long as it likes, past the
 account's lease — and then a second worker would send for the same account while the first call is still
-open. :class:`DeadlineTransport` gives every request a deadline and the network streams under it shrink
-each connect/read/write timeout to what is left of it, so the call ends (as a timeout, hence an unknown
+open. The vendor transport (:mod:`worker.runtime.http11`) gives every request a deadline and shrinks each
+connect/read/write timeout to what is left of it, so the call ends (as a timeout, hence an unknown
 outcome) when the deadline passes, whatever the peer does. A request whose bytes did not all get out is
-reported as ``httpx.WriteError`` (retried: the vendor cannot act on half a request), even when httpcore read
-on after the failed write and met a closed connection.
+reported as ``httpx.WriteError`` (retried: the vendor cannot act on half a request).
 
 Vendor calls reach only addresses :class:`VendorNetwork` allows (``BROADCAST_VENDOR_DENY`` /
 ``BROADCAST_VENDOR_ALLOW``; in ``prod`` loopback, link-local such as the cloud metadata service at
@@ -22,96 +21,20 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
-import threading
-import time
-import typing
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import httpcore
 import httpx
 import redis
 import redis.sentinel
 
 from worker.errors import redact
+from worker.runtime.http11 import Http11Transport
 from worker.settings import Settings, get_settings
 
 _redis: dict[str, redis.Redis] = {}
 _http: list[httpx.Client] | None = None
-
-#: The deadline (``time.monotonic()``) of the vendor call this thread is making, and ``unsent``: whether a
-#: write of that call failed (some of its bytes never left). httpx reads a response
-#: body after ``handle_request`` returned, on the same thread, so a thread-local spans the whole call.
-_call = threading.local()
-
-
-def _left(timeout: float | None, error: type[Exception]) -> float:
-    """The socket timeout for the next operation: the operation's own, capped by the call's deadline."""
-    deadline: float | None = getattr(_call, "deadline", None)
-    if deadline is None:
-        return timeout if timeout is not None else 3600.0
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise error("the vendor call passed its overall deadline")
-    return left if timeout is None else min(timeout, left)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    """A network stream whose every operation ends by the call's deadline.
-
-    A request's parts (httpcore writes its head and its body apart) are kept until the first read and go
-    out in one write, just after a check that the server has not closed the connection meanwhile (the
-    pool's own check can be seconds old when hundreds of threads share the interpreter). A write that fails
-    there, or a connection found closed, is a request that did not get out (``httpx.WriteError``, retried)."""
-
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
-        self._inner = inner
-        self._pending: list[bytes] = []
-        self._write_timeout: float | None = None
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        if self._pending:
-            self._flush()
-        return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if buffer:  # an empty write sends nothing
-            self._pending.append(buffer)
-            self._write_timeout = timeout
-
-    def _flush(self) -> None:
-        data = b"".join(self._pending)
-        self._pending.clear()
-        if self._inner.get_extra_info("is_readable"):
-            # an idle keep-alive connection that reads as ready now was closed by the server (its idle
-            # timeout) after the pool's own check, e.g. while this thread waited for the interpreter: the
-            # request has not left, so it is reported as not written (retried), not as an unknown outcome
-            _call.unsent = True
-            raise httpcore.WriteError("the server closed the connection before the request was written")
-        try:
-            self._inner.write(data, _left(self._write_timeout, httpcore.WriteTimeout))
-        except (httpcore.WriteError, httpcore.WriteTimeout):
-            _call.unsent = True  # some bytes of the request never left
-            raise
-
-    def close(self) -> None:
-        self._pending.clear()  # a request never read for was never sent
-        self._inner.close()
-
-    def start_tls(
-        self,
-        ssl_context: typing.Any,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        return _DeadlineStream(
-            self._inner.start_tls(ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout))
-        )
-
-    def get_extra_info(self, info: str) -> typing.Any:
-        return self._inner.get_extra_info(info)
-
 
 #: ``BROADCAST_VENDOR_DENY=auto`` in ``prod``: loopback, "this host", link-local and the cloud metadata services
 #: outside it (Alibaba Cloud ECS 100.100.100.200, AWS IMDS over IPv6 fd00:ec2::254).
@@ -180,18 +103,18 @@ class VendorNetwork:
         return address if self.refuses(address) else None
 
     def address_for(self, host: str, port: int) -> str:
-        """The address to connect to for ``host``: its first allowed one. Raises httpcore.ConnectError."""
+        """The address to connect to for ``host``: its first allowed one. Raises httpx.ConnectError."""
         if not self.deny:
             return host
         try:
             found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
+            raise httpx.ConnectError(f"cannot resolve {host}: {exc}") from None
         addresses = [str(info[4][0]) for info in found]
         for address in addresses:
             if not self.refuses(address):
                 return address
-        raise httpcore.ConnectError(
+        raise httpx.ConnectError(
             f"{host} resolves to {addresses[0] if addresses else '?'}, an address vendor calls may not reach "
             "(BROADCAST_VENDOR_DENY / BROADCAST_VENDOR_ALLOW)"
         )
@@ -202,67 +125,6 @@ def _ranges(spec: str, setting: str) -> tuple[Network, ...]:
         return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in spec.split(",") if part.strip())
     except ValueError as exc:
         raise ValueError(f"{setting}: {exc}") from None
-
-
-class _DeadlineBackend(httpcore.NetworkBackend):
-    """httpcore's sync network backend, with streams that honour the call's deadline, connecting only where
-    the vendor network policy allows."""
-
-    def __init__(self, network: VendorNetwork | None = None) -> None:
-        self._inner = httpcore.SyncBackend()
-        self._network = network or VendorNetwork()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: typing.Iterable[typing.Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        stream = self._inner.connect_tcp(
-            self._network.address_for(host, port),
-            port,
-            _left(timeout, httpcore.ConnectTimeout),
-            local_address,
-            socket_options,
-        )
-        return _DeadlineStream(stream)
-
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
-
-
-class DeadlineTransport(httpx.HTTPTransport):
-    """httpx's own transport (its connection pool, its exception mapping) with a deadline per request."""
-
-    def __init__(self, deadline_s: float, limits: httpx.Limits, network: VendorNetwork | None = None) -> None:
-        super().__init__(limits=limits, trust_env=False)
-        self.deadline_s = deadline_s
-        # the same pool httpx builds, on a network backend that enforces the deadline
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_DeadlineBackend(network),
-        )
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        """Raises httpx.WriteError when the request was not written whole, whatever the read after it said:
-        httpcore swallows a failed write and reads on (a server may answer before closing), so a peer that
-        closed before the request was written surfaces as a dropped connection, which would otherwise be
-        taken for one dropped after the request went out."""
-        _call.deadline = time.monotonic() + self.deadline_s
-        _call.unsent = False
-        try:
-            return super().handle_request(request)
-        except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
-            if _call.unsent:
-                raise httpx.WriteError(
-                    f"the request was not written whole; then {type(exc).__name__}", request=request
-                ) from exc
-            raise
 
 
 #: Redis connections one process opens at most. Its threads borrow one per command or script (well under
@@ -458,13 +320,14 @@ def new_vendor_http_client(settings: Settings, *, max_connections: int = 64) -> 
     """A keep-alive pool for vendor calls, every call bounded by ``vendor_deadline_s`` overall; a connection
     idle past ``vendor_keepalive_s`` is closed rather than reused (a server closing it as a request goes out
     would leave that send an unknown outcome)."""
-    limits = httpx.Limits(
+    transport = Http11Transport(
+        deadline_s=settings.vendor_deadline_s,
         max_connections=max_connections,
-        max_keepalive_connections=max_connections,
         keepalive_expiry=settings.vendor_keepalive_s,
+        network=VendorNetwork.from_settings(settings),
     )
     return httpx.Client(
-        transport=DeadlineTransport(settings.vendor_deadline_s, limits, VendorNetwork.from_settings(settings)),
+        transport=transport,
         timeout=httpx.Timeout(
             connect=settings.vendor_connect_timeout_s,
             read=settings.vendor_read_timeout_s,
@@ -476,8 +339,8 @@ def new_vendor_http_client(settings: Settings, *, max_connections: int = 64) -> 
     )
 
 
-#: Connections per vendor client: httpcore scans its whole pool on every request, so a process that
-#: holds hundreds of calls open spreads them over several small pools (by account) instead of one big one.
+#: Connections per vendor client: every call takes its pool's lock twice, so a process that holds hundreds
+#: of calls open spreads them over several small pools (by account) instead of one big one.
 CONNECTIONS_PER_POOL = 32
 
 

@@ -1,6 +1,6 @@
 """No false unknown outcomes from idle keep-alive connections (issue 22).
 
-A server closes a keep-alive connection it has seen idle for its own timeout (uvicorn: 5 s). httpcore notices
+A server closes a keep-alive connection it has seen idle for its own timeout (uvicorn: 5 s). an HTTP client notices
 a close that already arrived (the idle socket reads as readable) and opens a new connection, but a server whose
 idle timer fires just as the next request arrives closes a connection the client has already written to: the
 request is dropped unread, and the client, seeing a dropped connection after a written request, must call the
@@ -9,7 +9,7 @@ fires only after 1.5 s, so a request written at 0.3 s is always in its buffer wh
 
 The cure is on the client: ``BROADCAST_VENDOR_KEEPALIVE_S`` below the server's timeout, so a connection idle
 that long is never reused. And a request that provably did not leave whole (the peer reset the connection
-while it was being written) is transient, not unknown, although httpcore reports it as a dropped read.
+while it was being written) is transient, not unknown, although the connection then reads as dropped.
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ class ResettingVendor(RawServer):
 
 
 def test_a_request_the_server_reset_before_it_was_written_whole_is_retried_not_unknown() -> None:
-    """httpcore swallows the failed write and reads on, meeting the reset: without the transport's note of
-    the failed write this would read as "dropped after the request was written"."""
+    """A reset while the request is being written is a request that did not leave (never "dropped after
+    the request was written", as a transport reading on after the failed write would report it)."""
     server = ResettingVendor()
     settings = Settings(vendor_allow="127.0.0.0/8", vendor_write_timeout_s=10.0)
     account = VendorAccount(vendor="gewe", base_url=server.url, token="t", instance="app-1")
@@ -145,9 +145,9 @@ def test_a_connection_the_server_closed_after_the_pools_check_is_a_send_that_did
     """The pool checks an idle connection when it hands it out; a thread that then waits (hundreds share
     the interpreter) may write long after. The close that arrived meanwhile is seen just before the write:
     the send is retried, never an unknown outcome, and goes out once."""
-    import httpcore._sync.http11 as http11
+    from worker.runtime.http11 import Http11Transport
 
-    monkeypatch.setattr(http11.HTTP11Connection, "has_expired", lambda self: False)  # the check ran before
+    monkeypatch.setattr(Http11Transport, "_fit", lambda self, conn: True)  # the pool's check ran before
     server = ClosingVendor()
     settings = Settings(vendor_allow="127.0.0.0/8", vendor_keepalive_s=5.0)
     account = VendorAccount(vendor="gewe", base_url=server.url, token="t", instance="app-1")

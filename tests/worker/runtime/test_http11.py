@@ -1,0 +1,301 @@
+"""The vendor transport (worker/runtime/http11.py) against a raw server writing the bytes a test chooses:
+framings, keep-alive, the pool's limits, refused headers, TLS. Deadlines, resets mid-write and idle closes
+are in test_deadline.py and test_idle_connections.py."""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import json
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.rawhttp import RawServer, gewe_sent, http_ok, read_request
+from worker.errors import AmbiguousError, PermanentError, TransientError
+from worker.messages import TextMessage
+from worker.runtime.http11 import Http11Transport
+from worker.vendors.base import VendorAccount, backend_for
+
+Answer = Callable[[int], bytes]
+
+
+class ScriptedVendor(RawServer):
+    """Answers each request it reads whole with ``answer(n)`` (n counts requests from 1), keeping the
+    connection open until the client closes it or ``answer`` returns a reply ending in a close marker."""
+
+    CLOSE = b"<close>"
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.requests: list[bytes] = []
+        super().__init__()
+
+    def serve(self, conn: socket.socket) -> None:
+        with self.lock:
+            self.connections += 1
+        with conn:
+            while True:
+                body = read_request(conn)
+                if body is None:
+                    return
+                with self.lock:
+                    self.requests.append(body)
+                    n = len(self.requests)
+                reply = self.answer(n)
+                if reply.endswith(self.CLOSE):
+                    conn.sendall(reply[: -len(self.CLOSE)])
+                    return
+                conn.sendall(reply)
+
+
+@pytest.fixture
+def vendor(request: pytest.FixtureRequest) -> Iterator[ScriptedVendor]:
+    server = ScriptedVendor(request.param)
+    yield server
+    server.close()
+
+
+def _client(**options: object) -> httpx.Client:
+    settings: dict[str, object] = {"deadline_s": 10.0, "max_connections": 4, "keepalive_expiry": 5.0}
+    settings.update(options)
+    return httpx.Client(transport=Http11Transport(**settings), timeout=5.0)  # type: ignore[arg-type]
+
+
+def _post(client: httpx.Client, url: str, n: int = 1) -> httpx.Response:
+    return client.post(url, json={"appId": "app-1", "toWxid": f"wxid_{n}", "content": "hi"})
+
+
+def chunked(n: int) -> bytes:
+    body = gewe_sent()
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    one, two = body[:10], body[10:]
+    return (
+        head
+        + f"{len(one):x};ext=1\r\n".encode() + one + b"\r\n"
+        + f"{len(two):X}\r\n".encode() + two + b"\r\n"
+        + b"0\r\nX-Trailer: t\r\n\r\n"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("vendor", [chunked], indirect=True)
+def test_a_chunked_answer_is_decoded_and_its_connection_carries_the_next_request(vendor: ScriptedVendor) -> None:
+    with _client() as client:
+        answers = [_post(client, vendor.url, n).json() for n in range(3)]
+    assert [a["ret"] for a in answers] == [200, 200, 200]
+    assert answers[0]["data"]["newMsgId"] == 7645748705605226305
+    assert vendor.connections == 1 and len(vendor.requests) == 3
+
+
+def until_close(n: int) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + gewe_sent() + ScriptedVendor.CLOSE
+
+
+def http10(n: int) -> bytes:
+    return http_ok(gewe_sent()).replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+
+
+def connection_close(n: int) -> bytes:
+    return http_ok(gewe_sent()).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
+
+
+@pytest.mark.parametrize("vendor", [until_close, http10, connection_close], indirect=True)
+def test_an_answer_that_ends_its_connection_is_read_whole_and_the_next_request_opens_another(
+    vendor: ScriptedVendor,
+) -> None:
+    with _client() as client:
+        answers = [_post(client, vendor.url, n).json()["ret"] for n in range(2)]
+    assert answers == [200, 200]
+    assert vendor.connections == 2
+
+
+def interim(n: int) -> bytes:
+    return b"HTTP/1.1 100 Continue\r\n\r\n" + http_ok(gewe_sent())
+
+
+def gzipped(n: int) -> bytes:
+    body = gzip.compress(gewe_sent())
+    head = f"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+@pytest.mark.parametrize("vendor", [interim, gzipped], indirect=True)
+def test_an_interim_answer_is_skipped_and_a_gzipped_one_decoded(vendor: ScriptedVendor) -> None:
+    with _client() as client:
+        assert _post(client, vendor.url).json()["ret"] == 200
+        assert _post(client, vendor.url).json()["ret"] == 200
+    assert vendor.connections == 1
+
+
+def cut_short(n: int) -> bytes:
+    return http_ok(gewe_sent())[:-5] + ScriptedVendor.CLOSE
+
+
+def oversized_head(n: int) -> bytes:
+    return b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 70_000 + b"\r\n\r\n{}"
+
+
+def not_http(n: int) -> bytes:
+    return b"SSH-2.0-OpenSSH_9.2\r\n\r\n" + ScriptedVendor.CLOSE
+
+
+def two_lengths(n: int) -> bytes:
+    return http_ok(gewe_sent()).replace(b"\r\n\r\n", b"\r\nContent-Length: 3\r\n\r\n", 1)
+
+
+@pytest.mark.parametrize("vendor", [cut_short, oversized_head, not_http, two_lengths], indirect=True)
+def test_a_broken_answer_after_the_request_left_is_an_unknown_outcome(vendor: ScriptedVendor) -> None:
+    account = VendorAccount(vendor="gewe", base_url=vendor.url, token="t", instance="app-1")
+    with _client() as client, pytest.raises(AmbiguousError, match="outcome unknown"):
+        backend_for(account, client).send("wxid_x", TextMessage(text="hi"))
+    assert len(vendor.requests) == 1
+
+
+@pytest.mark.parametrize("vendor", [lambda n: http_ok(gewe_sent())], indirect=True)
+@pytest.mark.parametrize("token", ["t\r\nX-Injected: 1", "t\nHost: elsewhere", "t\x00"])
+def test_a_header_that_would_split_the_request_is_refused_before_anything_is_sent(
+    vendor: ScriptedVendor, token: str
+) -> None:
+    account = VendorAccount(vendor="gewe", base_url=vendor.url, token=token, instance="app-1")
+    with _client() as client, pytest.raises(PermanentError, match="cannot build the request"):
+        backend_for(account, client).send("wxid_x", TextMessage(text="hi"))
+    assert vendor.connections == 0
+
+
+@pytest.mark.parametrize("vendor", [lambda n: http_ok(gewe_sent())], indirect=True)
+def test_keepalive_zero_opens_a_fresh_connection_for_every_call(vendor: ScriptedVendor) -> None:
+    with _client(keepalive_expiry=0.0) as client:
+        for n in range(3):
+            assert _post(client, vendor.url, n).json()["ret"] == 200
+    assert vendor.connections == 3
+
+
+class HoldingVendor(ScriptedVendor):
+    """Answers once ``release`` is set: a call in flight holds its connection."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.arrived = threading.Event()
+
+        def answer(n: int) -> bytes:
+            self.arrived.set()
+            self.release.wait(30)
+            return http_ok(gewe_sent())
+
+        super().__init__(answer)
+
+
+def test_no_free_connection_is_a_send_that_did_not_leave() -> None:
+    server = HoldingVendor()
+    account = VendorAccount(vendor="gewe", base_url=server.url, token="t", instance="app-1")
+    client = httpx.Client(
+        transport=Http11Transport(deadline_s=30.0, max_connections=1, keepalive_expiry=5.0),
+        timeout=httpx.Timeout(5.0, pool=0.2),
+    )
+    first: list[object] = []
+    holder = threading.Thread(
+        target=lambda: first.append(backend_for(account, client).send("wxid_1", TextMessage(text="a")))
+    )
+    try:
+        holder.start()
+        assert server.arrived.wait(10)
+        with pytest.raises(TransientError, match="not sent, PoolTimeout"):
+            backend_for(account, client).send("wxid_2", TextMessage(text="b"))
+        server.release.set()
+        holder.join(10)
+        assert len(first) == 1  # the first call ended normally, and gave its connection back
+        backend_for(account, client).send("wxid_3", TextMessage(text="c"))
+    finally:
+        server.release.set()
+        client.close()
+        server.close()
+    assert [json.loads(r)["toWxid"] for r in server.requests] == ["wxid_1", "wxid_3"]
+    assert server.connections == 1
+
+
+# --- TLS -----------------------------------------------------------------------------------------------------
+
+
+def _certificates(tmp: Path) -> tuple[Path, Path, Path]:
+    """A CA and a certificate it signed for ``localhost``: (ca.pem, cert.pem, key.pem)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    paths = tmp / "ca.pem", tmp / "cert.pem", tmp / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
+class TlsVendor(ScriptedVendor):
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert, key)
+        super().__init__(lambda n: http_ok(gewe_sent()))
+
+    def serve(self, conn: socket.socket) -> None:
+        try:
+            wrapped = self.context.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):
+            with self.lock:
+                self.connections += 1
+            conn.close()
+            return
+        super().serve(wrapped)
+
+
+def test_tls_is_verified_for_the_hosts_name_and_a_certificate_that_does_not_match_never_gets_the_request(
+    tmp_path: Path,
+) -> None:
+    ca, cert, key = _certificates(tmp_path)
+    server = TlsVendor(cert, key)
+    port = server.url.rsplit(":", 1)[1]
+    trusting = ssl.create_default_context(cafile=str(ca))
+    try:
+        with _client(ssl_context=trusting) as client:
+            assert _post(client, f"https://localhost:{port}/").json()["ret"] == 200
+            assert _post(client, f"https://localhost:{port}/").json()["ret"] == 200
+        account = VendorAccount(vendor="gewe", base_url=f"https://127.0.0.1:{port}", token="t", instance="app-1")
+        # the certificate names localhost, not 127.0.0.1
+        with _client(ssl_context=trusting) as client, pytest.raises(TransientError, match="not sent, ConnectError"):
+            backend_for(account, client).send("wxid_x", TextMessage(text="hi"))
+        # the system's CAs do not know the test CA
+        with _client() as client, pytest.raises(httpx.ConnectError, match="certificate verify failed"):
+            _post(client, f"https://localhost:{port}/")
+    finally:
+        server.close()
+    assert len(server.requests) == 2
