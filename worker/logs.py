@@ -117,8 +117,8 @@ def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Celery's own "task received" / "task succeeded" lines repeat what our one line per send says, for
-    # hundreds of sessions a second; Flower shows the tasks. Kept at DEBUG.
+    # Celery's own "task received" / "task succeeded" lines and httpx's "HTTP Request: POST …" line repeat
+    # what our one line per send says, for hundreds of sends a second; Flower shows the tasks. Kept at DEBUG.
     quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
-    for name in ("celery.app.trace", "celery.worker.strategy"):
+    for name in ("celery.app.trace", "celery.worker.strategy", "httpx"):
         logging.getLogger(name).setLevel(quiet)

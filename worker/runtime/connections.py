@@ -30,7 +30,7 @@ import redis
 import redis.sentinel
 
 from worker.errors import redact
-from worker.runtime.http11 import Http11Transport
+from worker.runtime.http11 import Http11Transport, VendorClient
 from worker.settings import Settings, get_settings
 
 _redis: dict[str, redis.Redis] = {}
@@ -326,8 +326,8 @@ def new_vendor_http_client(settings: Settings, *, max_connections: int = 64) -> 
         keepalive_expiry=settings.vendor_keepalive_s,
         network=VendorNetwork.from_settings(settings),
     )
-    return httpx.Client(
-        transport=transport,
+    return VendorClient(
+        transport,
         timeout=httpx.Timeout(
             connect=settings.vendor_connect_timeout_s,
             read=settings.vendor_read_timeout_s,

@@ -35,7 +35,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -477,3 +477,20 @@ class _Body(httpx.SyncByteStream):
         if conn is not None:
             reusable = self._complete and self._keep_alive and not self._reader.buffer
             self._transport._release(conn, reusable)
+
+
+class VendorClient(httpx.Client):
+    """httpx's client on :class:`Http11Transport`, with a direct path for vendor calls (``send_direct``).
+
+    ``Client.send`` keeps every ``Set-Cookie`` of every vendor answer in a jar the client's accounts share
+    (growing for as long as the process lives), runs the redirect and auth machinery and logs a line per
+    request: nothing a vendor call uses, and together as much CPU as the transport itself
+    (``bench.transports``)."""
+
+    def __init__(self, transport: Http11Transport, **options: Any) -> None:
+        super().__init__(transport=transport, **options)
+        self.vendor_transport = transport
+
+    def send_direct(self, request: httpx.Request) -> httpx.Response:
+        """The request on the transport as it is: no cookies, no redirects, no auth; the body streamed."""
+        return self.vendor_transport.handle_request(request)

@@ -394,6 +394,11 @@ class HttpBackend:
         self.account = account
         self.client = client
         self._base = account.base_url.rstrip("/")
+        #: parsed URLs by path (httpx's URL parser costs as much as the rest of building a request)
+        self._urls: dict[str, httpx.URL] = {}
+        #: the vendor client's direct path (worker.runtime.http11.VendorClient): no cookie jar kept across
+        #: accounts, no redirects; any other client (a test's) goes through ``Client.send``
+        self._send_direct: Callable[[httpx.Request], httpx.Response] | None = getattr(client, "send_direct", None)
 
     def _headers(self) -> dict[str, str]:
         return {}
@@ -432,7 +437,6 @@ class HttpBackend:
         """POST JSON, return the decoded JSON envelope (ints exact) or raise a classified VendorError.
         ``read_timeout_s``: a shorter wait for the answer than the client's (a slow call with a fallback);
         ``large``: an answer listing a whole address book (up to :data:`CONTACT_LIST_LIMITS`)."""
-        url = f"{self._base}{path}"
         try:
             content = json.dumps(body, ensure_ascii=False).encode("utf-8")
         except (TypeError, ValueError) as exc:  # UnicodeEncodeError (a lone surrogate) is a ValueError
@@ -445,6 +449,9 @@ class HttpBackend:
         if read_timeout_s is not None:
             timeout["read"] = min(timeout.get("read") or read_timeout_s, read_timeout_s)
         try:
+            url = self._urls.get(path)
+            if url is None:
+                url = self._urls[path] = httpx.URL(f"{self._base}{path}")
             request = httpx.Request(
                 "POST",
                 url,
@@ -453,7 +460,8 @@ class HttpBackend:
                 headers=headers,
                 extensions={"timeout": timeout},
             )
-            response = self.client.send(request, stream=True)
+            direct = self._send_direct
+            response = direct(request) if direct is not None else self.client.send(request, stream=True)
             try:
                 answer = _read_at_most(response, CONTACT_LIST_MAX_BYTES if large else MAX_ANSWER_BYTES)
             finally:

@@ -299,3 +299,60 @@ def test_tls_is_verified_for_the_hosts_name_and_a_certificate_that_does_not_matc
     finally:
         server.close()
     assert len(server.requests) == 2
+
+
+def with_cookie(n: int) -> bytes:
+    return http_ok(gewe_sent()).replace(b"\r\n\r\n", f"\r\nSet-Cookie: session=account-{n}; Path=/\r\n\r\n".encode(), 1)
+
+
+class HeaderRecordingVendor(ScriptedVendor):
+    """Keeps each request's head too."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.heads: list[bytes] = []
+        super().__init__(answer)
+
+    def serve(self, conn: socket.socket) -> None:
+        with conn:
+            while True:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(
+                    next(
+                        v
+                        for k, _, v in (h.partition(b":") for h in head.split(b"\r\n"))
+                        if k.lower() == b"content-length"
+                    )
+                )
+                while len(body) < length:
+                    body += conn.recv(65536)
+                with self.lock:
+                    self.heads.append(head)
+                    self.requests.append(body)
+                    n = len(self.requests)
+                conn.sendall(self.answer(n))
+
+
+def test_a_cookie_one_account_was_given_is_neither_kept_nor_sent_on_another_accounts_call() -> None:
+    """The vendor client serves every account of a process: nothing one vendor answer sets is kept in it."""
+    from worker.runtime.connections import new_vendor_http_client
+    from worker.settings import Settings
+
+    server = HeaderRecordingVendor(with_cookie)
+    first = VendorAccount(vendor="gewe", base_url=server.url, token="token-a", instance="app-a")
+    second = VendorAccount(vendor="gewe", base_url=server.url, token="token-b", instance="app-b")
+    try:
+        with new_vendor_http_client(Settings(vendor_allow="127.0.0.0/8")) as client:
+            backend_for(first, client).send("wxid_1", TextMessage(text="a"))
+            backend_for(second, client).send("wxid_2", TextMessage(text="b"))
+            assert len(client.cookies.jar) == 0
+    finally:
+        server.close()
+    assert len(server.heads) == 2
+    assert all(b"cookie:" not in head.lower() for head in server.heads), server.heads
+    assert b"X-GEWE-TOKEN: token-b" in server.heads[1]
