@@ -11,12 +11,12 @@ What it keeps of the product's guarantees (``docs/design.md``, "Outcomes"):
 - **a deadline over the whole call**: every socket operation's timeout is capped by what is left of it, so
   a peer dribbling its answer a byte at a time cannot hold the call (and the account's lease) open;
 - **the line between "never left" and "may have reached the vendor"** drawn where the bytes are: no
-  connection (``ConnectError``/``ConnectTimeout``), no free connection (``PoolTimeout``), a request not
-  written whole (``WriteError``/``WriteTimeout``), or a keep-alive connection the server closed before the
-  request was written (seen just before the write), are requests that did not leave; anything that goes
-  wrong after the last byte was written (``ReadError``, ``ReadTimeout``, ``RemoteProtocolError``) may have
+  connection (``ConnectError``/``ConnectTimeout``), no free connection (``PoolTimeout``) or a request not
+  written whole (``WriteError``/``WriteTimeout``) are requests that did not leave; anything that goes wrong
+  after the last byte was written (``ReadError``, ``ReadTimeout``, ``RemoteProtocolError``) may have
   reached the vendor;
-- **no stale keep-alive connection**: one idle longer than ``keepalive_expiry`` is closed, never reused;
+- **no stale keep-alive connection**: one idle longer than ``keepalive_expiry`` is closed, never reused, and
+  one the server closed meanwhile is seen just before the write (nothing written yet) and replaced;
 - **only allowed addresses**: the host is resolved and checked by the vendor network policy, and the
   connection made to the checked address (TLS still verifies the certificate for the host's name);
 - **no header injection**: a header name or value with a line break is refused before anything is sent
@@ -81,24 +81,28 @@ class _Deadline:
 class _Connection:
     """One keep-alive connection: its socket, its origin, and when it went idle."""
 
-    __slots__ = ("idle_since", "origin", "sock")
+    __slots__ = ("idle_since", "origin", "poller", "sock")
 
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
         self.sock: socket.socket | None = None
+        self.poller: select.poll | None = None
         self.idle_since = 0.0
+
+    def attach(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
 
     def closed_by_peer(self) -> bool:
         """True when an idle connection has something to read: the server closed it (or sent what no
         request asked for). Either way it must not carry a request."""
-        sock = self.sock
-        if sock is None:
+        sock, poller = self.sock, self.poller
+        if sock is None or poller is None:
             return False
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
         try:
-            poller = select.poll()
-            poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
             return bool(poller.poll(0))
         except (OSError, ValueError):
             return True
@@ -107,7 +111,7 @@ class _Connection:
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.close()
-            self.sock = None
+            self.sock = self.poller = None
 
 
 class Http11Transport(httpx.BaseTransport):
@@ -148,7 +152,7 @@ class Http11Transport(httpx.BaseTransport):
                 idle = self._idle.get(origin)
                 while idle:
                     conn = idle.pop()
-                    if self._fit(conn):
+                    if self._fresh(conn):
                         return conn
                     conn.close()
                     self._count -= 1
@@ -162,12 +166,10 @@ class Http11Transport(httpx.BaseTransport):
                     raise httpx.PoolTimeout("no free connection to the vendor in time", request=request)
                 self._cond.wait(wait)
 
-    def _fit(self, conn: _Connection) -> bool:
-        """An idle connection may carry a request: not idle past ``keepalive_expiry`` (a server may be
-        closing it just as a request goes out), and not closed by the server already."""
-        if self.keepalive_expiry is not None and time.monotonic() - conn.idle_since > self.keepalive_expiry:
-            return False
-        return not conn.closed_by_peer()
+    def _fresh(self, conn: _Connection) -> bool:
+        """Not idle past ``keepalive_expiry``: a server may be closing it just as a request goes out.
+        (Whether the server closed it already is looked at just before the write.)"""
+        return self.keepalive_expiry is None or time.monotonic() - conn.idle_since <= self.keepalive_expiry
 
     def _evict_one(self) -> bool:
         for origin, idle in self._idle.items():
@@ -215,15 +217,15 @@ class Http11Transport(httpx.BaseTransport):
         data = _serialize(request)  # refuses a bad header before a connection is taken
         conn = self._checkout(origin, deadline, timeouts.get("pool"), request)
         try:
+            if conn.closed_by_peer():
+                # the server closed it while it was idle (its own timer): looked at just before the write,
+                # as a thread may wait for the interpreter a long time among hundreds; nothing was written,
+                # so the request goes out on a new connection
+                conn.close()
             if conn.sock is None:
-                conn.sock = self._connect(origin, deadline, timeouts.get("connect"), request)
-            elif conn.closed_by_peer():
-                # the pool's check was fine, then the server's close arrived (a thread can wait for the
-                # interpreter a long time among hundreds): the request has not left
-                raise httpx.WriteError(
-                    "the server closed the connection before the request was written", request=request
-                )
+                conn.attach(self._connect(origin, deadline, timeouts.get("connect"), request))
             sock = conn.sock
+            assert sock is not None
             try:
                 sock.settimeout(deadline.left(timeouts.get("write"), httpx.WriteTimeout, request))
                 sock.sendall(data)
