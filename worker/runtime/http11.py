@@ -47,6 +47,8 @@ _RECV_BYTES = 65536
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: RFC 9110 5.1 token characters (a header name); a value may hold anything but CR, LF and NUL.
 _HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: A chunk size: hex digits only (RFC 9112 §7.1), at most 16 of them (2**64 bytes).
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _BAD_VALUE = re.compile(rb"[\r\n\x00]")
 
 Origin = tuple[str, str, int]
@@ -395,6 +397,8 @@ def _framing(
     """How the body is delimited, its length when known, and whether the connection may carry another request."""
     connection = b",".join(v.lower() for n, v in headers if n.lower() == b"connection")
     keep_alive = version == b"HTTP/1.1" and b"close" not in {t.strip() for t in connection.split(b",")}
+    if status == 101:  # the server switched protocols: whatever follows is no HTTP/1.1 answer
+        return "none", 0, False
     if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
         return "none", 0, keep_alive
     codings = [v.lower() for n, v in headers if n.lower() == b"transfer-encoding"]
@@ -449,15 +453,10 @@ class _Body(httpx.SyncByteStream):
     def _chunked(self) -> Iterator[bytes]:
         reader = self._reader
         while True:
-            size_line = reader.line(MAX_CHUNK_LINE_BYTES).split(b";", 1)[0].strip()
-            try:
-                size = int(size_line, 16)
-            except ValueError:
-                raise httpx.RemoteProtocolError(
-                    "the vendor's answer has a malformed chunk", request=reader.request
-                ) from None
-            if size < 0:
+            size_line = reader.line(MAX_CHUNK_LINE_BYTES).split(b";", 1)[0].strip(b" \t")
+            if not _CHUNK_SIZE.fullmatch(size_line):  # int(…, 16) would also take "0x1f", "+5" and "1_0"
                 raise httpx.RemoteProtocolError("the vendor's answer has a malformed chunk", request=reader.request)
+            size = int(size_line, 16)
             if size == 0:
                 while reader.line(MAX_HEAD_BYTES):  # trailers, up to the empty line
                     pass

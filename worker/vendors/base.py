@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -479,6 +480,8 @@ class HttpBackend:
             raise self._fail(
                 AmbiguousError, f"{path}: request sent, no answer ({type(exc).__name__}): outcome unknown"
             ) from None
+        except (_UnreadableAnswer, httpx.DecodingError) as exc:
+            raise self._fail(AmbiguousError, f"{path}: request sent, {exc}: outcome unknown") from None
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError, UnicodeEncodeError) as exc:
             # the request could not even be built: the account's configuration is wrong, retrying cannot help
             raise self._fail(PermanentError, f"{path}: cannot build the request ({type(exc).__name__})") from None
@@ -527,13 +530,44 @@ class HttpBackend:
         )
 
 
+class _UnreadableAnswer(Exception):
+    """The answer's body arrived but cannot be decoded (a broken or unknown Content-Encoding)."""
+
+
+#: zlib window bits for the content codings a vendor may use (RFC 9110 §8.4.1): gzip framing, zlib framing.
+_CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
 def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:
-    """The answer's body, or None when it is longer than ``limit`` bytes (read no further)."""
+    """The answer's body, decoded, or None when it is longer than ``limit`` bytes (read and inflate no further).
+
+    Decoded here rather than by httpx: its decoders inflate a whole received chunk at once, so a few KB of
+    gzip could grow to gigabytes before the limit is looked at; here a chunk inflates to at most ``limit``."""
+    coding = response.headers.get("content-encoding", "").strip().lower()
+    inflate = None
+    if coding not in ("", "identity"):
+        wbits = _CODINGS.get(coding)
+        if wbits is None:
+            raise _UnreadableAnswer(f"an answer in {coding[:40]!r}, an encoding it cannot read")
+        inflate = zlib.decompressobj(wbits)
     body = bytearray()
-    for chunk in response.iter_bytes():
-        body += chunk
-        if len(body) > limit:
-            return None
+    try:
+        for chunk in response.iter_raw():
+            if inflate is not None:
+                chunk = inflate.decompress(chunk, limit + 1 - len(body))
+                if inflate.unconsumed_tail:  # more would come out than the limit allows
+                    return None
+            body += chunk
+            if len(body) > limit:
+                return None
+        if inflate is not None:
+            body += inflate.flush(limit + 1 - len(body))
+            if len(body) > limit:
+                return None
+            if not inflate.eof:
+                raise _UnreadableAnswer(f"a {coding} answer cut short")
+    except zlib.error:
+        raise _UnreadableAnswer(f"a broken {coding} answer") from None
     return bytes(body)
 
 

@@ -10,6 +10,8 @@ import json
 import socket
 import ssl
 import threading
+import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,8 +21,8 @@ import pytest
 from tests.rawhttp import RawServer, gewe_sent, http_ok, read_request
 from worker.errors import AmbiguousError, PermanentError, TransientError
 from worker.messages import TextMessage
-from worker.runtime.http11 import Http11Transport
-from worker.vendors.base import VendorAccount, backend_for
+from worker.runtime.http11 import Http11Transport, VendorClient
+from worker.vendors.base import SendResult, VendorAccount, backend_for
 
 Answer = Callable[[int], bytes]
 
@@ -155,6 +157,100 @@ def test_a_broken_answer_after_the_request_left_is_an_unknown_outcome(vendor: Sc
     with _client() as client, pytest.raises(AmbiguousError, match="outcome unknown"):
         backend_for(account, client).send("wxid_x", TextMessage(text="hi"))
     assert len(vendor.requests) == 1
+
+
+def encoded(coding: str, body: bytes) -> bytes:
+    head = f"HTTP/1.1 200 OK\r\nContent-Encoding: {coding}\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+def _vendor_client() -> VendorClient:
+    return VendorClient(Http11Transport(deadline_s=10.0, max_connections=4, keepalive_expiry=5.0), timeout=5.0)
+
+
+def _send(vendor: ScriptedVendor) -> SendResult:
+    account = VendorAccount(vendor="gewe", base_url=vendor.url, token="t", instance="app-1")
+    with _vendor_client() as client:
+        return backend_for(account, client).send("wxid_x", TextMessage(text="hi"))
+
+
+@pytest.mark.parametrize(
+    "vendor",
+    [lambda n: encoded("gzip", gzip.compress(gewe_sent())), lambda n: encoded("deflate", zlib.compress(gewe_sent()))],
+    indirect=True,
+)
+def test_a_compressed_answer_on_the_vendor_path_is_inflated(vendor: ScriptedVendor) -> None:
+    assert _send(vendor).new_msg_id == 7645748705605226305
+
+
+#: 64 MB of spaces after an opening brace: about 64 KB on the wire
+_BOMB = gzip.compress(b"{" + b" " * (64 * 1024 * 1024), compresslevel=9)
+
+
+@pytest.mark.parametrize(
+    ("vendor", "why"),
+    [
+        (lambda n: encoded("gzip", b"abcd"), "broken gzip"),
+        (lambda n: encoded("gzip", gzip.compress(gewe_sent())[:-12]), "cut short"),
+        (lambda n: encoded("br", b"\x0b\x02\x80{}\x03"), "cannot read"),
+        (lambda n: encoded("deflate, gzip", gzip.compress(gewe_sent())), "cannot read"),
+    ],
+    indirect=["vendor"],
+)
+def test_an_answer_that_cannot_be_inflated_or_inflates_past_the_limit_is_an_unknown_outcome(
+    vendor: ScriptedVendor, why: str
+) -> None:
+    with pytest.raises(AmbiguousError, match=f"{why}.*outcome unknown"):
+        _send(vendor)
+    assert len(vendor.requests) == 1
+
+
+@pytest.mark.parametrize("vendor", [lambda n: encoded("gzip", _BOMB)], indirect=True)
+def test_a_gzip_bomb_is_inflated_no_further_than_the_answer_limit(vendor: ScriptedVendor) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(AmbiguousError, match=r"over 1048576 bytes.*outcome unknown"):
+            _send(vendor)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024  # httpx's own decoder inflates the whole 64 KB chunk: 64 MB
+
+
+def chunk_size(size: bytes) -> Answer:
+    body = gewe_sent()
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    return lambda n: head + size + b"\r\n" + body + b"\r\n0\r\n\r\n" + ScriptedVendor.CLOSE
+
+
+@pytest.mark.parametrize(
+    "vendor",
+    [chunk_size(f"0x{len(gewe_sent()):x}".encode()), chunk_size(f"+{len(gewe_sent()):x}".encode())],
+    indirect=True,
+)
+def test_a_chunk_size_that_is_not_plain_hex_is_a_broken_answer(vendor: ScriptedVendor) -> None:
+    with pytest.raises(AmbiguousError, match="outcome unknown"):
+        _send(vendor)
+    assert len(vendor.requests) == 1
+
+
+def switching(n: int) -> bytes:
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+        if n == 1
+        else http_ok(gewe_sent())
+    )
+
+
+@pytest.mark.parametrize("vendor", [switching], indirect=True)
+def test_a_connection_that_switched_protocols_never_carries_another_request(vendor: ScriptedVendor) -> None:
+    account = VendorAccount(vendor="gewe", base_url=vendor.url, token="t", instance="app-1")
+    with _vendor_client() as client:
+        backend = backend_for(account, client)
+        with pytest.raises(AmbiguousError):
+            backend.send("wxid_x", TextMessage(text="hi"))
+        assert backend.send("wxid_y", TextMessage(text="hi")).new_msg_id == 7645748705605226305
+    assert vendor.connections == 2
 
 
 @pytest.mark.parametrize("vendor", [lambda n: http_ok(gewe_sent())], indirect=True)
