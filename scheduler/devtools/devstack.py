@@ -241,17 +241,29 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
+def _never_raising(say: Callable[[str], None]) -> Callable[[str], None]:
+    def said(line: str) -> None:
+        # a closed terminal or pipe: rich's console answers a broken pipe with SystemExit(1)
+        with contextlib.suppress(OSError, ValueError, SystemExit):
+            say(line)
+
+    return said
+
+
 def run_dev(
     *, api_port: int, flower_port: int, sim_port: int, workers: int, demo: bool, say: Callable[[str], None]
 ) -> int:
-    """Run the stack until Ctrl-C/SIGTERM; with ``demo`` send the demo campaigns once it is up."""
+    """Run the stack until Ctrl-C, SIGTERM or SIGHUP (its terminal closed); with ``demo`` send the demo
+    campaigns once it is up. The services run in sessions of their own (a Ctrl-C reaches them only through
+    this process, in order), so this process must never die without stopping them."""
     stack = DevStack(api_port=api_port, flower_port=flower_port, sim_port=sim_port, workers=workers)
     stop = threading.Event()
+    say = _never_raising(say)  # the terminal may be gone (SIGHUP): nothing must stop the shutdown
 
     def on_signal(*_: object) -> None:
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         stack.start(say)
         token_file = stack.write_token_file()

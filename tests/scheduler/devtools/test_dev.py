@@ -158,3 +158,40 @@ def test_broadcast_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
         for pid in descendants(proc.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(180)
+def test_closing_the_terminal_stops_everything_dev_started(tmp_path: Path) -> None:
+    """A terminal closed under `broadcast dev` sends it SIGHUP and takes its stdout away: the services (in
+    sessions of their own) must still be stopped, not left running with the port and a private Redis."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BROADCAST_", "FLOWER_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli.app", "dev", "--api-port", "0", "--flower-port", "0", "--sim-port", "0"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    children: set[int] = set()
+    try:
+        seen = []
+        for line in proc.stdout:
+            seen.append(line.decode(errors="replace"))
+            if b"Ctrl-C stops everything" in line:
+                break
+        assert proc.poll() is None, "".join(seen)
+        children = descendants(proc.pid)
+        assert len(children) >= 6, "redis, simulator, api, worker (+pool), scheduler, flower"
+        proc.stdout.close()  # the terminal is gone: every later write fails
+        os.kill(proc.pid, signal.SIGHUP)
+        proc.wait(60)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(alive(pid) for pid in children):
+            time.sleep(0.2)
+        assert [pid for pid in children if alive(pid)] == [], "processes left running after SIGHUP"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in children | descendants(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
