@@ -19,6 +19,7 @@ part of a message, ``repr`` or exception text.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,6 +86,14 @@ def resolve_token(token: str | None) -> str:
     """``token``, else ``BROADCAST_API_TOKEN``; the first of comma-separated keys; may be empty."""
     raw = token if token is not None else os.environ.get(TOKEN_ENV, "")
     return next((part.strip() for part in raw.split(",") if part.strip()), "")
+
+
+def _dev_token_hint() -> str:
+    """Where a running ``broadcast dev`` keeps its token, for the error a newcomer meets first."""
+    found = sorted(Path(tempfile.gettempdir()).glob("broadcast-dev-*/api-token"))
+    if len(found) == 1:
+        return f' (`broadcast dev` is running: export {TOKEN_ENV}="$(cat {found[0]})")'
+    return " (under `broadcast dev`: the try: line of its banner)"
 
 
 class Client:
@@ -158,7 +167,7 @@ class Client:
                 message = (
                     f"the API at {self.url} refused the token: set --token or {TOKEN_ENV} to one of its keys"
                     if self.has_token
-                    else f"no API token given: set --token or {TOKEN_ENV}"
+                    else f"no API token given: set --token or {TOKEN_ENV}{_dev_token_hint()} / 未提供 API token"
                 )
             return ApiError(status, code, message, str(field) if field else None)
         detail = body.get("detail") if isinstance(body, dict) else None

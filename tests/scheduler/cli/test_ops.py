@@ -224,7 +224,7 @@ def test_refused_input_bad_tokens_and_an_unreachable_api_exit_non_zero_with_one_
     wrong_option = run("accounts", "list", "--token", "wrong-token-5150", token=None)
     assert wrong_option.returncode != 0 and "wrong-token-5150" not in wrong_option.stdout + wrong_option.stderr
     none = run("accounts", "list", token=None)
-    assert none.returncode != 0 and "no API token given" in none.stderr
+    assert none.returncode != 0 and "no API token given" in none.stderr and "`broadcast dev`" in none.stderr
     assert "gw" in ok(run("accounts", "list", "--token", API_TOKEN, token="wrong"))  # the option beats the env
     assert "gw" in ok(run("accounts", "list", token=f" {API_TOKEN} ,another-key"))  # first of comma-separated
 
