@@ -30,7 +30,7 @@ from scheduler.cli.render import plain_help_types
 plain_help_types()
 
 app = typer.Typer(
-    help="wechat-broadcast: paced, crash-safe WeChat broadcasts through protocol vendors / 微信群发：限速、崩溃安全。",
+    help="wechat-broadcast: paced, crash-safe WeChat broadcasts through protocol vendors / 微信群发：限速、防重、可追溯。",
     no_args_is_help=True,
     epilog=f"Operator commands talk to the HTTP API: --url / {URL_ENV}, --token / {TOKEN_ENV}. "
     "Exit codes: 0 ok, 1 failed, 2 input refused, 3 finished with messages not sent, 4 timed out waiting.",

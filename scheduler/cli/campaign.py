@@ -248,7 +248,7 @@ def create(
     if audience is not None:
         spec["audience"] = audience
     elif recipients is None:
-        raise fail("give --recipients FILE, or an audience (--label, --chatrooms, --friends…) / 需要收件人文件或受众")
+        raise fail("give --recipients FILE, or an audience (--label, --chatrooms, --friends…) / 需要接收人文件或受众")
     with connect(url, token) as api:
         accepted = api.create_campaign(spec) if recipients is None else api.upload_campaign(spec, recipients)
         emit(accepted, as_json, _print_accepted)
