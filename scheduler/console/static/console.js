@@ -467,6 +467,12 @@ function progressOf(c) {
   return { sent: n.sent || 0, dead: n.dead || 0, cancelled: n.cancelled || 0, skipped: n.skipped || 0, remaining, done, rate, eta };
 }
 
+// a rate is news only while something is left to send: a finished campaign shows "–", not "0.0 条/秒"
+function rateOf(p, unit = true) {
+  if (p.remaining === 0) return "–";
+  return unit ? `${p.rate.toFixed(1)} ${t("per_s")}` : p.rate.toFixed(1);
+}
+
 function steerButtons(c) {
   const b = [];
   if (c.status === "draft") b.push(`<button class="primary" data-action="start" data-id="${esc(c.id)}">${t("start")}</button>`);
@@ -545,7 +551,7 @@ function campaignsPage() {
           <td data-label="${t("dead")}" class="num dead">${p.dead}</td>
           <td data-label="${t("skipped")}" class="num skipped">${p.skipped}</td>
           <td data-label="${t("remaining")}" class="num remaining">${p.remaining}</td>
-          <td data-label="${t("rate")}" class="num">${p.rate.toFixed(1)} ${t("per_s")}</td>
+          <td data-label="${t("rate")}" class="num rate">${rateOf(p)}</td>
           <td data-label="${t("eta")}" class="num">${fmtDuration(p.eta)}</td>
           <td data-label="${t("created")}">${esc(fmtTime(c.created))}</td>
           <td data-label="${t("actions")}" class="actions">${steerButtons(c)}</td></tr>`;
@@ -623,7 +629,7 @@ function campaignPage(id) {
           <div class="stat"><b id="stat-dead">${p.dead}</b><span>${t("dead")}</span></div>
           <div class="stat"><b id="stat-skipped">${p.skipped}</b><span>${t("skipped")}</span></div>
           <div class="stat"><b id="stat-remaining">${p.remaining}</b><span>${t("remaining")}</span></div>
-          <div class="stat"><b>${p.rate.toFixed(1)}</b><span>${t("rate")} (${t("per_s")})</span></div>
+          <div class="stat"><b id="stat-rate">${rateOf(p, false)}</b><span>${t("rate")} (${t("per_s")})</span></div>
           <div class="stat"><b>${fmtDuration(p.eta)}</b><span>${t("eta")}</span></div>
           <div class="stat"><progress max="${c.total}" value="${p.done}"></progress></div>
         </div>${recallCard(c)}`;

@@ -152,6 +152,7 @@ def test_campaign_from_csv_finishes_and_its_dead_letters_replay(stack: ApiStack,
     assert by_css(browser, "#stat-sent").text == "8"
     assert by_css(browser, "#stat-dead").text == "2"
     assert "已完成" in by_css(browser, "#head").text
+    assert by_css(browser, "#stat-rate").text == "–"  # nothing left to send: no "0.0 条/秒"
     # exact 64-bit ids, as the API gave them (strings)
     api_items = stack.http.get(f"/v1/campaigns/{campaign_id}/deliveries", params={"limit": 50}).json()["deliveries"]
     expected = {d["result"]["new_msg_id"] for d in api_items if d["status"] == "sent"}
@@ -406,6 +407,7 @@ def test_a_campaign_that_paused_itself_shows_why(stack: ApiStack, browser: Any) 
     assert "error threshold" in (reason.get_attribute("title") or "")  # the stored words, on hover
     click(browser, f"{row} button[data-op='resume']")
     until(lambda: "已完成" in by_css(browser, f"{row} .status").text, "resumed and finished", timeout=60)
+    assert by_css(browser, f"{row} .rate").text == "–"
 
 
 def test_accounts_pause_resume_and_limits_with_a_write_only_token(stack: ApiStack, browser: Any) -> None:
