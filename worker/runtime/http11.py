@@ -361,6 +361,8 @@ class _Reader:
                         else "the vendor closed the connection mid-answer",
                         request=self.request,
                     )
+            if end > MAX_HEAD_BYTES:  # a head found whole in the read that went past the limit
+                raise httpx.RemoteProtocolError("the vendor's answer has an oversized head", request=self.request)
             raw = bytes(self.buffer[:end])
             del self.buffer[: end + 4]
             version, status, reason, headers = _parse_head(raw, self.request)
@@ -404,7 +406,10 @@ def _framing(
     codings = [v.lower() for n, v in headers if n.lower() == b"transfer-encoding"]
     if codings:
         if b",".join(codings).split(b",")[-1].strip() == b"chunked":
-            return "chunked", 0, keep_alive
+            # with a Content-Length beside it the two framings disagree (RFC 9112 §6.3): read the chunks,
+            # then close, so nothing the other framing would have read can be taken for the next answer
+            has_length = any(n.lower() == b"content-length" for n, _ in headers)
+            return "chunked", 0, keep_alive and not has_length
         return "close", 0, False
     lengths = {v for n, v in headers if n.lower() == b"content-length"}
     if lengths:

@@ -147,11 +147,15 @@ def not_http(n: int) -> bytes:
     return b"SSH-2.0-OpenSSH_9.2\r\n\r\n" + ScriptedVendor.CLOSE
 
 
+def head_just_over(n: int) -> bytes:  # arrives in one read with its end: still over the limit
+    return http_ok(gewe_sent()).replace(b"\r\n", b"\r\nX-Pad: " + b"a" * 66_000 + b"\r\n", 1)
+
+
 def two_lengths(n: int) -> bytes:
     return http_ok(gewe_sent()).replace(b"\r\n\r\n", b"\r\nContent-Length: 3\r\n\r\n", 1)
 
 
-@pytest.mark.parametrize("vendor", [cut_short, oversized_head, not_http, two_lengths], indirect=True)
+@pytest.mark.parametrize("vendor", [cut_short, oversized_head, head_just_over, not_http, two_lengths], indirect=True)
 def test_a_broken_answer_after_the_request_left_is_an_unknown_outcome(vendor: ScriptedVendor) -> None:
     account = VendorAccount(vendor="gewe", base_url=vendor.url, token="t", instance="app-1")
     with _client() as client, pytest.raises(AmbiguousError, match="outcome unknown"):
@@ -232,6 +236,23 @@ def test_a_chunk_size_that_is_not_plain_hex_is_a_broken_answer(vendor: ScriptedV
     with pytest.raises(AmbiguousError, match="outcome unknown"):
         _send(vendor)
     assert len(vendor.requests) == 1
+
+
+def chunked_and_length(n: int) -> bytes:
+    body = gewe_sent()
+    return (
+        f"HTTP/1.1 200 OK\r\nContent-Length: {len(body) + 9}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("vendor", [chunked_and_length], indirect=True)
+def test_an_answer_framed_two_ways_is_read_by_its_chunks_and_its_connection_not_reused(vendor: ScriptedVendor) -> None:
+    with _vendor_client() as client:
+        backend = backend_for(VendorAccount(vendor="gewe", base_url=vendor.url, token="t", instance="app-1"), client)
+        for to in ("wxid_x", "wxid_y"):
+            assert backend.send(to, TextMessage(text="hi")).new_msg_id == 7645748705605226305
+    assert vendor.connections == 2
 
 
 def switching(n: int) -> bytes:
