@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -22,6 +23,9 @@ log = logging.getLogger("broadcast.api")
 
 #: A create's answer is read for its id only up to this size.
 ANSWER_PEEK = 64 * 1024
+#: A target's part (a path parameter, a created id) is kept up to this many characters: the path is the
+#: caller's, refused or not, and the trail must not become a way to fill Redis.
+TARGET_PART_MAX = 128
 
 
 class AuditTrail:
@@ -78,17 +82,27 @@ def _record(scope: Scope, status: int, body: bytes) -> None:
         log.exception("audit entry not recorded", extra={"action": rule.action})
 
 
+def _shown(value: object) -> str:
+    """A caller-chosen part of a target as it may be stored and printed: at most :data:`TARGET_PART_MAX`
+    characters, a control, format or bidi character written as its escape (no fake second line in
+    ``broadcast audit``, no text reversed by U+202E)."""
+    text = str(value)
+    cut = len(text) - TARGET_PART_MAX
+    text = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c)[0] == "C" else c for c in text[:TARGET_PART_MAX])
+    return f"{text}…(+{cut} chars)" if cut > 0 else text
+
+
 def _target(action: str, params: dict[str, Any], body: bytes) -> str:
     """``campaign:42``: the kind (the action's noun) and the path's id, or the created object's id."""
     kind = action.split(".", 1)[0]
     if params:
-        return f"{kind}:{'/'.join(str(v) for v in params.values())}"
+        return f"{kind}:{'/'.join(_shown(v) for v in params.values())}"
     try:
         answer = json.loads(body) if body else {}
     except ValueError:
         answer = {}
     if isinstance(answer, dict) and isinstance(answer.get("to"), str):  # a suppression: account (or *) and to
         account = answer.get("account")
-        return f"{kind}:{account if isinstance(account, str) else '*'}/{answer['to']}"
+        return f"{kind}:{_shown(account) if isinstance(account, str) else '*'}/{_shown(answer['to'])}"
     found = answer.get("id") or answer.get("name") if isinstance(answer, dict) else None
-    return f"{kind}:{found}" if isinstance(found, str | int) and found != "" else kind
+    return f"{kind}:{_shown(found)}" if isinstance(found, str | int) and found != "" else kind

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -173,3 +174,21 @@ def test_a_suppression_added_or_removed_is_audited_with_its_account_and_recipien
     assert targets.get("suppression.add") == f"suppression:*/{to}", entries
     assert removed.status_code == 204, removed.text
     assert targets.get("suppression.remove") == f"suppression:*/{to}", entries
+
+
+def test_a_refused_callers_path_is_audited_short_and_on_one_line(api: ApiStack, keys: dict[Role, str]) -> None:
+    """A viewer's 403s are recorded, but the path is the caller's: a 10,000-character id must not fill
+    Redis, and a newline or a right-to-left override must not forge a line of `broadcast audit`."""
+    viewer = {"Authorization": f"Bearer {keys[Role.VIEWER]}"}
+    long_id = "A" * 10_000
+    forged = f"c1\n2026-12-05 05:00 bootstrap admin key.revoke\u202e{api.prefix}"
+    for campaign in (long_id, forged):
+        answer = api.http.post(f"/v1/campaigns/{quote(campaign, safe='')}/pause", headers=viewer)
+        assert answer.status_code == 403, answer.text
+    entries = api.http.get("/v1/audit", params={"limit": 20, "action": "campaign.pause"}).json()["items"]
+    targets = [e["target"] for e in entries if e["status"] == 403]
+    long_target = next(t for t in targets if t.startswith("campaign:AAAA"))
+    assert long_target == "campaign:" + "A" * 128 + "…(+9872 chars)"
+    forged_target = next(t for t in targets if api.prefix in t)
+    assert "\n" not in forged_target and "\u202e" not in forged_target
+    assert forged_target == f"campaign:c1\\u000a2026-12-05 05:00 bootstrap admin key.revoke\\u202e{api.prefix}"
