@@ -25,8 +25,11 @@ Error messages never contain tokens: vendor modules build them from the vendor's
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable
+
+from worker.redaction import secret_forms
 
 
 class BroadcastError(Exception):
@@ -172,8 +175,10 @@ class UnsupportedError(VendorError):
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every occurrence of a secret (longer than 3 chars) with ``***``."""
-    for secret in secrets:
-        if secret and len(secret) > 3:
-            text = text.replace(secret, "***")
-    return text
+    """Replace every occurrence of a secret (longer than 3 chars), in any of its :func:`secret_forms`
+    and any letter case, with ``***``."""
+    forms = {form for secret in secrets for form in secret_forms(secret)}
+    if not forms:
+        return text
+    pattern = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+    return re.sub(pattern, "***", text, flags=re.IGNORECASE)

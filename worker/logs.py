@@ -13,6 +13,8 @@ import threading
 import time
 from collections.abc import Iterable
 
+from worker.redaction import secret_forms
+
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
@@ -36,9 +38,7 @@ class RedactingFilter(logging.Filter):
         return frozenset(s for group in self._by_prefix.values() for s in group)
 
     def add(self, *secrets: str) -> None:
-        for secret in secrets:
-            if not secret or len(secret) <= 3:
-                continue
+        for secret in {form for given in secrets for form in secret_forms(given)}:
             group = self._by_prefix.get(secret[:4], ())
             if secret not in group:
                 with self._lock:  # longest first, so a secret that extends another is scrubbed whole

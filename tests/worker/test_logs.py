@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
+from urllib.parse import quote, quote_plus
 
 import pytest
 
 from scheduler.intake.producer import Producer
 from tests.conftest import Stack
 from tests.e2e.test_pipeline import add_fault, clear_faults
+from worker.errors import redact
 from worker.logs import JsonFormatter, RedactingFilter
 
 
@@ -62,3 +65,28 @@ def test_redacting_filter_scrubs_message_args_and_extras() -> None:
     line = json.loads(stream.getvalue())
     assert "s3cr3t-token-value" not in stream.getvalue()
     assert line["message"] == "calling with ***" and line["header"] == "X-GEWE-TOKEN ***"
+
+
+def test_a_secret_echoed_encoded_or_recased_is_scrubbed_from_logs_and_errors() -> None:
+    """A vendor (or a proxy) may echo a token URL-encoded, base64-encoded or in another case."""
+    secret = "tok/8f+3a=9c"
+    echoes = [
+        quote(secret, safe=""),  # tok%2F8f%2B3a%3D9c
+        quote_plus(secret),
+        base64.b64encode(secret.encode()).decode(),
+        base64.urlsafe_b64encode(secret.encode()).decode().rstrip("="),
+        secret.upper(),
+    ]
+    text = " | ".join(echoes)
+    assert redact(text, [secret]) == " | ".join(["***"] * len(echoes))
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter([secret]))
+    logger = logging.getLogger("test.redaction.forms")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("vendor said: %s", text)
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue().strip() == "vendor said: " + " | ".join(["***"] * len(echoes))

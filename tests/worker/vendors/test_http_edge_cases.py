@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -104,8 +105,9 @@ def send_error(router: respx.Router, vendor: str, **mock: Any) -> VendorError:
     with pytest.raises(VendorError) as info:
         send_with(router, vendor, **mock)
     assert info.value.vendor == vendor
-    assert TOKEN not in str(info.value)
-    assert TOKEN not in json.dumps(info.value.to_dict(), ensure_ascii=False)
+    shown = str(info.value) + json.dumps(info.value.to_dict(), ensure_ascii=False)
+    assert TOKEN not in shown
+    assert not [form for form in ECHO_FORMS if form in shown], shown
     return info.value
 
 
@@ -343,7 +345,20 @@ ECHOES: dict[str, Callable[[str], dict[str, Any]]] = {
     "transport": lambda vendor: {"side_effect": httpx.UnsupportedProtocol(f"weird {TOKEN}")},
     "read-timeout": lambda vendor: {"side_effect": httpx.ReadTimeout(f"timed out {TOKEN}")},
     "401-echo": lambda vendor: {"return_value": httpx.Response(401, text=f"token {TOKEN} rejected")},
+    # the forms a vendor or a proxy may echo it in (an attacker's vendor did, 2026-12-05)
+    "upper": lambda vendor: {
+        "return_value": httpx.Response(200, json=failure_body(vendor, f"token {TOKEN.upper()} 不可用或已过期"))
+    },
+    "base64": lambda vendor: {
+        "return_value": httpx.Response(200, json=failure_body(vendor, f"token {TOKEN_B64} 不可用或已过期"))
+    },
+    "base64-unpadded": lambda vendor: {
+        "return_value": httpx.Response(200, json=failure_body(vendor, f"auth={TOKEN_B64.rstrip('=')}"))
+    },
 }
+#: what the echo tests look for in an error, besides the token as it is
+TOKEN_B64 = base64.b64encode(TOKEN.encode()).decode()
+ECHO_FORMS = (TOKEN.upper(), TOKEN.lower(), TOKEN_B64, TOKEN_B64.rstrip("="))
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
