@@ -113,6 +113,10 @@ def invalid(exc: ValidationError, prefix: str = "") -> ApiError:
     return ApiError(422, "invalid", f"{field}: {plain(first['msg'])}", field)
 
 
+#: fastapi/routing.py's detail for a body it could not decode (not a JSONDecodeError)
+_FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """Answer every error the routes and the stores raise in the one shape, with the right status."""
 
@@ -139,6 +143,12 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_PARSE_ERROR:
+            # FastAPI's answer when decoding raised something other than JSONDecodeError: bytes that are not
+            # UTF-8, an integer past Python's 4,300 digits
+            return error_response(
+                400, "invalid_json", "body is not valid JSON (not UTF-8, or a number too long)", "body"
+            )
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
         return error_response(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail), None)
 

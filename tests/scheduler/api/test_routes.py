@@ -185,8 +185,14 @@ def test_an_audience_on_a_vendor_without_contact_calls_is_refused_as_its_sync_is
 
 def test_non_json_and_huge_bodies_are_refused(api: ApiStack) -> None:
     before = api.stored_keys()
-    response = api.http.post("/v1/messages", content=b"{not json", headers={"Content-Type": "application/json"})
-    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+    for content in (
+        b"{not json",
+        b'{"account": "shop", "to": "wxid_a", "n": ' + b"9" * 100_000 + b"}",  # past Python's 4,300 digits
+        b'{"account": "sh\xff\xfeop"}',  # not UTF-8
+    ):
+        response = api.http.post("/v1/messages", content=content, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, response.text
+        assert (response.json()["error"]["code"], response.json()["error"]["field"]) == ("invalid_json", "body")
     huge = (
         b'{"account": "shop", "to": "wxid_a", "message": {"kind": "text", "text": "'
         + b"x" * (10 * 1024 * 1024)
