@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler.api.roles import Rule, rule_for
-from scheduler.api.state import AUDIT_VARIANT, DOOR_RULE, ApiState
+from scheduler.api.state import AUDIT_TARGETS, AUDIT_VARIANT, DOOR_RULE, ApiState
 
 log = logging.getLogger("broadcast.api")
 
@@ -70,14 +70,9 @@ def _record(scope: Scope, status: int, body: bytes) -> None:
     variant = scope.get("state", {}).get(AUDIT_VARIANT)
     action = f"{rule.action}_{variant}" if variant else rule.action
     state: ApiState = scope["app"].state.api
+    targets = scope.get("state", {}).get(AUDIT_TARGETS) or [_target(rule.action, params, body)]
     try:
-        state.audit.record(
-            key=caller.name,
-            role=caller.role.value,
-            action=action,
-            target=_target(rule.action, params, body),
-            status=status,
-        )
+        state.audit.record_each(key=caller.name, role=caller.role.value, action=action, targets=targets, status=status)
     except Exception:  # the answer is already sent: a lost entry is logged, never a second failure
         log.exception("audit entry not recorded", extra={"action": rule.action})
 

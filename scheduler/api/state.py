@@ -161,6 +161,16 @@ def audit_variant(request: Request, variant: str) -> None:
     setattr(request.state, AUDIT_VARIANT, variant)
 
 
+#: Where a route names the objects one call acted on, when they are several (a bulk replay): the audit
+#: trail gets one entry per object, so ``--target dead_letter:j…`` finds who replayed that job.
+AUDIT_TARGETS = "audit_targets"
+
+
+def audit_targets(request: Request, kind: str, ids: list[str]) -> None:
+    """Record this call once for each of ``ids`` (``<kind>:<id>``), not once for the route."""
+    setattr(request.state, AUDIT_TARGETS, [f"{kind}:{i}" for i in ids])
+
+
 class AuthFirst:
     """Authenticate (:func:`identify`) at the door of every ``/v1`` request, before a submission slot is
     taken or a byte of the body is read (FastAPI reads a route's body, a 200 MB upload too, before its

@@ -56,7 +56,8 @@ def test_the_audit_names_each_key_and_the_timeline_counts_the_sends(api_stack: A
     assert everything["items"][0]["target"] == "key:bob" and everything["items"][0]["key"] == "bootstrap"
     older = http.get("/v1/audit", params={"limit": 50, "cursor": everything["next_cursor"]}).json()["items"]
     actions = [e["action"] for e in everything["items"] + older]
-    assert actions[-4:] == ["account.put", "key.create", "key.create", "key.create"]  # the oldest, newest first
+    # the oldest, newest first; each creation names the role it granted
+    assert actions[-4:] == ["account.put", "key.create_viewer", "key.create_operator", "key.create_operator"]
     fleet = http.get("/v1/stats/fleet", params={"hours": 1}).json()
     assert sum(m["sent"] for m in fleet["minutes"]) >= 5
     assert [a["id"] for a in fleet["accounts"]] == ["gw"] and fleet["accounts"][0]["sent_today"] == 5

@@ -30,16 +30,23 @@ class AuditLog:
 
     def record(self, *, key: str, role: str, action: str, target: str, status: int) -> str:
         """Append one entry; entries past the retention are trimmed in the same command."""
+        return self.record_each(key=key, role=role, action=action, targets=[target], status=status)[0]
+
+    def record_each(self, *, key: str, role: str, action: str, targets: list[str], status: int) -> list[str]:
+        """One entry per target of one call (a bulk replay: each job it replayed), in one round trip."""
         oldest = max(0, int(time.time() * 1000) - self.retention_ms)
-        fields: dict[FieldT, EncodableT] = {
-            "key": key,
-            "role": role,
-            "action": action,
-            "target": target,
-            "status": status,
-        }
-        # exact trimming: a few entries a minute at most, and "kept N days" should mean N days
-        return cast(str, self.redis.xadd(self.key, fields, minid=oldest, approximate=False))
+        pipe = self.redis.pipeline(transaction=False)
+        for target in targets:
+            fields: dict[FieldT, EncodableT] = {
+                "key": key,
+                "role": role,
+                "action": action,
+                "target": target,
+                "status": status,
+            }
+            # exact trimming: a few entries a minute at most, and "kept N days" should mean N days
+            pipe.xadd(self.key, fields, minid=oldest, approximate=False)
+        return cast(list[str], pipe.execute())
 
     def page(
         self, *, limit: int = 50, cursor: str | None = None, key: str | None = None, target: str | None = None

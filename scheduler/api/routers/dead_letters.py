@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.api.errors import ApiError
 from scheduler.api.models import OBJECT_ID, ObjectId
-from scheduler.api.state import AUTH, ApiState, Stores, audit_variant
+from scheduler.api.state import AUTH, ApiState, Stores, audit_targets, audit_variant
 from worker.store.deadletter import DeadReason
 
 router = APIRouter(tags=["dead letters"], dependencies=AUTH)
@@ -67,8 +67,13 @@ def replay_one(job_id: ObjectId, state: Stores, request: Request, force: bool = 
 
 @router.post("/v1/dead-letters/replay")
 def replay_many(body: ReplayIn, state: Stores, request: Request) -> dict[str, Any]:
-    """Replay several dead jobs; each id answers ``ok`` or why not (forced: ``dead_letter.replay_bulk_force``)."""
-    return _replay(state, body.ids, body.force, request)
+    """Replay several dead jobs; each id answers ``ok`` or why not. Audited once per job replayed
+    (``dead_letter.replay_bulk`` / ``dead_letter.replay_bulk_force``, target ``dead_letter:<id>``)."""
+    result = _replay(state, body.ids, body.force, request)
+    replayed = [job_id for job_id, outcome in result["results"].items() if outcome == "ok"]
+    if replayed:
+        audit_targets(request, "dead_letter", replayed)
+    return result
 
 
 @router.delete("/v1/dead-letters/{job_id}")

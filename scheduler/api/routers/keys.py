@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.api.errors import ApiError
-from scheduler.api.state import AUTH, Stores, authorize
+from scheduler.api.state import AUTH, Stores, audit_variant, authorize
 from worker.store.operators import NAME_PATTERN, Caller, KeyExists, Role
 from worker.store.suppressions import SYSTEM_BY
 
@@ -41,8 +41,10 @@ def reserved_name(name: str) -> bool:
 
 
 @router.post("/v1/keys", status_code=201)
-def create_key(body: KeyIn, state: Stores, response: Response) -> dict[str, Any]:
-    """A new key: ``{"name", "role", "key"}``. The key is shown this once; store it now."""
+def create_key(body: KeyIn, state: Stores, response: Response, request: Request) -> dict[str, Any]:
+    """A new key: ``{"name", "role", "key"}``. The key is shown this once; store it now. Audited with the
+    role it grants (``key.create_operator``)."""
+    audit_variant(request, body.role.value)
     if reserved_name(body.name):
         raise ApiError(422, "invalid", f"name: {body.name!r} is reserved (or looks like a reserved name)", "name")
     try:

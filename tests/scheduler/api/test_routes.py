@@ -378,6 +378,11 @@ def test_dead_letters_over_http(api_stack: ApiStack) -> None:
     assert api_stack.http.post(f"/v1/dead-letters/{ids[0]}/replay").json()["replayed"] == 1
     many = api_stack.http.post("/v1/dead-letters/replay", json={"ids": [ids[0], ids[1]]}).json()
     assert many["results"] == {ids[0]: "not_dead", ids[1]: "ok"}
+    # the bulk replay is on the record against the job it replayed, not only against "dead_letter"
+    trail = api_stack.http.get("/v1/audit", params={"target": f"dead_letter:{ids[1]}"}).json()["items"]
+    assert [(e["action"], e["status"]) for e in trail] == [("dead_letter.replay_bulk", 200)]
+    single = api_stack.http.get("/v1/audit", params={"target": f"dead_letter:{ids[0]}"}).json()["items"]
+    assert [e["action"] for e in single] == ["dead_letter.replay"]  # the bulk call did not replay it: no entry
     assert api_stack.http.delete(f"/v1/dead-letters/{ids[2]}").json() == {"deleted": ids[2]}
     assert api_stack.http.get(f"/v1/dead-letters/{ids[2]}").status_code == 404
     wait_for(
