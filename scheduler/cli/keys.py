@@ -67,7 +67,14 @@ def revoke(name: str, as_json: AsJson = False, url: Url = None, token: Token = N
     Revoke a key at once: its next request is refused (401) / 立即吊销。"""
     with connect(url, token) as api:
         done = api.revoke_key(name)
-    emit(done, as_json, lambda d: say(f"revoked {d['revoked']} / 已吊销"))
+
+    def show(d: dict[str, Any]) -> None:
+        say(f"revoked {d['revoked']} / 已吊销")
+        if d.get("paused_schedules"):
+            paused = ", ".join(d["paused_schedules"])
+            say(f"paused the schedules it created / 已暂停它创建的定时任务: {paused} (`broadcast schedules resume ID`)")
+
+    emit(done, as_json, show)
 
 
 def audit(

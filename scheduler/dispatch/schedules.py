@@ -227,8 +227,9 @@ class Schedules:
         except MessageError as exc:
             raise _prefixed(exc, "campaign") from None
 
-    def create(self, spec: ScheduleSpec) -> dict[str, Any]:
-        """Validate the template and its fan-out against the store and settings now, then persist."""
+    def create(self, spec: ScheduleSpec, created_by: str = "") -> dict[str, Any]:
+        """Validate the template and its fan-out against the store and settings now, then persist.
+        ``created_by``: the key that made it, whose revocation pauses it (:meth:`pause_created_by`)."""
         size = self.check(spec)
         schedule_id = "s" + uuid.uuid4().hex[:12]
         now = time.time()
@@ -242,6 +243,7 @@ class Schedules:
                 "next_at": f"{upcoming:.3f}",
                 "fires": 0,
                 "size": size,
+                "created_by": created_by,
             },
         )
         pipe.zadd(self.keys.schedules, {schedule_id: upcoming})
@@ -261,6 +263,7 @@ class Schedules:
             "kind": "message" if spec.get("message") else "campaign",
             "template": spec.get("message") or spec.get("campaign"),
             "created": float(data["created"]),
+            "created_by": data.get("created_by") or None,
             "paused": data.get("paused") == "1",
             "next_at": float(data["next_at"]) if data.get("next_at") and data.get("paused") != "1" else None,
             "fires": int(data.get("fires", 0)),
@@ -284,6 +287,15 @@ class Schedules:
         pipe.zadd(self.keys.schedules, {schedule_id: float("inf")})
         pipe.execute()
         return self.get(schedule_id)
+
+    def pause_created_by(self, key_name: str) -> list[str]:
+        """Pause every running schedule the key ``key_name`` created (it was revoked: nobody answers for
+        what it would go on sending); the ids paused."""
+        paused = []
+        for schedule in self.all():
+            if schedule["created_by"] == key_name and not schedule["paused"] and self.pause(schedule["id"]):
+                paused.append(schedule["id"])
+        return paused
 
     def resume(self, schedule_id: str, now: float | None = None) -> dict[str, Any] | None:
         """Fire again from the next cron time after now (times missed while paused are skipped)."""

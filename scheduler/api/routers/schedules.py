@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from scheduler.api.errors import ApiError
 from scheduler.api.models import ObjectId
-from scheduler.api.state import AUTH, Stores
+from scheduler.api.state import AUTH, Stores, authorize
 from scheduler.console import with_next_firings
 from scheduler.dispatch.schedules import ScheduleSpec
+from worker.store.operators import Caller
 
 router = APIRouter(tags=["schedules"], dependencies=AUTH)
 
@@ -22,10 +23,11 @@ def _found(schedule_id: str, found: dict[str, Any] | None) -> dict[str, Any]:
 
 
 @router.post("/v1/schedules", status_code=201)
-def create_schedule(body: ScheduleSpec, state: Stores) -> dict[str, Any]:
+def create_schedule(body: ScheduleSpec, state: Stores, caller: Annotated[Caller, Depends(authorize)]) -> dict[str, Any]:
     """A cron schedule (5 fields, or 6 with seconds last) in a timezone, sending a message or campaign.
-    Validated like a submission; crons firing too often or creating too many jobs an hour get 422."""
-    return state.schedules.create(body)
+    Validated like a submission; crons firing too often or creating too many jobs an hour get 422.
+    ``created_by`` names the key: revoking it pauses the schedule."""
+    return state.schedules.create(body, created_by=caller.name)
 
 
 @router.get("/v1/schedules")

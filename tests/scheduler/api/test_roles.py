@@ -192,3 +192,29 @@ def test_a_refused_callers_path_is_audited_short_and_on_one_line(api: ApiStack, 
     forged_target = next(t for t in targets if api.prefix in t)
     assert "\n" not in forged_target and "\u202e" not in forged_target
     assert forged_target == f"campaign:c1\\u000a2026-12-05 05:00 bootstrap admin key.revoke\\u202e{api.prefix}"
+
+
+def test_revoking_a_key_pauses_the_schedules_it_created_and_only_those(api: ApiStack) -> None:
+    """A revoked operator's recurring push must not go on sending in nobody's name (an attack helper's
+    schedule fired a minute after its key was revoked)."""
+    from tests.scheduler.api.test_routes import put_account
+
+    put_account(api, "sched-acct", "gewe", f"inst-{api.prefix}-s")
+    name = f"leaver-{api.prefix}"
+    leaver = api.http.post("/v1/keys", json={"name": name, "role": "operator"}).json()["key"]
+    body = {
+        "cron": "0 9 * * *",
+        "timezone": "Asia/Shanghai",
+        "message": {"account": "sched-acct", "to": "1@chatroom", "message": {"kind": "text", "text": "早"}},
+    }
+    theirs = api.http.post("/v1/schedules", json=body, headers={"Authorization": f"Bearer {leaver}"}).json()
+    ours = api.http.post("/v1/schedules", json=body).json()
+    try:
+        assert (theirs["created_by"], ours["created_by"]) == (name, "bootstrap")
+        revoked = api.http.delete(f"/v1/keys/{name}").json()
+        assert revoked == {"revoked": name, "paused_schedules": [theirs["id"]]}
+        assert api.http.get(f"/v1/schedules/{theirs['id']}").json()["paused"] is True
+        assert api.http.get(f"/v1/schedules/{ours['id']}").json()["paused"] is False
+    finally:
+        for schedule in (theirs, ours):  # due within the hour another test looks ahead near 00:00 UTC
+            api.http.delete(f"/v1/schedules/{schedule['id']}")
