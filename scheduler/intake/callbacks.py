@@ -40,6 +40,7 @@ from scheduler.intake.producer import RECIPIENT, Producer
 from worker import jsonsafe
 from worker.settings import Settings, optout_form
 from worker.store.accounts import Account, AccountStore
+from worker.store.audit import AuditLog
 from worker.store.keys import Keys
 from worker.store.suppressions import SuppressionReason, Suppressions
 
@@ -292,6 +293,8 @@ class CallbackProcessor:
         self.accounts = accounts
         self.producer = producer
         self.suppressions = Suppressions(client, settings.key_prefix)
+        # what a callback changes is on the record like an operator's change, under the key "callback"
+        self.audit = AuditLog(client, settings.key_prefix, settings.audit_retention_days * 86400)
         self.words = settings.optout_words()
         self.consumer = secrets.token_hex(6)
         self._group_ready = False
@@ -373,13 +376,16 @@ class CallbackProcessor:
             new = self.suppressions.add(
                 account, event.who, SuppressionReason.OPTED_OUT, by="callback", note=note, keep_existing=True
             )
+            if new:
+                self._audit("suppression.add_opted_out", f"suppression:{account}/{event.who}")
             if new and self.settings.optout_reply and repliable(event.who, event.own, current.spec.instance):
                 self._reply(account, event)
             log.info("recipient opted out", extra={"account": account, "to": event.who})
             return Kind.OPTED_OUT
         if event.kind is Kind.CONTACT_REMOVED:
-            self.suppressions.add(account, event.who, SuppressionReason.CONTACT_REMOVED, by="callback",
-                                  note="the vendor reported the contact removed", keep_existing=True)  # fmt: skip
+            if self.suppressions.add(account, event.who, SuppressionReason.CONTACT_REMOVED, by="callback",
+                                     note="the vendor reported the contact removed", keep_existing=True):  # fmt: skip
+                self._audit("suppression.add_contact_removed", f"suppression:{account}/{event.who}")
             return Kind.CONTACT_REMOVED
         if event.kind is Kind.OFFLINE:
             resumed = current.status_changed
@@ -388,9 +394,13 @@ class CallbackProcessor:
                 return Kind.STALE  # said (or received) before an operator resumed the account: old news
             if current.status == "active":  # a paused account stays as the operator left it
                 self.accounts.set_status(account, "down", event.text)
+                self._audit("account.down", f"account:{account}")
                 log.warning("account down by callback", extra={"account": account, "error": event.text})
             return Kind.OFFLINE
         return event.kind
+
+    def _audit(self, action: str, target: str) -> None:
+        self.audit.record(key="callback", role="callback", action=action, target=target, status=200)
 
     def _reply(self, account: str, event: Event) -> None:
         """One reply to a new opt-out, queued like any message (paced), sent although they are suppressed;

@@ -21,6 +21,7 @@ from scheduler.intake.producer import Producer
 from tests.conftest import claim_ready
 from worker.settings import Settings
 from worker.store.accounts import AccountSpec, AccountStore
+from worker.store.audit import AuditLog
 from worker.store.ledger import BeginStatus, Ledger
 from worker.store.suppressions import Suppressions
 from worker.vendors.base import SendResult
@@ -199,6 +200,14 @@ def test_removed_contacts_and_offline_notices(ledger: Ledger) -> None:
     assert processor.handle("acct1", b"{not json") is Kind.MALFORMED
     assert processor.handle("acct1", b'{"hello": 1}') is Kind.UNKNOWN
     assert len(ledger.redis.lrange(ledger.keys.callback_odd, 0, -1)) == 2
+    # what the callbacks changed is in the audit trail, under the key "callback"; a repeat changes nothing
+    again = json.dumps({**removed, "Seq": 2}).encode()  # a new delivery (not a duplicate), nothing new to do
+    assert processor.handle("acct1", again) is Kind.CONTACT_REMOVED
+    trail, _ = AuditLog(ledger.redis, ledger.prefix, 86400).page(limit=10)
+    assert [(e["key"], e["action"], e["target"]) for e in reversed(trail)] == [
+        ("callback", "suppression.add_contact_removed", "suppression:acct1/wxid_x"),
+        ("callback", "account.down", "account:acct1"),
+    ]
 
 
 def _random_json(rng: random.Random, depth: int = 0) -> Any:
