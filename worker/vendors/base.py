@@ -55,6 +55,12 @@ VendorName = Literal["gewe", "gewe-legacy", "ecloud", "ohwxapi"]
 #: Statuses a proxy or server answers without having passed the request on: safe to retry. 503 (service
 #: unavailable) and 408 (the server gave up reading the request) are answered before any handler ran.
 NOT_FORWARDED = frozenset({408, 503})
+#: Except Envoy's 503 for a reset of the upstream stream, which it also answers after it wrote the request
+#: to the vendor (envoyproxy/envoy#17432: "using existing connection", "writing 2852 bytes", the upstream
+#: reset, then "upstream_reset_before_response_started" and a 503; #14981): the vendor may have acted on it.
+#: Its reasons that mean the request never went out: no connection was made, or the circuit breaker held it.
+_ENVOY_RESET = re.compile(rb"disconnect/reset before headers\.(?: retried and the latest)? reset reason: ([a-z ]+)")
+_ENVOY_NOT_FORWARDED = frozenset({b"connection failure", b"connection timeout", b"overflow"})
 #: Longest vendor answer read (after decompression): real envelopes are under a few KB. A longer one is cut
 #: and is no envelope (outcome unknown), so a vendor or a proxy cannot fill a worker's memory.
 MAX_ANSWER_BYTES = 1024 * 1024
@@ -504,6 +510,14 @@ class HttpBackend:
             data = jsonsafe.loads(content) if limits is None else jsonsafe.loads(content, limits)
         except ValueError:
             data = None
+        reset = _ENVOY_RESET.search(content[:4096]) if status == 503 else None
+        if reset and reset.group(1).strip() not in _ENVOY_NOT_FORWARDED:
+            raise self._fail(
+                AmbiguousError,
+                f"{path}: HTTP 503 from a proxy after a reset of the vendor's connection "
+                f"({reset.group(1).decode().strip()}): the request may have reached it, outcome unknown",
+                http_status=status,
+            )
         if status >= 500 and status not in NOT_FORWARDED:
             # a gateway's 502/504 page may well be JSON, even with the vendor's own key in it: a 5xx never
             # says the send did not happen

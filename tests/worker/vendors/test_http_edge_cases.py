@@ -179,6 +179,29 @@ def test_statuses_answered_before_forwarding_are_transient(router: respx.Router,
     assert type(error) is TransientError and error.http_status == status
 
 
+ENVOY = "upstream connect error or disconnect/reset before headers. {}reset reason: {}"
+
+
+@pytest.mark.parametrize(
+    ("body", "forwarded"),
+    [
+        (ENVOY.format("", "connection termination"), True),  # 503 UC: the request was written upstream
+        (ENVOY.format("retried and the latest ", "remote reset"), True),
+        (ENVOY.format("", "local reset"), True),
+        (ENVOY.format("", "connection failure") + ", transport failure reason: delayed connect error: 111", False),
+        (ENVOY.format("", "overflow"), False),  # the circuit breaker held it back
+        ("no healthy upstream", False),
+    ],
+)
+@pytest.mark.parametrize("vendor", ["gewe", "ecloud"])
+def test_envoys_503_after_a_reset_of_the_vendors_connection_is_an_unknown_outcome(
+    router: respx.Router, vendor: str, body: str, forwarded: bool
+) -> None:
+    error = send_error(router, vendor, return_value=httpx.Response(503, text=body))
+    assert type(error) is (AmbiguousError if forwarded else TransientError), error
+    assert error.http_status == 503
+
+
 @pytest.mark.parametrize("vendor", VENDORS)
 def test_read_timeout_is_ambiguous(router: respx.Router, vendor: str) -> None:
     error = send_error(router, vendor, side_effect=httpx.ReadTimeout)
