@@ -67,6 +67,10 @@ const I18N = {
     aud_total: "将发送给 {n} 人", aud_dup: "{n} 人由排在前面的账号发送", aud_excl: "已排除 {n} 人",
     aud_age: "{acct}：{n} 人，通讯录同步于 {age} 前", aud_first: "前几位接收人", not_synced: "该账号尚未同步通讯录", aud_err: "无法预览接收人",
     aud_err_empty: "没有符合条件的接收人", aud_err_label: "所选账号没有这个标签",
+    err_400: "请求格式有误", err_403: "当前密钥的角色无权执行此操作", err_404: "未找到", err_409: "当前状态下无法执行",
+    err_413: "内容过大", err_422: "输入有误", err_429: "请求过于频繁，请稍后再试", err_5xx: "服务暂时不可用",
+    err_account_offline: "账号离线", err_token_required: "修改地址需要重新输入 token", err_key_exists: "同名密钥已存在",
+    err_idempotency_conflict: "幂等键已用于另一个请求", err_account_busy: "账号正忙（正在发送或同步）",
     aud_err_placeholder: "消息里有通讯录无法填写的占位符（通讯录只有 {name} 等联系人字段）",
     pick_audience: "请选择受众", contacts: "通讯录", sync_contacts: "同步通讯录", sync_started: "已开始同步通讯录",
     cs_never: "未同步", cs_running: "同步中", cs_done: "已同步", cs_failed: "同步失败", cs_cancelled: "已取消",
@@ -149,6 +153,12 @@ const I18N = {
     aud_excl: "{n} excluded", aud_age: "{acct}: {n} recipients, contacts synced {age} ago", aud_first: "First recipients",
     not_synced: "this account has not synced its contacts", aud_err: "Cannot preview the recipients",
     aud_err_empty: "No recipient matches", aud_err_label: "The chosen accounts have no such label",
+    err_400: "Malformed request", err_403: "This key's role may not do that", err_404: "Not found",
+    err_409: "Not possible in the current state", err_413: "Too large", err_422: "Invalid input",
+    err_429: "Too many requests, try again shortly", err_5xx: "Service unavailable",
+    err_account_offline: "Account offline", err_token_required: "A new address needs the token entered again",
+    err_key_exists: "A key with this name exists", err_idempotency_conflict: "Idempotency key used for another request",
+    err_account_busy: "Account busy (sending or syncing)",
     aud_err_placeholder: "The message has placeholders the contacts cannot fill (contacts give {name} and the like)", pick_audience: "Choose an audience", contacts: "Contacts",
     sync_contacts: "Sync contacts", sync_started: "Contact sync started",
     cs_never: "never synced", cs_running: "syncing", cs_done: "synced", cs_failed: "sync failed", cs_cancelled: "cancelled",
@@ -278,10 +288,20 @@ function notify(message, kind = "ok") {
   if (kind === "ok") notify.timer = setTimeout(() => { box.hidden = true; }, 4000);
 }
 
+// the API's words are English (and name the field); a headline in the reader's language comes first
+function errorHeadline(error) {
+  const byCode = `err_${error.code}`;
+  if (error.code && t(byCode) !== byCode) return t(byCode);
+  const byStatus = error.status >= 500 ? "err_5xx" : `err_${error.status}`;
+  return t(byStatus) !== byStatus ? t(byStatus) : "";
+}
+
 function showError(error) {
   if (error instanceof ApiError) {
     if (error.status === 401) return;
-    notify(error.field ? `${error.message} (${t("field")}: ${error.field})` : error.message, "error");
+    const detail = error.field ? `${error.message} (${t("field")}: ${error.field})` : error.message;
+    const headline = errorHeadline(error);
+    notify(headline ? `${headline}${lang === "zh" ? "：" : ": "}${detail}` : detail, "error");
   } else notify(String(error.message || error), "error");
 }
 

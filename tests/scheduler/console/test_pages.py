@@ -440,6 +440,7 @@ def test_accounts_pause_resume_and_limits_with_a_write_only_token(stack: ApiStac
     browser.execute_script("document.querySelector('#acc-per_minute').removeAttribute('min')")
     click(browser, "#account-form button[type='submit']")
     until(lambda: "limits.per_minute" in by_css(browser, "#notice").text, "the field in the error")
+    assert by_css(browser, "#notice").text.startswith("输入有误："), "a headline in the reader's language first"
     assert stack.http.get("/v1/accounts/shop").json()["limits"]["per_minute"] == 0
 
 
