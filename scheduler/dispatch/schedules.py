@@ -265,6 +265,7 @@ class Schedules:
             "created": float(data["created"]),
             "created_by": data.get("created_by") or None,
             "paused": data.get("paused") == "1",
+            "owner_revoked": data.get("owner_revoked") == "1",
             "next_at": float(data["next_at"]) if data.get("next_at") and data.get("paused") != "1" else None,
             "fires": int(data.get("fires", 0)),
             "last_fired": float(data["last_fired"]) if data.get("last_fired") else None,
@@ -294,6 +295,7 @@ class Schedules:
         paused = []
         for schedule in self.all():
             if schedule["created_by"] == key_name and not schedule["paused"] and self.pause(schedule["id"]):
+                self.redis.hset(self.keys.schedule(schedule["id"]), "owner_revoked", "1")
                 paused.append(schedule["id"])
         return paused
 
@@ -306,7 +308,7 @@ class Schedules:
         spec = ScheduleSpec.model_validate_json(raw)
         upcoming = next_fire(spec.cron, spec.timezone, now or time.time())
         pipe = self.redis.pipeline()
-        pipe.hdel(key, "paused")
+        pipe.hdel(key, "paused", "owner_revoked")
         pipe.hset(key, "next_at", f"{upcoming:.3f}")
         pipe.zadd(self.keys.schedules, {schedule_id: upcoming})
         pipe.execute()
