@@ -19,7 +19,6 @@ part of a message, ``repr`` or exception text.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,7 +89,9 @@ def resolve_token(token: str | None) -> str:
 
 def _dev_token_hint() -> str:
     """Where a running ``broadcast dev`` keeps its token, for the error a newcomer meets first."""
-    found = sorted(Path(tempfile.gettempdir()).glob("broadcast-dev-*/api-token"))
+    from scheduler.devtools.devstack import live_token_files
+
+    found = live_token_files()
     if len(found) == 1:
         return f' (`broadcast dev` is running: export {TOKEN_ENV}="$(cat {found[0]})")'
     return " (under `broadcast dev`: the try: line of its banner)"

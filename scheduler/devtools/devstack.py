@@ -209,11 +209,36 @@ class DevStack:
 
     def write_token_file(self) -> Path:
         """The token in a file only this user can read, so a ``try:`` line can load it without it landing
-        in shell history."""
+        in shell history; with this process's id beside it, and the token files of runs that were killed
+        (no Ctrl-C, so no cleanup) removed, so ``cat <tmp>/broadcast-dev-*/api-token`` reads this run's."""
+        for stale in set(all_token_files()) - set(live_token_files()):
+            with contextlib.suppress(OSError):  # another user's: not ours to remove
+                stale.unlink()
         path = self.log_dir / "api-token"
+        (self.log_dir / "dev.pid").write_text(f"{os.getpid()}\n")
         path.touch(mode=0o600)
         path.write_text(self.token + "\n")
         return path
+
+
+def all_token_files() -> list[Path]:
+    """Every ``broadcast dev`` token file in the temporary directory, live or left by a killed run."""
+    return sorted(Path(tempfile.gettempdir()).glob("broadcast-dev-*/api-token"))
+
+
+def live_token_files() -> list[Path]:
+    """The token files of ``broadcast dev`` runs still running (their ``dev.pid`` names a live process)."""
+    live = []
+    for path in all_token_files():
+        try:
+            pid = int((path.parent / "dev.pid").read_text().strip())
+            os.kill(pid, 0)
+        except PermissionError:
+            pass  # alive, another user's
+        except (OSError, ValueError):
+            continue
+        live.append(path)
+    return live
 
 
 #: Demo pacing: fast enough to watch a campaign finish in seconds, still one send at a time per account.

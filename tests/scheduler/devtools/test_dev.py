@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -166,6 +167,12 @@ def test_closing_the_terminal_stops_everything_dev_started(tmp_path: Path) -> No
     sessions of their own) must still be stopped, not left running with the port and a private Redis."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BROADCAST_", "FLOWER_"))}
     env["PYTHONUNBUFFERED"] = "1"
+    # a run killed before (no cleanup) left its token: the README's `cat /tmp/broadcast-dev-*/api-token`
+    # must read only the live run's, so the new run removes it
+    stale = Path(tempfile.mkdtemp(prefix="broadcast-dev-")) / "api-token"
+    stale.write_text("token-of-a-killed-run\n")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (stale.parent / "dev.pid").write_text(gone.stdout)
     proc = subprocess.Popen(
         [sys.executable, "-m", "scheduler.cli.app", "dev", "--api-port", "0", "--flower-port", "0", "--sim-port", "0"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -182,6 +189,7 @@ def test_closing_the_terminal_stops_everything_dev_started(tmp_path: Path) -> No
         assert proc.poll() is None, "".join(seen)
         children = descendants(proc.pid)
         assert len(children) >= 6, "redis, simulator, api, worker (+pool), scheduler, flower"
+        assert not stale.exists(), "the killed run's token file is removed"
         proc.stdout.close()  # the terminal is gone: every later write fails
         os.kill(proc.pid, signal.SIGHUP)
         proc.wait(60)
