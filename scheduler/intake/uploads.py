@@ -45,6 +45,15 @@ class BodyNotJson(ValueError):
     """The body is not well-formed JSON (answered 400)."""
 
 
+def _parser_reason(exc: ijson.JSONError) -> str:
+    """The parser's reason only ("parse error: integer overflow"): yajl's message is the repr of bytes that
+    goes on, after an escaped newline, to quote the body back."""
+    text = str(exc)
+    text = text[2:] if text.startswith(("b'", 'b"')) else text
+    reason = re.sub(r"[^A-Za-z0-9 :.,_-]", "", text.split("\\n", 1)[0].split("\n", 1)[0])[:80].strip()
+    return reason or "parse error"
+
+
 class CampaignBody:
     """A JSON campaign body read in streaming passes: ``header`` (every top-level field but the
     recipients), ``count`` (recipients), and :meth:`recipients` (one validated recipient at a time)."""
@@ -59,7 +68,7 @@ class CampaignBody:
         try:
             yield from self.backend.parse(io.BytesIO(self.raw), use_float=True)
         except ijson.JSONError as exc:
-            raise BodyNotJson(str(exc).splitlines()[0] if str(exc) else "not JSON") from None
+            raise BodyNotJson(_parser_reason(exc)) from None
 
     def _read_header(self) -> tuple[dict[str, Any], int]:
         events = self._events()
@@ -106,7 +115,7 @@ class CampaignBody:
                     field = f"recipients[{n}]{path}"
                     raise MessageError(f"{field}: {first['msg']}", field=field) from None
         except ijson.JSONError as exc:
-            raise BodyNotJson(str(exc).splitlines()[0] if str(exc) else "not JSON") from None
+            raise BodyNotJson(_parser_reason(exc)) from None
 
 
 class UploadSlots:
