@@ -67,10 +67,11 @@ def _record(scope: Scope, status: int, body: bytes) -> None:
         return
     if not rule.action:
         return
-    variant = scope.get("state", {}).get(AUDIT_VARIANT)
+    request_state = scope.get("state", {})
+    variant = request_state.get(AUDIT_VARIANT)
     action = f"{rule.action}_{variant}" if variant else rule.action
     state: ApiState = scope["app"].state.api
-    targets = scope.get("state", {}).get(AUDIT_TARGETS) or [_target(rule.action, params, body)]
+    targets = request_state.get(AUDIT_TARGETS) or [_target(rule.action, params, body)]
     try:
         state.audit.record_each(key=caller.name, role=caller.role.value, action=action, targets=targets, status=status)
     except Exception:  # the answer is already sent: a lost entry is logged, never a second failure

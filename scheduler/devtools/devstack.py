@@ -211,9 +211,10 @@ class DevStack:
         """The token in a file only this user can read, so a ``try:`` line can load it without it landing
         in shell history; with this process's id beside it, and the token files of runs that were killed
         (no Ctrl-C, so no cleanup) removed, so ``cat <tmp>/broadcast-dev-*/api-token`` reads this run's."""
-        for stale in set(all_token_files()) - set(live_token_files()):
-            with contextlib.suppress(OSError):  # another user's: not ours to remove
-                stale.unlink()
+        for stale in all_token_files():
+            if not _run_alive(stale):
+                with contextlib.suppress(OSError):  # another user's: not ours to remove
+                    stale.unlink()
         path = self.log_dir / "api-token"
         (self.log_dir / "dev.pid").write_text(f"{os.getpid()}\n")
         path.touch(mode=0o600)
@@ -227,18 +228,19 @@ def all_token_files() -> list[Path]:
 
 
 def live_token_files() -> list[Path]:
-    """The token files of ``broadcast dev`` runs still running (their ``dev.pid`` names a live process)."""
-    live = []
-    for path in all_token_files():
-        try:
-            pid = int((path.parent / "dev.pid").read_text().strip())
-            os.kill(pid, 0)
-        except PermissionError:
-            pass  # alive, another user's
-        except (OSError, ValueError):
-            continue
-        live.append(path)
-    return live
+    """The token files of ``broadcast dev`` runs still running."""
+    return [path for path in all_token_files() if _run_alive(path)]
+
+
+def _run_alive(token_file: Path) -> bool:
+    """Whether the run that wrote ``token_file`` still runs (the ``dev.pid`` beside it names a live process)."""
+    try:
+        os.kill(int((token_file.parent / "dev.pid").read_text().strip()), 0)
+    except PermissionError:
+        return True  # alive, another user's
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 #: Demo pacing: fast enough to watch a campaign finish in seconds, still one send at a time per account.

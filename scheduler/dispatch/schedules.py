@@ -277,14 +277,15 @@ class Schedules:
         ids = cast(list[str], self.redis.zrange(self.keys.schedules, 0, -1))
         return [s for s in (self.get(i) for i in ids) if s is not None]
 
-    def pause(self, schedule_id: str) -> dict[str, Any] | None:
+    def pause(self, schedule_id: str, *, owner_revoked: bool = False) -> dict[str, Any] | None:
         """Stop firing, keep the schedule: flagged ``paused`` and scored +inf (never due). The dispatcher
-        also reads the flag, so a firing under way when it is set is the last one."""
+        also reads the flag, so a firing under way when it is set is the last one. ``owner_revoked``: paused
+        because its creator's key was revoked (resuming it then needs an admin), in the same transaction."""
         key = self.keys.schedule(schedule_id)
         if not self.redis.exists(key):
             return None
         pipe = self.redis.pipeline()
-        pipe.hset(key, "paused", "1")
+        pipe.hset(key, mapping={"paused": "1", **({"owner_revoked": "1"} if owner_revoked else {})})
         pipe.zadd(self.keys.schedules, {schedule_id: float("inf")})
         pipe.execute()
         return self.get(schedule_id)
@@ -294,8 +295,8 @@ class Schedules:
         what it would go on sending); the ids paused."""
         paused = []
         for schedule in self.all():
-            if schedule["created_by"] == key_name and not schedule["paused"] and self.pause(schedule["id"]):
-                self.redis.hset(self.keys.schedule(schedule["id"]), "owner_revoked", "1")
+            mine = schedule["created_by"] == key_name and not schedule["paused"]
+            if mine and self.pause(schedule["id"], owner_revoked=True):
                 paused.append(schedule["id"])
         return paused
 
