@@ -143,6 +143,8 @@ class Session:
     parsed: dict[str, AnyMessage] = field(default_factory=dict)
     #: Redis time before which the account must not send again (a call abandoned unanswered), 0 = none
     cooldown_until: float = 0.0
+    #: the session already ended in its last job's FINISH (no RELEASE of its own)
+    released: bool = False
 
     @property
     def id(self) -> str:
@@ -235,21 +237,27 @@ class SessionRunner:
                     )
                     next_group = group
                     break
-                stop = self._one(session, job_id, start_at, group)
+                stop = self._one(session, job_id, start_at, group, last=i == len(job_ids) - 1)
                 if stop is not None:
                     report.stopped = stop
                     break
         finally:
-            if report.stopped != SessionStop.LEASE_LOST:
-                if next_group is None:
-                    next_at = min(self._next_start(session, False), self._next_start(session, True))
-                else:
-                    next_at = self._next_start(session, next_group)
-                next_at = max(next_at, session.cooldown_until)
-                if report.stopped == SessionStop.REPLICA_LAG:
-                    next_at = max(next_at, session.clock.latest() + REPLICA_LAG_WAIT_S)
+            if report.stopped != SessionStop.LEASE_LOST and not session.released:
+                next_at = self._release_at(session, next_group, report.stopped)
                 self._durable(self.ledger.release, account_id, token, next_at=next_at)
         return report
+
+    def _release_at(self, session: Session, next_group: bool | None, stopped: str = "") -> float:
+        """When the account may start its next session: its next job's start when the kind (group or not)
+        of the job it gives back first is known, else the earlier of the two; never in a cool-down."""
+        if next_group is None:
+            next_at = min(self._next_start(session, False), self._next_start(session, True))
+        else:
+            next_at = self._next_start(session, next_group)
+        next_at = max(next_at, session.cooldown_until)
+        if stopped == SessionStop.REPLICA_LAG:
+            next_at = max(next_at, session.clock.latest() + REPLICA_LAG_WAIT_S)
+        return next_at
 
     # --- one session ----------------------------------------------------------------------------------
 
@@ -330,8 +338,11 @@ class SessionRunner:
             return cast(Begin, begin)
         return cast(Begin, begin)
 
-    def _one(self, session: Session, job_id: str, start_at: float, group: bool = False) -> SessionStop | None:
-        """One job: begin, send, finish. Returns why the session must stop, or None to go on."""
+    def _one(
+        self, session: Session, job_id: str, start_at: float, group: bool = False, *, last: bool = False
+    ) -> SessionStop | None:
+        """One job: begin, send, finish. Returns why the session must stop, or None to go on. The
+        session's ``last`` job, sent, ends the session in its FINISH (one round trip fewer)."""
         report = session.report
         begin = self._begin(session, job_id, start_at)
         if begin.status is BeginStatus.LOST:
@@ -388,8 +399,16 @@ class SessionRunner:
         entry.update(ended=round(ended, 6), latency_ms=round((ended - started) * 1000, 2), outcome="sent")
         entry.update({k: v for k, v in result.ids_as_strings().items() if v is not None})
         record = self._pace_record(session, sent=True, throttled=False)
-        finished = self._durable(self.ledger.finish_sent, session.id, session.token, job.id, result, entry, pace=record)
-        self._advance(session, finished, record)
+        release_at = None
+        if last:  # FINISH records `record` as is: the state it leaves, and the account's next moment, are known
+            self._advance(session, Finished("ok", record.recorded_end), record)
+            release_at = self._release_at(session, None)
+        finished = self._durable(self.ledger.finish_sent,
+            session.id, session.token, job.id, result, entry, pace=record, release_at=release_at,
+        )  # fmt: skip
+        if not last:
+            self._advance(session, finished, record)
+        session.released = finished.released is not None
         self.counters.record(
             account=session.id, vendor=vendor, kind=message.kind, outcome="sent", latency_ms=entry["latency_ms"]
         )

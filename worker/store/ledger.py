@@ -231,7 +231,7 @@ class PaceRecord:
     """How one vendor call counts for pacing: FINISH writes it to Redis, the session applies it to its own
     copy with :meth:`PaceState.after_call`."""
 
-    #: When the answer arrived, on Redis's clock as the worker reads it (FINISH caps it by Redis TIME).
+    #: When the answer arrived, on Redis's clock as the worker reads it (FINISH records it as is).
     ended: float
     fraction: float
     slowdown: float | None
@@ -241,6 +241,11 @@ class PaceRecord:
     sent: bool
     keep: int
     vendor: str = ""
+
+    @property
+    def recorded_end(self) -> float:
+        """The end FINISH records (``end`` in its reply): :attr:`ended` to the microsecond."""
+        return float(f"{self.ended:.6f}")
 
     def args(self) -> list[str]:
         return [
@@ -269,6 +274,8 @@ class Finished(NamedTuple):
     #: the outcome is on the replicas BROADCAST_REPLICA_ACKS asks for (when False it may be lost in a
     #: failover: the job would then be an unknown outcome, never resent)
     confirmed: bool = True
+    #: the session ended in this FINISH (``release_at``): RELEASE's answer; None when it goes on
+    released: int | None = None
 
 
 class PartBegin(NamedTuple):
@@ -537,8 +544,11 @@ class Ledger:
         history: dict[str, Any],
         *,
         pace: PaceRecord | None = None,
+        release_at: float | None = None,
     ) -> Finished:
-        """Record a successful send with its vendor ids (and how the call counts for pacing)."""
+        """Record a successful send with its vendor ids (and how the call counts for pacing). With
+        ``release_at`` the session ends in the same script, as :meth:`release` would end it (one round trip
+        fewer for its last job), unless replicas must acknowledge the outcome first: see :meth:`_finish_call`."""
         ids = result.ids_as_strings()
         fields = {
             "vendor": result.vendor,
@@ -548,7 +558,7 @@ class Ledger:
             **ids,
             **result.media,
         }
-        return self._finish_call(account, token, job_id, "sent", history, _pairs(fields), pace)
+        return self._finish_call(account, token, job_id, "sent", history, _pairs(fields), pace, release_at)
 
     def finish_retry(
         self,
@@ -617,9 +627,14 @@ class Ledger:
         history: dict[str, Any],
         extra: Sequence[str],
         pace: PaceRecord | None,
+        release_at: float | None = None,
     ) -> Finished:
         now = f"{time.time():.6f}"
         pacing = pace.args() if pace is not None else NO_CALL
+        if release_at is not None and self.acks is not None and not self.acks.current().none:
+            # the outcome must reach the replicas before the account is handed back: a session whose FINISH
+            # is not acknowledged in time ends with a wait (runner, REPLICA_LAG), in its own RELEASE
+            release_at = None
         args = [
             self.prefix,
             account,
@@ -629,10 +644,12 @@ class Ledger:
             json.dumps(history),
             self.retention_s,
             *pacing,
+            "" if release_at is None else f"{release_at:.6f}",
             *extra,
         ]
         reply, confirmed = self._run_acked(self._finish[outcome], args)
-        return Finished(str(reply[0]), float(reply[1] or 0), int(reply[2] or 0), confirmed)
+        released = int(reply[3]) if release_at is not None else None
+        return Finished(str(reply[0]), float(reply[1] or 0), int(reply[2] or 0), confirmed, released)
 
     # --- sequences: one vendor call per part, each fenced (part.lua) ---------------------------------------
 

@@ -34,6 +34,11 @@ class Acks:
     #: ``WAITAOF <local> 0 <timeout>``: None without WAITAOF, else 1 when the primary's AOF is on
     aof_local: int | None
 
+    @property
+    def none(self) -> bool:
+        """Nothing to wait for: no replica to acknowledge, no AOF to sync."""
+        return self.replicas <= 0 and not self.aof_local
+
 
 class ReplicaAcks:
     """How many replicas must acknowledge BEGIN and FINISH (fixed, or automatic: the most replicas the

@@ -158,7 +158,7 @@ class LuaScript:
     def acked(self, acks: Acks, args: list[Any]) -> tuple[Any, bool]:
         """Run the script, then ``WAIT``/``WAITAOF`` on the same connection (one round trip): its reply, and
         whether the write is where ``acks`` wants it (docs in worker/store/replication.py)."""
-        if acks.replicas <= 0 and not acks.aof_local:
+        if acks.none:
             return self(args=args), True
         for _ in range(3):
             pipe = self._client.pipeline(transaction=False)

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
-import pytest
-import redis as redis_lib
 
 from simulator.server import SimulatorServer
 from worker.execution.contacts import ContactSyncRunner
@@ -46,15 +44,6 @@ class FirstCallFails(httpx.BaseTransport):
 
     def close(self) -> None:
         self.inner.close()
-
-
-@pytest.fixture
-def accounts(redis_url: str) -> Iterator[AccountStore]:
-    client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
-    store = AccountStore(client, f"lease{uuid.uuid4().hex[:8]}")
-    yield store
-    for key in client.scan_iter(match=f"{store.prefix}:*"):
-        client.delete(key)
 
 
 def sim_account(sim: SimulatorServer, accounts: AccountStore, account_id: str) -> str:

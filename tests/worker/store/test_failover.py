@@ -134,6 +134,41 @@ def test_finish_run_twice_records_the_send_once(ledger: Ledger) -> None:
     assert job is not None and job.state == "sent" and job.fields["new_msg_id"] == "42"
 
 
+def test_a_finish_that_ends_the_session_run_twice_releases_once(ledger: Ledger) -> None:
+    ids = [one_job(ledger) for _ in range(3)]
+    claim = claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=2)[0]
+    assert claim.job_ids == ids[:2]
+    assert ledger.begin("a1", claim.token, ids[0], lease_ttl_s=LEASE_S, call="c1").status is BeginStatus.GO
+    result = SendResult(vendor="gewe", endpoint="/x", to="wxid_x", msg_type=1, new_msg_id=42, msg_id=7, create_time=1)
+    pace = PaceRecord(ended=time.time(), fraction=0.5, slowdown=None, day="2026-01-01", day_sends=1, sent=True, keep=5)
+    entry = {"n": 1, "started": time.time(), "call": "c1", "outcome": "sent"}
+    next_at = time.time() + 30
+    first = ledger.finish_sent("a1", claim.token, ids[0], result, entry, pace=pace, release_at=next_at)
+    assert first.status == "ok" and first.released == 1  # ids[1], claimed but not begun, went back
+    assert not ledger.redis.exists(ledger.keys.lease("a1"), ledger.keys.claimed("a1"))
+    assert ledger.redis.zscore(ledger.keys.sched, "a1") == pytest.approx(next_at, abs=1e-6)
+    again = ledger.finish_sent("a1", claim.token, ids[0], result, entry, pace=pace, release_at=next_at + 60)
+    assert again.status == "ok" and again.released == -1  # the lease is gone: nothing is released twice
+    assert ledger.redis.zscore(ledger.keys.sched, "a1") == pytest.approx(next_at, abs=1e-6)
+    assert ledger.redis.lrange(ledger.keys.queue("a1"), 0, -1) == ids[1:]
+    job = ledger.get(ids[0])
+    assert job is not None and job.state == "sent" and [h["outcome"] for h in ledger.history(ids[0])] == ["sent"]
+
+
+def test_a_finish_waiting_for_replicas_leaves_the_session_to_its_own_release(ledger: Ledger) -> None:
+    job_id = one_job(ledger)
+    waiting = Ledger(ledger.redis, ledger.prefix, acks=ReplicaAcks(ledger.redis, 1, 0.05))  # no replica answers
+    claim = claim_ready(waiting, lease_ttl_s=LEASE_S)[0]
+    assert waiting.begin("a1", claim.token, job_id, lease_ttl_s=LEASE_S, call="c1").status is BeginStatus.GO
+    result = SendResult(vendor="gewe", endpoint="/x", to="wxid_x", msg_type=1, new_msg_id=42, msg_id=7, create_time=1)
+    pace = PaceRecord(ended=time.time(), fraction=0.5, slowdown=None, day="2026-01-01", day_sends=1, sent=True, keep=5)
+    entry = {"n": 1, "started": time.time(), "call": "c1", "outcome": "sent"}
+    done = waiting.finish_sent("a1", claim.token, job_id, result, entry, pace=pace, release_at=time.time())
+    # the outcome is not acknowledged: the session must decide its wait (REPLICA_LAG) before letting go
+    assert done.status == "ok" and not done.confirmed and done.released is None
+    assert ledger.redis.get(ledger.keys.lease("a1")) == claim.token
+
+
 def test_a_retry_outcome_run_twice_schedules_the_job_once(ledger: Ledger) -> None:
     job_id = one_job(ledger)
     claim = claim_ready(ledger, lease_ttl_s=LEASE_S)[0]

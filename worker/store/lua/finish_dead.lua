@@ -2,8 +2,8 @@
   FINISH an attempt that ends the job: it becomes `dead` (a dead letter, or for a revoke job a failed
   recall on its message).
   KEYS: none (names are built from the prefix, ARGV[1]; keys.py LAYOUT)
-  ARGV: [1..15] as every FINISH (prelude_finish.lua, "FINISH"); [16] reason (a DeadReason), [17] error_class,
-        [18] error
+  ARGV: [1..16] as every FINISH (prelude_finish.lua, "FINISH"); [17] reason (a DeadReason), [18] error_class,
+        [19] error
   Returns {'ok' | 'stale', end time, throttles} (prelude_finish.lua, "FINISH").
   The job gives back its place under the recipient cap unless its outcome is unknown (it may have gone
   out), and counts toward its campaign's auto-pause.

@@ -2,8 +2,8 @@
   FINISH a revoke job (never retried: it ends here whatever happened): `sent` when recalled, `dead` when
   the call failed, `cancelled` when no call was made; its outcome goes on the message it revoked.
   KEYS: none (names are built from the prefix, ARGV[1]; keys.py LAYOUT)
-  ARGV: [1..15] as every FINISH (prelude_finish.lua, "FINISH"); [16] outcome (a RecallOutcome: recalled,
-        too_late, unsupported or failed), [17] error ('' = none)
+  ARGV: [1..16] as every FINISH (prelude_finish.lua, "FINISH"); [17] outcome (a RecallOutcome: recalled,
+        too_late, unsupported or failed), [18] error ('' = none)
   Returns {'ok' | 'stale', end time, throttles} (prelude_finish.lua, "FINISH"). A revoke job recovered as failed
   (unknown outcome) while the call ran is corrected only by a success; else 'stale'.
 ]]

@@ -2,7 +2,7 @@
   FINISH an attempt that did not count (the account is down): the job goes back to the head of its queue
   (`queued`), its attempt not counted; cancelled instead when its campaign was cancelled meanwhile.
   KEYS: none (names are built from the prefix, ARGV[1]; keys.py LAYOUT)
-  ARGV: [1..15] as every FINISH (prelude_finish.lua, "FINISH"); [16] '' (unused), [17] error_class, [18] error
+  ARGV: [1..16] as every FINISH (prelude_finish.lua, "FINISH"); [17] '' (unused), [18] error_class, [19] error
   Returns {'ok' | 'stale', end time, throttles} (prelude_finish.lua, "FINISH").
 ]]
 --!include prelude

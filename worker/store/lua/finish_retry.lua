@@ -1,8 +1,8 @@
 --[[
-  FINISH a failed attempt to be tried again: the job becomes `retrying`, due again at ARGV[16].
+  FINISH a failed attempt to be tried again: the job becomes `retrying`, due again at ARGV[17].
   KEYS: none (names are built from the prefix, ARGV[1]; keys.py LAYOUT)
-  ARGV: [1..15] as every FINISH (prelude_finish.lua, "FINISH"); [16] due_at (epoch s), [17] error_class,
-        [18] error
+  ARGV: [1..16] as every FINISH (prelude_finish.lua, "FINISH"); [17] due_at (epoch s), [18] error_class,
+        [19] error
   Returns {'ok' | 'stale', end time, throttles} (prelude_finish.lua, "FINISH").
   The job gives back its place under the recipient cap, and counts one more error of its class (n_<class>).
 ]]

@@ -1,22 +1,29 @@
 --[[
   FINISH a send that went out: the job becomes `sent` with the vendor's ids.
   KEYS: none (names are built from the prefix, ARGV[1]; keys.py LAYOUT)
-  ARGV: [1..15] as every FINISH (prelude_finish.lua, "FINISH"); [16..] field, value, ... (the vendor ids and
+  ARGV: [1..16] as every FINISH (prelude_finish.lua, "FINISH"); [17..] field, value, ... (the vendor ids and
         media fields to store on the job)
-  Returns {'ok' | 'stale', end time, throttles} (prelude_finish.lua, "FINISH").
+  Returns {'ok' | 'stale', end time, throttles} (prelude_finish.lua, "FINISH"), and when ARGV[16] ends the
+  session, a 4th element: RELEASE's answer (prelude_release.lua), whatever the first three say.
   A job recovered as an unknown outcome (dead) while the call ran is taken back out of the dead letters:
   now we know it went out. A campaign's send counts toward auto-pause; sent while its campaign is being
   recalled, its revoke is asked for at once.
 ]]
 --!include prelude
+--!include prelude_release
 --!include prelude_finish
+-- the reply, with RELEASE's answer when this FINISH ends the session (ARGV[16])
+local function ended(reply)
+  if ARGV[16] ~= '' then reply[4] = release_session(ARGV[2], ARGV[3], ARGV[16]) end
+  return reply
+end
 local f, reply = finish_open()
-if not f then return reply end
+if not f then return ended(reply) end
 local jk, id, now, ttl, st, camp = f.jk, f.id, f.now, f.ttl, f.st, f.camp
 if st == STATE.DEAD then
   if redis.call('HGET', jk, 'reason') ~= DEAD_REASON.UNKNOWN_OUTCOME then
     redis.call('RPUSH', f.hk, f.entry)
-    return {'stale', f.tstr, f.throttles}
+    return ended({'stale', f.tstr, f.throttles})
   end
   -- recovered as an unknown outcome while this call was still running: now we know it went out
   redis.call('ZREM', key_dlq(), id)
@@ -45,4 +52,4 @@ if camp and camp ~= '' then
   local window, unsupported = unpack(redis.call('HMGET', key_campaign(camp), 'recall_window', 'recall_unsupported'))
   if window and request_revoke(id, now, tonumber(window), unsupported or '') == RECALL.PENDING then wake() end
 end
-return {'ok', f.tstr, f.throttles}
+return ended({'ok', f.tstr, f.throttles})

@@ -102,11 +102,13 @@ end
 --   that call left: never earlier than the truth, so the gap after it is never short), jitter fraction,
 --   slow-down ('' = unchanged, else the new factor, stamped at the end), local day, sends on that day,
 --   window length to keep (0 = no window), vendor ('' = no vendor-wide rate)
---   [16..] the outcome's own (FINISH_X), listed in each script's header.
+--   [16] '' (the session goes on), or the account's next sendable moment: the session ends in this FINISH, as
+--   RELEASE would end it (finish_sent.lua only, the last job of a session; '' in the others)
+--   [17..] the outcome's own (FINISH_X), listed in each script's header.
 -- and this reply: {'ok' | 'stale', end time ('' = no call), throttles}: 'stale' when the job is no longer
 -- this session's (its history entry kept anyway); throttles = the account's throttling answers in a row,
 -- this call included (the worker pauses the account past its limit).
-local FINISH_X = 16
+local FINISH_X = 17
 -- The common start of a FINISH: the pacing record is written first, even when the lease was lost
 -- meanwhile (the call happened and the next one must wait for it). FINISH run again after a lost reply (a
 -- client retry, a failover) finds its call recorded (`fin`) and answers 'ok' without writing anything

@@ -1,33 +1,12 @@
 --[[
   RELEASE: end a session. Its unprocessed jobs go back to the head of their queue, and the account waits
   in `sched` until `next_at` (its next sendable moment, from the worker's pacing) if it still has jobs.
+  A session whose last job was sent ends in that job's FINISH instead (finish_sent.lua, ARGV[16]).
   KEYS: none (every name is built from the prefix, ARGV[1]: worker/store/keys.py LAYOUT)
   ARGV: [1] prefix  [2] account  [3] token  [4] next_at
   Returns how many claimed ids were still listed, or -1 when the lease was lost (RECOVER has already
   dealt with the batch).
 ]]
 --!include prelude
-local a, token, next_at = ARGV[2], ARGV[3], ARGV[4]
-local lk = key_lease(a)
-if not holds_lease(redis.call('GET', lk), token) then return -1 end
-local ck = key_claimed(a)
-local ids = redis.call('LRANGE', ck, 0, -1)
-local now_s = redis.call('TIME')[1]
-for i = #ids, 1, -1 do
-  local jk = key_job(ids[i])
-  local st, priority, camp = unpack(redis.call('HMGET', jk, 'state', 'priority', 'campaign'))
-  if st == STATE.QUEUED then
-    place(jk, ids[i], a, priority, true, camp, STATE.QUEUED)
-  elseif st == STATE.SENDING then
-    -- the batch ended without recording this send (an unexpected error mid-call): outcome unknown
-    dead_letter(jk, ids[i], STATE.SENDING, DEAD_REASON.UNKNOWN_OUTCOME, 'ambiguous',
-      'the send was interrupted before its outcome was recorded; the message may have been sent', now_s)
-  end
-end
-redis.call('DEL', ck, lk)
-redis.call('SREM', key_leased(), a)
-if redis.call('LLEN', key_queue_high(a)) > 0 or redis.call('ZCARD', key_sources(a)) > 0 then
-  redis.call('ZADD', key_sched(), next_at, a)
-  wake()
-end
-return #ids
+--!include prelude_release
+return release_session(ARGV[2], ARGV[3], ARGV[4])

@@ -1,0 +1,64 @@
+"""A session ends in its last job's FINISH when that job was sent (one round trip fewer per session): the
+account is handed back exactly as a separate RELEASE would, against a real Redis and the simulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from simulator.server import SimulatorServer
+from tests.conftest import claim_ready
+from tests.worker.execution.test_lease import sim_account
+from worker.execution.runner import SessionRunner
+from worker.messages import TextMessage
+from worker.settings import Settings
+from worker.store.accounts import AccountSpec, AccountStore
+from worker.store.ledger import Ledger
+
+GAP_S = 40.0  # far beyond the session's hold: each session takes one job
+
+
+def _paced_account(sim: SimulatorServer, store: AccountStore) -> None:
+    sim_account(sim, store, "a1")
+    spec = store.get("a1")
+    assert spec is not None
+    limits = {"per_minute": 60, "min_interval_s": GAP_S, "jitter_s": 0, "group_min_interval_s": GAP_S}
+    store.put("a1", AccountSpec.model_validate({**spec.spec.model_dump(), "limits": limits}))
+
+
+@pytest.mark.parametrize(("queued", "batch"), [(1, 5), (2, 1), (3, 5)])
+def test_a_session_whose_last_job_was_sent_ends_in_its_finish(
+    sim: SimulatorServer,
+    accounts: AccountStore,
+    queued: int,
+    batch: int,
+) -> None:
+    _paced_account(sim, accounts)
+    ledger = Ledger(accounts.redis, accounts.prefix)
+    ids = [ledger.submit(account="a1", to=f"wxid_r{i}", message=TextMessage(text="hi"))[0] for i in range(queued)]
+    claim = claim_ready(ledger, lease_ttl_s=30, batch_size=batch)[0]
+    releases: list[Any] = []
+    release = ledger.release
+    ledger.release = lambda *a, **k: releases.append(a) or release(*a, **k)  # type: ignore[method-assign]
+    settings = Settings(key_prefix=accounts.prefix)
+    with httpx.Client(timeout=10) as http:
+        report = SessionRunner(settings, ledger, accounts, http).run("a1", claim.token, claim.job_ids)
+    sent = ledger.get(ids[0])
+    assert sent is not None and sent.state == "sent" and report.sent == 1
+    keys = ledger.keys
+    assert not accounts.redis.exists(keys.lease("a1"), keys.claimed("a1"))
+    assert not accounts.redis.sismember(keys.leased, "a1")
+    last_end = float(accounts.redis.hget(keys.pace("a1"), "last_end") or 0)
+    if queued == 1:
+        # nothing left: the session ended in its FINISH, the account is not waiting in `sched`
+        assert report.stopped == "" and releases == []
+        assert accounts.redis.zscore(keys.sched, "a1") is None
+        return
+    assert accounts.redis.lrange(keys.queue("a1"), 0, -1) == ids[1:]
+    assert accounts.redis.zscore(keys.sched, "a1") == pytest.approx(last_end + GAP_S, abs=1e-3)
+    if batch == 1:  # its one job was its last: ended in its FINISH, the next job waits its gap in `sched`
+        assert report.stopped == "" and releases == []
+    else:  # the next job is 40 s away: the session stops (paced) and hands the rest back in its own RELEASE
+        assert report.stopped == "paced" and len(releases) == 1
