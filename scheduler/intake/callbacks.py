@@ -17,7 +17,9 @@ Shapes (``docs/vendors.md``, "Callbacks"): GeWe's 回调消息详解 page (``Wan
 ``Appid + Data.NewMsgId``); E云's private text ``messageType`` 60001 with ``data.fromUser``, ``content``,
 ``newMsgId``, ``self`` (the ``2048537793/WkApi`` mirror; dedupe on ``toUser + newMsgId + fromUser``, as its
 callback page says). Vendors repeat deliveries (Devo919/Gewechat#173), so a message id is remembered for
-``BROADCAST_CALLBACK_DEDUPE_H`` hours. A body that is not JSON, past :data:`CALLBACK_JSON_LIMITS`
+``BROADCAST_CALLBACK_DEDUPE_H`` hours; ``Offline`` and ``DelContacts``, which carry none, are known by what
+they mean (the account, the removed contact, the vendor's ``CreateTime`` if any), not by their bytes
+(:func:`_event_once`). A body that is not JSON, past :data:`CALLBACK_JSON_LIMITS`
 (``worker.jsonsafe``, the bounded parser every untrusted JSON goes through), or of no known shape is kept a
 while in ``cb:odd`` (newest first, bounded) and counted; it still gets a 200 so the vendor stops retrying.
 """
@@ -213,27 +215,26 @@ def parse(body: bytes) -> Event:
     if not isinstance(doc, dict):
         return Event(Kind.MALFORMED)
     if isinstance(doc.get("TypeName"), str):
-        return _gewe(doc, body)
+        return _gewe(doc)
     if isinstance(doc.get("messageType"), str | int) and not isinstance(doc.get("messageType"), bool):
         return _ecloud(doc)
     return Event(Kind.UNKNOWN)
 
 
-def _gewe(doc: dict[str, Any], body: bytes) -> Event:
+def _gewe(doc: dict[str, Any]) -> Event:
     kind, appid, own = doc["TypeName"], _id(doc.get("Appid")), _string(doc.get("Wxid"))
     data = doc.get("Data")
     data = data if isinstance(data, dict) else {}
     base = Event(Kind.IGNORED, vendor="gewe", instance=appid, own=own)
-    # Offline and DelContacts carry no message id: a delivery is known by its body (a replay is the same
-    # bytes), remembered for the dedupe window like a message id
-    once = f"gewe:{appid}:{kind}:{hashlib.sha256(body).hexdigest()[:32]}"
+    at = _epoch(data.get("CreateTime") or doc.get("CreateTime"))
     if kind == "Offline":
-        at = _epoch(data.get("CreateTime") or doc.get("CreateTime"))
         text = "GeWe Offline callback: the account was logged out (掉线)"
-        return replace(base, kind=Kind.OFFLINE, dedupe=once, text=text, at=at)
+        return replace(base, kind=Kind.OFFLINE, dedupe=_event_once(appid, kind, at), text=text, at=at)
     if kind == "DelContacts":
         who = _person(_string(data.get("UserName")))
-        return replace(base, kind=Kind.CONTACT_REMOVED, dedupe=once, who=who) if who else Event(Kind.MALFORMED)
+        if not who:
+            return Event(Kind.MALFORMED)
+        return replace(base, kind=Kind.CONTACT_REMOVED, dedupe=_event_once(appid, kind, at, who), who=who, at=at)
     if kind != "AddMsg":
         return replace(base, kind=Kind.IGNORED)  # ModContacts and the rest: nothing to do
     if data.get("MsgType") != 1:
@@ -245,6 +246,25 @@ def _gewe(doc: dict[str, Any], body: bytes) -> Event:
         return replace(base, kind=Kind.IGNORED)  # our own message, or a group's
     text = _string(data.get("Content"))
     return replace(base, kind=Kind.TEXT, dedupe=f"gewe:{appid}:{msg_id}", who=sender, text=text)
+
+
+def _event_once(appid: str, kind: str, at: float, *what: str) -> str:
+    """The dedupe key of a GeWe ``Offline`` or ``DelContacts``, which carry no message id: what the event
+    means, never its bytes, so the same event sent again with other spacing, its keys in another order or
+    fields added (or changed that nothing here reads: ``Wxid``, ``DeleteContactScen``) is a duplicate.
+
+    It is the account (``Appid``, which must be the account's instance), the removed contact for
+    ``DelContacts`` (``what``) and when the vendor says the event happened (``at``: ``Data.CreateTime`` or
+    ``CreateTime``, seconds or milliseconds, by :func:`_epoch`), so a later logout or removal that says so
+    acts again. GeWe's 回调消息详解 page (``Wangnov/gewe-rs``, ``docs/GeweAPI-Official/消息模块/``) shows both
+    without a ``CreateTime`` (Offline ``{TypeName, Appid, Wxid}``, DelContacts ``{…, Data: {UserName,
+    DeleteContactScen}}``): then nothing in the body tells a later event from a replay, and the event acts
+    once per dedupe window (``BROADCAST_CALLBACK_DEDUPE_H``). A canonical form of the whole document would
+    still let an added field through. Missing a real one is the safe side: the next send to an account
+    logged out again finds it offline and marks it down, and one to a contact removed again suppresses it
+    ``not_friend``; acting on a replay would stop an account an operator has just resumed."""
+    meaning = json.dumps([kind, f"{at:.3f}" if at else "", *what])
+    return f"gewe:{appid}:{kind}:{hashlib.sha256(meaning.encode()).hexdigest()[:32]}"
 
 
 def _ecloud(doc: dict[str, Any]) -> Event:

@@ -201,7 +201,8 @@ def test_removed_contacts_and_offline_notices(ledger: Ledger) -> None:
     assert processor.handle("acct1", b'{"hello": 1}') is Kind.UNKNOWN
     assert len(ledger.redis.lrange(ledger.keys.callback_odd, 0, -1)) == 2
     # what the callbacks changed is in the audit trail, under the key "callback"; a repeat changes nothing
-    again = json.dumps({**removed, "Seq": 2}).encode()  # a new delivery (not a duplicate), nothing new to do
+    # a later removal (it says when: not a duplicate) of a contact already suppressed: nothing new to do
+    again = json.dumps({**removed, "Data": {**removed["Data"], "CreateTime": int(time.time())}}).encode()
     assert processor.handle("acct1", again) is Kind.CONTACT_REMOVED
     trail, _ = AuditLog(ledger.redis, ledger.prefix, 86400).page(limit=10)
     assert [(e["key"], e["action"], e["target"]) for e in reversed(trail)] == [
@@ -347,6 +348,109 @@ def test_offline_and_removed_contacts_are_deduplicated_and_an_offline_older_than
     assert status() == "active"
     later = gewe("Offline", Data={"CreateTime": int(time.time()) + 6})
     assert processor.handle("acct1", later, received=time.time() + 1) is Kind.OFFLINE and status() == "down"
+
+
+def written_otherwise(doc: dict[str, Any]) -> list[bytes]:
+    """The same event as other bytes: other spacing, keys in another order (nested too), fields added at
+    the top and in ``Data``, and the fields nothing acts on (``Wxid``, ``DeleteContactScen``) changed."""
+
+    def reordered(value: Any) -> Any:
+        return {k: reordered(v) for k, v in reversed(value.items())} if isinstance(value, dict) else value
+
+    data = doc.get("Data", {})
+    variants = [
+        {**doc, "Replay": True},
+        {**doc, "Data": {**data, "Seq": 2}},
+        {**doc, "Wxid": "wxid_someone_else"},
+        {**doc, "Data": {**data, "DeleteContactScen": 7}},
+    ]
+    return [
+        json.dumps(doc, indent=4).encode(),
+        b" \n\t" + json.dumps(doc, separators=(",", ":")).encode() + b"\n",
+        json.dumps(reordered(doc)).encode(),
+        *(json.dumps(v).encode() for v in variants),
+    ]
+
+
+def callback_audit(ledger: Ledger) -> list[str]:
+    trail, _ = AuditLog(ledger.redis, ledger.prefix, 86400).page(limit=100, key="callback")
+    return [e["action"] for e in reversed(trail)]
+
+
+def said_at(where: str, at: int) -> dict[str, Any]:
+    """``CreateTime`` where GeWe may put it ("Data" or the top, in ms), none for ""."""
+    return {"Data": {"CreateTime": at}} if where == "Data" else {"CreateTime": at * 1000} if where else {}
+
+
+@pytest.mark.parametrize("where", ["", "Data", "top"], ids=["no CreateTime (as GeWe shows it)", "Data", "top ms"])
+def test_an_offline_sent_again_as_other_bytes_acts_once(ledger: Ledger, where: str) -> None:
+    """A replay must not mark down again an account an operator resumed, however it is written."""
+    processor = processor_for(ledger)
+    accounts = processor.accounts
+    at = int(time.time()) + 5  # after the account was created (older would be stale)
+    doc = {"TypeName": "Offline", "Appid": "app1", "Wxid": "wxid_me", **said_at(where, at)}
+    assert processor.handle("acct1", json.dumps(doc).encode()) is Kind.OFFLINE
+    bodies = written_otherwise(doc)
+    if where:  # the same moment in the other unit
+        bodies.append(json.dumps({**doc, **said_at("top" if where == "Data" else "Data", at)}).encode())
+    for body in bodies:
+        accounts.set_status("acct1", "active")  # an operator resumes it
+        assert processor.handle("acct1", body, received=time.time() + 1) is Kind.DUPLICATE, body
+        account = accounts.get("acct1")
+        assert account is not None and account.status == "active", body
+    assert callback_audit(ledger) == ["account.down"]
+    stats = ledger.redis.hgetall(ledger.keys.stat("callbacks"))
+    assert stats.get("offline") == "1" and stats.get("duplicate") == str(len(bodies))
+
+
+def test_offline_events_that_say_different_times_each_act(ledger: Ledger) -> None:
+    """A real later logout says a later CreateTime: it acts although the account was down before."""
+    processor = processor_for(ledger)
+    accounts = processor.accounts
+    first = gewe("Offline", **said_at("Data", int(time.time()) + 1))  # after the account was created
+    assert processor.handle("acct1", first) is Kind.OFFLINE
+    accounts.set_status("acct1", "active")  # an operator resumes it; it is logged out again, later
+    second = gewe("Offline", **said_at("top", int(time.time()) + 5))
+    assert processor.handle("acct1", second, received=time.time() + 1) is Kind.OFFLINE
+    account = accounts.get("acct1")
+    assert account is not None and account.status == "down"
+    assert callback_audit(ledger) == ["account.down", "account.down"]
+
+
+@pytest.mark.parametrize(
+    "when", [{}, {"Data": {"CreateTime": 1_705_043_418}}], ids=["no CreateTime (as GeWe shows it)", "CreateTime"]
+)
+def test_a_removed_contact_sent_again_as_other_bytes_acts_once(ledger: Ledger, when: dict[str, Any]) -> None:
+    """A replay must not suppress again a contact an operator let back in, however it is written."""
+    processor = processor_for(ledger)
+    supp = Suppressions(ledger.redis, ledger.prefix)
+    data = {"UserName": {"string": "wxid_gone"}, "DeleteContactScen": 0, **when.get("Data", {})}
+    doc = {"TypeName": "DelContacts", "Appid": "app1", "Wxid": "wxid_me", "Data": data}
+    assert processor.handle("acct1", json.dumps(doc).encode()) is Kind.CONTACT_REMOVED
+    bodies = written_otherwise(doc)
+    for body in bodies:
+        supp.remove("acct1", "wxid_gone")  # an operator lets the contact back in
+        assert processor.handle("acct1", body) is Kind.DUPLICATE, body
+        assert supp.get("acct1", "wxid_gone") is None, body
+    assert callback_audit(ledger) == ["suppression.add_contact_removed"]
+    stats = ledger.redis.hgetall(ledger.keys.stat("callbacks"))
+    assert stats.get("contact_removed") == "1" and stats.get("duplicate") == str(len(bodies))
+
+
+def test_removals_that_say_different_times_or_name_another_contact_each_act(ledger: Ledger) -> None:
+    processor = processor_for(ledger)
+    supp = Suppressions(ledger.redis, ledger.prefix)
+
+    def removed(who: str, at: int) -> bytes:
+        return gewe("DelContacts", Data={"UserName": {"string": who}, "CreateTime": at})
+
+    now = int(time.time())
+    assert processor.handle("acct1", removed("wxid_gone", now)) is Kind.CONTACT_REMOVED
+    assert supp.remove("acct1", "wxid_gone")  # let back in; removed again, later
+    assert processor.handle("acct1", removed("wxid_gone", now + 60)) is Kind.CONTACT_REMOVED
+    assert processor.handle("acct1", removed("wxid_other", now + 60)) is Kind.CONTACT_REMOVED
+    assert supp.get("acct1", "wxid_gone") is not None and supp.get("acct1", "wxid_other") is not None
+    assert callback_audit(ledger) == ["suppression.add_contact_removed"] * 3
 
 
 def queued_replies(ledger: Ledger, account: str) -> list[str]:
