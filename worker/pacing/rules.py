@@ -111,9 +111,20 @@ def throttled_slowdown(state: PaceState, now: float) -> float:
     return min(MAX_SLOWDOWN, effective_slowdown(state, now) * 2)
 
 
+#: The last local date worked out per timezone, with the UTC minute it was for: every send asks, and a local
+#: day always starts on a whole UTC minute (offsets are whole minutes), so one answer serves a minute.
+_LOCAL_DAYS: dict[str, tuple[int, str]] = {}
+
+
 def local_day(now: float, timezone: str) -> str:
     """The account's local date (``YYYYMMDD``), the key of its daily counter."""
-    return datetime.fromtimestamp(now, ZoneInfo(timezone)).strftime("%Y%m%d")
+    minute = int(now // 60)
+    known = _LOCAL_DAYS.get(timezone)
+    if known is not None and known[0] == minute:
+        return known[1]
+    day = datetime.fromtimestamp(now, ZoneInfo(timezone)).strftime("%Y%m%d")
+    _LOCAL_DAYS[timezone] = (minute, day)
+    return day
 
 
 def next_local_midnight(now: float, timezone: str) -> float:

@@ -18,6 +18,7 @@ are classified by :func:`classify_vendor_text`.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import zlib
@@ -354,6 +355,13 @@ def scrub_token_echo(text: str) -> str:
     return _TOKEN_ECHO.sub(r"\1***", text)
 
 
+@functools.lru_cache(maxsize=4096)
+def _vendor_url(url: str) -> httpx.URL:
+    """A vendor endpoint's parsed URL, shared by every session of the process: httpx's URL parser costs as
+    much as the rest of building a request, and each session's backend is new while its endpoints are not."""
+    return httpx.URL(url)
+
+
 class HttpBackend:
     """Shared HTTP plumbing: one POST, httpx errors translated, JSON envelope parsed exactly."""
 
@@ -401,8 +409,6 @@ class HttpBackend:
         self.account = account
         self.client = client
         self._base = account.base_url.rstrip("/")
-        #: parsed URLs by path (httpx's URL parser costs as much as the rest of building a request)
-        self._urls: dict[str, httpx.URL] = {}
         #: the vendor client's direct path (worker.runtime.http11.VendorClient): no cookie jar kept across
         #: accounts, no redirects; any other client (a test's) goes through ``Client.send``
         self._send_direct: Callable[[httpx.Request], httpx.Response] | None = getattr(client, "send_direct", None)
@@ -456,12 +462,9 @@ class HttpBackend:
         if read_timeout_s is not None:
             timeout["read"] = min(timeout.get("read") or read_timeout_s, read_timeout_s)
         try:
-            url = self._urls.get(path)
-            if url is None:
-                url = self._urls[path] = httpx.URL(f"{self._base}{path}")
             request = httpx.Request(
                 "POST",
-                url,
+                _vendor_url(f"{self._base}{path}"),
                 params=params,
                 content=content,
                 headers=headers,

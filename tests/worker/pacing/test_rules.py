@@ -404,6 +404,18 @@ def test_local_day_changes_exactly_at_local_midnight() -> None:
     assert local_day(next_local_midnight(midnight - 1, SHANGHAI), SHANGHAI) == "20250101"
 
 
+@pytest.mark.parametrize("tz", ["Asia/Kathmandu", "Australia/Eucla", "America/St_Johns", "Europe/Berlin", SHANGHAI])
+def test_local_day_remembered_for_a_minute_still_changes_at_local_midnight(tz: str) -> None:
+    # offsets of 45 and 30 minutes, DST changes: the day worked out just before local midnight is remembered
+    # for its UTC minute, and the next day's first instant, in the next UTC minute, is still told apart
+    for day in (datetime(2025, 3, 30), datetime(2025, 6, 1), datetime(2025, 10, 26)):
+        midnight = day.replace(tzinfo=ZoneInfo(tz)).timestamp()
+        before, after = midnight - 0.001, midnight + 0.001
+        assert local_day(before, tz) == datetime.fromtimestamp(before, ZoneInfo(tz)).strftime("%Y%m%d")
+        assert local_day(after, tz) == day.strftime("%Y%m%d")
+        assert local_day(before, tz) != local_day(after, tz)
+
+
 def test_unpaced_session_never_goes_past_the_daily_cap() -> None:
     got = allowance(limits(per_minute=0, daily_cap=10), PaceState(sent_today=9), NOON, unpaced_batch=50)
     assert got.batch == 1 and got.private_at == 0.0
