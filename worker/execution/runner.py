@@ -123,6 +123,10 @@ class _Opened:
     pace: dict[str, str]
     window: list[str]
     clock: RedisClock
+    #: the first job's BEGIN when it was part of that round trip (at the dispatcher's start: CLAIM found it
+    #: may start now), with the campaign templates it brought
+    first: Begin | None
+    templates: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -202,16 +206,19 @@ class SessionRunner:
         """Send the session's jobs in order, paced; always gives unprocessed jobs back unless the lease
         was lost. ``groups`` has a '1' per job whose recipient is a group (its gap is the group gap)."""
         report = SessionReport(account=account_id)
-        account, opened = self._durable(self._read, account_id)
+        account, opened = self._durable(
+            self._read, account_id, token, job_ids[0] if job_ids else None, os.urandom(8).hex()
+        )
         if account is None:
             report.stopped = SessionStop.ACCOUNT_MISSING
-            self._dead_all(account_id, token, job_ids, report)
+            self._dead_all(account_id, token, job_ids, report, opened.first)
             self._durable(self.ledger.release, account_id, token)
             return report
         if account.token_unreadable:
             # a token none of this worker's keys opens reads as "": never send with it (a one-step key
             # rotation); the jobs go back untouched and the account waits for an operator
             reason = "token not readable with BROADCAST_SECRET_KEY (rotate keys in two phases)"
+            self._give_back(account_id, token, opened.first, "config", reason)
             self._durable(self.accounts.set_status, account_id, "down", reason)
             report.stopped = SessionStop.ACCOUNT_DOWN
             self._durable(self.ledger.release, account_id, token)
@@ -219,8 +226,11 @@ class SessionRunner:
         REDACTOR.add(account.spec.token.get_secret_value())
         try:
             session = self._open(account, token, report, opened)
-        except Exception:
+        except Exception as exc:
             # give the jobs back at once rather than when the lease runs out
+            self._give_back(
+                account_id, token, opened.first, "error", f"the session could not start: {type(exc).__name__}"
+            )
             self._durable(self.ledger.release, account_id, token)
             raise
         deadline = time.monotonic() + self.settings.batch_max_s
@@ -237,7 +247,8 @@ class SessionRunner:
                     )
                     next_group = group
                     break
-                stop = self._one(session, job_id, start_at, group, last=i == len(job_ids) - 1)
+                begun = opened.first if i == 0 else None
+                stop = self._one(session, job_id, start_at, group, last=i == len(job_ids) - 1, begun=begun)
                 if stop is not None:
                     report.stopped = stop
                     break
@@ -250,10 +261,7 @@ class SessionRunner:
     def _release_at(self, session: Session, next_group: bool | None, stopped: str = "") -> float:
         """When the account may start its next session: its next job's start when the kind (group or not)
         of the job it gives back first is known, else the earlier of the two; never in a cool-down."""
-        if next_group is None:
-            next_at = min(self._next_start(session, False), self._next_start(session, True))
-        else:
-            next_at = self._next_start(session, next_group)
+        next_at = self._next_start(session, next_group)
         next_at = max(next_at, session.cooldown_until)
         if stopped == SessionStop.REPLICA_LAG:
             next_at = max(next_at, session.clock.latest() + REPLICA_LAG_WAIT_S)
@@ -261,19 +269,28 @@ class SessionRunner:
 
     # --- one session ----------------------------------------------------------------------------------
 
-    def _read(self, account_id: str) -> tuple[Account | None, _Opened]:
-        """The account, its pacing state and Redis's clock, in the session's one first round trip."""
-        keys = self.ledger.keys
-        pipe = self.ledger.redis.pipeline(transaction=False)
-        pipe.hgetall(keys.account(account_id))
-        pipe.time()
-        pipe.hgetall(keys.pace(account_id))
-        pipe.lrange(keys.pace_window(account_id), 0, -1)
-        sent = time.monotonic()
-        stored, (seconds, micros), pace, window = pipe.execute()
-        received = time.monotonic()
-        opened = _Opened(pace, window, RedisClock(seconds + micros / 1_000_000, sent, received))
-        return self.accounts.from_hash(account_id, stored), opened
+    def _read(self, account_id: str, token: str, first_job: str | None, call: str) -> tuple[Account | None, _Opened]:
+        """The account, its pacing state, Redis's clock and (when nothing must acknowledge it first) the first
+        job's BEGIN, in the session's one first round trip. ``call`` names that BEGIN: this read retried after
+        a lost reply finds it done and answering the same."""
+        templates: dict[str, str] = {}
+        got = self.ledger.open_session(
+            account_id, token, first_job, lease_ttl_s=self.settings.lease_ttl_s, call=call, templates=templates
+        )
+        clock = RedisClock(got.redis_time, got.sent, got.received)
+        opened = _Opened(got.pace, got.window, clock, got.first, templates)
+        return self.accounts.from_hash(account_id, got.account), opened
+
+    def _give_back(self, account_id: str, token: str, begun: Begin | None, error_class: str, error: str) -> None:
+        """The first job, marked ``sending`` in the session's first round trip, goes back to the head of its
+        queue, its attempt not counted, when the session cannot start: no vendor call was made."""
+        if begun is None or begun.status is not BeginStatus.GO or begun.job is None:
+            return
+        entry = self._entry(begun.job, time.time(), account_id)
+        entry.update(ended=entry["started"], outcome="requeue", error_class=error_class, error=error)
+        self._durable(self.ledger.finish_requeue,
+            account_id, token, begun.job.id, error_class=error_class, error=error, history=entry, pace=None,
+        )  # fmt: skip
 
     def _open(self, account: Account, token: str, report: SessionReport, opened: _Opened) -> Session:
         """The session, from what its first round trip read."""
@@ -284,7 +301,7 @@ class SessionRunner:
             state=PaceState.from_redis(opened.pace, opened.window),
             clock=opened.clock,
             vendor_limited=account.spec.vendor in self._limited_vendors(),
-            templates={},
+            templates=opened.templates,
             report=report,
             holds=account_holds(account),
         )
@@ -298,8 +315,9 @@ class SessionRunner:
             parsed = session.parsed[raw] = job.message()
         return parsed
 
-    def _next_start(self, session: Session, group: bool) -> float:
-        """When the account's next send may start (Redis time), by the one set of pacing rules."""
+    def _next_start(self, session: Session, group: bool | None) -> float:
+        """When the account's next send may start (Redis time), by the one set of pacing rules: to a group
+        (``group``), to a person, or the earlier of the two (None)."""
         got = allowance(
             session.account.spec.limits,
             session.state,
@@ -307,6 +325,8 @@ class SessionRunner:
             unpaced_batch=self.settings.batch_size,
             clock_offset_s=self.settings.clock_offset_s,
         )
+        if group is None:
+            return min(got.group_at, got.private_at)
         return got.group_at if group else got.private_at
 
     def _begin(self, session: Session, job_id: str, start_at: float) -> Begin:
@@ -339,12 +359,20 @@ class SessionRunner:
         return cast(Begin, begin)
 
     def _one(
-        self, session: Session, job_id: str, start_at: float, group: bool = False, *, last: bool = False
+        self,
+        session: Session,
+        job_id: str,
+        start_at: float,
+        group: bool = False,
+        *,
+        last: bool = False,
+        begun: Begin | None = None,
     ) -> SessionStop | None:
-        """One job: begin, send, finish. Returns why the session must stop, or None to go on. The
-        session's ``last`` job, sent, ends the session in its FINISH (one round trip fewer)."""
+        """One job: begin (unless it was ``begun`` in the session's first round trip), send, finish. Returns
+        why the session must stop, or None to go on. The session's ``last`` job, sent, ends the session in
+        its FINISH (one round trip fewer)."""
         report = session.report
-        begin = self._begin(session, job_id, start_at)
+        begin = begun if begun is not None else self._begin(session, job_id, start_at)
         if begin.status is BeginStatus.LOST:
             return SessionStop.LEASE_LOST
         if begin.status is BeginStatus.YIELD:
@@ -492,6 +520,8 @@ class SessionRunner:
         quiet hours begun meanwhile (that would hold the rest for hours, apart from the first parts)."""
         limits = session.account.spec.limits.model_copy(update={"daily_cap": 0, "quiet_hours": None})
         got = allowance(limits, session.state, session.clock.now(), unpaced_batch=self.settings.batch_size)
+        if group is None:
+            return min(got.group_at, got.private_at)
         return got.group_at if group else got.private_at
 
     def _part_begin(self, session: Session, job: Job, k: int, of: int, at: float) -> str:
@@ -923,9 +953,12 @@ class SessionRunner:
                 self._vendor_limits = (time.monotonic(), vendors)
             return vendors
 
-    def _dead_all(self, account_id: str, token: str, job_ids: list[str], report: SessionReport) -> None:
-        for job_id in job_ids:
-            begin = self.ledger.begin(account_id, token, job_id, lease_ttl_s=self.settings.lease_ttl_s)
+    def _dead_all(
+        self, account_id: str, token: str, job_ids: list[str], report: SessionReport, first: Begin | None
+    ) -> None:
+        for i, job_id in enumerate(job_ids):
+            begin = first if i == 0 and first is not None else None
+            begin = begin or self.ledger.begin(account_id, token, job_id, lease_ttl_s=self.settings.lease_ttl_s)
             if begin.status is not BeginStatus.GO:
                 continue
             entry = {"n": 1, "started": time.time(), "outcome": "dead", "error_class": "config"}

@@ -226,6 +226,20 @@ class Begin:
     confirmed: bool = True
 
 
+class OpenedSession(NamedTuple):
+    """What :meth:`Ledger.open_session` read in a session's first round trip."""
+
+    account: dict[str, str]
+    #: Redis TIME, and the local monotonic clock just before the request left and just after the answer
+    redis_time: float
+    pace: dict[str, str]
+    window: list[str]
+    #: the first job's BEGIN, when it was part of the round trip
+    first: Begin | None
+    sent: float
+    received: float
+
+
 @dataclass(frozen=True, slots=True)
 class PaceRecord:
     """How one vendor call counts for pacing: FINISH writes it to Redis, the session applies it to its own
@@ -495,9 +509,57 @@ class Ledger:
         ``recipient_cap``: the account's (max sends, window seconds) per recipient for campaign jobs; a
         suppressed or capped job is ``skipped`` here (status ``skip``, ``why`` the reason). ``call`` names
         this BEGIN: run again with it (a retry after a lost reply), it answers the same."""
+        args = self._begin_args(account, token, job_id, lease_ttl_s, not_before, templates, recipient_cap, call)
+        reply, confirmed = self._run_acked(self._begin, args)
+        return self._begin_answer(job_id, reply, templates, confirmed)
+
+    def open_session(
+        self,
+        account: str,
+        token: str,
+        first_job: str | None,
+        *,
+        lease_ttl_s: float,
+        call: str,
+        templates: dict[str, str],
+    ) -> OpenedSession:
+        """A session's first round trip: the account's hash, Redis TIME, its pacing state and, when nothing
+        must acknowledge a BEGIN (no replica, no AOF to wait for), the BEGIN of ``first_job`` at the
+        dispatcher's start (CLAIM let it start now), its recipient cap read from the account by the script.
+        ``first`` is None when that BEGIN is left to :meth:`begin` (with replicas, or no job)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.account(account))
+        pipe.time()
+        pipe.hgetall(self.keys.pace(account))
+        pipe.lrange(self.keys.pace_window(account), 0, -1)
+        begin_now = first_job is not None and (self.acks is None or self.acks.current().none)
+        if first_job is not None and begin_now:
+            args = self._begin_args(account, token, first_job, lease_ttl_s, 0.0, templates, None, call, own_cap=True)
+            self._begin.queue(pipe, args)
+        sent = time.monotonic()
+        stored, (seconds, micros), pace, window, *rest = pipe.execute(raise_on_error=False)
+        received = time.monotonic()
+        first = None
+        if first_job is not None and begin_now:
+            reply = self._begin.answer(rest[0], args)  # NOSCRIPT (a new primary): loaded and run again
+            first = self._begin_answer(first_job, reply, templates, True)
+        return OpenedSession(stored, seconds + micros / 1_000_000, pace, window, first, sent, received)
+
+    def _begin_args(
+        self,
+        account: str,
+        token: str,
+        job_id: str,
+        lease_ttl_s: float,
+        not_before: float,
+        templates: dict[str, str] | None,
+        recipient_cap: tuple[int, float] | None,
+        call: str,
+        *,
+        own_cap: bool = False,
+    ) -> list[Any]:
         cap_max, cap_window = recipient_cap or (0, 0.0)
-        known = ",".join(templates) if templates else ""
-        args = [
+        return [
             self.prefix,
             account,
             token,
@@ -505,12 +567,14 @@ class Ledger:
             f"{time.time():.6f}",
             int(lease_ttl_s * 1000),
             f"{not_before:.6f}",
-            known,
-            cap_max,
+            ",".join(templates) if templates else "",
+            "@" if own_cap else cap_max,
             f"{cap_window:g}",
             call,
         ]
-        reply, confirmed = self._run_acked(self._begin, args)
+
+    @staticmethod
+    def _begin_answer(job_id: str, reply: Any, templates: dict[str, str] | None, confirmed: bool) -> Begin:
         status = BeginStatus(str(reply[0]))
         if status is BeginStatus.EARLY:
             return Begin(status=status, wait_s=float(reply[1]))

@@ -155,6 +155,22 @@ class LuaScript:
         except redis.ResponseError as exc:
             raise redis.ResponseError(self.source.explain(str(exc))) from exc
 
+    def queue(self, pipe: Any, args: list[Any]) -> None:
+        """Add a run of the script to a pipeline (its answer goes through :meth:`answer`)."""
+        pipe.evalsha(self._script.sha, 0, *args)
+
+    def answer(self, result: Any, args: list[Any]) -> Any:
+        """The script's reply from a pipeline run with ``raise_on_error=False``: a server without the script
+        (NOSCRIPT: a new primary, a restarted one) runs it again here, loading it; an error is raised with
+        the ``.lua`` file and line."""
+        if isinstance(result, redis.exceptions.NoScriptError):
+            return self(args=args)
+        if isinstance(result, redis.ResponseError):
+            raise redis.ResponseError(self.source.explain(str(result))) from result
+        if isinstance(result, Exception):
+            raise result
+        return result
+
     def acked(self, acks: Acks, args: list[Any]) -> tuple[Any, bool]:
         """Run the script, then ``WAIT``/``WAITAOF`` on the same connection (one round trip): its reply, and
         whether the write is where ``acks`` wants it (docs in worker/store/replication.py)."""

@@ -62,3 +62,46 @@ def test_a_session_whose_last_job_was_sent_ends_in_its_finish(
         assert report.stopped == "" and releases == []
     else:  # the next job is 40 s away: the session stops (paced) and hands the rest back in its own RELEASE
         assert report.stopped == "paced" and len(releases) == 1
+
+
+# --- a session that cannot start: its first job was begun in its first round trip, and is given back ------
+
+
+def test_an_account_gone_since_the_claim_dead_letters_its_jobs_as_missing(
+    sim: SimulatorServer, accounts: AccountStore
+) -> None:
+    _paced_account(sim, accounts)
+    ledger = Ledger(accounts.redis, accounts.prefix)
+    ids = [ledger.submit(account="a1", to=f"wxid_r{i}", message=TextMessage(text="hi"))[0] for i in range(2)]
+    claim = claim_ready(ledger, lease_ttl_s=30, batch_size=5)[0]
+    accounts.redis.delete(ledger.keys.account("a1"))
+    with httpx.Client(timeout=10) as http:
+        report = SessionRunner(Settings(key_prefix=accounts.prefix), ledger, accounts, http).run(
+            "a1", claim.token, claim.job_ids
+        )
+    assert report.stopped == "account_missing" and report.dead == 2
+    jobs = [ledger.get(i) for i in ids]
+    assert [(j.state, j.fields.get("reason")) for j in jobs if j] == [("dead", "account_missing")] * 2
+    assert not accounts.redis.exists(ledger.keys.lease("a1"))
+
+
+def test_a_session_whose_backend_cannot_be_built_gives_its_first_job_back_untried(
+    sim: SimulatorServer, accounts: AccountStore
+) -> None:
+    _paced_account(sim, accounts)
+    ledger = Ledger(accounts.redis, accounts.prefix)
+    job_id = ledger.submit(account="a1", to="wxid_r", message=TextMessage(text="hi"))[0]
+    claim = claim_ready(ledger, lease_ttl_s=30)[0]
+
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("no backend")
+
+    runner = SessionRunner(
+        Settings(key_prefix=accounts.prefix), ledger, accounts, httpx.Client(), backend_factory=broken
+    )
+    with pytest.raises(RuntimeError):
+        runner.run("a1", claim.token, claim.job_ids)
+    job = ledger.get(job_id)
+    assert job is not None and job.state == "queued" and job.attempts == 0  # never `sending` left behind
+    assert accounts.redis.lrange(ledger.keys.queue("a1"), 0, -1) == [job_id]
+    assert not accounts.redis.exists(ledger.keys.lease("a1"))

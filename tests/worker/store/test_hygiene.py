@@ -20,7 +20,7 @@ from scheduler.intake.campaigns import Campaigns
 from scheduler.intake.producer import Producer
 from tests.conftest import claim_ready
 from worker.settings import Settings
-from worker.store.accounts import AccountSpec, AccountStore
+from worker.store.accounts import AccountSpec, AccountStore, Limits
 from worker.store.audit import AuditLog
 from worker.store.ledger import BeginStatus, Ledger
 from worker.store.suppressions import Suppressions
@@ -108,6 +108,31 @@ def test_the_recipient_cap_lets_one_campaign_through_and_skips_the_other(ledger:
     producer = Producer(ledger, AccountStore(ledger.redis, ledger.prefix))
     single = producer.submit_message(account="acct1", to="wxid_a", message={"kind": "text", "text": "x"})
     assert run_all(ledger, cap=CAP)[single.id] == "go"
+
+
+@pytest.mark.parametrize("cap", [{"max": 1, "window_h": 24}, None])
+def test_a_sessions_first_begin_applies_the_accounts_own_recipient_cap(ledger: Ledger, cap: Any) -> None:
+    # the first BEGIN rides on the session's first read, before the worker knows the account's limits: the
+    # script reads the cap from the stored account, as the worker passes it to every later BEGIN
+    accounts = AccountStore(ledger.redis, ledger.prefix)
+    stored = accounts.get("acct1")
+    assert stored is not None
+    limits = Limits.model_validate({**stored.spec.limits.model_dump(), "recipient_cap": cap})
+    accounts.put("acct1", stored.spec.model_copy(update={"limits": limits}))
+    campaign(ledger, ["wxid_a"]), campaign(ledger, ["wxid_a"])
+    answers = []
+    while claims := claim_ready(ledger, lease_ttl_s=LEASE_S):
+        for claim in claims:
+            opened = ledger.open_session(
+                "acct1", claim.token, claim.job_ids[0], lease_ttl_s=LEASE_S, call="c", templates={}
+            )
+            assert opened.first is not None and opened.account["instance"] == "app1"
+            answers.append(opened.first.why or opened.first.status.value)
+            if opened.first.status is BeginStatus.GO:
+                sent = SendResult(vendor="gewe", to="x", endpoint="postText", msg_id=1, new_msg_id=2, create_time=1)
+                ledger.finish_sent("acct1", claim.token, claim.job_ids[0], sent, {})
+            ledger.release("acct1", claim.token)
+    assert answers == (["go", "frequency_cap"] if cap else ["go", "go"])
 
 
 def test_a_delivery_that_was_not_sent_gives_its_place_under_the_cap_back(ledger: Ledger) -> None:

@@ -5,7 +5,8 @@
   ARGV: [1] prefix  [2] account  [3] token (the session's lease)  [4] job id  [5] now
         [6] lease_ttl_ms (the lease is renewed)  [7] not_before (0 = the dispatcher's start)
         [8] known campaigns (comma-separated: their template is not sent back)
-        [9] recipient cap: max campaign sends  [10] its window, seconds (0 = none)
+        [9] recipient cap: max campaign sends, or '@': the account's own, read from its limits (a session's
+        first BEGIN, sent before the worker has read the account)  [10] its window, seconds (0 = none)
         [11] call (this BEGIN's id, '' = none: FINISH's replay fence)
   Returns {'go', template, redis_now ('' when not_before is 0), job} (BEGIN.GO) — `template` the
   campaign's message, or '=' when the caller named the campaign as known; `job` the job hash, flat — or
@@ -22,6 +23,14 @@
 local a, token, id, now, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local not_before, known = tonumber(ARGV[7]), ARGV[8]
 local cap_max, cap_window = tonumber(ARGV[9] or '0') or 0, tonumber(ARGV[10] or '0') or 0
+if ARGV[9] == '@' then
+  -- the limits as worker.store.accounts.Limits writes them (JSON); RecipientCap.as_args in Python
+  local limits = cjson.decode(redis.call('HGET', key_account(a), 'limits') or '{}')
+  local cap = type(limits) == 'table' and limits['recipient_cap']
+  if type(cap) == 'table' then
+    cap_max, cap_window = tonumber(cap['max']) or 0, (tonumber(cap['window_h']) or 0) * 3600
+  end
+end
 local call = ARGV[11] or ''
 local lk = key_lease(a)
 local cur = redis.call('GET', lk)
