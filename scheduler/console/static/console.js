@@ -82,7 +82,7 @@ const I18N = {
     at: "时间", key: "密钥", role: "角色", action: "操作", target: "对象", result: "结果", older: "更早",
     history_title: "操作记录", no_audit: "没有记录。", needs_role: "需要 {role} 角色（当前密钥为 {mine}）",
     role_viewer: "只读", role_operator: "操作员", role_admin: "管理员", signed_in_as: "当前密钥",
-    hours: "小时", cap: "上限",
+    hours: "小时", cap: "上限", axis_tz: "横轴时间：{tz}",
   },
   en: {
     console: "console", nav_campaigns: "Campaigns", nav_new: "New campaign", nav_accounts: "Accounts",
@@ -170,7 +170,7 @@ const I18N = {
     at: "At", key: "Key", role: "Role", action: "Action", target: "Target", result: "Result", older: "Older",
     history_title: "History", no_audit: "Nothing recorded.", needs_role: "Needs the {role} role (this key is {mine})",
     role_viewer: "viewer", role_operator: "operator", role_admin: "admin", signed_in_as: "Key",
-    hours: "h", cap: "cap",
+    hours: "h", cap: "cap", axis_tz: "time axis: {tz}",
   },
 };
 
@@ -219,24 +219,29 @@ Object.defineProperty(HTMLElement.prototype, "html", {
   },
 });
 
-function fmtTime(epoch, timeZone) {
-  // "2026-12-05 16:03:26 UTC+8": always with its UTC offset, so an operator knows which time it is, in this
-  // browser's timezone or the given one (a schedule fires in its own; an unknown zone falls back to this one's)
-  if (!epoch) return "";
-  const date = new Date(epoch * 1000);
+// an epoch's date, time and UTC offset ("UTC+8", "UTC") in this browser's timezone or the given one (an unknown
+// zone falls back to this browser's)
+function timeParts(epoch, timeZone) {
   const options = {
     year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
     hourCycle: "h23", timeZoneName: "shortOffset",
   };
   let parts;
   try {
-    parts = new Intl.DateTimeFormat("en-US", { ...options, ...(timeZone ? { timeZone } : {}) }).formatToParts(date);
+    parts = new Intl.DateTimeFormat("en-US", { ...options, ...(timeZone ? { timeZone } : {}) }).formatToParts(new Date(epoch * 1000));
   } catch {
-    parts = new Intl.DateTimeFormat("en-US", options).formatToParts(date);
+    parts = new Intl.DateTimeFormat("en-US", options).formatToParts(new Date(epoch * 1000));
   }
   const p = Object.fromEntries(parts.map((part) => [part.type, part.value]));
-  const offset = p.timeZoneName.replace(/^GMT/, "UTC"); // "GMT+8" → "UTC+8", "GMT" → "UTC"
-  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${offset}`;
+  return { ...p, offset: p.timeZoneName.replace(/^GMT/, "UTC") }; // "GMT+8" → "UTC+8", "GMT" → "UTC"
+}
+
+function fmtTime(epoch, timeZone) {
+  // "2026-12-05 16:03:26 UTC+8": always with its UTC offset, so an operator knows which time it is (a schedule
+  // fires in its own timezone)
+  if (!epoch) return "";
+  const p = timeParts(epoch, timeZone);
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${p.offset}`;
 }
 
 function fmtDuration(seconds) {
@@ -1331,7 +1336,9 @@ function chartSvg(minutes, series, id) {
     }).join("");
   }).join("");
   const totals = series.map(([k, cls]) => `<span class="legend"><i class="${cls}"></i>${t(k)} ${minutes.reduce((sum, m) => sum + (m[k] || 0), 0)}</span>`).join("");
-  return `<svg class="chart" id="${id}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(t("per_min_chart"))}">${grid}${labels}${bars}</svg><div class="row">${totals}</div>`;
+  // the axis's times are this browser's: say in which offset
+  const zone = `<span class="muted chart-tz">${t("axis_tz").replace("{tz}", timeParts(minutes[minutes.length - 1].at).offset)}</span>`;
+  return `<svg class="chart" id="${id}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(t("per_min_chart"))}">${grid}${labels}${bars}</svg><div class="row">${totals}${zone}</div>`;
 }
 
 function auditTable(items) {

@@ -660,6 +660,7 @@ def test_charts_while_a_campaign_runs_then_the_audit(stack: ApiStack, browser: A
     # three hours of minutes: the time axis is labelled every half hour, on the hour and the half hour
     ticks = [e.get_attribute("textContent") for e in all_css(browser, "#fleet-sends text.tick")]
     assert 5 <= len(ticks) <= 7 and all(t.endswith((":00", ":30")) for t in ticks), ticks
+    assert text_of(browser, "#fleet-sends + .row .chart-tz") == "横轴时间：UTC+8"  # the browser runs in Asia/Shanghai
     accounts = len(stack.http.get("/v1/accounts").json()["accounts"])
     until(lambda: len(all_css(browser, ".account-health")) == accounts, "a card for each account")
     paced = by_css(browser, ".account-health[data-account='paced']")
