@@ -49,21 +49,35 @@ def _done(counts: dict[str, int]) -> int:
     return sum(int(counts.get(state, 0)) for state in TERMINAL)
 
 
-def _skipped(counts: dict[str, Any], sep: str, *, label_first: bool = False) -> str:
+def _skipped(counts: dict[str, Any], sep: str) -> str:
     """The skipped deliveries (suppressed or over the recipient cap), shown only when there are some."""
     n = int(counts.get("skipped", 0))
-    if not n:
-        return ""
-    return f"skipped {n}{sep}" if label_first else f"{n} skipped{sep}"
+    return f"{n} skipped{sep}" if n else ""
 
 
 def _campaign_line(c: dict[str, Any]) -> str:
+    """``campaign c… finished: 8 sent, 2 dead, … of 10``, then the same counts in Chinese."""
     counts = c.get("counts") or {}
     remaining = int(c["total"]) - _done(counts)
+    sent, dead, cancelled = counts.get("sent", 0), counts.get("dead", 0), counts.get("cancelled", 0)
+    skipped = int(counts.get("skipped", 0))
     return (
-        f"campaign {c['id']} {_status(c)}: {counts.get('sent', 0)} sent, {counts.get('dead', 0)} dead, "
-        f"{counts.get('cancelled', 0)} cancelled, {_skipped(counts, ', ')}{remaining} remaining of {c['total']}"
+        f"campaign {c['id']} {_status(c)}: {sent} sent, {dead} dead, "
+        f"{cancelled} cancelled, {_skipped(counts, ', ')}{remaining} remaining of {c['total']}"
+        f" / 群发：已发送 {sent}，死信 {dead}，已取消 {cancelled}，{f'已跳过 {skipped}，' if skipped else ''}"
+        f"剩余 {remaining}（共 {c['total']}）"
     )
+
+
+#: A watched campaign's counts with their Chinese label, as the progress bar shows them (like RECALL_LABELS).
+PROGRESS_LABELS = (("sent", "已发送"), ("dead", "死信"), ("cancelled", "已取消"), ("skipped", "已跳过"))
+
+
+def _progress_info(counts: dict[str, Any], remaining: int, rate: float, eta: str) -> str:
+    """The progress bar's counts: ``已发送 sent 8  死信 dead 2  …  剩余 remaining 0  4.0/s  预计 ETA 0s``."""
+    shown = [(name, label) for name, label in PROGRESS_LABELS if name != "skipped" or counts.get("skipped")]
+    parts = "  ".join(f"{label} {name} {counts.get(name, 0)}" for name, label in shown)
+    return f"{parts}  剩余 remaining {remaining}  {rate:.1f}/s  预计 ETA {eta}"
 
 
 def _status(c: dict[str, Any]) -> str:
@@ -121,11 +135,7 @@ def _watch(api: Client, campaign_id: str, *, interval: float, as_json: bool, tim
                 rate = (done - window[0][1]) / span if span > 0 else 0.0
                 remaining = int(campaign["total"]) - done
                 eta = _duration(remaining / rate) if rate > 0 and remaining else ("0s" if not remaining else "-")
-                info = (
-                    f"sent {counts['sent']}  dead {counts['dead']}  cancelled {counts['cancelled']}  "
-                    f"{_skipped(counts, '  ', label_first=True)}"
-                    f"remaining {remaining}  {rate:.1f}/s  ETA {eta}"
-                )
+                info = _progress_info(counts, remaining, rate, eta)
                 label = campaign["name"] or campaign_id
                 if campaign["status"] not in ("active", "finished"):
                     label += f" [{campaign['status']}]"
@@ -138,22 +148,28 @@ def _watch(api: Client, campaign_id: str, *, interval: float, as_json: bool, tim
                 time.sleep(interval)
                 campaign = api.campaign(campaign_id)
     except KeyboardInterrupt:
-        raise fail(f"stopped watching; campaign {campaign_id} goes on", 130) from None
+        raise fail(
+            f"stopped watching; campaign {campaign_id} goes on / 已停止查看，群发 {campaign_id} 仍在继续", 130
+        ) from None
     elapsed = time.monotonic() - started
     if as_json:
         print_json(campaign)
     else:
         moved = _done(campaign["counts"]) - first_done
-        pace = f" ({moved / elapsed:.1f}/s over {_duration(elapsed)})" if moved and elapsed > 0 else ""
+        rate, took = moved / elapsed if elapsed > 0 else 0.0, _duration(elapsed)
+        pace = f" ({rate:.1f}/s over {took} / 平均 {rate:.1f} 条/秒，用时 {took})" if moved and elapsed > 0 else ""
         say(f"{_campaign_line(campaign)}{pace}")
     if campaign["counts"]["dead"] or campaign.get("pause_reason"):
         raise typer.Exit(3)
 
 
 def _print_accepted(accepted: dict[str, Any]) -> None:
+    dropped = accepted.get("duplicates")
     say(
         f"campaign {accepted['id']} {accepted['status']}: {accepted['total']} recipients"
-        + (f" ({accepted['duplicates']} duplicates dropped)" if accepted.get("duplicates") else "")
+        + (f" ({dropped} duplicates dropped)" if dropped else "")
+        + f" / 群发：{accepted['total']} 位接收人"
+        + (f"（已去掉 {dropped} 个重复）" if dropped else "")
     )
     if accepted.get("audience"):
         _print_audience(accepted["audience"])
@@ -311,7 +327,7 @@ def _print_campaigns(items: list[dict[str, Any]]) -> None:
     columns = ["id", "name", "status", "total", "sent", "dead", "skip", "cancel", "left"]
     numbers = ("total", "sent", "dead", "skip", "cancel", "left")
     print_table(columns, rows, right=numbers)
-    say(f"{len(items)} shown")
+    say(f"{len(items)} shown / 条")
 
 
 @app.command("list")
@@ -433,7 +449,11 @@ def test(
             ["test send", "to", "account", "status"],
             [[t["id"], t["to"], t["account"], t["status"]] for t in a["tests"]],
         )
-        say(f"campaign {campaign_id}: {len(a['tests'])} test send(s) queued; see `campaign show {campaign_id}`")
+        n = len(a["tests"])
+        say(
+            f"campaign {campaign_id}: {n} test send(s) queued; see `campaign show {campaign_id}`"
+            f" / 已排队 {n} 条测试发送，用 `campaign show {campaign_id}` 查看"
+        )
 
     emit(answer, as_json, show)
 
@@ -473,7 +493,7 @@ def cancel(campaign_id: str, as_json: AsJson = False, url: Url = None, token: To
 #: Recall outcomes with their Chinese label, in the order they are shown.
 RECALL_LABELS = (
     ("recalled", "已撤回"),
-    ("too_late", "超时未撤回"),
+    ("too_late", "超过撤回时限"),
     ("unsupported", "不支持撤回"),
     ("failed", "撤回失败"),
     ("pending", "待撤回"),
@@ -514,7 +534,9 @@ def _watch_recall(api: Client, campaign: dict[str, Any], *, interval: float, tim
                 time.sleep(interval)
                 campaign = api.campaign(campaign["id"])
     except KeyboardInterrupt:
-        raise fail(f"stopped watching; the recall of {campaign['id']} goes on", 130) from None
+        raise fail(
+            f"stopped watching; the recall of {campaign['id']} goes on / 已停止查看，撤回仍在继续", 130
+        ) from None
     return campaign
 
 

@@ -13,9 +13,9 @@ from scheduler.cli.render import emit, kv, print_history, print_json, print_tabl
 app = typer.Typer(help="Dead letters / 死信: list, inspect, replay, delete.", no_args_is_help=True)
 
 REPLAY_HINTS = {
-    "unknown_outcome": "may already be in the chat: add --force to replay anyway",
-    "not_dead": "not a dead letter (already replayed, sent or never dead)",
-    "missing": "no such message",
+    "unknown_outcome": "may already be in the chat: add --force to replay anyway / 可能已发到对方：确要重发请加 --force",
+    "not_dead": "not a dead letter (already replayed, sent or never dead) / 不是死信（已重发、已发送或从未进入死信）",
+    "missing": "no such message / 没有这条消息",
     "campaign_recalled": "its campaign was recalled: nothing of it is sent again / 该群发已撤回，不再发送",
 }
 
@@ -46,7 +46,9 @@ def list_(
     ]
     columns = ["id", "account", "to", "reason", "tries", "error"]
     print_table(columns, rows, right=("tries",))
-    say(f"{len(items)} shown ({answer['total']} in the dead-letter store)")
+    say(
+        f"{len(items)} shown ({answer['total']} in the dead-letter store) / 显示 {len(items)} 条（死信共 {answer['total']} 条）"
+    )
 
 
 def _print_dead_letter(entry: dict[str, Any]) -> None:
@@ -98,7 +100,7 @@ def replay(
         print_table(["id", "result"], [[job_id, outcome] for job_id, outcome in results.items()])
         for outcome in sorted({o for o in results.values() if o in REPLAY_HINTS}):
             say(f"{outcome}: {REPLAY_HINTS[outcome]}")  # under the table: never dropped on narrow terminals
-        say(f"replayed {ok} of {len(results)}")
+        say(f"replayed {ok} of {len(results)} / 已重发 {ok} 条（共 {len(results)} 条）")
     if ok != len(results):
         raise typer.Exit(1)
 

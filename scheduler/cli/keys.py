@@ -92,13 +92,16 @@ def audit(
     with connect(url, token) as api:
         page = api.audit(limit=limit, cursor=cursor, key=key, target=target)
 
-    def human(p: dict[str, Any]) -> None:
-        print_table(
-            ["at", "key", "role", "action", "target", "status"],
-            [[when(e["at"]), e["key"], e["role"], e["action"], e["target"], str(e["status"])] for e in p["items"]],
-        )
-        say(f"{len(p['items'])} shown / 条")
-        if p.get("next_cursor"):
-            say(f"older / 更早: --cursor {p['next_cursor']}")
+    emit(page, as_json, print_audit)
 
-    emit(page, as_json, human)
+
+def print_audit(page: dict[str, Any]) -> None:
+    """One audit page as a table; a target stays on one line at any width (it is copied into ``--target``)."""
+    print_table(
+        ["at", "key", "role", "action", "target", "status"],
+        [[when(e["at"]), e["key"], e["role"], e["action"], e["target"], str(e["status"])] for e in page["items"]],
+        whole=("target",),
+    )
+    say(f"{len(page['items'])} shown / 条")
+    if page.get("next_cursor"):
+        say(f"older / 更早: --cursor {page['next_cursor']}")

@@ -119,7 +119,9 @@ def send(
                     time.sleep(0.2)
                     job = api.message(accepted["id"])
         except KeyboardInterrupt:
-            raise fail(f"stopped waiting; {accepted['id']} is {job['status']} and goes on", 130) from None
+            raise fail(
+                f"stopped waiting; {accepted['id']} is {job['status']} and goes on / 已停止等待，消息仍在继续", 130
+            ) from None
     print_json(_outcome(job))
     if job["status"] != "sent":
         raise typer.Exit(3)

@@ -157,16 +157,19 @@ def print_table(
     rows: list[list[str]],
     *,
     right: tuple[str, ...] = (),
+    whole: tuple[str, ...] = (),
     title: str | None = None,
 ) -> None:
-    """A table that keeps every column at any terminal width: ids are never wrapped or cut (they are copied
-    into the next command); other columns keep at least their header's width (rich would otherwise squeeze
-    a narrow column down to nothing) and fold long values onto more lines."""
+    """A table that keeps every column at any terminal width: ids, and the columns named in ``whole`` (an
+    audit entry's ``target``, copied into ``--target``), are never wrapped or cut (they are copied into the
+    next command; a row that cannot fit runs past the terminal's edge instead of being cut there); other columns
+    keep at least their header's width (rich would otherwise squeeze a narrow column down to nothing) and fold
+    long values onto more lines."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, title=title, title_justify="left")
     cells = [[untrusted(cell) for cell in row] for row in rows]
     for index, name in enumerate(columns):
         widest = max([len(name), *(console.measure(row[index]).maximum for row in cells)])
-        if name == "id":
+        if name == "id" or name in whole:
             table.add_column(name, no_wrap=True, min_width=widest)
         else:
             table.add_column(
@@ -177,7 +180,7 @@ def print_table(
             )
     for row in cells:
         table.add_row(*row)
-    console.print(table)
+    console.print(table, crop=False)
 
 
 def kv(rows: list[tuple[str, Any]]) -> None:

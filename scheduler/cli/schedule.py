@@ -11,7 +11,7 @@ from scheduler.cli.options import AsJson, Token, Url, connect, json_option
 from scheduler.cli.render import emit, fail, kv, print_table, say, when
 
 app = typer.Typer(
-    help="Recurring pushes (cron) / 定时推送: list, show, create, pause, resume, delete.", no_args_is_help=True
+    help="Recurring pushes (cron) / 定时任务: list, show, create, pause, resume, delete.", no_args_is_help=True
 )
 
 
@@ -40,7 +40,7 @@ def _print_schedules(items: list[dict[str, Any]]) -> None:
         for s in items
     ]  # fmt: skip
     print_table(["id", "name", "cron", "timezone", "kind", "next_at"], rows)
-    say(f"{len(items)} shown")
+    say(f"{len(items)} shown / 条")
 
 
 @app.command("list")
@@ -112,7 +112,14 @@ def create(
         body["campaign"] = json_option("--campaign-json", campaign_json or "")
     with connect(url, token) as api:
         s = api.create_schedule(body)
-    emit(s, as_json, lambda s: say(f"schedule {s['id']}: {s.get('cron')} ({s.get('timezone')}), next at {_next_at(s)}"))
+    emit(
+        s,
+        as_json,
+        lambda s: say(
+            f"schedule {s['id']}: {s.get('cron')} ({s.get('timezone')}), next at {_next_at(s)}"
+            f" / 定时任务已创建，下次触发 {_next_at(s)}"
+        ),
+    )
 
 
 @app.command("pause")
@@ -122,7 +129,7 @@ def pause(schedule_id: str, url: Url = None, token: Token = None) -> None:
     Stop a schedule firing, keeping it (resume picks up at the next cron time)."""
     with connect(url, token) as api:
         api.steer_schedule(schedule_id, "pause")
-    say(f"schedule {schedule_id} paused")
+    say(f"schedule {schedule_id} paused / 定时任务已暂停")
 
 
 @app.command("resume")
@@ -132,7 +139,7 @@ def resume(schedule_id: str, url: Url = None, token: Token = None) -> None:
     Fire a paused schedule again from its next cron time (missed times are skipped)."""
     with connect(url, token) as api:
         s = api.steer_schedule(schedule_id, "resume")
-    say(f"schedule {schedule_id} resumed, next at {_next_at(s)}")
+    say(f"schedule {schedule_id} resumed, next at {_next_at(s)} / 定时任务已恢复，下次触发 {_next_at(s)}")
 
 
 @app.command("delete")
@@ -142,4 +149,4 @@ def delete(schedule_id: str, url: Url = None, token: Token = None) -> None:
     Stop and remove a schedule (what it already sent stays on the books)."""
     with connect(url, token) as api:
         api.delete_schedule(schedule_id)
-    say(f"schedule {schedule_id} deleted")
+    say(f"schedule {schedule_id} deleted / 定时任务已删除")

@@ -13,7 +13,7 @@ const I18N = {
     nav_schedules: "定时任务", logout: "退出", login_title: "输入 API token", token: "Token", login: "登录",
     login_hint: "与命令行相同的 BROADCAST_API_TOKEN，或管理员创建的操作密钥（broadcast keys create）。只保存在本浏览器标签页的会话中，关闭标签页即清除。",
     bad_token: "Token 无效或已过期，请重新输入。", field: "字段",
-    campaigns: "群发活动", name: "名称", id: "ID", status: "状态", progress: "进度", sent: "已发送",
+    campaigns: "群发", name: "名称", id: "ID", status: "状态", progress: "进度", sent: "已发送",
     dead: "死信", remaining: "剩余", cancelled: "已取消", rate: "速率", eta: "预计剩余时间", created: "创建时间",
     actions: "操作", pause: "暂停", resume: "恢复", cancel: "取消", total: "总数", accounts: "账号",
     no_campaigns: "还没有群发。", new_campaign: "新建群发", per_s: "条/秒", deliveries: "发送明细",
@@ -44,7 +44,7 @@ const I18N = {
     nav_supp: "退订名单", supp_title: "退订名单（不再发送）", no_supp: "名单为空。", add_supp: "加入名单", note: "备注",
     every_account: "全部账号（留空）", lift: "移出", confirm_lift: "移出后该联系人会再次收到消息，确定？", lifted: "已移出",
     supp_added: "已加入", by: "来源", since: "时间", st_skipped: "已跳过", skipped: "已跳过",
-    skip_suppressed: "在屏蔽名单中", skip_frequency_cap: "超过频次上限",
+    skip_suppressed: "在退订名单中", skip_frequency_cap: "超过频率上限",
     r_opted_out: "回复退订", r_not_friend: "非好友", r_contact_removed: "已删除联系人", r_manual: "手动",
     confirm_force: "该消息的发送结果未知（请求可能已到达服务商），重发可能导致对方收到两次。确认强制重发？",
     confirm_delete: "从死信列表中删除？（发送记录保留）", replayed: "已重新排队", deleted: "已删除",
@@ -60,7 +60,7 @@ const I18N = {
     pause_reason: "自动暂停原因", auto_pause: "出错自动暂停",
     recall: "撤回", recall_title: "撤回进度", recall_col: "撤回",
     confirm_recall: "撤回该群发？会先停止发送（等同取消），再撤回所有仍在撤回时限内（默认为服务商记录的发送时间 createTime 之后 110 秒）已发出的消息，每条只撤回一次。",
-    rc_requested: "已申请", rc_recalled: "已撤回", rc_too_late: "超时未撤回", rc_unsupported: "不支持撤回",
+    rc_requested: "已申请", rc_recalled: "已撤回", rc_too_late: "超过撤回时限", rc_unsupported: "不支持撤回",
     rc_failed: "撤回失败", rc_pending: "待撤回",
     src_file: "从文件", src_audience: "从账号通讯录（好友、标签、群）", audience: "受众",
     labels_any: "包含标签（任一）", exclude_labels: "排除标签", aud_friends: "好友", aud_groups: "所有群",
@@ -82,7 +82,7 @@ const I18N = {
     at: "时间", key: "密钥", role: "角色", action: "操作", target: "对象", result: "结果", older: "更早",
     history_title: "操作记录", no_audit: "没有记录。", needs_role: "需要 {role} 角色（当前密钥为 {mine}）",
     role_viewer: "只读", role_operator: "操作员", role_admin: "管理员", signed_in_as: "当前密钥",
-    hours: "小时", cap: "上限",
+    hours: "小时", cap: "上限", axis_tz: "横轴时间：{tz}",
   },
   en: {
     console: "console", nav_campaigns: "Campaigns", nav_new: "New campaign", nav_accounts: "Accounts",
@@ -170,7 +170,7 @@ const I18N = {
     at: "At", key: "Key", role: "Role", action: "Action", target: "Target", result: "Result", older: "Older",
     history_title: "History", no_audit: "Nothing recorded.", needs_role: "Needs the {role} role (this key is {mine})",
     role_viewer: "viewer", role_operator: "operator", role_admin: "admin", signed_in_as: "Key",
-    hours: "h", cap: "cap",
+    hours: "h", cap: "cap", axis_tz: "time axis: {tz}",
   },
 };
 
@@ -219,15 +219,29 @@ Object.defineProperty(HTMLElement.prototype, "html", {
   },
 });
 
-function fmtTime(epoch, timeZone) {
-  // this browser's timezone, or the given one (a schedule fires in its own), named when given
-  if (!epoch) return "";
-  const options = { hour12: false, ...(timeZone ? { timeZone, timeZoneName: "short" } : {}) };
+// an epoch's date, time and UTC offset ("UTC+8", "UTC") in this browser's timezone or the given one (an unknown
+// zone falls back to this browser's)
+function timeParts(epoch, timeZone) {
+  const options = {
+    year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
+    hourCycle: "h23", timeZoneName: "shortOffset",
+  };
+  let parts;
   try {
-    return new Date(epoch * 1000).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB", options);
+    parts = new Intl.DateTimeFormat("en-US", { ...options, ...(timeZone ? { timeZone } : {}) }).formatToParts(new Date(epoch * 1000));
   } catch {
-    return new Date(epoch * 1000).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB", { hour12: false });
+    parts = new Intl.DateTimeFormat("en-US", options).formatToParts(new Date(epoch * 1000));
   }
+  const p = Object.fromEntries(parts.map((part) => [part.type, part.value]));
+  return { ...p, offset: p.timeZoneName.replace(/^GMT/, "UTC") }; // "GMT+8" → "UTC+8", "GMT" → "UTC"
+}
+
+function fmtTime(epoch, timeZone) {
+  // "2026-12-05 16:03:26 UTC+8": always with its UTC offset, so an operator knows which time it is (a schedule
+  // fires in its own timezone)
+  if (!epoch) return "";
+  const p = timeParts(epoch, timeZone);
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${p.offset}`;
 }
 
 function fmtDuration(seconds) {
@@ -1322,7 +1336,9 @@ function chartSvg(minutes, series, id) {
     }).join("");
   }).join("");
   const totals = series.map(([k, cls]) => `<span class="legend"><i class="${cls}"></i>${t(k)} ${minutes.reduce((sum, m) => sum + (m[k] || 0), 0)}</span>`).join("");
-  return `<svg class="chart" id="${id}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(t("per_min_chart"))}">${grid}${labels}${bars}</svg><div class="row">${totals}</div>`;
+  // the axis's times are this browser's: say in which offset
+  const zone = `<span class="muted chart-tz">${t("axis_tz").replace("{tz}", timeParts(minutes[minutes.length - 1].at).offset)}</span>`;
+  return `<svg class="chart" id="${id}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(t("per_min_chart"))}">${grid}${labels}${bars}</svg><div class="row">${totals}${zone}</div>`;
 }
 
 function auditTable(items) {

@@ -251,7 +251,9 @@ def test_campaigns_from_csv_and_jsonl_are_watched_to_the_end_and_exported(api_st
         "--recipients", str(write(tmp_path / "list.csv", rows)), "--watch",
     )  # fmt: skip
     lines = ok(created).strip().splitlines()
-    assert lines[0].startswith("campaign c") and lines[0].endswith("active: 12 recipients (1 duplicates dropped)")
+    assert lines[0].startswith("campaign c") and lines[0].endswith(
+        "active: 12 recipients (1 duplicates dropped) / 群发：12 位接收人（已去掉 1 个重复）"
+    )
     cid = lines[0].split()[1]
     assert f"campaign {cid} finished: 12 sent, 0 dead, 0 cancelled, 0 remaining of 12" in lines[-1]
     assert "12/12" in created.stderr and "remaining 0" in created.stderr  # the progress bar's last frame
@@ -318,7 +320,10 @@ def test_campaign_pause_resume_cancel_and_refusals(api_stack: ApiStack, tmp_path
     assert api_stack.http.get(f"/v1/campaigns/{cid}").json()["status"] == "paused"
     assert ok(run("campaign", "resume", cid)).startswith(f"campaign {cid} active")
     cancelled = ok(run("campaign", "cancel", cid))
-    assert cancelled.strip() == f"campaign {cid} cancelled: 0 sent, 0 dead, 5 cancelled, 0 remaining of 5"
+    assert cancelled.strip() == (
+        f"campaign {cid} cancelled: 0 sent, 0 dead, 5 cancelled, 0 remaining of 5"
+        " / 群发：已发送 0，死信 0，已取消 5，剩余 0（共 5）"
+    )
     counts = api_stack.http.get(f"/v1/campaigns/{cid}").json()["counts"]
     assert counts["cancelled"] == 5 and counts["queued"] == 0
     watched = run("campaign", "watch", cid)
@@ -509,7 +514,7 @@ def test_schedules_create_list_show_delete(api_stack: ApiStack) -> None:
     neither = run("schedules", "create", "--cron", "* * * * *", "--timezone", "UTC")
     assert neither.returncode == 2 and "exactly one of" in neither.stderr
 
-    assert ok(run("schedules", "delete", sid)).strip() == f"schedule {sid} deleted"
+    assert ok(run("schedules", "delete", sid)).strip() == f"schedule {sid} deleted / 定时任务已删除"
     assert run("schedules", "show", sid).returncode == 2
     assert sid not in ok(run("schedules", "list"))
 

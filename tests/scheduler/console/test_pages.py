@@ -3,16 +3,18 @@
 One browser and one stack (``broadcast api`` + worker + scheduler on the vendor simulator) for the module.
 The tests share the browser's session: the token is typed once (``open_page`` logs in when it must).
 Screenshots of each page land in ``test-output/console/`` for a person to look at; with
-``BROADCAST_DOCS_SCREENSHOTS=1`` the pictures of issue 23 (charts, audit, a viewer's page) are also copied to
-``docs/`` where the README shows them.
+``BROADCAST_DOCS_SCREENSHOTS=1`` the README's pictures (a finished campaign, and those of issue 23: charts,
+audit, a viewer's page) are also copied to ``docs/`` where the README shows them.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,11 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    yield from browser_session()
+    for driver in browser_session():
+        # the console's readers are mostly in China; a zone other than the machine's (UTC in CI) also shows that
+        # every time the console prints is the moment the API recorded, with its offset
+        driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Shanghai"})
+        yield driver
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +92,15 @@ def until(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None
             return False
 
     wait_for(safe, timeout=timeout, what=what, interval=0.1)
+
+
+def shown_moment(text: str) -> int:
+    """The epoch second a console time such as ``2026-12-05 16:03:26 UTC+8`` (or ``UTC-3:30``, ``UTC``) names."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC(?:([+-])(\d{1,2})(?::(\d\d))?)?", text)
+    assert match, f"no UTC offset in {text!r}"
+    sign = -1 if match[2] == "-" else 1
+    offset = timedelta(hours=int(match[3] or 0), minutes=int(match[4] or 0)) * sign
+    return int(datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone(offset)).timestamp())
 
 
 def open_page(driver: Any, stack: ApiStack, hash_: str) -> None:
@@ -159,7 +174,18 @@ def test_campaign_from_csv_finishes_and_its_dead_letters_replay(stack: ApiStack,
     until(lambda: len([e for e in all_css(browser, ".new-msg-id") if e.text]) == 8, "the ids in the table")
     shown = {e.text for e in all_css(browser, ".new-msg-id") if e.text}
     assert shown == expected and all(len(x) >= 17 for x in shown)
-    screenshot(browser, "console", "03-campaign")
+    # every time says which time it is: its UTC offset, and the moment the API recorded
+    sent_at = {d["result"]["new_msg_id"]: d["sent_at"] for d in api_items if d["status"] == "sent"}
+    for row in all_css(browser, "#deliveries tbody tr"):
+        new_msg_id = row.find_element("css selector", ".new-msg-id").text
+        if new_msg_id:
+            assert shown_moment(row.find_element("css selector", "td[data-label='发送时间']").text) == int(
+                sent_at[new_msg_id]
+            )
+    # the README's picture: 8 sent, 2 dead letters, and the deliveries with their exact ids and times under them
+    browser.execute_script("document.querySelector('.stats').scrollIntoView()")
+    shot(browser, "03-campaign", docs="console")
+    browser.execute_script("window.scrollTo(0, 0)")
 
     # the status filter pages through the dead ones only
     from selenium.webdriver.support.ui import Select
@@ -496,7 +522,7 @@ def test_suppressions_are_added_shown_as_skipped_and_lifted(stack: ApiStack, bro
     open_page(browser, stack, f"campaign/{cid}")
     until(lambda: by_css(browser, "#stat-skipped").text == "1" and by_css(browser, "#stat-sent").text == "1",
           "one skipped, one sent")  # fmt: skip
-    until(lambda: "在屏蔽名单中" in by_css(browser, "#view").text, "the skipped delivery says why, in Chinese")
+    until(lambda: "在退订名单中" in by_css(browser, "#view").text, "the skipped delivery says why, in Chinese")
     # a refresh answered after the operator left the page stops there: no error about its vanished elements
     browser.execute_script("""
       window.__held = []; const real = window.fetch; window.__realFetch = real;
@@ -521,7 +547,7 @@ def test_suppressions_are_added_shown_as_skipped_and_lifted(stack: ApiStack, bro
 
 def test_english_switch_and_phone_layout(stack: ApiStack, browser: Any) -> None:
     open_page(browser, stack, "campaigns")
-    until(lambda: "群发活动" in by_css(browser, "#view h1").text, "Chinese by default")
+    until(lambda: by_css(browser, "#view h1").text == "群发", "Chinese by default")
     click(browser, "#lang")
     until(lambda: by_css(browser, "#view h1").text == "Campaigns", "English")
     assert "Dead letters" in by_css(browser, "#nav").text and "Finished" not in by_css(browser, "#nav").text
@@ -539,7 +565,7 @@ def test_english_switch_and_phone_layout(stack: ApiStack, browser: Any) -> None:
     finally:
         browser.set_window_size(1280, 900)
         click(browser, "#lang")
-        until(lambda: "群发活动" in by_css(browser, "#view h1").text, "back to Chinese")
+        until(lambda: by_css(browser, "#view h1").text == "群发", "back to Chinese")
 
 
 def test_logout_forgets_the_token(stack: ApiStack, browser: Any) -> None:
@@ -579,10 +605,12 @@ def test_bidi_and_zero_width_characters_are_shown_escaped(stack: ApiStack, brows
     assert "\u202e" not in text_of(browser, "#view")
 
 
-def shot(browser: Any, name: str) -> None:
+def shot(browser: Any, name: str, *, docs: str | None = None) -> None:
+    """A screenshot in ``test-output/console/``, copied to ``docs/<docs or name>.png`` with
+    ``BROADCAST_DOCS_SCREENSHOTS=1``."""
     path = screenshot(browser, "console", name)
     if os.environ.get("BROADCAST_DOCS_SCREENSHOTS") == "1":
-        shutil.copy(path, ROOT / "docs" / f"{name}.png")
+        shutil.copy(path, ROOT / "docs" / f"{docs or name}.png")
 
 
 # --- issue 23: pictures and roles ---------------------------------------------------------------------------
@@ -632,6 +660,7 @@ def test_charts_while_a_campaign_runs_then_the_audit(stack: ApiStack, browser: A
     # three hours of minutes: the time axis is labelled every half hour, on the hour and the half hour
     ticks = [e.get_attribute("textContent") for e in all_css(browser, "#fleet-sends text.tick")]
     assert 5 <= len(ticks) <= 7 and all(t.endswith((":00", ":30")) for t in ticks), ticks
+    assert text_of(browser, "#fleet-sends + .row .chart-tz") == "横轴时间：UTC+8"  # the browser runs in Asia/Shanghai
     accounts = len(stack.http.get("/v1/accounts").json()["accounts"])
     until(lambda: len(all_css(browser, ".account-health")) == accounts, "a card for each account")
     paced = by_css(browser, ".account-health[data-account='paced']")
