@@ -520,8 +520,6 @@ class SessionRunner:
         quiet hours begun meanwhile (that would hold the rest for hours, apart from the first parts)."""
         limits = session.account.spec.limits.model_copy(update={"daily_cap": 0, "quiet_hours": None})
         got = allowance(limits, session.state, session.clock.now(), unpaced_batch=self.settings.batch_size)
-        if group is None:
-            return min(got.group_at, got.private_at)
         return got.group_at if group else got.private_at
 
     def _part_begin(self, session: Session, job: Job, k: int, of: int, at: float) -> str:
@@ -957,8 +955,10 @@ class SessionRunner:
         self, account_id: str, token: str, job_ids: list[str], report: SessionReport, first: Begin | None
     ) -> None:
         for i, job_id in enumerate(job_ids):
-            begin = first if i == 0 and first is not None else None
-            begin = begin or self.ledger.begin(account_id, token, job_id, lease_ttl_s=self.settings.lease_ttl_s)
+            if i == 0 and first is not None:  # begun in the session's first round trip
+                begin = first
+            else:
+                begin = self.ledger.begin(account_id, token, job_id, lease_ttl_s=self.settings.lease_ttl_s)
             if begin.status is not BeginStatus.GO:
                 continue
             entry = {"n": 1, "started": time.time(), "outcome": "dead", "error_class": "config"}
