@@ -11,12 +11,14 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -278,6 +280,11 @@ def test_campaigns_from_csv_and_jsonl_are_watched_to_the_end_and_exported(api_st
     assert cid in listed and accepted["id"] in listed and "spring sale" in listed and "2 shown" in listed
     shown = ok(run("campaign", "show", cid))
     assert "finished" in shown and "sent 12" in shown and "1 duplicates dropped" in shown
+    created_at = api_stack.http.get(f"/v1/campaigns/{cid}").json()["created"]
+    for zone, offset in (("Asia/Shanghai", "UTC+8"), ("Asia/Kolkata", "UTC+5:30")):  # the machine's timezone
+        local = datetime.fromtimestamp(created_at, ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+        in_zone = ok(run("campaign", "show", cid, env={"TZ": zone}))
+        assert re.search(rf"^created +{local} {re.escape(offset)} *$", in_zone, re.MULTILINE), in_zone
     assert one_json(run("campaign", "show", cid, "--json")) == api_stack.http.get(f"/v1/campaigns/{cid}").json()
     watched = run("campaign", "watch", cid)
     assert ok(watched).startswith(f"campaign {cid} finished: 12 sent")
@@ -500,13 +507,13 @@ def test_schedules_create_list_show_delete(api_stack: ApiStack) -> None:
     }
     human = ok(run("schedules", "create", "--cron", "*/5 * * * *", "--campaign-json", json.dumps(campaign)))
     assert human.startswith("schedule ") and "*/5 * * * * (Asia/Shanghai), next at " in human  # the API's default
-    assert human.strip().endswith(":00 CST")  # shown in the schedule's own timezone
+    assert human.strip().endswith(":00 UTC+8")  # shown in the schedule's own timezone, with its offset
 
     listed = ok(run("schedules", "list", columns=80))
     assert sid in listed and "weekly" in listed and "2 shown" in listed
     assert sid in {s["id"] for s in one_json(run("schedules", "list", "--json"))}
     shown = ok(run("schedules", "show", sid))
-    assert sid in shown and "0 9 * * 1" in shown and "wxid_weekly" in shown and "09:00:00 CST" in shown
+    assert sid in shown and "0 9 * * 1" in shown and "wxid_weekly" in shown and "09:00:00 UTC+8" in shown
     assert one_json(run("schedules", "show", sid, "--json"))["id"] == sid
 
     bad = run("schedules", "create", "--cron", "not a cron", "--timezone", "UTC", "--message-json", json.dumps(message))
