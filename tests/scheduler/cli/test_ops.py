@@ -552,3 +552,47 @@ def test_message_options_build_each_new_kind_and_refuse_half_given_ones(tmp_path
         with pytest.raises(typer.Exit) as info:
             message_body(half)
         assert info.value.exit_code == 2
+
+
+def test_suppressions_add_list_remove_import_export_say_each_line_in_english_and_chinese(
+    api_stack: ApiStack, tmp_path: Path
+) -> None:
+    put_account(api_stack, "shop", "gewe", f"inst-{api_stack.prefix}")
+    run = cli_runner(api_stack)
+
+    added = ok(run("suppressions", "add", "wxid_a", "wxid_b", "--account", "shop", "--note", "电话投诉"))
+    assert added.strip() == "suppressed 2 recipient(s) for shop / 已将 2 个接收人加入退订名单（账号 shop）"
+    everywhere = ok(run("suppressions", "add", "wxid_c"))
+    assert everywhere.strip() == "suppressed 1 recipient(s) for every account / 已将 1 个接收人加入退订名单（所有账号）"
+
+    listed = ok(run("suppressions", "list", "--account", "shop", env={"TZ": "Asia/Shanghai"}))
+    assert listed.rstrip().endswith("2 shown / 显示 2 条"), listed
+    at = {s["to"]: s["at"] for s in one_json(run("suppressions", "list", "--account", "shop", "--json"))}
+    since = datetime.fromtimestamp(at["wxid_a"], ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M:%S")
+    assert re.search(rf"wxid_a +manual +{since} UTC\+8 ", listed), listed  # the since column, with its offset
+
+    removed = ok(run("suppressions", "remove", "wxid_a", "--account", "shop"))
+    assert (
+        removed.strip() == "wxid_a may be messaged again by shop / 已移出退订名单（账号 shop），可再次给 wxid_a 发消息"
+    )
+    lifted = ok(run("suppressions", "remove", "wxid_c"))
+    assert (
+        lifted.strip()
+        == "wxid_c may be messaged again by every account / 已移出退订名单（所有账号），可再次给 wxid_c 发消息"
+    )
+
+    imported = ok(
+        run("suppressions", "import", str(write(tmp_path / "s.csv", "to\nwxid_d\nwxid_e\n")), "--account", "shop")
+    )
+    assert imported.strip() == "imported 2 suppression(s) / 已导入 2 条退订记录"
+    target = tmp_path / "out.csv"
+    written = ok(run("suppressions", "export", "--account", "shop", "--output", str(target)))
+    assert written.strip() == f"written to {target} / 已写入 {target}"
+    assert {row["to"] for row in csv.DictReader(io.StringIO(target.read_text("utf-8")))} == {
+        "wxid_b",
+        "wxid_d",
+        "wxid_e",
+    }
+
+    bad = run("suppressions", "list", "--reason", "angry")
+    assert bad.returncode == 2 and "is not one of" in bad.stderr and "原因须为其中之一" in bad.stderr
