@@ -78,6 +78,8 @@ def list_(
         while cursor is not None and len(items) < limit:
             page, cursor = api.suppressions(account=account, reason=reason, cursor=cursor, limit=min(1000, limit))
             items += page
+    # more are left: the API has a next page, or a page brought more than asked (a small list comes whole)
+    more_left = bool(cursor) or len(items) > limit
     items = items[:limit]
     if as_json:
         print_json(items)
@@ -85,7 +87,7 @@ def list_(
     rows = [[s["account"] or "*", s["to"], s["reason"], when(s["at"]), s["by"], s["note"][:40]] for s in items]
     print_table(["account", "to", "reason", "since", "by", "note"], rows)
     more = " (more: raise --limit or use export)", "（还有更多：调大 --limit 或用 export 导出）"
-    en, zh = more if cursor else ("", "")
+    en, zh = more if more_left else ("", "")
     say(f"{len(items)} shown{en} / 显示 {len(items)} 条{zh}")
 
 

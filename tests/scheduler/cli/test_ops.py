@@ -570,6 +570,11 @@ def test_suppressions_add_list_remove_import_export_say_each_line_in_english_and
     at = {s["to"]: s["at"] for s in one_json(run("suppressions", "list", "--account", "shop", "--json"))}
     since = datetime.fromtimestamp(at["wxid_a"], ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M:%S")
     assert re.search(rf"wxid_a +manual +{since} UTC\+8 ", listed), listed  # the since column, with its offset
+    # the API answers both at once (a small list comes whole): the hint still says there are more
+    cut = ok(run("suppressions", "list", "--account", "shop", "--limit", "1"))
+    assert cut.rstrip().endswith(
+        "1 shown (more: raise --limit or use export) / 显示 1 条（还有更多：调大 --limit 或用 export 导出）"
+    ), cut
 
     removed = ok(run("suppressions", "remove", "wxid_a", "--account", "shop"))
     assert (
