@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from scheduler.cli.options import AsJson, Token, Url, connect
-from scheduler.cli.render import emit, fail, kv, print_table, say, when
+from scheduler.cli.render import emit, fail, kv, markup_safe, print_table, say, when
 
 app = typer.Typer(
     help="Contacts / 通讯录: sync an account's friends, groups and labels, list them, cancel a sync.",
@@ -17,18 +17,33 @@ app = typer.Typer(
 )
 
 Account = Annotated[str, typer.Argument(help="account id / 账号")]
+#: How a sync that did not finish ended, in Chinese (``the sync failed: … / 同步失败``).
+SYNC_ENDED = {"failed": "失败", "cancelled": "已取消"}
+
+
+def _ages(synced_at: float | None) -> tuple[str, str] | None:
+    """How old a sync is, the way operators read it, in English and Chinese (``3 min ago``, ``3 分钟前``);
+    None when the account never synced."""
+    if not synced_at:
+        return None
+    age = max(0.0, time.time() - synced_at)
+    if age < 120:
+        return f"{age:.0f} s ago", f"{age:.0f} 秒前"
+    if age < 7200:
+        return f"{age / 60:.0f} min ago", f"{age / 60:.0f} 分钟前"
+    return f"{age / 3600:.1f} h ago", f"{age / 3600:.1f} 小时前"
 
 
 def _age(synced_at: float | None) -> str:
-    """How old a sync is, the way operators read it: ``3 min ago`` / ``never``."""
-    if not synced_at:
-        return "never / 从未同步"
-    age = max(0.0, time.time() - synced_at)
-    if age < 120:
-        return f"{age:.0f} s ago / {age:.0f} 秒前"
-    if age < 7200:
-        return f"{age / 60:.0f} min ago / {age / 60:.0f} 分钟前"
-    return f"{age / 3600:.1f} h ago / {age / 3600:.1f} 小时前"
+    """``3 min ago / 3 分钟前``; ``never / 从未同步``."""
+    en, zh = _ages(synced_at) or ("never", "从未同步")
+    return f"{en} / {zh}"
+
+
+def _synced(synced_at: float | None) -> tuple[str, str]:
+    """When the last sync was, in English and Chinese: ``synced 3 min ago``, ``3 分钟前同步``."""
+    ages = _ages(synced_at)
+    return (f"synced {ages[0]}", f"{ages[1]}同步") if ages else ("never synced", "从未同步")
 
 
 def _print_status(s: dict[str, Any]) -> None:
@@ -70,7 +85,8 @@ def sync(
         status = _watch(api, account, status)
         emit(status, as_json, _print_status)
         if status["status"] != "done":
-            raise fail(f"the sync {status['status']}: {status.get('error') or ''}", 3)
+            zh = SYNC_ENDED.get(status["status"], status["status"])
+            raise fail(f"the sync {status['status']}: {status.get('error') or ''} / 同步{zh}", 3)
 
 
 def _watch(api: Any, account: str, status: dict[str, Any]) -> dict[str, Any]:
@@ -82,13 +98,13 @@ def _watch(api: Any, account: str, status: dict[str, Any]) -> dict[str, Any]:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"))
     try:
         with Progress(*columns, console=err, refresh_per_second=4) as progress:
-            task = progress.add_task(f"contacts {account}", total=None, info="")
+            task = progress.add_task(f"contacts / 通讯录 {markup_safe(account)}", total=None, info="")
             while True:
                 p = status.get("progress") or {}
                 total = int(p.get("total") or 0) or None
-                info = f"{status.get('phase') or ''}  {p.get('calls', 0)} calls"
+                info = f"{markup_safe(status.get('phase') or '')}  {p.get('calls', 0)} calls / 次调用"
                 if status.get("waiting"):
-                    info += f"  waiting: {status['waiting']}"
+                    info += f"  waiting / 等待: {markup_safe(status['waiting'])}"
                 progress.update(task, completed=int(p.get("done") or 0), total=total, info=info)
                 if status["status"] != "running":
                     break
@@ -96,7 +112,9 @@ def _watch(api: Any, account: str, status: dict[str, Any]) -> dict[str, Any]:
                 status = api.contacts_sync_status(account)
     except KeyboardInterrupt:
         raise fail(
-            f"stopped watching; the sync of {account} goes on (contacts cancel {account} stops it)", 130
+            f"stopped watching; the sync of {account} goes on (contacts cancel {account} stops it)"
+            f" / 已停止查看，{account} 的同步仍在继续（contacts cancel {account} 可取消）",
+            130,
         ) from None
     return status
 
@@ -140,9 +158,10 @@ def list_(
     def show(p: dict[str, Any]) -> None:
         rows = [[c["wxid"], c["kind"], c["nickname"], c["remark"], ",".join(c["labels"])] for c in p["items"]]
         print_table(["wxid", "kind", "nickname", "remark", "labels"], rows)
-        say(f"{len(p['items'])} of {p['total']} shown (synced {_age(p.get('synced_at'))})")
+        n, en, zh = len(p["items"]), *_synced(p.get("synced_at"))
+        say(f"{n} of {p['total']} shown ({en}) / 显示 {n} 条（共 {p['total']} 条，{zh}）")
         if p.get("next"):
-            say(f"more: --cursor {p['next']}")
+            say(f"more / 更多: --cursor {p['next']}")
 
     emit(page, as_json, show)
 
@@ -159,6 +178,6 @@ def labels(account: Account, as_json: AsJson = False, url: Url = None, token: To
         print_table(
             ["id", "name", "friends"], [[i["id"], i["name"], str(i["count"])] for i in p["items"]], right=("friends",)
         )
-        say(f"synced {_age(p.get('synced_at'))}")
+        say(" / ".join(_synced(p.get("synced_at"))))
 
     emit(found, as_json, show)

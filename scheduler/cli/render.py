@@ -11,6 +11,7 @@ it for every cell and value, so a command only has to use them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -136,20 +137,32 @@ def emit(data: T, as_json: bool, human: Callable[[T], None]) -> None:
         human(data)
 
 
+def utc_offset(moment: datetime) -> str:
+    """``moment``'s offset the way the console writes it: ``UTC+8``, ``UTC+5:30``, ``UTC-3``, ``UTC``."""
+    offset = moment.utcoffset()
+    minutes = round(offset.total_seconds() / 60) if offset is not None else 0
+    if not minutes:
+        return "UTC"
+    hours, rest = divmod(abs(minutes), 60)
+    return f"UTC{'+' if minutes > 0 else '-'}{hours}" + (f":{rest:02d}" if rest else "")
+
+
 def when(value: Any, timezone: str | None = None) -> str:
-    """An epoch (the API's times) as local time, or in ``timezone`` with its name; '-' when unset."""
+    """An epoch (the API's times) as the console shows it, always with its UTC offset so an operator knows which
+    time it is: ``2026-12-05 16:03:26 UTC+8``. In this machine's timezone, or in ``timezone`` (a schedule's
+    own: it fires there; an unknown zone falls back to this machine's); '-' when unset. Every time the CLI
+    prints goes through here."""
     if value in (None, "", 0):
         return "-"
     if not isinstance(value, int | float) or isinstance(value, bool):
         return str(value)
+    moment = datetime.fromtimestamp(value).astimezone()
     if timezone:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-        try:
-            return datetime.fromtimestamp(value, ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M:%S %Z")
-        except (ZoneInfoNotFoundError, ValueError):
-            pass
-    return datetime.fromtimestamp(value).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
+            moment = moment.astimezone(ZoneInfo(timezone))
+    return f"{moment:%Y-%m-%d %H:%M:%S} {utc_offset(moment)}"
 
 
 def print_table(

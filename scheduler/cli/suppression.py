@@ -24,7 +24,12 @@ ReasonOpt = Annotated[str | None, typer.Option(help="opted_out | not_friend | co
 
 def _check_reason(reason: str | None) -> None:
     if reason is not None and reason not in REASONS:
-        raise fail(f"--reason: {reason!r} is not one of {', '.join(REASONS)}")
+        raise fail(f"--reason: {reason!r} is not one of {', '.join(REASONS)} / 原因须为其中之一")
+
+
+def _whose(account: str | None) -> tuple[str, str]:
+    """Whose list an entry is on, in English and Chinese: ``shop``, ``every account`` / ``所有账号``."""
+    return (account, f"账号 {account}") if account and account != "*" else ("every account", "所有账号")
 
 
 @app.command()
@@ -50,7 +55,8 @@ def add(
     if as_json:
         print_json(added)
         return
-    say(f"suppressed {len(added)} recipient(s) for {account or 'every account'} / 已加入退订名单")
+    en, zh = _whose(account)
+    say(f"suppressed {len(added)} recipient(s) for {en} / 已将 {len(added)} 个接收人加入退订名单（{zh}）")
 
 
 @app.command("list")
@@ -72,13 +78,17 @@ def list_(
         while cursor is not None and len(items) < limit:
             page, cursor = api.suppressions(account=account, reason=reason, cursor=cursor, limit=min(1000, limit))
             items += page
+    # more are left: the API has a next page, or a page brought more than asked (a small list comes whole)
+    more_left = bool(cursor) or len(items) > limit
     items = items[:limit]
     if as_json:
         print_json(items)
         return
     rows = [[s["account"] or "*", s["to"], s["reason"], when(s["at"]), s["by"], s["note"][:40]] for s in items]
     print_table(["account", "to", "reason", "since", "by", "note"], rows)
-    say(f"{len(items)} shown" + (" (more: raise --limit or use export)" if cursor else ""))
+    more = " (more: raise --limit or use export)", "（还有更多：调大 --limit 或用 export 导出）"
+    en, zh = more if more_left else ("", "")
+    say(f"{len(items)} shown{en} / 显示 {len(items)} 条{zh}")
 
 
 @app.command()
@@ -93,7 +103,8 @@ def remove(
     Lift a suppression / 移出退订名单。"""
     with connect(url, token) as api:
         api.remove_suppression(account or "*", to)
-    say(f"{to} may be messaged again by {account or 'every account'}")
+    en, zh = _whose(account)
+    say(f"{to} may be messaged again by {en} / 已移出退订名单（{zh}），可再次给 {to} 发消息")
 
 
 @app.command("import")
@@ -110,7 +121,7 @@ def import_(
     _check_reason(reason)
     with connect(url, token) as api:
         answer = api.import_suppressions(file.read_bytes(), account=account, reason=reason)
-    say(f"imported {answer['imported']} suppression(s) / 已导入")
+    say(f"imported {answer['imported']} suppression(s) / 已导入 {answer['imported']} 条退订记录")
 
 
 @app.command()
@@ -136,4 +147,4 @@ def export(
         with output.open("wb") as handle:
             for chunk in chunks:
                 handle.write(chunk)
-    say(f"written to {output}")
+    say(f"written to {output} / 已写入 {output}")

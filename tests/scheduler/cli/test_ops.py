@@ -11,12 +11,14 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -278,6 +280,11 @@ def test_campaigns_from_csv_and_jsonl_are_watched_to_the_end_and_exported(api_st
     assert cid in listed and accepted["id"] in listed and "spring sale" in listed and "2 shown" in listed
     shown = ok(run("campaign", "show", cid))
     assert "finished" in shown and "sent 12" in shown and "1 duplicates dropped" in shown
+    created_at = api_stack.http.get(f"/v1/campaigns/{cid}").json()["created"]
+    for zone, offset in (("Asia/Shanghai", "UTC+8"), ("Asia/Kolkata", "UTC+5:30")):  # the machine's timezone
+        local = datetime.fromtimestamp(created_at, ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+        in_zone = ok(run("campaign", "show", cid, env={"TZ": zone}))
+        assert re.search(rf"^created +{local} {re.escape(offset)} *$", in_zone, re.MULTILINE), in_zone
     assert one_json(run("campaign", "show", cid, "--json")) == api_stack.http.get(f"/v1/campaigns/{cid}").json()
     watched = run("campaign", "watch", cid)
     assert ok(watched).startswith(f"campaign {cid} finished: 12 sent")
@@ -500,13 +507,13 @@ def test_schedules_create_list_show_delete(api_stack: ApiStack) -> None:
     }
     human = ok(run("schedules", "create", "--cron", "*/5 * * * *", "--campaign-json", json.dumps(campaign)))
     assert human.startswith("schedule ") and "*/5 * * * * (Asia/Shanghai), next at " in human  # the API's default
-    assert human.strip().endswith(":00 CST")  # shown in the schedule's own timezone
+    assert human.strip().endswith(":00 UTC+8")  # shown in the schedule's own timezone, with its offset
 
     listed = ok(run("schedules", "list", columns=80))
     assert sid in listed and "weekly" in listed and "2 shown" in listed
     assert sid in {s["id"] for s in one_json(run("schedules", "list", "--json"))}
     shown = ok(run("schedules", "show", sid))
-    assert sid in shown and "0 9 * * 1" in shown and "wxid_weekly" in shown and "09:00:00 CST" in shown
+    assert sid in shown and "0 9 * * 1" in shown and "wxid_weekly" in shown and "09:00:00 UTC+8" in shown
     assert one_json(run("schedules", "show", sid, "--json"))["id"] == sid
 
     bad = run("schedules", "create", "--cron", "not a cron", "--timezone", "UTC", "--message-json", json.dumps(message))
@@ -545,3 +552,52 @@ def test_message_options_build_each_new_kind_and_refuse_half_given_ones(tmp_path
         with pytest.raises(typer.Exit) as info:
             message_body(half)
         assert info.value.exit_code == 2
+
+
+def test_suppressions_add_list_remove_import_export_say_each_line_in_english_and_chinese(
+    api_stack: ApiStack, tmp_path: Path
+) -> None:
+    put_account(api_stack, "shop", "gewe", f"inst-{api_stack.prefix}")
+    run = cli_runner(api_stack)
+
+    added = ok(run("suppressions", "add", "wxid_a", "wxid_b", "--account", "shop", "--note", "电话投诉"))
+    assert added.strip() == "suppressed 2 recipient(s) for shop / 已将 2 个接收人加入退订名单（账号 shop）"
+    everywhere = ok(run("suppressions", "add", "wxid_c"))
+    assert everywhere.strip() == "suppressed 1 recipient(s) for every account / 已将 1 个接收人加入退订名单（所有账号）"
+
+    listed = ok(run("suppressions", "list", "--account", "shop", env={"TZ": "Asia/Shanghai"}))
+    assert listed.rstrip().endswith("2 shown / 显示 2 条"), listed
+    at = {s["to"]: s["at"] for s in one_json(run("suppressions", "list", "--account", "shop", "--json"))}
+    since = datetime.fromtimestamp(at["wxid_a"], ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M:%S")
+    assert re.search(rf"wxid_a +manual +{since} UTC\+8 ", listed), listed  # the since column, with its offset
+    # the API answers both at once (a small list comes whole): the hint still says there are more
+    cut = ok(run("suppressions", "list", "--account", "shop", "--limit", "1"))
+    assert cut.rstrip().endswith(
+        "1 shown (more: raise --limit or use export) / 显示 1 条（还有更多：调大 --limit 或用 export 导出）"
+    ), cut
+
+    removed = ok(run("suppressions", "remove", "wxid_a", "--account", "shop"))
+    assert (
+        removed.strip() == "wxid_a may be messaged again by shop / 已移出退订名单（账号 shop），可再次给 wxid_a 发消息"
+    )
+    lifted = ok(run("suppressions", "remove", "wxid_c"))
+    assert (
+        lifted.strip()
+        == "wxid_c may be messaged again by every account / 已移出退订名单（所有账号），可再次给 wxid_c 发消息"
+    )
+
+    imported = ok(
+        run("suppressions", "import", str(write(tmp_path / "s.csv", "to\nwxid_d\nwxid_e\n")), "--account", "shop")
+    )
+    assert imported.strip() == "imported 2 suppression(s) / 已导入 2 条退订记录"
+    target = tmp_path / "out.csv"
+    written = ok(run("suppressions", "export", "--account", "shop", "--output", str(target)))
+    assert written.strip() == f"written to {target} / 已写入 {target}"
+    assert {row["to"] for row in csv.DictReader(io.StringIO(target.read_text("utf-8")))} == {
+        "wxid_b",
+        "wxid_d",
+        "wxid_e",
+    }
+
+    bad = run("suppressions", "list", "--reason", "angry")
+    assert bad.returncode == 2 and "is not one of" in bad.stderr and "原因须为其中之一" in bad.stderr
