@@ -39,8 +39,10 @@ log = logging.getLogger("broadcast.dispatcher")
 #: message is shared), and a worker runs them side by side.
 SESSIONS_PER_MESSAGE = 32
 #: Shortest dispatcher round: what becomes due or frees up within it is handled together (one TICK, one
-#: CLAIM, one Celery message) instead of one round per event. Small against any pacing gap.
-ROUND_MIN_S = 0.005
+#: CLAIM, one Celery message) instead of one round per event. Small against any gap a session does not
+#: hold itself (over BROADCAST_SESSION_HOLD_S); at 5 ms, accounts sending once per session travelled two
+#: to a message, and the dispatcher and Celery's consumer cost more than the sends (docs/design.md).
+ROUND_MIN_S = 0.05
 #: Due jobs moved to their queues per PROMOTE_DUE call.
 PROMOTE_CHUNK = 1000
 #: The leader lock lives 5 s and is renewed this often.
