@@ -12,7 +12,11 @@ client, keep-alive, JSON in and out, against the same simulator: ``bench.envelop
   that package is installed: ``pip install httpx-aiohttp``; not a project dependency);
 - ``aiohttp, N coroutines``: raw aiohttp (a dev dependency), the floor of an asyncio engine in Python;
 - ``Redis script, 1 thread`` / ``N threads``: one EVALSHA of a small script with redis-py and the reply
-  parser installed (hiredis when present), no wait on the server, 64 pooled connections as the product's.
+  parser installed (hiredis when present), no wait on the server, 64 pooled connections as the product's;
+- ``session runner, 1 thread``: whole sends as a worker makes them (``SessionRunner.run``: the session's
+  first round trip with its first BEGIN, BEGIN, the vendor call, FINISH, the last one ending the session),
+  sessions of 50 unpaced jobs one after another over a private Redis: what a send costs without threads
+  or Celery, the floor of the worker's share in ``bench.envelope``.
 
 Run: ``.venv/bin/python -m bench.transports`` (``--threads 300 --latency 0.3 --seconds 8``).
 """
@@ -37,9 +41,12 @@ import redis
 from bench.envelope import measure_unit
 from bench.pacing import TOKEN, _sim_up
 from scheduler.devtools.embedded import EmbeddedRedis, free_port
+from worker.execution.runner import SessionRunner
 from worker.messages import TextMessage
 from worker.runtime.connections import new_vendor_http_client
 from worker.settings import Settings
+from worker.store.accounts import AccountSpec, AccountStore
+from worker.store.ledger import Ledger
 from worker.vendors.base import VendorAccount, backend_for
 
 INSTANCE = "unit-inst"
@@ -69,6 +76,28 @@ def threaded(call: Callable[[int, int], None], threads: int, seconds: float) -> 
     for w in workers:
         w.join()
     return (_cpu() - before) / max(1, sum(count))
+
+
+def session_floor(client: redis.Redis, url: str, sends: int) -> float:
+    """CPU seconds of this process per send made by the product's session runner, single-threaded."""
+    prefix = "floor"
+    accounts = AccountStore(client, prefix)
+    spec = {"vendor": "gewe", "base_url": f"{url}/gewe/v2/api", "token": TOKEN, "instance": INSTANCE}
+    accounts.put("a1", AccountSpec.model_validate({**spec, "limits": {"per_minute": 0}}))
+    ledger = Ledger(client, prefix)
+    for i in range(sends):
+        ledger.submit(account="a1", to=f"wxid_f_{i}", message=TextMessage(text="x"))
+    settings = Settings(env="dev", key_prefix=prefix)
+    runner = SessionRunner(settings, ledger, accounts, [new_vendor_http_client(settings, max_connections=4)])
+    sent = 0
+    before = _cpu()
+    while ledger.tick().due:
+        for claim in ledger.claim(lease_ttl_s=30, candidates=[("a1", 50, 0.0, 0.0)]):
+            sent += runner.run(claim.account, claim.token, claim.job_ids).sent
+    cpu = _cpu() - before
+    if sent != sends:
+        raise RuntimeError(f"the session runner sent {sent} of {sends}")
+    return cpu / sent
 
 
 async def _coroutines(url: str, coroutines: int, seconds: float, mode: str) -> float:
@@ -169,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             call = lambda k, i: script(keys=[f"bench:{k}"], args=[str(i), "x" * 40])  # noqa: E731
             rows.append((f"Redis script ({parser_name}), 1 thread", threaded(call, 1, 3)))
             rows.append((f"Redis script ({parser_name}), {args.threads} threads", threaded(call, args.threads, 3)))
+            httpx.post(f"{url}/_sim/latency", json={"latency_s": 0, "spread_s": 0}).raise_for_status()
+            rows.append(("session runner (BEGIN, vendor, FINISH), 1 thread", session_floor(client, url, 2000)))
     finally:
         sim.terminate()
         sim.wait()
