@@ -109,15 +109,24 @@ def identify(request: Request, state: ApiState) -> Caller:
     raise ApiError(401, "unauthorized", "missing, unknown or revoked bearer key", "Authorization")
 
 
+#: Methods that change nothing: their caller's key is not looked at again after the door.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def authorize(request: Request, state: Stores) -> Caller:
     """Every ``/v1`` route: who is calling (401), may their role call this route (403 naming the role
-    needed), and are they within their rate (429 with ``Retry-After``). The caller is left on
-    ``request.state.caller`` for the audit trail."""
+    needed), and are they within their rate (429 with ``Retry-After``; checked first, so refusals count).
+    A call that changes something is refused (401) when its key was revoked since the door, where
+    :class:`AuthFirst` identified it before the body arrived. The caller is left on ``request.state.caller``
+    for the audit trail."""
     route = request.scope.get("route")
     caller = getattr(request.state, "caller", None) or identify(request, state)  # AuthFirst's, at the door
     request.state.caller = caller
-    check_role(caller, rule_for(request.method, getattr(route, "path", "")).role)
     check_rate(caller, state.settings)
+    check_role(caller, rule_for(request.method, getattr(route, "path", "")).role)
+    if request.method not in SAFE_METHODS and not state.operators.active(caller):
+        # the key was revoked while this request's body arrived (it was checked at the door): nothing is done
+        raise ApiError(401, "unauthorized", "missing, unknown or revoked bearer key", "Authorization")
     return caller
 
 
@@ -216,8 +225,8 @@ class RoleFirst:
         door = rule_at_door(scope["method"], scope.get("path", "")) if caller is not None else None
         if caller is not None and door is not None:
             try:
+                check_rate(caller, scope["app"].state.api.settings)  # first: refusals count toward the rate
                 check_role(caller, door[0].role)
-                check_rate(caller, scope["app"].state.api.settings)
             except ApiError as exc:
                 scope[DOOR_RULE] = door  # for the audit entry: no route was matched
                 await error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)(scope, receive, send)

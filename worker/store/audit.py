@@ -18,6 +18,9 @@ from worker.store.keys import Keys
 #: Entries one page request looks at at most while filtering (by key or target), so a filter that
 #: matches nothing answers in bounded time with a cursor to continue.
 SCAN_MAX = 5000
+#: Refused calls (403) of one key recorded per minute at most: a key hammering routes its role does not
+#: allow stays on the record without filling Redis (the rest of that minute is one marker entry).
+REFUSALS_PER_MIN = 20
 
 
 class AuditLog:
@@ -25,7 +28,8 @@ class AuditLog:
 
     def __init__(self, client: redis.Redis, prefix: str, retention_s: float) -> None:
         self.redis = client
-        self.key = Keys(prefix).audit
+        self.keys = Keys(prefix)
+        self.key = self.keys.audit
         self.retention_ms = int(retention_s * 1000)
 
     def record(self, *, key: str, role: str, action: str, target: str, status: int) -> str:
@@ -47,6 +51,20 @@ class AuditLog:
             # exact trimming: a few entries a minute at most, and "kept N days" should mean N days
             pipe.xadd(self.key, fields, minid=oldest, approximate=False)
         return cast(list[str], pipe.execute())
+
+    def record_refusal(self, *, key: str, role: str, action: str, targets: list[str], status: int) -> list[str]:
+        """A refused call (403), recorded as :meth:`record_each` does up to :data:`REFUSALS_PER_MIN` a minute
+        for the key; the next one becomes a marker saying the rest of the minute is not recorded."""
+        counter = self.keys.audit_refused(key, int(time.time() // 60))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(counter)
+        pipe.expire(counter, 120)
+        seen = int(pipe.execute()[0])
+        if seen > REFUSALS_PER_MIN + 1:
+            return []
+        if seen == REFUSALS_PER_MIN + 1:
+            targets = [f"(more refusals of this key this minute are not recorded; last: {targets[0]})"]
+        return self.record_each(key=key, role=role, action=action, targets=targets, status=status)
 
     def page(
         self, *, limit: int = 50, cursor: str | None = None, key: str | None = None, target: str | None = None

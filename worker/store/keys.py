@@ -54,7 +54,7 @@ rcap:{account}:{wxid}  zset    campaign sends held or made to a recipient from a
 cbkey:{account}        string  SHA-256 of the account's callback key (``POST …/callback``)
 cb:in                  stream  vendor callbacks as received, before processing (store first)
 cb:odd                 list    unknown or malformed callback bodies, newest first, kept a while
-cb:seen:{id}           string  a vendor message id already processed (dedupe, with a TTL)
+cb:seen:{account}:{id}  string  a vendor event already processed for the account (dedupe, with a TTL)
 config                 hash    settings the Lua scripts read (retention_s)
 wake                   list    nudges for the dispatcher (new work, finished batch)
 dispatcher:leader      string  leader lock of the dispatcher (SET NX PX)
@@ -71,6 +71,7 @@ opkeys                 hash    SHA-256 of a key (hex) -> its name (the lookup; n
 oprate:{name}:{minute} string  requests of a key in one minute (per-key rate limit, expires)
 minutes:{hour}         hash    outcomes per minute for the console's charts: '{cid|-}|{minute}|{s|r|x}' -> n
 audit                  stream  who did what: key, role, action, target, status (trimmed by age)
+audit_refused:{name}:{minute}  string  refusals (403) of a key recorded in one minute (capped, expires)
 =====================  ======  ==================================================================
 """
 
@@ -133,6 +134,7 @@ LAYOUT: Final[dict[str, str]] = {
     "operator_keys": "opkeys",
     "operator_rate": "oprate:{}:{}",
     "audit": "audit",
+    "audit_refused": "audit_refused:{}:{}",
     "minutes": "minutes:{}",
 }
 
@@ -329,6 +331,9 @@ class Keys:
     @property
     def audit(self) -> str:
         return self._key("audit")
+
+    def audit_refused(self, name: str, minute: int) -> str:
+        return self._key("audit_refused", name, str(minute))
 
     def minutes(self, hour: int) -> str:
         """Per-minute outcome counts of one hour (epoch hour) for the console's charts."""

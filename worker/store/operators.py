@@ -58,6 +58,8 @@ class Caller:
     role: Role
     rate: int = 0
     used: int = 0
+    #: the SHA-256 of an operator key ('' for a BROADCAST_API_TOKEN): :meth:`OperatorKeys.active` looks it up
+    digest: str = ""
 
 
 class KeyExists(Exception):
@@ -130,7 +132,15 @@ class OperatorKeys:
         name, role, stored, rate, used = (v.decode() if isinstance(v, bytes) else str(v) for v in found)
         if not hmac.compare_digest(stored, wanted):
             return None
-        return Caller(name, Role(role), int(rate), int(used))
+        return Caller(name, Role(role), int(rate), int(used), stored)
+
+    def active(self, caller: Caller) -> bool:
+        """Whether the operator key a caller presented is still there (not revoked since it was checked);
+        always True for a ``BROADCAST_API_TOKEN`` (no digest: it lasts as long as the setting)."""
+        if not caller.digest:
+            return True
+        name = self.redis.hget(self.keys.operator_keys, caller.digest)
+        return (name.decode() if isinstance(name, bytes) else name) == caller.name
 
 
 def _public(name: str, raw: dict[str, str]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: KeyName
     role: Role
-    rate_per_min: int | None = Field(default=None, ge=1, le=1_000_000)
+    rate_per_min: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)  # `true` is no rate
 
 
 #: Who the audit names for the bootstrap token and for an open dev API, and the ``by`` of the suppressions

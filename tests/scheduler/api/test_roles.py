@@ -3,7 +3,10 @@ HTTP (a `broadcast api` process), keys are stored hashed, revoked at once and ra
 
 from __future__ import annotations
 
+import json
 import re
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +21,7 @@ from scheduler.api.app import create_app
 from scheduler.api.roles import DRY_RUNS, OWN_KEY, PUBLIC, RULES, Rule
 from tests.conftest import API_TOKEN, ApiStack
 from worker.settings import Settings
+from worker.store.audit import REFUSALS_PER_MIN
 from worker.store.operators import Role
 
 
@@ -178,10 +182,12 @@ def test_a_suppression_added_or_removed_is_audited_with_its_account_and_recipien
     assert targets.get("suppression.remove") == f"suppression:*/{to}", entries
 
 
-def test_a_refused_callers_path_is_audited_short_and_on_one_line(api: ApiStack, keys: dict[Role, str]) -> None:
+def test_a_refused_callers_path_is_audited_short_and_on_one_line(api: ApiStack) -> None:
     """A viewer's 403s are recorded, but the path is the caller's: a 10,000-character id must not fill
-    Redis, and a newline or a right-to-left override must not forge a line of `broadcast audit`."""
-    viewer = {"Authorization": f"Bearer {keys[Role.VIEWER]}"}
+    Redis, and a newline or a right-to-left override must not forge a line of `broadcast audit`. (A key of
+    its own: the module's viewer key may have used up its recorded refusals of this minute.)"""
+    made = api.http.post("/v1/keys", json={"name": f"paths-{api.prefix}", "role": "viewer"}).json()
+    viewer = {"Authorization": f"Bearer {made['key']}"}
     long_id = "A" * 10_000
     forged = f"c1\n2026-12-05 05:00 bootstrap admin key.revoke\u202e{api.prefix}"
     for campaign in (long_id, forged):
@@ -227,3 +233,40 @@ def test_revoking_a_key_pauses_the_schedules_it_created_and_only_those(api: ApiS
     finally:
         for schedule in (theirs, ours):  # due within the hour another test looks ahead near 00:00 UTC
             api.http.delete(f"/v1/schedules/{schedule['id']}")
+
+
+def test_a_key_revoked_while_its_request_arrives_changes_nothing(api: ApiStack) -> None:
+    """The key is checked at the door, before the body: a write whose key is revoked while the body is still
+    arriving is refused once it has arrived (an admin key must not mint a new one after its revocation)."""
+    name = f"slow-{api.prefix}"
+    key = api.http.post("/v1/keys", json={"name": name, "role": "admin"}).json()["key"]
+    body = json.dumps({"name": f"backdoor-{api.prefix}", "role": "admin"}).encode()
+    host, port = api.api_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        head = (
+            f"POST /v1/keys HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        conn.sendall(head.encode() + body[:5])
+        time.sleep(0.3)  # the door has let it in; its body is still arriving
+        assert api.http.delete(f"/v1/keys/{name}").status_code == 200
+        conn.sendall(body[5:])
+        answer = conn.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 401"), answer
+    assert f"backdoor-{api.prefix}" not in api.http.get("/v1/keys").text
+
+
+def test_refusals_count_toward_the_rate_and_a_flood_of_them_stays_off_the_record(
+    api: ApiStack, keys: dict[Role, str]
+) -> None:
+    """A viewer hammering an admin route gets 429 past its rate like any caller, and the audit trail keeps
+    at most REFUSALS_PER_MIN of its refusals a minute, then one marker."""
+    name = f"hammer-{api.prefix}"
+    made = api.http.post("/v1/keys", json={"name": name, "role": "viewer", "rate_per_min": 40})
+    headers = {"Authorization": f"Bearer {made.json()['key']}"}
+    codes = [httpx.post(f"{api.api_url}/v1/keys", headers=headers, json={}).status_code for _ in range(60)]
+    assert codes.count(429) >= 15 and set(codes) == {403, 429}, codes  # 40 a minute, 80 at most over two
+    entries = api.http.get("/v1/audit", params={"limit": 200, "key": name}).json()["items"]
+    assert 0 < len(entries) <= 2 * (REFUSALS_PER_MIN + 1)  # the minute may turn during the run
+    markers = [e for e in entries if e["target"].startswith("(more refusals")]
+    assert markers and all(e["status"] == 403 for e in entries)
