@@ -169,6 +169,9 @@ class Settings(BaseSettings):
     #: Seconds a request body may take to arrive, from the first read to the last byte; a slower one is
     #: cut with 408 (a client trickling a byte a second must not hold a submission slot for hours).
     body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    #: Seconds a connection has to send a whole request head, from its opening or its last answer; then it
+    #: is closed (idle connections must not use up the API's file descriptors; scheduler/api/protocol.py).
+    head_timeout_s: float = Field(default=10.0, gt=0, le=600)
     #: Shortest gap between two firings of a schedule; a cron that fires more often is refused (422).
     schedule_min_interval_s: float = Field(default=60.0, ge=0)
     #: Most jobs one schedule may create in any hour (recipients × firings an hour): refused at creation,

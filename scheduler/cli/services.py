@@ -36,6 +36,7 @@ def api(
     import uvicorn
 
     from scheduler.api.app import create_app
+    from scheduler.api.protocol import HeadTimedH11Protocol
     from worker.errors import ConfigError
     from worker.logs import setup_logging
 
@@ -46,12 +47,12 @@ def api(
     except ConfigError as exc:
         err.print(f"[red]cannot start the API:[/red] {markup_safe(exc)}")
         raise typer.Exit(2) from None
+    # our log line per call is the audit trail and the metrics: no access log; request heads have a deadline
+    served = {"host": host, "port": port, "log_level": "warning", "access_log": False, "http": HeadTimedH11Protocol}
     if workers > 1:
-        uvicorn.run(
-            "scheduler.api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning"
-        )
+        uvicorn.run("scheduler.api.app:create_app", factory=True, workers=workers, **served)  # type: ignore[arg-type]
     else:
-        uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(application, **served)  # type: ignore[arg-type]
 
 
 def worker(ctx: typer.Context) -> None:

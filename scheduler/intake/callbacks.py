@@ -196,10 +196,21 @@ def _id(value: Any) -> str:
 
 
 def _epoch(value: Any) -> float:
-    """A vendor's timestamp (seconds, or milliseconds past 1e12) or 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    """A vendor's timestamp or 0: seconds, milliseconds past 1e12, microseconds past 1e15, as a number or a
+    string of digits; anything else (not finite, negative, past the year 9999) is no time."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return 0.0
-    return value / 1000 if value > 1e12 else float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer past any float: no time
+        return 0.0
+    if seconds > 1e15:
+        seconds /= 1e6
+    elif seconds > 1e12:
+        seconds /= 1e3
+    return seconds if 0 < seconds < 253402300800 else 0.0  # math.isfinite too: nan fails both comparisons
 
 
 def _person(value: str) -> str:
@@ -331,6 +342,16 @@ class CallbackProcessor:
 
     def drain(self, count: int = 200) -> int:
         """Process what is waiting (and entries a dead process left unacknowledged); returns how many."""
+        try:
+            return self._drain(count)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # the inbox lost its group (deleted, or a Redis that came back empty): made again, read again
+            self._group_ready = False
+            return self._drain(count)
+
+    def _drain(self, count: int) -> int:
         self._ensure_group()
         inbox = self.keys.callback_inbox
         _, stale, *_ = cast(
@@ -376,13 +397,13 @@ class CallbackProcessor:
         elif event.vendor != current.spec.vendor or not _same_instance(event, current.spec.instance):
             kind = Kind.MISMATCH
             self._keep_odd(account, kind, body)
-        elif event.dedupe and self.redis.exists(self.keys.callback_seen(event.dedupe)):
+        elif event.dedupe and self.redis.exists(self.keys.callback_seen(f"{account}:{event.dedupe}")):
             kind = Kind.DUPLICATE
         else:
             kind = self._act(current, event, received)
-            if event.dedupe:
+            if event.dedupe:  # per account: two accounts on one instance each get the event once
                 ttl = int(self.settings.callback_dedupe_h * 3600)
-                self.redis.set(self.keys.callback_seen(event.dedupe), "1", ex=ttl)
+                self.redis.set(self.keys.callback_seen(f"{account}:{event.dedupe}"), "1", ex=ttl)
         self.redis.hincrby(self.keys.stat("callbacks"), kind.value, 1)
         return kind
 

@@ -377,3 +377,25 @@ def test_a_worker_sends_with_a_token_sealed_by_the_api(redis_url: str, sim: Simu
         assert done.state == "sent", done  # the simulator took the token the worker opened
     finally:
         stack.stop()
+
+
+@pytest.mark.e2e
+def test_a_connection_that_never_sends_a_whole_head_is_closed(
+    redis_url: str, sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """Idle connections, or ones dribbling part of a head, are closed after BROADCAST_HEAD_TIMEOUT_S: they
+    cannot pile up until the API has no file descriptor left. A request that does come in is answered."""
+    stack = ApiStack(redis_url, sim, tmp_path, BROADCAST_HEAD_TIMEOUT_S="1")
+    try:
+        host, port = stack.api_url.removeprefix("http://").split(":")
+        silent = socket.create_connection((host, int(port)), timeout=10)
+        partial = socket.create_connection((host, int(port)), timeout=10)
+        partial.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        assert silent.recv(1) == b"" and partial.recv(1) == b""  # closed by the server, nothing answered
+        with socket.create_connection((host, int(port)), timeout=10) as whole:
+            whole.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert whole.recv(65536).startswith(b"HTTP/1.1 200")
+        silent.close()
+        partial.close()
+    finally:
+        stack.stop()

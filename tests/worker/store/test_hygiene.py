@@ -516,3 +516,46 @@ def test_the_inbox_is_bounded_in_bytes_and_its_count_returns_to_zero(
     while processor.drain():
         pass
     assert not inbox.full() and ledger.redis.get(ledger.keys.callback_inbox_bytes) == "0"
+
+
+def test_one_moment_written_in_any_unit_or_as_digits_is_one_event(ledger: Ledger) -> None:
+    processor = processor_for(ledger)
+    at = int(time.time()) + 5
+    assert processor.handle("acct1", gewe("Offline", Data={"CreateTime": at})) is Kind.OFFLINE
+    for written in (at * 1_000_000, str(at), str(at * 1000)):  # microseconds, a string of digits
+        processor.accounts.set_status("acct1", "active")
+        again = gewe("Offline", CreateTime=written)
+        assert processor.handle("acct1", again, received=time.time() + 1) is Kind.DUPLICATE, written
+
+
+@pytest.mark.parametrize("when", ["9" * 400, "NaN", "Infinity", "-Infinity", "-5", "1e400"])
+def test_a_time_that_is_no_time_is_read_as_none_and_never_raises(ledger: Ledger, when: str) -> None:
+    body = b'{"TypeName": "Offline", "Appid": "app1", "Wxid": "wxid_me", "CreateTime": ' + when.encode() + b"}"
+    event = parse(body)
+    assert event.kind in (Kind.OFFLINE, Kind.MALFORMED)  # the parser may refuse NaN; it never raises
+    if event.kind is Kind.OFFLINE:
+        assert event.at == 0.0
+    assert processor_for(ledger).handle("acct1", body) in (Kind.OFFLINE, Kind.MALFORMED)
+
+
+def test_two_accounts_on_one_instance_each_act_once_on_an_event(ledger: Ledger) -> None:
+    accounts = AccountStore(ledger.redis, ledger.prefix)
+    first = accounts.get("acct1")
+    assert first is not None
+    accounts.put("acct2", first.spec)  # the same vendor instance (Appid app1)
+    processor, supp = processor_for(ledger), Suppressions(ledger.redis, ledger.prefix)
+    removed = gewe("DelContacts", Data={"UserName": {"string": "wxid_shared"}})
+    assert processor.handle("acct1", removed) is Kind.CONTACT_REMOVED
+    assert processor.handle("acct2", removed) is Kind.CONTACT_REMOVED  # not the first account's duplicate
+    assert supp.get("acct1", "wxid_shared") is not None and supp.get("acct2", "wxid_shared") is not None
+    assert processor.handle("acct1", removed) is processor.handle("acct2", removed) is Kind.DUPLICATE
+
+
+def test_an_inbox_that_lost_its_group_is_read_again(ledger: Ledger) -> None:
+    inbox, processor = CallbackInbox(ledger.redis, ledger.prefix), processor_for(ledger)
+    inbox.store("acct1", gewe_text("wxid_a", "hello", msg_id=1))
+    assert processor.drain() == 1
+    ledger.redis.delete(ledger.keys.callback_inbox)  # e.g. a Redis that came back empty
+    inbox.store("acct1", gewe_text("wxid_b", "退订", msg_id=2))
+    assert processor.drain() == 1  # was NOGROUP for ever, until the dispatcher restarted
+    assert Suppressions(ledger.redis, ledger.prefix).get("acct1", "wxid_b") is not None
