@@ -189,7 +189,9 @@ local function dead_letter(jk, id, from, reason, class, err, now, camp, ttl)
   if target then
     -- a revoke that may or may not have reached the vendor: failed on its message, never replayed
     if reason == DEAD_REASON.UNKNOWN_OUTCOME then
-      err = 'outcome unknown, not repeated (the revoke may have been done): ' .. err
+      -- the cause, without what it means for a send: the message itself was sent before
+      err = 'outcome unknown, not repeated (the revoke may have been done): '
+        .. string.gsub(err, '; the message may have been sent$', '')
     end
     recall_outcome(target, RECALL.FAILED, err, now)
   else

@@ -17,7 +17,7 @@ local function release_session(a, token, next_at)
     elseif st == STATE.SENDING then
       -- the batch ended without recording this send (an unexpected error mid-call): outcome unknown
       dead_letter(jk, ids[i], STATE.SENDING, DEAD_REASON.UNKNOWN_OUTCOME, 'ambiguous',
-        'the send was interrupted before its outcome was recorded; the message may have been sent', now_s)
+        'the call was interrupted before its outcome was recorded; the message may have been sent', now_s)
     end
   end
   redis.call('DEL', ck, lk)

@@ -17,7 +17,7 @@ for _, a in ipairs(redis.call('SMEMBERS', key_leased())) do
       local st, priority, camp = unpack(redis.call('HMGET', jk, 'state', 'priority', 'campaign'))
       if st == STATE.SENDING then
         dead_letter(jk, ids[i], STATE.SENDING, DEAD_REASON.UNKNOWN_OUTCOME, 'ambiguous',
-          'the worker holding this send died; the message may have been sent', now)
+          'the worker holding this call died; the message may have been sent', now)
         unknown = unknown + 1
       elseif st == STATE.QUEUED then
         if place(jk, ids[i], a, priority, true, camp, STATE.QUEUED) then requeued = requeued + 1 end
