@@ -63,7 +63,7 @@ class Caller:
 
 
 class KeyExists(Exception):
-    """``POST /v1/keys`` with a name already taken (revoke it first)."""
+    """``POST /v1/keys`` with a name already taken, in any case (revoke it first); ``args[0]`` the taken name."""
 
 
 class OperatorKeys:
@@ -84,19 +84,25 @@ class OperatorKeys:
             "created": time.time(),
             "rate": rate_per_min,
         }
-        with self.redis.pipeline() as pipe:
-            # WATCH the name so two creates of one name cannot both win
-            pipe.watch(self.keys.operator_key(name))  # type: ignore[no-untyped-call]
-            if pipe.exists(self.keys.operator_key(name)):
-                raise KeyExists(name)
-            pipe.multi()
-            pipe.hset(self.keys.operator_key(name), mapping=record)
-            pipe.hset(self.keys.operator_keys, str(record["digest"]), name)
-            try:
-                pipe.execute()
-            except WatchError:  # another create of this name won between our check and our write
-                raise KeyExists(name) from None
-        return key
+        folded = name.casefold()
+        for _ in range(50):
+            with self.redis.pipeline() as pipe:
+                # WATCH the name and the lookup, so two creates of one name (in any case) cannot both win
+                pipe.watch(self.keys.operator_key(name), self.keys.operator_keys)  # type: ignore[no-untyped-call]
+                names = [n.decode() if isinstance(n, bytes) else str(n) for n in pipe.hvals(self.keys.operator_keys)]
+                # 'vera' and 'VERA' would read as one key in the audit trail, with two roles
+                taken = next((n for n in names if n.casefold() == folded), None)
+                if taken is not None or pipe.exists(self.keys.operator_key(name)):
+                    raise KeyExists(taken or name)
+                pipe.multi()
+                pipe.hset(self.keys.operator_key(name), mapping=record)
+                pipe.hset(self.keys.operator_keys, str(record["digest"]), name)
+                try:
+                    pipe.execute()
+                except WatchError:  # a key was created or revoked meanwhile: judge the name again
+                    continue
+            return key
+        raise KeyExists(name)  # contended for ever: refused rather than risk two keys of one name
 
     def get(self, name: str) -> dict[str, Any] | None:
         raw = cast(dict[str, str], self.redis.hgetall(self.keys.operator_key(name)))

@@ -49,8 +49,8 @@ def create_key(body: KeyIn, state: Stores, response: Response, request: Request)
         raise ApiError(422, "invalid", f"name: {body.name!r} is reserved (or looks like a reserved name)", "name")
     try:
         key = state.operators.create(body.name, body.role, body.rate_per_min or 0)
-    except KeyExists:
-        raise ApiError(409, "key_exists", f"a key named {body.name!r} exists; revoke it first", "name") from None
+    except KeyExists as taken:
+        raise ApiError(409, "key_exists", f"a key named {taken.args[0]!r} exists; revoke it first", "name") from None
     response.headers["Cache-Control"] = "no-store"  # the answer carries the key
     return {"name": body.name, "role": body.role.value, "key": key}
 

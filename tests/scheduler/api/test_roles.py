@@ -270,3 +270,12 @@ def test_refusals_count_toward_the_rate_and_a_flood_of_them_stays_off_the_record
     assert 0 < len(entries) <= 2 * (REFUSALS_PER_MIN + 1)  # the minute may turn during the run
     markers = [e for e in entries if e["target"].startswith("(more refusals")]
     assert markers and all(e["status"] == 403 for e in entries)
+
+
+def test_a_name_taken_in_another_case_is_taken(api: ApiStack) -> None:
+    """'vera' and 'VERA' would read as one key in the audit trail, with two roles."""
+    name = f"vera-{api.prefix}"
+    assert api.http.post("/v1/keys", json={"name": name, "role": "viewer"}).status_code == 201
+    twin = api.http.post("/v1/keys", json={"name": name.upper(), "role": "admin"})
+    assert twin.status_code == 409 and name in twin.json()["error"]["message"], twin.text
+    assert name.upper() not in api.http.get("/v1/keys").text
