@@ -120,32 +120,43 @@ class CampaignBody:
 
 class UploadSlots:
     """At most ``slots`` campaign submissions in progress per API process; more answer 503 with Retry-After
-    before their body is read (big bodies cost memory and CPU; small requests must stay fast)."""
+    before their body is read (big bodies cost memory and CPU; small requests must stay fast). One key holds
+    at most all slots but one (when there are two or more): a key sending slow bodies cannot keep every
+    other key's campaigns out for the body timeout, over and over."""
 
     def __init__(self, app: ASGIApp, slots: int) -> None:
         self.app = app
         self.free = slots
+        self.share = max(1, slots - 1)
+        #: slots held, by key name (the caller AuthFirst identified at the door)
+        self.held: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in CAMPAIGN_PATHS:
             await self.app(scope, receive, send)
             return
-        if self.free <= 0:
+        caller = scope.get("state", {}).get("caller")
+        holder = getattr(caller, "name", "")
+        if self.free <= 0 or self.held.get(holder, 0) >= self.share:
+            mine = self.free > 0
+            message = (
+                "this key has as many campaign submissions in progress as one key may; retry later"
+                if mine
+                else "too many campaign submissions in progress; retry later"
+            )
             busy = JSONResponse(
-                {
-                    "error": {
-                        "code": "busy",
-                        "message": "too many campaign submissions in progress; retry later",
-                        "field": None,
-                    }
-                },
+                {"error": {"code": "busy", "message": message, "field": None}},
                 status_code=503,
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
             await busy(scope, receive, send)
             return
         self.free -= 1  # one event loop: no lock needed between the check and the take
+        self.held[holder] = self.held.get(holder, 0) + 1
         try:
             await self.app(scope, receive, send)
         finally:
             self.free += 1
+            self.held[holder] -= 1
+            if not self.held[holder]:
+                del self.held[holder]

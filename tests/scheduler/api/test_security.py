@@ -80,11 +80,12 @@ def test_strangers_take_no_slot_and_a_trickled_body_is_cut(slow_body_stack: ApiS
     assert [e["status"] for e in audit] == [403, 403], audit  # refused at the door, still on the record
     assert stack.http.post("/v1/campaigns", json={**campaign, "name": "after viewers"}).status_code == 202
 
-    # an operator's own slow body holds its slot only until the body timeout
+    # an operator's own slow body holds its slot only until the body timeout, and one key holds one of the
+    # two slots at most: its second slow body is refused at once
     slow = [trickle(stack, "/v1/campaigns", token=API_TOKEN) for _ in range(2)]
-    for conn in slow:
-        status, body = answer(conn)
-        assert status == 408 and json.loads(body)["error"]["code"] == "body_timeout", body
+    (cut, cut_body), (refused, refused_body) = sorted(answer(conn) for conn in slow)
+    assert refused == 503 and "this key" in json.loads(refused_body)["error"]["message"], refused_body
+    assert cut == 408 and json.loads(cut_body)["error"]["code"] == "body_timeout", cut_body
     again = stack.http.post("/v1/campaigns", json={**campaign, "name": "again"})
     assert again.status_code == 202, again.text
 

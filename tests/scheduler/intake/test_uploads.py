@@ -135,3 +135,42 @@ def test_concurrent_campaign_submissions_are_bounded(one_slot_stack: ApiStack) -
         holder.join(60)
     assert answers and answers[0].status_code == 202, answers
     assert stack.http.post("/v1/campaigns", json={"name": "probe"}).status_code == 422  # the slot is free again
+
+
+def test_one_key_cannot_hold_every_submission_slot(api: ApiStack) -> None:
+    """Two slots (the default): a key trickling one campaign body holds one; its second submission is
+    refused at once, another key's still gets the other slot."""
+    stack = api
+    put_account(stack, "gw2", "gewe", f"inst2-{stack.prefix}")
+    other = stack.http.post("/v1/keys", json={"name": f"other-{stack.prefix}", "role": "operator"}).json()["key"]
+    release = threading.Event()
+    answers: list[httpx.Response] = []
+
+    def slow_body() -> Iterator[bytes]:
+        yield b'{"name": "slow", "account": "gw2", "message": {"kind": "text", "text": "x"}, '
+        release.wait(60)
+        yield b'"recipients": [{"to": "wxid_slow"}]}'
+
+    holder = threading.Thread(
+        target=lambda: answers.append(
+            stack.http.post("/v1/campaigns", content=slow_body(), headers={"Content-Type": "application/json"})
+        )
+    )
+    holder.start()
+    try:
+        mine: list[httpx.Response] = []
+
+        def refused() -> bool:
+            mine[:] = [stack.http.post("/v1/campaigns", json={"name": "probe"})]
+            return mine[0].status_code == 503
+
+        wait_for(refused, timeout=30, what="the same key's second submission to be refused")
+        assert "this key" in mine[0].json()["error"]["message"]
+        theirs = httpx.post(
+            f"{stack.api_url}/v1/campaigns", json={"name": "probe"}, headers={"Authorization": f"Bearer {other}"}
+        )
+        assert theirs.status_code == 422, theirs.text  # it got the other slot (and its body was judged)
+    finally:
+        release.set()
+        holder.join(60)
+    assert answers and answers[0].status_code == 202, answers
