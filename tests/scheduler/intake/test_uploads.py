@@ -101,24 +101,33 @@ def one_slot_stack(redis_url: str, sim: SimulatorServer, tmp_path: Path) -> Iter
     s.stop()
 
 
+def slow_campaign(
+    stack: ApiStack, account: str, release: threading.Event, answers: list[httpx.Response]
+) -> threading.Thread:
+    """A thread posting a campaign whose body stops halfway until ``release`` is set; its answer goes to
+    ``answers``. It holds a submission slot meanwhile."""
+
+    def slow_body() -> Iterator[bytes]:
+        yield b'{"name": "slow", "account": "' + account.encode() + b'", "message": {"kind": "text", "text": "x"}, '
+        release.wait(60)
+        yield b'"recipients": [{"to": "wxid_slow"}]}'
+
+    def post() -> None:
+        answers.append(
+            stack.http.post("/v1/campaigns", content=slow_body(), headers={"Content-Type": "application/json"})
+        )
+
+    holder = threading.Thread(target=post)
+    holder.start()
+    return holder
+
+
 def test_concurrent_campaign_submissions_are_bounded(one_slot_stack: ApiStack) -> None:
     stack = one_slot_stack
     put_account(stack, "gw", "gewe", f"inst-{stack.prefix}")
     release = threading.Event()
     answers: list[httpx.Response] = []
-
-    def slow_body() -> Iterator[bytes]:
-        yield b'{"name": "slow", "account": "gw", "message": {"kind": "text", "text": "x"}, '
-        release.wait(60)
-        yield b'"recipients": [{"to": "wxid_slow"}]}'
-
-    def slow_upload() -> None:
-        answers.append(
-            stack.http.post("/v1/campaigns", content=slow_body(), headers={"Content-Type": "application/json"})
-        )
-
-    holder = threading.Thread(target=slow_upload)
-    holder.start()
+    holder = slow_campaign(stack, "gw", release, answers)
     try:
         # an invalid body: if it ever got the slot it would be a 422 and store nothing
         busy: list[httpx.Response] = []
@@ -145,18 +154,7 @@ def test_one_key_cannot_hold_every_submission_slot(api: ApiStack) -> None:
     other = stack.http.post("/v1/keys", json={"name": f"other-{stack.prefix}", "role": "operator"}).json()["key"]
     release = threading.Event()
     answers: list[httpx.Response] = []
-
-    def slow_body() -> Iterator[bytes]:
-        yield b'{"name": "slow", "account": "gw2", "message": {"kind": "text", "text": "x"}, '
-        release.wait(60)
-        yield b'"recipients": [{"to": "wxid_slow"}]}'
-
-    holder = threading.Thread(
-        target=lambda: answers.append(
-            stack.http.post("/v1/campaigns", content=slow_body(), headers={"Content-Type": "application/json"})
-        )
-    )
-    holder.start()
+    holder = slow_campaign(stack, "gw2", release, answers)
     try:
         mine: list[httpx.Response] = []
 
