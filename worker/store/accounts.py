@@ -144,7 +144,9 @@ class AccountSpec(VendorAccount):
     @classmethod
     def _header_safe(cls, value: SecretStr) -> SecretStr:
         raw = value.get_secret_value()
-        if len(raw) > 4096 or not all(32 < ord(ch) < 127 for ch in raw):
+        if len(raw) > 4096:
+            raise ValueError("must be at most 4,096 characters (it is sent in an HTTP header)")
+        if not all(32 < ord(ch) < 127 for ch in raw):
             raise ValueError("must be printable ASCII without spaces (it is sent in an HTTP header)")
         return value
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from tests.conftest import claim_ready
 from worker.errors import ConfigError
@@ -293,3 +293,10 @@ def test_a_resume_does_not_undo_a_status_changed_after_its_check_began(store: Ac
     assert store.set_status("paws", "active", "probe ok", unchanged_since=after.status_changed) is True
     again = store.get("paws")
     assert again is not None and again.status == "active"
+
+
+@pytest.mark.parametrize(("token", "says"), [("t" * 5000, "4,096 characters"), ("tok en", "printable ASCII")])
+def test_a_token_that_cannot_go_in_a_header_is_refused_for_its_reason(token: str, says: str) -> None:
+    spec = {"vendor": "gewe", "base_url": "http://127.0.0.1:9", "instance": "i", "token": token}
+    with pytest.raises(ValidationError, match=says):
+        AccountSpec.model_validate(spec)
