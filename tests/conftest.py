@@ -238,9 +238,15 @@ class ApiStack(Stack):
 
     def stored_keys(self) -> int:
         """How many keys this stack's prefix holds (to prove a refused request stored nothing). The audit
-        trail is not counted: a refused change is recorded there on purpose (who tried what)."""
-        audit = Keys(self.prefix).audit
-        return sum(1 for k in self.redis.scan_iter(match=f"{self.prefix}:*", count=1000) if k != audit)
+        trail is not counted, nor its count of a key's refusals this minute: a refused change is recorded
+        there on purpose (who tried what)."""
+        keys = Keys(self.prefix)
+        refusals = f"{self.prefix}:audit_refused:"
+        return sum(
+            1
+            for k in self.redis.scan_iter(match=f"{self.prefix}:*", count=1000)
+            if k != keys.audit and not k.startswith(refusals)
+        )
 
     def stop(self) -> None:
         self.http.close()

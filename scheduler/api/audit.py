@@ -73,7 +73,7 @@ def _record(scope: Scope, status: int, body: bytes) -> None:
     state: ApiState = scope["app"].state.api
     targets = request_state.get(AUDIT_TARGETS) or [_target(rule.action, params, body)]
     try:
-        record = state.audit.record_refusal if status == 403 else state.audit.record_each
+        record = state.audit.record_refusal if 400 <= status < 500 else state.audit.record_each
         record(key=caller.name, role=caller.role.value, action=action, targets=targets, status=status)
     except Exception:  # the answer is already sent: a lost entry is logged, never a second failure
         log.exception("audit entry not recorded", extra={"action": rule.action})

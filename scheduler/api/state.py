@@ -124,10 +124,25 @@ def authorize(request: Request, state: Stores) -> Caller:
     request.state.caller = caller
     check_rate(caller, state.settings)
     check_role(caller, rule_for(request.method, getattr(route, "path", "")).role)
-    if request.method not in SAFE_METHODS and not state.operators.active(caller):
-        # the key was revoked while this request's body arrived (it was checked at the door): nothing is done
-        raise ApiError(401, "unauthorized", "missing, unknown or revoked bearer key", "Authorization")
+    if request.method not in SAFE_METHODS:
+        still_authorized(request, state)
     return caller
+
+
+async def read_body(request: Request, state: ApiState) -> bytes:
+    """The body of a route that reads it itself (FastAPI then runs :func:`authorize` before it arrives),
+    refused when the caller's key was revoked while it arrived."""
+    body = await request.body()
+    await run_in_threadpool(still_authorized, request, state)
+    return body
+
+
+def still_authorized(request: Request, state: ApiState) -> None:
+    """401 when the operator key that made this call was revoked since the door (:class:`AuthFirst`): a
+    write whose body took its time must not be done for a key that no longer exists."""
+    caller = getattr(request.state, "caller", None)
+    if caller is not None and not state.operators.active(caller):
+        raise ApiError(401, "unauthorized", "missing, unknown or revoked bearer key", "Authorization")
 
 
 def check_role(caller: Caller, needed: Role) -> None:

@@ -242,11 +242,14 @@ class AccountStore:
                     if based_on is not None and _stored_values(data) != based_on:
                         raise AccountChangedError(f"account {account_id!r} was changed meanwhile: read it again")
                     existing = self.from_hash(account_id, data)
+                    given = bool(spec.token.get_secret_value())
                     spec = self._token_kept(existing, spec)
+                    # a token this process cannot open is kept as stored, never overwritten by its empty reading
+                    unopened = existing is not None and existing.token_unreadable and not given
                     mapping: dict[str, str] = {
                         "vendor": spec.vendor,
                         "base_url": spec.base_url,
-                        "token": self.cipher.seal(spec.token.get_secret_value()),
+                        "token": data.get("token", "") if unopened else self.cipher.seal(spec.token.get_secret_value()),
                         "instance": spec.instance,
                         "limits": spec.limits.model_dump_json(),
                         "options": json.dumps(spec.options),
@@ -275,7 +278,8 @@ class AccountStore:
     @staticmethod
     def _token_kept(existing: Account | None, spec: AccountSpec) -> AccountSpec:
         """The spec with the stored token when none is given, unless the address or the vendor changes."""
-        if existing and not spec.token.get_secret_value() and existing.spec.token.get_secret_value():
+        stored = existing is not None and (existing.token_unreadable or bool(existing.spec.token.get_secret_value()))
+        if existing and not spec.token.get_secret_value() and stored:
             moved = [name for name in ("vendor", "base_url") if getattr(spec, name) != getattr(existing.spec, name)]
             if moved:
                 raise TokenRequiredError(

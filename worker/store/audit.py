@@ -18,8 +18,9 @@ from worker.store.keys import Keys
 #: Entries one page request looks at at most while filtering (by key or target), so a filter that
 #: matches nothing answers in bounded time with a cursor to continue.
 SCAN_MAX = 5000
-#: Refused calls (403) of one key recorded per minute at most: a key hammering routes its role does not
-#: allow stays on the record without filling Redis (the rest of that minute is one marker entry).
+#: Refused calls (4xx: 403, 404, 409, 422…) of one key recorded per minute at most: a key hammering routes
+#: its role does not allow, or ids that do not exist, stays on the record without filling Redis (the rest of
+#: that minute is one marker entry).
 REFUSALS_PER_MIN = 20
 
 
@@ -53,7 +54,7 @@ class AuditLog:
         return cast(list[str], pipe.execute())
 
     def record_refusal(self, *, key: str, role: str, action: str, targets: list[str], status: int) -> list[str]:
-        """A refused call (403), recorded as :meth:`record_each` does up to :data:`REFUSALS_PER_MIN` a minute
+        """A refused call (4xx), recorded as :meth:`record_each` does up to :data:`REFUSALS_PER_MIN` a minute
         for the key; the next one becomes a marker saying the rest of the minute is not recorded."""
         counter = self.keys.audit_refused(key, int(time.time() // 60))
         pipe = self.redis.pipeline(transaction=False)

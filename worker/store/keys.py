@@ -71,7 +71,7 @@ opkeys                 hash    SHA-256 of a key (hex) -> its name (the lookup; n
 oprate:{name}:{minute} string  requests of a key in one minute (per-key rate limit, expires)
 minutes:{hour}         hash    outcomes per minute for the console's charts: '{cid|-}|{minute}|{s|r|x}' -> n
 audit                  stream  who did what: key, role, action, target, status (trimmed by age)
-audit_refused:{name}:{minute}  string  refusals (403) of a key recorded in one minute (capped, expires)
+audit_refused:{name}:{minute}  string  refused calls (4xx) of a key recorded in one minute (capped, expires)
 =====================  ======  ==================================================================
 """
 

@@ -39,6 +39,8 @@ async def receive_callback(account: str, request: Request, state: Stores, key: s
         body += chunk
         if len(body) > MAX_CALLBACK_BODY:
             return _oversize(inbox)
+    if not inbox.verify(account, key):  # the key was rotated while the body arrived: as an unknown key
+        return error_response(404, *_NOT_FOUND, None)
     if inbox.full():
         message = "the callback inbox is full (its processing is behind); retry later"
         return error_response(503, "inbox_full", message, None, headers={"Retry-After": str(INBOX_RETRY_S)})

@@ -17,7 +17,7 @@ from scheduler.api.body_limit import SCANNED
 from scheduler.api.errors import ApiError, invalid
 from scheduler.api.exports import export_deliveries
 from scheduler.api.models import ObjectId, Priority, RecallIn, epoch, mark_replayed
-from scheduler.api.state import AUTH, ApiState, Stores
+from scheduler.api.state import AUTH, ApiState, Stores, read_body
 from scheduler.intake.audience import AudienceIn
 from scheduler.intake.campaigns import (
     MAX_TEST_RECIPIENTS,
@@ -164,7 +164,7 @@ def _create(
 async def post_campaign(request: Request, response: Response, state: Stores) -> CampaignAccepted:
     """Store a campaign atomically: all recipients queued, or nothing stored and the bad field named.
     The body (``CampaignIn``) is read in streaming passes, never as one object tree."""
-    raw = await request.body()
+    raw = await read_body(request, state)
     return await run_in_threadpool(_campaign_from_json, state, raw, response, bool(request.scope.get(SCANNED)))
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.api.errors import ApiError
 from scheduler.api.exports import neutralised
-from scheduler.api.state import AUTH, ApiState, Stores
+from scheduler.api.state import AUTH, ApiState, Stores, read_body
 from scheduler.intake.producer import RECIPIENT
 from worker.messages import unsendable
 from worker.store.accounts import ACCOUNT_ID_PATTERN
@@ -118,7 +118,7 @@ async def import_suppressions(
 ) -> dict[str, Any]:
     """CSV body with a header naming ``to`` (and optionally ``account``, ``reason``, ``note``): every row is
     checked first (422 with its line), then all are stored; ``account``/``reason`` fill empty cells."""
-    text = (await request.body()).decode("utf-8-sig", "replace")
+    text = (await read_body(request, state)).decode("utf-8-sig", "replace")
     reader = csv.DictReader(io.StringIO(text, newline=""))  # a quoted cell may hold a line break
     try:  # a malformed CSV (a stray NUL, …) is the caller's error: 422 with its line, never a 500
         if not reader.fieldnames or "to" not in [f.strip() for f in reader.fieldnames]:

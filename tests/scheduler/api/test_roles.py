@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +21,7 @@ from starlette.routing import BaseRoute, Mount
 from scheduler.api.app import create_app
 from scheduler.api.roles import DRY_RUNS, OWN_KEY, PUBLIC, RULES, Rule
 from tests.conftest import API_TOKEN, ApiStack
+from tests.scheduler.api.test_routes import put_account
 from worker.settings import Settings
 from worker.store.audit import REFUSALS_PER_MIN
 from worker.store.operators import Role
@@ -235,25 +237,40 @@ def test_revoking_a_key_pauses_the_schedules_it_created_and_only_those(api: ApiS
             api.http.delete(f"/v1/schedules/{schedule['id']}")
 
 
-def test_a_key_revoked_while_its_request_arrives_changes_nothing(api: ApiStack) -> None:
-    """The key is checked at the door, before the body: a write whose key is revoked while the body is still
-    arriving is refused once it has arrived (an admin key must not mint a new one after its revocation)."""
-    name = f"slow-{api.prefix}"
-    key = api.http.post("/v1/keys", json={"name": name, "role": "admin"}).json()["key"]
-    body = json.dumps({"name": f"backdoor-{api.prefix}", "role": "admin"}).encode()
+def revoked_midway(api: ApiStack, role: str, path: str, body: bytes, content_type: str) -> str:
+    """Send ``body`` to ``path`` with a new key of ``role``, revoking the key once the door let the request
+    in and before the body is whole; the answer's status line."""
+    name = f"slow-{uuid.uuid4().hex[:8]}"
+    key = api.http.post("/v1/keys", json={"name": name, "role": role}).json()["key"]
     host, port = api.api_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as conn:
         head = (
-            f"POST /v1/keys HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         conn.sendall(head.encode() + body[:5])
         time.sleep(0.3)  # the door has let it in; its body is still arriving
         assert api.http.delete(f"/v1/keys/{name}").status_code == 200
         conn.sendall(body[5:])
-        answer = conn.recv(65536).decode()
-    assert answer.startswith("HTTP/1.1 401"), answer
-    assert f"backdoor-{api.prefix}" not in api.http.get("/v1/keys").text
+        return conn.recv(65536).decode().split("\r\n", 1)[0]
+
+
+def test_a_key_revoked_while_its_request_arrives_changes_nothing(api: ApiStack) -> None:
+    """The key is checked at the door, before the body: a write whose key is revoked while the body is still
+    arriving is refused once it has arrived — an admin key must not mint a new one, an operator's campaign
+    must not go out, also on the routes that read their body themselves (campaigns, suppression imports)."""
+    backdoor = f"backdoor-{api.prefix}"
+    minted = json.dumps({"name": backdoor, "role": "admin"}).encode()
+    assert revoked_midway(api, "admin", "/v1/keys", minted, "application/json").startswith("HTTP/1.1 401")
+    assert backdoor not in api.http.get("/v1/keys").text
+    put_account(api, "revoked-gw", "gewe", f"inst-rev-{api.prefix}")
+    campaign = {"name": f"late-{api.prefix}", "account": "revoked-gw", "message": {"kind": "text", "text": "x"}}
+    sent = json.dumps({**campaign, "recipients": [{"to": "wxid_rev1"}]}).encode()
+    assert revoked_midway(api, "operator", "/v1/campaigns", sent, "application/json").startswith("HTTP/1.1 401")
+    assert f"late-{api.prefix}" not in api.http.get("/v1/campaigns", params={"limit": 200}).text
+    rows = f"to,account\nwxid_rev_{api.prefix},revoked-gw\n".encode()
+    assert revoked_midway(api, "operator", "/v1/suppressions/import", rows, "text/csv").startswith("HTTP/1.1 401")
+    assert f"wxid_rev_{api.prefix}" not in api.http.get("/v1/suppressions", params={"account": "revoked-gw"}).text
 
 
 def test_refusals_count_toward_the_rate_and_a_flood_of_them_stays_off_the_record(
@@ -279,3 +296,13 @@ def test_a_name_taken_in_another_case_is_taken(api: ApiStack) -> None:
     twin = api.http.post("/v1/keys", json={"name": name.upper(), "role": "admin"})
     assert twin.status_code == 409 and name in twin.json()["error"]["message"], twin.text
     assert name.upper() not in api.http.get("/v1/keys").text
+
+
+def test_an_operators_flood_of_404s_stays_off_the_record_past_its_cap(api: ApiStack) -> None:
+    name = f"probe-{api.prefix}"
+    made = api.http.post("/v1/keys", json={"name": name, "role": "operator"}).json()
+    headers = {"Authorization": f"Bearer {made['key']}"}
+    codes = {httpx.post(f"{api.api_url}/v1/campaigns/c{i:04d}/pause", headers=headers).status_code for i in range(60)}
+    assert codes == {404}
+    entries = api.http.get("/v1/audit", params={"limit": 200, "key": name}).json()["items"]
+    assert len(entries) <= 2 * (REFUSALS_PER_MIN + 1) and any(e["target"].startswith("(more") for e in entries)

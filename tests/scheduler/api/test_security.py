@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -396,6 +398,18 @@ def test_a_connection_that_never_sends_a_whole_head_is_closed(
         with socket.create_connection((host, int(port)), timeout=10) as whole:
             whole.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert whole.recv(65536).startswith(b"HTTP/1.1 200")
+        # pipelined requests whose answers are never read: dropped once writing stalled 3 heads' deadlines
+        asked = 300
+        with socket.socket() as reader:
+            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            reader.connect((host, int(port)))
+            reader.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * asked)
+            time.sleep(6)
+            received = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := reader.recv(1 << 20):
+                    received += chunk
+        assert received.count(b"HTTP/1.1 200") < asked  # the rest was dropped with the connection
         silent.close()
         partial.close()
     finally:

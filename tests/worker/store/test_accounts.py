@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
+from cryptography.fernet import Fernet
 from pydantic import SecretStr, ValidationError
 
 from tests.conftest import claim_ready
 from worker.errors import ConfigError
-from worker.store.accounts import AccountChangedError, AccountSpec, AccountStore, Limits
+from worker.store.accounts import AccountChangedError, AccountSpec, AccountStore, Limits, TokenRequiredError
 
 TOKEN = "SEKRIT-acct-token-5c1e77"
 
@@ -300,3 +301,22 @@ def test_a_token_that_cannot_go_in_a_header_is_refused_for_its_reason(token: str
     spec = {"vendor": "gewe", "base_url": "http://127.0.0.1:9", "instance": "i", "token": token}
     with pytest.raises(ValidationError, match=says):
         AccountSpec.model_validate(spec)
+
+
+def test_an_edit_from_a_process_that_cannot_open_the_token_keeps_it(store: AccountStore) -> None:
+    """An API restarted with the wrong BROADCAST_SECRET_KEY reads the token as "": an edit of the limits must
+    keep the sealed token as stored (fix the keys, the account works again), and a move to another address
+    still needs the token again."""
+    new_key = Fernet.generate_key().decode()
+    sealing = AccountStore(store.redis, store.prefix, secret_keys=[new_key])
+    sealing.put("a1", spec(token="tok-real"))
+    wrong = AccountStore(store.redis, store.prefix, secret_keys=[Fernet.generate_key().decode()])
+    opened = wrong.get("a1")
+    assert opened is not None and opened.token_unreadable
+    limits = Limits.model_validate({**opened.spec.limits.model_dump(), "daily_cap": 100})
+    wrong.put("a1", opened.spec.model_copy(update={"limits": limits}))
+    again = AccountStore(store.redis, store.prefix, secret_keys=[new_key]).get("a1")
+    assert again is not None and again.spec.token.get_secret_value() == "tok-real"
+    assert again.spec.limits.daily_cap == 100
+    with pytest.raises(TokenRequiredError):
+        wrong.put("a1", opened.spec.model_copy(update={"base_url": "http://127.0.0.1:10/elsewhere"}))
