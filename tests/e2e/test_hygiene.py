@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import random
 import re
+import socket
+import time
 from typing import Any
 
 import httpx
@@ -242,3 +244,23 @@ def test_overrides_and_entries_name_the_key_and_secrets_are_not_cached(api: ApiS
     assert callback.status_code == 422 and callback.json()["error"]["field"] == "public_url", callback.text
     callback = stack.http.post("/v1/accounts/ov/callback", json={"public_url": "https://example.com"})
     assert callback.status_code == 200 and callback.headers["cache-control"] == "no-store"
+
+
+def test_a_callback_whose_key_is_rotated_while_it_arrives_is_not_stored(api: ApiStack) -> None:
+    stack = api
+    put_account(stack, "rot", "gewe", f"inst-rot-{stack.prefix}")
+    url = stack.http.post("/v1/accounts/rot/callback", json={}).json()["url"]
+    path = url.removeprefix(stack.api_url)
+    body = json.dumps({"TypeName": "Offline", "Appid": f"inst-rot-{stack.prefix}", "Wxid": "wxid_me"}).encode()
+    host, port = stack.api_url.removeprefix("http://").split(":")
+    inbox = f"{stack.prefix}:cb:in"
+    before = stack.redis.xlen(inbox)
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n\r\n"
+        conn.sendall(head.encode() + body[:5])
+        time.sleep(0.3)  # the key was checked at the head; the body is still arriving
+        assert stack.http.post("/v1/accounts/rot/callback", json={"rotate": True}).status_code == 200
+        conn.sendall(body[5:])
+        answer = conn.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 404"), answer
+    assert stack.redis.xlen(inbox) == before
