@@ -61,8 +61,12 @@ class ReplicaAcks:
         try:
             acks = self._read()
         except redis.RedisError:
-            # the server is away: keep what we knew (the write itself will fail and be retried)
-            acks = self._current or Acks(self.wanted or 0, self.timeout_ms, None)
+            # the server is away: keep what we knew (the write itself will fail and be retried). Knowing
+            # nothing yet, the answer is not kept: the next write asks again, rather than going on for the
+            # refresh interval without the replicas' wait a server back meanwhile may need
+            if self._current is None:
+                return Acks(self.wanted or 0, self.timeout_ms, None)
+            acks = self._current
         with self._lock:
             self._current, self._read_at = acks, time.monotonic()
         return acks

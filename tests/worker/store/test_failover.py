@@ -243,6 +243,18 @@ def replicated() -> Iterator[tuple[EmbeddedRedis, EmbeddedRedis]]:
         primary.stop()
 
 
+def test_replicas_unknown_because_the_server_was_away_are_asked_again_at_the_next_write(
+    replicated: tuple[EmbeddedRedis, EmbeddedRedis],
+) -> None:
+    """A worker that could not read the replicas (its first look found the server away) must not go on for
+    the refresh interval without their wait once the server is back."""
+    primary, _ = replicated
+    away = ReplicaAcks(redis_lib.Redis(port=free_port(), socket_connect_timeout=0.2), None, 0.3)
+    assert away.current().replicas == 0  # nothing known: no wait can be asked of a server that is away
+    away.client = redis_lib.Redis(port=primary.port, decode_responses=True)  # the server is back
+    assert away.current().replicas == 1  # asked again, not the unknown answer kept for 5 s
+
+
 def test_begin_waits_for_the_replica_and_says_when_it_did_not_answer(
     replicated: tuple[EmbeddedRedis, EmbeddedRedis],
 ) -> None:
