@@ -260,6 +260,12 @@ def api_stack(redis_url: str, sim: SimulatorServer, tmp_path: Path) -> Iterator[
     s.stop()
 
 
+def drop_prefix(client: redis_lib.Redis, prefix: str) -> None:
+    """Delete every key under ``prefix`` (a test's own keys on the session's shared Redis)."""
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        client.delete(key)
+
+
 def claim_ready(ledger: Ledger, *, lease_ttl_s: float, batch_size: int = 1, now: float | None = None) -> list[Claim]:
     """A dispatcher round without pacing: promote what is due, then give every due account a session of up
     to ``batch_size`` jobs (the store's part of the dispatcher, for tests of the store itself)."""

@@ -15,7 +15,7 @@ import redis as redis_lib
 
 from scheduler.intake.audience import AudienceError, AudienceIn, resolve
 from simulator.server import SimulatorServer
-from tests.conftest import account_for
+from tests.conftest import account_for, drop_prefix
 from worker.execution.contacts import ContactSyncRunner
 from worker.settings import Settings
 from worker.store.accounts import AccountSpec, AccountStore
@@ -30,8 +30,7 @@ def store(redis_url: str) -> Iterator[ContactStore]:
     client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
     s = ContactStore(client, f"aud{uuid.uuid4().hex[:8]}")
     yield s
-    for key in client.scan_iter(match=f"{s.prefix}:*"):
-        client.delete(key)
+    drop_prefix(client, s.prefix)
 
 
 def put(store: ContactStore, account: str, book: ContactBook) -> None:

@@ -122,6 +122,19 @@ def slow_campaign(
     return holder
 
 
+def refused_while_held(stack: ApiStack, what: str) -> httpx.Response:
+    """Post an invalid campaign (a 422 that stores nothing, were it let in) until it is refused 503: a
+    submission slot it needs is held."""
+    busy: list[httpx.Response] = []
+
+    def refused() -> bool:
+        busy[:] = [stack.http.post("/v1/campaigns", json={"name": "probe"})]
+        return busy[0].status_code == 503
+
+    wait_for(refused, timeout=30, what=what)
+    return busy[0]
+
+
 def test_concurrent_campaign_submissions_are_bounded(one_slot_stack: ApiStack) -> None:
     stack = one_slot_stack
     put_account(stack, "gw", "gewe", f"inst-{stack.prefix}")
@@ -129,15 +142,8 @@ def test_concurrent_campaign_submissions_are_bounded(one_slot_stack: ApiStack) -
     answers: list[httpx.Response] = []
     holder = slow_campaign(stack, "gw", release, answers)
     try:
-        # an invalid body: if it ever got the slot it would be a 422 and store nothing
-        busy: list[httpx.Response] = []
-
-        def refused() -> bool:
-            busy[:] = [stack.http.post("/v1/campaigns", json={"name": "probe"})]
-            return busy[0].status_code == 503
-
-        wait_for(refused, timeout=30, what="the second submission to be refused while the first holds the slot")
-        assert busy[0].headers["Retry-After"] == "5" and busy[0].json()["error"]["code"] == "busy"
+        busy = refused_while_held(stack, "the second submission to be refused while the first holds the slot")
+        assert busy.headers["Retry-After"] == "5" and busy.json()["error"]["code"] == "busy"
         assert stack.http.get("/v1/accounts").status_code == 200  # small requests are not held up
     finally:
         release.set()
@@ -156,14 +162,8 @@ def test_one_key_cannot_hold_every_submission_slot(api: ApiStack) -> None:
     answers: list[httpx.Response] = []
     holder = slow_campaign(stack, "gw2", release, answers)
     try:
-        mine: list[httpx.Response] = []
-
-        def refused() -> bool:
-            mine[:] = [stack.http.post("/v1/campaigns", json={"name": "probe"})]
-            return mine[0].status_code == 503
-
-        wait_for(refused, timeout=30, what="the same key's second submission to be refused")
-        assert "this key" in mine[0].json()["error"]["message"]
+        mine = refused_while_held(stack, "the same key's second submission to be refused")
+        assert "this key" in mine.json()["error"]["message"]
         theirs = httpx.post(
             f"{stack.api_url}/v1/campaigns", json={"name": "probe"}, headers={"Authorization": f"Bearer {other}"}
         )

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis as redis_lib
 
+from tests.conftest import drop_prefix
 from worker.store.accounts import AccountStore
 
 
@@ -17,5 +18,4 @@ def accounts(redis_url: str) -> Iterator[AccountStore]:
     client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
     store = AccountStore(client, f"lease{uuid.uuid4().hex[:8]}")
     yield store
-    for key in client.scan_iter(match=f"{store.prefix}:*"):
-        client.delete(key)
+    drop_prefix(client, store.prefix)

@@ -10,7 +10,7 @@ import redis as redis_lib
 from cryptography.fernet import Fernet
 
 from simulator.server import SimulatorServer
-from tests.conftest import VENDOR_PREFIX, claim_ready
+from tests.conftest import VENDOR_PREFIX, claim_ready, drop_prefix
 from worker.execution.runner import SessionRunner, SessionStop
 from worker.messages import TextMessage
 from worker.settings import Settings
@@ -41,8 +41,7 @@ def test_a_token_no_key_opens_sends_nothing_and_downs_the_account(redis_url: str
     assert job is not None and job.state == "queued" and job.attempts == 0
     account = rotated.get("a1")
     assert account is not None and account.status == "down" and "BROADCAST_SECRET_KEY" in account.status_reason
-    for key in client.scan_iter(match=f"{prefix}:*"):
-        client.delete(key)
+    drop_prefix(client, prefix)
 
 
 def test_an_account_without_a_token_still_sends(redis_url: str, sim: SimulatorServer) -> None:
@@ -66,5 +65,4 @@ def test_an_account_without_a_token_still_sends(redis_url: str, sim: SimulatorSe
     assert report.sent == 1 and report.stopped == ""
     job = ledger.get(job_id)
     assert job is not None and job.state == "sent"
-    for key in client.scan_iter(match=f"{prefix}:*"):
-        client.delete(key)
+    drop_prefix(client, prefix)
