@@ -92,6 +92,11 @@ BOOTSTRAP = Caller("bootstrap", Role.ADMIN)
 ANONYMOUS = Caller("anonymous", Role.ADMIN)
 
 
+def _unauthorized() -> ApiError:
+    """401: the caller's key is missing, unknown, or revoked (at the door or since)."""
+    return ApiError(401, "unauthorized", "missing, unknown or revoked bearer key", "Authorization")
+
+
 def identify(request: Request, state: ApiState) -> Caller:
     """The caller behind ``Authorization: Bearer <key>``: a ``BROADCAST_API_TOKEN`` (compared in constant
     time to each) or an operator key (looked up by its SHA-256). 401 for a missing, unknown or revoked key."""
@@ -106,7 +111,7 @@ def identify(request: Request, state: ApiState) -> Caller:
             return caller
     if not state.tokens:
         return ANONYMOUS  # dev without keys: the API is open (it refuses to start so elsewhere)
-    raise ApiError(401, "unauthorized", "missing, unknown or revoked bearer key", "Authorization")
+    raise _unauthorized()
 
 
 #: Methods that change nothing: their caller's key is not looked at again after the door.
@@ -142,7 +147,7 @@ def still_authorized(request: Request, state: ApiState) -> None:
     write whose body took its time must not be done for a key that no longer exists."""
     caller = getattr(request.state, "caller", None)
     if caller is not None and not state.operators.active(caller):
-        raise ApiError(401, "unauthorized", "missing, unknown or revoked bearer key", "Authorization")
+        raise _unauthorized()
 
 
 def check_role(caller: Caller, needed: Role) -> None:

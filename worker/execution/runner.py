@@ -427,15 +427,12 @@ class SessionRunner:
         entry.update(ended=round(ended, 6), latency_ms=round((ended - started) * 1000, 2), outcome="sent")
         entry.update({k: v for k, v in result.ids_as_strings().items() if v is not None})
         record = self._pace_record(session, sent=True, throttled=False)
-        release_at = None
-        if last:  # FINISH records `record` as is: the state it leaves, and the account's next moment, are known
-            self._advance(session, Finished("ok", record.recorded_end), record)
-            release_at = self._release_at(session, None)
+        # FINISH records `record` as is: the state it leaves, and so the account's next moment, are known now
+        self._advance(session, record)
+        release_at = self._release_at(session, None) if last else None
         finished = self._durable(self.ledger.finish_sent,
             session.id, session.token, job.id, result, entry, pace=record, release_at=release_at,
         )  # fmt: skip
-        if not last:
-            self._advance(session, finished, record)
         session.released = finished.released is not None
         self.counters.record(
             account=session.id, vendor=vendor, kind=message.kind, outcome="sent", latency_ms=entry["latency_ms"]
@@ -606,7 +603,7 @@ class SessionRunner:
             session.id, session.token, job.id, k, record, advance=True, pace=pace, ids=ids,
             lease_ttl_s=self.settings.lease_ttl_s,
         )  # fmt: skip
-        self._advance(session, finished, pace)
+        self._advance(session, pace)
         self.counters.record(account=session.id, vendor=vendor, kind=part.kind, outcome="sent", latency_ms=latency)
         self._log(job.id, session.id, vendor, "sent", started, part=k, ids=result.ids_as_strings())
         if finished.status != "ok":
@@ -631,7 +628,7 @@ class SessionRunner:
             lease_ttl_s=self.settings.lease_ttl_s,
         )  # fmt: skip
         if pace is not None:
-            self._advance(session, finished, pace)
+            self._advance(session, pace)
         reason = DeadReason.UNKNOWN_OUTCOME if unknown else DeadReason.SEQUENCE_STOPPED
         if isinstance(error, PermanentError):
             reason = DeadReason.PERMANENT
@@ -745,11 +742,11 @@ class SessionRunner:
         entry.update(ended=round(ended, 6), latency_ms=round((ended - started) * 1000, 2), outcome=outcome.value)
         if error:
             entry["error"] = error
-        finished = self._durable(self.ledger.finish_recall,
+        self._durable(self.ledger.finish_recall,
             session.id, session.token, job.id, outcome=outcome, error=error, history=entry, pace=pace,
         )  # fmt: skip
         if pace is not None:
-            self._advance(session, finished, pace)
+            self._advance(session, pace)
         vendor = session.account.spec.vendor
         self.counters.record(
             account=session.id, vendor=vendor, kind="revoke", outcome=outcome.value, latency_ms=entry["latency_ms"]
@@ -813,7 +810,7 @@ class SessionRunner:
                     session.id, job.to, SuppressionReason.NOT_FRIEND, by="vendor", note=str(error),
                     keep_existing=True,
                 )  # fmt: skip
-        self._advance(session, finished, pace)
+        self._advance(session, pace)
         vendor = session.account.spec.vendor
         self.counters.record(
             account=session.id,
@@ -889,12 +886,12 @@ class SessionRunner:
         """Send a job of a held kind back through the due set, due when the hold ends (``record``: the
         vendor call that brought the hold, which counts for pacing)."""
         error, history = held_entry(entry, hold, code)
-        finished = self._durable(self.ledger.finish_retry,
+        self._durable(self.ledger.finish_retry,
             session.id, session.token, job.id, due_at=hold.until, error_class=DailyCapError.error_class,
             error=error, history=history, pace=record,
         )  # fmt: skip
         if record is not None:
-            self._advance(session, finished, record)
+            self._advance(session, record)
         session.report.retrying += 1
         log.info(
             "send held",
@@ -928,10 +925,11 @@ class SessionRunner:
         )
 
     @staticmethod
-    def _advance(session: Session, finished: Finished, record: PaceRecord) -> None:
-        """Advance the session's copy of the pacing state exactly as FINISH advanced Redis's."""
+    def _advance(session: Session, record: PaceRecord) -> None:
+        """Advance the session's copy of the pacing state exactly as FINISH (or PART) advanced Redis's: with the
+        record it was given, its end to the microsecond (what the script stores and answers as ``end``)."""
         session.state = session.state.after_call(
-            finished.end,
+            record.recorded_end,
             fraction=record.fraction,
             slowdown=record.slowdown,
             day=record.day,

@@ -532,17 +532,17 @@ class Ledger:
         pipe.time()
         pipe.hgetall(self.keys.pace(account))
         pipe.lrange(self.keys.pace_window(account), 0, -1)
-        begin_now = first_job is not None and (self.acks is None or self.acks.current().none)
-        if first_job is not None and begin_now:
-            args = self._begin_args(account, token, first_job, lease_ttl_s, 0.0, templates, None, call, own_cap=True)
+        begun = first_job if first_job is not None and self._unacknowledged() else None
+        if begun is not None:
+            args = self._begin_args(account, token, begun, lease_ttl_s, 0.0, templates, None, call, own_cap=True)
             self._begin.queue(pipe, args)
         sent = time.monotonic()
         stored, (seconds, micros), pace, window, *rest = pipe.execute(raise_on_error=False)
         received = time.monotonic()
         first = None
-        if first_job is not None and begin_now:
+        if begun is not None:
             reply = self._begin.answer(rest[0], args)  # NOSCRIPT (a new primary): loaded and run again
-            first = self._begin_answer(first_job, reply, templates, True)
+            first = self._begin_answer(begun, reply, templates, True)
         return OpenedSession(stored, seconds + micros / 1_000_000, pace, window, first, sent, received)
 
     def _begin_args(
@@ -592,6 +592,11 @@ class Ledger:
         return Begin(
             status=BeginStatus.GO, job=job, redis_now=float(redis_now) if redis_now else 0.0, confirmed=confirmed
         )
+
+    def _unacknowledged(self) -> bool:
+        """Whether writes need no acknowledgement now (no replica, no AOF to wait for): then a session's
+        first BEGIN and last RELEASE may ride on its other round trips."""
+        return self.acks is None or self.acks.current().none
 
     def _run_acked(self, script: scripts.LuaScript, args: list[Any]) -> tuple[Any, bool]:
         """Run a script that records a send, waiting for the replicas when this ledger has ``acks``."""
@@ -695,7 +700,7 @@ class Ledger:
     ) -> Finished:
         now = f"{time.time():.6f}"
         pacing = pace.args() if pace is not None else NO_CALL
-        if release_at is not None and self.acks is not None and not self.acks.current().none:
+        if release_at is not None and not self._unacknowledged():
             # the outcome must reach the replicas before the account is handed back: a session whose FINISH
             # is not acknowledged in time ends with a wait (runner, REPLICA_LAG), in its own RELEASE
             release_at = None

@@ -186,11 +186,8 @@ class LuaScript:
             reply, *waits = pipe.execute(raise_on_error=False)
             if isinstance(reply, redis.exceptions.NoScriptError):  # a new primary, or a restarted one
                 self._script.sha = self._client.script_load(self.source.text)
-                continue
-            if isinstance(reply, redis.ResponseError):
-                raise redis.ResponseError(self.source.explain(str(reply))) from reply
-            if isinstance(reply, Exception):
-                raise reply
+                continue  # run again with its WAIT, not alone as answer() would
+            reply = self.answer(reply, args)
             for wait in waits:
                 if isinstance(wait, Exception):
                     raise wait
