@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 from celery import Celery
-from celery.signals import celeryd_after_setup, setup_logging, worker_process_init, worker_shutdown
+from celery.signals import celeryd_after_setup, setup_logging, worker_process_init, worker_ready, worker_shutdown
 
 from worker.logs import setup_logging as configure_logging
 from worker.runtime.connections import celery_broker, redis_client, reset_after_fork
@@ -120,6 +120,22 @@ def _announce_capacity(sender: str, instance: Any, **_: Any) -> None:
     global _heartbeat
     _heartbeat = CapacityHeartbeat(str(sender), int(instance.concurrency or 1))
     threading.Thread(target=_heartbeat.run, name="broadcast-capacity", daemon=True).start()
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _warm_runner(**_: Any) -> None:
+    """Build the session runner (its scripts composed and loaded into Redis, its clients) while the worker
+    is idle, not in the first campaign's first session: it costs tens of milliseconds of CPU per process,
+    which under a release of thousands of sessions is paid with every other thread waiting. Redis away:
+    the first session builds it, as before."""
+    threading.Thread(target=_warm, name="broadcast-warm", daemon=True).start()
+
+
+def _warm() -> None:
+    from worker.runtime.tasks import runner  # the tasks module imports this one
+
+    with contextlib.suppress(Exception):
+        runner().ledger.load_scripts()
 
 
 @worker_shutdown.connect  # type: ignore[untyped-decorator]

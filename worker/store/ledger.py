@@ -369,6 +369,14 @@ class Ledger:
         self._touch = scripts.register(client, "touch")
         self._recall = scripts.register(client, "recall")
 
+    def load_scripts(self) -> None:
+        """Load the send path's scripts into Redis in one round trip (a worker's warm-up), so no session
+        pays the NOSCRIPT answer and the reload; a restarted or promoted server still gets them on demand."""
+        pipe = self.redis.pipeline(transaction=False)
+        for script in (self._begin, *self._finish.values(), self._part, self._release, self._touch):
+            script.load(pipe)
+        pipe.execute()
+
     # --- producer side -------------------------------------------------------------------------------
 
     def submit(

@@ -155,6 +155,10 @@ class LuaScript:
         except redis.ResponseError as exc:
             raise redis.ResponseError(self.source.explain(str(exc))) from exc
 
+    def load(self, pipe: Any) -> None:
+        """Add a ``SCRIPT LOAD`` of this script to a pipeline (a warm-up: the first call finds it loaded)."""
+        pipe.script_load(self.source.text)
+
     def queue(self, pipe: Any, args: list[Any]) -> None:
         """Add a run of the script to a pipeline (its answer goes through :meth:`answer`)."""
         pipe.evalsha(self._script.sha, 0, *args)

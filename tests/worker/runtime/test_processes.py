@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from simulator.server import SimulatorServer
 from tests.conftest import Stack
 from tests.e2e.test_pipeline import sim_sends
 from tests.procs import wait_for
+from worker.store.scripts import source
 
 pytestmark = pytest.mark.e2e  # starts `broadcast` processes
 
@@ -30,6 +32,9 @@ def test_default_worker_runs_one_process_per_core_and_stops_them_all_on_sigterm(
         jobs = [
             producer.submit_message(account=a, to=f"wxid_{a}_{n}", message=text).id for a in accounts for n in range(5)
         ]
+        # scripts loaded by other tests are forgotten: what is loaded below is the workers' warm-up
+        send_path = [hashlib.sha1(source(name).text.encode()).hexdigest() for name in ("begin", "finish_sent")]
+        stack.redis.script_flush()
         worker = stack.start("worker")  # no -P/-c/-n: the defaults a user gets
         workers_key = stack.ledger.keys.workers
 
@@ -42,6 +47,8 @@ def test_default_worker_runs_one_process_per_core_and_stops_them_all_on_sigterm(
         nodes = announced()
         assert sorted(name.split("@")[0] for name in nodes) == ["broadcast1", "broadcast2"]
         assert set(nodes.values()) == {"16"}  # each announces its own threads pool
+        # ready workers have loaded the send path's scripts before their first session (none has run)
+        wait_for(lambda: all(stack.redis.script_exists(*send_path)), timeout=30, what="the warm-up's SCRIPT LOAD")
 
         stack.start("scheduler")
         done = stack.wait_terminal(jobs, timeout=60)

@@ -800,3 +800,12 @@ def test_finished_campaigns_past_the_retention_are_deleted_unfinished_kept(ledge
     assert campaigns.expire_finished(older_than_s=0, now=time.time() + 1) == 1
     assert ledger.redis.exists(ledger.keys.campaign(done.id), ledger.keys.campaign_jobs(done.id)) == 0
     assert [c["id"] for c in campaigns.recent()] == [running.id]
+
+
+def test_load_scripts_puts_the_send_path_scripts_on_the_server(ledger: Ledger) -> None:
+    send_path = [ledger._begin, *ledger._finish.values(), ledger._part, ledger._release]
+    shas = [script._script.sha for script in send_path]
+    ledger.redis.script_flush()
+    assert not any(ledger.redis.script_exists(*shas))
+    ledger.load_scripts()
+    assert all(ledger.redis.script_exists(*shas))
