@@ -455,20 +455,25 @@ class HttpBackend:
         except (TypeError, ValueError) as exc:  # UnicodeEncodeError (a lone surrogate) is a ValueError
             # raised before anything was written: the message cannot be sent as it is, and never was
             raise MessageError(f"{path}: the request body cannot be encoded ({type(exc).__name__})") from None
-        headers = {"Content-Type": "application/json", **self._headers()}
         # built here and sent with Client.send: the client adds nothing a vendor call needs (no cookies,
         # no auth flow, no redirects), and merging its default headers cost more CPU than the rest
         timeout = self.client.timeout.as_dict()
         if read_timeout_s is not None:
             timeout["read"] = min(timeout.get("read") or read_timeout_s, read_timeout_s)
         try:
+            url = _vendor_url(f"{self._base}{path}")
+            if params:
+                url = url.copy_merge_params(params)
+            # the whole head given, and the body as a stream: httpx adds nothing (``Host``, the length and
+            # the type are what ``content=`` would add, one header at a time, at a tenth of a unit per call)
+            headers = [
+                ("Host", url.netloc.decode("ascii")),
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(content))),
+                *self._headers().items(),
+            ]
             request = httpx.Request(
-                "POST",
-                _vendor_url(f"{self._base}{path}"),
-                params=params,
-                content=content,
-                headers=headers,
-                extensions={"timeout": timeout},
+                "POST", url, headers=headers, stream=httpx.ByteStream(content), extensions={"timeout": timeout}
             )
             direct = self._send_direct
             response = direct(request) if direct is not None else self.client.send(request, stream=True)
