@@ -55,8 +55,26 @@ def _skipped(counts: dict[str, Any], sep: str) -> str:
     return f"{n} skipped{sep}" if n else ""
 
 
+#: A campaign's status in Chinese, as the console names it (``st_…`` in its i18n table).
+STATUS_ZH = {
+    "draft": "草稿",
+    "scheduled": "已预约",
+    "active": "发送中",
+    "paused": "已暂停",
+    "finished": "已完成",
+    "cancelled": "已取消",
+}
+
+
+def _status_zh(c: dict[str, Any]) -> str:
+    """The status in Chinese (an unknown one as the API names it), saying when it paused itself."""
+    status = str(c["status"])
+    label = STATUS_ZH.get(status, status)
+    return f"{label}（出错自动暂停，原因见前）" if c.get("pause_reason") else label
+
+
 def _campaign_line(c: dict[str, Any]) -> str:
-    """``campaign c… finished: 8 sent, 2 dead, … of 10``, then the same counts in Chinese."""
+    """``campaign c… finished: 8 sent, 2 dead, … of 10``, then the status and the same counts in Chinese."""
     counts = c.get("counts") or {}
     remaining = int(c["total"]) - _done(counts)
     sent, dead, cancelled = counts.get("sent", 0), counts.get("dead", 0), counts.get("cancelled", 0)
@@ -64,8 +82,8 @@ def _campaign_line(c: dict[str, Any]) -> str:
     return (
         f"campaign {c['id']} {_status(c)}: {sent} sent, {dead} dead, "
         f"{cancelled} cancelled, {_skipped(counts, ', ')}{remaining} remaining of {c['total']}"
-        f" / 群发：已发送 {sent}，死信 {dead}，已取消 {cancelled}，{f'已跳过 {skipped}，' if skipped else ''}"
-        f"剩余 {remaining}（共 {c['total']}）"
+        f" / 群发{_status_zh(c)}：已发送 {sent}，死信 {dead}，已取消 {cancelled}，"
+        f"{f'已跳过 {skipped}，' if skipped else ''}剩余 {remaining}（共 {c['total']}）"
     )
 
 
@@ -168,7 +186,7 @@ def _print_accepted(accepted: dict[str, Any]) -> None:
     say(
         f"campaign {accepted['id']} {accepted['status']}: {accepted['total']} recipients"
         + (f" ({dropped} duplicates dropped)" if dropped else "")
-        + f" / 群发：{accepted['total']} 位接收人"
+        + f" / 群发{STATUS_ZH.get(accepted['status'], accepted['status'])}：{accepted['total']} 位接收人"
         + (f"（已去掉 {dropped} 个重复）" if dropped else "")
     )
     if accepted.get("audience"):
@@ -327,7 +345,7 @@ def _print_campaigns(items: list[dict[str, Any]]) -> None:
     columns = ["id", "name", "status", "total", "sent", "dead", "skip", "cancel", "left"]
     numbers = ("total", "sent", "dead", "skip", "cancel", "left")
     print_table(columns, rows, right=numbers)
-    say(f"{len(items)} shown / 条")
+    say(f"{len(items)} shown / 显示 {len(items)} 条")
 
 
 @app.command("list")
@@ -351,7 +369,7 @@ def _print_campaign(c: dict[str, Any]) -> None:
         [
             ("id", c["id"]),
             ("name", c.get("name")),
-            ("status", _status(c)),
+            ("status", f"{_status(c)} / {_status_zh(c)}"),
             ("total", f"{c['total']}" + (f" ({c['duplicates']} duplicates dropped)" if c.get("duplicates") else "")),
             ("counts", "  ".join(f"{state} {n}" for state, n in counts.items())),
             ("remaining", int(c["total"]) - _done(counts)),

@@ -40,7 +40,7 @@ def _print_schedules(items: list[dict[str, Any]]) -> None:
         for s in items
     ]  # fmt: skip
     print_table(["id", "name", "cron", "timezone", "kind", "next_at"], rows)
-    say(f"{len(items)} shown / 条")
+    say(f"{len(items)} shown / 显示 {len(items)} 条")
 
 
 @app.command("list")

@@ -254,7 +254,7 @@ def test_campaigns_from_csv_and_jsonl_are_watched_to_the_end_and_exported(api_st
     )  # fmt: skip
     lines = ok(created).strip().splitlines()
     assert lines[0].startswith("campaign c") and lines[0].endswith(
-        "active: 12 recipients (1 duplicates dropped) / 群发：12 位接收人（已去掉 1 个重复）"
+        "active: 12 recipients (1 duplicates dropped) / 群发发送中：12 位接收人（已去掉 1 个重复）"
     )
     cid = lines[0].split()[1]
     assert f"campaign {cid} finished: 12 sent, 0 dead, 0 cancelled, 0 remaining of 12" in lines[-1]
@@ -329,7 +329,7 @@ def test_campaign_pause_resume_cancel_and_refusals(api_stack: ApiStack, tmp_path
     cancelled = ok(run("campaign", "cancel", cid))
     assert cancelled.strip() == (
         f"campaign {cid} cancelled: 0 sent, 0 dead, 5 cancelled, 0 remaining of 5"
-        " / 群发：已发送 0，死信 0，已取消 5，剩余 0（共 5）"
+        " / 群发已取消：已发送 0，死信 0，已取消 5，剩余 0（共 5）"
     )
     counts = api_stack.http.get(f"/v1/campaigns/{cid}").json()["counts"]
     assert counts["cancelled"] == 5 and counts["queued"] == 0
