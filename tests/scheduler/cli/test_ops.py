@@ -218,15 +218,21 @@ def test_refused_input_bad_tokens_and_an_unreachable_api_exit_non_zero_with_one_
 
     missing = run("message", "show", "j-nope")
     assert missing.returncode == 2 and "no message 'j-nope'" in missing.stderr
-    assert run("campaign", "show", "c-nope").returncode == 2
+    assert missing.stderr.rstrip().endswith(" / 未找到消息 'j-nope'"), missing.stderr
+    no_campaign = run("campaign", "show", "c-nope")
+    assert no_campaign.returncode == 2 and no_campaign.stderr.rstrip().endswith(" / 未找到群发 'c-nope'")
+    invalid = run("send", "--account", "gw", "--to", "wxid_a", "--text", "x", "--priority", "urgent")
+    assert invalid.stderr.rstrip().endswith(" / 输入有误（字段 priority）"), invalid.stderr
 
     wrong = run("accounts", "list", token="wrong-token-5150")
     assert wrong.returncode != 0 and "refused the token" in wrong.stderr and "BROADCAST_API_TOKEN" in wrong.stderr
+    assert "API 拒绝了该 token（密钥无效或已吊销）" in wrong.stderr and wrong.stderr.count("\n") == 1
     assert "wrong-token-5150" not in wrong.stdout + wrong.stderr
     wrong_option = run("accounts", "list", "--token", "wrong-token-5150", token=None)
     assert wrong_option.returncode != 0 and "wrong-token-5150" not in wrong_option.stdout + wrong_option.stderr
     none = run("accounts", "list", token=None)
     assert none.returncode != 0 and "no API token given" in none.stderr and "`broadcast dev`" in none.stderr
+    assert "未提供 API token：请设置 --token 或 BROADCAST_API_TOKEN" in none.stderr
     assert "gw" in ok(run("accounts", "list", "--token", API_TOKEN, token="wrong"))  # the option beats the env
     assert "gw" in ok(run("accounts", "list", token=f" {API_TOKEN} ,another-key"))  # first of comma-separated
 
@@ -234,6 +240,7 @@ def test_refused_input_bad_tokens_and_an_unreachable_api_exit_non_zero_with_one_
     down = run("campaign", "list", "--url", dead_url)
     assert down.returncode == 1
     assert f"cannot connect to the API at {dead_url}" in down.stderr and "connection refused" in down.stderr
+    assert f"无法连接 {dead_url} 上的 API" in down.stderr and down.stderr.count("\n") == 1
     assert API_TOKEN not in down.stdout + down.stderr
 
 
@@ -518,6 +525,7 @@ def test_schedules_create_list_show_delete(api_stack: ApiStack) -> None:
 
     bad = run("schedules", "create", "--cron", "not a cron", "--timezone", "UTC", "--message-json", json.dumps(message))
     assert bad.returncode == 2 and "cron" in bad.stderr
+    assert bad.stderr.rstrip().endswith("/ cron 表达式无效（5 段：分 时 日 月 周；或 6 段，最后一段为秒）"), bad.stderr
     neither = run("schedules", "create", "--cron", "* * * * *", "--timezone", "UTC")
     assert neither.returncode == 2 and "exactly one of" in neither.stderr
 
