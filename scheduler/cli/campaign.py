@@ -316,20 +316,47 @@ def _audience(
     return audience
 
 
+def _vars_text(variables: dict[str, Any] | None) -> str:
+    """A recipient's variables as ``name=小王  remark=VIP`` ('-' when none), never a Python dict."""
+    return "  ".join(f"{name}={value}" for name, value in (variables or {}).items()) or "-"
+
+
+def _sync_age(seconds: float) -> str:
+    """``3 min ago / 3 分钟前`` (seconds under two minutes, hours past two hours)."""
+    if seconds < 120:
+        return f"{seconds:.0f} s ago / {seconds:.0f} 秒前"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago / {seconds / 60:.0f} 分钟前"
+    return f"{seconds / 3600:.1f} h ago / {seconds / 3600:.1f} 小时前"
+
+
 def _print_audience(audience: dict[str, Any]) -> None:
-    """What an audience resolved to: counts, each account's sync age, the first rows (a draft)."""
+    """What an audience resolved to: counts, each account's recipients and sync age, the first rows (a draft)."""
     say(
         f"audience: {audience['total']} recipients, {audience['duplicates']} reached by an earlier account, "
         f"{audience['excluded']} excluded / 受众 {audience['total']} 人，{audience['duplicates']} 人已由前面的账号覆盖，"
         f"排除 {audience['excluded']} 人"
     )
-    for acct, info in (audience.get("accounts") or {}).items():
-        age = float(info.get("sync_age_s") or 0)
-        say(
-            f"  {acct}: {info['recipients']} recipients, contacts synced {age / 60:.0f} min ago / 通讯录同步于 {age / 60:.0f} 分钟前"
+    accounts = audience.get("accounts") or {}
+    if accounts:
+        rows = [
+            [acct, str(info.get("recipients", 0)), _sync_age(float(info.get("sync_age_s") or 0))]
+            for acct, info in accounts.items()
+        ]
+        print_table(
+            ["account / 账号", "recipients / 人数", "contacts synced / 通讯录同步于"],
+            rows,
+            right=("recipients / 人数",),
+            title="per account / 各账号",
         )
-    for row in audience.get("sample") or []:
-        say(f"  → {row['to']} ({row['account']}) {row.get('vars') or ''}")
+    sample = audience.get("sample") or []
+    if sample:
+        print_table(
+            ["to / 接收人", "account / 账号", "variables / 变量"],
+            [[row["to"], row["account"], _vars_text(row.get("vars"))] for row in sample],
+            whole=("to / 接收人",),
+            title="first recipients / 前几位接收人",
+        )
 
 
 def _print_campaigns(items: list[dict[str, Any]]) -> None:

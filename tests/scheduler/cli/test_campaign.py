@@ -62,3 +62,21 @@ def test_created_shown_and_listed_campaigns_name_their_status_and_count_in_chine
     )
     assert any(line.split() == ["status", "scheduled", "/", "已预约"] for line in lines), lines
     assert lines[-1] == "3 shown / 显示 3 条"
+
+
+def test_an_audience_draft_prints_its_accounts_and_first_recipients_as_tables_not_dicts() -> None:
+    audience = {
+        "total": 2, "duplicates": 0, "excluded": 1,
+        "accounts": {"shop": {"synced_at": 1.0, "sync_age_s": 185.0, "recipients": 2}},
+        "sample": [{"to": "wxid_a", "account": "shop", "vars": {"name": "小王", "remark": "VIP"}},
+                   {"to": "123@chatroom", "account": "shop"}],
+    }  # fmt: skip
+    with render.console.capture() as captured:
+        _print_accepted({"id": "c-2", "status": "draft", "total": 2, "audience": audience})
+    out = captured.get()
+    assert "{" not in out and "'" not in out, out  # no Python dict anywhere
+    rows = [line.split() for line in out.splitlines()]
+    assert ["shop", "2", "3", "min", "ago", "/", "3", "分钟前"] in rows, out
+    assert ["wxid_a", "shop", "name=小王", "remark=VIP"] in rows and ["123@chatroom", "shop", "-"] in rows, out
+    assert "first recipients / 前几位接收人" in out and "contacts synced / 通讯录同步于" in out
+    assert out.rstrip().splitlines()[-1] == "next: broadcast campaign start c-2 / 下一步：broadcast campaign start c-2"
