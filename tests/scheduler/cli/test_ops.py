@@ -138,8 +138,16 @@ def test_send_wait_prints_the_vendor_ids_and_message_show_has_them(api_stack: Ap
     assert "attempts" in shown and "wxid_cli1" in shown
     assert one_json(run("message", "show", job_id, "--json")) == api_view
     assert one_json(run("job", job_id, "--json")) == api_view  # the old command, kept as an alias
-    revoked = one_json(run("message", "revoke", job_id))
-    assert revoked["revoked"] is True and sim_sends(api_stack, instance=instance)[0]["revoked"] is True
+    revoked = ok(run("message", "revoke", job_id)).strip()
+    assert re.fullmatch(rf"message {job_id} recalled at .+ UTC[+0-9:]* / 消息 {job_id} 已撤回（.+）", revoked), revoked
+    assert sim_sends(api_stack, instance=instance)[0]["revoked"] is True
+    again = run("message", "revoke", job_id)  # a recall is final: the second one is refused, readably
+    assert again.returncode == 2 and again.stdout == "", again.stdout
+    assert again.stderr.strip() == (
+        f"error: message {job_id} not revoked: already revoked — this message was already revoked"
+        f" / 消息 {job_id} 未撤回：此前已撤回"
+    )
+    assert run("message", "revoke", job_id, "--json").returncode == 2  # --json: the API's error as before
 
     # a sequence: --wait prints every part's kind, status and ids, not only the first part's in "result"
     seq = {"kind": "sequence", "parts": [{"kind": "text", "text": "一"}, {"kind": "text", "text": "二"}]}
