@@ -113,11 +113,13 @@ def _auto_pause(items: list[str] | None, off: bool) -> dict[str, Any] | None:
     for name, raw in pairs("--auto-pause", items).items():
         kind = AUTO_PAUSE_FIELDS.get(name)
         if kind is None:
-            raise fail(f"--auto-pause: {name!r} is not one of {', '.join(AUTO_PAUSE_FIELDS)}")
+            raise fail(
+                f"--auto-pause: {name!r} is not one of {', '.join(AUTO_PAUSE_FIELDS)} / 未知的自动暂停项 {name!r}"
+            )
         try:
             out[name] = None if raw in ("off", "none") else kind(raw)
         except ValueError:
-            raise fail(f"--auto-pause {name}: {raw!r} is not a number (or off)") from None
+            raise fail(f"--auto-pause {name}: {raw!r} is not a number (or off) / 应为数字或 off") from None
     return out
 
 
@@ -259,7 +261,7 @@ def create(
         "message": message_body(locals()),
     }
     if account and accounts:
-        raise fail("give --account or --accounts, not both")
+        raise fail("give --account or --accounts, not both / --account 与 --accounts 只能给一个")
     if account:
         spec["account"] = account
     if accounts:
@@ -275,7 +277,7 @@ def create(
     if thresholds is not None:
         spec["auto_pause"] = thresholds
     if on_cap not in ("skip", "wait"):
-        raise fail(f"--on-cap: {on_cap!r} is not skip or wait")
+        raise fail(f"--on-cap: {on_cap!r} is not skip or wait / 应为 skip 或 wait")
     if on_cap == "wait":
         spec["on_cap"] = on_cap
     audience = _audience(account, accounts, label, all_labels, exclude_label, exclude, friends, chatrooms)
@@ -627,7 +629,7 @@ def export(
 
     Every delivery with its vendor ids, streamed as CSV or JSONL."""
     if fmt not in ("csv", "jsonl"):
-        raise fail(f"--format: {fmt!r} is not csv or jsonl")
+        raise fail(f"--format: {fmt!r} is not csv or jsonl / 应为 csv 或 jsonl")
     with (
         connect(url, token) as api,
         api.export(campaign_id, "csv" if fmt == "csv" else "jsonl", status=status) as chunks,
@@ -649,4 +651,6 @@ def export(
                 handle.write(chunk)
                 written += len(chunk)
         partial.replace(output)
-    err.print(f"wrote {output} ({written:,} bytes)", markup=False, highlight=False)
+    err.print(
+        f"wrote {output} ({written:,} bytes) / 已写入 {output}（{written:,} 字节）", markup=False, highlight=False
+    )

@@ -100,7 +100,9 @@ def create(
 
     Send a message or a campaign on a cron schedule."""
     if (message_json is None) == (campaign_json is None):
-        raise fail("give exactly one of --message-json, --campaign-json")
+        raise fail(
+            "give exactly one of --message-json, --campaign-json / --message-json 与 --campaign-json 须且只能给一个"
+        )
     body: dict[str, Any] = {"cron": cron}
     if timezone:
         body["timezone"] = timezone

@@ -484,13 +484,15 @@ def test_accounts_put_list_show_pause_resume_never_print_the_token(api_stack: Ap
     assert two.returncode == 2 and "give one of" in two.stderr
     assert run("accounts", "show", "ghost").returncode == 2
 
-    assert ok(run("accounts", "pause", "shop")).strip() == "account shop paused"
+    assert ok(run("accounts", "pause", "shop")).strip() == "account shop paused / 账号 shop 已暂停"
     add_fault(api_stack, kind="offline", instance=instance)
     try:
         refused = run("accounts", "resume", "shop")
         assert refused.returncode == 2 and "offline" in refused.stderr
         assert api_stack.http.get("/v1/accounts/shop").json()["status"] == "paused"
-        assert ok(run("accounts", "resume", "shop", "--no-check-online")).strip() == "account shop active"
+        assert (
+            ok(run("accounts", "resume", "shop", "--no-check-online")).strip() == "account shop active / 账号 shop 正常"
+        )
     finally:
         clear_faults(api_stack)
     assert api_stack.http.get("/v1/accounts/shop").json()["status"] == "active"
