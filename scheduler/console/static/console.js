@@ -207,7 +207,9 @@ const AUDIT_ACTIONS = {
 let lang = localStorage.getItem(LANG_KEY) === "en" ? "en" : "zh";
 const t = (key) => (I18N[lang][key] ?? I18N.zh[key] ?? key);
 // an audit action's label in the reader's language; a code this page does not know yet stays as recorded
-const actionLabel = (code) => AUDIT_ACTIONS[code]?.[lang === "zh" ? 0 : 1] ?? code;
+const actionLabel = (code) => (Object.hasOwn(AUDIT_ACTIONS, code) ? AUDIT_ACTIONS[code][lang === "zh" ? 0 : 1] : code);
+// a role's name in the reader's language; a role this page does not know stays as recorded (never "role_…")
+const roleLabel = (role) => (I18N.zh["role_" + role] ? t("role_" + role) : role);
 // why an audience preview failed, in the reader's words (the API's own text is shown under it)
 const audienceErrorText = (error) => {
   if (error.code === "contacts_not_synced") return t("not_synced");
@@ -1379,7 +1381,7 @@ function auditTable(items) {
   if (!items.length) return `<p class="muted">${t("no_audit")}</p>`;
   const rows = items.map((e) => `<tr class="audit-entry">
     <td data-label="${t("at")}">${esc(fmtTime(e.at))}</td><td data-label="${t("key")}" class="audit-key"><b>${esc(e.key)}</b></td>
-    <td data-label="${t("role")}" class="audit-role">${esc(t("role_" + e.role))}</td>
+    <td data-label="${t("role")}" class="audit-role">${esc(roleLabel(e.role))}</td>
     <td data-label="${t("action")}" class="audit-action" title="${esc(e.action)}">${actionLabel(e.action) === e.action ? `<span class="mono">${esc(e.action)}</span>`
       : `<span class="audit-label">${esc(actionLabel(e.action))}</span><div class="mono muted audit-code">${esc(e.action)}</div>`}</td>
     <td data-label="${t("target")}" class="mono">${esc(e.target)}</td>
