@@ -150,16 +150,22 @@ def still_authorized(request: Request, state: ApiState) -> None:
         raise _unauthorized()
 
 
+#: Each role's Chinese name, as the console shows it (``role_…`` in its i18n table).
+ROLE_ZH = {Role.VIEWER: "只读", Role.OPERATOR: "操作员", Role.ADMIN: "管理员"}
+
+
+def role_needed(caller: Caller, needed: Role) -> str:
+    """``this needs the operator role; key 'vera' is viewer / 需要“操作员”角色，密钥 'vera' 的角色是“只读”``."""
+    return (
+        f"this needs the {needed.value} role; key {caller.name!r} is {caller.role.value} / "
+        f"需要“{ROLE_ZH[needed]}”角色，密钥 {caller.name!r} 的角色是“{ROLE_ZH[caller.role]}”"
+    )
+
+
 def check_role(caller: Caller, needed: Role) -> None:
     """403 naming the role needed, in both languages."""
     if not caller.role.allows(needed):
-        raise ApiError(
-            403,
-            "forbidden",
-            f"this needs the {needed.value} role; key {caller.name!r} is {caller.role.value} / "
-            f"需要 {needed.value} 角色，密钥 {caller.name!r} 的角色是 {caller.role.value}",
-            "Authorization",
-        )
+        raise ApiError(403, "forbidden", role_needed(caller, needed), "Authorization")
 
 
 def check_rate(caller: Caller, settings: Settings) -> None:

@@ -56,7 +56,9 @@ def _recipient_cap(text: str) -> dict[str, float] | None:
     try:
         return {"max": int(most), "window_h": float(hours)}
     except ValueError:
-        raise fail(f"--recipient-cap: {text!r} is not N/H (e.g. 1/24) or 'none'") from None
+        raise fail(
+            f"--recipient-cap: {text!r} is not N/H (e.g. 1/24) or 'none' / 应为“条数/小时”（如 1/24）或 none"
+        ) from None
 
 
 def _cap(cap: dict[str, Any] | None) -> str:
@@ -107,17 +109,17 @@ def _vendor_token(token_env: str | None, token_stdin: bool, vendor_token: str | 
     given = {"--token-env": token_env, "--token-stdin": token_stdin, "--vendor-token": vendor_token}
     sources = [name for name, value in given.items() if value]
     if len(sources) > 1:
-        raise fail(f"give one of {', '.join(sources)}")
+        raise fail(f"give one of {', '.join(sources)} / 请给出其中之一")
     if token_env:
         import os
 
         if token_env not in os.environ:
-            raise fail(f"--token-env: the environment variable {token_env} is not set")
+            raise fail(f"--token-env: the environment variable {token_env} is not set / 环境变量 {token_env} 未设置")
         return os.environ[token_env]
     if token_stdin:
         secret = sys.stdin.readline().strip()
         if not secret:
-            raise fail("--token-stdin: stdin gave no token")
+            raise fail("--token-stdin: stdin gave no token / 标准输入中没有 token")
         return secret
     return vendor_token
 
@@ -127,7 +129,7 @@ def _quiet_hours(raw: str) -> dict[str, str] | None:
         return None
     start, sep, end = raw.partition("-")
     if not sep:
-        raise fail(f"--quiet-hours: expected HH:MM-HH:MM or none, got {raw!r}")
+        raise fail(f"--quiet-hours: expected HH:MM-HH:MM or none, got {raw!r} / 应为 HH:MM-HH:MM 或 none")
     return {"start": start.strip(), "end": end.strip()}
 
 
@@ -200,7 +202,9 @@ def put(
                 o for o, v in (("--vendor", vendor), ("--base-url", base_url), ("--instance", instance)) if not v
             ]
             if missing:
-                raise fail(f"{account_id!r} is a new account: give {', '.join(missing)}")
+                raise fail(
+                    f"{account_id!r} is a new account: give {', '.join(missing)} / 新账号需要给出 {', '.join(missing)}"
+                )
             if limits:
                 spec["limits"] = limits
         for name, value in (("vendor", vendor), ("base_url", base_url), ("instance", instance)):
@@ -214,8 +218,20 @@ def put(
     if as_json:
         print_json(saved)
     else:
-        say(f"account {saved['id']} {'updated' if existing else 'created'}")
+        say(
+            f"account {saved['id']} {'updated' if existing else 'created'} / 账号 {saved['id']} 已{'更新' if existing else '创建'}"
+        )
         _print_account(saved)
+
+
+#: An account's status in Chinese, as the console names it.
+ACCOUNT_STATUS_ZH = {"active": "正常", "paused": "已暂停", "down": "掉线"}
+
+
+def _status_line(a: dict[str, Any]) -> str:
+    """``account shop paused / 账号 shop 已暂停``."""
+    status = str(a["status"])
+    return f"account {a['id']} {status} / 账号 {a['id']} {ACCOUNT_STATUS_ZH.get(status, status)}"
 
 
 @app.command("pause")
@@ -225,7 +241,7 @@ def pause(account_id: str, url: Url = None, token: Token = None) -> None:
     Stop sending from an account; its jobs wait."""
     with connect(url, token) as api:
         a = api.pause_account(account_id)
-    say(f"account {a['id']} {a['status']}")
+    say(_status_line(a))
 
 
 @app.command("resume")
@@ -240,7 +256,7 @@ def resume(
     Send from an account again (by default after the vendor confirms it is online)."""
     with connect(url, token) as api:
         a = api.resume_account(account_id, check_online=check_online)
-    say(f"account {a['id']} {a['status']}")
+    say(_status_line(a))
 
 
 @app.command()
@@ -287,6 +303,9 @@ def callback(
         return
     say(answer["url"])
     if answer.get("path_only"):
-        say("(no public URL known: put your API's public address in front, or pass --public-url)")
+        say(
+            "(no public URL known: put your API's public address in front, or pass --public-url)"
+            " / （不知道公网地址：请在前面加上 API 的公网地址，或用 --public-url 指定）"
+        )
     if answer.get("registered"):
         say("registered with the vendor / 已在服务商处设置回调")

@@ -55,8 +55,26 @@ def _skipped(counts: dict[str, Any], sep: str) -> str:
     return f"{n} skipped{sep}" if n else ""
 
 
+#: A campaign's status in Chinese, as the console names it (``st_…`` in its i18n table).
+STATUS_ZH = {
+    "draft": "草稿",
+    "scheduled": "已预约",
+    "active": "发送中",
+    "paused": "已暂停",
+    "finished": "已完成",
+    "cancelled": "已取消",
+}
+
+
+def _status_zh(c: dict[str, Any]) -> str:
+    """The status in Chinese (an unknown one as the API names it), saying when it paused itself."""
+    status = str(c["status"])
+    label = STATUS_ZH.get(status, status)
+    return f"{label}（出错自动暂停，原因见前）" if c.get("pause_reason") else label
+
+
 def _campaign_line(c: dict[str, Any]) -> str:
-    """``campaign c… finished: 8 sent, 2 dead, … of 10``, then the same counts in Chinese."""
+    """``campaign c… finished: 8 sent, 2 dead, … of 10``, then the status and the same counts in Chinese."""
     counts = c.get("counts") or {}
     remaining = int(c["total"]) - _done(counts)
     sent, dead, cancelled = counts.get("sent", 0), counts.get("dead", 0), counts.get("cancelled", 0)
@@ -64,8 +82,8 @@ def _campaign_line(c: dict[str, Any]) -> str:
     return (
         f"campaign {c['id']} {_status(c)}: {sent} sent, {dead} dead, "
         f"{cancelled} cancelled, {_skipped(counts, ', ')}{remaining} remaining of {c['total']}"
-        f" / 群发：已发送 {sent}，死信 {dead}，已取消 {cancelled}，{f'已跳过 {skipped}，' if skipped else ''}"
-        f"剩余 {remaining}（共 {c['total']}）"
+        f" / 群发{_status_zh(c)}：已发送 {sent}，死信 {dead}，已取消 {cancelled}，"
+        f"{f'已跳过 {skipped}，' if skipped else ''}剩余 {remaining}（共 {c['total']}）"
     )
 
 
@@ -95,11 +113,13 @@ def _auto_pause(items: list[str] | None, off: bool) -> dict[str, Any] | None:
     for name, raw in pairs("--auto-pause", items).items():
         kind = AUTO_PAUSE_FIELDS.get(name)
         if kind is None:
-            raise fail(f"--auto-pause: {name!r} is not one of {', '.join(AUTO_PAUSE_FIELDS)}")
+            raise fail(
+                f"--auto-pause: {name!r} is not one of {', '.join(AUTO_PAUSE_FIELDS)} / 未知的自动暂停项 {name!r}"
+            )
         try:
             out[name] = None if raw in ("off", "none") else kind(raw)
         except ValueError:
-            raise fail(f"--auto-pause {name}: {raw!r} is not a number (or off)") from None
+            raise fail(f"--auto-pause {name}: {raw!r} is not a number (or off) / 应为数字或 off") from None
     return out
 
 
@@ -168,7 +188,7 @@ def _print_accepted(accepted: dict[str, Any]) -> None:
     say(
         f"campaign {accepted['id']} {accepted['status']}: {accepted['total']} recipients"
         + (f" ({dropped} duplicates dropped)" if dropped else "")
-        + f" / 群发：{accepted['total']} 位接收人"
+        + f" / 群发{STATUS_ZH.get(accepted['status'], accepted['status'])}：{accepted['total']} 位接收人"
         + (f"（已去掉 {dropped} 个重复）" if dropped else "")
     )
     if accepted.get("audience"):
@@ -241,7 +261,7 @@ def create(
         "message": message_body(locals()),
     }
     if account and accounts:
-        raise fail("give --account or --accounts, not both")
+        raise fail("give --account or --accounts, not both / --account 与 --accounts 只能给一个")
     if account:
         spec["account"] = account
     if accounts:
@@ -257,7 +277,7 @@ def create(
     if thresholds is not None:
         spec["auto_pause"] = thresholds
     if on_cap not in ("skip", "wait"):
-        raise fail(f"--on-cap: {on_cap!r} is not skip or wait")
+        raise fail(f"--on-cap: {on_cap!r} is not skip or wait / 应为 skip 或 wait")
     if on_cap == "wait":
         spec["on_cap"] = on_cap
     audience = _audience(account, accounts, label, all_labels, exclude_label, exclude, friends, chatrooms)
@@ -298,20 +318,47 @@ def _audience(
     return audience
 
 
+def _vars_text(variables: dict[str, Any] | None) -> str:
+    """A recipient's variables as ``name=小王  remark=VIP`` ('-' when none), never a Python dict."""
+    return "  ".join(f"{name}={value}" for name, value in (variables or {}).items()) or "-"
+
+
+def _sync_age(seconds: float) -> str:
+    """``3 min ago / 3 分钟前`` (seconds under two minutes, hours past two hours)."""
+    if seconds < 120:
+        return f"{seconds:.0f} s ago / {seconds:.0f} 秒前"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago / {seconds / 60:.0f} 分钟前"
+    return f"{seconds / 3600:.1f} h ago / {seconds / 3600:.1f} 小时前"
+
+
 def _print_audience(audience: dict[str, Any]) -> None:
-    """What an audience resolved to: counts, each account's sync age, the first rows (a draft)."""
+    """What an audience resolved to: counts, each account's recipients and sync age, the first rows (a draft)."""
     say(
         f"audience: {audience['total']} recipients, {audience['duplicates']} reached by an earlier account, "
         f"{audience['excluded']} excluded / 受众 {audience['total']} 人，{audience['duplicates']} 人已由前面的账号覆盖，"
         f"排除 {audience['excluded']} 人"
     )
-    for acct, info in (audience.get("accounts") or {}).items():
-        age = float(info.get("sync_age_s") or 0)
-        say(
-            f"  {acct}: {info['recipients']} recipients, contacts synced {age / 60:.0f} min ago / 通讯录同步于 {age / 60:.0f} 分钟前"
+    accounts = audience.get("accounts") or {}
+    if accounts:
+        rows = [
+            [acct, str(info.get("recipients", 0)), _sync_age(float(info.get("sync_age_s") or 0))]
+            for acct, info in accounts.items()
+        ]
+        print_table(
+            ["account / 账号", "recipients / 人数", "contacts synced / 通讯录同步于"],
+            rows,
+            right=("recipients / 人数",),
+            title="per account / 各账号",
         )
-    for row in audience.get("sample") or []:
-        say(f"  → {row['to']} ({row['account']}) {row.get('vars') or ''}")
+    sample = audience.get("sample") or []
+    if sample:
+        print_table(
+            ["to / 接收人", "account / 账号", "variables / 变量"],
+            [[row["to"], row["account"], _vars_text(row.get("vars"))] for row in sample],
+            whole=("to / 接收人",),
+            title="first recipients / 前几位接收人",
+        )
 
 
 def _print_campaigns(items: list[dict[str, Any]]) -> None:
@@ -327,7 +374,7 @@ def _print_campaigns(items: list[dict[str, Any]]) -> None:
     columns = ["id", "name", "status", "total", "sent", "dead", "skip", "cancel", "left"]
     numbers = ("total", "sent", "dead", "skip", "cancel", "left")
     print_table(columns, rows, right=numbers)
-    say(f"{len(items)} shown / 条")
+    say(f"{len(items)} shown / 显示 {len(items)} 条")
 
 
 @app.command("list")
@@ -351,7 +398,7 @@ def _print_campaign(c: dict[str, Any]) -> None:
         [
             ("id", c["id"]),
             ("name", c.get("name")),
-            ("status", _status(c)),
+            ("status", f"{_status(c)} / {_status_zh(c)}"),
             ("total", f"{c['total']}" + (f" ({c['duplicates']} duplicates dropped)" if c.get("duplicates") else "")),
             ("counts", "  ".join(f"{state} {n}" for state, n in counts.items())),
             ("remaining", int(c["total"]) - _done(counts)),
@@ -582,7 +629,7 @@ def export(
 
     Every delivery with its vendor ids, streamed as CSV or JSONL."""
     if fmt not in ("csv", "jsonl"):
-        raise fail(f"--format: {fmt!r} is not csv or jsonl")
+        raise fail(f"--format: {fmt!r} is not csv or jsonl / 应为 csv 或 jsonl")
     with (
         connect(url, token) as api,
         api.export(campaign_id, "csv" if fmt == "csv" else "jsonl", status=status) as chunks,
@@ -604,4 +651,6 @@ def export(
                 handle.write(chunk)
                 written += len(chunk)
         partial.replace(output)
-    err.print(f"wrote {output} ({written:,} bytes)", markup=False, highlight=False)
+    err.print(
+        f"wrote {output} ({written:,} bytes) / 已写入 {output}（{written:,} 字节）", markup=False, highlight=False
+    )

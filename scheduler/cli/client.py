@@ -19,6 +19,7 @@ part of a message, ``repr`` or exception text.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +54,63 @@ class InvalidInput(ClientError):
         return 2
 
 
+#: The Chinese half of an API error by its code, then by its status (as the console's ``err_…`` table says it).
+ERRORS_ZH_BY_CODE = {
+    "no_route": "API 没有这个路由（版本较旧？）",
+    "invalid_json": "请求内容不是有效的 JSON",
+    "idempotency_conflict": "幂等键已用于另一个请求",
+    "key_exists": "同名密钥已存在",
+    "account_offline": "账号离线",
+    "account_busy": "账号正忙（正在发送或同步）",
+    "token_required": "修改地址需要重新输入 token",
+    "rate_limited": "请求过于频繁，请稍后再试",
+    "store_unavailable": "任务存储（Redis）不可达，未保存任何内容",
+    "vendor_error": "服务商拒绝了请求",
+    "too_late": "已超过撤回时限",
+    "unsupported": "该服务商不支持撤回",
+    "not_revocable": "该消息无法撤回",
+    "already_revoked": "该消息已撤回",
+}
+ERRORS_ZH_BY_STATUS = {
+    400: "请求格式有误",
+    401: "API 拒绝了该 token",
+    403: "当前密钥的角色无权执行此操作",
+    404: "未找到",
+    409: "当前状态下无法执行",
+    413: "内容过大",
+    415: "内容类型不对",
+    422: "输入有误",
+    429: "请求过于频繁，请稍后再试",
+}
+#: What a 404 names, in Chinese: ``no campaign 'c1'`` → ``未找到群发 'c1'``.
+_NOT_FOUND_ZH = {"message": "消息", "campaign": "群发", "account": "账号", "schedule": "定时任务", "key": "密钥"}
+_NOT_FOUND = re.compile(r"^no (message|campaign|account|schedule|key) ('.*')$")
+_NOT_DEAD = re.compile(r"^('.*') is not a dead letter$")
+_NOT_SUPPRESSED = re.compile(r"^('.*') is not suppressed for ('.*')$")
+_HAS_CHINESE = re.compile(r"[\u4e00-\u9fff]")
+
+
+def error_zh(status: int, code: str, message: str, field: str | None) -> str:
+    """The Chinese half of an API error: what kind of refusal it is, with the object or field it names."""
+    if status == 404:
+        if found := _NOT_FOUND.match(message):
+            return f"未找到{_NOT_FOUND_ZH[found[1]]} {found[2]}"
+        if found := _NOT_DEAD.match(message):
+            return f"{found[1]} 不是死信"
+        if found := _NOT_SUPPRESSED.match(message):
+            return f"{found[1]} 不在 {found[2]} 的退订名单中"
+    if field == "cron":
+        if "never fires" in message:
+            return "cron 表达式永远不会触发（如 2 月 31 日）"
+        return "cron 表达式无效（5 段：分 时 日 月 周；或 6 段，最后一段为秒）"
+    if field == "timezone" and "unknown timezone" in message:
+        return "未知时区（请用 IANA 名称，如 Asia/Shanghai）"
+    headline = ERRORS_ZH_BY_CODE.get(code) or ERRORS_ZH_BY_STATUS.get(status)
+    if headline is None:
+        headline = "服务暂时不可用" if status >= 500 else f"请求被拒绝（HTTP {status}）"
+    return f"{headline}（字段 {field}）" if field and status == 422 else headline
+
+
 class ApiError(ClientError):
     """The API answered with an error status."""
 
@@ -65,8 +123,12 @@ class ApiError(ClientError):
         return 2 if 400 <= self.status < 500 else 1
 
     def __str__(self) -> str:
+        """``message (HTTP 404 not_found) / 未找到群发 'c1'``: a message the API wrote bilingual (a 403) as is."""
         where = f", field {self.field}" if self.field and not self.message.startswith(f"{self.field}:") else ""
-        return f"{self.message} (HTTP {self.status} {self.code}{where})"
+        english, _, chinese = self.message.partition(" / ")
+        if not _HAS_CHINESE.search(chinese):
+            english, chinese = self.message, error_zh(self.status, self.code, self.message, self.field)
+        return f"{english} (HTTP {self.status} {self.code}{where}) / {chinese}"
 
 
 class UnreachableError(ClientError):
@@ -77,7 +139,9 @@ def resolve_url(url: str | None) -> str:
     """``url``, else ``BROADCAST_API_URL``, else the default; without a trailing slash."""
     chosen = (url or os.environ.get(URL_ENV) or DEFAULT_URL).strip().rstrip("/")
     if not chosen.startswith(("http://", "https://")):
-        raise InvalidInput(f"the API URL must start with http:// or https:// (got {chosen!r})")
+        raise InvalidInput(
+            f"the API URL must start with http:// or https:// (got {chosen!r}) / API 地址须以 http:// 或 https:// 开头"
+        )
     return chosen
 
 
@@ -111,7 +175,9 @@ class Client:
         self.url = resolve_url(url)
         secret = resolve_token(token)
         if not all(33 <= ord(char) < 127 for char in secret):  # never echoed, not even in an error
-            raise InvalidInput("the API token has characters that cannot go in an HTTP header")
+            raise InvalidInput(
+                "the API token has characters that cannot go in an HTTP header / API token 含有不能放入 HTTP 头的字符"
+            )
         self.has_token = bool(secret)
         headers = {"Authorization": f"Bearer {secret}"} if secret else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
@@ -138,12 +204,17 @@ class Client:
         except httpx.ConnectError as exc:
             raise UnreachableError(
                 f"cannot connect to the API at {self.url} ({_reason(exc)}); is `broadcast api` running? "
-                f"Set --url or {URL_ENV}"
+                f"Set --url or {URL_ENV} / 无法连接 {self.url} 上的 API：`broadcast api` 是否在运行？"
+                f"可用 --url 或 {URL_ENV} 指定地址"
             ) from None
         except httpx.TimeoutException:
-            raise UnreachableError(f"the API at {self.url} did not answer in time") from None
+            raise UnreachableError(
+                f"the API at {self.url} did not answer in time / {self.url} 上的 API 未及时应答"
+            ) from None
         except httpx.HTTPError as exc:
-            raise UnreachableError(f"talking to the API at {self.url} failed: {_reason(exc)}") from None
+            raise UnreachableError(
+                f"talking to the API at {self.url} failed: {_reason(exc)} / 与 {self.url} 上的 API 通信失败"
+            ) from None
         if response.status_code >= 400:
             if stream:
                 response.read()
@@ -167,8 +238,11 @@ class Client:
             if status == 401:
                 message = (
                     f"the API at {self.url} refused the token: set --token or {TOKEN_ENV} to one of its keys"
+                    f" / {self.url} 上的 API 拒绝了该 token（密钥无效或已吊销）：请用 --token 或 {TOKEN_ENV}"
+                    " 指定它的一个密钥"
                     if self.has_token
-                    else f"no API token given: set --token or {TOKEN_ENV}{_dev_token_hint()} / 未提供 API token"
+                    else f"no API token given: set --token or {TOKEN_ENV}{_dev_token_hint()}"
+                    f" / 未提供 API token：请设置 --token 或 {TOKEN_ENV}"
                 )
             return ApiError(status, code, message, str(field) if field else None)
         detail = body.get("detail") if isinstance(body, dict) else None
@@ -266,7 +340,10 @@ class Client:
 
         media = RECIPIENT_SUFFIXES.get(recipients.suffix.lower())
         if media is None:
-            raise InvalidInput(f"recipients: {recipients.name} must end in .csv, .jsonl or .ndjson")
+            raise InvalidInput(
+                f"recipients: {recipients.name} must end in .csv, .jsonl or .ndjson"
+                " / 接收人文件须为 .csv、.jsonl 或 .ndjson"
+            )
         with recipients.open("rb") as handle:
             files = {"recipients": (recipients.name, handle, media)}
             data = {"spec": json.dumps(dict(spec), ensure_ascii=False)}
@@ -424,7 +501,7 @@ def _chunks(response: httpx.Response, url: str) -> Iterator[bytes]:
     try:
         yield from response.iter_bytes()
     except httpx.HTTPError as exc:
-        raise UnreachableError(f"the export from {url} broke off: {_reason(exc)}") from None
+        raise UnreachableError(f"the export from {url} broke off: {_reason(exc)} / 从 {url} 导出时连接中断") from None
 
 
 def _seg(value: str) -> str:

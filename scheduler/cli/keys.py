@@ -55,7 +55,7 @@ def list_(as_json: AsJson = False, url: Url = None, token: Token = None) -> None
                 for k in rows
             ],
         )
-        say(f"{len(rows)} keys")
+        say(f"{len(rows)} keys / 共 {len(rows)} 个密钥")
 
     emit(items, as_json, human)
 
@@ -102,6 +102,7 @@ def print_audit(page: dict[str, Any]) -> None:
         [[when(e["at"]), e["key"], e["role"], e["action"], e["target"], str(e["status"])] for e in page["items"]],
         whole=("target",),
     )
-    say(f"{len(page['items'])} shown / 条")
+    n = len(page["items"])
+    say(f"{n} shown / 显示 {n} 条")
     if page.get("next_cursor"):
         say(f"older / 更早: --cursor {page['next_cursor']}")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Annotated, Any
 
 import typer
 
-from scheduler.cli.client import TERMINAL
+from scheduler.cli.client import TERMINAL, ApiError
 from scheduler.cli.options import (
     AppmsgOpt,
     AsJson,
@@ -31,7 +32,7 @@ from scheduler.cli.options import (
     pairs,
     parse_send_at,
 )
-from scheduler.cli.render import emit, err, fail, kv, print_history, print_json, print_table, when
+from scheduler.cli.render import emit, err, fail, kv, print_history, print_json, print_table, say, when
 from scheduler.cli.waiting import TimeoutOpt, Waiting
 
 app = typer.Typer(
@@ -189,13 +190,63 @@ def cancel(job_id: str, url: Url = None, token: Token = None) -> None:
         print_json(api.cancel_message(job_id))
 
 
+#: Why a revoke did not happen, by the API's error code: (English, Chinese).
+REVOKE_REFUSALS = {
+    "too_late": ("too late", "已超过撤回时限"),
+    "unsupported": ("its vendor cannot revoke", "该服务商不支持撤回"),
+    "not_revocable": ("not revocable", "无法撤回"),
+    "already_revoked": ("already revoked", "此前已撤回"),
+    "account_missing": ("its account is gone", "发送它的账号已不存在"),
+    "vendor_error": ("the vendor refused (not repeated)", "服务商拒绝撤回（不会重试）"),
+}
+_EPOCH_AT = re.compile(r"\bat (\d{9,}(?:\.\d+)?)")
+_VENDOR_PREFIX = "the revoke failed (not repeated): "
+
+
+def _readable_reason(reason: str) -> str:
+    """A reason with its epochs as times (``the revoke window (110s) ended at 2026-12-05 16:03:26 UTC+8``)."""
+    return _EPOCH_AT.sub(lambda found: f"at {when(float(found[1]))}", reason)
+
+
+def revoke_line(job_id: str, answer: dict[str, Any]) -> str:
+    """What came of a revoke the API answered (200 recalled, 202 pending), in English and Chinese."""
+    outcome = answer.get("recall")
+    if answer.get("revoked") or outcome == "recalled":
+        at = when(answer.get("revoked_at"))
+        return f"message {job_id} recalled at {at} / 消息 {job_id} 已撤回（{at}）"
+    if outcome == "pending":
+        return (
+            f"message {job_id}: revoke pending, its account runs it next (see `broadcast message show {job_id}`)"
+            f" / 消息 {job_id} 待撤回：由其账号排在发送之前执行（用 `broadcast message show {job_id}` 查看结果）"
+        )
+    return f"message {job_id}: revoke outcome unknown ({outcome}) / 消息 {job_id} 撤回结果未知（{outcome}）"
+
+
+def refusal_line(job_id: str, error: ApiError) -> str:
+    """Why a message was not revoked, in English and Chinese, with the API's (or the vendor's) reason."""
+    en, zh = REVOKE_REFUSALS.get(error.code, ("refused", "撤回被拒绝"))
+    reason = _readable_reason(error.message.removeprefix(_VENDOR_PREFIX))
+    if error.code == "too_late" and (ended := _EPOCH_AT.search(error.message)):
+        zh += f"（撤回时限截至 {when(float(ended[1]))}）"
+    elif error.code in ("vendor_error", "unsupported") and reason:
+        zh += f"：{reason}"
+    return f"message {job_id} not revoked: {en} — {reason} / 消息 {job_id} 未撤回：{zh}"
+
+
 @app.command("revoke")
-def revoke(job_id: str, url: Url = None, token: Token = None) -> None:
+def revoke(job_id: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
     """Revoke a sent message / 撤回消息
 
-    Take back a sent message with its exact ids (vendors allow about two minutes)."""
+    Take back a sent message with its exact ids (vendors allow about two minutes); exit 2 when it is
+    too late or cannot be revoked, 1 when the vendor refused."""
     with connect(url, token) as api:
-        print_json(api.revoke_message(job_id))
+        try:
+            answer = api.revoke_message(job_id)
+        except ApiError as exc:
+            if as_json or exc.code not in REVOKE_REFUSALS:
+                raise
+            raise fail(refusal_line(job_id, exc), exc.exit_code) from None
+    emit(answer, as_json, lambda a: say(revoke_line(job_id, a)))
 
 
 def job_alias(job_id: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:

@@ -97,11 +97,18 @@ def message_body(options: Mapping[str, Any]) -> dict[str, Any]:
     given = [name for name, value in choices if value is not None]
     if len(given) != 1:
         names = ", ".join(name for name, _ in choices)
-        raise fail(f"give exactly one of {names}" + (f" (got {', '.join(given)})" if given else ""))
+        raise fail(
+            f"give exactly one of {names}"
+            + (f" (got {', '.join(given)})" if given else "")
+            + " / 消息选项须且只能给一个"
+        )
     if (file_name is not None) != (file is not None):
-        raise fail("--file and --file-name go together (the URL and the name the recipient sees)")
+        raise fail(
+            "--file and --file-name go together (the URL and the name the recipient sees)"
+            " / --file 与 --file-name 须一起给出（文件地址和接收人看到的文件名）"
+        )
     if link is None and (title is not None or description is not None or thumb is not None):
-        raise fail("--title, --description and --thumb describe a --link card")
+        raise fail("--title, --description and --thumb describe a --link card / 这些选项只用于 --link 链接卡片")
     if text is not None:
         return {"kind": "text", "text": text}
     if appmsg_file is not None:
@@ -112,7 +119,9 @@ def message_body(options: Mapping[str, Any]) -> dict[str, Any]:
         return {"kind": "file", "url": file, "name": file_name}
     if link is not None:
         if title is None or thumb is None:
-            raise fail("--link needs --title and --thumb (the card's title and picture)")
+            raise fail(
+                "--link needs --title and --thumb (the card's title and picture) / 链接卡片需要 --title 和 --thumb"
+            )
         return {"kind": "link", "url": link, "title": title, "thumb_url": thumb, "description": description or ""}
     if message_file is not None:
         return json_option("--message-file", message_file.read_text(encoding="utf-8"))
@@ -124,9 +133,9 @@ def json_option(option: str, raw: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
     except ValueError as exc:
-        raise fail(f"{option}: not valid JSON ({exc})") from None
+        raise fail(f"{option}: not valid JSON ({exc}) / 不是有效的 JSON") from None
     if not isinstance(value, dict):
-        raise fail(f"{option}: must be a JSON object")
+        raise fail(f"{option}: must be a JSON object / 须为 JSON 对象")
     return value
 
 
@@ -137,7 +146,10 @@ def parse_send_at(raw: str | None) -> str | None:
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError:
-        raise fail(f"--send-at: {raw!r} is not an ISO 8601 time (e.g. 2030-01-31T09:30:00+08:00)") from None
+        raise fail(
+            f"--send-at: {raw!r} is not an ISO 8601 time (e.g. 2030-01-31T09:30:00+08:00)"
+            " / 不是 ISO 8601 时间（如 2030-01-31T09:30:00+08:00）"
+        ) from None
     return (moment if moment.tzinfo else moment.astimezone()).isoformat()
 
 
@@ -147,6 +159,6 @@ def pairs(option: str, items: list[str]) -> dict[str, str]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise fail(f"{option}: expected NAME=VALUE, got {item!r}")
+            raise fail(f"{option}: expected NAME=VALUE, got {item!r} / 应为 名称=值")
         out[name] = value
     return out

@@ -40,7 +40,7 @@ def _print_schedules(items: list[dict[str, Any]]) -> None:
         for s in items
     ]  # fmt: skip
     print_table(["id", "name", "cron", "timezone", "kind", "next_at"], rows)
-    say(f"{len(items)} shown / 条")
+    say(f"{len(items)} shown / 显示 {len(items)} 条")
 
 
 @app.command("list")
@@ -100,7 +100,9 @@ def create(
 
     Send a message or a campaign on a cron schedule."""
     if (message_json is None) == (campaign_json is None):
-        raise fail("give exactly one of --message-json, --campaign-json")
+        raise fail(
+            "give exactly one of --message-json, --campaign-json / --message-json 与 --campaign-json 须且只能给一个"
+        )
     body: dict[str, Any] = {"cron": cron}
     if timezone:
         body["timezone"] = timezone

@@ -257,7 +257,10 @@ def test_a_sync_killed_mid_way_resumes_and_finishes_and_bad_audiences_store_noth
                 "--text", "{name} 你好", "--draft")  # fmt: skip
     assert draft.returncode == 0, draft.stderr
     expected = sum(1 for i in range(1, FRIENDS + 1) if 1 in friend_labels(i) and 3 not in friend_labels(i))
-    assert f"{expected} recipients" in draft.stdout and "→ wxid_" in draft.stdout, draft.stdout
+    assert f"{expected} recipients" in draft.stdout and "first recipients / 前几位接收人" in draft.stdout, draft.stdout
+    first = [line.split() for line in draft.stdout.splitlines() if line.strip().startswith("wxid_")]
+    assert first and all(row[1] == "ec" and row[2].startswith("name=") for row in first), draft.stdout
+    assert "{'" not in draft.stdout  # the variables read as name=…, not as a Python dict
 
     # cancel: a running sync stops, the last finished one stays in use
     assert stack.http.post("/v1/accounts/ec/contacts/sync").status_code == 202

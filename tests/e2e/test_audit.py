@@ -81,9 +81,9 @@ def test_keys_and_audit_from_the_cli(api: ApiStack) -> None:
     assert trail.returncode == 0
     lines = [line for line in trail.stdout.splitlines() if "key." in line]
     assert [("key.revoke" in line, "key.create" in line) for line in lines] == [(True, False), (False, True)]
-    assert trail.stdout.rstrip().endswith("2 shown / 条"), trail.stdout
+    assert trail.stdout.rstrip().endswith("2 shown / 显示 2 条"), trail.stdout
     nothing = run("audit", "--target", "key:nobody")  # no entries: still the count, like every list
-    assert nothing.returncode == 0 and nothing.stdout.rstrip().endswith("0 shown / 条"), nothing.stdout
+    assert nothing.returncode == 0 and nothing.stdout.rstrip().endswith("0 shown / 显示 0 条"), nothing.stdout
 
 
 def test_the_trail_is_trimmed_by_age_and_pages_by_cursor(redis_url: str) -> None:

@@ -80,8 +80,8 @@ const I18N = {
     per_min_chart: "每分钟发送与失败", retried: "重试", no_data: "暂无数据", last_errors: "最近错误", none: "无",
     audit: "操作审计", audit_hint: "每个改变状态的请求：谁（密钥名称与角色）、何时、做了什么、结果",
     at: "时间", key: "密钥", role: "角色", action: "操作", target: "对象", result: "结果", older: "更早",
-    history_title: "操作记录", no_audit: "没有记录。", needs_role: "需要 {role} 角色（当前密钥为 {mine}）",
-    role_viewer: "只读", role_operator: "操作员", role_admin: "管理员", signed_in_as: "当前密钥",
+    history_title: "操作记录", no_audit: "没有记录。", needs_role: "需要“{role}”角色（当前密钥为“{mine}”）",
+    role_viewer: "只读", role_operator: "操作员", role_admin: "管理员", role_callback: "服务商回调", signed_in_as: "当前密钥",
     hours: "小时", cap: "上限", axis_tz: "横轴时间：{tz}",
   },
   en: {
@@ -169,13 +169,47 @@ const I18N = {
     none: "none", audit: "Audit trail", audit_hint: "Every state-changing request: who (key name and role), when, what, and the result",
     at: "At", key: "Key", role: "Role", action: "Action", target: "Target", result: "Result", older: "Older",
     history_title: "History", no_audit: "Nothing recorded.", needs_role: "Needs the {role} role (this key is {mine})",
-    role_viewer: "viewer", role_operator: "operator", role_admin: "admin", signed_in_as: "Key",
+    role_viewer: "viewer", role_operator: "operator", role_admin: "admin", role_callback: "vendor callback", signed_in_as: "Key",
     hours: "h", cap: "cap", axis_tz: "time axis: {tz}",
   },
 };
 
+// audit action codes (scheduler/api/roles.py, with their variants, and what a vendor callback records) in the
+// reader's words, [Chinese, English]; the code itself stays on the page under the label
+const AUDIT_ACTIONS = {
+  "account.put": ["保存账号", "Save account"], "account.patch": ["修改账号", "Edit account"],
+  "account.pause": ["暂停账号", "Pause account"], "account.resume": ["恢复账号", "Resume account"],
+  "account.callback": ["生成回调地址", "Create callback URL"], "account.down": ["账号掉线（服务商回调）", "Account went down (vendor callback)"],
+  "vendor_limits.put": ["设置服务商限速", "Set vendor limits"],
+  "contacts.sync": ["同步通讯录", "Sync contacts"], "contacts.sync_cancel": ["取消同步通讯录", "Cancel contact sync"],
+  "message.create": ["发送消息", "Send message"],
+  "message.create_ignore_suppression": ["发送消息（忽略退订名单）", "Send message (ignoring the suppression list)"],
+  "message.revoke": ["撤回消息", "Revoke message"], "message.cancel": ["取消消息", "Cancel message"],
+  "campaign.create": ["创建群发", "Create campaign"], "campaign.test": ["试发群发", "Test-send campaign"],
+  "campaign.start": ["启动群发", "Start campaign"], "campaign.pause": ["暂停群发", "Pause campaign"],
+  "campaign.resume": ["恢复群发", "Resume campaign"], "campaign.cancel": ["取消群发", "Cancel campaign"],
+  "campaign.recall": ["撤回群发", "Recall campaign"],
+  "dead_letter.replay": ["重发死信", "Replay dead letter"], "dead_letter.replay_force": ["强制重发死信", "Force-replay dead letter"],
+  "dead_letter.replay_bulk": ["批量重发死信", "Replay dead letters in bulk"],
+  "dead_letter.replay_bulk_force": ["批量强制重发死信", "Force-replay dead letters in bulk"],
+  "dead_letter.delete": ["删除死信", "Delete dead letter"],
+  "schedule.create": ["创建定时任务", "Create schedule"], "schedule.pause": ["暂停定时任务", "Pause schedule"],
+  "schedule.resume": ["恢复定时任务", "Resume schedule"], "schedule.delete": ["删除定时任务", "Delete schedule"],
+  "suppression.add": ["加入退订名单", "Add to the suppression list"], "suppression.remove": ["移出退订名单", "Remove from the suppression list"],
+  "suppression.import": ["导入退订名单", "Import suppressions"],
+  "suppression.add_opted_out": ["回复退订，加入退订名单", "Opted out: added to the suppression list"],
+  "suppression.add_contact_removed": ["联系人已删除，加入退订名单", "Contact removed: added to the suppression list"],
+  "key.create": ["创建密钥", "Create key"], "key.create_viewer": ["创建密钥（只读）", "Create key (viewer)"],
+  "key.create_operator": ["创建密钥（操作员）", "Create key (operator)"], "key.create_admin": ["创建密钥（管理员）", "Create key (admin)"],
+  "key.revoke": ["吊销密钥", "Revoke key"],
+};
+
 let lang = localStorage.getItem(LANG_KEY) === "en" ? "en" : "zh";
 const t = (key) => (I18N[lang][key] ?? I18N.zh[key] ?? key);
+// an audit action's label in the reader's language; a code this page does not know yet stays as recorded
+const actionLabel = (code) => (Object.hasOwn(AUDIT_ACTIONS, code) ? AUDIT_ACTIONS[code][lang === "zh" ? 0 : 1] : code);
+// a role's name in the reader's language; a role this page does not know stays as recorded (never "role_…")
+const roleLabel = (role) => (I18N.zh["role_" + role] ? t("role_" + role) : role);
 // why an audience preview failed, in the reader's words (the API's own text is shown under it)
 const audienceErrorText = (error) => {
   if (error.code === "contacts_not_synced") return t("not_synced");
@@ -501,9 +535,10 @@ function progressOf(c) {
   return { sent: n.sent || 0, dead: n.dead || 0, cancelled: n.cancelled || 0, skipped: n.skipped || 0, remaining, done, rate, eta };
 }
 
-// a rate is news only while something is left to send: a finished campaign shows "–", not "0.0 条/秒"
+// a rate is news only once something was sent and while something is left to send: a draft, a campaign not
+// started yet and a finished one show "–", not "0.0 条/秒"
 function rateOf(p, unit = true) {
-  if (p.remaining === 0) return "–";
+  if (p.remaining === 0 || p.sent === 0) return "–";
   return unit ? `${p.rate.toFixed(1)} ${t("per_s")}` : p.rate.toFixed(1);
 }
 
@@ -661,6 +696,7 @@ function campaignPage(id) {
           <div class="stat"><b id="stat-total">${c.total}</b><span>${t("total")}</span></div>
           <div class="stat"><b id="stat-sent">${p.sent}</b><span>${t("sent")}</span></div>
           <div class="stat"><b id="stat-dead">${p.dead}</b><span>${t("dead")}</span></div>
+          <div class="stat"><b id="stat-cancelled">${p.cancelled}</b><span>${t("cancelled")}</span></div>
           <div class="stat"><b id="stat-skipped">${p.skipped}</b><span>${t("skipped")}</span></div>
           <div class="stat"><b id="stat-remaining">${p.remaining}</b><span>${t("remaining")}</span></div>
           <div class="stat"><b id="stat-rate">${rateOf(p, false)}</b><span>${t("rate")} (${t("per_s")})</span></div>
@@ -1345,7 +1381,9 @@ function auditTable(items) {
   if (!items.length) return `<p class="muted">${t("no_audit")}</p>`;
   const rows = items.map((e) => `<tr class="audit-entry">
     <td data-label="${t("at")}">${esc(fmtTime(e.at))}</td><td data-label="${t("key")}" class="audit-key"><b>${esc(e.key)}</b></td>
-    <td data-label="${t("role")}">${esc(t("role_" + e.role))}</td><td data-label="${t("action")}" class="mono audit-action">${esc(e.action)}</td>
+    <td data-label="${t("role")}" class="audit-role">${esc(roleLabel(e.role))}</td>
+    <td data-label="${t("action")}" class="audit-action" title="${esc(e.action)}">${actionLabel(e.action) === e.action ? `<span class="mono">${esc(e.action)}</span>`
+      : `<span class="audit-label">${esc(actionLabel(e.action))}</span><div class="mono muted audit-code">${esc(e.action)}</div>`}</td>
     <td data-label="${t("target")}" class="mono">${esc(e.target)}</td>
     <td data-label="${t("result")}" class="num"><span class="badge ${e.status < 400 ? "sent" : "dead"}">${e.status}</span></td></tr>`).join("");
   return `<div class="tablewrap"><table class="cards"><thead><tr><th>${t("at")}</th><th>${t("key")}</th><th>${t("role")}</th>

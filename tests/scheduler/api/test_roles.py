@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Mount
 
 from scheduler.api.app import create_app
 from scheduler.api.roles import DRY_RUNS, OWN_KEY, PUBLIC, RULES, Rule
+from scheduler.api.state import ROLE_ZH, role_needed
 from tests.conftest import API_TOKEN, ApiStack
 from tests.scheduler.api.test_routes import put_account
 from worker.settings import Settings
@@ -96,6 +97,7 @@ def test_each_role_against_every_route(
             error = answer.json()["error"]
             assert error["code"] == "forbidden" and f"needs the {rule.role.value} role" in error["message"]
             assert "角色" in error["message"]  # read first in Chinese
+            assert f"需要“{ROLE_ZH[rule.role]}”角色" in error["message"] and "需要 " not in error["message"]
 
 
 def test_unknown_and_revoked_keys_are_401_and_keys_are_stored_hashed(api: ApiStack) -> None:
@@ -306,3 +308,12 @@ def test_an_operators_flood_of_404s_stays_off_the_record_past_its_cap(api: ApiSt
     assert codes == {404}
     entries = api.http.get("/v1/audit", params={"limit": 200, "key": name}).json()["items"]
     assert len(entries) <= 2 * (REFUSALS_PER_MIN + 1) and any(e["target"].startswith("(more") for e in entries)
+
+
+def test_the_role_needed_reads_in_both_languages_without_stray_spaces() -> None:
+    from worker.store.operators import Caller
+
+    message = role_needed(Caller("vera", Role.VIEWER), Role.OPERATOR)
+    assert message == (
+        "this needs the operator role; key 'vera' is viewer / 需要“操作员”角色，密钥 'vera' 的角色是“只读”"
+    )

@@ -23,4 +23,4 @@ def test_an_audit_target_is_never_wrapped_on_a_narrow_terminal() -> None:
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
     )
     assert TARGET in done.stdout, done.stdout  # on one line, not folded or cut
-    assert "alice" in done.stdout and done.stdout.rstrip().endswith("1 shown / 条"), done.stdout
+    assert "alice" in done.stdout and done.stdout.rstrip().endswith("1 shown / 显示 1 条"), done.stdout

@@ -138,8 +138,16 @@ def test_send_wait_prints_the_vendor_ids_and_message_show_has_them(api_stack: Ap
     assert "attempts" in shown and "wxid_cli1" in shown
     assert one_json(run("message", "show", job_id, "--json")) == api_view
     assert one_json(run("job", job_id, "--json")) == api_view  # the old command, kept as an alias
-    revoked = one_json(run("message", "revoke", job_id))
-    assert revoked["revoked"] is True and sim_sends(api_stack, instance=instance)[0]["revoked"] is True
+    revoked = ok(run("message", "revoke", job_id)).strip()
+    assert re.fullmatch(rf"message {job_id} recalled at .+ UTC[+0-9:]* / 消息 {job_id} 已撤回（.+）", revoked), revoked
+    assert sim_sends(api_stack, instance=instance)[0]["revoked"] is True
+    again = run("message", "revoke", job_id)  # a recall is final: the second one is refused, readably
+    assert again.returncode == 2 and again.stdout == "", again.stdout
+    assert again.stderr.strip() == (
+        f"error: message {job_id} not revoked: already revoked — this message was already revoked"
+        f" / 消息 {job_id} 未撤回：此前已撤回"
+    )
+    assert run("message", "revoke", job_id, "--json").returncode == 2  # --json: the API's error as before
 
     # a sequence: --wait prints every part's kind, status and ids, not only the first part's in "result"
     seq = {"kind": "sequence", "parts": [{"kind": "text", "text": "一"}, {"kind": "text", "text": "二"}]}
@@ -218,15 +226,21 @@ def test_refused_input_bad_tokens_and_an_unreachable_api_exit_non_zero_with_one_
 
     missing = run("message", "show", "j-nope")
     assert missing.returncode == 2 and "no message 'j-nope'" in missing.stderr
-    assert run("campaign", "show", "c-nope").returncode == 2
+    assert missing.stderr.rstrip().endswith(" / 未找到消息 'j-nope'"), missing.stderr
+    no_campaign = run("campaign", "show", "c-nope")
+    assert no_campaign.returncode == 2 and no_campaign.stderr.rstrip().endswith(" / 未找到群发 'c-nope'")
+    invalid = run("send", "--account", "gw", "--to", "wxid_a", "--text", "x", "--priority", "urgent")
+    assert invalid.stderr.rstrip().endswith(" / 输入有误（字段 priority）"), invalid.stderr
 
     wrong = run("accounts", "list", token="wrong-token-5150")
     assert wrong.returncode != 0 and "refused the token" in wrong.stderr and "BROADCAST_API_TOKEN" in wrong.stderr
+    assert "API 拒绝了该 token（密钥无效或已吊销）" in wrong.stderr and wrong.stderr.count("\n") == 1
     assert "wrong-token-5150" not in wrong.stdout + wrong.stderr
     wrong_option = run("accounts", "list", "--token", "wrong-token-5150", token=None)
     assert wrong_option.returncode != 0 and "wrong-token-5150" not in wrong_option.stdout + wrong_option.stderr
     none = run("accounts", "list", token=None)
     assert none.returncode != 0 and "no API token given" in none.stderr and "`broadcast dev`" in none.stderr
+    assert "未提供 API token：请设置 --token 或 BROADCAST_API_TOKEN" in none.stderr
     assert "gw" in ok(run("accounts", "list", "--token", API_TOKEN, token="wrong"))  # the option beats the env
     assert "gw" in ok(run("accounts", "list", token=f" {API_TOKEN} ,another-key"))  # first of comma-separated
 
@@ -234,6 +248,7 @@ def test_refused_input_bad_tokens_and_an_unreachable_api_exit_non_zero_with_one_
     down = run("campaign", "list", "--url", dead_url)
     assert down.returncode == 1
     assert f"cannot connect to the API at {dead_url}" in down.stderr and "connection refused" in down.stderr
+    assert f"无法连接 {dead_url} 上的 API" in down.stderr and down.stderr.count("\n") == 1
     assert API_TOKEN not in down.stdout + down.stderr
 
 
@@ -254,7 +269,7 @@ def test_campaigns_from_csv_and_jsonl_are_watched_to_the_end_and_exported(api_st
     )  # fmt: skip
     lines = ok(created).strip().splitlines()
     assert lines[0].startswith("campaign c") and lines[0].endswith(
-        "active: 12 recipients (1 duplicates dropped) / 群发：12 位接收人（已去掉 1 个重复）"
+        "active: 12 recipients (1 duplicates dropped) / 群发发送中：12 位接收人（已去掉 1 个重复）"
     )
     cid = lines[0].split()[1]
     assert f"campaign {cid} finished: 12 sent, 0 dead, 0 cancelled, 0 remaining of 12" in lines[-1]
@@ -329,7 +344,7 @@ def test_campaign_pause_resume_cancel_and_refusals(api_stack: ApiStack, tmp_path
     cancelled = ok(run("campaign", "cancel", cid))
     assert cancelled.strip() == (
         f"campaign {cid} cancelled: 0 sent, 0 dead, 5 cancelled, 0 remaining of 5"
-        " / 群发：已发送 0，死信 0，已取消 5，剩余 0（共 5）"
+        " / 群发已取消：已发送 0，死信 0，已取消 5，剩余 0（共 5）"
     )
     counts = api_stack.http.get(f"/v1/campaigns/{cid}").json()["counts"]
     assert counts["cancelled"] == 5 and counts["queued"] == 0
@@ -469,13 +484,15 @@ def test_accounts_put_list_show_pause_resume_never_print_the_token(api_stack: Ap
     assert two.returncode == 2 and "give one of" in two.stderr
     assert run("accounts", "show", "ghost").returncode == 2
 
-    assert ok(run("accounts", "pause", "shop")).strip() == "account shop paused"
+    assert ok(run("accounts", "pause", "shop")).strip() == "account shop paused / 账号 shop 已暂停"
     add_fault(api_stack, kind="offline", instance=instance)
     try:
         refused = run("accounts", "resume", "shop")
         assert refused.returncode == 2 and "offline" in refused.stderr
         assert api_stack.http.get("/v1/accounts/shop").json()["status"] == "paused"
-        assert ok(run("accounts", "resume", "shop", "--no-check-online")).strip() == "account shop active"
+        assert (
+            ok(run("accounts", "resume", "shop", "--no-check-online")).strip() == "account shop active / 账号 shop 正常"
+        )
     finally:
         clear_faults(api_stack)
     assert api_stack.http.get("/v1/accounts/shop").json()["status"] == "active"
@@ -518,6 +535,7 @@ def test_schedules_create_list_show_delete(api_stack: ApiStack) -> None:
 
     bad = run("schedules", "create", "--cron", "not a cron", "--timezone", "UTC", "--message-json", json.dumps(message))
     assert bad.returncode == 2 and "cron" in bad.stderr
+    assert bad.stderr.rstrip().endswith("/ cron 表达式无效（5 段：分 时 日 月 周；或 6 段，最后一段为秒）"), bad.stderr
     neither = run("schedules", "create", "--cron", "* * * * *", "--timezone", "UTC")
     assert neither.returncode == 2 and "exactly one of" in neither.stderr
 

@@ -26,6 +26,7 @@ from tests.browser import ROOT, browser_session, requested_urls, screenshot
 from tests.conftest import API_TOKEN, DATA, ApiStack
 from tests.procs import wait_for
 from tests.worker.test_xmlsafe import XXE
+from worker.store.audit import AuditLog
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -168,6 +169,7 @@ def test_campaign_from_csv_finishes_and_its_dead_letters_replay(stack: ApiStack,
     assert by_css(browser, "#stat-dead").text == "2"
     assert "已完成" in by_css(browser, "#head").text
     assert by_css(browser, "#stat-rate").text == "–"  # nothing left to send: no "0.0 条/秒"
+    assert by_css(browser, "#stat-cancelled").text == "0" and "已取消" in by_css(browser, "#head .stats").text
     # exact 64-bit ids, as the API gave them (strings)
     api_items = stack.http.get(f"/v1/campaigns/{campaign_id}/deliveries", params={"limit": 50}).json()["deliveries"]
     expected = {d["result"]["new_msg_id"] for d in api_items if d["status"] == "sent"}
@@ -679,9 +681,30 @@ def test_charts_while_a_campaign_runs_then_the_audit(stack: ApiStack, browser: A
     open_page(browser, stack, f"campaign/{cid}")
     until(lambda: "campaign.pause" in text_of(browser, "#history"), "the campaign's history")
     assert "campaign.create" in text_of(browser, "#history") and "alice" in text_of(browser, "#history")
+    # each action in the reader's words, its code kept under it (and on hover)
+    assert "暂停群发" in text_of(browser, "#history .audit-label") and "创建群发" in text_of(browser, "#history")
+    assert "campaign.pause" in text_of(browser, "#history .audit-code")
+    # what a vendor callback changed is on the record under the role "callback", as callbacks.py writes it
+    AuditLog(stack.redis, stack.prefix, 86400).record(
+        key="callback",
+        role="callback",
+        action="suppression.add_opted_out",
+        target="suppression:paced/wxid_c",
+        status=200,
+    )
     open_page(browser, stack, "audit")
-    until(lambda: len(all_css(browser, ".audit-entry")) >= 2, "the audit page")
+    until(lambda: len(all_css(browser, ".audit-entry")) >= 3, "the audit page")
+    callback = next(e for e in all_css(browser, ".audit-entry") if "suppression:paced/wxid_c" in e.text)
+    assert by_css(callback, ".audit-role").text == "服务商回调" and "role_" not in by_css(browser, "#view").text
+    action = by_css(callback, ".audit-action")
+    assert by_css(action, ".audit-label").text == "回复退订，加入退订名单"
+    assert by_css(action, ".audit-code").text == "suppression.add_opted_out"
+    assert action.get_attribute("title") == "suppression.add_opted_out"
     shot(browser, "console-audit")
+    click(browser, "#lang")
+    until(lambda: "Opted out: added to the suppression list" in text_of(browser, ".audit-label"), "the English audit")
+    assert "vendor callback" in text_of(browser, ".audit-role") and "Pause campaign" in text_of(browser, ".audit-label")
+    click(browser, "#lang")
     urls = [url for url, _ in requested_urls(browser)]
     assert all(url.startswith(stack.api_url) for url in urls), urls  # drawn here: no chart library from a CDN
     stack.http.post(f"/v1/campaigns/{cid}/resume")
@@ -710,6 +733,9 @@ def test_a_viewer_sees_everything_and_changes_nothing(stack: ApiStack, browser: 
     until(lambda: by_css(browser, "button[data-action='start']").is_displayed(), "the draft's buttons")
     start = by_css(browser, "button[data-action='start']")
     assert start.get_attribute("disabled") is not None and "操作员" in start.get_attribute("title")
+    assert start.get_attribute("title") == "需要“操作员”角色（当前密钥为“只读”）"  # no stray spaces
+    assert by_css(browser, "#stat-rate").text == "–"  # a draft sent nothing: no "0.0"
+    assert by_css(browser, "#stat-cancelled").text == "0"
     assert by_css(browser, "#test-submit").get_attribute("disabled") is not None
     # the API refuses it anyway, in both languages (a forced click through the page's own code path)
     answer = browser.execute_async_script(
@@ -718,7 +744,7 @@ def test_a_viewer_sees_everything_and_changes_nothing(stack: ApiStack, browser: 
         f"/v1/campaigns/{cid}/start",
         key,
     )
-    assert answer[0] == 403 and "operator" in answer[1] and "角色" in answer[1]
+    assert answer[0] == 403 and "operator" in answer[1] and "需要“操作员”角色" in answer[1]
     assert stack.http.get(f"/v1/campaigns/{cid}").json()["status"] == "draft"
     shot(browser, "console-viewer")
     open_page(browser, stack, "accounts")

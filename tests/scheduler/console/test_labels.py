@@ -1,0 +1,36 @@
+"""Every audit action the API or a vendor callback records has a label in the console (no raw code alone)."""
+
+from __future__ import annotations
+
+import re
+
+from scheduler.api.roles import RULES
+from tests.procs import ROOT
+from worker.store.operators import Role
+
+CONSOLE_JS = ROOT / "scheduler" / "console" / "static" / "console.js"
+#: Actions recorded with a variant (scheduler/api/state.py ``audit_variant``) or by a vendor callback
+#: (scheduler/intake/callbacks.py).
+VARIANTS = {
+    *(f"key.create_{role.value}" for role in Role),
+    "dead_letter.replay_force",
+    "dead_letter.replay_bulk_force",
+    "message.create_ignore_suppression",
+    "suppression.add_opted_out",
+    "suppression.add_contact_removed",
+    "account.down",
+}
+
+
+def labelled_actions() -> dict[str, tuple[str, str]]:
+    source = CONSOLE_JS.read_text(encoding="utf-8")
+    table = source[source.index("const AUDIT_ACTIONS = {") : source.index("};", source.index("const AUDIT_ACTIONS"))]
+    return {code: (zh, en) for code, zh, en in re.findall(r'"([a-z_.]+)": \["([^"]+)", "([^"]+)"\]', table)}
+
+
+def test_every_audit_action_has_a_chinese_and_an_english_label() -> None:
+    labels = labelled_actions()
+    recorded = {rule.action for rule in RULES.values() if rule.action} | VARIANTS
+    assert recorded <= set(labels), sorted(recorded - set(labels))
+    for code, (zh, en) in labels.items():
+        assert re.search(r"[\u4e00-\u9fff]", zh) and en[:1].isupper() and not re.search(r"[\u4e00-\u9fff]", en), code
