@@ -413,6 +413,19 @@ class Client:
             body["public_url"] = public_url
         return dict(self._call("POST", f"/v1/accounts/{_seg(account_id)}/callback", json=body))
 
+    def held_callback_changes(
+        self, account_id: str, *, cursor: str = "", limit: int = 100
+    ) -> tuple[list[dict[str, Any]], int, str | None]:
+        """One page of the changes the account's callbacks asked for past the hourly cap, the total held
+        and the next cursor (None at the end)."""
+        params = {"cursor": cursor or None, "limit": limit}
+        page = self._call("GET", f"/v1/accounts/{_seg(account_id)}/callback/held", params=params)
+        return list(page["held"]), int(page["total"]), page.get("next_cursor")
+
+    def apply_held_callback_changes(self, account_id: str, ids: list[str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {} if ids is None else {"ids": ids}
+        return dict(self._call("POST", f"/v1/accounts/{_seg(account_id)}/callback/held/apply", json=body))
+
     # --- discovery ----------------------------------------------------------------------------------------
 
     def has_route(self, path: str) -> bool:
