@@ -113,7 +113,7 @@ def remove(
 
 @app.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV with a 'to' column")],
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV with a 'to' column (or an export)")],
     account: AccountOpt = None,
     reason: Annotated[str, typer.Option(help="for rows without a reason column")] = "manual",
     url: Url = None,
@@ -121,7 +121,8 @@ def import_(
 ) -> None:
     """Import suppressions / 导入退订名单
 
-    Import a CSV (columns to, and optionally account, reason, note): all rows or none."""
+    Import a CSV (columns to, and optionally account, reason, at, by, note, as export writes them, so an
+    export imported again keeps each entry's time and author): all rows or none."""
     _check_reason(reason)
     with connect(url, token) as api:
         answer = api.import_suppressions(file.read_bytes(), account=account, reason=reason)

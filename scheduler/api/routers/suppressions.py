@@ -2,13 +2,18 @@
 
 Checked at the moment of sending (begin.lua), so an entry added now stops the deliveries still queued; a
 suppressed delivery ends ``skipped`` / ``suppressed`` and costs no vendor call. CSV import and export use
-the columns ``account,to,reason,at,by,note`` (``account`` empty or ``*``: every account).
+the columns ``account,to,reason,at,by,note`` (``account`` empty or ``*``: every account), so an export read
+back by an import keeps each entry as it was: its ``at`` and ``by`` too (the audit trail names the key that
+imported it). Cells a spreadsheet would run are written with a leading ``'`` (:func:`~scheduler.api.exports.escaped`)
+and read back without it (:func:`~scheduler.api.exports.restored`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
+import time
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
@@ -17,12 +22,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.api.errors import ApiError
-from scheduler.api.exports import neutralised
+from scheduler.api.exports import escaped, restored
 from scheduler.api.state import AUTH, ApiState, Stores, read_body
 from scheduler.intake.producer import RECIPIENT
 from worker.messages import unsendable
 from worker.store.accounts import ACCOUNT_ID_PATTERN
-from worker.store.suppressions import ALL_ACCOUNTS, REASONS, Suppression, Suppressions
+from worker.store.operators import NAME_PATTERN
+from worker.store.suppressions import ALL_ACCOUNTS, REASONS, Row, Suppression, Suppressions
 
 router = APIRouter(tags=["suppressions"], dependencies=AUTH)
 
@@ -32,6 +38,8 @@ COLUMNS = ("account", "to", "reason", "at", "by", "note")
 #: Rows one import may carry; more is refused (422) before anything is stored.
 MAX_IMPORT_ROWS = 200_000
 MAX_NOTE = 500
+#: An imported ``at`` may be this far ahead of this machine's clock (another machine's export), no further.
+AT_AHEAD_S = 300
 Scope = Annotated[str, Query(pattern=rf"^(\*|{ACCOUNT_ID_PATTERN[1:-1]})$", description="an account id, or *")]
 
 
@@ -116,8 +124,9 @@ async def import_suppressions(
     account: Scope | None = None,
     reason: Annotated[Reason, Query()] = "manual",
 ) -> dict[str, Any]:
-    """CSV body with a header naming ``to`` (and optionally ``account``, ``reason``, ``note``): every row is
-    checked first (422 with its line), then all are stored; ``account``/``reason`` fill empty cells."""
+    """CSV body with a header naming ``to`` (and optionally ``account``, ``reason``, ``at``, ``by``, ``note``,
+    as an export writes them): every row is checked first (422 with its line), then all are stored;
+    ``account``/``reason`` fill empty cells, an empty ``at`` is now, an empty ``by`` the calling key."""
     text = (await read_body(request, state)).decode("utf-8-sig", "replace")
     reader = csv.DictReader(io.StringIO(text, newline=""))  # a quoted cell may hold a line break
     try:  # a malformed CSV (a stray NUL, …) is the caller's error: 422 with its line, never a 500
@@ -131,13 +140,12 @@ async def import_suppressions(
     return {"imported": stored}
 
 
-def _rows(
-    reader: csv.DictReader[str], default_scope: str | None, reason: str, known: set[str]
-) -> list[tuple[str | None, str, str, str]]:
+def _rows(reader: csv.DictReader[str], default_scope: str | None, reason: str, known: set[str]) -> list[Row]:
     """Every row checked (422 naming its line), before anything is stored."""
-    rows: list[tuple[str | None, str, str, str]] = []
+    rows: list[Row] = []
+    latest = time.time() + AT_AHEAD_S
     for line, raw in enumerate(reader, start=2):
-        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if isinstance(v, str)}
+        row = {(k or "").strip(): restored((v or "").strip()) for k, v in raw.items() if isinstance(v, str)}
         if len(rows) >= MAX_IMPORT_ROWS:
             raise ApiError(422, "invalid", f"csv: more than {MAX_IMPORT_ROWS} rows", "to")
         to = row.get("to", "")
@@ -155,8 +163,32 @@ def _rows(
         note = row.get("note", "")[:MAX_NOTE]
         if unsendable(note):
             raise ApiError(422, "invalid", f"line {line}: note: contains characters that cannot be stored", "note")
-        rows.append((scope, to, why, note))
+        rows.append(Row(scope, to, why, note, _at(row.get("at", ""), line, latest), _by_cell(row.get("by", ""), line)))
     return rows
+
+
+def _at(cell: str, line: int, latest: float) -> float | None:
+    """An exported ``at`` (epoch seconds), None when empty; a time that is no time, or one ahead of now, is
+    refused (an entry dated in the future would read as newer than anything an operator did since)."""
+    if not cell:
+        return None
+    try:
+        at = float(cell)
+    except ValueError:
+        at = math.nan
+    if not (math.isfinite(at) and 0 <= at <= latest):  # 0: an entry that never said when
+        message = f"line {line}: at: seconds since 1970 (as an export writes them), not after now"
+        raise ApiError(422, "invalid", message, "at")
+    return at
+
+
+def _by_cell(cell: str, line: int) -> str | None:
+    """An exported ``by`` (a key's name, ``callback``, ``vendor``, ``bootstrap``), None when empty."""
+    if not cell:
+        return None
+    if not NAME_PATTERN.fullmatch(cell):
+        raise ApiError(422, "invalid", f"line {line}: by: a key name (letters, digits, _ . @ -)", "by")
+    return cell
 
 
 @router.get(
@@ -181,8 +213,8 @@ def _csv(entries: Iterator[Suppression]) -> Iterator[str]:
     writer = csv.writer(buffer)
     writer.writerow(COLUMNS)
     for n, entry in enumerate(entries, start=1):
-        writer.writerow([entry.account or ALL_ACCOUNTS, entry.to, entry.reason, f"{entry.at:.3f}", entry.by,
-                         neutralised(entry.note)])  # fmt: skip
+        writer.writerow([escaped(entry.account or ALL_ACCOUNTS), escaped(entry.to), entry.reason,
+                         f"{entry.at:.3f}", escaped(entry.by), escaped(entry.note)])  # fmt: skip
         if n % 500 == 0:
             yield buffer.getvalue()
             buffer.seek(0)
