@@ -407,10 +407,11 @@ class HeldChanges:
         if ids is None:
             items, _ = self.page(account, limit=APPLY_MAX)
         else:
-            items = []
+            pipe = self.redis.pipeline(transaction=False)
             for entry_id in ids[:APPLY_MAX]:
-                found = cast(list[tuple[str, dict[str, str]]], self.redis.xrange(key, entry_id, entry_id))
-                items += [_held(i, f) for i, f in found]
+                pipe.xrange(key, entry_id, entry_id)
+            found = cast(list[list[tuple[str, dict[str, str]]]], pipe.execute())
+            items = [_held(i, f) for entries in found for i, f in entries]
         applied: list[str] = []
         for item in items:
             note = f"{item.note}; held over the hourly callback cap, applied by {by}"[:500]
