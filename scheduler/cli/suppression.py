@@ -113,7 +113,9 @@ def remove(
 
 @app.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV with a 'to' column (or an export)")],
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="CSV with a 'to' column, or an export (.csv, .jsonl)")
+    ],
     account: AccountOpt = None,
     reason: Annotated[str, typer.Option(help="for rows without a reason column")] = "manual",
     url: Url = None,
@@ -122,10 +124,12 @@ def import_(
     """Import suppressions / 导入退订名单
 
     Import a CSV (columns to, and optionally account, reason, at, by, note, as export writes them, so an
-    export imported again keeps each entry's time and author): all rows or none."""
+    export imported again keeps each entry's time and author; a .jsonl/.ndjson file is read as JSON lines):
+    all rows or none."""
     _check_reason(reason)
+    jsonl = file.suffix.lower() in (".jsonl", ".ndjson")
     with connect(url, token) as api:
-        answer = api.import_suppressions(file.read_bytes(), account=account, reason=reason)
+        answer = api.import_suppressions(file.read_bytes(), account=account, reason=reason, jsonl=jsonl)
     say(f"imported {answer['imported']} suppression(s) / 已导入 {answer['imported']} 条退订记录")
 
 
@@ -136,14 +140,17 @@ def export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", dir_okay=False, help="file (default: stdout)")
     ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv (default) or jsonl")] = "csv",
     url: Url = None,
     token: Token = None,
 ) -> None:
     """Export suppressions / 导出退订名单
 
-    Every suppression as CSV (account,to,reason,at,by,note)."""
+    Every suppression as CSV (account,to,reason,at,by,note) or JSON lines; import reads either back."""
     _check_reason(reason)
-    with connect(url, token) as api, api.export_suppressions(account=account, reason=reason) as chunks:
+    if fmt not in ("csv", "jsonl"):
+        raise fail(f"--format: {fmt!r} is not csv or jsonl / 格式须为 csv 或 jsonl")
+    with connect(url, token) as api, api.export_suppressions(account=account, reason=reason, fmt=fmt) as chunks:
         if output is None:
             for chunk in chunks:
                 sys.stdout.buffer.write(chunk)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from typing import Any
 
@@ -73,3 +74,29 @@ def test_an_export_imported_again_keeps_at_by_and_note(api: ApiStack) -> None:
     assert [(e["action"], e["status"]) for e in reversed(trail)] == [
         ("suppression.import", 200), ("suppression.import", 200), *[("suppression.import", 422)] * 5,
     ]  # fmt: skip
+
+
+def test_a_jsonl_export_imported_again_keeps_every_entry_exactly(api: ApiStack) -> None:
+    stack = api
+    put_account(stack, "jl", "gewe", f"inst-jl-{stack.prefix}")
+    store = Suppressions(stack.redis, stack.prefix)
+    store.add("jl", "wxid_j1", "opted_out", by="callback", note=" =1+1 \u2028 two\tlines ", at=1733300000.125)
+    store.add("jl", "wxid_j2", "manual", by="alice", note="'=quoted", at=1733300001.0)
+    store.add(None, f"wxid_all_{stack.prefix}", "manual", by="bob", note="every account", at=1733300002.5)
+    before = entries(stack, "jl") + entries(stack, "*")
+    exported = stack.http.get("/v1/suppressions/export", params={"format": "jsonl"})
+    assert exported.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in exported.text.splitlines()]
+    assert {"account": None, "to": f"wxid_all_{stack.prefix}", "reason": "manual", "at": 1733300002.5, "by": "bob",
+            "note": "every account"} in lines  # fmt: skip
+    stack.redis.delete(stack.ledger.keys.suppressions("jl"), stack.ledger.keys.suppressions("*"))
+    answer = stack.http.post(
+        "/v1/suppressions/import", content=exported.content, headers={"Content-Type": "application/x-ndjson"}
+    )
+    assert answer.status_code == 200, answer.text
+    assert entries(stack, "jl") + entries(stack, "*") == before  # the note exactly, spaces and U+2028 too
+    for bad, field in [('{"to": "wxid_x", "at": "soon"}', "at"), ("[1]", "to"), ('{"to": 5}', "to")]:
+        refused = stack.http.post(
+            "/v1/suppressions/import", content=bad.encode(), headers={"Content-Type": "application/x-ndjson"}
+        )
+        assert refused.status_code == 422 and refused.json()["error"]["field"] == field, (bad, refused.text)

@@ -29,6 +29,12 @@ def test_export_then_import_keeps_each_entry_and_held_changes_are_listed_and_app
     done = run("suppressions", "import", str(exported))
     assert done.returncode == 0 and "imported 2" in done.stdout, done.stdout + done.stderr
     assert sorted((e.to, e.reason, e.at, e.by, e.note) for e in store.all(account="cl")) == before
+    as_lines = tmp_path / "s.jsonl"
+    assert run("suppressions", "export", "--account", "cl", "--format", "jsonl", "-o", str(as_lines)).returncode == 0
+    stack.redis.delete(stack.ledger.keys.suppressions("cl"))
+    done = run("suppressions", "import", str(as_lines))
+    assert done.returncode == 0 and "imported 2" in done.stdout, done.stdout + done.stderr
+    assert sorted((e.to, e.reason, e.at, e.by, e.note) for e in store.all(account="cl")) == before
 
     held = HeldChanges(stack.redis, stack.prefix)
     for n in range(3):
