@@ -209,6 +209,10 @@ class Settings(BaseSettings):
     #: A vendor message id is remembered this long, so a repeated delivery (GeWe repeats, sometimes hours
     #: later) is processed once.
     callback_dedupe_h: float = Field(default=48.0, gt=0, le=24 * 30)
+    #: At most this many suppressions added by an account's callbacks (opt-outs, removed contacts) per hour.
+    #: Whoever holds the callback URL can write new events; past the cap an event is not applied but held
+    #: (``cb:held:{account}``, counted ``held_over_cap``, one audit marker an hour) for an operator to apply.
+    callback_changes_per_h: int = Field(default=300, ge=1)
 
     def optout_words(self) -> frozenset[str]:
         """The opt-out keywords in :func:`optout_form` (a reply is compared in the same form)."""

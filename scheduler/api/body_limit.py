@@ -24,10 +24,11 @@ STREAMED_JSON_PATHS = frozenset({"/v1/campaigns"})
 #: client could otherwise label a JSON body a form and skip the scan), each with the content types it takes
 #: (415 otherwise). Vendor callbacks take anything: they are stored raw (a 4xx makes the vendor retry for
 #: ever), their route bounds the size and scheduler/intake/callbacks.py parses them with worker.jsonsafe.
-#: The upload's ``spec`` field is checked where it is read; a CSV import's note may hold any brackets.
+#: The upload's ``spec`` field is checked where it is read; a CSV import's note may hold any brackets, and a
+#: JSONL import is bounded line by line where it is read (``worker.jsonsafe``).
 RAW_BODY_ROUTES: tuple[tuple[str, bool, tuple[bytes, ...] | None], ...] = (
     ("/v1/campaigns/upload", False, (b"multipart/form-data",)),
-    ("/v1/suppressions/import", False, (b"text/csv", b"text/plain")),
+    ("/v1/suppressions/import", False, (b"text/csv", b"text/plain", b"application/x-ndjson")),
     ("/v1/callbacks/", True, None),
 )
 

@@ -37,6 +37,22 @@ def neutralised(value: Any) -> Any:
     return value
 
 
+def escaped(value: str) -> str:
+    """A CSV cell that is :func:`neutralised` and can be read back exactly (:func:`restored`): a value that
+    itself starts with ``'`` and then a formula start or another ``'`` gets one more ``'``."""
+    if value[:1] == "'" and value[1:2] and value[1] in (*FORMULA_START, "'"):
+        return "'" + value
+    return str(neutralised(value))
+
+
+def restored(cell: str) -> str:
+    """The value :func:`escaped` (or :func:`neutralised`) wrote: one leading ``'`` before a formula start or
+    another ``'`` is taken off; any other cell is as it reads."""
+    if cell[:1] == "'" and cell[1:2] and cell[1] in (*FORMULA_START, "'"):
+        return cell[1:]
+    return cell
+
+
 def iso_time(epoch: float | None, timezone: str) -> str | None:
     """``epoch`` as ISO 8601 with milliseconds and the offset of ``timezone`` (UTC if it is unknown)."""
     if epoch is None:

@@ -60,6 +60,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/accounts/{account_id}/resume"): Rule(ADMIN, "account.resume"),
     # a new callback key (a credential) and, optionally, the vendor's callback setting
     ("POST", "/v1/accounts/{account_id}/callback"): Rule(ADMIN, "account.callback"),
+    # what callbacks asked for past their hourly cap (held opt-outs, removed contacts): read, or applied as
+    # the suppressions they asked for (an operator's call, like adding a suppression)
+    ("GET", "/v1/accounts/{account_id}/callback/held"): Rule(VIEWER),
+    ("POST", "/v1/accounts/{account_id}/callback/held/apply"): Rule(OPERATOR, "suppression.apply_held"),
     ("PUT", "/v1/vendor-limits/{vendor}"): Rule(ADMIN, "vendor_limits.put"),
     ("GET", "/v1/vendor-limits"): Rule(VIEWER),
     # contacts and audiences: reading them is a viewer's; a sync is vendor traffic on the account

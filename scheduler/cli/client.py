@@ -466,16 +466,22 @@ class Client:
     def remove_suppression(self, account: str, to: str) -> None:
         self._call("DELETE", f"/v1/suppressions/{_seg(account)}/{_seg(to)}")
 
-    def import_suppressions(self, csv_bytes: bytes, *, account: str | None, reason: str) -> dict[str, Any]:
+    def import_suppressions(
+        self, body: bytes, *, account: str | None, reason: str, jsonl: bool = False
+    ) -> dict[str, Any]:
+        """Import a CSV (or, ``jsonl``, JSON lines) as an export writes it."""
         params = {k: v for k, v in {"account": account, "reason": reason}.items() if v is not None}
+        kind = "application/x-ndjson" if jsonl else "text/csv"
         request = self._http.build_request(
-            "POST", "/v1/suppressions/import", params=params, content=csv_bytes, headers={"Content-Type": "text/csv"}
+            "POST", "/v1/suppressions/import", params=params, content=body, headers={"Content-Type": kind}
         )
         return dict(self._send(request).json())
 
     @contextmanager
-    def export_suppressions(self, *, account: str | None, reason: str | None) -> Iterator[Iterator[bytes]]:
-        params = {k: v for k, v in {"account": account, "reason": reason}.items() if v is not None}
+    def export_suppressions(
+        self, *, account: str | None, reason: str | None, fmt: str = "csv"
+    ) -> Iterator[Iterator[bytes]]:
+        params = {k: v for k, v in {"account": account, "reason": reason, "format": fmt}.items() if v is not None}
         response = self._send(self._http.build_request("GET", "/v1/suppressions/export", params=params), stream=True)
         try:
             yield _chunks(response, self.url)
@@ -489,6 +495,19 @@ class Client:
         if public_url:
             body["public_url"] = public_url
         return dict(self._call("POST", f"/v1/accounts/{_seg(account_id)}/callback", json=body))
+
+    def held_callback_changes(
+        self, account_id: str, *, cursor: str = "", limit: int = 100
+    ) -> tuple[list[dict[str, Any]], int, str | None]:
+        """One page of the changes the account's callbacks asked for past the hourly cap, the total held
+        and the next cursor (None at the end)."""
+        params = {"cursor": cursor or None, "limit": limit}
+        page = self._call("GET", f"/v1/accounts/{_seg(account_id)}/callback/held", params=params)
+        return list(page["held"]), int(page["total"]), page.get("next_cursor")
+
+    def apply_held_callback_changes(self, account_id: str, ids: list[str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {} if ids is None else {"ids": ids}
+        return dict(self._call("POST", f"/v1/accounts/{_seg(account_id)}/callback/held/apply", json=body))
 
     # --- discovery ----------------------------------------------------------------------------------------
 

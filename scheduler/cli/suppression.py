@@ -1,7 +1,9 @@
-"""``suppressions add|list|remove|import|export``: recipients an account (or every account) never messages.
+"""``suppressions add|list|remove|import|export|held|apply-held``: recipients an account (or every account)
+never messages.
 
 A suppressed delivery ends ``skipped`` (``suppressed``) at the moment of sending and costs no vendor call.
-``--account`` names one account; without it (or ``*``) the entry covers every account.
+``--account`` names one account; without it (or ``*``) the entry covers every account. ``held`` and
+``apply-held`` show and apply what an account's callbacks asked for past ``BROADCAST_CALLBACK_CHANGES_PER_H``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import typer
 from scheduler.cli.options import AsJson, Token, Url, connect
 from scheduler.cli.render import fail, print_json, print_table, say, when
 
-app = typer.Typer(help="Suppression list / 退订名单: add, list, remove, import, export.", no_args_is_help=True)
+app = typer.Typer(
+    help="Suppression list / 退订名单: add, list, remove, import, export, held, apply-held.", no_args_is_help=True
+)
 
 REASONS = ("opted_out", "not_friend", "contact_removed", "manual")
 AccountOpt = Annotated[str | None, typer.Option("--account", "-a", help="one account (default: every account, *)")]
@@ -109,7 +113,9 @@ def remove(
 
 @app.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV with a 'to' column")],
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="CSV with a 'to' column, or an export (.csv, .jsonl)")
+    ],
     account: AccountOpt = None,
     reason: Annotated[str, typer.Option(help="for rows without a reason column")] = "manual",
     url: Url = None,
@@ -117,10 +123,13 @@ def import_(
 ) -> None:
     """Import suppressions / 导入退订名单
 
-    Import a CSV (columns to, and optionally account, reason, note): all rows or none."""
+    Import a CSV (columns to, and optionally account, reason, at, by, note, as export writes them, so an
+    export imported again keeps each entry's time and author; a .jsonl/.ndjson file is read as JSON lines):
+    all rows or none."""
     _check_reason(reason)
+    jsonl = file.suffix.lower() in (".jsonl", ".ndjson")
     with connect(url, token) as api:
-        answer = api.import_suppressions(file.read_bytes(), account=account, reason=reason)
+        answer = api.import_suppressions(file.read_bytes(), account=account, reason=reason, jsonl=jsonl)
     say(f"imported {answer['imported']} suppression(s) / 已导入 {answer['imported']} 条退订记录")
 
 
@@ -131,14 +140,17 @@ def export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", dir_okay=False, help="file (default: stdout)")
     ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv (default) or jsonl")] = "csv",
     url: Url = None,
     token: Token = None,
 ) -> None:
     """Export suppressions / 导出退订名单
 
-    Every suppression as CSV (account,to,reason,at,by,note)."""
+    Every suppression as CSV (account,to,reason,at,by,note) or JSON lines; import reads either back."""
     _check_reason(reason)
-    with connect(url, token) as api, api.export_suppressions(account=account, reason=reason) as chunks:
+    if fmt not in ("csv", "jsonl"):
+        raise fail(f"--format: {fmt!r} is not csv or jsonl / 格式须为 csv 或 jsonl")
+    with connect(url, token) as api, api.export_suppressions(account=account, reason=reason, fmt=fmt) as chunks:
         if output is None:
             for chunk in chunks:
                 sys.stdout.buffer.write(chunk)
@@ -148,3 +160,65 @@ def export(
             for chunk in chunks:
                 handle.write(chunk)
     say(f"written to {output} / 已写入 {output}")
+
+
+AccountArg = Annotated[str, typer.Option("--account", "-a", help="the account whose callbacks were held")]
+
+
+@app.command()
+def held(
+    account: AccountArg,
+    limit: Annotated[int, typer.Option(help="at most this many")] = 100,
+    as_json: AsJson = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Callback changes held over the cap / 超出上限而暂存的回调变更
+
+    Opt-outs and removed contacts an account's callbacks asked for past BROADCAST_CALLBACK_CHANGES_PER_H:
+    held, not applied (apply them with apply-held, or let them expire) / 超过每小时上限的回调变更：已暂存、未生效。"""
+    items: list[dict[str, Any]] = []
+    cursor: str | None = ""
+    total = 0
+    with connect(url, token) as api:
+        while cursor is not None and len(items) < limit:
+            page, total, cursor = api.held_callback_changes(account, cursor=cursor, limit=min(1000, limit))
+            items += page
+    items = items[:limit]
+    if as_json:
+        print_json(items)
+        return
+    rows = [[h["id"], h["reason"], h["from"], when(h["at"]), h["digest"][:12], h["note"][:40]] for h in items]
+    print_table(["id", "reason", "from", "received", "body sha256", "note"], rows)
+    say(f"{len(items)} shown of {total} held for {account} / 账号 {account} 共暂存 {total} 条，显示 {len(items)} 条")
+
+
+@app.command("apply-held")
+def apply_held(
+    account: AccountArg,
+    ids: Annotated[list[str] | None, typer.Argument(help="held ids (default: all, oldest first)")] = None,
+    as_json: AsJson = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Apply held callback changes / 应用暂存的回调变更
+
+    Write held opt-outs and removed contacts as the suppressions they asked for (dated when received) /
+    把暂存的退订和删除好友写入退订名单（时间为收到回调的时间）。"""
+    total = {"applied": 0, "already_suppressed": 0, "remaining": 0}
+    with connect(url, token) as api:
+        while True:
+            answer = api.apply_held_callback_changes(account, ids or None)
+            for name in ("applied", "already_suppressed"):
+                total[name] += int(answer[name])
+            total["remaining"] = int(answer["remaining"])
+            if ids or not answer["remaining"] or not (answer["applied"] or answer["already_suppressed"]):
+                break
+    if as_json:
+        print_json(total)
+        return
+    say(
+        f"applied {total['applied']} (already suppressed {total['already_suppressed']}), "
+        f"{total['remaining']} still held / 已应用 {total['applied']} 条（已在名单中 {total['already_suppressed']} 条），"
+        f"仍暂存 {total['remaining']} 条"
+    )

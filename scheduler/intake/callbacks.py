@@ -22,6 +22,13 @@ they mean (the account, the removed contact, the vendor's ``CreateTime`` if any)
 (:func:`_event_once`). A body that is not JSON, past :data:`CALLBACK_JSON_LIMITS`
 (``worker.jsonsafe``, the bounded parser every untrusted JSON goes through), or of no known shape is kept a
 while in ``cb:odd`` (newest first, bounded) and counted; it still gets a 200 so the vendor stops retrying.
+
+Dedupe stops replays, not forgeries: whoever holds an account's callback URL can write new events. So what
+callbacks may change is capped per account (``BROADCAST_CALLBACK_CHANGES_PER_H`` new suppressions an hour).
+An opt-out is a compliance matter and is never dropped for being over the cap: it is held
+(:class:`HeldChanges`, the stream ``cb:held:{account}``, bounded in length and age), counted
+``held_over_cap``, and the audit trail gets one marker (``callback.over_cap``) per account and hour; an
+operator lists and applies held changes (``/v1/accounts/{id}/callback/held``) or lets them expire.
 """
 
 from __future__ import annotations
@@ -65,6 +72,13 @@ ODD_KEEP = 500
 ODD_BYTES = 4096
 ODD_TTL_S = 3 * 86400
 GROUP = "process"
+#: Held changes (over the hourly cap) kept per account at most, and for how long: an attacker with a leaked
+#: URL cannot grow Redis past HELD_MAX entries (~200 B each) per account. Past HELD_MAX a change is not kept:
+#: counted ``held_full`` and logged (the audit marker of the hour says the account is over its cap).
+HELD_MAX = 10_000
+HELD_TTL_S = 7 * 86400
+#: Held changes one apply call writes at most (the rest stay held: call again).
+APPLY_MAX = 1000
 
 
 class Kind(StrEnum):
@@ -78,6 +92,8 @@ class Kind(StrEnum):
     DUPLICATE = "duplicate"
     MISMATCH = "mismatch"  # for another instance, or another vendor's shape: kept in cb:odd, nothing done
     STALE = "stale"  # an Offline from before the account was last resumed: nothing done
+    HELD_OVER_CAP = "held_over_cap"  # a new suppression past the account's hourly cap: held, not applied
+    HELD_FULL = "held_full"  # the same, but the account's held changes are at their bound: not kept (logged)
     UNKNOWN = "unknown"
     MALFORMED = "malformed"
 
@@ -311,6 +327,113 @@ def repliable(who: str, *own: str) -> bool:
     return bool(who) and who not in SYSTEM_IDS and not who.startswith("gh_") and "@" not in who and who not in own
 
 
+# --- changes held over the hourly cap ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A change a callback asked for past the account's hourly cap: the suppression it would have added
+    (``reason``, ``who``: the sender or removed contact, ``note``), the SHA-256 of the body that asked
+    (``digest``), when the API received it (``at``) and when it was held (``held_at``)."""
+
+    id: str
+    reason: str
+    who: str
+    note: str
+    digest: str
+    at: float
+    held_at: float
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "reason": self.reason, "from": self.who, "note": self.note, "digest": self.digest,
+                "at": self.at, "held_at": self.held_at}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one apply did: suppressions written, held changes already suppressed, held changes left."""
+
+    applied: list[str]
+    already: int
+    remaining: int
+
+
+class HeldChanges:
+    """The per-account stream of held changes: appended by the processor, listed and applied by operators,
+    trimmed by age (:data:`HELD_TTL_S`) as entries are added or read."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.redis = client
+        self.keys = Keys(prefix)
+        self.suppressions = Suppressions(client, prefix)
+
+    def _oldest(self) -> str:
+        return str(max(0, int((time.time() - HELD_TTL_S) * 1000)))
+
+    def hold(self, account: str, *, reason: str, who: str, note: str, digest: str, at: float) -> bool:
+        """Keep one change; False when the account already holds :data:`HELD_MAX` (not kept)."""
+        key = self.keys.callback_held(account)
+        self.redis.xtrim(key, minid=self._oldest(), approximate=False)
+        if int(self.redis.xlen(key)) >= HELD_MAX:
+            return False
+        fields = {"reason": reason, "who": who, "note": note, "digest": digest, "at": f"{at:.3f}",
+                  "held_at": f"{time.time():.3f}"}  # fmt: skip
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(key, fields)  # type: ignore[arg-type]
+        pipe.pexpire(key, HELD_TTL_S * 1000)
+        pipe.execute()
+        return True
+
+    def count(self, account: str) -> int:
+        key = self.keys.callback_held(account)
+        self.redis.xtrim(key, minid=self._oldest(), approximate=False)
+        return int(self.redis.xlen(key))
+
+    def page(self, account: str, *, cursor: str = "", limit: int = 100) -> tuple[list[Held], str]:
+        """The oldest held changes first (after ``cursor``, a stream id), and the next cursor ('' at the end)."""
+        key = self.keys.callback_held(account)
+        self.redis.xtrim(key, minid=self._oldest(), approximate=False)
+        start = f"({cursor}" if cursor else "-"
+        raw = cast(list[tuple[str, dict[str, str]]], self.redis.xrange(key, start, "+", count=limit + 1))
+        items = [_held(entry_id, fields) for entry_id, fields in raw[:limit]]
+        return items, (items[-1].id if len(raw) > limit else "")
+
+    def apply(self, account: str, *, by: str, ids: list[str] | None = None) -> Applied:
+        """Write the held changes (``ids``, else the oldest :data:`APPLY_MAX`) as the suppressions they
+        asked for, dated when they were received and ``by`` ``callback`` (the recipient's own doing), the
+        note naming the key that applied them; each leaves the stream. An entry already suppressed stays as
+        it is (``keep_existing``, as a callback's would)."""
+        key = self.keys.callback_held(account)
+        if ids is None:
+            items, _ = self.page(account, limit=APPLY_MAX)
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for entry_id in ids[:APPLY_MAX]:
+                pipe.xrange(key, entry_id, entry_id)
+            found = cast(list[list[tuple[str, dict[str, str]]]], pipe.execute())
+            items = [_held(i, f) for entries in found for i, f in entries]
+        applied: list[str] = []
+        for item in items:
+            note = f"{item.note}; held over the hourly callback cap, applied by {by}"[:500]
+            if self.suppressions.add(account, item.who, item.reason, by="callback", note=note, keep_existing=True,
+                                at=item.at):  # fmt: skip
+                applied.append(item.who)
+            self.redis.xdel(key, item.id)
+        return Applied(applied=applied, already=len(items) - len(applied), remaining=self.count(account))
+
+
+def _held(entry_id: str, fields: dict[str, str]) -> Held:
+    return Held(
+        id=entry_id,
+        reason=fields.get("reason", ""),
+        who=fields.get("who", ""),
+        note=fields.get("note", ""),
+        digest=fields.get("digest", ""),
+        at=_number(fields.get("at")),
+        held_at=_number(fields.get("held_at")),
+    )
+
+
 # --- processing (the dispatcher's process) ---------------------------------------------------------------
 
 
@@ -324,6 +447,7 @@ class CallbackProcessor:
         self.accounts = accounts
         self.producer = producer
         self.suppressions = Suppressions(client, settings.key_prefix)
+        self.held = HeldChanges(client, settings.key_prefix)
         # what a callback changes is on the record like an operator's change, under the key "callback"
         self.audit = AuditLog(client, settings.key_prefix, settings.audit_retention_days * 86400)
         self.words = settings.optout_words()
@@ -400,23 +524,22 @@ class CallbackProcessor:
         elif event.dedupe and self.redis.exists(self.keys.callback_seen(f"{account}:{event.dedupe}")):
             kind = Kind.DUPLICATE
         else:
-            kind = self._act(current, event, received)
+            kind = self._act(current, event, received, body)
             if event.dedupe:  # per account: two accounts on one instance each get the event once
                 ttl = int(self.settings.callback_dedupe_h * 3600)
                 self.redis.set(self.keys.callback_seen(f"{account}:{event.dedupe}"), "1", ex=ttl)
         self.redis.hincrby(self.keys.stat("callbacks"), kind.value, 1)
         return kind
 
-    def _act(self, current: Account, event: Event, received: float) -> Kind:
+    def _act(self, current: Account, event: Event, received: float, body: bytes) -> Kind:
         account = current.id
         if event.kind is Kind.TEXT:
             word = optout_form(event.text)
             if word not in self.words:
                 return Kind.TEXT
-            note = f"replied {word[:40]}"
-            new = self.suppressions.add(
-                account, event.who, SuppressionReason.OPTED_OUT, by="callback", note=note, keep_existing=True
-            )
+            new = self._suppress(account, event, SuppressionReason.OPTED_OUT, f"replied {word[:40]}", received, body)
+            if not isinstance(new, bool):
+                return new
             if new:
                 self._audit("suppression.add_opted_out", f"suppression:{account}/{event.who}")
             if new and self.settings.optout_reply and repliable(event.who, event.own, current.spec.instance):
@@ -424,8 +547,11 @@ class CallbackProcessor:
             log.info("recipient opted out", extra={"account": account, "to": event.who})
             return Kind.OPTED_OUT
         if event.kind is Kind.CONTACT_REMOVED:
-            if self.suppressions.add(account, event.who, SuppressionReason.CONTACT_REMOVED, by="callback",
-                                     note="the vendor reported the contact removed", keep_existing=True):  # fmt: skip
+            note = "the vendor reported the contact removed"
+            new = self._suppress(account, event, SuppressionReason.CONTACT_REMOVED, note, received, body)
+            if not isinstance(new, bool):
+                return new
+            if new:
                 self._audit("suppression.add_contact_removed", f"suppression:{account}/{event.who}")
             return Kind.CONTACT_REMOVED
         if event.kind is Kind.OFFLINE:
@@ -439,6 +565,40 @@ class CallbackProcessor:
                 log.warning("account down by callback", extra={"account": account, "error": event.text})
             return Kind.OFFLINE
         return event.kind
+
+    def _suppress(
+        self, account: str, event: Event, reason: SuppressionReason, note: str, received: float, body: bytes
+    ) -> bool | Kind:
+        """Suppress the event's person for the account, within the hourly cap on what callbacks may change:
+        True when a new entry was written, False when one was there (nothing changes, nothing counts), or
+        past the cap what :meth:`_hold` did (``held_over_cap``, or ``held_full``)."""
+        if self.redis.hexists(self.keys.suppressions(account), event.who):
+            return False
+        hour = int(time.time() // 3600)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(self.keys.callback_changes(account, hour))
+        pipe.expire(self.keys.callback_changes(account, hour), 7200)
+        changes, _ = pipe.execute()
+        if int(changes) > self.settings.callback_changes_per_h:
+            return self._hold(account, event, reason, note, received or time.time(), body, hour)
+        return self.suppressions.add(account, event.who, reason, by="callback", note=note, keep_existing=True)
+
+    def _hold(
+        self, account: str, event: Event, reason: SuppressionReason, note: str, at: float, body: bytes, hour: int
+    ) -> Kind:
+        """Keep a change past the cap for an operator (not applied, never silently dropped); the first of
+        the account's hour puts one marker in the audit trail."""
+        digest = hashlib.sha256(body).hexdigest()
+        kept = self.held.hold(account, reason=reason.value, who=event.who, note=note, digest=digest, at=at)
+        if not kept:  # the account holds HELD_MAX already: counted and logged, the marker below still says so
+            log.error("held callback changes at their bound: this one is not kept",
+                      extra={"account": account, "to": event.who, "reason": reason.value})  # fmt: skip
+        else:
+            log.warning("callback change over the hourly cap: held, not applied",
+                        extra={"account": account, "to": event.who, "reason": reason.value})  # fmt: skip
+        if self.redis.set(self.keys.callback_over_cap(account, hour), "1", nx=True, ex=7200):
+            self._audit("callback.over_cap", f"account:{account}")
+        return Kind.HELD_OVER_CAP if kept else Kind.HELD_FULL
 
     def _audit(self, action: str, target: str) -> None:
         self.audit.record(key="callback", role="callback", action=action, target=target, status=200)

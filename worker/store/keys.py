@@ -55,6 +55,12 @@ cbkey:{account}        string  SHA-256 of the account's callback key (``POST …
 cb:in                  stream  vendor callbacks as received, before processing (store first)
 cb:odd                 list    unknown or malformed callback bodies, newest first, kept a while
 cb:seen:{account}:{id}  string  a vendor event already processed for the account (dedupe, with a TTL)
+cb:replies:{account}:{hour}  string  opt-out replies queued for the account in one hour (bounded, expires)
+cb:changes:{account}:{hour}  string  suppressions callbacks added to the account in one hour (capped, expires)
+cb:overcap:{account}:{hour}  string  set once the account's callbacks passed the cap in that hour (the
+                               one audit marker, expires)
+cb:held:{account}      stream  callback changes held over the hourly cap: reason, from, body digest,
+                               times; applied by an operator or trimmed by age (bounded)
 config                 hash    settings the Lua scripts read (retention_s)
 wake                   list    nudges for the dispatcher (new work, finished batch)
 dispatcher:leader      string  leader lock of the dispatcher (SET NX PX)
@@ -122,6 +128,9 @@ LAYOUT: Final[dict[str, str]] = {
     "callback_seen": "cb:seen:{}",
     "callback_inbox_bytes": "cb:in:bytes",
     "optout_replies": "cb:replies:{}:{}",
+    "callback_changes": "cb:changes:{}:{}",
+    "callback_over_cap": "cb:overcap:{}:{}",
+    "callback_held": "cb:held:{}",
     "config": "config",
     "wake": "wake",
     "leader": "dispatcher:leader",
@@ -289,6 +298,15 @@ class Keys:
 
     def optout_replies(self, account_id: str, hour: int) -> str:
         return self._key("optout_replies", account_id, str(hour))
+
+    def callback_changes(self, account_id: str, hour: int) -> str:
+        return self._key("callback_changes", account_id, str(hour))
+
+    def callback_over_cap(self, account_id: str, hour: int) -> str:
+        return self._key("callback_over_cap", account_id, str(hour))
+
+    def callback_held(self, account_id: str) -> str:
+        return self._key("callback_held", account_id)
 
     @property
     def config(self) -> str:

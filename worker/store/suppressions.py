@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import redis
 
@@ -59,6 +59,18 @@ class Suppression:
                 "note": self.note}  # fmt: skip
 
 
+class Row(NamedTuple):
+    """One entry to store in bulk (an import): ``at`` and ``by`` as a file gave them (an export read back),
+    None for now and the importing key."""
+
+    account: str | None
+    to: str
+    reason: str
+    note: str = ""
+    at: float | None = None
+    by: str | None = None
+
+
 def scope_of(account: str | None) -> str:
     """The hash scope of an account id (None or ``*``: every account)."""
     return ALL_ACCOUNTS if account in (None, "", ALL_ACCOUNTS) else str(account)
@@ -99,17 +111,21 @@ class Suppressions:
         written, _ = pipe.execute()
         return bool(written) or not keep_existing
 
-    def add_many(self, rows: Iterable[tuple[str | None, str, str, str]], *, by: str) -> int:
-        """Store (account, to, reason, note) rows in one pipeline; returns how many were given."""
+    def add_many(self, rows: Iterable[Row | tuple[str | None, str, str, str]], *, by: str) -> int:
+        """Store rows (account, to, reason, note[, at, by]) in one pipeline; a row without ``at`` is dated now,
+        one without ``by`` is the given ``by``'s. Returns how many were given."""
         pipe = self.redis.pipeline()
         n = 0
         now = round(time.time(), 3)
         scopes: set[str] = set()
-        for account, to, reason, note in rows:
-            scope = scope_of(account)
+        for given in rows:
+            row = Row(*given)
+            scope = scope_of(row.account)
             scopes.add(scope)
-            record = json.dumps({"reason": reason, "at": now, "by": by, "note": note}, ensure_ascii=False)
-            pipe.hset(self.keys.suppressions(scope), to, record)
+            at = now if row.at is None else round(row.at, 3)
+            record = json.dumps({"reason": row.reason, "at": at, "by": row.by or by, "note": row.note},
+                                ensure_ascii=False)  # fmt: skip
+            pipe.hset(self.keys.suppressions(scope), row.to, record)
             n += 1
         if scopes:
             pipe.sadd(self.keys.suppression_scopes, *scopes)

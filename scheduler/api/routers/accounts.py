@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from scheduler.api.errors import ApiError, invalid
 from scheduler.api.models import AccountId
-from scheduler.api.state import AUTH, ApiState, Stores
+from scheduler.api.state import AUTH, ApiState, Stores, audit_targets
 from scheduler.console import sent_today
-from scheduler.intake.callbacks import CallbackInbox, callback_url, new_key
+from scheduler.intake.callbacks import (
+    APPLY_MAX,
+    HELD_MAX,
+    HELD_TTL_S,
+    CallbackInbox,
+    HeldChanges,
+    callback_url,
+    new_key,
+)
 from worker.errors import ConfigError, VendorError
 from worker.logs import REDACTOR
 from worker.runtime.connections import VendorNetwork
 from worker.store.accounts import Account, AccountChangedError, AccountSpec, TokenRequiredError
+from worker.store.audit import valid_cursor
 from worker.store.sealed import SecretKeyRequired
 
 router = APIRouter(tags=["accounts"], dependencies=AUTH)
@@ -44,6 +53,14 @@ class CallbackIn(BaseModel):
     at_vendor: bool = Field(default=False, alias="register")
     #: The address vendors reach this API at (default ``BROADCAST_PUBLIC_URL``).
     public_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://[^\s?#@]+$")
+
+
+class HeldApplyIn(BaseModel):
+    """``POST /v1/accounts/{id}/callback/held/apply``: the held changes to apply (their ``id``), or all of
+    them, oldest first, up to the call's maximum."""
+
+    model_config = ConfigDict(extra="forbid")
+    ids: list[str] | None = Field(default=None, max_length=APPLY_MAX)
 
 
 def _public(state: ApiState, account: Account) -> dict[str, Any]:
@@ -222,3 +239,49 @@ def rotate_callback(
     inbox.rotate(account_id, key)
     response.headers["Cache-Control"] = "no-store"  # the answer carries the key
     return {"account": account_id, "url": url, "path_only": not base, "registered": body.at_vendor}
+
+
+def _held(state: ApiState) -> HeldChanges:
+    return HeldChanges(state.redis, state.settings.key_prefix)
+
+
+def _held_id(value: str, field: str) -> str:
+    if not valid_cursor(value):
+        raise ApiError(422, "invalid", f"{field}: not a held change's id (<ms>-<seq>)", field)
+    return value
+
+
+@router.get("/v1/accounts/{account_id}/callback/held")
+def list_held_callback_changes(
+    account_id: AccountId,
+    state: Stores,
+    cursor: Annotated[str, Query(max_length=60)] = "",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """The changes the account's callbacks asked for past ``BROADCAST_CALLBACK_CHANGES_PER_H``: held, not
+    applied (oldest first; each with its reason, ``from``, the body's SHA-256 and when it was received)."""
+    _existing(state, account_id)
+    held = _held(state)
+    items, next_cursor = held.page(account_id, cursor=_held_id(cursor, "cursor") if cursor else "", limit=limit)
+    return {
+        "held": [i.public() for i in items],
+        "total": held.count(account_id),
+        "next_cursor": next_cursor or None,
+        "kept_s": HELD_TTL_S,
+        "max": HELD_MAX,
+    }
+
+
+@router.post("/v1/accounts/{account_id}/callback/held/apply")
+def apply_held_callback_changes(
+    account_id: AccountId, request: Request, state: Stores, body: HeldApplyIn | None = None
+) -> dict[str, Any]:
+    """Apply held changes (``ids``, or the oldest up to the call's maximum) as the suppressions they asked
+    for, dated when they were received, ``by`` ``callback``; audited once per suppression written."""
+    _existing(state, account_id)
+    ids = None if body is None or body.ids is None else [_held_id(i, "ids") for i in body.ids]
+    caller = getattr(getattr(request.state, "caller", None), "name", "") or "api"
+    done = _held(state).apply(account_id, by=caller, ids=ids)
+    if done.applied:
+        audit_targets(request, "suppression", [f"{account_id}/{who}" for who in done.applied])
+    return {"applied": len(done.applied), "already_suppressed": done.already, "remaining": done.remaining}
