@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+import scheduler
 from scheduler.cli.options import AsJson, Token, Url, connect
 from scheduler.cli.render import emit, print_table, say, when
 
@@ -95,11 +99,49 @@ def audit(
     emit(page, as_json, print_audit)
 
 
+#: A role as an operator reads it (the API's 403 and the console say the same).
+ROLE_WORDS = {
+    "viewer": "只读 viewer",
+    "operator": "操作员 operator",
+    "admin": "管理员 admin",
+    "callback": "服务商回调 callback",
+}
+
+
+@functools.cache
+def audit_actions() -> dict[str, list[str]]:
+    """{action code: [Chinese, English]}: the console's table (read as a file, so the CLI does not import the
+    console's web stack); empty if it cannot be read, and codes are then shown as recorded."""
+    path = Path(scheduler.__file__).parent / "console" / "static" / "audit_actions.json"
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return table if isinstance(table, dict) else {}
+
+
+def action_words(code: str) -> str:
+    """``启动群发 / Start campaign`` over ``campaign.start`` (the code, on its own line, is what ``--json`` and
+    the API say); a code the table lacks, as recorded."""
+    label = audit_actions().get(code)
+    return f"{label[0]} / {label[1]}\n{code}" if isinstance(label, list) and len(label) == 2 else code
+
+
 def print_audit(page: dict[str, Any]) -> None:
     """One audit page as a table; a target stays on one line at any width (it is copied into ``--target``)."""
     print_table(
         ["at", "key", "role", "action", "target", "status"],
-        [[when(e["at"]), e["key"], e["role"], e["action"], e["target"], str(e["status"])] for e in page["items"]],
+        [
+            [
+                when(e["at"]),
+                e["key"],
+                ROLE_WORDS.get(e["role"], e["role"]),
+                action_words(e["action"]),
+                e["target"],
+                str(e["status"]),
+            ]
+            for e in page["items"]
+        ],
         whole=("target",),
     )
     n = len(page["items"])

@@ -174,35 +174,13 @@ const I18N = {
   },
 };
 
-// audit action codes (scheduler/api/roles.py, with their variants, and what a vendor callback records) in the
-// reader's words, [Chinese, English]; the code itself stays on the page under the label
-const AUDIT_ACTIONS = {
-  "account.put": ["保存账号", "Save account"], "account.patch": ["修改账号", "Edit account"],
-  "account.pause": ["暂停账号", "Pause account"], "account.resume": ["恢复账号", "Resume account"],
-  "account.callback": ["生成回调地址", "Create callback URL"], "account.down": ["账号掉线（服务商回调）", "Account went down (vendor callback)"],
-  "vendor_limits.put": ["设置服务商限速", "Set vendor limits"],
-  "contacts.sync": ["同步通讯录", "Sync contacts"], "contacts.sync_cancel": ["取消同步通讯录", "Cancel contact sync"],
-  "message.create": ["发送消息", "Send message"],
-  "message.create_ignore_suppression": ["发送消息（忽略退订名单）", "Send message (ignoring the suppression list)"],
-  "message.revoke": ["撤回消息", "Revoke message"], "message.cancel": ["取消消息", "Cancel message"],
-  "campaign.create": ["创建群发", "Create campaign"], "campaign.test": ["试发群发", "Test-send campaign"],
-  "campaign.start": ["启动群发", "Start campaign"], "campaign.pause": ["暂停群发", "Pause campaign"],
-  "campaign.resume": ["恢复群发", "Resume campaign"], "campaign.cancel": ["取消群发", "Cancel campaign"],
-  "campaign.recall": ["撤回群发", "Recall campaign"],
-  "dead_letter.replay": ["重发死信", "Replay dead letter"], "dead_letter.replay_force": ["强制重发死信", "Force-replay dead letter"],
-  "dead_letter.replay_bulk": ["批量重发死信", "Replay dead letters in bulk"],
-  "dead_letter.replay_bulk_force": ["批量强制重发死信", "Force-replay dead letters in bulk"],
-  "dead_letter.delete": ["删除死信", "Delete dead letter"],
-  "schedule.create": ["创建定时任务", "Create schedule"], "schedule.pause": ["暂停定时任务", "Pause schedule"],
-  "schedule.resume": ["恢复定时任务", "Resume schedule"], "schedule.delete": ["删除定时任务", "Delete schedule"],
-  "suppression.add": ["加入退订名单", "Add to the suppression list"], "suppression.remove": ["移出退订名单", "Remove from the suppression list"],
-  "suppression.import": ["导入退订名单", "Import suppressions"],
-  "suppression.add_opted_out": ["回复退订，加入退订名单", "Opted out: added to the suppression list"],
-  "suppression.add_contact_removed": ["联系人已删除，加入退订名单", "Contact removed: added to the suppression list"],
-  "key.create": ["创建密钥", "Create key"], "key.create_viewer": ["创建密钥（只读）", "Create key (viewer)"],
-  "key.create_operator": ["创建密钥（操作员）", "Create key (operator)"], "key.create_admin": ["创建密钥（管理员）", "Create key (admin)"],
-  "key.revoke": ["吊销密钥", "Revoke key"],
-};
+// audit action codes in the reader's words, {code: [Chinese, English]}: one table for the console and the CLI
+// (audit_actions.json beside this file), loaded before the first page; the code stays on the page under the label
+let AUDIT_ACTIONS = {};
+const auditActionsLoaded = fetch("/console/static/audit_actions.json")
+  .then((r) => (r.ok ? r.json() : {}))
+  .then((table) => { AUDIT_ACTIONS = table; })
+  .catch(() => {}); // without it a code is shown as recorded
 
 let lang = localStorage.getItem(LANG_KEY) === "en" ? "en" : "zh";
 const t = (key) => (I18N[lang][key] ?? I18N.zh[key] ?? key);
@@ -507,7 +485,8 @@ actions.lang = () => {
 actions.logout = () => showLogin();
 
 window.addEventListener("hashchange", () => { if (token()) route(); });
-window.addEventListener("DOMContentLoaded", () => {
+window.addEventListener("DOMContentLoaded", async () => {
+  await auditActionsLoaded;
   applyLang();
   $("#login-form").addEventListener("submit", login);
   if (token()) enter();

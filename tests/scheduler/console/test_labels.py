@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from scheduler.api.roles import RULES
 from tests.procs import ROOT
 from worker.store.operators import Role
 
-CONSOLE_JS = ROOT / "scheduler" / "console" / "static" / "console.js"
+LABELS = ROOT / "scheduler" / "console" / "static" / "audit_actions.json"
 #: Actions recorded with a variant (scheduler/api/state.py ``audit_variant``) or by a vendor callback
 #: (scheduler/intake/callbacks.py).
 VARIANTS = {
@@ -19,13 +20,13 @@ VARIANTS = {
     "suppression.add_opted_out",
     "suppression.add_contact_removed",
     "account.down",
+    "callback.over_cap",
 }
 
 
 def labelled_actions() -> dict[str, tuple[str, str]]:
-    source = CONSOLE_JS.read_text(encoding="utf-8")
-    table = source[source.index("const AUDIT_ACTIONS = {") : source.index("};", source.index("const AUDIT_ACTIONS"))]
-    return {code: (zh, en) for code, zh, en in re.findall(r'"([a-z_.]+)": \["([^"]+)", "([^"]+)"\]', table)}
+    """The one table the console and the CLI read."""
+    return {code: (zh, en) for code, (zh, en) in json.loads(LABELS.read_text(encoding="utf-8")).items()}
 
 
 def test_every_audit_action_has_a_chinese_and_an_english_label() -> None:
