@@ -43,6 +43,8 @@ const I18N = {
     replay: "重发", delete: "删除", history: "尝试记录", no_dead: "没有死信。",
     nav_supp: "退订名单", supp_title: "退订名单（不再发送）", no_supp: "名单为空。", add_supp: "加入名单", note: "备注",
     every_account: "全部账号（留空）", lift: "移出", confirm_lift: "移出后该联系人会再次收到消息，确定？", lifted: "已移出",
+    held_title: "暂存的回调变更", held_hint: "此账号的服务商回调在一小时内要加入的退订超过上限（BROADCAST_CALLBACK_CHANGES_PER_H），以下变更已暂存、尚未生效；核对后可应用，7 天后自动过期。",
+    held_apply: "全部应用", held_applied: "已应用", held_from: "对象", held_received: "收到时间", confirm_held: "把这些暂存的变更加入退订名单？",
     supp_added: "已加入", by: "来源", since: "时间", st_skipped: "已跳过", skipped: "已跳过",
     skip_suppressed: "在退订名单中", skip_frequency_cap: "超过频率上限",
     r_opted_out: "回复退订", r_not_friend: "非好友", r_contact_removed: "已删除联系人", r_manual: "手动",
@@ -126,6 +128,8 @@ const I18N = {
     nav_supp: "Suppressions", supp_title: "Suppression list (never messaged)", no_supp: "The list is empty.",
     add_supp: "Add", note: "Note", every_account: "every account (leave empty)", lift: "Remove",
     confirm_lift: "They will receive messages again. Remove from the list?", lifted: "Removed", supp_added: "Added",
+    held_title: "Held callback changes", held_hint: "This account's vendor callbacks asked for more new suppressions in an hour than the cap (BROADCAST_CALLBACK_CHANGES_PER_H): the changes below are held, not applied. Check them, then apply them; they expire after 7 days.",
+    held_apply: "Apply all", held_applied: "Applied", held_from: "Who", held_received: "Received", confirm_held: "Add these held changes to the suppression list?",
     by: "By", since: "Since", st_skipped: "skipped", skipped: "Skipped",
     skip_suppressed: "suppressed", skip_frequency_cap: "over the frequency cap",
     r_opted_out: "opted out", r_not_friend: "not a friend", r_contact_removed: "contact removed", r_manual: "manual",
@@ -393,7 +397,7 @@ const ACTION_NEEDS = {
 };
 const FORM_NEEDS = {
   "test-form": "operator", "campaign-form": "operator", "schedule-form": "operator", "account-form": "admin",
-  "supp-add": "operator",
+  "supp-add": "operator", "held-apply": "operator",
 };
 
 function gate(root = document) {
@@ -1200,6 +1204,7 @@ function suppressionsPage() {
     <form id="supp-filter" class="row card"><label>${t("account")}<input id="sf-account" placeholder="*"></label>
       <label>${t("reason")}<select id="sf-reason"><option value="">-</option>${SUPP_REASONS.map((r) => `<option value="${r}">${t("r_" + r)}</option>`).join("")}</select></label>
       <button type="submit">${t("filter")}</button></form>
+    <div id="held"></div>
     <div id="list"><p class="muted">${t("loading")}</p></div>`;
   $("#supp-filter").addEventListener("submit", (e) => { e.preventDefault(); run(() => current.refresh()); });
   $("#supp-add").addEventListener("submit", (e) => {
@@ -1218,6 +1223,7 @@ function suppressionsPage() {
       if ($("#sf-account").value.trim()) query.set("account", $("#sf-account").value.trim());
       if ($("#sf-reason").value) query.set("reason", $("#sf-reason").value);
       const { suppressions: items } = await api("GET", `/v1/suppressions?${query}`);
+      await showHeld($("#sf-account").value.trim());
       if (!items.length) {
         $("#list").html = `<p class="muted">${t("no_supp")}</p>`;
         return;
@@ -1234,6 +1240,33 @@ function suppressionsPage() {
     },
   };
 }
+
+// an account's callback changes held past the hourly cap (shown when the list is filtered to that account)
+async function showHeld(account) {
+  if (!account || account === "*") {
+    $("#held").html = "";
+    return;
+  }
+  const page = await api("GET", `/v1/accounts/${encodeURIComponent(account)}/callback/held?limit=100`).catch(() => null);
+  if (!page || !page.total) {
+    $("#held").html = "";
+    return;
+  }
+  const rows = page.held.map((h) => `<tr data-held="${esc(h.id)}"><td data-label="${t("held_from")}" class="mono">${esc(h.from)}</td>
+    <td data-label="${t("reason")}"><span class="badge" title="${esc(h.reason)}">${esc(t("r_" + h.reason))}</span></td>
+    <td data-label="${t("held_received")}">${esc(fmtTime(h.at))}</td></tr>`).join("");
+  $("#held").html = `<div class="card held"><h2>${t("held_title")} <span class="badge">${page.total}</span></h2>
+    <p class="muted">${t("held_hint")}</p><div class="tablewrap"><table class="cards"><thead><tr><th>${t("held_from")}</th>
+    <th>${t("reason")}</th><th>${t("held_received")}</th></tr></thead><tbody>${rows}</tbody></table></div>
+    <button class="primary" data-action="held-apply" data-account="${esc(account)}">${t("held_apply")}</button></div>`;
+}
+
+actions["held-apply"] = async (el) => {
+  if (!confirm(t("confirm_held"))) return;
+  const done = await api("POST", `/v1/accounts/${encodeURIComponent(el.dataset.account)}/callback/held/apply`, {});
+  notify(`${t("held_applied")}: ${done.applied}`);
+  await current.refresh();
+};
 
 actions.lift = async (el) => {
   if (!confirm(t("confirm_lift"))) return;

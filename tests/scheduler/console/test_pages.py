@@ -547,6 +547,33 @@ def test_suppressions_are_added_shown_as_skipped_and_lifted(stack: ApiStack, bro
     assert "wxid_noisy" not in [s["to"] for s in listed]
 
 
+def test_callback_changes_held_past_the_cap_are_shown_for_their_account_and_applied(
+    stack: ApiStack, browser: Any
+) -> None:
+    from scheduler.intake.callbacks import HeldChanges
+
+    stack.add_account("loud", "gewe")
+    held = HeldChanges(stack.redis, stack.prefix)
+    for n in range(2):  # what the callback processor keeps past BROADCAST_CALLBACK_CHANGES_PER_H
+        held.hold("loud", reason="opted_out", who=f"wxid_held{n}", note="", digest="0" * 64, at=time.time())
+    open_page(browser, stack, "suppressions")
+    until(lambda: "加载" not in by_css(browser, "#list").text, "the list")
+    assert by_css(browser, "#held").text == ""  # every account: no account's held changes
+    by_css(browser, "#sf-account").send_keys("loud")
+    click(browser, "#supp-filter button[type='submit']")
+    until(lambda: "暂存的回调变更" in by_css(browser, "#held").text, "the held changes of the account")
+    panel = by_css(browser, "#held").text
+    assert "wxid_held0" in panel and "wxid_held1" in panel and "回复退订" in panel, panel
+    screenshot(browser, "console", "08b-held-callback-changes")
+    click(browser, "#held button[data-action='held-apply']")
+    browser.switch_to.alert.accept()
+    until(lambda: by_css(browser, "#held").text == "", "the panel gone once applied")
+    until(lambda: all_css(browser, "tr[data-supp='wxid_held1']"), "the applied changes listed")
+    listed = stack.http.get("/v1/suppressions", params={"account": "loud"}).json()["suppressions"]
+    assert sorted(s["to"] for s in listed) == ["wxid_held0", "wxid_held1"]
+    assert {s["by"] for s in listed} == {"callback"}
+
+
 def test_english_switch_and_phone_layout(stack: ApiStack, browser: Any) -> None:
     open_page(browser, stack, "campaigns")
     until(lambda: by_css(browser, "#view h1").text == "群发", "Chinese by default")
