@@ -281,10 +281,13 @@ def test_refusals_count_toward_the_rate_and_a_flood_of_them_stays_off_the_record
     """A viewer hammering an admin route gets 429 past its rate like any caller, and the audit trail keeps
     at most REFUSALS_PER_MIN of its refusals a minute, then one marker."""
     name = f"hammer-{api.prefix}"
-    made = api.http.post("/v1/keys", json={"name": name, "role": "viewer", "rate_per_min": 40})
+    made = api.http.post("/v1/keys", json={"name": name, "role": "viewer", "rate_per_min": 25})
     headers = {"Authorization": f"Bearer {made.json()['key']}"}
-    codes = [httpx.post(f"{api.api_url}/v1/keys", headers=headers, json={}).status_code for _ in range(60)]
-    assert codes.count(429) >= 15 and set(codes) == {403, 429}, codes  # 40 a minute, 80 at most over two
+    codes: list[int] = []
+    while codes.count(429) < 5 and len(codes) < 200:  # a loaded machine may see the minute turn meanwhile
+        codes.append(httpx.post(f"{api.api_url}/v1/keys", headers=headers, json={}).status_code)
+    assert codes.count(429) >= 5 and set(codes) == {403, 429}, codes
+    assert codes.index(429) >= 25, codes  # 25 a minute before the first 429
     entries = api.http.get("/v1/audit", params={"limit": 200, "key": name}).json()["items"]
     assert 0 < len(entries) <= 2 * (REFUSALS_PER_MIN + 1)  # the minute may turn during the run
     markers = [e for e in entries if e["target"].startswith("(more refusals")]
