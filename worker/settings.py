@@ -197,7 +197,7 @@ class Settings(BaseSettings):
     # --- recipient hygiene (issue 19: suppressions, vendor callbacks) -----------------------------------------
     #: A private message whose whole text is one of these (case and surrounding spaces ignored) suppresses
     #: its sender for the account (``opted_out``). Comma-separated.
-    optout_keywords: str = "TD,退订,取消订阅,unsubscribe"
+    optout_keywords: str = "TD,退订,退訂,取消订阅,取消訂閱,unsubscribe"
     #: Sent once to a recipient who just opted out (paced like any send; empty = no reply, the default).
     optout_reply: str = ""
     #: At most this many opt-out replies per account per hour; past it the opt-out is still recorded, without
@@ -272,7 +272,7 @@ def optout_form(text: str) -> str:
     """A reply as compared with the opt-out keywords: NFKC (full-width ＴＤ is TD), without format characters
     (zero-width spaces, a BOM) or lone surrogates, without the punctuation, quotes and spaces around it
     (``“退订。”``), case-folded. Whole text only: a sentence that merely contains 退订 stays a sentence."""
-    text = "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) not in ("Cf", "Cs"))
+    text = "".join(c for c in unicodedata.normalize("NFKC", text) if not _invisible(c))
     start, end = 0, len(text)
     while start < end and _edge(text[start]):
         start += 1
@@ -281,6 +281,21 @@ def optout_form(text: str) -> str:
     return unicodedata.normalize("NFKC", text[start:end].casefold())
 
 
+#: Characters drawn as nothing that are not format characters (Cf): the combining grapheme joiner, variation
+#: selectors (an emoji's U+FE0F), Mongolian variation selectors, Hangul fillers and the blank braille pattern
+#: (Unicode's Default_Ignorable_Code_Point, plus U+2800).
+_DRAWN_AS_NOTHING = frozenset(
+    [0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x2800, 0x3164, 0xFFA0, *range(0x180B, 0x1810), *range(0xFE00, 0xFE10),
+     *range(0xE0100, 0xE01F0)]
+)  # fmt: skip
+
+
+def _invisible(char: str) -> bool:
+    """Format characters (zero-width spaces, a BOM, bidi marks), lone surrogates and what is drawn as nothing."""
+    return unicodedata.category(char) in ("Cf", "Cs") or ord(char) in _DRAWN_AS_NOTHING
+
+
 def _edge(char: str) -> bool:
-    """Punctuation (P*), separators (Z*) and control whitespace (tab, newline) around a reply."""
-    return unicodedata.category(char)[0] in "PZ" or char.isspace()
+    """Punctuation (P*), symbols (S*: ``~``, ``～``, emoji such as 🙏), separators (Z*) and control whitespace
+    (tab, newline) around a reply."""
+    return unicodedata.category(char)[0] in "PSZ" or char.isspace()

@@ -81,6 +81,10 @@ HELD_TTL_S = 7 * 86400
 APPLY_MAX = 1000
 
 
+#: A vendor message id longer than this is remembered by its digest (GeWe's and E云's ids are numbers).
+SEEN_ID_MAX = 200
+
+
 class Kind(StrEnum):
     """What a callback turned out to be (the ``broadcast_callbacks`` metric's label)."""
 
@@ -521,50 +525,61 @@ class CallbackProcessor:
         elif event.vendor != current.spec.vendor or not _same_instance(event, current.spec.instance):
             kind = Kind.MISMATCH
             self._keep_odd(account, kind, body)
-        elif event.dedupe and self.redis.exists(self.keys.callback_seen(f"{account}:{event.dedupe}")):
+        elif event.dedupe and self.redis.exists(self._seen_key(account, event.dedupe)):
             kind = Kind.DUPLICATE
         else:
-            kind = self._act(current, event, received, body)
-            if event.dedupe:  # per account: two accounts on one instance each get the event once
+            kind, changed = self._act(current, event, received, body)
+            if event.dedupe and changed:  # per account: two accounts on one instance each act once
                 ttl = int(self.settings.callback_dedupe_h * 3600)
-                self.redis.set(self.keys.callback_seen(f"{account}:{event.dedupe}"), "1", ex=ttl)
+                self.redis.set(self._seen_key(account, event.dedupe), "1", ex=ttl)
         self.redis.hincrby(self.keys.stat("callbacks"), kind.value, 1)
         return kind
 
-    def _act(self, current: Account, event: Event, received: float, body: bytes) -> Kind:
+    def _seen_key(self, account: str, dedupe: str) -> str:
+        """The key that remembers an event for the dedupe window: a vendor id the sender chose the length of
+        (up to the 64 KiB body) is kept as its digest, so a flood of long ids cannot fill Redis."""
+        if len(dedupe) > SEEN_ID_MAX:
+            dedupe = "sha256:" + hashlib.sha256(dedupe.encode("utf-8", "replace")).hexdigest()
+        return self.keys.callback_seen(f"{account}:{dedupe}")
+
+    def _act(self, current: Account, event: Event, received: float, body: bytes) -> tuple[Kind, bool]:
+        """What the event was, and whether it changed anything (only then is it remembered for the dedupe
+        window: a text that is no opt-out, an opt-out of someone suppressed already, leave no key behind;
+        a held change is remembered, so the vendor's retries of it are not held twice). An ``Offline`` is
+        always remembered: a replay must not stop an account an operator resumed since."""
         account = current.id
         if event.kind is Kind.TEXT:
             word = optout_form(event.text)
             if word not in self.words:
-                return Kind.TEXT
+                return Kind.TEXT, False
             new = self._suppress(account, event, SuppressionReason.OPTED_OUT, f"replied {word[:40]}", received, body)
             if not isinstance(new, bool):
-                return new
+                return new, new is Kind.HELD_OVER_CAP
             if new:
                 self._audit("suppression.add_opted_out", f"suppression:{account}/{event.who}")
             if new and self.settings.optout_reply and repliable(event.who, event.own, current.spec.instance):
                 self._reply(account, event)
             log.info("recipient opted out", extra={"account": account, "to": event.who})
-            return Kind.OPTED_OUT
+            return Kind.OPTED_OUT, new
         if event.kind is Kind.CONTACT_REMOVED:
             note = "the vendor reported the contact removed"
             new = self._suppress(account, event, SuppressionReason.CONTACT_REMOVED, note, received, body)
             if not isinstance(new, bool):
-                return new
+                return new, new is Kind.HELD_OVER_CAP
             if new:
                 self._audit("suppression.add_contact_removed", f"suppression:{account}/{event.who}")
-            return Kind.CONTACT_REMOVED
+            return Kind.CONTACT_REMOVED, new
         if event.kind is Kind.OFFLINE:
             resumed = current.status_changed
             if current.status == "active" and resumed and (0 < event.at < resumed or 0 < received < resumed):
                 log.info("offline callback from before the last resume ignored", extra={"account": account})
-                return Kind.STALE  # said (or received) before an operator resumed the account: old news
+                return Kind.STALE, True  # said (or received) before an operator resumed the account: old news
             if current.status == "active":  # a paused account stays as the operator left it
                 self.accounts.set_status(account, "down", event.text)
                 self._audit("account.down", f"account:{account}")
                 log.warning("account down by callback", extra={"account": account, "error": event.text})
-            return Kind.OFFLINE
-        return event.kind
+            return Kind.OFFLINE, True
+        return event.kind, False
 
     def _suppress(
         self, account: str, event: Event, reason: SuppressionReason, note: str, received: float, body: bytes

@@ -335,10 +335,44 @@ def test_an_ecloud_body_without_a_wid_is_taken_on_the_urls_key_and_a_gewe_body_n
         "\ufeff退订",
         " td \n",
         "\ud800退订",
+        "退订～",
+        "退订~",
+        "退订🙏",
+        "退订\u034f",
+        "退订\ufe0f",
+        "\u3164退订",
+        "\uffa0退订",
+        "\u2800退订",
+        "退訂",
+        "取消訂閱",
     ],
 )
 def test_opt_out_keywords_match_their_unicode_variants(ledger: Ledger, text: str) -> None:
     assert processor_for(ledger).handle("acct1", gewe_text("wxid_v", text)) is Kind.OPTED_OUT
+
+
+def test_only_what_changed_something_is_remembered_and_a_long_id_by_its_digest(ledger: Ledger) -> None:
+    """A callback flood must not fill Redis with dedupe keys: plain texts and no-op opt-outs leave none, and a
+    vendor id as long as the body is kept as a digest."""
+    processor = processor_for(ledger)
+
+    def seen_keys() -> list[str]:
+        return list(ledger.redis.scan_iter(match=f"{ledger.prefix}:*seen*", count=1000))
+
+    for n in range(50):
+        assert processor.handle("acct1", gewe_text("wxid_chatty", f"hello {n}", msg_id=1000 + n)) is Kind.TEXT
+    assert seen_keys() == []
+    long_id = "9" * 60_000
+    data = {"MsgType": 1, "FromUserName": {"string": "wxid_long"}, "ToUserName": {"string": "wxid_me"},
+            "Content": {"string": "退订"}, "NewMsgId": long_id}  # fmt: skip
+    body = json.dumps({"TypeName": "AddMsg", "Appid": "app1", "Wxid": "wxid_me", "Data": data}).encode()
+    assert processor.handle("acct1", body) is Kind.OPTED_OUT
+    assert processor.handle("acct1", body) is Kind.DUPLICATE  # still known again
+    (key,) = seen_keys()
+    assert len(key) < 200 and long_id not in key
+    # an opt-out from someone suppressed already changes nothing: counted, not remembered
+    assert processor.handle("acct1", gewe_text("wxid_long", "TD", msg_id=5)) is Kind.OPTED_OUT
+    assert len(seen_keys()) == 1
 
 
 def test_a_sentence_that_contains_a_keyword_is_not_an_opt_out(ledger: Ledger) -> None:
