@@ -22,6 +22,7 @@ from scheduler.api.app import create_app
 from scheduler.api.roles import DRY_RUNS, OWN_KEY, PUBLIC, RULES, Rule
 from scheduler.api.state import ROLE_ZH, role_needed
 from tests.conftest import API_TOKEN, ApiStack
+from tests.procs import wait_for
 from tests.scheduler.api.test_routes import put_account
 from worker.settings import Settings
 from worker.store.audit import REFUSALS_PER_MIN
@@ -320,3 +321,30 @@ def test_the_role_needed_reads_in_both_languages_without_stray_spaces() -> None:
     assert message == (
         "this needs the operator role; key 'vera' is viewer / 需要“操作员”角色，密钥 'vera' 的角色是“只读”"
     )
+
+
+@pytest.mark.parametrize(("path", "content_type"), [("/v1/campaigns", "application/json"),
+                                                    ("/v1/suppressions/import", "text/csv")])  # fmt: skip
+def test_a_client_gone_mid_body_is_a_capped_refusal_not_a_500(api: ApiStack, path: str, content_type: str) -> None:
+    """A client that hangs up before its body arrived whole leaves no 500 in the audit trail and no traceback
+    in the log (an operator could write hundreds a minute of both)."""
+    name = f"gone-{uuid.uuid4().hex[:8]}"
+    key = api.http.post("/v1/keys", json={"name": name, "role": "operator"}).json()["key"]
+    host, port = api.api_url.removeprefix("http://").split(":")
+    for _ in range(25):
+        with socket.create_connection((host, int(port)), timeout=30) as conn:
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: 1000\r\n\r\n{{"
+            )
+            conn.sendall(head.encode())
+            time.sleep(0.05)
+
+    def recorded() -> list[dict[str, object]]:
+        return list(api.http.get("/v1/audit", params={"limit": 200, "key": name}).json()["items"])
+
+    wait_for(lambda: len(recorded()) >= REFUSALS_PER_MIN, timeout=30, what="the refusals on record")
+    entries = recorded()
+    assert {e["status"] for e in entries} == {400}, entries
+    assert len(entries) <= 2 * (REFUSALS_PER_MIN + 1)  # capped like any refusal
+    assert "ClientDisconnect" not in api.logs()
