@@ -70,6 +70,9 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
             "suppressions, callbacks, keys, audit, stats. Ids are strings (64-bit exact)."
         ),
         responses=ERROR_RESPONSES,
+        # a path with a trailing slash is 404, never a redirect built from the request's Host header (it would
+        # carry a callback's ?key= to whatever host the client named)
+        redirect_slashes=False,
     )
     app.state.api = state
     app.add_middleware(BodyLimit, read_timeout_s=settings.body_timeout_s)

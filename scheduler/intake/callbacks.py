@@ -165,14 +165,18 @@ class CallbackInbox:
         """Append one delivery to the inbox (its size added to the inbox's byte count) and wake the
         dispatcher (it processes the inbox)."""
         now = f"{time.time():.3f}"
-        size = str(len(body))
         try:
-            fields = {"a": account, "b": body.decode("utf-8"), "t": now, "n": size}
+            text, bad = body.decode("utf-8"), False
         except UnicodeDecodeError:  # kept readable (the store answers text); processed as malformed
-            fields = {"a": account, "b": body.decode("utf-8", "replace"), "t": now, "n": size, "bad": "1"}
+            text, bad = body.decode("utf-8", "replace"), True
+        # what is stored is counted: a byte that is not UTF-8 is stored as U+FFFD, three bytes
+        size = len(text.encode("utf-8")) if bad else len(body)
+        fields = {"a": account, "b": text, "t": now, "n": str(size)}
+        if bad:
+            fields["bad"] = "1"
         pipe = self.redis.pipeline(transaction=False)
         pipe.xadd(self.keys.callback_inbox, fields)  # type: ignore[arg-type]
-        pipe.incrby(self.keys.callback_inbox_bytes, len(body))
+        pipe.incrby(self.keys.callback_inbox_bytes, size)
         pipe.hincrby(self.keys.stat("callbacks"), "received", 1)
         pipe.lpush(self.keys.wake, "1")
         pipe.ltrim(self.keys.wake, 0, 9)

@@ -348,3 +348,9 @@ def test_a_client_gone_mid_body_is_a_capped_refusal_not_a_500(api: ApiStack, pat
     assert {e["status"] for e in entries} == {400}, entries
     assert len(entries) <= 2 * (REFUSALS_PER_MIN + 1)  # capped like any refusal
     assert "ClientDisconnect" not in api.logs()
+
+
+def test_a_trailing_slash_is_404_not_a_redirect_to_the_host_the_client_named(api: ApiStack) -> None:
+    for path in ("/v1/keys/", "/v1/callbacks/shop/?key=secret"):
+        answer = httpx.post(f"{api.api_url}{path}", headers={"Host": "evil.example"}, json={})
+        assert answer.status_code in (401, 404) and "location" not in answer.headers, (path, answer.headers)

@@ -552,6 +552,20 @@ def test_the_inbox_is_bounded_in_bytes_and_its_count_returns_to_zero(
     assert not inbox.full() and ledger.redis.get(ledger.keys.callback_inbox_bytes) == "0"
 
 
+def test_a_body_that_is_not_utf8_counts_as_what_is_stored(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each byte that is not UTF-8 is stored as U+FFFD (three bytes): the inbox's bound counts that."""
+    monkeypatch.setattr(callbacks, "INBOX_BYTES", 5000)
+    inbox = CallbackInbox(ledger.redis, ledger.prefix)
+    inbox.store("acct1", b"\xff" * 1000)
+    assert int(ledger.redis.get(ledger.keys.callback_inbox_bytes) or 0) == 3000
+    inbox.store("acct1", b"\xff" * 1000)
+    assert inbox.full()
+    processor = processor_for(ledger)
+    while processor.drain():
+        pass
+    assert ledger.redis.get(ledger.keys.callback_inbox_bytes) == "0"
+
+
 def test_one_moment_written_in_any_unit_or_as_digits_is_one_event(ledger: Ledger) -> None:
     processor = processor_for(ledger)
     at = int(time.time()) + 5
