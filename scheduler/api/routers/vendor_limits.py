@@ -18,7 +18,8 @@ router = APIRouter(tags=["accounts"], dependencies=AUTH)
 
 class VendorLimitIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    per_second: float = Field(ge=0, le=10_000, description=f"0 = none, else at least {MIN_VENDOR_RATE:g}")
+    #: strict: ``true`` is not 1 per second (a JSON number, or an integer, only)
+    per_second: float = Field(ge=0, le=10_000, strict=True, description=f"0 = none, else at least {MIN_VENDOR_RATE:g}")
 
     @field_validator("per_second")
     @classmethod
@@ -26,7 +27,7 @@ class VendorLimitIn(BaseModel):
         # the scripts keep a vendor's recent sends for the longest gap this allows (SHARED in worker/store/scripts.py)
         if 0 < value < MIN_VENDOR_RATE:
             raise ValueError(f"must be 0 (no limit) or at least {MIN_VENDOR_RATE:g} per second")
-        return value
+        return value + 0.0  # -0.0 is 0
 
 
 @router.put("/v1/vendor-limits/{vendor}")

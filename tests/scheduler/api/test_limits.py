@@ -335,6 +335,9 @@ def test_a_vendor_rate_too_slow_to_keep_track_of_is_refused_naming_the_field(api
     assert slow.status_code == 422
     assert "per_second" in slow.text
     assert "ohwxapi" not in api.http.get("/v1/vendor-limits").json()["vendor_limits"]
+    for bad in (True, "3"):  # a JSON number, not a boolean or a string that reads as one
+        refused = api.http.put("/v1/vendor-limits/ohwxapi", json={"per_second": bad})
+        assert refused.status_code == 422 and "per_second" in refused.text, refused.text
     for ok in (0.2, 5, 0):
         assert api.http.put("/v1/vendor-limits/ohwxapi", json={"per_second": ok}).status_code == 200
 
