@@ -299,3 +299,22 @@ def _edge(char: str) -> bool:
     """Punctuation (P*), symbols (S*: ``~``, ``～``, emoji such as 🙏), separators (Z*) and control whitespace
     (tab, newline) around a reply."""
     return unicodedata.category(char)[0] in "PSZ" or char.isspace()
+
+
+#: Zone names that are not places: ``localtime`` is whatever the host is set to (two hosts, two days),
+#: ``Factory`` and ``posixrules`` are tzdata's internals.
+_NOT_PLACES = frozenset({"localtime", "Factory", "posixrules", "posix/localtime", "right/localtime"})
+
+
+def known_zone(value: str) -> str:
+    """``value`` if it is an IANA zone such as ``Asia/Shanghai`` that means the same on every host, else
+    ValueError naming it."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {value!r} (an IANA name such as Asia/Shanghai)") from None
+    if value in _NOT_PLACES or value.startswith(("posix/", "right/")):
+        raise ValueError(f"timezone {value!r} is not a place (an IANA name such as Asia/Shanghai)")
+    return value

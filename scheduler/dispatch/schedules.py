@@ -23,7 +23,7 @@ import time
 import uuid
 from datetime import datetime
 from typing import Any, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import redis
 from croniter import croniter
@@ -34,7 +34,7 @@ from scheduler.intake.campaigns import Campaigns
 from scheduler.intake.producer import RECIPIENT_MAX, Producer, UnknownAccountError, validate_recipient
 from worker.errors import BroadcastError, MessageError
 from worker.messages import Message, check_text, check_variables
-from worker.settings import Settings, get_settings
+from worker.settings import Settings, get_settings, known_zone
 from worker.store.accounts import ACCOUNT_ID_MAX
 from worker.store.keys import Keys
 from worker.store.ledger import Priority
@@ -103,11 +103,7 @@ class ScheduleSpec(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _valid_tz(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r}") from None
-        return value
+        return known_zone(value)
 
     @model_validator(mode="after")
     def _one_template(self) -> ScheduleSpec:

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from worker.errors import ConfigError
+from worker.settings import known_zone
 from worker.store import scripts
 from worker.store.keys import Keys
 from worker.store.sealed import TokenCipher
@@ -94,11 +94,7 @@ class Limits(BaseModel):
     @classmethod
     def _known_timezone(cls, value: str) -> str:
         # the daily cap's day and quiet hours are local times: an unknown zone could never be paced
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r} (an IANA name such as Asia/Shanghai)") from None
-        return value
+        return known_zone(value)
 
 
 #: The stored fields an account's spec is built from (``from_hash`` keeps specs by them).

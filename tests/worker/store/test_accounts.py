@@ -320,3 +320,15 @@ def test_an_edit_from_a_process_that_cannot_open_the_token_keeps_it(store: Accou
     assert again.spec.limits.daily_cap == 100
     with pytest.raises(TokenRequiredError):
         wrong.put("a1", opened.spec.model_copy(update={"base_url": "http://127.0.0.1:10/elsewhere"}))
+
+
+@pytest.mark.parametrize("zone", ["localtime", "Factory", "posixrules", "posix/Asia/Shanghai", "Mars/Olympus"])
+def test_a_timezone_must_be_a_place_that_means_the_same_on_every_host(zone: str) -> None:
+    from scheduler.dispatch.schedules import ScheduleSpec
+
+    with pytest.raises(ValidationError, match="timezone"):
+        Limits.model_validate({"timezone": zone})
+    with pytest.raises(ValidationError, match="timezone"):
+        ScheduleSpec.model_validate({"name": "s", "cron": "0 9 * * *", "timezone": zone,
+                                     "message": {"kind": "text", "text": "hi"}})  # fmt: skip
+    assert Limits.model_validate({"timezone": "Asia/Shanghai"}).timezone == "Asia/Shanghai"
