@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.api.errors import ApiError
 from scheduler.api.exports import escaped, restored
-from scheduler.api.state import AUTH, ApiState, Stores, read_body
+from scheduler.api.state import AUTH, ApiState, Stores, audit_variant, read_body
 from scheduler.intake.producer import RECIPIENT
 from worker import jsonsafe
 from worker.jsonsafe import JsonLimitError
@@ -154,7 +154,12 @@ async def import_suppressions(
             rows = _rows(cells, default_scope, reason, known)
         except csv.Error as exc:
             raise ApiError(422, "invalid", f"csv: line {reader.line_num}: {exc}", "to") from None
-    stored = _store(state).add_many(rows, by=_by(request))
+    importer = _by(request)
+    if any(row.by not in (None, importer) for row in rows):
+        # entries that name another author (an export read back: ``callback``, another key) stand out in the
+        # audit trail, whose entry names the key that imported them
+        audit_variant(request, "attributed")
+    stored = _store(state).add_many(rows, by=importer)
     return {"imported": stored}
 
 

@@ -72,7 +72,7 @@ def test_an_export_imported_again_keeps_at_by_and_note(api: ApiStack) -> None:
         assert "wxid_x" not in {e["to"] for e in entries(stack, "rt")}
     trail = stack.http.get("/v1/audit", params={"key": name}).json()["items"]
     assert [(e["action"], e["status"]) for e in reversed(trail)] == [
-        ("suppression.import", 200), ("suppression.import", 200), *[("suppression.import", 422)] * 5,
+        ("suppression.import_attributed", 200), ("suppression.import", 200), *[("suppression.import", 422)] * 5,
     ]  # fmt: skip
 
 

@@ -21,6 +21,7 @@ VARIANTS = {
     "suppression.add_contact_removed",
     "account.down",
     "callback.over_cap",
+    "suppression.import_attributed",
 }
 
 
