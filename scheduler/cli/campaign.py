@@ -87,6 +87,11 @@ def _campaign_line(c: dict[str, Any]) -> str:
     )
 
 
+#: A job state's Chinese name (the console's st_* labels), for the counts of `campaign show`.
+STATE_ZH = {"queued": "排队中", "scheduled": "已预约", "sending": "发送中", "retrying": "重试中", "sent": "已发送",
+            "dead": "死信", "cancelled": "已取消", "skipped": "已跳过"}  # fmt: skip
+
+
 #: A watched campaign's counts with their Chinese label, as the progress bar shows them (like RECALL_LABELS).
 PROGRESS_LABELS = (("sent", "已发送"), ("dead", "死信"), ("cancelled", "已取消"), ("skipped", "已跳过"))
 
@@ -400,7 +405,7 @@ def _print_campaign(c: dict[str, Any]) -> None:
             ("name", c.get("name")),
             ("status", f"{_status(c)} / {_status_zh(c)}"),
             ("total", f"{c['total']}" + (f" ({c['duplicates']} duplicates dropped)" if c.get("duplicates") else "")),
-            ("counts", "  ".join(f"{state} {n}" for state, n in counts.items())),
+            ("counts", "  ".join(f"{STATE_ZH.get(state, '')} {state} {n}".lstrip() for state, n in counts.items())),
             ("remaining", int(c["total"]) - _done(counts)),
             ("accounts", ", ".join(c.get("accounts") or [])),
             ("message", (c.get("message") or {}).get("kind")),
@@ -426,13 +431,25 @@ def _thresholds(ap: dict[str, Any]) -> str:
         else ""
     )
     streak = f"{ap['streak']} dead in a row" if ap.get("streak") else ""
-    return " or ".join(x for x in (share, streak) if x) or "off"
+    english = " or ".join(x for x in (share, streak) if x)
+    if not english:
+        return "off / 关闭"
+    share_zh = (
+        f"最近 {ap['window']} 条中死信占 {ap['ratio']:.0%}（满 {ap.get('min_attempts')} 条起算）"
+        if ap.get("ratio") and ap.get("window")
+        else ""
+    )
+    streak_zh = f"连续 {ap['streak']} 条死信" if ap.get("streak") else ""
+    return f"{english} / {'或'.join(x for x in (share_zh, streak_zh) if x)}时自动暂停"
 
 
 def _tests(t: dict[str, Any]) -> str:
     if not t.get("count"):
-        return "none"
-    return f"{t['count']} asked, {t.get('sent', 0)} went out, last {when(t.get('last_at'))}"
+        return "none / 无"
+    return (
+        f"{t['count']} asked, {t.get('sent', 0)} went out, last {when(t.get('last_at'))}"
+        f" / 试发 {t['count']} 次，送达 {t.get('sent', 0)} 条"
+    )
 
 
 @app.command("show")
@@ -498,7 +515,7 @@ def test(
         )
         n = len(a["tests"])
         say(
-            f"campaign {campaign_id}: {n} test send(s) queued; see `campaign show {campaign_id}`"
+            f"campaign {campaign_id}: {n} test send{'' if n == 1 else 's'} queued; see `campaign show {campaign_id}`"
             f" / 已排队 {n} 条测试发送，用 `campaign show {campaign_id}` 查看"
         )
 

@@ -108,7 +108,37 @@ def error_zh(status: int, code: str, message: str, field: str | None) -> str:
     headline = ERRORS_ZH_BY_CODE.get(code) or ERRORS_ZH_BY_STATUS.get(status)
     if headline is None:
         headline = "服务暂时不可用" if status >= 500 else f"请求被拒绝（HTTP {status}）"
-    return f"{headline}（字段 {field}）" if field and status == 422 else headline
+    if field and status == 422:
+        detail = validation_zh(message.removeprefix(f"{field}: "))
+        return f"{headline}（字段 {field}）" + (f"：{detail}" if detail else "")
+    return headline
+
+
+#: The commonest validation messages (pydantic's), in Chinese: the English half names the rest exactly.
+_VALIDATION_ZH: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"String should have at least (\d+) characters?"), "至少 {0} 个字符"),
+    (re.compile(r"String should have at most (\d+) characters?"), "最多 {0} 个字符"),
+    (re.compile(r"List should have at least (\d+) items?"), "至少 {0} 项"),
+    (re.compile(r"List should have at most (\d+) items?"), "最多 {0} 项"),
+    (re.compile(r"Field required"), "必填"),
+    (re.compile(r"Extra inputs are not permitted"), "不认识的字段"),
+    (re.compile(r"Input should be a valid integer.*"), "应为整数"),
+    (re.compile(r"Input should be a valid number.*"), "应为数字"),
+    (re.compile(r"Input should be a valid boolean.*"), "应为 true 或 false"),
+    (re.compile(r"Input should be a valid string.*"), "应为字符串"),
+    (re.compile(r"Input should be greater than or equal to (\S+)"), "应大于或等于 {0}"),
+    (re.compile(r"Input should be greater than (\S+)"), "应大于 {0}"),
+    (re.compile(r"Input should be less than or equal to (\S+)"), "应小于或等于 {0}"),
+    (re.compile(r"Input should be less than (\S+)"), "应小于 {0}"),
+)
+
+
+def validation_zh(message: str) -> str:
+    """A validation message in Chinese when it is one of the common ones, else ""."""
+    for pattern, zh in _VALIDATION_ZH:
+        if found := pattern.fullmatch(message.strip()):
+            return zh.format(*found.groups())
+    return ""
 
 
 class ApiError(ClientError):
@@ -238,8 +268,9 @@ class Client:
             if status == 401:
                 message = (
                     f"the API at {self.url} refused the token: set --token or {TOKEN_ENV} to one of its keys"
+                    " (a vendor account's token is --vendor-token)"
                     f" / {self.url} 上的 API 拒绝了该 token（密钥无效或已吊销）：请用 --token 或 {TOKEN_ENV}"
-                    " 指定它的一个密钥"
+                    " 指定它的一个密钥（服务商账号的 token 用 --vendor-token）"
                     if self.has_token
                     else f"no API token given: set --token or {TOKEN_ENV}{_dev_token_hint()}"
                     f" / 未提供 API token：请设置 --token 或 {TOKEN_ENV}"

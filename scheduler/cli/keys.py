@@ -59,7 +59,7 @@ def list_(as_json: AsJson = False, url: Url = None, token: Token = None) -> None
                 for k in rows
             ],
         )
-        say(f"{len(rows)} keys / 共 {len(rows)} 个密钥")
+        say(f"{len(rows)} key{'' if len(rows) == 1 else 's'} / 共 {len(rows)} 个密钥")
 
     emit(items, as_json, human)
 

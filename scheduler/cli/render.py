@@ -202,6 +202,8 @@ def kv(rows: list[tuple[str, Any]]) -> None:
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
     for name, value in rows:
+        if isinstance(value, bool):
+            value = "yes / 是" if value else "no / 否"
         grid.add_row(name, "-" if value in (None, "") else untrusted(value))
     console.print(grid)
 

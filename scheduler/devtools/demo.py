@@ -3,6 +3,7 @@ delivery has its vendor ids. Talks only HTTP, so it works against any running AP
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 import time
@@ -118,11 +119,19 @@ def run_demo(
         for d in client.get(f"/v1/campaigns/{cid}/deliveries").json()["deliveries"]:
             result = d.get("result") or {}
             deliveries.append({**d, "kind": kind})
+            status = d["status"] + (f" ({d['skip_reason']})" if d.get("skip_reason") else "")
             table.add_row(
-                kind, d["account"].removeprefix("demo-"), d["to"], d["status"], result.get("new_msg_id") or "-",
+                kind, d["account"].removeprefix("demo-"), d["to"], status, result.get("new_msg_id") or "-",
                 result.get("create_time") or "-",
             )  # fmt: skip
     console.print(table)
     sent = sum(1 for d in deliveries if d["status"] == "sent")
     say(f"demo finished: {sent}/{total} sent, every id exact (64-bit, as strings)")
+    skipped = collections.Counter(d.get("skip_reason") or "?" for d in deliveries if d["status"] == "skipped")
+    if skipped:
+        why = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+        say(
+            f"skipped, not sent: {why} (suppression list or frequency cap: `broadcast suppressions list`,"
+            f" an account's --recipient-cap) / 跳过未发: {why}（退订名单或频率上限）"
+        )
     return deliveries

@@ -59,6 +59,7 @@ def test_a_refused_token_says_so_in_both_languages() -> None:
     assert (
         chinese
         == "http://api.test 上的 API 拒绝了该 token（密钥无效或已吊销）：请用 --token 或 BROADCAST_API_TOKEN 指定它的一个密钥"
+        "（服务商账号的 token 用 --vendor-token）"
     )
 
 
@@ -75,3 +76,12 @@ def test_an_unreachable_api_says_so_in_both_languages() -> None:
         chinese
         == "无法连接 http://api.test 上的 API：`broadcast api` 是否在运行？可用 --url 或 BROADCAST_API_URL 指定地址"
     )
+
+
+def test_a_422_says_what_is_wrong_in_chinese_too() -> None:
+    from scheduler.cli.client import error_zh
+
+    zh = error_zh(422, "invalid", "message.text: String should have at least 1 character", "message.text")
+    assert zh == "输入有误（字段 message.text）：至少 1 个字符"
+    assert error_zh(422, "invalid", "limits.x: Extra inputs are not permitted", "limits.x").endswith("：不认识的字段")
+    assert error_zh(422, "invalid", "to: something rare", "to") == "输入有误（字段 to）"  # the English says it
