@@ -89,7 +89,11 @@ class GeweBackend(HttpBackend):
         data = envelope.get("data")
         detail = data.get("msg") if isinstance(data, dict) else None
         code = data.get("code") if isinstance(data, dict) else None
-        text = " / ".join(str(part) for part in (envelope.get("msg"), detail) if part)
+        # the envelope's message, then its detail: "发送消息失败：对方不是你的好友" (not " / ", which reads as the
+        # product's English / Chinese pair)
+        headline = str(envelope.get("msg") or "")
+        joint = "：" if any("\u4e00" <= c <= "\u9fff" for c in headline) else ": "
+        text = joint.join(str(part) for part in (headline, detail) if part)
         code_text = str(code if code is not None else envelope.get("ret"))
         if envelope.get("msg") == MINI_APP_FAILED and str(code) == COVER_CODE:
             return self.failure(f"{text}: {COVER_HINT}", code=code_text, cls=PermanentError)

@@ -20,7 +20,7 @@ from worker.store.ledger import BeginStatus, Ledger, PaceRecord
 from worker.vendors.base import SendResult
 
 LEASE_S = 30.0
-NOT_FRIEND = "发送消息失败 / 对方不是你的好友"
+NOT_FRIEND = "发送消息失败：对方不是你的好友"
 
 
 @pytest.fixture
@@ -162,7 +162,7 @@ def test_a_share_of_failures_in_the_window_pauses_the_campaign_with_the_vendor_t
     assert view["status"] == "paused"
     assert (
         view["pause_reason"]
-        == "error threshold — 3 of the last 6 failed: 发送消息失败 / 对方不是你的好友 ×2, 消息发送失败 ×1"
+        == "error threshold — 3 of the last 6 failed: 发送消息失败：对方不是你的好友 ×2, 消息发送失败 ×1"
     )
     assert claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=10) == []  # nothing more goes out
 
