@@ -222,14 +222,20 @@ def revoke_line(job_id: str, answer: dict[str, Any]) -> str:
     return f"message {job_id}: revoke outcome unknown ({outcome}) / 消息 {job_id} 撤回结果未知（{outcome}）"
 
 
+#: ``gewe-legacy has no documented revoke`` (the API's reason for an unsupported revoke).
+_NO_REVOKE = re.compile(r"([\w-]+) has no documented revoke")
+
+
 def refusal_line(job_id: str, error: ApiError) -> str:
     """Why a message was not revoked, in English and Chinese, with the API's (or the vendor's) reason."""
     en, zh = REVOKE_REFUSALS.get(error.code, ("refused", "撤回被拒绝"))
     reason = _readable_reason(error.message.removeprefix(_VENDOR_PREFIX))
     if error.code == "too_late" and (ended := _EPOCH_AT.search(error.message)):
         zh += f"（撤回时限截至 {when(float(ended[1]))}）"
-    elif error.code in ("vendor_error", "unsupported") and reason:
+    elif error.code == "vendor_error" and reason:  # the vendor's own words (Chinese, mostly)
         zh += f"：{reason}"
+    elif error.code == "unsupported" and (vendor := _NO_REVOKE.search(error.message)):
+        zh += f"（{vendor[1]} 没有公开的撤回接口）"
     return f"message {job_id} not revoked: {en} — {reason} / 消息 {job_id} 未撤回：{zh}"
 
 

@@ -32,3 +32,5 @@ def test_a_refused_revoke_names_why_with_the_reason_and_times_readable() -> None
     )
     again = refusal_line("j1", ApiError(409, "already_revoked", "this message was already revoked"))
     assert again.endswith(" / 消息 j1 未撤回：此前已撤回") and "{" not in again
+    unsupported = refusal_line("j1", ApiError(409, "unsupported", "gewe-legacy has no documented revoke"))
+    assert unsupported.endswith(" / 消息 j1 未撤回：该服务商不支持撤回（gewe-legacy 没有公开的撤回接口）"), unsupported
