@@ -556,7 +556,9 @@ class CallbackProcessor:
             word = optout_form(event.text)
             if word not in self.words:
                 return Kind.TEXT, False
-            new = self._suppress(account, event, SuppressionReason.OPTED_OUT, f"replied {word[:40]}", received, body)
+            new = self._suppress(
+                account, event, SuppressionReason.OPTED_OUT, f"replied {word[:40]} / 回复“{word[:40]}”", received, body
+            )
             if not isinstance(new, bool):
                 return new, new is Kind.HELD_OVER_CAP
             if new:
@@ -566,7 +568,7 @@ class CallbackProcessor:
             log.info("recipient opted out", extra={"account": account, "to": event.who})
             return Kind.OPTED_OUT, new
         if event.kind is Kind.CONTACT_REMOVED:
-            note = "the vendor reported the contact removed"
+            note = "the vendor reported the contact removed / 服务商报告对方已删除联系人"
             new = self._suppress(account, event, SuppressionReason.CONTACT_REMOVED, note, received, body)
             if not isinstance(new, bool):
                 return new, new is Kind.HELD_OVER_CAP
