@@ -42,13 +42,23 @@ def list_(
         print_json(items)
         return
     rows = [
-        [d["id"], d["account"], d["to"], d["reason"], str(d["attempts"]), (d.get("error") or "")[:60]] for d in items
+        [d["id"], d["account"], d["to"], d["reason"], str(d["attempts"]), _short(d.get("error") or "")] for d in items
     ]
     columns = ["id", "account", "to", "reason", "tries", "error"]
     print_table(columns, rows, right=("tries",))
     say(
         f"{len(items)} shown ({answer['total']} in the dead-letter store) / 显示 {len(items)} 条（死信共 {answer['total']} 条）"
     )
+
+
+def _short(text: str, width: int = 60) -> str:
+    """``text`` in at most ``width`` characters, cut at a word and marked ``…`` (`dead-letters show` has it
+    whole)."""
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > width // 2 else cut).rstrip(" ,;:") + "…"
 
 
 def _print_dead_letter(entry: dict[str, Any]) -> None:
