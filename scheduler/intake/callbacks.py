@@ -39,6 +39,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, cast
@@ -595,14 +596,19 @@ class CallbackProcessor:
         past the cap what :meth:`_hold` did (``held_over_cap``, or ``held_full``)."""
         if self.redis.hexists(self.keys.suppressions(account), event.who):
             return False
-        hour = int(time.time() // 3600)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.incr(self.keys.callback_changes(account, hour))
-        pipe.expire(self.keys.callback_changes(account, hour), 7200)
-        changes, _ = pipe.execute()
-        if int(changes) > self.settings.callback_changes_per_h:
+        hour, changes = self._this_hour(self.keys.callback_changes, account)
+        if changes > self.settings.callback_changes_per_h:
             return self._hold(account, event, reason, note, received or time.time(), body, hour)
         return self.suppressions.add(account, event.who, reason, by="callback", note=note, keep_existing=True)
+
+    def _this_hour(self, key: Callable[[str, int], str], account: str) -> tuple[int, int]:
+        """(this hour, the account's count in it after one more): a per-hour counter kept two hours."""
+        hour = int(time.time() // 3600)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(key(account, hour))
+        pipe.expire(key(account, hour), 7200)
+        count, _ = pipe.execute()
+        return hour, int(count)
 
     def _hold(
         self, account: str, event: Event, reason: SuppressionReason, note: str, at: float, body: bytes, hour: int
@@ -627,12 +633,8 @@ class CallbackProcessor:
     def _reply(self, account: str, event: Event) -> None:
         """One reply to a new opt-out, queued like any message (paced), sent although they are suppressed;
         at most ``BROADCAST_OPTOUT_REPLY_PER_H`` an hour per account (past it: counted ``reply_capped``)."""
-        hour = int(time.time() // 3600)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.incr(self.keys.optout_replies(account, hour))
-        pipe.expire(self.keys.optout_replies(account, hour), 7200)
-        replies, _ = pipe.execute()
-        if int(replies) > self.settings.optout_reply_per_h:
+        _, replies = self._this_hour(self.keys.optout_replies, account)
+        if replies > self.settings.optout_reply_per_h:
             self.redis.hincrby(self.keys.stat("callbacks"), "reply_capped", 1)
             log.warning("opt-out reply over the hourly bound: not sent", extra={"account": account})
             return
