@@ -269,6 +269,19 @@ class Topology:
             proxy.close()
 
 
+def _stall_report(client: redis.Redis, settings: Any, workdir: Path) -> str:
+    """What a stalled campaign looks like from outside: the Celery queue's length and each log's last lines
+    (a CI run once saw no send for 120 s after a SIGKILL'd primary, with nothing else to go on)."""
+    lines: list[str] = []
+    with contextlib.suppress(redis.RedisError):
+        queued = {key: client.llen(key) for key in client.scan_iter(f"{settings.celery_queue}*", count=1000)}
+        lines.append(f"queued messages: {queued}")
+    for log in sorted(workdir.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-25:]
+        lines.append(f"--- {log.name} (last {len(tail)} lines)\n" + "\n".join(line[:300] for line in tail))
+    return "\n".join(lines)
+
+
 # --- one run ----------------------------------------------------------------------------------------------
 
 
@@ -408,7 +421,10 @@ def run_once(
             before = len(sent())
             # a liveness wait, not a goal (the pause per switch is measured from the marks): 120 s, as a
             # loaded 2-core machine once needed over 60 s after a SIGKILL'd primary
-            wait_until(lambda at=before: len(sent()) >= at + 20, 120, "sends flowing before the next event")
+            try:
+                wait_until(lambda at=before: len(sent()) >= at + 20, 120, "sends flowing before the next event")
+            except TimeoutError as stalled:
+                raise TimeoutError(f"{stalled} ({name}): {_stall_report(client, settings, workdir)}") from None
             marks[name] = time.time()
             say(f"  {name}: at {len(sent())} sends of {outcome.jobs}")
             topology.event(name)
