@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=500, ge=1, le=5000)
     #: Worker processes ``broadcast worker`` starts (0 = one per CPU core; see worker/runtime/launch.py).
     worker_processes: int = Field(default=0, ge=0, le=256)
+    #: A threads-pool worker whose Celery consumer took no message for this long while messages waited and
+    #: slots were free starts itself again (worker/runtime/celery_app.py ConsumerWatch; 0 = never).
+    consumer_stall_s: float = Field(default=60.0, ge=0, le=3600)
     #: How long an account's in-flight lease lives without a heartbeat. Must outlive one vendor call:
     #: checked at start against ``vendor_deadline_s`` + ``vendor_pool_timeout_s`` + ``lease_margin_s``.
     lease_ttl_s: float = 60.0

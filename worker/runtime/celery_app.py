@@ -8,6 +8,9 @@ ETAs: they live in the ``due`` sorted set and the dispatcher releases jobs when 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import sys
 import threading
 import time
 from typing import Any
@@ -15,11 +18,14 @@ from typing import Any
 import redis
 from celery import Celery
 from celery.signals import celeryd_after_setup, setup_logging, worker_process_init, worker_ready, worker_shutdown
+from celery.worker import state as worker_state
 
 from worker.logs import setup_logging as configure_logging
 from worker.runtime.connections import celery_broker, redis_client, reset_after_fork
 from worker.settings import Settings, get_settings
 from worker.store.keys import Keys
+
+log = logging.getLogger("broadcast.worker")
 
 #: A worker announces its capacity this often; the dispatcher forgets it after three silent periods.
 HEARTBEAT_S = 5.0
@@ -77,16 +83,61 @@ def _our_logging(**_: Any) -> None:
     configure_logging(settings.log_level, settings.log_json)
 
 
+class ConsumerWatch:
+    """Notices a Celery consumer that stopped taking messages, so the worker can start itself again.
+
+    Celery's Redis consumer can stop consuming for good after its broker connection drops several times
+    within seconds, as around a Redis failover (celery/celery#8030, #10205): the worker looks alive, its
+    queue fills, nothing runs. Stuck means, for ``stall_s`` (BROADCAST_CONSUMER_STALL_S) without a break: messages waiting in the
+    queue, a free slot in the pool, and not one message taken. A worker whose slots are all busy, or whose
+    Redis is away, is never stuck by this measure (a missing observation starts the count again)."""
+
+    def __init__(self, stall_s: float) -> None:
+        self.stall_s = stall_s
+        self._since: float | None = None
+        self._taken = -1
+
+    def observe(self, now: float, waiting: int | None, taken: int, busy: int, capacity: int) -> bool:
+        """One look (``waiting`` None: the queue could not be read); True once the consumer is stuck."""
+        if waiting is None or waiting == 0 or busy >= capacity or taken != self._taken:
+            self._since = None
+            self._taken = taken
+            return False
+        if self._since is None:
+            self._since = now
+        return now - self._since >= self.stall_s
+
+
+def _waiting_messages(client: redis.Redis, queue: str) -> int:
+    """Messages in the Celery queue, every priority's list (kombu's Redis transport keeps one per step)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.llen(queue)
+    for step in (3, 6, 9):  # kombu.transport.redis.PRIORITY_STEPS after 0, joined by its sep "\x06\x16"
+        pipe.llen(f"{queue}\x06\x16{step}")
+    return int(sum(pipe.execute()))
+
+
+def _start_again(reason: str) -> None:
+    """Replace this process with a fresh run of the same command: in-flight sessions end as after a
+    SIGKILL (their leases lapse and the dispatcher recovers them), which the send path is built to survive;
+    under ``broadcast worker``'s supervisor the process keeps its pid, so its siblings keep running."""
+    log.critical("%s: starting this worker again", reason)
+    logging.shutdown()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # noqa: S606 (this very command, no shell)
+
+
 class CapacityHeartbeat:
     """Tells the dispatcher how many sessions this worker can hold at once (its pool's concurrency).
 
     The dispatcher hands out at most that many leases across the live workers, so a claimed account is
     picked up at once instead of waiting in the broker while its lease runs down."""
 
-    def __init__(self, hostname: str, capacity: int) -> None:
+    def __init__(self, hostname: str, capacity: int, watch: ConsumerWatch | None = None) -> None:
         self.hostname = hostname
         self.capacity = capacity
         self.stop = threading.Event()
+        #: the threads pool only: a prefork worker started again would leave its children behind
+        self.watch = watch
 
     def beat(self) -> None:
         settings = get_settings()
@@ -97,10 +148,27 @@ class CapacityHeartbeat:
         pipe.zadd(keys.workers, {self.hostname: time.time() + 3 * HEARTBEAT_S})
         pipe.execute()
 
+    def check_consumer(self) -> None:
+        """Start the worker again when its consumer is stuck (`ConsumerWatch`)."""
+        if self.watch is None:
+            return
+        settings = get_settings()
+        waiting: int | None = None
+        with contextlib.suppress(redis.RedisError):
+            waiting = _waiting_messages(redis_client(settings.redis_url, settings), settings.celery_queue)
+        taken = worker_state.all_total_count[0]
+        busy = len(worker_state.reserved_requests)
+        if self.watch.observe(time.monotonic(), waiting, taken, busy, self.capacity):
+            _start_again(
+                f"the consumer took no message for {self.watch.stall_s:.0f} s while {waiting} waited"
+                f" and {self.capacity - busy} of {self.capacity} slots were free"
+            )
+
     def run(self) -> None:
         while not self.stop.is_set():
             with contextlib.suppress(redis.RedisError):  # Redis down: the next beat tries again
                 self.beat()
+            self.check_consumer()
             self.stop.wait(HEARTBEAT_S)
 
     def leave(self) -> None:
@@ -118,7 +186,10 @@ _heartbeat: CapacityHeartbeat | None = None
 def _announce_capacity(sender: str, instance: Any, **_: Any) -> None:
     """Start the capacity heartbeat in the worker's main process."""
     global _heartbeat
-    _heartbeat = CapacityHeartbeat(str(sender), int(instance.concurrency or 1))
+    threads = "thread" in str(getattr(instance, "pool_cls", "")).lower()
+    stall_s = get_settings().consumer_stall_s
+    watch = ConsumerWatch(stall_s) if threads and stall_s > 0 else None
+    _heartbeat = CapacityHeartbeat(str(sender), int(instance.concurrency or 1), watch)
     threading.Thread(target=_heartbeat.run, name="broadcast-capacity", daemon=True).start()
 
 

@@ -92,3 +92,38 @@ def test_when_one_worker_process_dies_the_command_stops_the_others_and_fails(
         assert not Path(f"/proc/{children[1]}").exists() or "zombie" in Path(f"/proc/{children[1]}/status").read_text()
     finally:
         stack.stop()
+
+
+def test_a_worker_whose_consumer_stopped_taking_messages_starts_itself_again(
+    redis_url: str, sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """Celery's Redis consumer can stop for good after a few broker drops in a row (a failover): here it is
+    told to stop consuming (remote control), as if it had; messages wait, slots are free, nothing runs."""
+    from celery import Celery
+
+    stack = Stack(redis_url, sim, tmp_path, BROADCAST_CONSUMER_STALL_S="3")
+    control = Celery("control", broker=redis_url)
+    try:
+        account = stack.add_account("cw", "gewe", instance=f"inst-{stack.prefix}")
+        worker = stack.start_worker()
+        workers_key = stack.ledger.keys.workers
+        wait_for(lambda: stack.redis.zcard(workers_key) == 1, timeout=60, what="the worker's capacity")
+        queue = f"{stack.prefix}.send"
+        hostname = stack.redis.zrange(workers_key, 0, -1)[0]
+        answer = control.control.cancel_consumer(queue, destination=[hostname], reply=True, timeout=10)
+        assert answer and "ok" in next(iter(answer[0].values())), answer  # it consumes nothing from now on
+        pid = worker.proc.pid
+
+        producer = Producer(stack.ledger, stack.accounts)
+        jobs = [producer.submit_message(account=account, to=f"wxid_cw_{n}", message={"kind": "text", "text": "hi"}).id
+                for n in range(3)]  # fmt: skip
+        stack.start("scheduler")
+        done = stack.wait_terminal(jobs, timeout=120)
+        assert collections.Counter(j.state for j in done) == {"sent": 3}
+        assert "the consumer took no message for 3 s" in worker.output()  # said why, then started again
+        assert worker.proc.poll() is None and worker.proc.pid == pid  # the same process, a fresh image
+        sends = collections.Counter(r["to"] for r in sim_sends(stack, instance=f"inst-{stack.prefix}"))
+        assert sends == {f"wxid_cw_{n}": 1 for n in range(3)}
+    finally:
+        control.close()
+        stack.stop()
