@@ -12,7 +12,7 @@ import redis
 from simulator.state import VENDORS as SIMULATED_VENDORS
 from worker.store import scripts
 from worker.store.keys import LAYOUT, Keys
-from worker.store.vocabulary import LUA_TABLES, BeginStatus, CampaignStatus
+from worker.store.vocabulary import LUA_TABLES, BeginStatus, CampaignStatus, DeadReason
 from worker.vendors.base import VendorName, registered_vendors
 
 
@@ -178,3 +178,12 @@ def test_a_member_the_enum_lacks_is_refused(monkeypatch: pytest.MonkeyPatch) -> 
             scripts.source("typo")
     finally:
         scripts.source.cache_clear()
+
+
+def test_the_console_offers_every_dead_letter_reason_and_names_each_in_both_languages() -> None:
+    console = (ROOT / "scheduler" / "console" / "static" / "console.js").read_text()
+    listed = re.search(r"const DEAD_REASONS = \[([^\]]*)\]", console)
+    assert listed is not None
+    assert re.findall(r'"(\w+)"', listed.group(1)) == [r.value for r in DeadReason]  # the filter's choices
+    for reason in DeadReason:  # a label in the zh table and one in the en table
+        assert len(re.findall(rf"\bdr_{reason.value}: \"[^\"]+\"", console)) == 2, reason

@@ -40,7 +40,10 @@ const I18N = {
     min_interval_s: "最小间隔（秒）", jitter_s: "随机抖动（秒）", new_token: "新 Token（只写，不会显示；留空不变）",
     edit_account: "编辑账号", saved: "已保存", set: "已设置", not_set: "未设置", no_accounts: "还没有账号。",
     dead_letters: "死信", filter: "筛选", campaign: "群发 ID", error_class: "错误类别", dead_at: "进入死信时间",
-    replay: "重发", delete: "删除", history: "尝试记录", no_dead: "没有死信。",
+    replay: "重发", delete: "删除", history: "尝试记录", no_dead: "没有死信。", any_reason: "全部原因",
+    dr_permanent: "服务商拒绝（不会重试）", dr_retries_exhausted: "重试用尽", dr_unknown_outcome: "结果未知（可能已发出）",
+    dr_invalid_message: "消息无法构建", dr_account_missing: "账号已删除", dr_sequence_stopped: "序列中断",
+    h_event: "事件", h_at: "时间",
     nav_supp: "退订名单", supp_title: "退订名单（不再发送）", no_supp: "名单为空。", add_supp: "加入名单", note: "备注",
     every_account: "全部账号（留空）", lift: "移出", confirm_lift: "移出后该联系人会再次收到消息，确定？", lifted: "已移出",
     held_title: "暂存的回调变更", held_hint: "此账号的服务商回调在一小时内要加入的退订超过上限（BROADCAST_CALLBACK_CHANGES_PER_H），以下变更已暂存、尚未生效；核对后可应用，7 天后自动过期。",
@@ -124,7 +127,11 @@ const I18N = {
     new_token: "New token (write-only, never shown; empty keeps it)", edit_account: "Edit account", saved: "Saved",
     set: "set", not_set: "not set", no_accounts: "No accounts yet.", dead_letters: "Dead letters", filter: "Filter",
     campaign: "Campaign id", error_class: "Error class", dead_at: "Dead at", replay: "Replay", delete: "Delete",
-    history: "Attempt history", no_dead: "No dead letters.",
+    history: "Attempt history", no_dead: "No dead letters.", any_reason: "Any reason",
+    dr_permanent: "refused by the vendor (not retried)", dr_retries_exhausted: "retries exhausted",
+    dr_unknown_outcome: "unknown outcome (may have been sent)", dr_invalid_message: "message cannot be built",
+    dr_account_missing: "account deleted", dr_sequence_stopped: "sequence stopped",
+    h_event: "Event", h_at: "At",
     nav_supp: "Suppressions", supp_title: "Suppression list (never messaged)", no_supp: "The list is empty.",
     add_supp: "Add", note: "Note", every_account: "every account (leave empty)", lift: "Remove",
     confirm_lift: "They will receive messages again. Remove from the list?", lifted: "Removed", supp_added: "Added",
@@ -698,7 +705,7 @@ function campaignPage(id) {
         <td data-label="${t("new_msg_id")}" class="id new-msg-id">${esc(d.result?.new_msg_id ?? "")}</td>
         <td data-label="${t("msg_id")}" class="id">${esc(d.result?.msg_id ?? "")}</td>
         <td data-label="${t("sent_at")}">${esc(fmtTime(d.sent_at))}</td>
-        <td data-label="${t("error")}" class="wrap"${d.skip_reason ? ` title="${esc(d.skip_reason)}"` : ""}>${esc(d.skip_reason ? skipText(d.skip_reason) : d.reason ? `${d.reason}: ${d.error || ""}` : d.error || "")}</td>
+        <td data-label="${t("error")}" class="wrap"${d.skip_reason ? ` title="${esc(d.skip_reason)}"` : ""}>${esc(d.skip_reason ? skipText(d.skip_reason) : d.reason ? `${deadReasonText(d.reason)}: ${d.error || ""}` : d.error || "")}</td>
         <td data-label="${t("recall_col")}" class="recall" title="${esc(d.recall_error || "")}">${d.recall ? esc(t("rc_" + d.recall)) : ""}</td></tr>`).join("");
       $("#deliveries").className = "tablewrap";
       $("#deliveries").html = `<table class="cards"><thead><tr><th>${t("id")}</th><th>${t("to")}</th><th>${t("account")}</th>
@@ -1124,12 +1131,16 @@ actions["sync-contacts"] = async (el) => {
 
 // --- dead letters ---------------------------------------------------------------------------------------------
 
+// worker/store/vocabulary.py DeadReason, in its order (tests/repo/test_layout.py keeps the two equal)
+const DEAD_REASONS = ["permanent", "retries_exhausted", "unknown_outcome", "invalid_message", "account_missing", "sequence_stopped"];
+// a dead letter's reason in the reader's words (a reason this page does not know stays as recorded)
+const deadReasonText = (reason) => I18N[lang]["dr_" + reason] ?? reason;
+
 function deadPage() {
   view().innerHTML = `<div class="row"><h1>${t("dead_letters")}</h1><span class="spacer"></span><span class="muted">${t("refresh_note")}</span></div>
     <form id="dead-filter" class="row card"><label>${t("account")}<input id="f-account"></label>
       <label>${t("campaign")}<input id="f-campaign"></label>
-      <label>${t("reason")}<input id="f-reason" list="reasons"></label>
-      <datalist id="reasons"><option value="permanent"><option value="unknown_outcome"><option value="failure"><option value="exhausted"></datalist>
+      <label>${t("reason")}<select id="f-reason"><option value="">${t("any_reason")}</option>${DEAD_REASONS.map((r) => `<option value="${r}">${esc(t("dr_" + r))}</option>`).join("")}</select></label>
       <button type="submit">${t("filter")}</button></form>
     <div id="list"><p class="muted">${t("loading")}</p></div><div id="detail"></div>`;
   $("#dead-filter").addEventListener("submit", (e) => { e.preventDefault(); run(() => current.refresh()); });
@@ -1146,7 +1157,7 @@ function deadPage() {
         <td data-label="${t("id")}" class="id"><button class="link" data-action="inspect" data-id="${esc(d.id)}">${esc(d.id)}</button></td>
         <td data-label="${t("account")}">${esc(d.account)}</td><td data-label="${t("to")}">${esc(d.to)}</td>
         <td data-label="${t("campaign")}" class="id">${esc(d.campaign || "")}</td>
-        <td data-label="${t("reason")}"><span class="badge dead">${esc(d.reason)}</span></td>
+        <td data-label="${t("reason")}"><span class="badge dead" title="${esc(d.reason)}">${esc(deadReasonText(d.reason))}</span></td>
         <td data-label="${t("error")}" class="wrap">${esc(d.error)}</td>
         <td data-label="${t("attempts")}" class="num">${d.attempts}</td>
         <td data-label="${t("dead_at")}">${esc(fmtTime(d.dead_at))}</td>
@@ -1163,8 +1174,8 @@ actions.inspect = async (el) => {
   const entry = await api("GET", `/v1/dead-letters/${encodeURIComponent(el.dataset.id)}`);
   $("#detail").innerHTML = `<div class="card" id="dead-detail"><div class="row"><h2>${t("history")}: <span class="mono">${esc(entry.id)}</span></h2>
     <span class="spacer"></span><button data-action="close-detail">${t("close")}</button></div>
-    <p>${esc(entry.reason)} · ${esc(entry.error_class)} · ${esc(entry.error)}</p>
-    <div class="tablewrap"><table><thead><tr><th>#</th><th>event</th><th>${t("error")}</th><th>at</th></tr></thead><tbody>
+    <p><span title="${esc(entry.reason)}">${esc(deadReasonText(entry.reason))}</span> · ${esc(entry.error_class)} · ${esc(entry.error)}</p>
+    <div class="tablewrap"><table><thead><tr><th>#</th><th>${t("h_event")}</th><th>${t("error")}</th><th>${t("h_at")}</th></tr></thead><tbody>
     ${entry.history.map((h, i) => `<tr><td>${i + 1}</td><td>${esc(h.event || h.outcome || "")}</td><td class="wrap">${esc(h.error || "")}</td>
       <td>${esc(fmtTime(h.at || h.started))}</td></tr>`).join("")}</tbody></table></div></div>`;
   $("#detail").scrollIntoView();

@@ -205,9 +205,17 @@ def test_campaign_from_csv_finishes_and_its_dead_letters_replay(stack: ApiStack,
     # dead letters: the permanent one replays at once; the unknown outcome asks for --force first
     open_page(browser, stack, "dead")
     until(lambda: "wxid_console_blocked" in text_of(browser, "#list"), "the dead letters")
-    assert "unknown_outcome" in text_of(browser, "#list")
+    assert "结果未知（可能已发出）" in text_of(browser, "#list") and "服务商拒绝" in text_of(browser, "#list")
     screenshot(browser, "console", "05-dead-letters")
     dead = {d["to"]: d["id"] for d in stack.http.get("/v1/dead-letters").json()["dead_letters"]}
+    # the reason filter offers the reasons in words and asks the API with the code
+    Select(by_css(browser, "#f-reason")).select_by_value("unknown_outcome")
+    click(browser, "#dead-filter button[type='submit']")
+    until(lambda: "wxid_console_blocked" not in text_of(browser, "#list"), "the unknown outcomes only")
+    assert [row.get_attribute("data-dead") for row in all_css(browser, "#list tbody tr")] == [dead["wxid_console_slow"]]
+    Select(by_css(browser, "#f-reason")).select_by_value("")
+    click(browser, "#dead-filter button[type='submit']")
+    until(lambda: "wxid_console_blocked" in text_of(browser, "#list"), "every dead letter again")
     click(browser, f"tr[data-dead='{dead['wxid_console_blocked']}'] button[data-action='inspect']")
     until(
         lambda: "not_friend" in by_css(browser, "#dead-detail").text or "好友" in by_css(browser, "#dead-detail").text,
