@@ -87,6 +87,7 @@ const I18N = {
     at: "时间", key: "密钥", role: "角色", action: "操作", target: "对象", result: "结果", older: "更早",
     history_title: "操作记录", no_audit: "没有记录。", needs_role: "需要“{role}”角色（当前密钥为“{mine}”）",
     role_viewer: "只读", role_operator: "操作员", role_admin: "管理员", role_callback: "服务商回调", signed_in_as: "当前密钥",
+    by_callback: "服务商回调", by_vendor: "服务商拒绝发送", by_bootstrap: "初始令牌",
     hours: "小时", cap: "上限", axis_tz: "横轴时间：{tz}",
   },
   en: {
@@ -181,6 +182,7 @@ const I18N = {
     at: "At", key: "Key", role: "Role", action: "Action", target: "Target", result: "Result", older: "Older",
     history_title: "History", no_audit: "Nothing recorded.", needs_role: "Needs the {role} role (this key is {mine})",
     role_viewer: "viewer", role_operator: "operator", role_admin: "admin", role_callback: "vendor callback", signed_in_as: "Key",
+    by_callback: "vendor callback", by_vendor: "vendor refusal", by_bootstrap: "bootstrap token",
     hours: "h", cap: "cap", axis_tz: "time axis: {tz}",
   },
 };
@@ -1242,7 +1244,7 @@ function suppressionsPage() {
       const rows = items.map((s) => `<tr data-supp="${esc(s.to)}">
         <td data-label="${t("to")}" class="mono">${esc(s.to)}</td><td data-label="${t("account")}">${esc(s.account || "*")}</td>
         <td data-label="${t("reason")}"><span class="badge" title="${esc(s.reason)}">${esc(t("r_" + s.reason))}</span></td>
-        <td data-label="${t("since")}">${esc(fmtTime(s.at))}</td><td data-label="${t("by")}">${esc(s.by)}</td>
+        <td data-label="${t("since")}">${esc(fmtTime(s.at))}</td><td data-label="${t("by")}" title="${esc(s.by)}">${esc(byText(s.by))}</td>
         <td data-label="${t("note")}" class="wrap">${esc(s.note)}</td>
         <td data-label="${t("actions")}" class="actions"><button class="danger" data-action="lift" data-account="${esc(s.account || "*")}" data-to="${esc(s.to)}">${t("lift")}</button></td></tr>`).join("");
       $("#list").html = `<p class="muted">${items.length}</p><div class="tablewrap"><table class="cards"><thead><tr>
@@ -1251,6 +1253,10 @@ function suppressionsPage() {
     },
   };
 }
+
+// who wrote a suppression: the system's own authors (worker/store/suppressions.py SYSTEM_BY, the bootstrap token)
+// in words, a key by its name
+const byText = (by) => (["callback", "vendor", "bootstrap"].includes(by) ? t("by_" + by) : by);
 
 // an account's callback changes held past the hourly cap (shown when the list is filtered to that account)
 async function showHeld(account) {

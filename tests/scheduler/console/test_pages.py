@@ -577,6 +577,8 @@ def test_callback_changes_held_past_the_cap_are_shown_for_their_account_and_appl
     browser.switch_to.alert.accept()
     until(lambda: by_css(browser, "#held").text == "", "the panel gone once applied")
     until(lambda: all_css(browser, "tr[data-supp='wxid_held1']"), "the applied changes listed")
+    author = by_css(browser, "tr[data-supp='wxid_held1'] td[data-label='来源']")
+    assert author.text == "服务商回调" and author.get_attribute("title") == "callback"  # in words, the code on hover
     listed = stack.http.get("/v1/suppressions", params={"account": "loud"}).json()["suppressions"]
     assert sorted(s["to"] for s in listed) == ["wxid_held0", "wxid_held1"]
     assert {s["by"] for s in listed} == {"callback"}
