@@ -151,6 +151,7 @@ def test_a_kind_a_vendor_cannot_carry_is_a_422_naming_kind_and_vendor_everywhere
         assert response.status_code == 422, (path, response.text)
         error = response.json()["error"]
         assert error["field"] == field and kind in error["message"] and vendor in error["message"], error
+        assert "不支持发送" in error["message"] and "可发送：" in error["message"], error  # what it can carry, too
 
     refused(
         "/v1/messages", {"account": "lg2", "to": "wxid_a", "message": IMAGE}, "message.kind", "image", "gewe-legacy"

@@ -31,7 +31,7 @@ def check_message_for(vendor: str, message: AnyMessage) -> None:
             carried = ", ".join(sorted(kinds))
             raise MessageError(
                 f"{where}.kind: {vendor} cannot send {part.kind!r} messages (it documents no endpoint for it; "
-                f"it carries: {carried}) / {vendor} 不支持发送 {part.kind} 消息",
+                f"it carries: {carried}) / {vendor} 不支持发送 {part.kind} 消息（该服务商的接口文档中没有；可发送：{carried}）",
                 field=f"{where}.kind",
             )
         if vendor == "ecloud":
