@@ -162,8 +162,8 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
-    def start(self) -> None:
-        args = [redis_server_binary(), str(self.conf)] + (["--sentinel"] if self.sentinel else [])
+    def start(self, *options: str) -> None:
+        args = [redis_server_binary(), str(self.conf), *options] + (["--sentinel"] if self.sentinel else [])
         with (self.dir / "server.log").open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         client = self.client()
@@ -231,7 +231,14 @@ class Topology:
         return info.get("role") == "master" and online >= replicas
 
     def _sentinels_see_the_replica(self) -> bool:
-        return all(len(s.client().sentinel_slaves(MASTER)) >= 1 for s in self.sentinels)
+        """Every Sentinel knows a replica it could promote (up, with a priority above 0)."""
+        return all(
+            any(
+                int(r.get("slave-priority", r.get("replica-priority", 100))) > 0 and "s_down" not in str(r.get("flags"))
+                for r in s.client().sentinel_slaves(MASTER)
+            )
+            for s in self.sentinels
+        )
 
     def ready(self) -> bool:
         """A primary named by the Sentinels, with a replica in sync that the Sentinels know."""
@@ -250,7 +257,14 @@ class Topology:
         if name == "kill":
             node.signal(signal.SIGKILL)
             wait_until(self.switched(old), 30, "a new primary after SIGKILL")
-            node.start()  # empty: the Sentinels make it a replica of the new primary
+            # empty: the Sentinels make it a replica of the new primary. Until it holds the data it must not be
+            # promoted: on a loaded machine the new primary once missed down-after while serving the full sync,
+            # and the Sentinels promoted this empty node, which wiped every job (CI, 2026-12-05)
+            node.start("--replica-priority", "0")
+            wait_until(lambda: self.in_sync(self.node(self.primary_port())), 60, "the restarted node in sync")
+            client = node.client()
+            client.config_set("replica-priority", 100)
+            client.execute_command("CONFIG", "REWRITE")  # the Sentinels rewrite it too: keep 100 there
         elif name == "stop":
             node.signal(signal.SIGSTOP)
             time.sleep(3 * DOWN_AFTER_MS / 1000)
@@ -276,6 +290,10 @@ def _stall_report(client: redis.Redis, settings: Any, workdir: Path) -> str:
     with contextlib.suppress(redis.RedisError):
         queued = {key: client.llen(key) for key in client.scan_iter(f"{settings.celery_queue}*", count=1000)}
         lines.append(f"queued messages: {queued}")
+    sentinel_log = workdir / "redis" / "sentinel-0" / "server.log"
+    if sentinel_log.exists():  # which node the Sentinels made primary, and when
+        switches = [line for line in sentinel_log.read_text(errors="replace").splitlines() if "+switch-master" in line]
+        lines.append("--- Sentinel switches\n" + "\n".join(switches))
     for log in sorted(workdir.glob("*.log")):
         tail = log.read_text(errors="replace").splitlines()[-25:]
         lines.append(f"--- {log.name} (last {len(tail)} lines)\n" + "\n".join(line[:300] for line in tail))

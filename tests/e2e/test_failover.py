@@ -1,7 +1,7 @@
 """A Redis failover under a running campaign, counted at the vendor (issue 21; slow tier, in `make test`).
 
 The small version of ``bench/failover.py``: a primary, a replica behind a delaying link, three Sentinels,
-a worker and a dispatcher on ``sentinel://…``, 200 jobs over 4 accounts; SIGKILL the primary, then SIGSTOP
+a worker and a dispatcher on ``sentinel://…``, 400 jobs over 4 accounts; SIGKILL the primary, then SIGSTOP
 the new one past down-after, then ``SENTINEL FAILOVER``, each while sends flow. No recipient may receive
 twice, every job must end, an unknown outcome reaches the vendor at most once. docs/benchmarks.md has the
 full-size figures and what the same run shows with ``BROADCAST_REPLICA_ACKS=0``.
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.failover]  # starts redis-servers, Se
 @pytest.mark.timeout(280)
 def test_failovers_mid_campaign_send_nothing_twice_and_lose_no_job(sim: SimulatorServer, tmp_path: Path) -> None:
     outcome = run_once(
-        sim_url=sim.url, accounts=4, per_account=50, events=list(EVENTS), replica_acks=-1, lag_s=0.15,
+        sim_url=sim.url, accounts=4, per_account=100, events=list(EVENTS), replica_acks=-1, lag_s=0.15,
         workdir=tmp_path, gap_s=0.3, timeout=150,
     )  # fmt: skip
     print(outcome)
