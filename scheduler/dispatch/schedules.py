@@ -287,11 +287,12 @@ class Schedules:
         return self.get(schedule_id)
 
     def pause_created_by(self, key_name: str) -> list[str]:
-        """Pause every running schedule the key ``key_name`` created (it was revoked: nobody answers for
-        what it would go on sending); the ids paused."""
+        """Pause every schedule the key ``key_name`` created and flag it ``owner_revoked`` (it was revoked:
+        nobody answers for what it would go on sending, so only an admin resumes it), one already paused
+        too, or any operator could resume it in the revoked key's name; the ids."""
         paused = []
         for schedule in self.all():
-            mine = schedule["created_by"] == key_name and not schedule["paused"]
+            mine = schedule["created_by"] == key_name and not schedule["owner_revoked"]
             if mine and self.pause(schedule["id"], owner_revoked=True):
                 paused.append(schedule["id"])
         return paused

@@ -220,12 +220,18 @@ def test_revoking_a_key_pauses_the_schedules_it_created_and_only_those(api: ApiS
         "timezone": "Asia/Shanghai",
         "message": {"account": "sched-acct", "to": "1@chatroom", "message": {"kind": "text", "text": "早"}},
     }
-    theirs = api.http.post("/v1/schedules", json=body, headers={"Authorization": f"Bearer {leaver}"}).json()
+    as_leaver = {"Authorization": f"Bearer {leaver}"}
+    theirs = api.http.post("/v1/schedules", json=body, headers=as_leaver).json()
+    # one they had paused already: flagged too, or any operator could resume it in their name (attack round 4)
+    parked = api.http.post("/v1/schedules", json=body, headers=as_leaver).json()
+    assert api.http.post(f"/v1/schedules/{parked['id']}/pause", headers=as_leaver).status_code == 200
     ours = api.http.post("/v1/schedules", json=body).json()
     try:
         assert (theirs["created_by"], ours["created_by"]) == (name, "bootstrap")
         revoked = api.http.delete(f"/v1/keys/{name}").json()
-        assert revoked == {"revoked": name, "paused_schedules": [theirs["id"]]}
+        assert revoked["revoked"] == name and sorted(revoked["paused_schedules"]) == sorted(
+            [theirs["id"], parked["id"]]
+        )
         assert api.http.get(f"/v1/schedules/{theirs['id']}").json()["paused"] is True
         assert api.http.get(f"/v1/schedules/{ours['id']}").json()["paused"] is False
         # another operator cannot undo it: sending again in a revoked key's name takes an admin
@@ -233,10 +239,12 @@ def test_revoking_a_key_pauses_the_schedules_it_created_and_only_those(api: ApiS
         refused = api.http.post(f"/v1/schedules/{theirs['id']}/resume", headers={"Authorization": f"Bearer {other}"})
         assert refused.status_code == 403 and "admin" in refused.text, refused.text
         assert api.http.get(f"/v1/schedules/{theirs['id']}").json()["paused"] is True
+        refused = api.http.post(f"/v1/schedules/{parked['id']}/resume", headers={"Authorization": f"Bearer {other}"})
+        assert refused.status_code == 403 and api.http.get(f"/v1/schedules/{parked['id']}").json()["owner_revoked"]
         resumed = api.http.post(f"/v1/schedules/{theirs['id']}/resume").json()  # the bootstrap key: admin
         assert (resumed["paused"], resumed["owner_revoked"]) == (False, False)
     finally:
-        for schedule in (theirs, ours):  # due within the hour another test looks ahead near 00:00 UTC
+        for schedule in (theirs, parked, ours):  # due within the hour another test looks ahead near 00:00 UTC
             api.http.delete(f"/v1/schedules/{schedule['id']}")
 
 
