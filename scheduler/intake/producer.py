@@ -110,11 +110,13 @@ class Producer:
         if not state:  # an idempotent replay: answer the job's current state
             job = self.ledger.get(job_id)
             state = job.state if job else "expired"
-            asked = _request_digest(account, to, parsed.model_dump_json(), variables, send_at, priority)
+            asked = _request_digest(
+                account, to, parsed.model_dump_json(), variables, send_at, priority, bool(ignore_suppression)
+            )
             if job is not None and _stored_digest(job) != asked:
                 raise IdempotencyConflict(
                     "idempotency_key: already used for a different message "
-                    "(account, recipient, content, variables, send_at or priority differ)",
+                    "(account, recipient, content, variables, send_at, priority or ignore_suppression differ)",
                     field="idempotency_key",
                 )
         return Submitted(id=job_id, status=state, created=created)
@@ -142,8 +144,10 @@ def _request_digest(
     variables: Mapping[str, str] | None,
     send_at: float | None,
     priority: str,
+    ignore_suppression: bool,
 ) -> str:
-    """SHA-256 of everything a message request asks for: equal digests are the same request."""
+    """SHA-256 of everything a message request asks for: equal digests are the same request (a replay that
+    adds ignore_suppression asks for more than the stored job carries: a conflict, not a replay)."""
     whole = {
         "account": account,
         "to": to,
@@ -151,6 +155,7 @@ def _request_digest(
         "vars": dict(variables or {}),
         "send_at": f"{send_at:.3f}" if send_at else None,
         "priority": priority or "normal",
+        "ignore_suppression": ignore_suppression,
     }
     return hashlib.sha256(json.dumps(whole, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -165,4 +170,5 @@ def _stored_digest(job: Job) -> str:
         job.variables,
         float(send_at) if send_at else None,
         job.fields.get("priority", "normal"),
+        job.fields.get("nosupp") == "1",
     )

@@ -481,6 +481,14 @@ def test_an_idempotency_key_reused_for_a_different_request_is_a_conflict(api: Ap
     assert api.http.post("/v1/messages", json=body).json()["id"] == first
     other = api.http.post("/v1/messages", json={**body, "to": "wxid_other"})
     assert other.status_code == 409 and other.json()["error"]["field"] == "idempotency_key"
+    # a replay that adds the suppression override asks for more than the stored job does (attack round 4: it
+    # answered the job without the override and the audit recorded an override that never happened)
+    forced = api.http.post("/v1/messages", json={**body, "ignore_suppression": True})
+    assert forced.status_code == 409 and forced.json()["error"]["code"] == "idempotency_conflict", forced.text
+    assert api.http.get(f"/v1/messages/{first}").json()["ignore_suppression"] is False
+    overriding = {**body, "idempotency_key": "k-2", "ignore_suppression": True}
+    forced_first = api.http.post("/v1/messages", json=overriding).json()["id"]
+    assert api.http.post("/v1/messages", json=overriding).json()["id"] == forced_first  # its own replay still is one
     campaign = {
         "name": "c",
         "account": "gw",
