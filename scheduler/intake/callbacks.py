@@ -380,16 +380,25 @@ class HeldChanges:
         return str(max(0, int((time.time() - HELD_TTL_S) * 1000)))
 
     def hold(self, account: str, *, reason: str, who: str, note: str, digest: str, at: float) -> bool:
-        """Keep one change; False when the account already holds :data:`HELD_MAX` (not kept)."""
+        """Keep one change; False when the account already holds :data:`HELD_MAX` (not kept). The same
+        person's same change already held is not kept twice (a sender repeating TD past the cap filled the
+        bound with copies of one opt-out, attack round 4): True, it is held."""
         key = self.keys.callback_held(account)
+        index = self.keys.callback_held_index(account)
         self.redis.xtrim(key, minid=self._oldest(), approximate=False)
+        whose = f"{reason}\x1f{who}"
+        earlier = cast(str | None, self.redis.hget(index, whose))
+        if earlier and self.redis.xrange(key, earlier, earlier):
+            return True
         if int(self.redis.xlen(key)) >= HELD_MAX:
             return False
         fields = {"reason": reason, "who": who, "note": note, "digest": digest, "at": f"{at:.3f}",
                   "held_at": f"{time.time():.3f}"}  # fmt: skip
+        entry_id = cast(str, self.redis.xadd(key, fields))  # type: ignore[arg-type]
         pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(key, fields)  # type: ignore[arg-type]
+        pipe.hset(index, whose, entry_id)
         pipe.pexpire(key, HELD_TTL_S * 1000)
+        pipe.pexpire(index, HELD_TTL_S * 1000)
         pipe.execute()
         return True
 
@@ -417,7 +426,7 @@ class HeldChanges:
             items, _ = self.page(account, limit=APPLY_MAX)
         else:
             pipe = self.redis.pipeline(transaction=False)
-            for entry_id in ids[:APPLY_MAX]:
+            for entry_id in list(dict.fromkeys(ids))[:APPLY_MAX]:  # an id given twice is one change
                 pipe.xrange(key, entry_id, entry_id)
             found = cast(list[list[tuple[str, dict[str, str]]]], pipe.execute())
             items = [_held(i, f) for entries in found for i, f in entries]
@@ -428,6 +437,7 @@ class HeldChanges:
                                 at=item.at):  # fmt: skip
                 applied.append(item.who)
             self.redis.xdel(key, item.id)
+            self.redis.hdel(self.keys.callback_held_index(account), f"{item.reason}\x1f{item.who}")
         return Applied(applied=applied, already=len(items) - len(applied), remaining=self.count(account))
 
 

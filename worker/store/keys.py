@@ -61,6 +61,7 @@ cb:overcap:{account}:{hour}  string  set once the account's callbacks passed the
                                one audit marker, expires)
 cb:held:{account}      stream  callback changes held over the hourly cap: reason, from, body digest,
                                times; applied by an operator or trimmed by age (bounded)
+cb:heldby:{account}    hash    reason + sender -> the held entry's id: one person's change is held once
 config                 hash    settings the Lua scripts read (retention_s)
 wake                   list    nudges for the dispatcher (new work, finished batch)
 dispatcher:leader      string  leader lock of the dispatcher (SET NX PX)
@@ -131,6 +132,7 @@ LAYOUT: Final[dict[str, str]] = {
     "callback_changes": "cb:changes:{}:{}",
     "callback_over_cap": "cb:overcap:{}:{}",
     "callback_held": "cb:held:{}",
+    "callback_held_index": "cb:heldby:{}",
     "config": "config",
     "wake": "wake",
     "leader": "dispatcher:leader",
@@ -307,6 +309,9 @@ class Keys:
 
     def callback_held(self, account_id: str) -> str:
         return self._key("callback_held", account_id)
+
+    def callback_held_index(self, account_id: str) -> str:
+        return self._key("callback_held_index", account_id)
 
     @property
     def config(self) -> str:

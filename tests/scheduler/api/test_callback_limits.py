@@ -73,6 +73,7 @@ def test_changes_past_the_hourly_cap_are_held_counted_marked_once_and_applied_by
     bodies = [opt_out(instance, f"wxid_o{n}", 100 + n) for n in range(5)]
     bodies += [removed(instance, f"wxid_r{n}", now + n) for n in range(2)]
     bodies.append(opt_out(instance, "wxid_o0", 999))  # already suppressed by then: changes nothing, not held
+    bodies += [opt_out(instance, "wxid_o4", 1000 + n) for n in range(3)]  # held already: not held again
     before = time.time()
     post_all(stack, "cap", bodies)
     work = processor(stack, callback_changes_per_h=CAP)
@@ -94,7 +95,7 @@ def test_changes_past_the_hourly_cap_are_held_counted_marked_once_and_applied_by
     rest = stack.http.get("/v1/accounts/cap/callback/held", params={"cursor": paged["next_cursor"]}).json()
     assert [h["id"] for h in paged["held"] + rest["held"]] == [h["id"] for h in held]
     # counted (stats:callbacks, Prometheus), and one marker in the audit for the account's hour
-    assert metric(stack, "held_over_cap") == 4.0 and metric(stack, "opted_out") == 4.0  # 3 new + the repeat
+    assert metric(stack, "held_over_cap") == 7.0 and metric(stack, "opted_out") == 4.0  # 3 new + the repeat
     trail = stack.http.get("/v1/audit", params={"key": "callback", "limit": 100}).json()["items"]
     actions = [(e["action"], e["target"]) for e in reversed(trail)]
     assert actions == [
@@ -113,7 +114,8 @@ def test_changes_past_the_hourly_cap_are_held_counted_marked_once_and_applied_by
         assert refused.status_code == 403, refused.text
         bad = client.post("/v1/accounts/cap/callback/held/apply", json={"ids": ["x"]}, headers=as_operator)
         assert bad.status_code == 422 and bad.json()["error"]["field"] == "ids", bad.text
-        one = client.post("/v1/accounts/cap/callback/held/apply", json={"ids": [held[3]["id"]]}, headers=as_operator)
+        twice = {"ids": [held[3]["id"]] * 3}  # one change given three times is applied and counted once
+        one = client.post("/v1/accounts/cap/callback/held/apply", json=twice, headers=as_operator)
         assert one.json() == {"applied": 1, "already_suppressed": 0, "remaining": 3}, one.text
         rest_applied = client.post("/v1/accounts/cap/callback/held/apply", headers=as_operator)
         assert rest_applied.json() == {"applied": 3, "already_suppressed": 0, "remaining": 0}, rest_applied.text
