@@ -131,6 +131,11 @@ def import_(
     with connect(url, token) as api:
         answer = api.import_suppressions(file.read_bytes(), account=account, reason=reason, jsonl=jsonl)
     say(f"imported {answer['imported']} suppression(s) / 已导入 {answer['imported']} 条退订记录")
+    if answer.get("kept"):
+        kept = answer["kept"]
+        say(
+            f"kept {kept} written by a callback or a vendor's refusal as they were / {kept} 条由回调或服务商拒绝写入的记录保持不变"
+        )
 
 
 @app.command()

@@ -111,15 +111,24 @@ class Suppressions:
         written, _ = pipe.execute()
         return bool(written) or not keep_existing
 
-    def add_many(self, rows: Iterable[Row | tuple[str | None, str, str, str]], *, by: str) -> int:
+    def add_many(self, rows: Iterable[Row | tuple[str | None, str, str, str]], *, by: str) -> tuple[int, int]:
         """Store rows (account, to, reason, note[, at, by]) in one pipeline; a row without ``at`` is dated now,
-        one without ``by`` is the given ``by``'s. Returns how many were given."""
+        one without ``by`` is the given ``by``'s. An entry the system wrote (``SYSTEM_BY``: the recipient's own
+        opt-out, a vendor's refusal) is kept as it is: an import cannot rewrite the record of who opted out and
+        when (attack round 4); lifting one is a DELETE, audited on its own. Returns (stored, kept)."""
+        given_rows = [Row(*given) for given in rows]
+        probe = self.redis.pipeline(transaction=False)
+        for row in given_rows:
+            probe.hget(self.keys.suppressions(scope_of(row.account)), row.to)
+        existing = probe.execute() if given_rows else []
         pipe = self.redis.pipeline()
-        n = 0
+        n = kept = 0
         now = round(time.time(), 3)
         scopes: set[str] = set()
-        for given in rows:
-            row = Row(*given)
+        for row, before in zip(given_rows, existing, strict=True):
+            if before and json.loads(before).get("by") in SYSTEM_BY:
+                kept += 1
+                continue
             scope = scope_of(row.account)
             scopes.add(scope)
             at = now if row.at is None else round(row.at, 3)
@@ -130,7 +139,7 @@ class Suppressions:
         if scopes:
             pipe.sadd(self.keys.suppression_scopes, *scopes)
         pipe.execute()
-        return n
+        return n, kept
 
     def remove(self, account: str | None, to: str) -> bool:
         """Lift one suppression; False when there was none."""

@@ -159,8 +159,9 @@ async def import_suppressions(
         # entries that name another author (an export read back: ``callback``, another key) stand out in the
         # audit trail, whose entry names the key that imported them
         audit_variant(request, "attributed")
-    stored = _store(state).add_many(rows, by=importer)
-    return {"imported": stored}
+    stored, kept = _store(state).add_many(rows, by=importer)
+    # an entry a callback or a vendor's refusal wrote is kept, not rewritten (worker/store/suppressions.py)
+    return {"imported": stored, "kept": kept}
 
 
 def _jsonl(text: str) -> Iterator[tuple[int, dict[str, str]]]:

@@ -51,8 +51,18 @@ def test_an_export_imported_again_keeps_at_by_and_note(api: ApiStack) -> None:
     key = stack.http.post("/v1/keys", json={"name": name, "role": "operator"}).json()["key"]
     with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as operator:
         imported = operator.post("/v1/suppressions/import", content=exported.encode(), headers=CSV)
-        assert imported.status_code == 200 and imported.json() == {"imported": len(made)}, imported.text
+        assert imported.status_code == 200 and imported.json() == {"imported": len(made), "kept": 0}, imported.text
         assert entries(stack, "rt") == before  # at, by, note and reason as they were
+        # a row over an entry the recipient's opt-out or a vendor's refusal wrote does not rewrite that record
+        # (attack round 4: a CSV turned a callback opt-out into a manual entry of the importer's, backdated)
+        over = b"account,to,reason,at,by,note\nrt,wxid_opt,manual,1,alice,x\nrt,wxid_gone,manual,,,y\nrt,wxid_f1,manual,,,z\n"
+        answer = operator.post("/v1/suppressions/import", content=over, headers=CSV)
+        assert answer.json() == {"imported": 1, "kept": 2}, answer.text
+        now = {e["to"]: e for e in entries(stack, "rt")}
+        kept = {e["to"]: e for e in before if e["to"] in ("wxid_opt", "wxid_gone")}
+        assert {to: now[to] for to in kept} == kept
+        assert (now["wxid_f1"]["by"], now["wxid_f1"]["note"]) == (name, "z")  # an operator's entry is replaced
+        store.add("rt", "wxid_f1", "manual", by="alice", note='=HYPERLINK("http://x")', at=1733300200.0)
         # a file without at/by columns: dated now, by the importing key
         plain = operator.post("/v1/suppressions/import", content=b"to,account\nwxid_new,rt\n", headers=CSV)
         assert plain.status_code == 200, plain.text
@@ -72,7 +82,8 @@ def test_an_export_imported_again_keeps_at_by_and_note(api: ApiStack) -> None:
         assert "wxid_x" not in {e["to"] for e in entries(stack, "rt")}
     trail = stack.http.get("/v1/audit", params={"key": name}).json()["items"]
     assert [(e["action"], e["status"]) for e in reversed(trail)] == [
-        ("suppression.import_attributed", 200), ("suppression.import", 200), *[("suppression.import", 422)] * 5,
+        ("suppression.import_attributed", 200), ("suppression.import_attributed", 200), ("suppression.import", 200),
+        *[("suppression.import", 422)] * 5,
     ]  # fmt: skip
 
 
