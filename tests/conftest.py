@@ -239,13 +239,14 @@ class ApiStack(Stack):
     def stored_keys(self) -> int:
         """How many keys this stack's prefix holds (to prove a refused request stored nothing). The audit
         trail is not counted, nor its count of a key's refusals this minute: a refused change is recorded
-        there on purpose (who tried what)."""
+        there on purpose (who tried what); nor the dispatcher's ``wake`` list, which comes and goes as running
+        processes nudge it (a full run once saw it appear between two counts)."""
         keys = Keys(self.prefix)
         refusals = f"{self.prefix}:audit_refused:"
         return sum(
             1
             for k in self.redis.scan_iter(match=f"{self.prefix}:*", count=1000)
-            if k != keys.audit and not k.startswith(refusals)
+            if k not in (keys.audit, keys.wake) and not k.startswith(refusals)
         )
 
     def stop(self) -> None:
