@@ -167,7 +167,7 @@ def test_closing_the_terminal_stops_everything_dev_started(tmp_path: Path) -> No
     sessions of their own) must still be stopped, not left running with the port and a private Redis."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BROADCAST_", "FLOWER_"))}
     env["PYTHONUNBUFFERED"] = "1"
-    # a run killed before (no cleanup) left its token: the README's `cat /tmp/broadcast-dev-*/api-token`
+    # a run killed before (no cleanup) left its token: the README reads the newest /tmp/broadcast-dev-*/api-token
     # must read only the live run's, so the new run removes it
     stale = Path(tempfile.mkdtemp(prefix="broadcast-dev-")) / "api-token"
     stale.write_text("token-of-a-killed-run\n")
