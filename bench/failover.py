@@ -190,7 +190,8 @@ DATA_NODE = ['save ""', "appendonly no", "repl-diskless-sync-delay 0", "maxmemor
 class Topology:
     """A primary, a replica behind a delaying proxy, three Sentinels."""
 
-    def __init__(self, root: Path, lag_s: float, replicas: int = 1) -> None:
+    def __init__(self, root: Path, lag_s: float, replicas: int = 1, down_after_ms: int = DOWN_AFTER_MS) -> None:
+        self.down_after_ms = down_after_ms
         self.nodes = [Server(root / f"node-{i}", DATA_NODE) for i in range(1 + replicas)]
         primary = self.nodes[0]
         self.proxies = [DelayProxy(primary.port, lag_s) for _ in range(replicas)] if lag_s > 0 else []
@@ -199,7 +200,7 @@ class Topology:
         wait_until(lambda: self.in_sync(primary, replicas), 20, "the replicas' first sync")
         monitor = [
             f"sentinel monitor {MASTER} 127.0.0.1 {primary.port} 2",
-            f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}",
+            f"sentinel down-after-milliseconds {MASTER} {down_after_ms}",
             f"sentinel failover-timeout {MASTER} 4000",
             f"sentinel parallel-syncs {MASTER} 1",
         ]
@@ -267,7 +268,7 @@ class Topology:
             client.execute_command("CONFIG", "REWRITE")  # the Sentinels rewrite it too: keep 100 there
         elif name == "stop":
             node.signal(signal.SIGSTOP)
-            time.sleep(3 * DOWN_AFTER_MS / 1000)
+            time.sleep(3 * self.down_after_ms / 1000)
             wait_until(self.switched(old), 30, "a new primary while the old one hangs")
             node.signal(signal.SIGCONT)
         elif name == "failover":
@@ -349,6 +350,7 @@ def run_once(
     gap_s: float = 0.3,
     replicas: int = 1,
     timeout: float = 240.0,
+    down_after_ms: int = DOWN_AFTER_MS,
     start: Callable[[str, list[str], dict[str, str]], Any] | None = None,
     stop: Callable[[Any], None] | None = None,
 ) -> Outcome:
@@ -367,7 +369,7 @@ def run_once(
         procs = Procs(workdir)
         start = lambda name, args, env: procs.cli(name, args, env)  # noqa: E731
         stop = procs.stop
-    topology = Topology(workdir / "redis", lag_s, replicas)
+    topology = Topology(workdir / "redis", lag_s, replicas, down_after_ms)
     prefix = f"fo{os.getpid()}{int(time.time()) % 100000}"
     env = {
         "BROADCAST_REDIS_URL": topology.url,
