@@ -386,7 +386,7 @@ class HeldChanges:
         key = self.keys.callback_held(account)
         index = self.keys.callback_held_index(account)
         self.redis.xtrim(key, minid=self._oldest(), approximate=False)
-        whose = f"{reason}\x1f{who}"
+        whose = _whose(reason, who)
         earlier = cast(str | None, self.redis.hget(index, whose))
         if earlier and self.redis.xrange(key, earlier, earlier):
             return True
@@ -436,9 +436,16 @@ class HeldChanges:
             if self.suppressions.add(account, item.who, item.reason, by="callback", note=note, keep_existing=True,
                                 at=item.at):  # fmt: skip
                 applied.append(item.who)
-            self.redis.xdel(key, item.id)
-            self.redis.hdel(self.keys.callback_held_index(account), f"{item.reason}\x1f{item.who}")
+            done = self.redis.pipeline(transaction=False)
+            done.xdel(key, item.id)
+            done.hdel(self.keys.callback_held_index(account), _whose(item.reason, item.who))
+            done.execute()
         return Applied(applied=applied, already=len(items) - len(applied), remaining=self.count(account))
+
+
+def _whose(reason: str, who: str) -> str:
+    """The held index's field for one person's one change (``cb:heldby:{account}``)."""
+    return f"{reason}\x1f{who}"
 
 
 def _held(entry_id: str, fields: dict[str, str]) -> Held:

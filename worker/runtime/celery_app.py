@@ -19,6 +19,8 @@ import redis
 from celery import Celery
 from celery.signals import celeryd_after_setup, setup_logging, worker_process_init, worker_ready, worker_shutdown
 from celery.worker import state as worker_state
+from kombu.transport.redis import PRIORITY_STEPS
+from kombu.transport.redis import Channel as RedisChannel
 
 from worker.logs import setup_logging as configure_logging
 from worker.runtime.connections import celery_broker, redis_client, reset_after_fork
@@ -111,9 +113,8 @@ class ConsumerWatch:
 def _waiting_messages(client: redis.Redis, queue: str) -> int:
     """Messages in the Celery queue, every priority's list (kombu's Redis transport keeps one per step)."""
     pipe = client.pipeline(transaction=False)
-    pipe.llen(queue)
-    for step in (3, 6, 9):  # kombu.transport.redis.PRIORITY_STEPS after 0, joined by its sep "\x06\x16"
-        pipe.llen(f"{queue}\x06\x16{step}")
+    for step in PRIORITY_STEPS:  # kombu's own naming (Channel._q_for_pri): step 0 is the queue's name itself
+        pipe.llen(f"{queue}{RedisChannel.sep}{step}" if step else queue)
     return int(sum(pipe.execute()))
 
 

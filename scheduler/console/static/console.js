@@ -1255,8 +1255,8 @@ function suppressionsPage() {
 }
 
 // who wrote a suppression: the system's own authors (worker/store/suppressions.py SYSTEM_BY, the bootstrap token)
-// in words, a key by its name
-const byText = (by) => (["callback", "vendor", "bootstrap"].includes(by) ? t("by_" + by) : by);
+// in words, a key by its name (as deadReasonText and skipText look theirs up)
+const byText = (by) => I18N[lang]["by_" + by] ?? by;
 
 // an account's callback changes held past the hourly cap (shown when the list is filtered to that account)
 async function showHeld(account) {
