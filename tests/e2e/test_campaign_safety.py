@@ -148,6 +148,8 @@ def test_an_account_throttled_again_and_again_pauses_itself(api_stack: ApiStack)
     assert status(stack, job) in ("retrying", "queued")  # kept for later, never dead-lettered
     shown = cli_runner(stack)("accounts", "show", "gw")
     assert "4 throttling answers in a row" in shown.stdout, shown.stdout
+    by_worker = stack.http.get("/v1/audit", params={"key": "worker"}).json()["items"]
+    assert [(e["action"], e["target"]) for e in by_worker] == [("account.auto_pause", "account:gw")]
 
     remove_fault(stack, throttled)
     resumed = stack.http.post("/v1/accounts/gw/resume", params={"check_online": "false"})

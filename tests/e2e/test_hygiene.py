@@ -80,6 +80,10 @@ def test_opt_out_by_callback_and_not_a_friend_skip_the_next_campaign(api_stack: 
     assert first["counts"]["dead"] == 1 and first["counts"]["sent"] == 1
     page = stack.http.get("/v1/suppressions", params={"account": "gw", "reason": "not_friend"}).json()
     assert [s["to"] for s in page["suppressions"]] == ["wxid_gone"]
+    made_by_worker = stack.http.get("/v1/audit", params={"key": "worker"}).json()["items"]
+    assert [(e["role"], e["action"], e["target"]) for e in made_by_worker] == [
+        ("worker", "suppression.add_not_friend", "suppression:gw/wxid_gone")
+    ]
 
     assert fault_hits(stack, refusal) == 1
     cid = start_campaign(stack, "gw", ["wxid_fan", "wxid_gone", "wxid_ok"])

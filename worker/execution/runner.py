@@ -52,7 +52,8 @@ from worker.messages import AnyMessage, SequenceMessage, SingleMessage
 from worker.pacing.holds import account_holds, held, held_entry, hold_after_abandoned, hold_for_daily_cap
 from worker.pacing.rules import PaceState, RedisClock, allowance, local_day, throttled_slowdown
 from worker.settings import Settings
-from worker.store.accounts import Account, AccountStore, KindHold
+from worker.store.accounts import Account, AccountStore, KindHold, Status
+from worker.store.audit import AuditLog
 from worker.store.deadletter import DeadReason
 from worker.store.ledger import Begin, BeginStatus, Finished, Job, Ledger, PaceRecord, RecallOutcome, sent_parts
 from worker.store.stats import AttemptCounters
@@ -180,6 +181,9 @@ class SessionRunner:
         self.rng = random.Random()
         self.counters = AttemptCounters(ledger.redis, ledger.keys)
         self.suppressions = Suppressions(ledger.redis, ledger.prefix)
+        #: what the worker changes on its own (an account down or auto-paused, a recipient who is not a
+        #: friend) is on the record as an operator's change is, under the key "worker"
+        self.audit = AuditLog(ledger.redis, ledger.prefix, settings.audit_retention_days * 86400)
         self._vendor_limits: tuple[float, set[str]] = (0.0, set())
         #: threads for the sessions of a bundle beyond its first (at most the sessions in flight)
         self._sessions = ThreadPoolExecutor(max_workers=settings.worker_concurrency, thread_name_prefix="session")
@@ -219,7 +223,7 @@ class SessionRunner:
             # rotation); the jobs go back untouched and the account waits for an operator
             reason = "token not readable with BROADCAST_SECRET_KEY (rotate keys in two phases)"
             self._give_back(account_id, token, opened.first, "config", reason)
-            self._durable(self.accounts.set_status, account_id, "down", reason)
+            self._durable(self._account_status, account_id, "down", reason, "account.down")
             report.stopped = SessionStop.ACCOUNT_DOWN
             self._durable(self.ledger.release, account_id, token)
             return report
@@ -642,15 +646,13 @@ class SessionRunner:
         )  # fmt: skip
         session.report.dead += 1
         if isinstance(error, NotFriendError) and done.status == "ok":  # as for a single send (suppressed)
-            self._durable(self.suppressions.add,
-                session.id, job.to, SuppressionReason.NOT_FRIEND, by="vendor", note=str(error), keep_existing=True,
-            )  # fmt: skip
+            self._not_a_friend(session, job, error)
         vendor = session.account.spec.vendor
         self.counters.record(account=session.id, vendor=vendor, kind=part.kind, outcome="dead", latency_ms=0.0,
                              error_class=error_class)  # fmt: skip
         self._log(job.id, session.id, vendor, "dead", time.time(), part=k, error=message)
         if isinstance(error, AccountDownError):
-            self.accounts.set_status(session.id, "down", str(error))
+            self._account_status(session.id, "down", str(error), "account.down")
             return SessionStop.ACCOUNT_DOWN
         if throttled:
             self._pause_if_restricted(session, finished, error)  # type: ignore[arg-type]
@@ -755,7 +757,7 @@ class SessionRunner:
             session.report.revoked += 1
         self._log(job.id, session.id, vendor, f"revoke_{outcome.value}", started, target=target_id, error=error)
         if down is not None:
-            self.accounts.set_status(session.id, "down", str(down))
+            self._account_status(session.id, "down", str(down), "account.down")
             return SessionStop.ACCOUNT_DOWN
         if throttled:
             return SessionStop.THROTTLED
@@ -806,10 +808,7 @@ class SessionRunner:
             report.dead += 1
             if isinstance(error, NotFriendError) and finished.status == "ok":
                 # not a friend: the next campaign from this account skips them (the first reason stays)
-                self._durable(self.suppressions.add,
-                    session.id, job.to, SuppressionReason.NOT_FRIEND, by="vendor", note=str(error),
-                    keep_existing=True,
-                )  # fmt: skip
+                self._not_a_friend(session, job, error)
         self._advance(session, pace)
         vendor = session.account.spec.vendor
         self.counters.record(
@@ -822,7 +821,7 @@ class SessionRunner:
         )
         self._log(job.id, session.id, vendor, decision.action, started, error=str(error), error_class=error.error_class)
         if isinstance(error, AccountDownError):
-            self.accounts.set_status(session.id, "down", str(error))
+            self._account_status(session.id, "down", str(error), "account.down")
             return SessionStop.ACCOUNT_DOWN
         if throttled:
             self._pause_if_restricted(session, finished, error)
@@ -850,8 +849,30 @@ class SessionRunner:
         if limit <= 0 or finished.throttles < limit:
             return
         reason = f"auto-paused: {finished.throttles} throttling answers in a row despite the slow-down (last: {error})"
-        self.accounts.set_status(session.id, "paused", reason)
+        self._account_status(session.id, "paused", reason, "account.auto_pause")
         log.warning("account auto-paused", extra={"account": session.id, "error": reason})
+
+    def _account_status(self, account_id: str, status: Status, reason: str, action: str) -> None:
+        """Mark the account down or paused on the worker's own judgement, and say so in the audit trail."""
+        self.accounts.set_status(account_id, status, reason)
+        self._audit(action, f"account:{account_id}")
+
+    def _not_a_friend(self, session: Session, job: Job, error: VendorError) -> None:
+        """The vendor said the recipient is not a friend: the next campaign from this account skips them
+        (the first reason stays), and a new entry is on the record."""
+        stored = self._durable(self.suppressions.add,
+            session.id, job.to, SuppressionReason.NOT_FRIEND, by="vendor", note=str(error), keep_existing=True,
+        )  # fmt: skip
+        if stored:
+            self._audit("suppression.add_not_friend", f"suppression:{session.id}/{job.to}")
+
+    def _audit(self, action: str, target: str) -> None:
+        """One audit entry under the key and role "worker"; a Redis error loses the entry (logged), never the
+        session's outcome, which is already recorded."""
+        try:
+            self.audit.record(key="worker", role="worker", action=action, target=target, status=200)
+        except redis.RedisError:
+            log.exception("audit entry not recorded", extra={"action": action, "target": target})
 
     def _under_lease(self, session: Session, call: Callable[[], T]) -> T:
         """One vendor call (a send, a part, a revoke) with the quick retries for what provably never left,

@@ -15,6 +15,7 @@ from worker.execution.runner import SessionRunner, SessionStop
 from worker.messages import TextMessage
 from worker.settings import Settings
 from worker.store.accounts import AccountSpec, AccountStore
+from worker.store.audit import AuditLog
 from worker.store.ledger import Ledger
 
 
@@ -41,6 +42,11 @@ def test_a_token_no_key_opens_sends_nothing_and_downs_the_account(redis_url: str
     assert job is not None and job.state == "queued" and job.attempts == 0
     account = rotated.get("a1")
     assert account is not None and account.status == "down" and "BROADCAST_SECRET_KEY" in account.status_reason
+    # on the record like an operator's change, under the worker's name
+    (entry,) = AuditLog(client, prefix, 3600).page(limit=10)[0]
+    assert (entry["key"], entry["role"], entry["action"], entry["target"]) == (
+        "worker", "worker", "account.down", "account:a1",
+    )  # fmt: skip
     drop_prefix(client, prefix)
 
 

@@ -16,6 +16,7 @@ from tests.conftest import claim_ready
 from worker.errors import MessageError
 from worker.settings import Settings
 from worker.store.accounts import AccountSpec, AccountStore
+from worker.store.audit import AuditLog
 from worker.store.ledger import BeginStatus, Ledger, PaceRecord
 from worker.vendors.base import SendResult
 
@@ -165,6 +166,11 @@ def test_a_share_of_failures_in_the_window_pauses_the_campaign_with_the_vendor_t
         == "error threshold — 3 of the last 6 failed: 发送消息失败：对方不是你的好友 ×2, 消息发送失败 ×1"
     )
     assert claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=10) == []  # nothing more goes out
+    # on the record like an operator's pause, under the worker's name
+    entries, _ = AuditLog(ledger.redis, ledger.prefix, 3600).page(limit=10)
+    assert [(e["key"], e["role"], e["action"], e["target"]) for e in entries] == [
+        ("worker", "worker", "campaign.auto_pause", f"campaign:{cid}")
+    ]
 
 
 def test_failures_below_the_minimum_attempts_do_not_pause(ledger: Ledger) -> None:
