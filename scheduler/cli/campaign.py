@@ -70,6 +70,8 @@ def _status_zh(c: dict[str, Any]) -> str:
     """The status in Chinese (an unknown one as the API names it), saying when it paused itself."""
     status = str(c["status"])
     label = STATUS_ZH.get(status, status)
+    if c.get("owner_revoked"):
+        return f"{label}（创建它的密钥已被吊销，需管理员恢复）"
     return f"{label}（出错自动暂停，原因见前）" if c.get("pause_reason") else label
 
 

@@ -77,6 +77,12 @@ def revoke(name: str, as_json: AsJson = False, url: Url = None, token: Token = N
         if d.get("paused_schedules"):
             paused = ", ".join(d["paused_schedules"])
             say(f"paused the schedules it created / 已暂停它创建的定时任务: {paused} (`broadcast schedules resume ID`)")
+        if d.get("paused_campaigns"):
+            paused = ", ".join(d["paused_campaigns"])
+            say(f"paused the campaigns it created / 已暂停它创建的群发活动: {paused} (`broadcast campaign resume ID`)")
+        if d.get("cancelled_messages"):
+            n = len(d["cancelled_messages"])
+            say(f"cancelled {n} message(s) it had scheduled / 已取消它预约的 {n} 条消息")
 
     emit(done, as_json, show)
 

@@ -98,6 +98,12 @@ class CampaignStateError(ValueError):
     code = "conflict"
 
 
+class OwnerRevokedError(CampaignStateError):
+    """The key that created the campaign was revoked: only an admin resumes or starts it."""
+
+    code = "owner_revoked"
+
+
 class UntestedCampaignError(CampaignStateError):
     """Starting a campaign this large needs a test send that went out first (``BROADCAST_REQUIRE_TEST_ABOVE``)."""
 
@@ -297,13 +303,15 @@ class Campaigns:
         auto_pause: Mapping[str, Any] | None = None,
         audience: AudienceIn | None = None,
         on_cap: str = "skip",
+        created_by: str | None = None,
     ) -> CampaignCreated:
         """Validate everything, then store the campaign atomically. Raises MessageError naming the field.
         ``draft``: stored, nothing released until :meth:`start`. ``auto_pause``: this campaign's thresholds
         (missing fields take the settings' defaults; None or 0 switches a check off). ``audience``: recipients
         chosen from the accounts' last contact sync, resolved now, after the given ``recipients``. ``on_cap``:
         what a delivery does when its account's ``recipient_cap`` is reached: ``skip``
-        (``skipped``/frequency_cap) or ``wait`` until the window allows."""
+        (``skipped``/frequency_cap) or ``wait`` until the window allows. ``created_by``: the key that made it,
+        whose revocation pauses it (:meth:`pause_created_by`)."""
         if on_cap not in ("skip", "wait"):
             raise MessageError("on_cap: must be 'skip' or 'wait'", field="on_cap")
         parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
@@ -383,6 +391,7 @@ class Campaigns:
                 "digest": digest.hexdigest(),
                 **thresholds.stored(),
                 "on_cap": on_cap,
+                "created_by": created_by or "",
             }
             if resolved is not None and audience is not None:
                 fields["audience"] = json.dumps(
@@ -643,13 +652,16 @@ class Campaigns:
         views = [job.public() for job in self.ledger.get_many(ids) if job is not None]
         return [{name: view[name] for name in TEST_JOB_FIELDS} for view in views]
 
-    def start(self, cid: str) -> dict[str, Any]:
+    def start(self, cid: str, *, admin: bool = True) -> dict[str, Any]:
         """Arm a draft: due at its ``send_at`` (scheduled) or now (live at once). 409 when it is not a draft,
-        or when it needs a test send that went out first (``BROADCAST_REQUIRE_TEST_ABOVE``)."""
+        or when it needs a test send that went out first (``BROADCAST_REQUIRE_TEST_ABOVE``);
+        :class:`OwnerRevokedError` when its creating key was revoked and the caller is not an ``admin``."""
         now = time.time()
-        answer = str(self._start(args=[self.prefix, cid, f"{now:.6f}", self.require_test_above]))
+        answer = str(self._start(args=[self.prefix, cid, f"{now:.6f}", self.require_test_above, int(admin)]))
         if answer == "!missing":
             raise CampaignNotFound(cid)
+        if answer == "!owner_revoked":
+            raise OwnerRevokedError(f"campaign {cid} was created by a key since revoked: an admin may start it")
         if answer == "!test":
             raise UntestedCampaignError(
                 f"campaign {cid} has more than {self.require_test_above} recipients: send a test first and let it "
@@ -696,6 +708,8 @@ class Campaigns:
             "tests": self._tests_view(cid, data),
             "recall": recall_progress(data),
             "audience": json.loads(data["audience"]) if data.get("audience") else None,
+            "created_by": data.get("created_by") or None,
+            "owner_revoked": data.get("owner_revoked") == "1",
         }
 
     def _tests_view(self, cid: str, data: Mapping[str, str]) -> dict[str, Any]:
@@ -754,18 +768,24 @@ class Campaigns:
     def _accounts_of(self, cid: str) -> list[str]:
         return list(json.loads(cast(str, self.redis.hget(self.keys.campaign(cid), "accounts")) or "[]"))
 
-    def set_status(self, cid: str, action: str) -> dict[str, Any]:
-        """pause | resume | cancel. Cancel stops every unsent job at once and marks them cancelled."""
+    def set_status(self, cid: str, action: str, *, admin: bool = True) -> dict[str, Any]:
+        """pause | resume | cancel. Cancel stops every unsent job at once and marks them cancelled. A
+        campaign whose creating key was revoked resumes only for an ``admin`` (:class:`OwnerRevokedError`)."""
         accounts = self._accounts_of(cid)
+        script_action = "resume_admin" if action == "resume" and admin else action
         if action == "cancel" and self.get(cid)["finished"]:
             raise CampaignStateError("cannot cancel a campaign that has finished: every job is already terminal")
         # a finished campaign is still stored "active": pausing it would answer 200 and change nothing
         finished = action in ("pause", "resume") and self.get(cid)["finished"]
         previous = (
-            "!" if finished else str(self._status(args=[self.prefix, cid, action, f"{time.time():.6f}", *accounts]))
+            "!"
+            if finished
+            else str(self._status(args=[self.prefix, cid, script_action, f"{time.time():.6f}", *accounts]))
         )
         if previous == "!missing":
             raise CampaignNotFound(cid)
+        if previous == "!owner_revoked":
+            raise OwnerRevokedError(f"campaign {cid} was created by a key since revoked: an admin may resume it")
         if previous.startswith("!"):
             # named as the campaign is shown, and a recall said, since that is why most such campaigns
             # cannot go on
@@ -775,6 +795,31 @@ class Campaigns:
         if action == "cancel":
             self._cancel_jobs(cid, accounts)
         return self.get(cid)
+
+    def pause_created_by(self, key_name: str) -> list[str]:
+        """Pause every unfinished campaign the key ``key_name`` created and flag it ``owner_revoked`` (it was
+        revoked: nobody answers any more for what it would still send, a future-dated one included), a draft
+        or a paused one flagged only, so that only an admin starts or resumes it; the ids."""
+        ids = cast(list[str], self.redis.zrange(self.keys.campaigns, 0, -1))
+        paused: list[str] = []
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            pipe = self.redis.pipeline(transaction=False)
+            for cid in chunk:
+                pipe.hmget(self.keys.campaign(cid), "created_by", "owner_revoked")
+            for cid, (by, revoked) in zip(chunk, pipe.execute(), strict=True):
+                if by != key_name or revoked == "1":
+                    continue
+                try:
+                    if self.get(cid)["finished"]:
+                        continue
+                except CampaignNotFound:
+                    continue
+                now = f"{time.time():.6f}"
+                previous = str(self._status(args=[self.prefix, cid, "owner_revoked", now, *self._accounts_of(cid)]))
+                if not previous.startswith("!"):
+                    paused.append(cid)
+        return paused
 
     def recall(self, cid: str, *, window_s: float) -> dict[str, Any]:
         """Stop the campaign (a cancel, unless it has finished) and ask for the revoke of every message it

@@ -76,9 +76,11 @@ class Producer:
         priority: str = "normal",
         test_of: str | None = None,
         ignore_suppression: str | None = None,
+        created_by: str | None = None,
     ) -> Submitted:
         """Submit one message to one recipient from a configured account (``test_of``: a campaign's test send;
-        ``ignore_suppression``: who asked that it go even to a suppressed recipient, recorded on the job)."""
+        ``ignore_suppression``: who asked that it go even to a suppressed recipient, recorded on the job;
+        ``created_by``: the key that submitted it, whose revocation cancels it while it waits for its ``send_at``)."""
         check_text(account, "account")
         if idempotency_key:
             check_text(idempotency_key, "idempotency_key")
@@ -106,6 +108,7 @@ class Producer:
             priority=priority,
             test_of=test_of,
             ignore_suppression=ignore_suppression,
+            created_by=created_by,
         )
         if not state:  # an idempotent replay: answer the job's current state
             job = self.ledger.get(job_id)

@@ -393,11 +393,13 @@ class Ledger:
         job_id: str | None = None,
         test_of: str | None = None,
         ignore_suppression: str | None = None,
+        created_by: str | None = None,
     ) -> Submission:
         """Store and enqueue one job in one round trip. An idempotency key seen before answers its first
         job (``created`` False, ``state`` ''). ``test_of``: the campaign this job is a test send of (it is
         not one of the campaign's jobs and not in its counts). ``ignore_suppression``: who asked that it be
-        sent even to a suppressed recipient (the job's ``nosupp`` and ``nosupp_by``)."""
+        sent even to a suppressed recipient (the job's ``nosupp`` and ``nosupp_by``). ``created_by``: the
+        key that submitted it (:meth:`cancel_scheduled_by`)."""
         job_id = job_id or new_id()
         now = time.time()
         fields: dict[str, Any] = {
@@ -416,6 +418,7 @@ class Ledger:
             "test_of": test_of,
             "nosupp": "1" if ignore_suppression else None,
             "nosupp_by": ignore_suppression or None,
+            "created_by": created_by or None,
         }
         due_at = f"{send_at:.3f}" if send_at and send_at > now else ""
         reply = self._submit(
@@ -446,6 +449,26 @@ class Ledger:
     def cancel(self, job_id: str) -> str:
         """Cancel a job that has not started sending; returns the state it was in."""
         return str(self._cancel(args=[self.prefix, job_id, f"{time.time():.6f}"]))
+
+    def cancel_scheduled_by(self, key_name: str, *, chunk: int = 1000) -> list[str]:
+        """Cancel every message the key ``key_name`` submitted that still waits for its ``send_at`` (it was
+        revoked: nobody answers any more for what it would send later); the ids. A retrying message was
+        already tried and goes on: the revocation stops what the key armed for later, not what is under way."""
+        now = time.time()
+        cancelled: list[str] = []
+        offset = 0
+        while True:
+            ids = cast(list[str], self.redis.zrangebyscore(self.keys.due, now, "+inf", start=offset, num=chunk))
+            if not ids:
+                return cancelled
+            offset += len(ids)
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hmget(self.keys.job(job_id), "state", "created_by")
+            for job_id, (state, by) in zip(ids, pipe.execute(), strict=True):
+                if by == key_name and state == JobState.SCHEDULED and self.cancel(job_id) == JobState.SCHEDULED:
+                    cancelled.append(job_id)
+                    offset -= 1  # it left the set: the next page starts one earlier
 
     # --- dispatcher side ----------------------------------------------------------------------------
 

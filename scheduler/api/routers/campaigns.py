@@ -5,10 +5,10 @@ send and start (docs/api.md, "Campaign safety")."""
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -17,10 +17,11 @@ from scheduler.api.body_limit import SCANNED
 from scheduler.api.errors import ApiError, invalid
 from scheduler.api.exports import export_deliveries
 from scheduler.api.models import ObjectId, Priority, RecallIn, epoch, mark_replayed
-from scheduler.api.state import AUTH, ApiState, Stores, read_body
+from scheduler.api.state import AUTH, ApiState, Stores, authorize, check_role, read_body
 from scheduler.intake.audience import AudienceIn
 from scheduler.intake.campaigns import (
     MAX_TEST_RECIPIENTS,
+    OwnerRevokedError,
     Replayable,
     recipients_from_csv,
     recipients_from_jsonl,
@@ -32,6 +33,7 @@ from worker.jsonsafe import SMALL_JSON_LIMITS, STREAMED_JSON_LIMITS
 from worker.messages import Message
 from worker.store.accounts import ACCOUNT_ID_MAX
 from worker.store.ledger import STATES
+from worker.store.operators import Caller, Role
 
 router = APIRouter(tags=["campaigns"], dependencies=AUTH)
 
@@ -143,9 +145,14 @@ class CampaignAccepted(BaseModel):
 
 
 def _create(
-    state: ApiState, spec: CampaignSpecIn, recipients: Iterable[Mapping[str, Any]], response: Response
+    state: ApiState,
+    spec: CampaignSpecIn,
+    recipients: Iterable[Mapping[str, Any]],
+    response: Response,
+    caller: Caller | None,
 ) -> CampaignAccepted:
-    created = state.campaigns.create(recipients=recipients, **spec.create_args())
+    created_by = caller.name if caller is not None else None
+    created = state.campaigns.create(recipients=recipients, created_by=created_by, **spec.create_args())
     mark_replayed(response, created.created)
     return CampaignAccepted(
         id=created.id,
@@ -165,10 +172,14 @@ async def post_campaign(request: Request, response: Response, state: Stores) -> 
     """Store a campaign atomically: all recipients queued, or nothing stored and the bad field named.
     The body (``CampaignIn``) is read in streaming passes, never as one object tree."""
     raw = await read_body(request, state)
-    return await run_in_threadpool(_campaign_from_json, state, raw, response, bool(request.scope.get(SCANNED)))
+    scanned = bool(request.scope.get(SCANNED))
+    caller = getattr(request.state, "caller", None)
+    return await run_in_threadpool(_campaign_from_json, state, raw, response, scanned, caller)
 
 
-def _campaign_from_json(state: ApiState, raw: bytes, response: Response, scanned: bool) -> CampaignAccepted:
+def _campaign_from_json(
+    state: ApiState, raw: bytes, response: Response, scanned: bool, caller: Caller | None = None
+) -> CampaignAccepted:
     if not scanned:  # parsed here, not by FastAPI: never without the shape limits, whoever mounts the route
         try:
             jsonsafe.check(raw, STREAMED_JSON_LIMITS, "body")
@@ -188,7 +199,7 @@ def _campaign_from_json(state: ApiState, raw: bytes, response: Response, scanned
         raise ApiError(422, "invalid", f"recipients: between 1 and {MAX_JSON_RECIPIENTS} recipients", "recipients")
     rows: Iterable[Mapping[str, Any]] = Replayable(lambda: body.recipients(RecipientIn)) if body.has_recipients else []
     try:
-        return _create(state, spec, rows, response)
+        return _create(state, spec, rows, response, caller)
     except BodyNotJson as exc:
         raise ApiError(400, "invalid_json", f"body is not valid JSON ({exc})", "body") from None
 
@@ -199,6 +210,7 @@ def upload_campaign(
     recipients: Annotated[UploadFile, File(description="CSV (to, account?, variables…) or JSONL")],
     response: Response,
     state: Stores,
+    caller: Annotated[Caller, Depends(authorize)],
 ) -> CampaignAccepted:
     """A campaign whose recipients come as a CSV or JSONL file, streamed from disk."""
     jsonsafe.check(spec, SMALL_JSON_LIMITS, "spec")  # a form field: BodyLimit scans JSON bodies only
@@ -210,7 +222,7 @@ def upload_campaign(
     parse = recipients_from_jsonl if name.endswith((".jsonl", ".ndjson")) else recipients_from_csv
     rows = Replayable(lambda: parse(codecs.iterdecode(_iter_lines(recipients), "utf-8-sig")))
     try:
-        return _create(state, parsed, rows, response)
+        return _create(state, parsed, rows, response, caller)
     except UnicodeDecodeError:
         raise ApiError(422, "invalid", "recipients: file is not UTF-8 text", "recipients") from None
 
@@ -267,9 +279,22 @@ def pause_campaign(campaign_id: ObjectId, state: Stores) -> dict[str, Any]:
 
 
 @router.post("/v1/campaigns/{campaign_id}/resume")
-def resume_campaign(campaign_id: ObjectId, state: Stores) -> dict[str, Any]:
-    """Continue where it stopped; nothing already sent is sent again."""
-    return state.campaigns.set_status(campaign_id, "resume")
+def resume_campaign(
+    campaign_id: ObjectId, state: Stores, caller: Annotated[Caller, Depends(authorize)]
+) -> dict[str, Any]:
+    """Continue where it stopped; nothing already sent is sent again. One paused because the key that
+    created it was revoked (``owner_revoked``) needs an admin."""
+    return _as_admin_when_revoked(caller, lambda admin: state.campaigns.set_status(campaign_id, "resume", admin=admin))
+
+
+def _as_admin_when_revoked(caller: Caller, act: Callable[[bool], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``act`` told whether the caller is an admin; a campaign its revoked key made answers 403 naming
+    the role, as a schedule does."""
+    try:
+        return act(caller.role.allows(Role.ADMIN))
+    except OwnerRevokedError:
+        check_role(caller, Role.ADMIN)
+        raise
 
 
 @router.post("/v1/campaigns/{campaign_id}/cancel")
@@ -289,10 +314,13 @@ def test_campaign(campaign_id: ObjectId, body: CampaignTestIn, state: Stores) ->
 
 
 @router.post("/v1/campaigns/{campaign_id}/start")
-def start_campaign(campaign_id: ObjectId, state: Stores) -> dict[str, Any]:
+def start_campaign(
+    campaign_id: ObjectId, state: Stores, caller: Annotated[Caller, Depends(authorize)]
+) -> dict[str, Any]:
     """Arm a draft: scheduled if its ``send_at`` is ahead, live now otherwise. ``409 test_send_required``
-    when it has more than ``BROADCAST_REQUIRE_TEST_ABOVE`` recipients and no test send went out."""
-    return state.campaigns.start(campaign_id)
+    when it has more than ``BROADCAST_REQUIRE_TEST_ABOVE`` recipients and no test send went out; ``403``
+    when the key that created it was revoked (``owner_revoked``) and the caller is not an admin."""
+    return _as_admin_when_revoked(caller, lambda admin: state.campaigns.start(campaign_id, admin=admin))
 
 
 @router.post("/v1/campaigns/{campaign_id}/recall", status_code=202)

@@ -69,8 +69,14 @@ def who_am_i(caller: Annotated[Caller, Depends(authorize)]) -> dict[str, Any]:
 
 @router.delete("/v1/keys/{name}")
 def revoke_key(name: Annotated[str, Path(pattern=NAME_PATTERN.pattern)], state: Stores) -> dict[str, Any]:
-    """Revoke at once: the next request with this key answers 401, and the schedules it created are
-    paused (``paused_schedules``; an admin may resume them)."""
+    """Revoke at once: the next request with this key answers 401; the schedules and unfinished campaigns
+    it created are paused (``paused_schedules``, ``paused_campaigns``: an admin may resume them) and its
+    messages still waiting for their ``send_at`` are cancelled (``cancelled_messages``)."""
     if not state.operators.revoke(name):
         raise ApiError(404, "not_found", f"no key {name!r}", "name")
-    return {"revoked": name, "paused_schedules": state.schedules.pause_created_by(name)}
+    return {
+        "revoked": name,
+        "paused_schedules": state.schedules.pause_created_by(name),
+        "paused_campaigns": state.campaigns.pause_created_by(name),
+        "cancelled_messages": state.ledger.cancel_scheduled_by(name),
+    }

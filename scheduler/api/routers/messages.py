@@ -75,6 +75,7 @@ def post_message(body: MessageIn, request: Request, response: Response, state: S
         idempotency_key=body.idempotency_key,
         priority=body.priority,
         ignore_suppression=(getattr(caller, "name", "") or "api") if body.ignore_suppression else None,
+        created_by=getattr(caller, "name", None),
     )
     mark_replayed(response, submitted.created)
     return Accepted(id=submitted.id, status=submitted.status)
@@ -96,6 +97,7 @@ def get_message(job_id: ObjectId, state: Stores) -> dict[str, Any]:
         "errors": [h for h in history if h.get("error")],
         "history": history,
         **{name: view[name] for name in _MESSAGE_TAIL},
+        "created_by": job.fields.get("created_by"),  # the key that submitted it (a campaign's: the campaign's)
     }
 
 

@@ -62,7 +62,7 @@ const I18N = {
     st_draft: "草稿", draft: "存为草稿（不发送；先测试发送，再启动）", start: "启动", confirm_start: "启动该群发？将开始向全部接收人发送。",
     started: "已启动", test_send: "测试发送", test_to: "测试接收人 wxid（逗号分隔，最多 10 个；用第一位接收人的变量渲染）",
     test_queued: "测试消息已排队", tests: "测试发送", tests_summary: "已测试 {n} 次，{sent} 条已送达",
-    pause_reason: "自动暂停原因", auto_pause: "出错自动暂停",
+    pause_reason: "自动暂停原因", paused_because: "暂停原因", auto_pause: "出错自动暂停",
     recall: "撤回", recall_title: "撤回进度", recall_col: "撤回",
     confirm_recall: "撤回该群发？会先停止发送（等同取消），再撤回所有仍在撤回时限内（默认为服务商记录的发送时间 createTime 之后 110 秒）已发出的消息，每条只撤回一次。",
     rc_requested: "已申请", rc_recalled: "已撤回", rc_too_late: "超过撤回时限", rc_unsupported: "不支持撤回",
@@ -154,7 +154,7 @@ const I18N = {
     confirm_start: "Start this campaign? It begins sending to every recipient.", started: "Started",
     test_send: "Test send", test_to: "Test recipients' wxids (comma-separated, at most 10; rendered with the first recipient's variables)",
     test_queued: "Test messages queued", tests: "Test sends", tests_summary: "tested {n} time(s), {sent} delivered",
-    pause_reason: "Paused itself because", auto_pause: "Auto-pause on errors",
+    pause_reason: "Paused itself because", paused_because: "Paused because", auto_pause: "Auto-pause on errors",
     recall: "Recall", recall_title: "Recall", recall_col: "Recall",
     confirm_recall: "Recall this campaign? It stops sending first (a cancel), then revokes every message it sent that is still inside the revoke window (by default 110 s after the vendor's createTime), each once.",
     rc_requested: "asked", rc_recalled: "recalled", rc_too_late: "too late", rc_unsupported: "unsupported",
@@ -579,6 +579,7 @@ const REASONS_ZH = [
   [/^error threshold — (\d+) in a row failed: /, "出错过多，已自动暂停：连续 $1 次失败："],
   [/^auto-paused: (\d+) throttling answers in a row despite the slow-down \(last: (.*)\)$/, "已自动暂停：降速后仍连续 $1 次被服务商限流（最后一次：$2）"],
   [/^paused by operator$/, "由操作员暂停"],
+  [/^the key that created it was revoked: an admin may resume it$/, "创建它的密钥已被吊销，需管理员恢复"],
   [/^the vendor reports the account offline$/, "服务商报告该账号离线"],
   [/^online check failed: /, "在线检查失败："],
   [/^resumed after a probe send to (\S+)/, "向 $1 试发成功后恢复"],
@@ -682,7 +683,7 @@ function campaignPage(id) {
         <td data-label="${t("account")}">${esc(j.account)}</td><td data-label="${t("status")}">${badge(j.status)}</td></tr>`).join("")}</tbody></table></div>` : "";
       const recallButton = c.recall || !c.counts.sent ? "" : ` <button class="danger" data-action="recall" data-id="${esc(c.id)}">${t("recall")}</button>`;
       $("#head").html = `<div class="row"><h1>${esc(c.name)}</h1>${badge(c.status)}<span class="spacer"></span>${steerButtons(c)}${recallButton}</div>
-        ${c.pause_reason ? `<div class="card notice-bad"><b>${t("pause_reason")}:</b> <span id="pause-reason" title="${esc(c.pause_reason)}">${esc(reasonText(c.pause_reason))}</span></div>` : ""}
+        ${c.pause_reason ? `<div class="card notice-bad"><b>${t(c.owner_revoked ? "paused_because" : "pause_reason")}:</b> <span id="pause-reason" title="${esc(c.pause_reason)}">${esc(reasonText(c.pause_reason))}</span></div>` : ""}
         <div class="mono muted">${esc(c.id)} · ${esc(c.accounts.join(", "))} · ${t("priority")}: ${t(c.priority)}${c.send_at ? " · " + t("send_at") + ": " + esc(fmtTime(c.send_at)) : ""}</div>
         <div class="card stats">
           <div class="stat"><b id="stat-total">${c.total}</b><span>${t("total")}</span></div>

@@ -120,7 +120,9 @@ def test_unknown_and_revoked_keys_are_401_and_keys_are_stored_hashed(api: ApiSta
     assert api.http.post("/v1/keys", json={"name": f"carol-{api.prefix}", "role": "admin"}).status_code == 409
     assert httpx.get(f"{api.api_url}/v1/campaigns", headers={"Authorization": f"Bearer {key}x"}).status_code == 401
     revoked = api.http.delete(f"/v1/keys/carol-{api.prefix}").json()
-    assert revoked == {"revoked": f"carol-{api.prefix}", "paused_schedules": []}
+    assert revoked == {
+        "revoked": f"carol-{api.prefix}", "paused_schedules": [], "paused_campaigns": [], "cancelled_messages": [],
+    }  # fmt: skip
     gone = httpx.get(f"{api.api_url}/v1/campaigns", headers=as_carol)
     assert gone.status_code == 401 and gone.json()["error"]["field"] == "Authorization"
     assert api.http.delete(f"/v1/keys/carol-{api.prefix}").status_code == 404
@@ -246,6 +248,69 @@ def test_revoking_a_key_pauses_the_schedules_it_created_and_only_those(api: ApiS
     finally:
         for schedule in (theirs, parked, ours):  # due within the hour another test looks ahead near 00:00 UTC
             api.http.delete(f"/v1/schedules/{schedule['id']}")
+
+
+def test_revoking_a_key_pauses_its_campaigns_and_cancels_its_future_messages(api: ApiStack) -> None:
+    """A revoked key's future-dated campaign or message must not go out later in nobody's name (attack
+    round 4): its unfinished campaigns pause (a draft is flagged), its scheduled messages are cancelled,
+    and only an admin sends any of it again. Someone else's, and what is already under way, stay."""
+    put_account(api, "rev-acct", "gewe", f"inst-{api.prefix}-r")
+    name = f"leaver-c-{api.prefix}"
+    leaver = {
+        "Authorization": f"Bearer {api.http.post('/v1/keys', json={'name': name, 'role': 'operator'}).json()['key']}"
+    }
+    other = api.http.post("/v1/keys", json={"name": f"stayer-c-{api.prefix}", "role": "operator"}).json()["key"]
+    as_other = {"Authorization": f"Bearer {other}"}
+    later = "2099-01-01T09:00:00+08:00"
+
+    def campaign(headers: dict[str, str], **extra: Any) -> str:
+        body = {"name": "c", "account": "rev-acct", "message": {"kind": "text", "text": "早"},
+                "recipients": [{"to": "wxid_r1"}, {"to": "wxid_r2"}], **extra}  # fmt: skip
+        answer = api.http.post("/v1/campaigns", json=body, headers=headers)
+        assert answer.status_code == 202, answer.text
+        return str(answer.json()["id"])
+
+    def message(headers: dict[str, str], **extra: Any) -> str:
+        body = {"account": "rev-acct", "to": "wxid_r3", "message": {"kind": "text", "text": "晚"}, **extra}
+        answer = api.http.post("/v1/messages", json=body, headers=headers)
+        assert answer.status_code == 202, answer.text
+        return str(answer.json()["id"])
+
+    future, live, draft = campaign(leaver, send_at=later), campaign(leaver), campaign(leaver, draft=True)
+    ours = campaign({}, send_at=later)
+    their_later, their_now, our_later = message(leaver, send_at=later), message(leaver), message({}, send_at=later)
+    assert api.http.get(f"/v1/campaigns/{future}").json()["created_by"] == name
+    assert api.http.get(f"/v1/messages/{their_later}").json()["created_by"] == name
+
+    revoked = api.http.delete(f"/v1/keys/{name}").json()
+    assert sorted(revoked["paused_campaigns"]) == sorted([future, live, draft])
+    assert revoked["cancelled_messages"] == [their_later]
+    shown = api.http.get(f"/v1/campaigns/{future}").json()
+    assert (shown["status"], shown["owner_revoked"]) == ("paused", True)
+    assert shown["pause_reason"] == "the key that created it was revoked: an admin may resume it"
+    assert api.http.get(f"/v1/campaigns/{live}").json()["status"] == "paused"
+    assert api.http.get(f"/v1/campaigns/{draft}").json()["status"] == "draft"
+    untouched = api.http.get(f"/v1/campaigns/{ours}").json()
+    assert (untouched["status"], untouched["owner_revoked"], untouched["created_by"]) == (
+        "scheduled",
+        False,
+        "bootstrap",
+    )
+    assert api.http.get(f"/v1/messages/{their_later}").json()["status"] == "cancelled"
+    assert api.http.get(f"/v1/messages/{their_now}").json()["status"] == "queued"  # under way: goes on
+    assert api.http.get(f"/v1/messages/{our_later}").json()["status"] == "scheduled"
+
+    # another operator cannot send it in the revoked key's name; an admin can
+    for path in (f"/v1/campaigns/{future}/resume", f"/v1/campaigns/{draft}/start"):
+        refused = api.http.post(path, headers=as_other)
+        assert refused.status_code == 403 and "admin" in refused.text, refused.text
+    assert api.http.get(f"/v1/campaigns/{draft}").json()["status"] == "draft"
+    resumed = api.http.post(f"/v1/campaigns/{future}/resume").json()
+    assert (resumed["status"], resumed["owner_revoked"], resumed["pause_reason"]) == ("scheduled", False, None)
+    started = api.http.post(f"/v1/campaigns/{draft}/start").json()
+    assert (started["status"], started["owner_revoked"]) == ("active", False)
+    for cid in (future, live, draft, ours):
+        api.http.post(f"/v1/campaigns/{cid}/cancel")
 
 
 def revoked_midway(api: ApiStack, role: str, path: str, body: bytes, content_type: str) -> str:
