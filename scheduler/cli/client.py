@@ -436,7 +436,19 @@ class Client:
         return dict(self._call("GET", f"/v1/dead-letters/{_seg(job_id)}"))
 
     def replay(self, job_ids: list[str], *, force: bool = False) -> dict[str, str]:
-        """Each id → ``ok`` or why not (``not_dead``, ``missing``, ``unknown_outcome`` …)."""
+        """Each id → ``ok`` or why not (``not_dead``, ``missing``, ``unknown_outcome`` …). One id takes the
+        one-job route, so the audit trail says ``dead_letter.replay``, not a bulk replay."""
+        if len(job_ids) == 1:
+            (job_id,) = job_ids
+            try:
+                self._call("POST", f"/v1/dead-letters/{_seg(job_id)}/replay", params={"force": str(force).lower()})
+            except ApiError as exc:
+                if exc.status == 404:
+                    return {job_id: "missing"}
+                if exc.status == 409:
+                    return {job_id: exc.code}
+                raise
+            return {job_id: "ok"}
         answer = self._call("POST", "/v1/dead-letters/replay", json={"ids": job_ids, "force": force})
         return {str(k): str(v) for k, v in answer["results"].items()}
 

@@ -412,6 +412,9 @@ def test_dead_letters_list_show_replay_delete(api_stack: ApiStack, tmp_path: Pat
         clear_faults(api_stack)
 
     assert "replayed 1 of 1" in ok(run("dead-letters", "replay", ids[0]))
+    # one id is a one-job replay on the record, not a bulk one
+    trail = api_stack.http.get("/v1/audit", params={"target": f"dead_letter:{ids[0]}"}).json()["items"]
+    assert [e["action"] for e in trail] == ["dead_letter.replay"], trail
     partly = run("dead-letters", "replay", ids[0], ids[1], "j-missing", "--json")
     assert partly.returncode == 1
     assert json_docs(partly.stdout) == [
