@@ -43,7 +43,7 @@ from bench.pacing import TOKEN, _sim_up
 from scheduler.devtools.embedded import EmbeddedRedis, free_port
 from worker.execution.runner import SessionRunner
 from worker.messages import TextMessage
-from worker.runtime.connections import new_vendor_http_client
+from worker.runtime.connections import COMMAND_PACKER, new_vendor_http_client
 from worker.settings import Settings
 from worker.store.accounts import AccountSpec, AccountStore
 from worker.store.ledger import Ledger
@@ -191,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         with EmbeddedRedis() as server:
-            pool = redis.BlockingConnectionPool.from_url(server.url, decode_responses=True, max_connections=64)
-            client = redis.Redis(connection_pool=pool)  # as the product's: 64 connections, threads wait
+            pool = redis.BlockingConnectionPool.from_url(
+                server.url, decode_responses=True, max_connections=64, command_packer=COMMAND_PACKER
+            )
+            client = redis.Redis(connection_pool=pool)  # as the product's: 64 connections, threads wait, its packer
             script = client.register_script("redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]); return {ARGV[1], 'ok'}")
             parser_name = "hiredis" if redis.utils.HIREDIS_AVAILABLE else "pure-Python parser"
             call = lambda k, i: script(keys=[f"bench:{k}"], args=[str(i), "x" * 40])  # noqa: E731

@@ -150,8 +150,42 @@ class LuaScript:
         self._script = client.register_script(self.source.text)
 
     def __call__(self, keys: list[Any] | None = None, args: list[Any] | None = None, client: Any = None) -> Any:
+        if client is None and type(self._client) is redis.Redis:
+            return self._direct(keys or [], args or [])
         try:
             return self._script(keys=keys or [], args=args or [], client=client)
+        except redis.ResponseError as exc:
+            raise redis.ResponseError(self.source.explain(str(exc))) from exc
+
+    def _direct(self, keys: list[Any], args: list[Any]) -> Any:
+        """``EVALSHA`` on a connection of the client's pool, without redis-py's per-command layers (its
+        retry wrapper, command-name parsing and observability hooks cost about as much as the round trip's
+        own Python): the hot path's scripts run many times a send. NOSCRIPT (a restarted server, a new
+        primary) is handed to redis-py's own call, which loads the script; a dropped connection or a timeout
+        drops the connection and is raised, as redis-py does with the product's pools (they never retry: the
+        callers decide, a send's scripts by their call ids), or retried by redis-py's call for a client that
+        retries."""
+        pool = self._client.connection_pool
+        conn: Any = pool.get_connection()
+        try:
+            conn.send_command("EVALSHA", self._script.sha, len(keys), *keys, *args)
+            return conn.read_response()
+        except redis.exceptions.NoScriptError:
+            pass  # a restarted server or a new primary: redis-py's call loads the script
+        except redis.ResponseError as exc:
+            raise redis.ResponseError(self.source.explain(str(exc))) from exc
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()
+            if not conn.retry.get_retries():
+                raise  # as redis-py raises it with the product's pools (no retry: the callers decide)
+            # a client that retries (a test's, a caller's own): redis-py's call below retries as it would have
+        except BaseException:
+            conn.disconnect()  # a reply may be left unread on it
+            raise
+        finally:
+            pool.release(conn)
+        try:
+            return self._script(keys=keys, args=args)
         except redis.ResponseError as exc:
             raise redis.ResponseError(self.source.explain(str(exc))) from exc
 

@@ -1,0 +1,98 @@
+"""The product's Redis clients pack commands in one C call (CommandPacker): the same bytes as redis-py's own
+packer for every argument type the store sends, redis-py's packer and checks for anything else, and the
+same answers from a real server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+import redis
+from redis._parsers.encoders import Encoder
+from redis.connection import PythonRespSerializer
+
+from worker.runtime.connections import COMMAND_PACKER, new_redis_client
+from worker.settings import Settings
+from worker.store.scripts import register
+
+REFERENCE: Any = PythonRespSerializer(6000, Encoder("utf-8", "strict", True).encode)  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("EVALSHA", "a" * 40, 0, "prefix", "acct", "1700000000.123456", '{"n": 1}', 86400, ""),
+        ("SET", "k", 0.1),
+        ("SET", "k", 1e20),
+        ("SET", "k", float("inf")),
+        ("SET", "k", -3),
+        ("SET", "k", 2**70),
+        ("SET", "k", "中文 and spaces"),
+        ("SET", "k", b"x\x00y"),
+        ("SET", "k", memoryview(b"view")),
+        ("SET", "k", bytearray(b"array")),  # hiredis refuses it: redis-py's packer takes it
+        ("CLIENT SETNAME", "broadcast"),  # a command name with a space is split, as redis-py does
+        (b"SET", b"k", b"v"),
+    ],
+)
+def test_packs_the_same_bytes_as_redis_py(args: tuple[Any, ...]) -> None:
+    assert b"".join(COMMAND_PACKER.pack(*args)) == b"".join(REFERENCE.pack(*args))
+
+
+@pytest.mark.parametrize("bad", [True, None, object()])
+def test_an_argument_redis_py_refuses_is_still_refused(bad: object) -> None:
+    with pytest.raises(redis.DataError):
+        COMMAND_PACKER.pack("SET", "k", bad)
+
+
+def test_a_lone_surrogate_is_refused_as_redis_py_does() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        COMMAND_PACKER.pack("SET", "k", "\ud800")
+
+
+def test_the_product_client_answers_the_same_through_it(redis_url: str) -> None:
+    client = new_redis_client(redis_url, Settings(env="dev"))
+    key = f"pack:{uuid.uuid4().hex}"
+    try:
+        pipe = client.pipeline()
+        pipe.hset(key, mapping={"f": 1.5, "g": "中文", "h": b"raw"})
+        pipe.hgetall(key)
+        assert pipe.execute()[1] == {"f": "1.5", "g": "中文", "h": "raw"}
+        assert client.eval("return {ARGV[1], ARGV[2]}", 0, 7, "x y") == ["7", "x y"]
+        client.client_setname("pack-test")  # CLIENT SETNAME: the fallback path
+        assert client.client_getname() == "pack-test"
+    finally:
+        client.delete(key)
+        client.close()
+
+
+def test_a_script_on_the_product_client_reloads_after_noscript_and_never_reruns_an_unanswered_one(
+    redis_url: str,
+) -> None:
+    """The send path's scripts skip redis-py's per-command layers (LuaScript._direct): NOSCRIPT still loads
+    the script, and a script whose answer did not come in time is raised once, never silently run again
+    (the caller decides: a send's scripts carry call ids); the next call works on a new connection."""
+    client = new_redis_client(redis_url, Settings(env="dev"))
+    client.connection_pool.connection_kwargs["socket_timeout"] = 0.2  # before its first connection
+    key = f"direct:{uuid.uuid4().hex}"
+    script = register(client, "touch")  # any script: only its round trip matters here
+    script._script = client.register_script(
+        "local n = redis.call('INCR', KEYS[1]) "
+        "if ARGV[1] == 'slow' then local t = redis.call('TIME') local until_us = t[1] * 1e6 + t[2] + 400000 "
+        "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] >= until_us end "
+        "return n"
+    )
+    try:
+        assert script(keys=[key], args=["fast"]) == 1
+        client.script_flush()
+        assert script(keys=[key], args=["fast"]) == 2  # NOSCRIPT: loaded and run once
+        with pytest.raises(redis.TimeoutError):
+            script(keys=[key], args=["slow"])  # it ran; its answer came after the client gave up
+        time.sleep(0.5)
+        assert client.get(key) == "3"  # run once, not again
+        assert script(keys=[key], args=["fast"]) == 4
+    finally:
+        client.delete(key)
+        client.close()
