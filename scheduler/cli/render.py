@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -165,6 +166,20 @@ def when(value: Any, timezone: str | None = None) -> str:
     return f"{moment:%Y-%m-%d %H:%M:%S} {utc_offset(moment)}"
 
 
+#: A table column's name in Chinese, shown under the English one (operators read Chinese first; the English
+#: name is the API's field, what ``--json`` and the docs call it). A column without one keeps one line.
+HEADERS_ZH: dict[str, str] = {
+    "id": "编号", "account": "账号", "to": "接收人", "reason": "原因", "tries": "次数", "error": "错误",
+    "result": "结果", "name": "名称", "status": "状态", "total": "总数", "sent": "已发", "dead": "失败",
+    "skip": "跳过", "cancel": "取消", "left": "剩余", "vendor": "服务商", "instance": "实例",
+    "per_min": "每分钟", "token": "令牌", "part": "分段", "kind": "类型", "timezone": "时区", "next_at": "下次",
+    "since": "时间", "by": "来源", "note": "备注", "from": "来自", "received": "收到", "nickname": "昵称",
+    "remark": "备注名", "labels": "标签", "role": "角色", "created": "创建于", "last_used": "最近使用",
+    "rate/min": "每分钟上限", "at": "时间", "key": "密钥", "action": "操作", "target": "对象", "n": "次",
+    "started": "开始", "outcome": "结果", "class": "类别", "ms": "毫秒", "count": "数量", "friends": "好友",
+}  # fmt: skip
+
+
 def print_table(
     columns: list[str],
     rows: list[list[str]],
@@ -181,14 +196,17 @@ def print_table(
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, title=title, title_justify="left")
     cells = [[untrusted(cell) for cell in row] for row in rows]
     for index, name in enumerate(columns):
-        widest = max([len(name), *(console.measure(row[index]).maximum for row in cells)])
+        zh = HEADERS_ZH.get(name)
+        header = f"{name}\n{zh}" if zh else name
+        head = max(len(name), cell_len(zh or ""))
+        widest = max([head, *(console.measure(row[index]).maximum for row in cells)])
         if name == "id" or name in whole:
-            table.add_column(name, no_wrap=True, min_width=widest)
+            table.add_column(header, no_wrap=True, min_width=widest)
         else:
             table.add_column(
-                name,
+                header,
                 overflow="fold",
-                min_width=min(widest, max(len(name), 6)),
+                min_width=min(widest, max(head, 6)),
                 justify="right" if name in right else "left",
             )
     for row in cells:

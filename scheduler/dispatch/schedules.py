@@ -324,7 +324,9 @@ class Schedules:
         due = cast(list[tuple[str, float]], self.redis.zrangebyscore(self.keys.schedules, "-inf", now, withscores=True))
         fired = 0
         for schedule_id, fire_at in due:
-            raw, paused = cast(list[str | None], self.redis.hmget(self.keys.schedule(schedule_id), ["spec", "paused"]))
+            raw, paused, owner = cast(
+                list[str | None], self.redis.hmget(self.keys.schedule(schedule_id), ["spec", "paused", "created_by"])
+            )
             if raw is None:
                 self.redis.zrem(self.keys.schedules, schedule_id)
                 continue
@@ -338,7 +340,8 @@ class Schedules:
                 self.redis.zrem(self.keys.schedules, schedule_id)
                 self.redis.hset(self.keys.schedule(schedule_id), "last_error", f"disabled: {exc}")
                 continue
-            # move the schedule forward first: a crash below skips one firing at most, never repeats one
+            # move the schedule forward first: a crash below skips one firing at most, never repeats one. What it
+            # creates carries the schedule's key (created_by): revoking that key pauses it too
             self.redis.zadd(self.keys.schedules, {schedule_id: upcoming})
             key = f"schedule:{schedule_id}:{int(fire_at)}"
             result: dict[str, Any]
@@ -348,7 +351,7 @@ class Schedules:
                     t = spec.message
                     submitted = self.producer.submit_message(
                         account=t.account, to=t.to, message=t.message, variables=t.vars,
-                        idempotency_key=key, priority=t.priority,
+                        idempotency_key=key, priority=t.priority, created_by=owner or None,
                     )  # fmt: skip
                     result = {"message": submitted.id, "created": submitted.created}
                 else:
@@ -359,7 +362,7 @@ class Schedules:
                         message=c.message,
                         recipients=(r.model_dump(exclude_none=True) for r in c.recipients),
                         account=c.account, accounts=c.accounts, idempotency_key=key, priority=c.priority,
-                        audience=c.audience,
+                        audience=c.audience, created_by=owner or None,
                     )  # fmt: skip
                     result = {"campaign": created.id, "created": created.created, "total": created.total}
                 error = ""

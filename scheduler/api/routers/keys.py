@@ -29,9 +29,9 @@ class KeyIn(BaseModel):
     rate_per_min: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)  # `true` is no rate
 
 
-#: Who the audit names for the bootstrap token and for an open dev API, and the ``by`` of the suppressions
-#: the system writes itself: no key may pose as any of them.
-RESERVED_NAMES = ("bootstrap", "anonymous", *SYSTEM_BY)
+#: Who the audit names for the bootstrap token, for an open dev API and for what the worker changes itself,
+#: and the ``by`` of the suppressions the system writes itself: no key may pose as any of them.
+RESERVED_NAMES = ("bootstrap", "anonymous", "worker", *SYSTEM_BY)
 
 
 def reserved_name(name: str) -> bool:

@@ -151,7 +151,19 @@ def test_metrics_count_against_a_keys_rate(api: ApiStack) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["Bootstrap", "ANONYMOUS", "bootstrap.", "anonymous@x", "bootstrap-ci", "callback", "Vendor", "callback.x"]
+    "name",
+    [
+        "Bootstrap",
+        "ANONYMOUS",
+        "bootstrap.",
+        "anonymous@x",
+        "bootstrap-ci",
+        "callback",
+        "Vendor",
+        "callback.x",
+        "worker",
+        "Worker-1",
+    ],
 )
 def test_names_that_read_as_a_reserved_one_are_refused(api: ApiStack, name: str) -> None:
     answer = api.http.post("/v1/keys", json={"name": name, "role": "viewer"})

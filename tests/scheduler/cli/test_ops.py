@@ -394,9 +394,10 @@ def test_dead_letters_list_show_replay_delete(api_stack: ApiStack, tmp_path: Pat
         assert all(job_id in narrow for job_id in ids)  # whole ids even at 80 columns: operators copy them
         assert max(len(line) for line in narrow.splitlines()) <= 80
         assert "3 shown (3 in the dead-letter store)" in narrow and "permanent" in narrow
-        header = narrow.splitlines()[0].split()
+        header, header_zh = (line.split() for line in narrow.splitlines()[:2])
         assert header == ["id", "account", "to", "reason", "tries", "error"], "no column dropped at 80 columns"
-        first_row = narrow.splitlines()[2:6]  # the first dead letter, its cells wrapped over four lines
+        assert header_zh == ["编号", "账号", "接收人", "原因", "次数", "错误"]  # each column's name in Chinese under it
+        first_row = narrow.splitlines()[3:7]  # the first dead letter, its cells wrapped over four lines
         assert "".join(line.split()[-1] for line in first_row) == "发送消息失败：对方不是你的好友"  # wrapped, not cut
         listed = one_json(run("dead-letters", "list", "--campaign", cid, "--reason", "permanent", "--json"))
         assert sorted(d["id"] for d in listed) == sorted(ids) and {d["to"] for d in listed} == set(names)

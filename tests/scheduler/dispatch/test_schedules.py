@@ -80,6 +80,8 @@ def test_recurring_campaign_schedule(api_stack: ApiStack) -> None:
     wait_for(lambda: len(sim_sends(api_stack, instance=instance)) >= 4, timeout=30, what="two campaign firings")
     campaigns = api_stack.http.get("/v1/campaigns").json()["campaigns"]
     assert len(campaigns) >= 2 and all(c["name"].startswith("daily @ ") for c in campaigns)
+    # each firing's campaign carries the schedule's key: revoking that key pauses it too
+    assert {c["created_by"] for c in campaigns} == {"bootstrap"}
     api_stack.http.delete(f"/v1/schedules/{schedule['id']}")
 
 
