@@ -31,6 +31,8 @@ class RedactingFilter(logging.Filter):
         super().__init__()
         self._lock = threading.Lock()
         self._by_prefix: dict[str, tuple[str, ...]] = {}
+        #: the secrets given already: a session adds its account's token each time, its forms are known
+        self._given: set[str] = set()
         self.add(*secrets)
 
     @property
@@ -38,12 +40,16 @@ class RedactingFilter(logging.Filter):
         return frozenset(s for group in self._by_prefix.values() for s in group)
 
     def add(self, *secrets: str) -> None:
-        for secret in {form for given in secrets for form in secret_forms(given)}:
+        fresh = [given for given in secrets if given not in self._given]
+        if not fresh:
+            return
+        for secret in {form for given in fresh for form in secret_forms(given)}:
             group = self._by_prefix.get(secret[:4], ())
             if secret not in group:
                 with self._lock:  # longest first, so a secret that extends another is scrubbed whole
                     group = self._by_prefix.get(secret[:4], ())
                     self._by_prefix[secret[:4]] = tuple(sorted({*group, secret}, key=len, reverse=True))
+        self._given.update(fresh)  # after its forms are in: a thread seeing it given finds them scrubbed
 
     def _scrub(self, text: str) -> str:
         index = self._by_prefix

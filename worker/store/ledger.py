@@ -226,6 +226,13 @@ class Begin:
     confirmed: bool = True
 
 
+def _as_dict(reply: Any) -> dict[str, str]:
+    """A hash as :func:`worker.store.scripts.round_trip` gives it: a map (RESP3), or a flat list (RESP2)."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
 class OpenedSession(NamedTuple):
     """What :meth:`Ledger.open_session` read in a session's first round trip."""
 
@@ -558,23 +565,30 @@ class Ledger:
         must acknowledge a BEGIN (no replica, no AOF to wait for), the BEGIN of ``first_job`` at the
         dispatcher's start (CLAIM let it start now), its recipient cap read from the account by the script.
         ``first`` is None when that BEGIN is left to :meth:`begin` (with replicas, or no job)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(self.keys.account(account))
-        pipe.time()
-        pipe.hgetall(self.keys.pace(account))
-        pipe.lrange(self.keys.pace_window(account), 0, -1)
+        commands: list[tuple[Any, ...]] = [
+            ("HGETALL", self.keys.account(account)),
+            ("TIME",),
+            ("HGETALL", self.keys.pace(account)),
+            ("LRANGE", self.keys.pace_window(account), 0, -1),
+        ]
         begun = first_job if first_job is not None and self._unacknowledged() else None
         if begun is not None:
             args = self._begin_args(account, token, begun, lease_ttl_s, 0.0, templates, None, call, own_cap=True)
-            self._begin.queue(pipe, args)
+            commands.append(self._begin.command(args))
         sent = time.monotonic()
-        stored, (seconds, micros), pace, window, *rest = pipe.execute(raise_on_error=False)
+        stored, clock, pace, window, *rest = scripts.round_trip(self.redis, commands)
         received = time.monotonic()
+        for reply in (stored, clock, pace, window):
+            if isinstance(reply, Exception):
+                raise reply
         first = None
         if begun is not None:
             reply = self._begin.answer(rest[0], args)  # NOSCRIPT (a new primary): loaded and run again
             first = self._begin_answer(begun, reply, templates, True)
-        return OpenedSession(stored, seconds + micros / 1_000_000, pace, window, first, sent, received)
+        seconds, micros = (int(part) for part in clock)
+        return OpenedSession(
+            _as_dict(stored), seconds + micros / 1_000_000, _as_dict(pace), window, first, sent, received
+        )
 
     def _begin_args(
         self,

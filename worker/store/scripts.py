@@ -193,12 +193,12 @@ class LuaScript:
         """Add a ``SCRIPT LOAD`` of this script to a pipeline (a warm-up: the first call finds it loaded)."""
         pipe.script_load(self.source.text)
 
-    def queue(self, pipe: Any, args: list[Any]) -> None:
-        """Add a run of the script to a pipeline (its answer goes through :meth:`answer`)."""
-        pipe.evalsha(self._script.sha, 0, *args)
+    def command(self, args: list[Any]) -> tuple[Any, ...]:
+        """The ``EVALSHA`` of this script for :func:`round_trip` (its reply goes through :meth:`answer`)."""
+        return ("EVALSHA", self._script.sha, 0, *args)
 
     def answer(self, result: Any, args: list[Any]) -> Any:
-        """The script's reply from a pipeline run with ``raise_on_error=False``: a server without the script
+        """The script's reply from :func:`round_trip` (or a pipeline with ``raise_on_error=False``): a server without the script
         (NOSCRIPT: a new primary, a restarted one) runs it again here, loading it; an error is raised with
         the ``.lua`` file and line."""
         if isinstance(result, redis.exceptions.NoScriptError):
@@ -231,6 +231,36 @@ class LuaScript:
                     raise wait
             return reply, confirmed(acks, waits)
         raise redis.exceptions.NoScriptError(f"{self.source.name}.lua: NOSCRIPT after reloading it")
+
+
+def round_trip(client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Several commands in one round trip, each reply or the error Redis answered for it (a
+    ``ResponseError``, NOSCRIPT included), never raised. On the product's clients it skips redis-py's pipeline
+    layers (command stack, observability) as :meth:`LuaScript._direct` does, and replies come as the
+    connection's protocol gives them (RESP3, redis-py's default: ``HGETALL`` a map, ``TIME`` two strings;
+    RESP2: a flat list); another client's pipeline applies redis-py's reply callbacks: callers read all. A lost connection is dropped and raised, as
+    redis-py's pipeline does with the product's pools."""
+    if type(client) is not redis.Redis:
+        pipe: Any = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute(raise_on_error=False))
+    pool = client.connection_pool
+    conn: Any = pool.get_connection()
+    try:
+        conn.send_packed_command(conn.pack_commands(commands))
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except redis.ResponseError as error:
+                replies.append(error)
+        return replies
+    except BaseException:
+        conn.disconnect()  # a reply may be left unread on it
+        raise
+    finally:
+        pool.release(conn)
 
 
 def register(client: redis.Redis, name: str) -> LuaScript:

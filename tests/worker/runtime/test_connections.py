@@ -15,7 +15,8 @@ from redis.connection import PythonRespSerializer
 
 from worker.runtime.connections import COMMAND_PACKER, new_redis_client
 from worker.settings import Settings
-from worker.store.scripts import register
+from worker.store.ledger import _as_dict
+from worker.store.scripts import register, round_trip
 
 REFERENCE: Any = PythonRespSerializer(6000, Encoder("utf-8", "strict", True).encode)  # type: ignore[no-untyped-call]
 
@@ -93,6 +94,28 @@ def test_a_script_on_the_product_client_reloads_after_noscript_and_never_reruns_
         time.sleep(0.5)
         assert client.get(key) == "3"  # run once, not again
         assert script(keys=[key], args=["fast"]) == 4
+    finally:
+        client.delete(key)
+        client.close()
+
+
+def test_a_round_trip_answers_each_command_and_an_error_in_its_place(redis_url: str) -> None:
+    """A session's first round trip (scripts.round_trip): replies as Redis gives them, a command Redis
+    refuses answered by its error in its place (the others still read), NOSCRIPT included."""
+    client = new_redis_client(redis_url, Settings(env="dev"))
+    key = f"rt:{uuid.uuid4().hex}"
+    try:
+        client.hset(key, mapping={"a": "1", "b": "中文"})
+        hashed, clock, wrong, missing, echoed = round_trip(
+            client,
+            [("HGETALL", key), ("TIME",), ("LRANGE", key, 0, -1), ("EVALSHA", "0" * 40, 0), ("ECHO", "still read")],
+        )
+        assert _as_dict(hashed) == {"a": "1", "b": "中文"}  # RESP3 (redis-py's default): a map
+        assert len(clock) == 2 and int(clock[0]) > 1_700_000_000
+        assert isinstance(wrong, redis.ResponseError) and "WRONGTYPE" in str(wrong)
+        assert isinstance(missing, redis.exceptions.NoScriptError)
+        assert echoed == "still read"
+        assert client.ping()  # the connection went back to the pool in a clean state
     finally:
         client.delete(key)
         client.close()
