@@ -13,6 +13,8 @@ client, keep-alive, JSON in and out, against the same simulator: ``bench.envelop
 - ``aiohttp, N coroutines``: raw aiohttp (a dev dependency), the floor of an asyncio engine in Python;
 - ``Redis script, 1 thread`` / ``N threads``: one EVALSHA of a small script with redis-py and the reply
   parser installed (hiredis when present), no wait on the server, 64 pooled connections as the product's;
+- ``Redis script, 26 args``: a call as wide as a BEGIN or FINISH, one thread, with redis-py as shipped and
+  with the product's client (one-call packing, ``LuaScript``'s direct path on a pooled connection);
 - ``session runner, 1 thread``: whole sends as a worker makes them (``SessionRunner.run``: the session's
   first round trip with its first BEGIN, BEGIN, the vendor call, FINISH, the last one ending the session),
   sessions of 50 unpaced jobs one after another over a private Redis: what a send costs without threads
@@ -43,10 +45,11 @@ from bench.pacing import TOKEN, _sim_up
 from scheduler.devtools.embedded import EmbeddedRedis, free_port
 from worker.execution.runner import SessionRunner
 from worker.messages import TextMessage
-from worker.runtime.connections import COMMAND_PACKER, new_vendor_http_client
+from worker.runtime.connections import COMMAND_PACKER, new_redis_client, new_vendor_http_client
 from worker.settings import Settings
 from worker.store.accounts import AccountSpec, AccountStore
 from worker.store.ledger import Ledger
+from worker.store.scripts import LuaScript
 from worker.vendors.base import VendorAccount, backend_for
 
 INSTANCE = "unit-inst"
@@ -200,6 +203,19 @@ def main(argv: list[str] | None = None) -> int:
             call = lambda k, i: script(keys=[f"bench:{k}"], args=[str(i), "x" * 40])  # noqa: E731
             rows.append((f"Redis script ({parser_name}), 1 thread", threaded(call, 1, 3)))
             rows.append((f"Redis script ({parser_name}), {args.threads} threads", threaded(call, args.threads, 3)))
+            # a BEGIN-sized call (26 arguments): redis-py as shipped, then the product's client and script path
+            shipped = redis.Redis(
+                connection_pool=redis.BlockingConnectionPool.from_url(
+                    server.url, decode_responses=True, max_connections=64
+                )
+            )
+            product = new_redis_client(server.url, Settings(env="dev"))
+            wide = [*(f"arg-{n}-{'x' * 12}" for n in range(23)), 86400, 1.5, ""]
+            plain = shipped.register_script("return {ARGV[1], 'ok'}")
+            rows.append(("Redis script, 26 args, redis-py as shipped", threaded(lambda k, i: plain(args=wide), 1, 3)))
+            lean = LuaScript(product, "touch")  # any script file: its body is set below, only the call is timed
+            lean._script = product.register_script("return {ARGV[1], 'ok'}")
+            rows.append(("Redis script, 26 args, the product's client", threaded(lambda k, i: lean(args=wide), 1, 3)))
             httpx.post(f"{url}/_sim/latency", json={"latency_s": 0, "spread_s": 0}).raise_for_status()
             rows.append(("session runner (BEGIN, vendor, FINISH), 1 thread", session_floor(client, url, 2000)))
     finally:
