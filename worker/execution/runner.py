@@ -66,6 +66,8 @@ T = TypeVar("T")
 #: After a write the replicas did not acknowledge, the account waits at least this long before its next
 #: session (a replica catching up, or a failover under way).
 REPLICA_LAG_WAIT_S = 1.0
+#: Campaign templates a process keeps parsed (a few campaigns run at once; each may be ~100 KB of XML).
+CAMPAIGN_TEMPLATES_KEPT = 32
 #: When a sequence finding its recipient held by another sequence tries again.
 SEQUENCE_BUSY_RETRY_S = 2.0
 
@@ -185,6 +187,8 @@ class SessionRunner:
         #: friend) is on the record as an operator's change is, under the key "worker"
         self.audit = AuditLog(ledger.redis, ledger.prefix, settings.audit_retention_days * 86400)
         self._vendor_limits: tuple[float, set[str]] = (0.0, set())
+        #: campaign message templates parsed in this process, by their stored JSON (bounded)
+        self._campaign_templates: dict[str, AnyMessage] = {}
         #: threads for the sessions of a bundle beyond its first (at most the sessions in flight)
         self._sessions = ThreadPoolExecutor(max_workers=settings.worker_concurrency, thread_name_prefix="session")
         self._vendor_limits_lock = threading.Lock()
@@ -310,13 +314,17 @@ class SessionRunner:
             holds=account_holds(account),
         )
 
-    @staticmethod
-    def _template(session: Session, job: Job) -> AnyMessage:
-        """The job's message before personalisation, parsed once per session (a campaign's jobs share it)."""
-        raw = job.fields.get("message") or job.campaign_message
-        parsed = session.parsed.get(raw)
+    def _template(self, session: Session, job: Job) -> AnyMessage:
+        """The job's message before personalisation, parsed once per session, and a campaign's once per
+        process (its accounts' sessions all share it; messages are frozen, so sharing is safe)."""
+        own = job.fields.get("message")
+        cache = session.parsed if own else self._campaign_templates
+        raw = own or job.campaign_message
+        parsed = cache.get(raw)
         if parsed is None:
-            parsed = session.parsed[raw] = job.message()
+            if not own and len(cache) >= CAMPAIGN_TEMPLATES_KEPT:
+                cache.clear()
+            parsed = cache[raw] = job.message()
         return parsed
 
     def _next_start(self, session: Session, group: bool | None) -> float:
