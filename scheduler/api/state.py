@@ -201,9 +201,10 @@ def audit_variant(request: Request, variant: str) -> None:
 AUDIT_TARGETS = "audit_targets"
 
 
-def audit_targets(request: Request, kind: str, ids: list[str]) -> None:
-    """Record this call once for each of ``ids`` (``<kind>:<id>``), not once for the route."""
-    setattr(request.state, AUDIT_TARGETS, [f"{kind}:{i}" for i in ids])
+def audit_targets(request: Request, kind: str, ids: list[str], *, also: tuple[str, ...] = ()) -> None:
+    """Record this call once for each of ``ids`` (``<kind>:<id>``), not once for the route; ``also``: whole
+    targets recorded first (a key's revocation: the key, then what it paused or cancelled)."""
+    setattr(request.state, AUDIT_TARGETS, [*also, *(f"{kind}:{i}" for i in ids)])
 
 
 class AuthFirst:

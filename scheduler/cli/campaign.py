@@ -71,7 +71,7 @@ def _status_zh(c: dict[str, Any]) -> str:
     status = str(c["status"])
     label = STATUS_ZH.get(status, status)
     if c.get("owner_revoked"):
-        return f"{label}（创建它的密钥已被吊销，需管理员恢复）"
+        return f"{label}（创建它的密钥已被吊销，需管理员恢复或启动）"
     return f"{label}（出错自动暂停，原因见前）" if c.get("pause_reason") else label
 
 
@@ -106,7 +106,9 @@ def _progress_info(counts: dict[str, Any], remaining: int, rate: float, eta: str
 
 
 def _status(c: dict[str, Any]) -> str:
-    """The status, with why it paused itself (``paused: error threshold — …``)."""
+    """The status, with why it paused itself (``paused: error threshold — …``), or that its key was revoked."""
+    if c.get("owner_revoked") and not c.get("pause_reason"):  # a draft, or one an operator had paused
+        return f"{c['status']} (the key that created it was revoked: an admin may start or resume it)"
     return f"{c['status']}: {c['pause_reason']}" if c.get("pause_reason") else str(c["status"])
 
 

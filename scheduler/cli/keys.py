@@ -68,7 +68,10 @@ def list_(as_json: AsJson = False, url: Url = None, token: Token = None) -> None
 def revoke(name: str, as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
     """Revoke a key / 吊销密钥
 
-    Revoke a key at once: its next request is refused (401) / 立即吊销。"""
+    Revoke a key at once: its next request is refused (401); the schedules and unfinished campaigns it created
+    are paused, its drafts held and its messages still waiting for their send time cancelled; only an admin
+    resumes or starts what it created / 立即吊销：暂停它创建的定时任务和未完成的群发、冻结其草稿、取消它预约的消息；
+    之后只有管理员能恢复或启动。"""
     with connect(url, token) as api:
         done = api.revoke_key(name)
 
@@ -79,7 +82,12 @@ def revoke(name: str, as_json: AsJson = False, url: Url = None, token: Token = N
             say(f"paused the schedules it created / 已暂停它创建的定时任务: {paused} (`broadcast schedules resume ID`)")
         if d.get("paused_campaigns"):
             paused = ", ".join(d["paused_campaigns"])
-            say(f"paused the campaigns it created / 已暂停它创建的群发活动: {paused} (`broadcast campaign resume ID`)")
+            say(
+                f"paused the campaigns it created / 已暂停它创建的群发: {paused} (an admin: `broadcast campaign resume ID`)"
+            )
+        if d.get("held_drafts"):
+            held = ", ".join(d["held_drafts"])
+            say(f"held its drafts / 已冻结它的草稿: {held} (an admin: `broadcast campaign start ID`)")
         if d.get("cancelled_messages"):
             n = len(d["cancelled_messages"])
             say(f"cancelled {n} message(s) it had scheduled / 已取消它预约的 {n} 条消息")
@@ -111,6 +119,7 @@ ROLE_WORDS = {
     "operator": "操作员 operator",
     "admin": "管理员 admin",
     "callback": "服务商回调 callback",
+    "worker": "发送进程（自动） worker",
 }
 
 

@@ -170,7 +170,7 @@ def when(value: Any, timezone: str | None = None) -> str:
 #: name is the API's field, what ``--json`` and the docs call it). A column without one keeps one line.
 HEADERS_ZH: dict[str, str] = {
     "id": "编号", "account": "账号", "to": "接收人", "reason": "原因", "tries": "次数", "error": "错误",
-    "result": "结果", "name": "名称", "status": "状态", "total": "总数", "sent": "已发", "dead": "失败",
+    "result": "结果", "name": "名称", "status": "状态", "total": "总数", "sent": "已发", "dead": "死信",
     "skip": "跳过", "cancel": "取消", "left": "剩余", "vendor": "服务商", "instance": "实例",
     "per_min": "每分钟", "token": "令牌", "part": "分段", "kind": "类型", "timezone": "时区", "next_at": "下次",
     "since": "时间", "by": "来源", "note": "备注", "from": "来自", "received": "收到", "nickname": "昵称",
@@ -195,9 +195,11 @@ def print_table(
     long values onto more lines."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, title=title, title_justify="left")
     cells = [[untrusted(cell) for cell in row] for row in rows]
+    two_lines = any(name in HEADERS_ZH for name in columns)
     for index, name in enumerate(columns):
         zh = HEADERS_ZH.get(name)
-        header = f"{name}\n{zh}" if zh else name
+        # a column without a Chinese name keeps its name on the first line, beside the others' English
+        header = f"{name}\n{zh}" if zh else f"{name}\n " if two_lines else name
         head = max(len(name), cell_len(zh or ""))
         widest = max([head, *(console.measure(row[index]).maximum for row in cells)])
         if name == "id" or name in whole:

@@ -796,12 +796,14 @@ class Campaigns:
             self._cancel_jobs(cid, accounts)
         return self.get(cid)
 
-    def pause_created_by(self, key_name: str) -> list[str]:
+    def pause_created_by(self, key_name: str) -> tuple[list[str], list[str]]:
         """Pause every unfinished campaign the key ``key_name`` created and flag it ``owner_revoked`` (it was
         revoked: nobody answers any more for what it would still send, a future-dated one included), a draft
-        or a paused one flagged only, so that only an admin starts or resumes it; the ids."""
+        or a paused one flagged only, so that only an admin starts or resumes it; (the paused ids, the
+        drafts' ids)."""
         ids = cast(list[str], self.redis.zrange(self.keys.campaigns, 0, -1))
         paused: list[str] = []
+        drafts: list[str] = []
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
             pipe = self.redis.pipeline(transaction=False)
@@ -817,9 +819,11 @@ class Campaigns:
                     continue
                 now = f"{time.time():.6f}"
                 previous = str(self._status(args=[self.prefix, cid, "owner_revoked", now, *self._accounts_of(cid)]))
-                if not previous.startswith("!"):
+                if previous == "draft":
+                    drafts.append(cid)
+                elif not previous.startswith("!"):
                     paused.append(cid)
-        return paused
+        return paused, drafts
 
     def recall(self, cid: str, *, window_s: float) -> dict[str, Any]:
         """Stop the campaign (a cancel, unless it has finished) and ask for the revoke of every message it

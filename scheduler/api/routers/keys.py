@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.api.errors import ApiError
-from scheduler.api.state import AUTH, Stores, audit_variant, authorize
+from scheduler.api.state import AUTH, Stores, audit_targets, audit_variant, authorize
 from worker.store.operators import NAME_PATTERN, Caller, KeyExists, Role
 from worker.store.suppressions import SYSTEM_BY
 
@@ -68,15 +68,25 @@ def who_am_i(caller: Annotated[Caller, Depends(authorize)]) -> dict[str, Any]:
 
 
 @router.delete("/v1/keys/{name}")
-def revoke_key(name: Annotated[str, Path(pattern=NAME_PATTERN.pattern)], state: Stores) -> dict[str, Any]:
+def revoke_key(
+    name: Annotated[str, Path(pattern=NAME_PATTERN.pattern)], state: Stores, request: Request
+) -> dict[str, Any]:
     """Revoke at once: the next request with this key answers 401; the schedules and unfinished campaigns
-    it created are paused (``paused_schedules``, ``paused_campaigns``: an admin may resume them) and its
-    messages still waiting for their ``send_at`` are cancelled (``cancelled_messages``)."""
+    it created are paused (``paused_schedules``, ``paused_campaigns``: an admin may resume them), its drafts
+    held for an admin to start (``held_drafts``) and its messages still waiting for their ``send_at``
+    cancelled (``cancelled_messages``). The audit trail records the revocation on the key and on each of
+    those, so a campaign's own history says why it stopped."""
     if not state.operators.revoke(name):
         raise ApiError(404, "not_found", f"no key {name!r}", "name")
+    schedules = state.schedules.pause_created_by(name)
+    campaigns, drafts = state.campaigns.pause_created_by(name)
+    messages = state.ledger.cancel_scheduled_by(name)
+    touched = (*(f"schedule:{i}" for i in schedules), *(f"campaign:{i}" for i in campaigns + drafts))
+    audit_targets(request, "message", messages, also=(f"key:{name}", *touched))
     return {
         "revoked": name,
-        "paused_schedules": state.schedules.pause_created_by(name),
-        "paused_campaigns": state.campaigns.pause_created_by(name),
-        "cancelled_messages": state.ledger.cancel_scheduled_by(name),
+        "paused_schedules": schedules,
+        "paused_campaigns": campaigns,
+        "held_drafts": drafts,
+        "cancelled_messages": messages,
     }

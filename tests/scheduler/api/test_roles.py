@@ -121,7 +121,8 @@ def test_unknown_and_revoked_keys_are_401_and_keys_are_stored_hashed(api: ApiSta
     assert httpx.get(f"{api.api_url}/v1/campaigns", headers={"Authorization": f"Bearer {key}x"}).status_code == 401
     revoked = api.http.delete(f"/v1/keys/carol-{api.prefix}").json()
     assert revoked == {
-        "revoked": f"carol-{api.prefix}", "paused_schedules": [], "paused_campaigns": [], "cancelled_messages": [],
+        "revoked": f"carol-{api.prefix}", "paused_schedules": [], "paused_campaigns": [], "held_drafts": [],
+        "cancelled_messages": [],
     }  # fmt: skip
     gone = httpx.get(f"{api.api_url}/v1/campaigns", headers=as_carol)
     assert gone.status_code == 401 and gone.json()["error"]["field"] == "Authorization"
@@ -295,8 +296,12 @@ def test_revoking_a_key_pauses_its_campaigns_and_cancels_its_future_messages(api
     assert api.http.get(f"/v1/messages/{their_later}").json()["created_by"] == name
 
     revoked = api.http.delete(f"/v1/keys/{name}").json()
-    assert sorted(revoked["paused_campaigns"]) == sorted([future, live, draft])
-    assert revoked["cancelled_messages"] == [their_later]
+    assert sorted(revoked["paused_campaigns"]) == sorted([future, live])
+    assert (revoked["held_drafts"], revoked["cancelled_messages"]) == ([draft], [their_later])
+    # each campaign's and message's own history says why it stopped
+    for target in (f"campaign:{future}", f"campaign:{draft}", f"message:{their_later}", f"key:{name}"):
+        trail = api.http.get("/v1/audit", params={"target": target}).json()["items"]
+        assert trail[0]["action"] == "key.revoke" and trail[0]["key"] == "bootstrap", (target, trail)
     shown = api.http.get(f"/v1/campaigns/{future}").json()
     assert (shown["status"], shown["owner_revoked"]) == ("paused", True)
     assert shown["pause_reason"] == "the key that created it was revoked: an admin may resume it"

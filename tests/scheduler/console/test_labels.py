@@ -10,8 +10,8 @@ from tests.procs import ROOT
 from worker.store.operators import Role
 
 LABELS = ROOT / "scheduler" / "console" / "static" / "audit_actions.json"
-#: Actions recorded with a variant (scheduler/api/state.py ``audit_variant``) or by a vendor callback
-#: (scheduler/intake/callbacks.py).
+#: Actions recorded with a variant (scheduler/api/state.py ``audit_variant``), by a vendor callback
+#: (scheduler/intake/callbacks.py) or by the worker itself (worker/execution/runner.py, prelude_finish.lua).
 VARIANTS = {
     *(f"key.create_{role.value}" for role in Role),
     "dead_letter.replay_force",
@@ -22,6 +22,9 @@ VARIANTS = {
     "account.down",
     "callback.over_cap",
     "suppression.import_attributed",
+    "account.auto_pause",
+    "campaign.auto_pause",
+    "suppression.add_not_friend",
 }
 
 
