@@ -29,7 +29,7 @@ from worker.store.accounts import AccountStore
 from worker.store.audit import AuditLog
 from worker.store.deadletter import DeadLetters
 from worker.store.ledger import Ledger
-from worker.store.operators import Caller, OperatorKeys, Role
+from worker.store.operators import ANONYMOUS_NAME, BOOTSTRAP_NAME, Caller, OperatorKeys, Role
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +87,9 @@ Stores = Annotated[ApiState, Depends(api_state)]
 
 
 #: Who ``BROADCAST_API_TOKEN`` is in the audit trail: the bootstrap key, always an admin, not rate limited.
-BOOTSTRAP = Caller("bootstrap", Role.ADMIN)
+BOOTSTRAP = Caller(BOOTSTRAP_NAME, Role.ADMIN)
 #: Who calls a ``dev`` API started without any token (and without presenting a known key).
-ANONYMOUS = Caller("anonymous", Role.ADMIN)
+ANONYMOUS = Caller(ANONYMOUS_NAME, Role.ADMIN)
 
 
 def _unauthorized() -> ApiError:

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 import redis
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from redis.exceptions import WatchError
 
 from scheduler.intake.audience import AudienceError, AudienceIn
 from scheduler.intake.campaigns import Campaigns
@@ -77,6 +78,10 @@ class CampaignTemplate(BaseModel):
         if not self.recipients and self.audience is None:
             raise ValueError("give recipients, an audience, or both")
         return self
+
+
+class OwnerRevoked(Exception):
+    """Resuming a schedule whose key was revoked needs an admin; ``args[0]`` the schedule's id."""
 
 
 class ScheduleSpec(BaseModel):
@@ -297,19 +302,30 @@ class Schedules:
                 paused.append(schedule["id"])
         return paused
 
-    def resume(self, schedule_id: str, now: float | None = None) -> dict[str, Any] | None:
-        """Fire again from the next cron time after now (times missed while paused are skipped)."""
+    def resume(self, schedule_id: str, now: float | None = None, *, admin: bool = True) -> dict[str, Any] | None:
+        """Fire again from the next cron time after now (times missed while paused are skipped). One paused
+        because its key was revoked resumes only for an ``admin`` (:class:`OwnerRevoked`), checked in the
+        same transaction as the resume: a revocation landing meanwhile is never undone by an operator."""
         key = self.keys.schedule(schedule_id)
-        raw = cast(str | None, self.redis.hget(key, "spec"))
-        if raw is None:
-            return None
-        spec = ScheduleSpec.model_validate_json(raw)
-        upcoming = next_fire(spec.cron, spec.timezone, now or time.time())
-        pipe = self.redis.pipeline()
-        pipe.hdel(key, "paused", "owner_revoked")
-        pipe.hset(key, "next_at", f"{upcoming:.3f}")
-        pipe.zadd(self.keys.schedules, {schedule_id: upcoming})
-        pipe.execute()
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    raw, revoked = cast(list[str | None], pipe.hmget(key, ["spec", "owner_revoked"]))
+                    if raw is None:
+                        return None
+                    if revoked == "1" and not admin:
+                        raise OwnerRevoked(schedule_id)
+                    spec = ScheduleSpec.model_validate_json(raw)
+                    upcoming = next_fire(spec.cron, spec.timezone, now or time.time())
+                    pipe.multi()
+                    pipe.hdel(key, "paused", "owner_revoked")
+                    pipe.hset(key, "next_at", f"{upcoming:.3f}")
+                    pipe.zadd(self.keys.schedules, {schedule_id: upcoming})
+                    pipe.execute()
+                    break
+                except WatchError:  # changed meanwhile (a revocation, a pause): read it again
+                    continue
         return self.get(schedule_id)
 
     def delete(self, schedule_id: str) -> bool:

@@ -67,6 +67,7 @@ from worker.store.ledger import (
     RecallOutcome,
     new_id,
 )
+from worker.store.operators import revocable
 from worker.vendors import check_message_for, vendors_without_revoke
 
 CHUNK = 2000
@@ -398,7 +399,7 @@ class Campaigns:
                     {"selector": audience.model_dump(), **resolved.summary(sample=0)}, ensure_ascii=False
                 )
             self.redis.hset(self.keys.campaign(cid), mapping=fields)  # type: ignore[arg-type]
-            created, answered = self._commit(
+            created, answered, *committed = self._commit(
                 args=[
                     self.prefix,
                     cid,
@@ -408,6 +409,7 @@ class Campaigns:
                     status,
                     f"{send_at:.3f}" if status == "scheduled" and send_at else "",
                     total,
+                    revocable(created_by),
                     *sorted(used_accounts),
                 ]
             )
@@ -417,6 +419,7 @@ class Campaigns:
         if not created:  # a concurrent twin with the same idempotency key won
             self._discard(cid)
             return self._replayed(str(answered), name, parsed, digest.hexdigest())
+        status = str(committed[0])  # paused when its key was revoked while it was being written
         shown = None if resolved is None else resolved.summary(sample=SAMPLE_ROWS if draft else 0)
         return CampaignCreated(cid, total, duplicates, status, True, shown)
 

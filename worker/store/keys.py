@@ -75,6 +75,8 @@ csync_due              zset    accounts whose sync has a step to run, scored by 
                                contact calls' own gap; a running step pushes it one lease TTL ahead)
 opkey:{name}           hash    an operator key: role, SHA-256 of the key, created, last used, rate
 opkeys                 hash    SHA-256 of a key (hex) -> its name (the lookup; never the key itself)
+opmsgs:{name}          zset    the single messages an operator key submitted, by time (kept as long as jobs):
+                               its revocation cancels those not sent yet
 oprate:{name}:{minute} string  requests of a key in one minute (per-key rate limit, expires)
 minutes:{hour}         hash    outcomes per minute for the console's charts: '{cid|-}|{minute}|{s|r|x}' -> n
 audit                  stream  who did what: key, role, action, target, status (trimmed by age)
@@ -143,6 +145,7 @@ LAYOUT: Final[dict[str, str]] = {
     "contact_sync_due": "csync_due",
     "operator_key": "opkey:{}",
     "operator_keys": "opkeys",
+    "key_messages": "opmsgs:{}",
     "operator_rate": "oprate:{}:{}",
     "audit": "audit",
     "audit_refused": "audit_refused:{}:{}",
@@ -347,6 +350,9 @@ class Keys:
     @property
     def operator_keys(self) -> str:
         return self._key("operator_keys")
+
+    def key_messages(self, name: str) -> str:
+        return self._key("key_messages", name)
 
     def operator_rate(self, name: str, minute: int) -> str:
         return self._key("operator_rate", name, str(minute))

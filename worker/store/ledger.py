@@ -28,6 +28,7 @@ import redis
 from worker.messages import MESSAGE_ADAPTER, AnyMessage
 from worker.store import scripts
 from worker.store.keys import Keys
+from worker.store.operators import revocable
 from worker.store.replication import ReplicaAcks
 from worker.store.vocabulary import BeginStatus as BeginStatus
 from worker.store.vocabulary import JobState as JobState
@@ -44,6 +45,8 @@ FinishOutcome = Literal["sent", "retry", "dead", "requeue", "recall"]
 
 STATES = tuple(state.value for state in JobState)
 TERMINAL = frozenset({JobState.SENT, JobState.DEAD, JobState.CANCELLED, JobState.SKIPPED})
+#: States a job leaves for ``cancelled`` when cancelled (cancel.lua): it has not started sending.
+UNSENT = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.RETRYING})
 
 
 RECALL_OUTCOMES = tuple(o.value for o in RecallOutcome if o is not RecallOutcome.PENDING)
@@ -406,7 +409,8 @@ class Ledger:
         job (``created`` False, ``state`` ''). ``test_of``: the campaign this job is a test send of (it is
         not one of the campaign's jobs and not in its counts). ``ignore_suppression``: who asked that it be
         sent even to a suppressed recipient (the job's ``nosupp`` and ``nosupp_by``). ``created_by``: the
-        key that submitted it (:meth:`cancel_scheduled_by`)."""
+        key that submitted it (:meth:`cancel_unsent_by`; a message submitted while it was being revoked is stored
+        ``cancelled``)."""
         job_id = job_id or new_id()
         now = time.time()
         fields: dict[str, Any] = {
@@ -438,6 +442,7 @@ class Ledger:
                 due_at,
                 account,
                 priority,
+                revocable(created_by),
                 *_pairs(fields),
             ]
         )
@@ -457,25 +462,21 @@ class Ledger:
         """Cancel a job that has not started sending; returns the state it was in."""
         return str(self._cancel(args=[self.prefix, job_id, f"{time.time():.6f}"]))
 
-    def cancel_scheduled_by(self, key_name: str, *, chunk: int = 1000) -> list[str]:
-        """Cancel every message the key ``key_name`` submitted that still waits for its ``send_at`` (it was
-        revoked: nobody answers any more for what it would send later); the ids. A retrying message was
-        already tried and goes on: the revocation stops what the key armed for later, not what is under way."""
-        now = time.time()
+    def cancel_unsent_by(self, key_name: str, *, chunk: int = 1000) -> list[str]:
+        """Cancel every message the key ``key_name`` submitted that has not started sending (it was revoked:
+        nobody answers any more for what it would still send): waiting for its ``send_at``, queued behind a
+        paused account, quiet hours or a cap, or retrying; the ids. A message being sent finishes."""
+        listed = self.keys.key_messages(key_name)
         cancelled: list[str] = []
-        offset = 0
-        while True:
-            ids = cast(list[str], self.redis.zrangebyscore(self.keys.due, now, "+inf", start=offset, num=chunk))
-            if not ids:
-                return cancelled
-            offset += len(ids)
+        for start in range(0, int(self.redis.zcard(listed)), chunk):
+            ids = cast(list[str], self.redis.zrange(listed, start, start + chunk - 1))
             pipe = self.redis.pipeline(transaction=False)
             for job_id in ids:
-                pipe.hmget(self.keys.job(job_id), "state", "created_by")
-            for job_id, (state, by) in zip(ids, pipe.execute(), strict=True):
-                if by == key_name and state == JobState.SCHEDULED and self.cancel(job_id) == JobState.SCHEDULED:
+                pipe.hget(self.keys.job(job_id), "state")
+            for job_id, state in zip(ids, pipe.execute(), strict=True):
+                if state in UNSENT and self.cancel(job_id) in UNSENT:
                     cancelled.append(job_id)
-                    offset -= 1  # it left the set: the next page starts one earlier
+        return cancelled
 
     # --- dispatcher side ----------------------------------------------------------------------------
 

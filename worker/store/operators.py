@@ -62,6 +62,17 @@ class Caller:
     digest: str = ""
 
 
+#: Who calls without a stored key: the bootstrap token (``BROADCAST_API_TOKEN``) and a dev API without keys.
+BOOTSTRAP_NAME, ANONYMOUS_NAME = "bootstrap", "anonymous"
+
+
+def revocable(name: str | None) -> str:
+    """``name`` when it names a stored operator key (one that can be revoked), else ''. What a key created is
+    stored only while the key still exists (``opkey:{name}``, checked by the script that commits it): a
+    revocation while the request was being handled cannot miss it."""
+    return name if name and name not in (BOOTSTRAP_NAME, ANONYMOUS_NAME) else ""
+
+
 class KeyExists(Exception):
     """``POST /v1/keys`` with a name already taken, in any case (revoke it first); ``args[0]`` the taken name."""
 

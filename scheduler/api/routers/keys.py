@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.api.errors import ApiError
 from scheduler.api.state import AUTH, Stores, audit_targets, audit_variant, authorize
-from worker.store.operators import NAME_PATTERN, Caller, KeyExists, Role
+from worker.store.operators import ANONYMOUS_NAME, BOOTSTRAP_NAME, NAME_PATTERN, Caller, KeyExists, Role
 from worker.store.suppressions import SYSTEM_BY
 
 router = APIRouter(tags=["keys"], dependencies=AUTH)
@@ -31,7 +31,7 @@ class KeyIn(BaseModel):
 
 #: Who the audit names for the bootstrap token, for an open dev API and for what the worker changes itself,
 #: and the ``by`` of the suppressions the system writes itself: no key may pose as any of them.
-RESERVED_NAMES = ("bootstrap", "anonymous", "worker", *SYSTEM_BY)
+RESERVED_NAMES = (BOOTSTRAP_NAME, ANONYMOUS_NAME, "worker", *SYSTEM_BY)
 
 
 def reserved_name(name: str) -> bool:
@@ -80,7 +80,7 @@ def revoke_key(
         raise ApiError(404, "not_found", f"no key {name!r}", "name")
     schedules = state.schedules.pause_created_by(name)
     campaigns, drafts = state.campaigns.pause_created_by(name)
-    messages = state.ledger.cancel_scheduled_by(name)
+    messages = state.ledger.cancel_unsent_by(name)
     touched = (*(f"schedule:{i}" for i in schedules), *(f"campaign:{i}" for i in campaigns + drafts))
     audit_targets(request, "message", messages, also=(f"key:{name}", *touched))
     return {

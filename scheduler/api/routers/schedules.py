@@ -10,7 +10,7 @@ from scheduler.api.errors import ApiError
 from scheduler.api.models import ObjectId
 from scheduler.api.state import AUTH, Stores, authorize, check_role
 from scheduler.console import with_next_firings
-from scheduler.dispatch.schedules import ScheduleSpec
+from scheduler.dispatch.schedules import OwnerRevoked, ScheduleSpec
 from worker.store.operators import Caller, Role
 
 router = APIRouter(tags=["schedules"], dependencies=AUTH)
@@ -51,10 +51,11 @@ def pause_schedule(schedule_id: str, state: Stores) -> dict[str, Any]:
 def resume_schedule(schedule_id: str, state: Stores, caller: Annotated[Caller, Depends(authorize)]) -> dict[str, Any]:
     """Fire again from the next cron time after now; firings missed while paused are skipped. A schedule
     paused because its creator's key was revoked (``owner_revoked``) needs an admin to send again."""
-    schedule = _found(schedule_id, state.schedules.get(schedule_id))
-    if schedule["owner_revoked"]:
+    try:
+        return _found(schedule_id, state.schedules.resume(schedule_id, admin=caller.role.allows(Role.ADMIN)))
+    except OwnerRevoked:
         check_role(caller, Role.ADMIN)
-    return _found(schedule_id, state.schedules.resume(schedule_id))
+        raise
 
 
 @router.delete("/v1/schedules/{schedule_id}")

@@ -14,6 +14,7 @@ import redis as redis_lib
 from scheduler.intake.campaigns import AutoPause, Campaigns, CampaignStateError, UntestedCampaignError
 from tests.conftest import claim_ready
 from worker.errors import MessageError
+from worker.messages import TextMessage
 from worker.settings import Settings
 from worker.store.accounts import AccountSpec, AccountStore
 from worker.store.audit import AuditLog
@@ -285,3 +286,49 @@ def test_finish_counts_throttling_answers_in_a_row(ledger: Ledger) -> None:
     assert [call(True), call(True), call(False), call(True)] == [1, 2, 0, 1]
     AccountStore(ledger.redis, ledger.prefix).set_status("acct1", "active")  # a resume starts a new run
     assert call(True) == 1
+
+
+# --- a key revoked while what it submitted was being written (attack round 5) ---------------------------
+
+
+def test_a_campaign_committed_after_its_key_was_revoked_is_paused_and_flagged(ledger: Ledger) -> None:
+    """The revocation scans the campaigns stored so far; one still being written commits after it. Its
+    commit checks the key still exists (opkey:{name}), so it is paused and flagged like the others; a key
+    that exists, and the bootstrap token (no stored key), commit as asked."""
+    campaigns = campaigns_for(ledger)
+    gone = campaigns.create(
+        name="c", account="acct1", message={"kind": "text", "text": "x"}, recipients=[{"to": "wxid_1"}],
+        created_by="leaked",
+    )  # fmt: skip
+    assert gone.status == "paused"
+    view = campaigns.get(gone.id)
+    assert (view["status"], view["owner_revoked"], view["created_by"]) == ("paused", True, "leaked")
+    assert claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=10) == []  # nothing of it goes out
+    draft = campaigns.create(
+        name="d", account="acct1", message={"kind": "text", "text": "x"}, recipients=[{"to": "wxid_2"}],
+        created_by="leaked", draft=True,
+    )  # fmt: skip
+    assert (campaigns.get(draft.id)["status"], campaigns.get(draft.id)["owner_revoked"]) == ("draft", True)
+    ledger.redis.hset(ledger.keys.operator_key("alive"), "role", "operator")
+    for by in ("alive", "bootstrap"):
+        kept = campaigns.create(
+            name="k", account="acct1", message={"kind": "text", "text": "x"}, recipients=[{"to": f"wxid_{by}"}],
+            created_by=by,
+        )  # fmt: skip
+        assert (kept.status, campaigns.get(kept.id)["owner_revoked"]) == ("active", False)
+
+
+def test_a_message_submitted_after_its_key_was_revoked_is_stored_cancelled(ledger: Ledger) -> None:
+    job_id, created, state = ledger.submit(
+        account="acct1", to="wxid_1", message=TextMessage(text="x"), created_by="leaked"
+    )
+    assert (created, state) == (True, "cancelled")
+    stored = ledger.get(job_id)
+    assert stored is not None and (stored.state, stored.fields["created_by"]) == ("cancelled", "leaked")
+    assert claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=10) == []
+    ledger.redis.hset(ledger.keys.operator_key("alive"), "role", "operator")
+    alive, _, state = ledger.submit(account="acct1", to="wxid_2", message=TextMessage(text="x"), created_by="alive")
+    assert state == "queued"
+    # its revocation later cancels it: listed under the key, not sent yet
+    assert ledger.cancel_unsent_by("alive") == [alive]
+    assert ledger.get(alive) is not None and ledger.get(alive).state == "cancelled"  # type: ignore[union-attr]

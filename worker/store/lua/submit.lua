@@ -2,21 +2,34 @@
   SUBMIT: store one job and queue it (or schedule it when due later).
   KEYS: none (every name is built from the prefix, ARGV[1]: worker/store/keys.py LAYOUT)
   ARGV: [1] prefix  [2] job id  [3] idempotency key ('' = none)  [4] its ttl, seconds  [5] now
-        [6] due_at ('' = now)  [7] account  [8] priority (normal|high)  [9..] field, value, ... (the job
-        hash)
+        [6] due_at ('' = now)  [7] account  [8] priority (normal|high)  [9] the operator key that submitted
+        it ('' = none or the bootstrap token)  [10..] field, value, ... (the job hash)
+  A message of an operator key is listed under it (opmsgs:{name}: its revocation cancels what is not sent
+  yet); one whose key was revoked while it was being submitted is stored cancelled.
   Returns {1, job id, state}, or {0, the job id the idempotency key already stands for}.
 ]]
 --!include prelude
-local id, idem, now, due_at, account, priority = ARGV[2], ARGV[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local id, idem, now, due_at, account, priority, owner = ARGV[2], ARGV[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local existing = claim_idempotency('m', idem, id, ARGV[4])
 if existing then return {0, existing} end
 local jk = key_job(id)
 -- the same SUBMIT run again (a client retry after a lost reply): the job is stored, answer as the first run
 if redis.call('EXISTS', jk) == 1 then return {1, id, redis.call('HGET', jk, 'state')} end
 local fields = {}
-for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', jk, unpack(fields))
-if due_at ~= '' then
+if owner ~= '' then
+  local listed, kept = key_key_messages(owner), tonumber(redis.call('HGET', key_config(), 'retention_s') or '0')
+  redis.call('ZADD', listed, now, id)
+  if kept and kept > 0 then  -- as long as jobs are kept (0: for ever)
+    redis.call('ZREMRANGEBYSCORE', listed, '-inf', tonumber(now) - kept)
+    redis.call('EXPIRE', listed, math.ceil(kept))
+  end
+end
+if owner ~= '' and redis.call('EXISTS', key_operator_key(owner)) == 0 then
+  redis.call('HSET', jk, 'state', STATE.CANCELLED, 'cancelled_at', now)
+  retain(id)
+elseif due_at ~= '' then
   redis.call('HSET', jk, 'state', STATE.SCHEDULED)
   redis.call('ZADD', key_due(), due_at, id)
 else
