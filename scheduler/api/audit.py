@@ -38,11 +38,13 @@ class AuditTrail:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        seen: dict[str, Any] = {"status": 500, "body": b""}
+        seen: dict[str, Any] = {"status": 500, "body": b"", "replayed": False}
 
         async def watch(message: Message) -> None:
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
+                # an idempotent replay answered what an earlier create made: recorded as such, not as a create
+                seen["replayed"] = (b"idempotent-replayed", b"true") in message.get("headers", [])
             elif message["type"] == "http.response.body" and len(seen["body"]) < ANSWER_PEEK:
                 seen["body"] += message.get("body", b"")
             await send(message)
@@ -50,10 +52,10 @@ class AuditTrail:
         try:
             await self.app(scope, receive, watch)
         finally:
-            await run_in_threadpool(_record, scope, seen["status"], seen["body"])
+            await run_in_threadpool(_record, scope, seen["status"], seen["body"], seen["replayed"])
 
 
-def _record(scope: Scope, status: int, body: bytes) -> None:
+def _record(scope: Scope, status: int, body: bytes, replayed: bool = False) -> None:
     caller = scope.get("state", {}).get("caller")
     route = scope.get("route")
     door: tuple[Rule, dict[str, str]] | None = scope.get(DOOR_RULE)  # refused at the door (RoleFirst)
@@ -70,6 +72,8 @@ def _record(scope: Scope, status: int, body: bytes) -> None:
     request_state = scope.get("state", {})
     variant = request_state.get(AUDIT_VARIANT)
     action = f"{rule.action}_{variant}" if variant else rule.action
+    if replayed:
+        action += "_replayed"
     state: ApiState = scope["app"].state.api
     targets = request_state.get(AUDIT_TARGETS) or [_target(rule.action, params, body)]
     try:

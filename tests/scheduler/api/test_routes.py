@@ -101,6 +101,9 @@ def test_single_message_lifecycle_and_idempotency(api_stack: ApiStack) -> None:
     second = api_stack.http.post("/v1/messages", json=body)
     assert second.status_code == 202 and second.json()["id"] == job_id
     assert second.headers["Idempotent-Replayed"] == "true"
+    # the trail tells the replay from the create (attack round 5: a replay read as a second create)
+    trail = api_stack.http.get("/v1/audit", params={"target": f"message:{job_id}"}).json()["items"]
+    assert [e["action"] for e in trail] == ["message.create_replayed", "message.create"], trail
     wait_for(lambda: api_stack.http.get(f"/v1/messages/{job_id}").json()["status"] == "sent", timeout=30, what="sent")
     job = api_stack.http.get(f"/v1/messages/{job_id}").json()
     (record,) = sim_sends(api_stack, instance=f"inst-{api_stack.prefix}")

@@ -25,6 +25,9 @@ VARIANTS = {
     "account.auto_pause",
     "campaign.auto_pause",
     "suppression.add_not_friend",
+    "campaign.create_replayed",
+    "message.create_replayed",
+    "message.create_ignore_suppression_replayed",
 }
 
 
