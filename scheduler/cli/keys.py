@@ -69,8 +69,8 @@ def revoke(name: str, as_json: AsJson = False, url: Url = None, token: Token = N
     """Revoke a key / 吊销密钥
 
     Revoke a key at once: its next request is refused (401); the schedules and unfinished campaigns it created
-    are paused, its drafts held and its messages still waiting for their send time cancelled; only an admin
-    resumes or starts what it created / 立即吊销：暂停它创建的定时任务和未完成的群发、冻结其草稿、取消它预约的消息；
+    are paused, its drafts held and its messages not sent yet cancelled; only an admin resumes or starts what it
+    created / 立即吊销：暂停它创建的定时任务和未完成的群发、冻结其草稿、取消它尚未发出的消息；
     之后只有管理员能恢复或启动。"""
     with connect(url, token) as api:
         done = api.revoke_key(name)
@@ -90,7 +90,7 @@ def revoke(name: str, as_json: AsJson = False, url: Url = None, token: Token = N
             say(f"held its drafts / 已冻结它的草稿: {held} (an admin: `broadcast campaign start ID`)")
         if d.get("cancelled_messages"):
             n = len(d["cancelled_messages"])
-            say(f"cancelled {n} message(s) it had scheduled / 已取消它预约的 {n} 条消息")
+            say(f"cancelled {n} message(s) of it not sent yet / 已取消它尚未发出的 {n} 条消息")
 
     emit(done, as_json, show)
 

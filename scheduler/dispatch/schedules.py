@@ -228,9 +228,12 @@ class Schedules:
         except MessageError as exc:
             raise _prefixed(exc, "campaign") from None
 
-    def create(self, spec: ScheduleSpec, created_by: str = "") -> dict[str, Any]:
+    def create(self, spec: ScheduleSpec, created_by: str = "", creator_key: str = "") -> dict[str, Any]:
         """Validate the template and its fan-out against the store and settings now, then persist.
-        ``created_by``: the key that made it, whose revocation pauses it (:meth:`pause_created_by`)."""
+        ``created_by``: the key that made it, whose revocation pauses it (:meth:`pause_created_by`);
+        ``creator_key`` its SHA-256 ('' for the bootstrap token), checked after the write: a schedule
+        stored while its key was being revoked (or replaced by a new key of the same name) is paused and
+        flagged as the revocation would have (attack round 5)."""
         size = self.check(spec)
         schedule_id = "s" + uuid.uuid4().hex[:12]
         now = time.time()
@@ -245,10 +248,14 @@ class Schedules:
                 "fires": 0,
                 "size": size,
                 "created_by": created_by,
+                "creator_key": creator_key,
             },
         )
         pipe.zadd(self.keys.schedules, {schedule_id: upcoming})
         pipe.execute()
+        # after the write: a revocation before this read is seen here, one after it finds the schedule stored
+        if created_by and creator_key and self.redis.hget(self.keys.operator_key(created_by), "digest") != creator_key:
+            self.pause(schedule_id, owner_revoked=True)
         return self.get(schedule_id) or {}
 
     def get(self, schedule_id: str) -> dict[str, Any] | None:
@@ -340,8 +347,9 @@ class Schedules:
         due = cast(list[tuple[str, float]], self.redis.zrangebyscore(self.keys.schedules, "-inf", now, withscores=True))
         fired = 0
         for schedule_id, fire_at in due:
-            raw, paused, owner = cast(
-                list[str | None], self.redis.hmget(self.keys.schedule(schedule_id), ["spec", "paused", "created_by"])
+            raw, paused, owner, owner_key = cast(
+                list[str | None],
+                self.redis.hmget(self.keys.schedule(schedule_id), ["spec", "paused", "created_by", "creator_key"]),
             )
             if raw is None:
                 self.redis.zrem(self.keys.schedules, schedule_id)
@@ -368,6 +376,7 @@ class Schedules:
                     submitted = self.producer.submit_message(
                         account=t.account, to=t.to, message=t.message, variables=t.vars,
                         idempotency_key=key, priority=t.priority, created_by=owner or None,
+                        creator_key=owner_key or "",
                     )  # fmt: skip
                     result = {"message": submitted.id, "created": submitted.created}
                 else:
@@ -378,7 +387,7 @@ class Schedules:
                         message=c.message,
                         recipients=(r.model_dump(exclude_none=True) for r in c.recipients),
                         account=c.account, accounts=c.accounts, idempotency_key=key, priority=c.priority,
-                        audience=c.audience, created_by=owner or None,
+                        audience=c.audience, created_by=owner or None, creator_key=owner_key or "",
                     )  # fmt: skip
                     result = {"campaign": created.id, "created": created.created, "total": created.total}
                 error = ""

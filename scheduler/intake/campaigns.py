@@ -67,7 +67,7 @@ from worker.store.ledger import (
     RecallOutcome,
     new_id,
 )
-from worker.store.operators import revocable
+from worker.store.operators import owner_args
 from worker.vendors import check_message_for, vendors_without_revoke
 
 CHUNK = 2000
@@ -305,6 +305,7 @@ class Campaigns:
         audience: AudienceIn | None = None,
         on_cap: str = "skip",
         created_by: str | None = None,
+        creator_key: str = "",
     ) -> CampaignCreated:
         """Validate everything, then store the campaign atomically. Raises MessageError naming the field.
         ``draft``: stored, nothing released until :meth:`start`. ``auto_pause``: this campaign's thresholds
@@ -312,7 +313,8 @@ class Campaigns:
         chosen from the accounts' last contact sync, resolved now, after the given ``recipients``. ``on_cap``:
         what a delivery does when its account's ``recipient_cap`` is reached: ``skip``
         (``skipped``/frequency_cap) or ``wait`` until the window allows. ``created_by``: the key that made it,
-        whose revocation pauses it (:meth:`pause_created_by`)."""
+        whose revocation pauses it (:meth:`pause_created_by`), ``creator_key`` its SHA-256 ('' for the
+        bootstrap token)."""
         if on_cap not in ("skip", "wait"):
             raise MessageError("on_cap: must be 'skip' or 'wait'", field="on_cap")
         parsed = message if not isinstance(message, Mapping) else parse_message(dict(message))
@@ -409,7 +411,7 @@ class Campaigns:
                     status,
                     f"{send_at:.3f}" if status == "scheduled" and send_at else "",
                     total,
-                    revocable(created_by),
+                    *owner_args(created_by, creator_key),
                     *sorted(used_accounts),
                 ]
             )
@@ -616,10 +618,13 @@ class Campaigns:
         *,
         account: str | None = None,
         variables: Mapping[str, Any] | None = None,
+        created_by: str | None = None,
+        creator_key: str = "",
     ) -> dict[str, Any]:
         """Send the campaign's message to a few internal recipients as ordinary single messages (high
         priority, marked ``test_of``): rendered with ``variables`` or the first recipient's. They are on
-        the books like any message but are not the campaign's jobs and not in its counts."""
+        the books like any message but are not the campaign's jobs and not in its counts; like any message
+        they carry the key that asked (``created_by``), whose revocation cancels them until they are sent."""
         data = cast(dict[str, str], self.redis.hgetall(self.keys.campaign(cid)))
         if "status" not in data:
             raise CampaignNotFound(cid)
@@ -638,7 +643,7 @@ class Campaigns:
         for recipient in recipients:
             submitted = self.producer.submit_message(
                 account=account, to=recipient, message=message, variables=chosen or None, priority="high",
-                test_of=cid,
+                test_of=cid, created_by=created_by, creator_key=creator_key,
             )  # fmt: skip
             sent.append(submitted.id)
         now = time.time()

@@ -77,10 +77,12 @@ class Producer:
         test_of: str | None = None,
         ignore_suppression: str | None = None,
         created_by: str | None = None,
+        creator_key: str = "",
     ) -> Submitted:
         """Submit one message to one recipient from a configured account (``test_of``: a campaign's test send;
         ``ignore_suppression``: who asked that it go even to a suppressed recipient, recorded on the job;
-        ``created_by``: the key that submitted it, whose revocation cancels it while it waits for its ``send_at``)."""
+        ``created_by``: the key that submitted it, whose revocation cancels it until it is being sent;
+        ``creator_key``: that key's SHA-256, '' for the bootstrap token)."""
         check_text(account, "account")
         if idempotency_key:
             check_text(idempotency_key, "idempotency_key")
@@ -109,6 +111,7 @@ class Producer:
             test_of=test_of,
             ignore_suppression=ignore_suppression,
             created_by=created_by,
+            creator_key=creator_key,
         )
         if not state:  # an idempotent replay: answer the job's current state
             job = self.ledger.get(job_id)

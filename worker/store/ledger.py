@@ -28,7 +28,7 @@ import redis
 from worker.messages import MESSAGE_ADAPTER, AnyMessage
 from worker.store import scripts
 from worker.store.keys import Keys
-from worker.store.operators import revocable
+from worker.store.operators import owner_args
 from worker.store.replication import ReplicaAcks
 from worker.store.vocabulary import BeginStatus as BeginStatus
 from worker.store.vocabulary import JobState as JobState
@@ -404,13 +404,14 @@ class Ledger:
         test_of: str | None = None,
         ignore_suppression: str | None = None,
         created_by: str | None = None,
+        creator_key: str = "",
     ) -> Submission:
         """Store and enqueue one job in one round trip. An idempotency key seen before answers its first
         job (``created`` False, ``state`` ''). ``test_of``: the campaign this job is a test send of (it is
         not one of the campaign's jobs and not in its counts). ``ignore_suppression``: who asked that it be
         sent even to a suppressed recipient (the job's ``nosupp`` and ``nosupp_by``). ``created_by``: the
-        key that submitted it (:meth:`cancel_unsent_by`; a message submitted while it was being revoked is stored
-        ``cancelled``)."""
+        key that submitted it and ``creator_key`` that key's SHA-256 (:meth:`cancel_unsent_by`; a message
+        submitted while its key was being revoked is stored ``cancelled``)."""
         job_id = job_id or new_id()
         now = time.time()
         fields: dict[str, Any] = {
@@ -442,7 +443,7 @@ class Ledger:
                 due_at,
                 account,
                 priority,
-                revocable(created_by),
+                *owner_args(created_by, creator_key),
                 *_pairs(fields),
             ]
         )

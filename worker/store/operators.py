@@ -66,11 +66,12 @@ class Caller:
 BOOTSTRAP_NAME, ANONYMOUS_NAME = "bootstrap", "anonymous"
 
 
-def revocable(name: str | None) -> str:
-    """``name`` when it names a stored operator key (one that can be revoked), else ''. What a key created is
-    stored only while the key still exists (``opkey:{name}``, checked by the script that commits it): a
-    revocation while the request was being handled cannot miss it."""
-    return name if name and name not in (BOOTSTRAP_NAME, ANONYMOUS_NAME) else ""
+def owner_args(name: str | None, key_digest: str) -> list[str]:
+    """The two script arguments naming the operator key that creates something: its name and the SHA-256 it
+    is stored under ('', '' for the bootstrap token, which cannot be revoked). The script that commits it
+    stores it only as the key's while ``opkey:{name}`` still holds that digest: a revocation while the request
+    was being handled, and a new key given the same name since, cannot adopt it."""
+    return [name or "", key_digest] if name and key_digest else ["", ""]
 
 
 class KeyExists(Exception):

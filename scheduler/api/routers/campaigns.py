@@ -151,8 +151,12 @@ def _create(
     response: Response,
     caller: Caller | None,
 ) -> CampaignAccepted:
-    created_by = caller.name if caller is not None else None
-    created = state.campaigns.create(recipients=recipients, created_by=created_by, **spec.create_args())
+    created = state.campaigns.create(
+        recipients=recipients,
+        created_by=caller.name if caller is not None else None,
+        creator_key=caller.digest if caller is not None else "",
+        **spec.create_args(),
+    )
     mark_replayed(response, created.created)
     return CampaignAccepted(
         id=created.id,
@@ -307,10 +311,15 @@ def cancel_campaign(campaign_id: ObjectId, state: Stores) -> dict[str, Any]:
 
 
 @router.post("/v1/campaigns/{campaign_id}/test", status_code=202)
-def test_campaign(campaign_id: ObjectId, body: CampaignTestIn, state: Stores) -> dict[str, Any]:
+def test_campaign(
+    campaign_id: ObjectId, body: CampaignTestIn, state: Stores, caller: Annotated[Caller, Depends(authorize)]
+) -> dict[str, Any]:
     """Send the campaign's message to a few internal recipients (ordinary messages marked ``test_of``,
     not in the campaign's counts), rendered with ``vars`` or the first recipient's."""
-    return state.campaigns.send_test(campaign_id, body.to, account=body.account, variables=body.vars)
+    return state.campaigns.send_test(
+        campaign_id, body.to, account=body.account, variables=body.vars,
+        created_by=caller.name, creator_key=caller.digest,
+    )  # fmt: skip
 
 
 @router.post("/v1/campaigns/{campaign_id}/start")

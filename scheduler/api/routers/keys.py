@@ -73,8 +73,8 @@ def revoke_key(
 ) -> dict[str, Any]:
     """Revoke at once: the next request with this key answers 401; the schedules and unfinished campaigns
     it created are paused (``paused_schedules``, ``paused_campaigns``: an admin may resume them), its drafts
-    held for an admin to start (``held_drafts``) and its messages still waiting for their ``send_at``
-    cancelled (``cancelled_messages``). The audit trail records the revocation on the key and on each of
+    held for an admin to start (``held_drafts``) and its messages not sent yet (scheduled, queued, retrying,
+    test sends) cancelled (``cancelled_messages``). The audit trail records the revocation on the key and on each of
     those, so a campaign's own history says why it stopped."""
     if not state.operators.revoke(name):
         raise ApiError(404, "not_found", f"no key {name!r}", "name")

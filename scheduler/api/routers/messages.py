@@ -76,6 +76,7 @@ def post_message(body: MessageIn, request: Request, response: Response, state: S
         priority=body.priority,
         ignore_suppression=(getattr(caller, "name", "") or "api") if body.ignore_suppression else None,
         created_by=getattr(caller, "name", None),
+        creator_key=getattr(caller, "digest", ""),
     )
     mark_replayed(response, submitted.created)
     return Accepted(id=submitted.id, status=submitted.status)

@@ -27,7 +27,7 @@ def create_schedule(body: ScheduleSpec, state: Stores, caller: Annotated[Caller,
     """A cron schedule (5 fields, or 6 with seconds last) in a timezone, sending a message or campaign.
     Validated like a submission; crons firing too often or creating too many jobs an hour get 422.
     ``created_by`` names the key: revoking it pauses the schedule."""
-    return state.schedules.create(body, created_by=caller.name)
+    return state.schedules.create(body, created_by=caller.name, creator_key=caller.digest)
 
 
 @router.get("/v1/schedules")

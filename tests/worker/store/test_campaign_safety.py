@@ -288,47 +288,63 @@ def test_finish_counts_throttling_answers_in_a_row(ledger: Ledger) -> None:
     assert call(True) == 1
 
 
-# --- a key revoked while what it submitted was being written (attack round 5) ---------------------------
+# --- a key revoked while what it submitted was being written (attack rounds 5 and 6) ------------------------
 
 
 def test_a_campaign_committed_after_its_key_was_revoked_is_paused_and_flagged(ledger: Ledger) -> None:
     """The revocation scans the campaigns stored so far; one still being written commits after it. Its
-    commit checks the key still exists (opkey:{name}), so it is paused and flagged like the others; a key
-    that exists, and the bootstrap token (no stored key), commit as asked."""
+    commit checks the key is still the one that asked (opkey:{name} holds its digest), so it is paused and
+    flagged like the others, also when a new key was given the same name meanwhile; the live key, and the
+    bootstrap token (no stored key), commit as asked."""
     campaigns = campaigns_for(ledger)
-    gone = campaigns.create(
-        name="c", account="acct1", message={"kind": "text", "text": "x"}, recipients=[{"to": "wxid_1"}],
-        created_by="leaked",
-    )  # fmt: skip
+
+    def create(by: str, key: str, **kw: Any) -> Any:
+        return campaigns.create(
+            name="c", account="acct1", message={"kind": "text", "text": "x"}, recipients=[{"to": f"wxid_{by}{key}"}],
+            created_by=by, creator_key=key, **kw,
+        )  # fmt: skip
+
+    gone = create("leaked", "d-old")
     assert gone.status == "paused"
     view = campaigns.get(gone.id)
     assert (view["status"], view["owner_revoked"], view["created_by"]) == ("paused", True, "leaked")
     assert claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=10) == []  # nothing of it goes out
-    draft = campaigns.create(
-        name="d", account="acct1", message={"kind": "text", "text": "x"}, recipients=[{"to": "wxid_2"}],
-        created_by="leaked", draft=True,
-    )  # fmt: skip
+    draft = create("leaked", "d-old", draft=True)
     assert (campaigns.get(draft.id)["status"], campaigns.get(draft.id)["owner_revoked"]) == ("draft", True)
-    ledger.redis.hset(ledger.keys.operator_key("alive"), "role", "operator")
-    for by in ("alive", "bootstrap"):
-        kept = campaigns.create(
-            name="k", account="acct1", message={"kind": "text", "text": "x"}, recipients=[{"to": f"wxid_{by}"}],
-            created_by=by,
-        )  # fmt: skip
+    ledger.redis.hset(ledger.keys.operator_key("leaked"), mapping={"role": "operator", "digest": "d-new"})
+    renamed = create("leaked", "d-old")  # revoked, and a new key named alike since: not adopted
+    assert (renamed.status, campaigns.get(renamed.id)["owner_revoked"]) == ("paused", True)
+    for by, key in (("leaked", "d-new"), ("bootstrap", "")):
+        kept = create(by, key)
         assert (kept.status, campaigns.get(kept.id)["owner_revoked"]) == ("active", False)
 
 
 def test_a_message_submitted_after_its_key_was_revoked_is_stored_cancelled(ledger: Ledger) -> None:
     job_id, created, state = ledger.submit(
-        account="acct1", to="wxid_1", message=TextMessage(text="x"), created_by="leaked"
+        account="acct1", to="wxid_1", message=TextMessage(text="x"), created_by="leaked", creator_key="d-old"
     )
     assert (created, state) == (True, "cancelled")
     stored = ledger.get(job_id)
     assert stored is not None and (stored.state, stored.fields["created_by"]) == ("cancelled", "leaked")
     assert claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=10) == []
-    ledger.redis.hset(ledger.keys.operator_key("alive"), "role", "operator")
-    alive, _, state = ledger.submit(account="acct1", to="wxid_2", message=TextMessage(text="x"), created_by="alive")
-    assert state == "queued"
-    # its revocation later cancels it: listed under the key, not sent yet
-    assert ledger.cancel_unsent_by("alive") == [alive]
-    assert ledger.get(alive) is not None and ledger.get(alive).state == "cancelled"  # type: ignore[union-attr]
+    ledger.redis.hset(ledger.keys.operator_key("alive"), mapping={"role": "operator", "digest": "d-alive"})
+    alive, _, state = ledger.submit(
+        account="acct1", to="wxid_2", message=TextMessage(text="x"), created_by="alive", creator_key="d-alive"
+    )
+    later, _, later_state = ledger.submit(
+        account="acct1", to="wxid_3", message=TextMessage(text="x"), created_by="alive", creator_key="d-alive",
+        send_at=time.time() + 90 * 86400,
+    )  # fmt: skip
+    assert (state, later_state) == ("queued", "scheduled")
+    # listed by when they are due: a send_at past the retention stays listed (attack round 6)
+    ledger.redis.hset(ledger.keys.config, "retention_s", "1")
+    time.sleep(1.1)
+    ledger.submit(
+        account="acct1", to="wxid_4", message=TextMessage(text="x"), created_by="alive", creator_key="d-alive"
+    )
+    # its revocation later cancels every one not sent yet: queued, or waiting for a send_at months ahead
+    cancelled = ledger.cancel_unsent_by("alive")
+    assert {alive, later} <= set(cancelled) and len(cancelled) == 3
+    for job in (alive, later):
+        found = ledger.get(job)
+        assert found is not None and found.state == "cancelled"
