@@ -53,7 +53,7 @@ from worker.pacing.holds import account_holds, held, held_entry, hold_after_aban
 from worker.pacing.rules import PaceState, RedisClock, allowance, local_day, throttled_slowdown
 from worker.settings import Settings
 from worker.store.accounts import Account, AccountStore, KindHold, Status
-from worker.store.audit import AuditLog
+from worker.store.audit import WORKER, AuditLog
 from worker.store.deadletter import DeadReason
 from worker.store.ledger import Begin, BeginStatus, Finished, Job, Ledger, PaceRecord, RecallOutcome, sent_parts
 from worker.store.stats import AttemptCounters
@@ -878,7 +878,7 @@ class SessionRunner:
         """One audit entry under the key and role "worker"; a Redis error loses the entry (logged), never the
         session's outcome, which is already recorded."""
         try:
-            self.audit.record(key="worker", role="worker", action=action, target=target, status=200)
+            self.audit.record(key=WORKER, role=WORKER, action=action, target=target, status=200)
         except redis.RedisError:
             log.exception("audit entry not recorded", extra={"action": action, "target": target})
 

@@ -15,6 +15,9 @@ from redis.typing import EncodableT, FieldT
 
 from worker.store.keys import Keys
 
+#: The key and role of what the worker changes on its own judgement (an account down or auto-paused, a
+#: not-a-friend suppression; campaign.auto_pause is written by prelude_finish.lua): reserved, no key takes it.
+WORKER = "worker"
 #: Entries one page request looks at at most while filtering (by key or target), so a filter that
 #: matches nothing answers in bounded time with a cursor to continue.
 SCAN_MAX = 5000

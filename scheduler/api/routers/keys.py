@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.api.errors import ApiError
 from scheduler.api.state import AUTH, Stores, audit_targets, audit_variant, authorize
+from worker.store.audit import WORKER
 from worker.store.operators import ANONYMOUS_NAME, BOOTSTRAP_NAME, NAME_PATTERN, Caller, KeyExists, Role
 from worker.store.suppressions import SYSTEM_BY
 
@@ -31,7 +32,7 @@ class KeyIn(BaseModel):
 
 #: Who the audit names for the bootstrap token, for an open dev API and for what the worker changes itself,
 #: and the ``by`` of the suppressions the system writes itself: no key may pose as any of them.
-RESERVED_NAMES = (BOOTSTRAP_NAME, ANONYMOUS_NAME, "worker", *SYSTEM_BY)
+RESERVED_NAMES = (BOOTSTRAP_NAME, ANONYMOUS_NAME, WORKER, *SYSTEM_BY)
 
 
 def reserved_name(name: str) -> bool:

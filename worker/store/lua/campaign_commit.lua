@@ -26,12 +26,9 @@ if status == CAMPAIGN.ACTIVE then
 elseif status == CAMPAIGN.SCHEDULED then
   redis.call('ZADD', key_due_campaigns(), send_at, cid)
 end
-if owner ~= '' and redis.call('HGET', key_operator_key(owner), 'digest') ~= owner_digest then
-  redis.call('HSET', ck, 'owner_revoked', '1')
-  if status ~= CAMPAIGN.DRAFT then
-    pause_campaign(cid, status, 'the key that created it was revoked: an admin may resume it', now, {unpack(ARGV, 11)})
-    status = CAMPAIGN.PAUSED
-  end
+if owner_gone(owner, owner_digest) then
+  flag_owner_revoked(cid, status, now, {unpack(ARGV, 11)})
+  if status ~= CAMPAIGN.DRAFT then status = CAMPAIGN.PAUSED end
 end
 if status == CAMPAIGN.ACTIVE then wake() end
 return {1, cid, status}

@@ -31,12 +31,8 @@ elseif action == 'resume' then
   for i = 5, #ARGV do schedule(ARGV[i]) end
   wake()
 elseif action == 'owner_revoked' then
-  if st == CAMPAIGN.ACTIVE or st == CAMPAIGN.SCHEDULED then
-    pause_campaign(cid, st, 'the key that created it was revoked: an admin may resume it', now, {unpack(ARGV, 5)})
-  elseif st ~= CAMPAIGN.PAUSED and st ~= CAMPAIGN.DRAFT then
-    return '!' .. st
-  end
-  redis.call('HSET', ck, 'owner_revoked', '1')
+  if st == CAMPAIGN.CANCELLED then return '!' .. st end
+  flag_owner_revoked(cid, st, now, {unpack(ARGV, 5)})
 elseif action == 'cancel' then
   if st == CAMPAIGN.CANCELLED then return '!' .. st end
   redis.call('HSET', ck, 'status', CAMPAIGN.CANCELLED, 'cancelled_at', now, 'updated', now)

@@ -55,6 +55,19 @@ local function pause_campaign(cid, from, reason, now, accounts)
     'pause_reason', reason)
   for _, account in ipairs(accounts) do flag_lease(account) end
 end
+-- the operator key that created something was revoked (opkey:{name} gone) or is another key now (a new key
+-- given the same name): what it created is not that key's any more. owner '' names no key (bootstrap token)
+local function owner_gone(owner, digest)
+  return owner ~= '' and redis.call('HGET', key_operator_key(owner), 'digest') ~= digest
+end
+-- the key that created a campaign was revoked: paused if it would send (a draft, a paused one: flagged only),
+-- and flagged owner_revoked, so only an admin resumes or starts it
+local function flag_owner_revoked(cid, st, now, accounts)
+  if st == CAMPAIGN.ACTIVE or st == CAMPAIGN.SCHEDULED then
+    pause_campaign(cid, st, 'the key that created it was revoked: an admin may resume it', now, accounts)
+  end
+  redis.call('HSET', key_campaign(cid), 'owner_revoked', '1')
+end
 -- the lease is this session's (flagged or not)
 local function holds_lease(cur, token)
   return cur == token or cur == token .. '!'

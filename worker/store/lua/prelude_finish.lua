@@ -75,7 +75,7 @@ local function watch_outcome(camp, err, now)
   local reason = 'error threshold — ' .. why .. ': ' .. table.concat(parts, ', ')
   pause_campaign(camp, CAMPAIGN.ACTIVE, reason, now, cjson.decode(redis.call('HGET', ck, 'accounts') or '[]'))
   redis.call('HSET', ck, 'auto_paused_at', now)
-  -- on the record as an operator's pause is (worker/store/audit.py; trimmed by age at the next API entry)
+  -- on the record as an operator's pause is, under audit.py's WORKER (trimmed by age at the next API entry)
   redis.call('XADD', key_audit(), '*', 'key', 'worker', 'role', 'worker', 'action', 'campaign.auto_pause',
     'target', 'campaign:' .. camp, 'status', 200)
 end

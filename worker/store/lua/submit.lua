@@ -37,7 +37,7 @@ if owner ~= '' then
     end
   end
 end
-if owner ~= '' and redis.call('HGET', key_operator_key(owner), 'digest') ~= owner_digest then
+if owner_gone(owner, owner_digest) then
   redis.call('HSET', jk, 'state', STATE.CANCELLED, 'cancelled_at', now)
   retain(id)
 elseif due_at ~= '' then
