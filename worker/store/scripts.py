@@ -158,32 +158,13 @@ class LuaScript:
             raise redis.ResponseError(self.source.explain(str(exc))) from exc
 
     def _direct(self, keys: list[Any], args: list[Any]) -> Any:
-        """``EVALSHA`` on a connection of the client's pool, without redis-py's per-command layers (its
-        retry wrapper, command-name parsing and observability hooks cost about as much as the round trip's
-        own Python): the hot path's scripts run many times a send. NOSCRIPT (a restarted server, a new
-        primary) is handed to redis-py's own call, which loads the script; a dropped connection or a timeout
-        drops the connection and is raised, as redis-py does with the product's pools (they never retry: the
-        callers decide, a send's scripts by their call ids), or retried by redis-py's call for a client that
-        retries."""
-        pool = self._client.connection_pool
-        conn: Any = pool.get_connection()
-        try:
-            conn.send_command("EVALSHA", self._script.sha, len(keys), *keys, *args)
-            return conn.read_response()
-        except redis.exceptions.NoScriptError:
-            pass  # a restarted server or a new primary: redis-py's call loads the script
-        except redis.ResponseError as exc:
-            raise redis.ResponseError(self.source.explain(str(exc))) from exc
-        except (redis.ConnectionError, redis.TimeoutError):
-            conn.disconnect()
-            if not conn.retry.get_retries():
-                raise  # as redis-py raises it with the product's pools (no retry: the callers decide)
-            # a client that retries (a test's, a caller's own): redis-py's call below retries as it would have
-        except BaseException:
-            conn.disconnect()  # a reply may be left unread on it
-            raise
-        finally:
-            pool.release(conn)
+        """``EVALSHA`` in a :func:`round_trip` of its own, without redis-py's per-command layers (its retry
+        wrapper, command-name parsing and observability hooks cost about as much as the round trip's own
+        Python): the hot path's scripts run many times a send. NOSCRIPT (a restarted server, a new primary)
+        is handed to redis-py's own call, which loads the script."""
+        (reply,) = round_trip(self._client, [("EVALSHA", self._script.sha, len(keys), *keys, *args)])
+        if not isinstance(reply, redis.exceptions.NoScriptError):
+            return self.answer(reply, args)
         try:
             return self._script(keys=keys, args=args)
         except redis.ResponseError as exc:
@@ -236,31 +217,36 @@ class LuaScript:
 def round_trip(client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
     """Several commands in one round trip, each reply or the error Redis answered for it (a
     ``ResponseError``, NOSCRIPT included), never raised. On the product's clients it skips redis-py's pipeline
-    layers (command stack, observability) as :meth:`LuaScript._direct` does, and replies come as the
-    connection's protocol gives them (RESP3, redis-py's default: ``HGETALL`` a map, ``TIME`` two strings;
-    RESP2: a flat list); another client's pipeline applies redis-py's reply callbacks: callers read all. A lost connection is dropped and raised, as
-    redis-py's pipeline does with the product's pools."""
-    if type(client) is not redis.Redis:
-        pipe: Any = client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return list(pipe.execute(raise_on_error=False))
-    pool = client.connection_pool
-    conn: Any = pool.get_connection()
-    try:
-        conn.send_packed_command(conn.pack_commands(commands))
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(conn.read_response())
-            except redis.ResponseError as error:
-                replies.append(error)
-        return replies
-    except BaseException:
-        conn.disconnect()  # a reply may be left unread on it
-        raise
-    finally:
-        pool.release(conn)
+    layers (command stack, observability), and replies come as the connection's protocol gives them (RESP3,
+    redis-py's default: ``HGETALL`` a map, ``TIME`` two strings; RESP2: a flat list); another client's
+    pipeline applies redis-py's reply callbacks: callers read all. A dropped connection or a timeout drops the
+    connection and is raised, as redis-py does with the product's pools (they never retry: the callers
+    decide, a send's scripts by their call ids); a client that retries gets redis-py's pipeline, which does."""
+    if type(client) is redis.Redis:
+        pool = client.connection_pool
+        conn: Any = pool.get_connection()
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as error:
+                    replies.append(error)
+            return replies
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()
+            if not conn.retry.get_retries():
+                raise
+        except BaseException:
+            conn.disconnect()  # a reply may be left unread on it
+            raise
+        finally:
+            pool.release(conn)
+    pipe: Any = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(pipe.execute(raise_on_error=False))
 
 
 def register(client: redis.Redis, name: str) -> LuaScript:
