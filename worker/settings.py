@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=500, ge=1, le=5000)
     #: Worker processes ``broadcast worker`` starts (0 = one per CPU core; see worker/runtime/launch.py).
     worker_processes: int = Field(default=0, ge=0, le=256)
+    #: With several worker processes, each runs on one CPU core of those this command may use (Linux): a
+    #: thread handing the interpreter to another then wakes it on the same core, not across cores
+    #: (docs/benchmarks.md, 15-27% less CPU per send). Off: the kernel places them as it likes.
+    worker_pin_cpus: bool = True
     #: A threads-pool worker whose Celery consumer took no message for this long while messages waited and
     #: slots were free starts itself again (worker/runtime/celery_app.py ConsumerWatch; 0 = never).
     consumer_stall_s: float = Field(default=60.0, ge=0, le=3600)

@@ -58,15 +58,15 @@ def api(
 def worker(ctx: typer.Context) -> None:
     """Run workers / 运行发送进程
 
-    Celery workers sending for hundreds of accounts at once: one process per CPU core, each with a threads
-    pool of BROADCAST_WORKER_CONCURRENCY sessions (extra arguments go to Celery; -P, -c or -n run one
-    process exactly as given, e.g. -P prefork -c 4)."""
-    from worker.runtime.launch import celery_argv, processes_for, supervise
+    Celery workers sending for hundreds of accounts at once: one process per CPU core, each pinned to its
+    core (BROADCAST_WORKER_PIN_CPUS) with a threads pool of BROADCAST_WORKER_CONCURRENCY sessions (extra
+    arguments go to Celery; -P, -c or -n run one process exactly as given, e.g. -P prefork -c 4)."""
+    from worker.runtime.launch import celery_argv, cores_for, processes_for, supervise
 
     settings = _settings()
     count = processes_for(settings, ctx.args)
     if count > 1:
-        raise typer.Exit(supervise(count, ctx.args))
+        raise typer.Exit(supervise(count, ctx.args, cores_for(count, settings)))
     from worker.runtime.celery_app import app as celery_app
 
     celery_app.worker_main(celery_argv(settings, ctx.args))

@@ -47,6 +47,12 @@ def test_default_worker_runs_one_process_per_core_and_stops_them_all_on_sigterm(
         nodes = announced()
         assert sorted(name.split("@")[0] for name in nodes) == ["broadcast1", "broadcast2"]
         assert set(nodes.values()) == {"16"}  # each announces its own threads pool
+        # each runs on one core of those the command may use, dealt out in turn (BROADCAST_WORKER_PIN_CPUS)
+        children = sorted(
+            int(p) for p in Path(f"/proc/{worker.proc.pid}/task/{worker.proc.pid}/children").read_text().split()
+        )
+        cpus = sorted(os.sched_getaffinity(0))
+        assert [os.sched_getaffinity(child) for child in children] == [{cpus[0]}, {cpus[1 % len(cpus)]}]
         # ready workers have loaded the send path's scripts before their first session (none has run)
         wait_for(lambda: all(stack.redis.script_exists(*send_path)), timeout=30, what="the warm-up's SCRIPT LOAD")
 

@@ -1,0 +1,34 @@
+"""How ``broadcast worker`` sizes and places its processes (worker/runtime/launch.py); the processes
+themselves, pinned as said here, are in test_processes.py."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from worker.runtime.launch import cores_for, processes_for, usable_cpus
+from worker.settings import Settings
+
+
+def test_by_default_one_process_per_usable_core_each_pinned_to_its_own() -> None:
+    cpus = usable_cpus()
+    assert cpus == sorted(os.sched_getaffinity(0))
+    count = processes_for(Settings(), [])
+    assert count == len(cpus)
+    assert cores_for(count, Settings()) == cpus
+
+
+def test_more_processes_than_cores_share_them_in_turn() -> None:
+    cpus = usable_cpus()
+    cores = cores_for(2 * len(cpus) + 1, Settings(worker_processes=2 * len(cpus) + 1))
+    assert cores == [*cpus, *cpus, cpus[0]]
+
+
+def test_pinning_off_leaves_every_process_to_the_kernel() -> None:
+    assert cores_for(3, Settings(worker_pin_cpus=False)) == [None, None, None]
+
+
+@pytest.mark.parametrize("given", [["-P", "prefork"], ["-c", "4"], ["-n", "me@%h"], ["--concurrency=8"]])
+def test_a_pool_size_or_name_given_runs_one_process_as_given(given: list[str]) -> None:
+    assert processes_for(Settings(worker_processes=4), given) == 1
