@@ -67,6 +67,13 @@ class DeadReason(StrEnum):
     SEQUENCE_STOPPED = "sequence_stopped"
 
 
+class CancelReason(StrEnum):
+    """Why a job ended ``cancelled`` without a person cancelling it (its ``reason``; begin.lua)."""
+
+    #: the operator key that submitted it was revoked while it was being sent; it was not tried again
+    OWNER_REVOKED = "owner_revoked"
+
+
 class CampaignStatus(StrEnum):
     """A campaign's stored ``status`` (the campaign hash). A campaign whose jobs have all ended is still
     stored ``active``: the API reports it ``finished``, computed from its counts."""
@@ -85,5 +92,6 @@ LUA_TABLES: Final[dict[str, type[StrEnum]]] = {
     "BEGIN": BeginStatus,
     "RECALL": RecallOutcome,
     "DEAD_REASON": DeadReason,
+    "CANCEL_REASON": CancelReason,
     "CAMPAIGN": CampaignStatus,
 }

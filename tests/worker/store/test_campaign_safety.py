@@ -348,3 +348,46 @@ def test_a_message_submitted_after_its_key_was_revoked_is_stored_cancelled(ledge
     for job in (alive, later):
         found = ledger.get(job)
         assert found is not None and found.state == "cancelled"
+
+
+def test_a_message_in_flight_when_its_key_was_revoked_is_cancelled_at_its_next_attempt_not_sent(
+    ledger: Ledger,
+) -> None:
+    """The revocation cancels what waits; a message being sent at that moment cannot be cancelled, and when
+    that attempt fails it is due again. Its next BEGIN sees its key is gone (or is another key of the same
+    name) and cancels it: nothing the revoked key submitted goes out after the revocation. A live key's
+    message, and one of the bootstrap token (no stored key), are retried and sent as before."""
+    operators = ledger.keys.operator_key
+    ledger.redis.hset(operators("ops"), mapping={"role": "operator", "digest": "d-ops"})
+    ledger.redis.hset(operators("kept"), mapping={"role": "operator", "digest": "d-kept"})
+    ledger.redis.hset(operators("renamed"), mapping={"role": "operator", "digest": "d-old"})
+    submitted = {
+        by: ledger.submit(account="acct1", to=f"wxid_{by}", message=TextMessage(text="x"), created_by=by, creator_key=key)[0]
+        for by, key in (("ops", "d-ops"), ("kept", "d-kept"), ("renamed", "d-old"), ("bootstrap", ""))
+    }  # fmt: skip
+    # every one is being sent; each attempt fails and is due again at once
+    (claim,) = claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=10)
+    assert sorted(claim.job_ids) == sorted(submitted.values())
+    for job in claim.job_ids:
+        assert ledger.begin("acct1", claim.token, job, lease_ttl_s=LEASE_S).status is BeginStatus.GO
+    # meanwhile: "ops" is revoked (nothing of it was waiting), "renamed" revoked and a new key given its name
+    assert ledger.cancel_unsent_by("ops") == [] and ledger.cancel_unsent_by("renamed") == []
+    ledger.redis.delete(operators("ops"))
+    ledger.redis.hset(operators("renamed"), mapping={"role": "operator", "digest": "d-new"})
+    for job in claim.job_ids:
+        ledger.finish_retry("acct1", claim.token, job, due_at=time.time() - 1, error_class="transient",
+                            error="服务繁忙", history={})  # fmt: skip
+    ledger.release("acct1", claim.token)
+    ledger.tick()  # the due jobs go back to the account's queue
+    (again,) = claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=10)
+    answers = {by: ledger.begin("acct1", again.token, submitted[by], lease_ttl_s=LEASE_S) for by in submitted}
+    assert {by: (a.status.value, a.why or None) for by, a in answers.items()} == {
+        "ops": ("skip", "owner_revoked"),
+        "renamed": ("skip", "owner_revoked"),
+        "kept": ("go", None),
+        "bootstrap": ("go", None),
+    }
+    for by in ("ops", "renamed"):
+        job = ledger.get(submitted[by])
+        assert job is not None
+        assert (job.public()["status"], job.public()["reason"], job.attempts) == ("cancelled", "owner_revoked", 1)

@@ -18,6 +18,11 @@
   or waits (`scheduled`) until the window allows when its campaign says on_cap = wait. A job that passes
   holds its place in rcap: at once, so two campaigns racing cannot both pass (finish_retry/_dead/_requeue
   give it back when nothing was sent).
+  A single message (or test send) whose operator key was revoked since it was submitted (`owner_key` no
+  longer the digest in opkey:{created_by}) ends `cancelled`, `reason` owner_revoked ({'skip',
+  'owner_revoked'}): the revocation cancels what waits, and this catches one that was being sent then and
+  is tried again (a retry, a requeue, a recovered lease). A campaign's jobs go by their campaign (paused on
+  revocation; an admin may resume it).
 ]]
 --!include prelude
 local a, token, id, now, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
@@ -71,6 +76,13 @@ if st ~= STATE.QUEUED then
 end
 local camp = f['campaign']
 if f['op'] ~= 'revoke' and not replay then  -- a replay passed these checks on its first run
+  if (not camp or camp == '') and f['owner_key'] and owner_gone(f['created_by'] or '', f['owner_key']) then
+    move(jk, STATE.QUEUED, STATE.CANCELLED, '')
+    redis.call('HSET', jk, 'updated', now, 'cancelled_at', now, 'reason', CANCEL_REASON.OWNER_REVOKED)
+    redis.call('LREM', key_claimed(a), 0, id)
+    retain(id)
+    return {BEGIN.SKIP, CANCEL_REASON.OWNER_REVOKED}
+  end
   local to = f['to'] or ''
   local why = nil
   if f['nosupp'] ~= '1' and (redis.call('HEXISTS', key_suppressions(a), to) == 1

@@ -22,6 +22,8 @@ local fields = {}
 for i = 11, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', jk, unpack(fields))
 if owner ~= '' then
+  -- which key it is (not only its name): BEGIN cancels it instead of sending once that key is gone
+  redis.call('HSET', jk, 'owner_key', owner_digest)
   -- listed by when it is due (a send_at far ahead stays listed); a few entries past the retention are
   -- looked at per submission: one whose job ended (or expired) leaves, one still unsent stays
   local listed, kept = key_key_messages(owner), tonumber(redis.call('HGET', key_config(), 'retention_s') or '0')
