@@ -95,10 +95,13 @@ class DeadLetters:
         entry["history"] = self.ledger.history(job_id)
         return entry
 
-    def replay(self, job_ids: builtins.list[str], *, force: bool = False) -> dict[str, str]:
+    def replay(
+        self, job_ids: builtins.list[str], *, force: bool = False, by: str = "", by_key: str = "", admin: bool = False
+    ) -> dict[str, str]:
         """Replay each job; the answer maps id -> 'ok' or why not. Replaying a "not a friend" failure is an
         operator's "try again": the ``not_friend`` suppression it left is lifted first (a new refusal puts it
-        back); any other suppression (an opt-out) still skips it."""
+        back); any other suppression (an opt-out) still skips it. ``by``, ``by_key``, ``admin``: who replays
+        (:meth:`Ledger.replay`: a message of a revoked key is an admin's to replay)."""
         suppressions = Suppressions(self.redis, self.ledger.prefix)
         answers: dict[str, str] = {}
         for job_id in job_ids:
@@ -107,7 +110,7 @@ class DeadLetters:
                 entry = suppressions.get(job.account, job.to)
                 if entry is not None and entry.reason == SuppressionReason.NOT_FRIEND:
                     suppressions.remove(job.account, job.to)
-            answers[job_id] = self.ledger.replay(job_id, force=force)
+            answers[job_id] = self.ledger.replay(job_id, force=force, by=by, by_key=by_key, admin=admin)
         return answers
 
     def delete(self, job_id: str) -> bool:

@@ -856,9 +856,13 @@ class Ledger:
         first, rest = pipe.execute()
         return [json.loads(raw) for raw in ([first] if first else []) + list(rest)]
 
-    def replay(self, job_id: str, *, force: bool = False) -> str:
-        """Put a dead job back in its queue with the same id and history ('ok' or why not)."""
-        reply = self._replay(args=[self.prefix, job_id, f"{time.time():.6f}", "1" if force else "0"])
+    def replay(self, job_id: str, *, force: bool = False, by: str = "", by_key: str = "", admin: bool = False) -> str:
+        """Put a dead job back in its queue with the same id and history ('ok' or why not). ``by``/``by_key``:
+        the key replaying it (its name and SHA-256); a single message whose own key was revoked answers
+        ``owner_revoked`` unless ``admin``, whose replay makes it that key's (replay.lua)."""
+        reply = self._replay(
+            args=[self.prefix, job_id, f"{time.time():.6f}", "1" if force else "0", by, by_key, "1" if admin else "0"]
+        )
         return str(reply[0])
 
     def wait_for_wake(self, timeout_s: float) -> None:

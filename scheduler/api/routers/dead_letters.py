@@ -9,8 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.api.errors import ApiError
 from scheduler.api.models import OBJECT_ID, ObjectId
-from scheduler.api.state import AUTH, ApiState, Stores, audit_targets, audit_variant
+from scheduler.api.state import AUTH, ApiState, Stores, audit_targets, audit_variant, check_role
 from worker.store.deadletter import DeadReason
+from worker.store.operators import Caller, Role
+from worker.store.vocabulary import CancelReason
 
 router = APIRouter(tags=["dead letters"], dependencies=AUTH)
 
@@ -46,9 +48,14 @@ def get_dead_letter(job_id: ObjectId, state: Stores) -> dict[str, Any]:
 
 
 def _replay(state: ApiState, ids: list[str], force: bool, request: Request) -> dict[str, Any]:
+    """Replay as the calling key: a message whose own key was revoked answers ``owner_revoked`` to all but
+    an admin, whose replay makes it the admin's (so it is sent, not cancelled when it begins)."""
     if force:  # it may send a second time: the audit trail must tell it from a plain replay
         audit_variant(request, "force")
-    results = state.dead_letters.replay(ids, force=force)
+    caller: Caller = request.state.caller
+    results = state.dead_letters.replay(
+        ids, force=force, by=caller.name, by_key=caller.digest, admin=caller.role.allows(Role.ADMIN)
+    )
     return {"results": results, "replayed": sum(1 for v in results.values() if v == "ok")}
 
 
@@ -60,6 +67,8 @@ def replay_one(job_id: ObjectId, state: Stores, request: Request, force: bool = 
     outcome = result["results"][job_id]
     if outcome == "missing":
         raise ApiError(404, "not_found", f"no message {job_id!r}", "id")
+    if outcome == CancelReason.OWNER_REVOKED:
+        check_role(request.state.caller, Role.ADMIN)  # 403 naming the role, as a revoked key's campaign
     if outcome != "ok":
         raise ApiError(409, outcome, f"cannot replay {job_id}: {outcome}", None)
     return result

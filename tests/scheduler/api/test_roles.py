@@ -492,3 +492,38 @@ def test_a_trailing_slash_is_404_not_a_redirect_to_the_host_the_client_named(api
     for path in ("/v1/keys/", "/v1/callbacks/shop/?key=secret"):
         answer = httpx.post(f"{api.api_url}{path}", headers={"Host": "evil.example"}, json={})
         assert answer.status_code in (401, 404) and "location" not in answer.headers, (path, answer.headers)
+
+
+def test_a_dead_message_of_a_revoked_key_is_replayed_only_by_an_admin(api: ApiStack) -> None:
+    """Attack round 6: any operator could replay a revoked key's dead message, sending again in its name.
+    Now an operator gets 403 naming the admin role; an admin's replay makes the message the admin's."""
+    from tests.conftest import claim_ready
+    from worker.store.ledger import Ledger
+
+    put_account(api, "dl-acct", "gewe", f"inst-{api.prefix}-dl")
+    name = f"dl-leaver-{api.prefix}"
+    leaver = api.http.post("/v1/keys", json={"name": name, "role": "operator"}).json()["key"]
+    message = {"account": "dl-acct", "to": "wxid_dl", "message": {"kind": "text", "text": "x"}}
+    job = api.http.post("/v1/messages", json=message, headers={"Authorization": f"Bearer {leaver}"}).json()["id"]
+    ledger = Ledger(api.redis, api.prefix)
+    claims = claim_ready(ledger, lease_ttl_s=30, batch_size=10)  # other tests' accounts may have jobs ready
+    for other_claim in claims:
+        if other_claim.account != "dl-acct":
+            ledger.release(other_claim.account, other_claim.token)
+    (claim,) = [c for c in claims if c.account == "dl-acct"]
+    ledger.begin("dl-acct", claim.token, job, lease_ttl_s=30)
+    ledger.finish_dead("dl-acct", claim.token, job, reason="permanent", error_class="permanent",
+                       error="对方不是你的好友", history={})  # fmt: skip
+    ledger.release("dl-acct", claim.token)
+    assert api.http.delete(f"/v1/keys/{name}").status_code == 200
+    other = api.http.post("/v1/keys", json={"name": f"dl-stayer-{api.prefix}", "role": "operator"}).json()["key"]
+    as_other = {"Authorization": f"Bearer {other}"}
+    refused = api.http.post(f"/v1/dead-letters/{job}/replay", headers=as_other)
+    assert refused.status_code == 403 and "admin" in refused.text, refused.text
+    bulk = api.http.post("/v1/dead-letters/replay", json={"ids": [job]}, headers=as_other).json()
+    assert bulk["results"] == {job: "owner_revoked"} and bulk["replayed"] == 0
+    assert api.http.get(f"/v1/messages/{job}").json()["status"] == "dead"
+    replayed = api.http.post(f"/v1/dead-letters/{job}/replay")  # the bootstrap key: an admin
+    assert replayed.status_code == 200 and replayed.json()["results"] == {job: "ok"}
+    shown = api.http.get(f"/v1/messages/{job}").json()
+    assert (shown["status"], shown["created_by"]) == ("queued", "bootstrap")

@@ -391,3 +391,28 @@ def test_a_message_in_flight_when_its_key_was_revoked_is_cancelled_at_its_next_a
         job = ledger.get(submitted[by])
         assert job is not None
         assert (job.public()["status"], job.public()["reason"], job.attempts) == ("cancelled", "owner_revoked", 1)
+
+
+def test_a_dead_message_of_a_revoked_key_is_an_admins_to_replay_and_then_the_admins(ledger: Ledger) -> None:
+    """As a revoked key's campaign is an admin's to resume: an operator's replay of its dead message answers
+    owner_revoked and changes nothing; an admin's replay makes it the admin's, so it is sent, not cancelled
+    when it begins."""
+    ledger.redis.hset(ledger.keys.operator_key("gone"), mapping={"role": "operator", "digest": "d-gone"})
+    job_id = ledger.submit(
+        account="acct1", to="wxid_x", message=TextMessage(text="x"), created_by="gone", creator_key="d-gone"
+    )[0]
+    (claim,) = claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=10)
+    assert ledger.begin("acct1", claim.token, job_id, lease_ttl_s=LEASE_S).status is BeginStatus.GO
+    ledger.finish_dead("acct1", claim.token, job_id, reason="permanent", error_class="permanent",
+                       error="对方不是你的好友", history={})  # fmt: skip
+    ledger.release("acct1", claim.token)
+    ledger.redis.delete(ledger.keys.operator_key("gone"))
+    assert ledger.replay(job_id, by="ops", by_key="d-ops", admin=False) == "owner_revoked"
+    job = ledger.get(job_id)
+    assert job is not None and (job.state, job.fields["created_by"]) == ("dead", "gone")
+    ledger.redis.hset(ledger.keys.operator_key("ada"), mapping={"role": "admin", "digest": "d-ada"})
+    assert ledger.replay(job_id, by="ada", by_key="d-ada", admin=True) == "ok"
+    (again,) = claim_ready(ledger, lease_ttl_s=LEASE_S, batch_size=10)
+    assert ledger.begin("acct1", again.token, job_id, lease_ttl_s=LEASE_S).status is BeginStatus.GO
+    job = ledger.get(job_id)
+    assert job is not None and (job.state, job.fields["created_by"]) == ("sending", "ada")

@@ -2,8 +2,12 @@
   Replay a dead job: dead -> queued, same id.
   KEYS: none (every name is built from the prefix, ARGV[1]: worker/store/keys.py LAYOUT)
   ARGV: [1] prefix  [2] job id  [3] now  [4] force ('1' allows replaying an unknown outcome)
+        [5] the replaying key's name  [6] its SHA-256 ('' = a BROADCAST_API_TOKEN)  [7] '1' when it is an admin
   Returns {'ok'}, or why not: {'missing'}, {'not_dead', state}, {'revoke'}, {'deleted'},
-  {'unknown_outcome'} (without force), {'campaign_recalled'}, {'campaign_cancelled'}, {'already_sent'}.
+  {'unknown_outcome'} (without force), {'campaign_recalled'}, {'campaign_cancelled'}, {'already_sent'},
+  {'owner_revoked'}: a single message whose key was revoked (or is another key of its name now) is an
+  admin's to replay, as a campaign of such a key is an admin's to resume; the admin's replay makes it the
+  admin's (created_by, owner_key), so BEGIN sends it instead of cancelling it.
 ]]
 --!include prelude
 local id, now, force = ARGV[2], ARGV[3], ARGV[4]
@@ -24,6 +28,11 @@ if camp and camp ~= '' then
 end
 if redis.call('HEXISTS', jk, 'new_msg_id') == 1 or redis.call('HEXISTS', jk, 'sent_at') == 1 then
   return {'already_sent'}
+end
+local owner, owner_key = unpack(redis.call('HMGET', jk, 'created_by', 'owner_key'))
+if (not camp or camp == '') and owner_key and owner_gone(owner or '', owner_key) then
+  if ARGV[7] ~= '1' then return {CANCEL_REASON.OWNER_REVOKED} end
+  redis.call('HSET', jk, 'created_by', ARGV[5], 'owner_key', ARGV[6])
 end
 redis.call('ZREM', key_dlq(), id)
 redis.call('PERSIST', jk)
