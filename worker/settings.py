@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     worker_processes: int = Field(default=0, ge=0, le=256)
     #: With several worker processes, each runs on one CPU core of those this command may use (Linux): a
     #: thread handing the interpreter to another then wakes it on the same core, not across cores
-    #: (docs/benchmarks.md, 15-27% less CPU per send). Off: the kernel places them as it likes.
+    #: (docs/benchmarks.md: up to 27% less worker CPU per send, most where a session sends once).
+    #: Off: the kernel places them as it likes.
     worker_pin_cpus: bool = True
     #: A threads-pool worker whose Celery consumer took no message for this long while messages waited and
     #: slots were free starts itself again (worker/runtime/celery_app.py ConsumerWatch; 0 = never).
@@ -269,10 +270,29 @@ class Settings(BaseSettings):
         return f"{self.key_prefix}.send"
 
 
+class SettingsError(ValueError):
+    """A ``BROADCAST_*`` variable that does not parse: the message names each variable and what it must be,
+    never the value given (it may be a token)."""
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings (read once from the environment)."""
-    return Settings()
+    """The process-wide settings (read once from the environment). Raises SettingsError naming the
+    variables that do not parse."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(settings_problems(exc)) from None
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """One line per variable that does not parse, ``BROADCAST_NAME: what it must be``, in English and
+    Chinese; the values given are left out."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        lines.append(f"BROADCAST_{field.upper()}: {error['msg']}" if field else str(error["msg"]))
+    return "\n".join(["settings from the environment that do not parse / 以下环境变量的值无效:", *lines])
 
 
 def optout_form(text: str) -> str:

@@ -26,6 +26,7 @@ import typer
 from scheduler.cli import account, campaign, contacts, deadletter, keys, message, schedule, services, suppression
 from scheduler.cli.client import TOKEN_ENV, URL_ENV
 from scheduler.cli.render import plain_help_types
+from worker.settings import SettingsError
 
 plain_help_types()
 
@@ -60,8 +61,13 @@ app.add_typer(suppression.app, name="suppressions")
 
 
 def main() -> None:
-    """Entry point for ``python -m scheduler.cli.app``."""
-    app()
+    """The ``broadcast`` command (and ``python -m scheduler.cli.app``): a setting that does not parse is
+    said in one line per variable, exit code 2, not a traceback."""
+    try:
+        app()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ Each of those processes runs on one core (``BROADCAST_WORKER_PIN_CPUS``, on by d
 this command may use (its affinity: a container's ``--cpuset-cpus``, ``taskset``) are dealt out in turn.
 Only one thread of a process runs Python at a time and hundreds hand the interpreter to each other on every
 blocking call; a thread woken on another core than the one that let go costs an inter-processor wake-up and
-cold caches each time. Kept on one core, a process's hand-offs are plain context switches: 15-27% less worker
-CPU per send through campaigns (``bench.envelope``, docs/benchmarks.md), at no cost in sends/s, since a process
+cold caches each time. Kept on one core, a process's hand-offs are plain context switches: up to 27% less
+worker CPU per send through campaigns (most where a session sends once, nothing in the busiest case) (``bench.envelope``, docs/benchmarks.md), at no cost in sends/s, since a process
 never runs more than one thread of Python at once anyway. Redis, the scheduler and the API stay where the
 kernel puts them.
 """
@@ -101,6 +101,11 @@ def supervise(count: int, user_args: Sequence[str], cores: Sequence[int | None] 
     would make Celery stop cold)."""
     env = {**os.environ, "BROADCAST_WORKER_PROCESSES": "1"}
     cores = list(cores) if cores is not None else [None] * count
+    placed = ", ".join("any" if core is None else str(core) for core in cores)
+    print(
+        f"broadcast worker: {count} processes on cores {placed} / {count} 个进程，所在 CPU 核: {placed}",
+        file=sys.stderr,
+    )
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "scheduler.cli.app", "worker", "-n", f"broadcast{i + 1}@%h", *user_args],

@@ -86,3 +86,21 @@ def test_a_draft_by_audience_prints_the_same_counts_in_both_languages_and_the_ne
     for number in ("65", "3", "10"):
         assert number in english.split() and number in chinese, (number, out)
     assert "broadcast campaign start c-1" in out.splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", [("worker",), ("scheduler",)])
+def test_a_setting_that_does_not_parse_is_named_in_one_line_per_variable_not_a_traceback(
+    command: tuple[str, ...],
+) -> None:
+    """A newcomer's finding: BROADCAST_WORKER_PIN_CPUS=garbage printed 40 lines of pydantic traceback naming
+    the field, not the variable. The value itself is never echoed (it may be a token)."""
+    env = {**os.environ, "BROADCAST_WORKER_PIN_CPUS": "garbage-value", "BROADCAST_WORKER_PROCESSES": "many"}
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli.app", *command],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "garbage-value" not in done.stderr
+    assert "以下环境变量的值无效" in done.stderr
+    named = [line.split(":")[0] for line in done.stderr.splitlines() if line.startswith("BROADCAST_")]
+    assert sorted(named) == ["BROADCAST_WORKER_PIN_CPUS", "BROADCAST_WORKER_PROCESSES"]

@@ -53,6 +53,7 @@ def test_default_worker_runs_one_process_per_core_and_stops_them_all_on_sigterm(
         )
         cpus = sorted(os.sched_getaffinity(0))
         assert [os.sched_getaffinity(child) for child in children] == [{cpus[0]}, {cpus[1 % len(cpus)]}]
+        assert f"2 processes on cores {cpus[0]}, {cpus[1 % len(cpus)]}" in worker.log_path.read_text()  # said at start
         # ready workers have loaded the send path's scripts before their first session (none has run)
         wait_for(lambda: all(stack.redis.script_exists(*send_path)), timeout=30, what="the warm-up's SCRIPT LOAD")
 
