@@ -592,7 +592,7 @@ def _watch_recall(api: Client, campaign: dict[str, Any], *, interval: float, tim
             while True:
                 recall = campaign.get("recall") or {}
                 requested = int(recall.get("requested", 0))
-                info = "  ".join(f"{label} {recall.get(name, 0)}" for name, label in RECALL_LABELS)
+                info = "  ".join(f"{label} {name} {recall.get(name, 0)}" for name, label in RECALL_LABELS)
                 progress.update(task, total=requested, completed=requested - int(recall.get("pending", 0)), info=info)
                 if _recall_settled(campaign):
                     break
