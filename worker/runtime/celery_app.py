@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -24,6 +25,7 @@ from kombu.transport.redis import Channel as RedisChannel
 
 from worker.logs import setup_logging as configure_logging
 from worker.runtime.connections import celery_broker, redis_client, reset_after_fork
+from worker.runtime.launch import SUPERVISED_ENV
 from worker.settings import Settings, get_settings
 from worker.store.keys import Keys
 
@@ -192,6 +194,16 @@ def _announce_capacity(sender: str, instance: Any, **_: Any) -> None:
     watch = ConsumerWatch(stall_s) if threads and stall_s > 0 else None
     _heartbeat = CapacityHeartbeat(str(sender), int(instance.concurrency or 1), watch)
     threading.Thread(target=_heartbeat.run, name="broadcast-capacity", daemon=True).start()
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _hang_up_means_stop(**_: Any) -> None:
+    """A process ``broadcast worker`` supervises stops on SIGHUP (a closed terminal, a hang-up sent to the
+    group) instead of Celery's restart in place: the supervisor is stopping or gone by then, and a worker
+    restarted under nobody would run on, unseen, pinned to its core (attack round 7)."""
+    if os.environ.get(SUPERVISED_ENV) != "1" or threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: os.kill(os.getpid(), signal.SIGTERM))
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]

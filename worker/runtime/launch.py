@@ -7,7 +7,7 @@ about 3 ms of CPU per send (Celery, httpx, Redis scripts, the log line): one pro
 sends/s on this kind of machine (``bench.envelope``, 1,000 accounts at a 1 s gap). So by default the
 command starts ``BROADCAST_WORKER_PROCESSES`` (default: the number of CPU cores) such processes, each a
 Celery worker with its own node name, and stays in front of them: it forwards SIGTERM/SIGINT, and when
-one of them ends (killed, crashed) it stops the others and exits with its code, so the process supervisor
+one of them ends (killed, crashed, stopped alone) it stops the others and exits non-zero, so the process supervisor
 (Docker's restart policy, systemd) starts the whole again at full capacity. With explicit ``-P``/``-c``/``-n`` options, or one process, Celery runs in this process.
 
 Each of those processes runs on one core (``BROADCAST_WORKER_PIN_CPUS``, on by default, Linux): the cores
@@ -35,7 +35,15 @@ from worker.settings import Settings
 
 
 def _given(args: Sequence[str], *names: str) -> bool:
-    return any(a in names or any(a.startswith(n + "=") for n in names if n.startswith("--")) for a in args)
+    """Whether any of the options ``names`` is among ``args``, in any spelling Celery reads: ``-c 4``,
+    ``-c4``, ``--concurrency 4``, ``--concurrency=4``."""
+
+    def spells(arg: str, name: str) -> bool:
+        if name.startswith("--"):
+            return arg == name or arg.startswith(name + "=")
+        return arg.startswith(name) and not arg.startswith("--")
+
+    return any(spells(a, n) for a in args for n in names)
 
 
 def celery_argv(settings: Settings, user_args: Sequence[str]) -> list[str]:
@@ -73,9 +81,14 @@ def cores_for(count: int, settings: Settings) -> list[int | None]:
     return [cpus[i % len(cpus)] for i in range(count)]
 
 
-def _child_setup(core: int | None) -> Callable[[], None] | None:
+#: Set in the environment of the processes :func:`supervise` starts (worker/runtime/celery_app.py reads it).
+SUPERVISED_ENV = "BROADCAST_WORKER_SUPERVISED"
+
+
+def _child_setup(core: int | None, parent: int) -> Callable[[], None] | None:
     """What a worker process does between fork and exec (Linux): get SIGTERM when the supervisor dies, even
-    by SIGKILL, never linger orphaned; and run on ``core`` (before exec, so every thread it starts does)."""
+    by SIGKILL, never linger orphaned (and exit at once if it died before that was set: ``parent`` is the
+    supervisor's pid); and run on ``core`` (before exec, so every thread it starts does)."""
     if not sys.platform.startswith("linux"):
         return None
 
@@ -86,6 +99,8 @@ def _child_setup(core: int | None) -> Callable[[], None] | None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
+        if os.getppid() != parent:  # the supervisor died before the death signal was set: nobody would send it
+            os._exit(1)
         if core is not None:
             with contextlib.suppress(OSError):  # a core taken away meanwhile: the kernel places it
                 os.sched_setaffinity(0, {core})
@@ -94,27 +109,25 @@ def _child_setup(core: int | None) -> Callable[[], None] | None:
 
 
 def supervise(count: int, user_args: Sequence[str], cores: Sequence[int | None] | None = None) -> int:
-    """Run ``count`` worker processes (``broadcast worker`` each, as one process, named apart), process i on
-    ``cores[i]`` (None: anywhere), until they exit. They share this process group, so a terminal's Ctrl-C or
-    a group-wide signal reaches them directly; a SIGTERM or SIGINT sent to this process alone (``docker
-    stop``) is passed on as SIGTERM: a warm shutdown that lets each finish its sessions (a second SIGINT
-    would make Celery stop cold)."""
-    env = {**os.environ, "BROADCAST_WORKER_PROCESSES": "1"}
+    """Run ``count`` worker processes (``broadcast worker`` each, as one process, named apart from those of
+    any other supervisor on the host), process i on ``cores[i]`` (None: anywhere), until they exit. They
+    share this process group, so a terminal's Ctrl-C or a group-wide signal reaches them directly; a
+    SIGTERM, SIGINT or SIGHUP sent to this process alone (``docker stop``, a closed terminal) is passed on
+    as SIGTERM: a warm shutdown that lets each finish its sessions (a second SIGINT would make Celery stop
+    cold). A worker process given SIGHUP stops too (celery_app.py), never restarts itself unsupervised.
+
+    One process ending by itself (killed, crashed, stopped alone) means less capacity than configured: the
+    others are stopped and the exit code is its code, or 1 if that was 0, so whatever supervises this
+    command (Docker, systemd's ``Restart=on-failure``) starts the whole again. Asked to stop, it exits with
+    the highest code of its processes (0 after a clean warm shutdown)."""
+    env = {**os.environ, "BROADCAST_WORKER_PROCESSES": "1", SUPERVISED_ENV: "1"}
     cores = list(cores) if cores is not None else [None] * count
     placed = ", ".join("any" if core is None else str(core) for core in cores)
     print(
         f"broadcast worker: {count} processes on cores {placed} / {count} 个进程，所在 CPU 核: {placed}",
         file=sys.stderr,
     )
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli.app", "worker", "-n", f"broadcast{i + 1}@%h", *user_args],
-            env=env,
-            preexec_fn=_child_setup(cores[i]),
-        )
-        for i in range(count)
-    ]
-
+    children: list[subprocess.Popen[bytes]] = []
     stopping = False
 
     def forward(_signum: int, _frame: FrameType | None) -> None:
@@ -124,13 +137,24 @@ def supervise(count: int, user_args: Sequence[str], cores: Sequence[int | None] 
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)  # once: a second one would cut a warm shutdown short
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, forward)
-    # one process gone (killed, crashed) means less capacity than configured: stop the others too and exit
-    # with its code, so whatever supervises this command (Docker, systemd) restarts the whole
-    while all(child.poll() is None for child in children):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)  # before the first start: a stop asked for meanwhile reaches them all
+    me = os.getpid()
+    for i in range(count):
+        if stopping:
+            break
+        name = f"broadcast{i + 1}-{me}@%h"  # two supervisors on one host must not share names
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "scheduler.cli.app", "worker", "-n", name, *user_args],
+                env=env,
+                preexec_fn=_child_setup(cores[i], me),
+            )
+        )
+    while not stopping and all(child.poll() is None for child in children):
         time.sleep(0.5)
-    if not stopping:
+    asked = stopping
+    if not asked:
         forward(signal.SIGTERM, None)
-    codes = [child.wait() for child in children]
-    return max((abs(c) for c in codes), default=0)
+    codes = [abs(child.wait()) for child in children]
+    return max(codes, default=0) if asked else max(*codes, 1)

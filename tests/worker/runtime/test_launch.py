@@ -29,6 +29,15 @@ def test_pinning_off_leaves_every_process_to_the_kernel() -> None:
     assert cores_for(3, Settings(worker_pin_cpus=False)) == [None, None, None]
 
 
-@pytest.mark.parametrize("given", [["-P", "prefork"], ["-c", "4"], ["-n", "me@%h"], ["--concurrency=8"]])
+@pytest.mark.parametrize(
+    "given",
+    [["-P", "prefork"], ["-c", "4"], ["-n", "me@%h"], ["--concurrency=8"], ["--pool", "solo"],
+     ["-c4"], ["-nsolo@%h"], ["-Pprefork"], ["--hostname=me@%h"]],
+)  # fmt: skip
 def test_a_pool_size_or_name_given_runs_one_process_as_given(given: list[str]) -> None:
     assert processes_for(Settings(worker_processes=4), given) == 1
+
+
+@pytest.mark.parametrize("given", [["-Q", "other"], ["--loglevel", "info"], ["-E"], ["--without-gossip"]])
+def test_other_celery_options_keep_the_default_processes(given: list[str]) -> None:
+    assert processes_for(Settings(worker_processes=3), given) == 3

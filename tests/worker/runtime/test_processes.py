@@ -45,7 +45,9 @@ def test_default_worker_runs_one_process_per_core_and_stops_them_all_on_sigterm(
 
         wait_for(lambda: len(announced()) == 2, timeout=60, what="two worker processes")
         nodes = announced()
-        assert sorted(name.split("@")[0] for name in nodes) == ["broadcast1", "broadcast2"]
+        # named apart from any other supervisor's on the host (attack round 7: two shared broadcast1@host)
+        pid = worker.proc.pid
+        assert sorted(name.split("@")[0] for name in nodes) == [f"broadcast1-{pid}", f"broadcast2-{pid}"]
         assert set(nodes.values()) == {"16"}  # each announces its own threads pool
         # each runs on one core of those the command may use, dealt out in turn (BROADCAST_WORKER_PIN_CPUS)
         children = sorted(
@@ -92,7 +94,7 @@ def test_when_one_worker_process_dies_the_command_stops_the_others_and_fails(
             return len(children) == 2
 
         wait_for(two_children, timeout=60, what="two worker processes")
-        os.kill(children[0], signal.SIGKILL)  # one crashes (OOM killer, a bug)
+        os.kill(children[0], signal.SIGTERM)  # one is stopped alone (by hand, a crash would be SIGKILL): it exits 0
         # the command does not limp on at half capacity: it stops the other and exits non-zero, so a
         # supervisor (Docker's restart policy, systemd) starts the whole again
         assert worker.proc.wait(60) != 0
@@ -133,4 +135,30 @@ def test_a_worker_whose_consumer_stopped_taking_messages_starts_itself_again(
         assert sends == {f"wxid_cw_{n}": 1 for n in range(3)}
     finally:
         control.close()
+        stack.stop()
+
+
+def test_a_hang_up_sent_to_the_group_stops_every_worker_process_none_restarts_orphaned(
+    redis_url: str, sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """Attack round 7: a closed terminal's SIGHUP reached the supervisor (which died of it) and each worker
+    process, which Celery restarted in place, then ran on with no parent, pinned to its core."""
+    stack = Stack(redis_url, sim, tmp_path, BROADCAST_WORKER_PROCESSES="2", BROADCAST_WORKER_CONCURRENCY="4")
+    try:
+        worker = stack.start("worker")
+        children: list[int] = []
+
+        def two_ready() -> bool:
+            children[:] = [
+                int(c) for c in Path(f"/proc/{worker.proc.pid}/task/{worker.proc.pid}/children").read_text().split()
+            ]
+            return len(children) == 2 and worker.log_path.read_text().count(" ready.") == 2
+
+        wait_for(two_ready, timeout=60, what="two worker processes ready")
+        os.killpg(worker.proc.pid, signal.SIGHUP)
+        assert worker.proc.wait(60) == 0  # asked to stop: a clean warm shutdown
+        for child in children:
+            wait_for(lambda c=child: not Path(f"/proc/{c}").exists(), timeout=30, what=f"worker process {child} gone")
+        assert "Restarting celery worker" not in worker.log_path.read_text()
+    finally:
         stack.stop()
