@@ -21,6 +21,11 @@ from worker.store.scripts import source
 pytestmark = pytest.mark.e2e  # starts `broadcast` processes
 
 
+def worker_processes(supervisor: int) -> list[int]:
+    """The pids of the worker processes ``broadcast worker`` (pid ``supervisor``) started, in start order."""
+    return sorted(int(p) for p in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split())
+
+
 def test_default_worker_runs_one_process_per_core_and_stops_them_all_on_sigterm(
     redis_url: str, sim: SimulatorServer, tmp_path: Path
 ) -> None:
@@ -50,9 +55,7 @@ def test_default_worker_runs_one_process_per_core_and_stops_them_all_on_sigterm(
         assert sorted(name.split("@")[0] for name in nodes) == [f"broadcast1-{pid}", f"broadcast2-{pid}"]
         assert set(nodes.values()) == {"16"}  # each announces its own threads pool
         # each runs on one core of those the command may use, dealt out in turn (BROADCAST_WORKER_PIN_CPUS)
-        children = sorted(
-            int(p) for p in Path(f"/proc/{worker.proc.pid}/task/{worker.proc.pid}/children").read_text().split()
-        )
+        children = worker_processes(worker.proc.pid)
         cpus = sorted(os.sched_getaffinity(0))
         assert [os.sched_getaffinity(child) for child in children] == [{cpus[0]}, {cpus[1 % len(cpus)]}]
         assert f"2 processes on cores {cpus[0]}, {cpus[1 % len(cpus)]}" in worker.log_path.read_text()  # said at start
@@ -88,9 +91,7 @@ def test_when_one_worker_process_dies_the_command_stops_the_others_and_fails(
         children: list[int] = []
 
         def two_children() -> bool:
-            children[:] = [
-                int(c) for c in Path(f"/proc/{worker.proc.pid}/task/{worker.proc.pid}/children").read_text().split()
-            ]
+            children[:] = worker_processes(worker.proc.pid)
             return len(children) == 2
 
         wait_for(two_children, timeout=60, what="two worker processes")
@@ -149,9 +150,7 @@ def test_a_hang_up_sent_to_the_group_stops_every_worker_process_none_restarts_or
         children: list[int] = []
 
         def two_ready() -> bool:
-            children[:] = [
-                int(c) for c in Path(f"/proc/{worker.proc.pid}/task/{worker.proc.pid}/children").read_text().split()
-            ]
+            children[:] = worker_processes(worker.proc.pid)
             return len(children) == 2 and worker.log_path.read_text().count(" ready.") == 2
 
         wait_for(two_ready, timeout=60, what="two worker processes ready")
