@@ -12,7 +12,7 @@ import redis
 from simulator.state import VENDORS as SIMULATED_VENDORS
 from worker.store import scripts
 from worker.store.keys import LAYOUT, Keys
-from worker.store.vocabulary import LUA_TABLES, BeginStatus, CampaignStatus, DeadReason
+from worker.store.vocabulary import LUA_TABLES, BeginStatus, CampaignStatus, CancelReason, DeadReason
 from worker.vendors.base import VendorName, registered_vendors
 
 
@@ -110,8 +110,9 @@ def test_the_key_check_catches_a_hand_spelled_key() -> None:
 # --- one vocabulary: job states, outcomes, reasons and campaign statuses are the Python enums' ------------------
 
 #: Spelled by hand in Lua, these are fine: ``part.lua`` answers go/early/lost/busy (PartBegin, not BeginStatus),
-#: and an account's status (``paused``, ``down``) is not a campaign's.
-_LITERAL_OK = {BeginStatus.GO, BeginStatus.EARLY, BeginStatus.LOST, CampaignStatus.PAUSED}
+#: an account's status (``paused``, ``down``) is not a campaign's, and a campaign's ``owner_revoked`` flag is a
+#: field of its hash, not a job's cancel reason.
+_LITERAL_OK = {BeginStatus.GO, BeginStatus.EARLY, BeginStatus.LOST, CampaignStatus.PAUSED, CancelReason.OWNER_REVOKED}
 _QUOTED = re.compile(r"'(\w+)'|\"(\w+)\"")
 
 
