@@ -16,8 +16,9 @@ import threading
 import time
 from typing import Any
 
+import celery.apps.worker as celery_worker
 import redis
-from celery import Celery
+from celery import Celery, platforms
 from celery.signals import celeryd_after_setup, setup_logging, worker_process_init, worker_ready, worker_shutdown
 from celery.worker import state as worker_state
 from kombu.transport.redis import PRIORITY_STEPS
@@ -196,14 +197,17 @@ def _announce_capacity(sender: str, instance: Any, **_: Any) -> None:
     threading.Thread(target=_heartbeat.run, name="broadcast-capacity", daemon=True).start()
 
 
-@worker_ready.connect  # type: ignore[untyped-decorator]
-def _hang_up_means_stop(**_: Any) -> None:
-    """A process ``broadcast worker`` supervises stops on SIGHUP (a closed terminal, a hang-up sent to the
-    group) instead of Celery's restart in place: the supervisor is stopping or gone by then, and a worker
-    restarted under nobody would run on, unseen, pinned to its core (attack round 7)."""
-    if os.environ.get(SUPERVISED_ENV) != "1" or threading.current_thread() is not threading.main_thread():
-        return
-    signal.signal(signal.SIGHUP, lambda _signum, _frame: os.kill(os.getpid(), signal.SIGTERM))
+def _hang_up_stops(worker: Any, sig: str = "SIGHUP") -> None:
+    """In a process ``broadcast worker`` supervises, what Celery installs for SIGHUP instead of its restart
+    in place: a warm shutdown, as SIGTERM. The supervisor is stopping or gone by then (a closed terminal, a
+    hang-up sent to the group), and a worker restarted under nobody would run on, unseen, pinned to its
+    core (attack round 7)."""
+    platforms.signals[sig] = lambda *_: os.kill(os.getpid(), signal.SIGTERM)
+
+
+if os.environ.get(SUPERVISED_ENV) == "1":
+    # Celery looks this name up when it installs its handlers (celery.apps.worker.install_platform_tweaks)
+    celery_worker.install_worker_restart_handler = _hang_up_stops
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]

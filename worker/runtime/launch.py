@@ -33,17 +33,27 @@ from types import FrameType
 
 from worker.settings import Settings
 
+#: Celery's short worker options that take no value, so more letters may follow them in one argument
+#: (``-Ec4`` is ``-E -c 4``)
+_SHORT_FLAGS = frozenset("EBD")
+
 
 def _given(args: Sequence[str], *names: str) -> bool:
     """Whether any of the options ``names`` is among ``args``, in any spelling Celery reads: ``-c 4``,
-    ``-c4``, ``--concurrency 4``, ``--concurrency=4``."""
-
-    def spells(arg: str, name: str) -> bool:
-        if name.startswith("--"):
-            return arg == name or arg.startswith(name + "=")
-        return arg.startswith(name) and not arg.startswith("--")
-
-    return any(spells(a, n) for a in args for n in names)
+    ``-c4``, ``-Ec4``, ``--concurrency 4``, ``--concurrency=4``."""
+    short = {n[1] for n in names if not n.startswith("--")}
+    long = [n for n in names if n.startswith("--")]
+    for arg in args:
+        if arg.startswith("--"):
+            if any(arg == n or arg.startswith(n + "=") for n in long):
+                return True
+        elif arg.startswith("-"):
+            for letter in arg[1:]:
+                if letter in short:
+                    return True
+                if letter not in _SHORT_FLAGS:
+                    break  # the rest is this option's value
+    return False
 
 
 def celery_argv(settings: Settings, user_args: Sequence[str]) -> list[str]:
@@ -51,8 +61,8 @@ def celery_argv(settings: Settings, user_args: Sequence[str]) -> list[str]:
     args = ["worker", "-Q", settings.celery_queue, "--loglevel", settings.log_level, "-E"]
     if not _given(user_args, "-P", "--pool"):
         args += ["-P", "threads"]
-    if not _given(user_args, "-c", "--concurrency"):
-        args += ["-c", str(settings.worker_concurrency)]
+        if not _given(user_args, "-c", "--concurrency"):  # threads; another pool chosen keeps Celery's own size
+            args += ["-c", str(settings.worker_concurrency)]
     return [*args, *user_args]
 
 
@@ -93,6 +103,9 @@ def _child_setup(core: int | None, parent: int) -> Callable[[], None] | None:
         return None
 
     def setup() -> None:
+        # the supervisor's own handlers are Python's: a signal caught by one here would be lost at exec
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
         try:
             import ctypes
 
@@ -128,14 +141,16 @@ def supervise(count: int, user_args: Sequence[str], cores: Sequence[int | None] 
         file=sys.stderr,
     )
     children: list[subprocess.Popen[bytes]] = []
+    told: set[int] = set()  # the pids sent SIGTERM: once each, a second one would cut a warm shutdown short
     stopping = False
 
     def forward(_signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
         for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)  # once: a second one would cut a warm shutdown short
+            if child.pid not in told and child.poll() is None:
+                told.add(child.pid)
+                child.send_signal(signal.SIGTERM)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)  # before the first start: a stop asked for meanwhile reaches them all
@@ -151,6 +166,8 @@ def supervise(count: int, user_args: Sequence[str], cores: Sequence[int | None] 
                 preexec_fn=_child_setup(cores[i], me),
             )
         )
+    if stopping:  # asked while a process was being started: that one was not in the list yet
+        forward(signal.SIGTERM, None)
     while not stopping and all(child.poll() is None for child in children):
         time.sleep(0.5)
     asked = stopping

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from worker.runtime.launch import cores_for, processes_for, usable_cpus
+from worker.runtime.launch import celery_argv, cores_for, processes_for, usable_cpus
 from worker.settings import Settings
 
 
@@ -32,12 +32,22 @@ def test_pinning_off_leaves_every_process_to_the_kernel() -> None:
 @pytest.mark.parametrize(
     "given",
     [["-P", "prefork"], ["-c", "4"], ["-n", "me@%h"], ["--concurrency=8"], ["--pool", "solo"],
-     ["-c4"], ["-nsolo@%h"], ["-Pprefork"], ["--hostname=me@%h"]],
+     ["-c4"], ["-nsolo@%h"], ["-Pprefork"], ["--hostname=me@%h"], ["-Ec4"], ["-EBnme@%h"]],
 )  # fmt: skip
 def test_a_pool_size_or_name_given_runs_one_process_as_given(given: list[str]) -> None:
     assert processes_for(Settings(worker_processes=4), given) == 1
 
 
-@pytest.mark.parametrize("given", [["-Q", "other"], ["--loglevel", "info"], ["-E"], ["--without-gossip"]])
+@pytest.mark.parametrize(
+    "given", [["-Q", "other"], ["-Qcelery"], ["--loglevel", "info"], ["-E"], ["-lINFO"], ["--without-gossip"]]
+)
 def test_other_celery_options_keep_the_default_processes(given: list[str]) -> None:
     assert processes_for(Settings(worker_processes=3), given) == 3
+
+
+def test_another_pool_keeps_celerys_own_size_and_the_threads_pool_gets_the_concurrency() -> None:
+    settings = Settings(worker_concurrency=300)
+    assert celery_argv(settings, ["-P", "prefork"])[-2:] == ["-P", "prefork"]
+    assert "-c" not in celery_argv(settings, ["-Pprefork"])  # not a pool of 300 processes
+    assert celery_argv(settings, [])[-4:] == ["-P", "threads", "-c", "300"]
+    assert celery_argv(settings, ["-c", "8"])[-4:] == ["-P", "threads", "-c", "8"]
