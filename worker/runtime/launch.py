@@ -15,8 +15,9 @@ this command may use (its affinity: a container's ``--cpuset-cpus``, ``taskset``
 Only one thread of a process runs Python at a time and hundreds hand the interpreter to each other on every
 blocking call; a thread woken on another core than the one that let go costs an inter-processor wake-up and
 cold caches each time. Kept on one core, a process's hand-offs are plain context switches: up to 27% less
-worker CPU per send through campaigns (most where a session sends once, nothing in the busiest case) (``bench.envelope``, docs/benchmarks.md), at no cost in sends/s, since a process
-never runs more than one thread of Python at once anyway. Redis, the scheduler and the API stay where the
+worker CPU per send through campaigns, most where a session sends once, none in the busiest case
+(``bench.envelope``, docs/benchmarks.md), at no cost in sends/s, since a process never runs more than one
+thread of Python at once anyway. Redis, the scheduler and the API stay where the
 kernel puts them.
 """
 
@@ -130,7 +131,7 @@ def supervise(count: int, user_args: Sequence[str], cores: Sequence[int | None] 
     cold). A worker process given SIGHUP stops too (celery_app.py), never restarts itself unsupervised.
 
     One process ending by itself (killed, crashed, stopped alone) means less capacity than configured: the
-    others are stopped and the exit code is its code, or 1 if that was 0, so whatever supervises this
+    others are stopped and the exit code is the highest of theirs, at least 1, so whatever supervises this
     command (Docker, systemd's ``Restart=on-failure``) starts the whole again. Asked to stop, it exits with
     the highest code of its processes (0 after a clean warm shutdown)."""
     env = {**os.environ, "BROADCAST_WORKER_PROCESSES": "1", SUPERVISED_ENV: "1"}

@@ -15,7 +15,7 @@ from scheduler.intake.producer import Producer
 from simulator.server import SimulatorServer
 from tests.conftest import Stack
 from tests.e2e.test_pipeline import sim_sends
-from tests.procs import wait_for
+from tests.procs import Proc, wait_for
 from worker.store.scripts import source
 
 pytestmark = pytest.mark.e2e  # starts `broadcast` processes
@@ -24,6 +24,18 @@ pytestmark = pytest.mark.e2e  # starts `broadcast` processes
 def worker_processes(supervisor: int) -> list[int]:
     """The pids of the worker processes ``broadcast worker`` (pid ``supervisor``) started, in start order."""
     return sorted(int(p) for p in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split())
+
+
+def two_worker_processes(worker: Proc, *, ready: bool = False) -> list[int]:
+    """Wait until ``broadcast worker`` runs two worker processes (and, with ``ready``, both said so); their pids."""
+    children: list[int] = []
+
+    def two() -> bool:
+        children[:] = worker_processes(worker.proc.pid)
+        return len(children) == 2 and (not ready or worker.log_path.read_text().count(" ready.") == 2)
+
+    wait_for(two, timeout=60, what="two worker processes" + (" ready" if ready else ""))
+    return children
 
 
 def test_default_worker_runs_one_process_per_core_and_stops_them_all_on_sigterm(
@@ -88,13 +100,7 @@ def test_when_one_worker_process_dies_the_command_stops_the_others_and_fails(
     stack = Stack(redis_url, sim, tmp_path, BROADCAST_WORKER_PROCESSES="2", BROADCAST_WORKER_CONCURRENCY="4")
     try:
         worker = stack.start("worker")
-        children: list[int] = []
-
-        def two_children() -> bool:
-            children[:] = worker_processes(worker.proc.pid)
-            return len(children) == 2
-
-        wait_for(two_children, timeout=60, what="two worker processes")
+        children = two_worker_processes(worker)
         os.kill(children[0], signal.SIGTERM)  # one is stopped alone (by hand, a crash would be SIGKILL): it exits 0
         # the command does not limp on at half capacity: it stops the other and exits non-zero, so a
         # supervisor (Docker's restart policy, systemd) starts the whole again
@@ -147,13 +153,7 @@ def test_a_hang_up_sent_to_the_group_stops_every_worker_process_none_restarts_or
     stack = Stack(redis_url, sim, tmp_path, BROADCAST_WORKER_PROCESSES="2", BROADCAST_WORKER_CONCURRENCY="4")
     try:
         worker = stack.start("worker")
-        children: list[int] = []
-
-        def two_ready() -> bool:
-            children[:] = worker_processes(worker.proc.pid)
-            return len(children) == 2 and worker.log_path.read_text().count(" ready.") == 2
-
-        wait_for(two_ready, timeout=60, what="two worker processes ready")
+        children = two_worker_processes(worker, ready=True)
         os.killpg(worker.proc.pid, signal.SIGHUP)
         assert worker.proc.wait(60) == 0  # asked to stop: a clean warm shutdown
         for child in children:

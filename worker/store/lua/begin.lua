@@ -76,7 +76,7 @@ if st ~= STATE.QUEUED then
 end
 local camp = f['campaign']
 if f['op'] ~= 'revoke' and not replay then  -- a replay passed these checks on its first run
-  if (not camp or camp == '') and f['owner_key'] and owner_gone(f['created_by'] or '', f['owner_key']) then
+  if message_owner_gone(camp, f['created_by'], f['owner_key']) then
     move(jk, STATE.QUEUED, STATE.CANCELLED, '')
     redis.call('HSET', jk, 'updated', now, 'cancelled_at', now, 'reason', CANCEL_REASON.OWNER_REVOKED)
     redis.call('LREM', key_claimed(a), 0, id)

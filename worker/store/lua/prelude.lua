@@ -60,6 +60,12 @@ end
 local function owner_gone(owner, digest)
   return owner ~= '' and redis.call('HGET', key_operator_key(owner), 'digest') ~= digest
 end
+-- a single message (or test send) whose key was revoked since it was submitted (submit.lua stores the key's
+-- digest as owner_key): BEGIN cancels it, a replay is an admin's. A campaign's jobs go by their campaign.
+local function message_owner_gone(camp, created_by, owner_key)
+  return (not camp or camp == '') and owner_key ~= nil and owner_key ~= false
+    and owner_gone(created_by or '', owner_key)
+end
 -- the key that created a campaign was revoked: paused if it would send (a draft, a paused one: flagged only),
 -- and flagged owner_revoked, so only an admin resumes or starts it
 local function flag_owner_revoked(cid, st, now, accounts)

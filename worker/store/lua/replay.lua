@@ -30,7 +30,7 @@ if redis.call('HEXISTS', jk, 'new_msg_id') == 1 or redis.call('HEXISTS', jk, 'se
   return {'already_sent'}
 end
 local owner, owner_key = unpack(redis.call('HMGET', jk, 'created_by', 'owner_key'))
-if (not camp or camp == '') and owner_key and owner_gone(owner or '', owner_key) then
+if message_owner_gone(camp, owner, owner_key) then
   if ARGV[7] ~= '1' then return {CANCEL_REASON.OWNER_REVOKED} end
   redis.call('HSET', jk, 'created_by', ARGV[5], 'owner_key', ARGV[6])
 end
