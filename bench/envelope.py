@@ -142,12 +142,15 @@ def cpu_s(pid: int) -> float:
     return total / CLK_TCK
 
 
-def redis_counters(client: redis.Redis) -> tuple[dict[str, int], float]:
-    """(calls per command, Redis CPU seconds) now; the benchmark's own INFO calls excluded."""
+def redis_counters(client: redis.Redis) -> tuple[dict[str, int], float, dict[str, int]]:
+    """(calls per command, Redis CPU seconds, microseconds spent in each command) now; the benchmark's own
+    INFO calls excluded. What the commands do not account for is the server's own work around them:
+    reading and answering clients (a round trip costs more than a command inside a script)."""
     stats = client.info("commandstats")
     calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info"}
+    usec = {k.removeprefix("cmdstat_"): int(v["usec"]) for k, v in stats.items() if k != "cmdstat_info"}
     cpu = client.info("cpu")
-    return calls, float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+    return calls, float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]), usec
 
 
 class SimSends:
@@ -292,7 +295,7 @@ def run_product(
             check_alive(stack, "product process", logdir)
             time.sleep(0.1)
         spy = start_profile(args.profile, worker.pid, f"{case.name}-{tag}", logdir) if args.profile else None
-        calls0, rcpu0 = redis_counters(client)
+        calls0, rcpu0, usec0 = redis_counters(client)
         wcpu0, scpu0, acpu0 = cpu_s(worker.pid), cpu_s(sched.pid), cpu_s(api.pid) if api else 0.0
         progress(
             f"{tag}: {total} jobs released at the next second; booted worker RSS {tree_rss_kb(worker.pid)[0] / 1024:.0f} MB"
@@ -312,7 +315,7 @@ def run_product(
             now = time.monotonic()
             if seen >= total or now - last_check > 15:  # a job may end dead, without a send
                 last_check = now
-                calls1, rcpu1 = redis_counters(client)
+                calls1, rcpu1, usec1 = redis_counters(client)
                 wcpu1, scpu1, acpu1 = cpu_s(worker.pid), cpu_s(sched.pid), cpu_s(api.pid) if api else 0.0
                 pipe = client.pipeline(transaction=False)
                 for job_id in job_ids:
@@ -324,7 +327,7 @@ def run_product(
             check_alive(stack, "product process", logdir)
             if now > deadline:
                 timed_out = True
-                calls1, rcpu1 = redis_counters(client)
+                calls1, rcpu1, usec1 = redis_counters(client)
                 wcpu1, scpu1, acpu1 = cpu_s(worker.pid), cpu_s(sched.pid), cpu_s(api.pid) if api else 0.0
                 progress(f"{tag}: TIMEOUT after {timeout:.0f}s: {seen}/{total} sends recorded")
                 break
@@ -359,6 +362,7 @@ def run_product(
     n = len(records)
     calls = {k: v - calls0.get(k, 0) for k, v in calls1.items() if v - calls0.get(k, 0)}
     calls["hget"] = calls.get("hget", 0) - own_calls
+    usec = {k: v - usec0.get(k, 0) for k, v in usec1.items() if v - usec0.get(k, 0)}
     commands = sum(calls.values())
     outcomes = dict(Counter(s or "missing" for s in states)) if not timed_out else {}
     return {
@@ -384,6 +388,8 @@ def run_product(
         "redis_cpu_ms_per_send": 1000 * (rcpu1 - rcpu0) / n if n else float("nan"),
         "worker_rss_max_mb": rss_max / 1024,
         "redis_calls": calls,
+        #: microseconds inside each command (a script's commands count again in its EVALSHA's)
+        "redis_usec": usec,
         "utilizations": utils,
     }
 

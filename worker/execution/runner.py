@@ -152,6 +152,8 @@ class Session:
     cooldown_until: float = 0.0
     #: the session already ended in its last job's FINISH (no RELEASE of its own)
     released: bool = False
+    #: ``time.monotonic()`` after which the session starts no further job (``BROADCAST_BATCH_MAX_S``)
+    deadline: float = float("inf")
 
     @property
     def id(self) -> str:
@@ -241,30 +243,42 @@ class SessionRunner:
             )
             self._durable(self.ledger.release, account_id, token)
             raise
-        deadline = time.monotonic() + self.settings.batch_max_s
+        session.deadline = time.monotonic() + self.settings.batch_max_s
         #: the kind (group or not) of the job the account gives back first, when known: its moment is exact
         next_group: bool | None = None
         try:
             for i, job_id in enumerate(job_ids):
                 group = groups[i : i + 1] == "1"
                 start_at = self._next_start(session, group)
-                wait = start_at - session.clock.now()
-                if i > 0 and (wait > self.settings.session_hold_s or time.monotonic() + wait > deadline):
-                    report.stopped = (
-                        SessionStop.PACED if wait > self.settings.session_hold_s else SessionStop.BATCH_TIME
-                    )
+                stop = self._too_far(session, start_at) if i > 0 else None
+                if stop is not None:
+                    report.stopped = stop
                     next_group = group
                     break
                 begun = opened.first if i == 0 else None
-                stop = self._one(session, job_id, start_at, group, last=i == len(job_ids) - 1, begun=begun)
+                last = i == len(job_ids) - 1
+                following = None if last else groups[i + 1 : i + 2] == "1"
+                stop = self._one(session, job_id, start_at, group, last=last, begun=begun, following=following)
                 if stop is not None:
                     report.stopped = stop
+                    if stop in (SessionStop.PACED, SessionStop.BATCH_TIME):
+                        next_group = following
                     break
         finally:
             if report.stopped != SessionStop.LEASE_LOST and not session.released:
                 next_at = self._release_at(session, next_group, report.stopped)
                 self._durable(self.ledger.release, account_id, token, next_at=next_at)
         return report
+
+    def _too_far(self, session: Session, start_at: float) -> SessionStop | None:
+        """Why the session hands its account back rather than wait for ``start_at`` (its next job's start,
+        Redis time): further away than ``BROADCAST_SESSION_HOLD_S``, or past the session's time. None: wait."""
+        wait = start_at - session.clock.now()
+        if wait > self.settings.session_hold_s:
+            return SessionStop.PACED
+        if time.monotonic() + wait > session.deadline:
+            return SessionStop.BATCH_TIME
+        return None
 
     def _release_at(self, session: Session, next_group: bool | None, stopped: str = "") -> float:
         """When the account may start its next session: its next job's start when the kind (group or not)
@@ -379,10 +393,12 @@ class SessionRunner:
         *,
         last: bool = False,
         begun: Begin | None = None,
+        following: bool | None = None,
     ) -> SessionStop | None:
         """One job: begin (unless it was ``begun`` in the session's first round trip), send, finish. Returns
-        why the session must stop, or None to go on. The session's ``last`` job, sent, ends the session in
-        its FINISH (one round trip fewer)."""
+        why the session must stop, or None to go on. A sent job ends the session in its FINISH (one round
+        trip fewer) when it is the ``last`` or when the next job (to a group: ``following``) starts too far
+        away to wait for (``PACED``/``BATCH_TIME``, as the session's loop would find before it)."""
         report = session.report
         begin = begun if begun is not None else self._begin(session, job_id, start_at)
         if begin.status is BeginStatus.LOST:
@@ -441,7 +457,8 @@ class SessionRunner:
         record = self._pace_record(session, sent=True, throttled=False)
         # FINISH records `record` as is: the state it leaves, and so the account's next moment, are known now
         self._advance(session, record)
-        release_at = self._release_at(session, None) if last else None
+        paced = None if last else self._too_far(session, self._next_start(session, following))
+        release_at = self._release_at(session, following) if last or paced else None
         finished = self._durable(self.ledger.finish_sent,
             session.id, session.token, job.id, result, entry, pace=record, release_at=release_at,
         )  # fmt: skip
@@ -451,7 +468,7 @@ class SessionRunner:
         )
         report.sent += 1
         self._log(job.id, session.id, vendor, "sent", started, ids=result.ids_as_strings())
-        return self._stop_unless_confirmed(session, job, finished)
+        return self._stop_unless_confirmed(session, job, finished) or paced
 
     @staticmethod
     def _entry(job: Job, started: float, account: str) -> dict[str, Any]:

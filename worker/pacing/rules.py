@@ -178,12 +178,14 @@ def allowance(
     pacing off (quiet hours and the daily cap still hold). ``clock_offset_s`` shifts only the local-time
     rules."""
     local_now = now + clock_offset_s
-    state = replace(state, sent_today=state.sent_on(local_day(local_now, limits.timezone)), day="")
+    # today's sends (0 when the state's count is for another local day); read, not a copy of the state:
+    # this runs before every send
+    sent_today = state.sent_on(local_day(local_now, limits.timezone))
     earliest = 0.0
     why = ""
     if state.cool_until > now:
         earliest, why = state.cool_until, "cooldown"
-    cap_at = _daily_cap_at(limits, state, local_now)
+    cap_at = _daily_cap_at(limits, sent_today, local_now)
     if cap_at is not None and cap_at - clock_offset_s > earliest:
         earliest, why = cap_at - clock_offset_s, "daily_cap"
     quiet_end = quiet_until(limits, local_now)
@@ -192,7 +194,7 @@ def allowance(
     if limits.per_minute == 0:
         batch = unpaced_batch
         if limits.daily_cap and cap_at is None:
-            batch = min(batch, limits.daily_cap - state.sent_today)  # never past today's cap
+            batch = min(batch, limits.daily_cap - sent_today)  # never past today's cap
         if earliest > now:
             return Allowance(earliest, earliest, batch, why)
         return Allowance(0.0, 0.0, batch)
@@ -209,7 +211,7 @@ def allowance(
     group_at = _after_quiet(limits, max(earliest, state.last_end + group_gap), clock_offset_s)
     batch = min(session_batch, max(1, rate - sum(1 for t in state.window if t > now - WINDOW_S)))
     if limits.daily_cap:
-        batch = min(batch, max(1, limits.daily_cap - state.sent_today))
+        batch = min(batch, max(1, limits.daily_cap - sent_today))
     return Allowance(private_at, group_at, batch, why or "gap")
 
 
@@ -219,8 +221,8 @@ def _after_quiet(limits: Limits, start: float, clock_offset_s: float) -> float:
     return start if quiet_end is None else quiet_end - clock_offset_s
 
 
-def _daily_cap_at(limits: Limits, state: PaceState, now: float) -> float | None:
-    if limits.daily_cap and state.sent_today >= limits.daily_cap:
+def _daily_cap_at(limits: Limits, sent_today: int, now: float) -> float | None:
+    if limits.daily_cap and sent_today >= limits.daily_cap:
         return next_local_midnight(now, limits.timezone)
     return None
 

@@ -50,14 +50,16 @@ class ReplicaAcks:
         self.wanted = wanted
         self.timeout_ms = max(1, int(timeout_s * 1000))
         self._lock = threading.Lock()
-        self._read_at = -AUTO_REFRESH_S
         self._current: Acks | None = None
+        #: what was read and when (``time.monotonic()``), one tuple replaced whole: every BEGIN and FINISH
+        #: reads it, from hundreds of threads, without taking the lock
+        self._known: tuple[Acks, float] | None = None
 
     def current(self) -> Acks:
         """The acknowledgement a write needs now (no server round trip most of the time)."""
-        with self._lock:
-            if self._current is not None and time.monotonic() - self._read_at < AUTO_REFRESH_S:
-                return self._current
+        known = self._known
+        if known is not None and time.monotonic() - known[1] < AUTO_REFRESH_S:
+            return known[0]
         try:
             acks = self._read()
         except redis.RedisError:
@@ -68,7 +70,8 @@ class ReplicaAcks:
                 return Acks(self.wanted or 0, self.timeout_ms, None)
             acks = self._current
         with self._lock:
-            self._current, self._read_at = acks, time.monotonic()
+            self._current = acks
+            self._known = (acks, time.monotonic())
         return acks
 
     def _read(self) -> Acks:

@@ -1,5 +1,6 @@
-"""A session ends in its last job's FINISH when that job was sent (one round trip fewer per session): the
-account is handed back exactly as a separate RELEASE would, against a real Redis and the simulator."""
+"""A session ends in its last job's FINISH when that job was sent, or when its next job starts too far away
+to wait for (one round trip fewer per session): the account is handed back exactly as a separate RELEASE
+would, against a real Redis and the simulator."""
 
 from __future__ import annotations
 
@@ -60,8 +61,35 @@ def test_a_session_whose_last_job_was_sent_ends_in_its_finish(
     assert accounts.redis.zscore(keys.sched, "a1") == pytest.approx(last_end + GAP_S, abs=1e-3)
     if batch == 1:  # its one job was its last: ended in its FINISH, the next job waits its gap in `sched`
         assert report.stopped == "" and releases == []
-    else:  # the next job is 40 s away: the session stops (paced) and hands the rest back in its own RELEASE
-        assert report.stopped == "paced" and len(releases) == 1
+    else:  # the next job is 40 s away: the session stops (paced), handing the rest back in the same FINISH
+        assert report.stopped == "paced" and releases == []
+
+
+def test_a_session_past_its_time_ends_in_the_finish_of_its_last_send(
+    sim: SimulatorServer, accounts: AccountStore
+) -> None:
+    """BROADCAST_BATCH_MAX_S over: the next job, 2 s away (within the hold), is not waited for; the sent
+    job's FINISH hands the account back with the rest, no RELEASE of its own."""
+    sim_account(sim, accounts, "a1")
+    spec = accounts.get("a1")
+    assert spec is not None
+    limits = {"per_minute": 60, "min_interval_s": 2.0, "jitter_s": 0, "group_min_interval_s": 2.0}
+    accounts.put("a1", AccountSpec.model_validate({**spec.spec.model_dump(), "limits": limits}))
+    ledger = Ledger(accounts.redis, accounts.prefix)
+    ids = [ledger.submit(account="a1", to=f"wxid_r{i}", message=TextMessage(text="hi"))[0] for i in range(3)]
+    claim = claim_ready(ledger, lease_ttl_s=30, batch_size=5)[0]
+    releases: list[Any] = []
+    release = ledger.release
+    ledger.release = lambda *a, **k: releases.append(a) or release(*a, **k)  # type: ignore[method-assign]
+    settings = Settings(key_prefix=accounts.prefix, batch_max_s=0.5, session_hold_s=5.0)
+    with httpx.Client(timeout=10) as http:
+        report = SessionRunner(settings, ledger, accounts, http).run("a1", claim.token, claim.job_ids)
+    assert (report.sent, report.stopped, releases) == (1, "batch_time", [])
+    keys = ledger.keys
+    assert not accounts.redis.exists(keys.lease("a1"), keys.claimed("a1"))
+    assert accounts.redis.lrange(keys.queue("a1"), 0, -1) == ids[1:]
+    last_end = float(accounts.redis.hget(keys.pace("a1"), "last_end") or 0)
+    assert accounts.redis.zscore(keys.sched, "a1") == pytest.approx(last_end + 2.0, abs=1e-3)
 
 
 # --- a session that cannot start: its first job was begun in its first round trip, and is given back ------
