@@ -72,7 +72,7 @@ class Dispatcher:
         producer = Producer(self.ledger, accounts)
         self.schedules = Schedules(client, settings.key_prefix, producer, self.campaigns)
         #: vendor callbacks stored by the API are acted on here (opt-outs, removed contacts, offline)
-        self.callbacks = CallbackProcessor(settings, client, accounts, producer)
+        self.callbacks = CallbackProcessor(settings, client, accounts, producer, check_offline=self._check_offline)
         self.pacer = Pacer(client, settings)
         self.contacts = ContactStore(client, settings.key_prefix)
         self._syncs_checked_at = -SYNC_IDLE_CHECK_S
@@ -215,6 +215,13 @@ class Dispatcher:
         log.info("schedule %s fired: %s", schedule_id, result, extra={"schedule": schedule_id})
         self.celery.send_task(
             "broadcast.schedule_fired", args=[schedule_id, fire_at, result], queue=self.settings.celery_queue
+        )
+
+    def _check_offline(self, account: str, reason: str, received: float) -> None:
+        """An ``Offline`` callback goes to a worker, which asks the vendor before the account is marked down
+        (worker/execution/offline.py); a vendor call has no place in this loop."""
+        self.celery.send_task(
+            "broadcast.check_offline", args=[account, reason, received], queue=self.settings.celery_queue
         )
 
     def publish(self, claims: list[Claim]) -> None:

@@ -10,7 +10,9 @@ acts on what it understands:
   sender for the account (``opted_out``) and, when ``BROADCAST_OPTOUT_REPLY`` is set, queues one reply
   (paced like any send; sent once per recipient: only a new suppression replies, under an idempotency key);
 - GeWe ``DelContacts`` suppresses the removed contact (``contact_removed``);
-- GeWe ``Offline`` marks the account ``down`` with the vendor's word, as a send that finds it offline does.
+- GeWe ``Offline`` marks the account ``down`` with the vendor's word, as a send that finds it offline does,
+  once the vendor's online check agrees (``worker/execution/offline.py``: a worker asks it under the
+  account's lease; a forged notice cannot stop an account the vendor calls online).
 
 Shapes (``docs/vendors.md``, "Callbacks"): GeWe's 回调消息详解 page (``Wangnov/gewe-rs``,
 ``docs/GeweAPI-Official/消息模块/回调消息详解.md``: AddMsg, DelContacts, Offline; dedupe on
@@ -73,6 +75,10 @@ ODD_KEEP = 500
 ODD_BYTES = 4096
 ODD_TTL_S = 3 * 86400
 GROUP = "process"
+#: ``Offline`` notices checked with the vendor per account and hour at most: each check is a vendor call the
+#: account's pacing counts, so forged notices that each say a new time must not use up its sends. Past it a
+#: notice does nothing (``offline_over_cap``): an account really logged out is found by its next send.
+OFFLINE_CHECKS_PER_H = 6
 #: Held changes (over the hourly cap) kept per account at most, and for how long: an attacker with a leaked
 #: URL cannot grow Redis past HELD_MAX entries (~200 B each) per account. Past HELD_MAX a change is not kept:
 #: counted ``held_full`` and logged (the audit marker of the hour says the account is over its cap).
@@ -98,6 +104,8 @@ class Kind(StrEnum):
     MISMATCH = "mismatch"  # for another instance, or another vendor's shape: kept in cb:odd, nothing done
     STALE = "stale"  # an Offline from before the account was last resumed: nothing done
     HELD_OVER_CAP = "held_over_cap"  # a new suppression past the account's hourly cap: held, not applied
+    #: an Offline past OFFLINE_CHECKS_PER_H vendor checks this hour: nothing done (the sends find a logout)
+    OFFLINE_OVER_CAP = "offline_over_cap"
     HELD_FULL = "held_full"  # the same, but the account's held changes are at their bound: not kept (logged)
     UNKNOWN = "unknown"
     MALFORMED = "malformed"
@@ -466,7 +474,19 @@ def _held(entry_id: str, fields: dict[str, str]) -> Held:
 class CallbackProcessor:
     """Reads the inbox and acts on each delivery; every action is idempotent (a re-read entry is harmless)."""
 
-    def __init__(self, settings: Settings, client: redis.Redis, accounts: AccountStore, producer: Producer) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        accounts: AccountStore,
+        producer: Producer,
+        *,
+        check_offline: Callable[[str, str, float], None] | None,
+    ) -> None:
+        """``check_offline(account, reason, received)`` hands a fresh ``Offline`` notice to be checked with
+        the vendor before it counts (the dispatcher: the worker task ``broadcast.check_offline``). None
+        takes the notice at its word: only for this processor's own tests, which have no worker."""
+        self.check_offline = check_offline
         self.settings = settings
         self.redis = client
         self.keys = Keys(settings.key_prefix)
@@ -599,6 +619,15 @@ class CallbackProcessor:
                 log.info("offline callback from before the last resume ignored", extra={"account": account})
                 return Kind.STALE, True  # said (or received) before an operator resumed the account: old news
             if current.status == "active":  # a paused account stays as the operator left it
+                if self.check_offline is not None:  # down only once the vendor agrees
+                    _, checks = self._this_hour(self.keys.offline_checks, account)
+                    if checks > OFFLINE_CHECKS_PER_H:  # forged ones must not spend the account's pacing
+                        log.warning("offline callbacks over the hourly checks: left to the sends",
+                                    extra={"account": account})  # fmt: skip
+                        return Kind.OFFLINE_OVER_CAP, True
+                    self.check_offline(account, event.text, received or time.time())
+                    log.info("offline callback: asking the vendor", extra={"account": account})
+                    return Kind.OFFLINE, True
                 self.accounts.set_status(account, "down", event.text)
                 self._audit("account.down", f"account:{account}")
                 log.warning("account down by callback", extra={"account": account, "error": event.text})

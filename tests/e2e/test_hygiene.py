@@ -117,6 +117,31 @@ def test_opt_out_by_callback_and_not_a_friend_skip_the_next_campaign(api_stack: 
     assert "wxid_fan" in listed.stdout and "wxid_gone" not in listed.stdout, listed.stdout
 
 
+def test_a_forged_offline_callback_does_not_stop_an_account_the_vendor_calls_online(api_stack: ApiStack) -> None:
+    """Whoever holds the callback URL can post an ``Offline``: the worker asks the vendor's online check
+    first (worker/execution/offline.py), and an account it calls online keeps sending."""
+    stack = api_stack
+    instance = f"inst-off-{stack.prefix}"
+    put_account(stack, "go", "gewe", instance)
+    stack.start_worker()
+    stack.start("scheduler")
+    made = cli_runner(stack)("accounts", "callback", "go", "--register", "--public-url", stack.api_url, "--json")
+    assert made.returncode == 0, made.stderr
+    with httpx.Client(base_url=stack.sim.url) as sim:
+        posted = sim.post("/_sim/callbacks", json={"vendor": "gewe", "instance": instance, "event": "offline"})
+        assert posted.status_code == 200 and posted.json()["statuses"] == [200], posted.text
+
+    def checked() -> list[str]:
+        items = stack.http.get("/v1/audit", params={"key": "callback"}).json()["items"]
+        return [e["action"] for e in items]
+
+    wait_for(lambda: "callback.offline_refuted" in checked(), timeout=60, what="the vendor's online check")
+    assert checked() == ["callback.offline_refuted"]
+    assert stack.http.get("/v1/accounts/go").json()["status"] == "active"
+    done = wait_campaign(stack, start_campaign(stack, "go", ["wxid_after"]))
+    assert done["counts"]["sent"] == 1  # it still sends
+
+
 def test_two_campaigns_racing_to_one_recipient_under_a_cap_send_exactly_once(api_stack: ApiStack) -> None:
     stack = api_stack
     instance = f"inst-{stack.prefix}"
@@ -170,7 +195,11 @@ def test_the_callback_endpoint_under_a_fuzz_pass(api: ApiStack) -> None:
     assert f'broadcast_callbacks_total{{kind="received"}} {float(len(bodies))}' in metrics
     # and the processing side takes every one of them without failing (the scheduler's drain, run here)
     processor = CallbackProcessor(
-        Settings(key_prefix=stack.prefix), stack.redis, stack.accounts, Producer(stack.ledger, stack.accounts)
+        Settings(key_prefix=stack.prefix),
+        stack.redis,
+        stack.accounts,
+        Producer(stack.ledger, stack.accounts),
+        check_offline=None,
     )
     while processor.drain():
         pass

@@ -6,14 +6,17 @@ import threading
 from typing import Any
 
 from worker.execution.contacts import ContactSyncRunner
+from worker.execution.offline import RECHECK_S, RECHECKS, OfflineVerdict, check_offline_notice
 from worker.execution.runner import SessionRunner
 from worker.runtime.celery_app import app
 from worker.runtime.connections import redis_client, vendor_http_clients
 from worker.settings import get_settings
-from worker.store.accounts import AccountStore
+from worker.store.accounts import Account, AccountStore
+from worker.store.audit import AuditLog
 from worker.store.contacts import ContactStore
 from worker.store.ledger import Ledger
 from worker.store.replication import ReplicaAcks
+from worker.vendors.base import VendorBackend
 
 _runner: SessionRunner | None = None
 _runner_lock = threading.Lock()
@@ -93,3 +96,24 @@ def send_batch(
     """One session (messages published before sessions were bundled): an account's jobs, one at a time,
     paced. ``groups`` marks the jobs whose recipient is a group ('1'), whose pacing gap is the group one."""
     return runner().run(account, lease, job_ids, groups).summary()
+
+
+@app.task(name="broadcast.check_offline", bind=True, acks_late=True, max_retries=RECHECKS)  # type: ignore[untyped-decorator]
+def check_offline(self: Any, account: str, reason: str, received: float) -> dict[str, Any]:
+    """An ``Offline`` callback checked with the vendor before the account is marked down
+    (worker/execution/offline.py); a busy account or a failed check is checked again later."""
+    sessions = runner()
+    settings = sessions.settings
+
+    def backend(of: Account) -> VendorBackend:
+        return sessions.backend_factory(of.vendor_account(), sessions.http[0])
+
+    audit = AuditLog(sessions.ledger.redis, settings.key_prefix, settings.audit_retention_days * 86400)
+    last_try = self.request.retries >= RECHECKS
+    verdict = check_offline_notice(
+        sessions.accounts, audit, backend, settings,
+        account_id=str(account), reason=str(reason), received=float(received), last_try=last_try,
+    )  # fmt: skip
+    if verdict in (OfflineVerdict.BUSY, OfflineVerdict.UNCONFIRMED) and not last_try:
+        raise self.retry(countdown=RECHECK_S)
+    return {"account": account, "verdict": str(verdict)}

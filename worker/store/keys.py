@@ -132,6 +132,7 @@ LAYOUT: Final[dict[str, str]] = {
     "callback_inbox_bytes": "cb:in:bytes",
     "optout_replies": "cb:replies:{}:{}",
     "callback_changes": "cb:changes:{}:{}",
+    "offline_checks": "cb:offline:{}:{}",
     "callback_over_cap": "cb:overcap:{}:{}",
     "callback_held": "cb:held:{}",
     "callback_held_index": "cb:heldby:{}",
@@ -306,6 +307,9 @@ class Keys:
 
     def callback_changes(self, account_id: str, hour: int) -> str:
         return self._key("callback_changes", account_id, str(hour))
+
+    def offline_checks(self, account_id: str, hour: int) -> str:
+        return self._key("offline_checks", account_id, str(hour))
 
     def callback_over_cap(self, account_id: str, hour: int) -> str:
         return self._key("callback_over_cap", account_id, str(hour))

@@ -38,7 +38,9 @@ def removed(instance: str, who: str, at: int) -> bytes:
 
 def processor(stack: ApiStack, **settings: Any) -> CallbackProcessor:
     config = Settings(key_prefix=stack.prefix, **settings)
-    return CallbackProcessor(config, stack.redis, stack.accounts, Producer(stack.ledger, stack.accounts))
+    return CallbackProcessor(
+        config, stack.redis, stack.accounts, Producer(stack.ledger, stack.accounts), check_offline=None
+    )
 
 
 def post_all(stack: ApiStack, account: str, bodies: list[bytes]) -> None:

@@ -11,7 +11,8 @@ from worker.store.operators import Role
 
 LABELS = ROOT / "scheduler" / "console" / "static" / "audit_actions.json"
 #: Actions recorded with a variant (scheduler/api/state.py ``audit_variant``), by a vendor callback
-#: (scheduler/intake/callbacks.py) or by the worker itself (worker/execution/runner.py, prelude_finish.lua).
+#: (scheduler/intake/callbacks.py) or by the worker itself (worker/execution/runner.py, worker/execution/offline.py,
+#: prelude_finish.lua).
 VARIANTS = {
     *(f"key.create_{role.value}" for role in Role),
     "dead_letter.replay_force",
@@ -21,6 +22,8 @@ VARIANTS = {
     "suppression.add_contact_removed",
     "account.down",
     "callback.over_cap",
+    "callback.offline_refuted",
+    "callback.offline_unconfirmed",
     "suppression.import_attributed",
     "account.auto_pause",
     "campaign.auto_pause",

@@ -15,7 +15,7 @@ import pytest
 import redis as redis_lib
 
 from scheduler.intake import callbacks
-from scheduler.intake.callbacks import CallbackInbox, CallbackProcessor, Kind, parse
+from scheduler.intake.callbacks import OFFLINE_CHECKS_PER_H, CallbackInbox, CallbackProcessor, Kind, parse
 from scheduler.intake.campaigns import Campaigns
 from scheduler.intake.producer import Producer
 from tests.conftest import claim_ready
@@ -166,7 +166,7 @@ def gewe_text(sender: str, text: str, msg_id: int = 77) -> bytes:
 def test_the_same_opt_out_five_times_is_one_suppression_and_one_reply(ledger: Ledger) -> None:
     accounts = AccountStore(ledger.redis, ledger.prefix)
     settings = Settings(key_prefix=ledger.prefix, optout_reply="已退订 / unsubscribed")
-    processor = CallbackProcessor(settings, ledger.redis, accounts, Producer(ledger, accounts))
+    processor = CallbackProcessor(settings, ledger.redis, accounts, Producer(ledger, accounts), check_offline=None)
     kinds = [processor.handle("acct1", gewe_text("wxid_fan", " 退订 ")) for _ in range(5)]
     assert kinds == [Kind.OPTED_OUT] + [Kind.DUPLICATE] * 4
     # a second opt-out with a new message id: suppressed already, so no second reply
@@ -188,7 +188,7 @@ def ecloud(sender: str, text: str, *, own: Any = False, msg_id: int = 5, w_id: s
 def test_an_ecloud_private_text_opts_out_and_its_own_messages_do_not(ledger: Ledger) -> None:
     accounts = AccountStore(ledger.redis, ledger.prefix)
     processor = CallbackProcessor(
-        Settings(key_prefix=ledger.prefix), ledger.redis, accounts, Producer(ledger, accounts)
+        Settings(key_prefix=ledger.prefix), ledger.redis, accounts, Producer(ledger, accounts), check_offline=None
     )
 
     assert processor.handle("ec1", ecloud("wxid_me", "退订", own=True)) is Kind.IGNORED  # our own message
@@ -208,7 +208,7 @@ def test_an_ecloud_private_text_opts_out_and_its_own_messages_do_not(ledger: Led
 def test_removed_contacts_and_offline_notices(ledger: Ledger) -> None:
     accounts = AccountStore(ledger.redis, ledger.prefix)
     processor = CallbackProcessor(
-        Settings(key_prefix=ledger.prefix), ledger.redis, accounts, Producer(ledger, accounts)
+        Settings(key_prefix=ledger.prefix), ledger.redis, accounts, Producer(ledger, accounts), check_offline=None
     )
     removed = {
         "TypeName": "DelContacts",
@@ -284,7 +284,11 @@ def test_suppressions_page_through_every_scope(ledger: Ledger) -> None:
 def processor_for(ledger: Ledger, **settings: Any) -> CallbackProcessor:
     accounts = AccountStore(ledger.redis, ledger.prefix)
     return CallbackProcessor(
-        Settings(key_prefix=ledger.prefix, **settings), ledger.redis, accounts, Producer(ledger, accounts)
+        Settings(key_prefix=ledger.prefix, **settings),
+        ledger.redis,
+        accounts,
+        Producer(ledger, accounts),
+        check_offline=None,
     )
 
 
@@ -607,3 +611,46 @@ def test_an_inbox_that_lost_its_group_is_read_again(ledger: Ledger) -> None:
     inbox.store("acct1", gewe_text("wxid_b", "退订", msg_id=2))
     assert processor.drain() == 1  # was NOGROUP for ever, until the dispatcher restarted
     assert Suppressions(ledger.redis, ledger.prefix).get("acct1", "wxid_b") is not None
+
+
+def checked_processor(ledger: Ledger) -> tuple[CallbackProcessor, list[tuple[str, str, float]]]:
+    """A processor that hands Offline notices to a checker, as the dispatcher's does; what it was handed."""
+    accounts = AccountStore(ledger.redis, ledger.prefix)
+    asked: list[tuple[str, str, float]] = []
+    processor = CallbackProcessor(
+        Settings(key_prefix=ledger.prefix), ledger.redis, accounts, Producer(ledger, accounts),
+        check_offline=lambda *notice: asked.append(notice),
+    )  # fmt: skip
+    return processor, asked
+
+
+def test_an_offline_goes_to_the_vendor_check_and_the_account_is_left_as_it_is(ledger: Ledger) -> None:
+    """With a checker (the dispatcher's: a worker task), a fresh ``Offline`` is handed over, not applied;
+    a replay is not handed over again; a paused account's notice is not checked at all."""
+    processor, asked = checked_processor(ledger)
+    accounts = processor.accounts
+    at = time.time() + 1
+    offline = gewe("Offline", Data={"CreateTime": int(at)})
+    assert processor.handle("acct1", offline, received=at) is Kind.OFFLINE
+    assert processor.handle("acct1", offline, received=at) is Kind.DUPLICATE
+    account = accounts.get("acct1")
+    assert account is not None and account.status == "active"
+    assert asked == [("acct1", "GeWe Offline callback: the account was logged out (掉线)", at)]
+    assert callback_audit(ledger) == []  # the worker records what the vendor said
+    accounts.set_status("acct1", "paused", "paused by operator")
+    later = gewe("Offline", Data={"CreateTime": int(at) + 5})
+    assert processor.handle("acct1", later, received=at + 5) is Kind.OFFLINE and len(asked) == 1
+
+
+def test_offline_notices_past_the_hourly_checks_ask_the_vendor_nothing(ledger: Ledger) -> None:
+    """Forged notices that each say a new time would each cost a vendor check the account's pacing counts:
+    past OFFLINE_CHECKS_PER_H an hour they do nothing (counted ``offline_over_cap``)."""
+    processor, asked = checked_processor(ledger)
+    now = int(time.time()) + 1
+    kinds = [
+        processor.handle("acct1", gewe("Offline", Data={"CreateTime": now + i}), received=now + i)
+        for i in range(OFFLINE_CHECKS_PER_H + 3)
+    ]
+    assert kinds == [Kind.OFFLINE] * OFFLINE_CHECKS_PER_H + [Kind.OFFLINE_OVER_CAP] * 3
+    assert len(asked) == OFFLINE_CHECKS_PER_H
+    assert ledger.redis.hget(ledger.keys.stat("callbacks"), "offline_over_cap") == "3"
