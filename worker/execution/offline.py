@@ -60,7 +60,9 @@ def check_offline_notice(
     """Check one notice (received at ``received``, epoch seconds) with the vendor and act on the answer.
     ``last_try``: a failed check is recorded as unconfirmed (earlier tries are checked again)."""
     account = accounts.get(account_id)
-    if account is None or account.status != "active" or account.status_changed > received:
+    # a status change stored after the notice came (kept to the millisecond, rounded: so not one in the
+    # same millisecond) is an operator's or a send's word, newer than the notice
+    if account is None or account.status != "active" or account.status_changed > received + 0.001:
         return OfflineVerdict.UNCHANGED
     target = f"account:{account_id}"
     try:
