@@ -55,7 +55,18 @@ from worker.settings import Settings
 from worker.store.accounts import Account, AccountStore, KindHold, Status
 from worker.store.audit import WORKER, AuditLog
 from worker.store.deadletter import DeadReason
-from worker.store.ledger import Begin, BeginStatus, Finished, Job, Ledger, PaceRecord, RecallOutcome, sent_parts
+from worker.store.ledger import (
+    Begin,
+    BeginStatus,
+    Finished,
+    Job,
+    Ledger,
+    OpenedSession,
+    PaceRecord,
+    RecallOutcome,
+    SessionOpening,
+    sent_parts,
+)
 from worker.store.stats import AttemptCounters
 from worker.store.suppressions import SuppressionReason, Suppressions
 from worker.vendors.base import SendResult, VendorBackend, backend_for
@@ -193,32 +204,113 @@ class SessionRunner:
         self._campaign_templates: dict[str, AnyMessage] = {}
         #: threads for the sessions of a bundle beyond its first (at most the sessions in flight)
         self._sessions = ThreadPoolExecutor(max_workers=settings.worker_concurrency, thread_name_prefix="session")
+        #: sessions given to those threads and not ended (queued ones too)
+        self._threads_busy = 0
+        self._threads_lock = threading.Lock()
         self._vendor_limits_lock = threading.Lock()
 
     def run_many(self, sessions: Sequence[tuple[str, str, list[str], str]]) -> list[SessionReport]:
         """Run sessions side by side: the first in the calling thread, the others on this process's session
-        threads; return when all have ended. A session that fails is reported, never fails the others."""
+        threads; return when all have ended. A session that fails is reported, never fails the others.
+        They start together (the dispatcher claimed them in one round), so their first round trips are made
+        as one (:meth:`_open_together`)."""
         if not sessions:
             return []
-        futures = [self._sessions.submit(self._run_safely, *session) for session in sessions[1:]]
-        first = self._run_safely(*sessions[0])
+        calls = [os.urandom(8).hex() for _ in sessions]
+        with self._threads_lock:  # only sessions that will have a thread at once begin their first job now
+            idle = self.settings.worker_concurrency - self._threads_busy
+            self._threads_busy += len(sessions) - 1
+        together = 1 + min(len(sessions) - 1, max(0, idle))
+        opened = self._open_together(sessions[:together], calls[:together]) + [None] * (len(sessions) - together)
+        futures = [
+            self._sessions.submit(self._run_on_thread, *session, call=call, opened=got)
+            for session, call, got in zip(sessions[1:], calls[1:], opened[1:], strict=True)
+        ]
+        first = self._run_safely(*sessions[0], call=calls[0], opened=opened[0])
         return [first, *(f.result() for f in futures)]
 
-    def _run_safely(self, account_id: str, token: str, job_ids: list[str], groups: str) -> SessionReport:
+    def _run_on_thread(self, *session: Any, **options: Any) -> SessionReport:
+        """A session on this process's session threads (counted: see :meth:`run_many`)."""
         try:
-            return self.run(account_id, token, job_ids, groups)
+            return self._run_safely(*session, **options)
+        finally:
+            with self._threads_lock:
+                self._threads_busy -= 1
+
+    def _open_together(
+        self, sessions: Sequence[tuple[str, str, list[str], str]], calls: list[str]
+    ) -> list[tuple[OpenedSession, dict[str, str]] | None]:
+        """The first round trip of every session of a bundle in one (what each would read and BEGIN on its
+        own, :meth:`Ledger.open_sessions`): one round trip instead of one per session. None for a session
+        that must read on its own: an error in its part, or all of them when the round trip failed (each
+        then reads with its ``call``: a BEGIN that ran answers the same). Only sessions that have a thread
+        at once are opened here: a first job marked ``sending`` must not wait for a thread while its
+        lease runs out (recovery would take it for an unknown outcome)."""
+        if len(sessions) < 2:
+            return [None] * len(sessions)
+        openings = [
+            SessionOpening(account, token, job_ids[0] if job_ids else None, call, {})
+            for (account, token, job_ids, _), call in zip(sessions, calls, strict=True)
+        ]
+        try:
+            got = self.ledger.open_sessions(openings, lease_ttl_s=self.settings.lease_ttl_s)
+        except (redis.ConnectionError, redis.TimeoutError):
+            return [None] * len(sessions)
+        return [
+            None if isinstance(one, Exception) else (one, opening.templates)
+            for one, opening in zip(got, openings, strict=True)
+        ]
+
+    def _run_safely(
+        self,
+        account_id: str,
+        token: str,
+        job_ids: list[str],
+        groups: str,
+        *,
+        call: str = "",
+        opened: tuple[OpenedSession, dict[str, str]] | None = None,
+    ) -> SessionReport:
+        try:
+            return self.run(account_id, token, job_ids, groups, call=call, opened=opened)
         except Exception as exc:
             # the session released its account if it could; its lease expires otherwise (recovered)
             log.exception("session failed", extra={"account": account_id})
             return SessionReport(account=account_id, stopped=f"{SessionStop.ERROR}: {type(exc).__name__}")
 
-    def run(self, account_id: str, token: str, job_ids: list[str], groups: str = "") -> SessionReport:
+    def run(
+        self,
+        account_id: str,
+        token: str,
+        job_ids: list[str],
+        groups: str = "",
+        *,
+        call: str = "",
+        opened: tuple[OpenedSession, dict[str, str]] | None = None,
+    ) -> SessionReport:
         """Send the session's jobs in order, paced; always gives unprocessed jobs back unless the lease
-        was lost. ``groups`` has a '1' per job whose recipient is a group (its gap is the group gap)."""
+        was lost. ``groups`` has a '1' per job whose recipient is a group (its gap is the group gap).
+        ``opened``: the session's first round trip, made with its bundle's (else made here, its BEGIN
+        named ``call``)."""
         report = SessionReport(account=account_id)
-        account, opened = self._durable(
-            self._read, account_id, token, job_ids[0] if job_ids else None, os.urandom(8).hex()
-        )
+        if opened is None:
+            first_job = job_ids[0] if job_ids else None
+            account, opened_ = self._durable(self._read, account_id, token, first_job, call or os.urandom(8).hex())
+        else:
+            account, opened_ = self._from_opening(account_id, *opened)
+        return self._run_opened(account_id, token, job_ids, groups, report, account, opened_)
+
+    def _run_opened(
+        self,
+        account_id: str,
+        token: str,
+        job_ids: list[str],
+        groups: str,
+        report: SessionReport,
+        account: Account | None,
+        opened: _Opened,
+    ) -> SessionReport:
+        """The session once its first round trip is read (:meth:`run`)."""
         if account is None:
             report.stopped = SessionStop.ACCOUNT_MISSING
             self._dead_all(account_id, token, job_ids, report, opened.first)
@@ -299,6 +391,12 @@ class SessionRunner:
         got = self.ledger.open_session(
             account_id, token, first_job, lease_ttl_s=self.settings.lease_ttl_s, call=call, templates=templates
         )
+        return self._from_opening(account_id, got, templates)
+
+    def _from_opening(
+        self, account_id: str, got: OpenedSession, templates: dict[str, str]
+    ) -> tuple[Account | None, _Opened]:
+        """The account and what the session's first round trip read (``templates``: filled by its BEGIN)."""
         clock = RedisClock(got.redis_time, got.sent, got.received)
         opened = _Opened(got.pace, got.window, clock, got.first, templates)
         return self.accounts.from_hash(account_id, got.account), opened

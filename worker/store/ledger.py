@@ -236,6 +236,17 @@ def _as_dict(reply: Any) -> dict[str, str]:
     return dict(zip(reply[::2], reply[1::2], strict=True))
 
 
+class SessionOpening(NamedTuple):
+    """A session to open (:meth:`Ledger.open_sessions`): its account and lease, its first job (BEGUN in the
+    opening round trip) and that BEGIN's call id, and its cache of campaign templates (filled by the BEGIN)."""
+
+    account: str
+    token: str
+    first_job: str | None
+    call: str
+    templates: dict[str, str]
+
+
 class OpenedSession(NamedTuple):
     """What :meth:`Ledger.open_session` read in a session's first round trip."""
 
@@ -567,26 +578,80 @@ class Ledger:
         must acknowledge a BEGIN (no replica, no AOF to wait for), the BEGIN of ``first_job`` at the
         dispatcher's start (CLAIM let it start now), its recipient cap read from the account by the script.
         ``first`` is None when that BEGIN is left to :meth:`begin` (with replicas, or no job)."""
-        commands: list[tuple[Any, ...]] = [
-            ("HGETALL", self.keys.account(account)),
-            ("TIME",),
-            ("HGETALL", self.keys.pace(account)),
-            ("LRANGE", self.keys.pace_window(account), 0, -1),
-        ]
-        begun = first_job if first_job is not None and self._unacknowledged() else None
-        if begun is not None:
-            args = self._begin_args(account, token, begun, lease_ttl_s, 0.0, templates, None, call, own_cap=True)
-            commands.append(self._begin.command(args))
+        (got,) = self.open_sessions(
+            [SessionOpening(account, token, first_job, call, templates)], lease_ttl_s=lease_ttl_s
+        )
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    def open_sessions(
+        self, openings: Sequence[SessionOpening], *, lease_ttl_s: float
+    ) -> list[OpenedSession | Exception]:
+        """The first round trip of several sessions that start together (a Celery message's bundle: CLAIM let
+        each first job start now), as :meth:`open_session` makes one, in one round trip: each session's
+        reads and BEGIN, its answer or the error Redis gave it in its place. A dropped connection or a timeout
+        is raised for all: each session then reads on its own with its ``call``, and a BEGIN that ran
+        answers the same."""
+        commands: list[tuple[Any, ...]] = []
+        plans: list[tuple[SessionOpening, list[Any] | None]] = []
+        no_acks = self._unacknowledged()  # the first BEGINs join the round trip
+        for opening in openings:
+            account = opening.account
+            commands += [
+                ("HGETALL", self.keys.account(account)),
+                ("TIME",),
+                ("HGETALL", self.keys.pace(account)),
+                ("LRANGE", self.keys.pace_window(account), 0, -1),
+            ]
+            args = None
+            if opening.first_job is not None and no_acks:
+                args = self._begin_args(
+                    account, opening.token, opening.first_job, lease_ttl_s, 0.0, opening.templates, None,
+                    opening.call, own_cap=True,
+                )  # fmt: skip
+                commands.append(self._begin.command(args))
+            plans.append((opening, args))
         sent = time.monotonic()
-        stored, clock, pace, window, *rest = scripts.round_trip(self.redis, commands)
+        replies = scripts.round_trip(self.redis, commands)
         received = time.monotonic()
+        opened: list[OpenedSession | Exception] = []
+        at = 0
+        for opening, args in plans:
+            stored, clock, pace, window = replies[at : at + 4]
+            at += 4
+            begin_reply = None
+            if args is not None:
+                begin_reply = replies[at]
+                at += 1
+            try:
+                opened.append(self._opened(opening, stored, clock, pace, window, begin_reply, args, sent, received))
+            except (redis.ConnectionError, redis.TimeoutError):
+                raise  # a NOSCRIPT reload that could not reach Redis: the same for all
+            except (redis.RedisError, ValueError, TypeError, IndexError) as error:  # this one's: it reads alone
+                opened.append(error)
+        return opened
+
+    def _opened(
+        self,
+        opening: SessionOpening,
+        stored: Any,
+        clock: Any,
+        pace: Any,
+        window: Any,
+        begin_reply: Any,
+        args: list[Any] | None,
+        sent: float,
+        received: float,
+    ) -> OpenedSession:
+        """One session's part of an opening round trip (its errors raised)."""
         for reply in (stored, clock, pace, window):
             if isinstance(reply, Exception):
                 raise reply
         first = None
-        if begun is not None:
-            reply = self._begin.answer(rest[0], args)  # NOSCRIPT (a new primary): loaded and run again
-            first = self._begin_answer(begun, reply, templates, True)
+        if args is not None and opening.first_job is not None:
+            reply = self._begin.answer(begin_reply, args)  # NOSCRIPT (a new primary): loaded and run again
+            first = self._begin_answer(opening.first_job, reply, opening.templates, True)
         seconds, micros = (int(part) for part in clock)
         return OpenedSession(
             _as_dict(stored), seconds + micros / 1_000_000, _as_dict(pace), window, first, sent, received

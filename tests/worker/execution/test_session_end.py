@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from simulator.server import SimulatorServer
 from tests.conftest import claim_ready
@@ -133,3 +134,80 @@ def test_a_session_whose_backend_cannot_be_built_gives_its_first_job_back_untrie
     assert job is not None and job.state == "queued" and job.attempts == 0  # never `sending` left behind
     assert accounts.redis.lrange(ledger.keys.queue("a1"), 0, -1) == [job_id]
     assert not accounts.redis.exists(ledger.keys.lease("a1"))
+
+
+# --- the sessions of one Celery message open in one round trip ---------------------------------------------
+
+
+def _bundle(
+    sim: SimulatorServer, accounts: AccountStore, n: int
+) -> tuple[Ledger, list[tuple[str, str, list[str], str]]]:
+    """``n`` accounts with one job each, claimed in one round as the dispatcher would (a bundle)."""
+    ledger = Ledger(accounts.redis, accounts.prefix)
+    for k in range(n):
+        sim_account(sim, accounts, f"b{k}")
+        ledger.submit(account=f"b{k}", to=f"wxid_b{k}", message=TextMessage(text="hi"))
+    claims = claim_ready(ledger, lease_ttl_s=30)
+    assert len(claims) == n
+    return ledger, [(c.account, c.token, c.job_ids, c.groups) for c in claims]
+
+
+def _spy(ledger: Ledger) -> tuple[list[int], list[str]]:
+    """Record the opening round trips: how many sessions each opened, and the lone ones by account."""
+    together: list[int] = []
+    alone: list[str] = []
+    joint, single = ledger.open_sessions, ledger.open_session
+    ledger.open_sessions = lambda openings, **kw: together.append(len(openings)) or joint(openings, **kw)  # type: ignore[method-assign]
+    ledger.open_session = lambda account, *a, **kw: alone.append(account) or single(account, *a, **kw)  # type: ignore[method-assign]
+    return together, alone
+
+
+def test_a_bundles_sessions_open_in_one_round_trip_and_each_sends_once(
+    sim: SimulatorServer, accounts: AccountStore
+) -> None:
+    ledger, sessions = _bundle(sim, accounts, 5)
+    together, alone = _spy(ledger)
+    with httpx.Client(timeout=10) as http:
+        reports = SessionRunner(Settings(key_prefix=accounts.prefix), ledger, accounts, http).run_many(sessions)
+    assert [r.sent for r in reports] == [1] * 5 and all(r.stopped == "" for r in reports)
+    assert (together, alone) == ([5], [])
+    for account, *_ in sessions:
+        assert not accounts.redis.exists(ledger.keys.lease(account))
+
+
+def test_only_sessions_that_have_a_thread_at_once_begin_in_the_joint_round_trip(
+    sim: SimulatorServer, accounts: AccountStore
+) -> None:
+    """A first job marked ``sending`` must not wait for a busy thread while its lease runs out: with two
+    session threads, the bundle's first session (the task's own thread) and two more open together; the
+    others open on their own once a thread takes them."""
+    ledger, sessions = _bundle(sim, accounts, 5)
+    together, alone = _spy(ledger)
+    settings = Settings(key_prefix=accounts.prefix, worker_concurrency=2)
+    with httpx.Client(timeout=10) as http:
+        reports = SessionRunner(settings, ledger, accounts, http).run_many(sessions)
+    assert [r.sent for r in reports] == [1] * 5
+    # a lone opening is a joint one of one session
+    assert together == [3, 1, 1] and sorted(alone) == sorted(s[0] for s in sessions[3:])
+
+
+def test_a_joint_round_trip_lost_after_it_ran_leaves_each_session_to_read_alone_and_send_once(
+    sim: SimulatorServer, sim_admin: httpx.Client, accounts: AccountStore
+) -> None:
+    """The answer of the joint round trip is lost (a dropped connection) after Redis ran every BEGIN: each
+    session reads again with its own call id, its BEGIN answers as it did, and each job goes out once."""
+    ledger, sessions = _bundle(sim, accounts, 3)
+    joint = ledger.open_sessions
+
+    def lost(openings: Any, **kw: Any) -> Any:
+        got = joint(openings, **kw)
+        if len(openings) == 1:  # a session reading alone
+            return got
+        raise redis.ConnectionError("connection lost while reading the answer")
+
+    ledger.open_sessions = lost  # type: ignore[method-assign]
+    with httpx.Client(timeout=10) as http:
+        reports = SessionRunner(Settings(key_prefix=accounts.prefix), ledger, accounts, http).run_many(sessions)
+    assert [r.sent for r in reports] == [1] * 3
+    sent = [s["to"] for s in sim_admin.get("/_sim/sends").json()["sends"] if str(s["to"]).startswith("wxid_b")]
+    assert sorted(sent) == ["wxid_b0", "wxid_b1", "wxid_b2"]
