@@ -92,11 +92,14 @@ def run_demo(
         )
         answer.raise_for_status()
         campaigns[kind] = answer.json()["id"]
-    say(f"demo: {len(campaigns)} campaigns × {len(recipients)} recipients submitted")
+    say(
+        f"demo: {len(campaigns)} campaigns × {len(recipients)} recipients submitted"
+        f" / 已提交 {len(campaigns)} 个群发 × {len(recipients)} 个接收人"
+    )
     total = len(campaigns) * len(recipients)
     deadline = time.monotonic() + timeout
     with Progress(
-        TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+        TextColumn("sending / 发送中"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
         console=console, transient=False,
     ) as progress:  # fmt: skip
         task = progress.add_task("demo", total=total, rate="")
@@ -110,8 +113,9 @@ def run_demo(
                 break
             time.sleep(0.3)
     table = Table(title="demo deliveries / 发送结果")
-    for column in ("kind", "vendor", "to", "status", "new_msg_id", "create_time"):
-        # ids are never cut (they are exact, and copied into revokes); the other columns may fold
+    for column in ("kind / 类型", "vendor / 服务商", "to / 接收人", "status / 状态", "new_msg_id", "create_time"):
+        # ids are never cut (they are exact, and copied into revokes); the other columns may fold. The ids keep
+        # their field names: that is how the API and the CLI's --json spell them
         ids = column in ("new_msg_id", "create_time")
         table.add_column(column, no_wrap=ids, min_width=19 if column == "new_msg_id" else None, overflow="fold")
     deliveries: list[dict[str, Any]] = []
@@ -126,7 +130,10 @@ def run_demo(
             )  # fmt: skip
     console.print(table)
     sent = sum(1 for d in deliveries if d["status"] == "sent")
-    say(f"demo finished: {sent}/{total} sent, every id exact (64-bit, as strings)")
+    say(
+        f"demo finished: {sent}/{total} sent, every id exact (64-bit, as strings)"
+        f" / 演示完成：已发送 {sent}/{total}，每个 id 都是精确值（64 位，以字符串保存）"
+    )
     skipped = collections.Counter(d.get("skip_reason") or "?" for d in deliveries if d["status"] == "skipped")
     if skipped:
         why = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
