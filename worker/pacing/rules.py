@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo
 import redis
 
 from worker.settings import Settings
-from worker.store.accounts import Limits
+from worker.store.accounts import Limits, stored_limits
 from worker.store.keys import Keys
 from worker.store.scripts import SHARED
 
@@ -332,7 +332,7 @@ class Pacer:
             if status in ("paused", "down") or vendor is None:
                 verdict.dropped.append(account)  # resume puts it back
                 continue
-            limits = Limits.model_validate_json(limits_raw) if limits_raw else Limits()
+            limits = stored_limits(limits_raw or "")
             self._judge(verdict, account, limits, vendor, PaceState.from_redis(pace, window), vendor_windows)
         return verdict
 

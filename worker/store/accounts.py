@@ -19,6 +19,7 @@ whose SecretStr never prints.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import tomllib
@@ -69,9 +70,10 @@ class RecipientCap(BaseModel):
 
 
 class Limits(BaseModel):
-    """Pacing limits. Defaults follow the vendors' advice: 20-40 a minute, ≥1 s apart, 2-5 s for groups."""
+    """Pacing limits. Defaults follow the vendors' advice: 20-40 a minute, ≥1 s apart, 2-5 s for groups.
+    Frozen: one parsed value is shared by every account stored with the same limits (:func:`stored_limits`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     #: Messages a minute; 0 switches pacing off for this account (tests, benchmarks).
     per_minute: int = Field(default=30, ge=0, le=100_000)
     #: Minimum gap between two sends to private chats, plus a random extra up to ``jitter_s``.
@@ -95,6 +97,13 @@ class Limits(BaseModel):
     def _known_timezone(cls, value: str) -> str:
         # the daily cap's day and quiet hours are local times: an unknown zone could never be paced
         return known_zone(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def stored_limits(raw: str) -> Limits:
+    """An account's limits as stored (JSON; "" for the defaults), parsed once per process and text: the
+    dispatcher reads the limits of every due account at every round, and most accounts share a few."""
+    return Limits.model_validate_json(raw or "{}")
 
 
 #: The stored fields an account's spec is built from (``from_hash`` keeps specs by them).
@@ -310,7 +319,7 @@ class AccountStore:
                 # get it again (BROADCAST_SECRET_KEY lost its old key)
                 token=SecretStr(opened or ""),
                 instance=data["instance"],
-                limits=Limits.model_validate_json(data.get("limits") or "{}"),
+                limits=stored_limits(data.get("limits") or ""),
                 options=json.loads(data.get("options") or "{}"),
             )
             if len(self._specs) >= _SPEC_CACHE:
