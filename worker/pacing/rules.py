@@ -31,11 +31,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis
 
 from worker.settings import Settings
+from worker.store import scripts
 from worker.store.accounts import Limits, stored_limits
 from worker.store.keys import Keys
 from worker.store.scripts import SHARED
@@ -312,19 +314,22 @@ class Pacer:
         self.keys = Keys(settings.key_prefix)
 
     def verdict(self, accounts: Sequence[str], now: float | None = None) -> Verdict:
-        """Three pipelined reads per account (limits and status, pace hash, window), one round trip."""
+        """Three reads per account (limits and status, pace hash, window), one round trip (without redis-py's
+        pipeline layers: their per-command reply handling was a quarter of the dispatcher's CPU)."""
         now = redis_now(self.redis) if now is None else now
         if not accounts:
             return Verdict([], {}, now, {}, [])
         k = self.keys
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(k.vendor_limits)
+        commands: list[tuple[Any, ...]] = [("HGETALL", k.vendor_limits)]
         for account in accounts:
-            pipe.hmget(k.account(account), "limits", "vendor", "status")
-            pipe.hgetall(k.pace(account))
-            pipe.lrange(k.pace_window(account), 0, -1)
-        rows = pipe.execute()
-        vendor_limits: dict[str, str] = rows[0]
+            commands.append(("HMGET", k.account(account), "limits", "vendor", "status"))
+            commands.append(("HGETALL", k.pace(account)))
+            commands.append(("LRANGE", k.pace_window(account), 0, -1))
+        rows = scripts.round_trip(self.redis, commands)
+        for row in rows:
+            if isinstance(row, Exception):
+                raise row
+        vendor_limits = scripts.hash_reply(rows[0])
         vendor_windows = self._vendor_windows(vendor_limits, now)
         verdict = Verdict([], {}, now, {}, [])
         for i, account in enumerate(accounts):
@@ -333,7 +338,8 @@ class Pacer:
                 verdict.dropped.append(account)  # resume puts it back
                 continue
             limits = stored_limits(limits_raw or "")
-            self._judge(verdict, account, limits, vendor, PaceState.from_redis(pace, window), vendor_windows)
+            state = PaceState.from_redis(scripts.hash_reply(pace), window)
+            self._judge(verdict, account, limits, vendor, state, vendor_windows)
         return verdict
 
     def _judge(

@@ -229,13 +229,6 @@ class Begin:
     confirmed: bool = True
 
 
-def _as_dict(reply: Any) -> dict[str, str]:
-    """A hash as :func:`worker.store.scripts.round_trip` gives it: a map (RESP3), or a flat list (RESP2)."""
-    if isinstance(reply, dict):
-        return reply
-    return dict(zip(reply[::2], reply[1::2], strict=True))
-
-
 class SessionOpening(NamedTuple):
     """A session to open (:meth:`Ledger.open_sessions`): its account and lease, its first job (BEGUN in the
     opening round trip) and that BEGIN's call id, and its cache of campaign templates (filled by the BEGIN)."""
@@ -654,7 +647,13 @@ class Ledger:
             first = self._begin_answer(opening.first_job, reply, opening.templates, True)
         seconds, micros = (int(part) for part in clock)
         return OpenedSession(
-            _as_dict(stored), seconds + micros / 1_000_000, _as_dict(pace), window, first, sent, received
+            scripts.hash_reply(stored),
+            seconds + micros / 1_000_000,
+            scripts.hash_reply(pace),
+            window,
+            first,
+            sent,
+            received,
         )
 
     def _begin_args(

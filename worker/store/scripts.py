@@ -249,6 +249,13 @@ def round_trip(client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any
     return list(pipe.execute(raise_on_error=False))
 
 
+def hash_reply(reply: Any) -> dict[str, str]:
+    """A hash as :func:`round_trip` gives it: a map (RESP3), or a flat list (RESP2)."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
 def register(client: redis.Redis, name: str) -> LuaScript:
     """The script ``lua/<name>.lua`` for this client."""
     return LuaScript(client, name)
