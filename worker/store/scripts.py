@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
@@ -158,11 +159,12 @@ class LuaScript:
             raise redis.ResponseError(self.source.explain(str(exc))) from exc
 
     def _direct(self, keys: list[Any], args: list[Any]) -> Any:
-        """``EVALSHA`` in a :func:`round_trip` of its own, without redis-py's per-command layers (its retry
-        wrapper, command-name parsing and observability hooks cost about as much as the round trip's own
-        Python): the hot path's scripts run many times a send. NOSCRIPT (a restarted server, a new primary)
+        """``EVALSHA`` in a :func:`round_trip` shared with the other threads' script calls of the moment
+        (:class:`SharedRoundTrips`), without redis-py's per-command layers (its retry wrapper, command-name
+        parsing and observability hooks cost about as much as the round trip's own Python): the hot path's
+        scripts run many times a send. NOSCRIPT (a restarted server, a new primary)
         is handed to redis-py's own call, which loads the script."""
-        (reply,) = round_trip(self._client, [("EVALSHA", self._script.sha, len(keys), *keys, *args)])
+        reply = shared_round_trips(self._client).call(("EVALSHA", self._script.sha, len(keys), *keys, *args))
         if not isinstance(reply, redis.exceptions.NoScriptError):
             return self.answer(reply, args)
         try:
@@ -247,6 +249,108 @@ def round_trip(client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any
     for command in commands:
         pipe.execute_command(*command)
     return list(pipe.execute(raise_on_error=False))
+
+
+class _Waiting:
+    """One command waiting in :class:`SharedRoundTrips`: its reply (or the error that lost it), and a lock its
+    thread waits on until a leader answers it or hands it the lead."""
+
+    __slots__ = ("command", "done", "error", "lead", "reply")
+
+    def __init__(self, command: tuple[Any, ...]) -> None:
+        self.command = command
+        self.reply: Any = None
+        self.error: BaseException | None = None
+        self.lead = False
+        self.done = threading.Lock()
+        self.done.acquire()
+
+
+class SharedRoundTrips:
+    """Commands from many threads sent together (group commit): the first caller leads, sends what is
+    waiting in one :func:`round_trip`, answers every caller, and sends again what came meanwhile; callers
+    that arrive while a round trip is under way wait for the next one instead of each making their own.
+
+    A worker process runs hundreds of sessions; each send's scripts were a round trip of its own, and each
+    round trip costs a thread its pool checkout, a send, a wait for the reply and the hand-offs of the
+    interpreter around them. Alone, a caller leads at once (the same round trip as before). A leader sends
+    at most :data:`LEAD_ROUNDS` round trips, then hands the lead to a waiting caller, so its own session is
+    not held up. A round trip that fails (a dropped connection, a timeout) raises the error for every
+    command in it, as it would have for each alone: the callers decide (the send path retries its
+    scripts with their call ids, which answer the same when they ran)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+        self._waiting: list[_Waiting] = []
+        self._leading = False
+
+    def call(self, command: tuple[Any, ...]) -> Any:
+        """The reply to ``command``, or the error Redis answered for it (a ``ResponseError``, NOSCRIPT
+        included), as :func:`round_trip` gives them; a failed round trip is raised."""
+        mine = _Waiting(command)
+        with self._lock:
+            self._waiting.append(mine)
+            follow = self._leading
+            self._leading = True
+        if follow:
+            mine.done.acquire()  # answered, or handed the lead
+        if not follow or mine.lead:
+            self._lead(mine)
+        if mine.error is not None:
+            raise mine.error
+        return mine.reply
+
+    def _lead(self, mine: _Waiting) -> None:
+        rounds = 0
+        while True:
+            with self._lock:
+                batch, self._waiting = self._waiting, []
+                if not batch:
+                    self._leading = False
+                    return
+            self._send(batch, mine)
+            rounds += 1
+            if rounds >= LEAD_ROUNDS:
+                with self._lock:
+                    if not self._waiting:
+                        self._leading = False
+                        return
+                    heir = self._waiting[0]  # stays waiting: its round trip is the next
+                heir.lead = True
+                heir.done.release()
+                return
+
+    def _send(self, batch: list[_Waiting], mine: _Waiting) -> None:
+        try:
+            replies = round_trip(self.client, [w.command for w in batch])
+        except BaseException as error:  # noqa: BLE001 - given to each caller, who raises it
+            for w in batch:
+                w.error = error
+        else:
+            for w, reply in zip(batch, replies, strict=True):
+                w.reply = reply
+        for w in batch:
+            if w is not mine:
+                w.done.release()
+
+
+#: Round trips a leader of :class:`SharedRoundTrips` sends before it hands the lead on.
+LEAD_ROUNDS = 2
+
+_shared: dict[int, SharedRoundTrips] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_round_trips(client: redis.Redis) -> SharedRoundTrips:
+    """The process's :class:`SharedRoundTrips` for ``client`` (one per client, made on first use)."""
+    shared = _shared.get(id(client))
+    if shared is None or shared.client is not client:
+        with _shared_lock:
+            shared = _shared.get(id(client))
+            if shared is None or shared.client is not client:
+                shared = _shared[id(client)] = SharedRoundTrips(client)
+    return shared
 
 
 def hash_reply(reply: Any) -> dict[str, str]:

@@ -4,6 +4,7 @@ same answers from a real server."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from typing import Any
@@ -15,8 +16,8 @@ from redis.connection import PythonRespSerializer
 
 from worker.runtime.connections import COMMAND_PACKER, new_redis_client
 from worker.settings import Settings
-from worker.store.ledger import _as_dict
-from worker.store.scripts import register, round_trip
+from worker.store import scripts
+from worker.store.scripts import SharedRoundTrips, hash_reply, register, round_trip
 
 REFERENCE: Any = PythonRespSerializer(6000, Encoder("utf-8", "strict", True).encode)  # type: ignore[no-untyped-call]
 
@@ -110,12 +111,72 @@ def test_a_round_trip_answers_each_command_and_an_error_in_its_place(redis_url: 
             client,
             [("HGETALL", key), ("TIME",), ("LRANGE", key, 0, -1), ("EVALSHA", "0" * 40, 0), ("ECHO", "still read")],
         )
-        assert _as_dict(hashed) == {"a": "1", "b": "中文"}  # RESP3 (redis-py's default): a map
+        assert hash_reply(hashed) == {"a": "1", "b": "中文"}  # RESP3 (redis-py's default): a map
         assert len(clock) == 2 and int(clock[0]) > 1_700_000_000
         assert isinstance(wrong, redis.ResponseError) and "WRONGTYPE" in str(wrong)
         assert isinstance(missing, redis.exceptions.NoScriptError)
         assert echoed == "still read"
         assert client.ping()  # the connection went back to the pool in a clean state
+    finally:
+        client.delete(key)
+        client.close()
+
+
+def test_script_calls_from_many_threads_share_round_trips_and_each_gets_its_own_answer(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit (SharedRoundTrips): 40 threads x 50 commands each get exactly their own reply, in fewer
+    round trips than commands, and the lead passes on without a caller left waiting."""
+    client = new_redis_client(redis_url, Settings(env="dev"))
+    shared = SharedRoundTrips(client)
+    trips: list[int] = []
+    real = scripts.round_trip
+    monkeypatch.setattr(scripts, "round_trip", lambda c, commands: trips.append(len(commands)) or real(c, commands))
+    wrong: list[str] = []
+
+    def caller(t: int) -> None:
+        for i in range(50):
+            got = shared.call(("ECHO", f"{t}:{i}"))
+            if got != f"{t}:{i}":
+                wrong.append(f"{t}:{i} got {got!r}")
+
+    threads = [threading.Thread(target=caller, args=(t,)) for t in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    try:
+        assert not any(thread.is_alive() for thread in threads)
+        assert wrong == [] and sum(trips) == 40 * 50
+        assert len(trips) < 40 * 50 and max(trips) > 1
+        assert shared.call(("ECHO", "alone")) == "alone" and trips[-1] == 1  # alone: a round trip of its own
+    finally:
+        client.close()
+
+
+def test_a_shared_round_trip_that_fails_raises_for_every_command_in_it(redis_url: str) -> None:
+    """An answer that did not come in time fails every command of that round trip (each caller decides what
+    to do: the send path's scripts carry call ids), never runs them again, and the next call works; an
+    error Redis answers for one command is that command's alone."""
+    client = new_redis_client(redis_url, Settings(env="dev"))
+    client.connection_pool.connection_kwargs["socket_timeout"] = 0.2  # before its first connection
+    shared = SharedRoundTrips(client)
+    key = f"shared:{uuid.uuid4().hex}"
+    slow = (
+        "local n = redis.call('INCR', KEYS[1]) local t = redis.call('TIME') local until_us = t[1] * 1e6 + t[2]"
+        " + 400000 repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] >= until_us return n"
+    )
+    waiting = [scripts._Waiting(("EVAL", slow, 1, key)), scripts._Waiting(("ECHO", "behind it"))]
+    try:
+        shared._send(waiting, waiting[0])
+        assert all(isinstance(w.error, redis.TimeoutError) for w in waiting)
+        # the waiting caller is woken; the leader's own (waiting[0]) is not: it is no one's to wake
+        assert waiting[1].done.acquire(blocking=False) and not waiting[0].done.acquire(blocking=False)
+        time.sleep(0.5)
+        assert client.get(key) == "1"  # ran once, not again
+        assert shared.call(("ECHO", "next")) == "next"
+        refused = shared.call(("LPUSH",))
+        assert isinstance(refused, redis.ResponseError) and shared.call(("ECHO", "after")) == "after"
     finally:
         client.delete(key)
         client.close()
