@@ -23,7 +23,6 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, TypeVar, cast
@@ -47,6 +46,7 @@ from worker.errors import (
 )
 from worker.execution.lease import call_under_lease
 from worker.execution.retry import RetryPolicy
+from worker.execution.threads import SessionThreads
 from worker.logs import REDACTOR
 from worker.messages import AnyMessage, SequenceMessage, SingleMessage
 from worker.pacing.holds import account_holds, held, held_entry, hold_after_abandoned, hold_for_daily_cap
@@ -203,7 +203,7 @@ class SessionRunner:
         #: campaign message templates parsed in this process, by their stored JSON (bounded)
         self._campaign_templates: dict[str, AnyMessage] = {}
         #: threads for the sessions of a bundle beyond its first (at most the sessions in flight)
-        self._sessions = ThreadPoolExecutor(max_workers=settings.worker_concurrency, thread_name_prefix="session")
+        self._sessions = SessionThreads(settings.worker_concurrency)
         #: sessions given to those threads and not ended (queued ones too)
         self._threads_busy = 0
         self._threads_lock = threading.Lock()
