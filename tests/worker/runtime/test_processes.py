@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,8 +127,14 @@ def test_a_worker_whose_consumer_stopped_taking_messages_starts_itself_again(
         wait_for(lambda: stack.redis.zcard(workers_key) == 1, timeout=60, what="the worker's capacity")
         queue = f"{stack.prefix}.send"
         hostname = stack.redis.zrange(workers_key, 0, -1)[0]
-        answer = control.control.cancel_consumer(queue, destination=[hostname], reply=True, timeout=10)
-        assert answer and "ok" in next(iter(answer[0].values())), answer  # it consumes nothing from now on
+        answers: list[Any] = []
+
+        def cancelled() -> bool:  # the reply may take longer than one ask waits on a busy machine: ask again
+            answers[:] = control.control.cancel_consumer(queue, destination=[hostname], reply=True, timeout=5)
+            return bool(answers)
+
+        wait_for(cancelled, timeout=60, what="the worker to answer the remote control")
+        assert "ok" in next(iter(answers[0].values())), answers  # it consumes nothing from now on
         pid = worker.proc.pid
 
         producer = Producer(stack.ledger, stack.accounts)
