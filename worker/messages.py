@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal, get_args
 
@@ -138,12 +138,19 @@ def _field_limit(model: type[BaseModel], name: str) -> int:
 class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
+    def string_fields(self) -> Iterator[tuple[str, str]]:
+        """The message's text fields that are set (``kind`` aside), in their order: what templates are made of.
+        Read from the fields themselves, not a ``model_dump`` (which copies the whole message: this runs at
+        every send)."""
+        for name, value in self.__dict__.items():
+            if name != "kind" and isinstance(value, str):
+                yield name, value
+
     def placeholders(self) -> set[str]:
         """Every ``{name}`` used by the template fields of this message."""
         names: set[str] = set()
-        for value in self.model_dump(exclude={"kind"}).values():
-            if isinstance(value, str):
-                names |= xmlsafe.placeholders(value)
+        for _, value in self.string_fields():
+            names |= xmlsafe.placeholders(value)
         return names
 
     def missing_variables(self, variables: dict[str, str] | None) -> set[str]:
@@ -153,9 +160,7 @@ class _Base(BaseModel):
     def size_plan(self) -> SizePlan:
         """What rendering can make of each template field, for :meth:`SizePlan.check`."""
         plans = []
-        for name, value in self.model_dump(exclude={"kind"}).items():
-            if not isinstance(value, str):
-                continue
+        for name, value in self.string_fields():
             found = xmlsafe.PLACEHOLDER.findall(value)
             if not found:
                 continue
@@ -174,9 +179,7 @@ class _Base(BaseModel):
 
     def _after_render(self, rendered: _Base) -> None:
         """The per-kind limits and character rules hold for the rendered message too."""
-        for name, value in rendered.model_dump(exclude={"kind"}).items():
-            if not isinstance(value, str):
-                continue
+        for name, value in rendered.string_fields():
             limit = _field_limit(type(self), name)
             size = len(value.encode("utf-8")) if name == "xml" else len(value)
             if size > limit:
@@ -307,8 +310,8 @@ class MiniProgramMessage(_Base):
         self._before_render(variables)
         values = variables or {}
         update: dict[str, Any] = {}
-        for name, value in self.model_dump(exclude={"kind"}).items():
-            if not isinstance(value, str) or not xmlsafe.placeholders(value):
+        for name, value in self.string_fields():
+            if not xmlsafe.placeholders(value):
                 continue
             field = f"message.{name}"
             if name == "xml":
@@ -358,8 +361,8 @@ class _PlainFields(_Base):
         values = variables or {}
         update = {
             name: xmlsafe.substitute_text(value, values, field=f"message.{name}")
-            for name, value in self.model_dump(exclude={"kind"}).items()
-            if isinstance(value, str) and xmlsafe.placeholders(value)
+            for name, value in self.string_fields()
+            if xmlsafe.placeholders(value)
         }
         rendered = self.model_copy(update=update)
         self._after_render(rendered)
