@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import os
 import signal
@@ -126,7 +127,17 @@ def test_a_worker_whose_consumer_stopped_taking_messages_starts_itself_again(
         wait_for(lambda: stack.redis.zcard(workers_key) == 1, timeout=60, what="the worker's capacity")
         queue = f"{stack.prefix}.send"
         hostname = stack.redis.zrange(workers_key, 0, -1)[0]
-        answer = control.control.cancel_consumer(queue, destination=[hostname], reply=True, timeout=10)
+        # its capacity entry can come before its remote-control consumer listens (a broadcast then gets no
+        # reply): asked again until it answers
+        answers: list[list[dict[str, dict[str, str]]]] = []
+
+        def cancelled() -> bool:
+            answers[:] = [control.control.cancel_consumer(queue, destination=[hostname], reply=True, timeout=5)]
+            return bool(answers[0])
+
+        with contextlib.suppress(TimeoutError):
+            wait_for(cancelled, timeout=60, what="the worker's answer to cancel_consumer")
+        answer = answers[0]
         assert answer and "ok" in next(iter(answer[0].values())), answer  # it consumes nothing from now on
         pid = worker.proc.pid
 
