@@ -17,9 +17,12 @@ $(VENV)/.installed: pyproject.toml
 dev: install
 	$(BIN)/broadcast dev --demo
 
-## The whole test suite (starts its own redis-server, simulator, workers).
+## The whole test suite (starts its own redis-server, simulator, workers), on TEST_WORKERS pytest-xdist
+## workers: each has its own redis-server and simulator; the tests of a module sharing a module-scoped
+## fixture (an `api` process, a browser) run on one worker (tests/conftest.py marks them xdist_group).
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 ## The unit tier: no `broadcast` processes, no browser (a private redis-server and the simulator still run).
 test-fast: install

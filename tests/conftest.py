@@ -62,12 +62,27 @@ def account_for(sim: SimulatorServer, vendor: str, **overrides: object) -> Vendo
 TIER_FIXTURES = {"stack": "e2e", "api_stack": "e2e", "api": "e2e", "browser": "browser"}
 
 
+def _shares_a_module_fixture(item: pytest.Item) -> bool:
+    """Whether the test uses a fixture set up once per module or class (an `api` process, a browser, a
+    simulator of the module's own), directly or through another fixture."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(defs and defs[-1].scope in ("module", "class", "package") for defs in info.name2fixturedefs.values())
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group markers added here
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         for fixture in TIER_FIXTURES.keys() & set(getattr(item, "fixturenames", ())):
             item.add_marker(TIER_FIXTURES[fixture])
         if item.get_closest_marker("browser"):
             item.add_marker("e2e")  # every browser test drives a served page
+        # `make test` runs the tests in parallel (pytest-xdist, --dist loadgroup): the tests of a module that
+        # share a module-scoped fixture go to one worker, which sets it up once (each worker has its own
+        # session fixtures: a private redis-server and simulator); the other tests go wherever a worker is free.
+        if _shares_a_module_fixture(item) and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -88,7 +103,13 @@ import uuid  # noqa: E402
 import redis as redis_lib  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 
+import scheduler.devtools.embedded  # noqa: E402
+from tests import procs  # noqa: E402
 from tests.procs import Proc, RedisServer, wait_for  # noqa: E402
+
+# Every port a test picks for a server it starts comes from this xdist worker's own block (tests/procs.py,
+# free_port): set before the test modules import free_port by name.
+scheduler.devtools.embedded.free_port = procs.free_port
 from worker.store.accounts import AccountSpec, AccountStore  # noqa: E402
 from worker.store.keys import Keys  # noqa: E402
 from worker.store.ledger import TERMINAL, Claim, Job, Ledger  # noqa: E402

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +20,36 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class RedisServer(EmbeddedRedis):
     """A private redis-server for the test session."""
+
+
+#: Ports for the servers tests start (redis-server, `broadcast api`, ...) come from a block of 1,000 per
+#: pytest-xdist worker below Linux's ephemeral range (32768-60999), which neither bind(("", 0)) nor an
+#: outgoing connection hands out. A port picked with bind(0) is free only until someone binds it: between
+#: the pick and the started process's own bind (a second or two), the other worker could pick the same one,
+#: and its server then fails to start while the first one answers both workers' requests.
+PORTS_FROM = 20000
+PORTS_PER_WORKER = 1000
+_port_counter = itertools.count()
+
+
+def _worker_number() -> int:
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ... (unset without xdist)
+    return int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now, from this worker's own block (not reused before the block
+    wraps around): tests/conftest.py puts it in place of ``scheduler.devtools.embedded.free_port``."""
+    first = PORTS_FROM + (_worker_number() % 12) * PORTS_PER_WORKER  # 12 blocks end below 32768
+    for _ in range(PORTS_PER_WORKER):
+        port = first + next(_port_counter) % PORTS_PER_WORKER
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken (or another service's)
+        return port
+    raise RuntimeError(f"no free port in {first}-{first + PORTS_PER_WORKER - 1}")
 
 
 def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.05) -> None:

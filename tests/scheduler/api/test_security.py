@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 from scheduler.api.app import create_app
 from simulator.server import SimulatorServer
 from tests.conftest import API_TOKEN, ApiStack
+from tests.procs import wait_for
 from tests.scheduler.api.test_routes import put_account
 from worker.settings import Settings
 from worker.store.keys import Keys
@@ -78,7 +79,11 @@ def test_strangers_take_no_slot_and_a_trickled_body_is_cut(slow_body_stack: ApiS
     for conn in lookers:
         status, body = answer(conn)
         assert status == 403 and "operator" in body, body
-    audit = stack.http.get("/v1/audit", params={"key": f"v-{stack.prefix}"}).json()["items"]
+    # the audit records a request after its answer is sent (scheduler/api/audit.py): wait for both records
+    viewers_audit = lambda: stack.http.get("/v1/audit", params={"key": f"v-{stack.prefix}"}).json()["items"]  # noqa: E731
+    with contextlib.suppress(TimeoutError):
+        wait_for(lambda: len(viewers_audit()) >= 2, timeout=10, what="both refusals in the audit")
+    audit = viewers_audit()
     assert [e["status"] for e in audit] == [403, 403], audit  # refused at the door, still on the record
     assert stack.http.post("/v1/campaigns", json={**campaign, "name": "after viewers"}).status_code == 202
 

@@ -71,7 +71,9 @@ def test_an_unset_time_is_a_dash_and_text_is_left_alone() -> None:
 
 def test_the_audit_at_column_carries_the_offset() -> None:
     """Run as an operator's machine in Shanghai would: ``TZ`` read at the CLI's start."""
-    env = {**os.environ, "TZ": "Asia/Shanghai", "NO_COLOR": "1", "PYTHONIOENCODING": "utf-8"}
+    # output to a pipe with no COLUMNS (a pytest-xdist worker can inherit COLUMNS=80, which wraps the table)
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env.update({"TZ": "Asia/Shanghai", "NO_COLOR": "1", "PYTHONIOENCODING": "utf-8"})
     script = (
         "from scheduler.cli.keys import print_audit; "
         f"print_audit({{'items': [{{'at': {EPOCH}, 'key': 'alice', 'role': 'operator', 'action': 'campaign.recall', "

@@ -83,6 +83,22 @@ def text_of(driver: Any, css: str) -> str:
     return " ".join(e.text for e in found)
 
 
+def type_into(driver: Any, css: str, text: str) -> None:
+    """Type into what ``css`` finds once it takes keys: a field can be briefly not interactable (or redrawn)
+    while the page settles after a click, longer on a busy machine."""
+    from selenium.common.exceptions import ElementNotInteractableException, StaleElementReferenceException
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            by_css(driver, css).send_keys(text)
+            return
+        except (ElementNotInteractableException, StaleElementReferenceException):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def until(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
     """Wait for what the page shows (the console polls every 2 s)."""
 
@@ -152,7 +168,7 @@ def test_campaign_from_csv_finishes_and_its_dead_letters_replay(stack: ApiStack,
     until(lambda: len(all_css(browser, "#c-accounts input")) == 2, "the account choices")
     by_css(browser, "#c-name").send_keys("双十一 console")
     click(browser, "#c-accounts input[value='shop']")
-    by_css(browser, "#c-text").send_keys("{name} 你好，双十一快乐")
+    type_into(browser, "#c-text", "{name} 你好，双十一快乐")
     by_css(browser, "#c-file").send_keys(str(csv_file))
     until(lambda: "10" in by_css(browser, "#c-preview p").text, "the CSV preview")
     preview = text_of(browser, "#c-preview-table tbody")
@@ -388,7 +404,7 @@ def test_a_draft_is_tested_then_started_from_its_page(stack: ApiStack, browser: 
     until(lambda: len(all_css(browser, "#c-accounts input")) == 2, "the account choices")
     by_css(browser, "#c-name").send_keys("草稿 console")
     click(browser, "#c-accounts input[value='shop']")
-    by_css(browser, "#c-text").send_keys("{name} 你好")
+    type_into(browser, "#c-text", "{name} 你好")
     by_css(browser, "#c-file").send_keys(str(csv_file))
     until(lambda: "2" in by_css(browser, "#c-preview p").text, "the CSV preview")
     # its long label does not shrink the box: the same size as the account's checkbox
@@ -818,7 +834,7 @@ def test_contacts_sync_from_the_accounts_page_then_a_campaign_for_ticked_labels(
     empty = {"audience": {"accounts": ["crm"]}, "message": {"kind": "text", "text": ""}}
     previewed = stack.http.post("/v1/audiences/preview", json=empty).json()
     assert (previewed["total"], previewed["message_checked"]) == (40, False), previewed
-    by_css(browser, "#c-text").send_keys("{code} 你好")  # a placeholder no contact fills: said in Chinese
+    type_into(browser, "#c-text", "{code} 你好")  # a placeholder no contact fills: said in Chinese
     until(lambda: "占位符" in by_css(browser, "#c-aud-error").text, "the translated preview error")
     by_css(browser, "#c-text").clear()
     by_css(browser, "#c-text").send_keys("{name} 你好")

@@ -129,7 +129,9 @@ def test_a_worker_whose_consumer_stopped_taking_messages_starts_itself_again(
         hostname = stack.redis.zrange(workers_key, 0, -1)[0]
         answers: list[Any] = []
 
-        def cancelled() -> bool:  # the reply may take longer than one ask waits on a busy machine: ask again
+        # its capacity entry can come before its remote-control consumer listens (a broadcast then gets no
+        # reply), and one ask may wait too little on a busy machine: asked again until it answers
+        def cancelled() -> bool:
             answers[:] = control.control.cancel_consumer(queue, destination=[hostname], reply=True, timeout=5)
             return bool(answers)
 
