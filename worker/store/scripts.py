@@ -216,20 +216,22 @@ class LuaScript:
         raise redis.exceptions.NoScriptError(f"{self.source.name}.lua: NOSCRIPT after reloading it")
 
 
-def round_trip(client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+def round_trip(client: redis.Redis, commands: list[tuple[Any, ...]], *, into: list[Any] | None = None) -> list[Any]:
     """Several commands in one round trip, each reply or the error Redis answered for it (a
     ``ResponseError``, NOSCRIPT included), never raised. On the product's clients it skips redis-py's pipeline
     layers (command stack, observability), and replies come as the connection's protocol gives them (RESP3,
     redis-py's default: ``HGETALL`` a map, ``TIME`` two strings; RESP2: a flat list); another client's
     pipeline applies redis-py's reply callbacks: callers read all. A dropped connection or a timeout drops the
     connection and is raised, as redis-py does with the product's pools (they never retry: the callers
-    decide, a send's scripts by their call ids); a client that retries gets redis-py's pipeline, which does."""
+    decide, a send's scripts by their call ids); a client that retries gets redis-py's pipeline, which does.
+    ``into``: the replies are added to it as they are read, so a caller whose round trip failed part-way
+    knows which commands were answered (on the product's clients)."""
     if type(client) is redis.Redis:
         pool = client.connection_pool
         conn: Any = pool.get_connection()
         try:
             conn.send_packed_command(conn.pack_commands(commands))
-            replies: list[Any] = []
+            replies: list[Any] = into if into is not None else []
             for _ in commands:
                 try:
                     replies.append(conn.read_response())
@@ -248,7 +250,10 @@ def round_trip(client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any
     pipe: Any = client.pipeline(transaction=False)
     for command in commands:
         pipe.execute_command(*command)
-    return list(pipe.execute(raise_on_error=False))
+    answers = list(pipe.execute(raise_on_error=False))
+    if into is not None:
+        into.extend(answers)
+    return answers
 
 
 class _Waiting:
@@ -276,8 +281,8 @@ class SharedRoundTrips:
     interpreter around them. Alone, a caller leads at once (the same round trip as before). A leader sends
     at most :data:`LEAD_ROUNDS` round trips, then hands the lead to a waiting caller, so its own session is
     not held up. A round trip that fails (a dropped connection, a timeout) raises the error for every
-    command in it, as it would have for each alone: the callers decide (the send path retries its
-    scripts with their call ids, which answer the same when they ran)."""
+    command in it not answered yet, as it would have for each alone: the callers decide (the send path
+    retries its scripts with their call ids, which answer the same when they ran)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
@@ -322,14 +327,14 @@ class SharedRoundTrips:
                 return
 
     def _send(self, batch: list[_Waiting], mine: _Waiting) -> None:
+        answered: list[Any] = []
         try:
-            replies = round_trip(self.client, [w.command for w in batch])
-        except BaseException as error:  # noqa: BLE001 - given to each caller, who raises it
-            for w in batch:
+            round_trip(self.client, [w.command for w in batch], into=answered)
+        except BaseException as error:  # noqa: BLE001 - given to each caller not answered, who raises it
+            for w in batch[len(answered) :]:
                 w.error = error
-        else:
-            for w, reply in zip(batch, replies, strict=True):
-                w.reply = reply
+        for w, reply in zip(batch, answered, strict=False):  # an answer read before a failure still counts
+            w.reply = reply
         for w in batch:
             if w is not mine:
                 w.done.release()

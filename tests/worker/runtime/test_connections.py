@@ -131,7 +131,9 @@ def test_script_calls_from_many_threads_share_round_trips_and_each_gets_its_own_
     shared = SharedRoundTrips(client)
     trips: list[int] = []
     real = scripts.round_trip
-    monkeypatch.setattr(scripts, "round_trip", lambda c, commands: trips.append(len(commands)) or real(c, commands))
+    monkeypatch.setattr(
+        scripts, "round_trip", lambda c, commands, **kw: trips.append(len(commands)) or real(c, commands, **kw)
+    )
     wrong: list[str] = []
 
     def caller(t: int) -> None:
@@ -155,9 +157,9 @@ def test_script_calls_from_many_threads_share_round_trips_and_each_gets_its_own_
 
 
 def test_a_shared_round_trip_that_fails_raises_for_every_command_in_it(redis_url: str) -> None:
-    """An answer that did not come in time fails every command of that round trip (each caller decides what
-    to do: the send path's scripts carry call ids), never runs them again, and the next call works; an
-    error Redis answers for one command is that command's alone."""
+    """An answer that did not come in time fails every command of that round trip not answered yet (each
+    caller decides what to do: the send path's scripts carry call ids), never runs them again, and the next
+    call works; an error Redis answers for one command is that command's alone."""
     client = new_redis_client(redis_url, Settings(env="dev"))
     client.connection_pool.connection_kwargs["socket_timeout"] = 0.2  # before its first connection
     shared = SharedRoundTrips(client)
@@ -179,4 +181,24 @@ def test_a_shared_round_trip_that_fails_raises_for_every_command_in_it(redis_url
         assert isinstance(refused, redis.ResponseError) and shared.call(("ECHO", "after")) == "after"
     finally:
         client.delete(key)
+        client.close()
+
+
+def test_answers_read_before_a_shared_round_trip_broke_still_count(redis_url: str) -> None:
+    """The connection closes part-way through a round trip (here it is killed by a command of the round trip
+    itself, after its answer): the commands answered before keep their answers, the others fail."""
+    client = new_redis_client(redis_url, Settings(env="dev"))
+    shared = SharedRoundTrips(client)
+    try:
+        own = shared.call(("CLIENT", "ID"))  # the connection the next round trip takes (one thread: the same)
+        waiting = [
+            scripts._Waiting(("ECHO", "before it")),
+            scripts._Waiting(("CLIENT", "KILL", "ID", own, "SKIPME", "no")),
+            scripts._Waiting(("ECHO", "behind it")),
+        ]
+        shared._send(waiting, waiting[0])
+        assert (waiting[0].reply, waiting[0].error) == ("before it", None)
+        assert isinstance(waiting[2].error, redis.ConnectionError)
+        assert shared.call(("ECHO", "next")) == "next"  # on a new connection
+    finally:
         client.close()
