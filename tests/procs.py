@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,10 +27,13 @@ class RedisServer(EmbeddedRedis):
 #: pytest-xdist worker below Linux's ephemeral range (32768-60999), which neither bind(("", 0)) nor an
 #: outgoing connection hands out. A port picked with bind(0) is free only until someone binds it: between
 #: the pick and the started process's own bind (a second or two), the other worker could pick the same one,
-#: and its server then fails to start while the first one answers both workers' requests.
+#: and its server then fails to start while the first one answers both workers' requests. Each test run
+#: starts at a random place in its block: two test runs on one machine (a developer's and CI's, say) would
+#: otherwise walk the same ports in step and meet in that same window (seen: a run's upload test talked to
+#: the other run's API).
 PORTS_FROM = 20000
 PORTS_PER_WORKER = 1000
-_port_counter = itertools.count()
+_port_counter = itertools.count(random.randrange(PORTS_PER_WORKER))
 
 
 def _worker_number() -> int:
