@@ -292,11 +292,14 @@ def callback(
                 say(
                     "The URL cannot be shown again: only its key's hash is kept. To make a new one, run"
                     f" 'broadcast accounts callback {account_id} --rotate --register' (the old URL stops working"
-                    " at once) / 地址无法再次显示（只保存密钥的哈希）。如需新地址，运行上面的 --rotate --register"
-                    "（旧地址立即失效，或在服务商处更新地址）。"
+                    " at once) / 地址无法再次显示（只保存密钥的哈希）。如需新地址，请运行"
+                    f" 'broadcast accounts callback {account_id} --rotate --register'：旧地址会立即失效；"
+                    "不加 --register 时，请自行到服务商处更新回调地址。"
                 )
             if register:
-                raise typer.Exit(2) from None  # the asked-for registration did not happen
+                # the asked-for registration did not happen (exit 2: the request was refused, as docs/cli.md
+                # says); a script that only wants the callback set can run it without --register
+                raise typer.Exit(2) from None
             return
     if as_json:
         print_json(answer)

@@ -30,12 +30,14 @@ from scheduler.devtools.embedded import EmbeddedRedis, free_port
 
 
 def _how_it_ended(code: int) -> str:
-    """``exit 1`` or ``killed by SIGKILL``: what an operator needs to know first about a dead service."""
-    if code < 0:
+    """``exit 1`` or ``killed by SIGKILL``: what an operator needs to know first about a dead service. A
+    code above 128 is how ``broadcast worker`` reports a process of its own that a signal killed."""
+    if code < 0 or code > 128:
+        number = -code if code < 0 else code - 128
         try:
-            return f"killed by {signal.Signals(-code).name}"
+            return f"killed by {signal.Signals(number).name}" + ("" if code < 0 else " (a worker process)")
         except ValueError:
-            return f"killed by signal {-code}"
+            return f"killed by signal {number}"
     return f"exit {code}"
 
 

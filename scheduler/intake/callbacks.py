@@ -76,8 +76,9 @@ ODD_BYTES = 4096
 ODD_TTL_S = 3 * 86400
 GROUP = "process"
 #: ``Offline`` notices checked with the vendor per account and hour at most: each check is a vendor call the
-#: account's pacing counts, so forged notices that each say a new time must not use up its sends. Past it a
-#: notice does nothing (``offline_over_cap``): an account really logged out is found by its next send.
+#: account's pacing counts, so forged notices (or a vendor's repeats: a notice the vendor checks is not kept
+#: for the dedupe window) must not use up its sends. Past it a notice does nothing (``offline_over_cap``): an
+#: account really logged out is found by its next send.
 OFFLINE_CHECKS_PER_H = 6
 #: Held changes (over the hourly cap) kept per account at most, and for how long: an attacker with a leaked
 #: URL cannot grow Redis past HELD_MAX entries (~200 B each) per account. Past HELD_MAX a change is not kept:
@@ -587,8 +588,9 @@ class CallbackProcessor:
     def _act(self, current: Account, event: Event, received: float, body: bytes) -> tuple[Kind, bool]:
         """What the event was, and whether it changed anything (only then is it remembered for the dedupe
         window: a text that is no opt-out, an opt-out of someone suppressed already, leave no key behind;
-        a held change is remembered, so the vendor's retries of it are not held twice). An ``Offline`` is
-        always remembered: a replay must not stop an account an operator resumed since."""
+        a held change is remembered, so the vendor's retries of it are not held twice). An ``Offline`` taken
+        at its word is always remembered: a replay must not stop an account an operator resumed since; one
+        the vendor's check decides is not (a refuted forgery would otherwise hide a real notice)."""
         account = current.id
         if event.kind is Kind.TEXT:
             word = optout_form(event.text)
@@ -620,14 +622,17 @@ class CallbackProcessor:
                 return Kind.STALE, True  # said (or received) before an operator resumed the account: old news
             if current.status == "active":  # a paused account stays as the operator left it
                 if self.check_offline is not None:  # down only once the vendor agrees
+                    # not remembered for the dedupe window: a notice the vendor refutes (a forgery) must not
+                    # make a real one that says no time (GeWe's usual shape) a duplicate; the vendor's check
+                    # decides each, and the hourly bound keeps repeats from spending the account's pacing
                     _, checks = self._this_hour(self.keys.offline_checks, account)
                     if checks > OFFLINE_CHECKS_PER_H:  # forged ones must not spend the account's pacing
                         log.warning("offline callbacks over the hourly checks: left to the sends",
                                     extra={"account": account})  # fmt: skip
-                        return Kind.OFFLINE_OVER_CAP, True
+                        return Kind.OFFLINE_OVER_CAP, False
                     self.check_offline(account, event.text, received or time.time())
                     log.info("offline callback: asking the vendor", extra={"account": account})
-                    return Kind.OFFLINE, True
+                    return Kind.OFFLINE, False
                 self.accounts.set_status(account, "down", event.text)
                 self._audit("account.down", f"account:{account}")
                 log.warning("account down by callback", extra={"account": account, "error": event.text})

@@ -131,7 +131,8 @@ def supervise(count: int, user_args: Sequence[str], cores: Sequence[int | None] 
     cold). A worker process given SIGHUP stops too (celery_app.py), never restarts itself unsupervised.
 
     One process ending by itself (killed, crashed, stopped alone) means less capacity than configured: the
-    others are stopped and the exit code is the highest of theirs, at least 1, so whatever supervises this
+    others are stopped (saying which one ended and how) and the exit code is that process's (128 + the
+    signal for one a signal killed: 137 for SIGKILL), at least 1, so whatever supervises this
     command (Docker, systemd's ``Restart=on-failure``) starts the whole again. Asked to stop, it exits with
     the highest code of its processes (0 after a clean warm shutdown)."""
     env = {**os.environ, "BROADCAST_WORKER_PROCESSES": "1", SUPERVISED_ENV: "1"}
@@ -172,7 +173,34 @@ def supervise(count: int, user_args: Sequence[str], cores: Sequence[int | None] 
     while not stopping and all(child.poll() is None for child in children):
         time.sleep(0.5)
     asked = stopping
+    ended = [child for child in children if child.returncode is not None]  # by themselves, when not asked
     if not asked:
+        for i, child in enumerate(children):
+            if child in ended:  # say which one ended and how, before the others stop
+                print(
+                    f"broadcast worker: process {i + 1} (pid {child.pid}) {_ended(child.returncode)}; stopping the"
+                    f" others / 第 {i + 1} 个进程（pid {child.pid}）{_ended(child.returncode, zh=True)}，正在停止其余进程",
+                    file=sys.stderr,
+                )
         forward(signal.SIGTERM, None)
-    codes = [abs(child.wait()) for child in children]
-    return max(codes, default=0) if asked else max(*codes, 1)
+    codes = [_exit_code(child.wait()) for child in children]
+    if asked:
+        return max(codes, default=0)
+    return max(1, *(_exit_code(child.returncode) for child in ended))  # the cause, not the ones stopped after
+
+
+def _exit_code(returncode: int) -> int:
+    """A process's end as a shell reports it: its exit code, or 128 + the signal that killed it (137 for
+    SIGKILL), so whoever restarts the command can tell a kill from a failure."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _ended(returncode: int, *, zh: bool = False) -> str:
+    """``exited with code 1`` or ``was killed by SIGKILL``, in English or Chinese."""
+    if returncode >= 0:
+        return f"退出（代码 {returncode}）" if zh else f"exited with code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"被 {name} 终止" if zh else f"was killed by {name}"

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from scheduler.devtools.devstack import _how_it_ended
 from scheduler.intake.producer import Producer
 from simulator.server import SimulatorServer
 from tests.conftest import Stack
@@ -107,6 +108,25 @@ def test_when_one_worker_process_dies_the_command_stops_the_others_and_fails(
         # supervisor (Docker's restart policy, systemd) starts the whole again
         assert worker.proc.wait(60) != 0
         assert not Path(f"/proc/{children[1]}").exists() or "zombie" in Path(f"/proc/{children[1]}/status").read_text()
+        assert f"process 1 (pid {children[0]}) " in worker.output() and "; stopping the others" in worker.output()
+    finally:
+        stack.stop()
+
+
+def test_a_worker_process_killed_by_a_signal_is_named_and_the_command_exits_128_plus_it(
+    redis_url: str, sim: SimulatorServer, tmp_path: Path
+) -> None:
+    """The newcomer's dev stack said "worker: exit 9" for a process killed by SIGKILL: the command now says
+    which process a signal killed and exits as a shell reports it (137), which `broadcast dev` reads back."""
+    stack = Stack(redis_url, sim, tmp_path, BROADCAST_WORKER_PROCESSES="2", BROADCAST_WORKER_CONCURRENCY="4")
+    try:
+        worker = stack.start("worker")
+        children = two_worker_processes(worker)
+        os.kill(children[1], signal.SIGKILL)
+        assert worker.proc.wait(60) == 128 + signal.SIGKILL
+        assert f"process 2 (pid {children[1]}) was killed by SIGKILL; stopping the others" in worker.output()
+        assert "被 SIGKILL 终止" in worker.output()
+        assert _how_it_ended(worker.proc.returncode) == "killed by SIGKILL (a worker process)"
     finally:
         stack.stop()
 

@@ -626,20 +626,22 @@ def checked_processor(ledger: Ledger) -> tuple[CallbackProcessor, list[tuple[str
 
 def test_an_offline_goes_to_the_vendor_check_and_the_account_is_left_as_it_is(ledger: Ledger) -> None:
     """With a checker (the dispatcher's: a worker task), a fresh ``Offline`` is handed over, not applied;
-    a replay is not handed over again; a paused account's notice is not checked at all."""
+    the same notice again is handed over again (the vendor's check decides each: a refuted forgery must not
+    make a real notice without a time a duplicate); a paused account's notice is not checked at all."""
     processor, asked = checked_processor(ledger)
     accounts = processor.accounts
     at = time.time() + 1
     offline = gewe("Offline", Data={"CreateTime": int(at)})
     assert processor.handle("acct1", offline, received=at) is Kind.OFFLINE
-    assert processor.handle("acct1", offline, received=at) is Kind.DUPLICATE
+    assert processor.handle("acct1", gewe("Offline"), received=at) is Kind.OFFLINE  # no time: as GeWe sends it
+    assert processor.handle("acct1", gewe("Offline"), received=at) is Kind.OFFLINE  # again: checked again
     account = accounts.get("acct1")
     assert account is not None and account.status == "active"
-    assert asked == [("acct1", "GeWe Offline callback: the account was logged out (掉线)", at)]
+    assert asked == [("acct1", "GeWe Offline callback: the account was logged out (掉线)", at)] * 3
     assert callback_audit(ledger) == []  # the worker records what the vendor said
     accounts.set_status("acct1", "paused", "paused by operator")
     later = gewe("Offline", Data={"CreateTime": int(at) + 5})
-    assert processor.handle("acct1", later, received=at + 5) is Kind.OFFLINE and len(asked) == 1
+    assert processor.handle("acct1", later, received=at + 5) is Kind.OFFLINE and len(asked) == 3
 
 
 def test_offline_notices_past_the_hourly_checks_ask_the_vendor_nothing(ledger: Ledger) -> None:
