@@ -26,6 +26,7 @@ from scheduler.dispatch.schedules import Schedules
 from scheduler.intake.callbacks import CallbackProcessor
 from scheduler.intake.campaigns import Campaigns
 from scheduler.intake.producer import Producer
+from worker.execution.offline import OfflineRechecks
 from worker.pacing.rules import Pacer, RedisClock, read_clock
 from worker.settings import Settings
 from worker.store import scripts
@@ -73,6 +74,7 @@ class Dispatcher:
         self.schedules = Schedules(client, settings.key_prefix, producer, self.campaigns)
         #: vendor callbacks stored by the API are acted on here (opt-outs, removed contacts, offline)
         self.callbacks = CallbackProcessor(settings, client, accounts, producer, check_offline=self._check_offline)
+        self.offline_rechecks = OfflineRechecks(client, settings.key_prefix)
         self.pacer = Pacer(client, settings)
         self.contacts = ContactStore(client, settings.key_prefix)
         self._syncs_checked_at = -SYNC_IDLE_CHECK_S
@@ -113,6 +115,7 @@ class Dispatcher:
             self.campaigns.activate_due(now)
             try:
                 self.callbacks.drain()
+                self.offline_rechecks.take_due(self._check_offline, now)
             except redis.ConnectionError:
                 raise
             except Exception:  # callbacks must never hold up sending
@@ -217,11 +220,12 @@ class Dispatcher:
             "broadcast.schedule_fired", args=[schedule_id, fire_at, result], queue=self.settings.celery_queue
         )
 
-    def _check_offline(self, account: str, reason: str, received: float) -> None:
+    def _check_offline(self, account: str, reason: str, received: float, tries: int = 0) -> None:
         """An ``Offline`` callback goes to a worker, which asks the vendor before the account is marked down
-        (worker/execution/offline.py); a vendor call has no place in this loop."""
+        (worker/execution/offline.py); a vendor call has no place in this loop. Notices to check again come
+        back here from Redis (``OfflineRechecks``, taken with the timers)."""
         self.celery.send_task(
-            "broadcast.check_offline", args=[account, reason, received], queue=self.settings.celery_queue
+            "broadcast.check_offline", args=[account, reason, received, tries], queue=self.settings.celery_queue
         )
 
     def publish(self, claims: list[Claim]) -> None:

@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 from worker.execution.contacts import ContactSyncRunner
-from worker.execution.offline import RECHECK_S, RECHECKS, OfflineVerdict, check_offline_notice
+from worker.execution.offline import OfflineRechecks, OfflineVerdict, check_offline_notice, gives_up
 from worker.execution.runner import SessionRunner
 from worker.runtime.celery_app import app
 from worker.runtime.connections import redis_client, vendor_http_clients
@@ -98,22 +98,23 @@ def send_batch(
     return runner().run(account, lease, job_ids, groups).summary()
 
 
-@app.task(name="broadcast.check_offline", bind=True, acks_late=True, max_retries=RECHECKS)  # type: ignore[untyped-decorator]
-def check_offline(self: Any, account: str, reason: str, received: float) -> dict[str, Any]:
+@app.task(name="broadcast.check_offline", acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
+def check_offline(account: str, reason: str, received: float, tries: int = 0) -> dict[str, Any]:
     """An ``Offline`` callback checked with the vendor before the account is marked down
-    (worker/execution/offline.py); a busy account or a failed check is checked again later."""
+    (worker/execution/offline.py); a busy account or a failed check is checked again later, from Redis."""
     sessions = runner()
     settings = sessions.settings
 
     def backend(of: Account) -> VendorBackend:
         return sessions.backend_factory(of.vendor_account(), sessions.http[0])
 
-    audit = AuditLog(sessions.ledger.redis, settings.key_prefix, settings.audit_retention_days * 86400)
-    last_try = self.request.retries >= RECHECKS
+    client = sessions.ledger.redis
+    audit = AuditLog(client, settings.key_prefix, settings.audit_retention_days * 86400)
     verdict = check_offline_notice(
         sessions.accounts, audit, backend, settings,
-        account_id=str(account), reason=str(reason), received=float(received), last_try=last_try,
+        account_id=str(account), reason=str(reason), received=float(received), tries=int(tries),
     )  # fmt: skip
-    if verdict in (OfflineVerdict.BUSY, OfflineVerdict.UNCONFIRMED) and not last_try:
-        raise self.retry(countdown=RECHECK_S)
-    return {"account": account, "verdict": str(verdict)}
+    again = verdict in (OfflineVerdict.BUSY, OfflineVerdict.UNCONFIRMED) and not gives_up(verdict, int(tries))
+    if again:
+        OfflineRechecks(client, settings.key_prefix).later(str(account), str(reason), float(received), int(tries) + 1)
+    return {"account": account, "verdict": str(verdict), "tries": int(tries), "again": again}

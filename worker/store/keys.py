@@ -133,6 +133,7 @@ LAYOUT: Final[dict[str, str]] = {
     "optout_replies": "cb:replies:{}:{}",
     "callback_changes": "cb:changes:{}:{}",
     "offline_checks": "cb:offline:{}:{}",
+    "offline_rechecks": "cb:offline_rechecks",
     "callback_over_cap": "cb:overcap:{}:{}",
     "callback_held": "cb:held:{}",
     "callback_held_index": "cb:heldby:{}",
@@ -310,6 +311,10 @@ class Keys:
 
     def offline_checks(self, account_id: str, hour: int) -> str:
         return self._key("offline_checks", account_id, str(hour))
+
+    @property
+    def offline_rechecks(self) -> str:
+        return self._key("offline_rechecks")
 
     def callback_over_cap(self, account_id: str, hour: int) -> str:
         return self._key("callback_over_cap", account_id, str(hour))

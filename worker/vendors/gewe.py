@@ -176,7 +176,8 @@ class GeweBackend(HttpBackend):
 
     def check_online(self) -> bool | None:
         """``/login/checkOnline`` answers ``data: true|false``; a ``true`` is weak evidence (see worker.pacing.holds)."""
-        return bool(self._call("/login/checkOnline", {"appId": self.account.instance}))
+        data = self._call("/login/checkOnline", {"appId": self.account.instance})
+        return data if isinstance(data, bool) else None  # anything else says nothing (a null, a string)
 
     # --- contacts (read-only calls: repeating one is harmless) -------------------------------------------
 
