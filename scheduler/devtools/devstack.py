@@ -27,17 +27,16 @@ import httpx
 from cryptography.fernet import Fernet
 
 from scheduler.devtools.embedded import EmbeddedRedis, free_port
+from worker.runtime.launch import signal_name
 
 
 def _how_it_ended(code: int) -> str:
     """``exit 1`` or ``killed by SIGKILL``: what an operator needs to know first about a dead service. A
     code above 128 is how ``broadcast worker`` reports a process of its own that a signal killed."""
-    if code < 0 or code > 128:
-        number = -code if code < 0 else code - 128
-        try:
-            return f"killed by {signal.Signals(number).name}" + ("" if code < 0 else " (a worker process)")
-        except ValueError:
-            return f"killed by signal {number}"
+    if code < 0:
+        return f"killed by {signal_name(-code)}"
+    if code > 128:
+        return f"killed by {signal_name(code - 128)} (a worker process)"
     return f"exit {code}"
 
 

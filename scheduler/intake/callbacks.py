@@ -52,7 +52,7 @@ from scheduler.intake.producer import RECIPIENT, Producer
 from worker import jsonsafe
 from worker.settings import Settings, optout_form
 from worker.store.accounts import Account, AccountStore
-from worker.store.audit import AuditLog
+from worker.store.audit import CALLBACK, AuditLog
 from worker.store.keys import Keys
 from worker.store.suppressions import SuppressionReason, Suppressions
 
@@ -679,7 +679,7 @@ class CallbackProcessor:
         return Kind.HELD_OVER_CAP if kept else Kind.HELD_FULL
 
     def _audit(self, action: str, target: str) -> None:
-        self.audit.record(key="callback", role="callback", action=action, target=target, status=200)
+        self.audit.record_own(CALLBACK, action, target)
 
     def _reply(self, account: str, event: Event) -> None:
         """One reply to a new opt-out, queued like any message (paced), sent although they are suppressed;

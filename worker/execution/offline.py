@@ -6,8 +6,8 @@ resumes it. So the dispatcher hands a fresh notice to a worker (the task ``broad
 asks the vendor's online check under the account's lease, as the resume probe does
 (:func:`~worker.execution.lease.call_under_lease`: one call in flight per account, counted by its pacing):
 
-- ``false``, the vendor refusing the account (token expired, offline), or a vendor without an online check:
-  the account is marked ``down`` with the notice's words, unless its status changed since the notice came;
+- ``false``, or the vendor refusing the account (token expired, offline): the account is marked ``down``
+  with the notice's words, unless its status changed since the notice came;
 - ``true``: the account keeps sending; the audit trail records ``callback.offline_refuted``. GeWe's ``true``
   is weak evidence (``worker/pacing/holds.py``): an account really logged out that the check calls online
   is marked down by its next send's ``微信已离线`` answer, so nothing is sent from it either way;
@@ -37,7 +37,7 @@ from worker.errors import AccountDownError, ConfigError, VendorError
 from worker.execution.lease import call_under_lease
 from worker.settings import Settings
 from worker.store.accounts import Account, AccountStore
-from worker.store.audit import AuditLog
+from worker.store.audit import CALLBACK, AuditLog
 from worker.store.keys import Keys
 from worker.vendors.base import VendorBackend
 
@@ -67,6 +67,12 @@ def gives_up(verdict: OfflineVerdict, tries: int) -> bool:
     return verdict is OfflineVerdict.UNCONFIRMED and tries >= FAILED_RECHECKS
 
 
+def checks_again(verdict: OfflineVerdict, tries: int) -> bool:
+    """Whether the notice is to be checked again (:class:`OfflineRechecks`): not made or failed, and not
+    given up yet."""
+    return verdict in (OfflineVerdict.BUSY, OfflineVerdict.UNCONFIRMED) and not gives_up(verdict, tries)
+
+
 def check_offline_notice(
     accounts: AccountStore,
     audit: AuditLog,
@@ -92,29 +98,29 @@ def check_offline_notice(
             probe.made_a_call()  # the pacing counts the check, whatever its answer
             online = call_under_lease(backend_for(account).check_online, settings, probe.renew)
     except ConfigError:
-        return _unconfirmed(audit, OfflineVerdict.BUSY, tries, account_id, "a session held the account throughout")
+        return _unconfirmed(audit, OfflineVerdict.BUSY, tries, target, "a session held the account throughout")
     except AccountDownError as exc:  # the vendor refuses the account itself: that is the notice confirmed
         online, reason = False, f"{reason}; {exc}"
     except VendorError as exc:
-        return _unconfirmed(audit, OfflineVerdict.UNCONFIRMED, tries, account_id, f"the online check failed: {exc}")
+        return _unconfirmed(audit, OfflineVerdict.UNCONFIRMED, tries, target, f"the online check failed: {exc}")
     if online is None:  # neither true nor false: it tells nothing (GeWe is the one vendor posting Offline)
-        return _unconfirmed(audit, OfflineVerdict.UNCONFIRMED, tries, account_id, "the online check did not say")
+        return _unconfirmed(audit, OfflineVerdict.UNCONFIRMED, tries, target, "the online check did not say")
     if online:
-        _record(audit, "callback.offline_refuted", target)
+        audit.record_own(CALLBACK, "callback.offline_refuted", target)
         log.warning("offline callback refuted: the vendor says the account is online", extra={"account": account_id})
         return OfflineVerdict.REFUTED
     if not accounts.set_status(account_id, "down", reason, unchanged_since=account.status_changed):
         return OfflineVerdict.UNCHANGED  # paused, resumed or marked down meanwhile: that stands
-    _record(audit, "account.down", target)
+    audit.record_own(CALLBACK, "account.down", target)
     log.warning("account down by callback, confirmed by the vendor", extra={"account": account_id, "error": reason})
     return OfflineVerdict.DOWN
 
 
-def _unconfirmed(audit: AuditLog, verdict: OfflineVerdict, tries: int, account_id: str, why: str) -> OfflineVerdict:
+def _unconfirmed(audit: AuditLog, verdict: OfflineVerdict, tries: int, target: str, why: str) -> OfflineVerdict:
     """A check not made or failed: recorded as unconfirmed once it is left to the sends (:func:`gives_up`)."""
     if gives_up(verdict, tries):
-        _record(audit, "callback.offline_unconfirmed", f"account:{account_id}")
-        log.warning("offline callback not confirmed (%s): left to the sends", why, extra={"account": account_id})
+        audit.record_own(CALLBACK, "callback.offline_unconfirmed", target)
+        log.warning("offline callback not confirmed (%s): left to the sends", why, extra={"target": target})
     return verdict
 
 
@@ -140,8 +146,3 @@ class OfflineRechecks:
             send(str(account_id), str(reason), float(received), int(tries))
             self.redis.zrem(self.key, member)
         return len(due)
-
-
-def _record(audit: AuditLog, action: str, target: str) -> None:
-    """On the record under the key "callback", as the callback processor's own changes are."""
-    audit.record(key="callback", role="callback", action=action, target=target, status=200)

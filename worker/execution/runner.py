@@ -372,10 +372,13 @@ class SessionRunner:
             return SessionStop.BATCH_TIME
         return None
 
-    def _release_at(self, session: Session, next_group: bool | None, stopped: str = "") -> float:
+    def _release_at(
+        self, session: Session, next_group: bool | None, stopped: str = "", *, start_at: float | None = None
+    ) -> float:
         """When the account may start its next session: its next job's start when the kind (group or not)
-        of the job it gives back first is known, else the earlier of the two; never in a cool-down."""
-        next_at = self._next_start(session, next_group)
+        of the job it gives back first is known (``start_at`` when the caller worked it out already), else
+        the earlier of the two; never in a cool-down."""
+        next_at = self._next_start(session, next_group) if start_at is None else start_at
         next_at = max(next_at, session.cooldown_until)
         if stopped == SessionStop.REPLICA_LAG:
             next_at = max(next_at, session.clock.latest() + REPLICA_LAG_WAIT_S)
@@ -555,8 +558,9 @@ class SessionRunner:
         record = self._pace_record(session, sent=True, throttled=False)
         # FINISH records `record` as is: the state it leaves, and so the account's next moment, are known now
         self._advance(session, record)
-        paced = None if last else self._too_far(session, self._next_start(session, following))
-        release_at = self._release_at(session, following) if last or paced else None
+        next_at = None if last else self._next_start(session, following)
+        paced = None if next_at is None else self._too_far(session, next_at)
+        release_at = self._release_at(session, following, start_at=next_at) if last or paced else None
         finished = self._durable(self.ledger.finish_sent,
             session.id, session.token, job.id, result, entry, pace=record, release_at=release_at,
         )  # fmt: skip
@@ -993,7 +997,7 @@ class SessionRunner:
         """One audit entry under the key and role "worker"; a Redis error loses the entry (logged), never the
         session's outcome, which is already recorded."""
         try:
-            self.audit.record(key=WORKER, role=WORKER, action=action, target=target, status=200)
+            self.audit.record_own(WORKER, action, target)
         except redis.RedisError:
             log.exception("audit entry not recorded", extra={"action": action, "target": target})
 

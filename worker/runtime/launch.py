@@ -195,12 +195,17 @@ def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+def signal_name(number: int) -> str:
+    """``SIGKILL``, or ``signal 77`` for a number with no name."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def _ended(returncode: int, *, zh: bool = False) -> str:
     """``exited with code 1`` or ``was killed by SIGKILL``, in English or Chinese."""
     if returncode >= 0:
         return f"退出（代码 {returncode}）" if zh else f"exited with code {returncode}"
-    try:
-        name = signal.Signals(-returncode).name
-    except ValueError:
-        name = f"signal {-returncode}"
+    name = signal_name(-returncode)
     return f"被 {name} 终止" if zh else f"was killed by {name}"

@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 from worker.execution.contacts import ContactSyncRunner
-from worker.execution.offline import OfflineRechecks, OfflineVerdict, check_offline_notice, gives_up
+from worker.execution.offline import OfflineRechecks, check_offline_notice, checks_again
 from worker.execution.runner import SessionRunner
 from worker.runtime.celery_app import app
 from worker.runtime.connections import redis_client, vendor_http_clients
@@ -114,7 +114,7 @@ def check_offline(account: str, reason: str, received: float, tries: int = 0) ->
         sessions.accounts, audit, backend, settings,
         account_id=str(account), reason=str(reason), received=float(received), tries=int(tries),
     )  # fmt: skip
-    again = verdict in (OfflineVerdict.BUSY, OfflineVerdict.UNCONFIRMED) and not gives_up(verdict, int(tries))
+    again = checks_again(verdict, int(tries))
     if again:
         OfflineRechecks(client, settings.key_prefix).later(str(account), str(reason), float(received), int(tries) + 1)
     return {"account": account, "verdict": str(verdict), "tries": int(tries), "again": again}

@@ -18,6 +18,9 @@ from worker.store.keys import Keys
 #: The key and role of what the worker changes on its own judgement (an account down or auto-paused, a
 #: not-a-friend suppression; campaign.auto_pause is written by prelude_finish.lua): reserved, no key takes it.
 WORKER = "worker"
+#: The key and role of what vendor callbacks change (an opt-out, a removed contact, an account offline, and
+#: the worker's check of an Offline notice): reserved too (worker/store/suppressions.py SYSTEM_BY).
+CALLBACK = "callback"
 #: Entries one page request looks at at most while filtering (by key or target), so a filter that
 #: matches nothing answers in bounded time with a cursor to continue.
 SCAN_MAX = 5000
@@ -39,6 +42,10 @@ class AuditLog:
     def record(self, *, key: str, role: str, action: str, target: str, status: int) -> str:
         """Append one entry; entries past the retention are trimmed in the same command."""
         return self.record_each(key=key, role=role, action=action, targets=[target], status=status)[0]
+
+    def record_own(self, actor: str, action: str, target: str) -> str:
+        """What no person did (:data:`WORKER`, :data:`CALLBACK`): the actor is the entry's key and role."""
+        return self.record(key=actor, role=actor, action=action, target=target, status=200)
 
     def record_each(self, *, key: str, role: str, action: str, targets: list[str], status: int) -> list[str]:
         """One entry per target of one call (a bulk replay: each job it replayed), in one round trip."""

@@ -12,7 +12,6 @@ the Sentinels elect it; docs/deployment.md says what is promised.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -49,8 +48,6 @@ class ReplicaAcks:
         self.client = client
         self.wanted = wanted
         self.timeout_ms = max(1, int(timeout_s * 1000))
-        self._lock = threading.Lock()
-        self._current: Acks | None = None
         #: what was read and when (``time.monotonic()``), one tuple replaced whole: every BEGIN and FINISH
         #: reads it, from hundreds of threads, without taking the lock
         self._known: tuple[Acks, float] | None = None
@@ -66,12 +63,10 @@ class ReplicaAcks:
             # the server is away: keep what we knew (the write itself will fail and be retried). Knowing
             # nothing yet, the answer is not kept: the next write asks again, rather than going on for the
             # refresh interval without the replicas' wait a server back meanwhile may need
-            if self._current is None:
+            if self._known is None:
                 return Acks(self.wanted or 0, self.timeout_ms, None)
-            acks = self._current
-        with self._lock:
-            self._current = acks
-            self._known = (acks, time.monotonic())
+            acks = self._known[0]
+        self._known = (acks, time.monotonic())
         return acks
 
     def _read(self) -> Acks:
@@ -87,7 +82,7 @@ class ReplicaAcks:
             # without a wait, writes it then loses when it is demoted. Fewer than all would let a replica
             # that is not the one promoted acknowledge a write the new primary never gets (measured:
             # bench/failover.py --replicas 2, docs/benchmarks.md).
-            replicas = max(online_replicas(replication), self._current.replicas if self._current else 0)
+            replicas = max(online_replicas(replication), self._known[0].replicas if self._known else 0)
         version = tuple(int(part) for part in str(server.get("redis_version", "0")).split(".")[:2] if part.isdigit())
         has_waitaof = version >= WAITAOF_SINCE
         aof_local = (1 if int(persistence.get("aof_enabled", 0)) else 0) if has_waitaof else None
